@@ -1,0 +1,78 @@
+"""Settings of the model server (`modeldeploy serve`), read from MODELDEPLOY_SERVER_* variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "MODELDEPLOY_SERVER_"
+
+
+class ServerSettings(BaseSettings):
+    """Everything the model server can be told; every field is one MODELDEPLOY_SERVER_<NAME> variable."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    model_uri: str = ""
+    """Where the model bundle lives: a local path, file://, http(s)://, s3:// or gs:// URI."""
+
+    model_name: str | None = None
+    """Name the model is served under; defaults to the name in the bundle's manifest."""
+
+    model_sha256: str | None = None
+    """Expected sha256 of the bundle's manifest; loading fails closed when it differs."""
+
+    host: str = "0.0.0.0"
+    """Address to bind; in a pod this is the pod's IP or 0.0.0.0."""
+
+    port: int = Field(default=8080, ge=1, le=65535)
+    """TCP port for the HTTP API and /metrics."""
+
+    workers: int = Field(default=1, ge=1, le=64)
+    """Worker processes; metrics are aggregated across them."""
+
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """Largest accepted request body; larger bodies get HTTP 413 with a JSON error."""
+
+    max_batch_rows: int = Field(default=10_000, ge=1)
+    """Most rows accepted in one inference request; more get HTTP 400."""
+
+    batching_enabled: bool = False
+    """Merge concurrent requests into one model call (adaptive micro-batching)."""
+
+    batch_max_size: int = Field(default=64, ge=1)
+    """Most rows in one micro-batch."""
+
+    batch_max_wait_ms: float = Field(default=1.0, ge=0)
+    """Longest a request waits for others to join its micro-batch, in milliseconds."""
+
+    drift_enabled: bool = True
+    """Compute input and prediction drift against the bundle's reference profile."""
+
+    drift_window_rows: int = Field(default=1000, ge=10)
+    """Rows in one drift window; statistics are computed when a window closes."""
+
+    drift_window_seconds: float = Field(default=60.0, gt=0)
+    """A window with at least one row also closes after this many seconds (low traffic)."""
+
+    model_cache_dir: str = "/tmp/modeldeploy-models"
+    """Where downloaded bundles are unpacked; an emptyDir in a pod."""
+
+    max_artifact_bytes: int = Field(default=2 * 1024**3, ge=1)
+    """Largest model artifact that will be downloaded; larger ones fail closed."""
+
+    s3_endpoint_url: str | None = None
+    """Endpoint of an S3-compatible store (MinIO, moto, ...) for s3:// URIs."""
+
+    log_level: str = "info"
+    """Log level of the server: debug, info, warning or error."""
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that reproduce these settings in another process (non-default fields only)."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump(exclude_defaults=True).items():
+            if value is None:
+                continue
+            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            env[ENV_PREFIX + name.upper()] = text
+        return env

@@ -1,0 +1,1 @@
+"""kubectl-modeldeploy: the kubectl plugin (status, promote, abort, pause, resume, rollback, history)."""

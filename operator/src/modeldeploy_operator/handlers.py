@@ -1,0 +1,1 @@
+"""kopf handlers: thin wiring of the domain and the Kubernetes client layer."""

@@ -1,0 +1,2 @@
+// Package etcd only anchors the wrapper module that pins the etcd build.
+package etcd

@@ -1,0 +1,2 @@
+// Package helm only anchors the wrapper module that pins the helm build.
+package helm
