@@ -1,0 +1,102 @@
+"""The operator's own settings, read from MODELDEPLOY_OPERATOR_* variables (the Helm chart sets them).
+
+Everything the operator needs to know that is not in a ModelDeployment: which images to run, how it
+identifies itself to the API server, what it watches, and how hard it retries.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "MODELDEPLOY_OPERATOR_"
+IMAGE_REPOSITORY = "ghcr.io/modeldeploy"
+
+
+def _package_version() -> str:
+    try:
+        return version("modeldeploy-operator")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.1.0"
+
+
+__version__ = _package_version()
+
+
+class OperatorSettings(BaseSettings):
+    """Settings of the operator process; every field is one MODELDEPLOY_OPERATOR_<NAME> variable."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    serving_image: str = f"{IMAGE_REPOSITORY}/serving:{__version__}"
+    """Image of the model server that every serving Deployment runs (`modeldeploy serve`)."""
+
+    router_image: str = f"{IMAGE_REPOSITORY}/serving:{__version__}"
+    """Image of the built-in router; the router lives in the serving distribution, so the same image."""
+
+    image_pull_policy: str = Field(default="IfNotPresent", pattern="^(Always|IfNotPresent|Never)$")
+    """imagePullPolicy of the containers the operator creates."""
+
+    field_manager: str = Field(default="modeldeploy-operator", min_length=1, max_length=128)
+    """Field manager name for server-side apply; changing it orphans the fields the old name owned."""
+
+    namespaces: Annotated[tuple[str, ...], NoDecode] = ()
+    """Namespaces to watch, comma-separated; empty means every namespace (cluster-wide install)."""
+
+    leader_election: bool = True
+    """Run reconciles only in the replica holding the Lease, so that two replicas never fight.
+
+    kopf's own peering is disabled: with equal priorities it freezes every replica instead of
+    electing one, and it needs extra CRDs."""
+
+    lease_name: str = "modeldeploy-operator"
+    """Name of the coordination.k8s.io Lease used for leader election."""
+
+    lease_namespace: str = ""
+    """Namespace of the Lease; empty means the operator's own namespace (POD_NAMESPACE)."""
+
+    lease_duration_seconds: float = Field(default=15.0, gt=0)
+    """How long a Lease is valid without renewal before another replica may take it."""
+
+    lease_renew_seconds: float = Field(default=5.0, gt=0)
+    """How often the leader renews the Lease; must be well under lease_duration_seconds."""
+
+    retry_limit: int = Field(default=8, ge=0, le=100)
+    """Retries of one handler run for transient errors (API conflicts, 5xx) before giving up."""
+
+    retry_backoff_seconds: float = Field(default=2.0, gt=0)
+    """First delay between retries; it doubles on each retry up to retry_backoff_max_seconds."""
+
+    retry_backoff_max_seconds: float = Field(default=60.0, gt=0)
+    """Upper bound of the delay between retries."""
+
+    handler_timeout_seconds: float = Field(default=300.0, gt=0)
+    """Wall-clock limit of one handler run including its retries; kopf retries forever without it."""
+
+    resync_seconds: float = Field(default=30.0, gt=0)
+    """Period of the level-triggered reconcile that repairs drift even without watch events."""
+
+    health_port: int = Field(default=8081, ge=1, le=65535)
+    """Port of the liveness endpoint (GET /healthz)."""
+
+    metrics_port: int = Field(default=9090, ge=1, le=65535)
+    """Port of the operator's Prometheus metrics (GET /metrics)."""
+
+    log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+    """Log level of the operator."""
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, value: object) -> object:
+        # A comma-separated list reads better in a Deployment's env than JSON.
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @property
+    def cluster_wide(self) -> bool:
+        """True when the operator watches every namespace."""
+        return not self.namespaces

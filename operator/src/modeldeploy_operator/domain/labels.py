@@ -1,0 +1,52 @@
+"""Labels and annotations on everything the operator creates.
+
+The recommended `app.kubernetes.io/*` labels for people and tools, and `modeldeploy.io/*` labels for
+the operator's own selectors. Selectors use only the `modeldeploy.io/*` labels that never change for
+an object: a Deployment's selector is immutable.
+"""
+
+from __future__ import annotations
+
+GROUP = "modeldeploy.io"
+DEPLOYMENT_LABEL = f"{GROUP}/deployment"
+VARIANT_LABEL = f"{GROUP}/variant"
+REVISION_LABEL = f"{GROUP}/revision"
+REVISION_ANNOTATION = f"{GROUP}/revision"
+MODEL_URI_ANNOTATION = f"{GROUP}/model-uri"
+MODEL_SHA256_ANNOTATION = f"{GROUP}/model-sha256"
+
+MANAGED_BY = "modeldeploy-operator"
+PART_OF = "modeldeploy"
+SERVER_COMPONENT = "model-server"
+ROUTER_COMPONENT = "router"
+
+
+def common_labels(deployment_name: str, component: str) -> dict[str, str]:
+    """Labels every object of one ModelDeployment carries."""
+    return {
+        "app.kubernetes.io/name": f"modeldeploy-{component}",
+        "app.kubernetes.io/instance": deployment_name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        DEPLOYMENT_LABEL: deployment_name,
+    }
+
+
+def revision_selector(deployment_name: str, variant: str, revision: str) -> dict[str, str]:
+    """Selects the pods of one (variant, revision); immutable for the Deployment's lifetime."""
+    return {DEPLOYMENT_LABEL: deployment_name, VARIANT_LABEL: variant, REVISION_LABEL: revision}
+
+
+def serving_labels(deployment_name: str, variant: str, revision: str, model_version: str) -> dict[str, str]:
+    """All labels of a serving Deployment, its pods, Service and HPA."""
+    return {
+        **common_labels(deployment_name, SERVER_COMPONENT),
+        "app.kubernetes.io/version": model_version,
+        **revision_selector(deployment_name, variant, revision),
+    }
+
+
+def router_selector(deployment_name: str) -> dict[str, str]:
+    """Selects the router pods of one ModelDeployment (the stable Service's backends, issue 5)."""
+    return {DEPLOYMENT_LABEL: deployment_name, "app.kubernetes.io/component": ROUTER_COMPONENT}

@@ -1,0 +1,218 @@
+"""Desired Kubernetes objects for one (variant, revision): plain dicts ready for server-side apply.
+
+Pure functions of their arguments. Each returns a complete object (apiVersion, kind, metadata with
+namespace, owner reference and labels), containing only the fields the operator means to own: with
+server-side apply, any field set here is claimed by the operator's field manager.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import labels as lbl
+from .names import revision_name
+from .resource import ModelDeploymentRef
+from .revision import MODEL_CACHE_DIR, SERVER_PORT, ResolvedVariant
+from .spec import Resources
+
+CONTAINER_NAME = "server"
+PORT_NAME = "http"
+SERVER_COMMAND = ("modeldeploy", "serve")
+LIVE_PATH = "/v2/health/live"
+READY_PATH = "/v2/health/ready"
+METRICS_PATH = "/metrics"
+RUN_AS_USER = 10001  # the non-root user of the serving image (see serving's Dockerfile)
+CACHE_VOLUME = "model-cache"
+TMP_VOLUME = "tmp"
+CACHE_MOUNT = MODEL_CACHE_DIR.rsplit("/", 1)[0]
+
+
+def _metadata(owner: ModelDeploymentRef, name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels,
+        "ownerReferences": [owner.owner_reference()],
+    }
+
+
+def _resources(resources: Resources) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if resources.requests:
+        out["requests"] = {key: str(value) for key, value in resources.requests.items()}
+    if resources.limits:
+        out["limits"] = {key: str(value) for key, value in resources.limits.items()}
+    return out
+
+
+def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": PORT_NAME},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def _restricted_container_security() -> dict[str, Any]:
+    # The Pod Security Standards' "restricted" profile, so the pods run in namespaces enforcing it.
+    return {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _server_container(variant: ResolvedVariant, image: str, pull_policy: str) -> dict[str, Any]:
+    env = [{"name": key, "value": value} for key, value in sorted(variant.settings.to_env().items())]
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": image,
+        "imagePullPolicy": pull_policy,
+        "command": list(SERVER_COMMAND),
+        "ports": [{"name": PORT_NAME, "containerPort": SERVER_PORT, "protocol": "TCP"}],
+        "env": env,
+        "resources": _resources(variant.resources),
+        # Downloading a large model may take minutes: the startup probe holds liveness off meanwhile.
+        "startupProbe": _probe(LIVE_PATH, period=5, failures=120),
+        "livenessProbe": _probe(LIVE_PATH, period=10, failures=3),
+        "readinessProbe": _probe(READY_PATH, period=5, failures=2),
+        "securityContext": _restricted_container_security(),
+        "volumeMounts": [
+            {"name": CACHE_VOLUME, "mountPath": CACHE_MOUNT},
+            {"name": TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, private to the pod
+        ],
+    }
+    if variant.model.storage and variant.model.storage.secret_name:
+        # Store credentials (e.g. AWS_ACCESS_KEY_ID) come from the user's Secret, never from the spec.
+        container["envFrom"] = [{"secretRef": {"name": variant.model.storage.secret_name}}]
+    return container
+
+
+def _pod_template(
+    owner: ModelDeploymentRef, variant: ResolvedVariant, image: str, pull_policy: str
+) -> dict[str, Any]:
+    labels = lbl.serving_labels(owner.name, variant.name, variant.revision, variant.model.version)
+    annotations = {
+        lbl.REVISION_ANNOTATION: variant.revision,
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(SERVER_PORT),
+        "prometheus.io/path": METRICS_PATH,
+    }
+    return {
+        "metadata": {"labels": labels, "annotations": annotations},
+        "spec": {
+            # The server never calls the API; no token in the pod.
+            "automountServiceAccountToken": False,
+            # Service links would inject variables such as MODELDEPLOY_SERVER_PORT=tcp://... for a
+            # Service named modeldeploy-server, which the server's settings would try to parse.
+            "enableServiceLinks": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": RUN_AS_USER,
+                "runAsGroup": RUN_AS_USER,
+                "fsGroup": RUN_AS_USER,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "terminationGracePeriodSeconds": 30,
+            "containers": [_server_container(variant, image, pull_policy)],
+            "volumes": [
+                {"name": CACHE_VOLUME, "emptyDir": {}},
+                {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}},
+            ],
+        },
+    }
+
+
+def build_serving_deployment(
+    owner: ModelDeploymentRef,
+    variant: ResolvedVariant,
+    *,
+    image: str,
+    replicas: int | None,
+    progress_deadline_seconds: int = 600,
+    image_pull_policy: str = "IfNotPresent",
+) -> dict[str, Any]:
+    """The Deployment running one (variant, revision).
+
+    `replicas` is None when an HPA owns the count: the field is then left out, so that server-side
+    apply does not take it back from the HPA on every reconcile. The rollout planner passes the
+    count it wants for canary and scaled-down revisions.
+    """
+    name = revision_name(owner.name, variant.name, variant.revision)
+    labels = lbl.serving_labels(owner.name, variant.name, variant.revision, variant.model.version)
+    metadata = _metadata(owner, name, labels)
+    metadata["annotations"] = {
+        lbl.REVISION_ANNOTATION: variant.revision,
+        lbl.MODEL_URI_ANNOTATION: variant.model.uri,
+        lbl.MODEL_SHA256_ANNOTATION: variant.model.sha256 or "",
+    }
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": lbl.revision_selector(owner.name, variant.name, variant.revision)},
+        # A revision never changes its pod template except for resources; no ReplicaSet history needed.
+        "revisionHistoryLimit": 1,
+        "progressDeadlineSeconds": progress_deadline_seconds,
+        # In-place updates (resources) keep full capacity: surge first, never go below the count.
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
+        "template": _pod_template(owner, variant, image, image_pull_policy),
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": spec}
+
+
+def build_serving_service(owner: ModelDeploymentRef, variant: ResolvedVariant) -> dict[str, Any]:
+    """The ClusterIP Service of one (variant, revision): what the router and HTTPRoutes point at."""
+    name = revision_name(owner.name, variant.name, variant.revision)
+    labels = lbl.serving_labels(owner.name, variant.name, variant.revision, variant.model.version)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(owner, name, labels),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": lbl.revision_selector(owner.name, variant.name, variant.revision),
+            "ports": [{"name": PORT_NAME, "port": SERVER_PORT, "targetPort": PORT_NAME, "protocol": "TCP"}],
+        },
+    }
+
+
+def build_stable_service(owner: ModelDeploymentRef, selector: dict[str, str]) -> dict[str, Any]:
+    """The Service users call, named after the ModelDeployment.
+
+    Its selector is the router's pods (`labels.router_selector`) with the router provider, or a
+    revision's pods (`labels.revision_selector`) while no router exists.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(owner, owner.name, lbl.common_labels(owner.name, lbl.SERVER_COMPONENT)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": dict(selector),
+            "ports": [{"name": PORT_NAME, "port": SERVER_PORT, "targetPort": PORT_NAME, "protocol": "TCP"}],
+        },
+    }
+
+
+def build_hpa(owner: ModelDeploymentRef, variant: ResolvedVariant) -> dict[str, Any] | None:
+    """The HorizontalPodAutoscaler of one (variant, revision), or None without spec.autoscaling."""
+    scaling = variant.autoscaling
+    if scaling is None:
+        return None
+    name = revision_name(owner.name, variant.name, variant.revision)
+    labels = lbl.serving_labels(owner.name, variant.name, variant.revision, variant.model.version)
+    cpu_target = {"type": "Utilization", "averageUtilization": scaling.target_cpu_utilization_percentage}
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(owner, name, labels),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": cpu_target}}],
+        },
+    }

@@ -1,0 +1,246 @@
+"""The ModelDeployment spec as typed, immutable models; field for field the CRD's openAPIV3Schema.
+
+The API server has already applied the CRD's defaults and CEL rules before the operator sees an
+object; the defaults are repeated here so that unit tests and out-of-cluster tools can build specs
+by hand. `extra="forbid"` because the API server prunes unknown fields: an unknown field here means
+the CRD is newer than the operator, and ignoring a field the user set is worse than failing loudly.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+ModelFormat = Literal["xgboost", "onnx"]
+Protocol = Literal["v2", "v1"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+TrafficProvider = Literal["router", "gatewayAPI"]
+NoReadyBackendPolicy = Literal["Redistribute", "Reject"]
+Strategy = Literal["Canary", "BlueGreen", "Immediate"]
+CheckType = Literal["errorRate", "latencyP99", "inputDrift", "predictionShift", "prometheus"]
+
+DEFAULT_VARIANT = "default"
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
+SHA256_PATTERN = r"^[a-f0-9]{64}$"
+# Used as a label value (app.kubernetes.io/version), hence the label-value grammar.
+VERSION_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+Quantity = str | int
+
+
+class SpecModel(BaseModel):
+    """Base of every spec model: camelCase on the wire, snake_case in Python, immutable."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        protected_namespaces=(),
+    )
+
+
+class ModelStorage(SpecModel):
+    """How the model server reaches the store that holds the bundle."""
+
+    s3_endpoint_url: str | None = Field(default=None, alias="s3EndpointURL", max_length=2048)
+    secret_name: str | None = Field(default=None, max_length=253)
+
+
+class ModelRef(SpecModel):
+    """One model bundle: where it is, what it is, and the digest it must have."""
+
+    uri: str = Field(min_length=1, max_length=2048)
+    format: ModelFormat
+    version: str = Field(min_length=1, max_length=63, pattern=VERSION_PATTERN)
+    sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    storage: ModelStorage | None = None
+
+
+class Resources(SpecModel):
+    """Container resources, in the shape of core/v1 ResourceRequirements (requests and limits)."""
+
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+
+
+class Variant(SpecModel):
+    """One arm of an A/B experiment; every variant gets its own Deployments and revisions."""
+
+    name: str = Field(min_length=1, max_length=20, pattern=NAME_PATTERN)
+    weight: int = Field(default=0, ge=0, le=100)
+    model: ModelRef | None = None
+    replicas: int | None = Field(default=None, ge=0, le=1000)
+    resources: Resources | None = None
+
+
+class Autoscaling(SpecModel):
+    """A HorizontalPodAutoscaler per serving Deployment, on CPU utilisation."""
+
+    min_replicas: int = Field(default=1, ge=1, le=1000)
+    max_replicas: int = Field(ge=1, le=1000)
+    target_cpu_utilization_percentage: int = Field(
+        default=80, ge=1, le=100, alias="targetCPUUtilizationPercentage"
+    )
+
+
+class Batching(SpecModel):
+    """Server-side adaptive micro-batching."""
+
+    enabled: bool = False
+    max_size: int = Field(default=64, ge=1, le=4096)
+    max_wait_ms: float = Field(default=1.0, ge=0, le=1000)
+
+
+class ServerSpec(SpecModel):
+    """How every model server of this ModelDeployment runs."""
+
+    protocol: Protocol = "v2"
+    workers: int = Field(default=1, ge=1, le=64)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024**3)
+    max_batch_rows: int = Field(default=10_000, ge=1, le=1_000_000)
+    batching: Batching = Field(default_factory=Batching)
+    log_level: LogLevel = "info"
+
+
+class StickyKey(SpecModel):
+    """Where the router finds the key that pins a caller to an arm: a header or a body field."""
+
+    header: str | None = Field(default=None, max_length=256)
+    body_field: str | None = Field(default=None, max_length=256)
+
+
+class Shadow(SpecModel):
+    """Copy a share of requests to a shadow arm whose answers are compared, never returned."""
+
+    percent: int = Field(default=0, ge=0, le=100)
+    variant: str | None = Field(default=None, max_length=20)
+    revision: int | None = Field(default=None, ge=1)
+
+
+class ParentRef(SpecModel):
+    """A Gateway API parentRef (the Gateway, or one listener of it, that the HTTPRoute attaches to)."""
+
+    group: str = Field(default="gateway.networking.k8s.io", max_length=253)
+    kind: str = Field(default="Gateway", max_length=63)
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str | None = Field(default=None, max_length=63)
+    section_name: str | None = Field(default=None, max_length=253)
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class GatewayAPI(SpecModel):
+    """Settings of the Gateway API provider: the operator writes an HTTPRoute."""
+
+    parent_refs: tuple[ParentRef, ...] = Field(default=(), max_length=16)
+    hostnames: tuple[str, ...] = Field(default=(), max_length=16)
+
+
+class Traffic(SpecModel):
+    """How requests to the stable Service reach the arms."""
+
+    provider: TrafficProvider = "router"
+    sticky_key: StickyKey | None = None
+    shadow: Shadow | None = None
+    gateway_api: GatewayAPI | None = Field(default=None, alias="gatewayAPI")
+    no_ready_backend: NoReadyBackendPolicy = "Redistribute"
+    timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+
+class PauseStep(SpecModel):
+    """Hold the current weight for a duration, or until resumed when no duration is given."""
+
+    duration: str | None = Field(default=None, min_length=2, max_length=32, pattern=DURATION_PATTERN)
+
+
+class AnalysisStep(SpecModel):
+    """Run analysis checks (all of them, or the named ones) before going on."""
+
+    checks: tuple[str, ...] = Field(default=(), max_length=16)
+    duration: str | None = Field(default=None, min_length=2, max_length=32, pattern=DURATION_PATTERN)
+
+
+class Step(SpecModel):
+    """One rollout step; exactly one of its fields is set."""
+
+    set_weight: int | None = Field(default=None, ge=0, le=100)
+    pause: PauseStep | None = None
+    analysis: AnalysisStep | None = None
+
+
+class Threshold(SpecModel):
+    """Bounds a measured value must stay within; a missing bound is not checked."""
+
+    min: float | None = None
+    max: float | None = None
+
+
+class Check(SpecModel):
+    """One analysis check: a built-in measurement or a PromQL query, and its threshold."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
+    type: CheckType
+    threshold: Threshold
+    min_samples: int | None = Field(default=None, ge=0)
+    query: str | None = Field(default=None, max_length=4096)
+
+
+class PrometheusSource(SpecModel):
+    """Where `prometheus` checks send their queries."""
+
+    address: str = Field(min_length=1, max_length=2048)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+
+
+class Analysis(SpecModel):
+    """Automated analysis of the canary (or preview) revision against thresholds."""
+
+    interval: str = Field(default="1m", min_length=2, max_length=32, pattern=DURATION_PATTERN)
+    min_samples: int = Field(default=100, ge=0)
+    failure_limit: int = Field(default=2, ge=0, le=100)
+    checks: tuple[Check, ...] = Field(default=(), max_length=16)
+    prometheus: PrometheusSource | None = None
+
+
+class Rollout(SpecModel):
+    """How a new revision replaces the stable one."""
+
+    strategy: Strategy = "Immediate"
+    steps: tuple[Step, ...] = Field(default=(), max_length=32)
+    analysis: Analysis | None = None
+    auto_rollback: bool = True
+    progress_deadline_seconds: int = Field(default=600, ge=30, le=86400)
+    scale_down_delay_seconds: int = Field(default=30, ge=0, le=86400)
+
+
+class Drift(SpecModel):
+    """Input and prediction drift computed by the model servers against the bundle's reference."""
+
+    enabled: bool = True
+    window_rows: int = Field(default=1000, ge=10, le=10_000_000)
+    window_seconds: int = Field(default=60, ge=1, le=86400)
+    psi_threshold: float = Field(default=0.25, gt=0, le=10)
+
+
+class ModelDeploymentSpec(SpecModel):
+    """spec of a ModelDeployment."""
+
+    model: ModelRef | None = None
+    variants: tuple[Variant, ...] = Field(default=(), max_length=10)
+    replicas: int | None = Field(default=None, ge=0, le=1000)
+    autoscaling: Autoscaling | None = None
+    resources: Resources | None = None
+    server: ServerSpec = Field(default_factory=ServerSpec)
+    traffic: Traffic = Field(default_factory=Traffic)
+    rollout: Rollout = Field(default_factory=Rollout)
+    drift: Drift = Field(default_factory=Drift)
+    revision_history_limit: int = Field(default=10, ge=1, le=100)
+    paused: bool = False
+
+    def effective_variants(self) -> tuple[Variant, ...]:
+        """The variants as declared, or the implicit `default` variant carrying spec.model at 100%."""
+        if self.variants:
+            return self.variants
+        return (Variant(name=DEFAULT_VARIANT, weight=100, model=self.model),)

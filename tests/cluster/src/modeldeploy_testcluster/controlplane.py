@@ -1,0 +1,229 @@
+"""Bring the local control plane up and down.
+
+`up()` is idempotent: a healthy cluster is left as it is, a broken one is torn down and started anew.
+Order: pod network, PKI, etcd, kube-apiserver (RBAC), controller-manager, scheduler, kwok with its
+simulated nodes, and the process-backed node agent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from modeldeploy_testcluster import daemons, network
+from modeldeploy_testcluster.images import default_image_map
+from modeldeploy_testcluster.kubeconfig import write_kubeconfig
+from modeldeploy_testcluster.layout import Layout, binaries_dir, default_layout
+from modeldeploy_testcluster.pki import ClusterPKI
+
+KUBE_VERSION = "v1.34.4"
+_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "process-node")
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _binary(name: str) -> str:
+    path = binaries_dir() / name
+    if not path.exists():
+        raise ClusterError(f"{path} is missing: run `make binaries` (tests/cluster/build-binaries.sh)")
+    return str(path)
+
+
+def is_healthy(layout: Layout) -> bool:
+    """True when every recorded component runs and the API server answers /readyz."""
+    records = daemons.load(layout.processes_file)
+    names = {r.name for r in records if daemons.is_alive(r)}
+    if not set(_COMPONENTS) <= names:
+        return False
+    return _readyz(layout)
+
+
+def _admin_ssl_context(layout: Layout) -> ssl.SSLContext:
+    pki = ClusterPKI(layout.pki_dir)
+    context = ssl.create_default_context(cafile=str(pki.ca_cert))
+    context.load_cert_chain(str(pki.cert("admin")), str(pki.key("admin")))
+    return context
+
+
+def _readyz(layout: Layout) -> bool:
+    try:
+        with urllib.request.urlopen(
+            f"{layout.apiserver_url}/readyz", context=_admin_ssl_context(layout), timeout=3
+        ) as response:
+            return bool(response.status == 200)
+    except (OSError, urllib.error.URLError, ssl.SSLError):
+        return False
+
+
+def _wait(what: str, condition: object, timeout: float, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return
+        time.sleep(0.25)
+    tail = ""
+    if log and log.exists():
+        tail = "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-25:])
+    raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}{tail}")
+
+
+def up(layout: Layout | None = None, quiet: bool = False) -> Layout:
+    layout = layout or default_layout()
+    if is_healthy(layout):
+        return layout
+    if layout.state_dir.exists() or network.exists(layout):
+        down(layout)
+    if os.geteuid() != 0:
+        raise ClusterError("the local cluster needs root (network namespaces for pod addresses)")
+    started = time.monotonic()
+    layout.state_dir.mkdir(parents=True)
+    layout.logs_dir.mkdir()
+    network.create(layout)
+    pki = ClusterPKI(layout.pki_dir)
+    pki.create(
+        serving_ips=[layout.host_ip, "127.0.0.1", _first_service_ip(layout)],
+        serving_dns=[
+            "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ],
+        clients={
+            "admin": ("modeldeploy-admin", "system:masters"),
+            "controller-manager": ("system:kube-controller-manager", None),
+            "scheduler": ("system:kube-scheduler", None),
+        },
+    )
+    for user, file_name in (("admin", "admin"), ("controller-manager", "controller-manager"), ("scheduler", "scheduler")):
+        write_kubeconfig(
+            layout.state_dir / f"{user}.kubeconfig", layout.apiserver_url, pki.ca_cert, user,
+            client_cert=pki.cert(file_name), client_key=pki.key(file_name),
+        )
+    layout.images_file.write_text(json.dumps(default_image_map(), indent=1))
+
+    records: list[daemons.ProcessRecord] = []
+
+    def start(name: str, argv: list[str]) -> None:
+        records.append(daemons.spawn(name, argv, layout.logs_dir / f"{name}.log"))
+        daemons.save(layout.processes_file, records)
+
+    try:
+        _start_control_plane(layout, pki, start)
+        _start_nodes(layout, start)
+    except Exception:
+        down(layout)
+        raise
+    if not quiet:
+        print(f"local cluster up in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    return layout
+
+
+def _first_service_ip(layout: Layout) -> str:
+    import ipaddress
+
+    return str(next(ipaddress.ip_network(layout.service_cidr).hosts()))
+
+
+def _start_control_plane(layout: Layout, pki: ClusterPKI, start: object) -> None:
+    assert callable(start)
+    state = layout.state_dir
+    etcd_client, etcd_peer = _free_port(), _free_port()
+    start("etcd", [
+        _binary("etcd"), "--name=modeldeploy", f"--data-dir={state / 'etcd'}",
+        f"--listen-client-urls=http://127.0.0.1:{etcd_client}",
+        f"--advertise-client-urls=http://127.0.0.1:{etcd_client}",
+        f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+        f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+        f"--initial-cluster=modeldeploy=http://127.0.0.1:{etcd_peer}",
+        "--unsafe-no-fsync", "--log-level=warn",
+    ])
+    start("kube-apiserver", [
+        _binary("kube-apiserver"),
+        f"--etcd-servers=http://127.0.0.1:{etcd_client}",
+        f"--bind-address={layout.host_ip}", f"--advertise-address={layout.host_ip}",
+        f"--secure-port={layout.apiserver_port}",
+        f"--cert-dir={state / 'apiserver-certs'}",
+        f"--tls-cert-file={pki.cert('apiserver')}", f"--tls-private-key-file={pki.key('apiserver')}",
+        f"--client-ca-file={pki.ca_cert}",
+        "--authorization-mode=RBAC",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-account-key-file={pki.sa_pub}",
+        f"--service-account-signing-key-file={pki.sa_key}",
+        f"--service-cluster-ip-range={layout.service_cidr}",
+        "--allow-privileged=true",
+        "--profiling=false",
+        "--v=1",
+    ])
+    _wait("kube-apiserver /readyz", lambda: _readyz(layout), 90, layout.logs_dir / "kube-apiserver.log")
+    start("kube-controller-manager", [
+        _binary("kube-controller-manager"),
+        f"--kubeconfig={state / 'controller-manager.kubeconfig'}",
+        f"--authentication-kubeconfig={state / 'controller-manager.kubeconfig'}",
+        f"--authorization-kubeconfig={state / 'controller-manager.kubeconfig'}",
+        "--bind-address=127.0.0.1", f"--secure-port={_free_port()}",
+        "--use-service-account-credentials=true",
+        f"--service-account-private-key-file={pki.sa_key}",
+        f"--root-ca-file={pki.ca_cert}",
+        f"--cluster-signing-cert-file={pki.ca_cert}", f"--cluster-signing-key-file={pki.ca_key}",
+        "--controllers=*",
+        "--leader-elect=false",
+        "--v=1",
+    ])
+    start("kube-scheduler", [
+        _binary("kube-scheduler"),
+        f"--kubeconfig={state / 'scheduler.kubeconfig'}",
+        f"--authentication-kubeconfig={state / 'scheduler.kubeconfig'}",
+        f"--authorization-kubeconfig={state / 'scheduler.kubeconfig'}",
+        "--bind-address=127.0.0.1", f"--secure-port={_free_port()}",
+        "--leader-elect=false",
+        "--v=1",
+    ])
+
+
+def _start_nodes(layout: Layout, start: object) -> None:
+    assert callable(start)
+    from modeldeploy_testcluster import nodes
+
+    client = nodes.admin_api(layout)
+    nodes.create_kwok_nodes(client, layout)
+    start("kwok", [
+        _binary("kwok"),
+        f"--kubeconfig={layout.admin_kubeconfig}",
+        "--manage-all-nodes=false",
+        "--manage-nodes-with-label-selector=type=kwok",
+        f"--cidr={layout.kwok_pod_cidr}",
+        f"--node-ip={layout.node_ip}",
+    ])
+    start("process-node", [
+        sys.executable, "-m", "modeldeploy_testcluster.processnode",
+        f"--state-dir={layout.state_dir}",
+    ])
+    _wait("all nodes Ready", lambda: nodes.all_ready(client, layout), 90, layout.logs_dir / "process-node.log")
+    _wait("the default ServiceAccount", lambda: nodes.default_service_account_exists(client), 60)
+
+
+def down(layout: Layout | None = None) -> None:
+    """Stop every process this harness started (newest first) and remove the network and state."""
+    layout = layout or default_layout()
+    for record in reversed(daemons.load(layout.processes_file)):
+        daemons.stop(record)
+    # Pod processes the agent may have left behind if it was killed hard.
+    for record_file in layout.pods_dir.glob("*/processes.json") if layout.pods_dir.exists() else []:
+        for record in daemons.load(record_file):
+            daemons.stop(record, grace=2)
+    network.delete(layout)
+    shutil.rmtree(layout.state_dir, ignore_errors=True)

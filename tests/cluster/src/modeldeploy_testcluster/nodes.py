@@ -1,0 +1,76 @@
+"""Nodes of the local cluster: simulated kwok nodes, and readiness checks.
+
+Scheduling rule (kept out of the product's defaults): kwok nodes carry the taint
+`kwok.x-k8s.io/node=fake:NoSchedule` and the label `type=kwok`, so ordinary pods (everything
+modeldeploy creates) land on the process node, where they really run. A test that wants simulated
+pods adds the toleration and a `type: kwok` node selector.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from kubernetes import client, config
+
+from modeldeploy_testcluster.layout import Layout
+
+KWOK_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
+KWOK_TOLERATION = {"key": "kwok.x-k8s.io/node", "operator": "Equal", "value": "fake", "effect": "NoSchedule"}
+
+
+def admin_api(layout: Layout) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(layout.admin_kubeconfig))
+
+
+def kwok_node_names(layout: Layout) -> list[str]:
+    return [f"kwok-node-{i}" for i in range(layout.kwok_node_count)]
+
+
+def create_kwok_nodes(api: client.ApiClient, layout: Layout) -> None:
+    core = client.CoreV1Api(api)
+    subnets = ipaddress.ip_network(layout.kwok_pod_cidr).subnets(new_prefix=24)
+    for name, subnet in zip(kwok_node_names(layout), subnets, strict=False):
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "labels": {
+                    "type": "kwok",
+                    "kubernetes.io/hostname": name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "modeldeploy.io/node-kind": "kwok",
+                },
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            },
+            "spec": {"taints": [KWOK_TAINT], "podCIDR": str(subnet), "podCIDRs": [str(subnet)]},
+        }
+        try:
+            core.create_node(body)
+        except client.ApiException as error:
+            if error.status != 409:
+                raise
+
+
+def _node_ready(node: Any) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
+
+
+def all_ready(api: client.ApiClient, layout: Layout) -> bool:
+    try:
+        nodes = client.CoreV1Api(api).list_node().items
+    except (client.ApiException, OSError):
+        return False
+    wanted = {*kwok_node_names(layout), layout.process_node_name}
+    ready = {n.metadata.name for n in nodes if _node_ready(n)}
+    return wanted <= ready
+
+
+def default_service_account_exists(api: client.ApiClient) -> bool:
+    try:
+        client.CoreV1Api(api).read_namespaced_service_account("default", "default")
+    except client.ApiException:
+        return False
+    return True

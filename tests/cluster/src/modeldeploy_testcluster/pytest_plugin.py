@@ -1,0 +1,56 @@
+"""pytest fixtures for the local cluster: `local_cluster` (session), `kube_api`, `kubeconfig`, `namespace`.
+
+The cluster is started on first use and stopped at the end of the session, unless it was already up
+(then it is left running, so a developer's `make cluster-up` survives a test run) or
+MODELDEPLOY_KEEP_CLUSTER=1 is set.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from modeldeploy_testcluster import controlplane, nodes
+from modeldeploy_testcluster.layout import Layout, default_layout
+
+
+@pytest.fixture(scope="session")
+def local_cluster() -> Iterator[Layout]:
+    layout = default_layout()
+    was_up = controlplane.is_healthy(layout)
+    controlplane.up(layout)
+    yield layout
+    if not was_up and os.environ.get("MODELDEPLOY_KEEP_CLUSTER") != "1":
+        controlplane.down(layout)
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(local_cluster: Layout) -> Path:
+    return local_cluster.admin_kubeconfig
+
+
+@pytest.fixture
+def kube_api(local_cluster: Layout) -> Iterator[client.ApiClient]:
+    # Function-scoped: a test that restarts the cluster must not leave others a stale client.
+    api = nodes.admin_api(local_cluster)
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def namespace(kube_api: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (without waiting for it to go)."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(kube_api)
+    core.create_namespace({"metadata": {"name": name, "labels": {"modeldeploy.io/test": "true"}}})
+    yield name
+    try:
+        core.delete_namespace(name)
+    except client.ApiException as error:
+        if error.status != 404:
+            raise

@@ -1,0 +1,3 @@
+"""Shared pytest wiring: the local-cluster fixtures live in the test-cluster harness package."""
+
+pytest_plugins = ["modeldeploy_testcluster.pytest_plugin"]
