@@ -64,6 +64,23 @@ class ServerSettings(BaseSettings):
     s3_endpoint_url: str | None = None
     """Endpoint of an S3-compatible store (MinIO, moto, ...) for s3:// URIs."""
 
+    gcs_endpoint_url: str = "https://storage.googleapis.com"
+    """Endpoint for gs:// URIs (objects are read through the GCS JSON API; a bearer token is
+    taken from GOOGLE_OAUTH_ACCESS_TOKEN when set, otherwise the objects must be public)."""
+
+    download_timeout_seconds: float = Field(default=300.0, gt=0)
+    """Timeout of one artifact download (http(s), s3, gs)."""
+
+    prefer_onnx: bool = True
+    """Serve an XGBoost bundle through its ONNX export (same predictions, far cheaper per call)
+    when the bundle has one; the XGBoost file stays the source of truth that pack checked it against."""
+
+    onnx_threads: int = Field(default=1, ge=0, le=64)
+    """onnxruntime intra-op threads per worker; 0 lets onnxruntime use every core."""
+
+    drain_seconds: float = Field(default=5.0, ge=0)
+    """On shutdown, how long in-flight requests may take to finish before the process exits."""
+
     log_level: str = "info"
     """Log level of the server: debug, info, warning or error."""
 

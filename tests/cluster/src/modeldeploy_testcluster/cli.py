@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from modeldeploy_testcluster import controlplane
-from modeldeploy_testcluster.layout import default_layout
+from modeldeploy_testcluster.layout import binaries_dir, default_layout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"""The local cluster is up (Kubernetes {controlplane.KUBE_VERSION}, RBAC on).
   export KUBECONFIG={layout.admin_kubeconfig}
-  export PATH={controlplane.binaries_dir()}:$PATH   # kubectl, helm
+  export PATH={binaries_dir()}:$PATH   # kubectl, helm
   kubectl get nodes
 Pods on `{layout.process_node_name}` run as local processes; their logs are in {layout.pods_dir}/<pod-uid>/.
 Stop it with `make cluster-down`.""")
@@ -33,7 +33,7 @@ Stop it with `make cluster-down`.""")
         return 0
     if args.command == "env":
         print(f"export KUBECONFIG={layout.admin_kubeconfig}")
-        print(f"export PATH={controlplane.binaries_dir()}:$PATH")
+        print(f"export PATH={binaries_dir()}:$PATH")
         return 0
     healthy = controlplane.is_healthy(layout)
     print("up" if healthy else "down")

@@ -99,7 +99,10 @@ def up(layout: Layout | None = None, quiet: bool = False) -> Layout:
     pki.create(
         serving_ips=[layout.host_ip, "127.0.0.1", _first_service_ip(layout)],
         serving_dns=[
-            "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local",
         ],
         clients={
@@ -108,10 +111,18 @@ def up(layout: Layout | None = None, quiet: bool = False) -> Layout:
             "scheduler": ("system:kube-scheduler", None),
         },
     )
-    for user, file_name in (("admin", "admin"), ("controller-manager", "controller-manager"), ("scheduler", "scheduler")):
+    for user, file_name in (
+        ("admin", "admin"),
+        ("controller-manager", "controller-manager"),
+        ("scheduler", "scheduler"),
+    ):
         write_kubeconfig(
-            layout.state_dir / f"{user}.kubeconfig", layout.apiserver_url, pki.ca_cert, user,
-            client_cert=pki.cert(file_name), client_key=pki.key(file_name),
+            layout.state_dir / f"{user}.kubeconfig",
+            layout.apiserver_url,
+            pki.ca_cert,
+            user,
+            client_cert=pki.cert(file_name),
+            client_key=pki.key(file_name),
         )
     layout.images_file.write_text(json.dumps(default_image_map(), indent=1))
 
@@ -142,56 +153,76 @@ def _start_control_plane(layout: Layout, pki: ClusterPKI, start: object) -> None
     assert callable(start)
     state = layout.state_dir
     etcd_client, etcd_peer = _free_port(), _free_port()
-    start("etcd", [
-        _binary("etcd"), "--name=modeldeploy", f"--data-dir={state / 'etcd'}",
-        f"--listen-client-urls=http://127.0.0.1:{etcd_client}",
-        f"--advertise-client-urls=http://127.0.0.1:{etcd_client}",
-        f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
-        f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
-        f"--initial-cluster=modeldeploy=http://127.0.0.1:{etcd_peer}",
-        "--unsafe-no-fsync", "--log-level=warn",
-    ])
-    start("kube-apiserver", [
-        _binary("kube-apiserver"),
-        f"--etcd-servers=http://127.0.0.1:{etcd_client}",
-        f"--bind-address={layout.host_ip}", f"--advertise-address={layout.host_ip}",
-        f"--secure-port={layout.apiserver_port}",
-        f"--cert-dir={state / 'apiserver-certs'}",
-        f"--tls-cert-file={pki.cert('apiserver')}", f"--tls-private-key-file={pki.key('apiserver')}",
-        f"--client-ca-file={pki.ca_cert}",
-        "--authorization-mode=RBAC",
-        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-        f"--service-account-key-file={pki.sa_pub}",
-        f"--service-account-signing-key-file={pki.sa_key}",
-        f"--service-cluster-ip-range={layout.service_cidr}",
-        "--allow-privileged=true",
-        "--profiling=false",
-        "--v=1",
-    ])
+    start(
+        "etcd",
+        [
+            _binary("etcd"),
+            "--name=modeldeploy",
+            f"--data-dir={state / 'etcd'}",
+            f"--listen-client-urls=http://127.0.0.1:{etcd_client}",
+            f"--advertise-client-urls=http://127.0.0.1:{etcd_client}",
+            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-cluster=modeldeploy=http://127.0.0.1:{etcd_peer}",
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ],
+    )
+    start(
+        "kube-apiserver",
+        [
+            _binary("kube-apiserver"),
+            f"--etcd-servers=http://127.0.0.1:{etcd_client}",
+            f"--bind-address={layout.host_ip}",
+            f"--advertise-address={layout.host_ip}",
+            f"--secure-port={layout.apiserver_port}",
+            f"--cert-dir={state / 'apiserver-certs'}",
+            f"--tls-cert-file={pki.cert('apiserver')}",
+            f"--tls-private-key-file={pki.key('apiserver')}",
+            f"--client-ca-file={pki.ca_cert}",
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki.sa_pub}",
+            f"--service-account-signing-key-file={pki.sa_key}",
+            f"--service-cluster-ip-range={layout.service_cidr}",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--v=1",
+        ],
+    )
     _wait("kube-apiserver /readyz", lambda: _readyz(layout), 90, layout.logs_dir / "kube-apiserver.log")
-    start("kube-controller-manager", [
-        _binary("kube-controller-manager"),
-        f"--kubeconfig={state / 'controller-manager.kubeconfig'}",
-        f"--authentication-kubeconfig={state / 'controller-manager.kubeconfig'}",
-        f"--authorization-kubeconfig={state / 'controller-manager.kubeconfig'}",
-        "--bind-address=127.0.0.1", f"--secure-port={_free_port()}",
-        "--use-service-account-credentials=true",
-        f"--service-account-private-key-file={pki.sa_key}",
-        f"--root-ca-file={pki.ca_cert}",
-        f"--cluster-signing-cert-file={pki.ca_cert}", f"--cluster-signing-key-file={pki.ca_key}",
-        "--controllers=*",
-        "--leader-elect=false",
-        "--v=1",
-    ])
-    start("kube-scheduler", [
-        _binary("kube-scheduler"),
-        f"--kubeconfig={state / 'scheduler.kubeconfig'}",
-        f"--authentication-kubeconfig={state / 'scheduler.kubeconfig'}",
-        f"--authorization-kubeconfig={state / 'scheduler.kubeconfig'}",
-        "--bind-address=127.0.0.1", f"--secure-port={_free_port()}",
-        "--leader-elect=false",
-        "--v=1",
-    ])
+    start(
+        "kube-controller-manager",
+        [
+            _binary("kube-controller-manager"),
+            f"--kubeconfig={state / 'controller-manager.kubeconfig'}",
+            f"--authentication-kubeconfig={state / 'controller-manager.kubeconfig'}",
+            f"--authorization-kubeconfig={state / 'controller-manager.kubeconfig'}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={_free_port()}",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki.sa_key}",
+            f"--root-ca-file={pki.ca_cert}",
+            f"--cluster-signing-cert-file={pki.ca_cert}",
+            f"--cluster-signing-key-file={pki.ca_key}",
+            "--controllers=*",
+            "--leader-elect=false",
+            "--v=1",
+        ],
+    )
+    start(
+        "kube-scheduler",
+        [
+            _binary("kube-scheduler"),
+            f"--kubeconfig={state / 'scheduler.kubeconfig'}",
+            f"--authentication-kubeconfig={state / 'scheduler.kubeconfig'}",
+            f"--authorization-kubeconfig={state / 'scheduler.kubeconfig'}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={_free_port()}",
+            "--leader-elect=false",
+            "--v=1",
+        ],
+    )
 
 
 def _start_nodes(layout: Layout, start: object) -> None:
@@ -200,19 +231,29 @@ def _start_nodes(layout: Layout, start: object) -> None:
 
     client = nodes.admin_api(layout)
     nodes.create_kwok_nodes(client, layout)
-    start("kwok", [
-        _binary("kwok"),
-        f"--kubeconfig={layout.admin_kubeconfig}",
-        "--manage-all-nodes=false",
-        "--manage-nodes-with-label-selector=type=kwok",
-        f"--cidr={layout.kwok_pod_cidr}",
-        f"--node-ip={layout.node_ip}",
-    ])
-    start("process-node", [
-        sys.executable, "-m", "modeldeploy_testcluster.processnode",
-        f"--state-dir={layout.state_dir}",
-    ])
-    _wait("all nodes Ready", lambda: nodes.all_ready(client, layout), 90, layout.logs_dir / "process-node.log")
+    start(
+        "kwok",
+        [
+            _binary("kwok"),
+            f"--kubeconfig={layout.admin_kubeconfig}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-label-selector=type=kwok",
+            f"--cidr={layout.kwok_pod_cidr}",
+            f"--node-ip={layout.node_ip}",
+        ],
+    )
+    start(
+        "process-node",
+        [
+            sys.executable,
+            "-m",
+            "modeldeploy_testcluster.processnode",
+            f"--state-dir={layout.state_dir}",
+        ],
+    )
+    _wait(
+        "all nodes Ready", lambda: nodes.all_ready(client, layout), 90, layout.logs_dir / "process-node.log"
+    )
     _wait("the default ServiceAccount", lambda: nodes.default_service_account_exists(client), 60)
 
 

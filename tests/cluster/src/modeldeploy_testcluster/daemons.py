@@ -6,6 +6,7 @@ both still match, so a PID the kernel has reused for someone else's process is l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -49,8 +50,12 @@ def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = No
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=env,
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
         )
     started = start_time_of(proc.pid)
     if started is None:
@@ -87,10 +92,8 @@ def _signal_group(record: ProcessRecord, sig: signal.Signals) -> None:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def save(path: Path, records: list[ProcessRecord]) -> None:

@@ -31,9 +31,16 @@ def write_kubeconfig(
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "modeldeploy-local", "cluster": {"server": server, "certificate-authority-data": _b64(ca_cert)}}],
+        "clusters": [
+            {
+                "name": "modeldeploy-local",
+                "cluster": {"server": server, "certificate-authority-data": _b64(ca_cert)},
+            }
+        ],
         "users": [{"name": user, "user": credentials}],
-        "contexts": [{"name": user, "context": {"cluster": "modeldeploy-local", "user": user, "namespace": namespace}}],
+        "contexts": [
+            {"name": user, "context": {"cluster": "modeldeploy-local", "user": user, "namespace": namespace}}
+        ],
         "current-context": user,
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -69,7 +69,9 @@ class ClusterPKI:
     def key(self, name: str) -> Path:
         return self.folder / f"{name}.key"
 
-    def create(self, serving_ips: list[str], serving_dns: list[str], clients: dict[str, tuple[str, str | None]]) -> None:
+    def create(
+        self, serving_ips: list[str], serving_dns: list[str], clients: dict[str, tuple[str, str | None]]
+    ) -> None:
         """Make the CA, the API server's certificate and one client certificate per entry of
         `clients` (file name -> (common name, organization))."""
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -86,9 +88,15 @@ class ClusterPKI:
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                    key_encipherment=False, data_encipherment=False, key_agreement=False,
-                    encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )

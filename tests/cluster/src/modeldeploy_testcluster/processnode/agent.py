@@ -85,8 +85,14 @@ class ProcessNodeAgent:
         now = utcnow()
 
         def condition(kind: str, status: str, reason: str, message: str) -> dict[str, str]:
-            return {"type": kind, "status": status, "reason": reason, "message": message,
-                    "lastHeartbeatTime": now, "lastTransitionTime": self._started}
+            return {
+                "type": kind,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": self._started,
+            }
 
         capacity = {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"}
         return {
@@ -104,9 +110,16 @@ class ProcessNodeAgent:
                     condition("PIDPressure", "False", "KubeletHasSufficientPID", "ok"),
                 ],
                 "nodeInfo": {
-                    "architecture": "amd64", "operatingSystem": "linux", "osImage": "modeldeploy process node",
-                    "kernelVersion": "local", "kubeletVersion": KUBE_VERSION, "kubeProxyVersion": "",
-                    "containerRuntimeVersion": "process://1", "machineID": "", "systemUUID": "", "bootID": "",
+                    "architecture": "amd64",
+                    "operatingSystem": "linux",
+                    "osImage": "modeldeploy process node",
+                    "kernelVersion": "local",
+                    "kubeletVersion": KUBE_VERSION,
+                    "kubeProxyVersion": "",
+                    "containerRuntimeVersion": "process://1",
+                    "machineID": "",
+                    "systemUUID": "",
+                    "bootID": "",
                 },
             }
         }
@@ -118,8 +131,11 @@ class ProcessNodeAgent:
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
             "metadata": {"name": name, "namespace": "kube-node-lease"},
-            "spec": {"holderIdentity": name, "leaseDurationSeconds": 40,
-                     "renewTime": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")},
+            "spec": {
+                "holderIdentity": name,
+                "leaseDurationSeconds": 40,
+                "renewTime": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            },
         }
         try:
             self.leases.patch_namespaced_lease(name, "kube-node-lease", {"spec": lease["spec"]})
@@ -163,8 +179,10 @@ class ProcessNodeAgent:
                     self._on_pod("ADDED", pod)
                 self._watch = watch.Watch()
                 for event in self._watch.stream(
-                    self.core.list_pod_for_all_namespaces, field_selector=selector,
-                    resource_version=listing.metadata.resource_version, timeout_seconds=60,
+                    self.core.list_pod_for_all_namespaces,
+                    field_selector=selector,
+                    resource_version=listing.metadata.resource_version,
+                    timeout_seconds=60,
                 ):
                     self._on_pod(event["type"], event["object"])
                     if self._stopping.is_set():

@@ -19,7 +19,7 @@ from modeldeploy_testcluster import daemons, network
 from modeldeploy_testcluster.images import repository_of
 from modeldeploy_testcluster.processnode import probes
 from modeldeploy_testcluster.processnode.envvars import container_env, expand
-from modeldeploy_testcluster.processnode.volumes import PodVolumes, UnsupportedVolume
+from modeldeploy_testcluster.processnode.volumes import PodVolumes, UnsupportedVolumeError
 
 if TYPE_CHECKING:
     from modeldeploy_testcluster.processnode.agent import ProcessNodeAgent
@@ -35,7 +35,7 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class PodCannotRun(Exception):
+class PodCannotRunError(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
@@ -104,11 +104,11 @@ class PodRunner(threading.Thread):
             while not self._stop_requested.is_set():
                 self._tick()
                 self._stop_requested.wait(_TICK)
-        except PodCannotRun as error:
-            log.warning("%s cannot run: %s", self.name, error.message)
+        except PodCannotRunError as error:
+            log.warning("%s cannot run: %s", self.pod_key, error.message)
             self._fail(error.reason, error.message)
         except Exception:
-            log.exception("%s: unexpected failure", self.name)
+            log.exception("%s: unexpected failure", self.pod_key)
             self._fail("ProcessNodeError", "the process node agent failed to run this pod; see its log")
         self._stop_requested.wait()
         self._terminate()
@@ -117,12 +117,14 @@ class PodRunner(threading.Thread):
         self.folder.mkdir(parents=True, exist_ok=True)
         spec = self.pod.spec
         if spec.init_containers:
-            raise PodCannotRun("InitContainersUnsupported", "the process node does not run init containers")
+            raise PodCannotRunError(
+                "InitContainersUnsupported", "the process node does not run init containers"
+            )
         for container in spec.containers:
             entry = self.agent.images.get(repository_of(container.image))
             if entry is None:
                 known = ", ".join(sorted(self.agent.images))
-                raise PodCannotRun(
+                raise PodCannotRunError(
                     "UnknownImage",
                     f"image {container.image!r} of container {container.name!r} is not one the process node "
                     f"can run (known: {known})",
@@ -134,18 +136,20 @@ class PodRunner(threading.Thread):
             try:
                 self.volumes.materialize()
                 break
-            except UnsupportedVolume as error:
-                raise PodCannotRun("UnsupportedVolume", str(error)) from error
+            except UnsupportedVolumeError as error:
+                raise PodCannotRunError("UnsupportedVolumeError", str(error)) from error
             except client.ApiException as error:
                 for c in self.containers:
-                    c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(error.reason)}}
+                    c.state = {
+                        "waiting": {"reason": "CreateContainerConfigError", "message": str(error.reason)}
+                    }
                 self._patch_status()
                 if self._stop_requested.wait(2):
                     return
         self._patch_status()
 
     @property
-    def name(self) -> str:
+    def pod_key(self) -> str:
         return f"{self.pod.metadata.namespace}/{self.pod.metadata.name}"
 
     def _argv(self, container: ContainerProcess, env: dict[str, str]) -> list[str]:
@@ -153,12 +157,14 @@ class PodRunner(threading.Thread):
         argv = list(spec.command or container.entrypoint) + list(spec.args or [])
         argv = [expand(word, env) for word in argv]
         if not argv:
-            raise PodCannotRun("NoCommand", f"container {container.name!r} has no command")
+            raise PodCannotRunError("NoCommand", f"container {container.name!r} has no command")
         if "/" not in argv[0]:
             local = Path(container.bin_dir) / argv[0]
             found = str(local) if local.exists() else shutil.which(argv[0], path=env.get("PATH"))
             if found is None:
-                raise PodCannotRun("CommandNotFound", f"{argv[0]!r} is not in {container.bin_dir} or on PATH")
+                raise PodCannotRunError(
+                    "CommandNotFound", f"{argv[0]!r} is not in {container.bin_dir} or on PATH"
+                )
             argv[0] = found
         return argv
 
@@ -184,20 +190,36 @@ class PodRunner(threading.Thread):
         for mount in container.spec.volume_mounts or []:
             source = self.volumes.paths.get(mount.name)
             if source is None:
-                raise PodCannotRun("UnknownVolume", f"volumeMount {mount.name!r} names no volume")
-            mounts.append({
-                "source": str(source / mount.sub_path if mount.sub_path else source),
-                "target": mount.mount_path,
-                "read_only": bool(mount.read_only),
-            })
+                raise PodCannotRunError("UnknownVolume", f"volumeMount {mount.name!r} names no volume")
+            mounts.append(
+                {
+                    "source": str(source / mount.sub_path if mount.sub_path else source),
+                    "target": mount.mount_path,
+                    "read_only": bool(mount.read_only),
+                }
+            )
         spec_file = self.folder / f"{container.name}.exec.json"
-        spec_file.write_text(json.dumps({
-            "argv": self._argv(container, env), "env": env, "mounts": mounts,
-            "working_dir": container.spec.working_dir or "",
-        }))
+        spec_file.write_text(
+            json.dumps(
+                {
+                    "argv": self._argv(container, env),
+                    "env": env,
+                    "mounts": mounts,
+                    "working_dir": container.spec.working_dir or "",
+                }
+            )
+        )
         log_file = (self.folder / f"{container.name}.log").open("ab")
-        argv = ["ip", "netns", "exec", self.layout.netns, sys.executable, "-m",
-                "modeldeploy_testcluster.processnode.podexec", str(spec_file)]
+        argv = [
+            "ip",
+            "netns",
+            "exec",
+            self.layout.netns,
+            sys.executable,
+            "-m",
+            "modeldeploy_testcluster.processnode.podexec",
+            str(spec_file),
+        ]
         container.popen = subprocess.Popen(
             argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
@@ -211,12 +233,18 @@ class PodRunner(threading.Thread):
         container.restart_at = None
         spec = container.spec
         started = container.started_monotonic
-        container.startup = probes.ProbeState(spec.startup_probe, started, False) if spec.startup_probe else None
+        container.startup = (
+            probes.ProbeState(spec.startup_probe, started, False) if spec.startup_probe else None
+        )
         container.started = container.startup is None
-        container.readiness = probes.ProbeState(spec.readiness_probe, started, False) if spec.readiness_probe else None
-        container.liveness = probes.ProbeState(spec.liveness_probe, started, True) if spec.liveness_probe else None
+        container.readiness = (
+            probes.ProbeState(spec.readiness_probe, started, False) if spec.readiness_probe else None
+        )
+        container.liveness = (
+            probes.ProbeState(spec.liveness_probe, started, True) if spec.liveness_probe else None
+        )
         container.ready = container.readiness is None
-        log.info("%s: started %s (pid %d)", self.name, container.name, container.popen.pid)
+        log.info("%s: started %s (pid %d)", self.pod_key, container.name, container.popen.pid)
 
     def _save_records(self) -> None:
         daemons.save(self.folder / "processes.json", [c.record for c in self.containers if c.record])
@@ -236,8 +264,12 @@ class PodRunner(threading.Thread):
 
     def _exited(self, container: ContainerProcess, code: int, now: float) -> None:
         container.popen = None
-        finished = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                    "startedAt": container.started_at, "finishedAt": _now()}
+        finished = {
+            "exitCode": code,
+            "reason": "Completed" if code == 0 else "Error",
+            "startedAt": container.started_at,
+            "finishedAt": _now(),
+        }
         container.last_state = {"terminated": finished}
         container.ready = False
         container.started = False
@@ -246,14 +278,18 @@ class PodRunner(threading.Thread):
             if now - container.started_monotonic > 60:
                 container.backoff = 1.0
             container.restart_at = now + container.backoff
-            container.state = {"waiting": {"reason": "CrashLoopBackOff",
-                                           "message": f"back-off {container.backoff:.0f}s restarting failed container"}}
+            container.state = {
+                "waiting": {
+                    "reason": "CrashLoopBackOff",
+                    "message": f"back-off {container.backoff:.0f}s restarting failed container",
+                }
+            }
             self._event("BackOff", f"container {container.name} exited with {code}; restarting", "Warning")
             container.backoff = min(container.backoff * 2, _MAX_BACKOFF)
         else:
             container.state = {"terminated": finished}
             container.last_state = {}
-        log.info("%s: %s exited with %d", self.name, container.name, code)
+        log.info("%s: %s exited with %d", self.pod_key, container.name, code)
 
     def _probe(self, container: ContainerProcess, now: float) -> None:
         assert self.ip is not None
@@ -261,19 +297,22 @@ class PodRunner(threading.Thread):
         if container.startup is not None and not container.started:
             if container.startup.due(now):
                 container.started = container.startup.record(
-                    probes.run_once(container.startup.probe, container.spec, self.ip, ns), now)
+                    probes.run_once(container.startup.probe, container.spec, self.ip, ns), now
+                )
             return
         container.started = True
         if container.liveness is not None and container.liveness.due(now):
             alive = container.liveness.record(
-                probes.run_once(container.liveness.probe, container.spec, self.ip, ns), now)
+                probes.run_once(container.liveness.probe, container.spec, self.ip, ns), now
+            )
             if not alive:
                 self._event("Unhealthy", f"liveness probe of {container.name} failed; killing it", "Warning")
                 self._kill(container, grace=1.0)
                 return
         if container.readiness is not None and container.readiness.due(now):
             container.ready = container.readiness.record(
-                probes.run_once(container.readiness.probe, container.spec, self.ip, ns), now)
+                probes.run_once(container.readiness.probe, container.spec, self.ip, ns), now
+            )
 
     def _kill(self, container: ContainerProcess, grace: float) -> None:
         if container.record is not None:
@@ -304,10 +343,15 @@ class PodRunner(threading.Thread):
         ready = bool(self.containers) and all(c.ready for c in self.containers)
         statuses = [
             {
-                "name": c.name, "image": c.spec.image, "imageID": f"process://{c.spec.image}",
+                "name": c.name,
+                "image": c.spec.image,
+                "imageID": f"process://{c.spec.image}",
                 "containerID": f"process://{c.record.pid}" if c.record else "",
-                "ready": c.ready, "started": c.started, "restartCount": c.restart_count,
-                "state": c.state, "lastState": c.last_state,
+                "ready": c.ready,
+                "started": c.started,
+                "restartCount": c.restart_count,
+                "state": c.state,
+                "lastState": c.last_state,
             }
             for c in self.containers
         ]
@@ -329,24 +373,31 @@ class PodRunner(threading.Thread):
         if status == self._last_status:
             return
         try:
-            self.core.patch_namespaced_pod_status(self.pod.metadata.name, self.pod.metadata.namespace,
-                                                  {"status": status})
+            self.core.patch_namespaced_pod_status(
+                self.pod.metadata.name, self.pod.metadata.namespace, {"status": status}
+            )
             self._last_status = status
         except client.ApiException as error:
             if error.status != 404:
-                log.warning("%s: status update failed: %s", self.name, error.reason)
+                log.warning("%s: status update failed: %s", self.pod_key, error.reason)
 
     def _fail(self, reason: str, message: str) -> None:
         self._terminal = True
         for c in self.containers:
             c.state = {"waiting": {"reason": reason, "message": message}}
-        status = {"phase": "Failed", "reason": reason, "message": message,
-                  "hostIP": self.layout.node_ip, "startTime": self._start_time}
+        status = {
+            "phase": "Failed",
+            "reason": reason,
+            "message": message,
+            "hostIP": self.layout.node_ip,
+            "startTime": self._start_time,
+        }
         try:
-            self.core.patch_namespaced_pod_status(self.pod.metadata.name, self.pod.metadata.namespace,
-                                                  {"status": status})
+            self.core.patch_namespaced_pod_status(
+                self.pod.metadata.name, self.pod.metadata.namespace, {"status": status}
+            )
         except client.ApiException as error:
-            log.warning("%s: could not mark the pod Failed: %s", self.name, error.reason)
+            log.warning("%s: could not mark the pod Failed: %s", self.pod_key, error.reason)
         self._event(reason, message, "Warning")
 
     def _event(self, reason: str, message: str, kind: str = "Normal") -> None:
@@ -355,22 +406,34 @@ class PodRunner(threading.Thread):
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"generateName": f"{meta.name}.", "namespace": meta.namespace},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": meta.name,
-                               "namespace": meta.namespace, "uid": meta.uid},
-            "reason": reason, "message": message, "type": kind,
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": meta.name,
+                "namespace": meta.namespace,
+                "uid": meta.uid,
+            },
+            "reason": reason,
+            "message": message,
+            "type": kind,
             "source": {"component": "process-node", "host": self.layout.process_node_name},
-            "firstTimestamp": _now(), "lastTimestamp": _now(), "count": 1,
+            "firstTimestamp": _now(),
+            "lastTimestamp": _now(),
+            "count": 1,
         }
         try:
             self.core.create_namespaced_event(meta.namespace, body)
         except client.ApiException:
-            log.debug("event %s on %s not recorded", reason, self.name)
+            log.debug("event %s on %s not recorded", reason, self.pod_key)
 
     # -- termination --------------------------------------------------------------------------
     def _terminate(self) -> None:
         spec, meta = self.pod.spec, self.pod.metadata
-        grace = float(meta.deletion_grace_period_seconds if meta.deletion_grace_period_seconds is not None
-                      else spec.termination_grace_period_seconds or 30)
+        grace = float(
+            meta.deletion_grace_period_seconds
+            if meta.deletion_grace_period_seconds is not None
+            else spec.termination_grace_period_seconds or 30
+        )
         if self._forced:
             grace = min(grace, _FORCED_GRACE)
         for container in self.containers:
@@ -383,13 +446,14 @@ class PodRunner(threading.Thread):
         if meta.deletion_timestamp is not None:
             try:
                 self.core.delete_namespaced_pod(
-                    meta.name, meta.namespace,
+                    meta.name,
+                    meta.namespace,
                     body=client.V1DeleteOptions(grace_period_seconds=0, preconditions={"uid": meta.uid}),
                 )
             except client.ApiException as error:
                 if error.status not in (404, 409):
-                    log.warning("%s: final delete failed: %s", self.name, error.reason)
+                    log.warning("%s: final delete failed: %s", self.pod_key, error.reason)
         shutil.rmtree(self.folder / "volumes", ignore_errors=True)
         (self.folder / "processes.json").unlink(missing_ok=True)
         self.agent.runners.pop(meta.uid, None)
-        log.info("%s: stopped", self.name)
+        log.info("%s: stopped", self.pod_key)

@@ -32,12 +32,17 @@ def run_once(probe: Any, container: Any, pod_ip: str, netns: str) -> bool:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return bool(200 <= response.status < 400)
         if probe.tcp_socket is not None:
-            with socket.create_connection((probe.tcp_socket.host or pod_ip, _port(container, probe.tcp_socket.port)),
-                                          timeout=timeout):
+            with socket.create_connection(
+                (probe.tcp_socket.host or pod_ip, _port(container, probe.tcp_socket.port)), timeout=timeout
+            ):
                 return True
         if probe._exec is not None:
-            result = subprocess.run(["ip", "netns", "exec", netns, *probe._exec.command],
-                                    capture_output=True, timeout=timeout, check=False)
+            result = subprocess.run(
+                ["ip", "netns", "exec", netns, *probe._exec.command],
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+            )
             return result.returncode == 0
     except (OSError, urllib.error.URLError, subprocess.TimeoutExpired, ValueError):
         return False

@@ -18,7 +18,7 @@ from kubernetes import client
 from modeldeploy_testcluster.processnode.envvars import _field
 
 
-class UnsupportedVolume(ValueError):
+class UnsupportedVolumeError(ValueError):
     pass
 
 
@@ -63,19 +63,29 @@ class PodVolumes:
         if volume.empty_dir is not None:
             return
         if volume.config_map is not None:
-            self._write_all(folder, self._config_map(volume.config_map.name, volume.config_map.items,
-                                                     volume.config_map.optional), volume.config_map.default_mode)
+            self._write_all(
+                folder,
+                self._config_map(volume.config_map.name, volume.config_map.items, volume.config_map.optional),
+                volume.config_map.default_mode,
+            )
         elif volume.secret is not None:
-            self._write_all(folder, self._secret(volume.secret.secret_name, volume.secret.items,
-                                                 volume.secret.optional), volume.secret.default_mode)
+            self._write_all(
+                folder,
+                self._secret(volume.secret.secret_name, volume.secret.items, volume.secret.optional),
+                volume.secret.default_mode,
+            )
         elif volume.downward_api is not None:
-            self._write_all(folder, self._downward(volume.downward_api.items), volume.downward_api.default_mode)
+            self._write_all(
+                folder, self._downward(volume.downward_api.items), volume.downward_api.default_mode
+            )
         elif volume.projected is not None:
             for source in volume.projected.sources or []:
                 self._write_all(folder, self._projected_source(source), volume.projected.default_mode)
         else:
-            raise UnsupportedVolume(f"volume {volume.name}: only emptyDir, configMap, secret, downwardAPI and "
-                                    "projected volumes can be emulated on the process node")
+            raise UnsupportedVolumeError(
+                f"volume {volume.name}: only emptyDir, configMap, secret, downwardAPI and "
+                "projected volumes can be emulated on the process node"
+            )
 
     def _write_all(self, folder: Path, files: dict[str, bytes], mode: int | None) -> None:
         for relative, content in files.items():
@@ -105,7 +115,7 @@ class PodVolumes:
         files: dict[str, bytes] = {}
         for item in items or []:
             if item.field_ref is None:
-                raise UnsupportedVolume("downwardAPI resourceFieldRef is not emulated")
+                raise UnsupportedVolumeError("downwardAPI resourceFieldRef is not emulated")
             files[item.path] = _field(self.pod, item.field_ref.field_path).encode()
         return files
 
@@ -113,12 +123,14 @@ class PodVolumes:
         if source.service_account_token is not None:
             return {source.service_account_token.path: self._token(source.service_account_token)}
         if source.config_map is not None:
-            return self._config_map(source.config_map.name, source.config_map.items, source.config_map.optional)
+            return self._config_map(
+                source.config_map.name, source.config_map.items, source.config_map.optional
+            )
         if source.secret is not None:
             return self._secret(source.secret.name, source.secret.items, source.secret.optional)
         if source.downward_api is not None:
             return self._downward(source.downward_api.items)
-        raise UnsupportedVolume("projected volume source is not emulated")
+        raise UnsupportedVolumeError("projected volume source is not emulated")
 
     def _token(self, spec: Any) -> bytes:
         expiration = spec.expiration_seconds or 3600
@@ -128,8 +140,12 @@ class PodVolumes:
             "spec": {
                 "audiences": [spec.audience] if spec.audience else None,
                 "expirationSeconds": expiration,
-                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": self.pod.metadata.name,
-                                   "uid": self.pod.metadata.uid},
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": self.pod.metadata.name,
+                    "uid": self.pod.metadata.uid,
+                },
             },
         }
         response = self.core.create_namespaced_service_account_token(

@@ -1,0 +1,79 @@
+"""Revision history: a numbered record of every revision each variant has rolled out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from .revision import ResolvedVariant
+from .status_model import HistoryEntry, RevisionOutcome
+
+
+def latest_entry(history: Sequence[HistoryEntry], variant: str) -> HistoryEntry | None:
+    """The newest entry of a variant, or None."""
+    entries = [e for e in history if e.variant == variant]
+    return max(entries, key=lambda e: e.revision) if entries else None
+
+
+def entry_for_hash(history: Sequence[HistoryEntry], variant: str, revision_hash: str) -> HistoryEntry | None:
+    """The newest entry of a variant with that revision hash (a rollback re-adds an old hash)."""
+    entries = [e for e in history if e.variant == variant and e.hash == revision_hash]
+    return max(entries, key=lambda e: e.revision) if entries else None
+
+
+def record_revision(
+    history: Sequence[HistoryEntry], variant: ResolvedVariant, *, now: datetime, limit: int
+) -> tuple[HistoryEntry, ...]:
+    """History with the variant's revision recorded, if it is not already its newest entry.
+
+    A new entry supersedes the variant's unfinished one; numbers grow across all variants, so a
+    revision number names one entry for `rollback --to N`.
+    """
+    latest = latest_entry(history, variant.name)
+    if latest is not None and latest.hash == variant.revision:
+        return tuple(history)
+    number = max((e.revision for e in history), default=0) + 1
+    stamped = now.replace(microsecond=0)
+    superseded = tuple(
+        e.model_copy(update={"outcome": "Superseded", "finished_at": stamped})
+        if e.variant == variant.name and e.outcome == "Progressing"
+        else e
+        for e in history
+    )
+    entry = HistoryEntry(
+        revision=number,
+        hash=variant.revision,
+        variant=variant.name,
+        model_version=variant.model.version,
+        model_uri=variant.model.uri,
+        sha256=variant.model.sha256,
+        created_at=stamped,
+        outcome="Progressing",
+    )
+    return trim_history((*superseded, entry), limit)
+
+
+def finish_revision(
+    history: Sequence[HistoryEntry],
+    variant: str,
+    revision_hash: str,
+    outcome: RevisionOutcome,
+    *,
+    now: datetime,
+    message: str | None = None,
+) -> tuple[HistoryEntry, ...]:
+    """History with the variant's unfinished entry for that hash given its outcome."""
+    return tuple(
+        e.model_copy(
+            update={"outcome": outcome, "finished_at": now.replace(microsecond=0), "message": message}
+        )
+        if e.variant == variant and e.hash == revision_hash and e.outcome == "Progressing"
+        else e
+        for e in history
+    )
+
+
+def trim_history(history: Sequence[HistoryEntry], limit: int) -> tuple[HistoryEntry, ...]:
+    """The newest `limit` entries, oldest first."""
+    ordered = sorted(history, key=lambda e: e.revision)
+    return tuple(ordered[-limit:]) if limit > 0 else ()

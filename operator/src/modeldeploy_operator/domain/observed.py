@@ -1,0 +1,60 @@
+"""What the operator sees of its serving Deployments, reduced to the facts status needs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .labels import REVISION_LABEL, VARIANT_LABEL
+
+
+@dataclass(frozen=True)
+class ObservedDeployment:
+    """One serving Deployment as last read from the API server."""
+
+    name: str
+    variant: str
+    revision: str
+    replicas: int
+    """spec.replicas: what is wanted (the HPA's current choice when autoscaling)."""
+    ready_replicas: int = 0
+    updated_replicas: int = 0
+    available_replicas: int = 0
+    generation: int = 0
+    observed_generation: int = 0
+    progress_deadline_exceeded: bool = False
+
+    @property
+    def rolled_out(self) -> bool:
+        """The Deployment controller has seen the latest spec and every wanted pod is updated and ready."""
+        return (
+            self.observed_generation >= self.generation
+            and self.updated_replicas >= self.replicas
+            and self.ready_replicas >= self.replicas
+        )
+
+    @classmethod
+    def from_object(cls, body: Mapping[str, Any]) -> ObservedDeployment | None:
+        """Read a Deployment object; None when it lacks the variant and revision labels (not ours)."""
+        metadata = body.get("metadata", {})
+        labels = metadata.get("labels") or {}
+        if VARIANT_LABEL not in labels or REVISION_LABEL not in labels:
+            return None
+        spec, status = body.get("spec", {}), body.get("status") or {}
+        deadline = any(
+            c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
+            for c in status.get("conditions") or ()
+        )
+        return cls(
+            name=metadata["name"],
+            variant=labels[VARIANT_LABEL],
+            revision=labels[REVISION_LABEL],
+            replicas=int(spec.get("replicas", 1)),
+            ready_replicas=int(status.get("readyReplicas", 0)),
+            updated_replicas=int(status.get("updatedReplicas", 0)),
+            available_replicas=int(status.get("availableReplicas", 0)),
+            generation=int(metadata.get("generation", 0)),
+            observed_generation=int(status.get("observedGeneration", 0)),
+            progress_deadline_exceeded=deadline,
+        )

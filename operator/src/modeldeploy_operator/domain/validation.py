@@ -1,0 +1,161 @@
+"""Semantic checks of a spec beyond what the CRD's schema and CEL rules can express.
+
+The API server already rejects what the schema can (see docs/crd.md). What remains here needs real
+parsing (resource quantities, durations) or crosses fields in ways CEL cannot price within the API
+server's cost budget. The invariants the planner relies on (weights sum to 100, a model for every
+variant, increasing step weights) are checked again here, because a cluster may run an older CRD.
+Messages name the field, say what is wrong and what would be right.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+
+from .durations import parse_duration
+from .quantity import parse_quantity
+from .spec import ModelDeploymentSpec, Resources
+
+MAX_NAME_LENGTH = 40
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+class InvalidSpecError(ValueError):
+    """A spec the operator cannot act on; `messages` says why, one problem per message."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__("; ".join(messages))
+        self.messages = messages
+
+
+def parse_spec(raw: Mapping[str, Any]) -> ModelDeploymentSpec:
+    """The typed spec of a ModelDeployment's `spec`, checked; raises InvalidSpecError."""
+    try:
+        spec = ModelDeploymentSpec.model_validate(raw)
+    except ValidationError as error:
+        raise InvalidSpecError([_pydantic_message(e) for e in error.errors()]) from error
+    messages = validate_spec(spec)
+    if messages:
+        raise InvalidSpecError(messages)
+    return spec
+
+
+def _pydantic_message(error: Any) -> str:
+    location = ".".join(str(part) for part in error["loc"])
+    return f"spec.{location}: {error['msg']}"
+
+
+def validate_name(name: str) -> list[str]:
+    """Problems with a ModelDeployment's name: it names the stable Service, a DNS-1035 label."""
+    if len(name) > MAX_NAME_LENGTH or not _DNS_1035.match(name):
+        return [
+            f"metadata.name {name!r}: must be a DNS-1035 label (lower-case letters, digits and '-', "
+            f"starting with a letter) of at most {MAX_NAME_LENGTH} characters"
+        ]
+    return []
+
+
+def validate_spec(spec: ModelDeploymentSpec) -> list[str]:
+    """Every semantic problem of the spec, as clear messages; empty when the spec is usable."""
+    return [
+        *_check_variants(spec),
+        *_check_resources(spec),
+        *_check_server(spec),
+        *_check_traffic(spec),
+        *_check_rollout(spec),
+    ]
+
+
+def _check_variants(spec: ModelDeploymentSpec) -> Iterator[str]:
+    names = [v.name for v in spec.variants]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        yield f"spec.variants: names must be unique, repeated: {', '.join(duplicates)}"
+    if spec.variants and sum(v.weight for v in spec.variants) != 100:
+        yield f"spec.variants: weights must sum to 100, they sum to {sum(v.weight for v in spec.variants)}"
+    for variant in spec.effective_variants():
+        if variant.model is None and spec.model is None:
+            yield f"spec.variants[{variant.name}]: has no model and spec.model is not set"
+        model = variant.model or spec.model
+        if model and model.storage and model.storage.s3_endpoint_url and not model.uri.startswith("s3://"):
+            yield f"spec.variants[{variant.name}].model.storage.s3EndpointURL: only applies to s3:// URIs"
+
+
+def _check_resources(spec: ModelDeploymentSpec) -> Iterator[str]:
+    for variant in spec.effective_variants():
+        where = "spec.resources" if variant.resources is None else f"spec.variants[{variant.name}].resources"
+        resources = variant.resources or spec.resources or Resources()
+        yield from _check_quantities(where, resources)
+        if spec.autoscaling is not None and "cpu" not in resources.requests:
+            yield (
+                f"{where}.requests.cpu: required with spec.autoscaling, because CPU utilisation is "
+                "measured against the request"
+            )
+
+
+def _check_quantities(where: str, resources: Resources) -> Iterator[str]:
+    parsed: dict[str, dict[str, Decimal]] = {"requests": {}, "limits": {}}
+    for kind, values in (("requests", resources.requests), ("limits", resources.limits)):
+        for key, value in values.items():
+            try:
+                parsed[kind][key] = parse_quantity(value)
+            except ValueError:
+                yield f"{where}.{kind}.{key}: {value!r} is not a resource quantity (e.g. 500m, 2, 1Gi)"
+    for key, request in parsed["requests"].items():
+        limit = parsed["limits"].get(key)
+        if limit is not None and request > limit:
+            yield (
+                f"{where}.requests.{key}: {resources.requests[key]} exceeds the limit {resources.limits[key]}"
+            )
+
+
+def _check_server(spec: ModelDeploymentSpec) -> Iterator[str]:
+    server = spec.server
+    if server.batching.enabled and server.batching.max_size > server.max_batch_rows:
+        yield (
+            f"spec.server.batching.maxSize: {server.batching.max_size} exceeds "
+            f"spec.server.maxBatchRows ({server.max_batch_rows})"
+        )
+
+
+def _check_traffic(spec: ModelDeploymentSpec) -> Iterator[str]:
+    traffic = spec.traffic
+    if traffic.provider == "gatewayAPI" and not (traffic.gateway_api and traffic.gateway_api.parent_refs):
+        yield "spec.traffic.gatewayAPI.parentRefs: required when spec.traffic.provider is gatewayAPI"
+    shadow = traffic.shadow
+    if shadow and shadow.variant is not None:
+        target = next((v for v in spec.variants if v.name == shadow.variant), None)
+        if target is None:
+            yield f"spec.traffic.shadow.variant: {shadow.variant!r} is not in spec.variants"
+        elif target.weight != 0:
+            yield (
+                f"spec.traffic.shadow.variant: {shadow.variant!r} must have weight 0 (it takes no live traffic)"
+            )
+
+
+def _check_rollout(spec: ModelDeploymentSpec) -> Iterator[str]:
+    rollout = spec.rollout
+    weights = [s.set_weight for s in rollout.steps if s.set_weight is not None]
+    if any(b <= a for a, b in itertools.pairwise(weights)):
+        yield f"spec.rollout.steps: setWeight values must strictly increase, got {weights}"
+    if rollout.analysis is None:
+        return
+    interval = parse_duration(rollout.analysis.interval)
+    deadline = rollout.progress_deadline_seconds
+    if interval >= deadline:
+        yield (
+            f"spec.rollout.analysis.interval: {rollout.analysis.interval} must be shorter than "
+            f"spec.rollout.progressDeadlineSeconds ({deadline}s), or no measurement fits a step"
+        )
+    for index, step in enumerate(rollout.steps):
+        duration = step.analysis.duration if step.analysis else None
+        if duration and parse_duration(duration) < interval:
+            yield (
+                f"spec.rollout.steps[{index}].analysis.duration: {duration} is shorter than "
+                f"spec.rollout.analysis.interval ({rollout.analysis.interval}): no measurement fits"
+            )
