@@ -37,6 +37,12 @@ class OperatorSettings(BaseSettings):
     router_image: str = f"{IMAGE_REPOSITORY}/serving:{__version__}"
     """Image of the built-in router; the router lives in the serving distribution, so the same image."""
 
+    router_service_account: str = "modeldeploy-router"
+    """ServiceAccount the router pods run as; the operator creates it in each namespace it serves."""
+
+    router_cluster_role: str = "modeldeploy-router"
+    """ClusterRole (shipped by the chart) the operator binds the router's ServiceAccount to, per namespace."""
+
     image_pull_policy: str = Field(default="IfNotPresent", pattern="^(Always|IfNotPresent|Never)$")
     """imagePullPolicy of the containers the operator creates."""
 

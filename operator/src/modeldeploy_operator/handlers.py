@@ -1,1 +1,118 @@
-"""kopf handlers: thin wiring of the domain and the Kubernetes client layer."""
+"""kopf handlers: thin wiring of the reconciler (domain + Kubernetes client layer) into kopf.
+
+Triggers, all funnelled into the same level-triggered reconcile, serialised per object:
+- the ModelDeployment is created, changed, or found at start-up (resume);
+- an owned Deployment changes (pods became ready, someone edited or deleted it);
+- a periodic resync, which repairs drift even if a watch event was missed.
+
+Errors: an invalid spec becomes a status condition and a Warning Event, and is not retried (it
+cannot succeed until edited). API conflicts, throttling and 5xx raise kopf.TemporaryError, which kopf
+retries with growing delays a bounded number of times; the resync picks up after that.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+
+from modeldeploy_operator.config import OperatorSettings
+from modeldeploy_operator.domain import labels as lbl
+from modeldeploy_operator.domain.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from modeldeploy_operator.k8s.api import KubeApi, RejectedError, TransientApiError
+from modeldeploy_operator.reconciler import Reconciler
+
+SETTINGS = OperatorSettings()
+log = logging.getLogger("modeldeploy.handlers")
+
+_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+_reconciler: Reconciler | None = None
+
+
+def _get_reconciler() -> Reconciler:
+    global _reconciler  # noqa: PLW0603 - one client per process, made after kopf's login
+    if _reconciler is None:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        _reconciler = Reconciler(KubeApi(client.ApiClient(), SETTINGS.field_manager), SETTINGS)
+    return _reconciler
+
+
+def _backoff(retry: int) -> float:
+    return float(min(SETTINGS.retry_backoff_seconds * 2**retry, SETTINGS.retry_backoff_max_seconds))
+
+
+def _run(body: dict[str, Any], retry: int = 0, *, raise_temporary: bool = True) -> str:
+    uid = body["metadata"]["uid"]
+    with _locks[uid]:
+        try:
+            return _get_reconciler().reconcile(body).phase
+        except TransientApiError as error:
+            if raise_temporary:
+                raise kopf.TemporaryError(str(error), delay=_backoff(retry)) from error
+            log.warning("reconcile of %s/%s deferred: %s", body["metadata"]["namespace"],
+                        body["metadata"]["name"], error)
+        except RejectedError as error:
+            # The API server refused what we built: a bug or an admission policy. Retrying the same
+            # objects cannot help; status and an Event already say so, and the resync tries again.
+            raise kopf.PermanentError(str(error)) from error
+    return "Unknown"
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Keep kopf's bookkeeping in annotations under our own prefix, not in status.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # Our own Events are the record; kopf's per-handler chatter becomes Events only for problems.
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = 8
+    settings.networking.error_backoffs = [1, 2, 5, 10, 30]
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+
+
+_HANDLER_OPTIONS: dict[str, Any] = {
+    "retries": SETTINGS.retry_limit,
+    "timeout": SETTINGS.handler_timeout_seconds,
+    "backoff": SETTINGS.retry_backoff_seconds,
+}
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL, **_HANDLER_OPTIONS)
+@kopf.on.create(GROUP, VERSION, PLURAL, **_HANDLER_OPTIONS)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", **_HANDLER_OPTIONS)
+def on_modeldeployment(body: kopf.Body, retry: int, **_: Any) -> None:
+    _run(dict(body), retry)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=SETTINGS.resync_seconds, initial_delay=SETTINGS.resync_seconds)
+def resync(body: kopf.Body, **_: Any) -> None:
+    _run(dict(body), raise_temporary=False)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": lbl.MANAGED_BY})
+def on_owned_deployment(body: kopf.Body, **_: Any) -> None:
+    """An owned Deployment changed (or was deleted): reconcile its ModelDeployment now."""
+    owner = next((ref for ref in body.get("metadata", {}).get("ownerReferences", [])
+                  if ref.get("kind") == KIND and ref.get("apiVersion") == API_VERSION), None)
+    if owner is None:
+        return
+    namespace = body["metadata"]["namespace"]
+    if SETTINGS.namespaces and namespace not in SETTINGS.namespaces:
+        return
+    try:
+        parent = _get_reconciler().api.get(API_VERSION, KIND, namespace, owner["name"])
+    except (TransientApiError, RejectedError) as error:
+        log.warning("could not read the owner of %s/%s: %s", namespace, body["metadata"]["name"], error)
+        return
+    if parent is None or parent["metadata"]["uid"] != owner["uid"] or parent["metadata"].get("deletionTimestamp"):
+        return
+    _run(parent, raise_temporary=False)

@@ -40,15 +40,17 @@ def record_revision(
         else e
         for e in history
     )
-    entry = HistoryEntry(
-        revision=number,
-        hash=variant.revision,
-        variant=variant.name,
-        model_version=variant.model.version,
-        model_uri=variant.model.uri,
-        sha256=variant.model.sha256,
-        created_at=stamped,
-        outcome="Progressing",
+    entry = HistoryEntry.model_validate(
+        {
+            "revision": number,
+            "hash": variant.revision,
+            "variant": variant.name,
+            "modelVersion": variant.model.version,
+            "modelURI": variant.model.uri,
+            "sha256": variant.model.sha256,
+            "createdAt": stamped,
+            "outcome": "Progressing",
+        }
     )
     return trim_history((*superseded, entry), limit)
 

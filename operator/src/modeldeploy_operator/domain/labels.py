@@ -11,6 +11,7 @@ GROUP = "modeldeploy.io"
 DEPLOYMENT_LABEL = f"{GROUP}/deployment"
 VARIANT_LABEL = f"{GROUP}/variant"
 REVISION_LABEL = f"{GROUP}/revision"
+VERSION_LABEL = "app.kubernetes.io/version"
 REVISION_ANNOTATION = f"{GROUP}/revision"
 MODEL_URI_ANNOTATION = f"{GROUP}/model-uri"
 MODEL_SHA256_ANNOTATION = f"{GROUP}/model-sha256"
@@ -42,7 +43,7 @@ def serving_labels(deployment_name: str, variant: str, revision: str, model_vers
     """All labels of a serving Deployment, its pods, Service and HPA."""
     return {
         **common_labels(deployment_name, SERVER_COMPONENT),
-        "app.kubernetes.io/version": model_version,
+        VERSION_LABEL: model_version,
         **revision_selector(deployment_name, variant, revision),
     }
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .labels import REVISION_LABEL, VARIANT_LABEL
+from .labels import REVISION_LABEL, VARIANT_LABEL, VERSION_LABEL
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,7 @@ class ObservedDeployment:
     revision: str
     replicas: int
     """spec.replicas: what is wanted (the HPA's current choice when autoscaling)."""
+    model_version: str | None = None
     ready_replicas: int = 0
     updated_replicas: int = 0
     available_replicas: int = 0
@@ -51,6 +52,7 @@ class ObservedDeployment:
             variant=labels[VARIANT_LABEL],
             revision=labels[REVISION_LABEL],
             replicas=int(spec.get("replicas", 1)),
+            model_version=labels.get(VERSION_LABEL),
             ready_replicas=int(status.get("readyReplicas", 0)),
             updated_replicas=int(status.get("updatedReplicas", 0)),
             available_replicas=int(status.get("availableReplicas", 0)),

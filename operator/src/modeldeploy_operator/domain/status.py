@@ -25,15 +25,15 @@ from .spec import ModelDeploymentSpec
 from .status_model import (
     DEGRADED,
     PROGRESSING,
-    ConditionStatus,
     READY,
+    ConditionStatus,
     LastError,
     ModelDeploymentStatus,
     Phase,
+    RevisionRole,
     RevisionStatus,
     VariantStatus,
 )
-
 
 _Verdict = tuple[ConditionStatus, str, str]  # a condition's status, reason and message
 
@@ -42,47 +42,118 @@ _Verdict = tuple[ConditionStatus, str, str]  # a condition's status, reason and 
 class _VariantHealth:
     status: VariantStatus
     live: bool  # takes traffic, so Ready depends on it
-    missing: bool
-    rolled_out: bool
+    serving: bool  # some revision has ready pods (or none are wanted)
+    rolled_out: bool  # the desired revision is fully up
     deadline_exceeded: bool
 
-    @property
-    def serving(self) -> bool:
-        return self.status.ready_replicas > 0 or self.status.replicas == 0
+
+def serving_revision(variant: ResolvedVariant, observed: Sequence[ObservedDeployment]) -> str:
+    """The revision of a variant that takes its traffic: the desired one once it has a ready pod,
+    else an older one that still has ready pods (a replacement only takes over when ready), else
+    the desired one (nothing serves yet)."""
+    mine = [o for o in observed if o.variant == variant.name]
+    if any(o.revision == variant.revision and o.ready_replicas > 0 for o in mine):
+        return variant.revision
+    ready_old = [o for o in mine if o.revision != variant.revision and o.ready_replicas > 0]
+    if ready_old:
+        return max(ready_old, key=lambda o: (o.ready_replicas, o.name)).revision
+    return variant.revision
 
 
-def _variant_health(variant: ResolvedVariant, observed: ObservedDeployment | None) -> _VariantHealth:
-    wanted = variant.replicas
-    if wanted is None:  # the HPA decides; before it has, its minimum is what we wait for
-        wanted = (
-            observed.replicas
-            if observed
-            else (variant.autoscaling.min_replicas if variant.autoscaling else 1)
-        )
-    ready = observed.ready_replicas if observed else 0
-    revision = RevisionStatus(
-        revision=variant.revision, role="stable", weight=variant.weight, replicas=wanted, ready_replicas=ready
+def _wanted_replicas(variant: ResolvedVariant, desired: ObservedDeployment | None) -> int:
+    if variant.replicas is not None:
+        return variant.replicas
+    if desired is not None:  # the HPA's current choice
+        return desired.replicas
+    return variant.autoscaling.min_replicas if variant.autoscaling else 1
+
+
+def _revision_status(variant: ResolvedVariant, observed: ObservedDeployment, serving: str) -> RevisionStatus:
+    role: RevisionRole
+    if observed.revision == serving:
+        role = "stable"
+    elif observed.revision == variant.revision:
+        role = "preview"  # the replacement, not yet taking traffic
+    else:
+        role = "previous"
+    return RevisionStatus(
+        revision=observed.revision,
+        role=role,
+        weight=variant.weight if role == "stable" else 0,
+        replicas=observed.replicas,
+        ready_replicas=observed.ready_replicas,
     )
+
+
+def _variant_health(variant: ResolvedVariant, observed: Sequence[ObservedDeployment]) -> _VariantHealth:
+    mine = sorted((o for o in observed if o.variant == variant.name), key=lambda o: o.name)
+    desired = next((o for o in mine if o.revision == variant.revision), None)
+    serving = serving_revision(variant, mine)
+    serving_observed = next((o for o in mine if o.revision == serving), None)
+    wanted = _wanted_replicas(variant, desired)
+    revisions = [_revision_status(variant, o, serving) for o in mine]
+    if desired is None:  # not created yet: still part of the picture
+        revisions.append(RevisionStatus(revision=variant.revision, role="preview", replicas=wanted))
+    model_version: str | None = variant.model.version
+    if serving != variant.revision:
+        model_version = serving_observed.model_version if serving_observed else None
     status = VariantStatus(
         name=variant.name,
         weight=variant.weight,
-        revision=variant.revision,
-        model_version=variant.model.version,
-        replicas=wanted,
-        ready_replicas=ready,
-        revisions=(revision,),
+        revision=serving,
+        model_version=model_version,
+        replicas=sum(r.replicas for r in revisions),
+        ready_replicas=sum(r.ready_replicas for r in revisions),
+        revisions=tuple(revisions),
     )
     return _VariantHealth(
         status=status,
         live=variant.weight > 0,
-        missing=observed is None and wanted > 0,
-        rolled_out=observed is not None and observed.rolled_out or wanted == 0,
-        deadline_exceeded=observed is not None and observed.progress_deadline_exceeded,
+        serving=(serving_observed is not None and serving_observed.ready_replicas > 0) or wanted == 0,
+        rolled_out=(desired is not None and desired.rolled_out) or wanted == 0,
+        deadline_exceeded=desired is not None and desired.progress_deadline_exceeded,
     )
 
 
 def _names(healths: Sequence[_VariantHealth]) -> str:
     return ", ".join(h.status.name for h in healths)
+
+
+def _verdicts(healths: Sequence[_VariantHealth], *, was_ready: bool) -> tuple[_Verdict, _Verdict, _Verdict]:
+    """Ready, Progressing and Degraded as (status, reason, message)."""
+    not_serving = [h for h in healths if h.live and not h.serving]
+    deadline = [h for h in healths if h.deadline_exceeded]
+    updating = [h for h in healths if not h.rolled_out and not h.deadline_exceeded]
+    ready: _Verdict
+    progressing: _Verdict
+    degraded: _Verdict = ("False", "AsExpected", "")
+    if not_serving:
+        ready = ("False", "NoReadyReplicas", f"no ready replicas for variant(s): {_names(not_serving)}")
+    else:
+        ready = ("True", "ReplicasReady", "every variant that takes traffic has ready replicas")
+    if deadline:
+        progressing = ("False", "ProgressDeadlineExceeded", f"no progress for variant(s): {_names(deadline)}")
+        degraded = ("True", "ProgressDeadlineExceeded", progressing[2])
+    elif updating:
+        progressing = ("True", "ReplicasUpdating", f"waiting for variant(s): {_names(updating)}")
+    else:
+        progressing = ("False", "RolloutComplete", "every variant serves its desired revision")
+    if degraded[0] == "False" and was_ready and not_serving:
+        # It served before and now it does not: that is a regression, not progress.
+        degraded = ("True", "ReplicasUnavailable", ready[2])
+    return ready, progressing, degraded
+
+
+def _phase(
+    ready: _Verdict, progressing: _Verdict, degraded: _Verdict, *, observed: bool, paused: bool
+) -> Phase:
+    if degraded[0] == "True":
+        return "Degraded"
+    if not observed:
+        return "Pending"
+    if progressing[0] == "True" or ready[0] == "False":
+        return "Progressing"
+    return "Paused" if paused else "Ready"
 
 
 def compute_status(
@@ -97,35 +168,10 @@ def compute_status(
     """The status of ModelDeployment `name` given its spec and its observed serving Deployments."""
     previous = previous or ModelDeploymentStatus()
     variants = resolve_variants(name, spec)
-    by_key = {(o.variant, o.revision): o for o in observed}
-    healths = [_variant_health(v, by_key.get((v.name, v.revision))) for v in variants]
+    healths = [_variant_health(v, observed) for v in variants]
 
-    live = [h for h in healths if h.live]
-    not_serving = [h for h in live if not h.serving]
-    deadline = [h for h in healths if h.deadline_exceeded]
-    updating = [h for h in healths if not h.rolled_out and not h.deadline_exceeded]
-    was_ready = is_true(previous.conditions, READY)
-
+    ready, progressing, degraded = _verdicts(healths, was_ready=is_true(previous.conditions, READY))
     conditions = previous.conditions
-    ready: _Verdict
-    progressing: _Verdict
-    degraded: _Verdict
-    if not_serving:
-        ready = ("False", "NoReadyReplicas", f"no ready replicas for variant(s): {_names(not_serving)}")
-    else:
-        ready = ("True", "ReplicasReady", "every variant that takes traffic has ready replicas")
-    if deadline:
-        progressing = ("False", "ProgressDeadlineExceeded", f"no progress for variant(s): {_names(deadline)}")
-    elif updating:
-        progressing = ("True", "ReplicasUpdating", f"waiting for variant(s): {_names(updating)}")
-    else:
-        progressing = ("False", "RolloutComplete", "every variant serves its desired revision")
-    if deadline:
-        degraded = ("True", "ProgressDeadlineExceeded", progressing[2])
-    elif was_ready and not_serving:
-        degraded = ("True", "ReplicasUnavailable", ready[2])
-    else:
-        degraded = ("False", "AsExpected", "")
     for type_, (state, reason, message) in ((READY, ready), (PROGRESSING, progressing), (DEGRADED, degraded)):
         conditions = set_condition(
             conditions, type_, state, reason, message, now=now, observed_generation=generation
@@ -137,19 +183,8 @@ def compute_status(
         if health.rolled_out and health.serving:
             history = finish_revision(history, variant.name, variant.revision, "Promoted", now=now)
 
-    phase: Phase
-    if degraded[0] == "True":
-        phase = "Degraded"
-    elif not observed:
-        phase = "Pending"
-    elif progressing[0] == "True" or ready[0] == "False":
-        phase = "Progressing"
-    elif spec.paused:
-        phase = "Paused"
-    else:
-        phase = "Ready"
-
-    primary = max(variants, key=lambda v: v.weight)
+    phase = _phase(ready, progressing, degraded, observed=bool(observed), paused=spec.paused)
+    primary = max(healths, key=lambda h: h.status.weight).status
     replicas = sum(h.status.replicas for h in healths)
     ready_replicas = sum(h.status.ready_replicas for h in healths)
     return previous.model_copy(
@@ -157,7 +192,7 @@ def compute_status(
             "observed_generation": generation,
             "phase": phase,
             "message": ready[2] if ready[0] == "False" else progressing[2],
-            "model_version": primary.model.version,
+            "model_version": primary.model_version,
             "ready": f"{ready_replicas}/{replicas}",
             "replicas": replicas,
             "ready_replicas": ready_replicas,

@@ -75,7 +75,7 @@ class HistoryEntry(StatusModel):
     hash: str
     variant: str
     model_version: str
-    model_uri: str
+    model_uri: str = Field(alias="modelURI")
     sha256: str | None = None
     created_at: datetime
     finished_at: datetime | None = None

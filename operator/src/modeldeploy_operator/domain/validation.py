@@ -133,9 +133,7 @@ def _check_traffic(spec: ModelDeploymentSpec) -> Iterator[str]:
         if target is None:
             yield f"spec.traffic.shadow.variant: {shadow.variant!r} is not in spec.variants"
         elif target.weight != 0:
-            yield (
-                f"spec.traffic.shadow.variant: {shadow.variant!r} must have weight 0 (it takes no live traffic)"
-            )
+            yield (f"spec.traffic.shadow.variant: {shadow.variant!r} must have weight 0 (no live traffic)")
 
 
 def _check_rollout(spec: ModelDeploymentSpec) -> Iterator[str]:

@@ -1,0 +1,172 @@
+"""Thin, typed-enough calls on the official client: server-side apply, list, delete, status, Events.
+
+Errors are sorted once, here, into the two kinds the handlers act on: `TransientApiError` (conflicts,
+throttling, 5xx, connection trouble: retry with backoff) and `RejectedError` (the API server refused
+what we sent: no point retrying the same thing).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import urllib3
+from kubernetes import client
+
+from modeldeploy_operator.k8s.kinds import Kind, kind_of
+
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+MERGE_CONTENT_TYPE = "application/merge-patch+json"
+_TRANSIENT_STATUSES = {409, 429, 500, 502, 503, 504}
+
+
+class TransientApiError(RuntimeError):
+    """The call may succeed if retried later."""
+
+
+class RejectedError(RuntimeError):
+    """The API server refused the request; retrying it unchanged will not help."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _body_message(data: bytes | str | None, reason: str | None) -> str:
+    try:
+        return str(json.loads(data or b"").get("message", reason))
+    except (TypeError, ValueError, AttributeError):
+        return str(reason)
+
+
+def _message(error: client.ApiException) -> str:
+    return _body_message(error.body, error.reason)
+
+
+class KubeApi:
+    """The operator's window on the API server."""
+
+    def __init__(self, api_client: client.ApiClient, field_manager: str) -> None:
+        self.api_client = api_client
+        self.field_manager = field_manager
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        method_, url, headers, payload, post = self.api_client.param_serialize(
+            method=method, resource_path=path, query_params=query or [],
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body, auth_settings=["BearerToken"],
+        )
+        try:
+            response = self.api_client.call_api(method_, url, header_params=headers, body=payload,
+                                                post_params=post, _request_timeout=30)
+            data = response.read()
+        except client.ApiException as error:
+            status, message = error.status or 0, _message(error)
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise TransientApiError(f"{method} {path}: {error}") from error
+        else:
+            if 200 <= response.status < 300:
+                return json.loads(data) if data else None
+            status, message = response.status, _body_message(data, response.reason)
+        if status in _TRANSIENT_STATUSES:
+            raise TransientApiError(f"{method} {path}: {status} {message}")
+        raise RejectedError(status, f"{method} {path}: {message}")
+
+    # -- objects ------------------------------------------------------------------------------
+    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply with our field manager, taking ownership of the fields we set."""
+        kind = kind_of(manifest["apiVersion"], manifest["kind"])
+        meta = manifest["metadata"]
+        result: dict[str, Any] = self._call(
+            "PATCH", kind.object_path(meta.get("namespace"), meta["name"]),
+            query=[("fieldManager", self.field_manager), ("force", "true")],
+            body=manifest,  # sent as JSON, which is valid YAML for the apply content type
+            content_type=APPLY_CONTENT_TYPE,
+        )
+        return result
+
+    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Plain create: only for objects whose creation must fail when they exist (a Lease claim)."""
+        kind = kind_of(manifest["apiVersion"], manifest["kind"])
+        result: dict[str, Any] = self._call(
+            "POST", kind.collection_path(manifest["metadata"].get("namespace")), body=manifest
+        )
+        return result
+
+    def replace(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """PUT with the object's resourceVersion: fails with a conflict if someone wrote in between."""
+        kind = kind_of(manifest["apiVersion"], manifest["kind"])
+        meta = manifest["metadata"]
+        result: dict[str, Any] = self._call("PUT", kind.object_path(meta.get("namespace"), meta["name"]),
+                                            body=manifest)
+        return result
+
+    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = self._call("GET", kind_of(api_version, kind).object_path(namespace, name))
+        except RejectedError as error:
+            if error.status == 404:
+                return None
+            raise
+        return result
+
+    def list(self, api_version: str, kind: str, namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
+        path = kind_of(api_version, kind).collection_path(namespace)
+        result = self._call("GET", path, query=[("labelSelector", label_selector)])
+        items: list[dict[str, Any]] = result.get("items", [])
+        for item in items:  # list items lack these; manifests compared later expect them
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+        return items
+
+    def delete(self, api_version: str, kind: str, namespace: str | None, name: str, uid: str | None = None) -> None:
+        """Delete (background propagation); a precondition on uid avoids deleting a recreated namesake."""
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            self._call("DELETE", kind_of(api_version, kind).object_path(namespace, name), body=body)
+        except RejectedError as error:
+            if error.status != 404:
+                raise
+
+    def patch_status(self, kind: Kind, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self._call("PATCH", kind.object_path(namespace, name) + "/status",
+                   body={"status": status}, content_type=MERGE_CONTENT_TYPE)
+
+    def patch(self, kind: Kind, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("PATCH", kind.object_path(namespace, name), body=patch,
+                                            content_type=MERGE_CONTENT_TYPE)
+        return result
+
+    # -- events -------------------------------------------------------------------------------
+    def event(self, involved: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:
+        """Record a core/v1 Event on an object; losing one is not worth failing a reconcile for."""
+        meta = involved["metadata"]
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": involved["apiVersion"], "kind": involved["kind"],
+                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": self.field_manager},
+            "reportingComponent": self.field_manager,
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        try:
+            self._call("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=body)
+        except (TransientApiError, RejectedError):
+            pass

@@ -1,0 +1,105 @@
+"""`modeldeploy-operator`: start metrics and health endpoints, win the leader Lease, then run kopf."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+import threading
+
+import kopf
+from kubernetes import client, config
+from prometheus_client import start_http_server
+
+from modeldeploy_operator import handlers
+from modeldeploy_operator.health import serve_health
+from modeldeploy_operator.k8s.api import KubeApi
+from modeldeploy_operator.k8s.leader import LeaderElector
+from modeldeploy_operator.metrics import IS_LEADER
+
+log = logging.getLogger("modeldeploy.operator")
+
+
+def _api_client() -> client.ApiClient:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def _own_namespace() -> str:
+    path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return "default"
+
+
+async def _operate(cluster_wide: bool, namespaces: list[str], lost: threading.Event) -> None:
+    """Run kopf until SIGTERM/SIGINT or until leadership is lost.
+
+    The stop flag is an asyncio.Event set from the lease thread: kopf waits on thread-based flags
+    (threading.Event, concurrent Futures) in an executor thread, which then blocks its shutdown.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def relay() -> None:
+        lost.wait()
+        with contextlib.suppress(RuntimeError):  # the loop may be closed already on a clean exit
+            loop.call_soon_threadsafe(stop.set)
+
+    threading.Thread(target=relay, name="lease-relay", daemon=True).start()
+    await kopf.operator(
+        standalone=True,  # no kopf peering: leadership comes from the Lease
+        clusterwide=cluster_wide,
+        namespaces=namespaces,
+        stop_flag=stop,
+    )
+
+
+def main() -> int:
+    settings = handlers.SETTINGS
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    start_http_server(settings.metrics_port)
+    running = threading.Event()
+    serve_health(settings.health_port, running.is_set)
+
+    lost = threading.Event()  # set when leadership is lost; it also stops kopf
+    elector: LeaderElector | None = None
+    if settings.leader_election:
+        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+        elector = LeaderElector(
+            KubeApi(_api_client(), settings.field_manager),
+            settings.lease_namespace or _own_namespace(), settings.lease_name, identity,
+            settings.lease_duration_seconds, settings.lease_renew_seconds,
+        )
+        if not elector.wait_for_leadership(lost):
+            return 0
+        threading.Thread(target=elector.keep_renewing, args=(lost,), name="lease", daemon=True).start()
+    IS_LEADER.set(1)
+    running.set()
+    try:
+        asyncio.run(_operate(settings.cluster_wide, list(settings.namespaces), lost))
+    finally:
+        IS_LEADER.set(0)
+        running.clear()
+    if lost.is_set():
+        # Not a clean exit: the kubelet restarts us and we queue up as a standby.
+        log.error("stopped after losing leadership")
+        return 1
+    if elector is not None:
+        lost.set()  # ends the renewal thread
+        elector.release()
+    return 0
+
+if __name__ == "__main__":
+    sys.exit(main())

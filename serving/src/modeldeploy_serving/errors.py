@@ -1,0 +1,41 @@
+"""Errors that become HTTP answers: each carries its status code and a message naming the problem."""
+
+from __future__ import annotations
+
+
+class ServingError(Exception):
+    """A request that cannot be served; `status` is the HTTP code the caller gets."""
+
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(ServingError):
+    """Malformed or inconsistent input (JSON, shape, datatype, data length, row count)."""
+
+    status = 400
+
+
+class NotFound(ServingError):
+    """Unknown model or version."""
+
+    status = 404
+
+
+class PayloadTooLarge(ServingError):
+    """The request body exceeds the configured limit."""
+
+    status = 413
+
+
+class Unavailable(ServingError):
+    """The model is not ready yet (loading) or failed to load."""
+
+    status = 503
+
+
+class BundleError(Exception):
+    """A model bundle that must not be served: missing file, digest mismatch, oversize, bad manifest."""

@@ -1,0 +1,356 @@
+"""Invalid ModelDeployments and the message the API server rejects each with.
+
+A table shared by the offline schema test here and by the cluster tests (which send every case to a
+real kube-apiserver). `layer` says which part of the CRD rejects it: "schema" (OpenAPI types,
+enums, ranges, patterns; checked offline with jsonschema) or "cel" (x-kubernetes-validations,
+and list-map uniqueness, which only the API server evaluates).
+
+Messages are those of a create (POST), as checked against kube-apiserver v1.34. Server-side apply
+reports duplicate list-map keys earlier, as `duplicate entries for key [name="..."]`, and kubectl
+drops empty objects (`threshold: {}`) before sending them.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+SHA = "a" * 64
+
+
+def valid_manifest(name: str = "churn") -> dict[str, Any]:
+    """A valid ModelDeployment exercising most of the spec; each case breaks one thing in it."""
+    return {
+        "apiVersion": "modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": "s3://models/churn/v1", "format": "onnx", "version": "1", "sha256": SHA},
+            "variants": [
+                {"name": "control", "weight": 80},
+                {"name": "treatment", "weight": 20},
+                {"name": "shadow", "weight": 0},
+            ],
+            "replicas": 2,
+            "traffic": {
+                "provider": "router",
+                "stickyKey": {"header": "X-User-Id"},
+                "shadow": {"variant": "shadow", "percent": 10},
+            },
+            "rollout": {
+                "strategy": "Canary",
+                "steps": [{"setWeight": 10}, {"analysis": {"checks": ["errors"]}}, {"setWeight": 50}],
+                "analysis": {
+                    "interval": "30s",
+                    "checks": [{"name": "errors", "type": "errorRate", "threshold": {"max": 0.01}}],
+                },
+            },
+        },
+    }
+
+
+Layer = Literal["schema", "cel"]
+
+
+@dataclass(frozen=True)
+class InvalidCase:
+    """One way to break the valid manifest, and the message that must explain it."""
+
+    id: str
+    mutate: Callable[[dict[str, Any]], None]
+    message: str
+    layer: Layer
+
+    def manifest(self, name: str = "churn") -> dict[str, Any]:
+        """The broken manifest."""
+        body = copy.deepcopy(valid_manifest(name))
+        self.mutate(body)
+        return body
+
+
+def _spec(body: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = body["spec"]
+    return spec
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(body: dict[str, Any]) -> None:
+        *parents, leaf = path.split(".")
+        node = body
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        if isinstance(node, list):
+            node[int(leaf)] = value
+        else:
+            node[leaf] = value
+
+    return mutate
+
+
+def _delete(path: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(body: dict[str, Any]) -> None:
+        *parents, leaf = path.split(".")
+        node: Any = body
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        del node[leaf]
+
+    return mutate
+
+
+def _both(*mutations: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    def mutate(body: dict[str, Any]) -> None:
+        for mutation in mutations:
+            mutation(body)
+
+    return mutate
+
+
+INVALID_CASES: tuple[InvalidCase, ...] = (
+    # --- CEL rules ---
+    InvalidCase(
+        "weights-not-100", _set("spec.variants.1.weight", 30), "variant weights must sum to 100", "cel"
+    ),
+    InvalidCase(
+        "duplicate-variant-names",
+        _set("spec.variants.1.name", "control"),
+        'Duplicate value: {"name":"control"}',
+        "cel",
+    ),
+    InvalidCase(
+        "set-weight-not-increasing",
+        _set("spec.rollout.steps", [{"setWeight": 50}, {"setWeight": 20}]),
+        "setWeight steps must strictly increase",
+        "cel",
+    ),
+    InvalidCase(
+        "set-weight-repeated",
+        _set("spec.rollout.steps", [{"setWeight": 20}, {"pause": {}}, {"setWeight": 20}]),
+        "setWeight steps must strictly increase",
+        "cel",
+    ),
+    InvalidCase(
+        "step-with-two-actions",
+        _set("spec.rollout.steps.0", {"setWeight": 10, "pause": {"duration": "1m"}}),
+        "each rollout step sets exactly one of setWeight, pause or analysis",
+        "cel",
+    ),
+    InvalidCase(
+        "empty-step",
+        _set("spec.rollout.steps.0", {}),
+        "each rollout step sets exactly one of setWeight, pause or analysis",
+        "cel",
+    ),
+    InvalidCase(
+        "hpa-min-above-max",
+        _both(_delete("spec.replicas"), _set("spec.autoscaling", {"minReplicas": 5, "maxReplicas": 2})),
+        "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+        "cel",
+    ),
+    InvalidCase(
+        "replicas-and-autoscaling",
+        _set("spec.autoscaling", {"maxReplicas": 4}),
+        "set either spec.replicas or spec.autoscaling, not both",
+        "cel",
+    ),
+    InvalidCase(
+        "variant-replicas-with-autoscaling",
+        _both(
+            _delete("spec.replicas"),
+            _set("spec.autoscaling", {"maxReplicas": 4}),
+            _set("spec.variants.0.replicas", 3),
+        ),
+        "variants cannot set replicas when spec.autoscaling is set",
+        "cel",
+    ),
+    InvalidCase(
+        "gateway-without-parent-refs",
+        _both(
+            _set("spec.traffic", {"provider": "gatewayAPI"}),
+        ),
+        "traffic.gatewayAPI.parentRefs is required when traffic.provider is gatewayAPI",
+        "cel",
+    ),
+    InvalidCase(
+        "sticky-key-with-gateway",
+        _set(
+            "spec.traffic",
+            {
+                "provider": "gatewayAPI",
+                "gatewayAPI": {"parentRefs": [{"name": "gw"}]},
+                "stickyKey": {"header": "X-User-Id"},
+            },
+        ),
+        "traffic.stickyKey needs the router provider",
+        "cel",
+    ),
+    InvalidCase(
+        "gateway-settings-with-router",
+        _set("spec.traffic.gatewayAPI", {"parentRefs": [{"name": "gw"}]}),
+        "traffic.gatewayAPI is only used when traffic.provider is gatewayAPI",
+        "cel",
+    ),
+    InvalidCase(
+        "sticky-key-header-and-body",
+        _set("spec.traffic.stickyKey", {"header": "X-User-Id", "bodyField": "user"}),
+        "traffic.stickyKey needs exactly one of header or bodyField",
+        "cel",
+    ),
+    InvalidCase(
+        "shadow-variant-unknown",
+        _set("spec.traffic.shadow.variant", "nosuch"),
+        "traffic.shadow.variant must name a variant of spec.variants whose weight is 0",
+        "cel",
+    ),
+    InvalidCase(
+        "shadow-variant-live",
+        _set("spec.traffic.shadow.variant", "treatment"),
+        "traffic.shadow.variant must name a variant of spec.variants whose weight is 0",
+        "cel",
+    ),
+    InvalidCase(
+        "shadow-variant-and-revision",
+        _set("spec.traffic.shadow.revision", 3),
+        "traffic.shadow needs exactly one of variant or revision",
+        "cel",
+    ),
+    InvalidCase(
+        "canary-without-set-weight",
+        _set("spec.rollout.steps", [{"pause": {}}]),
+        "the Canary strategy needs at least one setWeight step",
+        "cel",
+    ),
+    InvalidCase(
+        "immediate-with-steps",
+        _set("spec.rollout.strategy", "Immediate"),
+        "the Immediate strategy takes no steps",
+        "cel",
+    ),
+    InvalidCase(
+        "blue-green-with-set-weight",
+        _set("spec.rollout.strategy", "BlueGreen"),
+        "the BlueGreen strategy switches all traffic at once",
+        "cel",
+    ),
+    InvalidCase(
+        "analysis-step-without-checks",
+        _delete("spec.rollout.analysis"),
+        "an analysis step needs rollout.analysis.checks",
+        "cel",
+    ),
+    InvalidCase(
+        "analysis-step-unknown-check",
+        _set("spec.rollout.steps.1", {"analysis": {"checks": ["latency"]}}),
+        "an analysis step names a check that rollout.analysis.checks does not define",
+        "cel",
+    ),
+    InvalidCase(
+        "prometheus-check-without-query",
+        _set("spec.rollout.analysis.checks.0.type", "prometheus"),
+        "query is required for prometheus checks and not allowed for built-in ones",
+        "cel",
+    ),
+    InvalidCase(
+        "prometheus-check-without-address",
+        _set(
+            "spec.rollout.analysis.checks.0",
+            {"name": "errors", "type": "prometheus", "query": "vector(0)", "threshold": {"max": 1}},
+        ),
+        "prometheus checks need rollout.analysis.prometheus.address",
+        "cel",
+    ),
+    InvalidCase(
+        "threshold-empty",
+        _set("spec.rollout.analysis.checks.0.threshold", {}),
+        "a threshold needs min, max or both",
+        "cel",
+    ),
+    InvalidCase(
+        "threshold-min-above-max",
+        _set("spec.rollout.analysis.checks.0.threshold", {"min": 2, "max": 1}),
+        "threshold.min must not exceed threshold.max",
+        "cel",
+    ),
+    InvalidCase(
+        "duplicate-check-names",
+        _set(
+            "spec.rollout.analysis.checks",
+            [
+                {"name": "errors", "type": "errorRate", "threshold": {"max": 0.01}},
+                {"name": "errors", "type": "latencyP99", "threshold": {"max": 0.1}},
+            ],
+        ),
+        'Duplicate value: {"name":"errors"}',
+        "cel",
+    ),
+    InvalidCase(
+        "no-model-anywhere",
+        _delete("spec.model"),
+        "spec.model is required unless every variant sets its own model",
+        "cel",
+    ),
+    InvalidCase(
+        "s3-endpoint-for-http-uri",
+        _set(
+            "spec.model",
+            {
+                "uri": "https://x/m",
+                "format": "onnx",
+                "version": "1",
+                "storage": {"s3EndpointURL": "http://s3:9000"},
+            },
+        ),
+        "model.storage.s3EndpointURL only applies to s3:// URIs",
+        "cel",
+    ),
+    InvalidCase(
+        "name-not-dns-1035",
+        _set("metadata.name", "9churn"),
+        "metadata.name must be a DNS-1035 label",
+        "cel",
+    ),
+    InvalidCase(
+        "name-too-long",
+        _set("metadata.name", "c" * 41),
+        "metadata.name must be a DNS-1035 label",
+        "cel",
+    ),
+    # --- schema: types, enums, ranges, patterns ---
+    InvalidCase("bad-sha256", _set("spec.model.sha256", "ABC123"), "spec.model.sha256", "schema"),
+    InvalidCase("bad-format", _set("spec.model.format", "pickle"), "spec.model.format", "schema"),
+    InvalidCase("bad-uri-scheme", _set("spec.model.uri", "ftp://x/m"), "spec.model.uri", "schema"),
+    InvalidCase("version-not-label-safe", _set("spec.model.version", "v 1"), "spec.model.version", "schema"),
+    InvalidCase(
+        "shadow-percent-over-100",
+        _set("spec.traffic.shadow.percent", 150),
+        "spec.traffic.shadow.percent",
+        "schema",
+    ),
+    InvalidCase("set-weight-over-100", _set("spec.rollout.steps.0.setWeight", 110), "setWeight", "schema"),
+    InvalidCase(
+        "variant-name-uppercase", _set("spec.variants.0.name", "Control"), "spec.variants[0].name", "schema"
+    ),
+    InvalidCase("bad-provider", _set("spec.traffic.provider", "istio"), "spec.traffic.provider", "schema"),
+    InvalidCase("bad-strategy", _set("spec.rollout.strategy", "Rolling"), "spec.rollout.strategy", "schema"),
+    InvalidCase(
+        "bad-duration",
+        _set("spec.rollout.analysis.interval", "1 minute"),
+        "spec.rollout.analysis.interval",
+        "schema",
+    ),
+    InvalidCase(
+        "bad-quantity",
+        _set("spec.resources", {"requests": {"cpu": "lots"}}),
+        "spec.resources.requests.cpu",
+        "schema",
+    ),
+    InvalidCase("negative-replicas", _set("spec.replicas", -1), "spec.replicas", "schema"),
+    InvalidCase(
+        "too-many-variants",
+        _set("spec.variants", [{"name": f"v{i}", "weight": 5} for i in range(20)]),
+        "spec.variants",
+        "schema",
+    ),
+)
