@@ -84,10 +84,11 @@ class ServerSettings(BaseSettings):
     log_level: str = "info"
     """Log level of the server: debug, info, warning or error."""
 
-    def to_env(self) -> dict[str, str]:
-        """The variables that reproduce these settings in another process (non-default fields only)."""
+    def to_env(self, *, include_defaults: bool = False) -> dict[str, str]:
+        """The variables that reproduce these settings in another process (non-default fields only,
+        unless include_defaults: then every field, so that stale variables cannot leak through)."""
         env: dict[str, str] = {}
-        for name, value in self.model_dump(exclude_defaults=True).items():
+        for name, value in self.model_dump(exclude_defaults=not include_defaults).items():
             if value is None:
                 continue
             text = ("true" if value else "false") if isinstance(value, bool) else str(value)

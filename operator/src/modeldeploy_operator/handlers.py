@@ -73,6 +73,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Our own Events are the record; kopf's per-handler chatter becomes Events only for problems.
     settings.posting.level = logging.WARNING
+    # We serve one known CRD: no need to watch CRDs and namespaces (and no RBAC to read them).
+    settings.scanning.disabled = True
     settings.execution.max_workers = 8
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
     settings.watching.server_timeout = 300

@@ -127,7 +127,9 @@ class VerifiedBundle:
         return self.blobs[entry.path]
 
 
-def verify_bundle(folder: Path, expected_digest: str | None = None, max_bytes: int | None = None) -> VerifiedBundle:
+def verify_bundle(
+    folder: Path, expected_digest: str | None = None, max_bytes: int | None = None
+) -> VerifiedBundle:
     """Read and verify a bundle folder; raise BundleError on any mismatch (fail closed)."""
     manifest_path = folder / MANIFEST_NAME
     if not manifest_path.is_file():

@@ -284,5 +284,6 @@ def test_cluster_down_leaves_no_process_behind(kube_api: client.ApiClient, local
 
     assert [r.name for r in records if daemons.is_alive(r)] == []
     assert not network.exists(local_cluster)
+    assert not [ns for ns in network._netns_list() if ns.startswith(network.POD_NETNS_PREFIX)]
     assert not local_cluster.state_dir.exists()
     controlplane.up(local_cluster, quiet=True)  # leave the cluster as the session fixture expects it

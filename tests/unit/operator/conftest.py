@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from modeldeploy_operator.domain.resource import ModelDeploymentRef
 
 

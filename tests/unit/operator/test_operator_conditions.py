@@ -1,16 +1,22 @@
 import datetime as dt
 
 from modeldeploy_builders import NOW
-
 from modeldeploy_operator.domain.conditions import find_condition, is_true, remove_condition, set_condition
 
 LATER = NOW + dt.timedelta(minutes=5)
 
 
 def test_new_condition_is_appended_with_second_precision() -> None:
-    conditions = set_condition((), "Ready", "False", "Starting", "pods starting", now=NOW, observed_generation=3)
+    conditions = set_condition(
+        (), "Ready", "False", "Starting", "pods starting", now=NOW, observed_generation=3
+    )
     (ready,) = conditions
-    assert (ready.type, ready.status, ready.reason, ready.observed_generation) == ("Ready", "False", "Starting", 3)
+    assert (ready.type, ready.status, ready.reason, ready.observed_generation) == (
+        "Ready",
+        "False",
+        "Starting",
+        3,
+    )
     assert ready.last_transition_time == NOW.replace(microsecond=0)
 
 

@@ -15,11 +15,10 @@ import pytest
 import yaml
 from modeldeploy_builders import CRD_PATH, NOW, REPO, make_spec, observed_for
 from modeldeploy_crd_cases import INVALID_CASES, valid_manifest
-from pydantic import BaseModel
-
 from modeldeploy_operator.domain.spec import ModelDeploymentSpec
 from modeldeploy_operator.domain.status import compute_status
 from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
+from pydantic import BaseModel
 
 CRD = yaml.safe_load(CRD_PATH.read_text())
 VERSION = CRD["spec"]["versions"][0]
@@ -56,7 +55,11 @@ def _nodes(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str
 def test_identity() -> None:
     names = CRD["spec"]["names"]
     assert CRD["metadata"]["name"] == "modeldeployments.modeldeploy.io"
-    assert (CRD["spec"]["group"], CRD["spec"]["scope"], VERSION["name"]) == ("modeldeploy.io", "Namespaced", "v1alpha1")
+    assert (CRD["spec"]["group"], CRD["spec"]["scope"], VERSION["name"]) == (
+        "modeldeploy.io",
+        "Namespaced",
+        "v1alpha1",
+    )
     assert names["shortNames"] == ["mdep"]
     assert names["categories"] == ["modeldeploy"]
     assert VERSION["subresources"] == {"status": {}}
@@ -80,7 +83,9 @@ def _needs_description(path: str, node: dict[str, Any]) -> bool:
 
 
 def test_every_field_is_described() -> None:
-    missing = [path for path, node in _nodes(SCHEMA) if _needs_description(path, node) and "description" not in node]
+    missing = [
+        path for path, node in _nodes(SCHEMA) if _needs_description(path, node) and "description" not in node
+    ]
     assert missing == []
 
 

@@ -2,7 +2,6 @@ from typing import Any
 
 import pytest
 from modeldeploy_builders import BASE_MODEL, make_spec
-
 from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_operator.domain.labels import router_selector
 from modeldeploy_operator.domain.manifests import (
@@ -113,7 +112,9 @@ def test_probes_and_ports(owner: ModelDeploymentRef) -> None:
     assert container["image"] == IMAGE
 
 
-def test_env_round_trips_through_server_settings(owner: ModelDeploymentRef, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_round_trips_through_server_settings(
+    owner: ModelDeploymentRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
     container = _container(_deployment(owner, server={"batching": {"enabled": True}, "workers": 2}))
     env = {e["name"]: e["value"] for e in container["env"]}
     assert all(name.startswith("MODELDEPLOY_SERVER_") for name in env)
@@ -151,7 +152,12 @@ def test_serving_service_selects_one_revision(owner: ModelDeploymentRef) -> None
     service = build_serving_service(owner, variant)
     assert service["metadata"]["name"] == f"churn-default-{variant.revision}"
     assert service["spec"]["selector"]["modeldeploy.io/revision"] == variant.revision
-    assert service["spec"]["ports"][0] == {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}
+    assert service["spec"]["ports"][0] == {
+        "name": "http",
+        "port": 8080,
+        "targetPort": "http",
+        "protocol": "TCP",
+    }
     assert service["metadata"]["ownerReferences"][0]["uid"] == "1234-uid"
 
 
@@ -165,7 +171,9 @@ def test_stable_service_is_named_after_the_modeldeployment(owner: ModelDeploymen
 
 
 def test_hpa_targets_the_revision_deployment(owner: ModelDeploymentRef) -> None:
-    variant = _variant(replicas=None, autoscaling={"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilizationPercentage": 60})
+    variant = _variant(
+        replicas=None, autoscaling={"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilizationPercentage": 60}
+    )
     hpa = build_hpa(owner, variant)
     assert hpa is not None
     assert hpa["apiVersion"] == "autoscaling/v2"
@@ -175,5 +183,8 @@ def test_hpa_targets_the_revision_deployment(owner: ModelDeploymentRef) -> None:
         "name": f"churn-default-{variant.revision}",
     }
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
-    assert hpa["spec"]["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 60}
+    assert hpa["spec"]["metrics"][0]["resource"]["target"] == {
+        "type": "Utilization",
+        "averageUtilization": 60,
+    }
     assert build_hpa(owner, _variant()) is None

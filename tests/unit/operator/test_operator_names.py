@@ -1,7 +1,6 @@
 import re
 
 import pytest
-
 from modeldeploy_operator.domain.names import fit_name, revision_name, router_name, stable_service_name
 
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -14,7 +13,9 @@ DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
         ("a", "b", "c", "a-b-c"),
     ],
 )
-def test_short_names_are_plain_concatenations(deployment: str, variant: str, revision: str, expected: str) -> None:
+def test_short_names_are_plain_concatenations(
+    deployment: str, variant: str, revision: str, expected: str
+) -> None:
     assert revision_name(deployment, variant, revision) == expected
 
 

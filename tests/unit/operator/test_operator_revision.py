@@ -1,13 +1,10 @@
 import pytest
-
-from modeldeploy_operator.domain.revision import MODEL_CACHE_DIR, resolve_variants, revision_hash
 from modeldeploy_builders import BASE_MODEL, make_spec
+from modeldeploy_operator.domain.revision import MODEL_CACHE_DIR, resolve_variants, revision_hash
 
 
 def _revision(**overrides: object) -> str:
     return resolve_variants("churn", make_spec(**overrides))[0].revision
-
-
 
 
 def test_hash_is_short_stable_and_hex() -> None:
@@ -60,7 +57,11 @@ def test_operator_environment_does_not_leak_into_server_settings(monkeypatch: py
 
 def test_settings_carry_the_spec() -> None:
     spec = make_spec(
-        server={"workers": 3, "maxBodyBytes": 4096, "batching": {"enabled": True, "maxSize": 32, "maxWaitMs": 2}},
+        server={
+            "workers": 3,
+            "maxBodyBytes": 4096,
+            "batching": {"enabled": True, "maxSize": 32, "maxWaitMs": 2},
+        },
         drift={"windowRows": 200, "windowSeconds": 30, "enabled": False},
         model={**BASE_MODEL, "storage": {"s3EndpointURL": "http://minio:9000"}},
     )
@@ -68,7 +69,11 @@ def test_settings_carry_the_spec() -> None:
     assert settings.model_name == "md"  # every arm serves under the ModelDeployment's name
     assert (settings.workers, settings.max_body_bytes) == (3, 4096)
     assert (settings.batching_enabled, settings.batch_max_size, settings.batch_max_wait_ms) == (True, 32, 2.0)
-    assert (settings.drift_enabled, settings.drift_window_rows, settings.drift_window_seconds) == (False, 200, 30.0)
+    assert (settings.drift_enabled, settings.drift_window_rows, settings.drift_window_seconds) == (
+        False,
+        200,
+        30.0,
+    )
     assert settings.model_cache_dir == MODEL_CACHE_DIR
     assert settings.s3_endpoint_url == "http://minio:9000"
     assert settings.model_sha256 == "b" * 64

@@ -1,7 +1,6 @@
 import datetime as dt
 
 from modeldeploy_builders import BASE_MODEL, NOW, make_spec, observed_for
-
 from modeldeploy_operator.domain.conditions import find_condition
 from modeldeploy_operator.domain.observed import ObservedDeployment
 from modeldeploy_operator.domain.revision import resolve_variants
@@ -49,7 +48,12 @@ def test_all_ready_is_ready_and_records_the_revision_as_promoted() -> None:
     assert (status.ready, status.model_version, status.stable_revision) == ("2/2", "1", variant.revision)
     assert status.canary_weight == 0
     (entry,) = status.history
-    assert (entry.revision, entry.hash, entry.outcome, entry.model_uri) == (1, variant.revision, "Promoted", BASE_MODEL["uri"])
+    assert (entry.revision, entry.hash, entry.outcome, entry.model_uri) == (
+        1,
+        variant.revision,
+        "Promoted",
+        BASE_MODEL["uri"],
+    )
     (variant_status,) = status.variants
     assert (variant_status.name, variant_status.weight, variant_status.ready_replicas) == ("default", 100, 2)
     assert all(c.observed_generation == 4 for c in status.conditions)
@@ -96,7 +100,10 @@ def test_old_revision_keeps_serving_until_the_new_one_is_ready() -> None:
     assert (status.model_version, status.stable_revision) == ("1", old.revision)
     roles = {r.revision: (r.role, r.weight) for r in status.variants[0].revisions}
     assert roles == {old.revision: ("stable", 100), new.revision: ("preview", 0)}
-    assert [(e.hash, e.outcome) for e in status.history] == [(old.revision, "Promoted"), (new.revision, "Progressing")]
+    assert [(e.hash, e.outcome) for e in status.history] == [
+        (old.revision, "Promoted"),
+        (new.revision, "Progressing"),
+    ]
 
     done = compute_status("churn", v2, [old, observed_for(v2, ready=2)], now=LATER, previous=status)
     assert (done.model_version, done.stable_revision) == ("2", new.revision)
@@ -127,7 +134,9 @@ def test_paused_and_ready_is_paused() -> None:
 
 def test_foreign_deployments_are_ignored() -> None:
     spec = make_spec()
-    stranger = ObservedDeployment(name="x", variant="other", revision="ffffffffff", replicas=1, ready_replicas=1)
+    stranger = ObservedDeployment(
+        name="x", variant="other", revision="ffffffffff", replicas=1, ready_replicas=1
+    )
     status = compute_status("churn", spec, [observed_for(spec, ready=2), stranger], now=NOW)
     assert status.phase == "Ready"
 

@@ -24,18 +24,16 @@ def binaries_dir() -> Path:
 class Layout:
     """Fixed addresses of the local cluster.
 
-    Everything a pod or a simulated pod could be reached at lies in 10.244.0.0/16 or the service
-    range, both routed into the harness's own network namespace, so no request ever leaves the
-    machine: there is no kube-proxy, and a ClusterIP is blackholed inside the namespace.
+    Everything a pod or a simulated pod could be reached at lies in 10.244.0.0/16 (on-link on the
+    harness's own bridge) or the service range (unreachable on the host: there is no kube-proxy), so
+    no request to a cluster address ever leaves the machine.
     """
 
     state_dir: Path
-    netns: str = "mdcluster"
-    host_veth: str = "mdc-host"
-    pod_veth: str = "mdc-pods"
+    bridge: str = "mdc-br0"
     pod_network: str = "10.244.0.0/16"
-    host_ip: str = "10.244.0.1"  # host side of the veth: the API server binds here
-    node_ip: str = "10.244.0.2"  # namespace side: the process node's InternalIP
+    host_ip: str = "10.244.0.1"  # on the bridge: the API server binds here, pods route through it
+    node_ip: str = "10.244.0.2"  # also on the bridge: the nodes' InternalIP
     process_pod_cidr: str = "10.244.1.0/24"  # pod IPs handed out by the process node
     kwok_pod_cidr: str = "10.244.128.0/17"  # pod IPs kwok invents for simulated pods
     service_cidr: str = "10.96.0.0/16"

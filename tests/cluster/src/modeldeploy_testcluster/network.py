@@ -1,17 +1,24 @@
-"""The pod network: a network namespace of the harness's own, joined to the host by a veth pair.
+"""The pod network: a bridge on the host and one network namespace per process-backed pod.
 
-Kubernetes refuses loopback addresses in EndpointSlices, so pods need ordinary addresses. They live
-only inside this namespace; the host reaches them over the veth, and pods reach the API server on the
-veth's host-side address. The service range is blackholed inside the namespace: with no kube-proxy, a
-request to a ClusterIP fails at once instead of leaving the machine.
+Kubernetes refuses loopback addresses in EndpointSlices, so pods need ordinary addresses. Each pod on
+the process node gets a network namespace of its own (so two pods may both listen on 0.0.0.0:8080, as
+in a real cluster), joined by a veth pair to the bridge `mdc-br0`, which holds the host side's
+10.244.0.1: pods reach the API server there, and the host reaches every pod over the bridge.
+
+Nothing addressed to the cluster's ranges can leave the machine: 10.244.0.0/16 is on-link on the bridge
+(kwok's invented pod IPs simply never answer), and the service range is unreachable on the host (there
+is no kube-proxy: a ClusterIP is refused at once).
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import subprocess
 
 from modeldeploy_testcluster.layout import Layout
+
+POD_NETNS_PREFIX = "mdpod-"
 
 
 class NetworkError(RuntimeError):
@@ -25,44 +32,71 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def _netns_list() -> list[str]:
+    # `ip netns list` prints "name (id: N)" for namespaces that have an id.
+    return [line.split()[0] for line in _ip("netns", "list").stdout.splitlines() if line.strip()]
+
+
+def _link_exists(name: str) -> bool:
+    return _ip("link", "show", name, check=False).returncode == 0
+
+
 def exists(layout: Layout) -> bool:
-    return layout.netns in _ip("netns", "list").stdout.split()
+    return _link_exists(layout.bridge)
 
 
 def create(layout: Layout) -> None:
-    """Create the namespace, veth pair, addresses and routes (idempotent)."""
+    """Create the bridge, its addresses and the service-range route (idempotent)."""
     if exists(layout):
         return
     prefix = ipaddress.ip_network(layout.pod_network).prefixlen
-    ns = layout.netns
-    _ip("netns", "add", ns)
     try:
-        _ip("link", "add", layout.host_veth, "type", "veth", "peer", "name", layout.pod_veth)
-        _ip("link", "set", layout.pod_veth, "netns", ns)
-        _ip("addr", "add", f"{layout.host_ip}/{prefix}", "dev", layout.host_veth)
-        _ip("link", "set", layout.host_veth, "up")
-        _ip("-n", ns, "addr", "add", f"{layout.node_ip}/{prefix}", "dev", layout.pod_veth)
-        _ip("-n", ns, "link", "set", layout.pod_veth, "up")
-        _ip("-n", ns, "link", "set", "lo", "up")
-        _ip("-n", ns, "route", "add", "default", "via", layout.host_ip)
-        # ClusterIPs: routed into the namespace from the host, and refused there.
-        _ip("route", "replace", layout.service_cidr, "via", layout.node_ip, "dev", layout.host_veth)
-        _ip("-n", ns, "route", "add", "unreachable", layout.service_cidr)
+        _ip("link", "add", layout.bridge, "type", "bridge")
+        _ip("addr", "add", f"{layout.host_ip}/{prefix}", "dev", layout.bridge)
+        _ip("addr", "add", f"{layout.node_ip}/32", "dev", layout.bridge)
+        _ip("link", "set", layout.bridge, "up")
+        _ip("route", "replace", "unreachable", layout.service_cidr)
     except NetworkError:
         delete(layout)
         raise
 
 
 def delete(layout: Layout) -> None:
-    """Remove the namespace; the veth pair and its routes go with it."""
-    _ip("link", "del", layout.host_veth, check=False)
-    if exists(layout):
-        _ip("netns", "del", layout.netns)
+    """Remove every pod namespace, the bridge and the service-range route."""
+    for name in _netns_list():
+        if name.startswith(POD_NETNS_PREFIX):
+            _ip("netns", "del", name, check=False)
+    _ip("route", "del", "unreachable", layout.service_cidr, check=False)
+    if _link_exists(layout.bridge):
+        _ip("link", "del", layout.bridge, check=False)
 
 
-def add_pod_ip(layout: Layout, ip: str) -> None:
-    _ip("-n", layout.netns, "addr", "replace", f"{ip}/32", "dev", layout.pod_veth)
+def pod_netns(ip: str) -> str:
+    return POD_NETNS_PREFIX + ip.replace(".", "-")
 
 
-def remove_pod_ip(layout: Layout, ip: str) -> None:
-    _ip("-n", layout.netns, "addr", "del", f"{ip}/32", "dev", layout.pod_veth, check=False)
+def create_pod_network(layout: Layout, ip: str) -> str:
+    """A network namespace holding `ip` on its eth0, attached to the bridge; returns its name."""
+    ns = pod_netns(ip)
+    host_end = "mdv" + hashlib.sha1(ip.encode()).hexdigest()[:10]  # interface names stop at 15 chars
+    prefix = ipaddress.ip_network(layout.pod_network).prefixlen
+    delete_pod_network(ip)  # a leftover of a killed agent would make `add` fail
+    _ip("netns", "add", ns)
+    try:
+        _ip("link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        _ip("link", "set", host_end, "master", layout.bridge, "up")
+        _ip("-n", ns, "addr", "add", f"{ip}/{prefix}", "dev", "eth0")
+        _ip("-n", ns, "link", "set", "eth0", "up")
+        _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("-n", ns, "route", "add", "default", "via", layout.host_ip)
+    except NetworkError:
+        delete_pod_network(ip)
+        raise
+    return ns
+
+
+def delete_pod_network(ip: str) -> None:
+    """Remove a pod's namespace; its veth pair goes with it."""
+    ns = pod_netns(ip)
+    if ns in _netns_list():
+        _ip("netns", "del", ns, check=False)

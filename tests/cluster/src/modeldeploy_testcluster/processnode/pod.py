@@ -78,6 +78,7 @@ class PodRunner(threading.Thread):
         self.core: client.CoreV1Api = agent.core
         self.layout = agent.layout
         self.ip: str | None = None
+        self.netns = ""
         self.containers: list[ContainerProcess] = []
         self.volumes = PodVolumes(self.core, pod, folder / "volumes")
         self._stop_requested = threading.Event()
@@ -131,7 +132,7 @@ class PodRunner(threading.Thread):
                 )
             self.containers.append(ContainerProcess(container, entry["bin_dir"], entry["entrypoint"]))
         self.ip = self.agent.ips.take()
-        network.add_pod_ip(self.layout, self.ip)
+        self.netns = network.create_pod_network(self.layout, self.ip)
         while True:
             try:
                 self.volumes.materialize()
@@ -214,7 +215,7 @@ class PodRunner(threading.Thread):
             "ip",
             "netns",
             "exec",
-            self.layout.netns,
+            self.netns,
             sys.executable,
             "-m",
             "modeldeploy_testcluster.processnode.podexec",
@@ -293,7 +294,7 @@ class PodRunner(threading.Thread):
 
     def _probe(self, container: ContainerProcess, now: float) -> None:
         assert self.ip is not None
-        ns = self.layout.netns
+        ns = self.netns
         if container.startup is not None and not container.started:
             if container.startup.due(now):
                 container.started = container.startup.record(
@@ -440,7 +441,7 @@ class PodRunner(threading.Thread):
             container.restart_at = None
             self._kill(container, grace)
         if self.ip:
-            network.remove_pod_ip(self.layout, self.ip)
+            network.delete_pod_network(self.ip)
             self.agent.ips.give_back(self.ip)
             self.ip = None
         if meta.deletion_timestamp is not None:

@@ -1,4 +1,4 @@
-"""Runs inside the pod network namespace (`ip netns exec`, which also gives a private mount namespace):
+"""Runs inside the pod's own network namespace (`ip netns exec`, which also gives a private mount namespace):
 bind-mounts the pod's volumes at their mount paths, then replaces itself with the container's command.
 
 Mount points missing on the host are created as empty folders (a mount needs one); nothing is ever
@@ -14,15 +14,16 @@ import sys
 from pathlib import Path
 
 
-def _mount(source: str, target: str, read_only: bool) -> None:
-    src = Path(source)
+def _mount(source_fd: int, is_dir: bool, target: str, read_only: bool) -> None:
     dst = Path(target)
-    if src.is_dir():
+    if is_dir:
         dst.mkdir(parents=True, exist_ok=True)
     else:
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.touch(exist_ok=True)
-    subprocess.run(["mount", "--bind", source, target], check=True)
+    # The source is named through an O_PATH descriptor opened before any mount: an earlier mount
+    # (an emptyDir at /tmp, say) may hide the source's own path by now.
+    subprocess.run(["mount", "--bind", f"/proc/{os.getpid()}/fd/{source_fd}", target], check=True)
     if read_only:
         subprocess.run(["mount", "-o", "remount,bind,ro", target], check=True)
 
@@ -31,8 +32,11 @@ def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
     # Make this namespace's mounts private so nothing propagates back to the host.
     subprocess.run(["mount", "--make-rprivate", "/"], check=True)
-    for mount in spec["mounts"]:
-        _mount(mount["source"], mount["target"], mount["read_only"])
+    sources = [(os.open(m["source"], os.O_PATH), Path(m["source"]).is_dir()) for m in spec["mounts"]]
+    for mount, (fd, is_dir) in zip(spec["mounts"], sources, strict=True):
+        _mount(fd, is_dir, mount["target"], mount["read_only"])
+    for fd, _ in sources:
+        os.close(fd)
     os.chdir(spec["working_dir"] or "/")
     argv = spec["argv"]
     os.execvpe(argv[0], argv, spec["env"])

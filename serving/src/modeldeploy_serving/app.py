@@ -1,0 +1,282 @@
+"""The HTTP surface: a lean ASGI path for inference in front of FastAPI for everything else.
+
+Inference requests (POST .../infer and ...:predict) never enter FastAPI: routing, pydantic request
+models and dependency injection cost 200+ microseconds per request, about ten times the model call.
+They are matched by path prefix here, decoded by the transport-neutral codecs and answered with raw
+ASGI messages. Health, metadata and /metrics go to FastAPI, where the cost does not matter.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from modeldeploy_contract.server_settings import ServerSettings
+from modeldeploy_serving import metrics
+from modeldeploy_serving.dataplane import DataPlane
+from modeldeploy_serving.errors import BadRequest, NotFound, PayloadTooLarge, ServingError
+from modeldeploy_serving.model import LoadedModel
+from modeldeploy_serving.protocol import v1, v2
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+V2_PREFIX, V2_SUFFIX = "/v2/models/", "/infer"
+V1_PREFIX, V1_SUFFIX = "/v1/models/", ":predict"
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+def server_version() -> str:
+    try:
+        return version("modeldeploy-serving")
+    except PackageNotFoundError:  # running from a source tree without metadata
+        return "0.0.0"
+
+
+class ClientGone(Exception):
+    """The client disconnected before sending its whole body."""
+
+
+def json_response(status: int, payload: Any) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    declared = None
+    header_length = None
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            declared = value
+        elif key == b"inference-header-content-length":
+            header_length = value
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {int(declared)} bytes is over the {limit}-byte limit")
+    scope["modeldeploy.header_length"] = header_length
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is over the {limit}-byte limit")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def split_v2_path(path: str) -> tuple[str, str | None]:
+    parts = path[len(V2_PREFIX) : -len(V2_SUFFIX)].split("/")
+    if len(parts) == 1 and parts[0]:
+        return parts[0], None
+    if len(parts) == 3 and parts[1] == "versions" and parts[0] and parts[2]:
+        return parts[0], parts[2]
+    raise NotFound(f"no such endpoint: {path}")
+
+
+class InferenceApp:
+    """The ASGI application uvicorn runs."""
+
+    def __init__(self, settings: ServerSettings, dataplane: DataPlane, api: FastAPI) -> None:
+        self.settings = settings
+        self.dataplane = dataplane
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            if path.startswith(V2_PREFIX) and path.endswith(V2_SUFFIX):
+                await self._infer(scope, receive, send, "v2")
+                return
+            if path.startswith(V1_PREFIX) and path.endswith(V1_SUFFIX):
+                await self._infer(scope, receive, send, "v1")
+                return
+        await self.api(scope, receive, send)
+
+    async def _infer(self, scope: Scope, receive: Receive, send: Send, protocol: str) -> None:
+        start = time.perf_counter()
+        self.dataplane.in_flight += 1
+        model: LoadedModel | None = None
+        status = 200
+        try:
+            path = scope["path"]
+            if protocol == "v2":
+                name, version_ = split_v2_path(path)
+            else:
+                name, version_ = path[len(V1_PREFIX) : -len(V1_SUFFIX)], None
+            model = self.dataplane.resolve(name, version_)
+            body = await read_body(scope, receive, self.settings.max_body_bytes)
+            max_rows = self.settings.max_batch_rows
+            if protocol == "v2":
+                request = v2.decode_request(
+                    body, _header_length(scope), model.feature_index, model.output_names, max_rows
+                )
+                prediction = await self.dataplane.infer(request.x)
+                payload, header_length = v2.encode_response(model.name, model.version, request, prediction)
+            else:
+                x = v1.decode_request(body, model.feature_index, max_rows)
+                payload, header_length = v1.encode_response(await self.dataplane.infer(x)), None
+            headers = [(b"content-length", str(len(payload)).encode())]
+            if header_length is None:
+                headers += JSON_HEADERS
+            else:
+                headers += [
+                    (b"content-type", b"application/octet-stream"),
+                    (b"inference-header-content-length", str(header_length).encode()),
+                ]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": payload})
+        except ServingError as exc:
+            status = exc.status
+            await _send_error(send, status, exc.message)
+        except ClientGone:
+            status = 499  # nginx's code for "client closed request": nothing is sent
+        except Exception:  # a bug must not take the worker down; the next request still works
+            log.exception("inference failed")
+            status = 500
+            await _send_error(send, status, "internal error while predicting; see the server log")
+        finally:
+            self.dataplane.in_flight -= 1
+            self.dataplane.metrics_for(model).request(protocol, status, time.perf_counter() - start)
+
+
+def _header_length(scope: Scope) -> int | None:
+    raw = scope.get("modeldeploy.header_length")
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise BadRequest(
+            f"Inference-Header-Content-Length must be a number, got {raw.decode(errors='replace')!r}"
+        )
+    return int(raw)
+
+
+async def _send_error(send: Send, status: int, message: str) -> None:
+    body = orjson.dumps({"error": message})
+    headers = [(b"content-length", str(len(body)).encode()), *JSON_HEADERS]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def build_api(settings: ServerSettings, dataplane: DataPlane) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await dataplane.start()
+        yield
+        await dataplane.stop()
+        metrics.worker_exited()
+
+    api = FastAPI(title="modeldeploy model server", version=server_version(), lifespan=lifespan)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        return json_response(exc.status_code, {"error": str(exc.detail)})
+
+    @api.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+        return json_response(422, {"error": str(exc.errors())})
+
+    @api.exception_handler(ServingError)
+    async def serving_error(_: Request, exc: ServingError) -> Response:
+        return json_response(exc.status, {"error": exc.message})
+
+    @api.get("/v2/health/live")
+    async def live() -> Response:
+        return json_response(200, {"live": True})
+
+    @api.get("/v2/health/ready")
+    async def ready() -> Response:
+        body: dict[str, Any] = {"ready": dataplane.ready, "state": dataplane.state}
+        if dataplane.error:
+            body["error"] = dataplane.error
+        return json_response(200 if dataplane.ready else 503, body)
+
+    @api.get("/v2")
+    async def server_metadata() -> Response:
+        return json_response(
+            200, {"name": "modeldeploy", "version": server_version(), "extensions": ["binary_tensor_data"]}
+        )
+
+    def model_metadata(name: str, version_: str | None) -> Response:
+        m = dataplane.resolve(name, version_)
+        return json_response(
+            200,
+            {
+                "name": m.name,
+                "versions": [m.version],
+                "platform": f"{m.manifest.format}+{m.runtime.name}",
+                "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, m.n_features]}],
+                "outputs": [o.model_dump() for o in m.manifest.outputs],
+                "parameters": {
+                    "feature_names": m.feature_names,
+                    "feature_datatypes": [f.datatype for f in m.manifest.inputs],
+                    "sha256": m.digest,
+                    "task": m.manifest.task,
+                    "classes": m.manifest.classes,
+                },
+            },
+        )
+
+    def model_ready(name: str, version_: str | None) -> Response:
+        try:
+            m = dataplane.resolve(name, version_)
+        except NotFound:
+            raise
+        except ServingError:
+            return json_response(503, {"name": name, "ready": False, "state": dataplane.state})
+        return json_response(200, {"name": m.name, "ready": True})
+
+    @api.get("/v2/models/{name}")
+    async def metadata(name: str) -> Response:
+        return model_metadata(name, None)
+
+    @api.get("/v2/models/{name}/versions/{version_}")
+    async def metadata_version(name: str, version_: str) -> Response:
+        return model_metadata(name, version_)
+
+    @api.get("/v2/models/{name}/ready")
+    async def ready_model(name: str) -> Response:
+        return model_ready(name, None)
+
+    @api.get("/v2/models/{name}/versions/{version_}/ready")
+    async def ready_model_version(name: str, version_: str) -> Response:
+        return model_ready(name, version_)
+
+    @api.get("/v1/models/{name}")
+    async def v1_status(name: str) -> Response:
+        return model_ready(name, None)
+
+    @api.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        dataplane.flush_metrics()
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    return api
+
+
+def create_app(settings: ServerSettings | None = None) -> InferenceApp:
+    """Factory uvicorn calls in each worker (settings come from MODELDEPLOY_SERVER_* variables)."""
+    settings = settings or ServerSettings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    dataplane = DataPlane(settings)
+    return InferenceApp(settings, dataplane, build_api(settings, dataplane))

@@ -1,0 +1,154 @@
+"""The transport-neutral data plane: model lifecycle, readiness, inference, drift accounting.
+
+HTTP code (app.py) decodes requests with the codecs and calls in here; nothing in this module knows
+about ASGI or FastAPI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from modeldeploy_contract.server_settings import ServerSettings
+from modeldeploy_serving import metrics
+from modeldeploy_serving.batching import MicroBatcher
+from modeldeploy_serving.drift.window import DriftWindow
+from modeldeploy_serving.errors import NotFound, Unavailable
+from modeldeploy_serving.model import LoadedModel, Prediction, load_model
+
+log = logging.getLogger(__name__)
+
+# Batches this large run in a thread (onnxruntime and xgboost release the GIL) so the event loop
+# keeps answering probes and decoding other requests meanwhile; small ones run inline, where a
+# thread hop would cost more than the prediction.
+OFFLOAD_ROWS = 256
+
+
+class DataPlane:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.model: LoadedModel | None = None
+        self.state: Literal["loading", "ready", "failed"] = "loading"
+        self.error: str | None = None
+        self.unknown_metrics = metrics.ModelMetrics(metrics.UNKNOWN, metrics.UNKNOWN)
+        self.metrics = self.unknown_metrics
+        self._batcher: MicroBatcher | None = None
+        self._window: DriftWindow | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="predict")
+        self.in_flight = 0
+        metrics.MODEL_READY.set(0)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Begin loading in the background: the HTTP server answers (not ready) meanwhile."""
+        self._tasks.append(asyncio.create_task(self._load()))
+        self._tasks.append(asyncio.create_task(self._flush_metrics_forever()))
+
+    def flush_metrics(self) -> None:
+        metrics.IN_FLIGHT.set(self.in_flight)
+        self.unknown_metrics.flush()
+        if self.metrics is not self.unknown_metrics:
+            self.metrics.flush()
+
+    async def _flush_metrics_forever(self) -> None:
+        while True:
+            await asyncio.sleep(metrics.FLUSH_SECONDS)
+            self.flush_metrics()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _load(self) -> None:
+        try:
+            model = await asyncio.to_thread(load_model, self.settings)
+        except Exception as exc:  # any failure keeps the server not-ready: fail closed
+            self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
+            metrics.LOAD_FAILURES.inc()
+            log.error("model load failed: %s", self.error)
+            return
+        if self.settings.model_name:
+            model.name = self.settings.model_name
+        self._activate(model)
+        if self._window is not None:
+            await self._drift_timer()
+
+    def _activate(self, model: LoadedModel) -> None:
+        s = self.settings
+        self.metrics = metrics.ModelMetrics(model.name, model.version)
+        metrics.MODEL_INFO.labels(model.name, model.version, model.manifest.format, model.digest).set(1)
+        if s.batching_enabled:
+            self._batcher = MicroBatcher(self._predict, s.batch_max_size, s.batch_max_wait_ms / 1000.0)
+        if s.drift_enabled:
+            self._window = DriftWindow(model.profile, s.drift_window_rows, s.drift_window_seconds)
+        self.model = model
+        self.state = "ready"
+        metrics.MODEL_READY.set(1)
+
+    async def _drift_timer(self) -> None:
+        """Close windows that have rows but stopped filling (low traffic)."""
+        interval = min(1.0, self.settings.drift_window_seconds / 4)
+        while True:
+            await asyncio.sleep(interval)
+            if self._window is not None and self._window.expired():
+                self._close_window()
+
+    # -- requests --------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    def resolve(self, name: str, version: str | None) -> LoadedModel:
+        model = self.model
+        if model is None:
+            if self.settings.model_name and name != self.settings.model_name:
+                raise NotFound(f"unknown model {name!r}; this server serves {self.settings.model_name!r}")
+            if self.state == "failed":
+                raise Unavailable(f"the model failed to load: {self.error}")
+            raise Unavailable("the model is still loading")
+        if name != model.name:
+            raise NotFound(f"unknown model {name!r}; this server serves {model.name!r}")
+        if version is not None and version != model.version:
+            raise NotFound(
+                f"model {name!r} has no version {version!r}; this server serves version {model.version!r}"
+            )
+        return model
+
+    def metrics_for(self, model: LoadedModel | None) -> metrics.ModelMetrics:
+        return self.metrics if model is not None else self.unknown_metrics
+
+    def _predict(self, x: npt.NDArray[np.float32]) -> Prediction:
+        assert self.model is not None
+        start = time.perf_counter()
+        prediction = self.model.predict(x)
+        self.metrics.model_call(time.perf_counter() - start, x.shape[0])
+        return prediction
+
+    async def infer(self, x: npt.NDArray[np.float32]) -> Prediction:
+        rows = x.shape[0]
+        if rows >= OFFLOAD_ROWS:
+            prediction = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, x)
+        elif self._batcher is not None:
+            prediction = await self._batcher.submit(x)
+        else:
+            prediction = self._predict(x)
+        self.metrics.predicted(rows)
+        window = self._window
+        if window is not None and window.add(x, prediction.scores):
+            self._close_window()
+        return prediction
+
+    def _close_window(self) -> None:
+        assert self._window is not None
+        result = self._window.close()
+        self.metrics.publish_window(result)
+        log.debug("drift window closed: %d rows, score PSI %.4f", result.rows, result.score_psi)

@@ -1,0 +1,127 @@
+"""A loaded, verified, warmed-up model: the only thing the data plane predicts with."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import ValidationError
+
+from modeldeploy_contract.server_settings import ServerSettings
+from modeldeploy_serving.bundle import Manifest, VerifiedBundle, verify_bundle
+from modeldeploy_serving.drift.profile import ReferenceProfile
+from modeldeploy_serving.errors import BundleError
+from modeldeploy_serving.runtimes import Runtime
+from modeldeploy_serving.storage import fetch_bundle
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Named output tensors (batch first) and one score per row for drift accounting."""
+
+    outputs: dict[str, npt.NDArray[np.generic]]
+    scores: npt.NDArray[np.float32]
+
+    def rows(self, start: int, stop: int) -> Prediction:
+        return Prediction({k: v[start:stop] for k, v in self.outputs.items()}, self.scores[start:stop])
+
+
+class LoadedModel:
+    def __init__(self, bundle: VerifiedBundle, runtime: Runtime, profile: ReferenceProfile) -> None:
+        self.manifest: Manifest = bundle.manifest
+        self.digest = bundle.digest
+        self.runtime = runtime
+        self.profile = profile
+        self.name = bundle.manifest.name
+        self.version = bundle.manifest.version
+        self.n_features = len(bundle.manifest.inputs)
+        self.feature_names = bundle.manifest.feature_names
+        self.feature_index = {n: i for i, n in enumerate(self.feature_names)}
+        self.output_names = [o.name for o in bundle.manifest.outputs]
+        classes = bundle.manifest.classes
+        self._classes = np.asarray(classes, dtype=np.int64) if classes else None
+        self._classification = bundle.manifest.task == "classification"
+
+    def predict(self, x: npt.NDArray[np.float32]) -> Prediction:
+        return to_prediction(self.runtime.predict(x), self._classification, self._classes)
+
+
+def to_prediction(
+    raw: npt.NDArray[np.float32], classification: bool, classes: npt.NDArray[np.int64] | None = None
+) -> Prediction:
+    """Name a runtime's raw output and derive labels and the per-row drift score."""
+    if not classification:
+        return Prediction({"predictions": raw}, raw)
+    index = np.argmax(raw, axis=1)
+    label = classes[index] if classes is not None else index.astype(np.int64)
+    # The drift score is P(positive) for binary models and the winning class's probability otherwise.
+    score = raw[:, 1] if raw.shape[1] == 2 else raw[np.arange(raw.shape[0]), index]
+    return Prediction({"probabilities": raw, "label": label}, score)
+
+
+def outputs_for(task: str, n_classes: int) -> list[dict[str, object]]:
+    """The output schema a bundle of this task declares (pack writes it, the server serves it)."""
+    if task == "classification":
+        return [
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, n_classes]},
+            {"name": "label", "datatype": "INT64", "shape": [-1]},
+        ]
+    return [{"name": "predictions", "datatype": "FP32", "shape": [-1]}]
+
+
+def build_runtime(bundle: VerifiedBundle, prefer_onnx: bool, threads: int) -> Runtime:
+    m = bundle.manifest
+    n = len(m.inputs)
+    if m.format == "onnx" or (prefer_onnx and m.files.onnx is not None):
+        from modeldeploy_serving.runtimes.onnx import OnnxRuntime
+
+        entry = m.files.onnx if m.format == "xgboost" and m.files.onnx is not None else m.files.model
+        return OnnxRuntime(bundle.blob(entry), n, m.task, threads)
+    from modeldeploy_serving.runtimes.xgboost import XGBoostRuntime
+
+    return XGBoostRuntime(bundle.blob(m.files.model), n, m.task, threads)
+
+
+def warm_up(model: LoadedModel) -> None:
+    """Predict on rows built from the profile (means, and all-missing); fail unless outputs are sane."""
+    means = [f.mean if f.mean is not None else 0.0 for f in model.profile.features]
+    x = np.array([means, [np.nan] * model.n_features], dtype=np.float32)
+    pred = model.predict(x)
+    for name, value in pred.outputs.items():
+        if value.shape[0] != 2:
+            raise BundleError(f"warm-up output {name} has shape {value.shape}, expected 2 rows")
+    if not np.all(np.isfinite(pred.scores)):
+        raise BundleError("warm-up prediction returned non-finite scores")
+    expected = {o.name for o in model.manifest.outputs}
+    if set(pred.outputs) != expected:
+        raise BundleError(
+            f"model outputs {sorted(pred.outputs)} differ from the manifest's {sorted(expected)}"
+        )
+
+
+def load_model(settings: ServerSettings) -> LoadedModel:
+    """Fetch, verify (sha256 of every file), load and warm up; raise BundleError on any failure."""
+    folder = fetch_bundle(settings.model_uri, settings)
+    bundle = verify_bundle(folder, settings.model_sha256, settings.max_artifact_bytes)
+    try:
+        profile = ReferenceProfile.model_validate_json(bundle.blob(bundle.manifest.files.reference_profile))
+    except ValidationError as exc:
+        raise BundleError(f"invalid reference profile: {exc}") from exc
+    if [f.name for f in profile.features] != bundle.manifest.feature_names:
+        raise BundleError("reference profile features differ from the manifest's inputs")
+    runtime = build_runtime(bundle, settings.prefer_onnx, settings.onnx_threads)
+    model = LoadedModel(bundle, runtime, profile)
+    warm_up(model)
+    log.info(
+        "model %s version %s loaded (%s via %s, sha256 %s)",
+        model.name,
+        model.version,
+        bundle.manifest.format,
+        runtime.name,
+        model.digest,
+    )
+    return model

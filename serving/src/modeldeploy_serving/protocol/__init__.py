@@ -1,0 +1,1 @@
+"""Transport-neutral codecs: bytes in, arrays out (and back). No HTTP framework in here."""

@@ -1,0 +1,80 @@
+"""JSON parsing and tensor conversion shared by the V2 and V1 codecs."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from modeldeploy_serving.errors import BadRequest
+
+# Wire datatypes and their little-endian numpy dtypes (the binary extension is little-endian).
+DTYPES: dict[str, np.dtype[Any]] = {
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+}
+INTEGER_TYPES = frozenset({"INT32", "INT64"})
+WIRE_TYPE = {np.dtype(np.float32): "FP32", np.dtype(np.float64): "FP64", np.dtype(np.int64): "INT64"}
+
+
+def parse_json(body: bytes | memoryview) -> Any:
+    """orjson first (fast); the stdlib parser only when that fails, because common V2 clients
+    (Python's json module among them) emit the non-standard NaN / Infinity literals."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as first:
+        try:
+            return json.loads(bytes(body))
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest(f"malformed JSON: {first}") from None
+
+
+def shape_of(value: Any, what: str) -> list[int]:
+    if not isinstance(value, list) or not all(type(d) is int and d >= 0 for d in value):
+        raise BadRequest(f"{what}: 'shape' must be a list of non-negative integers, got {value!r}")
+    return value
+
+
+def numeric_array(data: Any, datatype: str, what: str) -> npt.NDArray[Any]:
+    """Convert JSON data (flat or nested lists) to an array; null means NaN for float datatypes."""
+    if not isinstance(data, list):
+        raise BadRequest(f"{what}: 'data' must be a list of numbers")
+    try:
+        arr = np.asarray(data)
+    except (ValueError, TypeError):
+        raise BadRequest(f"{what}: nested data is ragged (rows of different lengths)") from None
+    kind = arr.dtype.kind
+    if kind in "biu" or (kind == "f" and datatype not in INTEGER_TYPES):
+        return arr
+    if kind == "f":
+        raise BadRequest(f"{what}: non-integer values in {datatype} data")
+    if kind == "O":
+        if datatype in INTEGER_TYPES:
+            raise BadRequest(
+                f"{what}: null or non-number in {datatype} data (use FP32/FP64 for missing values)"
+            )
+        for value in arr.flat:
+            if value is not None and not isinstance(value, int | float):
+                raise BadRequest(
+                    f"{what}: {type(value).__name__} value {value!r} is not valid {datatype} data"
+                )
+        return np.array(data, dtype=np.float64)  # None becomes NaN here
+    raise BadRequest(f"{what}: {arr.dtype.kind!r}-kind values (e.g. strings) are not valid {datatype} data")
+
+
+def as_model_input(arr: npt.NDArray[Any], what: str) -> npt.NDArray[np.float32]:
+    """The float32 matrix the runtimes take; infinities are refused (only NaN means missing)."""
+    x = np.ascontiguousarray(arr, dtype=np.float32)
+    if np.isinf(x).any():
+        raise BadRequest(f"{what}: infinite values are not supported (null or NaN means missing)")
+    return x
+
+
+def finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None

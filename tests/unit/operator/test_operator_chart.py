@@ -1,0 +1,164 @@
+"""The Helm chart rendered with the real helm binary (skipped when it has not been built yet)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from modeldeploy_builders import REPO
+
+CHART = REPO / "charts" / "modeldeploy"
+CACHE = Path(os.environ.get("MODELDEPLOY_CACHE", Path.home() / ".cache" / "modeldeploy"))
+HELM = shutil.which("helm") or str(CACHE / "bin" / "helm")
+
+pytestmark = pytest.mark.skipif(not Path(HELM).exists(), reason="helm not built yet (make binaries)")
+
+
+def _helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([HELM, *args], capture_output=True, text=True, check=False, timeout=120)
+
+
+def _render(*sets: str) -> list[dict[str, Any]]:
+    result = _helm("template", "md", str(CHART), "--namespace", "mdsys", *(f"--set={s}" for s in sets))
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def _kinds(docs: list[dict[str, Any]]) -> list[tuple[str, str, str | None]]:
+    return sorted((d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")) for d in docs)
+
+
+def _rules(docs: list[dict[str, Any]], kind: str, name: str) -> list[dict[str, Any]]:
+    (role,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    rules: list[dict[str, Any]] = role["rules"]
+    return rules
+
+
+def _verbs(rules: list[dict[str, Any]], group: str, resource: str) -> set[str]:
+    return {v for r in rules if group in r["apiGroups"] and resource in r["resources"] for v in r["verbs"]}
+
+
+@pytest.mark.parametrize(
+    "sets", [(), ("watch.scope=namespaced",), ("gatewayAPI.enabled=true", "replicaCount=1")]
+)
+def test_lint_strict(sets: tuple[str, ...]) -> None:
+    result = _helm("lint", "--strict", str(CHART), *(f"--set={s}" for s in sets))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_default_install_is_cluster_wide_with_least_privilege() -> None:
+    docs = _render()
+    assert ("ClusterRole", "md-modeldeploy", None) in _kinds(docs)
+    assert ("ClusterRole", "md-modeldeploy-router", None) in _kinds(docs)
+    rules = _rules(docs, "ClusterRole", "md-modeldeploy")
+    assert _verbs(rules, "modeldeploy.io", "modeldeployments/status") == {"get", "patch", "update"}
+    assert _verbs(rules, "modeldeploy.io", "modeldeployments/finalizers") == {"update"}
+    assert _verbs(rules, "discovery.k8s.io", "endpointslices") == {"get", "list", "watch"}
+    assert _verbs(rules, "", "pods") == {"get", "list", "watch"}
+    assert _verbs(rules, "", "events") == {"create", "patch"}
+    assert _verbs(rules, "events.k8s.io", "events") == {"create", "patch"}
+    assert _verbs(rules, "gateway.networking.k8s.io", "httproutes") == set()
+    assert _verbs(rules, "", "secrets") == set()  # never: model-store secrets are read by the pods
+    assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in rules)
+    router = _rules(docs, "ClusterRole", "md-modeldeploy-router")
+    assert {v for r in router for v in r["verbs"]} == {"get", "list", "watch"}
+
+
+def test_leader_election_lease_is_namespaced_and_named() -> None:
+    rules = _rules(_render(), "Role", "md-modeldeploy-leader-election")
+    named = [r for r in rules if r.get("resourceNames")]
+    assert named == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["md-modeldeploy"],
+            "verbs": ["get", "watch", "update", "patch"],
+        }
+    ]
+
+
+def test_namespaced_install_has_no_cluster_objects() -> None:
+    docs = _render("watch.scope=namespaced", "watch.namespaces={ml,ml2}")
+    assert not [d for d in docs if d["kind"].startswith("Cluster")]
+    roles = [(d["metadata"]["name"], d["metadata"]["namespace"]) for d in docs if d["kind"] == "Role"]
+    assert ("md-modeldeploy", "ml") in roles
+    assert ("md-modeldeploy-router", "ml2") in roles
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODELDEPLOY_OPERATOR_NAMESPACES"] == "ml,ml2"
+
+
+def test_namespaced_install_defaults_to_the_release_namespace() -> None:
+    docs = _render("watch.scope=namespaced")
+    assert {d["metadata"]["namespace"] for d in docs if d["kind"] == "RoleBinding"} == {"mdsys"}
+
+
+def test_gateway_api_grants_httproutes() -> None:
+    rules = _rules(_render("gatewayAPI.enabled=true"), "ClusterRole", "md-modeldeploy")
+    assert "patch" in _verbs(rules, "gateway.networking.k8s.io", "httproutes")
+
+
+def test_operator_deployment_is_restricted_and_probed() -> None:
+    (deployment,) = [d for d in _render() if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert deployment["spec"]["replicas"] == 2
+    assert container["image"] == "ghcr.io/modeldeploy/operator:0.1.0"
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"health": 8081, "metrics": 9090}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MODELDEPLOY_OPERATOR_SERVING_IMAGE"] == "ghcr.io/modeldeploy/serving:0.1.0"
+    assert env["MODELDEPLOY_OPERATOR_LEADER_ELECTION"] == "true"
+
+
+def test_env_names_match_operator_settings() -> None:
+    from modeldeploy_operator.config import ENV_PREFIX, OperatorSettings
+
+    (deployment,) = [d for d in _render() if d["kind"] == "Deployment"]
+    names = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    known = {ENV_PREFIX + field.upper() for field in OperatorSettings.model_fields}
+    assert {n for n in names if n.startswith(ENV_PREFIX)} <= known
+
+
+@pytest.mark.parametrize("bad", ["bogus=1", "operator.bogus=1", "watch.scope=everywhere", "replicaCount=0"])
+def test_schema_rejects_unknown_or_invalid_values(bad: str) -> None:
+    result = _helm("template", "md", str(CHART), f"--set={bad}")
+    assert result.returncode != 0
+    assert (
+        "values don't meet the specifications of the schema" in result.stderr
+        or "not allowed" in result.stderr
+    )
+
+
+def test_every_value_is_documented() -> None:
+    """Every leaf, or a map it belongs to, has a helm-docs `# --` comment right above it."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    documented_parents: list[tuple[int, bool]] = []  # (indent, documented) of enclosing keys
+    undocumented = []
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        while documented_parents and documented_parents[-1][0] >= indent:
+            documented_parents.pop()
+        comment_block = []
+        for previous in reversed(lines[:index]):
+            if not previous.strip().startswith("#"):
+                break
+            comment_block.append(previous.strip())
+        documented = any(comment.startswith("# --") for comment in comment_block)
+        inherited = any(flag for _, flag in documented_parents)
+        if stripped.endswith(":"):
+            documented_parents.append((indent, documented))
+        elif not (documented or inherited):
+            undocumented.append(stripped)
+    assert undocumented == []

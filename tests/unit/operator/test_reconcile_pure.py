@@ -1,0 +1,103 @@
+"""The reconcile's pure decisions: desired objects under the Immediate strategy, and status patches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modeldeploy_operator.domain.desired_state import desired_state, stale_objects
+from modeldeploy_operator.domain.observed import ObservedDeployment
+from modeldeploy_operator.domain.resource import ModelDeploymentRef
+from modeldeploy_operator.domain.revision import resolve_variants
+from modeldeploy_operator.domain.validation import parse_spec
+from modeldeploy_operator.reconciler import status_patch
+
+OWNER = ModelDeploymentRef(name="churn", namespace="ml", uid="uid-1")
+IMAGE = "ghcr.io/modeldeploy/serving:0.1.0"
+
+
+def spec(version: str = "1", **extra: Any) -> Any:
+    return parse_spec(
+        {
+            "model": {"uri": f"s3://models/churn/v{version}", "format": "onnx", "version": version},
+            "replicas": 2,
+            **extra,
+        }
+    )
+
+
+def observed(revision: str, ready: int, variant: str = "default") -> ObservedDeployment:
+    return ObservedDeployment(
+        name=f"churn-{variant}-{revision}",
+        variant=variant,
+        revision=revision,
+        replicas=2,
+        ready_replicas=ready,
+        updated_replicas=ready,
+        available_replicas=ready,
+        generation=1,
+        observed_generation=1,
+    )
+
+
+def selector_of_stable_service(state: Any) -> dict[str, str]:
+    (service,) = [m for m in state.manifests if m["kind"] == "Service" and m["metadata"]["name"] == "churn"]
+    return dict(service["spec"]["selector"])
+
+
+def test_first_reconcile_builds_deployment_service_and_stable_service() -> None:
+    state = desired_state(OWNER, spec(), [], image=IMAGE)
+    kinds = [(m["kind"], m["metadata"]["name"]) for m in state.manifests]
+    (variant,) = resolve_variants("churn", spec())
+    name = f"churn-default-{variant.revision}"
+    assert kinds == [("Deployment", name), ("Service", name), ("Service", "churn")]
+    assert selector_of_stable_service(state)["modeldeploy.io/revision"] == variant.revision
+
+
+@pytest.mark.parametrize(
+    ("new_ready", "expected_serving"),
+    [(0, "old"), (1, "new")],
+    ids=["new-not-ready-old-keeps-serving", "new-ready-takes-over"],
+)
+def test_a_new_revision_replaces_the_old_only_once_ready(new_ready: int, expected_serving: str) -> None:
+    (old,) = resolve_variants("churn", spec("1"))
+    (new,) = resolve_variants("churn", spec("2"))
+    state = desired_state(
+        OWNER, spec("2"), [observed(old.revision, 2), observed(new.revision, new_ready)], image=IMAGE
+    )
+    serving = old.revision if expected_serving == "old" else new.revision
+    assert state.serving == (("default", serving),)
+    assert selector_of_stable_service(state)["modeldeploy.io/revision"] == serving
+    owned = [{"metadata": {"name": f"churn-default-{r}"}} for r in (old.revision, new.revision)]
+    stale = [o["metadata"]["name"] for o in stale_objects(state, owned)]
+    assert stale == ([] if expected_serving == "old" else [f"churn-default-{old.revision}"])
+
+
+def test_replicas_change_is_not_a_new_revision() -> None:
+    (a,) = resolve_variants("churn", spec())
+    (b,) = resolve_variants(
+        "churn",
+        parse_spec(
+            {"model": {"uri": "s3://models/churn/v1", "format": "onnx", "version": "1"}, "replicas": 5}
+        ),
+    )
+    assert a.revision == b.revision
+
+
+@pytest.mark.parametrize(
+    ("current", "new", "expected"),
+    [
+        ({"phase": "Ready"}, {"phase": "Ready"}, None),
+        ({"phase": "Ready", "kopf": {"x": 1}}, {"phase": "Ready"}, None),
+        ({"phase": "Pending"}, {"phase": "Ready"}, {"phase": "Ready"}),
+        (
+            {"phase": "Failed", "lastError": {"reason": "X"}},
+            {"phase": "Ready"},
+            {"phase": "Ready", "lastError": None},
+        ),
+    ],
+    ids=["unchanged", "kopf-field-ignored", "changed", "removed-field-nulled"],
+)
+def test_status_patch(current: dict[str, Any], new: dict[str, Any], expected: dict[str, Any] | None) -> None:
+    assert status_patch(current, new) == expected
