@@ -1,6 +1,6 @@
 """The framework ceiling: a plain ASGI app on uvicorn that reads the body and returns a constant.
 
-    uvicorn --app-dir bench/serving plain_asgi:app --host 127.0.0.1 --port 18090 --no-access-log
+uvicorn --app-dir bench/serving plain_asgi:app --host 127.0.0.1 --port 18090 --no-access-log
 """
 
 from __future__ import annotations

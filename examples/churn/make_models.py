@@ -107,7 +107,9 @@ def write_csv(path: Path, x: npt.NDArray[np.float64], y: npt.NDArray[np.int64] |
     path.write_text("\n".join(lines) + "\n")
 
 
-def train_and_export(x: npt.NDArray[np.float64], y: npt.NDArray[np.int64], folder: Path, trees: int, seed: int) -> None:
+def train_and_export(
+    x: npt.NDArray[np.float64], y: npt.NDArray[np.int64], folder: Path, trees: int, seed: int
+) -> None:
     """Train the classifier and write model.ubj (source of truth) and model.onnx (its export)."""
     import xgboost as xgb
     from onnxmltools import convert_xgboost
@@ -125,7 +127,9 @@ def train_and_export(x: npt.NDArray[np.float64], y: npt.NDArray[np.int64], folde
     booster.save_model(str(folder / "model.ubj"))
 
 
-def build(out: Path, rows: int = 20_000, trees: int = PARAMS["n_estimators"], seed: int = 7) -> dict[str, Path]:
+def build(
+    out: Path, rows: int = 20_000, trees: int = PARAMS["n_estimators"], seed: int = 7
+) -> dict[str, Path]:
     """Write the three bundles and the data; returns {version: bundle folder}."""
     from modeldeploy_serving.pack import pack
 
@@ -167,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for the bundles and data")
     parser.add_argument("--rows", type=int, default=20_000, help="rows per data set (default 20000)")
-    parser.add_argument("--trees", type=int, default=PARAMS["n_estimators"], help="boosting rounds (default 200)")
+    parser.add_argument(
+        "--trees", type=int, default=PARAMS["n_estimators"], help="boosting rounds (default 200)"
+    )
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     start = time.monotonic()

@@ -55,7 +55,7 @@ class ServerSettings(BaseSettings):
     drift_window_seconds: float = Field(default=60.0, gt=0)
     """A window with at least one row also closes after this many seconds (low traffic)."""
 
-    model_cache_dir: str = "/tmp/modeldeploy-models"
+    model_cache_dir: str = "/tmp/modeldeploy-models"  # noqa: S108 (an emptyDir in a pod; private per container)
     """Where downloaded bundles are unpacked; an emptyDir in a pod."""
 
     max_artifact_bytes: int = Field(default=2 * 1024**3, ge=1)

@@ -56,8 +56,12 @@ def _run(body: dict[str, Any], retry: int = 0, *, raise_temporary: bool = True) 
         except TransientApiError as error:
             if raise_temporary:
                 raise kopf.TemporaryError(str(error), delay=_backoff(retry)) from error
-            log.warning("reconcile of %s/%s deferred: %s", body["metadata"]["namespace"],
-                        body["metadata"]["name"], error)
+            log.warning(
+                "reconcile of %s/%s deferred: %s",
+                body["metadata"]["namespace"],
+                body["metadata"]["name"],
+                error,
+            )
         except RejectedError as error:
             # The API server refused what we built: a bug or an admission policy. Retrying the same
             # objects cannot help; status and an Event already say so, and the resync tries again.
@@ -103,8 +107,14 @@ def resync(body: kopf.Body, **_: Any) -> None:
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": lbl.MANAGED_BY})
 def on_owned_deployment(body: kopf.Body, **_: Any) -> None:
     """An owned Deployment changed (or was deleted): reconcile its ModelDeployment now."""
-    owner = next((ref for ref in body.get("metadata", {}).get("ownerReferences", [])
-                  if ref.get("kind") == KIND and ref.get("apiVersion") == API_VERSION), None)
+    owner = next(
+        (
+            ref
+            for ref in body.get("metadata", {}).get("ownerReferences", [])
+            if ref.get("kind") == KIND and ref.get("apiVersion") == API_VERSION
+        ),
+        None,
+    )
     if owner is None:
         return
     namespace = body["metadata"]["namespace"]
@@ -115,6 +125,10 @@ def on_owned_deployment(body: kopf.Body, **_: Any) -> None:
     except (TransientApiError, RejectedError) as error:
         log.warning("could not read the owner of %s/%s: %s", namespace, body["metadata"]["name"], error)
         return
-    if parent is None or parent["metadata"]["uid"] != owner["uid"] or parent["metadata"].get("deletionTimestamp"):
+    if (
+        parent is None
+        or parent["metadata"]["uid"] != owner["uid"]
+        or parent["metadata"].get("deletionTimestamp")
+    ):
         return
     _run(parent, raise_temporary=False)

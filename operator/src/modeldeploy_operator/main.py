@@ -67,8 +67,9 @@ async def _operate(cluster_wide: bool, namespaces: list[str], lost: threading.Ev
 
 def main() -> int:
     settings = handlers.SETTINGS
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     start_http_server(settings.metrics_port)
     running = threading.Event()
     serve_health(settings.health_port, running.is_set)
@@ -79,8 +80,11 @@ def main() -> int:
         identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
         elector = LeaderElector(
             KubeApi(_api_client(), settings.field_manager),
-            settings.lease_namespace or _own_namespace(), settings.lease_name, identity,
-            settings.lease_duration_seconds, settings.lease_renew_seconds,
+            settings.lease_namespace or _own_namespace(),
+            settings.lease_name,
+            identity,
+            settings.lease_duration_seconds,
+            settings.lease_renew_seconds,
         )
         if not elector.wait_for_leadership(lost):
             return 0
@@ -100,6 +104,7 @@ def main() -> int:
         lost.set()  # ends the renewal thread
         elector.release()
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

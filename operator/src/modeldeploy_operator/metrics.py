@@ -8,11 +8,13 @@ RECONCILES = Counter(
     "modeldeploy_operator_reconciles_total", "Reconciles of ModelDeployments, by result.", ["result"]
 )
 RECONCILE_ERRORS = Counter(
-    "modeldeploy_operator_reconcile_errors_total", "Reconcile errors, by kind (transient, rejected, invalid).",
+    "modeldeploy_operator_reconcile_errors_total",
+    "Reconcile errors, by kind (transient, rejected, invalid).",
     ["kind"],
 )
 RECONCILE_SECONDS = Histogram(
-    "modeldeploy_operator_reconcile_duration_seconds", "Wall time of one reconcile.",
+    "modeldeploy_operator_reconcile_duration_seconds",
+    "Wall time of one reconcile.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 APPLIED_OBJECTS = Counter(

@@ -15,10 +15,11 @@ from typing import Any
 
 from modeldeploy_operator.config import OperatorSettings
 from modeldeploy_operator.domain import labels as lbl
-from modeldeploy_operator.domain.desired_state import OWNED_KINDS, desired_state, stale_objects
+from modeldeploy_operator.domain.desired_state import OWNED_KINDS, DesiredState, desired_state, stale_objects
 from modeldeploy_operator.domain.observed import ObservedDeployment
 from modeldeploy_operator.domain.resource import API_VERSION, KIND, ModelDeploymentRef
 from modeldeploy_operator.domain.status import compute_status, status_for_invalid_spec, with_error
+from modeldeploy_operator.domain.spec import ModelDeploymentSpec
 from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
 from modeldeploy_operator.domain.validation import InvalidSpecError, parse_spec, validate_name
 from modeldeploy_operator.k8s.api import KubeApi, RejectedError, TransientApiError
@@ -98,43 +99,25 @@ class Reconciler:
             spec = parse_spec(body.get("spec") or {})
         except InvalidSpecError as invalid:
             RECONCILE_ERRORS.labels("invalid").inc()
-            status = status_for_invalid_spec(invalid.messages, now=now, generation=generation, previous=previous)
+            status = status_for_invalid_spec(
+                invalid.messages, now=now, generation=generation, previous=previous
+            )
             same_error = previous.last_error is not None and previous.last_error.message == str(invalid)
             if not same_error:
                 self.api.event(body, "InvalidSpec", str(invalid), warning=True)
             written = self._write_status(body, status)
             return Outcome("Failed", written, 0, 0)
 
-        # 2. observe
-        selector = f"{lbl.DEPLOYMENT_LABEL}={owner.name}"
-        owned = {kind: self.api.list(api_version, kind, owner.namespace, selector)
-                 for api_version, kind in OWNED_KINDS}
-        observed = [o for d in owned["Deployment"] if (o := ObservedDeployment.from_object(d))]
-
-        # 3. decide (pure)
-        state = desired_state(owner, spec, observed, image=self.settings.serving_image,
-                              image_pull_policy=self.settings.image_pull_policy)
-
-        # 4. apply
-        for manifest in state.manifests:
-            try:
-                self.api.apply(manifest)
-            except RejectedError as rejected:
-                failed = with_error(previous, "ApplyRejected", str(rejected), now=now)
-                self.api.event(body, "ApplyRejected", str(rejected), warning=True)
-                self._write_status(body, failed)
-                raise
-            APPLIED_OBJECTS.labels(manifest["kind"]).inc()
-
-        # 5. prune what no desired or serving revision needs (only objects we own by controller ref).
-        pruned = 0
-        for api_version, kind in OWNED_KINDS:
-            for obj in stale_objects(state, owned[kind]):
-                if not _controlled_by(obj, owner):
-                    continue
-                self.api.delete(api_version, kind, owner.namespace, obj["metadata"]["name"],
-                                uid=obj["metadata"]["uid"])
-                pruned += 1
+        try:
+            state, observed, pruned = self._converge(owner, spec)
+        except RejectedError as rejected:
+            # Forbidden, or an object the API server refuses: say so on the object (once per distinct
+            # message) and let the caller decide about retrying.
+            failed = with_error(previous, "ApiRejected", str(rejected), now=now)
+            if previous.last_error is None or previous.last_error.message != str(rejected):
+                self.api.event(body, "ApiRejected", str(rejected), warning=True)
+            self._write_status(body, failed)
+            raise
 
         # 6. status: one write, only when something changed.
         # Status speaks of the desired revisions: while an old one still serves, Progressing is True.
@@ -143,6 +126,43 @@ class Reconciler:
         if status.phase != previous.phase and written:
             self.api.event(body, f"Phase{status.phase}", status.message or f"phase is {status.phase}")
         return Outcome(status.phase, written, len(state.manifests), pruned)
+
+    def _converge(
+        self, owner: ModelDeploymentRef, spec: ModelDeploymentSpec
+    ) -> tuple[DesiredState, list[ObservedDeployment], int]:
+        # 2. observe
+        selector = f"{lbl.DEPLOYMENT_LABEL}={owner.name}"
+        owned = {
+            kind: self.api.list(api_version, kind, owner.namespace, selector)
+            for api_version, kind in OWNED_KINDS
+        }
+        observed = [o for d in owned["Deployment"] if (o := ObservedDeployment.from_object(d))]
+
+        # 3. decide (pure)
+        state = desired_state(
+            owner,
+            spec,
+            observed,
+            image=self.settings.serving_image,
+            image_pull_policy=self.settings.image_pull_policy,
+        )
+
+        # 4. apply
+        for manifest in state.manifests:
+            self.api.apply(manifest)
+            APPLIED_OBJECTS.labels(manifest["kind"]).inc()
+
+        # 5. prune what no desired or serving revision needs (only objects we own by controller ref).
+        pruned = 0
+        for api_version, kind in OWNED_KINDS:
+            for obj in stale_objects(state, owned[kind]):
+                if not _controlled_by(obj, owner):
+                    continue
+                self.api.delete(
+                    api_version, kind, owner.namespace, obj["metadata"]["name"], uid=obj["metadata"]["uid"]
+                )
+                pruned += 1
+        return state, observed, pruned
 
     def _write_status(self, body: dict[str, Any], status: ModelDeploymentStatus) -> bool:
         patch = status_patch(body.get("status") or {}, status.to_patch())
@@ -154,5 +174,7 @@ class Reconciler:
 
 
 def _controlled_by(obj: dict[str, Any], owner: ModelDeploymentRef) -> bool:
-    return any(ref.get("uid") == owner.uid and ref.get("controller")
-               for ref in obj["metadata"].get("ownerReferences") or [])
+    return any(
+        ref.get("uid") == owner.uid and ref.get("controller")
+        for ref in obj["metadata"].get("ownerReferences") or []
+    )

@@ -19,12 +19,12 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from modeldeploy_contract.server_settings import ServerSettings
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving import metrics
 from modeldeploy_serving.dataplane import DataPlane
-from modeldeploy_serving.errors import BadRequest, NotFound, PayloadTooLarge, ServingError
+from modeldeploy_serving.errors import BadRequestError, NotFoundError, PayloadTooLargeError, ServingError
 from modeldeploy_serving.model import LoadedModel
 from modeldeploy_serving.protocol import v1, v2
 
@@ -47,7 +47,7 @@ def server_version() -> str:
         return "0.0.0"
 
 
-class ClientGone(Exception):
+class ClientGoneError(Exception):
     """The client disconnected before sending its whole body."""
 
 
@@ -64,18 +64,18 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         elif key == b"inference-header-content-length":
             header_length = value
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {int(declared)} bytes is over the {limit}-byte limit")
+        raise PayloadTooLargeError(f"request body of {int(declared)} bytes is over the {limit}-byte limit")
     scope["modeldeploy.header_length"] = header_length
     chunks = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise ClientGone
+            raise ClientGoneError
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"request body is over the {limit}-byte limit")
+            raise PayloadTooLargeError(f"request body is over the {limit}-byte limit")
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
@@ -88,7 +88,7 @@ def split_v2_path(path: str) -> tuple[str, str | None]:
         return parts[0], None
     if len(parts) == 3 and parts[1] == "versions" and parts[0] and parts[2]:
         return parts[0], parts[2]
-    raise NotFound(f"no such endpoint: {path}")
+    raise NotFoundError(f"no such endpoint: {path}")
 
 
 class InferenceApp:
@@ -146,7 +146,7 @@ class InferenceApp:
         except ServingError as exc:
             status = exc.status
             await _send_error(send, status, exc.message)
-        except ClientGone:
+        except ClientGoneError:
             status = 499  # nginx's code for "client closed request": nothing is sent
         except Exception:  # a bug must not take the worker down; the next request still works
             log.exception("inference failed")
@@ -162,7 +162,7 @@ def _header_length(scope: Scope) -> int | None:
     if raw is None:
         return None
     if not raw.isdigit():
-        raise BadRequest(
+        raise BadRequestError(
             f"Inference-Header-Content-Length must be a number, got {raw.decode(errors='replace')!r}"
         )
     return int(raw)
@@ -237,7 +237,7 @@ def build_api(settings: ServerSettings, dataplane: DataPlane) -> FastAPI:
     def model_ready(name: str, version_: str | None) -> Response:
         try:
             m = dataplane.resolve(name, version_)
-        except NotFound:
+        except NotFoundError:
             raise
         except ServingError:
             return json_response(503, {"name": name, "ready": False, "state": dataplane.state})

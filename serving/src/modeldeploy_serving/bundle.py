@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from modeldeploy_serving.errors import BundleError
 
 MANIFEST_NAME = "manifest.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 ModelFormat = Literal["xgboost", "onnx"]
 Datatype = Literal["FP32", "FP64", "INT32", "INT64"]
 

@@ -7,6 +7,7 @@ about ASGI or FastAPI.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,12 +15,12 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-
 from modeldeploy_contract.server_settings import ServerSettings
+
 from modeldeploy_serving import metrics
 from modeldeploy_serving.batching import MicroBatcher
 from modeldeploy_serving.drift.window import DriftWindow
-from modeldeploy_serving.errors import NotFound, Unavailable
+from modeldeploy_serving.errors import NotFoundError, UnavailableError
 from modeldeploy_serving.model import LoadedModel, Prediction, load_model
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,11 @@ class DataPlane:
         if s.drift_enabled:
             self._window = DriftWindow(model.profile, s.drift_window_rows, s.drift_window_seconds)
         self.model = model
+        # Everything loaded so far (frameworks, the model) lives as long as the process: moving it out
+        # of the collector's generations keeps full collections from scanning it, which otherwise
+        # shows up as multi-millisecond pauses in the latency tail under load.
+        gc.collect()
+        gc.freeze()
         self.state = "ready"
         metrics.MODEL_READY.set(1)
 
@@ -111,14 +117,16 @@ class DataPlane:
         model = self.model
         if model is None:
             if self.settings.model_name and name != self.settings.model_name:
-                raise NotFound(f"unknown model {name!r}; this server serves {self.settings.model_name!r}")
+                raise NotFoundError(
+                    f"unknown model {name!r}; this server serves {self.settings.model_name!r}"
+                )
             if self.state == "failed":
-                raise Unavailable(f"the model failed to load: {self.error}")
-            raise Unavailable("the model is still loading")
+                raise UnavailableError(f"the model failed to load: {self.error}")
+            raise UnavailableError("the model is still loading")
         if name != model.name:
-            raise NotFound(f"unknown model {name!r}; this server serves {model.name!r}")
+            raise NotFoundError(f"unknown model {name!r}; this server serves {model.name!r}")
         if version is not None and version != model.version:
-            raise NotFound(
+            raise NotFoundError(
                 f"model {name!r} has no version {version!r}; this server serves version {model.version!r}"
             )
         return model

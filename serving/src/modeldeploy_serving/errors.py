@@ -13,25 +13,25 @@ class ServingError(Exception):
         self.message = message
 
 
-class BadRequest(ServingError):
+class BadRequestError(ServingError):
     """Malformed or inconsistent input (JSON, shape, datatype, data length, row count)."""
 
     status = 400
 
 
-class NotFound(ServingError):
+class NotFoundError(ServingError):
     """Unknown model or version."""
 
     status = 404
 
 
-class PayloadTooLarge(ServingError):
+class PayloadTooLargeError(ServingError):
     """The request body exceeds the configured limit."""
 
     status = 413
 
 
-class Unavailable(ServingError):
+class UnavailableError(ServingError):
     """The model is not ready yet (loading) or failed to load."""
 
     status = 503

@@ -30,7 +30,7 @@ from modeldeploy_serving.drift.window import WindowResult
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 FLUSH_SECONDS = 1.0
-disable_created_metrics()  # *_created series double the series count and nobody alerts on them
+disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the series count and nobody alerts on them
 UNKNOWN = "_unknown"
 LATENCY_BUCKETS = (
     0.0001,
@@ -197,7 +197,9 @@ class ModelMetrics:
             add_to_histogram(REQUEST_SECONDS.labels(self.model, self.version, protocol), np.asarray(values))
         if compute:
             add_to_histogram(COMPUTE_SECONDS.labels(self.model, self.version), np.asarray(compute))
-            add_to_histogram(BATCH_ROWS.labels(self.model, self.version), np.asarray(batch_rows, dtype=np.float64))
+            add_to_histogram(
+                BATCH_ROWS.labels(self.model, self.version), np.asarray(batch_rows, dtype=np.float64)
+            )
         if rows:
             ROWS.labels(self.model, self.version).inc(rows)
 

@@ -106,6 +106,60 @@ def _entry(folder: Path, name: str, data: bytes) -> FileEntry:
     return FileEntry(path=name, sha256=sha256_bytes(data), size=len(data))
 
 
+@dataclass(frozen=True)
+class _Data:
+    features: list[str]
+    train: npt.NDArray[np.float64]
+    validation: npt.NDArray[np.float64]
+    held_out: npt.NDArray[np.float64]
+    score_source: Literal["validation", "training"]
+
+
+@dataclass(frozen=True)
+class _Models:
+    format: Literal["xgboost", "onnx"]
+    task: str
+    classes: list[int]
+    served: Runtime
+    onnx_bytes: bytes | None
+    parity: float | None
+    parity_rows: int
+
+
+def _read_data(train_data: Path, validation_data: Path | None, label: str | None) -> _Data:
+    features, train = _features_and_matrix(train_data, label)
+    if validation_data is None:
+        # No validation set: score deciles come from training rows, parity from its last fifth.
+        return _Data(features, train, train, train[-max(len(train) // 5, 1) :], "training")
+    val_features, validation = _features_and_matrix(validation_data, label)
+    if val_features != features:
+        raise PackError(f"validation columns {val_features} differ from training columns {features}")
+    return _Data(features, train, validation, validation, "validation")
+
+
+def _load_models(model: Path, onnx: Path | None, data: _Data) -> _Models:
+    model_bytes = model.read_bytes()
+    n_features = len(data.features)
+    if model.suffix.lower() == ".onnx":
+        served, task = _onnx_runtime(model_bytes, n_features, None)
+        width = served.predict(data.validation[:1].astype(np.float32)).shape
+        classes = list(range(width[1])) if task == "classification" else []
+        return _Models("onnx", task, classes, served, None, None, 0)
+    reference, task, classes = _xgboost_runtime(model_bytes, data.features)
+    if onnx is None:
+        return _Models("xgboost", task, classes, reference, None, None, 0)
+    onnx_bytes = onnx.read_bytes()
+    exported, _ = _onnx_runtime(onnx_bytes, n_features, task)
+    rows = parity_rows(data.held_out)
+    parity = float(np.max(np.abs(reference.predict(rows) - exported.predict(rows))))
+    if not parity <= PARITY_TOLERANCE:  # also catches NaN
+        raise PackError(
+            f"the ONNX export disagrees with the XGBoost model by {parity:.3g} "
+            f"(> {PARITY_TOLERANCE}) on {len(rows)} held-out rows with missing values; not packed"
+        )
+    return _Models("xgboost", task, classes, exported, onnx_bytes, parity, len(rows))
+
+
 def pack(
     *,
     model: Path,
@@ -125,80 +179,42 @@ def pack(
         raise PackError("--onnx is the ONNX export of an XGBoost --model; give an ONNX model once")
     if out.exists() and any(out.iterdir()) and not force:
         raise PackError(f"{out} exists and is not empty (use --force to replace it)")
-    features, train = _features_and_matrix(train_data, label)
-    if validation_data is not None:
-        val_features, validation = _features_and_matrix(validation_data, label)
-        if val_features != features:
-            raise PackError(f"validation columns {val_features} differ from training columns {features}")
-        score_source: Literal["validation", "training"] = "validation"
-        held_out = validation
-    else:
-        validation = train
-        score_source = "training"
-        held_out = train[-max(len(train) // 5, 1) :]
-
-    model_bytes = model.read_bytes()
-    served: Runtime
-    parity: float | None = None
-    parity_count = 0
-    if suffix == ".onnx":
-        fmt: Literal["xgboost", "onnx"] = "onnx"
-        served, task = _onnx_runtime(model_bytes, len(features), None)
-        classes = (
-            list(range(served.predict(validation[:1].astype(np.float32)).shape[1]))
-            if task == "classification"
-            else []
-        )
-        onnx_bytes = None
-    else:
-        fmt = "xgboost"
-        reference, task, classes = _xgboost_runtime(model_bytes, features)
-        served = reference
-        onnx_bytes = onnx.read_bytes() if onnx is not None else None
-        if onnx_bytes is not None:
-            exported, _ = _onnx_runtime(onnx_bytes, len(features), task)
-            rows = parity_rows(held_out)
-            parity_count = len(rows)
-            parity = float(np.max(np.abs(reference.predict(rows) - exported.predict(rows))))
-            if not parity <= PARITY_TOLERANCE:  # also catches NaN
-                raise PackError(
-                    f"the ONNX export disagrees with the XGBoost model by {parity:.3g} "
-                    f"(> {PARITY_TOLERANCE}) on {parity_count} held-out rows with missing values; not packed"
-                )
-            served = exported
-    classes_arr = np.asarray(classes, dtype=np.int64) if classes else None
-    scores = to_prediction(
-        served.predict(validation.astype(np.float32)), task == "classification", classes_arr
-    ).scores
-    profile = build_profile(features, train, scores.astype(np.float64), score_source)
+    data = _read_data(train_data, validation_data, label)
+    models = _load_models(model, onnx, data)
+    classes_arr = np.asarray(models.classes, dtype=np.int64) if models.classes else None
+    raw = models.served.predict(data.validation.astype(np.float32))
+    scores = to_prediction(raw, models.task == "classification", classes_arr).scores
+    profile = build_profile(data.features, data.train, scores.astype(np.float64), data.score_source)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     work.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be read by others (servers, uploads)
     try:
-        model_entry = _entry(work, "model.onnx" if fmt == "onnx" else f"model{suffix}", model_bytes)
-        onnx_entry = _entry(work, "model.onnx", onnx_bytes) if onnx_bytes is not None else None
+        model_entry = _entry(
+            work, "model.onnx" if models.format == "onnx" else f"model{suffix}", model.read_bytes()
+        )
+        onnx_entry = _entry(work, "model.onnx", models.onnx_bytes) if models.onnx_bytes is not None else None
         profile_entry = _entry(work, PROFILE_NAME, profile.model_dump_json(indent=1).encode())
         manifest = Manifest(
             name=name,
             version=version,
-            format=fmt,
-            task="classification" if task == "classification" else "regression",
-            classes=classes,
-            inputs=[FeatureSpec(name=f, datatype="FP32") for f in features],
-            outputs=[OutputSpec.model_validate(o) for o in outputs_for(task, len(classes))],
+            format=models.format,
+            task="classification" if models.task == "classification" else "regression",
+            classes=models.classes,
+            inputs=[FeatureSpec(name=f, datatype="FP32") for f in data.features],
+            outputs=[OutputSpec.model_validate(o) for o in outputs_for(models.task, len(models.classes))],
             files=BundleFiles(model=model_entry, onnx=onnx_entry, reference_profile=profile_entry),
             created_by=_tool_versions(),
         )
-        raw = manifest.model_dump_json(indent=1, exclude_none=True).encode()
-        (work / MANIFEST_NAME).write_bytes(raw)
+        manifest_bytes = manifest.model_dump_json(indent=1, exclude_none=True).encode()
+        (work / MANIFEST_NAME).write_bytes(manifest_bytes)
         if out.exists():
             shutil.rmtree(out)
         work.rename(out)
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
-    return PackResult(out=out, digest=sha256_bytes(raw), parity_max_abs_diff=parity, parity_rows=parity_count)
+    return PackResult(out, sha256_bytes(manifest_bytes), models.parity, models.parity_rows)
 
 
 def _tool_versions() -> dict[str, str]:

@@ -35,8 +35,8 @@ def _read_csv(path: Path) -> tuple[list[str], npt.NDArray[np.float64]]:
             if len(row) != len(header):
                 raise TableError(f"{path}:{line}: {len(row)} values, the header has {len(header)}")
             values = []
-            for column, text in zip(header, row, strict=True):
-                text = text.strip()
+            for column, cell in zip(header, row, strict=True):
+                text = cell.strip()
                 if text.lower() in MISSING:
                     values.append(math.nan)
                     continue

@@ -61,13 +61,17 @@ class KubeApi:
         content_type: str = "application/json",
     ) -> Any:
         method_, url, headers, payload, post = self.api_client.param_serialize(
-            method=method, resource_path=path, query_params=query or [],
+            method=method,
+            resource_path=path,
+            query_params=query or [],
             header_params={"Accept": "application/json", "Content-Type": content_type},
-            body=body, auth_settings=["BearerToken"],
+            body=body,
+            auth_settings=["BearerToken"],
         )
         try:
-            response = self.api_client.call_api(method_, url, header_params=headers, body=payload,
-                                                post_params=post, _request_timeout=30)
+            response = self.api_client.call_api(
+                method_, url, header_params=headers, body=payload, post_params=post, _request_timeout=30
+            )
             data = response.read()
         except client.ApiException as error:
             status, message = error.status or 0, _message(error)
@@ -87,7 +91,8 @@ class KubeApi:
         kind = kind_of(manifest["apiVersion"], manifest["kind"])
         meta = manifest["metadata"]
         result: dict[str, Any] = self._call(
-            "PATCH", kind.object_path(meta.get("namespace"), meta["name"]),
+            "PATCH",
+            kind.object_path(meta.get("namespace"), meta["name"]),
             query=[("fieldManager", self.field_manager), ("force", "true")],
             body=manifest,  # sent as JSON, which is valid YAML for the apply content type
             content_type=APPLY_CONTENT_TYPE,
@@ -106,20 +111,25 @@ class KubeApi:
         """PUT with the object's resourceVersion: fails with a conflict if someone wrote in between."""
         kind = kind_of(manifest["apiVersion"], manifest["kind"])
         meta = manifest["metadata"]
-        result: dict[str, Any] = self._call("PUT", kind.object_path(meta.get("namespace"), meta["name"]),
-                                            body=manifest)
+        result: dict[str, Any] = self._call(
+            "PUT", kind.object_path(meta.get("namespace"), meta["name"]), body=manifest
+        )
         return result
 
     def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
-            result: dict[str, Any] = self._call("GET", kind_of(api_version, kind).object_path(namespace, name))
+            result: dict[str, Any] = self._call(
+                "GET", kind_of(api_version, kind).object_path(namespace, name)
+            )
         except RejectedError as error:
             if error.status == 404:
                 return None
             raise
         return result
 
-    def list(self, api_version: str, kind: str, namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
+    def list(
+        self, api_version: str, kind: str, namespace: str | None, label_selector: str
+    ) -> list[dict[str, Any]]:
         path = kind_of(api_version, kind).collection_path(namespace)
         result = self._call("GET", path, query=[("labelSelector", label_selector)])
         items: list[dict[str, Any]] = result.get("items", [])
@@ -128,7 +138,9 @@ class KubeApi:
             item.setdefault("kind", kind)
         return items
 
-    def delete(self, api_version: str, kind: str, namespace: str | None, name: str, uid: str | None = None) -> None:
+    def delete(
+        self, api_version: str, kind: str, namespace: str | None, name: str, uid: str | None = None
+    ) -> None:
         """Delete (background propagation); a precondition on uid avoids deleting a recreated namesake."""
         body: dict[str, Any] = {"propagationPolicy": "Background"}
         if uid:
@@ -140,12 +152,17 @@ class KubeApi:
                 raise
 
     def patch_status(self, kind: Kind, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self._call("PATCH", kind.object_path(namespace, name) + "/status",
-                   body={"status": status}, content_type=MERGE_CONTENT_TYPE)
+        self._call(
+            "PATCH",
+            kind.object_path(namespace, name) + "/status",
+            body={"status": status},
+            content_type=MERGE_CONTENT_TYPE,
+        )
 
     def patch(self, kind: Kind, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("PATCH", kind.object_path(namespace, name), body=patch,
-                                            content_type=MERGE_CONTENT_TYPE)
+        result: dict[str, Any] = self._call(
+            "PATCH", kind.object_path(namespace, name), body=patch, content_type=MERGE_CONTENT_TYPE
+        )
         return result
 
     # -- events -------------------------------------------------------------------------------
@@ -157,14 +174,21 @@ class KubeApi:
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": involved["apiVersion"], "kind": involved["kind"],
-                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+            "involvedObject": {
+                "apiVersion": involved["apiVersion"],
+                "kind": involved["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
             "reason": reason,
             "message": message[:1024],
             "type": "Warning" if warning else "Normal",
             "source": {"component": self.field_manager},
             "reportingComponent": self.field_manager,
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
         }
         try:
             self._call("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=body)

@@ -32,8 +32,15 @@ def _parse(text: str | None) -> dt.datetime | None:
 
 
 class LeaderElector:
-    def __init__(self, api: KubeApi, namespace: str, name: str, identity: str,
-                 duration_seconds: float, renew_seconds: float) -> None:
+    def __init__(
+        self,
+        api: KubeApi,
+        namespace: str,
+        name: str,
+        identity: str,
+        duration_seconds: float,
+        renew_seconds: float,
+    ) -> None:
         self.api = api
         self.namespace = namespace
         self.name = name
@@ -55,11 +62,14 @@ class LeaderElector:
         try:
             lease = self.api.get(*_LEASE, self.namespace, self.name)
             if lease is None:
-                self.api.create({
-                    "apiVersion": _LEASE[0], "kind": _LEASE[1],
-                    "metadata": {"name": self.name, "namespace": self.namespace},
-                    "spec": self._spec(_fmt(_now()), 0),
-                })
+                self.api.create(
+                    {
+                        "apiVersion": _LEASE[0],
+                        "kind": _LEASE[1],
+                        "metadata": {"name": self.name, "namespace": self.namespace},
+                        "spec": self._spec(_fmt(_now()), 0),
+                    }
+                )
                 return True
             spec = lease.get("spec", {})
             holder = spec.get("holderIdentity")

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from modeldeploy_serving.errors import BadRequest
+from modeldeploy_serving.errors import BadRequestError
 
 # Wire datatypes and their little-endian numpy dtypes (the binary extension is little-endian).
 DTYPES: dict[str, np.dtype[Any]] = {
@@ -32,47 +32,55 @@ def parse_json(body: bytes | memoryview) -> Any:
         try:
             return json.loads(bytes(body))
         except (ValueError, UnicodeDecodeError):
-            raise BadRequest(f"malformed JSON: {first}") from None
+            raise BadRequestError(f"malformed JSON: {first}") from None
 
 
 def shape_of(value: Any, what: str) -> list[int]:
     if not isinstance(value, list) or not all(type(d) is int and d >= 0 for d in value):
-        raise BadRequest(f"{what}: 'shape' must be a list of non-negative integers, got {value!r}")
+        raise BadRequestError(f"{what}: 'shape' must be a list of non-negative integers, got {value!r}")
     return value
 
 
 def numeric_array(data: Any, datatype: str, what: str) -> npt.NDArray[Any]:
     """Convert JSON data (flat or nested lists) to an array; null means NaN for float datatypes."""
     if not isinstance(data, list):
-        raise BadRequest(f"{what}: 'data' must be a list of numbers")
+        raise BadRequestError(f"{what}: 'data' must be a list of numbers")
     try:
         arr = np.asarray(data)
     except (ValueError, TypeError):
-        raise BadRequest(f"{what}: nested data is ragged (rows of different lengths)") from None
+        raise BadRequestError(f"{what}: nested data is ragged (rows of different lengths)") from None
     kind = arr.dtype.kind
     if kind in "biu" or (kind == "f" and datatype not in INTEGER_TYPES):
         return arr
     if kind == "f":
-        raise BadRequest(f"{what}: non-integer values in {datatype} data")
+        # 3.0 is how many JSON writers spell 3; only a fractional part makes it not an integer.
+        if np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            return arr
+        raise BadRequestError(f"{what}: non-integer values in {datatype} data")
     if kind == "O":
         if datatype in INTEGER_TYPES:
-            raise BadRequest(
+            raise BadRequestError(
                 f"{what}: null or non-number in {datatype} data (use FP32/FP64 for missing values)"
             )
         for value in arr.flat:
             if value is not None and not isinstance(value, int | float):
-                raise BadRequest(
+                raise BadRequestError(
                     f"{what}: {type(value).__name__} value {value!r} is not valid {datatype} data"
                 )
         return np.array(data, dtype=np.float64)  # None becomes NaN here
-    raise BadRequest(f"{what}: {arr.dtype.kind!r}-kind values (e.g. strings) are not valid {datatype} data")
+    kinds = {"U": "string", "S": "bytes", "M": "date", "m": "duration", "V": "raw"}
+    raise BadRequestError(f"{what}: {kinds.get(kind, kind)} values are not valid {datatype} data")
 
 
 def as_model_input(arr: npt.NDArray[Any], what: str) -> npt.NDArray[np.float32]:
     """The float32 matrix the runtimes take; infinities are refused (only NaN means missing)."""
-    x = np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.dtype == np.float64:
+        with np.errstate(over="ignore"):  # FP64 beyond float32's range becomes inf, refused just below
+            x = arr.astype(np.float32)
+    else:
+        x = np.ascontiguousarray(arr, dtype=np.float32)
     if np.isinf(x).any():
-        raise BadRequest(f"{what}: infinite values are not supported (null or NaN means missing)")
+        raise BadRequestError(f"{what}: infinite values are not supported (null or NaN means missing)")
     return x
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from modeldeploy_serving.errors import BadRequest
+from modeldeploy_serving.errors import BadRequestError
 from modeldeploy_serving.model import Prediction
 from modeldeploy_serving.protocol.tensors import as_model_input, numeric_array, parse_json
 
@@ -21,28 +21,28 @@ from modeldeploy_serving.protocol.tensors import as_model_input, numeric_array, 
 def decode_request(body: bytes, features: dict[str, int], max_rows: int) -> npt.NDArray[np.float32]:
     req = parse_json(body)
     if not isinstance(req, dict):
-        raise BadRequest("the request body must be a JSON object with 'instances'")
+        raise BadRequestError("the request body must be a JSON object with 'instances'")
     rows = req.get("instances", req.get("inputs"))
     if not isinstance(rows, list) or not rows:
-        raise BadRequest("'instances' must be a non-empty list of rows")
+        raise BadRequestError("'instances' must be a non-empty list of rows")
     if len(rows) > max_rows:
-        raise BadRequest(f"{len(rows)} rows is more than the {max_rows} allowed in one request")
+        raise BadRequestError(f"{len(rows)} rows is more than the {max_rows} allowed in one request")
     if isinstance(rows[0], dict):
         names = list(features)
         known = features.keys()
         table = []
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
-                raise BadRequest(f"instance {i} is not an object like instance 0")
+                raise BadRequestError(f"instance {i} is not an object like instance 0")
             unknown = row.keys() - known
             if unknown:
-                raise BadRequest(f"instance {i} has unknown features: {', '.join(sorted(unknown))}")
+                raise BadRequestError(f"instance {i} has unknown features: {', '.join(sorted(unknown))}")
             table.append([row.get(name) for name in names])
         arr = numeric_array(table, "FP64", "instances")
     else:
         arr = numeric_array(rows, "FP64", "instances")
     if arr.ndim != 2 or arr.shape[1] != len(features):
-        raise BadRequest(
+        raise BadRequestError(
             f"instances have shape {list(arr.shape)}; expected [N, {len(features)}] (one value per feature)"
         )
     return as_model_input(arr, "instances")

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from modeldeploy_serving.errors import BadRequest
+from modeldeploy_serving.errors import BadRequestError
 from modeldeploy_serving.model import Prediction
 from modeldeploy_serving.protocol.tensors import (
     DTYPES,
@@ -43,36 +43,38 @@ def _decode_tensor(
     t: Any, binary: memoryview | None, offset: int, max_rows: int
 ) -> tuple[npt.NDArray[Any], int]:
     if not isinstance(t, dict) or not isinstance(t.get("name"), str):
-        raise BadRequest("every input must be an object with a string 'name'")
+        raise BadRequestError("every input must be an object with a string 'name'")
     what = f"input {t['name']!r}"
     datatype = t.get("datatype")
     if datatype not in DTYPES:
-        raise BadRequest(f"{what}: unsupported datatype {datatype!r}; expected one of {', '.join(DTYPES)}")
+        raise BadRequestError(
+            f"{what}: unsupported datatype {datatype!r}; expected one of {', '.join(DTYPES)}"
+        )
     shape = shape_of(t.get("shape"), what)
     if shape and shape[0] > max_rows:
-        raise BadRequest(f"{what}: {shape[0]} rows is more than the {max_rows} allowed in one request")
+        raise BadRequestError(f"{what}: {shape[0]} rows is more than the {max_rows} allowed in one request")
     count = math.prod(shape)
     params = t.get("parameters") or {}
     size = params.get("binary_data_size") if isinstance(params, dict) else None
     if size is not None:
         if binary is None:
-            raise BadRequest(
+            raise BadRequestError(
                 f"{what}: binary_data_size given without an Inference-Header-Content-Length header"
             )
         expected = count * DTYPES[datatype].itemsize
         if size != expected:
-            raise BadRequest(
+            raise BadRequestError(
                 f"{what}: binary_data_size {size} does not match shape {shape} of {datatype} ({expected})"
             )
         if offset + size > len(binary):
-            raise BadRequest(f"{what}: the body holds fewer binary bytes than binary_data_size says")
+            raise BadRequestError(f"{what}: the body holds fewer binary bytes than binary_data_size says")
         arr = np.frombuffer(binary[offset : offset + size], dtype=DTYPES[datatype]).reshape(shape)
         return arr, offset + size
     if "data" not in t:
-        raise BadRequest(f"{what}: no 'data' (and no binary_data_size)")
+        raise BadRequestError(f"{what}: no 'data' (and no binary_data_size)")
     arr = numeric_array(t["data"], datatype, what)
     if arr.size != count:
-        raise BadRequest(f"{what}: data has {arr.size} values but shape {shape} needs {count}")
+        raise BadRequestError(f"{what}: data has {arr.size} values but shape {shape} needs {count}")
     return arr.reshape(shape), offset
 
 
@@ -83,8 +85,8 @@ def _assemble(
     if len(tensors) == 1:
         name, arr = tensors[0]
         if arr.ndim != 2 or arr.shape[1] != n_features:
-            raise BadRequest(
-                f"input {name!r} has shape {list(arr.shape)}; expected [N, {n_features}] (one column per feature)"
+            raise BadRequestError(
+                f"input {name!r} has shape {list(arr.shape)}; expected [N, {n_features}] (N rows, F features)"
             )
         return as_model_input(arr, f"input {name!r}")
     # One tensor per feature ([N] or [N, 1] each), as some clients send columns by name.
@@ -92,18 +94,18 @@ def _assemble(
     rows = None
     for name, arr in tensors:
         if name not in features:
-            raise BadRequest(f"input {name!r} is not a feature of this model")
+            raise BadRequestError(f"input {name!r} is not a feature of this model")
         if arr.ndim not in (1, 2) or (arr.ndim == 2 and arr.shape[1] != 1):
-            raise BadRequest(
+            raise BadRequestError(
                 f"input {name!r} has shape {list(arr.shape)}; per-feature inputs are [N] or [N, 1]"
             )
         if rows is not None and arr.shape[0] != rows:
-            raise BadRequest(f"input {name!r} has {arr.shape[0]} rows, other inputs {rows}")
+            raise BadRequestError(f"input {name!r} has {arr.shape[0]} rows, other inputs {rows}")
         rows = arr.shape[0]
         columns[features[name]] = arr.reshape(-1)
     missing = [f for f, i in features.items() if columns[i] is None]
     if missing:
-        raise BadRequest(f"missing inputs for features: {', '.join(missing)}")
+        raise BadRequestError(f"missing inputs for features: {', '.join(missing)}")
     return as_model_input(np.column_stack(columns), "inputs")  # type: ignore[arg-type]
 
 
@@ -118,29 +120,29 @@ def decode_request(
     header: bytes | memoryview = body
     if header_length is not None:
         if not 0 < header_length <= len(body):
-            raise BadRequest(
+            raise BadRequestError(
                 f"Inference-Header-Content-Length {header_length} does not fit a {len(body)}-byte body"
             )
         view = memoryview(body)
         header, binary = view[:header_length], view[header_length:]
     req = parse_json(header)
     if not isinstance(req, dict):
-        raise BadRequest("the request body must be a JSON object")
+        raise BadRequestError("the request body must be a JSON object")
     inputs = req.get("inputs")
     if not isinstance(inputs, list) or not inputs:
-        raise BadRequest("'inputs' must be a non-empty list of tensors")
+        raise BadRequestError("'inputs' must be a non-empty list of tensors")
     offset = 0
     tensors = []
     for t in inputs:
         arr, offset = _decode_tensor(t, binary, offset, max_rows)
         tensors.append((t["name"], arr))
     if binary is not None and offset != len(binary):
-        raise BadRequest(f"{len(binary) - offset} binary bytes after the last input's data")
+        raise BadRequestError(f"{len(binary) - offset} binary bytes after the last input's data")
     x = _assemble(tensors, features)
     if x.shape[0] == 0:
-        raise BadRequest("the request has no rows")
+        raise BadRequestError("the request has no rows")
     if x.shape[0] > max_rows:
-        raise BadRequest(f"{x.shape[0]} rows is more than the {max_rows} allowed in one request")
+        raise BadRequestError(f"{x.shape[0]} rows is more than the {max_rows} allowed in one request")
     params = req.get("parameters")
     binary_output = bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False
     return InferRequest(
@@ -154,13 +156,13 @@ def _requested_outputs(
     if value is None:
         return None
     if not isinstance(value, list):
-        raise BadRequest("'outputs' must be a list of objects with a 'name'")
+        raise BadRequestError("'outputs' must be a list of objects with a 'name'")
     wanted = []
     for o in value:
         if not isinstance(o, dict) or not isinstance(o.get("name"), str):
-            raise BadRequest("'outputs' must be a list of objects with a 'name'")
+            raise BadRequestError("'outputs' must be a list of objects with a 'name'")
         if o["name"] not in output_names:
-            raise BadRequest(f"unknown output {o['name']!r}; this model has {', '.join(output_names)}")
+            raise BadRequestError(f"unknown output {o['name']!r}; this model has {', '.join(output_names)}")
         params = o.get("parameters")
         binary = params.get("binary_data", binary_default) if isinstance(params, dict) else binary_default
         wanted.append((o["name"], bool(binary)))

@@ -89,7 +89,7 @@ class OnnxRuntime:
             if not probs:
                 raise BundleError("ONNX classifier has no [N, C] float probabilities output")
             named = [o for o in probs if o.name == "probabilities"]
-            return (named or probs)[0].name
+            return str((named or probs)[0].name)
         if not floats:
             raise BundleError("ONNX regressor has no float output")
         return str(floats[0].name)

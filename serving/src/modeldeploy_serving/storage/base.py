@@ -11,7 +11,7 @@ from modeldeploy_serving.errors import BundleError
 
 class Source(Protocol):
     def fetch(self, name: str, dest: Path, limit: int) -> None:
-        """Write the bundle file `name` to `dest`; raise BundleError if it is missing or over `limit` bytes."""
+        """Write bundle file `name` to `dest`; raise BundleError if it is missing or over `limit` bytes."""
 
 
 def write_capped(chunks: Iterable[bytes], dest: Path, limit: int, what: str) -> None:

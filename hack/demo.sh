@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# `make demo`: the main job, end to end.
+#   1. a Kubernetes cluster: the local one (started here) unless KUBECONFIG points at your own;
+#   2. the operator, installed with its Helm chart (it runs in-cluster with the chart's RBAC);
+#   3. the churn example: synthetic data, XGBoost trained, exported to ONNX, packed as bundle v1;
+#   4. a model store the pods can reach (an HTTP server on the pod network's host address);
+#   5. a ModelDeployment applied, waited for with `kubectl wait --for=condition=Ready`;
+#   6. real predictions sent to the serving pods, printed with the model version that answered.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+bin=${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}/bin
+export PATH="$bin:$repo/.venv/bin:$PATH"
+out=$repo/out/churn
+namespace=${DEMO_NAMESPACE:-modeldeploy-demo}
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+if [[ -z "${KUBECONFIG:-}" ]]; then
+  say "starting the local Kubernetes control plane"
+  modeldeploy-cluster up
+  export KUBECONFIG=${MODELDEPLOY_CLUSTER_DIR:-/tmp/modeldeploy-cluster}/admin.kubeconfig
+  local_cluster=1
+else
+  say "using your cluster: KUBECONFIG=$KUBECONFIG"
+  local_cluster=0
+fi
+kubectl get nodes
+
+say "installing the operator with Helm"
+helm upgrade --install modeldeploy charts/modeldeploy --namespace modeldeploy-system --create-namespace \
+  --wait --timeout 3m
+kubectl -n modeldeploy-system get pods
+
+say "generating the churn data set, training v1..v3, packing the bundles"
+python examples/churn/make_models.py --out "$out"
+
+if [[ $local_cluster == 1 ]]; then
+  say "serving the bundles over HTTP on the pod network"
+  model_base=$(python -m modeldeploy_testcluster.demo_store "$out")
+else
+  model_base=${DEMO_MODEL_BASE_URI:?set DEMO_MODEL_BASE_URI to where $out is uploaded (s3://bucket/churn, https://...)}
+fi
+sha=$(sha256sum "$out/v1/manifest.json" | cut -d' ' -f1)
+
+say "applying ModelDeployment churn (model v1, 2 replicas) in namespace $namespace"
+kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl apply -n "$namespace" -f - <<YAML
+apiVersion: modeldeploy.io/v1alpha1
+kind: ModelDeployment
+metadata:
+  name: churn
+spec:
+  model:
+    uri: $model_base/v1
+    format: onnx
+    version: "1"
+    sha256: "$sha"
+  replicas: 2
+YAML
+kubectl wait -n "$namespace" --for=condition=Ready modeldeployment/churn --timeout=5m
+kubectl get -n "$namespace" modeldeployment,deployment,pods -o wide
+
+say "sending predictions"
+python hack/demo_client.py --namespace "$namespace" --name churn --rows "$out/data/traffic_normal.csv" --count 8
+
+say "done"
+cat <<TXT
+The cluster keeps running. Try:
+  export KUBECONFIG=$KUBECONFIG PATH=$bin:\$PATH
+  kubectl get mdep -n $namespace churn -o yaml
+  make cluster-down        # stop everything
+TXT

@@ -1,0 +1,260 @@
+"""The router's HTTP surface: a raw ASGI app (no framework on the hot path).
+
+Everything except /healthz, /readyz and /metrics is proxied unchanged (method, path, query,
+headers, body) to one backend of the arm chosen for the request; the response comes back
+unchanged plus x-modeldeploy-variant / x-modeldeploy-revision headers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from modeldeploy_serving.router.metrics import RouterMetrics
+from modeldeploy_serving.router.shadow import ShadowDispatcher
+from modeldeploy_serving.router.state import Arm, RouterState, Snapshot
+from modeldeploy_serving.router.sticky import body_key, header_value
+from modeldeploy_serving.router.upstream import (
+    BadResponseError,
+    ConnectFailedError,
+    Response,
+    StaleConnectionError,
+    UpstreamPool,
+    UpstreamTimeoutError,
+    request_head,
+)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger("modeldeploy.router")
+
+_JSON = (b"content-type", b"application/json")
+_CODE_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+
+class BodyTooLargeError(Exception):
+    pass
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body  # the common case: one message, no copy
+    parts = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    headers.append((b"content-length", str(len(body)).encode("ascii")))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _error(
+    send: Send, status: int, code: str, message: str, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    body = orjson.dumps({"error": message, "code": code})
+    await _respond(send, status, body, [_JSON, *extra])
+
+
+class RouterApp:
+    """ASGI application; `state` is fed by the config and backend sources."""
+
+    def __init__(
+        self,
+        state: RouterState,
+        metrics: RouterMetrics,
+        pool: UpstreamPool,
+        *,
+        max_body_bytes: int = 16 * 1024 * 1024,
+        lifespan: Callable[[], Awaitable[Callable[[], Awaitable[None]]]] | None = None,
+    ) -> None:
+        self.state = state
+        self.metrics = metrics
+        self.pool = pool
+        self.shadow = ShadowDispatcher(pool, metrics)
+        self.max_body_bytes = max_body_bytes
+        self._lifespan = lifespan
+        self._local: dict[str, Callable[[Send], Awaitable[None]]] = {
+            "/healthz": self._healthz,
+            "/readyz": self._readyz,
+            "/metrics": self._metrics,
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            local = self._local.get(scope["path"]) if scope["method"] == "GET" else None
+            if local is not None:
+                await local(send)
+            else:
+                await self._proxy(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._run_lifespan(receive, send)
+
+    async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        try:
+            body = await _read_body(receive, self.max_body_bytes)
+        except BodyTooLargeError:
+            await _error(send, 413, "body_too_large", f"request body exceeds {self.max_body_bytes} bytes")
+            return
+        snapshot = self.state.snapshot
+        if snapshot is None:
+            await _error(send, 503, "not_configured", "the router has no routing table yet")
+            return
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        route = snapshot.route(self._sticky_key(snapshot, headers, body), self._pinned(snapshot, headers))
+        arm = route.arm
+        if arm is None:
+            self.metrics.errors.labels("", "", "no_backend").inc()
+            await _error(send, 503, "no_ready_backend", f"{route.error}")
+            return
+        target = scope.get("raw_path") or scope["path"].encode()
+        if scope.get("query_string"):
+            target += b"?" + scope["query_string"]
+        method: str = scope["method"]
+        head = request_head(method, target, headers, len(body))
+        response = await self._forward(snapshot, arm, method, head, body, send)
+        if response is None:
+            return
+        labels = (arm.config.variant, arm.config.revision)
+        await _respond(send, response.status, response.body, [*response.headers, *arm.response_headers])
+        self.metrics.requests.labels(*labels, _CODE_CLASS.get(response.status // 100, "5xx")).inc()
+        self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+        shadow = snapshot.config.shadow
+        if shadow is not None and snapshot.shadow is not None and self.shadow.wanted(shadow):
+            self.shadow.submit(
+                shadow,
+                snapshot.shadow,
+                method,
+                head,
+                body,
+                response.status,
+                response.body,
+                snapshot.config.timeouts.connect_seconds,
+            )
+
+    async def _forward(
+        self, snapshot: Snapshot, arm: Arm, method: str, head: bytes, body: bytes, send: Send
+    ) -> Response | None:
+        """Send upstream with at most one safe retry; on failure answer the client and return None."""
+        timeouts = snapshot.config.timeouts
+        labels = (arm.config.variant, arm.config.revision)
+        backend = arm.backends.next()
+        assert backend is not None  # route() only returns arms with ready backends
+        fresh = False
+        for attempt in (1, 2):
+            try:
+                return await self.pool.send(
+                    backend,
+                    method,
+                    head,
+                    body,
+                    connect_timeout=timeouts.connect_seconds,
+                    timeout=timeouts.request_seconds,
+                    fresh=fresh,
+                )
+            except StaleConnectionError:
+                if attempt == 2:
+                    break
+                self.metrics.retries.labels(*labels, "stale_connection").inc()
+                fresh = True  # the backend closed an idle connection: same backend, new connection
+            except ConnectFailedError as exc:
+                other = arm.backends.other_than(backend) if snapshot.config.retry.on_connect_error else None
+                if attempt == 2 or other is None:
+                    self.metrics.errors.labels(*labels, "connect").inc()
+                    await _error(send, 502, "backend_unreachable", str(exc), arm.response_headers)
+                    return None
+                self.metrics.retries.labels(*labels, "connect").inc()
+                backend = other
+            except UpstreamTimeoutError:
+                self.metrics.errors.labels(*labels, "timeout").inc()
+                await _error(
+                    send,
+                    504,
+                    "backend_timeout",
+                    f"no answer within {timeouts.request_seconds} s",
+                    arm.response_headers,
+                )
+                return None
+            except BadResponseError as exc:
+                self.metrics.errors.labels(*labels, "bad_response").inc()
+                await _error(send, 502, "bad_backend_response", str(exc), arm.response_headers)
+                return None
+        self.metrics.errors.labels(*labels, "bad_response").inc()
+        await _error(send, 502, "bad_backend_response", "backend closed the connection", arm.response_headers)
+        return None
+
+    @staticmethod
+    def _sticky_key(snapshot: Snapshot, headers: list[tuple[bytes, bytes]], body: bytes) -> str | None:
+        if snapshot.sticky_header is not None:
+            key = header_value(headers, snapshot.sticky_header)
+            if key is not None:
+                return key
+        sticky = snapshot.config.sticky
+        if sticky is not None and sticky.body_field and body:
+            return body_key(body, sticky.body_field)  # parsed only when the header is absent
+        return None
+
+    @staticmethod
+    def _pinned(snapshot: Snapshot, headers: list[tuple[bytes, bytes]]) -> str | None:
+        return header_value(headers, snapshot.pin_header) if snapshot.pin_header is not None else None
+
+    async def _healthz(self, send: Send) -> None:
+        await _respond(send, 200, b'{"status":"alive"}', [_JSON])
+
+    async def _readyz(self, send: Send) -> None:
+        snapshot = self.state.snapshot
+        if snapshot is None:
+            await _error(send, 503, "not_configured", "no routing table loaded yet")
+        elif not snapshot.ready:
+            await _error(send, 503, "no_ready_backend", "no weighted arm has a ready backend")
+        else:
+            body = orjson.dumps({"status": "ready", "generation": snapshot.config.generation})
+            await _respond(send, 200, body, [_JSON])
+
+    async def _metrics(self, send: Send) -> None:
+        await _respond(
+            send,
+            200,
+            generate_latest(self.metrics.registry),
+            [(b"content-type", CONTENT_TYPE_LATEST.encode())],
+        )
+
+    async def _run_lifespan(self, receive: Receive, send: Send) -> None:
+        stop: Callable[[], Awaitable[None]] | None = None
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    if self._lifespan is not None:
+                        stop = await self._lifespan()
+                except Exception as exc:
+                    log.exception("router start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if stop is not None:
+                    await stop()
+                await self.shadow.drain(timeout=2.0)
+                self.pool.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

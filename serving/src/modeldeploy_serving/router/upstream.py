@@ -1,0 +1,240 @@
+"""A lean HTTP/1.1 client for the hot path: keep-alive connections pooled per backend address.
+
+General-purpose clients (httpx, aiohttp) cost 100-400 us of CPU per request, several times what
+the rest of the router costs; an asyncio Protocol with httptools' parser costs a few tens. It
+supports what the router needs and no more: buffered request and response bodies (inference
+bodies are small), Content-Length and chunked responses, a timer per exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import httptools
+
+
+class UpstreamError(Exception):
+    """The backend did not produce a response."""
+
+
+class ConnectFailedError(UpstreamError):
+    """No connection could be opened: the request never left the router, so a retry is safe."""
+
+
+class StaleConnectionError(UpstreamError):
+    """A reused keep-alive connection was closed before any response byte arrived (the backend
+    closed it while idle): the request was not processed, so a retry is safe."""
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """No complete response within the request timeout."""
+
+
+class BadResponseError(UpstreamError):
+    """The backend sent something that is not HTTP, or closed mid-response."""
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    """Names lower-cased, hop-by-hop and length headers removed."""
+    body: bytes
+
+
+# Hop-by-hop (RFC 9110 7.6.1) and framing headers: the router frames its own messages.
+_NOT_FORWARDED = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"expect",
+    }
+)
+
+
+def request_head(method: str, target: bytes, headers: list[tuple[bytes, bytes]], body_length: int) -> bytes:
+    """The request line and headers to send upstream: the client's headers minus hop-by-hop ones."""
+    lines = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        if name not in _NOT_FORWARDED:
+            lines += [name, b": ", value, b"\r\n"]
+    lines += [b"content-length: ", str(body_length).encode("ascii"), b"\r\n\r\n"]
+    return b"".join(lines)
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; at most one exchange at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._waiter: asyncio.Future[Response] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._got_bytes = False
+        self._head_only = False
+        self.reusable = True
+        self.idle_since = 0.0
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._got_bytes = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._finish(error=BadResponseError(f"invalid HTTP from backend: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.reusable = False
+        if self._waiter is not None and not self._waiter.done():
+            error = (
+                BadResponseError("backend closed the connection mid-response") if self._got_bytes else None
+            )
+            self._finish(error=error or StaleConnectionError("backend closed the connection"))
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lower = name.lower()
+        if lower not in _NOT_FORWARDED:
+            self._headers.append((lower, value))
+
+    def on_headers_complete(self) -> None:
+        if self._head_only:  # a HEAD response has no body, but the parser cannot be told so
+            self.reusable = False
+            self._complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if not self._parser.should_keep_alive():
+            self.reusable = False
+        self._complete()
+
+    # the exchange
+    def exchange(self, head: bytes, body: bytes, timeout: float, head_only: bool) -> asyncio.Future[Response]:
+        assert self._transport is not None
+        self._headers, self._body, self._got_bytes, self._head_only = [], [], False, head_only
+        self._waiter = self._loop.create_future()
+        self._timer = self._loop.call_later(timeout, self._on_timeout)
+        self._transport.write(head + body if len(body) < 65536 else head)
+        if len(body) >= 65536:
+            self._transport.write(body)
+        return self._waiter
+
+    def _on_timeout(self) -> None:
+        self._finish(error=UpstreamTimeoutError("backend did not answer in time"))
+
+    def _complete(self) -> None:
+        status = self._parser.get_status_code()
+        self._finish(response=Response(status, self._headers, b"".join(self._body)))
+
+    def _finish(self, response: Response | None = None, error: UpstreamError | None = None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiter, self._waiter = self._waiter, None
+        if error is not None:
+            self.close()
+        if waiter is None or waiter.done():
+            return
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            assert response is not None
+            waiter.set_result(response)
+
+    def close(self) -> None:
+        self.reusable = False
+        if self._transport is not None:
+            self._transport.close()
+
+
+class UpstreamPool:
+    """Keep-alive connections per "host:port"; idle ones older than `idle_seconds` are dropped."""
+
+    def __init__(self, max_idle_per_backend: int = 128, idle_seconds: float = 4.0) -> None:
+        self._idle: dict[str, list[_Connection]] = {}
+        self._max_idle = max_idle_per_backend
+        self._idle_seconds = idle_seconds
+
+    async def send(
+        self,
+        address: str,
+        method: str,
+        head: bytes,
+        body: bytes,
+        *,
+        connect_timeout: float,
+        timeout: float,
+        fresh: bool = False,
+    ) -> Response:
+        """One exchange (on a new connection when `fresh`). Raises ConnectFailedError or
+        StaleConnectionError (safe to retry), UpstreamTimeoutError or BadResponseError."""
+        conn = None if fresh else self._take_idle(address)
+        reused = conn is not None
+        if conn is None:
+            conn = await self._connect(address, connect_timeout)
+        try:
+            response = await conn.exchange(head, body, timeout, head_only=method == "HEAD")
+        except StaleConnectionError:
+            if not reused:
+                raise BadResponseError("backend closed a new connection without answering") from None
+            raise
+        except BaseException:
+            conn.close()  # cancelled or failed mid-exchange: the connection state is unknown
+            raise
+        self._put_idle(address, conn)
+        return response
+
+    def _take_idle(self, address: str) -> _Connection | None:
+        idle = self._idle.get(address)
+        oldest_usable = time.monotonic() - self._idle_seconds
+        while idle:
+            conn = idle.pop()
+            if conn.reusable and conn.idle_since >= oldest_usable:
+                return conn
+            conn.close()
+        return None
+
+    def _put_idle(self, address: str, conn: _Connection) -> None:
+        idle = self._idle.setdefault(address, [])
+        if not conn.reusable or len(idle) >= self._max_idle:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        idle.append(conn)
+
+    async def _connect(self, address: str, timeout: float) -> _Connection:
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]")  # IPv6 literals are written [::1]:8080
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                _, protocol = await loop.create_connection(lambda: _Connection(loop), host, int(port))
+        except (OSError, TimeoutError) as exc:
+            raise ConnectFailedError(f"cannot connect to {address}: {exc or type(exc).__name__}") from None
+        return protocol
+
+    def forget(self, keep: set[str]) -> None:
+        """Close idle connections to addresses that are no longer backends."""
+        for address in [a for a in self._idle if a not in keep]:
+            for conn in self._idle.pop(address):
+                conn.close()
+
+    def close(self) -> None:
+        self.forget(set())

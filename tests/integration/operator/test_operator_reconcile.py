@@ -1,0 +1,253 @@
+"""The operator against the real API server: objects, repair, garbage collection, restarts, RBAC."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from cluster_helpers import condition, create_mdep, get_mdep, wait_for
+from kubernetes import client
+from modeldeploy_crd_cases import INVALID_CASES, InvalidCase
+
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator_release")]
+
+SELECTOR = "modeldeploy.io/deployment={}"
+
+
+def manifest(name: str = "churn", version: str = "1", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {
+                "uri": f"http://10.244.0.1:1/churn/v{version}",
+                "format": "xgboost",
+                "version": version,
+            },
+            "replicas": 1,
+            **spec,
+        },
+    }
+
+
+def deployments(api: client.ApiClient, namespace: str, name: str) -> list[Any]:
+    return list(
+        client.AppsV1Api(api)
+        .list_namespaced_deployment(namespace, label_selector=SELECTOR.format(name))
+        .items
+    )
+
+
+def services(api: client.ApiClient, namespace: str, name: str) -> list[Any]:
+    return list(
+        client.CoreV1Api(api).list_namespaced_service(namespace, label_selector=SELECTOR.format(name)).items
+    )
+
+
+def test_apply_creates_owned_deployment_and_services_with_the_expected_specs(
+    kube_api: client.ApiClient, namespace: str
+) -> None:
+    md = create_mdep(kube_api, namespace, manifest())
+    (deployment,) = wait_for("the serving Deployment", lambda: deployments(kube_api, namespace, "churn"))
+    wait_for("both Services", lambda: len(services(kube_api, namespace, "churn")) == 2)
+
+    owner = deployment.metadata.owner_references[0]
+    assert (owner.kind, owner.name, owner.uid, owner.controller) == (
+        "ModelDeployment",
+        "churn",
+        md["metadata"]["uid"],
+        True,
+    )
+    labels = deployment.metadata.labels
+    assert labels["app.kubernetes.io/managed-by"] == "modeldeploy-operator"
+    assert labels["app.kubernetes.io/instance"] == "churn"
+    pod = deployment.spec.template.spec
+    (container,) = pod.containers
+    assert container.image.startswith("ghcr.io/modeldeploy/serving:")
+    assert container.readiness_probe.http_get.path == "/v2/health/ready"
+    assert container.liveness_probe.http_get.path == "/v2/health/live"
+    security = container.security_context
+    assert security.read_only_root_filesystem is True
+    assert security.allow_privilege_escalation is False
+    assert security.capabilities.drop == ["ALL"]
+    assert pod.security_context.run_as_non_root is True
+    assert pod.security_context.seccomp_profile.type == "RuntimeDefault"
+    env = {e.name: e.value for e in container.env or []}
+    assert env["MODELDEPLOY_SERVER_MODEL_URI"] == "http://10.244.0.1:1/churn/v1"
+    assert env["MODELDEPLOY_SERVER_MODEL_NAME"] == "churn"
+    stable = client.CoreV1Api(kube_api).read_namespaced_service("churn", namespace)
+    assert stable.spec.selector["modeldeploy.io/revision"] == labels["modeldeploy.io/revision"]
+
+    status = wait_for("status to be written", lambda: get_mdep(kube_api, namespace, "churn").get("status"))
+    assert status["observedGeneration"] == 1
+    assert {c["type"] for c in status["conditions"]} >= {"Ready", "Progressing", "Degraded"}
+
+
+def test_reconcile_repairs_deleted_and_edited_owned_objects(
+    kube_api: client.ApiClient, namespace: str
+) -> None:
+    create_mdep(kube_api, namespace, manifest(replicas=1))
+    (deployment,) = wait_for("the serving Deployment", lambda: deployments(kube_api, namespace, "churn"))
+    apps = client.AppsV1Api(kube_api)
+
+    apps.patch_namespaced_deployment(deployment.metadata.name, namespace, {"spec": {"replicas": 3}})
+    wait_for(
+        "replicas put back to 1",
+        lambda: apps.read_namespaced_deployment(deployment.metadata.name, namespace).spec.replicas == 1,
+    )
+
+    apps.delete_namespaced_deployment(deployment.metadata.name, namespace)
+    recreated = wait_for(
+        "the Deployment to be recreated",
+        lambda: [
+            d for d in deployments(kube_api, namespace, "churn") if d.metadata.uid != deployment.metadata.uid
+        ],
+    )
+    assert [d.metadata.name for d in recreated] == [deployment.metadata.name]
+
+    core = client.CoreV1Api(kube_api)
+    core.delete_namespaced_service("churn", namespace)
+    wait_for(
+        "the stable Service to be recreated",
+        lambda: any(s.metadata.name == "churn" for s in services(kube_api, namespace, "churn")),
+    )
+
+
+def test_deleting_the_modeldeployment_garbage_collects_everything(
+    kube_api: client.ApiClient, namespace: str
+) -> None:
+    create_mdep(kube_api, namespace, manifest())
+    wait_for(
+        "owned objects",
+        lambda: (
+            deployments(kube_api, namespace, "churn") and len(services(kube_api, namespace, "churn")) == 2
+        ),
+    )
+    client.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
+        "modeldeploy.io", "v1alpha1", namespace, "modeldeployments", "churn"
+    )
+    wait_for(
+        "garbage collection",
+        lambda: not deployments(kube_api, namespace, "churn") and not services(kube_api, namespace, "churn"),
+        timeout=60,
+    )
+
+
+def test_a_new_model_version_replaces_the_revision_without_duplicates(
+    kube_api: client.ApiClient, namespace: str
+) -> None:
+    create_mdep(kube_api, namespace, manifest())
+    (first,) = wait_for("the first revision", lambda: deployments(kube_api, namespace, "churn"))
+    client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+        "modeldeploy.io",
+        "v1alpha1",
+        namespace,
+        "modeldeployments",
+        "churn",
+        {"spec": {"model": {"uri": "http://10.244.0.1:1/churn/v2", "version": "2"}}},
+    )
+    both = wait_for(
+        "the second revision next to the first (the first still serves until the new one is ready)",
+        lambda: (
+            len(deployments(kube_api, namespace, "churn")) == 2 and deployments(kube_api, namespace, "churn")
+        ),
+    )
+    revisions = {d.metadata.labels["modeldeploy.io/revision"] for d in both}
+    assert first.metadata.labels["modeldeploy.io/revision"] in revisions
+    assert len(revisions) == 2
+
+
+@pytest.mark.parametrize("case", INVALID_CASES, ids=[c.id for c in INVALID_CASES])
+def test_the_api_server_rejects_invalid_modeldeployments_with_clear_messages(
+    kube_api: client.ApiClient, namespace: str, case: InvalidCase
+) -> None:
+    with pytest.raises(client.ApiException) as rejected:
+        create_mdep(kube_api, namespace, case.manifest())
+    assert rejected.value.status == 422
+    assert case.message in rejected.value.body
+
+
+def test_a_spec_the_schema_accepts_but_the_operator_cannot_use_gets_a_condition_and_one_event(
+    kube_api: client.ApiClient, namespace: str
+) -> None:
+    body = manifest(resources={"requests": {"memory": "1Gi"}, "limits": {"memory": "512Mi"}})
+    create_mdep(kube_api, namespace, body)
+    failed = wait_for(
+        "phase Failed",
+        lambda: (
+            (md := get_mdep(kube_api, namespace, "churn")).get("status", {}).get("phase") == "Failed" and md
+        ),
+    )
+    degraded = condition(failed, "Degraded")
+    assert degraded is not None and degraded["reason"] == "InvalidSpec"
+    assert "limit" in degraded["message"]
+    assert not deployments(kube_api, namespace, "churn")
+
+    def warnings() -> list[Any]:
+        return [
+            e
+            for e in client.CoreV1Api(kube_api)
+            .list_namespaced_event(namespace, field_selector="involvedObject.name=churn")
+            .items
+            if e.reason == "InvalidSpec"
+        ]
+
+    wait_for("a Warning event", warnings)
+    import time
+
+    time.sleep(12)  # more than one resync period: the invalid spec is not retried into an event storm
+    assert len(warnings()) == 1
+
+
+def test_operator_restarted_mid_reconcile_converges_without_duplicates(
+    kube_api: client.ApiClient, namespace: str, operator_release: str
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    for i in range(3):
+        create_mdep(kube_api, namespace, manifest(name=f"m{i}"))
+    # Kill every operator replica while the three are being reconciled.
+    core.delete_collection_namespaced_pod(
+        operator_release, label_selector="app.kubernetes.io/name=modeldeploy", grace_period_seconds=0
+    )
+    for i in range(3):
+        wait_for(
+            f"m{i} to be reconciled",
+            lambda i=i: get_mdep(kube_api, namespace, f"m{i}").get("status"),
+            timeout=90,
+        )
+    for i in range(3):
+        assert len(deployments(kube_api, namespace, f"m{i}")) == 1
+        assert len(services(kube_api, namespace, f"m{i}")) == 2
+
+
+def test_a_missing_permission_fails_visibly_and_recovers_when_granted(
+    kube_api: client.ApiClient, namespace: str
+) -> None:
+    rbac = client.RbacAuthorizationV1Api(kube_api)
+    role = rbac.read_cluster_role("modeldeploy")
+    original = copy.deepcopy(role.rules)
+    role.rules = [r for r in role.rules if "services" not in (r.resources or [])]
+    assert len(role.rules) < len(original)
+    rbac.replace_cluster_role("modeldeploy", role)
+    try:
+        create_mdep(kube_api, namespace, manifest())
+        errored = wait_for(
+            "lastError saying forbidden",
+            lambda: (
+                "forbidden"
+                in str(get_mdep(kube_api, namespace, "churn").get("status", {}).get("lastError", "")).lower()
+            ),
+            timeout=60,
+        )
+        assert errored
+    finally:
+        role = rbac.read_cluster_role("modeldeploy")
+        role.rules = original
+        rbac.replace_cluster_role("modeldeploy", role)
+    wait_for(
+        "recovery once the permission is back",
+        lambda: len(services(kube_api, namespace, "churn")) == 2,
+        timeout=60,
+    )

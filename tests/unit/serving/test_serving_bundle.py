@@ -1,0 +1,279 @@
+"""Bundles, pack, storage URIs, ONNX external data, the micro-batcher and the churn example."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from modeldeploy_contract.server_settings import ServerSettings
+from modeldeploy_serving.batching import MicroBatcher
+from modeldeploy_serving.bundle import MANIFEST_NAME, sha256_file, verify_bundle
+from modeldeploy_serving.cli import main as cli_main
+from modeldeploy_serving.errors import BundleError
+from modeldeploy_serving.model import Prediction, load_model
+from modeldeploy_serving.pack import PackError, pack
+from modeldeploy_serving.runtimes.onnx import reject_external_data
+from modeldeploy_serving.storage import fetch_bundle, local_folder
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def churn() -> ModuleType:
+    name = "churn_make_models"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "examples" / "churn" / "make_models.py")
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """model.ubj, model.onnx, train.csv, validation.csv, and model3.onnx from other labels."""
+    c = churn()
+    folder = tmp_path_factory.mktemp("trained")
+    x, y = c.generate(2000, 3)
+    c.train_and_export(x[:1600], y[:1600], folder, 20, 3)
+    c.write_csv(folder / "train.csv", x[:1600], y[:1600])
+    c.write_csv(folder / "validation.csv", x[1600:], y[1600:])
+    other = folder / "other"
+    c.train_and_export(x[:1600], 1 - y[:1600], other, 20, 3)
+    return folder
+
+
+@pytest.fixture
+def bundle(trained: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "bundle"
+    pack(
+        model=trained / "model.ubj",
+        onnx=trained / "model.onnx",
+        train_data=trained / "train.csv",
+        validation_data=trained / "validation.csv",
+        label="retained",
+        name="churn",
+        version="1.0",
+        out=out,
+    )
+    return out
+
+
+def test_pack_writes_a_verifiable_bundle(bundle: Path) -> None:
+    verified = verify_bundle(bundle)
+    m = verified.manifest
+    assert (m.name, m.version, m.format, m.task, m.classes) == (
+        "churn",
+        "1.0",
+        "xgboost",
+        "classification",
+        [0, 1],
+    )
+    assert m.feature_names == churn().FEATURES
+    assert m.files.onnx is not None
+    assert verified.digest == sha256_file(bundle / MANIFEST_NAME)
+    profile = json.loads((bundle / "reference_profile.json").read_text())
+    assert profile["score_source"] == "validation"
+    mobile = next(f for f in profile["features"] if f["name"] == "mobile_usage")
+    assert 0.15 < mobile["missing_ratio"] < 0.35
+    assert sum(profile["score"]["counts"]) == 400
+    assert sorted(p.name for p in bundle.iterdir()) == [
+        "manifest.json",
+        "model.onnx",
+        "model.ubj",
+        "reference_profile.json",
+    ]
+
+
+def test_pack_refuses_an_onnx_export_that_disagrees(trained: Path, tmp_path: Path) -> None:
+    with pytest.raises(PackError, match="disagrees"):
+        pack(
+            model=trained / "model.ubj",
+            onnx=trained / "other" / "model.onnx",
+            train_data=trained / "train.csv",
+            validation_data=None,
+            label="retained",
+            name="churn",
+            version="1",
+            out=tmp_path / "bad",
+        )
+    assert not (tmp_path / "bad").exists()
+
+
+def test_pack_checks_columns_and_label(trained: Path, tmp_path: Path) -> None:
+    with pytest.raises(PackError, match="label column 'churned'"):
+        pack(model=trained / "model.ubj", onnx=None, train_data=trained / "train.csv", validation_data=None,
+             label="churned", name="c", version="1", out=tmp_path / "x")  # fmt: skip
+    with pytest.raises(PackError, match="differ from the data's columns"):
+        # Without --label the label column is taken as a feature: refused by name.
+        pack(model=trained / "model.ubj", onnx=None, train_data=trained / "train.csv", validation_data=None,
+             label=None, name="c", version="1", out=tmp_path / "y")  # fmt: skip
+
+
+def test_pack_cli_with_parquet(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    for name in ("train", "validation"):
+        table = pacsv.read_csv(trained / f"{name}.csv")
+        pq.write_table(
+            table.cast(pa.schema([pa.field(f.name, pa.float64()) for f in table.schema])),
+            tmp_path / f"{name}.parquet",
+        )
+    args = ["pack", "--model", str(trained / "model.ubj"), "--onnx", str(trained / "model.onnx"),
+            "--train-data", str(tmp_path / "train.parquet"),
+            "--validation-data", str(tmp_path / "validation.parquet"),
+            "--label", "retained", "--name", "churn", "--version", "2",
+            "--out", str(tmp_path / "b")]  # fmt: skip
+    assert cli_main(args) == 0
+    assert "ONNX parity max |diff|" in capsys.readouterr().out
+    assert verify_bundle(tmp_path / "b").manifest.version == "2"
+    assert cli_main(args) == 2  # the folder exists now
+    assert "exists" in capsys.readouterr().err
+    assert cli_main([*args, "--force"]) == 0
+
+
+def test_verify_refuses_changed_and_oversized_bundles(bundle: Path) -> None:
+    with pytest.raises(BundleError, match="larger than"):
+        verify_bundle(bundle, max_bytes=1000)
+    (bundle / "model.ubj").write_bytes((bundle / "model.ubj").read_bytes()[:-1])
+    with pytest.raises(BundleError, match="bytes, the manifest says"):
+        verify_bundle(bundle)
+
+
+def test_manifest_paths_cannot_escape_the_bundle(bundle: Path) -> None:
+    manifest = json.loads((bundle / MANIFEST_NAME).read_text())
+    manifest["files"]["model"]["path"] = "../model.ubj"
+    (bundle / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="plain file name"):
+        verify_bundle(bundle)
+
+
+def test_load_model_warm_up_and_expected_digest(bundle: Path) -> None:
+    settings = ServerSettings(model_uri=str(bundle))
+    model = load_model(settings)
+    assert model.runtime.name == "onnxruntime"
+    pred = model.predict(np.full((3, 14), np.nan, dtype=np.float32))
+    assert pred.outputs["probabilities"].shape == (3, 2)
+    with pytest.raises(BundleError, match="manifest sha256"):
+        load_model(ServerSettings(model_uri=str(bundle), model_sha256="f" * 64))
+
+
+def test_local_uris(tmp_path: Path) -> None:
+    assert local_folder(str(tmp_path)) == tmp_path
+    assert local_folder(tmp_path.as_uri()) == tmp_path
+    assert local_folder((tmp_path / MANIFEST_NAME).as_uri()) == tmp_path
+    assert local_folder("s3://bucket/x") is None
+    with pytest.raises(BundleError, match="with a host"):
+        local_folder("file://server/share/model")
+    with pytest.raises(BundleError, match="unsupported model URI scheme 'ftp'"):
+        fetch_bundle("ftp://host/x", ServerSettings())
+    with pytest.raises(BundleError, match="no model URI"):
+        fetch_bundle("", ServerSettings())
+
+
+def test_onnx_with_external_data_is_refused(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((1, 3), dtype=np.float32), name="w")
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])],
+        [weight],
+    )
+    model = helper.make_model(graph)
+    reject_external_data(model.SerializeToString())  # inline data is fine
+    onnx.save_model(
+        model, str(tmp_path / "m.onnx"), save_as_external_data=True, size_threshold=0, location="w.bin"
+    )
+    with pytest.raises(BundleError, match="external data"):
+        reject_external_data((tmp_path / "m.onnx").read_bytes())
+
+
+def test_micro_batcher_merges_and_splits() -> None:
+    calls: list[int] = []
+
+    def predict(x: np.ndarray) -> Prediction:
+        calls.append(len(x))
+        return Prediction({"label": x[:, 0].astype(np.int64)}, x[:, 0])
+
+    async def run() -> list[Prediction]:
+        batcher = MicroBatcher(predict, max_rows=8, max_wait_seconds=0)
+        rows = [np.full((n, 2), i, dtype=np.float32) for i, n in enumerate([1, 2, 3, 1, 4])]
+        return await asyncio.gather(*(batcher.submit(r) for r in rows))
+
+    results = asyncio.run(run())
+    assert [r.outputs["label"].tolist() for r in results] == [[0], [1, 1], [2, 2, 2], [3], [4, 4, 4, 4]]
+    assert calls == [7, 4]  # the 5th request would overflow 8 rows: it starts the next batch
+
+
+def test_micro_batcher_propagates_model_errors() -> None:
+    def predict(x: np.ndarray) -> Prediction:
+        raise RuntimeError("boom")
+
+    async def run() -> None:
+        batcher = MicroBatcher(predict, max_rows=8, max_wait_seconds=0.001)
+        with pytest.raises(RuntimeError, match="boom"):
+            await asyncio.gather(
+                batcher.submit(np.zeros((1, 2), np.float32)), batcher.submit(np.zeros((1, 2), np.float32))
+            )
+
+    asyncio.run(run())
+
+
+def test_settings_round_trip_through_env() -> None:
+    settings = ServerSettings(model_uri="s3://b/m", port=9000, batching_enabled=True)
+    env = settings.to_env()
+    assert env == {
+        "MODELDEPLOY_SERVER_MODEL_URI": "s3://b/m",
+        "MODELDEPLOY_SERVER_PORT": "9000",
+        "MODELDEPLOY_SERVER_BATCHING_ENABLED": "true",
+    }
+    full = settings.to_env(include_defaults=True)
+    assert full["MODELDEPLOY_SERVER_DRIFT_WINDOW_ROWS"] == "1000"
+    assert "MODELDEPLOY_SERVER_MODEL_SHA256" not in full
+
+
+@pytest.mark.slow
+def test_churn_example_script_makes_three_bundles(tmp_path: Path) -> None:
+    out = tmp_path / "churn"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "churn" / "make_models.py"),
+            "--out",
+            str(out),
+            "--rows",
+            "6000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    digests = set()
+    for version in ("v1", "v2", "v3"):
+        verified = verify_bundle(out / version)
+        assert verified.manifest.version == version
+        digests.add(verified.digest)
+    assert len(digests) == 3
+    assert (out / "data" / "traffic_shifted.csv").is_file()
+    # Deterministic: the same seed gives byte-identical models.
+    again = tmp_path / "again"
+    churn().build(again, rows=6000)
+    assert sha256_file(again / "v1" / "model.ubj") == sha256_file(out / "v1" / "model.ubj")
+    shutil.rmtree(again)
