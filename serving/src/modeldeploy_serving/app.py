@@ -221,13 +221,14 @@ def build_api(settings: ServerSettings, dataplane: DataPlane) -> FastAPI:
             {
                 "name": m.name,
                 "versions": [m.version],
-                "platform": f"{m.manifest.format}+{m.runtime.name}",
+                "platform": m.manifest.format,
                 "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, m.n_features]}],
                 "outputs": [o.model_dump() for o in m.manifest.outputs],
                 "parameters": {
                     "feature_names": m.feature_names,
                     "feature_datatypes": [f.datatype for f in m.manifest.inputs],
                     "sha256": m.digest,
+                    "runtime": m.runtime.name,
                     "task": m.manifest.task,
                     "classes": m.manifest.classes,
                 },
@@ -265,6 +266,7 @@ def build_api(settings: ServerSettings, dataplane: DataPlane) -> FastAPI:
 
     @api.get("/metrics")
     async def metrics_endpoint() -> Response:
+        await dataplane.drift_settled()
         dataplane.flush_metrics()
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)

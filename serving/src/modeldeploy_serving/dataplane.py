@@ -11,7 +11,7 @@ import gc
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +43,8 @@ class DataPlane:
         self._window: DriftWindow | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="predict")
+        # One thread: windows are published in the order they closed.
+        self._drift_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drift")
         self.in_flight = 0
         metrics.MODEL_READY.set(0)
 
@@ -68,6 +70,7 @@ class DataPlane:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._drift_executor.shutdown(wait=False, cancel_futures=True)
 
     async def _load(self) -> None:
         try:
@@ -156,7 +159,22 @@ class DataPlane:
         return prediction
 
     def _close_window(self) -> None:
-        assert self._window is not None
-        result = self._window.close()
-        self.metrics.publish_window(result)
+        """Swap the window's buffer out now; bin and publish in the drift thread, off the request path."""
+        window = self._window
+        assert window is not None
+        parts = window.take()
+        self._drift_executor.submit(self._compute_window, window, parts)
+
+    async def drift_settled(self) -> None:
+        """Wait until windows closed so far are published (a scrape then sees all of them)."""
+        loop = asyncio.get_running_loop()
+        await asyncio.wait_for(loop.run_in_executor(self._drift_executor, lambda: None), timeout=5)
+
+    def _compute_window(self, window: DriftWindow, parts: tuple[list[Any], list[Any]]) -> None:
+        try:
+            result = window.compute(*parts)
+            self.metrics.publish_window(result)
+        except Exception:  # drift accounting must never take serving down
+            log.exception("drift window computation failed")
+            return
         log.debug("drift window closed: %d rows, score PSI %.4f", result.rows, result.score_psi)

@@ -73,17 +73,36 @@ def outputs_for(task: str, n_classes: int) -> list[dict[str, object]]:
     return [{"name": "predictions", "datatype": "FP32", "shape": [-1]}]
 
 
-def build_runtime(bundle: VerifiedBundle, prefer_onnx: bool, threads: int) -> Runtime:
-    m = bundle.manifest
-    n = len(m.inputs)
-    if m.format == "onnx" or (prefer_onnx and m.files.onnx is not None):
-        from modeldeploy_serving.runtimes.onnx import OnnxRuntime
+class HybridRuntime:
+    """An XGBoost model and its parity-checked ONNX export: onnxruntime for small calls (its per-call
+    cost is ~8 us against xgboost's ~200 us), xgboost for large ones (~4 us a row against < 1 us)."""
 
-        entry = m.files.onnx if m.format == "xgboost" and m.files.onnx is not None else m.files.model
-        return OnnxRuntime(bundle.blob(entry), n, m.task, threads)
+    name = "onnxruntime+xgboost"
+
+    def __init__(self, small: Runtime, large: Runtime, min_large_rows: int) -> None:
+        self._small = small
+        self._large = large
+        self._min_large_rows = min_large_rows
+
+    def predict(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return (self._large if x.shape[0] >= self._min_large_rows else self._small).predict(x)
+
+
+def build_runtime(bundle: VerifiedBundle, settings: ServerSettings) -> Runtime:
+    from modeldeploy_serving.runtimes.onnx import OnnxRuntime
     from modeldeploy_serving.runtimes.xgboost import XGBoostRuntime
 
-    return XGBoostRuntime(bundle.blob(m.files.model), n, m.task, threads)
+    m = bundle.manifest
+    n = len(m.inputs)
+    if m.format == "onnx":
+        return OnnxRuntime(bundle.blob(m.files.model), n, m.task, settings.onnx_threads)
+    xgb = XGBoostRuntime(bundle.blob(m.files.model), n, m.task, settings.xgboost_threads)
+    if not settings.prefer_onnx or m.files.onnx is None:
+        return xgb
+    onnx = OnnxRuntime(bundle.blob(m.files.onnx), n, m.task, settings.onnx_threads)
+    if settings.xgboost_batch_rows <= 0:
+        return onnx
+    return HybridRuntime(onnx, xgb, settings.xgboost_batch_rows)
 
 
 def warm_up(model: LoadedModel) -> None:
@@ -113,7 +132,7 @@ def load_model(settings: ServerSettings) -> LoadedModel:
         raise BundleError(f"invalid reference profile: {exc}") from exc
     if [f.name for f in profile.features] != bundle.manifest.feature_names:
         raise BundleError("reference profile features differ from the manifest's inputs")
-    runtime = build_runtime(bundle, settings.prefer_onnx, settings.onnx_threads)
+    runtime = build_runtime(bundle, settings)
     model = LoadedModel(bundle, runtime, profile)
     warm_up(model)
     log.info(

@@ -184,7 +184,10 @@ def pack(
     classes_arr = np.asarray(models.classes, dtype=np.int64) if models.classes else None
     raw = models.served.predict(data.validation.astype(np.float32))
     scores = to_prediction(raw, models.task == "classification", classes_arr).scores
-    profile = build_profile(data.features, data.train, scores.astype(np.float64), data.score_source)
+    # Profile what the model sees: float32 values, so live values (float32 too) fall in the same bins
+    # even when they sit exactly on an edge.
+    train32 = data.train.astype(np.float32).astype(np.float64)
+    profile = build_profile(data.features, train32, scores.astype(np.float64), data.score_source)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))

@@ -3,6 +3,9 @@ process node with the chart's ServiceAccount and RBAC (never admin credentials).
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,3 +51,35 @@ def operator_release(local_cluster: Layout, kubeconfig: Path) -> Iterator[str]:
     wait_for("the operator to be ready", lambda: _operator_ready(api), timeout=60)
     yield RELEASE_NAMESPACE
     helm("uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--wait", kubeconfig=kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def churn_bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The churn example's bundles v1..v3, made once per session (a few seconds)."""
+    out = tmp_path_factory.mktemp("churn")
+    subprocess.run([sys.executable, str(REPO / "examples" / "churn" / "make_models.py"), "--out", str(out)],
+                   check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def model_store(local_cluster: Layout, churn_bundles: Path) -> Iterator[str]:
+    """An HTTP server on the pod network's host address serving the bundles; yields its base URL."""
+    with socket.socket() as s:
+        s.bind((local_cluster.host_ip, 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", local_cluster.host_ip,
+         "--directory", str(churn_bundles)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://{local_cluster.host_ip}:{port}"
+
+    def answers() -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex((local_cluster.host_ip, port)) == 0
+
+    wait_for("the model store", answers, timeout=10)
+    yield url
+    server.terminate()
+    server.wait()

@@ -94,11 +94,11 @@ def assert_predicts_like_xgboost(
 
 
 @pytest.mark.parametrize(
-    ("which", "platform"),
-    [("xgb_only", "xgboost+xgboost"), ("onnx_only", "onnx+onnxruntime"), ("v1", "xgboost+onnxruntime")],
+    ("which", "runtime"),
+    [("xgb_only", "xgboost"), ("onnx_only", "onnxruntime"), ("v1", "onnxruntime+xgboost")],
 )
 def test_both_formats_serve_the_same_predictions(
-    bundles: Bundles, serve: ServerFactory, which: str, platform: str
+    bundles: Bundles, serve: ServerFactory, which: str, runtime: str
 ) -> None:
     bundle: Path = getattr(bundles, which)
     server = serve(str(bundle))
@@ -106,7 +106,8 @@ def test_both_formats_serve_the_same_predictions(
     rows = bundles.normal[:50]
     with server.client() as c:
         meta = c.get("/v2/models/churn").json()
-        assert meta["platform"] == platform
+        assert meta["parameters"]["runtime"] == runtime
+        assert meta["platform"] == ("onnx" if which == "onnx_only" else "xgboost")
         assert meta["parameters"]["sha256"] == sha256_file(bundle / "manifest.json")
         ref_bundle = bundles.root / "xgb-only" if which != "v1" else bundle
         assert_predicts_like_xgboost(c, ref_bundle, rows)
@@ -118,7 +119,7 @@ def test_xgboost_bundle_served_by_xgboost_when_onnx_not_preferred(
     server = serve(str(bundles.v1), env={"MODELDEPLOY_SERVER_PREFER_ONNX": "false"})
     server.wait_ready()
     with server.client() as c:
-        assert c.get("/v2/models/churn").json()["platform"] == "xgboost+xgboost"
+        assert c.get("/v2/models/churn").json()["parameters"]["runtime"] == "xgboost"
         assert_predicts_like_xgboost(c, bundles.v1, bundles.normal[:20])
 
 

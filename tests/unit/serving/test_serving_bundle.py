@@ -162,7 +162,7 @@ def test_manifest_paths_cannot_escape_the_bundle(bundle: Path) -> None:
 def test_load_model_warm_up_and_expected_digest(bundle: Path) -> None:
     settings = ServerSettings(model_uri=str(bundle))
     model = load_model(settings)
-    assert model.runtime.name == "onnxruntime"
+    assert model.runtime.name == "onnxruntime+xgboost"
     pred = model.predict(np.full((3, 14), np.nan, dtype=np.float32))
     assert pred.outputs["probabilities"].shape == (3, 2)
     with pytest.raises(BundleError, match="manifest sha256"):

@@ -67,21 +67,25 @@ def edges_for(values: FloatArray) -> tuple[Literal["continuous", "discrete"], np
 
 
 def bin_counts(values: FloatArray, edges: npt.NDArray[np.float64]) -> CountArray:
-    """Counts of `values` in the bin layout of `edges` (see the module docstring)."""
+    """Counts of `values` in the bin layout of `edges` (see the module docstring).
+
+    One searchsorted and one bincount per column: with the last edge nudged up by one ulp, index 0
+    is underflow, 1..k the inner bins (the last one closed) and k+1 overflow, where NaN also lands
+    (NaN sorts last), so the missing count is moved from there to its own bin.
+    """
     k = max(edges.size - 1, 1)
-    counts = np.zeros(k + 3, dtype=np.int64)
-    missing = np.isnan(values)
-    present = values[~missing]
-    under = present < edges[0]
-    over = present > edges[-1]
-    inner = present[~(under | over)]
-    if inner.size:
-        pos = np.clip(np.searchsorted(edges, inner, side="right") - 1, 0, k - 1)
-        counts[1 : k + 1] = np.bincount(pos, minlength=k)
-    counts[0] = int(under.sum())
-    counts[k + 1] = int(over.sum())
-    counts[k + 2] = int(missing.sum())
-    return counts
+    if edges.size < 2:
+        edges = np.array([edges[0], edges[0]])
+    closed = edges.copy()
+    closed[-1] = np.nextafter(closed[-1], np.inf)
+    index = np.searchsorted(closed, values, side="right")
+    counts = np.bincount(index, minlength=k + 2)
+    missing = int(np.count_nonzero(np.isnan(values)))
+    out = np.empty(k + 3, dtype=np.int64)
+    out[: k + 1] = counts[: k + 1]
+    out[k + 1] = counts[k + 1] - missing
+    out[k + 2] = missing
+    return out
 
 
 def profile_column(name: str, values: FloatArray) -> BinnedProfile:

@@ -60,15 +60,29 @@ class DriftWindow:
     def expired(self, now: float | None = None) -> bool:
         return self.rows > 0 and ((now or time.monotonic()) - self.started_at) >= self.max_seconds
 
+    def take(self) -> tuple[list[npt.NDArray[np.float32]], list[npt.NDArray[np.floating]]]:
+        """Hand over the buffered rows and start a new window (cheap: the caller may compute elsewhere)."""
+        taken = (self._inputs, self._scores)
+        self._inputs, self._scores, self.rows = [], [], 0
+        return taken
+
     def close(self) -> WindowResult:
         """Compute the statistics of the buffered rows and start a new window."""
-        inputs = np.concatenate(self._inputs) if len(self._inputs) > 1 else self._inputs[0]
-        scores = np.concatenate(self._scores).astype(np.float64)
-        rows = self.rows
-        self._inputs, self._scores, self.rows = [], [], 0
+        return self.compute(*self.take())
+
+    def compute(
+        self, input_parts: list[npt.NDArray[np.float32]], score_parts: list[npt.NDArray[np.floating]]
+    ) -> WindowResult:
+        """Statistics of one window's rows against the reference profile (touches no window state)."""
+        inputs = np.concatenate(input_parts) if len(input_parts) > 1 else input_parts[0]
+        scores = np.concatenate(score_parts).astype(np.float64)
+        rows = inputs.shape[0]
         features = []
+        # One contiguous float64 row per feature: searchsorted against float64 edges then needs no
+        # per-call cast, and float32 -> float64 is exact, so values land where pack's did.
+        columns = inputs.T.astype(np.float64)
         for i, (ref, edges) in enumerate(zip(self.profile.features, self._edges, strict=True)):
-            counts = bin_counts(inputs[:, i], edges)
+            counts = bin_counts(columns[i], edges).tolist()
             features.append(
                 FeatureDrift(
                     name=ref.name,
@@ -78,7 +92,7 @@ class DriftWindow:
                     out_of_range_ratio=stats.out_of_range_ratio(counts),
                 )
             )
-        score_psi = stats.psi(self.profile.score.counts, bin_counts(scores, self._score_edges))
+        score_psi = stats.psi(self.profile.score.counts, bin_counts(scores, self._score_edges).tolist())
         return WindowResult(
             rows=rows, ended_at=time.time(), features=features, score_psi=score_psi, scores=scores
         )

@@ -71,8 +71,8 @@ def build_app(settings: RouterSettings) -> RouterApp:
     state.on_backends_changed = pool.forget
 
     async def start() -> Callable[[], Awaitable[None]]:
-        if isinstance(backends, EndpointsFileSource) and settings.endpoints_file:
-            backends.load(Path(settings.endpoints_file).read_bytes())
+        if isinstance(backends, EndpointsFileSource):
+            backends.load_now()
         if file_config is not None:
             file_config.load_now(state)  # ready at once when the file is valid
         tasks = [asyncio.create_task(backends.run(state)), asyncio.create_task(config_source.run(state))]
@@ -122,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         http="httptools",
         lifespan="on",
         access_log=False,
+        proxy_headers=False,  # forwarded headers pass through to the backend untouched
         server_header=False,  # the backend's Server and Date headers pass through unchanged
         date_header=False,
         log_level=settings.log_level,

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from modeldeploy_serving.router.metrics import RouterMetrics
 from modeldeploy_serving.router.shadow import ShadowDispatcher
@@ -92,6 +92,7 @@ class RouterApp:
         self.shadow = ShadowDispatcher(pool, metrics)
         self.max_body_bytes = max_body_bytes
         self._lifespan = lifespan
+        self._arm_metrics: dict[str, tuple[Histogram, dict[str, Counter]]] = {}
         self._local: dict[str, Callable[[Send], Awaitable[None]]] = {
             "/healthz": self._healthz,
             "/readyz": self._readyz,
@@ -134,10 +135,8 @@ class RouterApp:
         response = await self._forward(snapshot, arm, method, head, body, send)
         if response is None:
             return
-        labels = (arm.config.variant, arm.config.revision)
         await _respond(send, response.status, response.body, [*response.headers, *arm.response_headers])
-        self.metrics.requests.labels(*labels, _CODE_CLASS.get(response.status // 100, "5xx")).inc()
-        self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+        self._observe(arm, response.status, time.perf_counter() - started)
         shadow = snapshot.config.shadow
         if shadow is not None and snapshot.shadow is not None and self.shadow.wanted(shadow):
             self.shadow.submit(
@@ -201,6 +200,19 @@ class RouterApp:
         self.metrics.errors.labels(*labels, "bad_response").inc()
         await _error(send, 502, "bad_backend_response", "backend closed the connection", arm.response_headers)
         return None
+
+    def _observe(self, arm: Arm, status: int, seconds: float) -> None:
+        # labels() costs a dict lookup and tuple hashing per call; keep the children per arm.
+        children = self._arm_metrics.get(arm.config.arm_id)
+        if children is None:
+            labels = (arm.config.variant, arm.config.revision)
+            children = self._arm_metrics[arm.config.arm_id] = (
+                self.metrics.latency.labels(*labels),
+                {code: self.metrics.requests.labels(*labels, code) for code in _CODE_CLASS.values()},
+            )
+        latency, requests = children
+        requests[_CODE_CLASS.get(status // 100, "5xx")].inc()
+        latency.observe(seconds)
 
     @staticmethod
     def _sticky_key(snapshot: Snapshot, headers: list[tuple[bytes, bytes]], body: bytes) -> str | None:

@@ -93,9 +93,15 @@ class EndpointsFileSource:
         self._path = path
         self._poll_seconds = poll_seconds
         self._by_service: dict[str, tuple[str, ...]] = {}
+        self._seen: Fingerprint | None = None
 
     def lookup(self, arm: ArmConfig) -> tuple[str, ...]:
         return self._by_service.get(arm.service or "", ())
+
+    def load_now(self) -> None:
+        """Read the file once, before serving."""
+        self._seen = fingerprint(self._path)
+        self.load(self._path.read_bytes())
 
     def load(self, text: bytes) -> None:
         doc = orjson.loads(text)
@@ -113,7 +119,7 @@ class EndpointsFileSource:
                 return
             state.rebuild()
 
-        await poll_file(self._path, self._poll_seconds, changed)
+        await poll_file(self._path, self._poll_seconds, changed, self._seen)
 
 
 def apply_config_text(state: RouterState, text: str | bytes, origin: str) -> None:
@@ -130,14 +136,19 @@ class FileConfigSource:
     def __init__(self, path: Path, poll_seconds: float) -> None:
         self._path = path
         self._poll_seconds = poll_seconds
+        self._seen: Fingerprint | None = None
 
     def load_now(self, state: RouterState) -> None:
         """Apply the file once, before serving, so the router starts ready when it can."""
+        self._seen = fingerprint(self._path)
         apply_config_text(state, self._path.read_bytes(), str(self._path))
 
     async def run(self, state: RouterState) -> None:
         await poll_file(
-            self._path, self._poll_seconds, lambda text: apply_config_text(state, text, str(self._path))
+            self._path,
+            self._poll_seconds,
+            lambda text: apply_config_text(state, text, str(self._path)),
+            self._seen,
         )
 
 
@@ -166,17 +177,25 @@ class ConfigMapConfigSource:
         await informer(self._api, path, {"fieldSelector": f"metadata.name={self._name}"}, changed)
 
 
-async def poll_file(path: Path, every_seconds: float, on_change: Callable[[bytes], None]) -> None:
-    """Call `on_change(content)` whenever the file's (mtime, size, inode) changes. Polling: no
-    extra dependency, and it also sees ConfigMap volume updates (an atomic symlink swap)."""
-    seen: tuple[int, int, int] | None = None
+Fingerprint = tuple[int, int, int]
+
+
+def fingerprint(path: Path) -> Fingerprint:
+    stat = path.stat()
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+async def poll_file(
+    path: Path, every_seconds: float, on_change: Callable[[bytes], None], seen: Fingerprint | None = None
+) -> None:
+    """Call `on_change(content)` whenever the file's (mtime, size, inode) differs from `seen`.
+    Polling: no extra dependency, and it also sees ConfigMap volume updates (a symlink swap)."""
     while True:
         try:
-            stat = path.stat()
-            fingerprint = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-            if fingerprint != seen:
+            current = fingerprint(path)
+            if current != seen:
                 content = path.read_bytes()
-                seen = fingerprint
+                seen = current
                 on_change(content)
         except OSError as exc:
             log.warning("cannot read %s: %s", path, exc)

@@ -19,7 +19,8 @@ def load_booster(model_bytes: bytes, threads: int = 1) -> object:
         booster.load_model(bytearray(model_bytes))
     except xgb.core.XGBoostError as exc:
         raise BundleError(f"xgboost cannot load the model: {exc}") from exc
-    booster.set_param({"nthread": max(threads, 1)})
+    if threads > 0:
+        booster.set_param({"nthread": threads})
     return booster
 
 
