@@ -17,8 +17,11 @@ from kubernetes import client, config
 
 def endpoints(namespace: str, service: str) -> list[str]:
     config.load_kube_config()
-    slices = client.DiscoveryV1Api().list_namespaced_endpoint_slice(
-        namespace, label_selector=f"kubernetes.io/service-name={service}").items
+    slices = (
+        client.DiscoveryV1Api()
+        .list_namespaced_endpoint_slice(namespace, label_selector=f"kubernetes.io/service-name={service}")
+        .items
+    )
     found = []
     for endpoint_slice in slices:
         port = endpoint_slice.ports[0].port
@@ -43,21 +46,35 @@ def main() -> int:
     with open(args.rows, newline="") as handle:
         reader = csv.reader(handle)
         features = next(reader)
-        rows = [[float(v) if v else math.nan for v in row] for _, row in zip(range(args.count), reader, strict=False)]
+        rows = [
+            [float(v) if v else math.nan for v in row]
+            for _, row in zip(range(args.count), reader, strict=False)
+        ]
 
     print(f"{len(backends)} ready pod(s): {', '.join(backends)}")
     with httpx.Client(timeout=10) as http:
         for i, row in enumerate(rows):
             base = backends[i % len(backends)]
-            body = {"id": f"demo-{i}", "inputs": [{"name": "input", "datatype": "FP64", "shape": [1, len(row)],
-                                                   "data": [None if math.isnan(v) else v for v in row]}]}
+            body = {
+                "id": f"demo-{i}",
+                "inputs": [
+                    {
+                        "name": "input",
+                        "datatype": "FP64",
+                        "shape": [1, len(row)],
+                        "data": [None if math.isnan(v) else v for v in row],
+                    }
+                ],
+            }
             response = http.post(f"{base}/v2/models/{args.name}/infer", json=body)
             response.raise_for_status()
             answer = response.json()
             outputs = {o["name"]: o["data"] for o in answer["outputs"]}
             p_retained = outputs["probabilities"][1]
-            print(f"row {i}: P(retained)={p_retained:.3f} label={outputs['label'][0]}  "
-                  f"model={answer['model_name']} version={answer.get('model_version')}  via {base}")
+            print(
+                f"row {i}: P(retained)={p_retained:.3f} label={outputs['label'][0]}  "
+                f"model={answer['model_name']} version={answer.get('model_version')}  via {base}"
+            )
     print(f"features: {', '.join(features)}")
     return 0
 

@@ -11,7 +11,9 @@ ENV_PREFIX = "MODELDEPLOY_SERVER_"
 class ServerSettings(BaseSettings):
     """Everything the model server can be told; every field is one MODELDEPLOY_SERVER_<NAME> variable."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, use_attribute_docstrings=True
+    )
 
     model_uri: str = ""
     """Where the model bundle lives: a local path, file://, http(s)://, s3:// or gs:// URI."""

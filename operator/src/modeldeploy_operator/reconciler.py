@@ -18,8 +18,8 @@ from modeldeploy_operator.domain import labels as lbl
 from modeldeploy_operator.domain.desired_state import OWNED_KINDS, DesiredState, desired_state, stale_objects
 from modeldeploy_operator.domain.observed import ObservedDeployment
 from modeldeploy_operator.domain.resource import API_VERSION, KIND, ModelDeploymentRef
-from modeldeploy_operator.domain.status import compute_status, status_for_invalid_spec, with_error
 from modeldeploy_operator.domain.spec import ModelDeploymentSpec
+from modeldeploy_operator.domain.status import compute_status, status_for_invalid_spec, with_error
 from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
 from modeldeploy_operator.domain.validation import InvalidSpecError, parse_spec, validate_name
 from modeldeploy_operator.k8s.api import KubeApi, RejectedError, TransientApiError

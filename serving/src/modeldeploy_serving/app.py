@@ -19,9 +19,9 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from modeldeploy_contract.server_settings import ServerSettings
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving import metrics
 from modeldeploy_serving.dataplane import DataPlane
 from modeldeploy_serving.errors import BadRequestError, NotFoundError, PayloadTooLargeError, ServingError

@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from modeldeploy_contract.server_settings import ServerSettings
 
+from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving import metrics
 from modeldeploy_serving.batching import MicroBatcher
 from modeldeploy_serving.drift.window import DriftWindow

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from modeldeploy_contract.server_settings import ServerSettings
 from pydantic import ValidationError
 
+from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving.bundle import Manifest, VerifiedBundle, verify_bundle
 from modeldeploy_serving.drift.profile import ReferenceProfile
 from modeldeploy_serving.errors import BundleError

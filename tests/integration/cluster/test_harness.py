@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import pytest
 from kubernetes import client
+
 from modeldeploy_testcluster import controlplane, daemons, network
 from modeldeploy_testcluster.images import TEST_PYTHON_IMAGE
 from modeldeploy_testcluster.layout import Layout

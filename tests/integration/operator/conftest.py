@@ -11,11 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_helpers import REPO, helm, wait_for
 from kubernetes import client
 
 from modeldeploy_testcluster import nodes
 from modeldeploy_testcluster.layout import Layout
+
+from cluster_helpers import REPO, helm, wait_for
 
 RELEASE = "modeldeploy"
 RELEASE_NAMESPACE = "modeldeploy-system"
@@ -57,8 +58,11 @@ def operator_release(local_cluster: Layout, kubeconfig: Path) -> Iterator[str]:
 def churn_bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The churn example's bundles v1..v3, made once per session (a few seconds)."""
     out = tmp_path_factory.mktemp("churn")
-    subprocess.run([sys.executable, str(REPO / "examples" / "churn" / "make_models.py"), "--out", str(out)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "examples" / "churn" / "make_models.py"), "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
@@ -69,9 +73,18 @@ def model_store(local_cluster: Layout, churn_bundles: Path) -> Iterator[str]:
         s.bind((local_cluster.host_ip, 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", local_cluster.host_ip,
-         "--directory", str(churn_bundles)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "http.server",
+            str(port),
+            "--bind",
+            local_cluster.host_ip,
+            "--directory",
+            str(churn_bundles),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://{local_cluster.host_ip}:{port}"
 

@@ -7,8 +7,9 @@ import json
 from typing import Any
 
 import pytest
-from cluster_helpers import condition, create_mdep, get_mdep, wait_for
 from kubernetes import client
+
+from cluster_helpers import condition, create_mdep, get_mdep, wait_for
 from modeldeploy_crd_cases import INVALID_CASES, InvalidCase
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator_release")]
@@ -158,7 +159,8 @@ def test_a_spec_the_schema_accepts_but_the_operator_cannot_use_gets_a_condition_
         ),
     )
     degraded = condition(failed, "Degraded")
-    assert degraded is not None and degraded["reason"] == "InvalidSpec"
+    assert degraded is not None
+    assert degraded["reason"] == "InvalidSpec"
     assert "limit" in degraded["message"]
     assert not deployments(kube_api, namespace, "churn")
 

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_helpers import condition, create_mdep, get_mdep, wait_for
 from kubernetes import client
+
+from cluster_helpers import condition, create_mdep, get_mdep, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator_release")]
 
@@ -21,8 +22,12 @@ def churn(store: str, bundles: Path, version: str, replicas: int = 2) -> dict[st
     model: dict[str, Any] = {"uri": f"{store}/v{version}", "format": "onnx", "version": version}
     if sha:
         model["sha256"] = sha
-    return {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "churn"},
-            "spec": {"model": model, "replicas": replicas}}
+    return {
+        "apiVersion": "modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "churn"},
+        "spec": {"model": model, "replicas": replicas},
+    }
 
 
 def stable_selector(api: client.ApiClient, namespace: str) -> dict[str, str]:
@@ -30,8 +35,12 @@ def stable_selector(api: client.ApiClient, namespace: str) -> dict[str, str]:
 
 
 def revisions(api: client.ApiClient, namespace: str) -> set[str]:
-    return {d.metadata.labels["modeldeploy.io/revision"] for d in client.AppsV1Api(api).list_namespaced_deployment(
-        namespace, label_selector="modeldeploy.io/deployment=churn").items}
+    return {
+        d.metadata.labels["modeldeploy.io/revision"]
+        for d in client.AppsV1Api(api)
+        .list_namespaced_deployment(namespace, label_selector="modeldeploy.io/deployment=churn")
+        .items
+    }
 
 
 def test_status_follows_pods_becoming_ready_and_pods_answer(
@@ -41,16 +50,27 @@ def test_status_follows_pods_becoming_ready_and_pods_answer(
     first = wait_for("a status", lambda: get_mdep(kube_api, namespace, "churn").get("status"))
     assert first["phase"] in ("Pending", "Progressing")
 
-    ready = wait_for("phase Ready with 2/2", lambda: (md := get_mdep(kube_api, namespace, "churn"))["status"].get(
-        "readyReplicas") == 2 and md["status"]["phase"] == "Ready" and md, timeout=120)
+    ready = wait_for(
+        "phase Ready with 2/2",
+        lambda: (
+            (md := get_mdep(kube_api, namespace, "churn"))["status"].get("readyReplicas") == 2
+            and md["status"]["phase"] == "Ready"
+            and md
+        ),
+        timeout=120,
+    )
     assert condition(ready, "Ready")["status"] == "True"  # type: ignore[index]
     assert condition(ready, "Progressing")["status"] == "False"  # type: ignore[index]
     assert ready["status"]["modelVersion"] == "1"
     assert ready["status"]["history"][0]["outcome"] == "Promoted"
 
-    pods = client.CoreV1Api(kube_api).list_namespaced_pod(namespace, label_selector="modeldeploy.io/deployment=churn")
+    pods = client.CoreV1Api(kube_api).list_namespaced_pod(
+        namespace, label_selector="modeldeploy.io/deployment=churn"
+    )
     for pod in pods.items:
-        with urllib.request.urlopen(f"http://{pod.status.pod_ip}:8080/v2/models/churn/ready", timeout=5) as answer:
+        with urllib.request.urlopen(
+            f"http://{pod.status.pod_ip}:8080/v2/models/churn/ready", timeout=5
+        ) as answer:
             assert answer.status == 200
 
 
@@ -59,28 +79,49 @@ def test_a_new_version_takes_over_only_once_ready_and_a_broken_one_never_does(
 ) -> None:
     custom = client.CustomObjectsApi(kube_api)
     create_mdep(kube_api, namespace, churn(model_store, churn_bundles, "1", replicas=1))
-    wait_for("v1 Ready", lambda: get_mdep(kube_api, namespace, "churn").get("status", {}).get("phase") == "Ready",
-             timeout=120)
+    wait_for(
+        "v1 Ready",
+        lambda: get_mdep(kube_api, namespace, "churn").get("status", {}).get("phase") == "Ready",
+        timeout=120,
+    )
     (v1,) = revisions(kube_api, namespace)
 
     # A version whose bundle does not exist: its pods never get ready, v1 keeps serving.
-    custom.patch_namespaced_custom_object("modeldeploy.io", "v1alpha1", namespace, "modeldeployments", "churn",
-                                          {"spec": {"model": {"uri": f"{model_store}/v9", "version": "9",
-                                                              "sha256": None}}})
+    custom.patch_namespaced_custom_object(
+        "modeldeploy.io",
+        "v1alpha1",
+        namespace,
+        "modeldeployments",
+        "churn",
+        {"spec": {"model": {"uri": f"{model_store}/v9", "version": "9", "sha256": None}}},
+    )
     wait_for("the broken revision next to v1", lambda: len(revisions(kube_api, namespace)) == 2, timeout=30)
-    md = wait_for("status of the broken update", lambda: (m := get_mdep(kube_api, namespace, "churn"))["status"].get(
-        "observedGeneration") == 2 and m)
+    md = wait_for(
+        "status of the broken update",
+        lambda: (m := get_mdep(kube_api, namespace, "churn"))["status"].get("observedGeneration") == 2 and m,
+    )
     assert stable_selector(kube_api, namespace)["modeldeploy.io/revision"] == v1
     assert condition(md, "Progressing")["status"] == "True"  # type: ignore[index]
 
     # A good version: it takes over once ready, and the old revisions go.
     good = churn(model_store, churn_bundles, "2", replicas=1)["spec"]["model"]
-    custom.patch_namespaced_custom_object("modeldeploy.io", "v1alpha1", namespace, "modeldeployments", "churn",
-                                          {"spec": {"model": good}})
-    wait_for("v2 alone", lambda: len(revisions(kube_api, namespace)) == 1 and v1 not in revisions(
-        kube_api, namespace), timeout=120)
+    custom.patch_namespaced_custom_object(
+        "modeldeploy.io", "v1alpha1", namespace, "modeldeployments", "churn", {"spec": {"model": good}}
+    )
+    wait_for(
+        "v2 alone",
+        lambda: len(revisions(kube_api, namespace)) == 1 and v1 not in revisions(kube_api, namespace),
+        timeout=120,
+    )
     (v2,) = revisions(kube_api, namespace)
     assert stable_selector(kube_api, namespace)["modeldeploy.io/revision"] == v2
-    final = wait_for("Ready on v2", lambda: (m := get_mdep(kube_api, namespace, "churn"))["status"].get(
-        "phase") == "Ready" and m["status"].get("modelVersion") == "2" and m, timeout=60)
+    final = wait_for(
+        "Ready on v2",
+        lambda: (
+            (m := get_mdep(kube_api, namespace, "churn"))["status"].get("phase") == "Ready"
+            and m["status"].get("modelVersion") == "2"
+            and m
+        ),
+        timeout=60,
+    )
     assert [h["modelVersion"] for h in final["status"]["history"]][-1] == "2"

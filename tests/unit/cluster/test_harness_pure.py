@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from modeldeploy_testcluster.images import repository_of
 from modeldeploy_testcluster.processnode.agent import PodIPs
 from modeldeploy_testcluster.processnode.envvars import expand

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from modeldeploy_operator.domain.resource import ModelDeploymentRef
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from modeldeploy_builders import REPO
 
 CHART = REPO / "charts" / "modeldeploy"

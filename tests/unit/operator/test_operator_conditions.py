@@ -1,7 +1,8 @@
 import datetime as dt
 
-from modeldeploy_builders import NOW
 from modeldeploy_operator.domain.conditions import find_condition, is_true, remove_condition, set_condition
+
+from modeldeploy_builders import NOW
 
 LATER = NOW + dt.timedelta(minutes=5)
 

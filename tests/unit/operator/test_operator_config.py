@@ -1,4 +1,5 @@
 import pytest
+
 from modeldeploy_operator.config import OperatorSettings
 
 

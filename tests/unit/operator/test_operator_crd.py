@@ -13,12 +13,14 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from modeldeploy_builders import CRD_PATH, NOW, REPO, make_spec, observed_for
-from modeldeploy_crd_cases import INVALID_CASES, valid_manifest
+from pydantic import BaseModel
+
 from modeldeploy_operator.domain.spec import ModelDeploymentSpec
 from modeldeploy_operator.domain.status import compute_status
 from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
-from pydantic import BaseModel
+
+from modeldeploy_builders import CRD_PATH, NOW, REPO, make_spec, observed_for
+from modeldeploy_crd_cases import INVALID_CASES, valid_manifest
 
 CRD = yaml.safe_load(CRD_PATH.read_text())
 VERSION = CRD["spec"]["versions"][0]

@@ -1,7 +1,7 @@
 from typing import Any
 
 import pytest
-from modeldeploy_builders import BASE_MODEL, make_spec
+
 from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_operator.domain.labels import router_selector
 from modeldeploy_operator.domain.manifests import (
@@ -12,6 +12,8 @@ from modeldeploy_operator.domain.manifests import (
 )
 from modeldeploy_operator.domain.resource import ModelDeploymentRef
 from modeldeploy_operator.domain.revision import ResolvedVariant, resolve_variants
+
+from modeldeploy_builders import BASE_MODEL, make_spec
 
 IMAGE = "ghcr.io/modeldeploy/serving:0.1.0"
 

@@ -1,6 +1,7 @@
 import re
 
 import pytest
+
 from modeldeploy_operator.domain.names import fit_name, revision_name, router_name, stable_service_name
 
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")

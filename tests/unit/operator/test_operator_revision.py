@@ -1,6 +1,8 @@
 import pytest
-from modeldeploy_builders import BASE_MODEL, make_spec
+
 from modeldeploy_operator.domain.revision import MODEL_CACHE_DIR, resolve_variants, revision_hash
+
+from modeldeploy_builders import BASE_MODEL, make_spec
 
 
 def _revision(**overrides: object) -> str:

@@ -1,11 +1,12 @@
 import datetime as dt
 
-from modeldeploy_builders import BASE_MODEL, NOW, make_spec, observed_for
 from modeldeploy_operator.domain.conditions import find_condition
 from modeldeploy_operator.domain.observed import ObservedDeployment
 from modeldeploy_operator.domain.revision import resolve_variants
 from modeldeploy_operator.domain.status import compute_status, status_for_invalid_spec, with_error
 from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
+
+from modeldeploy_builders import BASE_MODEL, NOW, make_spec, observed_for
 
 LATER = NOW + dt.timedelta(minutes=1)
 

@@ -1,10 +1,12 @@
 from typing import Any
 
 import pytest
-from modeldeploy_builders import BASE_MODEL, make_spec
+
 from modeldeploy_operator.domain.durations import parse_duration
 from modeldeploy_operator.domain.quantity import parse_quantity
 from modeldeploy_operator.domain.validation import InvalidSpecError, parse_spec, validate_name, validate_spec
+
+from modeldeploy_builders import BASE_MODEL, make_spec
 
 CHECKS = [{"name": "errors", "type": "errorRate", "threshold": {"max": 0.01}}]
 

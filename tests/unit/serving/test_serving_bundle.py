@@ -13,6 +13,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+
 from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving.batching import MicroBatcher
 from modeldeploy_serving.bundle import MANIFEST_NAME, sha256_file, verify_bundle

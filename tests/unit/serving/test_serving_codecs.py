@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from modeldeploy_serving.errors import BadRequestError
 from modeldeploy_serving.model import Prediction
 from modeldeploy_serving.protocol import v1, v2

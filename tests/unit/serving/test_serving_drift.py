@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from modeldeploy_serving.drift import stats
 from modeldeploy_serving.drift.profile import bin_counts, build_profile, edges_for
 from modeldeploy_serving.drift.window import DriftWindow

@@ -7,6 +7,7 @@ what we sent: no point retrying the same thing).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from typing import Any
@@ -190,7 +191,5 @@ class KubeApi:
             "lastTimestamp": now,
             "count": 1,
         }
-        try:
+        with contextlib.suppress(TransientApiError, RejectedError):
             self._call("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=body)
-        except (TransientApiError, RejectedError):
-            pass

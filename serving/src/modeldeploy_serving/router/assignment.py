@@ -140,6 +140,8 @@ class RoundRobin:
         return self.backends[next(self._counter) % len(self.backends)]
 
     def other_than(self, backend: str) -> str | None:
-        """A different backend for the one retry, if there is one."""
-        others = [b for b in self.backends if b != backend]
-        return others[next(self._counter) % len(others)] if others else None
+        """The backend after `backend` in the ring, for the one retry (None if it is the only one).
+        Does not advance the shared counter, so the retry does not skew the rotation."""
+        if len(self.backends) < 2 or backend not in self.backends:
+            return None
+        return self.backends[(self.backends.index(backend) + 1) % len(self.backends)]

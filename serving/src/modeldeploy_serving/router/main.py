@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Protocol
 
 from modeldeploy_contract.router_config import ArmConfig, RouterSettings
-
 from modeldeploy_serving.router.kube import KubeApi, namespace_of_pod
 from modeldeploy_serving.router.metrics import RouterMetrics
 from modeldeploy_serving.router.proxy import RouterApp

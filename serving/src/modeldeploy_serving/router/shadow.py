@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from modeldeploy_contract.router_config import ShadowConfig
 
+from modeldeploy_contract.router_config import ShadowConfig
 from modeldeploy_serving.router.metrics import RouterMetrics
 from modeldeploy_serving.router.state import Arm
 from modeldeploy_serving.router.upstream import UpstreamPool, UpstreamTimeoutError

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from modeldeploy_contract.router_config import ArmConfig, RouterConfig
 from pydantic import ValidationError
 
+from modeldeploy_contract.router_config import ArmConfig, RouterConfig
 from modeldeploy_serving.router.kube import KubeApi, Objects, informer
 from modeldeploy_serving.router.state import RouterState
 

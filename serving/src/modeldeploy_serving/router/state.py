@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from modeldeploy_contract.router_config import ArmConfig, RouterConfig
-
 from modeldeploy_serving.router.assignment import ArmWeight, RoundRobin, Split, key_point
 from modeldeploy_serving.router.metrics import RouterMetrics
 

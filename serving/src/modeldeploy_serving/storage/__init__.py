@@ -16,7 +16,6 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from modeldeploy_contract.server_settings import ServerSettings
-
 from modeldeploy_serving.bundle import MANIFEST_NAME, parse_manifest, sha256_bytes, verify_bundle
 from modeldeploy_serving.errors import BundleError
 from modeldeploy_serving.storage.base import Source

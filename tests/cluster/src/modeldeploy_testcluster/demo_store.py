@@ -33,7 +33,16 @@ def main() -> int:
     records = [r for r in records if r.name != "demo-store"]
     record = daemons.spawn(
         "demo-store",
-        [sys.executable, "-m", "http.server", str(PORT), "--bind", layout.host_ip, "--directory", str(folder)],
+        [
+            sys.executable,
+            "-m",
+            "http.server",
+            str(PORT),
+            "--bind",
+            layout.host_ip,
+            "--directory",
+            str(folder),
+        ],
         layout.logs_dir / "demo-store.log",
     )
     daemons.save(layout.processes_file, [*records, record])

@@ -1,0 +1,124 @@
+"""Real processes for the router's integration tests: fake backends and the router on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from modeldeploy_contract.router_config import RouterConfig
+
+HERE = Path(__file__).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_http(url: str, timeout: float = 15.0, status: int | None = 200) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, timeout=1.0)
+            if status is None or response.status_code == status:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer {status}")
+
+
+@contextmanager
+def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def fake_backend(name: str, prob: float, workdir: Path, sleep: float = 0.0) -> Iterator[str]:
+    """A fake model server; yields its "127.0.0.1:port"."""
+    port = free_port()
+    args = [sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), "fake_backend:app"]
+    args += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    env = {"FAKE_NAME": name, "FAKE_PROB": str(prob), "FAKE_SLEEP": str(sleep)}
+    with process(args, env, workdir / f"backend-{name}.log"):
+        wait_http(f"http://127.0.0.1:{port}/", status=None)
+        yield f"127.0.0.1:{port}"
+
+
+class Router:
+    """The router process with a config file and an endpoints file it re-reads."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config_file = workdir / "router.json"
+        self.endpoints_file = workdir / "endpoints.json"
+        self.generation = 0
+
+    def write_config(self, config: dict[str, Any]) -> RouterConfig:
+        """Validate through the contract and replace the file atomically; bumps the generation."""
+        self.generation += 1
+        table = RouterConfig.model_validate({**config, "generation": self.generation})
+        _atomic_write(self.config_file, table.to_json().encode())
+        return table
+
+    def write_endpoints(self, by_service: dict[str, list[dict[str, Any]]]) -> None:
+        _atomic_write(self.endpoints_file, orjson.dumps(by_service))
+
+    def wait_generation(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if f"modeldeploy_router_config_generation {self.generation}.0" in self.metrics():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"router did not apply generation {self.generation}")
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.url}/metrics").text
+
+    def metric(self, sample: str) -> float:
+        """Value of one sample line, e.g. 'modeldeploy_router_requests_total{code="2xx",...}'; 0 if absent."""
+        for line in self.metrics().splitlines():
+            if line.startswith(sample + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    @contextmanager
+    def running(self) -> Iterator[Router]:
+        args = [sys.executable, "-m", "modeldeploy_serving.router.main"]
+        args += ["--config-file", str(self.config_file), "--endpoints-file", str(self.endpoints_file)]
+        args += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
+        env = {"MODELDEPLOY_ROUTER_FILE_POLL_SECONDS": "0.05"}
+        env_clean = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+        with process(args, {**env_clean, **env}, self.workdir / "router.log"):
+            wait_http(f"{self.url}/healthz")
+            yield self
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)  # a new inode: the router's poll sees a change even within one mtime tick

@@ -1,0 +1,87 @@
+"""The RouterConfig contract: parsing, validation, JSON round trip, process settings."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from modeldeploy_contract.router_config import (
+    CONFIG_KEY,
+    RouterConfig,
+    RouterSettings,
+    config_map_name,
+)
+
+EXAMPLE = {
+    "deployment": {"namespace": "shop", "name": "churn"},
+    "generation": 7,
+    "arms": [
+        {"variant": "default", "revision": "r2", "weight": 10, "service": "churn-r2", "model_name": "churn"},
+        {"variant": "default", "revision": "r1", "weight": 90, "service": "churn-r1", "model_name": "churn"},
+        {"variant": "default", "revision": "r3", "weight": 0, "service": "churn-r3", "model_name": "churn"},
+    ],
+    "sticky": {"header": "X-User-Id", "body_field": "customer_id"},
+    "shadow": {"variant": "default", "revision": "r3", "percent": 5},
+}
+
+
+def test_example_parses_with_defaults() -> None:
+    config = RouterConfig.model_validate(EXAMPLE)
+    assert config.schema_version == "modeldeploy.io/router/v1"
+    assert [a.arm_id for a in config.arms] == ["default/r2", "default/r1", "default/r3"]
+    assert config.when_arm_unavailable == "redistribute"
+    assert config.timeouts.request_seconds == 30.0
+    assert config.retry.on_connect_error is True
+    assert config.shadow is not None
+    assert config.shadow.max_in_flight == 64
+
+
+def test_json_round_trip() -> None:
+    config = RouterConfig.model_validate(EXAMPLE)
+    assert RouterConfig.from_json(config.to_json()) == config
+    assert RouterConfig.from_json(config.to_json().encode()) == config
+
+
+def test_config_map_convention() -> None:
+    assert config_map_name("churn") == "churn-router"
+    assert CONFIG_KEY == "router.json"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"arms": [{**EXAMPLE["arms"][0], "weight": 50}, EXAMPLE["arms"][1]]}, "sum to 140"),  # type: ignore[index]
+        ({"arms": [EXAMPLE["arms"][1], EXAMPLE["arms"][1]]}, "duplicate arms"),  # type: ignore[index]
+        ({"shadow": {"variant": "default", "revision": "nope", "percent": 5}}, "not in arms"),
+        ({"arms": [{"variant": "v", "revision": "r", "weight": 100, "model_name": "m"}]}, "service"),
+        (
+            {
+                "arms": [
+                    {"variant": "v", "revision": "r", "weight": 100, "model_name": "m", "endpoints": ["x"]}
+                ]
+            },
+            "host:port",
+        ),
+        ({"arms": []}, "at least 1"),
+        ({"when_arm_unavailable": "drop"}, "redistribute"),
+        ({"surprise": 1}, "Extra inputs"),
+    ],
+)
+def test_invalid_tables_are_refused(change: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        RouterConfig.model_validate({**EXAMPLE, **change})
+
+
+def test_fractional_weights_that_sum_to_100() -> None:
+    arms = [
+        {"variant": v, "revision": "r1", "weight": w, "endpoints": ["127.0.0.1:1"], "model_name": "m"}
+        for v, w in (("a", 33.3), ("b", 33.3), ("c", 33.4))
+    ]
+    assert len(RouterConfig.model_validate({**EXAMPLE, "arms": arms, "shadow": None}).arms) == 3
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELDEPLOY_ROUTER_CONFIG_MAP", "churn-router")
+    monkeypatch.setenv("MODELDEPLOY_ROUTER_PORT", "9090")
+    settings = RouterSettings()
+    assert (settings.config_map, settings.config_key, settings.port) == ("churn-router", "router.json", 9090)
