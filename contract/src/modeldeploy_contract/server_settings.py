@@ -57,6 +57,11 @@ class ServerSettings(BaseSettings):
     drift_window_seconds: float = Field(default=60.0, gt=0)
     """A window with at least one row also closes after this many seconds (low traffic)."""
 
+    drift_max_cpu_share: float = Field(default=0.02, gt=0, le=1)
+    """Most of a worker's CPU that drift statistics may use: after a window's statistics took t
+    seconds, incoming rows are not buffered for t * (1 / share - 1) seconds, so under heavy load the
+    windows become evenly spaced samples of the traffic instead of a cost on every request."""
+
     model_cache_dir: str = "/tmp/modeldeploy-models"  # noqa: S108 (an emptyDir in a pod; private per container)
     """Where downloaded bundles are unpacked; an emptyDir in a pod."""
 

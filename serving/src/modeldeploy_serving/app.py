@@ -266,7 +266,6 @@ def build_api(settings: ServerSettings, dataplane: DataPlane) -> FastAPI:
 
     @api.get("/metrics")
     async def metrics_endpoint() -> Response:
-        await dataplane.drift_settled()
         dataplane.flush_metrics()
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)

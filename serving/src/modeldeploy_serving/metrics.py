@@ -146,6 +146,11 @@ WINDOW_END = Gauge(
     multiprocess_mode="mostrecent",
 )
 WINDOWS = Counter("modeldeploy_drift_windows", "Drift windows closed.", MODEL_LABELS)
+DRIFT_SKIPPED = Counter(
+    "modeldeploy_drift_skipped_rows",
+    "Rows predicted while drift buffering was paused to keep drift within its CPU budget.",
+    MODEL_LABELS,
+)
 
 
 class ModelMetrics:
@@ -181,6 +186,9 @@ class ModelMetrics:
 
     def predicted(self, rows: int) -> None:
         self._rows += rows
+
+    def drift_skipped(self, rows: int) -> None:
+        DRIFT_SKIPPED.labels(self.model, self.version).inc(rows)
 
     def flush(self) -> None:
         counts, self._counts = self._counts, {}

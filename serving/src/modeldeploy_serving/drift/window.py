@@ -43,6 +43,9 @@ class DriftWindow:
     _scores: list[npt.NDArray[np.floating]] = field(default_factory=list)
     rows: int = 0
     started_at: float = field(default_factory=time.monotonic)
+    paused_until: float = 0.0
+    """No rows are buffered before this time.monotonic() (the drift CPU budget, see the data plane)."""
+    skipped_rows: int = 0
 
     def __post_init__(self) -> None:
         self._edges = [np.asarray(f.edges, dtype=np.float64) for f in self.profile.features]
@@ -51,7 +54,11 @@ class DriftWindow:
     def add(self, inputs: npt.NDArray[np.float32], scores: npt.NDArray[np.floating]) -> bool:
         """Buffer a batch; True when the window is full and should be closed."""
         if self.rows == 0:
-            self.started_at = time.monotonic()
+            now = time.monotonic()
+            if now < self.paused_until:
+                self.skipped_rows += inputs.shape[0]
+                return False
+            self.started_at = now
         self._inputs.append(inputs)
         self._scores.append(scores)
         self.rows += inputs.shape[0]
