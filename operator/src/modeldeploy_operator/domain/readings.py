@@ -1,0 +1,24 @@
+"""What analysis sources hand to the rollout planner: one raw reading per check.
+
+Sources (`modeldeploy_operator.analysis`: the built-in scrape of router and server metrics, and
+Prometheus) produce these; the pure evaluation in the domain turns them into Pass / Fail /
+Inconclusive against the spec's thresholds and minimum samples. A source never decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class CheckReading:
+    check: str
+    """Name of the check in spec.rollout.analysis.checks."""
+    value: float | None
+    """The measured value; None (or NaN) when there was no data: never a pass."""
+    samples: int
+    """How many observations stand behind the value (requests, rows): compared with minSamples."""
+    measured_at: datetime
+    detail: str = ""
+    """Human-readable context for status and Events (e.g. "canary 3/412 requests failed")."""
