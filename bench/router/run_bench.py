@@ -143,7 +143,7 @@ def table(rows: list[dict[str, object]]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=int, default=10)
-    ap.add_argument("--connections", type=int, nargs="+", default=[16, 64])
+    ap.add_argument("--connections", type=int, nargs="+", default=[1, 16, 64])
     ap.add_argument("--model-uri", help="also benchmark `modeldeploy serve` with this bundle")
     ap.add_argument("--out", type=Path, help="write the raw figures as JSON here")
     args = ap.parse_args()

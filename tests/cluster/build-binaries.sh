@@ -18,6 +18,7 @@ export GOTOOLCHAIN=local
 
 KUBE_VERSION=v1.34.4
 ETCD_VERSION=v3.6.16
+GATEWAY_API_VERSION=v1.3.0
 
 stamp_of() {  # the inputs that decide a binary's content
   cat "$here/gotools/$1/go.mod" "$here/gotools/$1/go.sum" "$0" | sha256sum | cut -c1-16
@@ -48,8 +49,20 @@ kube_ldflags() {
   echo "$out"
 }
 
+gateway_api_crds() {  # the standard-channel CRDs, as shipped in the Gateway API's Go module
+  local dest=$cache/gateway-api-crds/$GATEWAY_API_VERSION
+  [[ -f $dest/.done ]] && return 0
+  local dir
+  dir=$(cd "$here/gotools/kube" && go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" \
+        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  mkdir -p "$dest"
+  cp "$dir"/config/crd/standard/*.yaml "$dest/"
+  chmod u+w "$dest"/*.yaml
+  touch "$dest/.done"
+}
+
 want=("$@")
-[[ ${#want[@]} -gt 0 ]] || want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
+[[ ${#want[@]} -gt 0 ]] || want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm gateway-api-crds)
 
 for name in "${want[@]}"; do
   case $name in
@@ -59,6 +72,7 @@ for name in "${want[@]}"; do
           build "$name" kube "k8s.io/kubernetes/cmd/$name" "$(kube_ldflags)" ;;
     kwok) build kwok kwok sigs.k8s.io/kwok/cmd/kwok ;;
     helm) build helm helm helm.sh/helm/v3/cmd/helm ;;
+    gateway-api-crds) gateway_api_crds ;;
     *) echo "unknown binary: $name" >&2; exit 2 ;;
   esac
 done

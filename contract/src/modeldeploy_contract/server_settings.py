@@ -39,14 +39,16 @@ class ServerSettings(BaseSettings):
     max_batch_rows: int = Field(default=10_000, ge=1)
     """Most rows accepted in one inference request; more get HTTP 400."""
 
-    batching_enabled: bool = False
-    """Merge concurrent requests into one model call (adaptive micro-batching)."""
+    batching_enabled: bool = True
+    """Merge concurrent requests into one model call (adaptive micro-batching; see docs/benchmarks.md)."""
 
     batch_max_size: int = Field(default=64, ge=1)
     """Most rows in one micro-batch."""
 
-    batch_max_wait_ms: float = Field(default=1.0, ge=0)
-    """Longest a request waits for others to join its micro-batch, in milliseconds."""
+    batch_max_wait_ms: float = Field(default=0.0, ge=0)
+    """Longest a request waits for others to join its micro-batch, in milliseconds; 0 closes the
+    batch at the next turn of the event loop (requests that arrived together share a model call,
+    a lone request waits for nothing)."""
 
     drift_enabled: bool = True
     """Compute input and prediction drift against the bundle's reference profile."""

@@ -132,8 +132,9 @@ class Reconciler:
     ) -> tuple[DesiredState, list[ObservedDeployment], int]:
         # 2. observe
         selector = f"{lbl.DEPLOYMENT_LABEL}={owner.name}"
+        uses_gateway = spec.traffic.provider == "gatewayAPI"
         owned = {
-            kind: self.api.list(api_version, kind, owner.namespace, selector)
+            kind: self._list_owned(api_version, kind, owner.namespace, selector, uses_gateway)
             for api_version, kind in OWNED_KINDS
         }
         observed = [o for d in owned["Deployment"] if (o := ObservedDeployment.from_object(d))]
@@ -163,6 +164,18 @@ class Reconciler:
                 )
                 pruned += 1
         return state, observed, pruned
+
+    def _list_owned(
+        self, api_version: str, kind: str, namespace: str, selector: str, uses_gateway: bool
+    ) -> list[dict[str, Any]]:
+        try:
+            return self.api.list(api_version, kind, namespace, selector)
+        except RejectedError as error:
+            # Without the Gateway provider, HTTPRoutes may be unknown to the cluster (404) or not granted
+            # to the operator (403, the chart's default): then there is no route of ours to prune.
+            if kind == "HTTPRoute" and not uses_gateway and error.status in (403, 404):
+                return []
+            raise
 
     def _write_status(self, body: dict[str, Any], status: ModelDeploymentStatus) -> bool:
         patch = status_patch(body.get("status") or {}, status.to_patch())

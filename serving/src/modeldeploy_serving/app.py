@@ -242,6 +242,8 @@ def build_api(settings: ServerSettings, dataplane: DataPlane) -> FastAPI:
             raise
         except ServingError:
             return json_response(503, {"name": name, "ready": False, "state": dataplane.state})
+        if not dataplane.ready:
+            return json_response(503, {"name": name, "ready": False, "state": "other workers loading"})
         return json_response(200, {"name": m.name, "ready": True})
 
     @api.get("/v2/models/{name}")

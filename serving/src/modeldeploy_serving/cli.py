@@ -38,6 +38,9 @@ def _serve(args: argparse.Namespace) -> int:
         shutil.rmtree(folder, ignore_errors=True)  # stale files of an earlier run would be summed in
         Path(folder).mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+        from modeldeploy_serving.workers import WORKER_STATE_DIR
+
+        os.environ[WORKER_STATE_DIR] = tempfile.mkdtemp(prefix="modeldeploy-workers-")
     else:
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 

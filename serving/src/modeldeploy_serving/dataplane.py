@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from modeldeploy_contract.server_settings import ServerSettings
-from modeldeploy_serving import metrics
+from modeldeploy_serving import metrics, workers
 from modeldeploy_serving.batching import MicroBatcher
 from modeldeploy_serving.drift.window import DriftWindow
 from modeldeploy_serving.errors import NotFoundError, UnavailableError
@@ -79,10 +79,12 @@ class DataPlane:
             self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
             metrics.LOAD_FAILURES.inc()
             log.error("model load failed: %s", self.error)
+            workers.mark("failed")
             return
         if self.settings.model_name:
             model.name = self.settings.model_name
         self._activate(model)
+        workers.mark("ready")
         if self._window is not None:
             await self._drift_timer()
 
@@ -114,7 +116,8 @@ class DataPlane:
     # -- requests --------------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
-        return self.state == "ready"
+        """This worker is ready and, with several workers, so is every other live one."""
+        return self.state == "ready" and workers.all_ready(self.settings.workers)
 
     def resolve(self, name: str, version: str | None) -> LoadedModel:
         model = self.model

@@ -43,6 +43,8 @@ def operator_release(local_cluster: Layout, kubeconfig: Path) -> Iterator[str]:
         "120s",
         "--set",
         "operator.resyncSeconds=10",
+        "--set",
+        "gatewayAPI.enabled=true",  # the test cluster has the Gateway API CRDs
         # The pods run this checkout's code: restart them so an upgrade picks up edits.
         "--set-string",
         rf"podAnnotations.modeldeploy\.io/test-session={time.time_ns()}",

@@ -55,9 +55,8 @@ def arm_of(response: httpx.Response) -> str:
 
 
 def requests_total(rig: Cluster, revision: str) -> float:
-    return rig.router.metric(
-        f'modeldeploy_router_requests_total{{code="2xx",revision="{revision}",variant="default"}}'
-    )
+    sample = f'modeldeploy_router_requests_total{{code="2xx",revision="{revision}",variant="default"}}'
+    return float(rig.router.metric(sample))
 
 
 def test_weighted_random_split_follows_the_weights(rig: Cluster) -> None:
@@ -65,16 +64,16 @@ def test_weighted_random_split_follows_the_weights(rig: Cluster) -> None:
     before = {r: requests_total(rig, r) for r in ("r1", "r2")}
     n = 2000
     revisions: Counter[str] = Counter()
-    backends: Counter[str] = Counter()
+    backends: Counter[tuple[str, str]] = Counter()
     with httpx.Client(base_url=rig.router.url) as client:
         for _ in range(n):
             response = client.post(INFER, content=V2_BODY)
             revisions[arm_of(response)] += 1
-            backends[(response.headers["x-modeldeploy-revision"], response.headers["x-backend"])] += 1  # type: ignore[index]
+            backends[(response.headers["x-modeldeploy-revision"], response.headers["x-backend"])] += 1
     sigma = (n * 0.3 * 0.7) ** 0.5
     assert revisions["r2"] == pytest.approx(0.3 * n, abs=5 * sigma)
-    assert set(backends) == {("r2", "canary"), ("r1", "stable-1"), ("r1", "stable-2")}  # type: ignore[comparison-overlap]
-    assert backends[("r1", "stable-1")] == pytest.approx(backends[("r1", "stable-2")], abs=2)  # type: ignore[index]
+    assert set(backends) == {("r2", "canary"), ("r1", "stable-1"), ("r1", "stable-2")}
+    assert backends[("r1", "stable-1")] == pytest.approx(backends[("r1", "stable-2")], abs=2)
     for revision in ("r1", "r2"):  # per-arm metrics count exactly what was served
         assert requests_total(rig, revision) - before[revision] == revisions[revision]
     assert (

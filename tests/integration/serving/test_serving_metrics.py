@@ -20,6 +20,7 @@ def drift_server(bundles: Bundles, module_serve: ServerFactory) -> Server:
         env={
             "MODELDEPLOY_SERVER_DRIFT_WINDOW_ROWS": "1000",
             "MODELDEPLOY_SERVER_DRIFT_WINDOW_SECONDS": "600",
+            "MODELDEPLOY_SERVER_DRIFT_MAX_CPU_SHARE": "1",  # no pause between windows: exact counts
         },
     )
     s.wait_ready()
@@ -132,6 +133,27 @@ def test_window_closes_early_by_time(bundles: Bundles, serve: ServerFactory) -> 
         assert rows == [30]
 
 
+def test_drift_cpu_budget_samples_windows_under_load(bundles: Bundles, serve: ServerFactory) -> None:
+    # A tiny budget: after each window, buffering pauses for ~1,000x the window's compute time.
+    server = serve(
+        str(bundles.v1),
+        env={
+            "MODELDEPLOY_SERVER_DRIFT_WINDOW_ROWS": "100",
+            "MODELDEPLOY_SERVER_DRIFT_MAX_CPU_SHARE": "0.001",
+        },
+    )
+    server.wait_ready()
+    with server.client() as c:
+        send(c, bundles.normal[:2000], 100)
+        text = c.get("/metrics").text
+    windows = metric(text, "modeldeploy_drift_windows_total", **V1)
+    skipped = metric(text, "modeldeploy_drift_skipped_rows_total", **V1)
+    assert windows >= 1
+    assert skipped > 0
+    assert windows * 100 + skipped == 2000
+    assert metric(text, "modeldeploy_predicted_rows_total", **V1) == 2000
+
+
 def test_drift_off_publishes_no_drift(bundles: Bundles, serve: ServerFactory) -> None:
     server = serve(
         str(bundles.v1),
@@ -147,7 +169,9 @@ def test_drift_off_publishes_no_drift(bundles: Bundles, serve: ServerFactory) ->
 
 def test_metrics_are_aggregated_over_workers(bundles: Bundles, serve: ServerFactory) -> None:
     server = serve(
-        str(bundles.v1), env={"MODELDEPLOY_SERVER_DRIFT_WINDOW_ROWS": "10"}, args=["--workers", "2"]
+        str(bundles.v1),
+        env={"MODELDEPLOY_SERVER_DRIFT_WINDOW_ROWS": "10", "MODELDEPLOY_SERVER_DRIFT_MAX_CPU_SHARE": "1"},
+        args=["--workers", "2"],
     )
     server.wait_ready()
     for _ in range(40):  # new connections spread over both workers

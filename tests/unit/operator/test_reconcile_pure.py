@@ -69,7 +69,10 @@ def test_a_new_revision_replaces_the_old_only_once_ready(new_ready: int, expecte
     serving = old.revision if expected_serving == "old" else new.revision
     assert state.serving == (("default", serving),)
     assert selector_of_stable_service(state)["modeldeploy.io/revision"] == serving
-    owned = [{"metadata": {"name": f"churn-default-{r}"}} for r in (old.revision, new.revision)]
+    owned = [
+        {"kind": "Deployment", "metadata": {"name": f"churn-default-{r}"}}
+        for r in (old.revision, new.revision)
+    ]
     stale = [o["metadata"]["name"] for o in stale_objects(state, owned)]
     assert stale == ([] if expected_serving == "old" else [f"churn-default-{old.revision}"])
 
@@ -101,3 +104,10 @@ def test_replicas_change_is_not_a_new_revision() -> None:
 )
 def test_status_patch(current: dict[str, Any], new: dict[str, Any], expected: dict[str, Any] | None) -> None:
     assert status_patch(current, new) == expected
+
+
+def test_pruning_tells_kinds_apart_when_names_are_shared() -> None:
+    # The stable Service and the HTTPRoute are both named after the ModelDeployment.
+    state = desired_state(OWNER, spec(), [], image=IMAGE)  # router provider: no route wanted
+    owned = [{"kind": "Service", "metadata": {"name": "churn"}}, {"kind": "HTTPRoute", "metadata": {"name": "churn"}}]
+    assert [o["kind"] for o in stale_objects(state, owned)] == ["HTTPRoute"]

@@ -236,12 +236,12 @@ def test_micro_batcher_propagates_model_errors() -> None:
 
 
 def test_settings_round_trip_through_env() -> None:
-    settings = ServerSettings(model_uri="s3://b/m", port=9000, batching_enabled=True)
+    settings = ServerSettings(model_uri="s3://b/m", port=9000, batching_enabled=False)
     env = settings.to_env()
     assert env == {
         "MODELDEPLOY_SERVER_MODEL_URI": "s3://b/m",
         "MODELDEPLOY_SERVER_PORT": "9000",
-        "MODELDEPLOY_SERVER_BATCHING_ENABLED": "true",
+        "MODELDEPLOY_SERVER_BATCHING_ENABLED": "false",
     }
     full = settings.to_env(include_defaults=True)
     assert full["MODELDEPLOY_SERVER_DRIFT_WINDOW_ROWS"] == "1000"
@@ -278,3 +278,18 @@ def test_churn_example_script_makes_three_bundles(tmp_path: Path) -> None:
     churn().build(again, rows=6000)
     assert sha256_file(again / "v1" / "model.ubj") == sha256_file(out / "v1" / "model.ubj")
     shutil.rmtree(again)
+
+
+def test_readiness_needs_every_live_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from modeldeploy_serving import workers
+
+    assert workers.all_ready(2)  # no shared folder: one worker, its own state decides
+    monkeypatch.setenv(workers.WORKER_STATE_DIR, str(tmp_path))
+    workers.mark("ready")
+    assert workers.all_ready(1)
+    assert not workers.all_ready(2)
+    (tmp_path / "999999999.ready").touch()  # a dead worker's leftover does not count
+    assert not workers.all_ready(2)
+    assert (tmp_path / f"{os.getpid()}.ready").exists()

@@ -122,3 +122,14 @@ def test_window_expires_by_time_only_with_rows() -> None:
     window.add(np.zeros((1, 2), dtype=np.float32), np.zeros(1, dtype=np.float32))
     assert not window.expired(now=window.started_at + 1)
     assert window.expired(now=window.started_at + 5)
+
+
+def test_window_skips_rows_while_paused() -> None:
+    profile, _ = _profile(np.random.default_rng(4))
+    window = DriftWindow(profile, max_rows=10, max_seconds=60)  # type: ignore[arg-type]
+    window.paused_until = window.started_at + 3600
+    assert not window.add(np.zeros((50, 2), dtype=np.float32), np.zeros(50, dtype=np.float32))
+    assert window.rows == 0
+    assert window.skipped_rows == 50
+    window.paused_until = 0.0
+    assert window.add(np.zeros((10, 2), dtype=np.float32), np.zeros(10, dtype=np.float32))

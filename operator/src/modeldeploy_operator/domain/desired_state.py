@@ -18,11 +18,13 @@ from .observed import ObservedDeployment
 from .resource import ModelDeploymentRef
 from .revision import ResolvedVariant, resolve_variants
 from .spec import ModelDeploymentSpec
+from .traffic import build_http_route, split
 
 OWNED_KINDS: tuple[tuple[str, str], ...] = (
     ("apps/v1", "Deployment"),
     ("v1", "Service"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
 )
 
 
@@ -30,8 +32,9 @@ OWNED_KINDS: tuple[tuple[str, str], ...] = (
 class DesiredState:
     manifests: tuple[dict[str, Any], ...]
     """Objects to server-side apply, in order."""
-    keep: frozenset[str]
-    """Names of owned objects that must survive pruning (applied ones and still-serving old revisions)."""
+    keep: frozenset[tuple[str, str]]
+    """(kind, name) of owned objects that must survive pruning: applied ones and still-serving old
+    revisions. Kinds matter: the stable Service and the HTTPRoute share the ModelDeployment's name."""
     serving: tuple[tuple[str, str], ...]
     """(variant, revision) pairs that take traffic now."""
 
@@ -58,7 +61,7 @@ def desired_state(
 ) -> DesiredState:
     variants = resolve_variants(owner.name, spec)
     manifests: list[dict[str, Any]] = []
-    keep: set[str] = {owner.name}
+    serving_names: set[str] = set()  # revision objects (Deployment, Service, HPA) still needed
     serving: list[tuple[str, str]] = []
     progress_deadline = spec.rollout.progress_deadline_seconds
     for variant in variants:
@@ -76,9 +79,9 @@ def desired_state(
         hpa = build_hpa(owner, variant)
         if hpa is not None:
             manifests.append(hpa)
-        keep.add(revision_name(owner.name, variant.name, variant.revision))
+        serving_names.add(revision_name(owner.name, variant.name, variant.revision))
         live = _serving_revision(variant, observed)
-        keep.add(revision_name(owner.name, variant.name, live))
+        serving_names.add(revision_name(owner.name, variant.name, live))
         serving.append((variant.name, live))
 
     if len(serving) == 1:
@@ -88,9 +91,15 @@ def desired_state(
         # Several variants and no router yet: the Service spreads over every serving pod.
         selector = {lbl.DEPLOYMENT_LABEL: owner.name, "app.kubernetes.io/component": lbl.SERVER_COMPONENT}
     manifests.append(build_stable_service(owner, selector))
+    if spec.traffic.provider == "gatewayAPI" and spec.traffic.gateway_api is not None:
+        arms = split({v.name: v.weight for v in variants}, {name: [(rev, 100)] for name, rev in serving})
+        route = build_http_route(owner, spec.traffic.gateway_api, arms)
+        manifests.append(route)
+    keep = {(m["kind"], m["metadata"]["name"]) for m in manifests}
+    keep |= {(kind, name) for name in serving_names for _, kind in OWNED_KINDS if kind != "HTTPRoute"}
     return DesiredState(manifests=tuple(manifests), keep=frozenset(keep), serving=tuple(serving))
 
 
 def stale_objects(state: DesiredState, owned: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Owned objects that nothing desired or serving needs any more."""
-    return [obj for obj in owned if obj["metadata"]["name"] not in state.keep]
+    return [obj for obj in owned if (obj["kind"], obj["metadata"]["name"]) not in state.keep]

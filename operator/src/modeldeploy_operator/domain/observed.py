@@ -25,6 +25,9 @@ class ObservedDeployment:
     generation: int = 0
     observed_generation: int = 0
     progress_deadline_exceeded: bool = False
+    crash_looping: bool = False
+    """Some pod of it is in CrashLoopBackOff (or keeps restarting): the reconciler fills it from pod
+    statuses, which the Deployment object does not carry. A crash-looping canary is aborted at once."""
 
     @property
     def rolled_out(self) -> bool:

@@ -14,14 +14,17 @@ from pydantic.alias_generators import to_camel
 
 Phase = Literal["Pending", "Progressing", "Paused", "Ready", "Degraded", "Failed"]
 ConditionStatus = Literal["True", "False", "Unknown"]
-RevisionRole = Literal["stable", "canary", "preview", "shadow", "previous"]
+RevisionRole = Literal["stable", "canary", "preview", "shadow", "previous", "pinned"]
 RevisionOutcome = Literal["Progressing", "Promoted", "Aborted", "RolledBack", "Superseded"]
 CheckResult = Literal["Pass", "Fail", "Inconclusive"]
-PauseReason = Literal["Step", "Manual", "Spec"]
+PauseReason = Literal["Step", "Manual", "Spec", "Failure"]
+CommandAction = Literal["promote", "abort", "pause", "resume", "rollback"]
+CommandResult = Literal["Applied", "Ignored", "Rejected"]
 
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
+SPEC_DIVERGED = "SpecDiverged"
 MAX_HISTORY = 100
 MAX_MEASUREMENTS = 10
 
@@ -53,6 +56,11 @@ class RevisionStatus(StatusModel):
     weight: int = 0
     replicas: int = 0
     ready_replicas: int = 0
+    number: int | None = None
+    """The revision's number in status.history (what `rollback --to N` takes), when it has one."""
+    model_version: str | None = None
+    scale_down_at: datetime | None = None
+    """When a revision that left traffic is scaled to zero (spec.rollout.scaleDownDelaySeconds)."""
 
 
 class VariantStatus(StatusModel):
@@ -120,6 +128,8 @@ class PauseStatus(StatusModel):
     since: datetime
     until: datetime | None = None
     """When a timed pause step ends; absent when waiting to be resumed."""
+    message: str | None = None
+    """Why, for a Failure pause (analysis failed or deadline passed with autoRollback false)."""
 
 
 class LastError(StatusModel):
@@ -127,6 +137,17 @@ class LastError(StatusModel):
 
     reason: str
     message: str
+    time: datetime
+
+
+class CommandStatus(StatusModel):
+    """The last manual command (the modeldeploy.io/command annotation) the operator handled."""
+
+    id: str = Field(min_length=1, max_length=64)
+    action: str = Field(max_length=64)
+    revision: int | None = None
+    result: CommandResult
+    message: str = ""
     time: datetime
 
 
@@ -152,11 +173,14 @@ class ModelDeploymentStatus(StatusModel):
     aborted: bool = False
     pinned_revision: int | None = None
     """A revision number pinned by a manual rollback; it serves until the spec changes."""
+    pinned_spec_revision: str | None = None
+    """The revision hash the spec named when the pin was made; a spec naming another one ends the pin."""
     pause: PauseStatus | None = None
     variants: tuple[VariantStatus, ...] = ()
     history: tuple[HistoryEntry, ...] = ()
     analysis: AnalysisStatus | None = None
     last_error: LastError | None = None
+    last_command: CommandStatus | None = None
 
     def to_patch(self) -> dict[str, Any]:
         """The status as JSON for a status patch (absent fields omitted)."""

@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import ssl
+import subprocess
 import sys
 import time
 import urllib.error
@@ -21,7 +22,7 @@ from pathlib import Path
 from modeldeploy_testcluster import daemons, network
 from modeldeploy_testcluster.images import default_image_map
 from modeldeploy_testcluster.kubeconfig import write_kubeconfig
-from modeldeploy_testcluster.layout import Layout, binaries_dir, default_layout
+from modeldeploy_testcluster.layout import Layout, binaries_dir, default_layout, gateway_api_crds_dir
 from modeldeploy_testcluster.pki import ClusterPKI
 
 KUBE_VERSION = "v1.34.4"
@@ -191,6 +192,7 @@ def _start_control_plane(layout: Layout, pki: ClusterPKI, start: object) -> None
         ],
     )
     _wait("kube-apiserver /readyz", lambda: _readyz(layout), 90, layout.logs_dir / "kube-apiserver.log")
+    _install_gateway_api_crds(layout)
     start(
         "kube-controller-manager",
         [
@@ -223,6 +225,30 @@ def _start_control_plane(layout: Layout, pki: ClusterPKI, start: object) -> None
             "--v=1",
         ],
     )
+
+
+def _install_gateway_api_crds(layout: Layout) -> None:
+    """Gateway API (standard channel) CRDs, so the Gateway provider can be tested against the real
+    API server; the CRDs come from the Gateway API's Go module, not from a download."""
+    crds = gateway_api_crds_dir()
+    if not crds.exists():
+        raise ClusterError(f"{crds} is missing: run `make binaries`")
+    result = subprocess.run(
+        [
+            _binary("kubectl"),
+            f"--kubeconfig={layout.admin_kubeconfig}",
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            str(crds),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ClusterError(f"installing the Gateway API CRDs failed: {result.stderr.strip()}")
 
 
 def _start_nodes(layout: Layout, start: object) -> None:

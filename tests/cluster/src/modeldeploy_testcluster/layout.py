@@ -20,6 +20,14 @@ def binaries_dir() -> Path:
     return cache_dir() / "bin"
 
 
+GATEWAY_API_VERSION = "v1.3.0"  # keep in step with tests/cluster/build-binaries.sh
+
+
+def gateway_api_crds_dir() -> Path:
+    """The Gateway API's standard-channel CRDs, taken from its Go module by build-binaries.sh."""
+    return cache_dir() / "gateway-api-crds" / GATEWAY_API_VERSION
+
+
 @dataclass(frozen=True)
 class Layout:
     """Fixed addresses of the local cluster.

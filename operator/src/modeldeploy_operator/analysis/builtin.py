@@ -1,0 +1,172 @@
+"""The built-in checks, computed from two scrapes of the pods (pure: snapshots in, readings out).
+
+- errorRate: (server 4xx/5xx + router-answered errors) / (server requests + router-answered
+  errors) of the canary between the scrapes; samples = that denominator.
+- latencyP99: histogram_quantile(0.99) of the canary servers' request-duration bucket increases;
+  samples = requests observed.
+- inputDrift: the largest feature PSI among the canary pods' drift windows that closed within the
+  lookback; samples = rows of the smallest of those windows (the weakest evidence behind the value).
+- predictionShift: PSI between the canary's and the stable's prediction-score histogram increases
+  over the same interval; samples = the smaller of the two counts.
+No data gives value None (the planner's Inconclusive), never 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import datetime
+
+from modeldeploy_operator.domain.readings import CheckReading
+from modeldeploy_operator.domain.spec import Check
+
+from . import names
+from .deltas import GroupIncrease, group_increase, labels_are
+from .scrape import GroupScrape, PodMetrics, Snapshot, is_number
+from .stats import buckets_from_le, histogram_psi, histogram_quantile
+from .target import AnalysisTarget
+
+LATENCY_QUANTILE = 0.99
+BUILTIN_TYPES = ("errorRate", "latencyP99", "inputDrift", "predictionShift")
+
+
+def no_data(check: Check, at: datetime, why: str, samples: int = 0) -> CheckReading:
+    return CheckReading(check.name, None, samples, at, why)
+
+
+def _seconds(previous: Snapshot, current: Snapshot) -> str:
+    return f"{(current.taken_at - previous.taken_at).total_seconds():.0f}s"
+
+
+def _failures(group: GroupScrape, what: str) -> str:
+    if not group.failures:
+        return ""
+    reasons = "; ".join(f"{a}: {r}" for a, r in sorted(group.failures.items()))
+    return f"; {what} not scraped: {reasons}"
+
+
+def error_rate(check: Check, target: AnalysisTarget, previous: Snapshot, current: Snapshot) -> CheckReading:
+    servers = group_increase(previous.canary, current.canary)
+    routers = group_increase(previous.router, current.router)
+    arm = labels_are(variant=target.variant, revision=target.canary_revision)
+    router_errors = routers.total(names.ROUTER_ERRORS, arm)
+    by_code = servers.by_label(names.ERRORS, "code")
+    client_errors = sum(n for code, n in by_code.items() if code.startswith("4"))
+    server_errors = sum(by_code.values()) - client_errors
+    requests = servers.total(names.REQUESTS) + router_errors
+    failed = client_errors + server_errors + router_errors
+    samples = round(requests)
+    where = f"in {_seconds(previous, current)}, {servers.describe()}{_failures(current.canary, 'canary')}"
+    if requests <= 0:
+        return no_data(check, current.taken_at, f"no canary requests {where}")
+    detail = (
+        f"canary: {failed:.0f} of {requests:.0f} requests failed (4xx {client_errors:.0f}, "
+        f"5xx {server_errors:.0f}, router {router_errors:.0f}) {where}"
+    )
+    return CheckReading(check.name, failed / requests, samples, current.taken_at, detail)
+
+
+def latency_p99(check: Check, previous: Snapshot, current: Snapshot) -> CheckReading:
+    servers = group_increase(previous.canary, current.canary)
+    by_le = servers.by_label(names.bucket(names.REQUEST_SECONDS), "le")
+    observed = servers.total(names.count(names.REQUEST_SECONDS))
+    where = f"in {_seconds(previous, current)}, {servers.describe()}{_failures(current.canary, 'canary')}"
+    value = histogram_quantile(LATENCY_QUANTILE, buckets_from_le(by_le))
+    if observed <= 0 or not is_number(value):
+        return no_data(check, current.taken_at, f"no canary requests {where}")
+    detail = f"canary p99 {value * 1000:.1f} ms over {observed:.0f} requests {where}"
+    return CheckReading(check.name, value, round(observed), current.taken_at, detail)
+
+
+def _drift_window(pod: PodMetrics, since: float) -> tuple[float, int] | None:
+    """(largest feature PSI, rows) of the pod's last closed drift window if it closed after `since`."""
+    ended = pod.value(names.WINDOW_END)
+    rows = pod.value(names.WINDOW_ROWS)
+    if ended is None or rows is None or not is_number(ended) or ended < since:
+        return None
+    psis = [v for v in pod.series(names.FEATURE_PSI).values() if is_number(v)]
+    return (max(psis), int(rows)) if psis else None
+
+
+def input_drift(
+    check: Check, target: AnalysisTarget, current: Snapshot, lookback_seconds: float
+) -> CheckReading:
+    since = current.taken_at.timestamp() - lookback_seconds
+    windows = [w for pod in current.canary.pods.values() if (w := _drift_window(pod, since)) is not None]
+    failures = _failures(current.canary, "canary")
+    if not windows:
+        why = (
+            f"no canary drift window closed in the last {lookback_seconds:.0f}s "
+            f"({len(current.canary.pods)} pods scraped){failures}"
+        )
+        return no_data(check, current.taken_at, why)
+    value = max(psi for psi, _ in windows)
+    rows = min(r for _, r in windows)
+    detail = (
+        f"canary max feature PSI {value:.3f} over {len(windows)} drift window(s) of at least "
+        f"{rows} rows closed in the last {lookback_seconds:.0f}s{failures}"
+    )
+    return CheckReading(check.name, value, rows, current.taken_at, detail)
+
+
+def _score_buckets(increase: GroupIncrease) -> tuple[list[tuple[float, float]], float]:
+    by_le = increase.by_label(names.bucket(names.PREDICTION_SCORE), "le")
+    return buckets_from_le(by_le), increase.total(names.count(names.PREDICTION_SCORE))
+
+
+def prediction_shift(
+    check: Check, target: AnalysisTarget, previous: Snapshot, current: Snapshot
+) -> CheckReading:
+    if target.stable_revision is None:
+        return no_data(check, current.taken_at, "no stable revision to compare the canary's scores with")
+    canary, canary_n = _score_buckets(group_increase(previous.canary, current.canary))
+    stable, stable_n = _score_buckets(group_increase(previous.stable, current.stable))
+    samples = round(min(canary_n, stable_n))
+    where = (
+        f"in {_seconds(previous, current)}{_failures(current.canary, 'canary')}"
+        f"{_failures(current.stable, 'stable')}"
+    )
+    counts = f"canary {canary_n:.0f} vs stable {stable_n:.0f} scores"
+    if samples <= 0:
+        return no_data(check, current.taken_at, f"no prediction scores to compare ({counts}) {where}")
+    value = histogram_psi(stable, canary)
+    if math.isnan(value):
+        return no_data(check, current.taken_at, f"score histograms not comparable ({counts}) {where}")
+    detail = f"PSI of canary scores against stable scores {value:.3f} ({counts}) {where}"
+    return CheckReading(check.name, value, samples, current.taken_at, detail)
+
+
+def readings(
+    checks: list[Check],
+    target: AnalysisTarget,
+    previous: Snapshot | None,
+    current: Snapshot,
+    window_seconds: float,
+) -> list[CheckReading]:
+    """One reading per check from the previous and the current scrape of the target's pods."""
+    out = []
+    for check in checks:
+        out.append(_reading(check, target, previous, current, window_seconds))
+    return out
+
+
+def _reading(
+    check: Check, target: AnalysisTarget, previous: Snapshot | None, current: Snapshot, window_seconds: float
+) -> CheckReading:
+    at = current.taken_at
+    if check.type not in BUILTIN_TYPES:
+        return no_data(check, at, f"{check.type} checks are not measured by the built-in scrape")
+    # Router-answered errors of the canary arm count even when no canary pod answers a scrape.
+    routed_errors_only = check.type == "errorRate" and current.router.pods
+    if not current.canary.pods and not routed_errors_only:
+        return no_data(check, at, f"no canary pod could be scraped{_failures(current.canary, 'canary')}")
+    if check.type == "inputDrift":  # gauges of the last closed window: no baseline needed
+        return input_drift(check, target, current, target.drift_lookback_seconds(window_seconds))
+    if previous is None:
+        return no_data(check, at, "first scrape of this canary: counters are measured from the next reading")
+    compute: dict[str, Callable[[], CheckReading]] = {
+        "errorRate": lambda: error_rate(check, target, previous, current),
+        "latencyP99": lambda: latency_p99(check, previous, current),
+        "predictionShift": lambda: prediction_shift(check, target, previous, current),
+    }
+    return compute[check.type]()

@@ -1,0 +1,86 @@
+"""Pure statistics on histogram buckets: PromQL's histogram_quantile, and PSI between two histograms.
+
+Both the built-in scrape and the Prometheus source feed these functions, so a check computes the
+same number whichever source measured it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+PSI_EPSILON = 1e-4
+"""As the model server's drift statistics: empty buckets count as this share."""
+
+Buckets = Sequence[tuple[float, float]]
+"""(upper bound, cumulative count) pairs, in any order; the +Inf bucket included."""
+
+
+def buckets_from_le(counts: Mapping[str, float]) -> list[tuple[float, float]]:
+    """{"0.1": 3, "+Inf": 5} (label value of `le` -> cumulative count) as sorted bucket pairs."""
+    return sorted((float(le), count) for le, count in counts.items())
+
+
+def histogram_quantile(q: float, buckets: Buckets) -> float:
+    """The q-quantile estimated from cumulative buckets exactly as PromQL's histogram_quantile does
+    (Prometheus 2.x, classic histograms): linear interpolation inside the bucket that holds the
+    rank, 0 as the lower edge of the first bucket (unless its bound is not positive), the highest
+    finite bound when the rank falls into +Inf. NaN when there are no observations or no +Inf
+    bucket, so that "no data" can never look like a fast service."""
+    if not 0 <= q <= 1:
+        return math.copysign(math.inf, q)  # PromQL: -Inf below 0, +Inf above 1
+    ordered = sorted(buckets)
+    if len(ordered) < 2 or not math.isinf(ordered[-1][0]):
+        return math.nan
+    # Counts summed from several scrapes may be slightly non-monotonic; Prometheus fixes that too.
+    monotonic: list[tuple[float, float]] = []
+    running = 0.0
+    for bound, count in ordered:
+        running = max(running, count)
+        monotonic.append((bound, running))
+    observations = monotonic[-1][1]
+    if observations <= 0:
+        return math.nan
+    rank = q * observations
+    b = next(i for i, (_, count) in enumerate(monotonic) if count >= rank)
+    if b == len(monotonic) - 1:
+        return monotonic[-2][0]
+    if b == 0 and monotonic[0][0] <= 0:
+        return monotonic[0][0]
+    start = 0.0 if b == 0 else monotonic[b - 1][0]
+    end, count = monotonic[b]
+    if b > 0:
+        count -= monotonic[b - 1][1]
+        rank -= monotonic[b - 1][1]
+    return start + (end - start) * (rank / count)
+
+
+def bucket_counts(buckets: Buckets) -> list[float]:
+    """Cumulative buckets -> the count inside each bucket, in bound order (negatives clamped)."""
+    ordered = sorted(buckets)
+    counts, previous = [], 0.0
+    for _, cumulative in ordered:
+        counts.append(max(cumulative - previous, 0.0))
+        previous = max(previous, cumulative)
+    return counts
+
+
+def psi(expected: Sequence[float], actual: Sequence[float], epsilon: float = PSI_EPSILON) -> float:
+    """Population stability index of `actual` against `expected` (same buckets); NaN if either is
+    empty. The model server computes its drift PSI the same way."""
+    expected_total, actual_total = float(sum(expected)), float(sum(actual))
+    if expected_total <= 0 or actual_total <= 0:
+        return math.nan
+    value = 0.0
+    for e, a in zip(expected, actual, strict=True):
+        p = max(e / expected_total, epsilon)
+        q = max(a / actual_total, epsilon)
+        value += (q - p) * math.log(q / p)
+    return value
+
+
+def histogram_psi(expected: Buckets, actual: Buckets) -> float:
+    """PSI between two cumulative histograms over the same bucket bounds; NaN if the bounds differ."""
+    if sorted(b for b, _ in expected) != sorted(b for b, _ in actual):
+        return math.nan
+    return psi(bucket_counts(expected), bucket_counts(actual))

@@ -1,0 +1,117 @@
+"""Pure evaluation of analysis readings: Pass, Fail or Inconclusive, and what the counts mean.
+
+Honesty about low traffic is the point: no reading, a value that is None or NaN (argo-rollouts#180),
+or fewer samples than minSamples is Inconclusive, never Pass. Inconclusive never fails a rollout by
+itself either: it holds an analysis step open until the progress deadline.
+
+failureLimit counts *total* Fail results of a check during one rollout (argo-rollouts semantics):
+the analysis fails when a check has failed more than failureLimit times, so failureLimit 0 fails on
+the first Fail. A resume after a failure pause starts the count again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+
+from ..readings import CheckReading
+from ..spec import Analysis, Check
+from ..status_model import MAX_MEASUREMENTS, CheckResult, CheckStatus, Measurement
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _format(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def evaluate(check: Check, reading: CheckReading | None, analysis: Analysis, now: datetime) -> Measurement:
+    """One measurement of `check` from its reading (None: the source had nothing for it)."""
+    stamped = now.replace(microsecond=0)
+    if reading is None:
+        return Measurement(time=stamped, result="Inconclusive", message="no data: no reading for the check")
+    value = _finite(reading.value)
+    min_samples = check.min_samples if check.min_samples is not None else analysis.min_samples
+    detail = f" ({reading.detail})" if reading.detail else ""
+    result: CheckResult
+    if value is None:
+        result, why = "Inconclusive", "no data: the value is missing or not a number"
+    elif reading.samples < min_samples:
+        result, why = "Inconclusive", f"{reading.samples} samples, fewer than the {min_samples} needed"
+    elif check.threshold.max is not None and value > check.threshold.max:
+        result, why = "Fail", f"{_format(value)} is above the maximum {_format(check.threshold.max)}"
+    elif check.threshold.min is not None and value < check.threshold.min:
+        result, why = "Fail", f"{_format(value)} is below the minimum {_format(check.threshold.min)}"
+    else:
+        result, why = "Pass", f"{_format(value)} is within the threshold"
+    return Measurement(
+        time=stamped,
+        value=value,
+        samples=max(reading.samples, 0),
+        result=result,
+        message=(why + detail)[:1024],
+    )
+
+
+def record(status: CheckStatus, measurement: Measurement) -> CheckStatus:
+    """The check's status with one more measurement (the last MAX_MEASUREMENTS kept)."""
+    return status.model_copy(
+        update={
+            "result": measurement.result,
+            "failures": status.failures + (measurement.result == "Fail"),
+            "inconclusive": status.inconclusive + (measurement.result == "Inconclusive"),
+            "measurements": (*status.measurements, measurement)[-MAX_MEASUREMENTS:],
+        }
+    )
+
+
+def measure_all(
+    analysis: Analysis,
+    checks: Sequence[CheckStatus],
+    readings: Iterable[CheckReading],
+    now: datetime,
+) -> tuple[CheckStatus, ...]:
+    """Every check of the spec measured once from the readings (the last reading per check wins)."""
+    by_name: dict[str, CheckReading] = {r.check: r for r in readings}
+    known: Mapping[str, CheckStatus] = {c.name: c for c in checks}
+    return tuple(
+        record(
+            known.get(check.name, CheckStatus(name=check.name)),
+            evaluate(check, by_name.get(check.name), analysis, now),
+        )
+        for check in analysis.checks
+    )
+
+
+def failed_checks(checks: Sequence[CheckStatus], failure_limit: int) -> list[CheckStatus]:
+    """Checks that failed more than failureLimit times: the analysis has failed."""
+    return [c for c in checks if c.failures > failure_limit]
+
+
+def passed_since(checks: Sequence[CheckStatus], names: Iterable[str], since: datetime) -> bool:
+    """Whether each named check's latest measurement is a Pass taken at or after `since`."""
+    by_name = {c.name: c for c in checks}
+    for name in names:
+        status = by_name.get(name)
+        latest = status.measurements[-1] if status and status.measurements else None
+        if latest is None or latest.result != "Pass" or latest.time < since.replace(microsecond=0):
+            return False
+    return True
+
+
+def describe(checks: Sequence[CheckStatus]) -> str:
+    """`name=Result (message)` for each check's latest measurement, for Events and status."""
+    parts = []
+    for check in checks:
+        latest = check.measurements[-1] if check.measurements else None
+        if latest is not None:
+            parts.append(f"{check.name}={latest.result} ({latest.message or ''})")
+    return "; ".join(parts)
+
+
+def reset_failures(checks: Sequence[CheckStatus]) -> tuple[CheckStatus, ...]:
+    """The checks with their failure counts cleared (a user resumed after a failure)."""
+    return tuple(c.model_copy(update={"failures": 0}) for c in checks)

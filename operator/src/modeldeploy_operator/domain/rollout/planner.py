@@ -1,0 +1,274 @@
+"""The rollout decision: a pure function from (spec, observed, readings, now, previous status, command)
+to a Plan (revisions with replicas and weights, Events, the new status, when to look again).
+
+Per variant, the *target* is the revision the spec names, or the revision a manual rollback pinned
+while the spec still names what it named then. The *stable* is the revision serving the variant
+(status.variants[].revision). Then:
+
+- target == stable: steady; an in-flight rollout of another revision is Superseded.
+- first deploy, a pinned target, or the Immediate strategy: the target replaces the stable as soon as
+  it has a ready pod (the behaviour before rollouts existed).
+- Canary / BlueGreen: one rollout at a time across variants (status has one set of rollout fields);
+  a variant whose spec changes while another variant rolls out waits its turn. An aborted revision
+  stays aborted (0% traffic) until the spec changes, a rollback, or `resume` (retry).
+
+Everything the next call needs is in the status it returns, so a restarted operator resumes exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..history import record_revision
+from ..observed import ObservedDeployment
+from ..readings import CheckReading
+from ..revision import ResolvedVariant, resolve_variants
+from ..spec import ModelDeploymentSpec
+from ..status_model import HistoryEntry, ModelDeploymentStatus
+from .commands import Command, InvalidCommand
+from .control import apply_command, pinned_entry
+from .history import reopen
+from .model import DesiredRevision, Plan, Role, VariantPlan
+from .state import Draft, stamp
+from .steps import advance, ready, wanted_canary_replicas
+from .view import VariantOutcome, build_status, requeue_after
+
+
+def _total_replicas(variant: ResolvedVariant, stable: ObservedDeployment | None) -> int:
+    """Pods the variant's serving revision should have (the HPA's current choice under autoscaling)."""
+    if variant.replicas is not None:
+        return variant.replicas
+    if stable is not None and stable.replicas > 0:
+        return stable.replicas
+    return variant.autoscaling.min_replicas if variant.autoscaling else 1
+
+
+class _Layout:
+    """Collects the revisions one variant should run."""
+
+    def __init__(self, draft: Draft, variant: ResolvedVariant) -> None:
+        self.draft, self.variant = draft, variant
+        self.revisions: list[DesiredRevision] = []
+
+    def add(self, revision: str, role: Role, replicas: int, weight: int) -> None:
+        observed = self.draft.observed_of(self.variant.name, revision)
+        entry = self.draft.entry(self.variant.name, revision)
+        version = self.variant.model.version if revision == self.variant.revision else None
+        version = version or (observed.model_version if observed else None)
+        version = version or (entry.model_version if entry else None)
+        self.revisions.append(
+            DesiredRevision(
+                revision=revision,
+                role=role,
+                replicas=replicas,
+                weight=weight,
+                from_spec=revision == self.variant.revision,
+                model_version=version,
+            )
+        )
+
+    def add_leaving(self, revision: str, role: Role) -> None:
+        """A revision out of traffic: its pods stay until its scale-down time, then 0."""
+        observed = self.draft.observed_of(self.variant.name, revision)
+        due = self.draft.scale_down_at.get((self.variant.name, revision))
+        keep_pods = observed is not None and due is not None and self.draft.now < due
+        self.add(revision, role, observed.replicas if keep_pods and observed else 0, 0)
+
+    def add_kept(self) -> None:
+        """Every other observed revision that history still lists (rollback window) or that is
+        still draining; anything else is left out, so the reconciler prunes it."""
+        listed = {r.revision for r in self.revisions}
+        in_history = {e.hash for e in self.draft.history if e.variant == self.variant.name}
+        for observed in sorted(self.draft.observed, key=lambda o: o.name):
+            if observed.variant != self.variant.name or observed.revision in listed:
+                continue
+            draining = (self.variant.name, observed.revision) in self.draft.scale_down_at
+            if observed.revision in in_history or draining:
+                self.add_leaving(observed.revision, "previous")
+                listed.add(observed.revision)
+
+    def plan(self) -> VariantPlan:
+        self.add_kept()
+        return VariantPlan(
+            name=self.variant.name, weight=self.variant.weight, revisions=tuple(self.revisions)
+        )
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    readings: Sequence[CheckReading]
+
+
+def _end_other_rollout(draft: Draft, variant: ResolvedVariant, target: str, immediate: bool) -> None:
+    """A rollout of this variant that is not for its target any more ends here (Superseded)."""
+    if draft.rollout_variant != variant.name or draft.canary_revision is None:
+        return
+    if draft.canary_revision == target and not immediate:
+        return
+    if draft.active() and draft.canary_revision != target:
+        old = draft.canary_revision
+        draft.finish(variant.name, old, "Superseded", f"replaced by revision {target} before it finished")
+        draft.leave_traffic(variant.name, old)
+        draft.event(
+            "RolloutSuperseded", f"the rollout of {draft.label(variant.name, old)} was superseded by {target}"
+        )
+    draft.clear_rollout()
+
+
+def _immediate(
+    draft: Draft, variant: ResolvedVariant, target: str, pin: HistoryEntry | None
+) -> tuple[VariantPlan, str, bool]:
+    """The target serves once it has a ready pod; until then the stable (or any ready old one) serves."""
+    old = draft.stable.get(variant.name)
+    target_observed = draft.observed_of(variant.name, target)
+    old_observed = draft.observed_of(variant.name, old)
+    total = _total_replicas(variant, old_observed or target_observed)
+    serving = target
+    if ready(target_observed) == 0:
+        if ready(old_observed) > 0 and old is not None:
+            serving = old
+        else:  # status lost or never written: any old revision with ready pods beats none
+            fallback = [o for o in draft.observed if o.variant == variant.name and o.ready_replicas > 0]
+            if fallback:
+                serving = max(fallback, key=lambda o: (o.ready_replicas, o.name)).revision
+    if pin is None:
+        draft.history = record_revision(
+            draft.history, variant, now=draft.now, limit=draft.spec.revision_history_limit
+        )
+    if serving != old:
+        draft.stable[variant.name] = serving
+        draft.enter_traffic(variant.name, serving)
+        draft.leave_traffic(variant.name, old)
+        draft.event("RevisionServing", f"variant {variant.name} serves {draft.label(variant.name, serving)}")
+    rolled_out = target_observed is not None and target_observed.rolled_out
+    if pin is None and serving == target and rolled_out:
+        draft.finish(variant.name, target, "Promoted")
+    layout = _Layout(draft, variant)
+    serving_role: Role = "pinned" if pin is not None and serving == target else "stable"
+    layout.add(serving, serving_role, total, 100)
+    if serving != target:
+        layout.add(target, "pinned" if pin is not None else "preview", total, 0)
+    return layout.plan(), serving, not rolled_out
+
+
+def _start(draft: Draft, variant: ResolvedVariant) -> None:
+    draft.history = record_revision(
+        draft.history, variant, now=draft.now, limit=draft.spec.revision_history_limit
+    )
+    entry = draft.entry(variant.name, variant.revision)
+    if entry is not None and entry.outcome != "Progressing":
+        draft.history = reopen(draft.history, entry.revision)
+    draft.clear_rollout()
+    draft.rollout_variant, draft.canary_revision = variant.name, variant.revision
+    draft.rollout_started_at = stamp(draft.now)
+    draft.analysis = None
+    draft.start_step(0)
+    draft.enter_traffic(variant.name, variant.revision)
+    stable = draft.stable.get(variant.name)
+    draft.event(
+        "RolloutStarted",
+        f"{draft.spec.rollout.strategy} rollout of {draft.label(variant.name, variant.revision)} started; "
+        f"{draft.label(variant.name, stable) if stable else 'nothing'} keeps serving",
+    )
+
+
+def _plan_variant(draft: Draft, variant: ResolvedVariant, readings: Sequence[CheckReading]) -> VariantOutcome:
+    pin = pinned_entry(draft, variant)
+    target = pin.hash if pin is not None else variant.revision
+    stable = draft.stable.get(variant.name)
+    if stable is not None and stable != target and draft.observed_of(variant.name, stable) is None:
+        stable = None  # its Deployment is gone: nothing to fall back on
+        draft.stable.pop(variant.name, None)
+    immediate = pin is not None or stable is None or draft.spec.rollout.strategy == "Immediate"
+    _end_other_rollout(draft, variant, target, immediate and stable != target)
+    outcome = VariantOutcome(variant=variant, pinned=pin)
+
+    if stable == target:
+        layout = _Layout(draft, variant)
+        observed = draft.observed_of(variant.name, stable)
+        layout.add(stable, "pinned" if pin is not None else "stable", _total_replicas(variant, observed), 100)
+        return outcome.with_plan(layout.plan(), serving=stable, draft=draft)
+    if immediate:
+        plan, serving, updating = _immediate(draft, variant, target, pin)
+        return outcome.with_plan(plan, serving=serving, draft=draft, updating=updating)
+
+    assert stable is not None
+    stable_observed = draft.observed_of(variant.name, stable)
+    total = _total_replicas(variant, stable_observed)
+    new_role: Role = "preview" if draft.spec.rollout.strategy == "BlueGreen" else "canary"
+    entry = draft.entry(variant.name, target)
+    layout = _Layout(draft, variant)
+    if entry is not None and entry.outcome == "Aborted":
+        if not draft.active():  # keep the status pointing at the aborted revision
+            draft.rollout_variant, draft.canary_revision, draft.aborted = variant.name, target, True
+            draft.canary_weight, draft.step_index, draft.pause = 0, None, None
+        layout.add(stable, "stable", total, 100)
+        layout.add_leaving(target, new_role)
+        return outcome.with_plan(layout.plan(), serving=stable, draft=draft, aborted=entry)
+    if draft.active() and draft.rollout_variant != variant.name:
+        layout.add(stable, "stable", total, 100)
+        return outcome.with_plan(layout.plan(), serving=stable, draft=draft, queued=True)
+
+    if not draft.active():
+        _start(draft, variant)
+    canary = draft.observed_of(variant.name, target)
+    advance(draft, variant, total, canary, readings)
+    serving = draft.stable[variant.name]
+    if serving == target:  # promoted in this pass
+        layout.add(target, "stable", total, 100)
+        layout.add_leaving(stable, "previous")
+        return outcome.with_plan(layout.plan(), serving=target, draft=draft)
+    if draft.aborted:
+        layout.add(stable, "stable", total, 100)
+        layout.add_leaving(target, new_role)
+        aborted = draft.entry(variant.name, target)
+        return outcome.with_plan(layout.plan(), serving=stable, draft=draft, aborted=aborted)
+    layout.add(stable, "stable", total, 100 - draft.canary_weight)
+    layout.add(target, new_role, wanted_canary_replicas(draft, total), draft.canary_weight)
+    return outcome.with_plan(layout.plan(), serving=stable, draft=draft, rolling=True)
+
+
+def _release_stale_pin(draft: Draft, variants: Sequence[ResolvedVariant]) -> None:
+    if draft.pinned_revision is None:
+        return
+    entry = draft.entry_number(draft.pinned_revision)
+    variant = next((v for v in variants if entry is not None and v.name == entry.variant), None)
+    if variant is not None and variant.revision == draft.pinned_spec_revision:
+        return
+    draft.event(
+        "RollbackPinReleased",
+        f"the spec names a new revision: the rollback pin on revision {draft.pinned_revision} ends",
+    )
+    draft.pinned_revision = draft.pinned_spec_revision = None
+
+
+def plan(
+    name: str,
+    spec: ModelDeploymentSpec,
+    observed: Sequence[ObservedDeployment],
+    readings: Sequence[CheckReading],
+    now: datetime,
+    previous_status: ModelDeploymentStatus | None = None,
+    command: Command | InvalidCommand | None = None,
+    *,
+    generation: int | None = None,
+) -> Plan:
+    """Decide what should run for ModelDeployment `name` now. Pure: same inputs, same Plan."""
+    previous = previous_status or ModelDeploymentStatus()
+    variants = resolve_variants(name, spec)
+    draft = Draft.from_status(spec, now, observed, previous)
+    _release_stale_pin(draft, variants)
+    apply_command(draft, command, variants)
+    # The variant holding the rollout goes first, so that one finishing frees the slot for the others.
+    order = sorted(variants, key=lambda v: v.name != draft.rollout_variant)
+    outcomes = {v.name: _plan_variant(draft, v, readings) for v in order}
+    in_spec_order = [outcomes[v.name] for v in variants]
+    status = build_status(draft, in_spec_order, generation)
+    return Plan(
+        variants=tuple(o.plan for o in in_spec_order if o.plan is not None),
+        events=tuple(draft.events),
+        status=status,
+        requeue_after=requeue_after(draft, in_spec_order),
+    )

@@ -1,0 +1,249 @@
+"""The step machine of a Canary or BlueGreen rollout in progress, and its three endings.
+
+Order of one pass (each reconcile): canary pod health -> analysis (if due) -> pauses -> steps. Health
+and analysis come before pauses on purpose: a paused rollout whose canary fails is still aborted.
+Several steps may complete in one pass (a setWeight whose pods are already ready, a pause that has
+run out); each completed step is an Event.
+
+The progress deadline (spec.rollout.progressDeadlineSeconds) counts from the start of the current
+step, for steps that wait on the cluster or on data: pods becoming ready (setWeight, BlueGreen preview,
+promotion) and analysis steps (counted from the end of the step's duration: an Inconclusive
+analysis extends the step by at most the deadline). Pauses never time out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import timedelta
+
+from ..durations import parse_duration
+from ..observed import ObservedDeployment
+from ..readings import CheckReading
+from ..revision import ResolvedVariant
+from ..status_model import AnalysisStatus, PauseStatus
+from .evaluation import describe, failed_checks, measure_all, passed_since
+from .state import Draft, stamp
+
+
+def canary_replicas(total: int, weight: int) -> int:
+    """Pods a canary needs to take `weight` percent of a variant served by `total` pods (at least 1,
+    so that analysis has something to measure)."""
+    if total <= 0:
+        return 0
+    return max(1, math.ceil(total * weight / 100))
+
+
+def ready(observed: ObservedDeployment | None) -> int:
+    return observed.ready_replicas if observed is not None else 0
+
+
+def wanted_canary_replicas(draft: Draft, total: int) -> int:
+    """Pods the rollout's new revision should have at the current step."""
+    steps = draft.spec.rollout.steps
+    index = draft.step_index or 0
+    if draft.spec.rollout.strategy == "BlueGreen" or index >= len(steps):
+        return total
+    step = steps[index]
+    target = step.set_weight if step.set_weight is not None else draft.canary_weight
+    return canary_replicas(total, max(target, draft.canary_weight))
+
+
+# --- endings -------------------------------------------------------------------------------------
+
+
+def abort(draft: Draft, reason: str, message: str, *, by_user: bool = False) -> None:
+    """Weight back to 0 at once, the new revision scaled down, history and a Warning Event say why."""
+    variant, revision = draft.rollout_variant, draft.canary_revision
+    if variant is None or revision is None:
+        return
+    text = f"rollout of {draft.label(variant, revision)} aborted: {message}"
+    draft.finish(variant, revision, "Aborted", f"{reason}: {message}")
+    draft.leave_traffic(variant, revision)
+    draft.canary_weight = 0
+    draft.aborted = True
+    draft.pause = None
+    draft.step_index = None
+    draft.step_started_at = None
+    draft.degraded = ("RolloutAborted" if by_user else reason, text)
+    draft.event("RolloutAborted" if by_user else reason, text, warning=True)
+
+
+def fail(draft: Draft, reason: str, message: str) -> None:
+    """Analysis failed or the deadline passed: abort when autoRollback, else pause as Degraded."""
+    if draft.spec.rollout.auto_rollback:
+        abort(draft, reason, message)
+        return
+    if draft.pause is not None and draft.pause.reason == "Failure":
+        return  # already holding for a human; said so once
+    text = f"{reason}: {message}; paused (autoRollback is false): resume, promote or abort"
+    draft.pause = PauseStatus(reason="Failure", since=stamp(draft.now), message=text[:4096])
+    draft.degraded = (reason, text)
+    draft.event(reason, text, warning=True)
+
+
+def promote(draft: Draft, variant: ResolvedVariant) -> None:
+    """The new revision becomes stable at 100%; the old stable leaves traffic (kept for rollbacks)."""
+    revision = draft.canary_revision
+    if revision is None:
+        return
+    old = draft.stable.get(variant.name)
+    draft.stable[variant.name] = revision
+    draft.enter_traffic(variant.name, revision)
+    if old is not None and old != revision:
+        draft.leave_traffic(variant.name, old)
+    draft.finish(variant.name, revision, "Promoted")
+    draft.event(
+        "RolloutPromoted", f"{draft.label(variant.name, revision)} promoted: it takes all the traffic"
+    )
+    draft.clear_rollout()
+
+
+# --- one pass ------------------------------------------------------------------------------------
+
+
+def _analysis_due(draft: Draft) -> bool:
+    analysis = draft.spec.rollout.analysis
+    if analysis is None or not analysis.checks:
+        return False
+    state = draft.analysis
+    if state is None or state.revision != draft.canary_revision or state.last_run_at is None:
+        return True
+    return draft.now >= state.last_run_at + timedelta(seconds=parse_duration(analysis.interval))
+
+
+def run_analysis(draft: Draft, canary: ObservedDeployment | None, readings: Sequence[CheckReading]) -> bool:
+    """Measure every check when due (background analysis, during every step); True if it failed."""
+    analysis = draft.spec.rollout.analysis
+    if analysis is None or ready(canary) == 0 or not _analysis_due(draft):
+        return False
+    state = draft.analysis
+    if state is None or state.revision != draft.canary_revision:
+        state = AnalysisStatus(revision=draft.canary_revision, started_at=stamp(draft.now))
+    checks = measure_all(analysis, state.checks, readings, draft.now)
+    draft.analysis = state.model_copy(update={"last_run_at": stamp(draft.now), "checks": checks})
+    failed = failed_checks(checks, analysis.failure_limit)
+    if failed:
+        fail(draft, "AnalysisFailed", f"failure limit {analysis.failure_limit} exceeded: {describe(failed)}")
+        return True
+    return False
+
+
+def _deadline_passed(draft: Draft, since_seconds: float = 0.0) -> bool:
+    started = draft.step_started_at or draft.now
+    limit = since_seconds + draft.spec.rollout.progress_deadline_seconds
+    return draft.now >= started + timedelta(seconds=limit)
+
+
+def _next_step(draft: Draft, what: str) -> None:
+    index = draft.step_index or 0
+    steps = draft.spec.rollout.steps
+    draft.event("RolloutStepCompleted", f"step {index + 1}/{len(steps)} ({what}) completed")
+    draft.start_step(index + 1)
+
+
+def _wait_for_pods(draft: Draft, canary: ObservedDeployment | None, needed: int, why: str) -> bool:
+    """True when the new revision has `needed` ready pods; fails the rollout past the deadline."""
+    if ready(canary) >= needed:
+        return True
+    if _deadline_passed(draft):
+        revision = draft.canary_revision
+        fail(
+            draft,
+            "ProgressDeadlineExceeded",
+            f"revision {revision} has {ready(canary)}/{needed} ready pods {why}, "
+            f"{draft.spec.rollout.progress_deadline_seconds}s after the step started",
+        )
+    return False
+
+
+def _take_step(draft: Draft, variant_replicas: int, canary: ObservedDeployment | None) -> bool:
+    """Try to complete the current step; True when it completed (try the next one too)."""
+    rollout = draft.spec.rollout
+    index = draft.step_index or 0
+    if index >= len(rollout.steps):
+        # Every step done: the caller promotes once the new revision can take all the traffic.
+        if not (draft.promote_full and ready(canary) > 0):
+            _wait_for_pods(draft, canary, variant_replicas, "to take all the traffic")
+        return False
+    step = rollout.steps[index]
+    started = draft.step_started_at or stamp(draft.now)
+    if step.set_weight is not None:
+        needed = canary_replicas(variant_replicas, step.set_weight)
+        if not _wait_for_pods(draft, canary, needed, f"for {step.set_weight}% of the traffic"):
+            return False
+        draft.canary_weight = step.set_weight
+        _next_step(draft, f"setWeight {step.set_weight}")
+        return True
+    if step.pause is not None:
+        if step.pause.duration is None:
+            draft.pause = PauseStatus(reason="Step", since=started)
+            return False
+        until = started + timedelta(seconds=parse_duration(step.pause.duration))
+        if draft.now < until:
+            draft.pause = PauseStatus(reason="Step", since=started, until=stamp(until))
+            return False
+        _next_step(draft, f"pause {step.pause.duration}")
+        return True
+    if step.analysis is not None:
+        analysis = rollout.analysis
+        every_check = tuple(c.name for c in analysis.checks) if analysis else ()
+        names = step.analysis.checks or every_check
+        duration = parse_duration(step.analysis.duration) if step.analysis.duration else 0.0
+        checks = draft.analysis.checks if draft.analysis else ()
+        if draft.now >= started + timedelta(seconds=duration) and passed_since(checks, names, started):
+            _next_step(draft, f"analysis {', '.join(names)}")
+            return True
+        if _deadline_passed(draft, duration):
+            fail(
+                draft,
+                "ProgressDeadlineExceeded",
+                f"analysis step {index + 1} did not pass within {rollout.progress_deadline_seconds}s "
+                f"after its duration: {describe(checks) or 'no measurements'}",
+            )
+        return False
+    return False
+
+
+def _sync_spec_pause(draft: Draft) -> None:
+    pause = draft.pause
+    if draft.spec.paused and (pause is None or pause.reason == "Step"):
+        draft.pause = PauseStatus(reason="Spec", since=stamp(draft.now))
+        draft.event("RolloutPaused", "spec.paused is true: the rollout holds at its current step")
+    elif not draft.spec.paused and pause is not None and pause.reason == "Spec":
+        draft.pause = None
+        draft.step_started_at = stamp(draft.now)  # the step's clock (and deadline) starts again
+        draft.event("RolloutResumed", "spec.paused is false: the rollout goes on")
+
+
+def advance(
+    draft: Draft,
+    variant: ResolvedVariant,
+    total_replicas: int,
+    canary: ObservedDeployment | None,
+    readings: Sequence[CheckReading],
+) -> None:
+    """One pass of the rollout in progress of `variant` (draft.active() holds)."""
+    revision = draft.canary_revision
+    if canary is not None and canary.crash_looping:
+        fail(draft, "CanaryCrashLooping", f"pods of revision {revision} are crash-looping")
+        return
+    if canary is not None and canary.progress_deadline_exceeded:
+        fail(draft, "ProgressDeadlineExceeded", f"the Deployment of revision {revision} stopped progressing")
+        return
+    if run_analysis(draft, canary, readings) and not draft.active():
+        return
+    _sync_spec_pause(draft)
+    if draft.pause is not None and draft.pause.reason in ("Manual", "Spec", "Failure"):
+        return
+    if draft.spec.rollout.strategy == "BlueGreen" and not _wait_for_pods(
+        draft, canary, total_replicas, "for the preview"
+    ):
+        return
+    for _ in range(len(draft.spec.rollout.steps) + 1):
+        if not draft.active() or not _take_step(draft, total_replicas, canary):
+            break
+    if not draft.active() or (draft.step_index or 0) < len(draft.spec.rollout.steps):
+        return
+    if (draft.promote_full and ready(canary) > 0) or ready(canary) >= total_replicas:
+        promote(draft, variant)

@@ -1,0 +1,98 @@
+"""How traffic is split between arms (a variant's revision), and the Gateway API HTTPRoute for it.
+
+Weights are kept in basis points (1/100 of a percent) so a variant at 10% whose canary gets 5% of it
+(0.5% overall) is still exact. An arm is one (variant, revision) and its per-revision Service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import labels as lbl
+from .names import revision_name, route_name
+from .resource import ModelDeploymentRef
+from .revision import SERVER_PORT
+from .spec import GatewayAPI
+
+TOTAL_BASIS_POINTS = 10_000
+VARIANT_HEADER = "x-modeldeploy-variant"
+
+
+@dataclass(frozen=True)
+class Arm:
+    variant: str
+    revision: str
+    basis_points: int
+    """Share of all traffic, 0..10000."""
+
+
+def split(
+    variant_percent: Mapping[str, int], revision_percent: Mapping[str, Sequence[tuple[str, int]]]
+) -> list[Arm]:
+    """Arms from variant weights (percent, summing to 100) and, per variant, its revisions' shares of
+    that variant's traffic (percent, summing to 100)."""
+    arms = []
+    for variant, weight in variant_percent.items():
+        for revision, share in revision_percent[variant]:
+            arms.append(Arm(variant, revision, weight * share))
+    return arms
+
+
+def build_http_route(owner: ModelDeploymentRef, gateway: GatewayAPI, arms: Sequence[Arm]) -> dict[str, Any]:
+    """An HTTPRoute with weighted backendRefs to the per-revision Services.
+
+    One rule per variant matches the `x-modeldeploy-variant: <name>` header (pinning a caller to a
+    variant, e.g. for testing it), then a catch-all rule splits by weight. Arms at 0 stay listed with
+    weight 0, so weights can move without the rule changing shape.
+    """
+
+    def backend(arm: Arm, weight: int) -> dict[str, Any]:
+        return {
+            "group": "",
+            "kind": "Service",
+            "name": revision_name(owner.name, arm.variant, arm.revision),
+            "port": SERVER_PORT,
+            "weight": weight,
+        }
+
+    variants = list(dict.fromkeys(arm.variant for arm in arms))
+    rules: list[dict[str, Any]] = []
+    for variant in variants:
+        mine = [a for a in arms if a.variant == variant]
+        total = sum(a.basis_points for a in mine)
+        rules.append(
+            {
+                "matches": [{"headers": [{"type": "Exact", "name": VARIANT_HEADER, "value": variant}]}],
+                # Within a pinned variant, keep its revisions' relative shares (all to the first if it has none).
+                "backendRefs": [
+                    backend(a, a.basis_points if total else int(i == 0)) for i, a in enumerate(mine)
+                ],
+            }
+        )
+    rules.append(
+        {
+            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+            "backendRefs": [backend(a, a.basis_points) for a in arms],
+        }
+    )
+    parent_refs = [
+        {k: v for k, v in ref.model_dump(by_alias=True, exclude_none=True).items()}
+        for ref in gateway.parent_refs
+    ]
+    spec: dict[str, Any] = {"parentRefs": parent_refs, "rules": rules}
+    if gateway.hostnames:
+        spec["hostnames"] = list(gateway.hostnames)
+    labels = lbl.common_labels(owner.name, "route")
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": route_name(owner.name),
+            "namespace": owner.namespace,
+            "labels": labels,
+            "ownerReferences": [owner.owner_reference()],
+        },
+        "spec": spec,
+    }

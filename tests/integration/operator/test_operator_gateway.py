@@ -1,0 +1,69 @@
+"""The Gateway API provider: the operator writes an HTTPRoute that the real API server (with the
+standard-channel Gateway API CRDs installed) accepts, and keeps it in step with the variants."""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes import client
+
+from cluster_helpers import create_mdep, wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator_release")]
+
+
+def route(api: client.ApiClient, namespace: str) -> dict | None:  # type: ignore[type-arg]
+    try:
+        return client.CustomObjectsApi(api).get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", namespace, "httproutes", "churn"
+        )
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def test_gateway_provider_writes_a_weighted_httproute(kube_api: client.ApiClient, namespace: str) -> None:
+    create_mdep(
+        kube_api,
+        namespace,
+        {
+            "apiVersion": "modeldeploy.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "churn"},
+            "spec": {
+                "model": {"uri": "http://10.244.0.1:1/churn/v1", "format": "onnx", "version": "1"},
+                "variants": [
+                    {"name": "control", "weight": 80},
+                    {
+                        "name": "treatment",
+                        "weight": 20,
+                        "model": {"uri": "http://10.244.0.1:1/churn/v2", "format": "onnx", "version": "2"},
+                    },
+                ],
+                "replicas": 1,
+                "traffic": {
+                    "provider": "gatewayAPI",
+                    "gatewayAPI": {"parentRefs": [{"name": "public"}], "hostnames": ["churn.example"]},
+                },
+            },
+        },
+    )
+    created = wait_for("the HTTPRoute", lambda: route(kube_api, namespace))
+    rules = created["spec"]["rules"]
+    weights = {b["name"].rsplit("-", 1)[0]: b["weight"] for b in rules[-1]["backendRefs"]}
+    assert weights == {"churn-control": 8000, "churn-treatment": 2000}
+    assert [r["matches"][0]["headers"][0]["value"] for r in rules[:-1]] == ["control", "treatment"]
+    assert created["metadata"]["ownerReferences"][0]["name"] == "churn"
+    services = {s.metadata.name for s in client.CoreV1Api(kube_api).list_namespaced_service(namespace).items}
+    assert {b["name"] for b in rules[-1]["backendRefs"]} <= services
+
+    # Switching to the built-in router removes the route.
+    client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+        "modeldeploy.io",
+        "v1alpha1",
+        namespace,
+        "modeldeployments",
+        "churn",
+        {"spec": {"traffic": {"provider": "router", "gatewayAPI": None}}},
+    )
+    wait_for("the HTTPRoute to be pruned", lambda: route(kube_api, namespace) is None, timeout=60)

@@ -1,0 +1,245 @@
+"""Built-in checks from scrapes: readings, sample counts, no data as None, and the scrape itself."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+import httpx
+import pytest
+from analysis_fixtures import T0, group, router_text, server_text, snapshot
+
+from modeldeploy_operator.analysis import builtin
+from modeldeploy_operator.analysis.scrape import (
+    MAX_BODY_BYTES,
+    GroupScrape,
+    Snapshot,
+    parse_metrics,
+    scrape_pod,
+)
+from modeldeploy_operator.analysis.scrape_source import BuiltinScrapeSource
+from modeldeploy_operator.analysis.stats import psi
+from modeldeploy_operator.analysis.target import AnalysisTarget
+from modeldeploy_operator.domain.readings import CheckReading
+from modeldeploy_operator.domain.spec import Check, Threshold
+
+TARGET = AnalysisTarget(
+    namespace="ml", deployment="churn", variant="default", canary_revision="c0ffee", stable_revision="1b9e04"
+)
+LATER = T0 + timedelta(seconds=60)
+
+
+def check(kind: str, name: str | None = None) -> Check:
+    return Check.model_validate({"name": name or kind.lower(), "type": kind, "threshold": Threshold(max=1)})
+
+
+def read(kind: str, previous: Snapshot | None, current: Snapshot, window: float = 60.0) -> CheckReading:
+    [reading] = builtin.readings([check(kind)], TARGET, previous, current, window)
+    return reading
+
+
+def test_error_rate_counts_server_4xx_5xx_and_router_answered_errors() -> None:
+    before = snapshot(
+        canary=group(a=server_text({200: 100}), b=server_text({200: 50})),
+        router=group(r=router_text({("default", "c0ffee", "connect"): 1})),
+    )
+    after = snapshot(
+        LATER,
+        canary=group(a=server_text({200: 190, 400: 3}), b=server_text({200: 140, 503: 2})),
+        router=group(
+            r=router_text(
+                {
+                    ("default", "c0ffee", "connect"): 2,
+                    ("default", "c0ffee", "timeout"): 3,
+                    ("default", "1b9e04", "timeout"): 50,  # the stable arm: not the canary's
+                }
+            )
+        ),
+    )
+    reading = read("errorRate", before, after)
+    # 90 + 3 + 90 + 2 server requests, 5 failed; 4 more answered by the router itself.
+    assert reading.value == pytest.approx(9 / 189)
+    assert reading.samples == 189
+    assert reading.measured_at == LATER
+    assert reading.detail.startswith(
+        "canary: 9 of 189 requests failed (4xx 3, 5xx 2, router 4) in 60s, 2 pods"
+    )
+
+
+def test_error_rate_without_requests_is_none_not_zero() -> None:
+    before = snapshot(canary=group(a=server_text({200: 10})))
+    after = snapshot(LATER, canary=group(a=server_text({200: 10})))
+    reading = read("errorRate", before, after)
+    assert reading.value is None
+    assert reading.samples == 0
+    assert "no canary requests in 60s" in reading.detail
+
+
+def test_counter_checks_need_a_baseline_and_a_scraped_canary() -> None:
+    current = snapshot(LATER, canary=group(a=server_text({200: 10})))
+    first = read("errorRate", None, current)
+    assert first.value is None
+    assert "first scrape" in first.detail
+    nothing = snapshot(LATER, canary=GroupScrape({}, {"10.0.0.5:8080": "timeout"}))
+    unreachable = read("latencyP99", current, nothing)
+    assert unreachable.value is None
+    assert "10.0.0.5:8080: timeout" in unreachable.detail
+
+
+def test_latency_p99_from_bucket_increases() -> None:
+    before = snapshot(canary=group(a=server_text(latencies=[0.5] * 40)))
+    # 100 new requests: 50 at 2 ms, 50 at 30 ms -> rank 99 in (0.01, 0.05].
+    after = snapshot(LATER, canary=group(a=server_text(latencies=[0.5] * 40 + [0.002] * 50 + [0.03] * 50)))
+    reading = read("latencyP99", before, after)
+    assert reading.value == pytest.approx(0.01 + 0.04 * (99 - 50) / 50)
+    assert reading.samples == 100
+    assert "canary p99" in reading.detail
+
+
+def test_input_drift_takes_the_largest_psi_of_fresh_windows() -> None:
+    now = LATER.timestamp()
+    current = snapshot(
+        LATER,
+        canary=group(
+            a=server_text(feature_psi={"x": 0.05, "y": 0.4}, window_rows=1000, window_end=now - 5),
+            b=server_text(feature_psi={"x": 0.1, "y": math.nan}, window_rows=800, window_end=now - 30),
+            old=server_text(feature_psi={"x": 9.0}, window_rows=1000, window_end=now - 500),
+        ),
+    )
+    reading = read("inputDrift", None, current)  # gauges: no baseline needed
+    assert reading.value == pytest.approx(0.4)
+    assert reading.samples == 800  # the smallest window behind the value
+    assert "2 drift window(s)" in reading.detail
+
+
+def test_input_drift_without_a_recent_window_is_none() -> None:
+    stale = snapshot(
+        LATER,
+        canary=group(a=server_text(feature_psi={"x": 0.05}, window_rows=10, window_end=T0.timestamp() - 600)),
+    )
+    assert read("inputDrift", None, stale).value is None
+    never = snapshot(LATER, canary=group(a=server_text({200: 1})))
+    reading = read("inputDrift", None, never)
+    assert reading.value is None
+    assert "no canary drift window closed in the last 120s" in reading.detail
+
+
+def test_prediction_shift_compares_canary_and_stable_score_increases() -> None:
+    before = snapshot(
+        canary=group(a=server_text(scores=[0.95] * 30)),
+        stable=group(s=server_text(scores=[0.95] * 30)),
+    )
+    stable_new, canary_new = [0.15] * 400 + [0.85] * 100, [0.15] * 100 + [0.85] * 200
+    after = snapshot(
+        LATER,
+        canary=group(a=server_text(scores=[0.95] * 30 + canary_new)),
+        stable=group(s=server_text(scores=[0.95] * 30 + stable_new)),
+    )
+    reading = read("predictionShift", before, after)
+    expected = psi([0, 400, 0, 0, 0, 0, 0, 0, 100, 0, 0], [0, 100, 0, 0, 0, 0, 0, 0, 200, 0, 0])
+    assert reading.value == pytest.approx(expected)
+    assert reading.samples == 300
+    assert "canary 300 vs stable 500 scores" in reading.detail
+
+
+def test_prediction_shift_needs_scores_on_both_sides() -> None:
+    before = snapshot(canary=group(a=server_text(scores=[0.5])), stable=group(s=server_text(scores=[0.5])))
+    after = snapshot(
+        LATER, canary=group(a=server_text(scores=[0.5] * 20)), stable=group(s=server_text(scores=[0.5]))
+    )
+    reading = read("predictionShift", before, after)
+    assert reading.value is None
+    assert "canary 19 vs stable 0 scores" in reading.detail
+    no_stable = AnalysisTarget("ml", "churn", "default", "c0ffee")
+    [reading] = builtin.readings([check("predictionShift")], no_stable, before, after, 60)
+    assert reading.value is None
+
+
+def test_prometheus_checks_are_not_scraped() -> None:
+    current = snapshot(LATER, canary=group(a=server_text({200: 1})))
+    user = Check(name="p", type="prometheus", threshold=Threshold(max=1), query="up")
+    [reading] = builtin.readings([user], TARGET, current, current, 60)
+    assert reading.value is None
+
+
+# --- the scrape ---------------------------------------------------------------------------------
+
+
+def test_parse_metrics_keeps_labels_and_refuses_garbage() -> None:
+    pod = parse_metrics(server_text({200: 3}))
+    series = pod.series("modeldeploy_requests_total")
+    assert list(series.values()) == [3.0]
+    assert dict(next(iter(series))) == {"code": "200", "model": "churn", "protocol": "v2", "version": "v1"}
+    assert pod.value("process_start_time_seconds") == 1_700_000_000.0
+    with pytest.raises(ValueError):  # noqa: PT011 - the parser raises a bare ValueError
+        parse_metrics("this is { not metrics\n")
+
+
+def _client(handler: httpx.MockTransport) -> httpx.Client:
+    return httpx.Client(transport=handler, timeout=1)
+
+
+def test_scrape_pod_reports_failures_as_reasons() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        if host == "10.0.0.1":
+            return httpx.Response(200, text=server_text({200: 1}))
+        if host == "10.0.0.2":
+            return httpx.Response(503, text="not ready")
+        if host == "10.0.0.3":
+            raise httpx.ConnectTimeout("slow", request=request)
+        if host == "10.0.0.4":
+            return httpx.Response(200, content=b"x" * (MAX_BODY_BYTES + 10))
+        if host == "10.0.0.5":
+            return httpx.Response(200, text="{{{ nonsense\n")
+        raise httpx.ConnectError("refused", request=request)
+
+    with _client(httpx.MockTransport(handler)) as client:
+        ok = scrape_pod(client, "10.0.0.1:8080")
+        assert not isinstance(ok, str)
+        assert ok.series("modeldeploy_requests_total")
+        assert scrape_pod(client, "10.0.0.2:8080") == "HTTP 503"
+        assert scrape_pod(client, "10.0.0.3:8080") == "timeout"
+        assert "larger than" in str(scrape_pod(client, "10.0.0.4:8080"))
+        assert "unparsable" in str(scrape_pod(client, "10.0.0.5:8080"))
+        assert "ConnectError" in str(scrape_pod(client, "10.0.0.6:8080"))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now: datetime = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_scrape_source_keeps_the_previous_scrape_per_target() -> None:
+    pods: dict[str, str] = {}  # metrics text per pod host, changed between reads
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text=pods[request.url.host])
+
+    clock = Clock()
+    source = BuiltinScrapeSource(_client(httpx.MockTransport(handler)), clock=clock)
+    target = AnalysisTarget(
+        "ml", "churn", "default", "c0ffee", "1b9e04", canary_endpoints=("10.0.0.1:8080", "10.0.0.2:8080")
+    )
+    checks = [check("errorRate", "errors"), check("latencyP99", "p99")]
+    pods.update({"10.0.0.1": server_text({200: 10}), "10.0.0.2": server_text({200: 10})})
+    first = source.read(checks, target, timedelta(minutes=1))
+    assert [r.check for r in first] == ["errors", "p99"]
+    assert all(r.value is None for r in first)
+
+    clock.now = LATER
+    pods.update({"10.0.0.1": server_text({200: 20, 500: 10}), "10.0.0.2": server_text({200: 30})})
+    errors, _ = source.read(checks, target, timedelta(minutes=1))
+    assert errors.value == pytest.approx(10 / 40)
+    assert errors.samples == 40
+
+    # Another canary revision is another series of readings.
+    other = AnalysisTarget("ml", "churn", "default", "beef00", "1b9e04", canary_endpoints=("10.0.0.1:8080",))
+    assert source.read(checks, other, timedelta(minutes=1))[0].value is None
+
+    source.forget(target)
+    clock.now = LATER + timedelta(seconds=60)
+    assert source.read(checks, target, timedelta(minutes=1))[0].value is None

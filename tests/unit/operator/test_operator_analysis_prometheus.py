@@ -1,0 +1,211 @@
+"""Prometheus source: answers of the HTTP API, failures as readings, PromQL templates, routing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from analysis_fixtures import T0
+
+from modeldeploy_operator.analysis import AnalysisSources, AnalysisTarget, BuiltinScrapeSource, promql
+from modeldeploy_operator.analysis.prometheus import (
+    PrometheusClient,
+    PrometheusReader,
+    QueryResult,
+    parse_answer,
+    single_value,
+)
+from modeldeploy_operator.analysis.stats import psi
+from modeldeploy_operator.domain.spec import Analysis, Check, Threshold
+
+TARGET = AnalysisTarget("ml", "churn", "default", "c0ffee", "1b9e04", canary_endpoints=("10.0.0.1:8080",))
+LABELS = promql.SeriesLabels()
+
+
+def vector(*samples: tuple[dict[str, str], str]) -> dict[str, Any]:
+    result = [{"metric": m, "value": [1700000000.0, v]} for m, v in samples]
+    return {"status": "success", "data": {"resultType": "vector", "result": result}}
+
+
+def check(kind: str, query: str | None = None) -> Check:
+    return Check(name=kind.lower(), type=kind, threshold=Threshold(max=1), query=query)  # type: ignore[arg-type]
+
+
+def prometheus(answer: Callable[[str], httpx.Response], seen: list[str] | None = None) -> PrometheusReader:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/prom/api/v1/query"
+        query = request.url.params["query"]
+        if seen is not None:
+            seen.append(query)
+        return answer(query)
+
+    client = PrometheusClient(
+        "http://prometheus:9090/prom/", 5, httpx.Client(transport=httpx.MockTransport(handler))
+    )
+    return PrometheusReader(client, clock=lambda: T0)
+
+
+def test_parse_answer_vectors_scalars_and_errors() -> None:
+    assert parse_answer(vector(({"a": "1"}, "0.5"))).samples == (({"a": "1"}, 0.5),)
+    scalar = {"status": "success", "data": {"resultType": "scalar", "result": [1.0, "2"]}}
+    assert parse_answer(scalar).samples == (({}, 2.0),)
+    error = {"status": "error", "errorType": "bad_data", "error": "parse error at char 3"}
+    assert parse_answer(error).error == "bad_data: parse error at char 3"
+    matrix = {"status": "success", "data": {"resultType": "matrix", "result": []}}
+    assert "expected an instant vector" in str(parse_answer(matrix).error)
+    assert "malformed" in str(
+        parse_answer({"status": "success", "data": {"resultType": "vector", "result": [{}]}}).error
+    )
+    assert parse_answer([1, 2]).error == "answer is not a JSON object"
+
+
+@pytest.mark.parametrize(
+    ("result", "value", "why"),
+    [
+        (QueryResult(samples=(({}, 0.25),)), 0.25, ""),
+        (QueryResult(), None, "query returned no data"),
+        (QueryResult(error="timeout after 5s"), None, "query failed: timeout after 5s"),
+        (
+            QueryResult(samples=(({}, float("nan")),)),
+            None,
+            "query returned nan (e.g. a division by zero requests)",
+        ),
+        (
+            QueryResult(samples=(({}, float("inf")),)),
+            None,
+            "query returned inf (e.g. a division by zero requests)",
+        ),
+        (QueryResult(samples=(({"a": "1"}, 1.0), ({"a": "2"}, 2.0))), None, "query returned 2 series"),
+    ],
+)
+def test_single_value(result: QueryResult, value: float | None, why: str) -> None:
+    got, reason = single_value(result)
+    assert got == value
+    assert reason.startswith(why)
+
+
+def test_user_query_reading() -> None:
+    reader = prometheus(lambda q: httpx.Response(200, json=vector(({}, "0.042"))))
+    reading = reader.read_one(check("prometheus", "sum(rate(x[1m]))"), TARGET, 60)
+    assert (reading.check, reading.value, reading.samples, reading.measured_at) == (
+        "prometheus",
+        0.042,
+        1,
+        T0,
+    )
+    assert reading.detail == "sum(rate(x[1m])) = 0.042"
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        (lambda q: httpx.Response(200, json=vector()), "query returned no data"),
+        (lambda q: httpx.Response(200, json=vector(({}, "NaN"))), "query returned nan"),
+        (lambda q: httpx.Response(200, json=vector(({}, "+Inf"))), "query returned inf"),
+        (
+            lambda q: httpx.Response(400, json={"status": "error", "errorType": "bad_data", "error": "oops"}),
+            "query failed: bad_data: oops",
+        ),
+        (lambda q: httpx.Response(502, text="<html>bad gateway</html>"), "query failed: HTTP 502: <html>"),
+    ],
+)
+def test_user_query_without_a_usable_value_is_none(answer: Callable[[str], httpx.Response], why: str) -> None:
+    reading = prometheus(answer).read_one(check("prometheus", "up"), TARGET, 60)
+    assert reading.value is None
+    assert reading.detail.startswith(why)
+
+
+def test_transport_failures_are_readings_not_exceptions() -> None:
+    def timeout(q: str) -> httpx.Response:
+        raise httpx.ReadTimeout("slow")
+
+    def refused(q: str) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    assert (
+        prometheus(timeout)
+        .read_one(check("errorRate"), TARGET, 60)
+        .detail.startswith("no samples (query failed: timeout after 5s)")
+    )
+    assert "ConnectError" in prometheus(refused).read_one(check("prometheus", "up"), TARGET, 60).detail
+
+
+def test_builtin_check_sends_value_and_samples_queries() -> None:
+    seen: list[str] = []
+    answers = {True: vector(({}, "412")), False: vector(({}, "0.0073"))}
+    reader = prometheus(
+        lambda q: httpx.Response(200, json=answers[q.startswith("(sum(increase(modeldeploy_requests")]), seen
+    )
+    reading = reader.read_one(check("errorRate"), TARGET, 60)
+    assert (reading.value, reading.samples) == (0.0073, 412)
+    queries = promql.error_rate(TARGET, 60, LABELS)
+    assert seen == [queries.samples, queries.value]
+
+
+def test_builtin_check_with_zero_samples_is_none_without_asking_for_the_value() -> None:
+    seen: list[str] = []
+    reader = prometheus(lambda q: httpx.Response(200, json=vector(({}, "0"))), seen)
+    reading = reader.read_one(check("latencyP99"), TARGET, 60)
+    assert reading.value is None
+    assert len(seen) == 1
+
+
+def test_prediction_shift_from_two_bucket_vectors() -> None:
+    def buckets(counts: dict[str, str]) -> dict[str, Any]:
+        return vector(*(({"le": le}, n) for le, n in counts.items()))
+
+    def answer(q: str) -> httpx.Response:
+        if 'modeldeploy_io_revision="1b9e04"' in q:
+            return httpx.Response(200, json=buckets({"0.5": "400", "1.0": "500", "+Inf": "500"}))
+        return httpx.Response(200, json=buckets({"0.5": "100", "1.0": "300", "+Inf": "300"}))
+
+    reading = prometheus(answer).read_one(check("predictionShift"), TARGET, 60)
+    assert reading.value == pytest.approx(psi([400, 100, 0], [100, 200, 0]))
+    assert reading.samples == 300
+
+
+def test_promql_templates() -> None:
+    sel = 'namespace="ml", modeldeploy_io_deployment="churn", modeldeploy_io_revision="c0ffee"'
+    router = 'namespace="ml", modeldeploy_io_deployment="churn", variant="default", revision="c0ffee"'
+    errors = promql.error_rate(TARGET, 60, LABELS)
+    routed = f"(sum(increase(modeldeploy_router_errors_total{{{router}}}[60s])) or vector(0))"
+    assert errors.samples == f"(sum(increase(modeldeploy_requests_total{{{sel}}}[60s])) + {routed})"
+    assert errors.value == (
+        f"(sum(increase(modeldeploy_request_errors_total{{{sel}}}[60s])) + {routed}) / {errors.samples}"
+    )
+    p99 = promql.latency_p99(TARGET, 90.4, LABELS)
+    buckets = f"modeldeploy_request_duration_seconds_bucket{{{sel}}}[90s]"
+    assert p99.value == f"histogram_quantile(0.99, sum by (le) (increase({buckets})))"
+    drift = promql.input_drift(TARGET, 120, LABELS)
+    fresh = f"and on (instance) (time() - modeldeploy_drift_window_end_timestamp_seconds{{{sel}}} < 120)"
+    assert drift.value == f"max(modeldeploy_feature_drift_psi{{{sel}}} {fresh})"
+    assert drift.samples == f"min(modeldeploy_drift_window_rows{{{sel}}} {fresh})"
+    assert promql.quote('a"b\\c') == '"a\\"b\\\\c"'
+
+
+def test_sources_route_checks_and_keep_their_order() -> None:
+    def offline(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("no pods here", request=request)
+
+    scrape = BuiltinScrapeSource(httpx.Client(transport=httpx.MockTransport(offline)))
+    sources = AnalysisSources(scrape)
+    checks = (check("prometheus", "up"), check("errorRate"))
+    without = Analysis(interval="30s", checks=checks)
+    user, errors = sources.read(without, checks, TARGET)
+    assert (user.check, user.value) == ("prometheus", None)
+    assert "need spec.rollout.analysis.prometheus" in user.detail
+    assert errors.check == "errorrate"
+    assert "no canary pod could be scraped" in errors.detail
+
+    seen: list[str] = []
+    reader = prometheus(lambda q: httpx.Response(200, json=vector(({}, "1"))), seen)
+    with_prometheus = Analysis.model_validate(
+        {"interval": "30s", "checks": checks, "prometheus": {"address": "http://prometheus:9090/prom"}}
+    )
+    sources._prometheus[("http://prometheus:9090/prom", 10.0)] = reader  # the cached client of that address
+    readings = sources.read(with_prometheus, checks, TARGET)
+    assert [r.check for r in readings] == ["prometheus", "errorrate"]
+    assert all(r.value == 1.0 for r in readings)
+    assert "[30s]" in seen[-1]  # the interval is the range of the built-in queries
