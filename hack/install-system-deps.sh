@@ -4,6 +4,7 @@ set -euo pipefail
 need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v go >/dev/null || need+=(golang-go)
+command -v prometheus >/dev/null || need+=(prometheus)
 [[ ${#need[@]} -eq 0 ]] && exit 0
 if [[ $(id -u) -ne 0 ]]; then
   echo "missing packages: ${need[*]} (install them, or run as root)" >&2

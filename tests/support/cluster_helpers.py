@@ -62,3 +62,20 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
         if cond["type"] == kind:
             return dict(cond)
     return None
+
+
+SERVING = "modeldeploy.io/deployment={},app.kubernetes.io/component=model-server"
+
+
+def router_arms(api: client.ApiClient, namespace: str, name: str) -> list[tuple[str, str, float]]:
+    """(variant, revision, weight) of the router's table, as the operator wrote it."""
+    from modeldeploy_contract.router_config import CONFIG_KEY, RouterConfig, config_map_name
+
+    try:
+        config_map = client.CoreV1Api(api).read_namespaced_config_map(config_map_name(name), namespace)
+    except client.ApiException as error:
+        if error.status == 404:
+            return []
+        raise
+    config = RouterConfig.from_json(config_map.data[CONFIG_KEY])
+    return [(a.variant, a.revision, a.weight) for a in config.arms]

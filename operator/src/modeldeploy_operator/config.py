@@ -40,6 +40,11 @@ class OperatorSettings(BaseSettings):
     router_service_account: str = "modeldeploy-router"
     """ServiceAccount the router pods run as; the operator creates it in each namespace it serves."""
 
+    manage_router_rbac: bool = True
+    """Create a ServiceAccount and a RoleBinding (to router_cluster_role) for each router. The chart turns
+    this off for a namespaced install, where it creates router_service_account itself and the operator
+    may not create RBAC objects."""
+
     router_cluster_role: str = "modeldeploy-router"
     """ClusterRole (shipped by the chart) the operator binds the router's ServiceAccount to, per namespace."""
 

@@ -15,7 +15,13 @@ from typing import Any
 
 from modeldeploy_operator.config import OperatorSettings
 from modeldeploy_operator.domain import labels as lbl
-from modeldeploy_operator.domain.desired_state import OWNED_KINDS, DesiredState, desired_state, stale_objects
+from modeldeploy_operator.domain.desired_state import (
+    OWNED_KINDS,
+    BuildOptions,
+    DesiredState,
+    desired_state,
+    stale_objects,
+)
 from modeldeploy_operator.domain.observed import ObservedDeployment
 from modeldeploy_operator.domain.resource import API_VERSION, KIND, ModelDeploymentRef
 from modeldeploy_operator.domain.spec import ModelDeploymentSpec
@@ -66,6 +72,13 @@ class Reconciler:
     def __init__(self, api: KubeApi, settings: OperatorSettings) -> None:
         self.api = api
         self.settings = settings
+        self.options = BuildOptions(
+            serving_image=settings.serving_image,
+            router_image=settings.router_image,
+            image_pull_policy=settings.image_pull_policy,
+            router_cluster_role=settings.router_cluster_role,
+            router_service_account=None if settings.manage_router_rbac else settings.router_service_account,
+        )
 
     def reconcile(self, body: dict[str, Any]) -> Outcome:
         started = time.perf_counter()
@@ -109,7 +122,7 @@ class Reconciler:
             return Outcome("Failed", written, 0, 0)
 
         try:
-            state, observed, pruned = self._converge(owner, spec)
+            state, observed, pruned = self._converge(owner, spec, generation or 0)
         except RejectedError as rejected:
             # Forbidden, or an object the API server refuses: say so on the object (once per distinct
             # message) and let the caller decide about retrying.
@@ -128,7 +141,7 @@ class Reconciler:
         return Outcome(status.phase, written, len(state.manifests), pruned)
 
     def _converge(
-        self, owner: ModelDeploymentRef, spec: ModelDeploymentSpec
+        self, owner: ModelDeploymentRef, spec: ModelDeploymentSpec, generation: int
     ) -> tuple[DesiredState, list[ObservedDeployment], int]:
         # 2. observe
         selector = f"{lbl.DEPLOYMENT_LABEL}={owner.name}"
@@ -140,13 +153,7 @@ class Reconciler:
         observed = [o for d in owned["Deployment"] if (o := ObservedDeployment.from_object(d))]
 
         # 3. decide (pure)
-        state = desired_state(
-            owner,
-            spec,
-            observed,
-            image=self.settings.serving_image,
-            image_pull_policy=self.settings.image_pull_policy,
-        )
+        state = desired_state(owner, spec, observed, options=self.options, generation=generation)
 
         # 4. apply
         for manifest in state.manifests:

@@ -50,9 +50,13 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
 
 
 @contextmanager
-def process(args: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    args: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    # Not in a cluster, whatever runs the tests: the router must not look for a ServiceAccount.
+    base = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, env={**base, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
     try:
         yield proc
     finally:
@@ -116,9 +120,9 @@ class Server:
 
 
 @contextmanager
-def model_server(bundle: Path, workdir: Path) -> Iterator[Server]:
+def model_server(bundle: Path, workdir: Path, port: int | None = None) -> Iterator[Server]:
     """`modeldeploy serve` with drift windows of WINDOW_ROWS rows (or 1 s), no drift CPU budget."""
-    port = free_port()
+    port = port or free_port()
     env = {
         "MODELDEPLOY_SERVER_DRIFT_WINDOW_ROWS": str(WINDOW_ROWS),
         "MODELDEPLOY_SERVER_DRIFT_WINDOW_SECONDS": "1",
@@ -141,8 +145,7 @@ def router(arms: list[dict[str, Any]], workdir: Path) -> Iterator[str]:
     config.write_text(json.dumps(table))
     args = [str(VENV_BIN / "modeldeploy-router"), "--config-file", str(config)]
     args += ["--host", "127.0.0.1", "--port", str(port)]
-    env = {k: "" for k in os.environ if k.startswith("KUBERNETES_")}
-    with process(args, workdir / f"router-{port}.log", env):
+    with process(args, workdir / f"router-{port}.log"):
         wait_http(f"http://127.0.0.1:{port}/healthz")
         yield f"127.0.0.1:{port}"
 
@@ -174,7 +177,9 @@ def prometheus(targets: dict[str, str], workdir: Path) -> Iterator[Prometheus]:
     """Debian's Prometheus scraping each `address` every second, with the labels the usual
     kubernetes-pods relabelling gives a model-server pod of revision `targets[address]`."""
     if not Path(PROMETHEUS).exists():
-        pytest.skip("prometheus binary not installed (apt-get install prometheus; hack/install-system-deps.sh)")
+        pytest.skip(
+            "prometheus binary not installed (apt-get install prometheus; hack/install-system-deps.sh)"
+        )
     static = [
         {
             "targets": [address],

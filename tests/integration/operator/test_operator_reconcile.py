@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from cluster_helpers import condition, create_mdep, get_mdep, wait_for
+from cluster_helpers import SERVING, condition, create_mdep, get_mdep, router_arms, wait_for
 from modeldeploy_crd_cases import INVALID_CASES, InvalidCase
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator_release")]
 
-SELECTOR = "modeldeploy.io/deployment={}"
+SELECTOR = "modeldeploy.io/deployment={}"  # everything of one ModelDeployment
 
 
 def manifest(name: str = "churn", version: str = "1", **spec: Any) -> dict[str, Any]:
@@ -36,9 +36,7 @@ def manifest(name: str = "churn", version: str = "1", **spec: Any) -> dict[str, 
 
 def deployments(api: client.ApiClient, namespace: str, name: str) -> list[Any]:
     return list(
-        client.AppsV1Api(api)
-        .list_namespaced_deployment(namespace, label_selector=SELECTOR.format(name))
-        .items
+        client.AppsV1Api(api).list_namespaced_deployment(namespace, label_selector=SERVING.format(name)).items
     )
 
 
@@ -80,7 +78,11 @@ def test_apply_creates_owned_deployment_and_services_with_the_expected_specs(
     assert env["MODELDEPLOY_SERVER_MODEL_URI"] == "http://10.244.0.1:1/churn/v1"
     assert env["MODELDEPLOY_SERVER_MODEL_NAME"] == "churn"
     stable = client.CoreV1Api(kube_api).read_namespaced_service("churn", namespace)
-    assert stable.spec.selector["modeldeploy.io/revision"] == labels["modeldeploy.io/revision"]
+    assert stable.spec.selector["app.kubernetes.io/component"] == "router"
+    arms = wait_for("the router table", lambda: router_arms(kube_api, namespace, "churn"))
+    assert arms == [("default", labels["modeldeploy.io/revision"], 100.0)]
+    router = client.AppsV1Api(kube_api).read_namespaced_deployment("churn-router", namespace)
+    assert router.spec.template.spec.service_account_name == "churn-router"
 
     status = wait_for("status to be written", lambda: get_mdep(kube_api, namespace, "churn").get("status"))
     assert status["observedGeneration"] == 1

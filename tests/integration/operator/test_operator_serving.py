@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from cluster_helpers import condition, create_mdep, get_mdep, wait_for
+from cluster_helpers import SERVING, condition, create_mdep, get_mdep, router_arms, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator_release")]
 
@@ -30,15 +30,11 @@ def churn(store: str, bundles: Path, version: str, replicas: int = 2) -> dict[st
     }
 
 
-def stable_selector(api: client.ApiClient, namespace: str) -> dict[str, str]:
-    return dict(client.CoreV1Api(api).read_namespaced_service("churn", namespace).spec.selector)
-
-
 def revisions(api: client.ApiClient, namespace: str) -> set[str]:
     return {
         d.metadata.labels["modeldeploy.io/revision"]
         for d in client.AppsV1Api(api)
-        .list_namespaced_deployment(namespace, label_selector="modeldeploy.io/deployment=churn")
+        .list_namespaced_deployment(namespace, label_selector=SERVING.format("churn"))
         .items
     }
 
@@ -64,9 +60,7 @@ def test_status_follows_pods_becoming_ready_and_pods_answer(
     assert ready["status"]["modelVersion"] == "1"
     assert ready["status"]["history"][0]["outcome"] == "Promoted"
 
-    pods = client.CoreV1Api(kube_api).list_namespaced_pod(
-        namespace, label_selector="modeldeploy.io/deployment=churn"
-    )
+    pods = client.CoreV1Api(kube_api).list_namespaced_pod(namespace, label_selector=SERVING.format("churn"))
     for pod in pods.items:
         with urllib.request.urlopen(
             f"http://{pod.status.pod_ip}:8080/v2/models/churn/ready", timeout=5
@@ -100,7 +94,7 @@ def test_a_new_version_takes_over_only_once_ready_and_a_broken_one_never_does(
         "status of the broken update",
         lambda: (m := get_mdep(kube_api, namespace, "churn"))["status"].get("observedGeneration") == 2 and m,
     )
-    assert stable_selector(kube_api, namespace)["modeldeploy.io/revision"] == v1
+    assert router_arms(kube_api, namespace, "churn") == [("default", v1, 100.0)]
     assert condition(md, "Progressing")["status"] == "True"  # type: ignore[index]
 
     # A good version: it takes over once ready, and the old revisions go.
@@ -114,7 +108,10 @@ def test_a_new_version_takes_over_only_once_ready_and_a_broken_one_never_does(
         timeout=120,
     )
     (v2,) = revisions(kube_api, namespace)
-    assert stable_selector(kube_api, namespace)["modeldeploy.io/revision"] == v2
+    wait_for(
+        "the router table on v2",
+        lambda: router_arms(kube_api, namespace, "churn") == [("default", v2, 100.0)],
+    )
     final = wait_for(
         "Ready on v2",
         lambda: (

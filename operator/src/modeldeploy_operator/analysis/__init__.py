@@ -7,7 +7,7 @@ The reconciler keeps one `AnalysisSources` for the operator's lifetime and calls
 from .prometheus import PrometheusClient, PrometheusReader
 from .promql import SeriesLabels
 from .scrape_source import BuiltinScrapeSource
-from .source import AnalysisSource, AnalysisSources
+from .source import AnalysisSource, AnalysisSources, select_checks
 from .target import AnalysisTarget
 
 __all__ = [
@@ -18,4 +18,5 @@ __all__ = [
     "PrometheusClient",
     "PrometheusReader",
     "SeriesLabels",
+    "select_checks",
 ]

@@ -23,6 +23,11 @@ from .scrape_source import BuiltinScrapeSource, utc_now
 from .target import AnalysisTarget
 
 
+def select_checks(analysis: Analysis, names: Sequence[str]) -> tuple[Check, ...]:
+    """The checks an analysis step names (all of them when it names none), in spec order."""
+    return tuple(c for c in analysis.checks if not names or c.name in names)
+
+
 class AnalysisSource(Protocol):
     def read(self, checks: Sequence[Check], target: AnalysisTarget, window: timedelta) -> list[CheckReading]:
         """One reading per check, measured over (about) the last `window`."""

@@ -17,15 +17,18 @@ from .names import revision_name
 from .observed import ObservedDeployment
 from .resource import ModelDeploymentRef
 from .revision import ResolvedVariant, resolve_variants
+from .router import build_router_config, build_router_objects
 from .spec import ModelDeploymentSpec
-from .traffic import build_http_route, split
+from .traffic import Arm, build_http_route, split
 
 OWNED_KINDS: tuple[tuple[str, str], ...] = (
     ("apps/v1", "Deployment"),
     ("v1", "Service"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    ("v1", "ConfigMap"),
 )
+_REVISION_KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class DesiredState:
     revisions. Kinds matter: the stable Service and the HTTPRoute share the ModelDeployment's name."""
     serving: tuple[tuple[str, str], ...]
     """(variant, revision) pairs that take traffic now."""
+    arms: tuple[Arm, ...] = ()
+    """The traffic split over those pairs."""
 
 
 def _serving_revision(variant: ResolvedVariant, observed: Sequence[ObservedDeployment]) -> str:
@@ -51,28 +56,40 @@ def _serving_revision(variant: ResolvedVariant, observed: Sequence[ObservedDeplo
     return variant.revision
 
 
+@dataclass(frozen=True)
+class BuildOptions:
+    """What the operator's own settings contribute to the objects it builds."""
+
+    serving_image: str
+    router_image: str
+    image_pull_policy: str = "IfNotPresent"
+    router_cluster_role: str = "modeldeploy-router"
+    router_service_account: str | None = None
+    """A ServiceAccount every router shares (namespaced installs); None: one per router, made here."""
+
+
 def desired_state(
     owner: ModelDeploymentRef,
     spec: ModelDeploymentSpec,
     observed: Sequence[ObservedDeployment],
     *,
-    image: str,
-    image_pull_policy: str = "IfNotPresent",
+    options: BuildOptions,
+    generation: int = 0,
 ) -> DesiredState:
     variants = resolve_variants(owner.name, spec)
     manifests: list[dict[str, Any]] = []
     serving_names: set[str] = set()  # revision objects (Deployment, Service, HPA) still needed
     serving: list[tuple[str, str]] = []
-    progress_deadline = spec.rollout.progress_deadline_seconds
+    versions: dict[tuple[str, str], str] = {}
     for variant in variants:
         manifests.append(
             build_serving_deployment(
                 owner,
                 variant,
-                image=image,
+                image=options.serving_image,
                 replicas=variant.replicas,
-                progress_deadline_seconds=progress_deadline,
-                image_pull_policy=image_pull_policy,
+                progress_deadline_seconds=spec.rollout.progress_deadline_seconds,
+                image_pull_policy=options.image_pull_policy,
             )
         )
         manifests.append(build_serving_service(owner, variant))
@@ -80,24 +97,34 @@ def desired_state(
         if hpa is not None:
             manifests.append(hpa)
         serving_names.add(revision_name(owner.name, variant.name, variant.revision))
+        versions[(variant.name, variant.revision)] = variant.model.version
         live = _serving_revision(variant, observed)
         serving_names.add(revision_name(owner.name, variant.name, live))
         serving.append((variant.name, live))
 
-    if len(serving) == 1:
-        variant_name, revision = serving[0]
-        selector = lbl.revision_selector(owner.name, variant_name, revision)
+    arms = split({v.name: v.weight for v in variants}, {name: [(rev, 100)] for name, rev in serving})
+    if spec.traffic.provider == "router":
+        config = build_router_config(owner, spec, arms, versions, generation)
+        manifests += build_router_objects(
+            owner,
+            config,
+            image=options.router_image,
+            image_pull_policy=options.image_pull_policy,
+            cluster_role=options.router_cluster_role,
+        )
+        selector = lbl.router_selector(owner.name)
+    elif len(serving) == 1:
+        selector = lbl.revision_selector(owner.name, *serving[0])
     else:
-        # Several variants and no router yet: the Service spreads over every serving pod.
         selector = {lbl.DEPLOYMENT_LABEL: owner.name, "app.kubernetes.io/component": lbl.SERVER_COMPONENT}
     manifests.append(build_stable_service(owner, selector))
     if spec.traffic.provider == "gatewayAPI" and spec.traffic.gateway_api is not None:
-        arms = split({v.name: v.weight for v in variants}, {name: [(rev, 100)] for name, rev in serving})
-        route = build_http_route(owner, spec.traffic.gateway_api, arms)
-        manifests.append(route)
+        manifests.append(build_http_route(owner, spec.traffic.gateway_api, arms))
     keep = {(m["kind"], m["metadata"]["name"]) for m in manifests}
-    keep |= {(kind, name) for name in serving_names for _, kind in OWNED_KINDS if kind != "HTTPRoute"}
-    return DesiredState(manifests=tuple(manifests), keep=frozenset(keep), serving=tuple(serving))
+    keep |= {(kind, name) for name in serving_names for _, kind in OWNED_KINDS if kind in _REVISION_KINDS}
+    return DesiredState(
+        manifests=tuple(manifests), keep=frozenset(keep), serving=tuple(serving), arms=tuple(arms)
+    )
 
 
 def stale_objects(state: DesiredState, owned: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -65,7 +65,7 @@ def build_http_route(owner: ModelDeploymentRef, gateway: GatewayAPI, arms: Seque
         rules.append(
             {
                 "matches": [{"headers": [{"type": "Exact", "name": VARIANT_HEADER, "value": variant}]}],
-                # Within a pinned variant, keep its revisions' relative shares (all to the first if it has none).
+                # A pinned variant keeps its revisions' relative shares (all to the first if none has any).
                 "backendRefs": [
                     backend(a, a.basis_points if total else int(i == 0)) for i, a in enumerate(mine)
                 ],
@@ -77,10 +77,7 @@ def build_http_route(owner: ModelDeploymentRef, gateway: GatewayAPI, arms: Seque
             "backendRefs": [backend(a, a.basis_points) for a in arms],
         }
     )
-    parent_refs = [
-        {k: v for k, v in ref.model_dump(by_alias=True, exclude_none=True).items()}
-        for ref in gateway.parent_refs
-    ]
+    parent_refs = [ref.model_dump(by_alias=True, exclude_none=True) for ref in gateway.parent_refs]
     spec: dict[str, Any] = {"parentRefs": parent_refs, "rules": rules}
     if gateway.hostnames:
         spec["hostnames"] = list(gateway.hostnames)

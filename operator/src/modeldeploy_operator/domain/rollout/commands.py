@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, get_args
 
-from ..labels import GROUP
-from ..status_model import CommandAction
+from modeldeploy_operator.domain.labels import GROUP
+from modeldeploy_operator.domain.status_model import CommandAction
 
 COMMAND_ANNOTATION = f"{GROUP}/command"
 ACTIONS: tuple[str, ...] = get_args(CommandAction)
@@ -87,6 +87,8 @@ def parse_command_text(raw: str) -> Command | InvalidCommand:
         problem = f"unknown field(s): {', '.join(sorted(unknown))}"
     if problem is not None:
         return _invalid(raw, payload, problem)
+    assert isinstance(command_id, str)  # checked above
+    assert action in ACTIONS
     return Command(id=command_id, action=action, revision=revision, full=full)
 
 

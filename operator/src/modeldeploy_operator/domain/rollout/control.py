@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..revision import ResolvedVariant
-from ..status_model import CommandResult, CommandStatus, HistoryEntry, PauseStatus
-from .commands import Command, InvalidCommand
-from .evaluation import reset_failures
-from .history import previous_promoted, reopen, set_outcome
-from .state import Draft, stamp
-from .steps import abort
+from modeldeploy_operator.domain.revision import ResolvedVariant
+from modeldeploy_operator.domain.rollout.commands import Command, InvalidCommand
+from modeldeploy_operator.domain.rollout.evaluation import reset_failures
+from modeldeploy_operator.domain.rollout.history import previous_promoted, reopen, set_outcome
+from modeldeploy_operator.domain.rollout.state import Draft, stamp
+from modeldeploy_operator.domain.rollout.steps import abort
+from modeldeploy_operator.domain.status_model import CommandResult, CommandStatus, HistoryEntry, PauseStatus
 
 _Outcome = tuple[CommandResult, str]
 

@@ -15,9 +15,9 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
-from ..readings import CheckReading
-from ..spec import Analysis, Check
-from ..status_model import MAX_MEASUREMENTS, CheckResult, CheckStatus, Measurement
+from modeldeploy_operator.domain.readings import CheckReading
+from modeldeploy_operator.domain.spec import Analysis, Check
+from modeldeploy_operator.domain.status_model import MAX_MEASUREMENTS, CheckResult, CheckStatus, Measurement
 
 
 def _finite(value: float | None) -> float | None:

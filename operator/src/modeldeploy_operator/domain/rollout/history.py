@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from ..status_model import HistoryEntry, RevisionOutcome
+from modeldeploy_operator.domain.status_model import HistoryEntry, RevisionOutcome
 
 
 def set_outcome(

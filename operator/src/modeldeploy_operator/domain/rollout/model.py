@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..status_model import ModelDeploymentStatus
+from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
 
 Role = Literal["stable", "canary", "preview", "previous", "pinned"]
 """stable: takes the variant's traffic; canary: the new revision of a Canary rollout (its weight grows);

@@ -18,22 +18,28 @@ Everything the next call needs is in the status it returns, so a restarted opera
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from ..history import record_revision
-from ..observed import ObservedDeployment
-from ..readings import CheckReading
-from ..revision import ResolvedVariant, resolve_variants
-from ..spec import ModelDeploymentSpec
-from ..status_model import HistoryEntry, ModelDeploymentStatus
-from .commands import Command, InvalidCommand
-from .control import apply_command, pinned_entry
-from .history import reopen
-from .model import DesiredRevision, Plan, Role, VariantPlan
-from .state import Draft, stamp
-from .steps import advance, ready, wanted_canary_replicas
-from .view import VariantOutcome, build_status, requeue_after
+from modeldeploy_operator.domain.durations import parse_duration
+from modeldeploy_operator.domain.history import record_revision
+from modeldeploy_operator.domain.observed import ObservedDeployment
+from modeldeploy_operator.domain.readings import CheckReading
+from modeldeploy_operator.domain.revision import ResolvedVariant, resolve_variants
+from modeldeploy_operator.domain.rollout.commands import Command, InvalidCommand
+from modeldeploy_operator.domain.rollout.control import apply_command, pinned_entry
+from modeldeploy_operator.domain.rollout.history import reopen
+from modeldeploy_operator.domain.rollout.model import (
+    AnalysisRequest,
+    DesiredRevision,
+    Plan,
+    Role,
+    VariantPlan,
+)
+from modeldeploy_operator.domain.rollout.state import Draft, stamp
+from modeldeploy_operator.domain.rollout.steps import advance, ready, wanted_canary_replicas
+from modeldeploy_operator.domain.rollout.view import VariantOutcome, build_status, requeue_after
+from modeldeploy_operator.domain.spec import ModelDeploymentSpec
+from modeldeploy_operator.domain.status_model import HistoryEntry, ModelDeploymentStatus
 
 
 def _total_replicas(variant: ResolvedVariant, stable: ObservedDeployment | None) -> int:
@@ -94,11 +100,6 @@ class _Layout:
         return VariantPlan(
             name=self.variant.name, weight=self.variant.weight, revisions=tuple(self.revisions)
         )
-
-
-@dataclass(frozen=True)
-class _Inputs:
-    readings: Sequence[CheckReading]
 
 
 def _end_other_rollout(draft: Draft, variant: ResolvedVariant, target: str, immediate: bool) -> None:
@@ -186,15 +187,32 @@ def _plan_variant(draft: Draft, variant: ResolvedVariant, readings: Sequence[Che
     outcome = VariantOutcome(variant=variant, pinned=pin)
 
     if stable == target:
-        layout = _Layout(draft, variant)
-        observed = draft.observed_of(variant.name, stable)
-        layout.add(stable, "pinned" if pin is not None else "stable", _total_replicas(variant, observed), 100)
-        return outcome.with_plan(layout.plan(), serving=stable, draft=draft)
+        return _steady(draft, outcome, stable)
     if immediate:
         plan, serving, updating = _immediate(draft, variant, target, pin)
         return outcome.with_plan(plan, serving=serving, draft=draft, updating=updating)
-
     assert stable is not None
+    return _progressive(draft, outcome, stable, target, readings)
+
+
+def _steady(draft: Draft, outcome: VariantOutcome, stable: str) -> VariantOutcome:
+    """The variant serves its target; resizing (replicas) shows as updating until done."""
+    variant = outcome.variant
+    observed = draft.observed_of(variant.name, stable)
+    rolled_out = observed is not None and observed.rolled_out
+    if rolled_out and outcome.pinned is None:
+        draft.finish(variant.name, stable, "Promoted")
+    layout = _Layout(draft, variant)
+    role: Role = "pinned" if outcome.pinned is not None else "stable"
+    layout.add(stable, role, _total_replicas(variant, observed), 100)
+    return outcome.with_plan(layout.plan(), serving=stable, draft=draft, updating=not rolled_out)
+
+
+def _progressive(
+    draft: Draft, outcome: VariantOutcome, stable: str, target: str, readings: Sequence[CheckReading]
+) -> VariantOutcome:
+    """Canary or BlueGreen: aborted, queued behind another variant, or one pass of the step machine."""
+    variant = outcome.variant
     stable_observed = draft.observed_of(variant.name, stable)
     total = _total_replicas(variant, stable_observed)
     new_role: Role = "preview" if draft.spec.rollout.strategy == "BlueGreen" else "canary"
@@ -271,4 +289,29 @@ def plan(
         events=tuple(draft.events),
         status=status,
         requeue_after=requeue_after(draft, in_spec_order),
+    )
+
+
+def analysis_request(
+    spec: ModelDeploymentSpec, previous_status: ModelDeploymentStatus | None, now: datetime
+) -> AnalysisRequest | None:
+    """What to measure before calling plan(), or None when no analysis is due (so a reconcile that
+    is not on the analysis interval does not scrape). Readings given to plan() when it is not due are
+    ignored, so calling this is an optimisation, not a correctness matter."""
+    status = previous_status or ModelDeploymentStatus()
+    analysis = spec.rollout.analysis
+    if analysis is None or not analysis.checks or status.aborted:
+        return None
+    if status.rollout_variant is None or status.canary_revision is None:
+        return None
+    state = status.analysis
+    last_run = state.last_run_at if state is not None and state.revision == status.canary_revision else None
+    if last_run is not None and now < last_run + timedelta(seconds=parse_duration(analysis.interval)):
+        return None
+    stable = next((v.revision for v in status.variants if v.name == status.rollout_variant), None)
+    return AnalysisRequest(
+        variant=status.rollout_variant,
+        canary_revision=status.canary_revision,
+        stable_revision=stable,
+        checks=tuple(c.name for c in analysis.checks),
     )

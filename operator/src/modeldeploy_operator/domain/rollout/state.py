@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from ..history import entry_for_hash, finish_revision
-from ..observed import ObservedDeployment
-from ..spec import ModelDeploymentSpec
-from ..status_model import (
+from modeldeploy_operator.domain.history import entry_for_hash, finish_revision
+from modeldeploy_operator.domain.observed import ObservedDeployment
+from modeldeploy_operator.domain.rollout.model import PlanEvent
+from modeldeploy_operator.domain.spec import ModelDeploymentSpec
+from modeldeploy_operator.domain.status_model import (
     AnalysisStatus,
     CommandStatus,
     HistoryEntry,
@@ -21,7 +22,6 @@ from ..status_model import (
     PauseStatus,
     RevisionOutcome,
 )
-from .model import PlanEvent
 
 
 def stamp(moment: datetime) -> datetime:

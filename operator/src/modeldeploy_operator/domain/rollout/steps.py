@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from ..durations import parse_duration
-from ..observed import ObservedDeployment
-from ..readings import CheckReading
-from ..revision import ResolvedVariant
-from ..status_model import AnalysisStatus, PauseStatus
-from .evaluation import describe, failed_checks, measure_all, passed_since
-from .state import Draft, stamp
+from modeldeploy_operator.domain.durations import parse_duration
+from modeldeploy_operator.domain.observed import ObservedDeployment
+from modeldeploy_operator.domain.readings import CheckReading
+from modeldeploy_operator.domain.revision import ResolvedVariant
+from modeldeploy_operator.domain.rollout.evaluation import describe, failed_checks, measure_all, passed_since
+from modeldeploy_operator.domain.rollout.state import Draft, stamp
+from modeldeploy_operator.domain.spec import AnalysisStep, PauseStep
+from modeldeploy_operator.domain.status_model import AnalysisStatus, PauseStatus
 
 
 def canary_replicas(total: int, weight: int) -> int:
@@ -157,51 +158,65 @@ def _wait_for_pods(draft: Draft, canary: ObservedDeployment | None, needed: int,
     return False
 
 
-def _take_step(draft: Draft, variant_replicas: int, canary: ObservedDeployment | None) -> bool:
-    """Try to complete the current step; True when it completed (try the next one too)."""
+def _set_weight(draft: Draft, weight: int, total: int, canary: ObservedDeployment | None) -> bool:
+    if not _wait_for_pods(draft, canary, canary_replicas(total, weight), f"for {weight}% of the traffic"):
+        return False
+    draft.canary_weight = weight
+    _next_step(draft, f"setWeight {weight}")
+    return True
+
+
+def _pause(draft: Draft, step: PauseStep, started: datetime) -> bool:
+    if step.duration is None:
+        draft.pause = PauseStatus(reason="Step", since=started)
+        return False
+    until = started + timedelta(seconds=parse_duration(step.duration))
+    if draft.now < until:
+        draft.pause = PauseStatus(reason="Step", since=started, until=stamp(until))
+        return False
+    _next_step(draft, f"pause {step.duration}")
+    return True
+
+
+def _analysis(draft: Draft, step: AnalysisStep, started: datetime) -> bool:
+    """Passes once its duration is over and every named check's latest result in the step is Pass;
+    Inconclusive holds it open until the deadline."""
     rollout = draft.spec.rollout
+    every_check = tuple(c.name for c in rollout.analysis.checks) if rollout.analysis else ()
+    names = step.checks or every_check
+    duration = parse_duration(step.duration) if step.duration else 0.0
+    checks = draft.analysis.checks if draft.analysis else ()
+    if draft.now >= started + timedelta(seconds=duration) and passed_since(checks, names, started):
+        _next_step(draft, f"analysis {', '.join(names)}")
+        return True
+    if _deadline_passed(draft, duration):
+        fail(
+            draft,
+            "ProgressDeadlineExceeded",
+            f"analysis step {(draft.step_index or 0) + 1} did not pass within "
+            f"{rollout.progress_deadline_seconds}s after its duration: "
+            f"{describe(checks) or 'no measurements'}",
+        )
+    return False
+
+
+def _take_step(draft: Draft, total: int, canary: ObservedDeployment | None) -> bool:
+    """Try to complete the current step; True when it completed (try the next one too)."""
+    steps = draft.spec.rollout.steps
     index = draft.step_index or 0
-    if index >= len(rollout.steps):
+    started = draft.step_started_at or stamp(draft.now)
+    if index >= len(steps):
         # Every step done: the caller promotes once the new revision can take all the traffic.
         if not (draft.promote_full and ready(canary) > 0):
-            _wait_for_pods(draft, canary, variant_replicas, "to take all the traffic")
+            _wait_for_pods(draft, canary, total, "to take all the traffic")
         return False
-    step = rollout.steps[index]
-    started = draft.step_started_at or stamp(draft.now)
+    step = steps[index]
     if step.set_weight is not None:
-        needed = canary_replicas(variant_replicas, step.set_weight)
-        if not _wait_for_pods(draft, canary, needed, f"for {step.set_weight}% of the traffic"):
-            return False
-        draft.canary_weight = step.set_weight
-        _next_step(draft, f"setWeight {step.set_weight}")
-        return True
+        return _set_weight(draft, step.set_weight, total, canary)
     if step.pause is not None:
-        if step.pause.duration is None:
-            draft.pause = PauseStatus(reason="Step", since=started)
-            return False
-        until = started + timedelta(seconds=parse_duration(step.pause.duration))
-        if draft.now < until:
-            draft.pause = PauseStatus(reason="Step", since=started, until=stamp(until))
-            return False
-        _next_step(draft, f"pause {step.pause.duration}")
-        return True
+        return _pause(draft, step.pause, started)
     if step.analysis is not None:
-        analysis = rollout.analysis
-        every_check = tuple(c.name for c in analysis.checks) if analysis else ()
-        names = step.analysis.checks or every_check
-        duration = parse_duration(step.analysis.duration) if step.analysis.duration else 0.0
-        checks = draft.analysis.checks if draft.analysis else ()
-        if draft.now >= started + timedelta(seconds=duration) and passed_since(checks, names, started):
-            _next_step(draft, f"analysis {', '.join(names)}")
-            return True
-        if _deadline_passed(draft, duration):
-            fail(
-                draft,
-                "ProgressDeadlineExceeded",
-                f"analysis step {index + 1} did not pass within {rollout.progress_deadline_seconds}s "
-                f"after its duration: {describe(checks) or 'no measurements'}",
-            )
-        return False
+        return _analysis(draft, step.analysis, started)
     return False
 
 

@@ -17,10 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from ..conditions import find_condition, is_true, set_condition
-from ..durations import parse_duration
-from ..revision import ResolvedVariant
-from ..status_model import (
+from modeldeploy_operator.domain.conditions import find_condition, is_true, set_condition
+from modeldeploy_operator.domain.durations import parse_duration
+from modeldeploy_operator.domain.revision import ResolvedVariant
+from modeldeploy_operator.domain.rollout.model import VariantPlan
+from modeldeploy_operator.domain.rollout.state import Draft
+from modeldeploy_operator.domain.status_model import (
     DEGRADED,
     PROGRESSING,
     READY,
@@ -32,8 +34,6 @@ from ..status_model import (
     RevisionStatus,
     VariantStatus,
 )
-from .model import VariantPlan
-from .state import Draft
 
 _Verdict = tuple[ConditionStatus, str, str]
 MAX_REVISIONS_IN_STATUS = 8
@@ -204,7 +204,11 @@ def build_status(
     variants = tuple(_variant_status(draft, o) for o in outcomes)
     not_serving = [o.variant.name for o in outcomes if o.variant.weight > 0 and not o.serving_ready]
     if not_serving:
-        ready: _Verdict = ("False", "NoReadyReplicas", f"no ready replicas for variant(s): {', '.join(not_serving)}")
+        ready: _Verdict = (
+            "False",
+            "NoReadyReplicas",
+            f"no ready replicas for variant(s): {', '.join(not_serving)}",
+        )
     else:
         ready = ("True", "ReplicasReady", "every variant that takes traffic has ready replicas")
     progressing = _progressing(draft, outcomes)
@@ -269,7 +273,11 @@ def _timers(draft: Draft) -> list[datetime]:
     analysis = rollout.analysis
     if analysis is not None and analysis.checks:
         interval = timedelta(seconds=parse_duration(analysis.interval))
-        last = draft.analysis.last_run_at if draft.analysis and draft.analysis.revision == draft.canary_revision else None
+        last = (
+            draft.analysis.last_run_at
+            if draft.analysis and draft.analysis.revision == draft.canary_revision
+            else None
+        )
         times.append(last + interval if last else draft.now + interval)
     index, started = draft.step_index or 0, draft.step_started_at
     if started is not None and (draft.pause is None or draft.pause.reason == "Step"):

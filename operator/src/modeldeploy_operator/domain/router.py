@@ -1,0 +1,172 @@
+"""The built-in router of one ModelDeployment: its routing table and the objects that run it.
+
+One router per ModelDeployment (see docs/router.md): its own Deployment behind the stable Service, its
+table in the ConfigMap `<name>-router` (key `router.json`, the typed `RouterConfig` shared with the
+router), and a ServiceAccount bound to the chart's router ClusterRole in this namespace (read its
+ConfigMap and EndpointSlices, nothing else). All owned by the ModelDeployment, so all garbage-collected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from modeldeploy_contract.router_config import (
+    CONFIG_KEY,
+    ENV_PREFIX,
+    ArmConfig,
+    RouterConfig,
+    ShadowConfig,
+    StickyConfig,
+    TimeoutConfig,
+    config_map_name,
+)
+from modeldeploy_contract.router_config import ModelDeploymentRef as RouterDeploymentRef
+
+from . import labels as lbl
+from .manifests import PORT_NAME, RUN_AS_USER, _metadata, _restricted_container_security
+from .names import revision_name, router_name
+from .resource import ModelDeploymentRef
+from .revision import SERVER_PORT
+from .spec import ModelDeploymentSpec
+from .traffic import TOTAL_BASIS_POINTS, Arm
+
+ROUTER_COMMAND = ("modeldeploy-router",)
+ROUTER_REPLICAS = 1
+
+
+def build_router_config(
+    owner: ModelDeploymentRef,
+    spec: ModelDeploymentSpec,
+    arms: Sequence[Arm],
+    model_versions: Mapping[tuple[str, str], str],
+    generation: int,
+) -> RouterConfig:
+    """The routing table. Within a variant, arms must come canary first: the router's sticky buckets
+    then grow the canary's share by moving keys only from the stable into the canary."""
+    traffic = spec.traffic
+    configs = tuple(
+        ArmConfig(
+            variant=arm.variant,
+            revision=arm.revision,
+            weight=arm.basis_points * 100 / TOTAL_BASIS_POINTS,
+            service=revision_name(owner.name, arm.variant, arm.revision),
+            port_name=PORT_NAME,
+            model_name=owner.name,
+            model_version=model_versions.get((arm.variant, arm.revision)),
+        )
+        for arm in arms
+    )
+    sticky = None
+    if traffic.sticky_key is not None:
+        sticky = StickyConfig(
+            header=traffic.sticky_key.header, body_field=traffic.sticky_key.body_field, salt=owner.name
+        )
+    shadow = None
+    if traffic.shadow is not None and traffic.shadow.variant and traffic.shadow.percent > 0:
+        target = next((a for a in arms if a.variant == traffic.shadow.variant), None)
+        if target is not None:
+            shadow = ShadowConfig(
+                variant=target.variant,
+                revision=target.revision,
+                percent=traffic.shadow.percent,
+                score_output="probabilities",
+                label_output="label",
+            )
+    return RouterConfig(
+        deployment=RouterDeploymentRef(namespace=owner.namespace, name=owner.name, uid=owner.uid),
+        generation=generation,
+        arms=configs,
+        sticky=sticky,
+        shadow=shadow,
+        timeouts=TimeoutConfig(request_seconds=traffic.timeout_seconds),
+        when_arm_unavailable="reject" if traffic.no_ready_backend == "Reject" else "redistribute",
+    )
+
+
+def build_router_objects(
+    owner: ModelDeploymentRef,
+    config: RouterConfig,
+    *,
+    image: str,
+    image_pull_policy: str,
+    cluster_role: str,
+    shared_service_account: str | None = None,
+) -> list[dict[str, Any]]:
+    """ServiceAccount, RoleBinding, ConfigMap and Deployment of the router, in the order to apply them.
+
+    With `shared_service_account` (a namespaced install, where the chart provides the router's
+    ServiceAccount and Role), no RBAC objects are built and the pods run as that account."""
+    name = router_name(owner.name)
+    labels = lbl.common_labels(owner.name, lbl.ROUTER_COMPONENT)
+    service_account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(owner, name, labels),
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(owner, name, labels),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
+    }
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(owner, config_map_name(owner.name), labels),
+        "data": {CONFIG_KEY: config.to_json()},
+    }
+    container = {
+        "name": "router",
+        "image": image,
+        "imagePullPolicy": image_pull_policy,
+        "command": list(ROUTER_COMMAND),
+        "env": [
+            {"name": f"{ENV_PREFIX}CONFIG_MAP", "value": config_map_name(owner.name)},
+            {"name": f"{ENV_PREFIX}PORT", "value": str(SERVER_PORT)},
+        ],
+        "ports": [{"name": PORT_NAME, "containerPort": SERVER_PORT, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": PORT_NAME},
+            "periodSeconds": 2,
+            "timeoutSeconds": 2,
+            "failureThreshold": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": PORT_NAME},
+            "periodSeconds": 10,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "securityContext": _restricted_container_security(),
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner, name, labels),
+        "spec": {
+            "replicas": ROUTER_REPLICAS,
+            "selector": {"matchLabels": lbl.router_selector(owner.name)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": shared_service_account or name,
+                    "enableServiceLinks": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": RUN_AS_USER,
+                        "runAsGroup": RUN_AS_USER,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "terminationGracePeriodSeconds": 15,
+                    "containers": [container],
+                },
+            },
+        },
+    }
+    if shared_service_account:
+        return [config_map, deployment]
+    return [service_account, binding, config_map, deployment]

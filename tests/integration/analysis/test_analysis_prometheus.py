@@ -1,0 +1,129 @@
+"""PromQL checks against a real Prometheus (Debian's package) scraping real model servers every second.
+
+The same traffic is measured by the built-in scrape too: both sources must agree, since the
+operator may use either for the same check.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from analysis_harness import WINDOW_ROWS, Churn, free_port, model_server, prometheus
+
+from modeldeploy_operator.analysis import (
+    AnalysisSources,
+    AnalysisTarget,
+    BuiltinScrapeSource,
+    PrometheusClient,
+    PrometheusReader,
+)
+from modeldeploy_operator.domain.readings import CheckReading
+from modeldeploy_operator.domain.spec import Analysis, Check, Threshold
+
+WINDOW = timedelta(seconds=30)
+BUILTIN = [
+    Check(name=kind.lower(), type=kind, threshold=Threshold(max=1))
+    for kind in ("errorRate", "latencyP99", "inputDrift", "predictionShift")
+]
+
+
+def user_check(query: str) -> Check:
+    return Check(name="custom", type="prometheus", threshold=Threshold(max=1), query=query)
+
+
+def by_check(readings: list[CheckReading]) -> dict[str, CheckReading]:
+    return {r.check: r for r in readings}
+
+
+def test_promql_checks_with_a_real_prometheus(churn: Churn, tmp_path: Path) -> None:
+    with (
+        model_server(churn.bundle("v1"), tmp_path) as stable,
+        model_server(churn.bundle("v3"), tmp_path) as canary,
+        prometheus({stable.address: "stable1", canary.address: "canary1"}, tmp_path) as prom,
+    ):
+        t = AnalysisTarget(
+            "ml",
+            "churn",
+            "default",
+            "canary1",
+            "stable1",
+            canary_endpoints=(canary.address,),
+            stable_endpoints=(stable.address,),
+            drift_window_seconds=1,
+        )
+        # Warm-up: every series exists and has been scraped a few times before the measured traffic
+        # (increase() counts from a series' first sample).
+        canary.send(churn.normal[:1], per_request=1)
+        canary.bad_request()
+        stable.send(churn.normal[:1], per_request=1)
+        prom.wait_scraped(2, "canary1")
+        time.sleep(3)
+        scrape = BuiltinScrapeSource()
+        scrape.read(BUILTIN, t, WINDOW)
+
+        canary.send(churn.normal[:400])
+        stable.send(churn.normal[400:800])
+        for _ in range(10):
+            canary.bad_request()
+        prom.wait_scraped(52, "canary1")
+        time.sleep(3)  # a few more samples after the last increment
+
+        reader = PrometheusReader(PrometheusClient(prom.url, timeout_seconds=5))
+        via_prometheus = by_check(reader.read(BUILTIN, t, WINDOW))
+        via_scrape = by_check(scrape.read(BUILTIN, t, WINDOW))
+
+        errors = via_prometheus["errorrate"]
+        assert errors.value == pytest.approx(10 / 50, abs=0.03), errors
+        assert errors.samples == pytest.approx(50, rel=0.2)
+        assert via_scrape["errorrate"].value == pytest.approx(10 / 50)
+
+        p99 = via_prometheus["latencyp99"]
+        assert p99.value is not None
+        assert p99.value == pytest.approx(via_scrape["latencyp99"].value, rel=0.25), (
+            p99,
+            via_scrape["latencyp99"],
+        )
+
+        drift = via_prometheus["inputdrift"]
+        assert drift.value == pytest.approx(via_scrape["inputdrift"].value)  # the same gauges
+        assert drift.samples == WINDOW_ROWS
+
+        shift = via_prometheus["predictionshift"]
+        assert shift.value is not None
+        assert shift.value > 0.25  # v3's scores against v1's
+        assert shift.value == pytest.approx(via_scrape["predictionshift"].value, rel=0.25)
+        assert shift.samples == pytest.approx(400, rel=0.2)
+
+        total = 'sum(modeldeploy_requests_total{modeldeploy_io_revision="canary1"})'
+        custom = reader.read_one(user_check(total), t, 30)
+        assert (custom.value, custom.samples) == (52.0, 1)
+        nan = reader.read_one(user_check("vector(0) / vector(0)"), t, 30)
+        assert nan.value is None
+        assert nan.detail.startswith("query returned nan")
+        broken = reader.read_one(user_check("sum(rate(x[1m]"), t, 30)
+        assert broken.value is None
+        assert broken.detail.startswith("query failed: bad_data")
+        several = reader.read_one(user_check("modeldeploy_requests_total"), t, 30)
+        assert several.value is None
+        assert "series" in several.detail
+        unknown = reader.read_one(user_check('sum(up{job="nothing"})'), t, 30)
+        assert (unknown.value, unknown.detail) == (None, "query returned no data")
+
+        # The whole entry point: a Prometheus source configured, so built-in checks use PromQL too.
+        analysis = Analysis.model_validate(
+            {"interval": "30s", "checks": [*BUILTIN, user_check(total)], "prometheus": {"address": prom.url}}
+        )
+        routed = AnalysisSources().read(analysis, analysis.checks, t)
+        assert [r.check for r in routed] == [c.name for c in analysis.checks]
+        assert all(r.value is not None for r in routed), routed
+
+
+def test_an_unreachable_prometheus_gives_readings_without_values() -> None:
+    reader = PrometheusReader(PrometheusClient(f"http://127.0.0.1:{free_port()}", timeout_seconds=1))
+    t = AnalysisTarget("ml", "churn", "default", "canary1", "stable1")
+    readings = reader.read([*BUILTIN, user_check("up")], t, WINDOW)
+    assert all(r.value is None for r in readings)
+    assert all("ConnectError" in r.detail for r in readings), readings
