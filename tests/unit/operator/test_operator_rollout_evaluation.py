@@ -71,3 +71,19 @@ def test_measurements_are_bounded_and_passed_since_needs_fresh_passes() -> None:
     good = [CheckReading("errors", 0.0, 500, NOW), CheckReading("auc", 0.9, 50, NOW)]
     checks = measure_all(ANALYSIS, checks, good, NOW)
     assert passed_since(checks, ["errors", "auc"], NOW)
+
+
+def test_prometheus_checks_are_not_held_to_the_analysis_wide_minimum() -> None:
+    # A PromQL value carries no sample count (1); only a check's own minSamples applies to it.
+    import datetime as dt
+
+    from modeldeploy_operator.domain.readings import CheckReading
+    from modeldeploy_operator.domain.rollout.evaluation import evaluate
+    from modeldeploy_operator.domain.spec import Analysis, Check, PrometheusSource, Threshold
+
+    check = Check(name="p", type="prometheus", query="vector(1)", threshold=Threshold(max=2))
+    analysis = Analysis(
+        min_samples=100, checks=(check,), prometheus=PrometheusSource(address="http://p:9090")
+    )
+    reading = CheckReading(check="p", value=1.0, samples=1, measured_at=dt.datetime.now(dt.UTC))
+    assert evaluate(check, reading, analysis, reading.measured_at).result == "Pass"

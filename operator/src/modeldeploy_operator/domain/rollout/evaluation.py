@@ -34,7 +34,10 @@ def evaluate(check: Check, reading: CheckReading | None, analysis: Analysis, now
     if reading is None:
         return Measurement(time=stamped, result="Inconclusive", message="no data: no reading for the check")
     value = _finite(reading.value)
-    min_samples = check.min_samples if check.min_samples is not None else analysis.min_samples
+    # A PromQL query cannot say how many observations stand behind its value: the analysis-wide
+    # minimum applies to built-in checks only, a prometheus check has just its own (if any).
+    default_min = 0 if check.type == "prometheus" else analysis.min_samples
+    min_samples = check.min_samples if check.min_samples is not None else default_min
     detail = f" ({reading.detail})" if reading.detail else ""
     result: CheckResult
     if value is None:
