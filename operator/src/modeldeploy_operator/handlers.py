@@ -12,6 +12,7 @@ retries with growing delays a bounded number of times; the resync picks up after
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections import defaultdict
@@ -24,7 +25,7 @@ from modeldeploy_operator.config import OperatorSettings
 from modeldeploy_operator.domain import labels as lbl
 from modeldeploy_operator.domain.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from modeldeploy_operator.k8s.api import KubeApi, RejectedError, TransientApiError
-from modeldeploy_operator.reconciler import Reconciler
+from modeldeploy_operator.reconciler import Outcome, Reconciler
 
 SETTINGS = OperatorSettings()
 log = logging.getLogger("modeldeploy.handlers")
@@ -48,11 +49,11 @@ def _backoff(retry: int) -> float:
     return float(min(SETTINGS.retry_backoff_seconds * 2**retry, SETTINGS.retry_backoff_max_seconds))
 
 
-def _run(body: dict[str, Any], retry: int = 0, *, raise_temporary: bool = True) -> str:
+def _run(body: dict[str, Any], retry: int = 0, *, raise_temporary: bool = True) -> Outcome | None:
     uid = body["metadata"]["uid"]
     with _locks[uid]:
         try:
-            return _get_reconciler().reconcile(body).phase
+            return _get_reconciler().reconcile(body)
         except TransientApiError as error:
             if raise_temporary:
                 raise kopf.TemporaryError(str(error), delay=_backoff(retry)) from error
@@ -66,7 +67,7 @@ def _run(body: dict[str, Any], retry: int = 0, *, raise_temporary: bool = True) 
             # The API server refused what we built: a bug or an admission policy. Retrying the same
             # objects cannot help; status and an Event already say so, and the resync tries again.
             raise kopf.PermanentError(str(error)) from error
-    return "Unknown"
+    return None
 
 
 @kopf.on.startup()
@@ -99,9 +100,25 @@ def on_modeldeployment(body: kopf.Body, retry: int, **_: Any) -> None:
     _run(dict(body), retry)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=SETTINGS.resync_seconds, initial_delay=SETTINGS.resync_seconds)
-def resync(body: kopf.Body, **_: Any) -> None:
-    _run(dict(body), raise_temporary=False)
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5, initial_delay=1)
+async def drive(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """Per object: reconcile when the rollout planner's next timer is due (a pause ending, the next
+    analysis interval, a deadline), and at least every resync period to repair drift."""
+    while not stopped:
+        try:
+            outcome = await asyncio.to_thread(_run, dict(body), raise_temporary=False)
+        except kopf.PermanentError as error:
+            log.warning(
+                "reconcile of %s/%s refused: %s",
+                body["metadata"]["namespace"],
+                body["metadata"]["name"],
+                error,
+            )
+            outcome = None
+        delay = SETTINGS.resync_seconds
+        if outcome is not None and outcome.requeue_after is not None:
+            delay = max(0.5, min(delay, outcome.requeue_after))
+        await stopped.wait(delay)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": lbl.MANAGED_BY})

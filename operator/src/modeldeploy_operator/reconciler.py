@@ -2,7 +2,8 @@
 status write. Level-triggered: it recomputes everything from the object and what exists, so running it
 twice changes nothing, and an owned object someone edited or deleted is put back.
 
-    parse -> observe -> decide (pure) -> apply -> prune -> status
+    parse -> observe -> measure (when analysis is due) -> plan (pure) -> build (pure)
+          -> apply -> prune -> events -> status
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
+from modeldeploy_operator.analysis import AnalysisSources, AnalysisTarget, select_checks
 from modeldeploy_operator.config import OperatorSettings
 from modeldeploy_operator.domain import labels as lbl
 from modeldeploy_operator.domain.desired_state import (
@@ -23,9 +27,13 @@ from modeldeploy_operator.domain.desired_state import (
     stale_objects,
 )
 from modeldeploy_operator.domain.observed import ObservedDeployment
+from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.resource import API_VERSION, KIND, ModelDeploymentRef
+from modeldeploy_operator.domain.revision import SERVER_PORT
+from modeldeploy_operator.domain.rollout.commands import parse_command
+from modeldeploy_operator.domain.rollout.planner import analysis_request, plan
 from modeldeploy_operator.domain.spec import ModelDeploymentSpec
-from modeldeploy_operator.domain.status import compute_status, status_for_invalid_spec, with_error
+from modeldeploy_operator.domain.status import status_for_invalid_spec, with_error
 from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
 from modeldeploy_operator.domain.validation import InvalidSpecError, parse_spec, validate_name
 from modeldeploy_operator.k8s.api import KubeApi, RejectedError, TransientApiError
@@ -34,6 +42,8 @@ from modeldeploy_operator.metrics import APPLIED_OBJECTS, RECONCILE_ERRORS, RECO
 
 log = logging.getLogger("modeldeploy.reconcile")
 _MODELDEPLOYMENT = kind_of(API_VERSION, KIND)
+_DEPLOYMENT = kind_of("apps/v1", "Deployment")
+CRASH_LOOP_RESTARTS = 3
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,15 @@ class Outcome:
     status_written: bool
     applied: int
     pruned: int
+    requeue_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    owned: dict[str, list[dict[str, Any]]]
+    deployments: list[ObservedDeployment]
+    ready_endpoints: dict[str, list[str]]
+    """Revision hash (or "router") -> "ip:port" of its ready pods."""
 
 
 def _now() -> dt.datetime:
@@ -68,10 +87,27 @@ def status_patch(current: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]
     return patch
 
 
+def _pod_ready(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _pod_crash_looping(pod: dict[str, Any]) -> bool:
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if (
+            waiting.get("reason") == "CrashLoopBackOff"
+            or container.get("restartCount", 0) >= CRASH_LOOP_RESTARTS
+        ):
+            return True
+    return False
+
+
 class Reconciler:
     def __init__(self, api: KubeApi, settings: OperatorSettings) -> None:
         self.api = api
         self.settings = settings
+        self.analysis = AnalysisSources()  # one per process: it keeps the previous scrape per target
         self.options = BuildOptions(
             serving_image=settings.serving_image,
             router_image=settings.router_image,
@@ -115,14 +151,12 @@ class Reconciler:
             status = status_for_invalid_spec(
                 invalid.messages, now=now, generation=generation, previous=previous
             )
-            same_error = previous.last_error is not None and previous.last_error.message == str(invalid)
-            if not same_error:
+            if previous.last_error is None or previous.last_error.message != str(invalid):
                 self.api.event(body, "InvalidSpec", str(invalid), warning=True)
-            written = self._write_status(body, status)
-            return Outcome("Failed", written, 0, 0)
+            return Outcome("Failed", self._write_status(body, status), 0, 0)
 
         try:
-            state, observed, pruned = self._converge(owner, spec, generation or 0)
+            return self._converge(body, owner, spec, previous, generation, now)
         except RejectedError as rejected:
             # Forbidden, or an object the API server refuses: say so on the object (once per distinct
             # message) and let the caller decide about retrying.
@@ -132,45 +166,111 @@ class Reconciler:
             self._write_status(body, failed)
             raise
 
-        # 6. status: one write, only when something changed.
-        # Status speaks of the desired revisions: while an old one still serves, Progressing is True.
-        status = compute_status(owner.name, spec, observed, now=now, generation=generation, previous=previous)
-        written = self._write_status(body, status)
-        if status.phase != previous.phase and written:
-            self.api.event(body, f"Phase{status.phase}", status.message or f"phase is {status.phase}")
-        return Outcome(status.phase, written, len(state.manifests), pruned)
-
     def _converge(
-        self, owner: ModelDeploymentRef, spec: ModelDeploymentSpec, generation: int
-    ) -> tuple[DesiredState, list[ObservedDeployment], int]:
+        self,
+        body: dict[str, Any],
+        owner: ModelDeploymentRef,
+        spec: ModelDeploymentSpec,
+        previous: ModelDeploymentStatus,
+        generation: int | None,
+        now: dt.datetime,
+    ) -> Outcome:
         # 2. observe
+        seen = self._observe(owner, spec)
+        # 3. measure, only when the planner's analysis is due
+        readings = self._measure(owner, spec, previous, seen, now)
+        # 4. plan (pure): which revisions run, their replicas and weights, events, the new status
+        command = parse_command(body["metadata"].get("annotations"))
+        decided = plan(
+            owner.name, spec, seen.deployments, readings, now, previous, command, generation=generation
+        )
+        # 5. build (pure)
+        state = desired_state(owner, spec, decided, options=self.options, generation=generation or 0)
+        # 6. apply
+        for manifest in state.manifests:
+            self.api.apply(manifest)
+            APPLIED_OBJECTS.labels(manifest["kind"]).inc()
+        for name, replicas in state.replica_patches:
+            self._scale(owner, name, replicas, seen)
+        # 7. prune what nothing needs any more (only objects we control)
+        pruned = self._prune(owner, state, seen)
+        # 8. events, then 9. the one status write
+        for event in decided.events:
+            self.api.event(body, event.reason, event.message, warning=event.warning)
+        written = self._write_status(body, decided.status)
+        return Outcome(decided.status.phase, written, len(state.manifests), pruned, decided.requeue_after)
+
+    def _observe(self, owner: ModelDeploymentRef, spec: ModelDeploymentSpec) -> Observation:
         selector = f"{lbl.DEPLOYMENT_LABEL}={owner.name}"
         uses_gateway = spec.traffic.provider == "gatewayAPI"
         owned = {
             kind: self._list_owned(api_version, kind, owner.namespace, selector, uses_gateway)
             for api_version, kind in OWNED_KINDS
         }
-        observed = [o for d in owned["Deployment"] if (o := ObservedDeployment.from_object(d))]
+        pods = self.api.list("v1", "Pod", owner.namespace, selector)
+        crash_looping: set[str] = set()
+        endpoints: dict[str, list[str]] = defaultdict(list)
+        for pod in pods:
+            labels = pod["metadata"].get("labels") or {}
+            key = labels.get(lbl.REVISION_LABEL) or (
+                "router" if labels.get("app.kubernetes.io/component") == lbl.ROUTER_COMPONENT else None
+            )
+            if key is None or pod["metadata"].get("deletionTimestamp"):
+                continue
+            if _pod_crash_looping(pod):
+                crash_looping.add(key)
+            ip = (pod.get("status") or {}).get("podIP")
+            if ip and _pod_ready(pod):
+                endpoints[key].append(f"{ip}:{SERVER_PORT}")
+        deployments = [
+            replace(o, crash_looping=o.revision in crash_looping)
+            for d in owned["Deployment"]
+            if (o := ObservedDeployment.from_object(d))
+        ]
+        return Observation(owned, deployments, dict(endpoints))
 
-        # 3. decide (pure)
-        state = desired_state(owner, spec, observed, options=self.options, generation=generation)
+    def _measure(
+        self,
+        owner: ModelDeploymentRef,
+        spec: ModelDeploymentSpec,
+        previous: ModelDeploymentStatus,
+        seen: Observation,
+        now: dt.datetime,
+    ) -> Sequence[CheckReading]:
+        request = analysis_request(spec, previous, now)
+        analysis = spec.rollout.analysis
+        if request is None or analysis is None:
+            return ()
+        target = AnalysisTarget(
+            namespace=owner.namespace,
+            deployment=owner.name,
+            variant=request.variant,
+            canary_revision=request.canary_revision,
+            stable_revision=request.stable_revision,
+            canary_endpoints=tuple(seen.ready_endpoints.get(request.canary_revision, ())),
+            stable_endpoints=tuple(seen.ready_endpoints.get(request.stable_revision or "", ())),
+            router_endpoints=tuple(seen.ready_endpoints.get("router", ())),
+            drift_window_seconds=spec.drift.window_seconds,
+        )
+        return self.analysis.read(analysis, select_checks(analysis, request.checks), target)
 
-        # 4. apply
-        for manifest in state.manifests:
-            self.api.apply(manifest)
-            APPLIED_OBJECTS.labels(manifest["kind"]).inc()
+    def _scale(self, owner: ModelDeploymentRef, name: str, replicas: int, seen: Observation) -> None:
+        current = next((d for d in seen.deployments if d.name == name), None)
+        if current is None or current.replicas == replicas:
+            return  # gone (nothing to keep), or already right
+        self.api.patch(_DEPLOYMENT, owner.namespace, name, {"spec": {"replicas": replicas}})
 
-        # 5. prune what no desired or serving revision needs (only objects we own by controller ref).
+    def _prune(self, owner: ModelDeploymentRef, state: DesiredState, seen: Observation) -> int:
         pruned = 0
         for api_version, kind in OWNED_KINDS:
-            for obj in stale_objects(state, owned[kind]):
+            for obj in stale_objects(state, seen.owned[kind]):
                 if not _controlled_by(obj, owner):
                     continue
                 self.api.delete(
                     api_version, kind, owner.namespace, obj["metadata"]["name"], uid=obj["metadata"]["uid"]
                 )
                 pruned += 1
-        return state, observed, pruned
+        return pruned
 
     def _list_owned(
         self, api_version: str, kind: str, namespace: str, selector: str, uses_gateway: bool

@@ -6,6 +6,7 @@ import ipaddress
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -288,3 +289,44 @@ def test_cluster_down_leaves_no_process_behind(kube_api: client.ApiClient, local
     assert not [ns for ns in network._netns_list() if ns.startswith(network.POD_NETNS_PREFIX)]
     assert not local_cluster.state_dir.exists()
     controlplane.up(local_cluster, quiet=True)  # leave the cluster as the session fixture expects it
+
+
+def test_a_volume_mounted_over_the_checkout_does_not_hide_the_program(
+    kube_api: client.ApiClient, namespace: str
+) -> None:
+    # Pods mount an emptyDir at /tmp (read-only root filesystem); CI may clone the project under /tmp.
+    checkout = Path(__file__).resolve().parents[3]
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {"name": "covered"},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "c",
+                        "image": f"{TEST_PYTHON_IMAGE}:1",
+                        "command": [
+                            "python",
+                            "-c",
+                            "import modeldeploy_testcluster, os; assert os.listdir('/covered') == []",
+                        ],
+                        "volumeMounts": [
+                            {"name": "scratch", "mountPath": str(checkout.parent)},
+                            {"name": "empty", "mountPath": "/covered"},
+                        ],
+                    }
+                ],
+                "volumes": [{"name": "scratch", "emptyDir": {}}, {"name": "empty", "emptyDir": {}}],
+            },
+        },
+    )
+    pod = wait_for(
+        "the pod to finish",
+        lambda: (
+            (p := core.read_namespaced_pod("covered", namespace)).status.phase in ("Succeeded", "Failed")
+            and p
+        ),
+    )
+    assert pod.status.phase == "Succeeded"

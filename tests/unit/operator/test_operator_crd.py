@@ -15,8 +15,8 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from modeldeploy_operator.domain.rollout import plan
 from modeldeploy_operator.domain.spec import ModelDeploymentSpec
-from modeldeploy_operator.domain.status import compute_status
 from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
 
 from modeldeploy_builders import CRD_PATH, NOW, REPO, make_spec, observed_for
@@ -170,7 +170,7 @@ def test_status_model_and_crd_agree_on_field_names() -> None:
 
 def test_computed_status_fits_the_status_schema() -> None:
     spec = make_spec()
-    status = compute_status("churn", spec, [observed_for(spec, ready=2)], now=NOW, generation=1).to_patch()
+    status = plan("churn", spec, [observed_for(spec, ready=2)], [], NOW, generation=1).status.to_patch()
     body = copy.deepcopy(valid_manifest()) | {"status": status}
     VALIDATOR.validate(body)
 

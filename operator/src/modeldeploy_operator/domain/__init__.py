@@ -12,7 +12,7 @@ from .observed import ObservedDeployment
 from .resource import ModelDeploymentRef
 from .revision import ResolvedVariant, resolve_variant, resolve_variants, revision_hash, server_settings_for
 from .spec import ModelDeploymentSpec
-from .status import compute_status, status_for_invalid_spec, with_error
+from .status import status_for_invalid_spec, with_error
 from .status_model import ModelDeploymentStatus
 from .validation import InvalidSpecError, parse_spec, validate_name, validate_spec
 
@@ -27,7 +27,6 @@ __all__ = [
     "build_serving_deployment",
     "build_serving_service",
     "build_stable_service",
-    "compute_status",
     "find_condition",
     "is_true",
     "parse_spec",

@@ -1,8 +1,10 @@
-"""What should exist for one ModelDeployment, given what exists: the Immediate strategy.
+"""What should exist for one ModelDeployment: the objects that carry out a rollout Plan.
 
-A pure function of (spec, observed Deployments). A new revision of a variant replaces the old one only
-once it is ready: until then the old revision keeps serving and keeps its objects, and the stable Service
-keeps selecting it. The rollout planner (canary, blue-green) generalises this for issue 6.
+A pure function of (spec, plan). The planner (`domain.rollout`) decides which revisions run, with how
+many replicas and which share of their variant's traffic; this module turns that into Deployments,
+Services and HPAs per revision, the router's table (or the Gateway API HTTPRoute), and the stable
+Service. Revisions the spec no longer describes (an old stable kept for rollbacks, a pinned one) keep
+their objects untouched except for their replica count.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from typing import Any
 from . import labels as lbl
 from .manifests import build_hpa, build_serving_deployment, build_serving_service, build_stable_service
 from .names import revision_name
-from .observed import ObservedDeployment
 from .resource import ModelDeploymentRef
-from .revision import ResolvedVariant, resolve_variants
+from .revision import resolve_variants
+from .rollout.model import DesiredRevision, Plan
 from .router import build_router_config, build_router_objects
 from .spec import ModelDeploymentSpec
-from .traffic import Arm, build_http_route, split
+from .traffic import Arm, build_http_route
 
 OWNED_KINDS: tuple[tuple[str, str], ...] = (
     ("apps/v1", "Deployment"),
@@ -28,32 +30,10 @@ OWNED_KINDS: tuple[tuple[str, str], ...] = (
     ("gateway.networking.k8s.io/v1", "HTTPRoute"),
     ("v1", "ConfigMap"),
 )
-_REVISION_KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler"}
-
-
-@dataclass(frozen=True)
-class DesiredState:
-    manifests: tuple[dict[str, Any], ...]
-    """Objects to server-side apply, in order."""
-    keep: frozenset[tuple[str, str]]
-    """(kind, name) of owned objects that must survive pruning: applied ones and still-serving old
-    revisions. Kinds matter: the stable Service and the HTTPRoute share the ModelDeployment's name."""
-    serving: tuple[tuple[str, str], ...]
-    """(variant, revision) pairs that take traffic now."""
-    arms: tuple[Arm, ...] = ()
-    """The traffic split over those pairs."""
-
-
-def _serving_revision(variant: ResolvedVariant, observed: Sequence[ObservedDeployment]) -> str:
-    """The revision of `variant` that should take traffic: the desired one once it has a ready pod,
-    else an older one that still has ready pods, else the desired one (nothing serves yet)."""
-    mine = [o for o in observed if o.variant == variant.name]
-    if any(o.revision == variant.revision and o.ready_replicas > 0 for o in mine):
-        return variant.revision
-    ready_old = [o for o in mine if o.revision != variant.revision and o.ready_replicas > 0]
-    if ready_old:
-        return max(ready_old, key=lambda o: o.ready_replicas).revision
-    return variant.revision
+_REVISION_KINDS = ("Deployment", "Service")
+# Within a variant the router's sticky buckets are laid out in arm order: the canary comes first, so
+# raising its weight moves keys only from the stable into it.
+_ARM_ORDER = {"canary": 0, "preview": 1, "pinned": 2, "stable": 3, "previous": 4}
 
 
 @dataclass(frozen=True)
@@ -68,42 +48,75 @@ class BuildOptions:
     """A ServiceAccount every router shares (namespaced installs); None: one per router, made here."""
 
 
+@dataclass(frozen=True)
+class DesiredState:
+    manifests: tuple[dict[str, Any], ...]
+    """Objects to server-side apply, in order."""
+    replica_patches: tuple[tuple[str, int], ...]
+    """(Deployment name, replicas) for revisions the spec no longer describes: patch replicas only."""
+    keep: frozenset[tuple[str, str]]
+    """(kind, name) of owned objects that must survive pruning. Kinds matter: the stable Service and
+    the HTTPRoute share the ModelDeployment's name."""
+    arms: tuple[Arm, ...]
+    """The traffic split."""
+
+
+def _arms(plan: Plan) -> list[Arm]:
+    arms = []
+    for variant in plan.variants:
+        for revision in sorted(variant.revisions, key=lambda r: _ARM_ORDER[r.role]):
+            if revision.replicas > 0 or revision.weight > 0:
+                arms.append(Arm(variant.name, revision.revision, variant.weight * revision.weight))
+    return arms
+
+
+def _uses_hpa(revision: DesiredRevision) -> bool:
+    # An HPA would scale a revision kept at 0 (or a preview) back up: only traffic-taking ones get one.
+    return revision.role in ("stable", "canary", "pinned") and revision.replicas > 0
+
+
 def desired_state(
     owner: ModelDeploymentRef,
     spec: ModelDeploymentSpec,
-    observed: Sequence[ObservedDeployment],
+    plan: Plan,
     *,
     options: BuildOptions,
     generation: int = 0,
 ) -> DesiredState:
-    variants = resolve_variants(owner.name, spec)
+    resolved = {v.name: v for v in resolve_variants(owner.name, spec)}
     manifests: list[dict[str, Any]] = []
-    serving_names: set[str] = set()  # revision objects (Deployment, Service, HPA) still needed
-    serving: list[tuple[str, str]] = []
+    patches: list[tuple[str, int]] = []
+    keep: set[tuple[str, str]] = set()
     versions: dict[tuple[str, str], str] = {}
-    for variant in variants:
-        manifests.append(
-            build_serving_deployment(
-                owner,
-                variant,
-                image=options.serving_image,
-                replicas=variant.replicas,
-                progress_deadline_seconds=spec.rollout.progress_deadline_seconds,
-                image_pull_policy=options.image_pull_policy,
+    for variant_plan in plan.variants:
+        variant = resolved[variant_plan.name]
+        for revision in variant_plan.revisions:
+            name = revision_name(owner.name, variant.name, revision.revision)
+            keep |= {(kind, name) for kind in _REVISION_KINDS}
+            if revision.model_version:
+                versions[(variant.name, revision.revision)] = revision.model_version
+            if not revision.from_spec:
+                patches.append((name, revision.replicas))
+                continue
+            versions[(variant.name, revision.revision)] = variant.model.version
+            autoscaled = variant.autoscaling is not None and _uses_hpa(revision)
+            manifests.append(
+                build_serving_deployment(
+                    owner,
+                    variant,
+                    image=options.serving_image,
+                    replicas=None if autoscaled else revision.replicas,
+                    progress_deadline_seconds=spec.rollout.progress_deadline_seconds,
+                    image_pull_policy=options.image_pull_policy,
+                )
             )
-        )
-        manifests.append(build_serving_service(owner, variant))
-        hpa = build_hpa(owner, variant)
-        if hpa is not None:
-            manifests.append(hpa)
-        serving_names.add(revision_name(owner.name, variant.name, variant.revision))
-        versions[(variant.name, variant.revision)] = variant.model.version
-        live = _serving_revision(variant, observed)
-        serving_names.add(revision_name(owner.name, variant.name, live))
-        serving.append((variant.name, live))
+            manifests.append(build_serving_service(owner, variant))
+            hpa = build_hpa(owner, variant) if autoscaled else None
+            if hpa is not None:
+                manifests.append(hpa)
 
-    arms = split({v.name: v.weight for v in variants}, {name: [(rev, 100)] for name, rev in serving})
-    if spec.traffic.provider == "router":
+    arms = _arms(plan)
+    if spec.traffic.provider == "router" and arms:
         config = build_router_config(owner, spec, arms, versions, generation)
         manifests += build_router_objects(
             owner,
@@ -111,22 +124,23 @@ def desired_state(
             image=options.router_image,
             image_pull_policy=options.image_pull_policy,
             cluster_role=options.router_cluster_role,
+            shared_service_account=options.router_service_account,
         )
         selector = lbl.router_selector(owner.name)
-    elif len(serving) == 1:
-        selector = lbl.revision_selector(owner.name, *serving[0])
     else:
         selector = {lbl.DEPLOYMENT_LABEL: owner.name, "app.kubernetes.io/component": lbl.SERVER_COMPONENT}
+        live = [a for a in arms if a.basis_points > 0]
+        if len(live) == 1:
+            selector = lbl.revision_selector(owner.name, live[0].variant, live[0].revision)
     manifests.append(build_stable_service(owner, selector))
-    if spec.traffic.provider == "gatewayAPI" and spec.traffic.gateway_api is not None:
+    if spec.traffic.provider == "gatewayAPI" and spec.traffic.gateway_api is not None and arms:
         manifests.append(build_http_route(owner, spec.traffic.gateway_api, arms))
-    keep = {(m["kind"], m["metadata"]["name"]) for m in manifests}
-    keep |= {(kind, name) for name in serving_names for _, kind in OWNED_KINDS if kind in _REVISION_KINDS}
+    keep |= {(m["kind"], m["metadata"]["name"]) for m in manifests}
     return DesiredState(
-        manifests=tuple(manifests), keep=frozenset(keep), serving=tuple(serving), arms=tuple(arms)
+        manifests=tuple(manifests), replica_patches=tuple(patches), keep=frozenset(keep), arms=tuple(arms)
     )
 
 
 def stale_objects(state: DesiredState, owned: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Owned objects that nothing desired or serving needs any more."""
+    """Owned objects that nothing desired or kept needs any more."""
     return [obj for obj in owned if (obj["kind"], obj["metadata"]["name"]) not in state.keep]

@@ -6,7 +6,7 @@ Weights are kept in basis points (1/100 of a percent) so a variant at 10% whose 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,18 +26,6 @@ class Arm:
     revision: str
     basis_points: int
     """Share of all traffic, 0..10000."""
-
-
-def split(
-    variant_percent: Mapping[str, int], revision_percent: Mapping[str, Sequence[tuple[str, int]]]
-) -> list[Arm]:
-    """Arms from variant weights (percent, summing to 100) and, per variant, its revisions' shares of
-    that variant's traffic (percent, summing to 100)."""
-    arms = []
-    for variant, weight in variant_percent.items():
-        for revision, share in revision_percent[variant]:
-            arms.append(Arm(variant, revision, weight * share))
-    return arms
 
 
 def build_http_route(owner: ModelDeploymentRef, gateway: GatewayAPI, arms: Sequence[Arm]) -> dict[str, Any]:

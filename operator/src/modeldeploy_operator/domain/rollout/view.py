@@ -3,7 +3,8 @@
 Conditions (what `kubectl wait` and GitOps tools read):
 - Ready: every variant that takes traffic has ready pods of the revision serving it.
 - Progressing: True while a rollout runs (reason RolloutInProgress, or RolloutPaused) or a revision
-  starts (ReplicasUpdating); False when done (RolloutComplete) or aborted (RolloutAborted).
+  starts (ReplicasUpdating); False when done (RolloutComplete), aborted (RolloutAborted), or when a
+  Deployment stopped progressing (ProgressDeadlineExceeded, as the Deployment's own condition says).
 - Degraded: True after an abort or a failure pause (the reason says which: AnalysisFailed,
   ProgressDeadlineExceeded, CanaryCrashLooping, RolloutAborted), when a Deployment stopped progressing,
   or when a variant that served lost every ready pod.
@@ -132,6 +133,9 @@ def _progressing(draft: Draft, outcomes: Sequence[VariantOutcome]) -> _Verdict:
         if draft.pause is not None:
             return "True", "RolloutPaused", f"{what}; paused ({draft.pause.reason})"
         return "True", "RolloutInProgress", f"{what}, canary weight {draft.canary_weight}%"
+    deadline = [o.variant.name for o in outcomes if o.deadline]
+    if deadline:  # the Deployment controller gave up: saying "updating" would promise progress
+        return "False", "ProgressDeadlineExceeded", f"no progress for variant(s): {', '.join(deadline)}"
     updating = [o.variant.name for o in outcomes if o.updating]
     if updating:
         return "True", "ReplicasUpdating", f"waiting for variant(s): {', '.join(updating)}"

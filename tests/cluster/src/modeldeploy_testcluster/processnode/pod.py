@@ -207,6 +207,8 @@ class PodRunner(threading.Thread):
                     "env": env,
                     "mounts": mounts,
                     "working_dir": container.spec.working_dir or "",
+                    # The checkout that holds the virtualenv: kept visible over any volume mount.
+                    "keep_visible": [str(Path(container.bin_dir).resolve().parent.parent)],
                 }
             )
         )

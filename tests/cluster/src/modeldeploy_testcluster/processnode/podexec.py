@@ -21,9 +21,10 @@ def _mount(source_fd: int, is_dir: bool, target: str, read_only: bool) -> None:
     else:
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.touch(exist_ok=True)
-    # The source is named through an O_PATH descriptor opened before any mount: an earlier mount
-    # (an emptyDir at /tmp, say) may hide the source's own path by now.
-    subprocess.run(["mount", "--bind", f"/proc/{os.getpid()}/fd/{source_fd}", target], check=True)
+    # The source is named through an O_PATH descriptor opened before any mount, and mount(8) must not
+    # canonicalise it back into a path: an earlier mount (an emptyDir at /tmp, say) may hide that path.
+    source = f"/proc/{os.getpid()}/fd/{source_fd}"
+    subprocess.run(["mount", "--no-canonicalize", "--bind", source, target], check=True)
     if read_only:
         subprocess.run(["mount", "-o", "remount,bind,ro", target], check=True)
 
@@ -33,9 +34,16 @@ def main() -> None:
     # Make this namespace's mounts private so nothing propagates back to the host.
     subprocess.run(["mount", "--make-rprivate", "/"], check=True)
     sources = [(os.open(m["source"], os.O_PATH), Path(m["source"]).is_dir()) for m in spec["mounts"]]
+    keep = [(os.open(path, os.O_PATH), path) for path in spec.get("keep_visible", [])]
     for mount, (fd, is_dir) in zip(spec["mounts"], sources, strict=True):
         _mount(fd, is_dir, mount["target"], mount["read_only"])
-    for fd, _ in sources:
+    # The program itself (this checkout and its virtualenv) must stay visible: a volume mounted over a
+    # parent folder (an emptyDir at /tmp, with the checkout under /tmp) would hide it.
+    for fd, path in keep:
+        hidden = not os.path.exists(path) or not os.path.samestat(os.stat(path), os.fstat(fd))
+        if hidden:
+            _mount(fd, True, path, read_only=False)
+    for fd, _ in [*sources, *keep]:
         os.close(fd)
     os.chdir(spec["working_dir"] or "/")
     argv = spec["argv"]
