@@ -5,7 +5,9 @@
 #   3. the churn example: synthetic data, XGBoost trained, exported to ONNX, packed as bundle v1;
 #   4. a model store the pods can reach (an HTTP server on the pod network's host address);
 #   5. a ModelDeployment applied, waited for with `kubectl wait --for=condition=Ready`;
-#   6. real predictions sent to the serving pods, printed with the model version that answered.
+#   6. real predictions sent to the serving pods, printed with the model version that answered;
+#   7. live traffic through the router while v2 is rolled out as a canary and promoted step by step,
+#      then the bad v3, rolled back automatically by the analysis (prediction-score shift), with why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -44,6 +46,7 @@ sha=$(sha256sum "$out/v1/manifest.json" | cut -d' ' -f1)
 
 say "applying ModelDeployment churn (model v1, 2 replicas) in namespace $namespace"
 kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl delete -n "$namespace" modeldeployment churn --ignore-not-found --wait >/dev/null  # start afresh
 kubectl apply -n "$namespace" -f - <<YAML
 apiVersion: modeldeploy.io/v1alpha1
 kind: ModelDeployment
@@ -56,12 +59,36 @@ spec:
     version: "1"
     sha256: "$sha"
   replicas: 2
+  traffic:
+    stickyKey: {header: X-User-Id}      # the same user always lands on the same arm
+  rollout:
+    strategy: Canary
+    steps:
+      - setWeight: 20
+      - pause: {duration: 10s}
+      - setWeight: 50
+      - analysis: {duration: 15s}
+    analysis:
+      interval: 5s
+      minSamples: 20
+      failureLimit: 0
+      checks:
+        - {name: error-rate, type: errorRate, threshold: {max: 0.02}}
+        - {name: p99-latency, type: latencyP99, threshold: {max: 0.5}}
+        - {name: score-shift, type: predictionShift, threshold: {max: 0.5}}
+    scaleDownDelaySeconds: 10
+  drift: {windowRows: 100, windowSeconds: 10}
 YAML
 kubectl wait -n "$namespace" --for=condition=Ready modeldeployment/churn --timeout=5m
 kubectl get -n "$namespace" modeldeployment,deployment,pods -o wide
 
 say "sending predictions"
 python hack/demo_client.py --namespace "$namespace" --name churn --rows "$out/data/traffic_normal.csv" --count 8
+
+say "progressive rollouts under live traffic: v2 (good) then v3 (bad)"
+python hack/demo_rollout.py --namespace "$namespace" --name churn --model-base "$model_base" --bundles "$out"
+kubectl get -n "$namespace" modeldeployment churn
+kubectl-modeldeploy -n "$namespace" history churn
 
 say "done"
 cat <<TXT

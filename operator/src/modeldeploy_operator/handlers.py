@@ -50,10 +50,15 @@ def _backoff(retry: int) -> float:
 
 
 def _run(body: dict[str, Any], retry: int = 0, *, raise_temporary: bool = True) -> Outcome | None:
-    uid = body["metadata"]["uid"]
-    with _locks[uid]:
+    meta = body["metadata"]
+    with _locks[meta["uid"]]:
         try:
-            return _get_reconciler().reconcile(body)
+            # Plan from the object as it is now, not from the copy this trigger carried: another
+            # trigger may have advanced the rollout (and its status) meanwhile.
+            fresh = _get_reconciler().api.get(API_VERSION, KIND, meta["namespace"], meta["name"])
+            if fresh is None or fresh["metadata"]["uid"] != meta["uid"]:
+                return None
+            return _get_reconciler().reconcile(fresh)
         except TransientApiError as error:
             if raise_temporary:
                 raise kopf.TemporaryError(str(error), delay=_backoff(retry)) from error

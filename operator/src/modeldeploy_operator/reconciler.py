@@ -289,7 +289,15 @@ class Reconciler:
         if patch is None:
             return False
         meta = body["metadata"]
-        self.api.patch_status(_MODELDEPLOYMENT, meta["namespace"], meta["name"], patch)
+        # The status was planned from this very read of the object: write it only if it is still current,
+        # so a reconcile working from an older copy can never set a rollout back.
+        self.api.patch_status(
+            _MODELDEPLOYMENT,
+            meta["namespace"],
+            meta["name"],
+            patch,
+            resource_version=meta.get("resourceVersion"),
+        )
         return True
 
 

@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 
 import httpx
 import pytest
-from analysis_fixtures import T0, group, router_text, server_text, snapshot
 
 from modeldeploy_operator.analysis import builtin
 from modeldeploy_operator.analysis.scrape import (
@@ -22,6 +21,8 @@ from modeldeploy_operator.analysis.stats import psi
 from modeldeploy_operator.analysis.target import AnalysisTarget
 from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.spec import Check, Threshold
+
+from analysis_fixtures import T0, group, router_text, server_text, snapshot
 
 TARGET = AnalysisTarget(
     namespace="ml", deployment="churn", variant="default", canary_revision="c0ffee", stable_revision="1b9e04"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-from analysis_fixtures import group, server_text
 
 from modeldeploy_operator.analysis.deltas import group_increase, labels_are, restarted
 from modeldeploy_operator.analysis.scrape import GroupScrape, parse_metrics
@@ -16,6 +15,8 @@ from modeldeploy_operator.analysis.stats import (
     histogram_quantile,
     psi,
 )
+
+from analysis_fixtures import group, server_text
 
 INF = math.inf
 

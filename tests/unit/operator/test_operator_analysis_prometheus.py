@@ -7,7 +7,6 @@ from typing import Any
 
 import httpx
 import pytest
-from analysis_fixtures import T0
 
 from modeldeploy_operator.analysis import AnalysisSources, AnalysisTarget, BuiltinScrapeSource, promql
 from modeldeploy_operator.analysis.prometheus import (
@@ -19,6 +18,8 @@ from modeldeploy_operator.analysis.prometheus import (
 )
 from modeldeploy_operator.analysis.stats import psi
 from modeldeploy_operator.domain.spec import Analysis, Check, Threshold
+
+from analysis_fixtures import T0
 
 TARGET = AnalysisTarget("ml", "churn", "default", "c0ffee", "1b9e04", canary_endpoints=("10.0.0.1:8080",))
 LABELS = promql.SeriesLabels()

@@ -7,12 +7,13 @@ import json
 from typing import Any
 
 import pytest
-from rollout_sim import Sim, good, rollout_spec
 
 from modeldeploy_operator.cli.client import NotFoundError
 from modeldeploy_operator.cli.main import CommandError, run
 from modeldeploy_operator.domain.rollout import parse_command
 from modeldeploy_operator.domain.rollout.commands import COMMAND_ANNOTATION
+
+from rollout_sim import Sim, good, rollout_spec
 
 
 class FakeCluster:

@@ -12,10 +12,17 @@ from modeldeploy_operator import handlers
 from modeldeploy_operator.k8s.api import RejectedError, TransientApiError
 
 
+class FreshReads:
+    """The API as the handler sees it: the object is re-read before each reconcile."""
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        return BODY
+
+
 class FailingReconciler:
     def __init__(self, error: Exception) -> None:
         self.error = error
-        self.api = None
+        self.api = FreshReads()
 
     def reconcile(self, body: dict[str, Any]) -> Any:
         raise self.error

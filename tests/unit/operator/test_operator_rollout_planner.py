@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 
 import pytest
-from rollout_sim import CHECKS, Sim, good, revision_of, rollout_spec
 
 from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.rollout import analysis_request, command_patch, parse_command
 from modeldeploy_operator.domain.rollout.commands import Command
 
 from modeldeploy_builders import NOW
+from rollout_sim import CHECKS, Sim, good, revision_of, rollout_spec
 
 
 def _command(action: str, **kwargs: object) -> Command:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import copy
 
-from rollout_sim import Sim, good, rollout_spec
 from test_operator_crd import VALIDATOR
 
 from modeldeploy_crd_cases import valid_manifest
+from rollout_sim import Sim, good, rollout_spec
 
 
 def test_planner_statuses_fit_the_schema() -> None:

@@ -151,7 +151,15 @@ def build_router_objects(
             "selector": {"matchLabels": lbl.router_selector(owner.name)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": {
+                    "labels": labels,
+                    # Per-arm request/error/latency metrics, for Prometheus-based analysis.
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(SERVER_PORT),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
                 "spec": {
                     "serviceAccountName": shared_service_account or name,
                     "enableServiceLinks": False,

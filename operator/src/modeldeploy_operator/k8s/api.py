@@ -152,12 +152,21 @@ class KubeApi:
             if error.status != 404:
                 raise
 
-    def patch_status(self, kind: Kind, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def patch_status(
+        self,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> None:
+        """Merge-patch /status; with `resource_version`, only if nobody wrote the object since it was read
+        (a conflict is a TransientApiError: reconcile again from a fresh read)."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         self._call(
-            "PATCH",
-            kind.object_path(namespace, name) + "/status",
-            body={"status": status},
-            content_type=MERGE_CONTENT_TYPE,
+            "PATCH", kind.object_path(namespace, name) + "/status", body=body, content_type=MERGE_CONTENT_TYPE
         )
 
     def patch(self, kind: Kind, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""The operator, installed with its Helm chart into the local cluster and running in-cluster on the
-process node with the chart's ServiceAccount and RBAC (never admin credentials)."""
+"""pytest fixtures (a plugin, registered in tests/conftest.py): the operator, installed with its Helm
+chart into the local cluster and running in-cluster on the process node with the chart's
+ServiceAccount and RBAC (never admin credentials); the churn bundles and an HTTP model store."""
 
 from __future__ import annotations
 

@@ -1,0 +1,160 @@
+"""The rollout part of `make demo`: live traffic through the router while v2 is rolled out as a canary
+(promoted step by step) and then the bad v3 (rolled back by the analysis), printed as it happens."""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import hashlib
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from kubernetes import client, config
+
+GROUP, VERSION, PLURAL = "modeldeploy.io", "v1alpha1", "modeldeployments"
+
+
+class LiveTraffic(threading.Thread):
+    """~40 requests/s through the router, each from one of 500 users (sticky by X-User-Id)."""
+
+    def __init__(self, namespace: str, name: str, rows: list[list[float | None]]) -> None:
+        super().__init__(daemon=True)
+        self.namespace, self.name, self.rows = namespace, name, rows
+        self.answers: collections.Counter[str] = collections.Counter()
+        self.failed = 0
+        self.stop = threading.Event()
+
+    def endpoints(self) -> list[str]:
+        slices = (
+            client.DiscoveryV1Api()
+            .list_namespaced_endpoint_slice(
+                self.namespace, label_selector=f"kubernetes.io/service-name={self.name}"
+            )
+            .items
+        )
+        return [
+            f"http://{a}:{s.ports[0].port}"
+            for s in slices
+            for e in s.endpoints or []
+            if e.conditions.ready
+            for a in e.addresses
+        ]
+
+    def run(self) -> None:
+        rng = random.Random(1)
+        found: list[str] = []
+        refreshed = 0.0
+        with httpx.Client(timeout=5) as http:
+            while not self.stop.wait(0.025):
+                if time.monotonic() - refreshed > 1:
+                    found, refreshed = self.endpoints() or found, time.monotonic()
+                if not found:
+                    continue
+                row = rng.choice(self.rows)
+                body = {
+                    "inputs": [{"name": "input", "datatype": "FP64", "shape": [1, len(row)], "data": row}]
+                }
+                try:
+                    answer = http.post(
+                        f"{rng.choice(found)}/v2/models/{self.name}/infer",
+                        json=body,
+                        headers={"X-User-Id": f"user-{rng.randrange(500)}"},
+                    )
+                except httpx.HTTPError:
+                    self.failed += 1
+                    continue
+                if answer.status_code == 200:
+                    self.answers[answer.headers.get("x-modeldeploy-model-version", "?")] += 1
+                else:
+                    self.failed += 1
+
+    def window(self) -> str:
+        total = sum(self.answers.values()) or 1
+        shares = ", ".join(f"v{v}: {100 * n / total:.0f}%" for v, n in sorted(self.answers.items()))
+        self.answers.clear()
+        return shares or "no answers"
+
+
+def status_line(status: dict[str, Any], traffic: LiveTraffic) -> str:
+    checks = ", ".join(
+        f"{c['name']}={(c.get('measurements') or [{}])[-1].get('value', 'n/a')!s:.6}({c.get('result', '-')})"
+        for c in (status.get("analysis") or {}).get("checks", [])
+    )
+    step = status.get("currentStepIndex")
+    return (
+        f"  phase={status.get('phase'):<11} step={'-' if step is None else step:<2} "
+        f"canary weight={status.get('canaryWeight', 0):>3}%  answered by [{traffic.window()}]  {checks}"
+    )
+
+
+def roll_out(
+    api: client.CustomObjectsApi,
+    namespace: str,
+    name: str,
+    base: str,
+    out: Path,
+    version: str,
+    traffic: LiveTraffic,
+) -> dict[str, Any]:
+    sha = hashlib.sha256((out / f"v{version}" / "manifest.json").read_bytes()).hexdigest()
+    api.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        name,
+        {"spec": {"model": {"uri": f"{base}/v{version}", "version": version, "sha256": sha}}},
+    )
+    deadline = time.monotonic() + 300
+    started = False
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        status = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name).get("status", {})
+        print(status_line(status, traffic), flush=True)
+        started = started or bool(status.get("canaryRevision"))
+        if status.get("aborted") or (started and not status.get("canaryRevision")):
+            return dict(status)
+    raise SystemExit(f"rollout of v{version} did not finish in 5 minutes")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--model-base", required=True)
+    parser.add_argument("--bundles", type=Path, required=True)
+    args = parser.parse_args()
+    config.load_kube_config()
+    with (args.bundles / "data" / "traffic_normal.csv").open() as handle:
+        reader = csv.reader(handle)
+        next(reader)
+        rows = [[float(v) if v else None for v in row] for _, row in zip(range(500), reader, strict=False)]
+    traffic = LiveTraffic(args.namespace, args.name, rows)
+    traffic.start()
+    api = client.CustomObjectsApi()
+
+    print("\nRolling out v2 (retrained on later data) as a canary:", flush=True)
+    done = roll_out(api, args.namespace, args.name, args.model_base, args.bundles, "2", traffic)
+    print(f"=> v2: {done['history'][-1]['outcome']}; stable model version is now {done.get('modelVersion')}")
+
+    print("\nRolling out v3 (trained on corrupted labels) as a canary:", flush=True)
+    done = roll_out(api, args.namespace, args.name, args.model_base, args.bundles, "3", traffic)
+    last = done["history"][-1]
+    print(f"=> v3: {last['outcome']}: {last.get('message', '')}")
+    print(
+        f"   stable model version: {done.get('modelVersion')}; canary weight: {done.get('canaryWeight', 0)}%"
+    )
+    time.sleep(3)
+    traffic.stop.set()
+    print(f"   failed requests during both rollouts: {traffic.failed}")
+    return 0 if traffic.failed == 0 and last["outcome"] == "Aborted" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""`kubectl modeldeploy` against the real cluster and the in-cluster operator: every command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from cluster_helpers import condition, create_mdep, get_mdep, wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("operator_release")]
+PLUGIN = str(Path(sys.executable).parent / "kubectl-modeldeploy")
+
+
+def plugin(kubeconfig: Path, namespace: str, *args: str, check: bool = True) -> str:
+    result = subprocess.run(
+        [PLUGIN, "--kubeconfig", str(kubeconfig), "-n", namespace, *args, "--wait", "30"]
+        if args[0] not in ("status", "history")
+        else [PLUGIN, "--kubeconfig", str(kubeconfig), "-n", namespace, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"kubectl modeldeploy {' '.join(args)} exited {result.returncode}:\n"
+            f"{result.stdout}\n{result.stderr}"
+        )
+    return result.stdout + result.stderr
+
+
+def status(api: client.ApiClient, namespace: str) -> dict[str, Any]:
+    return dict(get_mdep(api, namespace, "churn").get("status") or {})
+
+
+def test_every_plugin_command_against_the_operator(
+    kube_api: client.ApiClient, namespace: str, model_store: str, kubeconfig: Path
+) -> None:
+    md = {
+        "apiVersion": "modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "churn"},
+        "spec": {
+            "model": {"uri": f"{model_store}/v1", "format": "onnx", "version": "1"},
+            "replicas": 1,
+            "rollout": {
+                "strategy": "Canary",
+                "steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}],
+                "scaleDownDelaySeconds": 5,
+            },
+        },
+    }
+    create_mdep(kube_api, namespace, md)
+    wait_for("v1 Ready", lambda: status(kube_api, namespace).get("phase") == "Ready", timeout=120)
+    assert "Ignored" in plugin(kubeconfig, namespace, "abort", "churn")  # no rollout: a no-op, said so
+
+    client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+        "modeldeploy.io",
+        "v1alpha1",
+        namespace,
+        "modeldeployments",
+        "churn",
+        {"spec": {"model": {"uri": f"{model_store}/v2", "version": "2"}}},
+    )
+    wait_for(
+        "the indefinite pause at 20%",
+        lambda: (s := status(kube_api, namespace)).get("canaryWeight") == 20 and s.get("pause"),
+        timeout=120,
+    )
+    shown = plugin(kubeconfig, namespace, "status", "churn")
+    assert "20" in shown
+    assert "pause" in shown.lower()
+
+    plugin(kubeconfig, namespace, "resume", "churn")
+    wait_for("60%", lambda: status(kube_api, namespace).get("canaryWeight") == 60, timeout=120)
+    plugin(kubeconfig, namespace, "pause", "churn")
+    assert wait_for(
+        "a manual pause",
+        lambda: (status(kube_api, namespace).get("pause") or {}).get("reason") == "Manual",
+        timeout=30,
+    )
+    plugin(kubeconfig, namespace, "promote", "churn")
+    promoted = wait_for(
+        "v2 promoted",
+        lambda: (
+            (s := status(kube_api, namespace)).get("modelVersion") == "2"
+            and not s.get("canaryRevision")
+            and s.get("phase") == "Ready"
+            and s
+        ),
+        timeout=120,
+    )
+
+    history = plugin(kubeconfig, namespace, "history", "churn")
+    assert "Promoted" in history
+    plugin(kubeconfig, namespace, "rollback", "churn", "--to", "1")
+    rolled = wait_for(
+        "revision 1 serving again",
+        lambda: (s := status(kube_api, namespace)).get("pinnedRevision") == 1 and s,
+        timeout=60,
+    )
+    assert rolled["stableRevision"] != promoted["stableRevision"]
+    diverged = condition({"status": rolled}, "SpecDiverged")
+    assert diverged is not None
+    assert diverged["status"] == "True"
+
+    missing = plugin(kubeconfig, namespace, "rollback", "churn", "--to", "99", check=False)
+    assert "99" in missing
+    gone = subprocess.run(
+        [PLUGIN, "--kubeconfig", str(kubeconfig), "-n", namespace, "status", "nope"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert gone.returncode == 1

@@ -1,0 +1,106 @@
+"""Progressive rollouts end to end on the local cluster: the chart-installed operator, real model servers
+and the router on the process node, and live prediction traffic through the router.
+
+- a good canary (v2) walks every step and is promoted, also across an operator restart mid-rollout;
+- a bad canary whose scores shift (v3) is rolled back by the analysis, with the stable back at 100%
+  and no failed request on the stable path;
+- a canary that never gets ready is aborted at its progress deadline.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from cluster_helpers import condition, create_mdep, wait_for
+from rollout_helpers import canary_md, live_arms, model, ready_on, rows, set_model, status
+from traffic import Traffic
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("operator_release")]
+
+
+def test_a_good_canary_is_promoted_step_by_step_even_across_an_operator_restart(
+    kube_api: client.ApiClient, namespace: str, model_store: str, churn_bundles: Path, operator_release: str
+) -> None:
+    create_mdep(kube_api, namespace, canary_md(model_store, churn_bundles))
+    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=120)["stableRevision"]
+    with Traffic(kube_api, namespace, "churn", rows(churn_bundles)) as traffic:
+        wait_for("traffic through the router", lambda: len(traffic.results) > 40, timeout=60)
+        set_model(kube_api, namespace, model(model_store, churn_bundles, "2"))
+
+        weights: list[int] = []
+        restarted = False
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            current = status(kube_api, namespace)
+            weight = int(current.get("canaryWeight") or 0)
+            if not weights or weights[-1] != weight:
+                weights.append(weight)
+            if weight == 25 and not restarted:
+                # Kill every operator replica mid-rollout: the rollout must resume where it was.
+                client.CoreV1Api(kube_api).delete_collection_namespaced_pod(
+                    operator_release,
+                    label_selector="app.kubernetes.io/name=modeldeploy",
+                    grace_period_seconds=0,
+                )
+                restarted = True
+            if ready_on(kube_api, namespace, "2"):
+                break
+            time.sleep(0.5)
+        final = wait_for("v2 promoted", lambda: ready_on(kube_api, namespace, "2"), timeout=5)
+        time.sleep(2)
+    assert restarted
+    assert [w for w in weights if w > 0][:2] == [25, 50], weights
+    v2 = final["stableRevision"]
+    assert v2 != v1
+    assert final["history"][-1]["outcome"] == "Promoted"
+    assert all(c["result"] != "Fail" for c in final.get("analysis", {}).get("checks", []))
+    assert live_arms(kube_api, namespace) == [("default", v2, 100.0)]
+    assert traffic.failures() == []
+    answered_by = {r.revision for r in traffic.results if r.status == 200}
+    assert {v1, v2} <= answered_by
+
+
+def test_a_canary_whose_scores_shift_is_rolled_back_without_failing_the_stable_path(
+    kube_api: client.ApiClient, namespace: str, model_store: str, churn_bundles: Path
+) -> None:
+    create_mdep(kube_api, namespace, canary_md(model_store, churn_bundles))
+    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=120)["stableRevision"]
+    with Traffic(kube_api, namespace, "churn", rows(churn_bundles)) as traffic:
+        wait_for("traffic through the router", lambda: len(traffic.results) > 40, timeout=60)
+        set_model(kube_api, namespace, model(model_store, churn_bundles, "3"))
+        aborted = wait_for(
+            "the analysis to abort v3",
+            lambda: (s := status(kube_api, namespace)).get("aborted") and s,
+            timeout=180,
+        )
+        time.sleep(3)
+    assert aborted["canaryWeight"] == 0
+    assert aborted["stableRevision"] == v1
+    assert condition({"status": aborted}, "Degraded")["status"] == "True"  # type: ignore[index]
+    shift = next(c for c in aborted["analysis"]["checks"] if c["name"] == "score-shift")
+    assert shift["result"] == "Fail"
+    assert aborted["history"][-1]["outcome"] == "Aborted"
+    assert live_arms(kube_api, namespace) == [("default", v1, 100.0)]
+    assert traffic.failures() == [], "the stable path answered every request"
+    events = client.CoreV1Api(kube_api).list_namespaced_event(
+        namespace, field_selector="involvedObject.name=churn"
+    )
+    assert any(e.type == "Warning" and "score-shift" in (e.message or "") for e in events.items)
+
+
+def test_a_canary_that_never_gets_ready_is_aborted_at_its_deadline(
+    kube_api: client.ApiClient, namespace: str, model_store: str, churn_bundles: Path
+) -> None:
+    create_mdep(kube_api, namespace, canary_md(model_store, churn_bundles, deadline=30))
+    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=120)["stableRevision"]
+    set_model(kube_api, namespace, {"uri": f"{model_store}/missing", "format": "onnx", "version": "9"})
+    aborted = wait_for(
+        "the deadline to abort", lambda: (s := status(kube_api, namespace)).get("aborted") and s, timeout=120
+    )
+    assert aborted["stableRevision"] == v1
+    assert live_arms(kube_api, namespace) == [("default", v1, 100.0)]
+    assert "ProgressDeadlineExceeded" in str(aborted["history"][-1])
