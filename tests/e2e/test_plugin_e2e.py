@@ -50,14 +50,21 @@ def test_every_plugin_command_against_the_operator(
             "replicas": 1,
             "rollout": {
                 "strategy": "Canary",
-                "steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}],
+                "steps": [
+                    {"setWeight": 20},
+                    {"pause": {}},
+                    {"setWeight": 60},
+                    {"pause": {"duration": "10m"}},
+                ],
                 "scaleDownDelaySeconds": 5,
             },
         },
     }
     create_mdep(kube_api, namespace, md)
     wait_for("v1 Ready", lambda: status(kube_api, namespace).get("phase") == "Ready", timeout=120)
-    assert "Ignored" in plugin(kubeconfig, namespace, "abort", "churn")  # no rollout: a no-op, said so
+    assert (
+        "ignored" in plugin(kubeconfig, namespace, "abort", "churn").lower()
+    )  # no rollout: a no-op, said so
 
     client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
         "modeldeploy.io",
@@ -82,6 +89,12 @@ def test_every_plugin_command_against_the_operator(
     assert wait_for(
         "a manual pause",
         lambda: (status(kube_api, namespace).get("pause") or {}).get("reason") == "Manual",
+        timeout=30,
+    )
+    plugin(kubeconfig, namespace, "resume", "churn")
+    assert wait_for(
+        "back on the timed pause step",
+        lambda: (status(kube_api, namespace).get("pause") or {}).get("reason") == "Step",
         timeout=30,
     )
     plugin(kubeconfig, namespace, "promote", "churn")

@@ -174,7 +174,8 @@ def test_promql_templates() -> None:
     routed = f"(sum(increase(modeldeploy_router_errors_total{{{router}}}[60s])) or vector(0))"
     assert errors.samples == f"(sum(increase(modeldeploy_requests_total{{{sel}}}[60s])) + {routed})"
     assert errors.value == (
-        f"(sum(increase(modeldeploy_request_errors_total{{{sel}}}[60s])) + {routed}) / {errors.samples}"
+        f"((sum(increase(modeldeploy_request_errors_total{{{sel}}}[60s])) or vector(0)) + {routed})"
+        f" / {errors.samples}"
     )
     p99 = promql.latency_p99(TARGET, 90.4, LABELS)
     buckets = f"modeldeploy_request_duration_seconds_bucket{{{sel}}}[90s]"

@@ -72,7 +72,9 @@ def error_rate(target: AnalysisTarget, window_seconds: float, labels: SeriesLabe
     # there is no router (Gateway API) or it has not failed yet.
     router = f"(sum(increase({names.ROUTER_ERRORS}{router_arm_selector(target, labels)}{w})) or vector(0))"
     requests = f"(sum(increase({names.REQUESTS}{canary}{w})) + {router})"
-    failed = f"(sum(increase({names.ERRORS}{canary}{w})) + {router})"
+    # A server that never failed has no error series at all (labelled counters appear on first use):
+    # that is zero errors, not "no data".
+    failed = f"((sum(increase({names.ERRORS}{canary}{w})) or vector(0)) + {router})"
     return BuiltinQueries(f"{failed} / {requests}", requests)
 
 
