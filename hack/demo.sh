@@ -67,15 +67,16 @@ spec:
       - setWeight: 20
       - pause: {duration: 10s}
       - setWeight: 50
-      - analysis: {duration: 15s}
+      - analysis: {duration: 16s}
     analysis:
-      interval: 5s
+      interval: 8s
       minSamples: 20
       failureLimit: 0
       checks:
         - {name: error-rate, type: errorRate, threshold: {max: 0.02}}
         - {name: p99-latency, type: latencyP99, threshold: {max: 0.5}}
-        - {name: score-shift, type: predictionShift, threshold: {max: 0.5}}
+        # PSI of a few seconds of scores is noisy: judge it on 150 scores or more.
+        - {name: score-shift, type: predictionShift, threshold: {max: 1.0}, minSamples: 150}
     scaleDownDelaySeconds: 10
   drift: {windowRows: 100, windowSeconds: 10}
 YAML

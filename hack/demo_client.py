@@ -10,6 +10,7 @@ import argparse
 import csv
 import math
 import sys
+import time
 
 import httpx
 from kubernetes import client, config
@@ -39,7 +40,10 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=8)
     args = parser.parse_args()
 
-    backends = endpoints(args.namespace, args.name)
+    # Ready is reported from pod readiness; the EndpointSlice follows a moment later.
+    deadline = time.monotonic() + 30
+    while not (backends := endpoints(args.namespace, args.name)) and time.monotonic() < deadline:
+        time.sleep(0.5)
     if not backends:
         print(f"no ready endpoint behind Service {args.namespace}/{args.name}", file=sys.stderr)
         return 1

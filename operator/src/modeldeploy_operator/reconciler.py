@@ -33,7 +33,7 @@ from modeldeploy_operator.domain.revision import SERVER_PORT
 from modeldeploy_operator.domain.rollout.commands import parse_command
 from modeldeploy_operator.domain.rollout.planner import analysis_request, plan
 from modeldeploy_operator.domain.spec import ModelDeploymentSpec
-from modeldeploy_operator.domain.status import status_for_invalid_spec, with_error
+from modeldeploy_operator.domain.status import status_for_invalid_spec, with_error, with_front_door
 from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
 from modeldeploy_operator.domain.validation import InvalidSpecError, parse_spec, validate_name
 from modeldeploy_operator.k8s.api import KubeApi, RejectedError, TransientApiError
@@ -197,8 +197,11 @@ class Reconciler:
         # 8. events, then 9. the one status write
         for event in decided.events:
             self.api.event(body, event.reason, event.message, warning=event.warning)
-        written = self._write_status(body, decided.status)
-        return Outcome(decided.status.phase, written, len(state.manifests), pruned, decided.requeue_after)
+        status = decided.status
+        if spec.traffic.provider == "router":
+            status = with_front_door(status, answering=bool(seen.ready_endpoints.get("router")), now=now)
+        written = self._write_status(body, status)
+        return Outcome(status.phase, written, len(state.manifests), pruned, decided.requeue_after)
 
     def _observe(self, owner: ModelDeploymentRef, spec: ModelDeploymentSpec) -> Observation:
         selector = f"{lbl.DEPLOYMENT_LABEL}={owner.name}"

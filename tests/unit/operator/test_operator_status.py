@@ -244,3 +244,17 @@ def test_patch_is_camel_case_json() -> None:
     assert patch["history"][0]["modelURI"] == BASE_MODEL["uri"]
     assert patch["variants"][0]["revisions"][0]["readyReplicas"] == 2
     assert "canaryRevision" not in patch
+
+
+def test_ready_waits_for_the_router_when_callers_go_through_it() -> None:
+    from modeldeploy_operator.domain.status import with_front_door
+    from modeldeploy_operator.domain.status_model import Condition, ModelDeploymentStatus
+
+    ready = Condition(
+        type="Ready", status="True", reason="ReplicasReady", message="", last_transition_time=NOW
+    )
+    status = ModelDeploymentStatus(phase="Ready", conditions=(ready,))
+    gated = with_front_door(status, answering=False, now=NOW)
+    assert gated.phase == "Progressing"
+    assert [(c.type, c.status, c.reason) for c in gated.conditions] == [("Ready", "False", "RouterNotReady")]
+    assert with_front_door(status, answering=True, now=NOW) is status
