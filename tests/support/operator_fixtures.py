@@ -28,9 +28,8 @@ def _operator_ready(api: client.ApiClient) -> bool:
     return (deployment.status.ready_replicas or 0) >= 1
 
 
-@pytest.fixture(scope="session")
-def operator_release(local_cluster: Layout, kubeconfig: Path) -> Iterator[str]:
-    """Installs (or upgrades) the chart once per session; yields the release namespace."""
+def install_operator(layout: Layout, kubeconfig: Path) -> None:
+    """Install or upgrade the chart with the tests' values and wait for a ready operator."""
     helm(
         "upgrade",
         "--install",
@@ -51,8 +50,14 @@ def operator_release(local_cluster: Layout, kubeconfig: Path) -> Iterator[str]:
         rf"podAnnotations.modeldeploy\.io/test-session={time.time_ns()}",
         kubeconfig=kubeconfig,
     )
-    api = nodes.admin_api(local_cluster)
+    api = nodes.admin_api(layout)
     wait_for("the operator to be ready", lambda: _operator_ready(api), timeout=60)
+
+
+@pytest.fixture(scope="session")
+def operator_release(local_cluster: Layout, kubeconfig: Path) -> Iterator[str]:
+    """Installs (or upgrades) the chart once per session; yields the release namespace."""
+    install_operator(local_cluster, kubeconfig)
     yield RELEASE_NAMESPACE
     helm("uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--wait", kubeconfig=kubeconfig)
 
