@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import httpx
 import pytest
 
+from modeldeploy_contract.psi import psi
 from modeldeploy_operator.analysis import builtin
 from modeldeploy_operator.analysis.scrape import (
     MAX_BODY_BYTES,
@@ -17,7 +18,6 @@ from modeldeploy_operator.analysis.scrape import (
     scrape_pod,
 )
 from modeldeploy_operator.analysis.scrape_source import BuiltinScrapeSource
-from modeldeploy_operator.analysis.stats import psi
 from modeldeploy_operator.analysis.target import AnalysisTarget
 from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.spec import Check, Threshold

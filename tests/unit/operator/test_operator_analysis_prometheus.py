@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from modeldeploy_contract.psi import psi
 from modeldeploy_operator.analysis import AnalysisSources, AnalysisTarget, BuiltinScrapeSource, promql
 from modeldeploy_operator.analysis.prometheus import (
     PrometheusClient,
@@ -16,7 +17,6 @@ from modeldeploy_operator.analysis.prometheus import (
     parse_answer,
     single_value,
 )
-from modeldeploy_operator.analysis.stats import psi
 from modeldeploy_operator.domain.spec import Analysis, Check, Threshold
 
 from analysis_fixtures import T0

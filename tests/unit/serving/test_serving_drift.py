@@ -7,26 +7,27 @@ import math
 import numpy as np
 import pytest
 
+from modeldeploy_contract.psi import psi
 from modeldeploy_serving.drift import stats
 from modeldeploy_serving.drift.profile import bin_counts, build_profile, edges_for
 from modeldeploy_serving.drift.window import DriftWindow
 
 
 def test_psi_of_identical_distributions_is_zero() -> None:
-    assert stats.psi([10, 20, 30, 0], [1, 2, 3, 0]) == pytest.approx(0.0)
+    assert psi([10, 20, 30, 0], [1, 2, 3, 0]) == pytest.approx(0.0)
 
 
 def test_psi_matches_the_textbook_formula() -> None:
     ref, cur = [50, 50], [80, 20]
     expected = (0.8 - 0.5) * math.log(0.8 / 0.5) + (0.2 - 0.5) * math.log(0.2 / 0.5)
-    assert stats.psi(ref, cur) == pytest.approx(expected)
+    assert psi(ref, cur) == pytest.approx(expected)
 
 
 def test_psi_uses_epsilon_for_empty_bins_and_nan_for_empty_windows() -> None:
-    value = stats.psi([100, 0], [90, 10])
+    value = psi([100, 0], [90, 10])
     expected = (0.9 - 1.0) * math.log(0.9 / 1.0) + (0.1 - 1e-4) * math.log(0.1 / 1e-4)
     assert value == pytest.approx(expected)
-    assert math.isnan(stats.psi([1, 2], [0, 0]))
+    assert math.isnan(psi([1, 2], [0, 0]))
 
 
 def test_binned_ks_ignores_the_missing_bin() -> None:

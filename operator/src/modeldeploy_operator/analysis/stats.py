@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-PSI_EPSILON = 1e-4
+from modeldeploy_contract.psi import psi
+
 """As the model server's drift statistics: empty buckets count as this share."""
 
 Buckets = Sequence[tuple[float, float]]
@@ -63,20 +64,6 @@ def bucket_counts(buckets: Buckets) -> list[float]:
         counts.append(max(cumulative - previous, 0.0))
         previous = max(previous, cumulative)
     return counts
-
-
-def psi(expected: Sequence[float], actual: Sequence[float], epsilon: float = PSI_EPSILON) -> float:
-    """Population stability index of `actual` against `expected` (same buckets); NaN if either is
-    empty. The model server computes its drift PSI the same way."""
-    expected_total, actual_total = float(sum(expected)), float(sum(actual))
-    if expected_total <= 0 or actual_total <= 0:
-        return math.nan
-    value = 0.0
-    for e, a in zip(expected, actual, strict=True):
-        p = max(e / expected_total, epsilon)
-        q = max(a / actual_total, epsilon)
-        value += (q - p) * math.log(q / p)
-    return value
 
 
 def histogram_psi(expected: Buckets, actual: Buckets) -> float:

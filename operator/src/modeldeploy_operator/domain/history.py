@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from .revision import ResolvedVariant
@@ -55,6 +55,19 @@ def record_revision(
     return trim_history((*superseded, entry), limit)
 
 
+def with_outcome(
+    history: Sequence[HistoryEntry],
+    matches: Callable[[HistoryEntry], bool],
+    outcome: RevisionOutcome,
+    *,
+    now: datetime,
+    message: str | None = None,
+) -> tuple[HistoryEntry, ...]:
+    """History with the entries `matches` selects finished with `outcome` at `now`."""
+    finished = {"outcome": outcome, "finished_at": now.replace(microsecond=0), "message": message}
+    return tuple(e.model_copy(update=finished) if matches(e) else e for e in history)
+
+
 def finish_revision(
     history: Sequence[HistoryEntry],
     variant: str,
@@ -65,13 +78,12 @@ def finish_revision(
     message: str | None = None,
 ) -> tuple[HistoryEntry, ...]:
     """History with the variant's unfinished entry for that hash given its outcome."""
-    return tuple(
-        e.model_copy(
-            update={"outcome": outcome, "finished_at": now.replace(microsecond=0), "message": message}
-        )
-        if e.variant == variant and e.hash == revision_hash and e.outcome == "Progressing"
-        else e
-        for e in history
+    return with_outcome(
+        history,
+        lambda e: e.variant == variant and e.hash == revision_hash and e.outcome == "Progressing",
+        outcome,
+        now=now,
+        message=message,
     )
 
 

@@ -11,22 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-PSI_EPSILON = 1e-4
-
 Counts = Sequence[int] | Sequence[float]
-
-
-def psi(reference: Counts, current: Counts, epsilon: float = PSI_EPSILON) -> float:
-    """Population stability index of `current` against `reference` (same bins); NaN if either is empty."""
-    ref_total, cur_total = float(sum(reference)), float(sum(current))
-    if ref_total <= 0 or cur_total <= 0:
-        return math.nan
-    value = 0.0
-    for r, c in zip(reference, current, strict=True):
-        p = max(r / ref_total, epsilon)
-        q = max(c / cur_total, epsilon)
-        value += (q - p) * math.log(q / p)
-    return value
 
 
 def binned_ks(reference: Counts, current: Counts) -> float:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from modeldeploy_contract.psi import psi
 from modeldeploy_serving.drift import stats
 from modeldeploy_serving.drift.profile import ReferenceProfile, bin_counts
 
@@ -93,13 +94,13 @@ class DriftWindow:
             features.append(
                 FeatureDrift(
                     name=ref.name,
-                    psi=stats.psi(ref.counts, counts),
+                    psi=psi(ref.counts, counts),
                     ks=stats.binned_ks(ref.counts, counts),
                     missing_ratio=stats.missing_ratio(counts),
                     out_of_range_ratio=stats.out_of_range_ratio(counts),
                 )
             )
-        score_psi = stats.psi(self.profile.score.counts, bin_counts(scores, self._score_edges).tolist())
+        score_psi = psi(self.profile.score.counts, bin_counts(scores, self._score_edges).tolist())
         return WindowResult(
             rows=rows, ended_at=time.time(), features=features, score_psi=score_psi, scores=scores
         )

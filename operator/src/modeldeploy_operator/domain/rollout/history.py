@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from modeldeploy_operator.domain.history import with_outcome
 from modeldeploy_operator.domain.status_model import HistoryEntry, RevisionOutcome
 
 
@@ -17,14 +18,7 @@ def set_outcome(
     message: str | None = None,
 ) -> tuple[HistoryEntry, ...]:
     """History with entry `number` given an outcome, whatever it had (a promoted revision rolled back)."""
-    return tuple(
-        e.model_copy(
-            update={"outcome": outcome, "finished_at": now.replace(microsecond=0), "message": message}
-        )
-        if e.revision == number
-        else e
-        for e in history
-    )
+    return with_outcome(history, lambda e: e.revision == number, outcome, now=now, message=message)
 
 
 def reopen(history: Sequence[HistoryEntry], number: int) -> tuple[HistoryEntry, ...]:
