@@ -4,6 +4,8 @@ and the router on the process node, and live prediction traffic through the rout
 - a good canary (v2) walks every step and is promoted, also across an operator restart mid-rollout;
 - a bad canary whose scores shift (v3) is rolled back by the analysis, with the stable back at 100%
   and no failed request on the stable path;
+- a bad canary that errors (a serving setting that rejects the callers' requests) is rolled back on
+  its error rate, again with no failed request on the stable path;
 - a canary that never gets ready is aborted at its progress deadline.
 """
 
@@ -104,3 +106,37 @@ def test_a_canary_that_never_gets_ready_is_aborted_at_its_deadline(
     assert aborted["stableRevision"] == v1
     assert live_arms(kube_api, namespace) == [("default", v1, 100.0)]
     assert "ProgressDeadlineExceeded" in str(aborted["history"][-1])
+
+
+def test_a_canary_that_errors_is_rolled_back_without_failing_the_stable_path(
+    kube_api: client.ApiClient, namespace: str, model_store: str, churn_bundles: Path
+) -> None:
+    create_mdep(kube_api, namespace, canary_md(model_store, churn_bundles))
+    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=120)["stableRevision"]
+    # Callers send bodies of about 2.3 KB; the new revision's server accepts at most 1 KiB: every request
+    # that reaches it fails with 413, a misconfiguration only real traffic shows.
+    with Traffic(kube_api, namespace, "churn", rows(churn_bundles), padding=2048) as traffic:
+        wait_for("traffic through the router", lambda: len(traffic.results) > 40, timeout=60)
+        client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+            "modeldeploy.io",
+            "v1alpha1",
+            namespace,
+            "modeldeployments",
+            "churn",
+            {"spec": {"model": model(model_store, churn_bundles, "2"), "server": {"maxBodyBytes": 1024}}},
+        )
+        aborted = wait_for(
+            "the error rate to abort the canary",
+            lambda: (s := status(kube_api, namespace)).get("aborted") and s,
+            timeout=180,
+        )
+        canary = aborted["canaryRevision"]
+        time.sleep(3)
+    errors = next(c for c in aborted["analysis"]["checks"] if c["name"] == "errors")
+    assert errors["result"] == "Fail"
+    assert aborted["stableRevision"] == v1
+    assert live_arms(kube_api, namespace) == [("default", v1, 100.0)]
+    assert {r.status for r in traffic.results if r.revision == canary} == {413}
+    assert [r for r in traffic.failures() if r.revision != canary] == [], (
+        "the stable path answered every request"
+    )

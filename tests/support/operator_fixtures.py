@@ -59,7 +59,15 @@ def operator_release(local_cluster: Layout, kubeconfig: Path) -> Iterator[str]:
     """Installs (or upgrades) the chart once per session; yields the release namespace."""
     install_operator(local_cluster, kubeconfig)
     yield RELEASE_NAMESPACE
-    helm("uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--wait", kubeconfig=kubeconfig)
+    helm(
+        "uninstall",
+        RELEASE,
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--wait",
+        "--ignore-not-found",
+        kubeconfig=kubeconfig,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -46,11 +46,14 @@ class Traffic:
         namespace: str,
         name: str,
         rows: list[list[float | None]],
-        rate: float = 40,
+        rate: float = 60,
         users: int = 500,
+        padding: int = 0,
     ) -> None:
         self.api, self.namespace, self.name, self.rows = api, namespace, name, rows
         self.rate, self.users = rate, users
+        # Extra request parameters, to make bodies `padding` bytes larger.
+        self.parameters = {"padding": "x" * padding} if padding else None
         self.results: list[Result] = []
         self._stop = threading.Event()
         self._endpoints: list[str] = []
@@ -85,9 +88,11 @@ class Traffic:
                 if endpoints:
                     user = f"user-{rng.randrange(self.users)}"
                     row = self.rows[rng.randrange(len(self.rows))]
-                    body = {
+                    body: dict[str, object] = {
                         "inputs": [{"name": "input", "datatype": "FP64", "shape": [1, len(row)], "data": row}]
                     }
+                    if self.parameters:
+                        body["parameters"] = self.parameters
                     try:
                         answer = http.post(
                             f"{rng.choice(endpoints)}/v2/models/{self.name}/infer",

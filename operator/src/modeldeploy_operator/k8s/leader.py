@@ -82,9 +82,13 @@ class LeaderElector:
             lease["spec"] = self._spec(acquired or _fmt(_now()), transitions)
             self.api.replace(lease)
             return True
-        except (TransientApiError, RejectedError) as error:
+        except TransientApiError as error:
             # A conflict means another replica wrote first: it won this round.
             log.debug("lease attempt failed: %s", error)
+            return False
+        except RejectedError as error:
+            # Forbidden or invalid: no replica can win like this; say so instead of waiting in silence.
+            log.warning("cannot take the lease %s/%s: %s", self.namespace, self.name, error)
             return False
 
     def wait_for_leadership(self, stop: threading.Event) -> bool:
