@@ -23,7 +23,7 @@ def test_hash_is_short_stable_and_hex() -> None:
         ("model", {**BASE_MODEL, "version": "2"}),
         ("model", {**BASE_MODEL, "sha256": "c" * 64}),
         ("model", {**BASE_MODEL, "format": "xgboost"}),
-        ("server", {"batching": {"enabled": True}}),
+        ("server", {"batching": {"enabled": False}}),
         ("server", {"maxBodyBytes": 2048}),
         ("server", {"workers": 2}),
         ("drift", {"windowRows": 500}),
