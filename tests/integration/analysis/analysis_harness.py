@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,17 +22,12 @@ from typing import Any
 import httpx
 import pytest
 
+from local_processes import free_port, running
+
 REPO = Path(__file__).resolve().parents[3]
 VENV_BIN = Path(sys.executable).parent
 WINDOW_ROWS = 200
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_http(url: str, timeout: float = 30.0) -> None:
@@ -47,25 +40,6 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
             pass
         time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer 200 within {timeout}s")
-
-
-@contextmanager
-def process(
-    args: list[str], log: Path, env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    # Not in a cluster, whatever runs the tests: the router must not look for a ServiceAccount.
-    base = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, env={**base, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @dataclass(frozen=True)
@@ -131,7 +105,7 @@ def model_server(bundle: Path, workdir: Path, port: int | None = None) -> Iterat
     }
     args = [str(VENV_BIN / "modeldeploy"), "serve", "--model-uri", str(bundle)]
     args += ["--host", "127.0.0.1", "--port", str(port)]
-    with process(args, workdir / f"server-{port}.log", env):
+    with running(args, workdir / f"server-{port}.log", env):
         wait_http(f"http://127.0.0.1:{port}/v2/health/ready")
         yield Server(f"127.0.0.1:{port}")
 
@@ -145,7 +119,7 @@ def router(arms: list[dict[str, Any]], workdir: Path) -> Iterator[str]:
     config.write_text(json.dumps(table))
     args = [str(VENV_BIN / "modeldeploy-router"), "--config-file", str(config)]
     args += ["--host", "127.0.0.1", "--port", str(port)]
-    with process(args, workdir / f"router-{port}.log"):
+    with running(args, workdir / f"router-{port}.log"):
         wait_http(f"http://127.0.0.1:{port}/healthz")
         yield f"127.0.0.1:{port}"
 
@@ -208,6 +182,6 @@ def prometheus(targets: dict[str, str], workdir: Path) -> Iterator[Prometheus]:
         "--storage.tsdb.retention.time=1h",
         "--log.level=warn",
     ]
-    with process(args, workdir / "prometheus.log"):
+    with running(args, workdir / "prometheus.log"):
         wait_http(f"http://127.0.0.1:{port}/-/ready")
         yield Prometheus(f"http://127.0.0.1:{port}")

@@ -11,7 +11,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from analysis_harness import WINDOW_ROWS, Churn, free_port, model_server, prometheus
 
 from modeldeploy_operator.analysis import (
     AnalysisSources,
@@ -22,6 +21,8 @@ from modeldeploy_operator.analysis import (
 )
 from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.spec import Analysis, Check, Threshold
+
+from analysis_harness import WINDOW_ROWS, Churn, free_port, model_server, prometheus
 
 WINDOW = timedelta(seconds=30)
 BUILTIN = [

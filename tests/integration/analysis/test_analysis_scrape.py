@@ -7,11 +7,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from analysis_harness import WINDOW_ROWS, Churn, free_port, model_server, router
 
 from modeldeploy_operator.analysis import AnalysisTarget, BuiltinScrapeSource
 from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.spec import Check, Threshold
+
+from analysis_harness import WINDOW_ROWS, Churn, free_port, model_server, router
 
 WINDOW = timedelta(seconds=30)
 CHECKS = [

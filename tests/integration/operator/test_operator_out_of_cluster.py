@@ -4,7 +4,6 @@ ServiceAccount, so the chart's RBAC is what it gets (the in-cluster replicas are
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,14 +16,9 @@ from modeldeploy_testcluster.kubeconfig import write_kubeconfig
 from modeldeploy_testcluster.layout import Layout
 
 from cluster_helpers import SERVING, create_mdep, get_mdep, wait_for
+from local_processes import free_port
 
 pytestmark = [pytest.mark.cluster]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -75,8 +69,8 @@ def test_operator_out_of_cluster_with_the_charts_service_account(
         "KUBECONFIG": str(kubeconfig),
         "MODELDEPLOY_OPERATOR_LEASE_NAMESPACE": operator_release,
         "MODELDEPLOY_OPERATOR_LEASE_NAME": "modeldeploy",  # the one Lease the chart's RBAC grants
-        "MODELDEPLOY_OPERATOR_HEALTH_PORT": str(_free_port()),
-        "MODELDEPLOY_OPERATOR_METRICS_PORT": str(_free_port()),
+        "MODELDEPLOY_OPERATOR_HEALTH_PORT": str(free_port()),
+        "MODELDEPLOY_OPERATOR_METRICS_PORT": str(free_port()),
     }
     log = (tmp_path / "operator.log").open("wb")
     operator = subprocess.Popen(

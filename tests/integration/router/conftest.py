@@ -5,20 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from router_harness import Router, fake_backend
 
-
-@dataclass
-class Cluster:
-    router: Router
-    stable: str
-    stable2: str
-    canary: str
-    shadow: str
+from router_harness import Cluster, Router, fake_backend
 
 
 @pytest.fixture(scope="module")

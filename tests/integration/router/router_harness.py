@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +16,9 @@ import orjson
 
 from modeldeploy_contract.router_config import RouterConfig
 
+from local_processes import free_port, running
+
 HERE = Path(__file__).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_http(url: str, timeout: float = 15.0, status: int | None = 200) -> None:
@@ -41,28 +35,13 @@ def wait_http(url: str, timeout: float = 15.0, status: int | None = 200) -> None
 
 
 @contextmanager
-def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@contextmanager
 def fake_backend(name: str, prob: float, workdir: Path, sleep: float = 0.0) -> Iterator[str]:
     """A fake model server; yields its "127.0.0.1:port"."""
     port = free_port()
     args = [sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), "fake_backend:app"]
     args += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
     env = {"FAKE_NAME": name, "FAKE_PROB": str(prob), "FAKE_SLEEP": str(sleep)}
-    with process(args, env, workdir / f"backend-{name}.log"):
+    with running(args, workdir / f"backend-{name}.log", env):
         wait_http(f"http://127.0.0.1:{port}/", status=None)
         yield f"127.0.0.1:{port}"
 
@@ -112,8 +91,7 @@ class Router:
         args += ["--config-file", str(self.config_file), "--endpoints-file", str(self.endpoints_file)]
         args += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
         env = {"MODELDEPLOY_ROUTER_FILE_POLL_SECONDS": "0.05"}
-        env_clean = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
-        with process(args, {**env_clean, **env}, self.workdir / "router.log"):
+        with running(args, self.workdir / "router.log", env):
             wait_http(f"{self.url}/healthz")
             yield self
 
@@ -122,3 +100,14 @@ def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)  # a new inode: the router's poll sees a change even within one mtime tick
+
+
+@dataclass
+class Cluster:
+    """The rig of the router tests: one router and the addresses of its fake backends."""
+
+    router: Router
+    stable: str
+    stable2: str
+    canary: str
+    shadow: str

@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import Cluster
+
+from router_harness import Cluster
 
 pytestmark = pytest.mark.slow
 
@@ -233,7 +234,7 @@ def test_requests_and_responses_pass_through_unchanged(rig: Cluster) -> None:
 
 
 def test_a_refused_connection_is_retried_on_another_backend(rig: Cluster) -> None:
-    from router_harness import free_port
+    from local_processes import free_port
 
     dead = f"127.0.0.1:{free_port()}"  # nothing listens: connection refused, as from a pod just gone
     backends = endpoints(rig)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from types import ModuleType
 import httpx
 import numpy as np
 import pytest
+
+from local_processes import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -36,12 +37,6 @@ def load_churn() -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+
 from serving_harness import Bundles, Server, ServerFactory, v2_body
 
 MAX_BODY = 64 * 1024

@@ -8,6 +8,7 @@ import time
 import httpx
 import numpy as np
 import pytest
+
 from serving_harness import Bundles, Server, ServerFactory, metric, metric_values, v2_body
 
 V1 = {"model": "churn", "version": "v1"}

@@ -13,9 +13,10 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import pytest
 import xgboost as xgb
-from serving_harness import Bundles, ServerFactory, free_port, v2_body
 
 from modeldeploy_serving.bundle import sha256_file
+
+from serving_harness import Bundles, ServerFactory, free_port, v2_body
 
 
 class BundleHTTPServer:

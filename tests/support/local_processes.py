@@ -1,0 +1,37 @@
+"""Real server processes for tests that need no cluster: a free port, and a process that is always
+stopped (SIGTERM, then SIGKILL after 10 s) when the test is done."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running(
+    args: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `args` with output to `log`. The environment is the test's, plus `env`, minus KUBERNETES_*:
+    the process is not in a cluster, whatever runs the tests (a router must not look for a token)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, env={**base, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
