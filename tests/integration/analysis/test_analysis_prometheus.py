@@ -6,6 +6,7 @@ operator may use either for the same check.
 
 from __future__ import annotations
 
+import itertools
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from modeldeploy_operator.analysis import (
 )
 from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.spec import Analysis, Check, Threshold
+from modeldeploy_serving.metrics import LATENCY_BUCKETS
 
 from analysis_harness import WINDOW_ROWS, Churn, free_port, model_server, prometheus
 
@@ -83,7 +85,9 @@ def test_promql_checks_with_a_real_prometheus(churn: Churn, tmp_path: Path) -> N
 
         p99 = via_prometheus["latencyp99"]
         assert p99.value is not None
-        assert p99.value == pytest.approx(via_scrape["latencyp99"].value, rel=0.25), (
+        # Both are interpolated inside the same histogram bucket; where inside depends on increase()'s
+        # extrapolated counts against the scrape's exact ones, so agreement is to the bucket.
+        assert _one_bucket(p99.value, via_scrape["latencyp99"].value), (
             p99,
             via_scrape["latencyp99"],
         )
@@ -128,3 +132,11 @@ def test_an_unreachable_prometheus_gives_readings_without_values() -> None:
     readings = reader.read([*BUILTIN, user_check("up")], t, WINDOW)
     assert all(r.value is None for r in readings)
     assert all("ConnectError" in r.detail for r in readings), readings
+
+
+def _one_bucket(a: float | None, b: float | None) -> bool:
+    """Both values lie within one bucket of the server's latency histogram (its edges included)."""
+    assert a is not None
+    assert b is not None
+    edges = (0.0, *LATENCY_BUCKETS)
+    return any(low <= min(a, b) and max(a, b) <= high for low, high in itertools.pairwise(edges))
