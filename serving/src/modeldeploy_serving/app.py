@@ -55,7 +55,8 @@ def json_response(status: int, payload: Any) -> Response:
     return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+async def read_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes, bytes | None]:
+    """The whole request body and the raw Inference-Header-Content-Length value, if any."""
     declared = None
     header_length = None
     for key, value in scope["headers"]:
@@ -65,11 +66,15 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             header_length = value
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"request body of {int(declared)} bytes is over the {limit}-byte limit")
-    scope["modeldeploy.header_length"] = header_length
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):  # the usual case
+        body: bytes = message.get("body", b"")
+        if len(body) > limit:
+            raise PayloadTooLargeError(f"request body is over the {limit}-byte limit")
+        return body, header_length
     chunks = []
     size = 0
     while True:
-        message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGoneError
         chunk = message.get("body", b"")
@@ -78,8 +83,8 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             raise PayloadTooLargeError(f"request body is over the {limit}-byte limit")
         chunks.append(chunk)
         if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return b"".join(chunks), header_length
+        message = await receive()
 
 
 def split_v2_path(path: str) -> tuple[str, str | None]:
@@ -98,6 +103,7 @@ class InferenceApp:
         self.settings = settings
         self.dataplane = dataplane
         self.api = api
+        self._resolved: dict[str, LoadedModel] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -110,34 +116,46 @@ class InferenceApp:
                 return
         await self.api(scope, receive, send)
 
+    def _resolve(self, path: str, protocol: str) -> LoadedModel:
+        """The model a path names; successful lookups are remembered per loaded model (only paths
+        that name the served model get there, so the memo stays a handful of entries)."""
+        model = self.dataplane.model
+        hit = self._resolved.get(path)
+        if hit is not None and hit is model:
+            return hit
+        if protocol == "v2":
+            name, version_ = split_v2_path(path)
+        else:
+            name, version_ = path[len(V1_PREFIX) : -len(V1_SUFFIX)], None
+        resolved = self.dataplane.resolve(name, version_)
+        self._resolved[path] = resolved
+        return resolved
+
     async def _infer(self, scope: Scope, receive: Receive, send: Send, protocol: str) -> None:
         start = time.perf_counter()
-        self.dataplane.in_flight += 1
+        dataplane = self.dataplane
+        dataplane.in_flight += 1
         model: LoadedModel | None = None
         status = 200
         try:
-            path = scope["path"]
-            if protocol == "v2":
-                name, version_ = split_v2_path(path)
-            else:
-                name, version_ = path[len(V1_PREFIX) : -len(V1_SUFFIX)], None
-            model = self.dataplane.resolve(name, version_)
-            body = await read_body(scope, receive, self.settings.max_body_bytes)
+            model = self._resolve(scope["path"], protocol)
+            body, raw_header_length = await read_body(scope, receive, self.settings.max_body_bytes)
             max_rows = self.settings.max_batch_rows
             if protocol == "v2":
+                header_length = None if raw_header_length is None else _header_length(raw_header_length)
                 request = v2.decode_request(
-                    body, _header_length(scope), model.feature_index, model.output_names, max_rows
+                    body, header_length, model.feature_index, model.output_names, max_rows
                 )
-                prediction = await self.dataplane.infer(request.x)
+                prediction = await dataplane.infer(request.rows)
                 payload, header_length = v2.encode_response(model.name, model.version, request, prediction)
             else:
                 x = v1.decode_request(body, model.feature_index, max_rows)
-                payload, header_length = v1.encode_response(await self.dataplane.infer(x)), None
-            headers = [(b"content-length", str(len(payload)).encode())]
+                payload, header_length = v1.encode_response(await dataplane.infer(x)), None
             if header_length is None:
-                headers += JSON_HEADERS
+                headers = [(b"content-length", b"%d" % len(payload)), *JSON_HEADERS]
             else:
-                headers += [
+                headers = [
+                    (b"content-length", str(len(payload)).encode()),
                     (b"content-type", b"application/octet-stream"),
                     (b"inference-header-content-length", str(header_length).encode()),
                 ]
@@ -153,14 +171,11 @@ class InferenceApp:
             status = 500
             await _send_error(send, status, "internal error while predicting; see the server log")
         finally:
-            self.dataplane.in_flight -= 1
-            self.dataplane.metrics_for(model).request(protocol, status, time.perf_counter() - start)
+            dataplane.in_flight -= 1
+            dataplane.metrics_for(model).request(protocol, status, time.perf_counter() - start)
 
 
-def _header_length(scope: Scope) -> int | None:
-    raw = scope.get("modeldeploy.header_length")
-    if raw is None:
-        return None
+def _header_length(raw: bytes) -> int:
     if not raw.isdigit():
         raise BadRequestError(
             f"Inference-Header-Content-Length must be a number, got {raw.decode(errors='replace')!r}"

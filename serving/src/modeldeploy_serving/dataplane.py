@@ -10,6 +10,7 @@ import asyncio
 import gc
 import logging
 import time
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
@@ -22,6 +23,7 @@ from modeldeploy_serving.batching import MicroBatcher
 from modeldeploy_serving.drift.window import DriftWindow
 from modeldeploy_serving.errors import NotFoundError, UnavailableError
 from modeldeploy_serving.model import LoadedModel, Prediction, load_model
+from modeldeploy_serving.rows import Rows, as_array, row_count
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,9 @@ class DataPlane:
         self.metrics = metrics.ModelMetrics(model.name, model.version)
         metrics.MODEL_INFO.labels(model.name, model.version, model.manifest.format, model.digest).set(1)
         if s.batching_enabled:
-            self._batcher = MicroBatcher(self._predict, s.batch_max_size, s.batch_max_wait_ms / 1000.0)
+            self._batcher = MicroBatcher(
+                self._predict_and_account, s.batch_max_size, s.batch_max_wait_ms / 1000.0
+            )
         if s.drift_enabled:
             self._window = DriftWindow(model.profile, s.drift_window_rows, s.drift_window_seconds)
         self.model = model
@@ -141,24 +145,38 @@ class DataPlane:
         return self.metrics if model is not None else self.unknown_metrics
 
     def _predict(self, x: npt.NDArray[np.float32]) -> Prediction:
+        """One model call (any thread)."""
         assert self.model is not None
         start = time.perf_counter()
         prediction = self.model.predict(x)
         self.metrics.model_call(time.perf_counter() - start, x.shape[0])
         return prediction
 
-    async def infer(self, x: npt.NDArray[np.float32]) -> Prediction:
-        rows = x.shape[0]
-        if rows >= OFFLOAD_ROWS:
-            prediction = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, x)
-        elif self._batcher is not None:
-            prediction = await self._batcher.submit(x)
-        else:
-            prediction = self._predict(x)
-        self.metrics.predicted(rows)
+    def _predict_and_account(self, x: npt.NDArray[np.float32]) -> Prediction:
+        """One model call and its accounting (event loop only): a micro-batch is counted once."""
+        prediction = self._predict(x)
+        self._account(x, prediction)
+        return prediction
+
+    def _account(self, x: npt.NDArray[np.float32], prediction: Prediction) -> None:
+        self.metrics.predicted(x.shape[0])
         window = self._window
         if window is not None and window.add(x, prediction.scores):
             self._close_window()
+
+    def infer(self, rows: Rows) -> Awaitable[Prediction]:
+        """The prediction of these rows, to be awaited: a micro-batch's future, a thread's result for
+        large requests, or an already made one when batching is off."""
+        if self._batcher is not None and row_count(rows) < OFFLOAD_ROWS:
+            return self._batcher.submit(rows)
+        x = as_array(rows)
+        if x.shape[0] >= OFFLOAD_ROWS:
+            return self._infer_in_thread(x)
+        return _ready(self._predict_and_account(x))
+
+    async def _infer_in_thread(self, x: npt.NDArray[np.float32]) -> Prediction:
+        prediction = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, x)
+        self._account(x, prediction)
         return prediction
 
     def _close_window(self) -> None:
@@ -183,3 +201,8 @@ class DataPlane:
         log.debug(
             "drift window closed: %d rows, score PSI %.4f, %.2f ms", result.rows, result.score_psi, cost * 1e3
         )
+
+
+async def _ready(prediction: Prediction) -> Prediction:
+    """An awaitable of a prediction already made (no event-loop lookup: that is a system call)."""
+    return prediction

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -19,15 +19,47 @@ from modeldeploy_serving.storage import fetch_bundle
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
 class Prediction:
-    """Named output tensors (batch first) and one score per row for drift accounting."""
+    """Named output tensors (batch first) and one score per row for drift accounting.
 
-    outputs: dict[str, npt.NDArray[np.generic]]
-    scores: npt.NDArray[np.float32]
+    rows() gives each request of a micro-batch a view of its rows of the shared model call: nothing
+    is sliced until asked for, and batch_cache (one dict shared by every view of the batch) lets a
+    codec do its per-batch work once, for example the JSON text of every row.
+    """
+
+    __slots__ = ("_outputs", "_scores", "batch_cache", "start", "stop")
+
+    def __init__(self, outputs: dict[str, npt.NDArray[np.generic]], scores: npt.NDArray[np.floating]) -> None:
+        self._outputs = outputs
+        self._scores = scores
+        self.start = 0
+        self.stop = len(scores)
+        self.batch_cache: dict[str, Any] = {}
+
+    @property
+    def whole(self) -> bool:
+        return self.start == 0 and self.stop == len(self._scores)
+
+    @property
+    def outputs(self) -> dict[str, npt.NDArray[np.generic]]:
+        if self.whole:
+            return self._outputs
+        return {k: v[self.start : self.stop] for k, v in self._outputs.items()}
+
+    @property
+    def scores(self) -> npt.NDArray[np.floating]:
+        return self._scores if self.whole else self._scores[self.start : self.stop]
+
+    @property
+    def batch_outputs(self) -> dict[str, npt.NDArray[np.generic]]:
+        """The outputs of the whole model call these rows belong to (these are rows start:stop)."""
+        return self._outputs
 
     def rows(self, start: int, stop: int) -> Prediction:
-        return Prediction({k: v[start:stop] for k, v in self.outputs.items()}, self.scores[start:stop])
+        view = Prediction.__new__(Prediction)
+        view._outputs, view._scores, view.batch_cache = self._outputs, self._scores, self.batch_cache
+        view.start, view.stop = self.start + start, self.start + stop
+        return view
 
 
 class LoadedModel:

@@ -21,6 +21,7 @@ from modeldeploy_serving.cli import main as cli_main
 from modeldeploy_serving.errors import BundleError
 from modeldeploy_serving.model import Prediction, load_model
 from modeldeploy_serving.pack import PackError, pack
+from modeldeploy_serving.rows import ListRows, Rows, row_count, stack
 from modeldeploy_serving.runtimes.onnx import reject_external_data
 from modeldeploy_serving.storage import fetch_bundle, local_folder
 
@@ -219,6 +220,49 @@ def test_micro_batcher_merges_and_splits() -> None:
     results = asyncio.run(run())
     assert [r.outputs["label"].tolist() for r in results] == [[0], [1, 1], [2, 2, 2], [3], [4, 4, 4, 4]]
     assert calls == [7, 4]  # the 5th request would overflow 8 rows: it starts the next batch
+
+
+def test_micro_batcher_converts_json_lists_and_arrays_together() -> None:
+    seen: list[np.ndarray] = []
+
+    def predict(x: np.ndarray) -> Prediction:
+        seen.append(x)
+        return Prediction({"label": x[:, 0].astype(np.int64)}, x[:, 0])
+
+    async def run() -> list[Prediction]:
+        batcher = MicroBatcher(predict, max_rows=64, max_wait_seconds=0)
+        parts: list[Rows] = [
+            ListRows([1, None], 1, 2),
+            ListRows([2.5, 3, 4, 10**30], 2, 2),
+            np.full((1, 2), 7, np.float32),
+        ]
+        return await asyncio.gather(*(batcher.submit(p) for p in parts))
+
+    results = asyncio.run(run())
+    assert len(seen) == 1
+    assert seen[0].dtype == np.float32
+    np.testing.assert_array_equal(seen[0], np.array([[1, np.nan], [2.5, 3], [4, 1e30], [7, 7]], np.float32))
+    assert [r.scores.tolist() for r in results] == [[1.0], [2.5, 4.0], [7.0]]
+    only_lists = stack([ListRows([1, 2], 1, 2), ListRows([3, None], 1, 2)])
+    np.testing.assert_array_equal(only_lists, np.array([[1, 2], [3, np.nan]], np.float32))
+    assert row_count(ListRows([0] * 6, 3, 2)) == 3
+
+
+def test_xgboost_runtime_calls_the_c_entry_point_with_identical_answers(bundle: Path) -> None:
+    from modeldeploy_serving.runtimes.xgboost import XGBoostRuntime
+
+    runtime = XGBoostRuntime((bundle / "model.ubj").read_bytes(), 14, "classification", threads=1)
+    assert runtime._predict is not runtime._inplace_predict  # the probe accepted the C call
+    x = np.random.default_rng(3).normal(size=(300, 14)).astype(np.float32) * 20
+    x[::5, 2] = np.nan
+    misaligned = np.frombuffer(b"\0" + x[:9].tobytes(), dtype=np.float32, offset=1).reshape(9, 14)
+    assert not misaligned.flags.aligned  # as a tensor of a binary request body can be
+    np.testing.assert_array_equal(runtime.predict(misaligned), runtime.predict(x[:9]))
+    for rows in (1, 7, 300):
+        np.testing.assert_array_equal(
+            runtime.predict(x[:rows]),
+            np.stack([1 - runtime._inplace_predict(x[:rows]), runtime._inplace_predict(x[:rows])], axis=1),
+        )
 
 
 def test_micro_batcher_propagates_model_errors() -> None:

@@ -11,6 +11,7 @@ from modeldeploy_serving.errors import BadRequestError
 from modeldeploy_serving.model import Prediction
 from modeldeploy_serving.protocol import v1, v2
 from modeldeploy_serving.protocol.tensors import parse_json
+from modeldeploy_serving.rows import ListRows
 
 FEATURES = {"a": 0, "b": 1, "c": 2}
 OUTPUTS = ["probabilities", "label"]
@@ -200,3 +201,94 @@ def test_v1_encode_follows_kserve_xgboost() -> None:
     assert json.loads(v1.encode_response(multi))["predictions"] == [pytest.approx([0.2, 0.3, 0.5])]
     reg = Prediction({"predictions": np.array([1.5, np.nan], dtype=np.float32)}, np.zeros(2, np.float32))
     assert json.loads(v1.encode_response(reg)) == {"predictions": [1.5, None]}
+
+
+FAST_PATH_BODIES = [
+    {"inputs": [tensor()]},
+    {"inputs": [tensor(data=[1.5, None, 3, 4, None, -6.25])], "id": "r-1"},
+    {"inputs": [tensor(datatype="FP64", data=[10**30, 2**70, 0, -1e38, 1e-40, 5])], "id": 7},
+    {"inputs": [tensor(shape=[1, 3], data=[None, None, None])], "parameters": {"binary_data_output": False}},
+    {"inputs": [tensor(parameters={"content_type": "np"})], "id": {"nested": [1, 2]}},
+]
+GENERAL_PATH_BODIES = [  # the fast path must hand these to the general path, which decides
+    {"inputs": [tensor(data=[1e39, 2, 3, 4, 5, 6])]},  # beyond float32: refused
+    {"inputs": [tensor(data=[10**400, 2, 3, 4, 5, 6])]},  # beyond float64: refused
+    {"inputs": [tensor(data=[True, 2, 3, 4, 5, 6])]},  # a boolean: numpy takes it as 1
+    {"inputs": [tensor(data=["1", 2, 3, 4, 5, 6])]},  # a string: refused
+    {"inputs": [tensor(data=[[1, 2, 3], [4, 5, 6]])]},  # nested rows
+    {"inputs": [tensor(datatype="INT64")]},  # integer datatype checks
+    {"inputs": [tensor(shape=[2, 4], data=list(range(8)))]},  # wrong feature count
+    {"inputs": [tensor(data=[1, 2, 3])]},  # data shorter than shape
+    {"inputs": [tensor(shape=[0, 3], data=[])]},  # no rows
+    {"inputs": [tensor(shape=[True, 3])]},  # a boolean dimension
+    {"inputs": [tensor(shape=[200, 3], data=[0] * 600)]},  # too many rows
+    {"inputs": [tensor()], "outputs": [{"name": "label"}]},
+    {"inputs": [tensor()], "parameters": {"binary_data_output": True}},
+    {"inputs": [tensor(name=5)]},
+    {"inputs": [tensor(), tensor()]},
+    {"inputs": [tensor(parameters={"binary_data_size": 24})]},
+]
+
+
+def _general(body: dict[str, object]) -> v2.InferRequest | str:
+    try:
+        return v2.decode_general(json.loads(json.dumps(body)), None, FEATURES, OUTPUTS, 100)
+    except BadRequestError as exc:
+        return f"error: {exc.message}"
+
+
+def _decoded(body: dict[str, object]) -> v2.InferRequest | str:
+    try:
+        return decode(body)
+    except BadRequestError as exc:
+        return f"error: {exc.message}"
+
+
+@pytest.mark.parametrize("body", FAST_PATH_BODIES + GENERAL_PATH_BODIES)
+def test_v2_fast_path_decodes_exactly_as_the_general_path(body: dict[str, object]) -> None:
+    fast, general = _decoded(body), _general(body)
+    if isinstance(general, str):
+        assert fast == general
+        return
+    assert isinstance(fast, v2.InferRequest)
+    assert fast.x.dtype == general.x.dtype == np.float32
+    np.testing.assert_array_equal(fast.x, general.x)
+    assert (fast.id, fast.outputs, fast.binary_output) == (general.id, general.outputs, general.binary_output)
+
+
+@pytest.mark.parametrize("body", FAST_PATH_BODIES)
+def test_v2_fast_path_keeps_json_rows_as_a_list(body: dict[str, object]) -> None:
+    assert isinstance(decode(body).rows, ListRows)
+
+
+@pytest.mark.parametrize("body", GENERAL_PATH_BODIES[:6])
+def test_v2_general_path_bodies_do_not_take_the_fast_path(body: dict[str, object]) -> None:
+    decoded = _decoded(body)
+    assert isinstance(decoded, str) or isinstance(decoded.rows, np.ndarray)
+
+
+def _predictions() -> list[Prediction]:
+    probs = np.array([[0.25, 0.75], [np.nan, np.nan], [0.1, 0.9], [1.0, 0.0]], dtype=np.float32)
+    binary = Prediction(
+        {"probabilities": probs, "label": np.array([1, 0, 1, 0], dtype=np.int64)}, probs[:, 1]
+    )
+    reg = np.array([1.5, np.nan, -2.25e-8, 3e30], dtype=np.float32)
+    regression = Prediction({"predictions": reg}, reg)
+    three = np.arange(12, dtype=np.float32).reshape(4, 3) / 11
+    multi = Prediction({"probabilities": three, "label": np.array([2, 2, 2, 2], dtype=np.int64)}, three[:, 2])
+    cube = np.zeros((4, 2, 2), np.float32)
+    unusual = Prediction({"tensor": cube}, np.zeros(4, np.float32))
+    return [binary, regression, multi, unusual]
+
+
+@pytest.mark.parametrize("request_id", [None, "r-1", 7, {"a": [1, None]}, 'quote " and %s'])
+def test_v2_batch_encoder_writes_what_orjson_writes(request_id: object) -> None:
+    request = v2.InferRequest(np.zeros((1, 3), np.float32), request_id, None, False)
+    for whole in _predictions():
+        for start, stop in [(0, 1), (1, 2), (3, 4), (0, 4), (1, 3)]:
+            view = whole.rows(start, stop)
+            body, length = v2.encode_response("m%", 'v"1', request, view)
+            expected = v2._encode_with_orjson("m%", 'v"1', request_id, view)
+            assert length is None
+            assert body == expected
+            assert b"NaN" not in body

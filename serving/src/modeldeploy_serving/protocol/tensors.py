@@ -67,7 +67,10 @@ def numeric_array(data: Any, datatype: str, what: str) -> npt.NDArray[Any]:
                 raise BadRequestError(
                     f"{what}: {type(value).__name__} value {value!r} is not valid {datatype} data"
                 )
-        return np.array(data, dtype=np.float64)  # None becomes NaN here
+        try:
+            return np.array(data, dtype=np.float64)  # None becomes NaN here
+        except OverflowError:  # an integer literal beyond float64 (JSON has no size limit)
+            raise BadRequestError(f"{what}: a value is too large for {datatype}") from None
     kinds = {"U": "string", "S": "bytes", "M": "date", "m": "duration", "V": "raw"}
     raise BadRequestError(f"{what}: {kinds.get(kind, kind)} values are not valid {datatype} data")
 
