@@ -72,6 +72,10 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes, 
         if len(body) > limit:
             raise PayloadTooLargeError(f"request body is over the {limit}-byte limit")
         return body, header_length
+    return await _read_chunks(message, receive, limit), header_length
+
+
+async def _read_chunks(message: Message, receive: Receive, limit: int) -> bytes:
     chunks = []
     size = 0
     while True:
@@ -83,7 +87,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes, 
             raise PayloadTooLargeError(f"request body is over the {limit}-byte limit")
         chunks.append(chunk)
         if not message.get("more_body", False):
-            return b"".join(chunks), header_length
+            return b"".join(chunks)
         message = await receive()
 
 
@@ -105,16 +109,17 @@ class InferenceApp:
         self.api = api
         self._resolved: dict[str, LoadedModel] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Route to the inference path or FastAPI. A plain method returning the handler's coroutine
+        (not an async one awaiting it) saves a coroutine per request; uvicorn is told the app is
+        ASGI 3 (cli.py) since it cannot infer that from a plain method."""
         if scope["type"] == "http" and scope["method"] == "POST":
             path: str = scope["path"]
             if path.startswith(V2_PREFIX) and path.endswith(V2_SUFFIX):
-                await self._infer(scope, receive, send, "v2")
-                return
+                return self._infer(scope, receive, send, "v2")
             if path.startswith(V1_PREFIX) and path.endswith(V1_SUFFIX):
-                await self._infer(scope, receive, send, "v1")
-                return
-        await self.api(scope, receive, send)
+                return self._infer(scope, receive, send, "v1")
+        return self.api(scope, receive, send)
 
     def _resolve(self, path: str, protocol: str) -> LoadedModel:
         """The model a path names; successful lookups are remembered per loaded model (only paths

@@ -49,6 +49,7 @@ def _serve(args: argparse.Namespace) -> int:
     uvicorn.run(
         "modeldeploy_serving.app:create_app",
         factory=True,
+        interface="asgi3",  # InferenceApp.__call__ is a plain method returning a coroutine
         host=settings.host,
         port=settings.port,
         workers=settings.workers,

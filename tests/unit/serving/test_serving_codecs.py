@@ -222,6 +222,7 @@ GENERAL_PATH_BODIES = [  # the fast path must hand these to the general path, wh
     {"inputs": [tensor(shape=[0, 3], data=[])]},  # no rows
     {"inputs": [tensor(shape=[True, 3])]},  # a boolean dimension
     {"inputs": [tensor(shape=[200, 3], data=[0] * 600)]},  # too many rows
+    {"inputs": [tensor(shape=[17, 3], data=[0.5] * 51)]},  # more rows than the fast path takes
     {"inputs": [tensor()], "outputs": [{"name": "label"}]},
     {"inputs": [tensor()], "parameters": {"binary_data_output": True}},
     {"inputs": [tensor(name=5)]},

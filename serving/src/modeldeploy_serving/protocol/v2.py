@@ -34,6 +34,9 @@ FLOAT_DATATYPES = frozenset({"FP32", "FP64"})
 NONE_TYPE = type(None)
 PLAIN_VALUE_TYPES = frozenset({int, float, NONE_TYPE})
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+# The fast path's checks are per value in Python: cheaper than numpy's fixed costs for a few rows,
+# dearer from about 16 rows on (measured: 1 row 1.7 vs 6.1 us, 16 rows 11 vs 11 us, 64 rows 36 vs 25).
+SIMPLE_MAX_ROWS = 16
 
 
 @dataclass(slots=True)
@@ -176,7 +179,8 @@ def decode_general(
 def _decode_simple(req: Any, n_features: int, max_rows: int) -> InferRequest | None:
     """The common request in one pass, or None to take the general path (which also names errors).
 
-    Most callers send one float tensor [N, F] with flat row-major data and want every output as JSON.
+    Most online callers send a few rows as one float tensor [N, F] with flat row-major data and want
+    every output as JSON.
     The general path spends ~6 us per one-row request on checks written for every other shape; this
     one checks the list in one pass and leaves it a list, converted with the rest of its micro-batch
     (rows.py). It accepts exactly what the general path accepts for these requests and leaves
@@ -192,7 +196,7 @@ def _decode_simple(req: Any, n_features: int, max_rows: int) -> InferRequest | N
         or len(shape) != 2
         or type(rows) is not int
         or shape[1] != n_features
-        or not 0 < rows <= max_rows
+        or not 0 < rows <= min(max_rows, SIMPLE_MAX_ROWS)
         or type(data) is not list
         or len(data) != rows * n_features
     ):
