@@ -1,5 +1,6 @@
 """The built-in router on the local cluster: A/B split, stickiness across a weight change, unready
-pods, shadow traffic, headers and metrics, with real HTTP through the router pod the operator made."""
+pods, shadow traffic, headers and metrics, two router replicas that agree, with real HTTP through the
+router pods the operator made."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def ab_md(store: str, bundles: Path, control: int) -> dict[str, Any]:
             "traffic": {
                 "stickyKey": {"header": "X-User-Id"},
                 "shadow": {"variant": "candidate", "percent": 50},
+                "routerReplicas": 2,
             },
         },
     }
@@ -78,13 +80,22 @@ def test_ab_split_stickiness_unready_pods_and_shadow_through_the_router(
         lambda: get_mdep(kube_api, namespace, "churn").get("status", {}).get("phase") == "Ready",
         timeout=180,
     )
-    router = wait_for("a ready router endpoint", lambda: ready_endpoints(kube_api, namespace, "churn"))[0]
+
+    def two_routers() -> list[str] | None:
+        found = ready_endpoints(kube_api, namespace, "churn")
+        return found if len(found) == 2 else None
+
+    routers = wait_for("both router replicas ready", two_routers)
+    router = routers[0]
     row = rows(churn_bundles)[0]
 
     # 1. Proportions: 2,000 distinct users split 90/10 (5 sigma: +-0.034); the shadow never answers.
     first, _ = assign(router, row)
     assert abs(share(first, "treatment") - 0.10) < 0.034
     assert "candidate" not in first.values()
+    # Both router replicas put every user on the same arm (assignment is a pure function).
+    other, _ = assign(routers[1], row)
+    assert other == first
 
     # 2. Stickiness: raise treatment 10 -> 50; only users moving into treatment change.
     client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(

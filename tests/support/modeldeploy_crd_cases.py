@@ -333,6 +333,9 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "variant-name-uppercase", _set("spec.variants.0.name", "Control"), "spec.variants[0].name", "schema"
     ),
     InvalidCase("bad-provider", _set("spec.traffic.provider", "istio"), "spec.traffic.provider", "schema"),
+    InvalidCase(
+        "no-router-replicas", _set("spec.traffic.routerReplicas", 0), "spec.traffic.routerReplicas", "schema"
+    ),
     InvalidCase("bad-strategy", _set("spec.rollout.strategy", "Rolling"), "spec.rollout.strategy", "schema"),
     InvalidCase(
         "bad-duration",

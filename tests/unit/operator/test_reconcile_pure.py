@@ -78,6 +78,19 @@ def test_first_reconcile_builds_the_revision_the_router_and_the_stable_service()
     assert router_arms(state) == [("default", variant.revision, 100.0)]
 
 
+def test_router_replicas_follow_the_spec_and_do_not_make_a_new_revision() -> None:
+    def router_replicas(the_spec: Any) -> tuple[int, str]:
+        (variant,) = resolve_variants("churn", the_spec)
+        _, state = build(the_spec, [observed(variant.revision, 2)])
+        deployments = {m["metadata"]["name"]: m for m in state.manifests if m["kind"] == "Deployment"}
+        return deployments["churn-router"]["spec"]["replicas"], variant.revision
+
+    one, revision = router_replicas(spec())
+    three, same_revision = router_replicas(spec(traffic={"routerReplicas": 3}))
+    assert (one, three) == (1, 3)
+    assert same_revision == revision
+
+
 def test_without_the_router_the_stable_service_selects_the_serving_revision() -> None:
     gateway = {"provider": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "public"}]}}
     (variant,) = resolve_variants("churn", spec())

@@ -125,6 +125,7 @@ def desired_state(
             image_pull_policy=options.image_pull_policy,
             cluster_role=options.router_cluster_role,
             shared_service_account=options.router_service_account,
+            replicas=spec.traffic.router_replicas,
         )
         selector = lbl.router_selector(owner.name)
     else:

@@ -32,7 +32,6 @@ from .spec import ModelDeploymentSpec
 from .traffic import TOTAL_BASIS_POINTS, Arm
 
 ROUTER_COMMAND = ("modeldeploy-router",)
-ROUTER_REPLICAS = 1
 
 
 def build_router_config(
@@ -92,6 +91,7 @@ def build_router_objects(
     image_pull_policy: str,
     cluster_role: str,
     shared_service_account: str | None = None,
+    replicas: int = 1,
 ) -> list[dict[str, Any]]:
     """ServiceAccount, RoleBinding, ConfigMap and Deployment of the router, in the order to apply them.
 
@@ -147,7 +147,7 @@ def build_router_objects(
         "kind": "Deployment",
         "metadata": _metadata(owner, name, labels),
         "spec": {
-            "replicas": ROUTER_REPLICAS,
+            "replicas": replicas,
             "selector": {"matchLabels": lbl.router_selector(owner.name)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {

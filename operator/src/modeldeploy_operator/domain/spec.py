@@ -148,6 +148,7 @@ class Traffic(SpecModel):
     gateway_api: GatewayAPI | None = Field(default=None, alias="gatewayAPI")
     no_ready_backend: NoReadyBackendPolicy = "Redistribute"
     timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    router_replicas: int = Field(default=1, ge=1, le=20)
 
 
 class PauseStep(SpecModel):
