@@ -21,6 +21,7 @@ from modeldeploy_operator.config import OperatorSettings
 from modeldeploy_operator.domain import labels as lbl
 from modeldeploy_operator.domain.desired_state import (
     OWNED_KINDS,
+    ROUTER_RBAC_KINDS,
     BuildOptions,
     DesiredState,
     desired_state,
@@ -115,6 +116,9 @@ class Reconciler:
             router_cluster_role=settings.router_cluster_role,
             router_service_account=None if settings.manage_router_rbac else settings.router_service_account,
         )
+        # Kinds this operator creates and therefore lists and prunes (a namespaced install that does
+        # not manage router RBAC may not even be allowed to list ServiceAccounts).
+        self.owned_kinds = OWNED_KINDS + (ROUTER_RBAC_KINDS if settings.manage_router_rbac else ())
 
     def reconcile(self, body: dict[str, Any]) -> Outcome:
         started = time.perf_counter()
@@ -208,7 +212,7 @@ class Reconciler:
         uses_gateway = spec.traffic.provider == "gatewayAPI"
         owned = {
             kind: self._list_owned(api_version, kind, owner.namespace, selector, uses_gateway)
-            for api_version, kind in OWNED_KINDS
+            for api_version, kind in self.owned_kinds
         }
         pods = self.api.list("v1", "Pod", owner.namespace, selector)
         crash_looping: set[str] = set()
@@ -265,7 +269,7 @@ class Reconciler:
 
     def _prune(self, owner: ModelDeploymentRef, state: DesiredState, seen: Observation) -> int:
         pruned = 0
-        for api_version, kind in OWNED_KINDS:
+        for api_version, kind in self.owned_kinds:
             for obj in stale_objects(state, seen.owned[kind]):
                 if not _controlled_by(obj, owner):
                     continue

@@ -67,3 +67,32 @@ def test_gateway_provider_writes_a_weighted_httproute(kube_api: client.ApiClient
         {"spec": {"traffic": {"provider": "router", "gatewayAPI": None}}},
     )
     wait_for("the HTTPRoute to be pruned", lambda: route(kube_api, namespace) is None, timeout=60)
+
+    # ...and switching back to the Gateway API removes every router object, RBAC included.
+    def router_objects() -> set[str]:
+        core, apps = client.CoreV1Api(kube_api), client.AppsV1Api(kube_api)
+        rbac = client.RbacAuthorizationV1Api(kube_api)
+        found = {f"Deployment/{d.metadata.name}" for d in apps.list_namespaced_deployment(namespace).items}
+        found |= {f"ConfigMap/{c.metadata.name}" for c in core.list_namespaced_config_map(namespace).items}
+        found |= {
+            f"ServiceAccount/{a.metadata.name}" for a in core.list_namespaced_service_account(namespace).items
+        }
+        found |= {
+            f"RoleBinding/{b.metadata.name}" for b in rbac.list_namespaced_role_binding(namespace).items
+        }
+        return {o for o in found if o.endswith("/churn-router")}
+
+    expected = {
+        f"{kind}/churn-router" for kind in ("Deployment", "ConfigMap", "ServiceAccount", "RoleBinding")
+    }
+    wait_for("the router's objects", lambda: router_objects() == expected, timeout=60)
+    client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+        "modeldeploy.io",
+        "v1alpha1",
+        namespace,
+        "modeldeployments",
+        "churn",
+        {"spec": {"traffic": {"provider": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "public"}]}}}},
+    )
+    wait_for("the HTTPRoute again", lambda: route(kube_api, namespace))
+    wait_for("the router's objects to be pruned", lambda: not router_objects(), timeout=60)

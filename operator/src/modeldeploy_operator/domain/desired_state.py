@@ -30,6 +30,12 @@ OWNED_KINDS: tuple[tuple[str, str], ...] = (
     ("gateway.networking.k8s.io/v1", "HTTPRoute"),
     ("v1", "ConfigMap"),
 )
+ROUTER_RBAC_KINDS: tuple[tuple[str, str], ...] = (
+    ("v1", "ServiceAccount"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+)
+"""Owned too when the operator makes each router's ServiceAccount and RoleBinding (manage_router_rbac):
+they go with the router when the traffic provider changes away from it."""
 _REVISION_KINDS = ("Deployment", "Service")
 # Within a variant the router's sticky buckets are laid out in arm order: the canary comes first, so
 # raising its weight moves keys only from the stable into it.
