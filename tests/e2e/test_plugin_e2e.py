@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from cluster_helpers import condition, create_mdep, get_mdep, wait_for
+from cluster_helpers import condition, create_mdep, get_mdep, patch_mdep, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("operator_release")]
 PLUGIN = str(Path(sys.executable).parent / "kubectl-modeldeploy")
@@ -66,13 +66,8 @@ def test_every_plugin_command_against_the_operator(
         "ignored" in plugin(kubeconfig, namespace, "abort", "churn").lower()
     )  # no rollout: a no-op, said so
 
-    client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
-        "modeldeploy.io",
-        "v1alpha1",
-        namespace,
-        "modeldeployments",
-        "churn",
-        {"spec": {"model": {"uri": f"{model_store}/v2", "version": "2"}}},
+    patch_mdep(
+        kube_api, namespace, "churn", {"spec": {"model": {"uri": f"{model_store}/v2", "version": "2"}}}
     )
     wait_for(
         "the indefinite pause at 20%",

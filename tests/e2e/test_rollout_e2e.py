@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from cluster_helpers import condition, create_mdep, wait_for
+from cluster_helpers import condition, create_mdep, patch_mdep, wait_for
 from rollout_helpers import canary_md, live_arms, model, ready_on, rows, set_model, status
 from traffic import Traffic
 
@@ -117,11 +117,9 @@ def test_a_canary_that_errors_is_rolled_back_without_failing_the_stable_path(
     # that reaches it fails with 413, a misconfiguration only real traffic shows.
     with Traffic(kube_api, namespace, "churn", rows(churn_bundles), padding=2048) as traffic:
         wait_for("traffic through the router", lambda: len(traffic.results) > 40, timeout=60)
-        client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
-            "modeldeploy.io",
-            "v1alpha1",
+        patch_mdep(
+            kube_api,
             namespace,
-            "modeldeployments",
             "churn",
             {"spec": {"model": model(model_store, churn_bundles, "2"), "server": {"maxBodyBytes": 1024}}},
         )

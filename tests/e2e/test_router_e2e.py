@@ -14,7 +14,7 @@ import httpx
 import pytest
 from kubernetes import client
 
-from cluster_helpers import SERVING, create_mdep, get_mdep, router_arms, wait_for
+from cluster_helpers import SERVING, create_mdep, get_mdep, patch_mdep, router_arms, wait_for
 from rollout_helpers import model, rows
 from traffic import ready_endpoints
 
@@ -98,11 +98,9 @@ def test_ab_split_stickiness_unready_pods_and_shadow_through_the_router(
     assert other == first
 
     # 2. Stickiness: raise treatment 10 -> 50; only users moving into treatment change.
-    client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
-        "modeldeploy.io",
-        "v1alpha1",
+    patch_mdep(
+        kube_api,
         namespace,
-        "modeldeployments",
         "churn",
         {"spec": {"variants": ab_md(model_store, churn_bundles, control=50)["spec"]["variants"]}},
     )

@@ -57,6 +57,11 @@ def create_mdep(api: client.ApiClient, namespace: str, body: dict[str, Any]) -> 
     return result
 
 
+def patch_mdep(api: client.ApiClient, namespace: str, name: str, patch: dict[str, Any]) -> None:
+    """A JSON merge patch of a ModelDeployment (None deletes a field)."""
+    custom(api).patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
+
+
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
     for cond in (obj.get("status") or {}).get("conditions") or []:
         if cond["type"] == kind:

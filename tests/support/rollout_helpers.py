@@ -11,7 +11,7 @@ from typing import Any
 
 from kubernetes import client
 
-from cluster_helpers import get_mdep, router_arms
+from cluster_helpers import get_mdep, patch_mdep, router_arms
 
 CANARY_STEPS = [
     {"setWeight": 25},
@@ -79,9 +79,7 @@ def ready_on(api: client.ApiClient, namespace: str, version: str) -> dict[str, A
 
 
 def set_model(api: client.ApiClient, namespace: str, new_model: dict[str, Any]) -> None:
-    client.CustomObjectsApi(api).patch_namespaced_custom_object(
-        "modeldeploy.io", "v1alpha1", namespace, "modeldeployments", "churn", {"spec": {"model": new_model}}
-    )
+    patch_mdep(api, namespace, "churn", {"spec": {"model": new_model}})
 
 
 def live_arms(api: client.ApiClient, namespace: str) -> list[tuple[str, str, float]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from cluster_helpers import create_mdep, wait_for
+from cluster_helpers import create_mdep, patch_mdep, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator_release")]
 
@@ -58,13 +58,8 @@ def test_gateway_provider_writes_a_weighted_httproute(kube_api: client.ApiClient
     assert {b["name"] for b in rules[-1]["backendRefs"]} <= services
 
     # Switching to the built-in router removes the route.
-    client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
-        "modeldeploy.io",
-        "v1alpha1",
-        namespace,
-        "modeldeployments",
-        "churn",
-        {"spec": {"traffic": {"provider": "router", "gatewayAPI": None}}},
+    patch_mdep(
+        kube_api, namespace, "churn", {"spec": {"traffic": {"provider": "router", "gatewayAPI": None}}}
     )
     wait_for("the HTTPRoute to be pruned", lambda: route(kube_api, namespace) is None, timeout=60)
 
@@ -86,11 +81,9 @@ def test_gateway_provider_writes_a_weighted_httproute(kube_api: client.ApiClient
         f"{kind}/churn-router" for kind in ("Deployment", "ConfigMap", "ServiceAccount", "RoleBinding")
     }
     wait_for("the router's objects", lambda: router_objects() == expected, timeout=60)
-    client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
-        "modeldeploy.io",
-        "v1alpha1",
+    patch_mdep(
+        kube_api,
         namespace,
-        "modeldeployments",
         "churn",
         {"spec": {"traffic": {"provider": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "public"}]}}}},
     )

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from cluster_helpers import SERVING, condition, create_mdep, get_mdep, router_arms, wait_for
+from cluster_helpers import SERVING, condition, create_mdep, get_mdep, patch_mdep, router_arms, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator_release")]
 
@@ -71,7 +71,6 @@ def test_status_follows_pods_becoming_ready_and_pods_answer(
 def test_a_new_version_takes_over_only_once_ready_and_a_broken_one_never_does(
     kube_api: client.ApiClient, namespace: str, model_store: str, churn_bundles: Path
 ) -> None:
-    custom = client.CustomObjectsApi(kube_api)
     create_mdep(kube_api, namespace, churn(model_store, churn_bundles, "1", replicas=1))
     wait_for(
         "v1 Ready",
@@ -81,11 +80,9 @@ def test_a_new_version_takes_over_only_once_ready_and_a_broken_one_never_does(
     (v1,) = revisions(kube_api, namespace)
 
     # A version whose bundle does not exist: its pods never get ready, v1 keeps serving.
-    custom.patch_namespaced_custom_object(
-        "modeldeploy.io",
-        "v1alpha1",
+    patch_mdep(
+        kube_api,
         namespace,
-        "modeldeployments",
         "churn",
         {"spec": {"model": {"uri": f"{model_store}/v9", "version": "9", "sha256": None}}},
     )
@@ -100,9 +97,7 @@ def test_a_new_version_takes_over_only_once_ready_and_a_broken_one_never_does(
 
     # A good version: it takes over once ready, and the old revisions go.
     good = churn(model_store, churn_bundles, "2", replicas=1)["spec"]["model"]
-    custom.patch_namespaced_custom_object(
-        "modeldeploy.io", "v1alpha1", namespace, "modeldeployments", "churn", {"spec": {"model": good}}
-    )
+    patch_mdep(kube_api, namespace, "churn", {"spec": {"model": good}})
     final = wait_for(
         "Ready on v2",
         lambda: (
