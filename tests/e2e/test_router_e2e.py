@@ -86,6 +86,8 @@ def test_ab_split_stickiness_unready_pods_and_shadow_through_the_router(
         return found if len(found) == 2 else None
 
     routers = wait_for("both router replicas ready", two_routers)
+    budget = client.PolicyV1Api(kube_api).read_namespaced_pod_disruption_budget("churn-router", namespace)
+    assert budget.spec.max_unavailable == 1  # a drain takes the two routers one at a time
     router = routers[0]
     row = rows(churn_bundles)[0]
 

@@ -107,6 +107,9 @@ by one Role per watched namespace (namespaced scope). Each rule says why it exis
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [get, list, watch, create, patch, update, delete]
 {{- if eq .Values.watch.scope "cluster" }}
 # The router's identity in each namespace, bound to the router ClusterRole. RBAC lets the operator
 # grant it because the operator itself holds every right in that role (no `bind` verb needed).

@@ -91,6 +91,23 @@ def test_router_replicas_follow_the_spec_and_do_not_make_a_new_revision() -> Non
     assert same_revision == revision
 
 
+def test_several_router_replicas_get_a_disruption_budget() -> None:
+    def budgets(the_spec: Any) -> list[dict[str, Any]]:
+        (variant,) = resolve_variants("churn", the_spec)
+        _, state = build(the_spec, [observed(variant.revision, 2)])
+        return [m for m in state.manifests if m["kind"] == "PodDisruptionBudget"]
+
+    assert budgets(spec()) == []
+    (budget,) = budgets(spec(traffic={"routerReplicas": 2}))
+    assert budget["metadata"]["name"] == "churn-router"
+    assert budget["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {
+            "matchLabels": {"modeldeploy.io/deployment": "churn", "app.kubernetes.io/component": "router"}
+        },
+    }
+
+
 def test_without_the_router_the_stable_service_selects_the_serving_revision() -> None:
     gateway = {"provider": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "public"}]}}
     (variant,) = resolve_variants("churn", spec())

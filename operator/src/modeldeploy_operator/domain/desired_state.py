@@ -29,6 +29,7 @@ OWNED_KINDS: tuple[tuple[str, str], ...] = (
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"),
     ("v1", "ConfigMap"),
+    ("policy/v1", "PodDisruptionBudget"),
 )
 ROUTER_RBAC_KINDS: tuple[tuple[str, str], ...] = (
     ("v1", "ServiceAccount"),

@@ -93,7 +93,8 @@ def build_router_objects(
     shared_service_account: str | None = None,
     replicas: int = 1,
 ) -> list[dict[str, Any]]:
-    """ServiceAccount, RoleBinding, ConfigMap and Deployment of the router, in the order to apply them.
+    """ServiceAccount, RoleBinding, ConfigMap, Deployment and (with 2+ replicas) PodDisruptionBudget of
+    the router, in the order to apply them.
 
     With `shared_service_account` (a namespaced install, where the chart provides the router's
     ServiceAccount and Role), no RBAC objects are built and the pods run as that account."""
@@ -175,6 +176,18 @@ def build_router_objects(
             },
         },
     }
-    if shared_service_account:
-        return [config_map, deployment]
-    return [service_account, binding, config_map, deployment]
+    objects: list[dict[str, Any]] = [config_map, deployment]
+    if not shared_service_account:
+        objects = [service_account, binding, *objects]
+    if replicas > 1:
+        # With several router pods, a node drain or a cluster upgrade takes them one at a time: the
+        # front door is never emptied by voluntary evictions.
+        objects.append(
+            {
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": _metadata(owner, name, labels),
+                "spec": {"maxUnavailable": 1, "selector": {"matchLabels": lbl.router_selector(owner.name)}},
+            }
+        )
+    return objects

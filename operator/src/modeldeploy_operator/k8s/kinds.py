@@ -33,6 +33,7 @@ KINDS: dict[tuple[str, str], Kind] = {
         Kind("v1", "Pod", "pods"),
         Kind("apps/v1", "Deployment", "deployments"),
         Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
+        Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
         Kind("rbac.authorization.k8s.io/v1", "Role", "roles"),
         Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings"),
         Kind("discovery.k8s.io/v1", "EndpointSlice", "endpointslices"),
