@@ -6,12 +6,15 @@ and the router on the process node, and live prediction traffic through the rout
   and no failed request on the stable path;
 - a bad canary that errors (a serving setting that rejects the callers' requests) is rolled back on
   its error rate, again with no failed request on the stable path;
-- a canary that never gets ready is aborted at its progress deadline.
+- a canary that never gets ready is aborted at its progress deadline;
+- a BlueGreen preview runs at full size with no traffic until promoted, then takes all of it at once.
 """
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,9 @@ from kubernetes import client
 
 from cluster_helpers import condition, create_mdep, patch_mdep, wait_for
 from rollout_helpers import canary_md, live_arms, model, ready_on, rows, set_model, status
-from traffic import Traffic
+from traffic import Traffic, ready_endpoints
+
+COMMAND = "modeldeploy.io/command"
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("operator_release")]
 
@@ -138,3 +143,44 @@ def test_a_canary_that_errors_is_rolled_back_without_failing_the_stable_path(
     assert [r for r in traffic.failures() if r.revision != canary] == [], (
         "the stable path answered every request"
     )
+
+
+def test_a_blue_green_preview_takes_no_traffic_until_promoted_then_takes_it_all(
+    kube_api: client.ApiClient, namespace: str, model_store: str, churn_bundles: Path
+) -> None:
+    md = canary_md(model_store, churn_bundles)
+    md["spec"]["rollout"] = {
+        "strategy": "BlueGreen",
+        "steps": [{"pause": {}}],  # hold the preview until a promote command
+        "progressDeadlineSeconds": 180,
+        "scaleDownDelaySeconds": 5,
+    }
+    create_mdep(kube_api, namespace, md)
+    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=120)["stableRevision"]
+    with Traffic(kube_api, namespace, "churn", rows(churn_bundles)) as traffic:
+        wait_for("traffic through the router", lambda: len(traffic.results) > 40, timeout=60)
+        set_model(kube_api, namespace, model(model_store, churn_bundles, "2"))
+        preview = wait_for("a preview revision", lambda: status(kube_api, namespace).get("canaryRevision"))
+        wait_for(
+            "the preview at full size",
+            lambda: len(ready_endpoints(kube_api, namespace, f"churn-default-{preview}")) == 2,
+            timeout=120,
+        )
+        time.sleep(4)  # the paused preview, ready, under live traffic
+        assert live_arms(kube_api, namespace) == [("default", v1, 100.0)]
+        assert preview not in {r.revision for r in traffic.results}, "the preview answered a caller"
+
+        command = {"id": str(uuid.uuid4()), "action": "promote"}
+        patch_mdep(
+            kube_api, namespace, "churn", {"metadata": {"annotations": {COMMAND: json.dumps(command)}}}
+        )
+        final = wait_for("v2 promoted", lambda: ready_on(kube_api, namespace, "2"), timeout=60)
+        promoted_at = time.time()  # Result.at is wall-clock time
+        time.sleep(5)
+    assert final["stableRevision"] == preview
+    assert final["history"][-1]["outcome"] == "Promoted"
+    assert live_arms(kube_api, namespace) == [("default", preview, 100.0)]  # all at once, no steps
+    assert traffic.failures() == []
+    after = [r.revision for r in traffic.results if r.at > promoted_at + 3]  # the router has the new table
+    assert after
+    assert set(after) == {preview}
