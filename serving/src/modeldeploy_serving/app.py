@@ -156,11 +156,12 @@ class InferenceApp:
             else:
                 x = v1.decode_request(body, model.feature_index, max_rows)
                 payload, header_length = v1.encode_response(await dataplane.infer(x)), None
+            length = (b"content-length", b"%d" % len(payload))
             if header_length is None:
-                headers = [(b"content-length", b"%d" % len(payload)), *JSON_HEADERS]
+                headers = [length, *JSON_HEADERS]
             else:
                 headers = [
-                    (b"content-length", str(len(payload)).encode()),
+                    length,
                     (b"content-type", b"application/octet-stream"),
                     (b"inference-header-content-length", str(header_length).encode()),
                 ]

@@ -11,8 +11,6 @@ from collections.abc import Mapping, Sequence
 
 from modeldeploy_contract.psi import psi
 
-"""As the model server's drift statistics: empty buckets count as this share."""
-
 Buckets = Sequence[tuple[float, float]]
 """(upper bound, cumulative count) pairs, in any order; the +Inf bucket included."""
 

@@ -189,11 +189,10 @@ def _decode_simple(req: Any, n_features: int, max_rows: int) -> InferRequest | N
     t = _plain_tensor(req)
     if t is None:
         return None
-    shape, data = t["shape"], t["data"]
+    shape, data = t["shape"], t["data"]  # shape: a non-empty list (_plain_tensor)
     rows = shape[0]
     if (
-        type(shape) is not list
-        or len(shape) != 2
+        len(shape) != 2
         or type(rows) is not int
         or shape[1] != n_features
         or not 0 < rows <= min(max_rows, SIMPLE_MAX_ROWS)
@@ -258,7 +257,16 @@ def encode_response(
 ) -> tuple[bytes, int | None]:
     """The response body and, when any output is binary, the length of its JSON header."""
     if request.outputs is None and not request.binary_output:
-        return _encode_all_json(model_name, version, request.id, prediction), None
+        fast = _encode_all_json(model_name, version, request.id, prediction)
+        if fast is not None:
+            return fast, None
+    return encode_general(model_name, version, request, prediction)
+
+
+def encode_general(
+    model_name: str, version: str, request: InferRequest, prediction: Prediction
+) -> tuple[bytes, int | None]:
+    """Any answer: outputs picked and ordered as asked, each as JSON or binary."""
     wanted = request.outputs or [(name, request.binary_output) for name in prediction.outputs]
     outputs = []
     blobs = []
@@ -281,16 +289,16 @@ def encode_response(
     return header + b"".join(blobs), len(header)
 
 
-def _encode_all_json(model_name: str, version: str, request_id: Any, prediction: Prediction) -> bytes:
-    """Every output as JSON (what most callers ask for).
+def _encode_all_json(model_name: str, version: str, request_id: Any, prediction: Prediction) -> bytes | None:
+    """Every output as JSON (what most callers ask for), or None for outputs that are not 1-D or 2-D.
 
     The outputs part of a one-row answer is made for every row of the micro-batch at once, from one
     orjson call per output (_row_texts): a request only adds the head and its id. That halves the
     per-request encoding cost of the single-row requests that dominate online traffic.
     """
     texts = _row_texts(prediction)
-    if texts is None:  # outputs that are not 1-D or 2-D: plain orjson
-        return _encode_with_orjson(model_name, version, request_id, prediction)
+    if texts is None:
+        return None
     if prediction.stop - prediction.start == 1:
         outputs = _one_row_outputs(prediction, texts)[prediction.start]
     else:
@@ -299,17 +307,6 @@ def _encode_all_json(model_name: str, version: str, request_id: Any, prediction:
     if request_id is None:
         return b"%s%s]}" % (head, outputs)
     return b'%s%s],"id":%s}' % (head, outputs, orjson.dumps(request_id))
-
-
-def _encode_with_orjson(model_name: str, version: str, request_id: Any, prediction: Prediction) -> bytes:
-    outputs = [
-        {"name": name, "datatype": WIRE_TYPE[arr.dtype], "shape": arr.shape, "data": arr.ravel()}
-        for name, arr in ((k, np.ascontiguousarray(v)) for k, v in prediction.outputs.items())
-    ]
-    response: dict[str, Any] = {"model_name": model_name, "model_version": version, "outputs": outputs}
-    if request_id is not None:
-        response["id"] = request_id
-    return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _row_texts(prediction: Prediction) -> list[list[bytes]] | None:

@@ -58,10 +58,9 @@ class XGBoostRuntime:
         if task_of(objective) != task:
             raise BundleError(f"XGBoost objective {objective} does not match task {task}")
         self._binary = objective == "binary:logistic"
-        self._predict: Predict = self._inplace_predict
-        direct = dense_predict(self._booster, n_features)
-        if direct is not None:
-            self._predict = direct
+        self._predict: Predict = dense_predict(self._booster, n_features, self._inplace_predict) or (
+            self._inplace_predict
+        )
 
     def _inplace_predict(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         return np.asarray(self._booster.inplace_predict(x, missing=np.nan), dtype=np.float32)  # type: ignore[attr-defined]
@@ -73,13 +72,13 @@ class XGBoostRuntime:
         return out
 
 
-def dense_predict(booster: object, n_features: int) -> Predict | None:
+def dense_predict(booster: object, n_features: int, reference: Predict) -> Predict | None:
     """xgboost's C prediction entry point (XGBoosterPredictFromDense) with its config built once.
 
     Booster.inplace_predict re-derives everything on every call (input type dispatch, a JSON config,
     feature checks, ctypes output conversion): ~55 of the ~100 us of a one-row call, measured. The C
-    call takes the same arguments. Used only if it gives inplace_predict's exact answers on a probe
-    batch; None (keep inplace_predict) if the library lacks it or disagrees.
+    call takes the same arguments. Used only if it gives `reference`'s (inplace_predict's) exact
+    answers on a probe batch; None (keep inplace_predict) if the library lacks it or disagrees.
     """
     try:
         from xgboost import core
@@ -124,7 +123,7 @@ def dense_predict(booster: object, n_features: int) -> Predict | None:
 
     probe = np.random.default_rng(0).normal(size=(33, n_features)).astype(np.float32) * 10
     probe[::3, 0] = np.nan
-    expected = np.asarray(booster.inplace_predict(probe, missing=np.nan), dtype=np.float32)  # type: ignore[attr-defined]
+    expected = reference(probe)
     try:
         got = predict(probe)
     except Exception as exc:  # any failure: keep the supported path
