@@ -107,12 +107,18 @@ def test_every_plugin_command_against_the_operator(
     history = plugin(kubeconfig, namespace, "history", "churn")
     assert "Promoted" in history
     plugin(kubeconfig, namespace, "rollback", "churn", "--to", "1")
+    # The pin is recorded in the pass that reads the command; revision 1 serves (stableRevision) once
+    # its pods are ready again: after a promotion they may have been scaled down, and status shows
+    # the pin with the old stable until then (a consistent state, not a half-written one).
     rolled = wait_for(
         "revision 1 serving again",
-        lambda: (s := status(kube_api, namespace)).get("pinnedRevision") == 1 and s,
-        timeout=60,
+        lambda: (
+            (s := status(kube_api, namespace)).get("pinnedRevision") == 1
+            and s.get("stableRevision") != promoted["stableRevision"]
+            and s
+        ),
+        timeout=120,
     )
-    assert rolled["stableRevision"] != promoted["stableRevision"]
     diverged = condition({"status": rolled}, "SpecDiverged")
     assert diverged is not None
     assert diverged["status"] == "True"

@@ -24,7 +24,7 @@ from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.spec import Analysis, Check, Threshold
 from modeldeploy_serving.metrics import LATENCY_BUCKETS
 
-from analysis_harness import WINDOW_ROWS, Churn, free_port, model_server, prometheus
+from analysis_harness import WINDOW_ROWS, WINDOW_SECONDS, Churn, free_port, model_server, prometheus
 
 WINDOW = timedelta(seconds=30)
 BUILTIN = [
@@ -55,13 +55,14 @@ def test_promql_checks_with_a_real_prometheus(churn: Churn, tmp_path: Path) -> N
             "stable1",
             canary_endpoints=(canary.address,),
             stable_endpoints=(stable.address,),
-            drift_window_seconds=1,
+            drift_window_seconds=WINDOW_SECONDS,
         )
         # Warm-up: every series exists and has been scraped a few times before the measured traffic
-        # (increase() counts from a series' first sample).
-        canary.send(churn.normal[:1], per_request=1)
+        # (increase() counts from a series' first sample). One request of a whole drift window each,
+        # so the score histograms exist too and the measured rows fill whole windows.
+        canary.send(churn.normal[:WINDOW_ROWS], per_request=WINDOW_ROWS)
         canary.bad_request()
-        stable.send(churn.normal[:1], per_request=1)
+        stable.send(churn.normal[:WINDOW_ROWS], per_request=WINDOW_ROWS)
         prom.wait_scraped(2, "canary1")
         time.sleep(3)
         scrape = BuiltinScrapeSource()

@@ -12,7 +12,7 @@ from modeldeploy_operator.analysis import AnalysisTarget, BuiltinScrapeSource
 from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.spec import Check, Threshold
 
-from analysis_harness import WINDOW_ROWS, Churn, free_port, model_server, router
+from analysis_harness import WINDOW_ROWS, WINDOW_SECONDS, Churn, free_port, model_server, router
 
 WINDOW = timedelta(seconds=30)
 CHECKS = [
@@ -35,7 +35,7 @@ def target(canary: str, stable: str, routers: tuple[str, ...] = ()) -> AnalysisT
         canary_endpoints=(canary,) if canary else (),
         stable_endpoints=(stable,),
         router_endpoints=routers,
-        drift_window_seconds=1,
+        drift_window_seconds=WINDOW_SECONDS,
     )
 
 
