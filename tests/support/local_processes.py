@@ -6,9 +6,17 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
+
+STARTUP_TIMEOUT = 120.0
+"""How long a server process may take to answer: a model server loads onnxruntime, xgboost and a
+bundle, which took over 20 s on a 2-core machine at load average 15 (2-3 s when idle). A bound for a
+broken server, not a window the test depends on."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -35,3 +43,17 @@ def running(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def wait_http(url: str, timeout: float = STARTUP_TIMEOUT, status: int | None = 200) -> None:
+    """Until `url` answers `status` (any status when None)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, timeout=1.0)
+            if status is None or response.status_code == status:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer {status or 'at all'} within {timeout:.0f}s")

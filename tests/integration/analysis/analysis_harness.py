@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from local_processes import free_port, running
+from local_processes import free_port, running, wait_http
 
 REPO = Path(__file__).resolve().parents[3]
 VENV_BIN = Path(sys.executable).parent
@@ -31,18 +31,6 @@ WINDOW_SECONDS = 600
 """Drift windows close by row count only (a time close needs 10 idle minutes): the tests' exact counts
 must not depend on how a loaded machine spreads requests over time."""
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-
-
-def wait_http(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer 200 within {timeout}s")
 
 
 @dataclass(frozen=True)

@@ -16,22 +16,9 @@ import orjson
 
 from modeldeploy_contract.router_config import RouterConfig
 
-from local_processes import free_port, running
+from local_processes import free_port, running, wait_http
 
 HERE = Path(__file__).parent
-
-
-def wait_http(url: str, timeout: float = 15.0, status: int | None = 200) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            response = httpx.get(url, timeout=1.0)
-            if status is None or response.status_code == status:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{url} did not answer {status}")
 
 
 @contextmanager

@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 import pytest
 
-from local_processes import free_port
+from local_processes import STARTUP_TIMEOUT, free_port
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -95,7 +95,7 @@ class Server:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
 
-    def wait_ready(self, timeout: float = 30) -> None:
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         with self.client() as c:
             while time.monotonic() < deadline:
