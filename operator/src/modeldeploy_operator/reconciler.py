@@ -36,6 +36,7 @@ from modeldeploy_operator.domain.rollout.planner import analysis_request, plan
 from modeldeploy_operator.domain.spec import ModelDeploymentSpec
 from modeldeploy_operator.domain.status import status_for_invalid_spec, with_error, with_front_door
 from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
+from modeldeploy_operator.domain.traffic import call_url
 from modeldeploy_operator.domain.validation import InvalidSpecError, parse_spec, validate_name
 from modeldeploy_operator.k8s.api import KubeApi, RejectedError, TransientApiError
 from modeldeploy_operator.k8s.kinds import kind_of
@@ -201,7 +202,9 @@ class Reconciler:
         # 8. events, then 9. the one status write
         for event in decided.events:
             self.api.event(body, event.reason, event.message, warning=event.warning)
-        status = decided.status
+        status = decided.status.model_copy(
+            update={"url": call_url(owner, spec.traffic, self.settings.cluster_domain)}
+        )
         if spec.traffic.provider == "router":
             status = with_front_door(status, answering=bool(seen.ready_endpoints.get("router")), now=now)
         written = self._write_status(body, status)
