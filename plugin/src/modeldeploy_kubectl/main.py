@@ -25,9 +25,9 @@ from typing import Any, NoReturn, TextIO
 import yaml
 
 from modeldeploy_contract.commands import command_patch
-from modeldeploy_contract.status import CommandAction, CommandStatus, ModelDeploymentStatus, previous_promoted
+from modeldeploy_contract.status import CommandAction, CommandStatus, previous_promoted
 from modeldeploy_kubectl.client import ApiError, Cluster, KubeClient, NotFoundError
-from modeldeploy_kubectl.render import Style, render_history, render_list, render_view
+from modeldeploy_kubectl.render import Style, read_status, render_history, render_list, render_view
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -198,7 +198,7 @@ def dump(value: Any, fmt: str, *, compact: bool = False) -> str:
 
 def _rollback_target(body: dict[str, Any], wanted: int | None) -> int:
     """The revision number to roll back to, checked against status.history (clear errors here)."""
-    status = ModelDeploymentStatus.from_object(body)
+    status, _ = read_status(body)
     name = body["metadata"]["name"]
     if wanted is not None:
         if not any(e.revision == wanted for e in status.history):
@@ -216,7 +216,7 @@ def _rollback_target(body: dict[str, Any], wanted: int | None) -> int:
 
 
 def _answer(body: Mapping[str, Any], command_id: str) -> CommandStatus | None:
-    handled = ModelDeploymentStatus.from_object(body).last_command
+    handled = read_status(body)[0].last_command
     return handled if handled is not None and handled.id == command_id else None
 
 

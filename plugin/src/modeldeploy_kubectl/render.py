@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from modeldeploy_contract.status import HistoryEntry, ModelDeploymentStatus
 
 MAX_EVENTS = 8
@@ -98,6 +100,24 @@ def _table(rows: Sequence[Row], style: Style = PLAIN) -> list[str]:
             parts.append(style.paint(cell.colour, text))
         lines.append("  ".join(parts).rstrip())
     return lines
+
+
+def read_status(body: Mapping[str, Any]) -> tuple[ModelDeploymentStatus, tuple[str, ...]]:
+    """The object's status, and the top-level status fields left out because this plugin cannot read
+    them (an operator newer than the plugin may write values it does not know, e.g. a new phase): the
+    rest is still shown, and the view says what was left out rather than failing."""
+    raw = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
+    skipped: list[str] = []
+    while True:
+        try:
+            return ModelDeploymentStatus.model_validate(raw), tuple(skipped)
+        except ValidationError as error:
+            bad = sorted({str(e["loc"][0]) for e in error.errors() if e["loc"]} & raw.keys())
+            if not bad:
+                return ModelDeploymentStatus(), (*skipped, "status")
+            for key in bad:
+                raw.pop(key)
+            skipped += bad
 
 
 def _time(moment: datetime | None) -> str:
@@ -277,7 +297,7 @@ def render_view(
     style: Style = PLAIN,
 ) -> str:
     """The live view of one ModelDeployment (`get`; `get --watch` redraws it); events None: no section."""
-    status = ModelDeploymentStatus.from_object(body)
+    status, unread = read_status(body)
     meta = body.get("metadata") or {}
     steps = _steps_of(body)
     current = current_step(status)
@@ -325,6 +345,12 @@ def render_view(
         lines.append(
             "Last error:  " + style.paint("red", f"{status.last_error.reason}: {status.last_error.message}")
         )
+    if unread:
+        lines.append(
+            "Not shown:   status fields this plugin cannot read: "
+            + ", ".join(unread)
+            + " (an operator newer than the plugin? upgrade modeldeploy-kubectl)"
+        )
     if events is not None:
         lines += ["Events:", *_event_lines(events, style)]
     return "\n".join(lines)
@@ -332,7 +358,7 @@ def render_view(
 
 def render_history(body: Mapping[str, Any]) -> str:
     """One line per revision: number, version, uri, sha256, times, outcome."""
-    status = ModelDeploymentStatus.from_object(body)
+    status, _ = read_status(body)
     rows: list[Row] = [
         [
             "REVISION",
@@ -370,7 +396,7 @@ def render_history(body: Mapping[str, Any]) -> str:
 
 
 def _list_row(body: Mapping[str, Any], now: datetime, all_namespaces: bool) -> list[str | Cell]:
-    status = ModelDeploymentStatus.from_object(body)
+    status, _ = read_status(body)
     meta = body.get("metadata") or {}
     steps = _steps_of(body)
     current = current_step(status)

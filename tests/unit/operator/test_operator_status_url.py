@@ -141,3 +141,21 @@ def test_the_url_follows_the_settings_cluster_domain_and_the_gateway_hostname() 
         )
     )
     assert api.status_writes[-1]["url"] == "http://m.example.com/v2/models/churn"
+
+
+def test_a_command_on_an_invalid_spec_is_answered_rejected_not_left_waiting() -> None:
+    api = RecordingApi()
+    reconciler = Reconciler(api, OperatorSettings())  # type: ignore[arg-type]
+    broken = body()
+    broken["spec"]["replicas"] = 2
+    broken["spec"]["autoscaling"] = {"maxReplicas": 3}  # autoscaling without a CPU request: invalid
+    broken["metadata"]["annotations"] = {"modeldeploy.io/command": '{"id": "c1", "action": "abort"}'}
+    reconciler.reconcile(broken)
+    (written,) = api.status_writes
+    assert written["phase"] == "Failed"
+    assert written["lastCommand"]["id"] == "c1"
+    assert written["lastCommand"]["result"] == "Rejected"
+    assert written["lastCommand"]["message"].startswith("the spec is invalid; fix it first: ")
+    broken["status"] = written
+    reconciler.reconcile(broken)  # answered once: nothing more to write
+    assert len(api.status_writes) == 1

@@ -1,6 +1,6 @@
-"""The plugin installs on its own: its wheel declares only the Kubernetes client, PyYAML, shtab and the
-small contract package, and a fresh environment holding just those runs every module (no operator, no
-kopf). Built with uv, as `pipx install` would build it from plugin/."""
+"""The plugin installs on its own: its wheel declares only the Kubernetes client, pydantic, PyYAML,
+shtab and the small contract package, and a fresh environment holding just those runs every module
+(no operator, no kopf). Built with uv, as `pipx install` would build it from plugin/."""
 
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ def test_the_wheel_declares_no_operator_dependency(wheels: dict[str, Path]) -> N
     assert _requirements(wheels["modeldeploy_kubectl"]) == {
         "kubernetes",
         "modeldeploy-contract",
+        "pydantic",
         "pyyaml",
         "shtab",
     }

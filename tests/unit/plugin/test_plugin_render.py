@@ -201,3 +201,19 @@ def test_history() -> None:
     empty = ready_body()
     empty["status"]["history"] = []
     assert render_history(empty) == "no revisions yet"
+
+
+def test_status_values_from_a_newer_operator_are_left_out_not_fatal() -> None:
+    body = canary_body()
+    body["status"]["phase"] = "Mirroring"  # a phase this plugin's contract does not know
+    body["status"]["variants"][0]["revisions"][1]["role"] = "mirror"
+    body["status"]["newField"] = {"anything": 1}  # unknown fields are simply ignored
+    text = render_view(body)
+    assert "Phase:       ◌ Pending" in text
+    assert "Canary:      revision 2  bbbb222222  version 2  (weight 20%)" in text
+    assert "CHECK    RESULT" in text
+    assert text.endswith(
+        "Not shown:   status fields this plugin cannot read: phase, variants "
+        "(an operator newer than the plugin? upgrade modeldeploy-kubectl)"
+    )
+    assert "churn" in render_list([body], all_namespaces=False, now=NOW)
