@@ -38,7 +38,7 @@ binaries:  ## build etcd, kube-*, kubectl, kwok and helm from Go modules (cached
 lint: $(VENV)/.installed  ## ruff, mypy and import-linter
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy contract/src operator/src serving/src tests/cluster/src
+	$(VENV)/bin/mypy contract/src operator/src serving/src plugin/src tests/cluster/src
 	$(VENV)/bin/lint-imports
 
 .PHONY: fmt

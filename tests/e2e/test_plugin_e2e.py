@@ -1,7 +1,9 @@
-"""`kubectl modeldeploy` against the real cluster and the in-cluster operator: every command."""
+"""`kubectl modeldeploy` against the real cluster and the in-cluster operator: every command, -o json,
+list, get --watch, the exit codes, and status.url."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +21,7 @@ PLUGIN = str(Path(sys.executable).parent / "kubectl-modeldeploy")
 def plugin(kubeconfig: Path, namespace: str, *args: str, check: bool = True) -> str:
     result = subprocess.run(
         [PLUGIN, "--kubeconfig", str(kubeconfig), "-n", namespace, *args, "--wait", "30"]
-        if args[0] not in ("status", "history")
+        if args[0] not in ("status", "get", "list", "history")
         else [PLUGIN, "--kubeconfig", str(kubeconfig), "-n", namespace, *args],
         capture_output=True,
         text=True,
@@ -77,6 +79,34 @@ def test_every_plugin_command_against_the_operator(
     shown = plugin(kubeconfig, namespace, "status", "churn")
     assert "20" in shown
     assert "pause" in shown.lower()
+    # The live view: a watch that ends at --timeout with exit 0, its first frame the paused step.
+    watched = subprocess.run(
+        [
+            PLUGIN,
+            "--kubeconfig",
+            str(kubeconfig),
+            "-n",
+            namespace,
+            "get",
+            "churn",
+            "--watch",
+            "--timeout",
+            "3s",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert watched.returncode == 0, watched.stderr
+    assert "  Step:      2/4" in watched.stdout
+    assert "▶ 2. pause (until resumed)" in watched.stdout
+    assert "\x1b[" not in watched.stdout  # not a terminal: no colour, no clear-screen
+    as_json = json.loads(plugin(kubeconfig, namespace, "get", "churn", "-o", "json"))
+    assert as_json["status"]["url"] == f"http://churn.{namespace}.svc.cluster.local:8080/v2/models/churn"
+    listed = plugin(kubeconfig, namespace, "list").splitlines()
+    assert listed[0].split()[:3] == ["NAME", "MODEL", "PHASE"]
+    assert listed[1].split()[:4] == ["churn", "1", "Paused", "2/4"]
 
     plugin(kubeconfig, namespace, "resume", "churn")
     wait_for("60%", lambda: status(kube_api, namespace).get("canaryWeight") == 60, timeout=120)
@@ -123,8 +153,25 @@ def test_every_plugin_command_against_the_operator(
     assert diverged is not None
     assert diverged["status"] == "True"
 
-    missing = plugin(kubeconfig, namespace, "rollback", "churn", "--to", "99", check=False)
-    assert "99" in missing
+    missing = subprocess.run(
+        [PLUGIN, "--kubeconfig", str(kubeconfig), "-n", namespace, "rollback", "churn", "--to", "99"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert missing.returncode == 1  # not found: a revision the history does not have
+    assert "99" in missing.stderr
+    # A bad flag is a usage error (exit 2), before anything is written.
+    usage = subprocess.run(
+        [PLUGIN, "--kubeconfig", str(kubeconfig), "-n", namespace, "abort", "churn", "--wait", "soon"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert usage.returncode == 2
+    assert "invalid duration" in usage.stderr
     gone = subprocess.run(
         [PLUGIN, "--kubeconfig", str(kubeconfig), "-n", namespace, "status", "nope"],
         capture_output=True,

@@ -51,6 +51,9 @@ class OperatorSettings(BaseSettings):
     image_pull_policy: str = Field(default="IfNotPresent", pattern="^(Always|IfNotPresent|Never)$")
     """imagePullPolicy of the containers the operator creates."""
 
+    cluster_domain: str = Field(default="cluster.local", min_length=1, max_length=253)
+    """The cluster's DNS domain, for status.url (http://<name>.<namespace>.svc.<domain>:8080/...)."""
+
     field_manager: str = Field(default="modeldeploy-operator", min_length=1, max_length=128)
     """Field manager name for server-side apply; changing it orphans the fields the old name owned."""
 

@@ -2,6 +2,8 @@
 
 Triggers, all funnelled into the same level-triggered reconcile, serialised per object:
 - the ModelDeployment is created, changed, or found at start-up (resume);
+- a manual command (the modeldeploy.io/command annotation the plugin writes) is waiting: acted on at
+  once, from the watch event of the annotation change, not at the next resync;
 - an owned Deployment changes (pods became ready, someone edited or deleted it);
 - a periodic resync, which repairs drift even if a watch event was missed.
 
@@ -16,6 +18,7 @@ import asyncio
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -24,6 +27,8 @@ from kubernetes import client, config
 from modeldeploy_operator.config import OperatorSettings
 from modeldeploy_operator.domain import labels as lbl
 from modeldeploy_operator.domain.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from modeldeploy_operator.domain.rollout.commands import is_pending, parse_command
+from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
 from modeldeploy_operator.k8s.api import KubeApi, RejectedError, TransientApiError
 from modeldeploy_operator.reconciler import Outcome, Reconciler
 
@@ -49,7 +54,23 @@ def _backoff(retry: int) -> float:
     return float(min(SETTINGS.retry_backoff_seconds * 2**retry, SETTINGS.retry_backoff_max_seconds))
 
 
-def _run(body: dict[str, Any], retry: int = 0, *, raise_temporary: bool = True) -> Outcome | None:
+def command_waiting(body: Mapping[str, Any]) -> bool:
+    """A manual command is on the object and status.lastCommand does not yet answer it (the planner's
+    own test, `is_pending`, so the two can never disagree about what "handled" means)."""
+    try:
+        last = ModelDeploymentStatus.from_object(body).last_command
+    except ValueError:  # a status an older operator wrote: the reconcile starts it afresh anyway
+        last = None
+    return is_pending(parse_command((body.get("metadata") or {}).get("annotations")), last)
+
+
+def _run(
+    body: dict[str, Any],
+    retry: int = 0,
+    *,
+    raise_temporary: bool = True,
+    only_if: Callable[[Mapping[str, Any]], bool] | None = None,
+) -> Outcome | None:
     meta = body["metadata"]
     with _locks[meta["uid"]]:
         try:
@@ -58,6 +79,8 @@ def _run(body: dict[str, Any], retry: int = 0, *, raise_temporary: bool = True) 
             fresh = _get_reconciler().api.get(API_VERSION, KIND, meta["namespace"], meta["name"])
             if fresh is None or fresh["metadata"]["uid"] != meta["uid"]:
                 return None
+            if only_if is not None and not only_if(fresh):
+                return None  # another trigger got there first (e.g. the command was handled meanwhile)
             return _get_reconciler().reconcile(fresh)
         except TransientApiError as error:
             if raise_temporary:
@@ -103,6 +126,21 @@ _HANDLER_OPTIONS: dict[str, Any] = {
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", **_HANDLER_OPTIONS)
 def on_modeldeployment(body: kopf.Body, retry: int, **_: Any) -> None:
     _run(dict(body), retry)
+
+
+def _command_event_filter(body: kopf.Body, **kwargs: Any) -> bool:
+    """kopf's `when` filter of the command trigger: cheap (no API call), so every watch event of every
+    ModelDeployment can be tested; only a waiting command gets as far as a reconcile."""
+    return kwargs.get("type") != "DELETED" and command_waiting(body)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, when=_command_event_filter)
+def on_command(body: kopf.Body, **_: Any) -> None:
+    """A manual command arrived (the plugin's annotation patch): reconcile now, so `kubectl modeldeploy
+    promote|abort|pause|resume|rollback` is applied within a watch round trip and one reconcile, not
+    at the next resync. Level-triggered like every other trigger: events that arrive while the command
+    is being handled find it answered on the fresh read and do nothing."""
+    _run(dict(body), raise_temporary=False, only_if=command_waiting)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5, initial_delay=1)

@@ -34,8 +34,14 @@ from modeldeploy_operator.domain.revision import SERVER_PORT
 from modeldeploy_operator.domain.rollout.commands import parse_command
 from modeldeploy_operator.domain.rollout.planner import analysis_request, plan
 from modeldeploy_operator.domain.spec import ModelDeploymentSpec
-from modeldeploy_operator.domain.status import status_for_invalid_spec, with_error, with_front_door
+from modeldeploy_operator.domain.status import (
+    status_for_invalid_spec,
+    with_command_refused,
+    with_error,
+    with_front_door,
+)
 from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
+from modeldeploy_operator.domain.traffic import call_url
 from modeldeploy_operator.domain.validation import InvalidSpecError, parse_spec, validate_name
 from modeldeploy_operator.k8s.api import KubeApi, RejectedError, TransientApiError
 from modeldeploy_operator.k8s.kinds import kind_of
@@ -157,6 +163,15 @@ class Reconciler:
             )
             if previous.last_error is None or previous.last_error.message != str(invalid):
                 self.api.event(body, "InvalidSpec", str(invalid), warning=True)
+            command = parse_command(meta.get("annotations"))
+            refused = with_command_refused(
+                status, command, f"the spec is invalid; fix it first: {invalid}", now=now
+            )
+            if refused is not status and command is not None:
+                self.api.event(
+                    body, "CommandRejected", f"{command.action}: the spec is invalid", warning=True
+                )
+                status = refused
             return Outcome("Failed", self._write_status(body, status), 0, 0)
 
         try:
@@ -201,7 +216,9 @@ class Reconciler:
         # 8. events, then 9. the one status write
         for event in decided.events:
             self.api.event(body, event.reason, event.message, warning=event.warning)
-        status = decided.status
+        status = decided.status.model_copy(
+            update={"url": call_url(owner, spec.traffic, self.settings.cluster_domain)}
+        )
         if spec.traffic.provider == "router":
             status = with_front_door(status, answering=bool(seen.ready_endpoints.get("router")), now=now)
         written = self._write_status(body, status)

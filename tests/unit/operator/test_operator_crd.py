@@ -69,7 +69,7 @@ def test_identity() -> None:
 
 def test_printer_columns_point_at_declared_status_fields() -> None:
     columns = {c["name"]: c["jsonPath"] for c in VERSION["additionalPrinterColumns"]}
-    assert list(columns) == ["Model", "Phase", "Canary", "Ready", "Revision", "Age"]
+    assert list(columns) == ["Model", "Phase", "Canary", "Ready", "URL", "Revision", "Age"]
     status = SCHEMA["properties"]["status"]["properties"]
     for path in columns.values():
         if path.startswith(".status."):

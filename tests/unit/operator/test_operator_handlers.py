@@ -66,3 +66,89 @@ def test_handlers_have_a_retry_limit_and_a_timeout() -> None:
     # kopf retries forever unless told otherwise.
     assert handlers._HANDLER_OPTIONS["retries"] == handlers.SETTINGS.retry_limit > 0
     assert handlers._HANDLER_OPTIONS["timeout"] == handlers.SETTINGS.handler_timeout_seconds
+
+
+# -- manual commands are acted on at once ----------------------------------------------------------
+
+COMMAND = '{"id": "c1", "action": "pause"}'
+
+
+def _with(annotation: str | None = None, last_id: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"metadata": {"uid": "u1", "name": "churn", "namespace": "ml", "annotations": {}}}
+    if annotation is not None:
+        body["metadata"]["annotations"]["modeldeploy.io/command"] = annotation
+    if last_id is not None:
+        body["status"] = {
+            "lastCommand": {
+                "id": last_id,
+                "action": "pause",
+                "result": "Applied",
+                "message": "",
+                "time": "2026-01-02T03:04:05Z",
+            }
+        }
+    return body
+
+
+@pytest.mark.parametrize(
+    ("body", "waiting"),
+    [
+        (_with(), False),
+        (_with(COMMAND), True),
+        (_with(COMMAND, last_id="c0"), True),
+        (_with(COMMAND, last_id="c1"), False),  # handled: the planner's own test says so
+        (_with("not json"), True),  # an invalid command is answered (Rejected) at once too
+        (_with("   "), False),
+    ],
+)
+def test_command_waiting(body: dict[str, Any], waiting: bool) -> None:
+    assert handlers.command_waiting(body) is waiting
+    assert handlers._command_event_filter(body, type="MODIFIED") is waiting
+    assert handlers._command_event_filter(body, type="DELETED") is False
+
+
+def test_a_status_from_an_older_operator_does_not_break_the_filter() -> None:
+    body = _with(COMMAND)
+    body["status"] = {"lastCommand": {"id": ""}}
+    assert handlers.command_waiting(body) is True
+
+
+def test_the_command_trigger_is_registered_as_a_filtered_watch_event_handler() -> None:
+    registry = kopf.get_default_registry()
+    found = [
+        h for h in registry._watching.get_all_handlers() if getattr(h.fn, "__name__", "") == "on_command"
+    ]
+    assert len(found) == 1
+    (handler,) = found
+    assert handler.when is handlers._command_event_filter
+
+
+class CountingReconciler:
+    def __init__(self, fresh: dict[str, Any]) -> None:
+        self.fresh = fresh
+        self.reconciled = 0
+        outer = self
+
+        class Api:
+            def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
+                return outer.fresh
+
+        self.api = Api()
+
+    def reconcile(self, body: dict[str, Any]) -> Any:
+        self.reconciled += 1
+        return None
+
+
+def test_on_command_reconciles_only_while_the_fresh_object_still_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waiting = CountingReconciler(_with(COMMAND))
+    monkeypatch.setattr(handlers, "_reconciler", waiting)
+    handlers.on_command(body=_with(COMMAND))
+    assert waiting.reconciled == 1
+    # The event carried a waiting command, but another trigger handled it meanwhile: nothing to do.
+    handled = CountingReconciler(_with(COMMAND, last_id="c1"))
+    monkeypatch.setattr(handlers, "_reconciler", handled)
+    handlers.on_command(body=_with(COMMAND))
+    assert handled.reconciled == 0

@@ -57,3 +57,32 @@ def test_invalid_commands_name_the_problem(raw: str, problem: str) -> None:
 def test_invalid_command_building_raises() -> None:
     with pytest.raises(ValueError, match="only for promote"):
         command_patch("abort", full=True)
+
+
+def test_is_pending_is_the_one_test_of_handled() -> None:
+    import datetime as dt
+
+    from modeldeploy_operator.domain.rollout.commands import is_pending
+    from modeldeploy_operator.domain.status_model import CommandStatus
+
+    def last(command_id: str) -> CommandStatus:
+        when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        return CommandStatus(id=command_id, action="abort", result="Applied", time=when)
+
+    command = Command(id="abc", action="abort")
+    assert is_pending(command, None)
+    assert is_pending(command, last("older"))
+    assert not is_pending(command, last("abc"))
+    assert not is_pending(None, None)
+    invalid = parse_command({COMMAND_ANNOTATION: "{"})
+    assert isinstance(invalid, InvalidCommand)
+    assert is_pending(invalid, None)
+    assert not is_pending(invalid, last(invalid.id))
+
+
+def test_the_operator_and_the_plugin_share_one_wire_format() -> None:
+    import modeldeploy_contract.commands as shared
+
+    assert command_patch is shared.command_patch
+    assert parse_command is shared.parse_command
+    assert COMMAND_ANNOTATION == shared.COMMAND_ANNOTATION == "modeldeploy.io/command"

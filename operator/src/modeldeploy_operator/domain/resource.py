@@ -5,12 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-GROUP = "modeldeploy.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "ModelDeployment"
-PLURAL = "modeldeployments"
-SHORT_NAME = "mdep"
+from modeldeploy_contract.resource import API_VERSION, GROUP, KIND, PLURAL, SHORT_NAME, VERSION
+
+__all__ = ["API_VERSION", "GROUP", "KIND", "PLURAL", "SHORT_NAME", "VERSION", "ModelDeploymentRef"]
 
 
 @dataclass(frozen=True)

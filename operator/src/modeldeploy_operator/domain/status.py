@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from modeldeploy_contract.commands import Command, InvalidCommand, is_pending
+
 from .conditions import set_condition
-from .status_model import DEGRADED, PROGRESSING, READY, LastError, ModelDeploymentStatus
+from .status_model import DEGRADED, PROGRESSING, READY, CommandStatus, LastError, ModelDeploymentStatus
 
 
 def status_for_invalid_spec(
@@ -84,3 +86,22 @@ def with_front_door(
     return status.model_copy(
         update={"conditions": conditions, "phase": phase, "message": "the router has no ready pod yet"}
     )
+
+
+def with_command_refused(
+    status: ModelDeploymentStatus, command: Command | InvalidCommand | None, reason: str, *, now: datetime
+) -> ModelDeploymentStatus:
+    """The status with a waiting manual command answered `Rejected` because of `reason` (the spec is
+    invalid, so the planner that carries commands out cannot run): the plugin gets an answer, not a
+    timeout. A command already answered, or none, leaves the status as it is."""
+    if command is None or not is_pending(command, status.last_command):
+        return status
+    answer = CommandStatus(
+        id=command.id,
+        action=command.action,
+        revision=command.revision if isinstance(command, Command) else None,
+        result="Rejected",
+        message=reason[:4096],
+        time=now.replace(microsecond=0),
+    )
+    return status.model_copy(update={"last_command": answer})

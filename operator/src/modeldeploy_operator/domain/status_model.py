@@ -1,187 +1,62 @@
-"""The ModelDeployment status as typed models; field for field the CRD's status schema.
-
-All rollout state lives here (not in the operator's memory), so a restarted operator resumes where
-the last one stopped. `to_patch()` gives the JSON a status patch sends.
-"""
+"""The ModelDeployment status models: defined once in the contract package (modeldeploy_contract.status),
+which the kubectl plugin shares; re-exported here for the operator's modules."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from modeldeploy_contract.status import (
+    DEGRADED,
+    MAX_HISTORY,
+    MAX_MEASUREMENTS,
+    PROGRESSING,
+    READY,
+    SPEC_DIVERGED,
+    AnalysisStatus,
+    CheckResult,
+    CheckStatus,
+    CommandAction,
+    CommandResult,
+    CommandStatus,
+    Condition,
+    ConditionStatus,
+    HistoryEntry,
+    LastError,
+    Measurement,
+    ModelDeploymentStatus,
+    PauseReason,
+    PauseStatus,
+    Phase,
+    RevisionOutcome,
+    RevisionRole,
+    RevisionStatus,
+    StatusModel,
+    VariantStatus,
+)
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
-
-Phase = Literal["Pending", "Progressing", "Paused", "Ready", "Degraded", "Failed"]
-ConditionStatus = Literal["True", "False", "Unknown"]
-RevisionRole = Literal["stable", "canary", "preview", "shadow", "previous", "pinned"]
-RevisionOutcome = Literal["Progressing", "Promoted", "Aborted", "RolledBack", "Superseded"]
-CheckResult = Literal["Pass", "Fail", "Inconclusive"]
-PauseReason = Literal["Step", "Manual", "Spec", "Failure"]
-CommandAction = Literal["promote", "abort", "pause", "resume", "rollback"]
-CommandResult = Literal["Applied", "Ignored", "Rejected"]
-
-READY = "Ready"
-PROGRESSING = "Progressing"
-DEGRADED = "Degraded"
-SPEC_DIVERGED = "SpecDiverged"
-MAX_HISTORY = 100
-MAX_MEASUREMENTS = 10
-
-
-class StatusModel(BaseModel):
-    """Base of every status model: camelCase on the wire, immutable."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True, protected_namespaces=()
-    )
-
-
-class Condition(StatusModel):
-    """A metav1.Condition."""
-
-    type: str = Field(min_length=1, max_length=316)
-    status: ConditionStatus
-    observed_generation: int | None = Field(default=None, ge=0)
-    last_transition_time: datetime
-    reason: str = Field(min_length=1, max_length=1024)
-    message: str = Field(default="", max_length=32768)
-
-
-class RevisionStatus(StatusModel):
-    """One running revision of a variant."""
-
-    revision: str
-    role: RevisionRole
-    weight: int = 0
-    replicas: int = 0
-    ready_replicas: int = 0
-    number: int | None = None
-    """The revision's number in status.history (what `rollback --to N` takes), when it has one."""
-    model_version: str | None = None
-    scale_down_at: datetime | None = None
-    """When a revision that left traffic is scaled to zero (spec.rollout.scaleDownDelaySeconds)."""
-
-
-class VariantStatus(StatusModel):
-    """What one variant serves now."""
-
-    name: str
-    weight: int = 0
-    revision: str | None = None
-    """The variant's stable revision: the one that takes its traffic outside a rollout."""
-    model_version: str | None = None
-    replicas: int = 0
-    ready_replicas: int = 0
-    revisions: tuple[RevisionStatus, ...] = ()
-
-
-class HistoryEntry(StatusModel):
-    """One revision that was ever rolled out."""
-
-    revision: int = Field(ge=1)
-    hash: str
-    variant: str
-    model_version: str
-    model_uri: str = Field(alias="modelURI")
-    sha256: str | None = None
-    created_at: datetime
-    finished_at: datetime | None = None
-    outcome: RevisionOutcome
-    message: str | None = None
-
-
-class Measurement(StatusModel):
-    """One evaluation of one analysis check."""
-
-    time: datetime
-    value: float | None = None
-    """The measured value; absent when there was no data (never NaN, which JSON cannot carry)."""
-    samples: int = 0
-    result: CheckResult
-    message: str | None = None
-
-
-class CheckStatus(StatusModel):
-    """The latest measurements of one analysis check."""
-
-    name: str
-    result: CheckResult | None = None
-    failures: int = 0
-    inconclusive: int = 0
-    measurements: tuple[Measurement, ...] = Field(default=(), max_length=MAX_MEASUREMENTS)
-
-
-class AnalysisStatus(StatusModel):
-    """Analysis of the current rollout."""
-
-    revision: str | None = None
-    started_at: datetime | None = None
-    last_run_at: datetime | None = None
-    checks: tuple[CheckStatus, ...] = ()
-
-
-class PauseStatus(StatusModel):
-    """Why and since when the rollout is paused."""
-
-    reason: PauseReason
-    since: datetime
-    until: datetime | None = None
-    """When a timed pause step ends; absent when waiting to be resumed."""
-    message: str | None = None
-    """Why, for a Failure pause (analysis failed or deadline passed with autoRollback false)."""
-
-
-class LastError(StatusModel):
-    """The last error the operator met, kept until a reconcile succeeds."""
-
-    reason: str
-    message: str
-    time: datetime
-
-
-class CommandStatus(StatusModel):
-    """The last manual command (the modeldeploy.io/command annotation) the operator handled."""
-
-    id: str = Field(min_length=1, max_length=64)
-    action: str = Field(max_length=64)
-    revision: int | None = None
-    result: CommandResult
-    message: str = ""
-    time: datetime
-
-
-class ModelDeploymentStatus(StatusModel):
-    """status of a ModelDeployment."""
-
-    observed_generation: int | None = None
-    phase: Phase = "Pending"
-    message: str | None = None
-    model_version: str | None = None
-    ready: str | None = None
-    """`ready/desired` replicas over all variants, for `kubectl get`."""
-    replicas: int = 0
-    ready_replicas: int = 0
-    conditions: tuple[Condition, ...] = ()
-    stable_revision: str | None = None
-    canary_revision: str | None = None
-    rollout_variant: str | None = None
-    current_step_index: int | None = None
-    canary_weight: int = 0
-    step_started_at: datetime | None = None
-    rollout_started_at: datetime | None = None
-    aborted: bool = False
-    pinned_revision: int | None = None
-    """A revision number pinned by a manual rollback; it serves until the spec changes."""
-    pinned_spec_revision: str | None = None
-    """The revision hash the spec named when the pin was made; a spec naming another one ends the pin."""
-    pause: PauseStatus | None = None
-    variants: tuple[VariantStatus, ...] = ()
-    history: tuple[HistoryEntry, ...] = ()
-    analysis: AnalysisStatus | None = None
-    last_error: LastError | None = None
-    last_command: CommandStatus | None = None
-
-    def to_patch(self) -> dict[str, Any]:
-        """The status as JSON for a status patch (absent fields omitted)."""
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+__all__ = [
+    "DEGRADED",
+    "MAX_HISTORY",
+    "MAX_MEASUREMENTS",
+    "PROGRESSING",
+    "READY",
+    "SPEC_DIVERGED",
+    "AnalysisStatus",
+    "CheckResult",
+    "CheckStatus",
+    "CommandAction",
+    "CommandResult",
+    "CommandStatus",
+    "Condition",
+    "ConditionStatus",
+    "HistoryEntry",
+    "LastError",
+    "Measurement",
+    "ModelDeploymentStatus",
+    "PauseReason",
+    "PauseStatus",
+    "Phase",
+    "RevisionOutcome",
+    "RevisionRole",
+    "RevisionStatus",
+    "StatusModel",
+    "VariantStatus",
+]

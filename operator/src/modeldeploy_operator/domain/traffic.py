@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import labels as lbl
-from .names import revision_name, route_name
+from .names import revision_name, route_name, stable_service_name
 from .resource import ModelDeploymentRef
 from .revision import SERVER_PORT
-from .spec import GatewayAPI
+from .spec import GatewayAPI, Traffic
 
 TOTAL_BASIS_POINTS = 10_000
 VARIANT_HEADER = "x-modeldeploy-variant"
@@ -81,3 +81,24 @@ def build_http_route(owner: ModelDeploymentRef, gateway: GatewayAPI, arms: Seque
         },
         "spec": spec,
     }
+
+
+def call_url(owner: ModelDeploymentRef, traffic: Traffic, cluster_domain: str = "cluster.local") -> str:
+    """Where callers reach the model (status.url): the V2 model endpoint behind the traffic split.
+
+    With the router, the stable Service (named after the ModelDeployment, port 8080) fronts the router,
+    so its in-cluster URL honours the weights. With the Gateway API provider the weights live in the
+    HTTPRoute, so the URL is the route's first hostname that is not a wildcard (and its first
+    parentRef's listener port, when one is given); a route without one has no name to call it by, and
+    the URL falls back to the stable Service, which reaches the serving pods directly. The model name
+    is the ModelDeployment's on every arm (revision.server_settings_for).
+    """
+    path = f"/v2/models/{owner.name}"
+    gateway = traffic.gateway_api
+    hostnames = [h for h in gateway.hostnames if not h.startswith("*")] if gateway else []
+    if traffic.provider == "gatewayAPI" and gateway is not None and hostnames:
+        ports = [ref.port for ref in gateway.parent_refs if ref.port is not None]
+        port = f":{ports[0]}" if ports and ports[0] != 80 else ""
+        return f"http://{hostnames[0]}{port}{path}"
+    host = f"{stable_service_name(owner.name)}.{owner.namespace}.svc.{cluster_domain}"
+    return f"http://{host}:{SERVER_PORT}{path}"

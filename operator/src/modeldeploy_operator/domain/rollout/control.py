@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from modeldeploy_operator.domain.revision import ResolvedVariant
-from modeldeploy_operator.domain.rollout.commands import Command, InvalidCommand
+from modeldeploy_operator.domain.rollout.commands import Command, InvalidCommand, is_pending
 from modeldeploy_operator.domain.rollout.evaluation import reset_failures
 from modeldeploy_operator.domain.rollout.history import previous_promoted, reopen, set_outcome
 from modeldeploy_operator.domain.rollout.state import Draft, stamp
@@ -165,7 +165,7 @@ def apply_command(
     draft: Draft, command: Command | InvalidCommand | None, variants: Sequence[ResolvedVariant]
 ) -> None:
     """Carry out `command` unless it was handled before; record the outcome in draft.last_command."""
-    if command is None or (draft.last_command is not None and draft.last_command.id == command.id):
+    if command is None or not is_pending(command, draft.last_command):
         return
     result: CommandResult
     revision = None

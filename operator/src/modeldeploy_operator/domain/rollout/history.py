@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from modeldeploy_contract.status import previous_promoted
 from modeldeploy_operator.domain.history import with_outcome
 from modeldeploy_operator.domain.status_model import HistoryEntry, RevisionOutcome
+
+__all__ = ["previous_promoted", "reopen", "set_outcome"]
 
 
 def set_outcome(
@@ -29,13 +32,3 @@ def reopen(history: Sequence[HistoryEntry], number: int) -> tuple[HistoryEntry, 
         else e
         for e in history
     )
-
-
-def previous_promoted(
-    history: Sequence[HistoryEntry], variant: str, serving: str | None
-) -> HistoryEntry | None:
-    """The newest promoted entry of a variant other than the serving revision: `rollback`'s default."""
-    candidates = [
-        e for e in history if e.variant == variant and e.hash != serving and e.outcome == "Promoted"
-    ]
-    return max(candidates, key=lambda e: e.revision) if candidates else None

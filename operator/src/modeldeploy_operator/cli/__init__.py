@@ -1,1 +1,0 @@
-"""kubectl-modeldeploy: the kubectl plugin (status, promote, abort, pause, resume, rollback, history)."""

@@ -1,0 +1,1 @@
+"""kubectl-modeldeploy: the kubectl plugin of modeldeploy (installable on its own: no operator code)."""

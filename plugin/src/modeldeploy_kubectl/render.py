@@ -1,0 +1,440 @@
+"""Text views of ModelDeployments (pure: an object in, text out; no cluster, no clock of their own).
+
+`render_view` is what `get` prints and what `get --watch` redraws: phase, where to call, strategy and
+step, the steps (the current one marked), revisions with their weights and readiness, each analysis
+check with its latest value and its recent values, conditions, the last manual command and, outside a
+watch, recent Events. `render_list` is `list`'s table, `render_history` is `history`'s.
+
+Colour is a `Style`: ANSI codes when the caller decided the output is a terminal, plain text otherwise.
+Tables are aligned on the plain text, then coloured, so colour never shifts a column.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from modeldeploy_contract.status import HistoryEntry, ModelDeploymentStatus
+
+MAX_EVENTS = 8
+RECENT_VALUES = 5
+
+_CODES = {
+    "red": "31",
+    "green": "32",
+    "yellow": "33",
+    "blue": "34",
+    "magenta": "35",
+    "grey": "90",
+    "bold": "1",
+}
+PHASE_ICONS = {
+    "Ready": "✔",
+    "Progressing": "◌",
+    "Pending": "◌",
+    "Paused": "॥",
+    "Degraded": "✖",
+    "Failed": "✖",
+}
+_PHASE_COLOURS = {
+    "Ready": "green",
+    "Progressing": "yellow",
+    "Pending": "yellow",
+    "Paused": "magenta",
+    "Degraded": "red",
+    "Failed": "red",
+}
+_RESULT_COLOURS = {
+    "Pass": "green",
+    "Fail": "red",
+    "Inconclusive": "yellow",
+    "Applied": "green",
+    "Ignored": "yellow",
+    "Rejected": "red",
+}
+
+
+@dataclass(frozen=True)
+class Style:
+    """Colours on (a terminal, NO_COLOR unset) or off."""
+
+    color: bool = False
+
+    def paint(self, colour: str | None, text: str) -> str:
+        if not self.color or colour is None or not text:
+            return text
+        return f"\x1b[{_CODES[colour]}m{text}\x1b[0m"
+
+    def phase(self, phase: str) -> str:
+        return self.paint(_PHASE_COLOURS.get(phase), f"{PHASE_ICONS.get(phase, '?')} {phase}")
+
+    def result(self, result: str) -> str:
+        return self.paint(_RESULT_COLOURS.get(result), result)
+
+
+PLAIN = Style()
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    colour: str | None = None
+
+
+Row = Sequence[str | Cell]
+
+
+def _table(rows: Sequence[Row], style: Style = PLAIN) -> list[str]:
+    cells = [[c if isinstance(c, Cell) else Cell(c) for c in row] for row in rows]
+    widths = [max(len(row[i].text) for row in cells) for i in range(len(cells[0]))]
+    lines = []
+    for row in cells:
+        parts = []
+        for i, (cell, width) in enumerate(zip(row, widths, strict=True)):
+            text = cell.text if i == len(row) - 1 else cell.text.ljust(width)
+            parts.append(style.paint(cell.colour, text))
+        lines.append("  ".join(parts).rstrip())
+    return lines
+
+
+def read_status(body: Mapping[str, Any]) -> tuple[ModelDeploymentStatus, tuple[str, ...]]:
+    """The object's status, and the top-level status fields left out because this plugin cannot read
+    them (an operator newer than the plugin may write values it does not know, e.g. a new phase): the
+    rest is still shown, and the view says what was left out rather than failing."""
+    raw = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
+    skipped: list[str] = []
+    while True:
+        try:
+            return ModelDeploymentStatus.model_validate(raw), tuple(skipped)
+        except ValidationError as error:
+            bad = sorted({str(e["loc"][0]) for e in error.errors() if e["loc"]} & raw.keys())
+            if not bad:
+                return ModelDeploymentStatus(), (*skipped, "status")
+            for key in bad:
+                raw.pop(key)
+            skipped += bad
+
+
+def _time(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _two(big: int, big_unit: str, small: int, small_unit: str) -> str:
+    return f"{big}{big_unit}{small}{small_unit}" if small else f"{big}{big_unit}"
+
+
+_HOUR, _DAY, _YEAR = 3600, 86400, 365 * 86400
+_HUMAN: tuple[tuple[int, Callable[[int], str]], ...] = (
+    (120, lambda s: f"{s}s"),
+    (600, lambda s: _two(s // 60, "m", s % 60, "s")),
+    (3 * _HOUR, lambda s: f"{s // 60}m"),
+    (8 * _HOUR, lambda s: _two(s // _HOUR, "h", s // 60 % 60, "m")),
+    (2 * _DAY, lambda s: f"{s // _HOUR}h"),
+    (8 * _DAY, lambda s: _two(s // _DAY, "d", s // _HOUR % 24, "h")),
+    (2 * _YEAR, lambda s: f"{s // _DAY}d"),
+    (8 * _YEAR, lambda s: _two(s // _YEAR, "y", s // _DAY % 365, "d")),
+)
+
+
+def human_duration(seconds: int) -> str:
+    """kubectl's HumanDuration (apimachinery): 90s, 5m30s, 45m, 5h10m, 30h, 3d4h, 20d, 3y."""
+    seconds = max(0, seconds)
+    return next((fmt(seconds) for limit, fmt in _HUMAN if seconds < limit), f"{seconds // _YEAR}y")
+
+
+def age(created: str | None, now: datetime) -> str:
+    """kubectl's AGE column, from an RFC 3339 timestamp."""
+    if not created:
+        return "<unknown>"
+    try:
+        then = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError:
+        return "<unknown>"
+    return human_duration(int((now - then).total_seconds()))
+
+
+def describe_step(step: Mapping[str, Any]) -> str:
+    """One rollout step (spec.rollout.steps[i], as JSON) in words; a kind this plugin does not know
+    (a newer operator's) is shown as its JSON rather than hidden."""
+    if step.get("setWeight") is not None:
+        return f"setWeight {step['setWeight']}%"
+    if "pause" in step:
+        duration = (step.get("pause") or {}).get("duration")
+        return f"pause {duration}" if duration else "pause (until resumed)"
+    if "analysis" in step:
+        analysis = step.get("analysis") or {}
+        checks = ", ".join(analysis.get("checks") or ()) or "all checks"
+        duration = analysis.get("duration")
+        return f"analysis {duration} ({checks})" if duration else f"analysis ({checks})"
+    return ", ".join(f"{key} {json.dumps(value, separators=(',', ':'))}" for key, value in step.items())
+
+
+def _steps_of(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    rollout = (body.get("spec") or {}).get("rollout") or {}
+    return [s for s in rollout.get("steps") or () if isinstance(s, Mapping)]
+
+
+def _strategy_of(body: Mapping[str, Any]) -> str:
+    return str(((body.get("spec") or {}).get("rollout") or {}).get("strategy") or "Immediate")
+
+
+def current_step(status: ModelDeploymentStatus) -> int | None:
+    """Index of the step in progress, or None outside a rollout (or after an abort)."""
+    if status.canary_revision and not status.aborted:
+        return status.current_step_index
+    return None
+
+
+def _entry_for(status: ModelDeploymentStatus, revision_hash: str | None) -> HistoryEntry | None:
+    entries = [e for e in status.history if e.hash == revision_hash]
+    return max(entries, key=lambda e: e.revision) if entries else None
+
+
+def _revision_text(status: ModelDeploymentStatus, revision_hash: str | None) -> str:
+    if revision_hash is None:
+        return "-"
+    entry = _entry_for(status, revision_hash)
+    if entry is None:
+        return revision_hash
+    return f"revision {entry.revision}  {revision_hash}  version {entry.model_version}"
+
+
+def _step_lines(steps: Sequence[Mapping[str, Any]], status: ModelDeploymentStatus, style: Style) -> list[str]:
+    current = current_step(status)
+    lines = []
+    for index, step in enumerate(steps):
+        text = f"{index + 1}. {describe_step(step)}"
+        if index == current:
+            until = status.pause.until if status.pause is not None else None
+            suffix = f"  (until {_time(until)})" if until else ""
+            lines.append("  " + style.paint("yellow", f"▶ {text}{suffix}"))
+        elif current is not None and index < current:
+            lines.append("  " + style.paint("green", "✓") + f" {text}")
+        else:
+            lines.append(f"    {text}")
+    if current is not None and current >= len(steps):
+        lines.append("  " + style.paint("yellow", "▶ promotion (waiting for all the new revision's pods)"))
+    return lines
+
+
+def _revision_lines(status: ModelDeploymentStatus, style: Style) -> list[str]:
+    rows: list[Row] = [["VARIANT", "WEIGHT", "REVISION", "ROLE", "#", "VERSION", "TRAFFIC", "READY"]]
+    for variant in status.variants:
+        for revision in variant.revisions:
+            ready = f"{revision.ready_replicas}/{revision.replicas}"
+            rows.append(
+                [
+                    variant.name,
+                    f"{variant.weight}%",
+                    revision.revision,
+                    Cell(revision.role, "blue" if revision.role == "canary" else None),
+                    str(revision.number or "-"),
+                    revision.model_version or "-",
+                    Cell(f"{revision.weight}%", "bold" if revision.weight else None),
+                    Cell(ready, "green" if revision.ready_replicas >= revision.replicas else "yellow"),
+                ]
+            )
+    return ["  " + line for line in _table(rows, style)] if len(rows) > 1 else ["  (none)"]
+
+
+def _check_lines(status: ModelDeploymentStatus, style: Style) -> list[str]:
+    analysis = status.analysis
+    if analysis is None or not analysis.checks:
+        return []
+    rows: list[Row] = [["CHECK", "RESULT", "VALUE", "SAMPLES", "FAILURES", "RECENT", "WHEN", "DETAIL"]]
+    for check in analysis.checks:
+        latest = check.measurements[-1] if check.measurements else None
+        recent = " ".join(_number(m.value) for m in check.measurements[-RECENT_VALUES:]) or "-"
+        result = check.result or "-"
+        rows.append(
+            [
+                check.name,
+                Cell(result, _RESULT_COLOURS.get(result)),
+                _number(latest.value) if latest else "-",
+                str(latest.samples) if latest else "-",
+                str(check.failures),
+                recent,
+                _time(latest.time) if latest else "-",
+                (latest.message or "") if latest else "",
+            ]
+        )
+    head = f"Analysis:    {analysis.revision or '-'}  (last run {_time(analysis.last_run_at)})"
+    return [head, *("  " + line for line in _table(rows, style))]
+
+
+def _event_lines(events: Sequence[Mapping[str, Any]], style: Style) -> list[str]:
+    def when(event: Mapping[str, Any]) -> str:
+        return str(event.get("lastTimestamp") or event.get("eventTime") or event.get("firstTimestamp") or "")
+
+    recent = sorted(events, key=when)[-MAX_EVENTS:]
+    if not recent:
+        return ["  (none)"]
+    rows: list[Row] = [
+        [
+            when(e)[:19].replace("T", " "),
+            Cell(str(e.get("type", "")), "red" if e.get("type") == "Warning" else None),
+            str(e.get("reason", "")),
+            str(e.get("message", "")),
+        ]
+        for e in recent
+    ]
+    return ["  " + line for line in _table(rows, style)]
+
+
+def render_view(
+    body: Mapping[str, Any],
+    events: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    style: Style = PLAIN,
+) -> str:
+    """The live view of one ModelDeployment (`get`; `get --watch` redraws it); events None: no section."""
+    status, unread = read_status(body)
+    meta = body.get("metadata") or {}
+    steps = _steps_of(body)
+    current = current_step(status)
+    phase = style.phase(status.phase) + (f" - {status.message}" if status.message else "")
+    lines = [
+        f"Name:        {meta.get('name', '-')}",
+        f"Namespace:   {meta.get('namespace', '-')}",
+        f"Phase:       {phase}",
+        f"URL:         {status.url or '-'}",
+        f"Strategy:    {_strategy_of(body)}",
+    ]
+    if current is not None and steps:
+        shown = min(current + 1, len(steps))
+        lines.append(f"  Step:      {shown}/{len(steps)}")
+    lines.append(f"Stable:      {_revision_text(status, status.stable_revision)}")
+    if status.canary_revision:
+        state = style.paint("red", "aborted") if status.aborted else f"weight {status.canary_weight}%"
+        lines.append(f"Canary:      {_revision_text(status, status.canary_revision)}  ({state})")
+    if status.pause is not None:
+        pause = status.pause
+        until = f" until {_time(pause.until)}" if pause.until else ""
+        why = f": {pause.message}" if pause.message else ""
+        lines.append(
+            "Paused:      " + style.paint("magenta", f"{pause.reason} since {_time(pause.since)}{until}{why}")
+        )
+    if status.pinned_revision is not None:
+        lines.append(f"Pinned:      revision {status.pinned_revision} (a rollback; the spec names another)")
+    lines.append(f"Replicas:    {status.ready or f'{status.ready_replicas}/{status.replicas}'} ready")
+    if steps:
+        lines += ["Steps:", *_step_lines(steps, status, style)]
+    lines += ["Revisions:", *_revision_lines(status, style)]
+    lines += _check_lines(status, style)
+    conditions = ", ".join(
+        style.paint("green" if c.status == "True" else "grey", f"{c.type}={c.status}") + f" ({c.reason})"
+        for c in status.conditions
+    )
+    lines.append(f"Conditions:  {conditions or '-'}")
+    if status.last_command is not None:
+        command = status.last_command
+        lines.append(
+            f"Last command: {command.action} -> {style.result(command.result)}: {command.message}"
+            f"  ({_time(command.time)})"
+        )
+    if status.last_error is not None:
+        lines.append(
+            "Last error:  " + style.paint("red", f"{status.last_error.reason}: {status.last_error.message}")
+        )
+    if unread:
+        lines.append(
+            "Not shown:   status fields this plugin cannot read: "
+            + ", ".join(unread)
+            + " (an operator newer than the plugin? upgrade modeldeploy-kubectl)"
+        )
+    if events is not None:
+        lines += ["Events:", *_event_lines(events, style)]
+    return "\n".join(lines)
+
+
+def render_history(body: Mapping[str, Any]) -> str:
+    """One line per revision: number, version, uri, sha256, times, outcome."""
+    status, _ = read_status(body)
+    rows: list[Row] = [
+        [
+            "REVISION",
+            "VARIANT",
+            "VERSION",
+            "HASH",
+            "URI",
+            "SHA256",
+            "CREATED",
+            "FINISHED",
+            "OUTCOME",
+            "MESSAGE",
+        ]
+    ]
+    serving = {v.revision for v in status.variants}
+    for entry in sorted(status.history, key=lambda e: e.revision):
+        mark = "*" if entry.hash in serving else ""
+        rows.append(
+            [
+                f"{entry.revision}{mark}",
+                entry.variant,
+                entry.model_version,
+                entry.hash,
+                entry.model_uri,
+                (entry.sha256 or "-")[:12],
+                _time(entry.created_at),
+                _time(entry.finished_at),
+                entry.outcome,
+                entry.message or "",
+            ]
+        )
+    if len(rows) == 1:
+        return "no revisions yet"
+    return "\n".join([*_table(rows), "* serving now"])
+
+
+def _list_row(body: Mapping[str, Any], now: datetime, all_namespaces: bool) -> list[str | Cell]:
+    status, _ = read_status(body)
+    meta = body.get("metadata") or {}
+    steps = _steps_of(body)
+    current = current_step(status)
+    step = f"{min(current + 1, len(steps))}/{len(steps)}" if current is not None and steps else "-"
+    row: list[str | Cell] = [str(meta.get("namespace", "-"))] if all_namespaces else []
+    return [
+        *row,
+        str(meta.get("name", "-")),
+        status.model_version or "-",
+        Cell(status.phase, _PHASE_COLOURS.get(status.phase)),
+        step,
+        f"{status.canary_weight}%" if status.canary_revision else "-",
+        status.ready or f"{status.ready_replicas}/{status.replicas}",
+        status.url or "-",
+        age(meta.get("creationTimestamp"), now),
+    ]
+
+
+def render_list(
+    bodies: Sequence[Mapping[str, Any]],
+    *,
+    all_namespaces: bool,
+    now: datetime | None = None,
+    style: Style = PLAIN,
+) -> str:
+    """`list`: a table like `kubectl get` (NAMESPACE first with -A), sorted by namespace and name."""
+    now = now or datetime.now(UTC)
+    if not bodies:
+        return ""
+    header = ["NAME", "MODEL", "PHASE", "STEP", "CANARY", "READY", "URL", "AGE"]
+    if all_namespaces:
+        header = ["NAMESPACE", *header]
+    ordered = sorted(
+        bodies,
+        key=lambda b: (
+            (b.get("metadata") or {}).get("namespace", ""),
+            (b.get("metadata") or {}).get("name", ""),
+        ),
+    )
+    rows: list[Row] = [header, *(_list_row(b, now, all_namespaces) for b in ordered)]
+    return "\n".join(_table(rows, style))
