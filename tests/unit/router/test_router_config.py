@@ -91,7 +91,7 @@ def test_config_map_convention() -> None:
         ({"surprise": 1}, "Extra inputs"),
         # v1 tables (float percents) are refused, not misread as basis points
         ({"schema_version": "modeldeploy.io/router/v1"}, "schema_version"),
-        ({"arms": [{**EXAMPLE["arms"][1], "weight_bp": 9000.5}, EXAMPLE["arms"][0]]}, "weight_bp"),
+        ({"arms": [{**EXAMPLE["arms"][1], "weight_bp": 9000.5}, EXAMPLE["arms"][0]]}, "weight_bp"),  # type: ignore[index]
         ({"slots": "1:1000,0:9000"}, "default/r2 owns 9000 slots, weight 1000"),
         ({"slots": "0:1000,1:8999"}, "cover 9999 slots"),
         ({"slots": "0:1000,3:9000"}, "out of range"),
