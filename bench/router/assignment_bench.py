@@ -18,7 +18,8 @@ import math
 import random
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -28,6 +29,14 @@ from modeldeploy_serving.router.assignment import key_hash
 from modeldeploy_serving.router.state import build_snapshot, endpoints_lookup
 
 Weights = list[tuple[str, int]]
+
+
+class Method(Protocol):
+    def __init__(self, keys: Sequence[str]) -> None: ...
+
+    def assign(self, weights: Weights) -> np.ndarray: ...
+
+
 POOL = ("a/r1", "a/r2", "b/r1", "c/r1", "c/r2", "d/r1")
 
 
@@ -46,7 +55,7 @@ class Cumulative:
         ordered = sorted(weights)
         bounds = np.cumsum([w for _, w in ordered]) / SLOT_COUNT
         index = np.minimum(np.searchsorted(bounds, self.u, side="right"), len(ordered) - 1)
-        return np.array([POOL.index(arm) for arm, _ in ordered])[index]
+        return np.asarray(np.array([POOL.index(arm) for arm, _ in ordered])[index])
 
 
 class Rendezvous:
@@ -58,7 +67,7 @@ class Rendezvous:
     def assign(self, weights: Weights) -> np.ndarray:
         live = [(arm, w) for arm, w in weights if w > 0]
         stacked = np.stack([self.score[arm] / w for arm, w in live])
-        return np.array([POOL.index(arm) for arm, _ in live])[np.argmin(stacked, axis=0)]
+        return np.asarray(np.array([POOL.index(arm) for arm, _ in live])[np.argmin(stacked, axis=0)])
 
 
 class Slots:
@@ -70,7 +79,7 @@ class Slots:
 
     def assign(self, weights: Weights) -> np.ndarray:
         self.table = rebalance(self.table, weights)
-        return np.array([POOL.index(arm) for arm in self.table.owners])[self.slot]
+        return np.asarray(np.array([POOL.index(arm) for arm in self.table.owners])[self.slot])
 
 
 def random_weights(rng: random.Random) -> Weights:
@@ -90,9 +99,9 @@ def nudge(rng: random.Random, weights: Weights) -> Weights:
     return list(current.items())
 
 
-def measure(method: object, sequence: Sequence[Weights]) -> list[tuple[float, float, bool]]:
+def measure(method: Method, sequence: Sequence[Weights]) -> list[tuple[float, float, bool]]:
     """(moved share, TV share, any forbidden move) per change."""
-    assign: Callable[[Weights], np.ndarray] = method.assign  # type: ignore[attr-defined]
+    assign = method.assign
     rows = []
     before, old = assign(sequence[0]), dict(sequence[0])
     for weights in sequence[1:]:
@@ -115,23 +124,22 @@ def summarise(name: str, rows: list[tuple[float, float, bool]]) -> str:
             f"{max(abs(e) for e in excess):.2f} | {bad} |")  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--keys", type=int, default=100_000)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
-    keys = [f"user-{i}" for i in range(args.keys)]
-    methods = {"cumulative buckets": Cumulative, "weighted rendezvous": Rendezvous, "slot table": Slots}
+METHODS: dict[str, type[Method]] = {
+    "cumulative buckets": Cumulative,
+    "weighted rendezvous": Rendezvous,
+    "slot table": Slots,
+}
 
-    print(f"\nThe issue's case, A/B/C 50/30/20 -> 60/30/10, {args.keys:,} keys (TV 10.00 %):\n")
+
+def issue_case(keys: Sequence[str]) -> None:
+    print(f"\nThe issue's case, A/B/C 50/30/20 -> 60/30/10, {len(keys):,} keys (TV 10.00 %):\n")
     print("| method | moved | of which from B or into B |")
     print("|---|---|---|")
     case = [
         [("a/r1", 5000), ("b/r1", 3000), ("c/r1", 2000)],
         [("a/r1", 6000), ("b/r1", 3000), ("c/r1", 1000)],
     ]
-    for name, cls in methods.items():
+    for name, cls in METHODS.items():
         method = cls(keys)
         before, after = method.assign(case[0]), method.assign(case[1])
         changed = before != after
@@ -139,37 +147,52 @@ def main() -> None:
         via_b = changed & ((before == b) | (after == b))
         print(f"| {name} | {100 * changed.mean():.2f} % | {100 * via_b.mean():.2f} % |")
 
-    rng = random.Random(args.seed)
-    scenarios = {
-        "random weightings (arms come and go)": [random_weights(rng) for _ in range(args.steps + 1)],
-    }
+
+def sequences(keys: Sequence[str], rng: random.Random, steps: int) -> None:
+    scenarios = {"random weightings (arms come and go)": [random_weights(rng) for _ in range(steps + 1)]}
     walk = [random_weights(rng)]
-    for _ in range(args.steps):
+    for _ in range(steps):
         walk.append(nudge(rng, walk[-1]))
     scenarios["small steps between two arms"] = walk
     several = [[(arm, w) for arm, w in zip(POOL, (2000, 2000, 1500, 1500, 1500, 1500), strict=True)]]
-    for _ in range(args.steps):
+    for _ in range(steps):
         current = several[-1]
         for _ in range(3):  # three pairwise moves at once: several weights change in one table
             current = nudge(rng, current)
         several.append(current)
     scenarios["three moves at once, six arms"] = several
     for title, sequence in scenarios.items():
-        print(f"\n{title}: moved share minus TV distance, in points ({args.keys:,} keys)\n")
+        print(f"\n{title}: moved share minus TV distance, in points ({len(keys):,} keys)\n")
         print("| method | changes | mean | max | max abs | changes with a forbidden move |")
         print("|---|---|---|---|---|---|")
-        for name, cls in methods.items():
+        for name, cls in METHODS.items():
             print(summarise(name, measure(cls(keys), sequence)))
 
-    # The table in the ConfigMap after a long sequence of changes.
-    print(
-        "\nslot table size after N changes (6 arms; the worst case, every slot its own run, is 10,000 runs):\n"
+
+def router_config(weights: Weights, table: SlotTable) -> RouterConfig:
+    arms = [
+        {"variant": a.split("/")[0], "revision": a.split("/")[1], "weight_bp": w,
+         "service": f"churn-{a.replace('/', '-')}", "model_name": "churn"}
+        for a, w in weights
+    ]  # fmt: skip
+    return RouterConfig.model_validate(
+        {
+            "deployment": {"namespace": "shop", "name": "churn"},
+            "arms": arms,
+            "slots": table.encode([arm for arm, _ in weights]),
+        }
     )
+
+
+def table_sizes(rng: random.Random) -> RouterConfig:
+    """The table in the ConfigMap after long sequences of changes; returns the last table."""
+    print("\nslot table size after N changes (6 arms; worst case: every slot its own run, 10,000 runs):\n")
     print("| sequence | changes | runs | `slots` bytes | router.json bytes |")
     print("|---|---|---|---|---|")
     small = [random_weights(rng)]
     for _ in range(10_000):
         small.append(nudge(rng, small[-1]))
+    config = None
     for title, sequence in (
         ("random weightings", [random_weights(rng) for _ in range(1001)]),
         ("small steps", small),
@@ -178,21 +201,17 @@ def main() -> None:
         for step, weights in enumerate(sequence):
             table = rebalance(table, weights)
             if step in (0, 10, 100, 1000, 10_000):
-                ids = [arm for arm, _ in weights]
-                config = RouterConfig.model_validate({
-                    "deployment": {"namespace": "shop", "name": "churn"},
-                    "arms": [{"variant": a.split("/")[0], "revision": a.split("/")[1], "weight_bp": w,
-                              "service": f"churn-{a.replace('/', '-')}", "model_name": "churn"}
-                             for a, w in weights],
-                    "slots": table.encode(ids),
-                })  # fmt: skip
+                config = router_config(weights, table)
                 runs, size = len(table.runs()), len(config.slots or "")
                 print(f"| {title} | {step} | {runs} | {size} | {len(config.to_json())} |")
+    assert config is not None
+    return config
 
-    # The hot path: the arm for one sticky request.
-    snapshot = build_snapshot(
-        config, endpoints_lookup({f"churn-{a.replace('/', '-')}": ("127.0.0.1:1",) for a in POOL})
-    )
+
+def hot_path(config: RouterConfig, keys: Sequence[str]) -> None:
+    """The arm for one sticky request."""
+    backends = endpoints_lookup({f"churn-{a.replace('/', '-')}": ("127.0.0.1:1",) for a in POOL})
+    snapshot = build_snapshot(config, backends)
     sample = keys[:20_000]
     timings = {}
     for label, fn in (
@@ -213,10 +232,22 @@ def main() -> None:
     for label, seconds in timings.items():
         print(f"| {label} | {seconds * 1e6:.2f} |")
     started = time.perf_counter()
-    build_snapshot(config, endpoints_lookup({}))
-    print(
-        f"\nbuilding a snapshot from a table (decode 10,000 slots): {1e3 * (time.perf_counter() - started):.1f} ms"
-    )
+    build_snapshot(config, backends)
+    elapsed = time.perf_counter() - started
+    print(f"\nbuilding a snapshot from a table (decode 10,000 slots): {1e3 * elapsed:.1f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--keys", type=int, default=100_000)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    keys = [f"user-{i}" for i in range(args.keys)]
+    rng = random.Random(args.seed)  # noqa: S311 (a benchmark, not crypto)
+    issue_case(keys)
+    sequences(keys, rng, args.steps)
+    hot_path(table_sizes(rng), keys)
 
 
 if __name__ == "__main__":
