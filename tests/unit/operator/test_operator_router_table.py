@@ -11,13 +11,16 @@ from typing import Any
 import pytest
 
 from modeldeploy_contract.router_config import CONFIG_KEY, RouterConfig
-from modeldeploy_contract.slots import SlotTable, initial_layout
+from modeldeploy_contract.slots import SlotTable, initial_layout, total_variation
 from modeldeploy_operator.domain.desired_state import BuildOptions, desired_state
 from modeldeploy_operator.domain.resource import ModelDeploymentRef
 from modeldeploy_operator.domain.rollout.planner import plan
 from modeldeploy_operator.domain.router import previous_slots
+from modeldeploy_operator.domain.spec import ModelDeploymentSpec
 from modeldeploy_operator.domain.validation import parse_spec
 from modeldeploy_operator.reconciler import Observation, _router_table
+
+from rollout_sim import Sim
 
 OWNER = ModelDeploymentRef(name="churn", namespace="ml", uid="uid-1")
 OPTIONS = BuildOptions(serving_image="img", router_image="img")
@@ -121,3 +124,79 @@ def test_the_reconciler_reads_only_its_own_router_config_map() -> None:
     assert _router_table(OWNER, seen(config_map("other-router", "T"))) is None
     assert _router_table(OWNER, seen(config_map("churn-router", "T", controller_uid="someone"))) is None
     assert _router_table(OWNER, seen()) is None
+
+
+def canary_spec(version_a: str) -> ModelDeploymentSpec:
+    def model(version: str) -> dict[str, str]:
+        return {"uri": f"s3://models/churn/v{version}", "format": "onnx", "version": version}
+
+    return ModelDeploymentSpec.model_validate(
+        {
+            "replicas": 2,
+            "variants": [
+                {"name": "a", "weight": 50, "model": model(version_a)},
+                {"name": "b", "weight": 30, "model": model("7")},
+                {"name": "c", "weight": 20, "model": model("8")},
+            ],
+            "traffic": {"stickyKey": {"header": "X-User-Id"}},
+            "rollout": {
+                "strategy": "Canary",
+                "steps": [
+                    {"setWeight": weight} if kind == "set" else {"pause": {"duration": "1m"}}
+                    for weight in (10, 25, 50)
+                    for kind in ("set", "pause")
+                ],
+            },
+        }
+    )
+
+
+def test_canary_steps_inside_one_of_three_variants_move_only_stable_to_canary() -> None:
+    """The planner's canary steps through the operator's tables: each step moves keys only from variant
+    a's stable into its canary (TV distance), b and c never lose or gain a key; the promotion moves the
+    rest of the stable's keys."""
+    sim = Sim(canary_spec("1"))
+    sim.step(1)
+    table = desired_router_json(sim, None)
+    for _ in range(2):  # the first deploy settles
+        sim.step(1)
+        table = desired_router_json(sim, table)
+    stable = next(a for a in RouterConfig.from_json(table).arms if a.variant == "a").arm_id
+    sim.spec = canary_spec("2")
+    seen_weights = []
+    for _ in range(12):
+        sim.step(61)  # each step's pause is over
+        new_table = desired_router_json(sim, table)
+        old_weights, new_weights = arm_weights(table), arm_weights(new_table)
+        moves = Counter(
+            (o, n) for o, n in zip(slot_owners(table), slot_owners(new_table), strict=True) if o != n
+        )
+        assert sum(moves.values()) == total_variation(old_weights, new_weights)
+        canary = next((arm for arm in new_weights if arm.startswith("a/") and arm != stable), None)
+        assert set(moves) <= {(stable, canary)}, moves  # nothing else moves, b and c least of all
+        seen_weights.append(new_weights.get(canary or "", 0))
+        table = new_table
+    assert [w for w in dict.fromkeys(seen_weights) if w] == [
+        500,
+        1250,
+        2500,
+        5000,
+    ]  # 10/25/50 % of a, then all
+
+
+def desired_router_json(sim: Sim, previous: str | None) -> str:
+    assert sim.last is not None
+    state = desired_state(OWNER, sim.spec, sim.last, options=OPTIONS, previous_router_table=previous)
+    (config_map,) = [m for m in state.manifests if m["kind"] == "ConfigMap"]
+    text: str = config_map["data"][CONFIG_KEY]
+    return text
+
+
+def arm_weights(text: str) -> dict[str, int]:
+    return {a.arm_id: a.weight_bp for a in RouterConfig.from_json(text).arms}
+
+
+def slot_owners(text: str) -> tuple[str, ...]:
+    config = RouterConfig.from_json(text)
+    ids = [a.arm_id for a in config.arms]
+    return tuple(ids[i] for i in config.slot_arms())
