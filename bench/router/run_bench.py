@@ -85,7 +85,7 @@ def router_config(backend: str) -> str:
                 {
                     "variant": "default",
                     "revision": "r1",
-                    "weight": 100,
+                    "weight_bp": 10_000,
                     "endpoints": [backend],
                     "model_name": "churn",
                 }

@@ -65,7 +65,7 @@ def test_a_good_canary_is_promoted_step_by_step_even_across_an_operator_restart(
     assert v2 != v1
     assert final["history"][-1]["outcome"] == "Promoted"
     assert all(c["result"] != "Fail" for c in final.get("analysis", {}).get("checks", []))
-    assert live_arms(kube_api, namespace) == [("default", v2, 100.0)]
+    assert live_arms(kube_api, namespace) == [("default", v2, 10_000)]
     assert traffic.failures() == []
     answered_by = {r.revision for r in traffic.results if r.status == 200}
     assert {v1, v2} <= answered_by
@@ -91,7 +91,7 @@ def test_a_canary_whose_scores_shift_is_rolled_back_without_failing_the_stable_p
     shift = next(c for c in aborted["analysis"]["checks"] if c["name"] == "score-shift")
     assert shift["result"] == "Fail"
     assert aborted["history"][-1]["outcome"] == "Aborted"
-    assert live_arms(kube_api, namespace) == [("default", v1, 100.0)]
+    assert live_arms(kube_api, namespace) == [("default", v1, 10_000)]
     assert traffic.failures() == [], "the stable path answered every request"
     events = client.CoreV1Api(kube_api).list_namespaced_event(
         namespace, field_selector="involvedObject.name=churn"
@@ -109,7 +109,7 @@ def test_a_canary_that_never_gets_ready_is_aborted_at_its_deadline(
         "the deadline to abort", lambda: (s := status(kube_api, namespace)).get("aborted") and s, timeout=120
     )
     assert aborted["stableRevision"] == v1
-    assert live_arms(kube_api, namespace) == [("default", v1, 100.0)]
+    assert live_arms(kube_api, namespace) == [("default", v1, 10_000)]
     assert "ProgressDeadlineExceeded" in str(aborted["history"][-1])
 
 
@@ -138,7 +138,7 @@ def test_a_canary_that_errors_is_rolled_back_without_failing_the_stable_path(
     errors = next(c for c in aborted["analysis"]["checks"] if c["name"] == "errors")
     assert errors["result"] == "Fail"
     assert aborted["stableRevision"] == v1
-    assert live_arms(kube_api, namespace) == [("default", v1, 100.0)]
+    assert live_arms(kube_api, namespace) == [("default", v1, 10_000)]
     assert {r.status for r in traffic.results if r.revision == canary} == {413}
     assert [r for r in traffic.failures() if r.revision != canary] == [], (
         "the stable path answered every request"
@@ -167,7 +167,7 @@ def test_a_blue_green_preview_takes_no_traffic_until_promoted_then_takes_it_all(
             timeout=120,
         )
         time.sleep(4)  # the paused preview, ready, under live traffic
-        assert live_arms(kube_api, namespace) == [("default", v1, 100.0)]
+        assert live_arms(kube_api, namespace) == [("default", v1, 10_000)]
         assert preview not in {r.revision for r in traffic.results}, "the preview answered a caller"
 
         command = {"id": str(uuid.uuid4()), "action": "promote"}
@@ -179,7 +179,7 @@ def test_a_blue_green_preview_takes_no_traffic_until_promoted_then_takes_it_all(
         time.sleep(5)
     assert final["stableRevision"] == preview
     assert final["history"][-1]["outcome"] == "Promoted"
-    assert live_arms(kube_api, namespace) == [("default", preview, 100.0)]  # all at once, no steps
+    assert live_arms(kube_api, namespace) == [("default", preview, 10_000)]  # all at once, no steps
     assert traffic.failures() == []
     after = [r.revision for r in traffic.results if r.at > promoted_at + 3]  # the router has the new table
     assert after

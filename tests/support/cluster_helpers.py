@@ -72,8 +72,8 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
 SERVING = "modeldeploy.io/deployment={},app.kubernetes.io/component=model-server"
 
 
-def router_arms(api: client.ApiClient, namespace: str, name: str) -> list[tuple[str, str, float]]:
-    """(variant, revision, weight) of the router's table, as the operator wrote it."""
+def router_arms(api: client.ApiClient, namespace: str, name: str) -> list[tuple[str, str, int]]:
+    """(variant, revision, weight in basis points) of the router's table, as the operator wrote it."""
     from modeldeploy_contract.router_config import CONFIG_KEY, RouterConfig, config_map_name
 
     try:
@@ -83,4 +83,4 @@ def router_arms(api: client.ApiClient, namespace: str, name: str) -> list[tuple[
             return []
         raise
     config = RouterConfig.from_json(config_map.data[CONFIG_KEY])
-    return [(a.variant, a.revision, a.weight) for a in config.arms]
+    return [(a.variant, a.revision, a.weight_bp) for a in config.arms]

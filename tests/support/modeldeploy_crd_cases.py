@@ -211,12 +211,6 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "cel",
     ),
     InvalidCase(
-        "shadow-variant-and-revision",
-        _set("spec.traffic.shadow.revision", 3),
-        "traffic.shadow needs exactly one of variant or revision",
-        "cel",
-    ),
-    InvalidCase(
         "canary-without-set-weight",
         _set("spec.rollout.steps", [{"pause": {}}]),
         "the Canary strategy needs at least one setWeight step",
@@ -326,6 +320,12 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "shadow-percent-over-100",
         _set("spec.traffic.shadow.percent", 150),
         "spec.traffic.shadow.percent",
+        "schema",
+    ),
+    InvalidCase(
+        "shadow-without-variant",
+        _delete("spec.traffic.shadow.variant"),
+        "spec.traffic.shadow.variant",
         "schema",
     ),
     InvalidCase("set-weight-over-100", _set("spec.rollout.steps.0.setWeight", 110), "setWeight", "schema"),

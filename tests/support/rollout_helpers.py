@@ -82,5 +82,5 @@ def set_model(api: client.ApiClient, namespace: str, new_model: dict[str, Any]) 
     patch_mdep(api, namespace, "churn", {"spec": {"model": new_model}})
 
 
-def live_arms(api: client.ApiClient, namespace: str) -> list[tuple[str, str, float]]:
+def live_arms(api: client.ApiClient, namespace: str) -> list[tuple[str, str, int]]:
     return [a for a in router_arms(api, namespace, "churn") if a[2] > 0]

@@ -13,23 +13,29 @@ Light imports only: both the operator and the serving image import this module.
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .slots import SLOT_COUNT, decode_indices, initial_layout
+from .weights import BASIS_POINTS_TOTAL
+
 ENV_PREFIX = "MODELDEPLOY_ROUTER_"
 CONFIG_KEY = "router.json"
 """The ConfigMap data key that holds `RouterConfig.to_json()`."""
-SCHEMA_VERSION: Literal["modeldeploy.io/router/v1"] = "modeldeploy.io/router/v1"
-WEIGHT_TOTAL = 100.0
-_WEIGHT_TOLERANCE = 1e-6
+SCHEMA_VERSION: Literal["modeldeploy.io/router/v2"] = "modeldeploy.io/router/v2"
+"""v2: integer weights in basis points (`weight_bp`) and the slot table (`slots`); v1 had float percents."""
 
 
 def config_map_name(model_deployment: str) -> str:
     """Name of the ConfigMap that carries the router table of a ModelDeployment."""
     return f"{model_deployment}-router"
+
+
+def arm_id(variant: str, revision: str) -> str:
+    """The stable identifier of an arm, "<variant>/<revision>" (how slot tables name arms)."""
+    return f"{variant}/{revision}"
 
 
 class _Frozen(BaseModel):
@@ -58,9 +64,10 @@ class ArmConfig(_Frozen):
     revision: str = Field(min_length=1, max_length=63)
     """Revision of the variant (the operator's revision hash or number)."""
 
-    weight: float = Field(ge=0.0, le=WEIGHT_TOTAL)
-    """Percent of primary traffic (0..100, fractions allowed). Weights of all arms sum to 100.
-    A weight of 0 keeps the arm known (e.g. as a shadow target) without primary traffic."""
+    weight_bp: int = Field(ge=0, le=BASIS_POINTS_TOTAL, strict=True)
+    """Share of primary traffic in basis points (0..10000; 2500 = 25 %). The weights of all arms sum
+    to 10000 (see `modeldeploy_contract.weights`). A weight of 0 keeps the arm known (e.g. as a shadow
+    target) without primary traffic."""
 
     service: str | None = Field(default=None, min_length=1)
     """Service whose EndpointSlices (label kubernetes.io/service-name) list this arm's pods."""
@@ -81,7 +88,7 @@ class ArmConfig(_Frozen):
     @property
     def arm_id(self) -> str:
         """A stable identifier of the arm: "<variant>/<revision>"."""
-        return f"{self.variant}/{self.revision}"
+        return arm_id(self.variant, self.revision)
 
     @model_validator(mode="after")
     def _has_backends(self) -> ArmConfig:
@@ -159,7 +166,7 @@ class RetryConfig(_Frozen):
 class RouterConfig(_Frozen):
     """The routing table of one ModelDeployment, as the operator writes it."""
 
-    schema_version: Literal["modeldeploy.io/router/v1"] = SCHEMA_VERSION
+    schema_version: Literal["modeldeploy.io/router/v2"] = SCHEMA_VERSION
     """Format of this document."""
 
     deployment: ModelDeploymentRef
@@ -170,9 +177,14 @@ class RouterConfig(_Frozen):
     metric so the operator can tell when the router has caught up)."""
 
     arms: tuple[ArmConfig, ...] = Field(min_length=1)
-    """Arms in a FIXED order, which decides sticky buckets: variants take cumulative buckets in the
-    order they first appear; within a variant, revisions take cumulative buckets in list order, so
-    list the canary before the stable revision (the canary grows from the bottom of the bucket)."""
+    """The arms; `slots` refers to them by their index in this list."""
+
+    slots: str | None = None
+    """The sticky assignment: the owner of each of the 10,000 slots of the key hash, as run lengths
+    over arm indices, "<arm index>:<length>,..." in slot order ("1:2500,0:7500": slots 0..2499 to
+    arms[1], the rest to arms[0]). Each arm owns exactly `weight_bp` slots. The operator edits it
+    minimally on every weight change (`modeldeploy_contract.slots.rebalance`). None: the first
+    table's layout, contiguous runs in arm order (`initial_layout`), e.g. for hand-written tables."""
 
     sticky: StickyConfig | None = None
     """Sticky assignment by key; None: every request is weighted-random."""
@@ -199,12 +211,30 @@ class RouterConfig(_Frozen):
         ids = [arm.arm_id for arm in self.arms]
         if len(set(ids)) != len(ids):
             raise ValueError(f"duplicate arms (variant/revision): {ids}")
-        total = math.fsum(arm.weight for arm in self.arms)
-        if abs(total - WEIGHT_TOTAL) > _WEIGHT_TOLERANCE:
-            raise ValueError(f"arm weights sum to {total}, not {WEIGHT_TOTAL}")
-        if self.shadow is not None and f"{self.shadow.variant}/{self.shadow.revision}" not in ids:
+        total = sum(arm.weight_bp for arm in self.arms)
+        if total != BASIS_POINTS_TOTAL:
+            raise ValueError(f"arm weights sum to {total} bp, not {BASIS_POINTS_TOTAL}")
+        if self.slots is not None:
+            held = [0] * len(self.arms)
+            for index in decode_indices(self.slots, len(self.arms), SLOT_COUNT):
+                held[index] += 1
+            wrong = [
+                f"{a.arm_id} owns {n} slots, weight {a.weight_bp}"
+                for a, n in zip(self.arms, held, strict=True)
+                if n != a.weight_bp
+            ]
+            if wrong:
+                raise ValueError(f"slots disagree with the weights: {'; '.join(wrong)}")
+        if self.shadow is not None and arm_id(self.shadow.variant, self.shadow.revision) not in ids:
             raise ValueError(f"shadow arm {self.shadow.variant}/{self.shadow.revision} is not in arms")
         return self
+
+    def slot_arms(self) -> tuple[int, ...]:
+        """The arm index of every slot (10,000 entries): decoded `slots`, or the initial layout."""
+        if self.slots is not None:
+            return decode_indices(self.slots, len(self.arms), SLOT_COUNT)
+        layout = initial_layout([(str(i), arm.weight_bp) for i, arm in enumerate(self.arms)])
+        return tuple(int(owner) for owner in layout.owners)
 
     def to_json(self) -> str:
         """The ConfigMap value (key `router.json`)."""

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from modeldeploy_contract.router_config import CONFIG_KEY, config_map_name
 from modeldeploy_operator.analysis import AnalysisSources, AnalysisTarget, select_checks
 from modeldeploy_operator.config import OperatorSettings
 from modeldeploy_operator.domain import labels as lbl
@@ -204,7 +205,14 @@ class Reconciler:
             owner.name, spec, seen.deployments, readings, now, previous, command, generation=generation
         )
         # 5. build (pure)
-        state = desired_state(owner, spec, decided, options=self.options, generation=generation or 0)
+        state = desired_state(
+            owner,
+            spec,
+            decided,
+            options=self.options,
+            generation=generation or 0,
+            previous_router_table=_router_table(owner, seen),
+        )
         # 6. apply
         for manifest in state.manifests:
             self.api.apply(manifest)
@@ -323,6 +331,16 @@ class Reconciler:
             resource_version=meta.get("resourceVersion"),
         )
         return True
+
+
+def _router_table(owner: ModelDeploymentRef, seen: Observation) -> str | None:
+    """The router table now in the router's ConfigMap (ours only), as written."""
+    name = config_map_name(owner.name)
+    for config_map in seen.owned.get("ConfigMap", []):
+        if config_map["metadata"]["name"] == name and _controlled_by(config_map, owner):
+            text = (config_map.get("data") or {}).get(CONFIG_KEY)
+            return text if isinstance(text, str) else None
+    return None
 
 
 def _controlled_by(obj: dict[str, Any], owner: ModelDeploymentRef) -> bool:

@@ -80,7 +80,7 @@ def test_apply_creates_owned_deployment_and_services_with_the_expected_specs(
     stable = client.CoreV1Api(kube_api).read_namespaced_service("churn", namespace)
     assert stable.spec.selector["app.kubernetes.io/component"] == "router"
     arms = wait_for("the router table", lambda: router_arms(kube_api, namespace, "churn"))
-    assert arms == [("default", labels["modeldeploy.io/revision"], 100.0)]
+    assert arms == [("default", labels["modeldeploy.io/revision"], 10_000)]
     router = client.AppsV1Api(kube_api).read_namespaced_deployment("churn-router", namespace)
     assert router.spec.template.spec.service_account_name == "churn-router"
 

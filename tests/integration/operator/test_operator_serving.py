@@ -92,7 +92,7 @@ def test_a_new_version_takes_over_only_once_ready_and_a_broken_one_never_does(
         lambda: (m := get_mdep(kube_api, namespace, "churn"))["status"].get("observedGeneration") == 2 and m,
     )
     # The broken revision is in the table (so the router tracks its pods) but at weight 0.
-    assert [a for a in router_arms(kube_api, namespace, "churn") if a[2] > 0] == [("default", v1, 100.0)]
+    assert [a for a in router_arms(kube_api, namespace, "churn") if a[2] > 0] == [("default", v1, 10_000)]
     assert condition(md, "Progressing")["status"] == "True"  # type: ignore[index]
 
     # A good version: it takes over once ready, and the old revisions go.
@@ -112,7 +112,7 @@ def test_a_new_version_takes_over_only_once_ready_and_a_broken_one_never_does(
     wait_for(
         "the router table on v2",
         lambda: (
-            [a for a in router_arms(kube_api, namespace, "churn") if a[2] > 0] == [("default", v2, 100.0)]
+            [a for a in router_arms(kube_api, namespace, "churn") if a[2] > 0] == [("default", v2, 10_000)]
         ),
     )
     # v1 leaves traffic but keeps its Deployment (scaled down later) so a rollback is a scale-up.

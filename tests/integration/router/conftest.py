@@ -29,7 +29,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                     {
                         "variant": "default",
                         "revision": "r1",
-                        "weight": 100,
+                        "weight_bp": 10_000,
                         "service": "r1",
                         "model_name": "churn",
                     }

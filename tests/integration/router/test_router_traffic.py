@@ -20,15 +20,17 @@ INFER = "/v2/models/churn/infer"
 V2_BODY = b'{"inputs":[{"name":"input","datatype":"FP32","shape":[1,3],"data":[1,2,3]}]}'
 
 
-def table(canary: float, **extra: Any) -> dict[str, Any]:
+def table(canary_percent: int, **extra: Any) -> dict[str, Any]:
+    """A hand-written table (no `slots`: the initial layout, canary first): canary r2, stable r1, r3 at 0."""
+    canary = canary_percent * 100  # basis points
     return {
         "deployment": {"namespace": "test", "name": "churn"},
         "arms": [
-            {"variant": "default", "revision": "r2", "weight": canary, "service": "svc-canary",
+            {"variant": "default", "revision": "r2", "weight_bp": canary, "service": "svc-canary",
              "model_name": "churn", "model_version": "2"},
-            {"variant": "default", "revision": "r1", "weight": 100 - canary, "service": "svc-stable",
+            {"variant": "default", "revision": "r1", "weight_bp": 10_000 - canary, "service": "svc-stable",
              "model_name": "churn", "model_version": "1"},
-            {"variant": "default", "revision": "r3", "weight": 0, "service": "svc-shadow",
+            {"variant": "default", "revision": "r3", "weight_bp": 0, "service": "svc-shadow",
              "model_name": "churn"},
         ],
         **extra,

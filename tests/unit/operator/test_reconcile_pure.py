@@ -46,10 +46,10 @@ def build(the_spec: Any, seen: list[ObservedDeployment], previous: Any = None) -
     return decided, desired_state(OWNER, the_spec, decided, options=OPTIONS)
 
 
-def router_arms(state: Any) -> list[tuple[str, str, float]]:
+def router_arms(state: Any) -> list[tuple[str, str, int]]:
     (config_map,) = [m for m in state.manifests if m["kind"] == "ConfigMap"]
     config = RouterConfig.from_json(config_map["data"]["router.json"])
-    return [(a.variant, a.revision, a.weight) for a in config.arms]
+    return [(a.variant, a.revision, a.weight_bp) for a in config.arms]
 
 
 def stable_selector(state: Any) -> dict[str, str]:
@@ -75,7 +75,7 @@ def test_first_reconcile_builds_the_revision_the_router_and_the_stable_service()
         "modeldeploy.io/deployment": "churn",
         "app.kubernetes.io/component": "router",
     }
-    assert router_arms(state) == [("default", variant.revision, 100.0)]
+    assert router_arms(state) == [("default", variant.revision, 10_000)]
 
 
 def test_router_replicas_follow_the_spec_and_do_not_make_a_new_revision() -> None:
@@ -121,9 +121,9 @@ def test_a_new_immediate_revision_gets_traffic_only_once_ready_and_the_old_stays
     (new,) = resolve_variants("churn", spec("2"))
     first, _ = build(spec("1"), [observed(old.revision, 2)])
     decided, state = build(spec("2"), [observed(old.revision, 2), observed(new.revision, 0)], first.status)
-    assert [a for a in router_arms(state) if a[2] > 0] == [("default", old.revision, 100.0)]
+    assert [a for a in router_arms(state) if a[2] > 0] == [("default", old.revision, 10_000)]
     decided, state = build(spec("2"), [observed(old.revision, 2), observed(new.revision, 2)], decided.status)
-    assert [a for a in router_arms(state) if a[2] > 0] == [("default", new.revision, 100.0)]
+    assert [a for a in router_arms(state) if a[2] > 0] == [("default", new.revision, 10_000)]
     # The old revision is not built from the spec any more: only its replica count is managed.
     assert f"churn-default-{old.revision}" in [name for name, _ in state.replica_patches]
     owned = [

@@ -15,7 +15,7 @@ from modeldeploy_serving.router.metrics import RouterMetrics
 from modeldeploy_serving.router.sources import ConfigMapConfigSource, EndpointSliceSource, ready_endpoints
 from modeldeploy_serving.router.state import RouterState
 
-ARM = ArmConfig(variant="default", revision="r1", weight=100, service="churn-r1", model_name="churn")
+ARM = ArmConfig(variant="default", revision="r1", weight_bp=10_000, service="churn-r1", model_name="churn")
 
 
 def endpoint_slice(

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from modeldeploy_contract.weights import arm_weight_bp
+
 from . import labels as lbl
 from .manifests import build_hpa, build_serving_deployment, build_serving_service, build_stable_service
 from .names import revision_name
@@ -38,8 +40,8 @@ ROUTER_RBAC_KINDS: tuple[tuple[str, str], ...] = (
 """Owned too when the operator makes each router's ServiceAccount and RoleBinding (manage_router_rbac):
 they go with the router when the traffic provider changes away from it."""
 _REVISION_KINDS = ("Deployment", "Service")
-# Within a variant the router's sticky buckets are laid out in arm order: the canary comes first, so
-# raising its weight moves keys only from the stable into it.
+# Arm order within a variant: who takes freed slots of the router's table first, and the layout of a
+# first table (stickiness itself does not depend on it: the slot table is edited minimally).
 _ARM_ORDER = {"canary": 0, "preview": 1, "pinned": 2, "stable": 3, "previous": 4}
 
 
@@ -69,11 +71,16 @@ class DesiredState:
 
 
 def _arms(plan: Plan) -> list[Arm]:
+    """The traffic arms of a plan. The one place where weights change unit: the plan's whole percents
+    (a variant's share of all traffic, a revision's share of its variant) become basis points of all
+    traffic, which the router table, the router and the HTTPRoute carry unchanged."""
     arms = []
     for variant in plan.variants:
         for revision in sorted(variant.revisions, key=lambda r: _ARM_ORDER[r.role]):
             if revision.replicas > 0 or revision.weight > 0:
-                arms.append(Arm(variant.name, revision.revision, variant.weight * revision.weight))
+                arms.append(
+                    Arm(variant.name, revision.revision, arm_weight_bp(variant.weight, revision.weight))
+                )
     return arms
 
 
@@ -89,7 +96,10 @@ def desired_state(
     *,
     options: BuildOptions,
     generation: int = 0,
+    previous_router_table: str | None = None,
 ) -> DesiredState:
+    """`previous_router_table`: the `router.json` now in the router's ConfigMap (None: none), whose slot
+    table the new one edits minimally."""
     resolved = {v.name: v for v in resolve_variants(owner.name, spec)}
     manifests: list[dict[str, Any]] = []
     patches: list[tuple[str, int]] = []
@@ -124,7 +134,7 @@ def desired_state(
 
     arms = _arms(plan)
     if spec.traffic.provider == "router" and arms:
-        config = build_router_config(owner, spec, arms, versions, generation)
+        config = build_router_config(owner, spec, arms, versions, generation, previous_router_table)
         manifests += build_router_objects(
             owner,
             config,
@@ -137,7 +147,7 @@ def desired_state(
         selector = lbl.router_selector(owner.name)
     else:
         selector = {lbl.DEPLOYMENT_LABEL: owner.name, "app.kubernetes.io/component": lbl.SERVER_COMPONENT}
-        live = [a for a in arms if a.basis_points > 0]
+        live = [a for a in arms if a.weight_bp > 0]
         if len(live) == 1:
             selector = lbl.revision_selector(owner.name, live[0].variant, live[0].revision)
     manifests.append(build_stable_service(owner, selector))

@@ -19,9 +19,11 @@ from modeldeploy_contract.router_config import (
     ShadowConfig,
     StickyConfig,
     TimeoutConfig,
+    arm_id,
     config_map_name,
 )
 from modeldeploy_contract.router_config import ModelDeploymentRef as RouterDeploymentRef
+from modeldeploy_contract.slots import SlotTable, rebalance
 
 from . import labels as lbl
 from .manifests import PORT_NAME, RUN_AS_USER, _metadata, _restricted_container_security
@@ -29,9 +31,27 @@ from .names import revision_name, router_name
 from .resource import ModelDeploymentRef
 from .revision import SERVER_PORT
 from .spec import ModelDeploymentSpec
-from .traffic import TOTAL_BASIS_POINTS, Arm
+from .traffic import Arm
 
 ROUTER_COMMAND = ("modeldeploy-router",)
+
+
+def previous_slots(previous_table: str | None) -> SlotTable | None:
+    """The slot table of the router table now in the ConfigMap (`router.json`), to edit minimally.
+
+    None, and so a fresh `initial_layout`, when there is none (a first table) or when it is unusable:
+    not valid JSON, not a valid table of this schema (a v1 table from before slot tables, a hand-edited
+    one the routers refuse too). Deterministic: every operator replica falls back to the same table.
+    The cost of a fallback is one reshuffle: keys move as much as between the lost layout and the
+    initial one, once; every later change is minimal again."""
+    if previous_table is None:
+        return None
+    try:
+        table = RouterConfig.from_json(previous_table)
+    except ValueError:  # pydantic's ValidationError is a ValueError
+        return None
+    ids = [arm.arm_id for arm in table.arms]
+    return SlotTable(tuple(ids[i] for i in table.slot_arms()))
 
 
 def build_router_config(
@@ -40,15 +60,21 @@ def build_router_config(
     arms: Sequence[Arm],
     model_versions: Mapping[tuple[str, str], str],
     generation: int,
+    previous_table: str | None = None,
 ) -> RouterConfig:
-    """The routing table. Within a variant, arms must come canary first: the router's sticky buckets
-    then grow the canary's share by moving keys only from the stable into the canary."""
+    """The routing table. Its slot table is `previous_table`'s (the ConfigMap's current `router.json`)
+    rebalanced to the arms' weights: a key moves only from an arm whose weight fell to one whose weight
+    rose (`modeldeploy_contract.slots.rebalance`). The arm order only decides who takes freed slots
+    first and the layout of a first table (canary first, so that table grows it from slot 0)."""
     traffic = spec.traffic
+    slots = rebalance(
+        previous_slots(previous_table), [(arm_id(a.variant, a.revision), a.weight_bp) for a in arms]
+    )
     configs = tuple(
         ArmConfig(
             variant=arm.variant,
             revision=arm.revision,
-            weight=arm.basis_points * 100 / TOTAL_BASIS_POINTS,
+            weight_bp=arm.weight_bp,
             service=revision_name(owner.name, arm.variant, arm.revision),
             port_name=PORT_NAME,
             model_name=owner.name,
@@ -62,7 +88,7 @@ def build_router_config(
             header=traffic.sticky_key.header, body_field=traffic.sticky_key.body_field, salt=owner.name
         )
     shadow = None
-    if traffic.shadow is not None and traffic.shadow.variant and traffic.shadow.percent > 0:
+    if traffic.shadow is not None and traffic.shadow.percent > 0:
         target = next((a for a in arms if a.variant == traffic.shadow.variant), None)
         if target is not None:
             shadow = ShadowConfig(
@@ -76,6 +102,7 @@ def build_router_config(
         deployment=RouterDeploymentRef(namespace=owner.namespace, name=owner.name, uid=owner.uid),
         generation=generation,
         arms=configs,
+        slots=slots.encode([arm.arm_id for arm in configs]),
         sticky=sticky,
         shadow=shadow,
         timeouts=TimeoutConfig(request_seconds=traffic.timeout_seconds),

@@ -117,8 +117,7 @@ class Shadow(SpecModel):
     """Copy a share of requests to a shadow arm whose answers are compared, never returned."""
 
     percent: int = Field(default=0, ge=0, le=100)
-    variant: str | None = Field(default=None, max_length=20)
-    revision: int | None = Field(default=None, ge=1)
+    variant: str = Field(min_length=1, max_length=20)
 
 
 class ParentRef(SpecModel):

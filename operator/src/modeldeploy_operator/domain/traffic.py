@@ -1,7 +1,8 @@
 """How traffic is split between arms (a variant's revision), and the Gateway API HTTPRoute for it.
 
-Weights are kept in basis points (1/100 of a percent) so a variant at 10% whose canary gets 5% of it
-(0.5% overall) is still exact. An arm is one (variant, revision) and its per-revision Service.
+Weights are integer basis points of all traffic (1/100 of a percent, `modeldeploy_contract.weights`),
+so a variant at 10% whose canary gets 5% of it (0.5% overall, 50 bp) is still exact. An arm is one
+(variant, revision) and its per-revision Service.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from .resource import ModelDeploymentRef
 from .revision import SERVER_PORT
 from .spec import GatewayAPI, Traffic
 
-TOTAL_BASIS_POINTS = 10_000
 VARIANT_HEADER = "x-modeldeploy-variant"
 
 
@@ -24,8 +24,8 @@ VARIANT_HEADER = "x-modeldeploy-variant"
 class Arm:
     variant: str
     revision: str
-    basis_points: int
-    """Share of all traffic, 0..10000."""
+    weight_bp: int
+    """Share of all traffic in basis points, 0..10000 (`arm_weight_bp` of the plan's percents)."""
 
 
 def build_http_route(owner: ModelDeploymentRef, gateway: GatewayAPI, arms: Sequence[Arm]) -> dict[str, Any]:
@@ -49,20 +49,20 @@ def build_http_route(owner: ModelDeploymentRef, gateway: GatewayAPI, arms: Seque
     rules: list[dict[str, Any]] = []
     for variant in variants:
         mine = [a for a in arms if a.variant == variant]
-        total = sum(a.basis_points for a in mine)
+        total = sum(a.weight_bp for a in mine)
         rules.append(
             {
                 "matches": [{"headers": [{"type": "Exact", "name": VARIANT_HEADER, "value": variant}]}],
                 # A pinned variant keeps its revisions' relative shares (all to the first if none has any).
                 "backendRefs": [
-                    backend(a, a.basis_points if total else int(i == 0)) for i, a in enumerate(mine)
+                    backend(a, a.weight_bp if total else int(i == 0)) for i, a in enumerate(mine)
                 ],
             }
         )
     rules.append(
         {
             "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-            "backendRefs": [backend(a, a.basis_points) for a in arms],
+            "backendRefs": [backend(a, a.weight_bp) for a in arms],
         }
     )
     parent_refs = [ref.model_dump(by_alias=True, exclude_none=True) for ref in gateway.parent_refs]

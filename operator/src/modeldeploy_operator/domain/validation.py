@@ -128,7 +128,7 @@ def _check_traffic(spec: ModelDeploymentSpec) -> Iterator[str]:
     if traffic.provider == "gatewayAPI" and not (traffic.gateway_api and traffic.gateway_api.parent_refs):
         yield "spec.traffic.gatewayAPI.parentRefs: required when spec.traffic.provider is gatewayAPI"
     shadow = traffic.shadow
-    if shadow and shadow.variant is not None:
+    if shadow is not None:
         target = next((v for v in spec.variants if v.name == shadow.variant), None)
         if target is None:
             yield f"spec.traffic.shadow.variant: {shadow.variant!r} is not in spec.variants"

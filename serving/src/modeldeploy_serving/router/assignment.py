@@ -1,28 +1,23 @@
 """Which arm a request goes to: pure functions, no I/O.
 
-A request is mapped to a point (u_variant, u_revision) in [0, 1)^2: from the hash of its sticky
-key, or from random numbers when it has none. Two stages, each with cumulative buckets in a fixed
-order:
+A request's sticky key is hashed (blake2b of salt + key, never Python's randomised `hash`) to a slot
+in 0..9999 and an independent number u in [0, 1); without a key both are random. The routing table
+says which arm owns each slot (`RouterConfig.slot_arms()`: the operator's slot table, one slot per
+basis point of weight), so choosing the arm is one tuple lookup, O(1) whatever the number of arms.
 
-1. u_variant picks the variant: variants take [0, w_a), [w_a, w_a + w_b), ... in the order they
-   first appear in the config (w = the variant's share of the total weight).
-2. u_revision picks the revision inside that variant: revisions take buckets in list order, so the
-   canary, listed first, owns [0, w_canary / w_variant).
-
-Consequences for a sticky key (for a fixed salt):
-- Same weights: same arm, always.
-- Canary weight raised inside a variant (variant total unchanged): only keys of that variant's
-  stable revision move, and only into the canary. Lowered: only canary keys move back to stable.
-- Revision added at the head of a variant (a new canary at weight w): it takes keys from the
-  bottom of the variant's bucket; with the stable at 100 - w, no other key moves.
-- Revision removed: its keys move to the revisions of the same variant whose buckets now cover
-  them; the buckets after it in the list slide down, so some of their keys move too (remove the
-  LAST revision, or drain it to weight 0 first, to move none of them).
-- Variant weights changed, added or removed: the variant boundaries move; keys between the old and
-  the new boundary change variant, everything else stays. The revision inside the variant uses the
-  independent u_revision, so a key that stays in its variant also keeps its revision.
+Consequences for a sticky key (for a fixed salt), all from the operator's `rebalance`
+(`modeldeploy_contract.slots`):
+- Same table: same arm, in every router replica and after a restart (the table is the ConfigMap's).
+- Weights changed, for any number of arms and variants at once (a canary step is a change between
+  two arms of one variant): a key moves only from an arm whose weight fell to one whose weight rose;
+  the share of keys that move is the total variation distance between the old and new weights.
+  Arms whose weight did not change keep all their keys.
+- Arm added: it takes slots only from arms whose weight fell. Arm removed (or set to 0): only its
+  own keys move, to the arms whose weight rose.
 - Arm without ready backends ("redistribute"): only that arm's keys move (to the ready revisions
-  of the same variant, else to all ready arms, by weight); they come back when it is ready again.
+  of the same variant, else to all ready arms, by weight, using u); they come back when it is ready.
+- Pinned to a variant (the pin header): the key's own arm when it belongs to that variant, else a
+  revision of the variant by weight, using u.
 """
 
 from __future__ import annotations
@@ -33,98 +28,89 @@ import itertools
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
+from modeldeploy_contract.slots import SLOT_COUNT
+
 _U64 = float(1 << 64)
 
 
-def key_point(key: str, salt: str = "") -> tuple[float, float]:
-    """Two independent, uniform numbers in [0, 1) from a key: stable across processes and
-    versions (blake2b, never Python's randomised `hash`)."""
+def key_hash(key: str, salt: str = "") -> tuple[int, float]:
+    """(slot in 0..SLOT_COUNT-1, u in [0, 1)) from a key: uniform, independent of each other, and
+    stable across processes and versions."""
     digest = hashlib.blake2b(salt.encode() + b"\x00" + key.encode(), digest_size=16).digest()
-    return int.from_bytes(digest[:8], "big") / _U64, int.from_bytes(digest[8:], "big") / _U64
+    slot = (int.from_bytes(digest[:8], "big") * SLOT_COUNT) >> 64
+    return slot, int.from_bytes(digest[8:], "big") / _U64
 
 
 @dataclass(frozen=True)
 class ArmWeight:
-    """The routing-relevant part of an arm: position in config order and its weight."""
+    """The routing-relevant part of an arm: its variant and weight in basis points."""
 
     variant: str
-    weight: float
-
-
-def _cumulative(weights: Sequence[float]) -> tuple[float, ...]:
-    """Upper bucket bounds normalised to 1 (the last is exactly 1.0)."""
-    total = sum(weights)
-    bounds, running = [], 0.0
-    for w in weights:
-        running += w
-        bounds.append(running / total)
-    bounds[-1] = 1.0
-    return tuple(bounds)
-
-
-def _pick(bounds: Sequence[float], members: Sequence[int], u: float) -> int:
-    # bisect_right: a point exactly on a bound belongs to the bucket above it, so [lo, hi).
-    return members[min(bisect.bisect_right(bounds, u), len(members) - 1)]
+    weight_bp: int
 
 
 @dataclass(frozen=True)
 class _Stage:
+    """Cumulative buckets over some arms, by weight: for pins and fallbacks (not the hot path)."""
+
     members: tuple[int, ...]
-    bounds: tuple[float, ...]
+    bounds: tuple[int, ...]
+    total: int
 
     @classmethod
-    def of(cls, members: Sequence[int], weights: Sequence[float]) -> _Stage | None:
+    def of(cls, members: Sequence[int], weights: Sequence[int]) -> _Stage | None:
         kept = [(m, w) for m, w in zip(members, weights, strict=True) if w > 0]
         if not kept:
             return None
-        return cls(tuple(m for m, _ in kept), _cumulative([w for _, w in kept]))
+        bounds = tuple(itertools.accumulate(w for _, w in kept))
+        return cls(tuple(m for m, _ in kept), bounds, bounds[-1])
 
     def pick(self, u: float) -> int:
-        return _pick(self.bounds, self.members, u)
+        # bisect_right: a point exactly on a bound belongs to the bucket above it, so [lo, hi).
+        position = bisect.bisect_right(self.bounds, u * self.total)
+        return self.members[min(position, len(self.members) - 1)]
 
 
-class Split:
-    """The two-stage bucket table for a list of arms (indices refer to that list)."""
+class Assignment:
+    """The slot table of one routing table plus its arms (indices refer to the config's arm list)."""
 
-    def __init__(self, arms: Sequence[ArmWeight]) -> None:
+    def __init__(self, slot_arms: Sequence[int], arms: Sequence[ArmWeight]) -> None:
+        if len(slot_arms) != SLOT_COUNT:
+            raise ValueError(f"a slot table has {SLOT_COUNT} slots, not {len(slot_arms)}")
         self.arms = tuple(arms)
-        variants = list(dict.fromkeys(arm.variant for arm in arms))
-        self._variant_of = tuple(variants.index(arm.variant) for arm in arms)
-        self._revisions: list[_Stage | None] = []
-        variant_weights = []
-        for v in variants:
-            members = [i for i, arm in enumerate(arms) if arm.variant == v]
-            weights = [arms[i].weight for i in members]
-            self._revisions.append(_Stage.of(members, weights))
-            variant_weights.append(sum(weights))
-        self.variants = tuple(variants)
-        self._variants = _Stage.of(range(len(variants)), variant_weights)
+        self.slots = tuple(slot_arms)
+        self.variants = tuple(dict.fromkeys(arm.variant for arm in arms))
+        self._variant_of = tuple(self.variants.index(arm.variant) for arm in arms)
+        self._revisions = tuple(
+            _Stage.of(members, [arms[i].weight_bp for i in members])
+            for v in range(len(self.variants))
+            for members in [[i for i, of in enumerate(self._variant_of) if of == v]]
+        )
 
-    def pick(self, u_variant: float, u_revision: float, variant: str | None = None) -> int | None:
-        """Arm index for a point; `variant` pins the first stage. None: nothing has weight."""
-        if variant is not None:
-            if variant not in self.variants:
-                return None
-            v = self.variants.index(variant)
-        elif self._variants is None:
+    def pick(self, slot: int, u: float, variant: str | None = None) -> int | None:
+        """Arm index for a key's (slot, u); `variant` pins the variant. None: nothing to pick (a pin to
+        an unknown variant, or to one without weight)."""
+        arm = self.slots[slot]
+        if variant is None:
+            return arm
+        if variant not in self.variants:
             return None
-        else:
-            v = self._variants.pick(u_variant)
+        v = self.variants.index(variant)
+        if self._variant_of[arm] == v:
+            return arm
         stage = self._revisions[v]
-        return None if stage is None else stage.pick(u_revision)
+        return None if stage is None else stage.pick(u)
 
-    def fallback(
-        self, arm: int, available: Collection[int], u_variant: float, u_revision: float
-    ) -> int | None:
-        """Where a request for an unavailable `arm` goes: a ready revision of the same variant
-        (by weight, using u_revision), else any ready arm (by weight, using u_variant)."""
+    def fallback(self, arm: int, available: Collection[int], u: float) -> int | None:
+        """Where a request for an unavailable `arm` goes: a ready revision of the same variant (by
+        weight), else any ready arm (by weight)."""
         same = [i for i, v in enumerate(self._variant_of) if v == self._variant_of[arm] and i in available]
-        stage = _Stage.of(same, [self.arms[i].weight for i in same])
+        stage = _Stage.of(same, [self.arms[i].weight_bp for i in same])
         if stage is not None:
-            return stage.pick(u_revision)
+            return stage.pick(u)
         ready = sorted(available)
-        stage = _Stage.of(ready, [self.arms[i].weight for i in ready])
-        return None if stage is None else stage.pick(u_variant)
+        stage = _Stage.of(ready, [self.arms[i].weight_bp for i in ready])
+        return None if stage is None else stage.pick(u)
 
 
 class RoundRobin:

@@ -47,7 +47,10 @@ class RouterMetrics:
             "modeldeploy_router_ready_backends", "Ready backends known per arm.", ARM, registry=r
         )
         self.arm_weight = Gauge(
-            "modeldeploy_router_arm_weight_percent", "Configured weight per arm.", ARM, registry=r
+            "modeldeploy_router_arm_weight_basis_points",
+            "Configured weight per arm, in basis points (10000 = all traffic).",
+            ARM,
+            registry=r,
         )
         self.config_generation = Gauge(
             "modeldeploy_router_config_generation",

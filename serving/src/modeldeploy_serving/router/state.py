@@ -12,7 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from modeldeploy_contract.router_config import ArmConfig, RouterConfig
-from modeldeploy_serving.router.assignment import ArmWeight, RoundRobin, Split, key_point
+from modeldeploy_contract.slots import SLOT_COUNT
+from modeldeploy_contract.weights import bp_to_percent
+from modeldeploy_serving.router.assignment import ArmWeight, Assignment, RoundRobin, key_hash
 from modeldeploy_serving.router.metrics import RouterMetrics
 
 log = logging.getLogger("modeldeploy.router")
@@ -45,7 +47,7 @@ class Route:
 class Snapshot:
     config: RouterConfig
     arms: tuple[Arm, ...]
-    split: Split
+    assignment: Assignment
     available: frozenset[int]
     """Arms with weight and at least one ready backend."""
     shadow: Arm | None
@@ -60,11 +62,10 @@ class Snapshot:
     def route(self, key: str | None, pinned_variant: str | None = None) -> Route:
         """The arm for a request with this sticky key (None: weighted random)."""
         if key is not None:
-            salt = self.config.sticky.salt if self.config.sticky else ""
-            u_variant, u_revision = key_point(key, salt)
+            slot, u = key_hash(key, self.config.sticky.salt if self.config.sticky else "")
         else:
-            u_variant, u_revision = random.random(), random.random()  # noqa: S311 (not crypto)
-        index = self.split.pick(u_variant, u_revision, pinned_variant)
+            slot, u = random.randrange(SLOT_COUNT), random.random()  # noqa: S311 (not crypto)
+        index = self.assignment.pick(slot, u, pinned_variant)
         if index is None:
             what = f"variant {pinned_variant!r}" if pinned_variant else "any arm"
             return Route(None, f"no traffic weight configured for {what}")
@@ -73,7 +74,7 @@ class Snapshot:
         arm_id = self.arms[index].config.arm_id
         if self.config.when_arm_unavailable == "reject":
             return Route(None, f"arm {arm_id} has no ready backend")
-        fallback = self.split.fallback(index, self.available, u_variant, u_revision)
+        fallback = self.assignment.fallback(index, self.available, u)
         if fallback is None:
             return Route(None, f"no arm has a ready backend (wanted {arm_id})")
         return Route(self.arms[fallback])
@@ -89,9 +90,17 @@ def _echo_headers(arm: ArmConfig) -> tuple[tuple[bytes, bytes], ...]:
     return tuple(headers)
 
 
-def build_snapshot(config: RouterConfig, backends_of: BackendLookup) -> Snapshot:
+def build_assignment(config: RouterConfig) -> Assignment:
+    """The slot table and arm weights of a routing table (decoded once per table, not per request)."""
+    return Assignment(config.slot_arms(), [ArmWeight(a.variant, a.weight_bp) for a in config.arms])
+
+
+def build_snapshot(
+    config: RouterConfig, backends_of: BackendLookup, assignment: Assignment | None = None
+) -> Snapshot:
+    """`assignment`: `build_assignment(config)` when already built (a backend change keeps the table)."""
     arms = tuple(Arm(a, RoundRobin(a.endpoints or backends_of(a)), _echo_headers(a)) for a in config.arms)
-    available = frozenset(i for i, arm in enumerate(arms) if arm.ready and arm.config.weight > 0)
+    available = frozenset(i for i, arm in enumerate(arms) if arm.ready and arm.config.weight_bp > 0)
     shadow = None
     if config.shadow is not None:
         wanted = f"{config.shadow.variant}/{config.shadow.revision}"
@@ -100,7 +109,7 @@ def build_snapshot(config: RouterConfig, backends_of: BackendLookup) -> Snapshot
     return Snapshot(
         config=config,
         arms=arms,
-        split=Split([ArmWeight(a.variant, a.weight) for a in config.arms]),
+        assignment=assignment or build_assignment(config),
         available=available,
         shadow=shadow,
         sticky_header=sticky.header.lower().encode() if sticky and sticky.header else None,
@@ -115,11 +124,12 @@ class RouterState:
         self._backends_of = backends_of
         self._metrics = metrics
         self.config: RouterConfig | None = None
+        self._assignment: Assignment | None = None
         self.snapshot: Snapshot | None = None
         self.on_backends_changed: Callable[[set[str]], None] = lambda _addresses: None
 
     def set_config(self, config: RouterConfig) -> None:
-        self.config = config
+        self.config, self._assignment = config, build_assignment(config)
         self._metrics.config_generation.set(config.generation)
         self._metrics.config_reloads.labels("applied").inc()
         log.info("routing table applied: generation %d, %s", config.generation, _describe(config))
@@ -133,12 +143,12 @@ class RouterState:
     def rebuild(self) -> None:
         if self.config is None:
             return
-        snapshot = build_snapshot(self.config, self._backends_of)
+        snapshot = build_snapshot(self.config, self._backends_of, self._assignment)
         previous, self.snapshot = self.snapshot, snapshot
         for arm in snapshot.arms:
             labels = (arm.config.variant, arm.config.revision)
             self._metrics.ready_backends.labels(*labels).set(len(arm.backends.backends))
-            self._metrics.arm_weight.labels(*labels).set(arm.config.weight)
+            self._metrics.arm_weight.labels(*labels).set(arm.config.weight_bp)
         if previous is not None:
             self._forget_removed_arms(previous, snapshot)
         self.on_backends_changed({b for arm in snapshot.arms for b in arm.backends.backends})
@@ -153,7 +163,7 @@ class RouterState:
 
 
 def _describe(config: RouterConfig) -> str:
-    return ", ".join(f"{a.arm_id}={a.weight:g}%" for a in config.arms)
+    return ", ".join(f"{a.arm_id}={bp_to_percent(a.weight_bp):g}%" for a in config.arms)
 
 
 def endpoints_lookup(by_service: Mapping[str, tuple[str, ...]]) -> BackendLookup:
