@@ -13,8 +13,8 @@
 # How: buildah (`bud --pull-never --isolation chroot`, overlay storage in the cache folder) builds
 # serving/Dockerfile and operator/Dockerfile unchanged, with their base images given as build arguments:
 # here no public registry is reachable, so the bases are made from Debian packages (mmdebstrap minbase
-# with python3, made an OCI image by umoci, copied into buildah's storage by skopeo). The build base adds
-# python3-pip (the final stage has no pip). Bases are cached by their recipe; images by a stamp hashing
+# with python3, made an OCI image by umoci, copied into buildah's storage by skopeo). The build base is
+# that base plus python3-pip (the final stage has no pip). Bases are cached by their recipe; images by a stamp hashing
 # the Dockerfile, every file it copies, the base image ids and the build arguments: a warm run with
 # unchanged inputs builds nothing. The revision label is not part of the stamp (it would rebuild every
 # commit): it names the commit the image was first built from, whose inputs are the current ones.
@@ -40,7 +40,7 @@ VERSION=$(sed -n 's/^appVersion:[[:space:]]*"\{0,1\}\([^"]*\)"\{0,1\}[[:space:]]
 REVISION=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
 SUITE=bookworm
 RUNTIME_PACKAGES=python3,ca-certificates
-BUILD_PACKAGES=python3,ca-certificates,python3-pip
+BUILD_EXTRA_PACKAGES=python3-pip
 # Docs, manuals and translations out of the bases (licenses stay), as Debian's own slim images do.
 DPKG_OPTS=(
   "path-exclude=/usr/share/doc/*" "path-include=/usr/share/doc/*/copyright"
@@ -103,6 +103,28 @@ base_image() {
   echo "$ref"
 }
 
+# The build stage's base: the runtime base plus pip (from the same Debian mirror), so both stages have
+# the same Python at the same path, which the virtualenv copied between them relies on.
+build_base() {
+  local runtime=$1 runtime_id=$2 key ref ctr started
+  key=$(printf '%s\n' "build-recipe-1" "$runtime_id" "$BUILD_EXTRA_PACKAGES" | sha256sum | cut -c1-16)
+  ref=localhost/modeldeploy/python-build:$key
+  if [[ -n $(image_id "$ref") ]]; then
+    echo "$ref"
+    return
+  fi
+  started=$(now)
+  log "making $ref: $runtime + $BUILD_EXTRA_PACKAGES"
+  ctr=$(bh from --pull-never --quiet "$runtime")
+  bh run --isolation chroot "$ctr" -- sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends ${BUILD_EXTRA_PACKAGES//,/ } >/dev/null \
+    && rm -rf /var/lib/apt/lists/*" >&2
+  bh commit --quiet "$ctr" "$ref" >/dev/null
+  bh rm "$ctr" >/dev/null
+  log "made $ref in $(since "$started")s"
+  echo "$ref"
+}
+
 # The files a Dockerfile COPYs from the build context (not --from another stage), one per line.
 copied_files() {
   local dockerfile=$1 path
@@ -131,8 +153,8 @@ stamp_of() {
 started_all=$(now)
 t=$(now)
 RUNTIME_BASE=$(base_image python-runtime "$RUNTIME_PACKAGES")
-BUILD_BASE=$(base_image python-build "$BUILD_PACKAGES")
 RUNTIME_ID=$(image_id "$RUNTIME_BASE")
+BUILD_BASE=$(build_base "$RUNTIME_BASE" "$RUNTIME_ID")
 BUILD_ID=$(image_id "$BUILD_BASE")
 log "bases ready in $(since "$t")s: $RUNTIME_BASE, $BUILD_BASE"
 
@@ -161,7 +183,6 @@ for name in "${IMAGES[@]}"; do
     bh images --noheading --format '{{.Name}}:{{.Tag}}' "localhost/modeldeploy/$name" 2>/dev/null |
       grep ":stamp-" | grep -v ":stamp-$stamp\$" | xargs -r -n1 buildah --root "$STORAGE" \
       --runroot "$RUNROOT" --storage-driver overlay rmi >/dev/null 2>&1 || true
-    bh rmi --prune >/dev/null 2>&1 || true  # dangling intermediate images of superseded builds
     log "$name: built in $(since "$t")s"
   fi
   bh tag "$stamped" "$ref"

@@ -1,7 +1,7 @@
 """The serving and operator images, built by `hack/images.sh` (what `make images` runs) once per
 session and run without a cluster: runc (the runtime a kubelet drives) with the restrictions of the
 chart's and the operator's pods: a read-only root filesystem, the image's numeric non-root user, no
-capabilities, no new privileges, and writable emptyDir-like tmpfs mounts only where the pods have
+capabilities, no new privileges, and writable emptyDir-like folders (0777, bound) only where the pods have
 volumes (/tmp, and /var/cache/modeldeploy for model servers; none for the router). The containers
 share the host's network namespace, so they listen on 127.0.0.1 like the other integration tests.
 """
@@ -176,7 +176,7 @@ def _runtime_config(
     image: Image,
     args: list[str] | None,
     env: dict[str, str],
-    tmpfs: list[str],
+    empty_dirs: dict[str, Path],
     binds: dict[str, Path],
 ) -> dict[str, Any]:
     """The pods' restrictions on umoci's config: read-only root, no capabilities, host network."""
@@ -193,14 +193,9 @@ def _runtime_config(
     }
     process.pop("rlimits", None)
     mounts = config.setdefault("mounts", [])
-    for path in tmpfs:  # an emptyDir: writable by the pod's fsGroup, here by the image's user
+    for path, source in empty_dirs.items():  # as a kubelet makes an emptyDir: a 0777 folder, bound
         mounts.append(
-            {
-                "destination": path,
-                "type": "tmpfs",
-                "source": "tmpfs",
-                "options": ["nosuid", "nodev", "mode=1777", "size=256m"],
-            }
+            {"destination": path, "type": "bind", "source": str(source), "options": ["rbind", "rw"]}
         )
     for destination, source in binds.items():
         mounts.append(
@@ -221,13 +216,19 @@ def run_container(tmp_path: Path) -> Iterator[Any]:
         image: Image,
         args: list[str] | None = None,
         env: dict[str, str] | None = None,
-        tmpfs: tuple[str, ...] = (),
+        empty_dirs_at: tuple[str, ...] = (),
         binds: dict[str, Path] | None = None,
     ) -> Container:
         cid = f"md-test-{uuid.uuid4().hex[:10]}"
         bundle = tmp_path / cid
         bundle.mkdir()
-        config = _runtime_config(image, args, env or {}, list(tmpfs), binds or {})
+        empty_dirs = {}
+        for index, path in enumerate(empty_dirs_at):
+            folder = bundle / f"empty-dir-{index}"
+            folder.mkdir()
+            folder.chmod(0o777)
+            empty_dirs[path] = folder
+        config = _runtime_config(image, args, env or {}, empty_dirs, binds or {})
         (bundle / "config.json").write_text(json.dumps(config))
         state = tmp_path / "runc-state"
         log = bundle / "output.log"
@@ -390,7 +391,7 @@ def test_serving_image_serves_the_churn_bundle_read_only(
                 "MODELDEPLOY_SERVER_LOG_LEVEL": "info",
             },
             # What the operator's serving pods mount: the model cache and /tmp (emptyDirs).
-            tmpfs=("/tmp", "/var/cache/modeldeploy"),
+            empty_dirs_at=("/tmp", "/var/cache/modeldeploy"),
         )
         url = f"http://127.0.0.1:{port}"
         _wait_http(f"{url}/v2/health/ready", container, timeout=120)
@@ -431,7 +432,7 @@ def test_router_runs_read_only_without_volumes(
             "MODELDEPLOY_SERVER_HOST": "127.0.0.1",
             "MODELDEPLOY_SERVER_PORT": str(server_port),
         },
-        tmpfs=("/tmp", "/var/cache/modeldeploy"),
+        empty_dirs_at=("/tmp", "/var/cache/modeldeploy"),
     )
     config_dir = tmp_path / "router"
     config_dir.mkdir()
@@ -488,6 +489,6 @@ def test_operator_image_starts_and_prints_its_version(images: dict[str, Image], 
         ("--version", f"modeldeploy-operator {_app_version()}"),
         ("--help", "usage: modeldeploy-operator"),
     ):
-        container = run_container(operator, args=[*entrypoint, flag], tmpfs=("/tmp",))
+        container = run_container(operator, args=[*entrypoint, flag], empty_dirs_at=("/tmp",))
         assert container.process.wait(120) == 0, container.output()
         assert expected in container.output()
