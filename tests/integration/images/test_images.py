@@ -48,7 +48,12 @@ def _skip_reason() -> str:
     return ""
 
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(_skip_reason()), reason=_skip_reason() or "-")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(bool(_skip_reason()), reason=_skip_reason() or "-"),
+    # The first test pays for a cold build of both images (8 minutes on 2 busy cores) in its setup.
+    pytest.mark.timeout(2400),
+]
 
 
 def _app_version() -> str:
