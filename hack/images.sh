@@ -9,6 +9,8 @@
 #   MODELDEPLOY_CACHE  cache root (default ~/.cache/modeldeploy); everything lives in $MODELDEPLOY_CACHE/images
 #   TLS_VERIFY         false (default) or true, for the push
 #   CA_BUNDLE          CA bundle the build trusts for PyPI (default: $SSL_CERT_FILE or the system bundle)
+#   BASE_EPOCH         any string: a new value makes the Debian base again (security updates), e.g.
+#                      BASE_EPOCH=$(date +%Y-%m) for a monthly base; unset, the base is made once
 #
 # How: buildah (`bud --pull-never --isolation chroot`, overlay storage in the cache folder) builds
 # serving/Dockerfile and operator/Dockerfile unchanged, with their base images given as build arguments:
@@ -74,7 +76,8 @@ image_id() { bh inspect --type image --format '{{.FromImageID}}' "$1" 2>/dev/nul
 # A base image from Debian packages, cached by its recipe. Prints its reference.
 base_image() {
   local name=$1 packages=$2 key ref tmp started
-  key=$(printf '%s\n' "base-recipe-2 merged-usr-hook" "$SUITE" minbase "$packages" "${DPKG_OPTS[@]}" | sha256sum | cut -c1-16)
+  key=$(printf '%s\n' "base-recipe-2 merged-usr-hook" "$SUITE" minbase "$packages" "${DPKG_OPTS[@]}" \
+    ${BASE_EPOCH:+"epoch=$BASE_EPOCH"} | sha256sum | cut -c1-16)
   ref=localhost/modeldeploy/$name:$key
   if [[ -n $(image_id "$ref") ]]; then
     echo "$ref"
