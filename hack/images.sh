@@ -7,7 +7,8 @@
 #   REGISTRY           where to push (default 10.244.0.1:5000, the local cluster's registry; plain HTTP)
 #   PUSH               1 (default) pushes to $REGISTRY; 0 builds and exports only
 #   MODELDEPLOY_CACHE  cache root (default ~/.cache/modeldeploy); everything lives in $MODELDEPLOY_CACHE/images
-#   TLS_VERIFY         false (default) or true, for the push
+#   TLS_VERIFY         verify the registry's TLS certificate: false for the local cluster's registry and
+#                      loopback addresses (plain HTTP), true for any other registry unless set
 #   CA_BUNDLE          CA bundle the build trusts for PyPI (default: $SSL_CERT_FILE or the system bundle)
 #   BASE_EPOCH         any string: a new value makes the Debian base again (security updates), e.g.
 #                      BASE_EPOCH=$(date +%Y-%m) for a monthly base; unset, the base is made once
@@ -33,7 +34,12 @@ STORAGE=$DIR/storage
 RUNROOT=$DIR/run
 REGISTRY=${REGISTRY:-10.244.0.1:5000}
 PUSH=${PUSH:-1}
-TLS_VERIFY=${TLS_VERIFY:-false}
+# Plain HTTP (no TLS verification) for the local cluster's registry and loopback ones; verified TLS for
+# any other registry unless TLS_VERIFY=false.
+case $REGISTRY in
+  10.244.0.1:* | 127.* | localhost | localhost:*) TLS_VERIFY=${TLS_VERIFY:-false} ;;
+  *) TLS_VERIFY=${TLS_VERIFY:-true} ;;
+esac
 SOURCE_URL=${SOURCE_URL:-https://github.com/modeldeploy/modeldeploy}
 # The CA bundle the build stage trusts for PyPI (a TLS-inspecting proxy's CA lives there); handed to the
 # build as a secret, so it is in no layer. Empty: the base image's own trust store.
