@@ -308,21 +308,15 @@ def bundle_server(churn_bundles: dict[str, Path]) -> Iterator[str]:
 
 
 def test_images_are_labelled_non_root_and_lean(images: dict[str, Image]) -> None:
-    revision = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-    ).stdout.strip()
     for image in images.values():
         assert image.ref.endswith(f"/modeldeploy/{image.name}:{_app_version()}")
         labels = image.config["config"]["Labels"]
         assert labels["org.opencontainers.image.version"] == _app_version()
         assert labels["org.opencontainers.image.source"].startswith("https://")
         revision_label = labels["org.opencontainers.image.revision"]
+        # The commit the image was first built from: unchanged inputs are not rebuilt for a later one
+        # (and the cache outlives a checkout, so that commit need not be in this one's history).
         assert re.fullmatch(r"[0-9a-f]{40}", revision_label)
-        # Inputs unchanged since an earlier commit are not rebuilt: that commit is an ancestor.
-        ancestry = subprocess.run(
-            ["git", "-C", str(REPO), "merge-base", "--is-ancestor", revision_label, revision], check=False
-        )
-        assert ancestry.returncode == 0
         # Numeric, so that runAsNonRoot can verify it without reading /etc/passwd.
         assert image.config["config"]["User"] == f"{RUN_AS}:{RUN_AS}"
         root = image.rootfs
