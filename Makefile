@@ -27,12 +27,22 @@ $(VENV)/.installed: uv.lock pyproject.toml */pyproject.toml tests/cluster/pyproj
 install: $(VENV)/.installed system-deps binaries  ## dev environment: Python deps, system packages, control-plane binaries
 
 .PHONY: system-deps
-system-deps:  ## Debian packages the tests use (iproute2 for the pod network)
+system-deps:  ## Debian packages the tests use (iproute2 for the pod network; buildah & co. for images)
 	@hack/install-system-deps.sh
 
 .PHONY: binaries
 binaries:  ## build etcd, kube-*, kubectl, kwok and helm from Go modules (cached)
 	@tests/cluster/build-binaries.sh >/dev/null
+
+# The local cluster's registry (plain HTTP). `make images REGISTRY=registry.example.com PUSH=0`
+# builds and exports without pushing; TLS_VERIFY=false pushes to another plain-HTTP registry.
+REGISTRY ?= 10.244.0.1:5000
+PUSH ?= 1
+TLS_VERIFY ?=
+
+.PHONY: images
+images: system-deps  ## build the serving and operator images with buildah, export OCI archives, push to $(REGISTRY)
+	REGISTRY=$(REGISTRY) PUSH=$(PUSH) TLS_VERIFY=$(TLS_VERIFY) hack/images.sh
 
 .PHONY: lint
 lint: $(VENV)/.installed  ## ruff, mypy and import-linter

@@ -64,9 +64,13 @@ app.kubernetes.io/component: router
 {{- end }}
 {{- end }}
 
-{{/* An image reference: repository:tag, the tag defaulting to the chart's appVersion. */}}
+{{/* An image reference: [registry/]repository:tag. The registry defaults to image.registry (empty:
+the repository is the whole name), the tag to the chart's appVersion. */}}
 {{- define "modeldeploy.image" -}}
-{{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) }}
+{{- $registry := default .root.Values.image.registry .image.registry | trimSuffix "/" }}
+{{- $repository := .image.repository | trimPrefix "/" }}
+{{- if $registry }}{{ $repository = printf "%s/%s" $registry $repository }}{{ end }}
+{{- printf "%s:%s" $repository (default .root.Chart.AppVersion .image.tag) }}
 {{- end }}
 
 {{/* Namespaces the operator watches: empty for a cluster-wide install. */}}

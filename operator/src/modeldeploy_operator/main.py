@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -15,6 +16,7 @@ from kubernetes import client, config
 from prometheus_client import start_http_server
 
 from modeldeploy_operator import handlers
+from modeldeploy_operator.config import __version__
 from modeldeploy_operator.health import serve_health
 from modeldeploy_operator.k8s.api import KubeApi
 from modeldeploy_operator.k8s.leader import LeaderElector
@@ -65,7 +67,14 @@ async def _operate(cluster_wide: bool, namespaces: list[str], lost: threading.Ev
     )
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="modeldeploy-operator",
+        description="The modeldeploy operator: reconciles ModelDeployments. It takes no arguments; "
+        "MODELDEPLOY_OPERATOR_* variables configure it (the Helm chart sets them).",
+    )
+    parser.add_argument("--version", action="version", version=f"modeldeploy-operator {__version__}")
+    parser.parse_args(argv)
     settings = handlers.SETTINGS
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -120,6 +120,51 @@ def test_operator_deployment_is_restricted_and_probed() -> None:
     assert env["MODELDEPLOY_OPERATOR_LEADER_ELECTION"] == "true"
 
 
+def _images(*sets: str) -> tuple[str, str, str]:
+    """(operator, serving, router) images of a rendered chart."""
+    (deployment,) = [d for d in _render(*sets) if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    return (
+        container["image"],
+        env["MODELDEPLOY_OPERATOR_SERVING_IMAGE"],
+        env["MODELDEPLOY_OPERATOR_ROUTER_IMAGE"],
+    )
+
+
+def test_image_registry_applies_to_every_image() -> None:
+    """`make images REGISTRY=r` pushes r/modeldeploy/{operator,serving}:<appVersion>: image.registry=r
+    finds them."""
+    assert _images("image.registry=10.244.0.1:5000") == (
+        "10.244.0.1:5000/modeldeploy/operator:0.1.0",
+        "10.244.0.1:5000/modeldeploy/serving:0.1.0",
+        "10.244.0.1:5000/modeldeploy/serving:0.1.0",
+    )
+    assert _images("image.registry=registry.example.com/") == (
+        "registry.example.com/modeldeploy/operator:0.1.0",
+        "registry.example.com/modeldeploy/serving:0.1.0",
+        "registry.example.com/modeldeploy/serving:0.1.0",
+    )
+
+
+def test_image_registry_per_image_and_empty() -> None:
+    operator, serving, router = _images("serving.image.registry=models.example.com", "router.image.tag=dev")
+    assert operator == "ghcr.io/modeldeploy/operator:0.1.0"
+    assert serving == "models.example.com/modeldeploy/serving:0.1.0"
+    assert router == "ghcr.io/modeldeploy/serving:dev"
+    # No registry: the repositories are whole names.
+    operator, serving, router = _images(
+        "image.registry=", "image.repository=my.registry:5000/team/operator", "image.tag=1.2.3"
+    )
+    assert operator == "my.registry:5000/team/operator:1.2.3"
+    assert serving == "modeldeploy/serving:0.1.0"
+
+
+def test_schema_rejects_a_registry_url() -> None:
+    result = _helm("template", "md", str(CHART), "--set=image.registry=https://registry.example.com")
+    assert result.returncode != 0
+
+
 def test_env_names_match_operator_settings() -> None:
     from modeldeploy_operator.config import ENV_PREFIX, OperatorSettings
 
