@@ -253,7 +253,7 @@ def run_container(tmp_path: Path) -> Iterator[Any]:
         container.stop()
 
 
-def _wait_http(url: str, container: Container, timeout: float = 60) -> None:
+def _wait_http(url: str, container: Container, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if container.process.poll() is not None:
@@ -444,7 +444,7 @@ def test_router_runs_read_only_without_volumes(
                     {
                         "variant": "default",
                         "revision": "r1",
-                        "weight": 100,
+                        "weight_bp": 10_000,
                         "service": "svc",
                         "model_name": "churn",
                     }
