@@ -42,6 +42,14 @@ class StreamSettings(BaseSettings):
     group_id: str = Field(min_length=1)
     """Consumer group; pods of one revision share it (scale = replicas up to the partition count)."""
 
+    group_instance_id: str = ""
+    """Static group membership (group.instance.id), for example the pod's name: a restarted pod of
+    the same name takes its partitions back at once instead of after the session timeout."""
+
+    session_timeout_ms: int = Field(default=45_000, ge=1000)
+    """Kafka session.timeout.ms: how long the group waits for a silent member (a killed pod)
+    before giving its partitions to the others."""
+
     revision: str = ""
     """The ModelDeployment revision this consumer serves, written into every output record."""
 

@@ -114,6 +114,8 @@ class StreamRunner:
                 "enable.auto.commit": "false",
                 "enable.auto.offset.store": "false",
                 "auto.offset.reset": s.auto_offset_reset,
+                "session.timeout.ms": str(s.session_timeout_ms),
+                **({"group.instance.id": s.group_instance_id} if s.group_instance_id else {}),
             }
         )
 
