@@ -133,6 +133,7 @@ class Record:
     headers: dict[str, bytes]
     partition: int
     offset: int
+    timestamp: int = 0  # milliseconds (the producer's create time)
 
     def json(self) -> Any:
         return json.loads(self.value)
@@ -166,7 +167,14 @@ def read_topic(
                 if m.error():
                     continue
                 records.append(
-                    Record(m.key(), m.value() or b"", dict(m.headers() or []), m.partition(), m.offset())
+                    Record(
+                        m.key(),
+                        m.value() or b"",
+                        dict(m.headers() or []),
+                        m.partition(),
+                        m.offset(),
+                        m.timestamp()[1],
+                    )
                 )
     finally:
         c.close()

@@ -16,6 +16,8 @@ with outputs {"name": row value, ...} for a feature record and V2 output tensors
 from __future__ import annotations
 
 import math
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,35 +73,76 @@ class RecordParser:
         self.output_names = output_names
         self.max_bytes = max_bytes
         self.max_rows = max_rows
+        self._getter: Callable[[dict[str, Any]], tuple[Any, ...]] = _getter(feature_names)
 
     def parse(self, value: bytes | None) -> Parsed:
         """The record's rows, or RecordError naming what is wrong with it."""
+        result = self.parse_many([value])[0]
+        if isinstance(result, RecordError):
+            raise result
+        return result
+
+    def parse_many(self, values: list[bytes | None]) -> list[Parsed | RecordError]:
+        """Each record parsed, or the RecordError naming what is wrong with it.
+
+        Feature records take a fast path (per record: one orjson call, one itemgetter, one type set);
+        their float32 range is checked for all of them at once afterwards (a value beyond it becomes
+        an infinity in float32, which is refused with the record's own explanation)."""
+        out: list[Parsed | RecordError] = []
+        getter = self._getter
+        fast: list[int] = []
+        for value in values:
+            try:
+                obj = self._load(value)
+                if not isinstance(obj, dict):
+                    raise RecordError(INVALID, f"the value must be a JSON object, got {_json_type(obj)}")
+                if "inputs" in obj:
+                    out.append(Parsed(None, self._v2(obj)))
+                    continue
+                try:
+                    row = getter(obj)
+                except KeyError:
+                    row = None
+                if row is not None and type(obj) is dict and set(map(type, row)) <= PLAIN:
+                    fast.append(len(out))
+                    out.append(Parsed(list(row), None))
+                    continue
+                out.append(
+                    Parsed(self._explain(obj, [obj.get(n, _ABSENT) for n in self.feature_names]), None)
+                )
+            except RecordError as error:
+                out.append(error)
+        if fast:
+            with np.errstate(over="ignore"):
+                x = np.array([out[i].row for i in fast], dtype=np.float32)  # type: ignore[union-attr]
+            # infinities: beyond float32's range; exactly its maximum: maybe rounded down from beyond
+            edge = np.isinf(x) | (np.abs(x) == np.float32(FLOAT32_MAX))
+            for j in np.flatnonzero(edge.any(axis=1)).tolist():
+                i = fast[j]
+                try:
+                    self._explain({}, out[i].row)  # type: ignore[union-attr,arg-type]
+                except RecordError as error:
+                    out[i] = error
+        return out
+
+    def _load(self, value: bytes | None) -> Any:
         if not value:
             raise RecordError(EMPTY, "the record has no value")
         if len(value) > self.max_bytes:
             raise RecordError(TOO_LARGE, f"{len(value)} bytes is over the {self.max_bytes}-byte limit")
         try:
-            obj = orjson.loads(value)
+            return orjson.loads(value)
         except orjson.JSONDecodeError:
-            try:
-                obj = parse_json(value)  # NaN / Infinity literals of Python's json module
-            except BadRequestError as exc:
-                raise RecordError(MALFORMED_JSON, exc.message) from None
-        if type(obj) is not dict:
-            raise RecordError(INVALID, f"the value must be a JSON object, got {_json_type(obj)}")
-        if "inputs" in obj:
-            return Parsed(None, self._v2(obj))
-        return Parsed(self._features(obj), None)
-
-    def _features(self, obj: dict[str, Any]) -> list[int | float | None]:
-        get = obj.get
-        row = [get(name, _ABSENT) for name in self.feature_names]
-        types = set(map(type, row))
-        if types <= PLAIN:
-            present = [v for v in row if v is not None] if type(None) in types else row
-            if not present or (max(present) <= FLOAT32_MAX and min(present) >= -FLOAT32_MAX):
-                return row
-        return self._explain(obj, row)
+            pass
+        try:
+            # NaN / Infinity literals of Python's json module, integers beyond 64 bits: the slow path
+            # below checks every value of such a record (the fast path is for orjson's output only).
+            obj = parse_json(value)
+        except BadRequestError as exc:
+            raise RecordError(MALFORMED_JSON, exc.message) from None
+        if type(obj) is dict and "inputs" not in obj:
+            return _Checked(obj)
+        return obj
 
     def _explain(self, obj: dict[str, Any], row: list[Any]) -> list[int | float | None]:
         """The fast path refused the row (or a value is NaN): name the problem, or accept NaN."""
@@ -130,6 +173,19 @@ class RecordParser:
 
 
 _ABSENT: Any = object()
+
+
+class _Checked(dict):  # type: ignore[type-arg]
+    """A record the stdlib parser read: it skips the fast path (type(value) is not dict)."""
+
+
+def _getter(names: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A function giving a record's values of these keys as a tuple (KeyError for a missing one)."""
+    if len(names) == 1:
+        name = names[0]
+        return lambda obj: (obj[name],)
+    getter: Callable[[dict[str, Any]], tuple[Any, ...]] = operator.itemgetter(*names)
+    return getter
 
 
 def _json_type(value: Any) -> str:
@@ -163,9 +219,9 @@ class OutputEncoder:
 
     def __init__(self, model: str, version: str, revision: str) -> None:
         self._head = b'{"request_id":%%s,"model":%s,"version":%s,"revision":%s,"outputs":' % (
-            orjson.dumps(model),
-            orjson.dumps(version),
-            orjson.dumps(revision),
+            orjson.dumps(model).replace(b"%", b"%%"),
+            orjson.dumps(version).replace(b"%", b"%%"),
+            orjson.dumps(revision).replace(b"%", b"%%"),
         )
 
     def encode(
@@ -174,20 +230,27 @@ class OutputEncoder:
         """One output value per record, in order; outputs hold the rows of every record."""
         names = list(outputs)
         texts = [_row_texts(outputs[n]) for n in names]
-        keys = [orjson.dumps(n) + b":" for n in names]
-        head = self._head
+        dumps = orjson.dumps
+        # head % (request id, each output's row text): one bytes format per record
+        row_format = (
+            self._head + b"{" + b",".join(dumps(n).replace(b"%", b"%%") + b":%s" for n in names) + b"}}"
+        )
+        if all(p.request is None for p in parsed):
+            return [
+                row_format % (dumps(rid), *row)
+                for rid, row in zip(ids, zip(*texts, strict=True), strict=True)
+            ]
         values = []
         start = 0
         for p, request_id in zip(parsed, ids, strict=True):
-            rid = orjson.dumps(request_id)
             if p.request is None:
-                body = b"{" + b",".join(k + t[start] for k, t in zip(keys, texts, strict=True)) + b"}"
+                values.append(row_format % (dumps(request_id), *(t[start] for t in texts)))
                 start += 1
             else:
                 stop = start + p.rows
                 body = _v2_outputs(p.request, {n: a[start:stop] for n, a in outputs.items()})
+                values.append(self._head % dumps(request_id) + body + b"}")
                 start = stop
-            values.append(head % rid + body + b"}")
         return values
 
 

@@ -356,18 +356,21 @@ class StreamRunner:
         bad: list[Bad] = []
         replayed = 0
         scored = self._scored_up_to
-        for m in batch.messages:
-            topic, partition, offset = m.topic(), m.partition(), m.offset()
-            if offset < scored.get((topic, partition), -1):
+        messages = batch.messages
+        results = parser.parse_many([m.value() for m in messages])
+        for m, p in zip(messages, results, strict=True):
+            partition, offset = m.partition(), m.offset()
+            key = (m.topic(), partition)
+            if offset < scored.get(key, -1):
                 replayed += 1
-            request_id = _header(m.headers(), header_name)
-            try:
-                p = parser.parse(m.value())
-            except RecordError as error:
-                bad.append((m, error, request_id or f"{topic}-{partition}-{offset}"))
+            headers = m.headers()
+            request_id = _header(headers, header_name) if headers else None
+            if isinstance(p, RecordError):
+                bad.append((m, p, request_id or f"{key[0]}-{partition}-{offset}"))
                 continue
             if request_id is None:
-                request_id = str(p.v2_id) if p.v2_id is not None else f"{topic}-{partition}-{offset}"
+                v2_id = p.v2_id
+                request_id = str(v2_id) if v2_id is not None else f"{key[0]}-{partition}-{offset}"
             good.append(m)
             parsed.append(p)
             ids.append(request_id)
