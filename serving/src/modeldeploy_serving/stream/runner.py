@@ -62,9 +62,7 @@ class Batch:
     def __init__(self, messages: list[Any], loop: asyncio.AbstractEventLoop) -> None:
         self.messages = messages
         self.started = time.perf_counter()
-        self.offsets: dict[TopicPartitionKey, int] = {}
-        for m in messages:
-            self.offsets[(m.topic(), m.partition())] = m.offset() + 1  # consumed in order per partition
+        self.offsets: dict[TopicPartitionKey, int] = {}  # next offset per partition (filled when parsed)
         self.remaining = -1  # set before the first produce; only the delivery thread lowers it after
         self.error: str | None = None
         self.acked = threading.Event()
@@ -357,12 +355,14 @@ class StreamRunner:
         replayed = 0
         scored = self._scored_up_to
         messages = batch.messages
+        offsets = batch.offsets
         results = parser.parse_many([m.value() for m in messages])
         for m, p in zip(messages, results, strict=True):
             partition, offset = m.partition(), m.offset()
             key = (m.topic(), partition)
             if offset < scored.get(key, -1):
                 replayed += 1
+            offsets[key] = offset + 1  # consumed in order per partition
             headers = m.headers()
             request_id = _header(headers, header_name) if headers else None
             if isinstance(p, RecordError):
