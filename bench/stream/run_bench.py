@@ -151,6 +151,9 @@ def main() -> int:
     ap.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
     ap.add_argument("--env", nargs="*", default=[], help="NAME=VALUE settings for the stream processes")
+    ap.add_argument(
+        "--trees", type=int, default=200, help="boosting rounds of the churn model (example: 200)"
+    )
     ap.add_argument("--skip-ceiling", action="store_true", help="measure the stream only")
     args = ap.parse_args()
     results: list[dict[str, Any]] = []
@@ -159,7 +162,7 @@ def main() -> int:
         with kafka_broker(work / "kafka") as broker:
             print(f"# broker up in {broker.start_seconds:.1f}s; {os.cpu_count()} cores", flush=True)
             start = time.monotonic()
-            bundle = build_churn_bundle(work / "churn")
+            bundle = build_churn_bundle(work / "churn", rows=20_000, trees=args.trees, seed=7)
             print(f"# churn bundle built in {time.monotonic() - start:.1f}s", flush=True)
             _, values = feature_records(args.records, seed=uuid.uuid4().int % 1000)
             for processes in args.processes:
