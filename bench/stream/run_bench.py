@@ -99,6 +99,7 @@ def measure_ceiling(bootstrap: str, values: list[bytes], processes: int) -> list
     out = read_topic(bootstrap, topics.output, lambda rs: len(rs) >= n, timeout=600)
     rate, seconds = output_rate(out, n)
     rows.append({"what": "ceiling (client, no model)", "processes": 1, "partitions": processes,
+                 "loadavg_1m": os.getloadavg()[0],
                  "records": n, "seconds": round(seconds, 2), "records_per_s": round(rate)})  # fmt: skip
     print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -139,6 +140,7 @@ def run_case(
         out = read_topic(bootstrap, topics.output, lambda rs: len(rs) >= n, timeout=900)
     rate, seconds = output_rate(out, n)
     rows.append({"what": "modeldeploy stream (churn model)", "processes": processes, "partitions": processes,
+                 "loadavg_1m": os.getloadavg()[0],
                  "records": n, "seconds": round(seconds, 2), "records_per_s": round(rate),
                  "duplicates": len(out) - n})  # fmt: skip
     print(json.dumps(rows[-1]), flush=True)
@@ -165,21 +167,30 @@ def main() -> int:
             bundle = build_churn_bundle(work / "churn", rows=20_000, trees=args.trees, seed=7)
             print(f"# churn bundle built in {time.monotonic() - start:.1f}s", flush=True)
             _, values = feature_records(args.records, seed=uuid.uuid4().int % 1000)
-            for processes in args.processes:
-                env = dict(kv.split("=", 1) for kv in args.env)
-                results += run_case(broker.bootstrap, bundle, values, processes, work, env, args.skip_ceiling)
+            env = dict(kv.split("=", 1) for kv in args.env)
+            for round_ in range(args.rounds):
+                for processes in args.processes:
+                    rows = run_case(broker.bootstrap, bundle, values, processes, work, env, args.skip_ceiling)
+                    for r in rows:
+                        r["round"] = round_ + 1
+                    results += rows
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
-    print("\n| measurement | processes | partitions | records/s | share of ceiling |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    ceil = {r["partitions"]: r["records_per_s"] for r in results if r["what"].startswith("ceiling")}
+    print("\n| round | measurement | processes | partitions | load (1 min) | records/s | share of ceiling |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    ceil: dict[int, int] = {}
     for r in results:
+        if r["what"].startswith("ceiling"):
+            ceil[r["partitions"]] = r["records_per_s"]
         share = (
             f"{r['records_per_s'] / ceil[r['partitions']]:.0%}"
             if r["partitions"] in ceil and not r["what"].startswith("ceiling")
             else ""
         )
-        print(f"| {r['what']} | {r['processes']} | {r['partitions']} | {r['records_per_s']:,} | {share} |")
+        print(
+            f"| {r['round']} | {r['what']} | {r['processes']} | {r['partitions']} | {r['loadavg_1m']:.1f} "
+            f"| {r['records_per_s']:,} | {share} |"
+        )
     return 0
 
 

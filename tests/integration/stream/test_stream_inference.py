@@ -194,3 +194,36 @@ def test_kill_9_midway_loses_nothing(kafka: Broker, churn_bundle: Path, tmp_path
     for copies in ids.values():
         got[order[copies[0].key]] = copies[0].json()["outputs"]["probabilities"]
     np.testing.assert_allclose(got, model_probabilities(churn_bundle, x), rtol=0, atol=1e-6)
+
+
+def test_lag_is_exported_and_in_flight_batches_are_bounded(
+    kafka: Broker, churn_bundle: Path, tmp_path: Path
+) -> None:
+    n = 20_000
+    topics = Topics.create(kafka.bootstrap, partitions=2)
+    _, values = feature_records(n, seed=3)
+    produce(kafka.bootstrap, topics.input, values)
+    # One small batch in flight at a time: each waits for the broker's acknowledgement, so the
+    # backlog drains slowly enough to be seen.
+    env = {
+        "MODELDEPLOY_STREAM_BATCH_MAX_RECORDS": "50",
+        "MODELDEPLOY_STREAM_MAX_IN_FLIGHT_BATCHES": "1",
+        "MODELDEPLOY_STREAM_LAG_INTERVAL_SECONDS": "0.2",
+    }
+    with stream_process(kafka.bootstrap, churn_bundle, topics, tmp_path / "stream.log", env=env) as stream:
+        stream.wait_ready()
+        seen_lag = 0.0
+        max_in_flight = 0.0
+
+        def drained() -> bool:
+            nonlocal seen_lag, max_in_flight
+            m = stream.metrics()
+            lag = sum(v for k, v in m.items() if k.startswith("modeldeploy_stream_consumer_lag{"))
+            seen_lag = max(seen_lag, lag)
+            max_in_flight = max(max_in_flight, m.get("modeldeploy_stream_in_flight_batches", 0))
+            scored = m.get('modeldeploy_stream_records_total{model="churn",outcome="scored",version="v1"}', 0)
+            return scored == n and lag == 0
+
+        stream.wait_for(drained, timeout=180, what="backlog drained to lag 0")
+    assert seen_lag > 0  # the backlog was visible while it drained
+    assert max_in_flight <= 1
