@@ -156,6 +156,7 @@ def main() -> int:
     ap.add_argument(
         "--trees", type=int, default=200, help="boosting rounds of the churn model (example: 200)"
     )
+    ap.add_argument("--rounds", type=int, default=1, help="repeat ceiling + stream this many times")
     ap.add_argument("--skip-ceiling", action="store_true", help="measure the stream only")
     args = ap.parse_args()
     results: list[dict[str, Any]] = []

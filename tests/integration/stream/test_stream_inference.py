@@ -199,7 +199,7 @@ def test_kill_9_midway_loses_nothing(kafka: Broker, churn_bundle: Path, tmp_path
 def test_lag_is_exported_and_in_flight_batches_are_bounded(
     kafka: Broker, churn_bundle: Path, tmp_path: Path
 ) -> None:
-    n = 20_000
+    n = 6_000
     topics = Topics.create(kafka.bootstrap, partitions=2)
     _, values = feature_records(n, seed=3)
     produce(kafka.bootstrap, topics.input, values)
