@@ -27,7 +27,7 @@ $(VENV)/.installed: uv.lock pyproject.toml */pyproject.toml tests/cluster/pyproj
 install: $(VENV)/.installed system-deps binaries  ## dev environment: Python deps, system packages, control-plane binaries
 
 .PHONY: system-deps
-system-deps:  ## Debian packages the tests use (iproute2 for the pod network; buildah & co. for images)
+system-deps:  ## Debian packages (pod network, real node, images, Kafka, PostgreSQL) and the Kafka broker jars (cached)
 	@hack/install-system-deps.sh
 
 .PHONY: binaries

@@ -196,9 +196,15 @@ async def _send_error(send: Send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def build_api(settings: ServerSettings, dataplane: DataPlane) -> FastAPI:
+def build_api(settings: ServerSettings, dataplane: DataPlane, *, owns_dataplane: bool = True) -> FastAPI:
+    """Health, metadata and /metrics. With owns_dataplane the app starts and stops the data plane
+    (REST); `modeldeploy stream` starts and stops it itself and serves this app beside the stream."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if not owns_dataplane:
+            yield
+            return
         await dataplane.start()
         yield
         await dataplane.stop()

@@ -1,10 +1,13 @@
 """`modeldeploy`: serve a model bundle, or pack one.
 
     modeldeploy serve --model-uri URI [--name NAME] [--host H] [--port P] [--workers N]
+    modeldeploy stream --model-uri URI --bootstrap-servers HOSTS --input-topic T --output-topic T
+                       --group G [--dead-letter-topic T] [--revision R] [--name NAME] [--port P]
     modeldeploy pack --model FILE [--onnx FILE] --train-data FILE [--validation-data FILE]
                      [--label COLUMN] --name NAME --version V --out DIR
 
-serve reads ServerSettings from MODELDEPLOY_SERVER_* variables; flags override them.
+serve reads ServerSettings from MODELDEPLOY_SERVER_* variables; flags override them. stream reads
+them too (model, batching, drift, the health/metrics port) and StreamSettings from MODELDEPLOY_STREAM_*.
 """
 
 from __future__ import annotations
@@ -62,6 +65,37 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stream(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from modeldeploy_contract.server_settings import ServerSettings
+    from modeldeploy_contract.stream_settings import StreamSettings
+
+    server_flags = {
+        "model_uri": args.model_uri,
+        "model_name": args.name,
+        "host": args.host,
+        "port": args.port,
+    }
+    stream_flags = {
+        "bootstrap_servers": args.bootstrap_servers,
+        "input_topic": args.input_topic,
+        "output_topic": args.output_topic,
+        "dead_letter_topic": args.dead_letter_topic,
+        "group_id": args.group,
+        "revision": args.revision,
+    }
+    try:
+        server = ServerSettings(**{k: v for k, v in server_flags.items() if v is not None})
+        stream = StreamSettings(**{k: v for k, v in stream_flags.items() if v is not None})
+    except ValidationError as exc:
+        print(f"modeldeploy stream: {exc}", file=sys.stderr)
+        return 2
+    from modeldeploy_serving.stream.main import main as stream_main
+
+    return stream_main(server, stream)
+
+
 def _pack(args: argparse.Namespace) -> int:
     from modeldeploy_serving.pack import PackError, pack
     from modeldeploy_serving.tabular import TableError
@@ -104,6 +138,19 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to bind (default 8080)")
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
     serve.set_defaults(func=_serve)
+
+    st = sub.add_parser("stream", help="score Kafka records with a model bundle (at least once)")
+    st.add_argument("--model-uri", help="bundle folder: path, file://, http(s)://, s3:// or gs://")
+    st.add_argument("--name", help="serve the model under this name (default: the manifest's)")
+    st.add_argument("--host", help="address of the health and /metrics server (default 0.0.0.0)")
+    st.add_argument("--port", type=int, help="port of the health and /metrics server (default 8080)")
+    st.add_argument("--bootstrap-servers", help="Kafka bootstrap servers, host:port[,host:port]")
+    st.add_argument("--input-topic", help="topic of the records to score")
+    st.add_argument("--output-topic", help="topic for the scored records")
+    st.add_argument("--dead-letter-topic", help="topic for bad records (default <input-topic>.dlq)")
+    st.add_argument("--group", help="consumer group id")
+    st.add_argument("--revision", help="revision written into every output record")
+    st.set_defaults(func=_stream)
 
     p = sub.add_parser("pack", help="write a model bundle with its reference profile")
     p.add_argument("--model", type=Path, required=True, help="XGBoost .ubj/.json, or an .onnx model")

@@ -152,6 +152,48 @@ DRIFT_SKIPPED = Counter(
     MODEL_LABELS,
 )
 
+# -- stream inference (`modeldeploy stream`) ------------------------------------------------------------
+STREAM_RECORDS = Counter(
+    "modeldeploy_stream_records",
+    "Input records handled by the stream consumer, by outcome: scored (an output record was written) "
+    "or dead_letter (written to the dead-letter topic).",
+    ["model", "version", "outcome"],
+)
+STREAM_DEAD_LETTERS = Counter(
+    "modeldeploy_stream_dead_letter_records",
+    "Records written to the dead-letter topic, by reason (empty, too_large, malformed_json, "
+    "invalid_record, prediction_failed); the record's headers carry the detail.",
+    ["model", "version", "reason"],
+)
+STREAM_LAG = Gauge(
+    "modeldeploy_stream_consumer_lag",
+    "Records of an input partition past the consumer group's committed offset (end offset - committed).",
+    ["topic", "partition"],
+    multiprocess_mode="mostrecent",
+)
+STREAM_IN_FLIGHT = Gauge(
+    "modeldeploy_stream_in_flight_batches",
+    "Batches consumed whose outputs the broker has not acknowledged yet (bounded: backpressure).",
+    multiprocess_mode="livesum",
+)
+STREAM_BATCH_SECONDS = Histogram(
+    "modeldeploy_stream_batch_duration_seconds",
+    "Time from a batch's records being consumed to all its outputs being acknowledged by the broker.",
+    MODEL_LABELS,
+    buckets=LATENCY_BUCKETS,
+)
+STREAM_COMMITS = Counter(
+    "modeldeploy_stream_offset_commits",
+    "Offset commits of the stream consumer (only after outputs were acknowledged), by result.",
+    ["result"],
+)
+STREAM_REPLAYED = Counter(
+    "modeldeploy_stream_replayed_records",
+    "Records consumed again after a rebalance or restart in this process (offsets this process had "
+    "already scored): their outputs are duplicates, with the same request id.",
+    ["model", "version"],
+)
+
 
 class ModelMetrics:
     """Hot-path accounting for one (model, version).

@@ -1,0 +1,162 @@
+"""Settings of stream inference (`modeldeploy stream`), read from MODELDEPLOY_STREAM_* variables.
+
+The model itself, batching, drift and the health/metrics port are ServerSettings (MODELDEPLOY_SERVER_*)
+as for REST; these add the Kafka side. Secrets never sit in a variable's value when a file will do:
+the operator mounts a Secret and points *_file settings at it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STREAM_ENV_PREFIX = "MODELDEPLOY_STREAM_"
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class StreamSettings(BaseSettings):
+    """Everything the stream consumer can be told; every field is one MODELDEPLOY_STREAM_<NAME> variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=STREAM_ENV_PREFIX, extra="ignore", frozen=True, use_attribute_docstrings=True
+    )
+
+    bootstrap_servers: str = Field(min_length=1)
+    """Kafka bootstrap servers, comma-separated host:port."""
+
+    input_topic: str = Field(min_length=1)
+    """Topic of the records to score."""
+
+    output_topic: str = Field(min_length=1)
+    """Topic the scored records are written to (keyed like their input record)."""
+
+    dead_letter_topic: str = ""
+    """Topic for records that cannot be scored, with the reason in headers; default <input_topic>.dlq."""
+
+    group_id: str = Field(min_length=1)
+    """Consumer group; pods of one revision share it (scale = replicas up to the partition count)."""
+
+    group_instance_id: str = ""
+    """Static group membership (group.instance.id), for example the pod's name: a restarted pod of
+    the same name takes its partitions back at once instead of after the session timeout."""
+
+    session_timeout_ms: int = Field(default=45_000, ge=1000)
+    """Kafka session.timeout.ms: how long the group waits for a silent member (a killed pod)
+    before giving its partitions to the others."""
+
+    revision: str = ""
+    """The ModelDeployment revision this consumer serves, written into every output record."""
+
+    client_id: str = ""
+    """Kafka client id (default: modeldeploy-stream-<hostname>)."""
+
+    batch_max_records: int = Field(default=2000, ge=1, le=100_000)
+    """Most records consumed and scored as one batch (one model call)."""
+
+    batch_max_wait_ms: float = Field(default=20.0, ge=0)
+    """Longest one poll of the consumer waits to fill a batch; a batch is scored with what came by then."""
+
+    max_in_flight_batches: int = Field(default=4, ge=1, le=64)
+    """Batches consumed but not yet committed (scoring or waiting for the broker's acknowledgement);
+    when this many are in flight, consuming pauses (backpressure)."""
+
+    max_record_bytes: int = Field(default=1024 * 1024, ge=64)
+    """Largest input record value accepted; larger ones go to the dead-letter topic."""
+
+    max_record_rows: int = Field(default=1000, ge=1)
+    """Most rows in one V2-style record; more go to the dead-letter topic."""
+
+    request_id_header: str = "request-id"
+    """Input header holding the request id; without it, a V2 record's "id", else
+    <topic>-<partition>-<offset> (stable across redeliveries, so duplicates are identifiable)."""
+
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    """Where a new consumer group starts."""
+
+    lag_interval_seconds: float = Field(default=2.0, gt=0)
+    """How often consumer lag is exported."""
+
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    """Kafka security.protocol."""
+
+    ssl_ca_file: str | None = None
+    """PEM file of the CA that signed the brokers' certificates (SSL, SASL_SSL)."""
+
+    ssl_cert_file: str | None = None
+    """PEM client certificate for mutual TLS."""
+
+    ssl_key_file: str | None = None
+    """PEM private key of the client certificate."""
+
+    ssl_key_password_file: str | None = None
+    """File holding the private key's password."""
+
+    sasl_mechanism: SaslMechanism | None = None
+    """SASL mechanism (SASL_PLAINTEXT, SASL_SSL)."""
+
+    sasl_username: str | None = None
+    """SASL user name."""
+
+    sasl_username_file: str | None = None
+    """File holding the SASL user name (a mounted Secret); wins over sasl_username."""
+
+    sasl_password: SecretStr | None = None
+    """SASL password from the variable (prefer sasl_password_file)."""
+
+    sasl_password_file: str | None = None
+    """File holding the SASL password (a mounted Secret); wins over sasl_password."""
+
+    client_config: str = ""
+    """Extra librdkafka properties as a JSON object of strings, for both the consumer and the
+    producer (for example {"socket.keepalive.enable": "true"}); the settings above win."""
+
+    @model_validator(mode="after")
+    def _check(self) -> StreamSettings:
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
+        if self.client_config:
+            extra = json.loads(self.client_config)
+            if not isinstance(extra, dict) or not all(isinstance(v, str) for v in extra.values()):
+                raise ValueError("client_config must be a JSON object of string values")
+        topics = {self.input_topic, self.output_topic, self.dead_letter}
+        if len(topics) != 3:
+            raise ValueError("input, output and dead-letter topics must be three different topics")
+        return self
+
+    @property
+    def dead_letter(self) -> str:
+        return self.dead_letter_topic or f"{self.input_topic}.dlq"
+
+    def kafka_config(self) -> dict[str, str]:
+        """The librdkafka properties shared by the consumer and the producer (secrets read from files)."""
+        config: dict[str, str] = dict(json.loads(self.client_config)) if self.client_config else {}
+        config["bootstrap.servers"] = self.bootstrap_servers
+        config["security.protocol"] = self.security_protocol.lower()
+        if self.ssl_ca_file:
+            config["ssl.ca.location"] = self.ssl_ca_file
+        if self.ssl_cert_file:
+            config["ssl.certificate.location"] = self.ssl_cert_file
+        if self.ssl_key_file:
+            config["ssl.key.location"] = self.ssl_key_file
+        if self.ssl_key_password_file:
+            config["ssl.key.password"] = _read(self.ssl_key_password_file)
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+            username = _read(self.sasl_username_file) if self.sasl_username_file else self.sasl_username
+            if username:
+                config["sasl.username"] = username
+            if self.sasl_password_file:
+                config["sasl.password"] = _read(self.sasl_password_file)
+            elif self.sasl_password is not None:
+                config["sasl.password"] = self.sasl_password.get_secret_value()
+        return config
+
+
+def _read(path: str) -> str:
+    return Path(path).read_text().strip()

@@ -1,0 +1,75 @@
+"""`modeldeploy stream`: the stream consumer beside a small HTTP server (health, metadata, /metrics).
+
+The data plane (model loading, readiness, batching, drift windows, metrics) is the one REST uses;
+the HTTP app is REST's without the inference routes' data plane ownership: this module starts the
+data plane, then the stream, and on SIGTERM or SIGINT stops the stream first (finishing and
+committing what it consumed), then the HTTP server, then the data plane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+
+import uvicorn
+
+from modeldeploy_contract.server_settings import ServerSettings
+from modeldeploy_contract.stream_settings import StreamSettings
+from modeldeploy_serving import metrics
+from modeldeploy_serving.app import build_api
+from modeldeploy_serving.dataplane import DataPlane
+from modeldeploy_serving.stream.runner import StreamError, StreamRunner
+
+log = logging.getLogger(__name__)
+
+
+class _HttpServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the stream decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve_stream(server: ServerSettings, stream: StreamSettings) -> int:
+    dataplane = DataPlane(server)
+    runner = StreamRunner(stream, dataplane)
+    api = build_api(server, dataplane, owns_dataplane=False)
+    http = _HttpServer(
+        uvicorn.Config(
+            api,
+            host=server.host,
+            port=server.port,
+            log_level=server.log_level.lower(),
+            access_log=False,
+            server_header=False,
+        )
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await dataplane.start()
+    http_task = asyncio.create_task(http.serve())
+    code = 0
+    try:
+        await runner.run(stop)
+    except StreamError as exc:
+        log.error("stream stopped: %s", exc)
+        code = 1
+    finally:
+        http.should_exit = True
+        await asyncio.wait([http_task], timeout=10)
+        await dataplane.stop()
+        metrics.worker_exited()
+    return code
+
+
+def main(server: ServerSettings, stream: StreamSettings) -> int:
+    logging.basicConfig(
+        level=server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return asyncio.run(serve_stream(server, stream))

@@ -1,0 +1,170 @@
+"""The prediction log's core: personal-data policy, record shape, bounded buffer, sinks."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from modeldeploy_serving.predlog import (
+    TOKEN_PREFIX,
+    JsonLinesSink,
+    KafkaSink,
+    LogRecord,
+    PiiPolicy,
+    PolicyError,
+    PredictionLog,
+    sampled,
+)
+
+KEY = b"k" * 32
+MARKERS = {"email": "marker-7f3a@example.com", "account_id": "ACC-MARKER-991", "name": "Marker Person"}
+
+
+def policy(**kw: Any) -> PiiPolicy:
+    return PiiPolicy.from_lists(KEY, drop=["name"], pseudonymise=["email", "account_id"], keep=["plan"], **kw)
+
+
+def record(i: int = 0, **kw: Any) -> LogRecord:
+    base: dict[str, Any] = {
+        "request_id": f"req-{i}", "time": 1.5, "deployment": "churn", "variant": "stable",
+        "revision": "r3", "model_version": "v1",
+        "inputs": {**MARKERS, "plan": "pro", "w1_active_users": 4},
+        "outputs": {"label": 1}, "latency_ms": 0.4, "status": "ok", "sticky_key": "user-MARKER-55",
+    }  # fmt: skip
+    return LogRecord(**{**base, **kw})
+
+
+def test_policy_drops_pseudonymises_keeps_and_defaults_to_drop() -> None:
+    out = json.loads(record().encode(policy()))
+    assert "name" not in out["inputs"]
+    assert out["inputs"]["plan"] == "pro"
+    assert "w1_active_users" not in out["inputs"]  # not named: the default, drop
+    assert out["inputs"]["email"].startswith(TOKEN_PREFIX)
+    assert out["sticky_key"].startswith(TOKEN_PREFIX)
+    text = record().encode(policy())
+    for marker in [*MARKERS.values(), "user-MARKER-55"]:
+        assert marker.encode() not in text
+    assert set(out) == {
+        "request_id", "time", "deployment", "variant", "revision", "model_version", "inputs", "outputs",
+        "latency_ms", "status", "sticky_key",
+    }  # fmt: skip
+    kept = json.loads(record().encode(policy(default="keep")))
+    assert kept["inputs"]["w1_active_users"] == 4
+
+
+def test_pseudonyms_join_but_depend_on_the_key() -> None:
+    p = policy()
+    assert p.token("a@b.c") == p.token("a@b.c")
+    assert p.token("a@b.c") != p.token("a@b.d")
+    assert p.token(1) != p.token("1")
+    other = PiiPolicy.from_lists(b"x" * 32, pseudonymise=["email"])
+    assert other.token("a@b.c") != p.token("a@b.c")  # a dictionary hashed without the key finds nothing
+
+
+def test_policy_refuses_contradictions_and_short_keys() -> None:
+    with pytest.raises(PolicyError, match="two actions"):
+        PiiPolicy.from_lists(KEY, drop=["email"], keep=["email"])
+    with pytest.raises(PolicyError, match="16 bytes"):
+        PiiPolicy.from_lists(b"short")
+
+
+def test_sampling_is_a_function_of_the_request_id() -> None:
+    ids = [f"req-{i}" for i in range(20_000)]
+    picked = [i for i in ids if sampled(i, 0.1)]
+    assert 1_700 < len(picked) < 2_300
+    assert picked == [i for i in ids if sampled(i, 0.1)]
+    assert all(sampled(i, 1.0) for i in ids[:100])
+    assert not any(sampled(i, 0.0) for i in ids[:100])
+
+
+def test_json_lines_sink_writes_one_document_per_line() -> None:
+    out = io.StringIO()
+    plog = PredictionLog(JsonLinesSink(out), policy())
+    for i in range(1_234):
+        assert plog.log(record(i))
+    plog.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1_234 == plog.written
+    assert [json.loads(line)["request_id"] for line in lines] == [f"req-{i}" for i in range(1_234)]
+
+
+class SlowSink:
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.records: list[bytes] = []
+
+    def write(self, records: list[bytes]) -> None:
+        self.release.wait(10)
+        self.records += records
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_slow_sink_never_blocks_logging_records_are_dropped_and_counted() -> None:
+    sink = SlowSink()
+    plog = PredictionLog(sink, policy(), capacity=100, batch=10)
+    start = time.perf_counter()
+    results = [plog.log(record(i)) for i in range(5_000)]
+    elapsed = time.perf_counter() - start
+    assert elapsed < 1.0  # 5,000 calls while the sink is stuck
+    assert plog.dropped > 4_000
+    assert plog.logged + plog.dropped == 5_000 == len(results)
+    sink.release.set()
+    plog.close()
+    assert plog.written == plog.logged == len(sink.records)
+
+
+class BrokenSink:
+    def write(self, records: list[bytes]) -> None:
+        raise OSError("disk full")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_failing_sink_is_counted_not_raised() -> None:
+    plog = PredictionLog(BrokenSink(), policy())
+    for i in range(50):
+        plog.log(record(i))
+    plog.close()
+    assert plog.failed == 50
+    assert plog.written == 0
+
+
+class FakeProducer:
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.sent: list[tuple[str, bytes]] = []
+        self.callbacks: list[Any] = []
+
+    def produce(self, topic: str, value: bytes, on_delivery: Any = None) -> None:
+        if len(self.sent) >= self.room:
+            raise BufferError("queue full")
+        self.sent.append((topic, value))
+        self.callbacks.append(on_delivery)
+
+    def poll(self, _timeout: float) -> int:
+        for cb in self.callbacks:
+            cb(None, None)
+        self.callbacks = []
+        return 0
+
+    def flush(self, _timeout: float) -> int:
+        return self.poll(0)
+
+
+def test_kafka_sink_drops_when_the_producer_queue_is_full() -> None:
+    producer = FakeProducer(room=30)
+    sink = KafkaSink(producer, "predictions")
+    sink.write([b"x"] * 50)
+    sink.close()
+    assert len(producer.sent) == 30
+    assert sink.dropped == 20
+    assert sink.delivered == 30
+    assert {t for t, _ in producer.sent} == {"predictions"}
