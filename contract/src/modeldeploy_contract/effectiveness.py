@@ -167,7 +167,8 @@ class ArmQuality(_Frozen):
     predictions: int = Field(ge=0)
     """Predictions made in the window (labelled or not)."""
     labelled: int = Field(ge=0)
-    positives: int = Field(ge=0)
+    positives: int | None
+    """Labels of class 1 (binary classifiers only)."""
     coverage: float | None
     """labelled / predictions."""
     accuracy: float | None
@@ -409,3 +410,64 @@ def _var(values: Sequence[float]) -> float:
     n = len(values)
     mean = math.fsum(values) / n
     return math.fsum((v - mean) ** 2 for v in values) / (n - 1)
+
+
+# -- the joiner's summary (GET /v1/effectiveness), as the kubectl plugin reads it -----------------
+
+
+class ArmWindow(_Frozen):
+    """One (variant, revision, model version) over one window."""
+
+    variant: str
+    revision: str
+    model_version: str
+    quality: ArmQuality
+
+
+class VariantWindow(_Frozen):
+    """One variant (all its revisions) over one window: what an A/B compares."""
+
+    variant: str
+    quality: ArmQuality
+
+
+class DeploymentWindow(_Frozen):
+    window_seconds: float
+    """Predictions made in the last window_seconds that have a label by now."""
+    arms: list[ArmWindow]
+    variants: list[VariantWindow]
+    ab: list[ABVerdict]
+    """Each other variant against the control variant (empty with a single variant)."""
+
+
+class DeploymentSummary(_Frozen):
+    deployment: str
+    control_variant: str | None
+    windows: list[DeploymentWindow]
+
+
+class EffectivenessSummary(_Frozen):
+    generated_at: float
+    """Unix time of the computation (the joiner's clock)."""
+    retention_seconds: float
+    deployments: list[DeploymentSummary]
+
+
+def quality_of(
+    scores: Sequence[float], predicted: Sequence[int], labels: Sequence[int], predictions: int, binary: bool
+) -> ArmQuality:
+    """arm_quality for binary classifiers; for multi-class ones only counts and accuracy (the score is
+    the predicted class's probability, so AUC, log loss, Brier and ECE are not defined from it)."""
+    if binary:
+        return arm_quality(scores, predicted, labels, predictions)
+    return ArmQuality(
+        predictions=predictions,
+        labelled=len(labels),
+        positives=None,
+        coverage=len(labels) / predictions if predictions else None,
+        accuracy=accuracy(predicted, labels),
+        auc=None,
+        log_loss=None,
+        brier=None,
+        ece=None,
+    )

@@ -4,11 +4,12 @@
     modeldeploy pack --model FILE [--onnx FILE] --train-data FILE [--validation-data FILE]
                      [--label COLUMN] --name NAME --version V --out DIR [--golden-data FILE]
     modeldeploy preflight --bundle DIR|URI --url URL [--stable-url URL] [--format json|text]
-    modeldeploy joiner
+    modeldeploy joiner [--host H] [--port P] [--database sqlite:///PATH|postgresql://...]
 
 exit codes of preflight: 0 passed, 1 failed, 2 could not run.
 
-serve reads ServerSettings from MODELDEPLOY_SERVER_* variables; flags override them.
+serve reads ServerSettings from MODELDEPLOY_SERVER_* variables, joiner JoinerSettings from
+MODELDEPLOY_JOINER_* ones; flags override them.
 """
 
 from __future__ import annotations
@@ -124,6 +125,14 @@ def _preflight(args: argparse.Namespace) -> int:
     return 0 if report.verdict == "Passed" else 1
 
 
+def _joiner(args: argparse.Namespace) -> int:
+    from modeldeploy_contract.joiner_settings import JoinerSettings
+    from modeldeploy_serving.joiner.app import main as joiner_main
+
+    overrides = {"host": args.host, "port": args.port, "database": args.database}
+    return joiner_main(JoinerSettings(**{k: v for k, v in overrides.items() if v is not None}))
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="modeldeploy", description=__doc__.split("\n")[0] if __doc__ else None
@@ -175,6 +184,12 @@ def parser() -> argparse.ArgumentParser:
     pf.add_argument("--format", choices=["text", "json"], default="text")
     pf.add_argument("--timeout", type=float, default=30.0, help="seconds per replay request")
     pf.set_defaults(func=_preflight)
+
+    j = sub.add_parser("joiner", help="the label joiner: predictions and delayed labels in, statistics out")
+    j.add_argument("--host", help="address to bind (default 0.0.0.0)")
+    j.add_argument("--port", type=int, help="port to bind (default 8090)")
+    j.add_argument("--database", help="sqlite:///PATH or a PostgreSQL DSN (default: MODELDEPLOY_JOINER_*)")
+    j.set_defaults(func=_joiner)
     return root
 
 
