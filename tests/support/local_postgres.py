@@ -29,7 +29,8 @@ def _bin_dir() -> Path | None:
 
 
 class LocalPostgres:
-    def __init__(self, bin_dir: Path, root: Path) -> None:
+    def __init__(self, bin_dir: Path, root: Path, fsync: bool = False) -> None:
+        self.fsync = fsync
         self.bin_dir = bin_dir
         self.root = root
         self.data = root / "data"
@@ -58,7 +59,9 @@ class LocalPostgres:
             str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust",
             "--no-sync", "-E", "UTF8", "--locale=C",
         )  # fmt: skip
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off"
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root}"
+        if not self.fsync:
+            options += " -c fsync=off"  # tests: durability against power loss is not what they check
         self._run(
             str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"),
             "-o", options, "-w", "-t", "60", "start",

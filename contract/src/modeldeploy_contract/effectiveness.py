@@ -260,10 +260,19 @@ def compare_arms(control: Arm, treatment: Arm, settings: ABSettings | None = Non
     """
     s = settings or ABSettings()
     nc, nt = len(control.labels), len(treatment.labels)
-    value_c = _metric_value(s.metric, control)
-    value_t = _metric_value(s.metric, treatment)
-    interval = _difference_interval(s.metric, control, treatment, s.confidence)
-    needed = samples_needed(s.metric, control, s.effect, s.confidence, s.power)
+    if s.metric == "auc":  # placements once per arm: the value, its variance and the power all use them
+        vc, vt = (
+            auc_variance(control.scores, control.labels),
+            auc_variance(treatment.scores, treatment.labels),
+        )
+        value_c = vc[0] if vc is not None else auc(control.scores, control.labels)
+        value_t = vt[0] if vt is not None else auc(treatment.scores, treatment.labels)
+        interval = _auc_interval(vc, vt, s.confidence)
+    else:
+        value_c = _metric_value(s.metric, control)
+        value_t = _metric_value(s.metric, treatment)
+        interval = _difference_interval(s.metric, control, treatment, s.confidence)
+    needed = samples_needed(s.metric, control, s.effect, s.confidence, s.power, control_value=value_c)
     still = None
     if needed is not None:
         still = max(0, max(needed, s.min_labels_per_arm) - min(nc, nt))
@@ -328,6 +337,16 @@ def _metric_value(metric: Metric, arm: Arm) -> float | None:
     return brier(arm.scores, arm.labels)
 
 
+def _auc_interval(
+    c: tuple[float, float] | None, t: tuple[float, float] | None, confidence: float
+) -> tuple[float, float, str] | None:
+    if c is None or t is None:
+        return None
+    z = _z(confidence)
+    d, se = t[0] - c[0], math.sqrt(c[1] + t[1])
+    return d - z * se, d + z * se, _METHOD["auc"]
+
+
 def _difference_interval(
     metric: Metric, control: Arm, treatment: Arm, confidence: float
 ) -> tuple[float, float, str] | None:
@@ -335,10 +354,7 @@ def _difference_interval(
     if metric == "auc":
         c = auc_variance(control.scores, control.labels)
         t = auc_variance(treatment.scores, treatment.labels)
-        if c is None or t is None:
-            return None
-        d, se = t[0] - c[0], math.sqrt(c[1] + t[1])
-        return d - z * se, d + z * se, _METHOD[metric]
+        return _auc_interval(c, t, confidence)
     if metric == "accuracy":
         nc, nt = len(control.labels), len(treatment.labels)
         if nc == 0 or nt == 0:
@@ -357,7 +373,12 @@ def _difference_interval(
 
 
 def samples_needed(
-    metric: Metric, control: Arm, effect: float, confidence: float = 0.95, power: float = 0.8
+    metric: Metric,
+    control: Arm,
+    effect: float,
+    confidence: float = 0.95,
+    power: float = 0.8,
+    control_value: float | None = None,
 ) -> int | None:
     """Labels per arm for a two-sided test at `confidence` to detect a difference of `effect` with
     probability `power`, from the control arm's current values:
@@ -369,6 +390,7 @@ def samples_needed(
     - log_loss, brier: n = 2 var (z_a + z_b)^2 / effect^2 with the control's per-row variance.
 
     None when the control arm has too few labels to estimate what is needed (under 2, or one class).
+    `control_value`, when given, is the control's AUC already computed (saves a sort).
     """
     z_sum = _z(confidence) + _NORMAL.inv_cdf(power)
     labels = control.labels
@@ -376,7 +398,7 @@ def samples_needed(
     if n < 2:
         return None
     if metric == "auc":
-        a = auc(control.scores, labels)
+        a = control_value if control_value is not None else auc(control.scores, labels)
         positives = sum(1 for y in labels if y == 1)
         if a is None:
             return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from modeldeploy_contract.effectiveness import (
     ABSettings,
@@ -40,6 +41,10 @@ def summarize(
 ) -> EffectivenessSummary:
     """`counts[window][arm id]` is the number of predictions of the arm in that window; `rows` the
     labelled predictions of the largest window (smaller windows are filtered from them)."""
+    # Windows are nested (rows of a smaller window are the newest rows of a larger one), so a group with
+    # as many labelled rows as in a smaller window has the very same rows: its label-based metrics and
+    # verdicts are reused (with 100,000s of labels the metrics are most of the cost).
+    cache: dict[tuple[object, ...], Any] = {}
     by_deployment: dict[str, list[int]] = defaultdict(list)
     for arm_id, key in arms.items():
         by_deployment[key.deployment].append(arm_id)
@@ -67,15 +72,21 @@ def summarize(
                 key = arms[arm_id]
                 arm_windows.append(ArmWindow(
                     variant=key.variant, revision=key.revision, model_version=key.model_version,
-                    quality=_quality(labelled, n),
+                    quality=_quality(cache, frozenset({arm_id}), labelled, n),
                 ))  # fmt: skip
             variant_rows: dict[str, list[LabelledRow]] = defaultdict(list)
             variant_counts: dict[str, int] = defaultdict(int)
+            variant_arms: dict[str, frozenset[int]] = {
+                v: frozenset(a for a in arm_ids if arms[a].variant == v) for v in variants
+            }
             for arm_id in arm_ids:
                 variant_counts[arms[arm_id].variant] += window_counts.get(arm_id, 0)
                 variant_rows[arms[arm_id].variant] += per_arm.get(arm_id, [])
             variant_windows = [
-                VariantWindow(variant=v, quality=_quality(variant_rows[v], variant_counts[v]))
+                VariantWindow(
+                    variant=v,
+                    quality=_quality(cache, variant_arms[v], variant_rows[v], variant_counts[v]),
+                )
                 for v in variants
                 if variant_counts[v] or variant_rows[v]
             ]
@@ -83,9 +94,12 @@ def summarize(
             if control is not None:
                 for v in variants:
                     if v != control:
-                        verdicts.append(
-                            compare_arms(_arm(control, variant_rows[control]), _arm(v, variant_rows[v]), ab)
-                        )
+                        key_ab = ("ab", deployment, v, len(variant_rows[control]), len(variant_rows[v]))
+                        if key_ab not in cache:
+                            cache[key_ab] = compare_arms(
+                                _arm(control, variant_rows[control]), _arm(v, variant_rows[v]), ab
+                            )
+                        verdicts.append(cache[key_ab])
             summaries.append(
                 DeploymentWindow(
                     window_seconds=window, arms=arm_windows, variants=variant_windows, ab=verdicts
@@ -99,15 +113,27 @@ def summarize(
     )
 
 
-def _quality(rows: Sequence[LabelledRow], predictions: int) -> ArmQuality:
-    binary = all(r.classes == 2 for r in rows)
-    return quality_of(
-        [r.score for r in rows], [r.predicted for r in rows], [r.label for r in rows], predictions, binary
-    )
+def _quality(
+    cache: dict[tuple[object, ...], Any],
+    group: frozenset[int],
+    rows: Sequence[LabelledRow],
+    predictions: int,
+) -> ArmQuality:
+    key = ("quality", group, len(rows))  # a variant with one arm has that arm's rows
+    labelled: ArmQuality | None = cache.get(key)
+    if labelled is None:
+        binary = all(r.classes == 2 for r in rows)
+        labelled = cache[key] = quality_of(
+            [r.score for r in rows], [r.predicted for r in rows], [r.label for r in rows], len(rows), binary
+        )
+    coverage = len(rows) / predictions if predictions else None
+    return labelled.model_copy(update={"predictions": predictions, "coverage": coverage})
 
 
 def _arm(name: str, rows: Sequence[LabelledRow]) -> Arm:
-    return Arm(
+    # Built without validation: the values come typed from the store (validating 100,000s of floats
+    # costs more than the statistics).
+    return Arm.model_construct(
         name=name,
         scores=[r.score for r in rows],
         predicted=[r.predicted for r in rows],
