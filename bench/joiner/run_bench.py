@@ -5,9 +5,10 @@
 For each store: a real `modeldeploy joiner` process (one uvicorn worker); N prediction records posted
 in batches of --batch, then N labels in batches of --batch (every label joins), each phase timed end
 to end from one client (HTTP, JSON parsing, per-item answers, one transaction per request). Then the
-database's size with every prediction labelled, scaled to one million predictions. PostgreSQL is a
-private server started here (Debian's binaries, as the tests do; fsync on, the default). Prints a
-Markdown table and writes JSON.
+database's size with every prediction labelled, scaled to one million predictions. Then the same
+inserts and joins straight on the store (no HTTP, no JSON; another N rows in the same database).
+PostgreSQL is a private server started here (Debian's binaries, as the tests do; fsync on, the
+default). Prints a Markdown table and writes JSON.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "support"))
 
 from local_postgres import LocalPostgres, _bin_dir  # noqa: E402
+
 from local_processes import free_port  # noqa: E402
 
 
@@ -68,7 +70,7 @@ def joiner(database: str, log: Path) -> Iterator[str]:
 
 
 def run_one(name: str, database: str, n: int, batch: int, work: Path) -> dict[str, Any]:
-    rng = random.Random(1)
+    rng = random.Random(1)  # noqa: S311 (bench data, not cryptography)
     now = time.time()
     ids = [f"req-{i:09d}-{rng.getrandbits(32):08x}" for i in range(n)]  # request ids like a UUID's length
     with joiner(database, work / f"{name}.log") as url, httpx.Client(base_url=url, timeout=120) as c:
@@ -88,7 +90,8 @@ def run_one(name: str, database: str, n: int, batch: int, work: Path) -> dict[st
                 for i, rid in enumerate(ids[s : s + batch])
             ]
             r = c.post("/v1/predictions", json={"predictions": records})
-            assert r.status_code == 200 and r.json()["stored"] == len(records), r.text[:300]
+            if r.status_code != 200 or r.json()["stored"] != len(records):
+                raise RuntimeError(r.text[:300])
         ingest = time.perf_counter() - start
         order = ids[:]
         rng.shuffle(order)  # labels arrive in another order than the predictions
@@ -96,14 +99,17 @@ def run_one(name: str, database: str, n: int, batch: int, work: Path) -> dict[st
         for s in range(0, n, batch):
             labels = [{"request_id": rid, "label": int(rng.random() < 0.3)} for rid in order[s : s + batch]]
             r = c.post("/v1/feedback", json={"labels": labels})
-            assert r.status_code == 200 and r.json()["joined"] == len(labels), r.text[:300]
+            if r.status_code != 200 or r.json()["joined"] != len(labels):
+                raise RuntimeError(r.text[:300])
         join = time.perf_counter() - start
         start = time.perf_counter()
         r = c.get("/v1/effectiveness", params={"fresh": 1})
         assert r.status_code == 200
         summary_seconds = time.perf_counter() - start
     size = measure_size(name, database, work)
+    direct = store_only(database, n, batch)
     return {
+        **direct,
         "store": name,
         "predictions": n,
         "batch": batch,
@@ -113,6 +119,35 @@ def run_one(name: str, database: str, n: int, batch: int, work: Path) -> dict[st
         "bytes": size,
         "mb_per_million_predictions": size / n * 1e6 / 1e6,
     }
+
+
+def store_only(database: str, n: int, batch: int) -> dict[str, float]:
+    """The same work straight on the store (no HTTP, no JSON): what the database side costs."""
+    from modeldeploy_serving.joiner.parse import Feedback, PredictionRecord
+    from modeldeploy_serving.joiner.store import open_store
+
+    rng = random.Random(2)  # noqa: S311
+    now = time.time()
+    store = open_store(database)
+    try:
+        records = [
+            PredictionRecord(i, f"s-{i:09d}-{rng.getrandbits(32):08x}", "churn", "a", "7f9c2b1", "v1",
+                             rng.random(), 1, 2, now)
+            for i in range(n)
+        ]  # fmt: skip
+        start = time.perf_counter()
+        for s in range(0, n, batch):
+            store.add_predictions(records[s : s + batch], now)
+        ingest = time.perf_counter() - start
+        labels = [Feedback(i, r.request_id, 1, None) for i, r in enumerate(records)]
+        rng.shuffle(labels)
+        start = time.perf_counter()
+        for s in range(0, n, batch):
+            store.join_labels(labels[s : s + batch], now, 86_400)
+        join = time.perf_counter() - start
+    finally:
+        store.close()
+    return {"store_predictions_per_second": n / ingest, "store_labels_joined_per_second": n / join}
 
 
 def measure_size(name: str, database: str, work: Path) -> int:
@@ -146,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for store in args.stores.split(","):
             if store == "sqlite":
-                results.append(run_one(store, f"sqlite:///{work / 'joiner.db'}", args.predictions, args.batch, work))
+                results.append(
+                    run_one(store, f"sqlite:///{work / 'joiner.db'}", args.predictions, args.batch, work)
+                )
                 continue
             bin_dir = _bin_dir()
             if bin_dir is None:
@@ -162,12 +199,16 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(root, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print("| store | predictions | batch | predictions stored/s | labels joined/s | summary (s) | MB per million |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| store | predictions | batch | HTTP: predictions stored/s | HTTP: labels joined/s "
+        "| store only: stored/s | store only: joined/s | summary (s) | MB per million predictions |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(
             f"| {r['store']} | {r['predictions']:,} | {r['batch']} | {r['predictions_per_second']:,.0f} | "
-            f"{r['labels_joined_per_second']:,.0f} | {r['summary_seconds']:.2f} | "
+            f"{r['labels_joined_per_second']:,.0f} | {r['store_predictions_per_second']:,.0f} | "
+            f"{r['store_labels_joined_per_second']:,.0f} | {r['summary_seconds']:.2f} | "
             f"{r['mb_per_million_predictions']:.0f} |"
         )
     if args.out:
