@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -112,5 +112,3 @@ def postgres_url(local_postgres: LocalPostgres) -> str:
     """A fresh, empty database of the private server."""
     return local_postgres.new_database()
 
-
-NewDatabase = Callable[[], str]
