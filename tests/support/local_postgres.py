@@ -111,4 +111,3 @@ def local_postgres() -> Iterator[LocalPostgres]:
 def postgres_url(local_postgres: LocalPostgres) -> str:
     """A fresh, empty database of the private server."""
     return local_postgres.new_database()
-
