@@ -4,7 +4,8 @@
 
 writes DIR/v1, DIR/v2 and DIR/v3 (model bundles for `modeldeploy serve --model-uri DIR/v1`) and
 DIR/data/ (the CSVs they were trained on, plus request samples: traffic_normal.csv is drawn like
-v1's data, traffic_shifted.csv from a clearly shifted population, for drift demos).
+v1's data, traffic_shifted.csv from a clearly shifted population, for drift demos). Every bundle
+carries the golden set data/golden.csv (labelled rows drawn like v1's) for `modeldeploy preflight`.
 
 - v1: trained on the first period's data.
 - v2: retrained on a later period whose users are slightly more engaged (a healthy update).
@@ -140,6 +141,10 @@ def build(
         "v2": {"shift": 0.2, "corrupt_labels": False, "seed": seed + 1},
         "v3": {"shift": 0.0, "corrupt_labels": True, "seed": seed + 2},
     }
+    # The golden set every bundle carries (replayed by `modeldeploy preflight`): customers drawn like
+    # the first period's, with their true outcome.
+    golden_x, golden_y = generate(min(rows, 1_000), seed + 200)
+    write_csv(data / "golden.csv", golden_x, golden_y)
     bundles = {}
     for version, plan in plans.items():
         x, y = generate(rows, int(plan["seed"]), float(plan["shift"]), bool(plan["corrupt_labels"]))
@@ -158,6 +163,7 @@ def build(
             version=version,
             out=out / version,
             force=True,
+            golden_data=data / "golden.csv",
         )
         shutil.rmtree(artifacts)
         bundles[version] = result.out

@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from modeldeploy_contract.preflight import REPLAY_HEADER
 from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving import metrics
 from modeldeploy_serving.dataplane import DataPlane
@@ -38,6 +39,7 @@ Send = Callable[[Message], Awaitable[None]]
 V2_PREFIX, V2_SUFFIX = "/v2/models/", "/infer"
 V1_PREFIX, V1_SUFFIX = "/v1/models/", ":predict"
 JSON_HEADERS = [(b"content-type", b"application/json")]
+REPLAY_HEADER_BYTES = REPLAY_HEADER.encode()
 
 
 def server_version() -> str:
@@ -55,15 +57,19 @@ def json_response(status: int, payload: Any) -> Response:
     return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes, bytes | None]:
-    """The whole request body and the raw Inference-Header-Content-Length value, if any."""
+async def read_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes, bytes | None, bool]:
+    """The whole request body, the raw Inference-Header-Content-Length value if any, and whether the
+    request is a replay (REPLAY_HEADER set to anything but "0")."""
     declared = None
     header_length = None
+    replay = False
     for key, value in scope["headers"]:
         if key == b"content-length":
             declared = value
         elif key == b"inference-header-content-length":
             header_length = value
+        elif key == REPLAY_HEADER_BYTES:
+            replay = value != b"0"
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"request body of {int(declared)} bytes is over the {limit}-byte limit")
     message = await receive()
@@ -71,8 +77,8 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes, 
         body: bytes = message.get("body", b"")
         if len(body) > limit:
             raise PayloadTooLargeError(f"request body is over the {limit}-byte limit")
-        return body, header_length
-    return await _read_chunks(message, receive, limit), header_length
+        return body, header_length, replay
+    return await _read_chunks(message, receive, limit), header_length, replay
 
 
 async def _read_chunks(message: Message, receive: Receive, limit: int) -> bytes:
@@ -142,20 +148,22 @@ class InferenceApp:
         dataplane.in_flight += 1
         model: LoadedModel | None = None
         status = 200
+        replay = False
         try:
             model = self._resolve(scope["path"], protocol)
-            body, raw_header_length = await read_body(scope, receive, self.settings.max_body_bytes)
+            body, raw_header_length, replay = await read_body(scope, receive, self.settings.max_body_bytes)
             max_rows = self.settings.max_batch_rows
+            infer = dataplane.replay if replay else dataplane.infer
             if protocol == "v2":
                 header_length = None if raw_header_length is None else _header_length(raw_header_length)
                 request = v2.decode_request(
                     body, header_length, model.feature_index, model.output_names, max_rows
                 )
-                prediction = await dataplane.infer(request.rows)
+                prediction = await infer(request.rows)
                 payload, header_length = v2.encode_response(model.name, model.version, request, prediction)
             else:
                 x = v1.decode_request(body, model.feature_index, max_rows)
-                payload, header_length = v1.encode_response(await dataplane.infer(x)), None
+                payload, header_length = v1.encode_response(await infer(x)), None
             length = (b"content-length", b"%d" % len(payload))
             if header_length is None:
                 headers = [length, *JSON_HEADERS]
@@ -178,7 +186,8 @@ class InferenceApp:
             await _send_error(send, status, "internal error while predicting; see the server log")
         finally:
             dataplane.in_flight -= 1
-            dataplane.metrics_for(model).request(protocol, status, time.perf_counter() - start)
+            if not replay:  # a golden-set replay is not live traffic: no request, latency or error count
+                dataplane.metrics_for(model).request(protocol, status, time.perf_counter() - start)
 
 
 def _header_length(raw: bytes) -> int:

@@ -51,9 +51,12 @@ class BundleFiles(_Strict):
     onnx: FileEntry | None = None
     """An ONNX export of an XGBoost model, checked against it by pack (served when prefer_onnx)."""
     reference_profile: FileEntry
+    golden: FileEntry | None = None
+    """The golden set (modeldeploy_contract.preflight.GoldenSet): rows, the packing model's outputs for
+    them and labels, replayed by `modeldeploy preflight` before a revision takes traffic."""
 
     def entries(self) -> list[FileEntry]:
-        return [e for e in (self.model, self.onnx, self.reference_profile) if e is not None]
+        return [e for e in (self.model, self.onnx, self.reference_profile, self.golden) if e is not None]
 
 
 class FeatureSpec(_Strict):

@@ -4,10 +4,15 @@
     modeldeploy stream --model-uri URI --bootstrap-servers HOSTS --input-topic T --output-topic T
                        --group G [--dead-letter-topic T] [--revision R] [--name NAME] [--port P]
     modeldeploy pack --model FILE [--onnx FILE] --train-data FILE [--validation-data FILE]
-                     [--label COLUMN] --name NAME --version V --out DIR
+                     [--label COLUMN] --name NAME --version V --out DIR [--golden-data FILE]
+    modeldeploy preflight --bundle DIR|URI --url URL [--stable-url URL] [--format json|text]
+    modeldeploy joiner [--host H] [--port P] [--database sqlite:///PATH|postgresql://...]
 
-serve reads ServerSettings from MODELDEPLOY_SERVER_* variables; flags override them. stream reads
-them too (model, batching, drift, the health/metrics port) and StreamSettings from MODELDEPLOY_STREAM_*.
+exit codes of preflight: 0 passed, 1 failed, 2 could not run.
+
+serve reads ServerSettings from MODELDEPLOY_SERVER_* variables, joiner JoinerSettings from
+MODELDEPLOY_JOINER_* ones; flags override them. stream reads the ServerSettings too (model, batching,
+drift, the health/metrics port) and StreamSettings from MODELDEPLOY_STREAM_*.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+
+from modeldeploy_contract.preflight import DEFAULT_TOLERANCE
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -111,6 +118,8 @@ def _pack(args: argparse.Namespace) -> int:
             version=args.version,
             out=args.out,
             force=args.force,
+            golden_data=args.golden_data,
+            golden_tolerance=args.golden_tolerance,
         )
     except (PackError, TableError, OSError, ValueError) as exc:
         print(f"modeldeploy pack: {exc}", file=sys.stderr)
@@ -120,8 +129,42 @@ def _pack(args: argparse.Namespace) -> int:
         if result.parity_max_abs_diff is not None
         else ""
     )
-    print(f"packed {result.out} (manifest sha256 {result.digest}{parity})")
+    golden = (
+        f", golden set of {result.golden_rows} rows{' with labels' if result.golden_labelled else ''}"
+        if result.golden_rows
+        else ""
+    )
+    print(f"packed {result.out} (manifest sha256 {result.digest}{parity}{golden})")
     return 0
+
+
+def _preflight(args: argparse.Namespace) -> int:
+    from modeldeploy_serving.replay import PreflightError, run_preflight
+
+    try:
+        report = run_preflight(
+            bundle=args.bundle,
+            bundle_sha256=args.bundle_sha256,
+            url=args.url,
+            stable_url=args.stable_url,
+            model=args.model,
+            stable_model=args.stable_model,
+            thresholds_file=args.thresholds,
+            timeout=args.timeout,
+        )
+    except PreflightError as exc:
+        print(f"modeldeploy preflight: {exc}", file=sys.stderr)
+        return 2
+    print(report.model_dump_json(indent=1) if args.format == "json" else report.to_text())
+    return 0 if report.verdict == "Passed" else 1
+
+
+def _joiner(args: argparse.Namespace) -> int:
+    from modeldeploy_contract.joiner_settings import JoinerSettings
+    from modeldeploy_serving.joiner.app import main as joiner_main
+
+    overrides = {"host": args.host, "port": args.port, "database": args.database}
+    return joiner_main(JoinerSettings(**{k: v for k, v in overrides.items() if v is not None}))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -162,7 +205,38 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", required=True)
     p.add_argument("--out", type=Path, required=True, help="bundle folder to write")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument(
+        "--golden-data",
+        type=Path,
+        help="CSV or Parquet golden set (features by name, the --label column if known): stored with "
+        "this model's outputs for `modeldeploy preflight`",
+    )
+    p.add_argument(
+        "--golden-tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help="largest |served - recorded| output that still means the packed model "
+        f"(default {DEFAULT_TOLERANCE})",
+    )
     p.set_defaults(func=_pack)
+
+    pf = sub.add_parser("preflight", help="replay a bundle's golden set against live servers and judge")
+    pf.add_argument("--bundle", required=True, help="bundle folder or URI (as for serve --model-uri)")
+    pf.add_argument("--bundle-sha256", help="expected sha256 of the bundle's manifest.json")
+    pf.add_argument("--url", required=True, help="base URL of the new revision's model server")
+    pf.add_argument("--stable-url", help="base URL of the stable revision's model server")
+    pf.add_argument("--model", help="model name in the V2 path (default: the bundle's)")
+    pf.add_argument("--stable-model", help="model name of the stable server (default: --model)")
+    pf.add_argument("--thresholds", type=Path, help="JSON file of PreflightThresholds (default thresholds)")
+    pf.add_argument("--format", choices=["text", "json"], default="text")
+    pf.add_argument("--timeout", type=float, default=30.0, help="seconds per replay request")
+    pf.set_defaults(func=_preflight)
+
+    j = sub.add_parser("joiner", help="the label joiner: predictions and delayed labels in, statistics out")
+    j.add_argument("--host", help="address to bind (default 0.0.0.0)")
+    j.add_argument("--port", type=int, help="port to bind (default 8090)")
+    j.add_argument("--database", help="sqlite:///PATH or a PostgreSQL DSN (default: MODELDEPLOY_JOINER_*)")
+    j.set_defaults(func=_joiner)
     return root
 
 

@@ -174,6 +174,16 @@ class DataPlane:
             return self._infer_in_thread(x)
         return _ready(self._predict_and_account(x))
 
+    async def replay(self, rows: Rows) -> Prediction:
+        """A replay's prediction (preflight's golden set): the model's answer, counted nowhere (no
+        rows or compute metrics, no drift window, no micro-batch shared with live requests)."""
+        model = self.model
+        assert model is not None
+        x = as_array(rows)
+        if x.shape[0] >= OFFLOAD_ROWS:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, model.predict, x)
+        return model.predict(x)
+
     async def _infer_in_thread(self, x: npt.NDArray[np.float32]) -> Prediction:
         prediction = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, x)
         self._account(x, prediction)

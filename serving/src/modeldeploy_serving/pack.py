@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from modeldeploy_contract.preflight import DEFAULT_TOLERANCE, GOLDEN_NAME, GoldenSet
 from modeldeploy_serving.bundle import (
     MANIFEST_NAME,
     BundleFiles,
@@ -34,6 +35,7 @@ from modeldeploy_serving.tabular import read_table
 
 PARITY_TOLERANCE = 1e-5
 PARITY_ROWS = 500
+GOLDEN_MAX_ROWS = 20_000
 
 
 class PackError(Exception):
@@ -46,6 +48,8 @@ class PackResult:
     digest: str
     parity_max_abs_diff: float | None
     parity_rows: int
+    golden_rows: int = 0
+    golden_labelled: bool = False
 
 
 def _features_and_matrix(path: Path, label: str | None) -> tuple[list[str], npt.NDArray[np.float64]]:
@@ -124,6 +128,8 @@ class _Models:
     onnx_bytes: bytes | None
     parity: float | None
     parity_rows: int
+    golden_rows: int = 0
+    golden_labelled: bool = False
 
 
 def _read_data(train_data: Path, validation_data: Path | None, label: str | None) -> _Data:
@@ -171,6 +177,8 @@ def pack(
     version: str,
     out: Path,
     force: bool = False,
+    golden_data: Path | None = None,
+    golden_tolerance: float = DEFAULT_TOLERANCE,
 ) -> PackResult:
     suffix = model.suffix.lower()
     if suffix not in (".ubj", ".json", ".onnx"):
@@ -188,6 +196,11 @@ def pack(
     # even when they sit exactly on an edge.
     train32 = data.train.astype(np.float32).astype(np.float64)
     profile = build_profile(data.features, train32, scores.astype(np.float64), data.score_source)
+    golden = (
+        None
+        if golden_data is None
+        else _golden_set(golden_data, label, data.features, models, golden_tolerance)
+    )
 
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
@@ -198,6 +211,11 @@ def pack(
         )
         onnx_entry = _entry(work, "model.onnx", models.onnx_bytes) if models.onnx_bytes is not None else None
         profile_entry = _entry(work, PROFILE_NAME, profile.model_dump_json(indent=1).encode())
+        golden_entry = (
+            None
+            if golden is None
+            else _entry(work, GOLDEN_NAME, golden.model_dump_json(exclude_none=True).encode())
+        )
         manifest = Manifest(
             name=name,
             version=version,
@@ -206,7 +224,9 @@ def pack(
             classes=models.classes,
             inputs=[FeatureSpec(name=f, datatype="FP32") for f in data.features],
             outputs=[OutputSpec.model_validate(o) for o in outputs_for(models.task, len(models.classes))],
-            files=BundleFiles(model=model_entry, onnx=onnx_entry, reference_profile=profile_entry),
+            files=BundleFiles(
+                model=model_entry, onnx=onnx_entry, reference_profile=profile_entry, golden=golden_entry
+            ),
             created_by=_tool_versions(),
         )
         manifest_bytes = manifest.model_dump_json(indent=1, exclude_none=True).encode()
@@ -217,7 +237,54 @@ def pack(
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
-    return PackResult(out, sha256_bytes(manifest_bytes), models.parity, models.parity_rows)
+    return PackResult(
+        out,
+        sha256_bytes(manifest_bytes),
+        models.parity,
+        models.parity_rows,
+        0 if golden is None else len(golden.inputs),
+        golden is not None and golden.labels is not None,
+    )
+
+
+def _golden_set(
+    path: Path, label: str | None, features: list[str], models: _Models, tolerance: float
+) -> GoldenSet:
+    """The golden rows (features by name, in the model's order), the served model's outputs for them
+    and the label column's values when the file has one."""
+    columns, data = read_table(path)
+    missing = [f for f in features if f not in columns]
+    if missing:
+        raise PackError(f"--golden-data {path} lacks the feature columns {missing}")
+    if len(data) > GOLDEN_MAX_ROWS:
+        raise PackError(f"--golden-data {path} has {len(data)} rows; at most {GOLDEN_MAX_ROWS} are kept")
+    x = data[:, [columns.index(f) for f in features]].astype(np.float32)
+    labels = None
+    classification = models.task == "classification"
+    if label is not None and label in columns:
+        y = data[:, columns.index(label)]
+        if np.isnan(y).any():
+            raise PackError(f"--golden-data {path}: label column {label!r} has missing values")
+        if classification:
+            bad = sorted({float(v) for v in y if float(v) not in models.classes})[:5]
+            if bad:
+                raise PackError(f"--golden-data {path}: labels {bad} are not classes {models.classes}")
+        labels = [float(v) for v in y]
+    raw = np.asarray(models.served.predict(x), dtype=np.float32)
+    outputs = raw.reshape(len(x), -1) if classification else raw.reshape(len(x), 1)
+    if not np.all(np.isfinite(outputs)):
+        raise PackError(f"the model gives non-finite outputs for rows of --golden-data {path}")
+    return GoldenSet(
+        features=features,
+        task="classification" if classification else "regression",
+        classes=models.classes,
+        output="probabilities" if classification else "predictions",
+        # float32 values, exactly (a float64 holds every float32): the server reads them back unchanged
+        inputs=[[None if np.isnan(v) else float(v) for v in row] for row in x],
+        outputs=[[float(v) for v in row] for row in outputs],
+        labels=labels,
+        tolerance=tolerance,
+    )
 
 
 def _tool_versions() -> dict[str, str]:

@@ -1,0 +1,67 @@
+"""Settings of the label joiner (`modeldeploy joiner`), read from MODELDEPLOY_JOINER_* variables.
+
+The operator renders these into the joiner's pod (one joiner per ModelDeployment); nested A/B settings
+are MODELDEPLOY_JOINER_AB__<FIELD> (for example MODELDEPLOY_JOINER_AB__MIN_LABELS_PER_ARM=2000).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from modeldeploy_contract.effectiveness import ABSettings
+
+ENV_PREFIX = "MODELDEPLOY_JOINER_"
+DAY = 86_400.0
+
+
+class JoinerSettings(BaseSettings):
+    """Everything the label joiner can be told; every field is one MODELDEPLOY_JOINER_<NAME> variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+    host: str = "0.0.0.0"
+    """Address to bind."""
+
+    port: int = Field(default=8090, ge=1, le=65535)
+    """TCP port of the feedback, prediction intake, summary and /metrics routes."""
+
+    database: str = "sqlite:////var/lib/modeldeploy-joiner/joiner.db"
+    """sqlite:///<absolute path> (a file on a volume; one writer, WAL journal) or a PostgreSQL DSN
+    (postgresql://...). Ignored when database_file is set."""
+
+    database_file: str | None = None
+    """File holding the database URL or DSN (a mounted Secret), read at start; beats `database`."""
+
+    retention_seconds: float = Field(default=30 * DAY, gt=0)
+    """Predictions (and their labels) older than this are purged; a label for one is "expired"."""
+
+    purge_interval_seconds: float = Field(default=300.0, gt=0)
+    """How often the purge runs."""
+
+    windows_seconds: list[float] = Field(default_factory=lambda: [DAY, 7 * DAY, 30 * DAY], min_length=1)
+    """Sliding windows of the statistics, by prediction time: "the predictions of the last W seconds
+    that have a label by now"."""
+
+    summary_refresh_seconds: float = Field(default=15.0, ge=0)
+    """The statistics are recomputed at most this often (for /metrics and the summary route)."""
+
+    control_variant: str | None = None
+    """The A/B control arm; None: with exactly two variants, the first by name."""
+
+    ab: ABSettings = Field(default_factory=ABSettings)
+    """How A/B verdicts are decided (metric, confidence, labels needed per arm, effect, power)."""
+
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    """Largest accepted request body; larger get HTTP 413."""
+
+    max_batch_items: int = Field(default=10_000, ge=1)
+    """Most labels or prediction records in one request; more get HTTP 413."""
+
+    log_level: str = "info"

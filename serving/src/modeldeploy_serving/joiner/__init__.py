@@ -1,0 +1,1 @@
+"""The label joiner: predictions in, labels in (days later), effectiveness statistics out."""

@@ -1,0 +1,315 @@
+"""The joiner's HTTP surface and its transport-neutral core.
+
+    POST /v1/predictions   prediction records (one, or {"predictions": [...]}): the intake
+    POST /v1/feedback      labels (one, or {"labels": [...]}), keyed by the request id the caller got
+    GET  /v1/effectiveness the statistics summary (JSON; ?fresh=1 recomputes now)
+    GET  /metrics          Prometheus metrics
+    GET  /healthz /readyz
+
+A batch is answered item by item: every item gets a status, good items are stored even when others
+are not, and the answer is 200 whenever the body could be read. Only an unreadable body (400), a body
+or batch over the limits (413) or a store failure (503; then nothing of the request was stored) refuse
+the whole request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from modeldeploy_contract.effectiveness import EffectivenessSummary
+from modeldeploy_contract.joiner_settings import JoinerSettings
+from modeldeploy_serving.joiner.metrics import JoinerMetrics
+from modeldeploy_serving.joiner.parse import (
+    BodyError,
+    Feedback,
+    Invalid,
+    PredictionRecord,
+    TooManyItemsError,
+    parse_feedback,
+    parse_predictions,
+)
+from modeldeploy_serving.joiner.stats import summarize
+from modeldeploy_serving.joiner.store import SqlStore, StoreError, open_store
+
+log = logging.getLogger("modeldeploy.joiner")
+Clock = Callable[[], float]
+T = TypeVar("T")
+
+
+class HTTPProblemError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def database_url(settings: JoinerSettings) -> str:
+    if settings.database_file:
+        try:
+            return Path(settings.database_file).read_text().strip()
+        except OSError as exc:
+            raise StoreError(f"cannot read database_file {settings.database_file}: {exc}") from exc
+    return settings.database
+
+
+class Joiner:
+    """Predictions and labels in, statistics out; the store is used from one thread only."""
+
+    def __init__(self, settings: JoinerSettings, clock: Clock = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.metrics = JoinerMetrics()
+        self.store: SqlStore | None = None
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="joiner-db")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._summary: EffectivenessSummary | None = None
+        self._summary_lock = asyncio.Lock()
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
+
+    def _store(self) -> SqlStore:
+        if self.store is None:
+            raise HTTPProblemError(503, "the store is not open")
+        return self.store
+
+    async def start(self, background: bool = True) -> None:
+        url = database_url(self.settings)
+        self.store = await self._run(open_store, url)
+        log.info("joiner store open (%s)", self.store.dialect.name)
+        if background:
+            self._tasks.append(asyncio.create_task(self._purge_forever()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.store is not None:
+            await self._run(self.store.close)
+            self.store = None
+        self._db.shutdown(wait=True)
+
+    # -- intake and feedback --------------------------------------------------------------------
+    async def add_predictions(self, body: bytes) -> dict[str, Any]:
+        items = self._parse(parse_predictions, body)
+        records = [i for i in items if isinstance(i, PredictionRecord)]
+        store = self._store()
+        stored = await self._write(store.add_predictions, records, self.clock())
+        by_index = {r.index: ok for r, ok in zip(records, stored, strict=True)}
+        results = []
+        for item in items:
+            if isinstance(item, Invalid):
+                results.append(_result(item.index, item.request_id, "invalid", item.reason))
+            elif by_index[item.index]:
+                results.append(_result(item.index, item.request_id, "stored", None))
+            else:
+                results.append(
+                    _result(item.index, item.request_id, "duplicate", "request id already recorded")
+                )
+        return self._answer(results, "stored", self.metrics.predictions)
+
+    async def add_feedback(self, body: bytes) -> dict[str, Any]:
+        items = self._parse(parse_feedback, body)
+        labels = [i for i in items if isinstance(i, Feedback)]
+        store = self._store()
+        statuses = await self._write(store.join_labels, labels, self.clock(), self.settings.retention_seconds)
+        by_index = dict(zip((f.index for f in labels), statuses, strict=True))
+        results = []
+        for item in items:
+            if isinstance(item, Invalid):
+                results.append(_result(item.index, item.request_id, "invalid", item.reason))
+            else:
+                status, error = by_index[item.index]
+                results.append(_result(item.index, item.request_id, status, error))
+        return self._answer(results, "joined", self.metrics.labels)
+
+    def _parse(self, parser: Callable[[bytes, int], list[T]], body: bytes) -> list[T]:
+        try:
+            return parser(body, self.settings.max_batch_items)
+        except BodyError as exc:
+            raise HTTPProblemError(400, str(exc)) from exc
+        except TooManyItemsError as exc:
+            raise HTTPProblemError(413, str(exc)) from exc
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await self._run(fn, *args)
+        except Exception as exc:  # a database error: the transaction was rolled back, nothing stored
+            log.exception("store write failed")
+            message = f"the store failed; nothing of this request was stored: {exc}"
+            raise HTTPProblemError(503, message) from exc
+
+    @staticmethod
+    def _answer(results: list[dict[str, Any]], good: str, counter: Any) -> dict[str, Any]:
+        tally: dict[str, int] = {}
+        for r in results:
+            tally[r["status"]] = tally.get(r["status"], 0) + 1
+        for status, n in tally.items():
+            counter.labels(status).inc(n)
+        ok = tally.get(good, 0)
+        return {good: ok, "rejected": len(results) - ok, "counts": tally, "results": results}
+
+    # -- retention and statistics ---------------------------------------------------------------
+    async def purge(self) -> int:
+        before = self.clock() - self.settings.retention_seconds
+        count = await self._run(self._store().purge, before)
+        if count:
+            self.metrics.purged.inc(count)
+            log.info("purged %d predictions older than the retention window", count)
+        return count
+
+    async def _purge_forever(self) -> None:
+        while True:
+            try:
+                await self.purge()
+            except Exception:  # keep purging later; the store may come back
+                log.exception("purge failed")
+            await asyncio.sleep(self.settings.purge_interval_seconds)
+
+    async def summary(self, fresh: bool = False) -> EffectivenessSummary:
+        async with self._summary_lock:
+            now = self.clock()
+            cached = self._summary
+            if (
+                cached is not None
+                and not fresh
+                and now - cached.generated_at < self.settings.summary_refresh_seconds
+            ):
+                return cached
+            store = self._store()
+            windows = sorted(set(self.settings.windows_seconds))
+
+            def read() -> tuple[Any, Any, Any]:
+                counts = {w: store.prediction_counts(now - w) for w in windows}
+                return store.arms(), counts, store.labelled(now - windows[-1])
+
+            arms, counts, rows = await self._run(read)
+            summary = await asyncio.to_thread(
+                lambda: summarize(
+                    now=now,
+                    arms=arms,
+                    counts=counts,
+                    rows=rows,
+                    windows=windows,
+                    retention_seconds=self.settings.retention_seconds,
+                    control_variant=self.settings.control_variant,
+                    ab=self.settings.ab,
+                )
+            )
+            self._summary = summary
+            self.metrics.summary.summary = summary
+            return summary
+
+    async def size_bytes(self) -> int:
+        return await self._run(self._store().size_bytes)
+
+
+def _result(index: int, request_id: str | None, status: str, error: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"index": index, "request_id": request_id, "status": status}
+    if error is not None:
+        out["error"] = error
+    return out
+
+
+def _json(status: int, payload: Any) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPProblemError(413, f"request body of {declared} bytes is over the {limit}-byte limit")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPProblemError(413, f"request body is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(settings: JoinerSettings | None = None, clock: Clock = time.time) -> FastAPI:
+    settings = settings or JoinerSettings()
+    joiner = Joiner(settings, clock)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await joiner.start()
+        yield
+        await joiner.stop()
+
+    api = FastAPI(title="modeldeploy label joiner", lifespan=lifespan)
+    api.state.joiner = joiner
+
+    @api.exception_handler(HTTPProblemError)
+    async def problem(_: Request, exc: HTTPProblemError) -> Response:
+        joiner.metrics.rejected_requests.labels(str(exc.status)).inc()
+        return _json(exc.status, {"error": exc.message})
+
+    @api.post("/v1/predictions")
+    async def predictions(request: Request) -> Response:
+        body = await read_limited(request, settings.max_body_bytes)
+        return _json(200, await joiner.add_predictions(body))
+
+    @api.post("/v1/feedback")
+    async def feedback(request: Request) -> Response:
+        body = await read_limited(request, settings.max_body_bytes)
+        return _json(200, await joiner.add_feedback(body))
+
+    @api.get("/v1/effectiveness")
+    async def effectiveness(fresh: bool = False) -> Response:
+        summary = await joiner.summary(fresh)
+        return Response(summary.model_dump_json(), media_type="application/json")
+
+    @api.get("/metrics")
+    async def metrics() -> Response:
+        if joiner.store is not None:
+            try:
+                await joiner.summary()
+            except Exception:  # stale statistics beat no metrics at all
+                log.exception("statistics refresh failed")
+        return Response(generate_latest(joiner.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @api.get("/healthz")
+    async def healthz() -> Response:
+        return _json(200, {"status": "alive"})
+
+    @api.get("/readyz")
+    async def readyz() -> Response:
+        if joiner.store is None:
+            return _json(503, {"ready": False})
+        return _json(200, {"ready": True, "store": joiner.store.dialect.name})
+
+    return api
+
+
+def main(settings: JoinerSettings | None = None) -> int:
+    import uvicorn
+
+    settings = settings or JoinerSettings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        server_header=False,
+    )
+    return 0
