@@ -1,4 +1,4 @@
-"""`modeldeploy`: serve a model bundle, or pack one.
+"""`modeldeploy`: serve a model bundle (REST or a Kafka stream), pack one, replay its golden set, join labels.
 
     modeldeploy serve --model-uri URI [--name NAME] [--host H] [--port P] [--workers N]
     modeldeploy stream --model-uri URI --bootstrap-servers HOSTS --input-topic T --output-topic T
@@ -172,7 +172,16 @@ def parser() -> argparse.ArgumentParser:
         prog="modeldeploy", description=__doc__.split("\n")[0] if __doc__ else None
     )
     sub = root.add_subparsers(dest="command", required=True)
+    _add_serving_commands(sub)
+    _add_bundle_commands(sub)
+    return root
 
+
+_Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def _add_serving_commands(sub: _Subparsers) -> None:
+    """The long-running commands: serve (REST), stream (Kafka), joiner (labels)."""
     serve = sub.add_parser("serve", help="serve a model bundle over V2/V1 REST with /metrics")
     serve.add_argument("--model-uri", help="bundle folder: path, file://, http(s)://, s3:// or gs://")
     serve.add_argument("--name", help="serve the model under this name (default: the manifest's)")
@@ -195,6 +204,15 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--revision", help="revision written into every output record")
     st.set_defaults(func=_stream)
 
+    j = sub.add_parser("joiner", help="the label joiner: predictions and delayed labels in, statistics out")
+    j.add_argument("--host", help="address to bind (default 0.0.0.0)")
+    j.add_argument("--port", type=int, help="port to bind (default 8090)")
+    j.add_argument("--database", help="sqlite:///PATH or a PostgreSQL DSN (default: MODELDEPLOY_JOINER_*)")
+    j.set_defaults(func=_joiner)
+
+
+def _add_bundle_commands(sub: _Subparsers) -> None:
+    """The commands about one bundle: pack writes it, preflight judges a server against it."""
     p = sub.add_parser("pack", help="write a model bundle with its reference profile")
     p.add_argument("--model", type=Path, required=True, help="XGBoost .ubj/.json, or an .onnx model")
     p.add_argument("--onnx", type=Path, help="ONNX export of the XGBoost model (checked for parity)")
@@ -231,13 +249,6 @@ def parser() -> argparse.ArgumentParser:
     pf.add_argument("--format", choices=["text", "json"], default="text")
     pf.add_argument("--timeout", type=float, default=30.0, help="seconds per replay request")
     pf.set_defaults(func=_preflight)
-
-    j = sub.add_parser("joiner", help="the label joiner: predictions and delayed labels in, statistics out")
-    j.add_argument("--host", help="address to bind (default 0.0.0.0)")
-    j.add_argument("--port", type=int, help="port to bind (default 8090)")
-    j.add_argument("--database", help="sqlite:///PATH or a PostgreSQL DSN (default: MODELDEPLOY_JOINER_*)")
-    j.set_defaults(func=_joiner)
-    return root
 
 
 def main(argv: list[str] | None = None) -> int:
