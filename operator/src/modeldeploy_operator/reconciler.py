@@ -60,6 +60,8 @@ class Outcome:
     applied: int
     pruned: int
     requeue_after: float | None = None
+    next_due: dt.datetime | None = None
+    """When the plan's next timer is due (None: nothing timed): the object's daemon sleeps until then."""
 
 
 @dataclass(frozen=True)
@@ -222,7 +224,9 @@ class Reconciler:
         if spec.traffic.provider == "router":
             status = with_front_door(status, answering=bool(seen.ready_endpoints.get("router")), now=now)
         written = self._write_status(body, status)
-        return Outcome(status.phase, written, len(state.manifests), pruned, decided.requeue_after)
+        return Outcome(
+            status.phase, written, len(state.manifests), pruned, decided.requeue_after, decided.next_due
+        )
 
     def _observe(self, owner: ModelDeploymentRef, spec: ModelDeploymentSpec) -> Observation:
         selector = f"{lbl.DEPLOYMENT_LABEL}={owner.name}"

@@ -152,3 +152,50 @@ def test_on_command_reconciles_only_while_the_fresh_object_still_waits(
     monkeypatch.setattr(handlers, "_reconciler", handled)
     handlers.on_command(body=_with(COMMAND))
     assert handled.reconciled == 0
+
+
+# -- every pass re-arms the daemon's one wake-up -------------------------------------------------
+
+
+class PlannedReconciler(CountingReconciler):
+    def __init__(self, fresh: dict[str, Any], next_due: Any) -> None:
+        super().__init__(fresh)
+        self.next_due = next_due
+
+    def reconcile(self, body: dict[str, Any]) -> Any:
+        self.reconciled += 1
+        from modeldeploy_operator.reconciler import Outcome
+
+        return Outcome("Progressing", True, 0, 0, next_due=self.next_due)
+
+
+def test_every_pass_re_arms_the_daemon_with_its_plans_next_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    from modeldeploy_operator.wakeup import WakeUps
+
+    monkeypatch.setattr(handlers, "_wakeups", WakeUps())
+    due = dt.datetime(2026, 1, 2, 3, 4, 11, tzinfo=dt.UTC)
+    monkeypatch.setattr(handlers, "_reconciler", PlannedReconciler(_with(COMMAND), due))
+    handlers.on_command(body=_with(COMMAND))  # a manual command: the daemon is re-armed
+    wakeup = handlers._wakeups.of("u1")
+    assert (wakeup.armed, wakeup.due) == (1, due.timestamp())
+    monkeypatch.setattr(handlers, "_reconciler", PlannedReconciler(_with(), None))
+    handlers.on_modeldeployment(body=_with(), retry=0)  # nothing timed any more: the resync
+    assert (wakeup.armed, wakeup.due) == (2, None)
+
+
+def test_a_transient_error_re_arms_after_a_backoff_not_at_once(
+    failing: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from modeldeploy_operator.wakeup import WakeUps
+
+    monkeypatch.setattr(handlers, "_wakeups", WakeUps())
+    failing(TransientApiError("503"))
+    before = time.time()
+    handlers._run(BODY, raise_temporary=False)
+    due = handlers._wakeups.of("u1").due
+    assert due is not None
+    assert due >= before + handlers.SETTINGS.retry_backoff_seconds

@@ -18,9 +18,8 @@ Everything the next call needs is in the status it returns, so a restarted opera
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from modeldeploy_operator.domain.durations import parse_duration
 from modeldeploy_operator.domain.history import record_revision
 from modeldeploy_operator.domain.observed import ObservedDeployment
 from modeldeploy_operator.domain.readings import CheckReading
@@ -37,7 +36,8 @@ from modeldeploy_operator.domain.rollout.model import (
 )
 from modeldeploy_operator.domain.rollout.state import Draft, stamp
 from modeldeploy_operator.domain.rollout.steps import advance, ready, wanted_canary_replicas
-from modeldeploy_operator.domain.rollout.view import VariantOutcome, build_status, requeue_after
+from modeldeploy_operator.domain.rollout.timers import analysis_due, next_due, seconds_until
+from modeldeploy_operator.domain.rollout.view import VariantOutcome, build_status
 from modeldeploy_operator.domain.spec import ModelDeploymentSpec
 from modeldeploy_operator.domain.status_model import HistoryEntry, ModelDeploymentStatus
 
@@ -284,11 +284,15 @@ def plan(
     outcomes = {v.name: _plan_variant(draft, v, readings) for v in order}
     in_spec_order = [outcomes[v.name] for v in variants]
     status = build_status(draft, in_spec_order, generation)
+    # A rollout slot just freed while another variant waits: start its rollout in the next pass.
+    slot_freed = any(o.queued for o in in_spec_order) and not draft.active()
+    due = next_due(spec, status, now, at_once=slot_freed)
     return Plan(
         variants=tuple(o.plan for o in in_spec_order if o.plan is not None),
         events=tuple(draft.events),
         status=status,
-        requeue_after=requeue_after(draft, in_spec_order),
+        requeue_after=seconds_until(due, now),
+        next_due=due,
     )
 
 
@@ -300,13 +304,9 @@ def analysis_request(
     ignored, so calling this is an optimisation, not a correctness matter."""
     status = previous_status or ModelDeploymentStatus()
     analysis = spec.rollout.analysis
-    if analysis is None or not analysis.checks or status.aborted:
+    if analysis is None or status.rollout_variant is None or status.canary_revision is None:
         return None
-    if status.rollout_variant is None or status.canary_revision is None:
-        return None
-    state = status.analysis
-    last_run = state.last_run_at if state is not None and state.revision == status.canary_revision else None
-    if last_run is not None and now < last_run + timedelta(seconds=parse_duration(analysis.interval)):
+    if not analysis_due(spec, status, now):
         return None
     stable = next((v.revision for v in status.variants if v.name == status.rollout_variant), None)
     return AnalysisRequest(

@@ -23,6 +23,7 @@ from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.revision import ResolvedVariant
 from modeldeploy_operator.domain.rollout.evaluation import describe, failed_checks, measure_all, passed_since
 from modeldeploy_operator.domain.rollout.state import Draft, stamp
+from modeldeploy_operator.domain.rollout.timers import analysis_due_at
 from modeldeploy_operator.domain.spec import AnalysisStep, PauseStep
 from modeldeploy_operator.domain.status_model import AnalysisStatus, PauseStatus
 
@@ -104,13 +105,8 @@ def promote(draft: Draft, variant: ResolvedVariant) -> None:
 
 
 def _analysis_due(draft: Draft) -> bool:
-    analysis = draft.spec.rollout.analysis
-    if analysis is None or not analysis.checks:
-        return False
-    state = draft.analysis
-    if state is None or state.revision != draft.canary_revision or state.last_run_at is None:
-        return True
-    return draft.now >= state.last_run_at + timedelta(seconds=parse_duration(analysis.interval))
+    due = analysis_due_at(draft.spec, draft.canary_revision, draft.analysis)
+    return due is not None and draft.now >= due
 
 
 def run_analysis(draft: Draft, canary: ObservedDeployment | None, readings: Sequence[CheckReading]) -> bool:

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
 
 from modeldeploy_operator.domain.conditions import find_condition, is_true, set_condition
-from modeldeploy_operator.domain.durations import parse_duration
 from modeldeploy_operator.domain.revision import ResolvedVariant
 from modeldeploy_operator.domain.rollout.model import VariantPlan
 from modeldeploy_operator.domain.rollout.state import Draft
@@ -266,43 +264,3 @@ def build_status(
             "last_error": None,
         }
     )
-
-
-def _timers(draft: Draft) -> list[datetime]:
-    """Moments at which the rollout in progress may move on without any change in the cluster."""
-    rollout = draft.spec.rollout
-    times: list[datetime] = []
-    if draft.pause is not None and draft.pause.until is not None:
-        times.append(draft.pause.until)
-    analysis = rollout.analysis
-    if analysis is not None and analysis.checks:
-        interval = timedelta(seconds=parse_duration(analysis.interval))
-        last = (
-            draft.analysis.last_run_at
-            if draft.analysis and draft.analysis.revision == draft.canary_revision
-            else None
-        )
-        times.append(last + interval if last else draft.now + interval)
-    index, started = draft.step_index or 0, draft.step_started_at
-    if started is not None and (draft.pause is None or draft.pause.reason == "Step"):
-        step = rollout.steps[index] if index < len(rollout.steps) else None
-        duration = 0.0
-        if step is not None and step.analysis is not None and step.analysis.duration:
-            duration = parse_duration(step.analysis.duration)
-            times.append(started + timedelta(seconds=duration))
-        if step is None or step.pause is None:
-            times.append(started + timedelta(seconds=duration + rollout.progress_deadline_seconds))
-    return times
-
-
-def requeue_after(draft: Draft, outcomes: Sequence[VariantOutcome]) -> float | None:
-    """Seconds until the earliest timer, at least 1; None when nothing is timed."""
-    times = list(draft.scale_down_at.values())
-    if any(o.rolling for o in outcomes):
-        times += _timers(draft)
-    if any(o.queued for o in outcomes) and not draft.active():
-        times.append(draft.now)  # a rollout slot just freed: start the next one at once
-    future = [(t - draft.now).total_seconds() for t in times if t >= draft.now.replace(microsecond=0)]
-    if not future:
-        return None
-    return max(1.0, min(future))
