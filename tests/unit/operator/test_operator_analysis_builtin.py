@@ -141,6 +141,11 @@ def test_prediction_shift_compares_canary_and_stable_score_increases() -> None:
     assert reading.value == pytest.approx(expected)
     assert reading.samples == 300
     assert "canary 300 vs stable 500 scores" in reading.detail
+    # the counts behind the value, for the evaluation's early decision (domain/rollout/evidence.py)
+    assert reading.histograms == (
+        (0, 400, 0, 0, 0, 0, 0, 0, 100, 0, 0),
+        (0, 100, 0, 0, 0, 0, 0, 0, 200, 0, 0),
+    )
 
 
 def test_prediction_shift_needs_scores_on_both_sides() -> None:
