@@ -272,8 +272,13 @@ def plan(
     command: Command | InvalidCommand | None = None,
     *,
     generation: int | None = None,
+    front_door_ready: bool | None = None,
 ) -> Plan:
-    """Decide what should run for ModelDeployment `name` now. Pure: same inputs, same Plan."""
+    """Decide what should run for ModelDeployment `name` now. Pure: same inputs, same Plan.
+
+    `front_door_ready`: what the reconciler observed of the front door callers go through (the
+    built-in router: does it have a ready pod?); None when there is none to wait for (the Gateway API
+    provider). Ready is decided here, once, from it and the serving revisions."""
     previous = previous_status or ModelDeploymentStatus()
     variants = resolve_variants(name, spec)
     draft = Draft.from_status(spec, now, observed, previous)
@@ -283,7 +288,7 @@ def plan(
     order = sorted(variants, key=lambda v: v.name != draft.rollout_variant)
     outcomes = {v.name: _plan_variant(draft, v, readings) for v in order}
     in_spec_order = [outcomes[v.name] for v in variants]
-    status = build_status(draft, in_spec_order, generation)
+    status = build_status(draft, in_spec_order, generation, front_door_ready=front_door_ready)
     # A rollout slot just freed while another variant waits: start its rollout in the next pass.
     slot_freed = any(o.queued for o in in_spec_order) and not draft.active()
     due = next_due(spec, status, now, at_once=slot_freed)

@@ -1,7 +1,8 @@
 """The status a plan reports: per-variant revisions, conditions, phase, and when to look again.
 
 Conditions (what `kubectl wait` and GitOps tools read):
-- Ready: every variant that takes traffic has ready pods of the revision serving it.
+- Ready: every variant that takes traffic has ready pods of the revision serving it, and the router
+  (when callers go through it) has a ready pod (reason RouterNotReady otherwise).
 - Progressing: True while a rollout runs (reason RolloutInProgress, or RolloutPaused) or a revision
   starts (ReplicasUpdating); False when done (RolloutComplete), aborted (RolloutAborted), or when a
   Deployment stopped progressing (ProgressDeadlineExceeded, as the Deployment's own condition says).
@@ -200,19 +201,27 @@ def _phase(draft: Draft, ready: _Verdict, progressing: _Verdict, degraded: _Verd
     return "Paused" if draft.spec.paused else "Ready"
 
 
+def _ready(not_serving: list[str], front_door_ready: bool | None) -> _Verdict:
+    """Ready: every variant that takes traffic has ready pods of the revision serving it, and the front
+    door callers go through (the built-in router) has a ready pod: `kubectl wait --for=condition=Ready`
+    must not return before a request can succeed."""
+    if not_serving:
+        return "False", "NoReadyReplicas", f"no ready replicas for variant(s): {', '.join(not_serving)}"
+    if front_door_ready is False:
+        return "False", "RouterNotReady", "the router has no ready pod yet"
+    return "True", "ReplicasReady", "every variant that takes traffic has ready replicas"
+
+
 def build_status(
-    draft: Draft, outcomes: Sequence[VariantOutcome], generation: int | None
+    draft: Draft,
+    outcomes: Sequence[VariantOutcome],
+    generation: int | None,
+    *,
+    front_door_ready: bool | None = None,
 ) -> ModelDeploymentStatus:
     variants = tuple(_variant_status(draft, o) for o in outcomes)
     not_serving = [o.variant.name for o in outcomes if o.variant.weight > 0 and not o.serving_ready]
-    if not_serving:
-        ready: _Verdict = (
-            "False",
-            "NoReadyReplicas",
-            f"no ready replicas for variant(s): {', '.join(not_serving)}",
-        )
-    else:
-        ready = ("True", "ReplicasReady", "every variant that takes traffic has ready replicas")
+    ready = _ready(not_serving, front_door_ready)
     progressing = _progressing(draft, outcomes)
     degraded = _degraded(draft, outcomes, not_serving)
     diverged = _spec_diverged(outcomes, draft)
