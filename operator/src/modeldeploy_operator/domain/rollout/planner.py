@@ -26,6 +26,7 @@ from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.revision import ResolvedVariant, resolve_variants
 from modeldeploy_operator.domain.rollout.commands import Command, InvalidCommand
 from modeldeploy_operator.domain.rollout.control import apply_command, pinned_entry
+from modeldeploy_operator.domain.rollout.cursor import Cursor
 from modeldeploy_operator.domain.rollout.history import reopen
 from modeldeploy_operator.domain.rollout.model import (
     AnalysisRequest,
@@ -34,7 +35,7 @@ from modeldeploy_operator.domain.rollout.model import (
     Role,
     VariantPlan,
 )
-from modeldeploy_operator.domain.rollout.state import Draft, stamp
+from modeldeploy_operator.domain.rollout.state import Draft
 from modeldeploy_operator.domain.rollout.steps import advance, ready, wanted_canary_replicas
 from modeldeploy_operator.domain.rollout.timers import analysis_due, next_due, seconds_until
 from modeldeploy_operator.domain.rollout.view import VariantOutcome, build_status
@@ -115,7 +116,7 @@ def _end_other_rollout(draft: Draft, variant: ResolvedVariant, target: str, imme
         draft.event(
             "RolloutSuperseded", f"the rollout of {draft.label(variant.name, old)} was superseded by {target}"
         )
-    draft.clear_rollout()
+    draft.cursor = draft.cursor.clear()
 
 
 def _immediate(
@@ -161,11 +162,8 @@ def _start(draft: Draft, variant: ResolvedVariant) -> None:
     entry = draft.entry(variant.name, variant.revision)
     if entry is not None and entry.outcome != "Progressing":
         draft.history = reopen(draft.history, entry.revision)
-    draft.clear_rollout()
-    draft.rollout_variant, draft.canary_revision = variant.name, variant.revision
-    draft.rollout_started_at = stamp(draft.now)
+    draft.cursor = Cursor.start(variant.name, variant.revision, draft.now)
     draft.analysis = None
-    draft.start_step(0)
     draft.enter_traffic(variant.name, variant.revision)
     stable = draft.stable.get(variant.name)
     draft.event(
@@ -220,8 +218,7 @@ def _progressive(
     layout = _Layout(draft, variant)
     if entry is not None and entry.outcome == "Aborted":
         if not draft.active():  # keep the status pointing at the aborted revision
-            draft.rollout_variant, draft.canary_revision, draft.aborted = variant.name, target, True
-            draft.canary_weight, draft.step_index, draft.pause = 0, None, None
+            draft.cursor = draft.cursor.held_aborted(variant.name, target)
         layout.add(stable, "stable", total, 100)
         layout.add_leaving(target, new_role)
         return outcome.with_plan(layout.plan(), serving=stable, draft=draft, aborted=entry)
