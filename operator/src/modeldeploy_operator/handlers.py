@@ -173,6 +173,7 @@ async def drive(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
     stop = asyncio.ensure_future(_until_stopped(stopped))
     try:
         while not stopped:
+            wakeup = _wakeups.of(uid)  # the one every pass arms (the same object unless re-registered)
             try:
                 await asyncio.to_thread(_run, dict(body), raise_temporary=False)
             except kopf.PermanentError as error:
@@ -187,7 +188,7 @@ async def drive(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
                 break
     finally:
         stop.cancel()
-        _wakeups.forget(uid)
+        _wakeups.forget(uid, wakeup)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": lbl.MANAGED_BY})

@@ -99,6 +99,8 @@ class WakeUps:
                 self._by_uid[uid] = WakeUp(self._clock)
             return self._by_uid[uid]
 
-    def forget(self, uid: str) -> None:
+    def forget(self, uid: str, wakeup: WakeUp) -> None:
+        """Drop `wakeup` (its daemon ended), unless a newer daemon of the object registered another."""
         with self._lock:
-            self._by_uid.pop(uid, None)
+            if self._by_uid.get(uid) is wakeup:
+                del self._by_uid[uid]

@@ -199,3 +199,81 @@ def test_a_transient_error_re_arms_after_a_backoff_not_at_once(
     due = handlers._wakeups.of("u1").due
     assert due is not None
     assert due >= before + handlers.SETTINGS.retry_backoff_seconds
+
+
+# -- the daemon sleeps on the latest pass's timer ----------------------------------------------------
+
+
+class TimedReconciler(CountingReconciler):
+    """Each reconcile plans the next timer `gap` seconds ahead; counts its passes (any thread)."""
+
+    def __init__(self, fresh: dict[str, Any], gap: float) -> None:
+        super().__init__(fresh)
+        self.gap = gap
+        self.passes = __import__("threading").Condition()
+
+    def reconcile(self, body: dict[str, Any]) -> Any:
+        import datetime as dt
+
+        from modeldeploy_operator.reconciler import Outcome
+
+        with self.passes:
+            self.reconciled += 1
+            self.passes.notify_all()
+        due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.gap)
+        return Outcome("Progressing", True, 0, 0, next_due=due)
+
+
+async def _run_daemon_until(reconciler: TimedReconciler, done: Any, action: Any = None) -> None:
+    import asyncio
+
+    from kopf._cogs.aiokits import aioenums
+
+    setter: Any = aioenums.FlagSetter()
+    stopped: Any = aioenums.AsyncFlagWaiter(setter)
+    daemon = asyncio.ensure_future(handlers.drive(body=_with(), stopped=stopped))
+    try:
+        await asyncio.wait_for(_until(lambda: reconciler.reconciled >= 1), timeout=60)
+        if action is not None:
+            await asyncio.to_thread(action)
+        await asyncio.wait_for(_until(done), timeout=60)
+    finally:
+        setter.set()
+        await asyncio.wait_for(daemon, timeout=60)
+
+
+async def _until(condition: Any) -> None:
+    import asyncio
+
+    while not condition():
+        await asyncio.sleep(0.05)
+
+
+async def test_the_daemon_reconciles_again_as_soon_as_its_timer_is_due(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from modeldeploy_operator.wakeup import WakeUps
+
+    monkeypatch.setattr(handlers, "_wakeups", WakeUps())
+    monkeypatch.setattr(handlers, "SETTINGS", handlers.SETTINGS.model_copy(update={"resync_seconds": 3600}))
+    reconciler = TimedReconciler(_with(), gap=0)  # every plan: "due now"
+    monkeypatch.setattr(handlers, "_reconciler", reconciler)
+    await _run_daemon_until(reconciler, lambda: reconciler.reconciled >= 3)  # not the hour's resync
+    assert handlers._wakeups._by_uid == {}  # the ended daemon's wake-up is dropped
+
+
+async def test_a_command_re_arms_the_sleeping_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's own pass planned an hour ahead; a command's pass plans "due now": the daemon wakes
+    and reconciles again (it does not sleep on its own, older timer)."""
+    from modeldeploy_operator.wakeup import WakeUps
+
+    monkeypatch.setattr(handlers, "_wakeups", WakeUps())
+    monkeypatch.setattr(handlers, "SETTINGS", handlers.SETTINGS.model_copy(update={"resync_seconds": 3600}))
+    reconciler = TimedReconciler(_with(COMMAND), gap=3600)
+    monkeypatch.setattr(handlers, "_reconciler", reconciler)
+
+    def command() -> None:
+        reconciler.gap = 0  # the command's plan: a timer due at once (e.g. a freed rollout slot)
+        handlers.on_command(body=_with(COMMAND))
+
+    await _run_daemon_until(reconciler, lambda: reconciler.reconciled >= 3, action=command)
