@@ -169,3 +169,38 @@ def test_a_clearly_shifted_canary_fails_early_at_fifty_scores() -> None:
         stable, canary = _sample(stable_shares, 50, rng), _sample(canary_shares, 50, rng)
         caught += shift_clearly_above(psi(stable, canary), stable, canary, 1.0)
     assert caught >= 180
+
+
+# latencyP99 from the scrape: cumulative (upper bound, count) buckets of the canary's requests
+SLOW = ((0.1, 5), (0.25, 8), (0.5, 10), (1.0, 40), (math.inf, 40))  # 30 of 40 above 0.5 s
+FEW_SLOW = ((0.1, 30), (0.25, 36), (0.5, 37), (1.0, 40), (math.inf, 40))  # 3 of 40
+
+
+@pytest.mark.parametrize(
+    ("buckets", "threshold", "counts"),
+    [
+        (SLOW, 0.5, (30, 40)),
+        (SLOW, 0.3, (30, 40)),  # (0.25, 0.5] straddles 0.3: not certainly slower
+        (SLOW, 0.25, (32, 40)),
+        (SLOW, 2.0, (0, 40)),
+        ((), 0.5, (0, 0)),
+    ],
+)
+def test_requests_certainly_slower_than_the_threshold(
+    buckets: tuple[tuple[float, float], ...], threshold: float, counts: tuple[int, int]
+) -> None:
+    from modeldeploy_operator.domain.rollout.evidence import slower_than
+
+    assert slower_than(buckets, threshold) == counts
+
+
+@pytest.mark.parametrize(
+    ("buckets", "result"),
+    [
+        (SLOW, "Fail"),  # 30 of 40 slower than 0.5 s where a p99 of 0.5 s allows 1 %: P ~ 1e-50
+        (FEW_SLOW, "Inconclusive"),  # 3 of 40: P = 7.5e-3
+    ],
+)
+def test_latency_below_min_samples(buckets: tuple[tuple[float, float], ...], result: str) -> None:
+    reading = CheckReading("p99", 0.9, 40, NOW, "d", buckets=buckets)
+    assert evaluate(P99, reading, ANALYSIS, NOW).result == result

@@ -75,7 +75,8 @@ def latency_p99(check: Check, previous: Snapshot, current: Snapshot) -> CheckRea
     if observed <= 0 or not is_number(value):
         return no_data(check, current.taken_at, f"no canary requests {where}")
     detail = f"canary p99 {value * 1000:.1f} ms over {observed:.0f} requests {where}"
-    return CheckReading(check.name, value, round(observed), current.taken_at, detail)
+    buckets = tuple(buckets_from_le(by_le))
+    return CheckReading(check.name, value, round(observed), current.taken_at, detail, buckets=buckets)
 
 
 def _drift_window(pod: PodMetrics, since: float) -> tuple[float, int] | None:

@@ -26,3 +26,6 @@ class CheckReading:
     """For a check comparing two histograms (predictionShift): the (stable, canary) counts per bin the
     value was computed from, so the evaluation can tell overwhelming evidence from noise before
     minSamples (domain/rollout/evidence.py). None for other checks."""
+    buckets: tuple[tuple[float, float], ...] | None = None
+    """For a quantile check (latencyP99, scraped): the cumulative (upper bound, count) buckets the value
+    was computed from, so the evaluation can count observations certainly above the threshold."""

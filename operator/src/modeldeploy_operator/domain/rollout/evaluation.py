@@ -22,11 +22,15 @@ from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.rollout.evidence import (
     ALPHA,
     error_rate_clearly_above,
+    quantile_clearly_above,
     shift_clearly_above,
     shrunk_psi,
+    slower_than,
 )
 from modeldeploy_operator.domain.spec import Analysis, Check
 from modeldeploy_operator.domain.status_model import MAX_MEASUREMENTS, CheckResult, CheckStatus, Measurement
+
+P99 = 0.99
 
 
 def _finite(value: float | None) -> float | None:
@@ -46,6 +50,13 @@ def _clear_failure(check: Check, value: float, reading: CheckReading) -> str | N
         return (
             f"{_format(value)} is above the maximum {_format(limit)} beyond doubt "
             f"(binomial test, p <= {ALPHA:g})"
+        )
+    buckets = reading.buckets
+    if check.type == "latencyP99" and buckets is not None and quantile_clearly_above(buckets, limit, P99):
+        slower, total = slower_than(buckets, limit)
+        return (
+            f"{_format(value)} is above the maximum {_format(limit)} beyond doubt ({slower} of {total} "
+            f"requests slower, binomial test against 1 %, p <= {ALPHA:g})"
         )
     if check.type == "predictionShift" and reading.histograms is not None:
         stable, canary = reading.histograms

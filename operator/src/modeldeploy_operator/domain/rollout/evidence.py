@@ -19,8 +19,12 @@ has clearly failed (never an early Pass: passing on little evidence is what minS
      1e-4 (the floor that makes a small sample's PSI explode: 5.99 from 150 scores).
   A canary whose true PSI is just at the threshold fails early about as often as the full-sample
   rule (value > threshold) fails it at minSamples: the early rule adds no new boundary error.
-- latencyP99, inputDrift and prometheus checks: no early decision (a quantile and a maximum over
-  features need their own tests); they wait for minSamples.
+- latencyP99 (from the scrape, which has the buckets): a p99 at most the threshold means at most 1 %
+  of requests take longer. With k of n requests in buckets whose lower bound is at least the
+  threshold (certainly slower), Fail when P(X >= k | n, p = 1 %) <= ALPHA: exact, so a canary whose
+  true p99 is within the threshold fails early with probability at most ALPHA per measurement.
+- inputDrift and prometheus checks: no early decision (a maximum over features and an arbitrary
+  query need their own tests); they wait for minSamples. So does latencyP99 from Prometheus.
 """
 
 from __future__ import annotations
@@ -127,6 +131,27 @@ def error_rate_clearly_above(rate: float, samples: int, threshold: float, alpha:
         return False
     failed = round(rate * samples)
     return binomial_sf(failed, samples, threshold) <= alpha
+
+
+def slower_than(buckets: Sequence[tuple[float, float]], threshold: float) -> tuple[int, int]:
+    """(observations certainly above `threshold`, all observations) from cumulative (upper bound,
+    count) buckets: those in buckets whose lower bound is at least the threshold."""
+    ordered = sorted(buckets)
+    if not ordered:
+        return 0, 0
+    total = max(count for _, count in ordered)
+    # Observations up to the first bound at or above the threshold may be within it (that bucket may
+    # straddle it); every later bucket starts at or above the threshold.
+    below = next((count for bound, count in ordered if bound >= threshold), total)
+    return round(total - below), round(total)
+
+
+def quantile_clearly_above(
+    buckets: Sequence[tuple[float, float]], threshold: float, quantile: float, alpha: float = ALPHA
+) -> bool:
+    """latencyP99: more than 1 - `quantile` of the observations are above `threshold` beyond doubt."""
+    slower, total = slower_than(buckets, threshold)
+    return total > 0 and binomial_sf(slower, total, 1 - quantile) <= alpha
 
 
 def shift_clearly_above(
