@@ -95,6 +95,10 @@ def test_latency_p99_from_bucket_increases() -> None:
     assert reading.value == pytest.approx(0.01 + 0.04 * (99 - 50) / 50)
     assert reading.samples == 100
     assert "canary p99" in reading.detail
+    # the increases behind the value, for the evaluation's early decision (domain/rollout/evidence.py)
+    assert reading.buckets is not None
+    assert reading.buckets[-1] == (math.inf, 100)
+    assert dict(reading.buckets)[0.05] == 100
 
 
 def test_input_drift_takes_the_largest_psi_of_fresh_windows() -> None:
