@@ -75,7 +75,8 @@ spec:
       checks:
         - {name: error-rate, type: errorRate, threshold: {max: 0.02}}
         - {name: p99-latency, type: latencyP99, threshold: {max: 0.5}}
-        # PSI of a few seconds of scores is noisy: judge it on 150 scores or more.
+        # PSI of a few seconds of scores is noisy: judge it on 150 scores or more (a clearly shifted
+        # canary fails sooner: docs/analysis.md, "Failing before minSamples").
         - {name: score-shift, type: predictionShift, threshold: {max: 1.0}, minSamples: 150}
     scaleDownDelaySeconds: 10
   drift: {windowRows: 100, windowSeconds: 10}

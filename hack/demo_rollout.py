@@ -87,10 +87,25 @@ def status_line(status: dict[str, Any], traffic: LiveTraffic) -> str:
         for c in (status.get("analysis") or {}).get("checks", [])
     )
     step = status.get("currentStepIndex")
-    return (
+    line = (
         f"  phase={status.get('phase'):<11} step={'-' if step is None else step:<2} "
         f"canary weight={status.get('canaryWeight', 0):>3}%  answered by [{traffic.window()}]  {checks}"
     )
+    return line + "".join(f"\n      waiting: {why}" for why in waiting_for(status))
+
+
+def waiting_for(status: dict[str, Any]) -> list[str]:
+    """What the rollout waits for, in the operator's words: the step (Progressing), and each check
+    that is Inconclusive (e.g. "40 samples, fewer than the 150 needed")."""
+    reasons = []
+    progressing = next((c for c in status.get("conditions", []) if c.get("type") == "Progressing"), None)
+    if progressing is not None and progressing.get("status") == "True" and status.get("canaryRevision"):
+        reasons.append(progressing.get("message", ""))
+    for check in (status.get("analysis") or {}).get("checks", []):
+        latest = (check.get("measurements") or [{}])[-1]
+        if latest.get("result") == "Inconclusive":
+            reasons.append(f"{check['name']}: {latest.get('message', 'no data')}"[:160])
+    return [r for r in reasons if r]
 
 
 def roll_out(

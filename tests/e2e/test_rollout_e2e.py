@@ -6,6 +6,8 @@ and the router on the process node, and live prediction traffic through the rout
   and no failed request on the stable path;
 - a bad canary that errors (a serving setting that rejects the callers' requests) is rolled back on
   its error rate, again with no failed request on the stable path;
+- the same bad canary at low traffic (a few scores per interval, far below the check's minSamples of
+  150) is stopped on overwhelming evidence (issue 12), not left Inconclusive until the deadline;
 - a canary that never gets ready is aborted at its progress deadline;
 - a BlueGreen preview runs at full size with no traffic until promoted, then takes all of it at once.
 """
@@ -97,6 +99,33 @@ def test_a_canary_whose_scores_shift_is_rolled_back_without_failing_the_stable_p
         namespace, field_selector="involvedObject.name=churn"
     )
     assert any(e.type == "Warning" and "score-shift" in (e.message or "") for e in events.items)
+
+
+def test_a_clearly_bad_canary_at_low_traffic_fails_before_its_minimum_sample_count(
+    kube_api: client.ApiClient, namespace: str, model_store: str, churn_bundles: Path
+) -> None:
+    """At 10 requests a second the canary's 25% gives a few dozen scores per 6 s interval: the
+    score-shift check never reaches its minSamples of 150 in one interval, yet v3's shift (PSI ~5) is
+    overwhelming evidence, so it fails early (docs/analysis.md, "Failing before minSamples")."""
+    create_mdep(kube_api, namespace, canary_md(model_store, churn_bundles, deadline=600))
+    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=120)["stableRevision"]
+    with Traffic(kube_api, namespace, "churn", rows(churn_bundles), rate=10) as traffic:
+        wait_for("traffic through the router", lambda: len(traffic.results) > 20, timeout=60)
+        set_model(kube_api, namespace, model(model_store, churn_bundles, "3"))
+        aborted = wait_for(
+            "the analysis to abort v3 before the deadline",
+            lambda: (s := status(kube_api, namespace)).get("aborted") and s,
+            timeout=240,
+        )
+    assert aborted["stableRevision"] == v1
+    assert aborted["history"][-1]["outcome"] == "Aborted"
+    assert "ProgressDeadlineExceeded" not in (aborted["history"][-1].get("message") or "")
+    shift = next(c for c in aborted["analysis"]["checks"] if c["name"] == "score-shift")
+    failed = shift["measurements"][-1]
+    assert shift["result"] == "Fail"
+    assert failed["samples"] < 150
+    assert "beyond doubt" in failed["message"]
+    assert live_arms(kube_api, namespace) == [("default", v1, 100.0)]
 
 
 def test_a_canary_that_never_gets_ready_is_aborted_at_its_deadline(

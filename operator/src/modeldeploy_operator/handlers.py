@@ -15,8 +15,10 @@ retries with growing delays a bounded number of times; the resync picks up after
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -31,11 +33,14 @@ from modeldeploy_operator.domain.rollout.commands import is_pending, parse_comma
 from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
 from modeldeploy_operator.k8s.api import KubeApi, RejectedError, TransientApiError
 from modeldeploy_operator.reconciler import Outcome, Reconciler
+from modeldeploy_operator.wakeup import WakeUps
 
 SETTINGS = OperatorSettings()
 log = logging.getLogger("modeldeploy.handlers")
 
 _locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+_wakeups = WakeUps()
+"""Per object, the one wake-up its daemon sleeps on; every reconcile (any trigger) re-arms it."""
 _reconciler: Reconciler | None = None
 
 
@@ -48,6 +53,10 @@ def _get_reconciler() -> Reconciler:
             config.load_kube_config()
         _reconciler = Reconciler(KubeApi(client.ApiClient(), SETTINGS.field_manager), SETTINGS)
     return _reconciler
+
+
+def _epoch(moment: dt.datetime | None) -> float | None:
+    return moment.timestamp() if moment is not None else None
 
 
 def _backoff(retry: int) -> float:
@@ -81,8 +90,13 @@ def _run(
                 return None
             if only_if is not None and not only_if(fresh):
                 return None  # another trigger got there first (e.g. the command was handled meanwhile)
-            return _get_reconciler().reconcile(fresh)
+            outcome = _get_reconciler().reconcile(fresh)
+            # Inside the lock, so the daemon always sleeps on the timer of the latest pass.
+            _wakeups.of(meta["uid"]).arm(_epoch(outcome.next_due) if outcome is not None else None)
+            return outcome
         except TransientApiError as error:
+            # Try again after a backoff, not at a timer that is already due (no tight loop).
+            _wakeups.of(meta["uid"]).arm(time.time() + _backoff(retry))
             if raise_temporary:
                 raise kopf.TemporaryError(str(error), delay=_backoff(retry)) from error
             log.warning(
@@ -143,25 +157,38 @@ def on_command(body: kopf.Body, **_: Any) -> None:
     _run(dict(body), raise_temporary=False, only_if=command_waiting)
 
 
+async def _until_stopped(stopped: kopf.DaemonStopped) -> None:
+    await stopped.wait()
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5, initial_delay=1)
 async def drive(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
-    """Per object: reconcile when the rollout planner's next timer is due (a pause ending, the next
-    analysis interval, a deadline), and at least every resync period to repair drift."""
-    while not stopped:
-        try:
-            outcome = await asyncio.to_thread(_run, dict(body), raise_temporary=False)
-        except kopf.PermanentError as error:
-            log.warning(
-                "reconcile of %s/%s refused: %s",
-                body["metadata"]["namespace"],
-                body["metadata"]["name"],
-                error,
-            )
-            outcome = None
-        delay = SETTINGS.resync_seconds
-        if outcome is not None and outcome.requeue_after is not None:
-            delay = max(0.5, min(delay, outcome.requeue_after))
-        await stopped.wait(delay)
+    """Per object: reconcile when the next timer of its latest status is due (a pause ending, the next
+    analysis interval, a deadline), and at least every resync period to repair drift. Every reconcile,
+    whichever trigger ran it, re-arms the one wake-up this daemon sleeps on (wakeup.py), so a timer
+    set by an event-driven pass (a pause that started when the canary's pods became ready, a command)
+    fires on time rather than at the daemon's own next wake-up."""
+    uid = body["metadata"]["uid"]
+    wakeup = _wakeups.of(uid)
+    stop = asyncio.ensure_future(_until_stopped(stopped))
+    try:
+        while not stopped:
+            wakeup = _wakeups.of(uid)  # the one every pass arms (the same object unless re-registered)
+            try:
+                await asyncio.to_thread(_run, dict(body), raise_temporary=False)
+            except kopf.PermanentError as error:
+                log.warning(
+                    "reconcile of %s/%s refused: %s",
+                    body["metadata"]["namespace"],
+                    body["metadata"]["name"],
+                    error,
+                )
+                wakeup.arm(None)  # nothing timed from a refused pass: the resync tries again
+            if not await wakeup.sleep(SETTINGS.resync_seconds, stop):
+                break
+    finally:
+        stop.cancel()
+        _wakeups.forget(uid, wakeup)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": lbl.MANAGED_BY})

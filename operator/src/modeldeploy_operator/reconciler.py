@@ -39,7 +39,6 @@ from modeldeploy_operator.domain.status import (
     status_for_invalid_spec,
     with_command_refused,
     with_error,
-    with_front_door,
 )
 from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
 from modeldeploy_operator.domain.traffic import call_url
@@ -61,6 +60,8 @@ class Outcome:
     applied: int
     pruned: int
     requeue_after: float | None = None
+    next_due: dt.datetime | None = None
+    """When the plan's next timer is due (None: nothing timed): the object's daemon sleeps until then."""
 
 
 @dataclass(frozen=True)
@@ -201,8 +202,18 @@ class Reconciler:
         readings = self._measure(owner, spec, previous, seen, now)
         # 4. plan (pure): which revisions run, their replicas and weights, events, the new status
         command = parse_command(body["metadata"].get("annotations"))
+        # The front door callers go through (the built-in router): observed here, judged by the planner.
+        front_door = bool(seen.ready_endpoints.get("router")) if spec.traffic.provider == "router" else None
         decided = plan(
-            owner.name, spec, seen.deployments, readings, now, previous, command, generation=generation
+            owner.name,
+            spec,
+            seen.deployments,
+            readings,
+            now,
+            previous,
+            command,
+            generation=generation,
+            front_door_ready=front_door,
         )
         # 5. build (pure)
         state = desired_state(
@@ -227,10 +238,10 @@ class Reconciler:
         status = decided.status.model_copy(
             update={"url": call_url(owner, spec.traffic, self.settings.cluster_domain)}
         )
-        if spec.traffic.provider == "router":
-            status = with_front_door(status, answering=bool(seen.ready_endpoints.get("router")), now=now)
         written = self._write_status(body, status)
-        return Outcome(status.phase, written, len(state.manifests), pruned, decided.requeue_after)
+        return Outcome(
+            status.phase, written, len(state.manifests), pruned, decided.requeue_after, decided.next_due
+        )
 
     def _observe(self, owner: ModelDeploymentRef, spec: ModelDeploymentSpec) -> Observation:
         selector = f"{lbl.DEPLOYMENT_LABEL}={owner.name}"

@@ -95,6 +95,10 @@ def test_latency_p99_from_bucket_increases() -> None:
     assert reading.value == pytest.approx(0.01 + 0.04 * (99 - 50) / 50)
     assert reading.samples == 100
     assert "canary p99" in reading.detail
+    # the increases behind the value, for the evaluation's early decision (domain/rollout/evidence.py)
+    assert reading.buckets is not None
+    assert reading.buckets[-1] == (math.inf, 100)
+    assert dict(reading.buckets)[0.05] == 100
 
 
 def test_input_drift_takes_the_largest_psi_of_fresh_windows() -> None:
@@ -141,6 +145,11 @@ def test_prediction_shift_compares_canary_and_stable_score_increases() -> None:
     assert reading.value == pytest.approx(expected)
     assert reading.samples == 300
     assert "canary 300 vs stable 500 scores" in reading.detail
+    # the counts behind the value, for the evaluation's early decision (domain/rollout/evidence.py)
+    assert reading.histograms == (
+        (0, 400, 0, 0, 0, 0, 0, 0, 100, 0, 0),
+        (0, 100, 0, 0, 0, 0, 0, 0, 200, 0, 0),
+    )
 
 
 def test_prediction_shift_needs_scores_on_both_sides() -> None:

@@ -165,6 +165,7 @@ def test_prediction_shift_from_two_bucket_vectors() -> None:
     reading = prometheus(answer).read_one(check("predictionShift"), TARGET, 60)
     assert reading.value == pytest.approx(psi([400, 100, 0], [100, 200, 0]))
     assert reading.samples == 300
+    assert reading.histograms == ((400, 100, 0), (100, 200, 0))
 
 
 def test_promql_templates() -> None:

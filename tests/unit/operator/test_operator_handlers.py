@@ -152,3 +152,128 @@ def test_on_command_reconciles_only_while_the_fresh_object_still_waits(
     monkeypatch.setattr(handlers, "_reconciler", handled)
     handlers.on_command(body=_with(COMMAND))
     assert handled.reconciled == 0
+
+
+# -- every pass re-arms the daemon's one wake-up -------------------------------------------------
+
+
+class PlannedReconciler(CountingReconciler):
+    def __init__(self, fresh: dict[str, Any], next_due: Any) -> None:
+        super().__init__(fresh)
+        self.next_due = next_due
+
+    def reconcile(self, body: dict[str, Any]) -> Any:
+        self.reconciled += 1
+        from modeldeploy_operator.reconciler import Outcome
+
+        return Outcome("Progressing", True, 0, 0, next_due=self.next_due)
+
+
+def test_every_pass_re_arms_the_daemon_with_its_plans_next_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    from modeldeploy_operator.wakeup import WakeUps
+
+    monkeypatch.setattr(handlers, "_wakeups", WakeUps())
+    due = dt.datetime(2026, 1, 2, 3, 4, 11, tzinfo=dt.UTC)
+    monkeypatch.setattr(handlers, "_reconciler", PlannedReconciler(_with(COMMAND), due))
+    handlers.on_command(body=_with(COMMAND))  # a manual command: the daemon is re-armed
+    wakeup = handlers._wakeups.of("u1")
+    assert (wakeup.armed, wakeup.due) == (1, due.timestamp())
+    monkeypatch.setattr(handlers, "_reconciler", PlannedReconciler(_with(), None))
+    handlers.on_modeldeployment(body=_with(), retry=0)  # nothing timed any more: the resync
+    assert (wakeup.armed, wakeup.due) == (2, None)
+
+
+def test_a_transient_error_re_arms_after_a_backoff_not_at_once(
+    failing: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from modeldeploy_operator.wakeup import WakeUps
+
+    monkeypatch.setattr(handlers, "_wakeups", WakeUps())
+    failing(TransientApiError("503"))
+    before = time.time()
+    handlers._run(BODY, raise_temporary=False)
+    due = handlers._wakeups.of("u1").due
+    assert due is not None
+    assert due >= before + handlers.SETTINGS.retry_backoff_seconds
+
+
+# -- the daemon sleeps on the latest pass's timer ----------------------------------------------------
+
+
+class TimedReconciler(CountingReconciler):
+    """Each reconcile plans the next timer `gap` seconds ahead; counts its passes (any thread)."""
+
+    def __init__(self, fresh: dict[str, Any], gap: float) -> None:
+        super().__init__(fresh)
+        self.gap = gap
+        self.passes = __import__("threading").Condition()
+
+    def reconcile(self, body: dict[str, Any]) -> Any:
+        import datetime as dt
+
+        from modeldeploy_operator.reconciler import Outcome
+
+        with self.passes:
+            self.reconciled += 1
+            self.passes.notify_all()
+        due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.gap)
+        return Outcome("Progressing", True, 0, 0, next_due=due)
+
+
+async def _run_daemon_until(reconciler: TimedReconciler, done: Any, action: Any = None) -> None:
+    import asyncio
+
+    from kopf._cogs.aiokits import aioenums
+
+    setter: Any = aioenums.FlagSetter()
+    stopped: Any = aioenums.AsyncFlagWaiter(setter)
+    daemon = asyncio.ensure_future(handlers.drive(body=_with(), stopped=stopped))
+    try:
+        await asyncio.wait_for(_until(lambda: reconciler.reconciled >= 1), timeout=60)
+        if action is not None:
+            await asyncio.to_thread(action)
+        await asyncio.wait_for(_until(done), timeout=60)
+    finally:
+        setter.set()
+        await asyncio.wait_for(daemon, timeout=60)
+
+
+async def _until(condition: Any) -> None:
+    import asyncio
+
+    while not condition():
+        await asyncio.sleep(0.05)
+
+
+async def test_the_daemon_reconciles_again_as_soon_as_its_timer_is_due(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from modeldeploy_operator.wakeup import WakeUps
+
+    monkeypatch.setattr(handlers, "_wakeups", WakeUps())
+    monkeypatch.setattr(handlers, "SETTINGS", handlers.SETTINGS.model_copy(update={"resync_seconds": 3600}))
+    reconciler = TimedReconciler(_with(), gap=0)  # every plan: "due now"
+    monkeypatch.setattr(handlers, "_reconciler", reconciler)
+    await _run_daemon_until(reconciler, lambda: reconciler.reconciled >= 3)  # not the hour's resync
+    assert handlers._wakeups._by_uid == {}  # the ended daemon's wake-up is dropped
+
+
+async def test_a_command_re_arms_the_sleeping_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's own pass planned an hour ahead; a command's pass plans "due now": the daemon wakes
+    and reconciles again (it does not sleep on its own, older timer)."""
+    from modeldeploy_operator.wakeup import WakeUps
+
+    monkeypatch.setattr(handlers, "_wakeups", WakeUps())
+    monkeypatch.setattr(handlers, "SETTINGS", handlers.SETTINGS.model_copy(update={"resync_seconds": 3600}))
+    reconciler = TimedReconciler(_with(COMMAND), gap=3600)
+    monkeypatch.setattr(handlers, "_reconciler", reconciler)
+
+    def command() -> None:
+        reconciler.gap = 0  # the command's plan: a timer due at once (e.g. a freed rollout slot)
+        handlers.on_command(body=_with(COMMAND))
+
+    await _run_daemon_until(reconciler, lambda: reconciler.reconciled >= 3, action=command)

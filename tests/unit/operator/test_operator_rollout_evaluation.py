@@ -32,7 +32,8 @@ ERRORS, AUC = ANALYSIS.checks
         (ERRORS, 0.05, 500, "Pass"),  # on the bound is within
         (ERRORS, 0.06, 500, "Fail"),
         (ERRORS, 0.01, 99, "Inconclusive"),  # below the analysis' minSamples
-        (ERRORS, 0.9, 99, "Inconclusive"),  # too few samples to fail either
+        (ERRORS, 0.9, 99, "Fail"),  # too few samples, but overwhelming: 89 of 99 failed (evidence.py)
+        (ERRORS, 0.1, 99, "Inconclusive"),  # too few samples, and 10 of 99 could be chance
         (ERRORS, None, 500, "Inconclusive"),
         (ERRORS, math.nan, 500, "Inconclusive"),  # argo-rollouts#180
         (ERRORS, math.inf, 500, "Inconclusive"),

@@ -247,14 +247,25 @@ def test_patch_is_camel_case_json() -> None:
 
 
 def test_ready_waits_for_the_router_when_callers_go_through_it() -> None:
-    from modeldeploy_operator.domain.status import with_front_door
-    from modeldeploy_operator.domain.status_model import Condition, ModelDeploymentStatus
+    """Ready is decided once, by the planner, from what the reconciler observed of the router."""
+    from modeldeploy_operator.domain.rollout import plan
 
-    ready = Condition(
-        type="Ready", status="True", reason="ReplicasReady", message="", last_transition_time=NOW
-    )
-    status = ModelDeploymentStatus(phase="Ready", conditions=(ready,))
-    gated = with_front_door(status, answering=False, now=NOW)
+    from rollout_sim import NAME, Sim, rollout_spec
+
+    sim = Sim(rollout_spec("1"))
+    sim.step()
+    sim.step(1)
+    assert sim.status is not None
+    assert sim.status.phase == "Ready"
+
+    def decide(front_door_ready: bool | None) -> ModelDeploymentStatus:
+        return plan(
+            NAME, sim.spec, sim.observed(), (), sim.now, sim.status, front_door_ready=front_door_ready
+        ).status
+
+    gated = decide(False)
     assert gated.phase == "Progressing"
-    assert [(c.type, c.status, c.reason) for c in gated.conditions] == [("Ready", "False", "RouterNotReady")]
-    assert with_front_door(status, answering=True, now=NOW) is status
+    ready = next(c for c in gated.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("False", "RouterNotReady")
+    assert gated.message == "the router has no ready pod yet"
+    assert decide(True) == decide(None) == sim.status  # a ready router, or none to wait for

@@ -23,7 +23,7 @@ from modeldeploy_operator.domain.spec import Check
 from . import names
 from .deltas import GroupIncrease, group_increase, labels_are
 from .scrape import GroupScrape, PodMetrics, Snapshot, is_number
-from .stats import buckets_from_le, histogram_psi, histogram_quantile
+from .stats import bucket_counts, buckets_from_le, histogram_psi, histogram_quantile
 from .target import AnalysisTarget
 
 LATENCY_QUANTILE = 0.99
@@ -75,7 +75,8 @@ def latency_p99(check: Check, previous: Snapshot, current: Snapshot) -> CheckRea
     if observed <= 0 or not is_number(value):
         return no_data(check, current.taken_at, f"no canary requests {where}")
     detail = f"canary p99 {value * 1000:.1f} ms over {observed:.0f} requests {where}"
-    return CheckReading(check.name, value, round(observed), current.taken_at, detail)
+    buckets = tuple(buckets_from_le(by_le))
+    return CheckReading(check.name, value, round(observed), current.taken_at, detail, buckets=buckets)
 
 
 def _drift_window(pod: PodMetrics, since: float) -> tuple[float, int] | None:
@@ -133,7 +134,8 @@ def prediction_shift(
     if math.isnan(value):
         return no_data(check, current.taken_at, f"score histograms not comparable ({counts}) {where}")
     detail = f"PSI of canary scores against stable scores {value:.3f} ({counts}) {where}"
-    return CheckReading(check.name, value, samples, current.taken_at, detail)
+    histograms = (tuple(bucket_counts(stable)), tuple(bucket_counts(canary)))
+    return CheckReading(check.name, value, samples, current.taken_at, detail, histograms)
 
 
 def readings(

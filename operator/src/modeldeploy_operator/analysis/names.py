@@ -1,32 +1,30 @@
-"""Names of the metrics analysis reads, as the model server and the router expose them.
-
-The operator may not import the serving package (import-linter: the two images stay independent),
-so the names are repeated here; docs/serving.md and docs/router.md are their source of truth, and
-the integration tests read them from real processes.
-"""
+"""Names of the metrics analysis reads: they live in the contract package (shared with the serving side,
+which exposes them); re-exported here for the analysis modules."""
 
 from __future__ import annotations
 
-# Model server (modeldeploy_serving.metrics); labels model, version[, protocol, code | feature].
-REQUESTS = "modeldeploy_requests_total"
-ERRORS = "modeldeploy_request_errors_total"
-"""Requests answered with HTTP 4xx or 5xx; label `code` holds the status."""
-REQUEST_SECONDS = "modeldeploy_request_duration_seconds"
-FEATURE_PSI = "modeldeploy_feature_drift_psi"
-WINDOW_ROWS = "modeldeploy_drift_window_rows"
-WINDOW_END = "modeldeploy_drift_window_end_timestamp_seconds"
-PREDICTION_SCORE = "modeldeploy_prediction_score"
-"""Histogram of prediction scores, added to when a drift window closes."""
+from modeldeploy_contract.metric_names import (
+    ERRORS,
+    FEATURE_PSI,
+    PREDICTION_SCORE,
+    REQUEST_SECONDS,
+    REQUESTS,
+    ROUTER_ERRORS,
+    WINDOW_END,
+    WINDOW_ROWS,
+    bucket,
+    count,
+)
 
-# Router (modeldeploy_serving.router.metrics); labels variant, revision, reason.
-ROUTER_ERRORS = "modeldeploy_router_errors_total"
-"""Requests of an arm that the router answered itself (backend unreachable, timeout, bad answer,
-no backend): they never reached a model server, so the server cannot count them."""
-
-
-def bucket(histogram: str) -> str:
-    return f"{histogram}_bucket"
-
-
-def count(histogram: str) -> str:
-    return f"{histogram}_count"
+__all__ = [
+    "ERRORS",
+    "FEATURE_PSI",
+    "PREDICTION_SCORE",
+    "REQUESTS",
+    "REQUEST_SECONDS",
+    "ROUTER_ERRORS",
+    "WINDOW_END",
+    "WINDOW_ROWS",
+    "bucket",
+    "count",
+]

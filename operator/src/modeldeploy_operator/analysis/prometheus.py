@@ -22,7 +22,7 @@ from . import promql
 from .builtin import no_data
 from .promql import SeriesLabels
 from .scrape_source import utc_now
-from .stats import buckets_from_le, histogram_psi
+from .stats import bucket_counts, buckets_from_le, histogram_psi
 from .target import AnalysisTarget
 
 QUERY_PATH = "/api/v1/query"
@@ -170,4 +170,6 @@ class PrometheusReader:
         value = histogram_psi(stable, canary)
         if math.isnan(value):
             return no_data(check, at, f"score histograms not comparable ({counts})")
-        return CheckReading(check.name, value, samples, at, f"PSI of canary against stable scores ({counts})")
+        counts_per_bin = (tuple(bucket_counts(stable)), tuple(bucket_counts(canary)))
+        detail = f"PSI of canary against stable scores ({counts})"
+        return CheckReading(check.name, value, samples, at, detail, counts_per_bin)

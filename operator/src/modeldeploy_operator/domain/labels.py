@@ -7,7 +7,8 @@ an object: a Deployment's selector is immutable.
 
 from __future__ import annotations
 
-GROUP = "modeldeploy.io"
+from modeldeploy_contract.resource import GROUP
+
 DEPLOYMENT_LABEL = f"{GROUP}/deployment"
 VARIANT_LABEL = f"{GROUP}/variant"
 REVISION_LABEL = f"{GROUP}/revision"

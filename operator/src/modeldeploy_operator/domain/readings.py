@@ -22,3 +22,10 @@ class CheckReading:
     measured_at: datetime
     detail: str = ""
     """Human-readable context for status and Events (e.g. "canary 3/412 requests failed")."""
+    histograms: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    """For a check comparing two histograms (predictionShift): the (stable, canary) counts per bin the
+    value was computed from, so the evaluation can tell overwhelming evidence from noise before
+    minSamples (domain/rollout/evidence.py). None for other checks."""
+    buckets: tuple[tuple[float, float], ...] | None = None
+    """For a quantile check (latencyP99, scraped): the cumulative (upper bound, count) buckets the value
+    was computed from, so the evaluation can count observations certainly above the threshold."""

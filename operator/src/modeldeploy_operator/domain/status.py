@@ -64,30 +64,6 @@ def with_error(
     return status.model_copy(update={"last_error": error})
 
 
-def with_front_door(
-    status: ModelDeploymentStatus, *, answering: bool, now: datetime
-) -> ModelDeploymentStatus:
-    """Ready also needs the front door: with the built-in router, callers reach the model only through
-    it, so a ModelDeployment whose serving pods are ready but whose router has no ready pod is not Ready
-    (`kubectl wait --for=condition=Ready` must not return before a request can succeed)."""
-    ready = next((c for c in status.conditions if c.type == READY), None)
-    if answering or ready is None or ready.status != "True":
-        return status
-    conditions = set_condition(
-        status.conditions,
-        READY,
-        "False",
-        "RouterNotReady",
-        "the router has no ready pod yet",
-        now=now,
-        observed_generation=ready.observed_generation,
-    )
-    phase = "Progressing" if status.phase == "Ready" else status.phase
-    return status.model_copy(
-        update={"conditions": conditions, "phase": phase, "message": "the router has no ready pod yet"}
-    )
-
-
 def with_command_refused(
     status: ModelDeploymentStatus, command: Command | InvalidCommand | None, reason: str, *, now: datetime
 ) -> ModelDeploymentStatus:

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 
 from modeldeploy_operator.domain.revision import ResolvedVariant
 from modeldeploy_operator.domain.rollout.commands import Command, InvalidCommand, is_pending
+from modeldeploy_operator.domain.rollout.cursor import Cursor, stamp
 from modeldeploy_operator.domain.rollout.evaluation import reset_failures
 from modeldeploy_operator.domain.rollout.history import previous_promoted, reopen, set_outcome
-from modeldeploy_operator.domain.rollout.state import Draft, stamp
+from modeldeploy_operator.domain.rollout.state import Draft
 from modeldeploy_operator.domain.rollout.steps import abort
 from modeldeploy_operator.domain.status_model import CommandResult, CommandStatus, HistoryEntry, PauseStatus
 
@@ -43,7 +44,7 @@ def _reopen_aborted(draft: Draft, variant: ResolvedVariant) -> None:
     if entry is not None:
         draft.history = reopen(draft.history, entry.revision)
     draft.enter_traffic(variant.name, variant.revision)
-    draft.aborted = False
+    draft.cursor = draft.cursor.reopen(draft.now)
     draft.degraded = None
 
 
@@ -53,10 +54,9 @@ def _promote(draft: Draft, command: Command, variants: Sequence[ResolvedVariant]
         return "Ignored", "no rollout in progress: nothing to promote"
     if aborted is not None:
         _reopen_aborted(draft, aborted)
-        draft.rollout_started_at = draft.rollout_started_at or stamp(draft.now)
     if draft.analysis is not None:
         draft.analysis = draft.analysis.model_copy(update={"checks": reset_failures(draft.analysis.checks)})
-    draft.start_step(len(draft.spec.rollout.steps))
+    draft.cursor = draft.cursor.restart_step(len(draft.spec.rollout.steps), draft.now)
     draft.promote_full = command.full
     how = "all traffic as soon as it has a ready pod" if command.full else "once all its pods are ready"
     message = f"promote: remaining steps skipped; {draft.canary_revision} takes {how}"
@@ -76,7 +76,7 @@ def _pause(draft: Draft) -> _Outcome:
         return "Ignored", "no rollout in progress: nothing to pause"
     if draft.pause is not None and draft.pause.reason != "Step":
         return "Ignored", f"the rollout is already paused ({draft.pause.reason})"
-    draft.pause = PauseStatus(reason="Manual", since=stamp(draft.now))
+    draft.cursor = draft.cursor.paused(PauseStatus(reason="Manual", since=stamp(draft.now)))
     draft.event("RolloutPaused", "paused by a user: the rollout holds until resumed (analysis goes on)")
     return "Applied", "rollout paused"
 
@@ -86,15 +86,13 @@ def _resume(draft: Draft, variants: Sequence[ResolvedVariant]) -> _Outcome:
     if aborted is not None:
         _reopen_aborted(draft, aborted)
         draft.analysis = None
-        draft.canary_weight = 0
-        draft.rollout_started_at = stamp(draft.now)
-        draft.start_step(0)
+        draft.cursor = Cursor.start(aborted.name, aborted.revision, draft.now)  # a retry, from step 1
         message = f"retrying the aborted rollout of {draft.label(aborted.name, aborted.revision)} from step 1"
     elif not draft.active() or draft.pause is None:
         return "Ignored", "no paused rollout: nothing to resume"
     elif draft.pause.reason == "Step":
         index = draft.step_index or 0
-        draft.start_step(index + 1)
+        draft.cursor = draft.cursor.advance(draft.now)
         message = f"pause step {index + 1} ended by a user"
     elif draft.pause.reason == "Spec":
         return "Ignored", "spec.paused is true: set it to false to resume"
@@ -103,7 +101,8 @@ def _resume(draft: Draft, variants: Sequence[ResolvedVariant]) -> _Outcome:
             draft.analysis = draft.analysis.model_copy(
                 update={"checks": reset_failures(draft.analysis.checks)}
             )
-        draft.start_step(draft.step_index or 0)  # the step's clock (and deadline) starts again
+        # the step's clock (and deadline) starts again
+        draft.cursor = draft.cursor.restart_step(draft.step_index or 0, draft.now)
         message = "rollout resumed at its current step"
     draft.event("RolloutResumed", message)
     return "Applied", message
@@ -145,7 +144,7 @@ def _rollback(draft: Draft, command: Command, variants: Sequence[ResolvedVariant
         if draft.active():
             draft.finish(variant.name, draft.canary_revision, "RolledBack", reason)
             draft.leave_traffic(variant.name, draft.canary_revision)
-        draft.clear_rollout()
+        draft.cursor = draft.cursor.clear()
     spec_entry = draft.entry(variant.name, variant.revision)
     if spec_entry is not None and spec_entry.outcome in ("Promoted", "Progressing"):
         draft.history = set_outcome(

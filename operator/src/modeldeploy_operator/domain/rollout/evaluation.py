@@ -1,8 +1,11 @@
 """Pure evaluation of analysis readings: Pass, Fail or Inconclusive, and what the counts mean.
 
-Honesty about low traffic is the point: no reading, a value that is None or NaN (argo-rollouts#180),
-or fewer samples than minSamples is Inconclusive, never Pass. Inconclusive never fails a rollout by
-itself either: it holds an analysis step open until the progress deadline.
+Honesty about low traffic is the point, both ways: no reading, a value that is None or NaN
+(argo-rollouts#180), or fewer samples than minSamples is Inconclusive, never Pass; but a reading below
+minSamples whose evidence of failure is overwhelming (evidence.py: an exact binomial test for
+errorRate, a homogeneity test plus a shrunk PSI for predictionShift) is a Fail at once.
+Inconclusive never fails a rollout by itself either: it holds an analysis step open until the
+progress deadline.
 
 failureLimit counts *total* Fail results of a check during one rollout (argo-rollouts semantics):
 the analysis fails when a check has failed more than failureLimit times, so failureLimit 0 fails on
@@ -16,8 +19,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from modeldeploy_operator.domain.readings import CheckReading
+from modeldeploy_operator.domain.rollout.evidence import (
+    ALPHA,
+    error_rate_clearly_above,
+    quantile_clearly_above,
+    shift_clearly_above,
+    shrunk_psi,
+    slower_than,
+)
 from modeldeploy_operator.domain.spec import Analysis, Check
 from modeldeploy_operator.domain.status_model import MAX_MEASUREMENTS, CheckResult, CheckStatus, Measurement
+
+P99 = 0.99
 
 
 def _finite(value: float | None) -> float | None:
@@ -26,6 +39,33 @@ def _finite(value: float | None) -> float | None:
 
 def _format(value: float) -> str:
     return f"{value:.6g}"
+
+
+def _clear_failure(check: Check, value: float, reading: CheckReading) -> str | None:
+    """Why the evidence of a reading below minSamples is overwhelming (evidence.py), or None."""
+    limit = check.threshold.max
+    if limit is None:
+        return None
+    if check.type == "errorRate" and error_rate_clearly_above(value, reading.samples, limit):
+        return (
+            f"{_format(value)} is above the maximum {_format(limit)} beyond doubt "
+            f"(binomial test, p <= {ALPHA:g})"
+        )
+    buckets = reading.buckets
+    if check.type == "latencyP99" and buckets is not None and quantile_clearly_above(buckets, limit, P99):
+        slower, total = slower_than(buckets, limit)
+        return (
+            f"{_format(value)} is above the maximum {_format(limit)} beyond doubt ({slower} of {total} "
+            f"requests slower, binomial test against 1 %, p <= {ALPHA:g})"
+        )
+    if check.type == "predictionShift" and reading.histograms is not None:
+        stable, canary = reading.histograms
+        if shift_clearly_above(value, stable, canary, limit):
+            return (
+                f"{_format(value)} is above the maximum {_format(limit)} beyond doubt (scores differ, "
+                f"chi-square p <= {ALPHA:g}; shrunk PSI {_format(shrunk_psi(stable, canary))})"
+            )
+    return None
 
 
 def evaluate(check: Check, reading: CheckReading | None, analysis: Analysis, now: datetime) -> Measurement:
@@ -43,7 +83,11 @@ def evaluate(check: Check, reading: CheckReading | None, analysis: Analysis, now
     if value is None:
         result, why = "Inconclusive", "no data: the value is missing or not a number"
     elif reading.samples < min_samples:
-        result, why = "Inconclusive", f"{reading.samples} samples, fewer than the {min_samples} needed"
+        early = _clear_failure(check, value, reading)
+        if early is not None:
+            result, why = "Fail", f"{early}, with {reading.samples} of the {min_samples} samples"
+        else:
+            result, why = "Inconclusive", f"{reading.samples} samples, fewer than the {min_samples} needed"
     elif check.threshold.max is not None and value > check.threshold.max:
         result, why = "Fail", f"{_format(value)} is above the maximum {_format(check.threshold.max)}"
     elif check.threshold.min is not None and value < check.threshold.min:

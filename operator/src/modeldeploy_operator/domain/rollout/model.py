@@ -8,6 +8,7 @@ variant that is not listed is no longer needed (prune it).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
@@ -61,7 +62,10 @@ class Plan:
     status: ModelDeploymentStatus
     requeue_after: float | None
     """Seconds until a timer (pause, analysis interval, step duration, deadline, scale-down) needs a
-    reconcile; None when only a change of the object or its Deployments can move things on."""
+    reconcile (at least 1); None when only a change of the object or its Deployments can move things on."""
+    next_due: datetime | None = None
+    """The same timer as a moment (`timers.next_due` of the new status): what the object's daemon
+    sleeps until, whichever trigger ran this plan."""
 
     def variant(self, name: str) -> VariantPlan:
         return next(v for v in self.variants if v.name == name)

@@ -18,15 +18,15 @@ Everything the next call needs is in the status it returns, so a restarted opera
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from modeldeploy_operator.domain.durations import parse_duration
 from modeldeploy_operator.domain.history import record_revision
 from modeldeploy_operator.domain.observed import ObservedDeployment
 from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.revision import ResolvedVariant, resolve_variants
 from modeldeploy_operator.domain.rollout.commands import Command, InvalidCommand
 from modeldeploy_operator.domain.rollout.control import apply_command, pinned_entry
+from modeldeploy_operator.domain.rollout.cursor import Cursor
 from modeldeploy_operator.domain.rollout.history import reopen
 from modeldeploy_operator.domain.rollout.model import (
     AnalysisRequest,
@@ -35,9 +35,10 @@ from modeldeploy_operator.domain.rollout.model import (
     Role,
     VariantPlan,
 )
-from modeldeploy_operator.domain.rollout.state import Draft, stamp
+from modeldeploy_operator.domain.rollout.state import Draft
 from modeldeploy_operator.domain.rollout.steps import advance, ready, wanted_canary_replicas
-from modeldeploy_operator.domain.rollout.view import VariantOutcome, build_status, requeue_after
+from modeldeploy_operator.domain.rollout.timers import analysis_due, next_due, seconds_until
+from modeldeploy_operator.domain.rollout.view import VariantOutcome, build_status
 from modeldeploy_operator.domain.spec import ModelDeploymentSpec
 from modeldeploy_operator.domain.status_model import HistoryEntry, ModelDeploymentStatus
 
@@ -115,7 +116,7 @@ def _end_other_rollout(draft: Draft, variant: ResolvedVariant, target: str, imme
         draft.event(
             "RolloutSuperseded", f"the rollout of {draft.label(variant.name, old)} was superseded by {target}"
         )
-    draft.clear_rollout()
+    draft.cursor = draft.cursor.clear()
 
 
 def _immediate(
@@ -161,11 +162,8 @@ def _start(draft: Draft, variant: ResolvedVariant) -> None:
     entry = draft.entry(variant.name, variant.revision)
     if entry is not None and entry.outcome != "Progressing":
         draft.history = reopen(draft.history, entry.revision)
-    draft.clear_rollout()
-    draft.rollout_variant, draft.canary_revision = variant.name, variant.revision
-    draft.rollout_started_at = stamp(draft.now)
+    draft.cursor = Cursor.start(variant.name, variant.revision, draft.now)
     draft.analysis = None
-    draft.start_step(0)
     draft.enter_traffic(variant.name, variant.revision)
     stable = draft.stable.get(variant.name)
     draft.event(
@@ -220,8 +218,7 @@ def _progressive(
     layout = _Layout(draft, variant)
     if entry is not None and entry.outcome == "Aborted":
         if not draft.active():  # keep the status pointing at the aborted revision
-            draft.rollout_variant, draft.canary_revision, draft.aborted = variant.name, target, True
-            draft.canary_weight, draft.step_index, draft.pause = 0, None, None
+            draft.cursor = draft.cursor.held_aborted(variant.name, target)
         layout.add(stable, "stable", total, 100)
         layout.add_leaving(target, new_role)
         return outcome.with_plan(layout.plan(), serving=stable, draft=draft, aborted=entry)
@@ -272,8 +269,13 @@ def plan(
     command: Command | InvalidCommand | None = None,
     *,
     generation: int | None = None,
+    front_door_ready: bool | None = None,
 ) -> Plan:
-    """Decide what should run for ModelDeployment `name` now. Pure: same inputs, same Plan."""
+    """Decide what should run for ModelDeployment `name` now. Pure: same inputs, same Plan.
+
+    `front_door_ready`: what the reconciler observed of the front door callers go through (the
+    built-in router: does it have a ready pod?); None when there is none to wait for (the Gateway API
+    provider). Ready is decided here, once, from it and the serving revisions."""
     previous = previous_status or ModelDeploymentStatus()
     variants = resolve_variants(name, spec)
     draft = Draft.from_status(spec, now, observed, previous)
@@ -283,12 +285,16 @@ def plan(
     order = sorted(variants, key=lambda v: v.name != draft.rollout_variant)
     outcomes = {v.name: _plan_variant(draft, v, readings) for v in order}
     in_spec_order = [outcomes[v.name] for v in variants]
-    status = build_status(draft, in_spec_order, generation)
+    status = build_status(draft, in_spec_order, generation, front_door_ready=front_door_ready)
+    # A rollout slot just freed while another variant waits: start its rollout in the next pass.
+    slot_freed = any(o.queued for o in in_spec_order) and not draft.active()
+    due = next_due(spec, status, now, at_once=slot_freed)
     return Plan(
         variants=tuple(o.plan for o in in_spec_order if o.plan is not None),
         events=tuple(draft.events),
         status=status,
-        requeue_after=requeue_after(draft, in_spec_order),
+        requeue_after=seconds_until(due, now),
+        next_due=due,
     )
 
 
@@ -300,13 +306,9 @@ def analysis_request(
     ignored, so calling this is an optimisation, not a correctness matter."""
     status = previous_status or ModelDeploymentStatus()
     analysis = spec.rollout.analysis
-    if analysis is None or not analysis.checks or status.aborted:
+    if analysis is None or status.rollout_variant is None or status.canary_revision is None:
         return None
-    if status.rollout_variant is None or status.canary_revision is None:
-        return None
-    state = status.analysis
-    last_run = state.last_run_at if state is not None and state.revision == status.canary_revision else None
-    if last_run is not None and now < last_run + timedelta(seconds=parse_duration(analysis.interval)):
+    if not analysis_due(spec, status, now):
         return None
     stable = next((v.revision for v in status.variants if v.name == status.rollout_variant), None)
     return AnalysisRequest(

@@ -2,6 +2,11 @@
 
 One `Draft` lives for one `plan()` call: commands and the step machine change it, the status view reads
 it. Nothing here survives the call except through the status it produces (restart safety).
+
+Where the rollout stands is `draft.cursor`, a frozen `Cursor` (cursor.py) that changes only by its
+named transitions (start, advance, set_weight, paused, resume, abort, promote, ...); the draft exposes
+its fields read-only. The rest (history, scale-down times, analysis, events) is still edited in place
+through the methods below.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from datetime import datetime, timedelta
 
 from modeldeploy_operator.domain.history import entry_for_hash, finish_revision
 from modeldeploy_operator.domain.observed import ObservedDeployment
+from modeldeploy_operator.domain.rollout.cursor import Cursor, stamp
 from modeldeploy_operator.domain.rollout.model import PlanEvent
 from modeldeploy_operator.domain.spec import ModelDeploymentSpec
 from modeldeploy_operator.domain.status_model import (
@@ -22,11 +28,6 @@ from modeldeploy_operator.domain.status_model import (
     PauseStatus,
     RevisionOutcome,
 )
-
-
-def stamp(moment: datetime) -> datetime:
-    """Times in status have whole seconds, so a status read back compares equal to the one written."""
-    return moment.replace(microsecond=0)
 
 
 @dataclass
@@ -40,14 +41,8 @@ class Draft:
     """variant -> its stable (serving) revision hash."""
     scale_down_at: dict[tuple[str, str], datetime]
     """(variant, revision) -> when a revision that left traffic loses its pods."""
-    rollout_variant: str | None = None
-    canary_revision: str | None = None
-    step_index: int | None = None
-    step_started_at: datetime | None = None
-    rollout_started_at: datetime | None = None
-    canary_weight: int = 0
-    aborted: bool = False
-    pause: PauseStatus | None = None
+    cursor: Cursor = field(default_factory=Cursor)
+    """Where the rollout stands: changed only by its named transitions (cursor.py)."""
     analysis: AnalysisStatus | None = None
     pinned_revision: int | None = None
     pinned_spec_revision: str | None = None
@@ -80,14 +75,7 @@ class Draft:
             history=previous.history,
             stable={v.name: v.revision for v in previous.variants if v.revision},
             scale_down_at=scale_down,
-            rollout_variant=previous.rollout_variant,
-            canary_revision=previous.canary_revision,
-            step_index=previous.current_step_index,
-            step_started_at=previous.step_started_at,
-            rollout_started_at=previous.rollout_started_at,
-            canary_weight=previous.canary_weight,
-            aborted=previous.aborted,
-            pause=previous.pause,
+            cursor=Cursor.from_status(previous),
             analysis=previous.analysis,
             pinned_revision=previous.pinned_revision,
             pinned_spec_revision=previous.pinned_spec_revision,
@@ -98,7 +86,40 @@ class Draft:
 
     def active(self) -> bool:
         """A Canary or BlueGreen rollout is under way (not aborted)."""
-        return self.rollout_variant is not None and self.canary_revision is not None and not self.aborted
+        return self.cursor.active
+
+    # The cursor's fields, read-only: a change goes through one of the cursor's transitions.
+    @property
+    def rollout_variant(self) -> str | None:
+        return self.cursor.variant
+
+    @property
+    def canary_revision(self) -> str | None:
+        return self.cursor.revision
+
+    @property
+    def step_index(self) -> int | None:
+        return self.cursor.step_index
+
+    @property
+    def step_started_at(self) -> datetime | None:
+        return self.cursor.step_started_at
+
+    @property
+    def rollout_started_at(self) -> datetime | None:
+        return self.cursor.started_at
+
+    @property
+    def canary_weight(self) -> int:
+        return self.cursor.weight
+
+    @property
+    def aborted(self) -> bool:
+        return self.cursor.aborted
+
+    @property
+    def pause(self) -> PauseStatus | None:
+        return self.cursor.pause
 
     def observed_of(self, variant: str, revision: str | None) -> ObservedDeployment | None:
         return next((o for o in self.observed if o.variant == variant and o.revision == revision), None)
@@ -137,16 +158,3 @@ class Draft:
 
     def enter_traffic(self, variant: str, revision: str) -> None:
         self.scale_down_at.pop((variant, revision), None)
-
-    def clear_rollout(self) -> None:
-        self.rollout_variant = self.canary_revision = None
-        self.step_index = None
-        self.step_started_at = self.rollout_started_at = None
-        self.canary_weight = 0
-        self.aborted = False
-        self.pause = None
-
-    def start_step(self, index: int) -> None:
-        self.step_index = index
-        self.step_started_at = stamp(self.now)
-        self.pause = None

@@ -21,8 +21,10 @@ from modeldeploy_operator.domain.durations import parse_duration
 from modeldeploy_operator.domain.observed import ObservedDeployment
 from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.revision import ResolvedVariant
+from modeldeploy_operator.domain.rollout.cursor import stamp
 from modeldeploy_operator.domain.rollout.evaluation import describe, failed_checks, measure_all, passed_since
-from modeldeploy_operator.domain.rollout.state import Draft, stamp
+from modeldeploy_operator.domain.rollout.state import Draft
+from modeldeploy_operator.domain.rollout.timers import analysis_due_at
 from modeldeploy_operator.domain.spec import AnalysisStep, PauseStep
 from modeldeploy_operator.domain.status_model import AnalysisStatus, PauseStatus
 
@@ -61,11 +63,7 @@ def abort(draft: Draft, reason: str, message: str, *, by_user: bool = False) -> 
     text = f"rollout of {draft.label(variant, revision)} aborted: {message}"
     draft.finish(variant, revision, "Aborted", f"{reason}: {message}")
     draft.leave_traffic(variant, revision)
-    draft.canary_weight = 0
-    draft.aborted = True
-    draft.pause = None
-    draft.step_index = None
-    draft.step_started_at = None
+    draft.cursor = draft.cursor.abort()
     draft.degraded = ("RolloutAborted" if by_user else reason, text)
     draft.event("RolloutAborted" if by_user else reason, text, warning=True)
 
@@ -78,7 +76,9 @@ def fail(draft: Draft, reason: str, message: str) -> None:
     if draft.pause is not None and draft.pause.reason == "Failure":
         return  # already holding for a human; said so once
     text = f"{reason}: {message}; paused (autoRollback is false): resume, promote or abort"
-    draft.pause = PauseStatus(reason="Failure", since=stamp(draft.now), message=text[:4096])
+    draft.cursor = draft.cursor.paused(
+        PauseStatus(reason="Failure", since=stamp(draft.now), message=text[:4096])
+    )
     draft.degraded = (reason, text)
     draft.event(reason, text, warning=True)
 
@@ -97,20 +97,15 @@ def promote(draft: Draft, variant: ResolvedVariant) -> None:
     draft.event(
         "RolloutPromoted", f"{draft.label(variant.name, revision)} promoted: it takes all the traffic"
     )
-    draft.clear_rollout()
+    draft.cursor = draft.cursor.promote()
 
 
 # --- one pass ------------------------------------------------------------------------------------
 
 
 def _analysis_due(draft: Draft) -> bool:
-    analysis = draft.spec.rollout.analysis
-    if analysis is None or not analysis.checks:
-        return False
-    state = draft.analysis
-    if state is None or state.revision != draft.canary_revision or state.last_run_at is None:
-        return True
-    return draft.now >= state.last_run_at + timedelta(seconds=parse_duration(analysis.interval))
+    due = analysis_due_at(draft.spec, draft.canary_revision, draft.analysis)
+    return due is not None and draft.now >= due
 
 
 def run_analysis(draft: Draft, canary: ObservedDeployment | None, readings: Sequence[CheckReading]) -> bool:
@@ -140,7 +135,7 @@ def _next_step(draft: Draft, what: str) -> None:
     index = draft.step_index or 0
     steps = draft.spec.rollout.steps
     draft.event("RolloutStepCompleted", f"step {index + 1}/{len(steps)} ({what}) completed")
-    draft.start_step(index + 1)
+    draft.cursor = draft.cursor.advance(draft.now)
 
 
 def _wait_for_pods(draft: Draft, canary: ObservedDeployment | None, needed: int, why: str) -> bool:
@@ -161,18 +156,18 @@ def _wait_for_pods(draft: Draft, canary: ObservedDeployment | None, needed: int,
 def _set_weight(draft: Draft, weight: int, total: int, canary: ObservedDeployment | None) -> bool:
     if not _wait_for_pods(draft, canary, canary_replicas(total, weight), f"for {weight}% of the traffic"):
         return False
-    draft.canary_weight = weight
+    draft.cursor = draft.cursor.set_weight(weight)
     _next_step(draft, f"setWeight {weight}")
     return True
 
 
 def _pause(draft: Draft, step: PauseStep, started: datetime) -> bool:
     if step.duration is None:
-        draft.pause = PauseStatus(reason="Step", since=started)
+        draft.cursor = draft.cursor.paused(PauseStatus(reason="Step", since=started))
         return False
     until = started + timedelta(seconds=parse_duration(step.duration))
     if draft.now < until:
-        draft.pause = PauseStatus(reason="Step", since=started, until=stamp(until))
+        draft.cursor = draft.cursor.paused(PauseStatus(reason="Step", since=started, until=stamp(until)))
         return False
     _next_step(draft, f"pause {step.duration}")
     return True
@@ -223,11 +218,10 @@ def _take_step(draft: Draft, total: int, canary: ObservedDeployment | None) -> b
 def _sync_spec_pause(draft: Draft) -> None:
     pause = draft.pause
     if draft.spec.paused and (pause is None or pause.reason == "Step"):
-        draft.pause = PauseStatus(reason="Spec", since=stamp(draft.now))
+        draft.cursor = draft.cursor.paused(PauseStatus(reason="Spec", since=stamp(draft.now)))
         draft.event("RolloutPaused", "spec.paused is true: the rollout holds at its current step")
     elif not draft.spec.paused and pause is not None and pause.reason == "Spec":
-        draft.pause = None
-        draft.step_started_at = stamp(draft.now)  # the step's clock (and deadline) starts again
+        draft.cursor = draft.cursor.resume(draft.now)  # the step's clock (and deadline) starts again
         draft.event("RolloutResumed", "spec.paused is false: the rollout goes on")
 
 

@@ -1,7 +1,8 @@
 """The status a plan reports: per-variant revisions, conditions, phase, and when to look again.
 
 Conditions (what `kubectl wait` and GitOps tools read):
-- Ready: every variant that takes traffic has ready pods of the revision serving it.
+- Ready: every variant that takes traffic has ready pods of the revision serving it, and the router
+  (when callers go through it) has a ready pod (reason RouterNotReady otherwise).
 - Progressing: True while a rollout runs (reason RolloutInProgress, or RolloutPaused) or a revision
   starts (ReplicasUpdating); False when done (RolloutComplete), aborted (RolloutAborted), or when a
   Deployment stopped progressing (ProgressDeadlineExceeded, as the Deployment's own condition says).
@@ -16,10 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
 
 from modeldeploy_operator.domain.conditions import find_condition, is_true, set_condition
-from modeldeploy_operator.domain.durations import parse_duration
 from modeldeploy_operator.domain.revision import ResolvedVariant
 from modeldeploy_operator.domain.rollout.model import VariantPlan
 from modeldeploy_operator.domain.rollout.state import Draft
@@ -202,19 +201,27 @@ def _phase(draft: Draft, ready: _Verdict, progressing: _Verdict, degraded: _Verd
     return "Paused" if draft.spec.paused else "Ready"
 
 
+def _ready(not_serving: list[str], front_door_ready: bool | None) -> _Verdict:
+    """Ready: every variant that takes traffic has ready pods of the revision serving it, and the front
+    door callers go through (the built-in router) has a ready pod: `kubectl wait --for=condition=Ready`
+    must not return before a request can succeed."""
+    if not_serving:
+        return "False", "NoReadyReplicas", f"no ready replicas for variant(s): {', '.join(not_serving)}"
+    if front_door_ready is False:
+        return "False", "RouterNotReady", "the router has no ready pod yet"
+    return "True", "ReplicasReady", "every variant that takes traffic has ready replicas"
+
+
 def build_status(
-    draft: Draft, outcomes: Sequence[VariantOutcome], generation: int | None
+    draft: Draft,
+    outcomes: Sequence[VariantOutcome],
+    generation: int | None,
+    *,
+    front_door_ready: bool | None = None,
 ) -> ModelDeploymentStatus:
     variants = tuple(_variant_status(draft, o) for o in outcomes)
     not_serving = [o.variant.name for o in outcomes if o.variant.weight > 0 and not o.serving_ready]
-    if not_serving:
-        ready: _Verdict = (
-            "False",
-            "NoReadyReplicas",
-            f"no ready replicas for variant(s): {', '.join(not_serving)}",
-        )
-    else:
-        ready = ("True", "ReplicasReady", "every variant that takes traffic has ready replicas")
+    ready = _ready(not_serving, front_door_ready)
     progressing = _progressing(draft, outcomes)
     degraded = _degraded(draft, outcomes, not_serving)
     diverged = _spec_diverged(outcomes, draft)
@@ -266,43 +273,3 @@ def build_status(
             "last_error": None,
         }
     )
-
-
-def _timers(draft: Draft) -> list[datetime]:
-    """Moments at which the rollout in progress may move on without any change in the cluster."""
-    rollout = draft.spec.rollout
-    times: list[datetime] = []
-    if draft.pause is not None and draft.pause.until is not None:
-        times.append(draft.pause.until)
-    analysis = rollout.analysis
-    if analysis is not None and analysis.checks:
-        interval = timedelta(seconds=parse_duration(analysis.interval))
-        last = (
-            draft.analysis.last_run_at
-            if draft.analysis and draft.analysis.revision == draft.canary_revision
-            else None
-        )
-        times.append(last + interval if last else draft.now + interval)
-    index, started = draft.step_index or 0, draft.step_started_at
-    if started is not None and (draft.pause is None or draft.pause.reason == "Step"):
-        step = rollout.steps[index] if index < len(rollout.steps) else None
-        duration = 0.0
-        if step is not None and step.analysis is not None and step.analysis.duration:
-            duration = parse_duration(step.analysis.duration)
-            times.append(started + timedelta(seconds=duration))
-        if step is None or step.pause is None:
-            times.append(started + timedelta(seconds=duration + rollout.progress_deadline_seconds))
-    return times
-
-
-def requeue_after(draft: Draft, outcomes: Sequence[VariantOutcome]) -> float | None:
-    """Seconds until the earliest timer, at least 1; None when nothing is timed."""
-    times = list(draft.scale_down_at.values())
-    if any(o.rolling for o in outcomes):
-        times += _timers(draft)
-    if any(o.queued for o in outcomes) and not draft.active():
-        times.append(draft.now)  # a rollout slot just freed: start the next one at once
-    future = [(t - draft.now).total_seconds() for t in times if t >= draft.now.replace(microsecond=0)]
-    if not future:
-        return None
-    return max(1.0, min(future))

@@ -1,0 +1,33 @@
+"""Names of the metrics the model server and the router expose and the operator's analysis reads.
+
+Shared here so the two sides cannot drift apart: the operator may not import the serving package
+(import-linter: the images stay independent), and tests/unit/operator/test_operator_shared_names.py
+checks that the serving package's collectors expose exactly these names. docs/serving.md and
+docs/router.md describe them.
+"""
+
+from __future__ import annotations
+
+# Model server (modeldeploy_serving.metrics); labels model, version[, protocol, code | feature].
+REQUESTS = "modeldeploy_requests_total"
+ERRORS = "modeldeploy_request_errors_total"
+"""Requests answered with HTTP 4xx or 5xx; label `code` holds the status."""
+REQUEST_SECONDS = "modeldeploy_request_duration_seconds"
+FEATURE_PSI = "modeldeploy_feature_drift_psi"
+WINDOW_ROWS = "modeldeploy_drift_window_rows"
+WINDOW_END = "modeldeploy_drift_window_end_timestamp_seconds"
+PREDICTION_SCORE = "modeldeploy_prediction_score"
+"""Histogram of prediction scores, added to when a drift window closes."""
+
+# Router (modeldeploy_serving.router.metrics); labels variant, revision, reason.
+ROUTER_ERRORS = "modeldeploy_router_errors_total"
+"""Requests of an arm that the router answered itself (backend unreachable, timeout, bad answer,
+no backend): they never reached a model server, so the server cannot count them."""
+
+
+def bucket(histogram: str) -> str:
+    return f"{histogram}_bucket"
+
+
+def count(histogram: str) -> str:
+    return f"{histogram}_count"

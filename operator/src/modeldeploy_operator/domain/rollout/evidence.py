@@ -1,0 +1,169 @@
+"""Is the evidence overwhelming? Early Fail before minSamples (issue 12, "decisions as fast as the
+evidence allows"). Pure; the worked examples and error rates are in docs/analysis.md and the table
+tests (tests/unit/operator/test_operator_rollout_evidence.py).
+
+Below a check's minSamples a measurement is Inconclusive unless one of these tests says the check
+has clearly failed (never an early Pass: passing on little evidence is what minSamples forbids):
+
+- errorRate: an exact one-sided binomial test. With k failed of n requests, Fail when
+  P(X >= k | n, p = threshold) <= ALPHA, i.e. the Clopper-Pearson lower bound of the error rate is
+  above the threshold. Each measurement is a fresh interval of traffic, so for a canary whose true
+  error rate is at most the threshold, each early measurement fails with probability at most ALPHA.
+- predictionShift (PSI of canary against stable score histograms): both of
+  1. the two histograms differ beyond chance: Pearson's chi-square test of homogeneity on the
+     2 x bins table (bins with a count on either side; dof = bins - 1), p <= ALPHA; for a canary
+     whose scores come from the stable's distribution, an early Fail has probability at most ALPHA
+     (asymptotic; the simulation in the tests checks it at 20 to 300 scores), and
+  2. the PSI is above the threshold even after shrinking the small-sample estimate towards 0:
+     PSI of the counts plus 1/2 each (Jeffreys), so an empty bin no longer counts as a share of
+     1e-4 (the floor that makes a small sample's PSI explode: 5.99 from 150 scores).
+  A canary whose true PSI is just at the threshold fails early about as often as the full-sample
+  rule (value > threshold) fails it at minSamples: the early rule adds no new boundary error.
+- latencyP99 (from the scrape, which has the buckets): a p99 at most the threshold means at most 1 %
+  of requests take longer. With k of n requests in buckets whose lower bound is at least the
+  threshold (certainly slower), Fail when P(X >= k | n, p = 1 %) <= ALPHA: exact, so a canary whose
+  true p99 is within the threshold fails early with probability at most ALPHA per measurement.
+- inputDrift and prometheus checks: no early decision (a maximum over features and an arbitrary
+  query need their own tests); they wait for minSamples. So does latencyP99 from Prometheus.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from modeldeploy_contract.psi import psi
+
+ALPHA = 1e-3
+"""Per-measurement probability of an early Fail for a canary that is in fact fine (see above)."""
+JEFFREYS = 0.5
+
+
+def binomial_sf(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), exact (summed in log space)."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    if p <= 0:
+        return 0.0
+    if p >= 1:
+        return 1.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    terms = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
+        for i in range(k, n + 1)
+    ]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+def gamma_q(a: float, x: float) -> float:
+    """The regularized upper incomplete gamma function Q(a, x) (series below a + 1, else continued
+    fraction; Numerical Recipes 6.2)."""
+    if x <= 0:
+        return 1.0
+    log_front = -x + a * math.log(x) - math.lgamma(a)
+    if x < a + 1:
+        term = total = 1.0 / a
+        denom = a
+        for _ in range(10_000):
+            denom += 1
+            term *= x / denom
+            total += term
+            if abs(term) < abs(total) * 1e-15:
+                break
+        return max(0.0, 1.0 - total * math.exp(log_front))
+    tiny = 1e-300
+    b = x + 1 - a
+    c, d = 1 / tiny, 1 / b
+    h = d
+    for i in range(1, 10_000):
+        an = -i * (i - a)
+        b += 2
+        d = an * d + b
+        d = d if abs(d) > tiny else tiny
+        c = b + an / c
+        c = c if abs(c) > tiny else tiny
+        d = 1 / d
+        delta = d * c
+        h *= delta
+        if abs(delta - 1) < 1e-15:
+            break
+    return min(1.0, math.exp(log_front) * h)
+
+
+def chi2_sf(x: float, dof: int) -> float:
+    """P(X >= x) for X ~ chi-square with `dof` degrees of freedom."""
+    return gamma_q(dof / 2, x / 2) if dof > 0 else 1.0
+
+
+def homogeneity_p(reference: Sequence[float], current: Sequence[float]) -> float:
+    """p-value of Pearson's chi-square test that two histograms (counts over the same bins) come from
+    one distribution; 1.0 when either is empty or only one bin has counts."""
+    ref_total, cur_total = float(sum(reference)), float(sum(current))
+    total = ref_total + cur_total
+    if ref_total <= 0 or cur_total <= 0:
+        return 1.0
+    statistic, bins = 0.0, 0
+    for r, c in zip(reference, current, strict=True):
+        pooled = r + c
+        if pooled <= 0:
+            continue
+        bins += 1
+        for observed, side in ((r, ref_total), (c, cur_total)):
+            expected = pooled * side / total
+            statistic += (observed - expected) ** 2 / expected
+    return chi2_sf(statistic, bins - 1)
+
+
+def shrunk_psi(reference: Sequence[float], current: Sequence[float]) -> float:
+    """PSI of the two histograms with 1/2 added to every bin that has a count on either side."""
+    pairs = [(r, c) for r, c in zip(reference, current, strict=True) if r + c > 0]
+    if not pairs:
+        return math.nan
+    return psi([r + JEFFREYS for r, _ in pairs], [c + JEFFREYS for _, c in pairs])
+
+
+def error_rate_clearly_above(rate: float, samples: int, threshold: float, alpha: float = ALPHA) -> bool:
+    """errorRate: `rate` of `samples` requests shows a true error rate above `threshold`."""
+    if samples <= 0 or rate <= threshold:
+        return False
+    failed = round(rate * samples)
+    return binomial_sf(failed, samples, threshold) <= alpha
+
+
+def slower_than(buckets: Sequence[tuple[float, float]], threshold: float) -> tuple[int, int]:
+    """(observations certainly above `threshold`, all observations) from cumulative (upper bound,
+    count) buckets: those in buckets whose lower bound is at least the threshold."""
+    ordered = sorted(buckets)
+    if not ordered:
+        return 0, 0
+    total = max(count for _, count in ordered)
+    # Observations up to the first bound at or above the threshold may be within it (that bucket may
+    # straddle it); every later bucket starts at or above the threshold.
+    below = next((count for bound, count in ordered if bound >= threshold), total)
+    return round(total - below), round(total)
+
+
+def quantile_clearly_above(
+    buckets: Sequence[tuple[float, float]], threshold: float, quantile: float, alpha: float = ALPHA
+) -> bool:
+    """latencyP99: more than 1 - `quantile` of the observations are above `threshold` beyond doubt."""
+    slower, total = slower_than(buckets, threshold)
+    return total > 0 and binomial_sf(slower, total, 1 - quantile) <= alpha
+
+
+def shift_clearly_above(
+    value: float,
+    reference: Sequence[float],
+    current: Sequence[float],
+    threshold: float,
+    alpha: float = ALPHA,
+) -> bool:
+    """predictionShift: the histograms differ beyond chance and by more than `threshold` even with the
+    small-sample PSI shrunk towards 0 (`value` is the reading's PSI, which must be above too)."""
+    if value <= threshold:
+        return False
+    shrunk = shrunk_psi(reference, current)
+    return shrunk > threshold and homogeneity_p(reference, current) <= alpha
