@@ -177,10 +177,7 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-_Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
-
-
-def _add_serving_commands(sub: _Subparsers) -> None:
+def _add_serving_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The long-running commands: serve (REST), stream (Kafka), joiner (labels)."""
     serve = sub.add_parser("serve", help="serve a model bundle over V2/V1 REST with /metrics")
     serve.add_argument("--model-uri", help="bundle folder: path, file://, http(s)://, s3:// or gs://")
@@ -211,7 +208,7 @@ def _add_serving_commands(sub: _Subparsers) -> None:
     j.set_defaults(func=_joiner)
 
 
-def _add_bundle_commands(sub: _Subparsers) -> None:
+def _add_bundle_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The commands about one bundle: pack writes it, preflight judges a server against it."""
     p = sub.add_parser("pack", help="write a model bundle with its reference profile")
     p.add_argument("--model", type=Path, required=True, help="XGBoost .ubj/.json, or an .onnx model")
