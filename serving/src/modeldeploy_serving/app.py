@@ -24,9 +24,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving import metrics
 from modeldeploy_serving.dataplane import DataPlane
-from modeldeploy_serving.errors import BadRequestError, NotFoundError, PayloadTooLargeError, ServingError
+from modeldeploy_serving.errors import NotFoundError, PayloadTooLargeError, ServingError
 from modeldeploy_serving.model import LoadedModel
 from modeldeploy_serving.protocol import v1, v2
+from modeldeploy_serving.protocol.tensors import parse_length
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,10 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes, 
             declared = value
         elif key == b"inference-header-content-length":
             header_length = value
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"request body of {int(declared)} bytes is over the {limit}-byte limit")
+    if declared is not None and declared.isdigit() and (len(declared) > 19 or int(declared) > limit):
+        raise PayloadTooLargeError(
+            f"request body of {declared[:40].decode()} bytes is over the {limit}-byte limit"
+        )
     message = await receive()
     if message["type"] == "http.request" and not message.get("more_body", False):  # the usual case
         body: bytes = message.get("body", b"")
@@ -182,15 +185,14 @@ class InferenceApp:
 
 
 def _header_length(raw: bytes) -> int:
-    if not raw.isdigit():
-        raise BadRequestError(
-            f"Inference-Header-Content-Length must be a number, got {raw.decode(errors='replace')!r}"
-        )
-    return int(raw)
+    return parse_length(raw, "Inference-Header-Content-Length")
 
 
 async def _send_error(send: Send, status: int, message: str) -> None:
-    body = orjson.dumps({"error": message})
+    try:
+        body = orjson.dumps({"error": message})
+    except orjson.JSONEncodeError:  # a lone surrogate echoed from the request
+        body = orjson.dumps({"error": message.encode("utf-8", "backslashreplace").decode("utf-8")})
     headers = [(b"content-length", str(len(body)).encode()), *JSON_HEADERS]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -44,21 +44,40 @@ class BodyTooLargeError(Exception):
     pass
 
 
+class ClientGoneError(Exception):
+    """The client disconnected before its whole body arrived: nothing may be forwarded."""
+
+
 async def _read_body(receive: Receive, limit: int) -> bytes:
     message = await receive()
+    if message["type"] != "http.request":
+        raise ClientGoneError
     body: bytes = message.get("body", b"")
+    if len(body) > limit:
+        raise BodyTooLargeError
     if not message.get("more_body", False):
         return body  # the common case: one message, no copy
     parts = [body]
     size = len(body)
     while message.get("more_body", False):
         message = await receive()
+        if message["type"] != "http.request":  # http.disconnect: the body is truncated
+            raise ClientGoneError
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise BodyTooLargeError
         parts.append(chunk)
     return b"".join(parts)
+
+
+def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            if not value.isdigit():
+                return None  # uvicorn's parser refuses it before the app runs
+            return int(value) if len(value) <= 19 else 1 << 63  # no int() of 5,000 digits
+    return None
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
@@ -112,10 +131,17 @@ class RouterApp:
     async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         try:
+            declared = _declared_length(scope["headers"])
+            if declared is not None and declared > self.max_body_bytes:
+                raise BodyTooLargeError  # refused before a byte of the body is read
             body = await _read_body(receive, self.max_body_bytes)
         except BodyTooLargeError:
+            self.metrics.refused.labels("body_too_large").inc()
             await _error(send, 413, "body_too_large", f"request body exceeds {self.max_body_bytes} bytes")
             return
+        except ClientGoneError:
+            self.metrics.refused.labels("client_gone").inc()
+            return  # nothing to answer, nothing forwarded
         snapshot = self.state.snapshot
         if snapshot is None:
             await _error(send, 503, "not_configured", "the router has no routing table yet")

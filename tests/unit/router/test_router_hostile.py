@@ -1,0 +1,87 @@
+"""The router's body reading against hostile clients: in-process ASGI calls, no network."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import MutableMapping
+from typing import Any
+
+import orjson
+
+from modeldeploy_serving.router.metrics import RouterMetrics
+from modeldeploy_serving.router.proxy import RouterApp
+from modeldeploy_serving.router.state import RouterState
+from modeldeploy_serving.router.upstream import UpstreamPool
+
+LIMIT = 4096
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.messages: list[MutableMapping[str, Any]] = []
+
+    async def __call__(self, message: MutableMapping[str, Any]) -> None:
+        self.messages.append(message)
+
+    @property
+    def status(self) -> int | None:
+        return next((m["status"] for m in self.messages if m["type"] == "http.response.start"), None)
+
+
+def run(app: RouterApp, messages: list[dict[str, Any]], headers: list[tuple[bytes, bytes]]) -> Recorder:
+    pending = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+    scope = {"type": "http", "method": "POST", "path": "/v2/models/m/infer", "headers": headers}
+    sent = Recorder()
+    asyncio.run(app(scope, receive, sent))
+    return sent
+
+
+def make_app() -> RouterApp:
+    metrics = RouterMetrics()
+    return RouterApp(RouterState(lambda _arm: (), metrics), metrics, UpstreamPool(), max_body_bytes=LIMIT)
+
+
+def refused(app: RouterApp, reason: str) -> float:
+    value = app.metrics.registry.get_sample_value("modeldeploy_router_refused_total", {"reason": reason})
+    return value or 0.0
+
+
+def test_one_message_over_the_limit_is_413() -> None:
+    app = make_app()
+    sent = run(app, [{"type": "http.request", "body": b"x" * (LIMIT + 1), "more_body": False}], [])
+    assert sent.status == 413
+    assert orjson.loads(sent.messages[1]["body"])["code"] == "body_too_large"
+    assert refused(app, "body_too_large") == 1
+
+
+def test_declared_length_over_the_limit_is_413_before_reading() -> None:
+    app = make_app()
+    for declared in (str(LIMIT + 1).encode(), b"9" * 5000):
+        sent = run(app, [], [(b"content-length", declared)])  # receive() would say disconnect
+        assert sent.status == 413
+    assert refused(app, "body_too_large") == 2
+
+
+def test_a_client_gone_mid_body_is_never_forwarded() -> None:
+    app = make_app()
+    # No routing table: had the truncated body been "complete", the answer would be a 503.
+    sent = run(app, [{"type": "http.request", "body": b'{"inputs": [', "more_body": True}], [])
+    assert sent.messages == []
+    assert refused(app, "client_gone") == 1
+    sent = run(app, [{"type": "http.disconnect"}], [])
+    assert sent.messages == []
+    assert refused(app, "client_gone") == 2
+
+
+def test_a_whole_body_within_the_limit_goes_on() -> None:
+    app = make_app()
+    parts = [
+        {"type": "http.request", "body": b"x" * (LIMIT // 2), "more_body": True},
+        {"type": "http.request", "body": b"x" * (LIMIT // 2), "more_body": False},
+    ]
+    sent = run(app, parts, [])
+    assert sent.status == 503  # reached routing (no table yet), not refused
