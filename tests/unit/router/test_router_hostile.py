@@ -85,3 +85,36 @@ def test_a_whole_body_within_the_limit_goes_on() -> None:
     ]
     sent = run(app, parts, [])
     assert sent.status == 503  # reached routing (no table yet), not refused
+
+
+def test_beyond_max_concurrent_is_a_503_with_retry_after() -> None:
+    metrics = RouterMetrics()
+    app = RouterApp(RouterState(lambda _arm: (), metrics), metrics, UpstreamPool(), max_concurrent=2)
+    app.active = 2  # two requests in progress
+    sent = run(app, [{"type": "http.request", "body": b"{}", "more_body": False}], [])
+    assert sent.status == 503
+    assert (b"retry-after", b"1") in sent.messages[0]["headers"]
+    assert orjson.loads(sent.messages[1]["body"])["code"] == "overloaded"
+    assert refused(app, "overloaded") == 1
+    assert app.active == 2  # a refusal holds no slot
+
+
+def test_the_byte_budget_refuses_before_reading_and_counts_what_is_held() -> None:
+    metrics = RouterMetrics()
+    app = RouterApp(
+        RouterState(lambda _arm: (), metrics), metrics, UpstreamPool(), max_buffered_bytes=64 * 1024
+    )
+    app.buffered = 60 * 1024  # held by requests in progress
+    sent = run(app, [], [(b"content-length", b"8192")])
+    assert sent.status == 503
+    assert orjson.loads(sent.messages[1]["body"])["code"] == "over_budget"
+    # Without a declared length the bytes are checked once read.
+    sent = run(app, [{"type": "http.request", "body": b"x" * 8192, "more_body": False}], [])
+    assert sent.status == 503
+    assert refused(app, "over_budget") == 2
+    app.buffered = 0
+    sent = run(app, [{"type": "http.request", "body": b"x" * 8192, "more_body": False}], [])
+    assert sent.status == 503  # admitted: no routing table yet
+    assert orjson.loads(sent.messages[1]["body"])["code"] == "not_configured"
+    assert app.buffered == 0  # released when the request ended
+    assert app.active == 0

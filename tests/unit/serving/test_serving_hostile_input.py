@@ -52,6 +52,19 @@ V2_BAD: list[tuple[str, bytes, int | None, str]] = [
     ("INT64 below range", v2_tensor("INT64", b"[-9223372036854775809,1,2]"), None, "range of INT64"),
     ("id beyond 64 bits (stdlib parse)", WITH_ID % (b"9" * 30), None, "64-bit"),
     ("lone surrogate (stdlib parse)", WITH_ID % b'"\\ud800"', None, "surrogates"),
+    # Found by the fuzzer (tests/fuzz): an unhashable datatype was looked up in a dict.
+    (
+        "list as datatype",
+        b'{"inputs":[{"name":"i","datatype":["FP32"],"shape":[1,3],"data":[1,2,3]}]}',
+        None,
+        "datatype",
+    ),
+    (
+        "list as datatype, second input",
+        b'{"inputs":[{"name":"a","datatype":"FP64","shape":[1],"data":[1]},{"name":"c","datatype":[3]}]}',
+        None,
+        "datatype",
+    ),
     ("huge repr in data", v2_tensor("FP32", b'[{"k":"' + b"x" * 10_000 + b'"},1,2]'), None, "dict value"),
 ]
 

@@ -63,7 +63,7 @@ def _decode_tensor(
         raise BadRequestError("every input must be an object with a string 'name'")
     what = f"input {t['name']!r}"
     datatype = t.get("datatype")
-    if datatype not in DTYPES:
+    if type(datatype) is not str or datatype not in DTYPES:  # a list is unhashable: check the type first
         raise BadRequestError(
             f"{what}: unsupported datatype {datatype!r}; expected one of {', '.join(DTYPES)}"
         )
@@ -234,7 +234,12 @@ def _plain_tensor(req: Any) -> dict[str, Any] | None:
     ):
         return None
     t = inputs[0]
-    if type(t) is not dict or t.get("datatype") not in FLOAT_DATATYPES or type(t.get("name")) is not str:
+    if (
+        type(t) is not dict
+        or type(t.get("datatype")) is not str  # before the set lookup: a list is unhashable
+        or t["datatype"] not in FLOAT_DATATYPES
+        or type(t.get("name")) is not str
+    ):
         return None
     tensor_params = t.get("parameters")
     if tensor_params is not None and (type(tensor_params) is not dict or "binary_data_size" in tensor_params):

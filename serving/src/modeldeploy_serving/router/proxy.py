@@ -23,6 +23,7 @@ from modeldeploy_serving.router.upstream import (
     BadResponseError,
     ConnectFailedError,
     Response,
+    ResponseTooLargeError,
     StaleConnectionError,
     UpstreamPool,
     UpstreamTimeoutError,
@@ -103,13 +104,25 @@ class RouterApp:
         pool: UpstreamPool,
         *,
         max_body_bytes: int = 16 * 1024 * 1024,
+        max_response_bytes: int = 16 * 1024 * 1024,
+        max_buffered_bytes: int = 96 * 1024 * 1024,
+        max_concurrent: int = 1024,
+        retry_after_seconds: int = 1,
         lifespan: Callable[[], Awaitable[Callable[[], Awaitable[None]]]] | None = None,
     ) -> None:
         self.state = state
         self.metrics = metrics
         self.pool = pool
-        self.shadow = ShadowDispatcher(pool, metrics)
+        self.shadow = ShadowDispatcher(pool, metrics, self._reserve, self._release, max_response_bytes)
         self.max_body_bytes = max_body_bytes
+        self.max_response_bytes = max_response_bytes
+        self.max_buffered_bytes = max_buffered_bytes
+        self.max_concurrent = max_concurrent
+        self._retry_after = ((b"retry-after", str(retry_after_seconds).encode("ascii")),)
+        self.active = 0
+        """Requests being proxied now."""
+        self.buffered = 0
+        """Request, response and shadow-copy bytes held now (checked against max_buffered_bytes)."""
         self._lifespan = lifespan
         self._arm_metrics: dict[str, tuple[Histogram, dict[str, Counter]]] = {}
         self._local: dict[str, Callable[[Send], Awaitable[None]]] = {
@@ -128,20 +141,60 @@ class RouterApp:
         elif scope["type"] == "lifespan":
             await self._run_lifespan(receive, send)
 
+    def _reserve(self, size: int) -> bool:
+        """Count `size` more bytes held, if the byte budget allows them."""
+        if self.buffered + size > self.max_buffered_bytes:
+            return False
+        self.buffered += size
+        return True
+
+    def _release(self, size: int) -> None:
+        self.buffered -= size
+
+    async def _refuse(self, send: Send, status: int, code: str, message: str) -> None:
+        self.metrics.refused.labels(code).inc()
+        extra = self._retry_after if status == 503 else ()
+        await _error(send, status, code, message, extra)
+
     async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        try:
-            declared = _declared_length(scope["headers"])
-            if declared is not None and declared > self.max_body_bytes:
-                raise BodyTooLargeError  # refused before a byte of the body is read
-            body = await _read_body(receive, self.max_body_bytes)
-        except BodyTooLargeError:
-            self.metrics.refused.labels("body_too_large").inc()
-            await _error(send, 413, "body_too_large", f"request body exceeds {self.max_body_bytes} bytes")
+        """Admission (concurrency, body size, byte budget), then the exchange."""
+        if self.active >= self.max_concurrent:
+            await self._refuse(send, 503, "overloaded", "too many requests in progress; retry later")
             return
-        except ClientGoneError:
-            self.metrics.refused.labels("client_gone").inc()
-            return  # nothing to answer, nothing forwarded
+        declared = _declared_length(scope["headers"])
+        if declared is not None and declared > self.max_body_bytes:  # before a byte of the body is read
+            await self._refuse(
+                send, 413, "body_too_large", f"request body exceeds {self.max_body_bytes} bytes"
+            )
+            return
+        if declared is not None and self.buffered + declared > self.max_buffered_bytes:
+            await self._refuse(send, 503, "over_budget", "the router holds too many bytes; retry later")
+            return
+        self.active += 1
+        try:
+            try:
+                body = await _read_body(receive, self.max_body_bytes)
+            except BodyTooLargeError:
+                await self._refuse(
+                    send, 413, "body_too_large", f"request body exceeds {self.max_body_bytes} bytes"
+                )
+                return
+            except ClientGoneError:
+                self.metrics.refused.labels("client_gone").inc()
+                return  # nothing to answer, nothing forwarded
+            held = len(body)
+            if not self._reserve(held):
+                await self._refuse(send, 503, "over_budget", "the router holds too many bytes; retry later")
+                return
+            try:
+                await self._exchange(scope, send, body)
+            finally:
+                self._release(held)
+        finally:
+            self.active -= 1
+
+    async def _exchange(self, scope: Scope, send: Send, body: bytes) -> None:
+        started = time.perf_counter()
         snapshot = self.state.snapshot
         if snapshot is None:
             await _error(send, 503, "not_configured", "the router has no routing table yet")
@@ -161,7 +214,11 @@ class RouterApp:
         response = await self._forward(snapshot, arm, method, head, body, send)
         if response is None:
             return
-        await _respond(send, response.status, response.body, [*response.headers, *arm.response_headers])
+        self.buffered += len(response.body)  # counted while it is sent (bounded by max_response_bytes)
+        try:
+            await _respond(send, response.status, response.body, [*response.headers, *arm.response_headers])
+        finally:
+            self.buffered -= len(response.body)
         self._observe(arm, response.status, time.perf_counter() - started)
         shadow = snapshot.config.shadow
         if shadow is not None and snapshot.shadow is not None and self.shadow.wanted(shadow):
@@ -184,7 +241,6 @@ class RouterApp:
         labels = (arm.config.variant, arm.config.revision)
         backend = arm.backends.next()
         assert backend is not None  # route() only returns arms with ready backends
-        fresh = False
         for attempt in (1, 2):
             try:
                 return await self.pool.send(
@@ -194,14 +250,23 @@ class RouterApp:
                     body,
                     connect_timeout=timeouts.connect_seconds,
                     timeout=timeouts.request_seconds,
-                    fresh=fresh,
+                    max_response_bytes=self.max_response_bytes,
                 )
             except StaleConnectionError:
-                if attempt == 2:
-                    break
-                self.metrics.retries.labels(*labels, "stale_connection").inc()
-                fresh = True  # the backend closed an idle connection: same backend, new connection
+                # Closed after the request was written, before any answer: the backend may have
+                # died processing it. Never sent again (docs/router.md, delivery guarantee).
+                self.metrics.errors.labels(*labels, "closed").inc()
+                await _error(
+                    send,
+                    502,
+                    "backend_closed",
+                    "the backend closed the connection before answering; the request may have reached it",
+                    arm.response_headers,
+                )
+                return None
             except ConnectFailedError as exc:
+                # Refused, unreachable, or a pooled connection found closed before writing: the
+                # request provably never reached a model, so another ready backend may take it.
                 other = arm.backends.other_than(backend) if snapshot.config.retry.on_connect_error else None
                 if attempt == 2 or other is None:
                     self.metrics.errors.labels(*labels, "connect").inc()
@@ -219,13 +284,15 @@ class RouterApp:
                     arm.response_headers,
                 )
                 return None
+            except ResponseTooLargeError as exc:
+                self.metrics.errors.labels(*labels, "response_too_large").inc()
+                await _error(send, 502, "response_too_large", str(exc), arm.response_headers)
+                return None
             except BadResponseError as exc:
                 self.metrics.errors.labels(*labels, "bad_response").inc()
                 await _error(send, 502, "bad_backend_response", str(exc), arm.response_headers)
                 return None
-        self.metrics.errors.labels(*labels, "bad_response").inc()
-        await _error(send, 502, "bad_backend_response", "backend closed the connection", arm.response_headers)
-        return None
+        raise AssertionError("unreachable: the second attempt returns or answers")
 
     def _observe(self, arm: Arm, status: int, seconds: float) -> None:
         # labels() costs a dict lookup and tuple hashing per call; keep the children per arm.

@@ -24,9 +24,16 @@ class ConnectFailedError(UpstreamError):
     """No connection could be opened: the request never left the router, so a retry is safe."""
 
 
+class NotSentError(ConnectFailedError):
+    """A pooled connection turned out closed before a byte of the request was written: the
+    request never left the router, so a retry is safe (like a refused connection)."""
+
+
 class StaleConnectionError(UpstreamError):
-    """A reused keep-alive connection was closed before any response byte arrived (the backend
-    closed it while idle): the request was not processed, so a retry is safe."""
+    """A reused keep-alive connection was closed after the request was written but before any
+    response byte arrived. Usually the backend had closed it while idle, but a backend that died
+    while processing looks the same: the request may have reached the model, so it is NOT retried
+    (see docs/router.md, delivery guarantee)."""
 
 
 class UpstreamTimeoutError(UpstreamError):
@@ -35,6 +42,10 @@ class UpstreamTimeoutError(UpstreamError):
 
 class BadResponseError(UpstreamError):
     """The backend sent something that is not HTTP, or closed mid-response."""
+
+
+class ResponseTooLargeError(BadResponseError):
+    """The response body went beyond the router's max_response_bytes (the connection is closed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +95,8 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._got_bytes = False
         self._head_only = False
+        self._size = 0
+        self._max_size = 1 << 62
         self.reusable = True
         self.idle_since = 0.0
 
@@ -118,6 +131,10 @@ class _Connection(asyncio.Protocol):
             self._complete()
 
     def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > self._max_size:
+            self._finish(error=ResponseTooLargeError(f"response body over {self._max_size} bytes"))
+            return
         self._body.append(body)
 
     def on_message_complete(self) -> None:
@@ -126,9 +143,14 @@ class _Connection(asyncio.Protocol):
         self._complete()
 
     # the exchange
-    def exchange(self, head: bytes, body: bytes, timeout: float, head_only: bool) -> asyncio.Future[Response]:
+    def exchange(
+        self, head: bytes, body: bytes, timeout: float, head_only: bool, max_size: int
+    ) -> asyncio.Future[Response]:
         assert self._transport is not None
+        if self._transport.is_closing():
+            raise NotSentError("the pooled connection was closed before the request was written")
         self._headers, self._body, self._got_bytes, self._head_only = [], [], False, head_only
+        self._size, self._max_size = 0, max_size
         self._waiter = self._loop.create_future()
         self._timer = self._loop.call_later(timeout, self._on_timeout)
         self._transport.write(head + body if len(body) < 65536 else head)
@@ -182,15 +204,19 @@ class UpstreamPool:
         connect_timeout: float,
         timeout: float,
         fresh: bool = False,
+        max_response_bytes: int = 1 << 62,
     ) -> Response:
-        """One exchange (on a new connection when `fresh`). Raises ConnectFailedError or
-        StaleConnectionError (safe to retry), UpstreamTimeoutError or BadResponseError."""
+        """One exchange (on a new connection when `fresh`). Raises ConnectFailedError (the request
+        never left: safe to retry), StaleConnectionError, UpstreamTimeoutError or BadResponseError
+        (the request may have reached the backend: not retried)."""
         conn = None if fresh else self._take_idle(address)
         reused = conn is not None
         if conn is None:
             conn = await self._connect(address, connect_timeout)
         try:
-            response = await conn.exchange(head, body, timeout, head_only=method == "HEAD")
+            response = await conn.exchange(
+                head, body, timeout, head_only=method == "HEAD", max_size=max_response_bytes
+            )
         except StaleConnectionError:
             if not reused:
                 raise BadResponseError("backend closed a new connection without answering") from None
