@@ -30,7 +30,7 @@ class NotSentError(ConnectFailedError):
 
 
 class StaleConnectionError(UpstreamError):
-    """A reused keep-alive connection was closed after the request was written but before any
+    """The connection (new or reused) was closed after the request was written but before any
     response byte arrived. Usually the backend had closed it while idle, but a backend that died
     while processing looks the same: the request may have reached the model, so it is NOT retried
     (see docs/router.md, delivery guarantee)."""
@@ -210,17 +210,12 @@ class UpstreamPool:
         never left: safe to retry), StaleConnectionError, UpstreamTimeoutError or BadResponseError
         (the request may have reached the backend: not retried)."""
         conn = None if fresh else self._take_idle(address)
-        reused = conn is not None
         if conn is None:
             conn = await self._connect(address, connect_timeout)
         try:
             response = await conn.exchange(
                 head, body, timeout, head_only=method == "HEAD", max_size=max_response_bytes
             )
-        except StaleConnectionError:
-            if not reused:
-                raise BadResponseError("backend closed a new connection without answering") from None
-            raise
         except BaseException:
             conn.close()  # cancelled or failed mid-exchange: the connection state is unknown
             raise
