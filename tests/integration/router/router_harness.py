@@ -23,7 +23,7 @@ from local_processes import free_port, running
 HERE = Path(__file__).parent
 
 
-def wait_http(url: str, timeout: float = 15.0, status: int | None = 200) -> None:
+def wait_http(url: str, timeout: float = 60.0, status: int | None = 200) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

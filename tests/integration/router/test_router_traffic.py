@@ -279,3 +279,22 @@ def test_a_response_over_the_limit_is_a_502_not_buffered(rig: Cluster) -> None:
         assert answer.json()["code"] == "response_too_large"
         assert len(seen) == 1
     configure(rig, table(0))
+
+
+def test_a_client_that_goes_while_the_backend_works_is_abandoned(rig: Cluster) -> None:
+    """The shadow backend answers after 1 s; the client gives up after 0.3 s: the router closes the
+    upstream exchange (the model server sees its caller gone) and counts the request."""
+    backends = endpoints(rig)
+    backends["svc-stable"] = [{"address": rig.shadow}]
+    configure(rig, table(0), backends)
+    sample = 'modeldeploy_router_refused_total{reason="client_gone"}'
+    before = rig.router.metric(sample)
+    with httpx.Client(base_url=rig.router.url, timeout=0.3) as client, pytest.raises(httpx.ReadTimeout):
+        client.post(INFER, content=V2_BODY)
+    deadline = time.monotonic() + 10
+    while rig.router.metric(sample) == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rig.router.metric(sample) == before + 1
+    with httpx.Client(base_url=rig.router.url, timeout=10) as client:  # the router still serves
+        assert client.post(INFER, content=V2_BODY).status_code == 200
+    configure(rig, table(0))

@@ -7,6 +7,7 @@ unchanged plus x-modeldeploy-variant / x-modeldeploy-revision headers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -94,6 +95,38 @@ async def _error(
     await _respond(send, status, body, [_JSON, *extra])
 
 
+WATCH_AFTER_SECONDS = 0.05
+
+
+class _Watch:
+    """Cancels a request's task when its client disconnects (see _forward_unless_gone)."""
+
+    __slots__ = ("done", "gone", "receive", "task", "watcher")
+
+    def __init__(self, receive: Receive, task: asyncio.Task[Any]) -> None:
+        self.receive = receive
+        self.task = task
+        self.done = False
+        self.gone = False
+        self.watcher: asyncio.Task[None] | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self.done:
+            self.watcher = loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        # The body has been read: receive() now only returns when the client disconnects.
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+        if not self.done:
+            self.gone = True
+            self.task.cancel()
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.cancel()
+
+
 class RouterApp:
     """ASGI application; `state` is fed by the config and backend sources."""
 
@@ -121,6 +154,7 @@ class RouterApp:
         self._retry_after = ((b"retry-after", str(retry_after_seconds).encode("ascii")),)
         self.active = 0
         """Requests being proxied now."""
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.buffered = 0
         """Request, response and shadow-copy bytes held now (checked against max_buffered_bytes)."""
         self._lifespan = lifespan
@@ -187,13 +221,13 @@ class RouterApp:
                 await self._refuse(send, 503, "over_budget", "the router holds too many bytes; retry later")
                 return
             try:
-                await self._exchange(scope, send, body)
+                await self._exchange(scope, receive, send, body)
             finally:
                 self._release(held)
         finally:
             self.active -= 1
 
-    async def _exchange(self, scope: Scope, send: Send, body: bytes) -> None:
+    async def _exchange(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
         started = time.perf_counter()
         snapshot = self.state.snapshot
         if snapshot is None:
@@ -211,7 +245,7 @@ class RouterApp:
             target += b"?" + scope["query_string"]
         method: str = scope["method"]
         head = request_head(method, target, headers, len(body))
-        response = await self._forward(snapshot, arm, method, head, body, send)
+        response = await self._forward_unless_gone(snapshot, arm, method, head, body, receive, send)
         if response is None:
             return
         self.buffered += len(response.body)  # counted while it is sent (bounded by max_response_bytes)
@@ -232,6 +266,41 @@ class RouterApp:
                 response.body,
                 snapshot.config.timeouts.connect_seconds,
             )
+
+    async def _forward_unless_gone(
+        self,
+        snapshot: Snapshot,
+        arm: Arm,
+        method: str,
+        head: bytes,
+        body: bytes,
+        receive: Receive,
+        send: Send,
+    ) -> Response | None:
+        """_forward, abandoned when the client disconnects while the backend works: the upstream
+        connection is closed, which the model server sees as its caller gone.
+
+        Watching a connection costs a task, so it starts only for exchanges still running after
+        WATCH_AFTER_SECONDS (a timer otherwise: most answers come well before).
+        """
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()  # once: the lookup is a system call in 3.11
+        task = asyncio.current_task()
+        assert task is not None
+        watch = _Watch(receive, task)
+        timer = loop.call_later(WATCH_AFTER_SECONDS, watch.start, loop)
+        try:
+            return await self._forward(snapshot, arm, method, head, body, send)
+        except asyncio.CancelledError:
+            if watch.gone and task.uncancel() == 0:
+                self.metrics.refused.labels("client_gone").inc()
+                return None  # nobody to answer
+            raise
+        finally:
+            watch.done = True  # before any later await: a disconnect seen from now on cancels nothing
+            timer.cancel()
+            watch.stop()
 
     async def _forward(
         self, snapshot: Snapshot, arm: Arm, method: str, head: bytes, body: bytes, send: Send
