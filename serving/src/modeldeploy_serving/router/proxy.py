@@ -96,35 +96,7 @@ async def _error(
 
 
 WATCH_AFTER_SECONDS = 0.05
-
-
-class _Watch:
-    """Cancels a request's task when its client disconnects (see _forward_unless_gone)."""
-
-    __slots__ = ("done", "gone", "receive", "task", "watcher")
-
-    def __init__(self, receive: Receive, task: asyncio.Task[Any]) -> None:
-        self.receive = receive
-        self.task = task
-        self.done = False
-        self.gone = False
-        self.watcher: asyncio.Task[None] | None = None
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        if not self.done:
-            self.watcher = loop.create_task(self._run())
-
-    async def _run(self) -> None:
-        # The body has been read: receive() now only returns when the client disconnects.
-        while (await self.receive())["type"] != "http.disconnect":
-            pass
-        if not self.done:
-            self.gone = True
-            self.task.cancel()
-
-    def stop(self) -> None:
-        if self.watcher is not None:
-            self.watcher.cancel()
+"""Exchanges still running after one to two of these periods get their client watched."""
 
 
 class RouterApp:
@@ -154,7 +126,14 @@ class RouterApp:
         self._retry_after = ((b"retry-after", str(retry_after_seconds).encode("ascii")),)
         self.active = 0
         """Requests being proxied now."""
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # Clients of exchanges still waiting for their backend are watched, so that a client that
+        # disconnects abandons its exchange (the upstream connection is closed: the model server sees
+        # its caller gone). Watching costs a task, so per request there is only a dict entry; a
+        # sweeper starts watchers for exchanges that outlived WATCH_AFTER_SECONDS.
+        self._watched: dict[asyncio.Task[Any], Receive] = {}
+        self._watchers: dict[asyncio.Task[Any], asyncio.Task[None]] = {}
+        self._gone: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Future[None] | None = None
         self.buffered = 0
         """Request, response and shadow-copy bytes held now (checked against max_buffered_bytes)."""
         self._lifespan = lifespan
@@ -174,6 +153,24 @@ class RouterApp:
                 await self._proxy(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._run_lifespan(receive, send)
+
+    async def _sweep(self) -> None:
+        seen: set[asyncio.Task[Any]] = set()
+        while True:
+            await asyncio.sleep(WATCH_AFTER_SECONDS)
+            running = set(self._watched)
+            for task in running & seen:  # running at two sweeps in a row: at least one period old
+                if task not in self._watchers:
+                    self._watchers[task] = asyncio.ensure_future(self._watch(task, self._watched[task]))
+            seen = running
+
+    async def _watch(self, task: asyncio.Task[Any], receive: Receive) -> None:
+        # The body has been read: receive() now only returns when the client disconnects.
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if task in self._watched:  # still waiting for the backend
+            self._gone.add(task)
+            task.cancel()
 
     def _reserve(self, size: int) -> bool:
         """Count `size` more bytes held, if the byte budget allows them."""
@@ -245,7 +242,26 @@ class RouterApp:
             target += b"?" + scope["query_string"]
         method: str = scope["method"]
         head = request_head(method, target, headers, len(body))
-        response = await self._forward_unless_gone(snapshot, arm, method, head, body, receive, send)
+        task = asyncio.current_task()
+        assert task is not None
+        watched = self._watched
+        watched[task] = receive
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.ensure_future(self._sweep())
+        try:
+            response = await self._forward(snapshot, arm, method, head, body, send)
+        except asyncio.CancelledError:
+            if task in self._gone and task.uncancel() == 0:  # our own cancel: the client went away
+                self.metrics.refused.labels("client_gone").inc()
+                return
+            raise
+        finally:
+            del watched[task]  # before any later await: a disconnect seen from now on cancels nothing
+            if self._watchers:
+                watcher = self._watchers.pop(task, None)
+                if watcher is not None:
+                    watcher.cancel()
+                    self._gone.discard(task)
         if response is None:
             return
         self.buffered += len(response.body)  # counted while it is sent (bounded by max_response_bytes)
@@ -266,41 +282,6 @@ class RouterApp:
                 response.body,
                 snapshot.config.timeouts.connect_seconds,
             )
-
-    async def _forward_unless_gone(
-        self,
-        snapshot: Snapshot,
-        arm: Arm,
-        method: str,
-        head: bytes,
-        body: bytes,
-        receive: Receive,
-        send: Send,
-    ) -> Response | None:
-        """_forward, abandoned when the client disconnects while the backend works: the upstream
-        connection is closed, which the model server sees as its caller gone.
-
-        Watching a connection costs a task, so it starts only for exchanges still running after
-        WATCH_AFTER_SECONDS (a timer otherwise: most answers come well before).
-        """
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()  # once: the lookup is a system call in 3.11
-        task = asyncio.current_task()
-        assert task is not None
-        watch = _Watch(receive, task)
-        timer = loop.call_later(WATCH_AFTER_SECONDS, watch.start, loop)
-        try:
-            return await self._forward(snapshot, arm, method, head, body, send)
-        except asyncio.CancelledError:
-            if watch.gone and task.uncancel() == 0:
-                self.metrics.refused.labels("client_gone").inc()
-                return None  # nobody to answer
-            raise
-        finally:
-            watch.done = True  # before any later await: a disconnect seen from now on cancels nothing
-            timer.cancel()
-            watch.stop()
 
     async def _forward(
         self, snapshot: Snapshot, arm: Arm, method: str, head: bytes, body: bytes, send: Send
@@ -429,6 +410,8 @@ class RouterApp:
                 if stop is not None:
                     await stop()
                 await self.shadow.drain(timeout=2.0)
+                if self._sweeper is not None:
+                    self._sweeper.cancel()
                 self.pool.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
