@@ -68,12 +68,13 @@ def main() -> None:
     import tempfile
 
     args = list(sys.argv)
-    if not any(not a.startswith("-") for a in args[1:]):  # no corpus given: start from the seeds
-        corpus = tempfile.mkdtemp(prefix="fuzz-decoders-")
-        for i, seed in enumerate(SEEDS):
-            with open(os.path.join(corpus, f"seed-{i}"), "wb") as fh:
-                fh.write(seed)
-        args.append(corpus)
+    corpora = [a for a in args[1:] if not a.startswith("-")]
+    if not corpora:  # no corpus given: a fresh one
+        corpora = [tempfile.mkdtemp(prefix="fuzz-decoders-")]
+        args.append(corpora[0])
+    for i, seed in enumerate(SEEDS):  # the seeds always start the first corpus
+        with open(os.path.join(corpora[0], f"seed-{i}"), "wb") as fh:
+            fh.write(seed)
     atheris.Setup(args, test_one_input)
     atheris.Fuzz()
 
