@@ -7,11 +7,12 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
+import pytest
 
 from modeldeploy_serving.router.metrics import RouterMetrics
 from modeldeploy_serving.router.proxy import RouterApp
 from modeldeploy_serving.router.state import RouterState
-from modeldeploy_serving.router.upstream import UpstreamPool
+from modeldeploy_serving.router.upstream import OverBudgetError, UpstreamPool, _Connection
 
 LIMIT = 4096
 
@@ -118,3 +119,40 @@ def test_the_byte_budget_refuses_before_reading_and_counts_what_is_held() -> Non
     assert orjson.loads(sent.messages[1]["body"])["code"] == "not_configured"
     assert app.buffered == 0  # released when the request ended
     assert app.active == 0
+
+
+class _Transport:
+    def write(self, data: bytes) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+def test_response_bytes_count_against_the_budget_while_they_arrive() -> None:
+    taken = {"bytes": 0}
+
+    def reserve(size: int) -> bool:
+        if taken["bytes"] + size > 100:
+            return False
+        taken["bytes"] += size
+        return True
+
+    def release(size: int) -> None:
+        taken["bytes"] -= size
+
+    async def exchange(body_size: int) -> Any:
+        conn = _Connection(asyncio.get_running_loop(), (reserve, release))
+        conn.connection_made(_Transport())  # type: ignore[arg-type]
+        waiter = conn.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", 5, False, 1 << 30)
+        conn.data_received(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % body_size + b"x" * body_size)
+        return await waiter
+
+    assert asyncio.run(exchange(60)).body == b"x" * 60
+    assert taken["bytes"] == 0  # handed over to the caller, which counts it while sending
+    with pytest.raises(OverBudgetError):
+        asyncio.run(exchange(150))
+    assert taken["bytes"] == 0

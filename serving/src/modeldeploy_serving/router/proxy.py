@@ -23,6 +23,7 @@ from modeldeploy_serving.router.sticky import body_key, header_value
 from modeldeploy_serving.router.upstream import (
     BadResponseError,
     ConnectFailedError,
+    OverBudgetError,
     Response,
     ResponseTooLargeError,
     StaleConnectionError,
@@ -119,6 +120,7 @@ class RouterApp:
         self.metrics = metrics
         self.pool = pool
         self.shadow = ShadowDispatcher(pool, metrics, self._reserve, self._release, max_response_bytes)
+        pool.budget = (self._reserve, self._release)  # responses count while they arrive
         self.max_body_bytes = max_body_bytes
         self.max_response_bytes = max_response_bytes
         self.max_buffered_bytes = max_buffered_bytes
@@ -334,15 +336,24 @@ class RouterApp:
                     arm.response_headers,
                 )
                 return None
-            except ResponseTooLargeError as exc:
-                self.metrics.errors.labels(*labels, "response_too_large").inc()
-                await _error(send, 502, "response_too_large", str(exc), arm.response_headers)
-                return None
             except BadResponseError as exc:
-                self.metrics.errors.labels(*labels, "bad_response").inc()
-                await _error(send, 502, "bad_backend_response", str(exc), arm.response_headers)
+                await self._bad_response(send, arm, labels, exc)
                 return None
         raise AssertionError("unreachable: the second attempt returns or answers")
+
+    async def _bad_response(
+        self, send: Send, arm: Arm, labels: tuple[str, str], exc: BadResponseError
+    ) -> None:
+        """The backend's answer cannot be passed on: over the byte budget (503, retry later), over
+        max_response_bytes, or not valid HTTP (502)."""
+        if isinstance(exc, OverBudgetError):
+            self.metrics.refused.labels("over_budget").inc()
+            await _error(send, 503, "over_budget", str(exc), (*arm.response_headers, *self._retry_after))
+            return
+        reason = "response_too_large" if isinstance(exc, ResponseTooLargeError) else "bad_response"
+        self.metrics.errors.labels(*labels, reason).inc()
+        code = "response_too_large" if reason == "response_too_large" else "bad_backend_response"
+        await _error(send, 502, code, str(exc), arm.response_headers)
 
     def _observe(self, arm: Arm, status: int, seconds: float) -> None:
         # labels() costs a dict lookup and tuple hashing per call; keep the children per arm.

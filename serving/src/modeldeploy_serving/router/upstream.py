@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -46,6 +47,14 @@ class BadResponseError(UpstreamError):
 
 class ResponseTooLargeError(BadResponseError):
     """The response body went beyond the router's max_response_bytes (the connection is closed)."""
+
+
+class OverBudgetError(BadResponseError):
+    """Receiving the response would take the router's buffered bytes beyond its budget."""
+
+
+Budget = tuple[Callable[[int], bool], Callable[[int], None]]
+"""(reserve, release) of the router's byte budget: response bytes count while they arrive."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +94,10 @@ def request_head(method: str, target: bytes, headers: list[tuple[bytes, bytes]],
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; at most one exchange at a time."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, budget: Budget | None = None) -> None:
         self._loop = loop
+        self._budget = budget
+        self._counted = 0
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[Response] | None = None
@@ -135,6 +146,11 @@ class _Connection(asyncio.Protocol):
         if self._size > self._max_size:
             self._finish(error=ResponseTooLargeError(f"response body over {self._max_size} bytes"))
             return
+        if self._budget is not None:
+            if not self._budget[0](len(body)):
+                self._finish(error=OverBudgetError("the router holds too many bytes; retry later"))
+                return
+            self._counted += len(body)
         self._body.append(body)
 
     def on_message_complete(self) -> None:
@@ -166,6 +182,10 @@ class _Connection(asyncio.Protocol):
         self._finish(response=Response(status, self._headers, b"".join(self._body)))
 
     def _finish(self, response: Response | None = None, error: UpstreamError | None = None) -> None:
+        if self._counted:  # the caller counts a delivered body itself from here on
+            assert self._budget is not None
+            self._budget[1](self._counted)
+            self._counted = 0
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -188,6 +208,9 @@ class _Connection(asyncio.Protocol):
 
 class UpstreamPool:
     """Keep-alive connections per "host:port"; idle ones older than `idle_seconds` are dropped."""
+
+    budget: Budget | None = None
+    """Set by the router app: response bytes count against its byte budget while they arrive."""
 
     def __init__(self, max_idle_per_backend: int = 128, idle_seconds: float = 4.0) -> None:
         self._idle: dict[str, list[_Connection]] = {}
@@ -246,7 +269,9 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                _, protocol = await loop.create_connection(lambda: _Connection(loop), host, int(port))
+                _, protocol = await loop.create_connection(
+                    lambda: _Connection(loop, self.budget), host, int(port)
+                )
         except (OSError, TimeoutError) as exc:
             raise ConnectFailedError(f"cannot connect to {address}: {exc or type(exc).__name__}") from None
         return protocol
