@@ -64,6 +64,14 @@ test: install  ## the whole test suite (starts the local control plane on demand
 test-unit: $(VENV)/.installed  ## fast tests only: no cluster
 	$(VENV)/bin/pytest -m "not cluster" $(PYTEST_ARGS)
 
+.PHONY: fuzz
+fuzz: $(VENV)/.installed  ## coverage-guided fuzzing of the V2/V1 decoders (FUZZ_SECONDS, default 600)
+	mkdir -p .fuzz/corpus
+	cd .fuzz && ../$(PY) ../tests/fuzz/fuzz_decoders.py -max_total_time=$${FUZZ_SECONDS:-600} \
+		-dict=../tests/fuzz/decoders.dict corpus
+	FUZZ_EXAMPLES=5000 $(VENV)/bin/pytest tests/unit/serving/test_serving_properties.py -q -p no:randomly \
+		--hypothesis-seed=$$RANDOM
+
 .PHONY: cluster-up
 cluster-up: install  ## start the local control plane (idempotent) and print how to use it
 	$(CLUSTER) up

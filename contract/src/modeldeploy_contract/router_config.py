@@ -280,6 +280,37 @@ class RouterSettings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Largest request body accepted (HTTP 413 beyond)."""
 
+    max_response_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """Largest backend response the router buffers; a larger one is answered 502
+    (code response_too_large) and its connection closed."""
+
+    max_buffered_bytes: int = Field(default=96 * 1024 * 1024, ge=64 * 1024)
+    """Request and response bytes the router holds at once, shadow copies included. A request
+    that would take the total beyond it is refused at once with 503 + Retry-After (code
+    over_budget), a shadow copy is dropped. With the defaults (96 MiB plus at most one body and
+    one response beyond it while they are checked, plus ~70 MiB for the interpreter and its
+    libraries) the router fits the 256 MiB memory limit the operator gives it."""
+
+    max_concurrent_requests: int = Field(default=1024, ge=1)
+    """Requests proxied at once; more are refused at once with 503 + Retry-After (code
+    overloaded), counted in modeldeploy_router_refused_total."""
+
+    retry_after_seconds: int = Field(default=1, ge=0, le=3600)
+    """Retry-After of the router's own overload refusals."""
+
+    header_read_timeout_seconds: float = Field(default=10.0, gt=0)
+    """A connection must send a complete request head this soon after opening (or after the first
+    byte of a request that did not arrive whole), or it is closed."""
+
+    body_read_timeout_seconds: float = Field(default=30.0, gt=0)
+    """A request body must arrive whole this soon after its head, or the client gets 408."""
+
+    keep_alive_seconds: float = Field(default=5.0, gt=0)
+    """Idle client connections are closed after this long."""
+
+    max_connections: int = Field(default=8192, ge=1)
+    """Open client connections (uvicorn's limit_concurrency: beyond it, 503 at once)."""
+
     max_idle_per_backend: int = Field(default=128, ge=1)
     """Idle keep-alive connections kept per backend address."""
 

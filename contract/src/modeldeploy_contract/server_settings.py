@@ -39,6 +39,40 @@ class ServerSettings(BaseSettings):
     max_batch_rows: int = Field(default=10_000, ge=1)
     """Most rows accepted in one inference request; more get HTTP 400."""
 
+    max_concurrent_requests: int = Field(default=256, ge=1)
+    """Most inference requests a worker holds at once (reading, queued or predicting); more get a
+    fast HTTP 503 with Retry-After and a JSON body, counted in modeldeploy_requests_refused_total.
+    256 one-row requests are ~2 ms of model work; together with max_queued_rows it bounds the
+    memory and the queueing delay of a worker under overload."""
+
+    max_queued_rows: int = Field(default=20_000, ge=1)
+    """Most rows a worker has accepted but not yet predicted (micro-batch queue and model calls in
+    flight); a request that would go beyond gets a fast 503 with Retry-After. 20,000 rows of this
+    project's models are well under a second of model work."""
+
+    retry_after_seconds: int = Field(default=1, ge=0, le=3600)
+    """The Retry-After value of overload refusals (503), in seconds."""
+
+    offload_body_bytes: int = Field(default=256 * 1024, ge=0)
+    """Request bodies at least this large are decoded in a worker thread (the event loop keeps
+    answering probes and small requests meanwhile), and the request is abandoned as soon as its
+    client disconnects; 0 offloads every body."""
+
+    header_read_timeout_seconds: float = Field(default=10.0, gt=0)
+    """A connection that has not sent a complete request head (line and headers) this long after
+    it opened, or after its previous response, is closed (slow-header clients)."""
+
+    body_read_timeout_seconds: float = Field(default=30.0, gt=0)
+    """A request whose body has not fully arrived this long after its head is answered 408 and its
+    connection closed (slow-body clients)."""
+
+    keep_alive_seconds: float = Field(default=5.0, gt=0)
+    """Idle keep-alive connections are closed after this long (uvicorn's timeout_keep_alive)."""
+
+    max_connections: int = Field(default=4096, ge=1)
+    """Most open connections per worker; beyond, uvicorn answers 503 at once (limit_concurrency
+    counts connections and requests together in uvicorn)."""
+
     batching_enabled: bool = True
     """Merge concurrent requests into one model call (adaptive micro-batching; see docs/benchmarks.md)."""
 

@@ -8,6 +8,7 @@ ASGI messages. Health, metadata and /metrics go to FastAPI, where the cost does 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -23,11 +24,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modeldeploy_contract.preflight import REPLAY_HEADER
 from modeldeploy_contract.server_settings import ServerSettings
-from modeldeploy_serving import metrics
+from modeldeploy_serving import metrics, slowclients
 from modeldeploy_serving.dataplane import DataPlane
-from modeldeploy_serving.errors import BadRequestError, NotFoundError, PayloadTooLargeError, ServingError
+from modeldeploy_serving.errors import NotFoundError, OverloadedError, PayloadTooLargeError, ServingError
 from modeldeploy_serving.model import LoadedModel
+from modeldeploy_serving.openapi import describe_inference_routes, name_the_served_model
 from modeldeploy_serving.protocol import v1, v2
+from modeldeploy_serving.protocol.tensors import parse_length
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +73,10 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes, 
             header_length = value
         elif key == REPLAY_HEADER_BYTES:
             replay = value != b"0"
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"request body of {int(declared)} bytes is over the {limit}-byte limit")
+    if declared is not None and declared.isdigit() and (len(declared) > 19 or int(declared) > limit):
+        raise PayloadTooLargeError(
+            f"request body of {declared[:40].decode()} bytes is over the {limit}-byte limit"
+        )
     message = await receive()
     if message["type"] == "http.request" and not message.get("more_body", False):  # the usual case
         body: bytes = message.get("body", b"")
@@ -145,25 +150,26 @@ class InferenceApp:
     async def _infer(self, scope: Scope, receive: Receive, send: Send, protocol: str) -> None:
         start = time.perf_counter()
         dataplane = self.dataplane
+        settings = self.settings
+        if dataplane.in_flight >= settings.max_concurrent_requests:  # one compare on the hot path
+            await self._refuse(send, protocol, "concurrency", "too many requests in progress", start)
+            return
         dataplane.in_flight += 1
         model: LoadedModel | None = None
         status = 200
         replay = False
         try:
             model = self._resolve(scope["path"], protocol)
-            body, raw_header_length, replay = await read_body(scope, receive, self.settings.max_body_bytes)
-            max_rows = self.settings.max_batch_rows
-            infer = dataplane.replay if replay else dataplane.infer
-            if protocol == "v2":
-                header_length = None if raw_header_length is None else _header_length(raw_header_length)
-                request = v2.decode_request(
-                    body, header_length, model.feature_index, model.output_names, max_rows
+            body, raw_header_length, replay = await read_body(scope, receive, settings.max_body_bytes)
+            if len(body) < settings.offload_body_bytes:
+                payload, header_length = await self._predict(
+                    model, protocol, body, raw_header_length, offload=False, replay=replay
                 )
-                prediction = await infer(request.rows)
-                payload, header_length = v2.encode_response(model.name, model.version, request, prediction)
             else:
-                x = v1.decode_request(body, model.feature_index, max_rows)
-                payload, header_length = v1.encode_response(await infer(x)), None
+                payload, header_length = await _unless_gone(
+                    self._predict(model, protocol, body, raw_header_length, offload=True, replay=replay),
+                    receive,
+                )
             length = (b"content-length", b"%d" % len(payload))
             if header_length is None:
                 headers = [length, *JSON_HEADERS]
@@ -175,11 +181,16 @@ class InferenceApp:
                 ]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": payload})
+        except OverloadedError as exc:
+            status = exc.status
+            metrics.REFUSED.labels(exc.reason).inc()
+            await _send_error(send, status, exc.message, self._retry_after)
         except ServingError as exc:
             status = exc.status
             await _send_error(send, status, exc.message)
         except ClientGoneError:
             status = 499  # nginx's code for "client closed request": nothing is sent
+            metrics.REFUSED.labels("client_gone").inc()
         except Exception:  # a bug must not take the worker down; the next request still works
             log.exception("inference failed")
             status = 500
@@ -189,18 +200,83 @@ class InferenceApp:
             if not replay:  # a golden-set replay is not live traffic: no request, latency or error count
                 dataplane.metrics_for(model).request(protocol, status, time.perf_counter() - start)
 
+    @property
+    def _retry_after(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", b"%d" % self.settings.retry_after_seconds)]
+
+    async def _refuse(self, send: Send, protocol: str, reason: str, message: str, start: float) -> None:
+        """A fast 503: no body read, no decoding (the connection stays usable)."""
+        metrics.REFUSED.labels(reason).inc()
+        await _send_error(send, 503, f"overloaded: {message}; retry later", self._retry_after)
+        self.dataplane.metrics_for(None).request(protocol, 503, time.perf_counter() - start)
+
+    async def _predict(
+        self,
+        model: LoadedModel,
+        protocol: str,
+        body: bytes,
+        raw_header_length: bytes | None,
+        *,
+        offload: bool,
+        replay: bool,
+    ) -> tuple[bytes, int | None]:
+        """Decode, predict, encode; with offload the decoding runs in a thread (large bodies); a replay
+        is predicted outside the live accounting (dataplane.replay)."""
+        dataplane = self.dataplane
+        infer = dataplane.replay if replay else dataplane.infer
+        max_rows = self.settings.max_batch_rows
+        if protocol == "v2":
+            header_length = None if raw_header_length is None else _header_length(raw_header_length)
+            args = (body, header_length, model.feature_index, model.output_names, max_rows)
+            request = (
+                await dataplane.off_loop(v2.decode_request, *args) if offload else v2.decode_request(*args)
+            )
+            prediction = await infer(request.rows)
+            return v2.encode_response(model.name, model.version, request, prediction)
+        if offload:
+            x = await dataplane.off_loop(v1.decode_request, body, model.feature_index, max_rows)
+        else:
+            x = v1.decode_request(body, model.feature_index, max_rows)
+        return v1.encode_response(await infer(x)), None
+
+
+async def _unless_gone(
+    work: Awaitable[tuple[bytes, int | None]], receive: Receive
+) -> tuple[bytes, int | None]:
+    """The work's result, or ClientGoneError as soon as the client disconnects (the work is cancelled:
+    a queued micro-batch entry is skipped, nothing more is decoded or predicted for it)."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not task.done():
+        task.cancel()
+        raise ClientGoneError
+    return task.result()
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client has gone (after the whole body, receive() only ever says that)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
 
 def _header_length(raw: bytes) -> int:
-    if not raw.isdigit():
-        raise BadRequestError(
-            f"Inference-Header-Content-Length must be a number, got {raw.decode(errors='replace')!r}"
-        )
-    return int(raw)
+    return parse_length(raw, "Inference-Header-Content-Length")
 
 
-async def _send_error(send: Send, status: int, message: str) -> None:
-    body = orjson.dumps({"error": message})
+async def _send_error(
+    send: Send, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    try:
+        body = orjson.dumps({"error": message})
+    except orjson.JSONEncodeError:  # a lone surrogate echoed from the request
+        body = orjson.dumps({"error": message.encode("utf-8", "backslashreplace").decode("utf-8")})
     headers = [(b"content-length", str(len(body)).encode()), *JSON_HEADERS]
+    if extra:
+        headers += extra
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -302,6 +378,11 @@ def build_api(settings: ServerSettings, dataplane: DataPlane, *, owns_dataplane:
     async def v1_status(name: str) -> Response:
         return model_ready(name, None)
 
+    describe_inference_routes(api)
+    name_the_served_model(
+        api, lambda: None if dataplane.model is None else (dataplane.model.name, dataplane.model.version)
+    )
+
     @api.get("/metrics")
     async def metrics_endpoint() -> Response:
         dataplane.flush_metrics()
@@ -314,6 +395,7 @@ def build_api(settings: ServerSettings, dataplane: DataPlane, *, owns_dataplane:
 def create_app(settings: ServerSettings | None = None) -> InferenceApp:
     """Factory uvicorn calls in each worker (settings come from MODELDEPLOY_SERVER_* variables)."""
     settings = settings or ServerSettings()
+    slowclients.configure(settings.header_read_timeout_seconds, settings.body_read_timeout_seconds)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -33,6 +33,10 @@ class MicroBatcher:
         # look the loop up once, not per request.
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    @property
+    def queued_rows(self) -> int:
+        return self._rows
+
     def submit(self, x: Rows) -> asyncio.Future[Prediction]:
         """The future of this request's rows' prediction (a plain future: one coroutine frame less
         per request than an async method)."""
@@ -60,6 +64,7 @@ class MicroBatcher:
             self._handle.cancel()
             self._handle = None
         pending, self._pending, self._rows = self._pending, [], 0
+        pending = [p for p in pending if not p[1].done()]  # a caller that has gone costs no model work
         if not pending:
             return
         try:

@@ -56,6 +56,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from modeldeploy_serving.slowclients import GuardedHttpToolsProtocol
+
     uvicorn.run(
         "modeldeploy_serving.app:create_app",
         factory=True,
@@ -68,6 +70,9 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=int(settings.drain_seconds) or None,
         server_header=False,
         proxy_headers=False,  # X-Forwarded-* are not used, and the middleware is one more layer per request
+        http=GuardedHttpToolsProtocol,  # head and body read deadlines (slowclients.py)
+        timeout_keep_alive=settings.keep_alive_seconds,  # type: ignore[arg-type]  # a float works
+        limit_concurrency=settings.max_connections,
     )
     return 0
 

@@ -10,9 +10,9 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +21,7 @@ from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving import metrics, workers
 from modeldeploy_serving.batching import MicroBatcher
 from modeldeploy_serving.drift.window import DriftWindow
-from modeldeploy_serving.errors import NotFoundError, UnavailableError
+from modeldeploy_serving.errors import NotFoundError, OverloadedError, UnavailableError
 from modeldeploy_serving.model import LoadedModel, Prediction, load_model
 from modeldeploy_serving.rows import Rows, as_array, row_count
 
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 # keeps answering probes and decoding other requests meanwhile; small ones run inline, where a
 # thread hop would cost more than the prediction.
 OFFLOAD_ROWS = 256
+T = TypeVar("T")
 
 
 class DataPlane:
@@ -45,7 +46,10 @@ class DataPlane:
         self._window: DriftWindow | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="predict")
+        self._decoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
         self.in_flight = 0
+        self.thread_rows = 0
+        """Rows of model calls running in a thread now (the batcher counts its own queue)."""
         metrics.MODEL_READY.set(0)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -73,6 +77,7 @@ class DataPlane:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._decoder.shutdown(wait=False, cancel_futures=True)
 
     async def _load(self) -> None:
         try:
@@ -164,10 +169,25 @@ class DataPlane:
         if window is not None and window.add(x, prediction.scores):
             self._close_window()
 
+    @property
+    def queued_rows(self) -> int:
+        """Rows accepted but not yet predicted: the micro-batch queue and model calls in threads."""
+        return self.thread_rows + (self._batcher.queued_rows if self._batcher is not None else 0)
+
+    def off_loop(self, fn: Callable[..., T], *args: object) -> Awaitable[T]:
+        """fn(*args) in a decoding thread: large bodies are parsed without blocking the event loop."""
+        return asyncio.get_running_loop().run_in_executor(self._decoder, fn, *args)
+
     def infer(self, rows: Rows) -> Awaitable[Prediction]:
         """The prediction of these rows, to be awaited: a micro-batch's future, a thread's result for
-        large requests, or an already made one when batching is off."""
-        if self._batcher is not None and row_count(rows) < OFFLOAD_ROWS:
+        large requests, or an already made one when batching is off. Raises OverloadedError (a fast
+        503) when the rows would take the queue beyond max_queued_rows."""
+        n = row_count(rows)
+        if self.queued_rows + n > self.settings.max_queued_rows:
+            raise OverloadedError(
+                f"overloaded: {self.queued_rows} rows are waiting for the model; retry later", "queued_rows"
+            )
+        if self._batcher is not None and n < OFFLOAD_ROWS:
             return self._batcher.submit(rows)
         x = as_array(rows)
         if x.shape[0] >= OFFLOAD_ROWS:
@@ -185,7 +205,12 @@ class DataPlane:
         return model.predict(x)
 
     async def _infer_in_thread(self, x: npt.NDArray[np.float32]) -> Prediction:
-        prediction = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, x)
+        n = x.shape[0]
+        self.thread_rows += n
+        try:
+            prediction = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, x)
+        finally:
+            self.thread_rows -= n
         self._account(x, prediction)
         return prediction
 

@@ -37,5 +37,15 @@ class UnavailableError(ServingError):
     status = 503
 
 
+class OverloadedError(ServingError):
+    """Refused at once: the worker holds as many requests or queued rows as it may (503 + Retry-After)."""
+
+    status = 503
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class BundleError(Exception):
     """A model bundle that must not be served: missing file, digest mismatch, oversize, bad manifest."""

@@ -63,6 +63,12 @@ REQUESTS = Counter(
 ERRORS = Counter(
     "modeldeploy_request_errors", "Inference requests answered with HTTP 4xx or 5xx.", REQUEST_LABELS
 )
+REFUSED = Counter(
+    "modeldeploy_requests_refused",
+    "Inference requests refused before any model work: reason is concurrency (max_concurrent_requests), "
+    "queued_rows (max_queued_rows) or client_gone (the client disconnected while the request waited).",
+    ["reason"],
+)
 REQUEST_SECONDS = Histogram(
     "modeldeploy_request_duration_seconds",
     "Whole inference request time inside the server (read, decode, predict, encode, send).",

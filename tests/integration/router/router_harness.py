@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,10 +79,69 @@ class Router:
         args = [sys.executable, "-m", "modeldeploy_serving.router.main"]
         args += ["--config-file", str(self.config_file), "--endpoints-file", str(self.endpoints_file)]
         args += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
-        env = {"MODELDEPLOY_ROUTER_FILE_POLL_SECONDS": "0.05"}
+        env = {
+            "MODELDEPLOY_ROUTER_FILE_POLL_SECONDS": "0.05",
+            "MODELDEPLOY_ROUTER_MAX_RESPONSE_BYTES": str(RESPONSE_LIMIT),
+        }
         with running(args, self.workdir / "router.log", env):
             wait_http(f"{self.url}/healthz")
             yield self
+
+
+RESPONSE_LIMIT = 1024 * 1024
+
+
+@contextmanager
+def raw_backend(behaviour: str) -> Iterator[tuple[str, list[bytes]]]:
+    """A socket "backend" in a thread that reads each request and then either dies with it
+    (`die`: closes the connection without a byte of answer, as a crashed pod does) or answers a
+    body over the router's response limit (`huge`). Yields its address and the requests seen."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    seen: list[bytes] = []
+    stop = threading.Event()
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                ),
+                0,
+            )
+            while len(body) < length:
+                body += conn.recv(65536)
+            seen.append(head + b"\r\n\r\n" + body)
+            if behaviour == "huge":
+                payload = b"x" * (RESPONSE_LIMIT + 1)
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(payload) + payload)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.getsockname()[1]}", seen
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

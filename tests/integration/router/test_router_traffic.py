@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from router_harness import Cluster
+from router_harness import Cluster, raw_backend
 
 pytestmark = pytest.mark.slow
 
@@ -247,3 +247,56 @@ def test_a_refused_connection_is_retried_on_another_backend(rig: Cluster) -> Non
     with httpx.Client(base_url=rig.router.url) as client:
         assert all(client.post(INFER, content=V2_BODY).status_code == 200 for _ in range(20))
     assert rig.router.metric(retries) - before == 10  # round robin: every other request hit the dead one
+
+
+def test_a_backend_dying_mid_request_is_never_retried(rig: Cluster) -> None:
+    """The request reached the dying backend: at most once, so a 502 and no second send anywhere."""
+    with raw_backend("die") as (dying, seen):
+        backends = endpoints(rig)
+        backends["svc-stable"] = [{"address": dying}, {"address": rig.stable}]
+        configure(rig, table(0), backends)
+        with httpx.Client(base_url=rig.router.url, timeout=30) as client:
+            answers = [
+                client.post(INFER, content=V2_BODY, headers={"x-request-id": f"q{i}"}) for i in range(10)
+            ]
+        failed = [a for a in answers if a.status_code != 200]
+        assert failed, "round robin sends every other request to the dying backend"
+        assert all(a.status_code == 502 for a in failed)
+        assert all(a.json()["code"] == "backend_closed" for a in failed)
+        # Each failed request reached the dying backend exactly once (not retried there), and was
+        # not sent to the healthy one either (it would have answered 200).
+        assert len(seen) == len(failed)
+        assert len({s.split(b"x-request-id: ")[1].split(b"\r\n")[0] for s in seen}) == len(seen)
+    configure(rig, table(0))
+
+
+def test_a_response_over_the_limit_is_a_502_not_buffered(rig: Cluster) -> None:
+    with raw_backend("huge") as (huge, seen):
+        backends = endpoints(rig)
+        backends["svc-stable"] = [{"address": huge}]
+        configure(rig, table(0), backends)
+        with httpx.Client(base_url=rig.router.url, timeout=30) as client:
+            answer = client.post(INFER, content=V2_BODY)
+        assert answer.status_code == 502
+        assert answer.json()["code"] == "response_too_large"
+        assert len(seen) == 1
+    configure(rig, table(0))
+
+
+def test_a_client_that_goes_while_the_backend_works_is_abandoned(rig: Cluster) -> None:
+    """The shadow backend answers after 1 s; the client gives up after 0.3 s: the router closes the
+    upstream exchange (the model server sees its caller gone) and counts the request."""
+    backends = endpoints(rig)
+    backends["svc-stable"] = [{"address": rig.shadow}]
+    configure(rig, table(0), backends)
+    sample = 'modeldeploy_router_refused_total{reason="client_gone"}'
+    before = rig.router.metric(sample)
+    with httpx.Client(base_url=rig.router.url, timeout=0.3) as client, pytest.raises(httpx.ReadTimeout):
+        client.post(INFER, content=V2_BODY)
+    deadline = time.monotonic() + 10
+    while rig.router.metric(sample) == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rig.router.metric(sample) == before + 1
+    with httpx.Client(base_url=rig.router.url, timeout=10) as client:  # the router still serves
+        assert client.post(INFER, content=V2_BODY).status_code == 200
+    configure(rig, table(0))

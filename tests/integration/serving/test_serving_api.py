@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -238,6 +239,18 @@ SIZED = json.dumps(
     }
 ).encode()
 UNSIZED = tensor(parameters={"binary_data_size": 56})
+SIZED_FLOAT = json.dumps(
+    {
+        "inputs": [
+            {"name": "input", "datatype": "FP32", "shape": [1, 14], "parameters": {"binary_data_size": 56.0}}
+        ]
+    }
+).encode()
+NAN_INF = (
+    b'{"inputs":[{"name":"input","datatype":"FP32","shape":[1,14],"data":[NaN,Infinity' + b",1" * 12 + b"]}]}"
+)
+INF_FIRST = NAN_INF.replace(b"[NaN,Infinity", b"[Infinity,NaN")
+BIG_ID = b'{"id":' + b"9" * 30 + b"," + NAN_INF[1:].replace(b"Infinity", b"1")
 TWO_INPUTS = json.dumps({"inputs": [GOOD["inputs"][0], GOOD["inputs"][0] | {"name": "nope"}]}).encode()
 WITH_OUTPUT = json.dumps(GOOD | {"outputs": [{"name": "x"}]}).encode()
 GOOD_BYTES = json.dumps(GOOD).encode()
@@ -284,6 +297,22 @@ BAD_REQUESTS: list[tuple[str, str, bytes, dict[str, str], int, str]] = [
     ("v1 mixed rows", V1, b'{"instances": [{"at_mentions": 1}, [1]]}', {}, 400, "not an object"),
     ("v1 unknown model", "/v1/models/nope:predict", b'{"instances": [[1]]}', {}, 404, "unknown model"),
     ("v1 too many rows", V1, json.dumps({"instances": [[1] * 14] * (MAX_ROWS + 1)}).encode(), {}, 400, "300"),
+    # Hostile input that once got a 500 or reached the model (docs/reliability.md).
+    ("nesting beyond the parser", V2, b'{"inputs":' + b"[" * 5000 + b"]" * 5000 + b"}", {}, 400, "JSON"),
+    ("deep nesting with NaN", V2, b'{"x":NaN,"inputs":' + b"[" * 5000 + b"]" * 5000 + b"}", {}, 400, "JSON"),
+    ("v1 deep nesting", V1, b'{"instances":' + b"[" * 5000 + b"]" * 5000 + b"}", {}, 400, "JSON"),
+    ("float binary_data_size", V2, SIZED_FLOAT + b"\0" * 56, {HL: str(len(SIZED_FLOAT))}, 400, "56.0"),
+    ("5000-digit header length", V2, GOOD_BYTES, {HL: "9" * 5000}, 400, "at most 19 digits"),
+    ("NaN then Infinity", V2, NAN_INF, {}, 400, "infinite"),
+    ("Infinity first", V2, INF_FIRST, {}, 400, "infinite"),
+    ("v1 Infinity", V1, b'{"instances": [[NaN, Infinity' + b", 1" * 12 + b"]]}", {}, 400, "infinite"),
+    ("booleans as FP32", V2, tensor(data=[True] + [1.0] * 13), {}, 400, "true/false"),
+    ("only booleans as INT64", V2, tensor(datatype="INT64", data=[True] * 14), {}, 400, "true/false"),
+    ("boolean with null", V2, tensor(data=[None, True] + [1.0] * 12), {}, 400, "bool"),
+    ("v1 boolean", V1, b'{"instances": [{"at_mentions": true}]}', {}, 400, "bool"),
+    ("INT32 overflow", V2, tensor(datatype="INT32", data=[2**31] + [1] * 13), {}, 400, "range of INT32"),
+    ("INT64 overflow", V2, tensor(datatype="INT64", data=[2**64] + [1] * 13), {}, 400, "range of INT64"),
+    ("big id with NaN", V2, BIG_ID, {}, 400, "64-bit"),
 ]
 
 
@@ -342,3 +371,32 @@ def test_large_batch_json_and_binary(client: httpx.Client, bundles: Bundles) -> 
     small = probabilities(client.post("/v2/models/churn/infer", json=v2_body(rows[:5])).json())
     np.testing.assert_allclose(probs[:5], small, rtol=1e-6)
     assert struct.calcsize("<f") == 4
+
+
+def raw_exchange(server: Server, request: bytes) -> bytes:
+    """Send raw bytes on a fresh socket; the server's answer up to its close or 64 KiB."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        size = 0
+        while size < 65536:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    return b"".join(chunks)
+
+
+def test_absurd_lengths_are_a_4xx_never_a_5xx(server: Server) -> None:
+    for header in (b"content-length: " + b"9" * 5000, b"inference-header-content-length: " + b"9" * 5000):
+        answer = raw_exchange(
+            server,
+            b"POST /v2/models/churn/infer HTTP/1.1\r\nhost: x\r\n" + header + b"\r\n\r\n" + GOOD_BYTES,
+        )
+        status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
+        assert 400 <= status < 500, answer[:200]
+    with server.client() as c:
+        assert c.post(V2, json=GOOD).status_code == 200

@@ -189,9 +189,12 @@ def test_s3_uri_through_a_local_s3_server(bundles: Bundles, serve: ServerFactory
         missing = serve(
             "s3://models/nothing-here", env={**creds, "MODELDEPLOY_SERVER_S3_ENDPOINT_URL": endpoint}
         )
-        time.sleep(1.5)
         with missing.client() as c:
+            deadline = time.monotonic() + 30  # wait for the load attempt to end, not for a fixed time
             ready = c.get("/v2/health/ready")
+            while ready.json()["state"] == "loading" and time.monotonic() < deadline:
+                time.sleep(0.05)
+                ready = c.get("/v2/health/ready")
             assert ready.status_code == 503
             assert ready.json()["state"] == "failed"
             assert "s3://models/nothing-here/manifest.json" in ready.json()["error"]

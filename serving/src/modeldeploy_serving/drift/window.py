@@ -1,7 +1,9 @@
 """A count-based tumbling window of live rows, closed early by time.
 
 The hot path only appends references to the request's (already converted) arrays: a list append
-and an integer add. Binning and statistics run once per window, vectorised over all buffered rows.
+and an integer add; rows that are views into a request body are copied (only those rows), so a
+window never keeps a body alive. Binning and statistics run once per window, vectorised over all
+buffered rows.
 """
 
 from __future__ import annotations
@@ -35,6 +37,15 @@ class WindowResult:
     scores: npt.NDArray[np.float64]
 
 
+def _own(a: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """The rows in memory of their own when they are a view into a foreign buffer (a binary tensor
+    is a view into the request body: keeping it would keep the whole body alive for a window)."""
+    root = a
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    return a if root.base is None else a.copy()
+
+
 @dataclass
 class DriftWindow:
     profile: ReferenceProfile
@@ -60,7 +71,7 @@ class DriftWindow:
                 self.skipped_rows += inputs.shape[0]
                 return False
             self.started_at = now
-        self._inputs.append(inputs)
+        self._inputs.append(_own(inputs))
         self._scores.append(scores)
         self.rows += inputs.shape[0]
         return self.rows >= self.max_rows

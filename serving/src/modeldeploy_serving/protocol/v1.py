@@ -15,7 +15,7 @@ import orjson
 
 from modeldeploy_serving.errors import BadRequestError
 from modeldeploy_serving.model import Prediction
-from modeldeploy_serving.protocol.tensors import as_model_input, numeric_array, parse_json
+from modeldeploy_serving.protocol.tensors import as_model_input, may_hold_bool, numeric_array, parse_json
 
 
 def decode_request(body: bytes, features: dict[str, int], max_rows: int) -> npt.NDArray[np.float32]:
@@ -27,6 +27,7 @@ def decode_request(body: bytes, features: dict[str, int], max_rows: int) -> npt.
         raise BadRequestError("'instances' must be a non-empty list of rows")
     if len(rows) > max_rows:
         raise BadRequestError(f"{len(rows)} rows is more than the {max_rows} allowed in one request")
+    check_bool = may_hold_bool(body)
     if isinstance(rows[0], dict):
         names = list(features)
         known = features.keys()
@@ -38,9 +39,9 @@ def decode_request(body: bytes, features: dict[str, int], max_rows: int) -> npt.
             if unknown:
                 raise BadRequestError(f"instance {i} has unknown features: {', '.join(sorted(unknown))}")
             table.append([row.get(name) for name in names])
-        arr = numeric_array(table, "FP64", "instances")
+        arr = numeric_array(table, "FP64", "instances", check_bool)
     else:
-        arr = numeric_array(rows, "FP64", "instances")
+        arr = numeric_array(rows, "FP64", "instances", check_bool)
     if arr.ndim != 2 or arr.shape[1] != len(features):
         raise BadRequestError(
             f"instances have shape {list(arr.shape)}; expected [N, {len(features)}] (one value per feature)"

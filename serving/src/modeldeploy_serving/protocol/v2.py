@@ -23,8 +23,10 @@ from modeldeploy_serving.protocol.tensors import (
     DTYPES,
     WIRE_TYPE,
     as_model_input,
+    echoable,
+    may_hold_bool,
     numeric_array,
-    parse_json,
+    parse,
     shape_of,
 )
 from modeldeploy_serving.rows import ListRows, Rows, as_array
@@ -55,13 +57,13 @@ class InferRequest:
 
 
 def _decode_tensor(
-    t: Any, binary: memoryview | None, offset: int, max_rows: int
+    t: Any, binary: memoryview | None, offset: int, max_rows: int, check_bool: bool
 ) -> tuple[npt.NDArray[Any], int]:
     if not isinstance(t, dict) or not isinstance(t.get("name"), str):
         raise BadRequestError("every input must be an object with a string 'name'")
     what = f"input {t['name']!r}"
     datatype = t.get("datatype")
-    if datatype not in DTYPES:
+    if type(datatype) is not str or datatype not in DTYPES:  # a list is unhashable: check the type first
         raise BadRequestError(
             f"{what}: unsupported datatype {datatype!r}; expected one of {', '.join(DTYPES)}"
         )
@@ -77,7 +79,7 @@ def _decode_tensor(
                 f"{what}: binary_data_size given without an Inference-Header-Content-Length header"
             )
         expected = count * DTYPES[datatype].itemsize
-        if size != expected:
+        if type(size) is not int or size != expected:
             raise BadRequestError(
                 f"{what}: binary_data_size {size} does not match shape {shape} of {datatype} ({expected})"
             )
@@ -87,7 +89,7 @@ def _decode_tensor(
         return arr, offset + size
     if "data" not in t:
         raise BadRequestError(f"{what}: no 'data' (and no binary_data_size)")
-    arr = numeric_array(t["data"], datatype, what)
+    arr = numeric_array(t["data"], datatype, what, check_bool)
     if arr.size != count:
         raise BadRequestError(f"{what}: data has {arr.size} values but shape {shape} needs {count}")
     return arr.reshape(shape), offset
@@ -140,18 +142,24 @@ def decode_request(
             )
         view = memoryview(body)
         header, binary = view[:header_length], view[header_length:]
-    req = parse_json(header)
-    if binary is None:
+    req, standard = parse(header)
+    if binary is None and standard:  # the fast path assumes no NaN/Infinity (only the stdlib makes them)
         simple = _decode_simple(req, len(features), max_rows)
         if simple is not None:
             return simple
-    return decode_general(req, binary, features, output_names, max_rows)
+    return decode_general(req, binary, features, output_names, max_rows, check_bool=may_hold_bool(header))
 
 
 def decode_general(
-    req: Any, binary: memoryview | None, features: dict[str, int], output_names: list[str], max_rows: int
+    req: Any,
+    binary: memoryview | None,
+    features: dict[str, int],
+    output_names: list[str],
+    max_rows: int,
+    check_bool: bool = True,
 ) -> InferRequest:
-    """Any V2 request (parsed JSON header plus binary part): every shape, datatype and option."""
+    """Any V2 request (parsed JSON header plus binary part): every shape, datatype and option.
+    check_bool=False when the JSON text has no true/false literal (skips a per-value scan)."""
     if not isinstance(req, dict):
         raise BadRequestError("the request body must be a JSON object")
     inputs = req.get("inputs")
@@ -160,7 +168,7 @@ def decode_general(
     offset = 0
     tensors = []
     for t in inputs:
-        arr, offset = _decode_tensor(t, binary, offset, max_rows)
+        arr, offset = _decode_tensor(t, binary, offset, max_rows, check_bool)
         tensors.append((t["name"], arr))
     if binary is not None and offset != len(binary):
         raise BadRequestError(f"{len(binary) - offset} binary bytes after the last input's data")
@@ -171,8 +179,11 @@ def decode_general(
         raise BadRequestError(f"{x.shape[0]} rows is more than the {max_rows} allowed in one request")
     params = req.get("parameters")
     binary_output = bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False
+    request_id = req.get("id")
+    if request_id is not None:  # stdlib-parsed: maybe an integer beyond 64 bits or a lone surrogate
+        echoable(request_id, "'id'")
     return InferRequest(
-        x, req.get("id"), _requested_outputs(req.get("outputs"), output_names, binary_output), binary_output
+        x, request_id, _requested_outputs(req.get("outputs"), output_names, binary_output), binary_output
     )
 
 
@@ -223,7 +234,12 @@ def _plain_tensor(req: Any) -> dict[str, Any] | None:
     ):
         return None
     t = inputs[0]
-    if type(t) is not dict or t.get("datatype") not in FLOAT_DATATYPES or type(t.get("name")) is not str:
+    if (
+        type(t) is not dict
+        or type(t.get("datatype")) is not str  # before the set lookup: a list is unhashable
+        or t["datatype"] not in FLOAT_DATATYPES
+        or type(t.get("name")) is not str
+    ):
         return None
     tensor_params = t.get("parameters")
     if tensor_params is not None and (type(tensor_params) is not dict or "binary_data_size" in tensor_params):

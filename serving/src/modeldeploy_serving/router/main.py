@@ -23,6 +23,7 @@ from modeldeploy_serving.router.sources import (
 )
 from modeldeploy_serving.router.state import RouterState
 from modeldeploy_serving.router.upstream import UpstreamPool
+from modeldeploy_serving.slowclients import configure
 
 log = logging.getLogger("modeldeploy.router")
 
@@ -85,7 +86,17 @@ def build_app(settings: RouterSettings) -> RouterApp:
 
         return stop
 
-    return RouterApp(state, metrics, pool, max_body_bytes=settings.max_body_bytes, lifespan=start)
+    return RouterApp(
+        state,
+        metrics,
+        pool,
+        max_body_bytes=settings.max_body_bytes,
+        max_response_bytes=settings.max_response_bytes,
+        max_buffered_bytes=settings.max_buffered_bytes,
+        max_concurrent=settings.max_concurrent_requests,
+        retry_after_seconds=settings.retry_after_seconds,
+        lifespan=start,
+    )
 
 
 def _parse(argv: Sequence[str] | None) -> RouterSettings:
@@ -113,12 +124,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     app = build_app(settings)
+    protocol = configure(settings.header_read_timeout_seconds, settings.body_read_timeout_seconds)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol,  # httptools with head and body read deadlines (slowclients.py)
+        timeout_keep_alive=settings.keep_alive_seconds,  # type: ignore[arg-type]  # a float works
+        limit_concurrency=settings.max_connections,
         lifespan="on",
         access_log=False,
         proxy_headers=False,  # forwarded headers pass through to the backend untouched

@@ -43,6 +43,14 @@ class RouterMetrics:
             [*ARM, "reason"],
             registry=r,
         )
+        self.refused = Counter(
+            "modeldeploy_router_refused",
+            "Requests refused before any backend saw them: reason is body_too_large, client_gone "
+            "(disconnected mid-body, nothing forwarded), overloaded (concurrency bound) or "
+            "over_budget (request byte budget).",
+            ["reason"],
+            registry=r,
+        )
         self.ready_backends = Gauge(
             "modeldeploy_router_ready_backends", "Ready backends known per arm.", ARM, registry=r
         )

@@ -7,6 +7,7 @@ unchanged plus x-modeldeploy-variant / x-modeldeploy-revision headers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -22,7 +23,9 @@ from modeldeploy_serving.router.sticky import body_key, header_value
 from modeldeploy_serving.router.upstream import (
     BadResponseError,
     ConnectFailedError,
+    OverBudgetError,
     Response,
+    ResponseTooLargeError,
     StaleConnectionError,
     UpstreamPool,
     UpstreamTimeoutError,
@@ -44,21 +47,40 @@ class BodyTooLargeError(Exception):
     pass
 
 
+class ClientGoneError(Exception):
+    """The client disconnected before its whole body arrived: nothing may be forwarded."""
+
+
 async def _read_body(receive: Receive, limit: int) -> bytes:
     message = await receive()
+    if message["type"] != "http.request":
+        raise ClientGoneError
     body: bytes = message.get("body", b"")
+    if len(body) > limit:
+        raise BodyTooLargeError
     if not message.get("more_body", False):
         return body  # the common case: one message, no copy
     parts = [body]
     size = len(body)
     while message.get("more_body", False):
         message = await receive()
+        if message["type"] != "http.request":  # http.disconnect: the body is truncated
+            raise ClientGoneError
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise BodyTooLargeError
         parts.append(chunk)
     return b"".join(parts)
+
+
+def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            if not value.isdigit():
+                return None  # uvicorn's parser refuses it before the app runs
+            return int(value) if len(value) <= 19 else 1 << 63  # no int() of 5,000 digits
+    return None
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
@@ -74,6 +96,10 @@ async def _error(
     await _respond(send, status, body, [_JSON, *extra])
 
 
+WATCH_AFTER_SECONDS = 0.05
+"""Exchanges still running after one to two of these periods get their client watched."""
+
+
 class RouterApp:
     """ASGI application; `state` is fed by the config and backend sources."""
 
@@ -84,13 +110,34 @@ class RouterApp:
         pool: UpstreamPool,
         *,
         max_body_bytes: int = 16 * 1024 * 1024,
+        max_response_bytes: int = 16 * 1024 * 1024,
+        max_buffered_bytes: int = 96 * 1024 * 1024,
+        max_concurrent: int = 1024,
+        retry_after_seconds: int = 1,
         lifespan: Callable[[], Awaitable[Callable[[], Awaitable[None]]]] | None = None,
     ) -> None:
         self.state = state
         self.metrics = metrics
         self.pool = pool
-        self.shadow = ShadowDispatcher(pool, metrics)
+        self.shadow = ShadowDispatcher(pool, metrics, self._reserve, self._release, max_response_bytes)
+        pool.budget = (self._reserve, self._release)  # responses count while they arrive
         self.max_body_bytes = max_body_bytes
+        self.max_response_bytes = max_response_bytes
+        self.max_buffered_bytes = max_buffered_bytes
+        self.max_concurrent = max_concurrent
+        self._retry_after = ((b"retry-after", str(retry_after_seconds).encode("ascii")),)
+        self.active = 0
+        """Requests being proxied now."""
+        # Clients of exchanges still waiting for their backend are watched, so that a client that
+        # disconnects abandons its exchange (the upstream connection is closed: the model server sees
+        # its caller gone). Watching costs a task, so per request there is only a dict entry; a
+        # sweeper starts watchers for exchanges that outlived WATCH_AFTER_SECONDS.
+        self._watched: dict[asyncio.Task[Any], Receive] = {}
+        self._watchers: dict[asyncio.Task[Any], asyncio.Task[None]] = {}
+        self._gone: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Future[None] | None = None
+        self.buffered = 0
+        """Request, response and shadow-copy bytes held now (checked against max_buffered_bytes)."""
         self._lifespan = lifespan
         self._arm_metrics: dict[str, tuple[Histogram, dict[str, Counter]]] = {}
         self._local: dict[str, Callable[[Send], Awaitable[None]]] = {
@@ -109,13 +156,78 @@ class RouterApp:
         elif scope["type"] == "lifespan":
             await self._run_lifespan(receive, send)
 
+    async def _sweep(self) -> None:
+        seen: set[asyncio.Task[Any]] = set()
+        while True:
+            await asyncio.sleep(WATCH_AFTER_SECONDS)
+            running = set(self._watched)
+            for task in running & seen:  # running at two sweeps in a row: at least one period old
+                if task not in self._watchers:
+                    self._watchers[task] = asyncio.ensure_future(self._watch(task, self._watched[task]))
+            seen = running
+
+    async def _watch(self, task: asyncio.Task[Any], receive: Receive) -> None:
+        # The body has been read: receive() now only returns when the client disconnects.
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if task in self._watched:  # still waiting for the backend
+            self._gone.add(task)
+            task.cancel()
+
+    def _reserve(self, size: int) -> bool:
+        """Count `size` more bytes held, if the byte budget allows them."""
+        if self.buffered + size > self.max_buffered_bytes:
+            return False
+        self.buffered += size
+        return True
+
+    def _release(self, size: int) -> None:
+        self.buffered -= size
+
+    async def _refuse(self, send: Send, status: int, code: str, message: str) -> None:
+        self.metrics.refused.labels(code).inc()
+        extra = self._retry_after if status == 503 else ()
+        await _error(send, status, code, message, extra)
+
     async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        try:
-            body = await _read_body(receive, self.max_body_bytes)
-        except BodyTooLargeError:
-            await _error(send, 413, "body_too_large", f"request body exceeds {self.max_body_bytes} bytes")
+        """Admission (concurrency, body size, byte budget), then the exchange."""
+        if self.active >= self.max_concurrent:
+            await self._refuse(send, 503, "overloaded", "too many requests in progress; retry later")
             return
+        declared = _declared_length(scope["headers"])
+        if declared is not None and declared > self.max_body_bytes:  # before a byte of the body is read
+            await self._refuse(
+                send, 413, "body_too_large", f"request body exceeds {self.max_body_bytes} bytes"
+            )
+            return
+        if declared is not None and self.buffered + declared > self.max_buffered_bytes:
+            await self._refuse(send, 503, "over_budget", "the router holds too many bytes; retry later")
+            return
+        self.active += 1
+        try:
+            try:
+                body = await _read_body(receive, self.max_body_bytes)
+            except BodyTooLargeError:
+                await self._refuse(
+                    send, 413, "body_too_large", f"request body exceeds {self.max_body_bytes} bytes"
+                )
+                return
+            except ClientGoneError:
+                self.metrics.refused.labels("client_gone").inc()
+                return  # nothing to answer, nothing forwarded
+            held = len(body)
+            if not self._reserve(held):
+                await self._refuse(send, 503, "over_budget", "the router holds too many bytes; retry later")
+                return
+            try:
+                await self._exchange(scope, receive, send, body)
+            finally:
+                self._release(held)
+        finally:
+            self.active -= 1
+
+    async def _exchange(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
+        started = time.perf_counter()
         snapshot = self.state.snapshot
         if snapshot is None:
             await _error(send, 503, "not_configured", "the router has no routing table yet")
@@ -132,10 +244,33 @@ class RouterApp:
             target += b"?" + scope["query_string"]
         method: str = scope["method"]
         head = request_head(method, target, headers, len(body))
-        response = await self._forward(snapshot, arm, method, head, body, send)
+        task = asyncio.current_task()
+        assert task is not None
+        watched = self._watched
+        watched[task] = receive
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.ensure_future(self._sweep())
+        try:
+            response = await self._forward(snapshot, arm, method, head, body, send)
+        except asyncio.CancelledError:
+            if task in self._gone and task.uncancel() == 0:  # our own cancel: the client went away
+                self.metrics.refused.labels("client_gone").inc()
+                return
+            raise
+        finally:
+            del watched[task]  # before any later await: a disconnect seen from now on cancels nothing
+            if self._watchers:
+                watcher = self._watchers.pop(task, None)
+                if watcher is not None:
+                    watcher.cancel()
+                    self._gone.discard(task)
         if response is None:
             return
-        await _respond(send, response.status, response.body, [*response.headers, *arm.response_headers])
+        self.buffered += len(response.body)  # counted while it is sent (bounded by max_response_bytes)
+        try:
+            await _respond(send, response.status, response.body, [*response.headers, *arm.response_headers])
+        finally:
+            self.buffered -= len(response.body)
         self._observe(arm, response.status, time.perf_counter() - started)
         shadow = snapshot.config.shadow
         if shadow is not None and snapshot.shadow is not None and self.shadow.wanted(shadow):
@@ -158,7 +293,6 @@ class RouterApp:
         labels = (arm.config.variant, arm.config.revision)
         backend = arm.backends.next()
         assert backend is not None  # route() only returns arms with ready backends
-        fresh = False
         for attempt in (1, 2):
             try:
                 return await self.pool.send(
@@ -168,14 +302,23 @@ class RouterApp:
                     body,
                     connect_timeout=timeouts.connect_seconds,
                     timeout=timeouts.request_seconds,
-                    fresh=fresh,
+                    max_response_bytes=self.max_response_bytes,
                 )
             except StaleConnectionError:
-                if attempt == 2:
-                    break
-                self.metrics.retries.labels(*labels, "stale_connection").inc()
-                fresh = True  # the backend closed an idle connection: same backend, new connection
+                # Closed after the request was written, before any answer: the backend may have
+                # died processing it. Never sent again (docs/router.md, delivery guarantee).
+                self.metrics.errors.labels(*labels, "closed").inc()
+                await _error(
+                    send,
+                    502,
+                    "backend_closed",
+                    "the backend closed the connection before answering; the request may have reached it",
+                    arm.response_headers,
+                )
+                return None
             except ConnectFailedError as exc:
+                # Refused, unreachable, or a pooled connection found closed before writing: the
+                # request provably never reached a model, so another ready backend may take it.
                 other = arm.backends.other_than(backend) if snapshot.config.retry.on_connect_error else None
                 if attempt == 2 or other is None:
                     self.metrics.errors.labels(*labels, "connect").inc()
@@ -194,12 +337,23 @@ class RouterApp:
                 )
                 return None
             except BadResponseError as exc:
-                self.metrics.errors.labels(*labels, "bad_response").inc()
-                await _error(send, 502, "bad_backend_response", str(exc), arm.response_headers)
+                await self._bad_response(send, arm, labels, exc)
                 return None
-        self.metrics.errors.labels(*labels, "bad_response").inc()
-        await _error(send, 502, "bad_backend_response", "backend closed the connection", arm.response_headers)
-        return None
+        raise AssertionError("unreachable: the second attempt returns or answers")
+
+    async def _bad_response(
+        self, send: Send, arm: Arm, labels: tuple[str, str], exc: BadResponseError
+    ) -> None:
+        """The backend's answer cannot be passed on: over the byte budget (503, retry later), over
+        max_response_bytes, or not valid HTTP (502)."""
+        if isinstance(exc, OverBudgetError):
+            self.metrics.refused.labels("over_budget").inc()
+            await _error(send, 503, "over_budget", str(exc), (*arm.response_headers, *self._retry_after))
+            return
+        reason = "response_too_large" if isinstance(exc, ResponseTooLargeError) else "bad_response"
+        self.metrics.errors.labels(*labels, reason).inc()
+        code = "response_too_large" if reason == "response_too_large" else "bad_backend_response"
+        await _error(send, 502, code, str(exc), arm.response_headers)
 
     def _observe(self, arm: Arm, status: int, seconds: float) -> None:
         # labels() costs a dict lookup and tuple hashing per call; keep the children per arm.
@@ -267,6 +421,8 @@ class RouterApp:
                 if stop is not None:
                     await stop()
                 await self.shadow.drain(timeout=2.0)
+                if self._sweeper is not None:
+                    self._sweeper.cancel()
                 self.pool.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,9 +97,19 @@ def parse_answer(body: bytes, config: ShadowConfig) -> Answer | None:
 class ShadowDispatcher:
     """Starts shadow copies and records how their answers compare with the primary's."""
 
-    def __init__(self, pool: UpstreamPool, metrics: RouterMetrics) -> None:
+    def __init__(
+        self,
+        pool: UpstreamPool,
+        metrics: RouterMetrics,
+        reserve: Callable[[int], bool] = lambda _size: True,
+        release: Callable[[int], None] = lambda _size: None,
+        max_response_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
         self._pool = pool
         self._metrics = metrics
+        self._reserve = reserve
+        self._release = release
+        self._max_response_bytes = max_response_bytes
         self._in_flight: set[asyncio.Task[None]] = set()
 
     def wanted(self, config: ShadowConfig) -> bool:
@@ -117,7 +128,10 @@ class ShadowDispatcher:
     ) -> None:
         labels = (arm.config.variant, arm.config.revision)
         backend = arm.backends.next()
-        if backend is None or len(self._in_flight) >= config.max_in_flight:
+        # A copy holds the request and the primary's answer until the shadow answers (plus its own
+        # answer, up to max_response_bytes): counted against the router's byte budget, or dropped.
+        held = len(body) + len(primary_body)
+        if backend is None or len(self._in_flight) >= config.max_in_flight or not self._reserve(held):
             self._metrics.shadow_requests.labels(*labels, "dropped").inc()
             return
         task = asyncio.create_task(
@@ -127,6 +141,7 @@ class ShadowDispatcher:
         )
         self._in_flight.add(task)  # a strong reference, or the task may be collected mid-flight
         task.add_done_callback(self._in_flight.discard)
+        task.add_done_callback(lambda _task: self._release(held))
 
     async def _run(
         self,
@@ -142,7 +157,13 @@ class ShadowDispatcher:
     ) -> None:
         try:
             response = await self._pool.send(
-                backend, method, head, body, connect_timeout=connect_timeout, timeout=config.timeout_seconds
+                backend,
+                method,
+                head,
+                body,
+                connect_timeout=connect_timeout,
+                timeout=config.timeout_seconds,
+                max_response_bytes=self._max_response_bytes,
             )
         except UpstreamTimeoutError:
             self._metrics.shadow_requests.labels(*labels, "timeout").inc()

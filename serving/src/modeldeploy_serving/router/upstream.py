@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -24,9 +25,16 @@ class ConnectFailedError(UpstreamError):
     """No connection could be opened: the request never left the router, so a retry is safe."""
 
 
+class NotSentError(ConnectFailedError):
+    """A pooled connection turned out closed before a byte of the request was written: the
+    request never left the router, so a retry is safe (like a refused connection)."""
+
+
 class StaleConnectionError(UpstreamError):
-    """A reused keep-alive connection was closed before any response byte arrived (the backend
-    closed it while idle): the request was not processed, so a retry is safe."""
+    """The connection (new or reused) was closed after the request was written but before any
+    response byte arrived. Usually the backend had closed it while idle, but a backend that died
+    while processing looks the same: the request may have reached the model, so it is NOT retried
+    (see docs/router.md, delivery guarantee)."""
 
 
 class UpstreamTimeoutError(UpstreamError):
@@ -35,6 +43,18 @@ class UpstreamTimeoutError(UpstreamError):
 
 class BadResponseError(UpstreamError):
     """The backend sent something that is not HTTP, or closed mid-response."""
+
+
+class ResponseTooLargeError(BadResponseError):
+    """The response body went beyond the router's max_response_bytes (the connection is closed)."""
+
+
+class OverBudgetError(BadResponseError):
+    """Receiving the response would take the router's buffered bytes beyond its budget."""
+
+
+Budget = tuple[Callable[[int], bool], Callable[[int], None]]
+"""(reserve, release) of the router's byte budget: response bytes count while they arrive."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +94,10 @@ def request_head(method: str, target: bytes, headers: list[tuple[bytes, bytes]],
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; at most one exchange at a time."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, budget: Budget | None = None) -> None:
         self._loop = loop
+        self._budget = budget
+        self._counted = 0
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[Response] | None = None
@@ -84,6 +106,8 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._got_bytes = False
         self._head_only = False
+        self._size = 0
+        self._max_size = 1 << 62
         self.reusable = True
         self.idle_since = 0.0
 
@@ -118,6 +142,15 @@ class _Connection(asyncio.Protocol):
             self._complete()
 
     def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > self._max_size:
+            self._finish(error=ResponseTooLargeError(f"response body over {self._max_size} bytes"))
+            return
+        if self._budget is not None:
+            if not self._budget[0](len(body)):
+                self._finish(error=OverBudgetError("the router holds too many bytes; retry later"))
+                return
+            self._counted += len(body)
         self._body.append(body)
 
     def on_message_complete(self) -> None:
@@ -126,9 +159,14 @@ class _Connection(asyncio.Protocol):
         self._complete()
 
     # the exchange
-    def exchange(self, head: bytes, body: bytes, timeout: float, head_only: bool) -> asyncio.Future[Response]:
+    def exchange(
+        self, head: bytes, body: bytes, timeout: float, head_only: bool, max_size: int
+    ) -> asyncio.Future[Response]:
         assert self._transport is not None
+        if self._transport.is_closing():
+            raise NotSentError("the pooled connection was closed before the request was written")
         self._headers, self._body, self._got_bytes, self._head_only = [], [], False, head_only
+        self._size, self._max_size = 0, max_size
         self._waiter = self._loop.create_future()
         self._timer = self._loop.call_later(timeout, self._on_timeout)
         self._transport.write(head + body if len(body) < 65536 else head)
@@ -144,6 +182,10 @@ class _Connection(asyncio.Protocol):
         self._finish(response=Response(status, self._headers, b"".join(self._body)))
 
     def _finish(self, response: Response | None = None, error: UpstreamError | None = None) -> None:
+        if self._counted:  # the caller counts a delivered body itself from here on
+            assert self._budget is not None
+            self._budget[1](self._counted)
+            self._counted = 0
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -167,6 +209,9 @@ class _Connection(asyncio.Protocol):
 class UpstreamPool:
     """Keep-alive connections per "host:port"; idle ones older than `idle_seconds` are dropped."""
 
+    budget: Budget | None = None
+    """Set by the router app: response bytes count against its byte budget while they arrive."""
+
     def __init__(self, max_idle_per_backend: int = 128, idle_seconds: float = 4.0) -> None:
         self._idle: dict[str, list[_Connection]] = {}
         self._max_idle = max_idle_per_backend
@@ -182,19 +227,18 @@ class UpstreamPool:
         connect_timeout: float,
         timeout: float,
         fresh: bool = False,
+        max_response_bytes: int = 1 << 62,
     ) -> Response:
-        """One exchange (on a new connection when `fresh`). Raises ConnectFailedError or
-        StaleConnectionError (safe to retry), UpstreamTimeoutError or BadResponseError."""
+        """One exchange (on a new connection when `fresh`). Raises ConnectFailedError (the request
+        never left: safe to retry), StaleConnectionError, UpstreamTimeoutError or BadResponseError
+        (the request may have reached the backend: not retried)."""
         conn = None if fresh else self._take_idle(address)
-        reused = conn is not None
         if conn is None:
             conn = await self._connect(address, connect_timeout)
         try:
-            response = await conn.exchange(head, body, timeout, head_only=method == "HEAD")
-        except StaleConnectionError:
-            if not reused:
-                raise BadResponseError("backend closed a new connection without answering") from None
-            raise
+            response = await conn.exchange(
+                head, body, timeout, head_only=method == "HEAD", max_size=max_response_bytes
+            )
         except BaseException:
             conn.close()  # cancelled or failed mid-exchange: the connection state is unknown
             raise
@@ -225,7 +269,9 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                _, protocol = await loop.create_connection(lambda: _Connection(loop), host, int(port))
+                _, protocol = await loop.create_connection(
+                    lambda: _Connection(loop, self.budget), host, int(port)
+                )
         except (OSError, TimeoutError) as exc:
             raise ConnectFailedError(f"cannot connect to {address}: {exc or type(exc).__name__}") from None
         return protocol

@@ -1,0 +1,83 @@
+"""The router app's own CPU per request, in process, with a stub upstream (no sockets, no wrk).
+
+    PYTHONPATH=<tree>/serving/src .venv/bin/python bench/router/app_overhead.py <label>
+
+Compare two source trees back to back: the noise of a shared machine hits CPU time less than
+wall-clock throughput.
+"""
+
+import sys
+import time
+
+import uvloop
+
+from modeldeploy_contract.router_config import RouterConfig
+from modeldeploy_serving.router.metrics import RouterMetrics
+from modeldeploy_serving.router.proxy import RouterApp
+from modeldeploy_serving.router.state import RouterState
+from modeldeploy_serving.router.upstream import Response
+
+
+class Pool:
+    async def send(self, *a, **k):
+        return Response(200, [(b"content-type", b"application/json")], b'{"outputs":[]}')
+
+    def forget(self, keep):
+        pass
+
+    def close(self):
+        pass
+
+
+metrics = RouterMetrics()
+state = RouterState(lambda arm: ("127.0.0.1:1",), metrics)
+state.set_config(
+    RouterConfig.model_validate(
+        {
+            "generation": 1,
+            "deployment": {"namespace": "t", "name": "c"},
+            "arms": [
+                {"variant": "default", "revision": "r1", "weight": 100, "service": "s", "model_name": "churn"}
+            ],
+        }
+    )
+)
+app = RouterApp(state, metrics, Pool())
+body = b'{"inputs":[{"name":"input","datatype":"FP32","shape":[1,3],"data":[1,2,3]}]}'
+headers = [
+    (b"host", b"x"),
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(body)).encode()),
+    (b"user-agent", b"wrk"),
+]
+scope = {
+    "type": "http",
+    "method": "POST",
+    "path": "/v2/models/churn/infer",
+    "raw_path": b"/v2/models/churn/infer",
+    "query_string": b"",
+    "headers": headers,
+}
+msg = {"type": "http.request", "body": body, "more_body": False}
+
+
+async def receive():
+    return msg
+
+
+async def send(m):
+    pass
+
+
+async def main():
+    n = 30000
+    best = 1e9
+    for _ in range(5):
+        t = time.process_time()
+        for _ in range(n):
+            await app(scope, receive, send)
+        best = min(best, (time.process_time() - t) / n)
+    print(f"{sys.argv[1]}: router app per request {best * 1e6:.2f} us (best of 5 x {n}, CPU time)")
+
+
+uvloop.run(main())
