@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from modeldeploy_operator.analysis import AnalysisSources, AnalysisTarget, select_checks
+from modeldeploy_operator.analysis import AnalysisTarget, analysis_sources, select_checks
 from modeldeploy_operator.config import OperatorSettings
 from modeldeploy_operator.domain import labels as lbl
 from modeldeploy_operator.domain.desired_state import (
@@ -51,6 +51,8 @@ log = logging.getLogger("modeldeploy.reconcile")
 _MODELDEPLOYMENT = kind_of(API_VERSION, KIND)
 _DEPLOYMENT = kind_of("apps/v1", "Deployment")
 CRASH_LOOP_RESTARTS = 3
+ANALYSIS_POLL_SECONDS = 1.0
+"""How soon an object whose measurement is running is reconciled again to pick the readings up."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,13 @@ class Reconciler:
     def __init__(self, api: KubeApi, settings: OperatorSettings) -> None:
         self.api = api
         self.settings = settings
-        self.analysis = AnalysisSources()  # one per process: it keeps the previous scrape per target
+        # One per process: it keeps the previous scrape per target, and measures on a bounded pool.
+        self.analysis = analysis_sources(
+            allowed_prometheus=settings.prometheus_allowed_addresses,
+            workers=settings.analysis_workers,
+            deadline_seconds=settings.analysis_deadline_seconds,
+            max_response_bytes=settings.analysis_max_response_bytes,
+        )
         self.options = BuildOptions(
             serving_image=settings.serving_image,
             router_image=settings.router_image,
@@ -197,12 +205,26 @@ class Reconciler:
         # 2. observe
         seen = self._observe(owner, spec)
         # 3. measure, only when the planner's analysis is due
+        #    (off the reconcile path: None while the pool measures; this object is polled again soon)
         readings = self._measure(owner, spec, previous, seen, now)
         # 4. plan (pure): which revisions run, their replicas and weights, events, the new status
         command = parse_command(body["metadata"].get("annotations"))
         decided = plan(
-            owner.name, spec, seen.deployments, readings, now, previous, command, generation=generation
+            owner.name,
+            spec,
+            seen.deployments,
+            readings or (),
+            now,
+            previous,
+            command,
+            generation=generation,
+            analysis_pending=readings is None,
         )
+        if readings is None:
+            decided = replace(
+                decided,
+                requeue_after=min(decided.requeue_after or ANALYSIS_POLL_SECONDS, ANALYSIS_POLL_SECONDS),
+            )
         # 5. build (pure)
         state = desired_state(owner, spec, decided, options=self.options, generation=generation or 0)
         # 6. apply
@@ -260,7 +282,7 @@ class Reconciler:
         previous: ModelDeploymentStatus,
         seen: Observation,
         now: dt.datetime,
-    ) -> Sequence[CheckReading]:
+    ) -> Sequence[CheckReading] | None:
         request = analysis_request(spec, previous, now)
         analysis = spec.rollout.analysis
         if request is None or analysis is None:
@@ -276,7 +298,7 @@ class Reconciler:
             router_endpoints=tuple(seen.ready_endpoints.get("router", ())),
             drift_window_seconds=spec.drift.window_seconds,
         )
-        return self.analysis.read(analysis, select_checks(analysis, request.checks), target)
+        return self.analysis.measure(analysis, select_checks(analysis, request.checks), target)
 
     def _scale(self, owner: ModelDeploymentRef, name: str, replicas: int, seen: Observation) -> None:
         current = next((d for d in seen.deployments if d.name == name), None)

@@ -120,6 +120,39 @@ def test_operator_deployment_is_restricted_and_probed() -> None:
     assert env["MODELDEPLOY_OPERATOR_LEADER_ELECTION"] == "true"
 
 
+def test_analysis_allow_list_and_bounds_reach_the_operator() -> None:
+    from modeldeploy_operator.config import OperatorSettings
+
+    docs = _render(
+        "analysis.prometheus.allowedAddresses={http://prometheus.monitoring:9090,https://thanos.example/prom}",
+        "analysis.workers=2",
+        "analysis.deadlineSeconds=12",
+    )
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    settings = OperatorSettings.model_validate(
+        {
+            k.removeprefix("MODELDEPLOY_OPERATOR_").lower(): v
+            for k, v in env.items()
+            if "ANALYSIS" in k or "PROMETHEUS" in k
+        }
+    )
+    assert settings.prometheus_allowed_addresses == (
+        "http://prometheus.monitoring:9090",
+        "https://thanos.example/prom",
+    )
+    assert (settings.analysis_workers, settings.analysis_deadline_seconds) == (2, 12.0)
+    assert settings.analysis_max_response_bytes == 4 * 1024 * 1024
+    default = {e["name"]: e.get("value") for e in _operator_env(_render())}
+    assert default["MODELDEPLOY_OPERATOR_PROMETHEUS_ALLOWED_ADDRESSES"] == ""  # none unless listed
+
+
+def _operator_env(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    env: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    return env
+
+
 def test_env_names_match_operator_settings() -> None:
     from modeldeploy_operator.config import ENV_PREFIX, OperatorSettings
 
@@ -129,7 +162,18 @@ def test_env_names_match_operator_settings() -> None:
     assert {n for n in names if n.startswith(ENV_PREFIX)} <= known
 
 
-@pytest.mark.parametrize("bad", ["bogus=1", "operator.bogus=1", "watch.scope=everywhere", "replicaCount=0"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "bogus=1",
+        "operator.bogus=1",
+        "watch.scope=everywhere",
+        "replicaCount=0",
+        "analysis.prometheus.allowedAddresses={prometheus:9090}",
+        "analysis.prometheus.allowedAddresses={http://user:pw@prometheus:9090}",
+        "analysis.workers=0",
+    ],
+)
 def test_schema_rejects_unknown_or_invalid_values(bad: str) -> None:
     result = _helm("template", "md", str(CHART), f"--set={bad}")
     assert result.returncode != 0

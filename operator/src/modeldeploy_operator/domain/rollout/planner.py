@@ -272,11 +272,16 @@ def plan(
     command: Command | InvalidCommand | None = None,
     *,
     generation: int | None = None,
+    analysis_pending: bool = False,
 ) -> Plan:
-    """Decide what should run for ModelDeployment `name` now. Pure: same inputs, same Plan."""
+    """Decide what should run for ModelDeployment `name` now. Pure: same inputs, same Plan.
+
+    `analysis_pending`: the due analysis is still being measured; nothing is evaluated this time (the
+    readings are given to a later call)."""
     previous = previous_status or ModelDeploymentStatus()
     variants = resolve_variants(name, spec)
     draft = Draft.from_status(spec, now, observed, previous)
+    draft.analysis_pending = analysis_pending
     _release_stale_pin(draft, variants)
     apply_command(draft, command, variants)
     # The variant holding the rollout goes first, so that one finishing frees the slot for the others.

@@ -105,7 +105,7 @@ def promote(draft: Draft, variant: ResolvedVariant) -> None:
 
 def _analysis_due(draft: Draft) -> bool:
     analysis = draft.spec.rollout.analysis
-    if analysis is None or not analysis.checks:
+    if analysis is None or not analysis.checks or draft.analysis_pending:
         return False
     state = draft.analysis
     if state is None or state.revision != draft.canary_revision or state.last_run_at is None:
