@@ -259,8 +259,7 @@ def test_a_hostile_prometheus_gives_inconclusive_readings_on_the_pool(kind: str)
         )
         target = AnalysisTarget("ml", "churn", "default", "c0ffee", "1b9e04")
         assert sources.measure(analysis, analysis.checks, target) is None  # never waits
-        key = (target, ("errors", "custom"), server.url, "30s")
-        assert pool.wait(key, 60)
+        assert pool.wait(sources.measurement_key(analysis, analysis.checks, target), 60)
         readings = sources.measure(analysis, analysis.checks, target)
         pool.close()
     assert readings is not None

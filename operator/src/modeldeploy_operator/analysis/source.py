@@ -99,8 +99,7 @@ class AnalysisSources:
         again), Inconclusive readings if they took longer than the deadline. Without a pool, `read`."""
         if self.pool is None:
             return self.read(analysis, checks, target)
-        source = analysis.prometheus.address if analysis.prometheus else ""
-        key = (target, tuple(c.name for c in checks), source, analysis.interval)
+        key = self.measurement_key(analysis, checks, target)
 
         def measure() -> list[CheckReading]:
             try:
@@ -115,6 +114,15 @@ class AnalysisSources:
             return [no_data(c, utc_now(), f"no measurement within the {seconds:g}s deadline") for c in checks]
 
         return self.pool.poll(key, measure, timed_out)
+
+    @staticmethod
+    def measurement_key(
+        analysis: Analysis, checks: Sequence[Check], target: AnalysisTarget
+    ) -> tuple[object, ...]:
+        """What one pool job measures. Pod addresses are left out: a pod moving while a measurement
+        runs must not start a second one (the next measurement sees the new addresses)."""
+        source = analysis.prometheus.address if analysis.prometheus else ""
+        return (target.key, tuple(c.name for c in checks), source, analysis.interval)
 
     def forget(self, target: AnalysisTarget) -> None:
         """The target's rollout ended: drop its scrape baseline."""
