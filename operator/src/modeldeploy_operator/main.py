@@ -14,6 +14,7 @@ import kopf
 from kubernetes import client, config
 from prometheus_client import start_http_server
 
+from modeldeploy_contract.redact import scrub_logs
 from modeldeploy_operator import handlers
 from modeldeploy_operator.health import serve_health
 from modeldeploy_operator.k8s.api import KubeApi
@@ -70,6 +71,7 @@ def main() -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    scrub_logs()  # a model URI's credentials (in specs, API errors) never reach a log line
     start_http_server(settings.metrics_port)
     running = threading.Event()
     serve_health(settings.health_port, running.is_set)

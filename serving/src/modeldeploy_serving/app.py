@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from modeldeploy_contract.redact import scrub_logs
 from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving import metrics
 from modeldeploy_serving.dataplane import DataPlane
@@ -302,5 +303,6 @@ def create_app(settings: ServerSettings | None = None) -> InferenceApp:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    scrub_logs()  # no model-URI credential in any log line, whichever library writes it
     dataplane = DataPlane(settings)
     return InferenceApp(settings, dataplane, build_api(settings, dataplane))

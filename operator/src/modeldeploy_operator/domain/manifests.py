@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from modeldeploy_contract.redact import redact_uri
+
 from . import labels as lbl
 from .names import revision_name
 from .resource import ModelDeploymentRef
@@ -146,7 +148,7 @@ def build_serving_deployment(
     metadata = _metadata(owner, name, labels)
     metadata["annotations"] = {
         lbl.REVISION_ANNOTATION: variant.revision,
-        lbl.MODEL_URI_ANNOTATION: variant.model.uri,
+        lbl.MODEL_URI_ANNOTATION: redact_uri(variant.model.uri),  # shown, not used: no credentials
         lbl.MODEL_SHA256_ANNOTATION: variant.model.sha256 or "",
     }
     spec: dict[str, Any] = {

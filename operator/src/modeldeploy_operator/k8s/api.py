@@ -15,6 +15,7 @@ from typing import Any
 import urllib3
 from kubernetes import client
 
+from modeldeploy_contract.redact import scrub
 from modeldeploy_operator.k8s.kinds import Kind, kind_of
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
@@ -77,14 +78,16 @@ class KubeApi:
         except client.ApiException as error:
             status, message = error.status or 0, _message(error)
         except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise TransientApiError(f"{method} {path}: {error}") from error
+            raise TransientApiError(scrub(f"{method} {path}: {error}")) from error
         else:
             if 200 <= response.status < 300:
                 return json.loads(data) if data else None
             status, message = response.status, _body_message(data, response.reason)
+        # The API server may quote what it refused (a model URI in an env value): these messages go to
+        # status, Events and logs, so without credentials.
         if status in _TRANSIENT_STATUSES:
-            raise TransientApiError(f"{method} {path}: {status} {message}")
-        raise RejectedError(status, f"{method} {path}: {message}")
+            raise TransientApiError(scrub(f"{method} {path}: {status} {message}"))
+        raise RejectedError(status, scrub(f"{method} {path}: {message}"))
 
     # -- objects ------------------------------------------------------------------------------
     def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
