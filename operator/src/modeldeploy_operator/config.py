@@ -43,12 +43,17 @@ class OperatorSettings(BaseSettings):
     """ServiceAccount the router pods run as; the operator creates it in each namespace it serves."""
 
     manage_router_rbac: bool = True
-    """Create a ServiceAccount and a RoleBinding (to router_cluster_role) for each router. The chart turns
-    this off for a namespaced install, where it creates router_service_account itself and the operator
-    may not create RBAC objects."""
+    """Create a ServiceAccount, a Role for its ConfigMap and two RoleBindings for each router. The chart
+    turns this off with router.manageRBAC=false, where it creates router_service_account (shared by the
+    routers of a namespace, reading every ConfigMap of it) and the operator creates no RBAC objects."""
 
     router_cluster_role: str = "modeldeploy-router"
-    """ClusterRole (shipped by the chart) the operator binds the router's ServiceAccount to, per namespace."""
+    """Role (shipped by the chart: read EndpointSlices) the operator binds each router's ServiceAccount to;
+    the chart lets the operator `bind` this one role by name. Each router also gets a Role of its own
+    for its ConfigMap (resourceNames), which the operator may grant because it holds that right."""
+
+    router_role_kind: str = Field(default="ClusterRole", pattern="^(ClusterRole|Role)$")
+    """Kind of router_cluster_role: ClusterRole (cluster-wide install) or Role (one per watched namespace)."""
 
     image_pull_policy: str = Field(default="IfNotPresent", pattern="^(Always|IfNotPresent|Never)$")
     """imagePullPolicy of the containers the operator creates."""

@@ -128,6 +128,7 @@ class Reconciler:
             router_image=settings.router_image,
             image_pull_policy=settings.image_pull_policy,
             router_cluster_role=settings.router_cluster_role,
+            router_role_kind=settings.router_role_kind,
             router_service_account=None if settings.manage_router_rbac else settings.router_service_account,
         )
         # Kinds this operator creates and therefore lists and prunes (a namespaced install that does

@@ -57,17 +57,21 @@ def test_default_install_is_cluster_wide_with_least_privilege() -> None:
     assert ("ClusterRole", "md-modeldeploy", None) in _kinds(docs)
     assert ("ClusterRole", "md-modeldeploy-router", None) in _kinds(docs)
     rules = _rules(docs, "ClusterRole", "md-modeldeploy")
-    assert _verbs(rules, "modeldeploy.io", "modeldeployments/status") == {"get", "patch", "update"}
+    # Exactly what the code uses: test_operator_rbac.py derives it; a few landmarks here.
+    assert _verbs(rules, "modeldeploy.io", "modeldeployments/status") == {"patch"}
     assert _verbs(rules, "modeldeploy.io", "modeldeployments/finalizers") == {"update"}
-    assert _verbs(rules, "discovery.k8s.io", "endpointslices") == {"get", "list", "watch"}
-    assert _verbs(rules, "", "pods") == {"get", "list", "watch"}
-    assert _verbs(rules, "", "events") == {"create", "patch"}
-    assert _verbs(rules, "events.k8s.io", "events") == {"create", "patch"}
+    assert _verbs(rules, "discovery.k8s.io", "endpointslices") == set()  # the routers read them, not it
+    assert _verbs(rules, "", "pods") == {"list"}
+    assert _verbs(rules, "", "events") == {"create"}
+    assert _verbs(rules, "rbac.authorization.k8s.io", "clusterroles") == {"bind"}
+    assert "update" not in _verbs(rules, "apps", "deployments")
     assert _verbs(rules, "gateway.networking.k8s.io", "httproutes") == set()
     assert _verbs(rules, "", "secrets") == set()  # never: model-store secrets are read by the pods
     assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in rules)
     router = _rules(docs, "ClusterRole", "md-modeldeploy-router")
-    assert {v for r in router for v in r["verbs"]} == {"get", "list", "watch"}
+    assert router == [
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}
+    ]
 
 
 def test_leader_election_lease_is_namespaced_and_named() -> None:
@@ -78,7 +82,7 @@ def test_leader_election_lease_is_namespaced_and_named() -> None:
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
             "resourceNames": ["md-modeldeploy"],
-            "verbs": ["get", "watch", "update", "patch"],
+            "verbs": ["get", "update"],
         }
     ]
 
@@ -92,6 +96,47 @@ def test_namespaced_install_has_no_cluster_objects() -> None:
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["MODELDEPLOY_OPERATOR_NAMESPACES"] == "ml,ml2"
+
+
+def test_namespaced_install_lets_the_operator_make_router_rbac_in_watched_namespaces_only() -> None:
+    docs = _render("watch.scope=namespaced", "watch.namespaces={ml,ml2}")
+    for namespace in ("ml", "ml2"):
+        rules = [
+            r
+            for d in docs
+            if d["kind"] == "Role"
+            and d["metadata"] == d["metadata"] | {"name": "md-modeldeploy", "namespace": namespace}
+            for r in d["rules"]
+        ]
+        (bind,) = [r for r in rules if "bind" in r["verbs"]]
+        assert bind == {
+            "apiGroups": ["rbac.authorization.k8s.io"],
+            "resources": ["roles"],
+            "resourceNames": ["md-modeldeploy-router"],
+            "verbs": ["bind"],
+        }
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODELDEPLOY_OPERATOR_MANAGE_ROUTER_RBAC"] == "true"
+    assert env["MODELDEPLOY_OPERATOR_ROUTER_ROLE_KIND"] == "Role"
+    assert not [d for d in docs if d["kind"] == "ServiceAccount" and d["metadata"]["namespace"] != "mdsys"]
+
+
+def test_namespaced_install_with_a_shared_router_account_grants_no_rbac_rights() -> None:
+    docs = _render("watch.scope=namespaced", "watch.namespaces={ml}", "router.manageRBAC=false")
+    rules = _rules([d for d in docs if d["metadata"].get("namespace") == "ml"], "Role", "md-modeldeploy")
+    assert not [
+        r
+        for r in rules
+        if "rbac.authorization.k8s.io" in r["apiGroups"] or "serviceaccounts" in r["resources"]
+    ]
+    accounts = [
+        (d["metadata"]["name"], d["metadata"]["namespace"]) for d in docs if d["kind"] == "ServiceAccount"
+    ]
+    assert ("modeldeploy-router", "ml") in accounts
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODELDEPLOY_OPERATOR_MANAGE_ROUTER_RBAC"] == "false"
 
 
 def test_namespaced_install_defaults_to_the_release_namespace() -> None:
