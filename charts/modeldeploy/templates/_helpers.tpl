@@ -155,9 +155,13 @@ operator only lists, no `escalate`, and `bind` on one role only.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-# Ready pod IPs of each revision, for the built-in metrics scrape and readiness (a list per reconcile).
+# Ready pod IPs of each revision, for the built-in metrics scrape and readiness (a list per
+# reconcile); a pod counts only if its ReplicaSet is controlled by one of the operator's Deployments.
 - apiGroups: [""]
   resources: [pods]
+  verbs: [list]
+- apiGroups: [apps]
+  resources: [replicasets]
   verbs: [list]
 {{- if .Values.gatewayAPI.enabled }}
 # The gatewayAPI traffic provider writes one HTTPRoute per ModelDeployment.

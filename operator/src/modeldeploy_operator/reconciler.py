@@ -27,7 +27,7 @@ from modeldeploy_operator.domain.desired_state import (
     desired_state,
     stale_objects,
 )
-from modeldeploy_operator.domain.observed import ObservedDeployment
+from modeldeploy_operator.domain.observed import ObservedDeployment, pods_owned_by
 from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.resource import API_VERSION, KIND, ModelDeploymentRef
 from modeldeploy_operator.domain.revision import SERVER_PORT
@@ -254,7 +254,11 @@ class Reconciler:
             kind: self._list_owned(api_version, kind, owner.namespace, selector, uses_gateway)
             for api_version, kind in self.owned_kinds
         }
-        pods = self.api.list("v1", "Pod", owner.namespace, selector)
+        # Pods count (for readiness and the metrics analysis scrapes) only through the owner chain of
+        # a Deployment this ModelDeployment controls, not by their labels alone.
+        replica_sets = self.api.list("apps/v1", "ReplicaSet", owner.namespace, selector)
+        ours = [d for d in owned["Deployment"] if _controlled_by(d, owner)]
+        pods = pods_owned_by(self.api.list("v1", "Pod", owner.namespace, selector), replica_sets, ours)
         crash_looping: set[str] = set()
         endpoints: dict[str, list[str]] = defaultdict(list)
         for pod in pods:

@@ -92,9 +92,55 @@ def _api_methods_called() -> set[str]:
     return called
 
 
+def _is_api(owner: ast.expr) -> bool:
+    """`self.api`, `x.api`, `api` or `_get_reconciler().api`: a KubeApi."""
+    return (isinstance(owner, ast.Attribute) and owner.attr == "api") or (
+        isinstance(owner, ast.Name) and owner.id == "api"
+    )
+
+
+def _value(arg: ast.expr, module: object) -> object:
+    """A literal, or a module-level constant (a str like API_VERSION, or a Kind); None otherwise."""
+    if isinstance(arg, ast.Constant):
+        return arg.value
+    if isinstance(arg, ast.Name):
+        return getattr(module, arg.id, None)
+    return None
+
+
+def _literal_calls() -> set[tuple[str, str, str]]:
+    """(method, apiVersion, kind) of every KubeApi call whose object is written in the call itself:
+    `api.list("v1", "Pod", ...)`, or a module-level Kind constant (`api.patch(_DEPLOYMENT, ...)`)."""
+    import importlib
+
+    from modeldeploy_operator.k8s.kinds import Kind
+
+    found = set()
+    for path in OPERATOR_SRC.rglob("*.py"):
+        module_name = "modeldeploy_operator." + ".".join(path.relative_to(OPERATOR_SRC).with_suffix("").parts)
+        module = importlib.import_module(module_name.removesuffix(".__init__"))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            if node.func.attr not in METHOD_VERBS or not node.args or not _is_api(node.func.value):
+                continue
+            values = [_value(arg, module) for arg in node.args[:2]]
+            if isinstance(values[0], Kind):
+                found.add((node.func.attr, values[0].api_version, values[0].kind))
+            elif len(values) == 2 and all(isinstance(v, str) for v in values):
+                found.add((node.func.attr, str(values[0]), str(values[1])))
+    return found
+
+
 def test_every_api_call_is_accounted_for() -> None:
     assert _api_methods_called() <= set(METHOD_VERBS), "map the new KubeApi method in METHOD_VERBS"
     assert {"apply", "list", "delete", "patch", "patch_status", "event", "get"} <= _api_methods_called()
+    literal = _literal_calls()
+    assert ("list", "v1", "Pod") in literal
+    assert ("list", "apps/v1", "ReplicaSet") in literal
+    assert ("patch", "apps/v1", "Deployment") in literal
+    assert ("patch_status", "modeldeploy.io/v1alpha1", "ModelDeployment") in literal
+    assert ("get", "modeldeploy.io/v1alpha1", "ModelDeployment") in literal
 
 
 def _applied_kinds(gateway: bool, manage_router_rbac: bool) -> set[tuple[str, str]]:
@@ -172,10 +218,10 @@ def operator_needs(*, cluster: bool, gateway: bool, manage_router_rbac: bool) ->
             continue  # listed, but a 403 without the Gateway provider is expected (reconciler._list_owned)
         add(api_version, kind, "list")
         add(api_version, kind, "delete")
-    add("v1", "Pod", "list")  # _observe: ready pod IPs
-    add("apps/v1", "Deployment", "patch")  # _scale
-    add("modeldeploy.io/v1alpha1", "ModelDeployment", "get")  # handlers: a fresh read before reconciling
-    add("modeldeploy.io/v1alpha1", "ModelDeployment", "patch_status", "/status")
+    for method, api_version, kind in _literal_calls():  # pods, replica sets, scale, fresh reads, status
+        if kind == "Lease":
+            continue  # the leader-election Role, checked on its own
+        add(api_version, kind, method, "/status" if method == "patch_status" else "")
     needs.add(("", "events", "create", None))  # KubeApi.event, and kopf's own Events
     for group, plural in _kopf_resources():
         needs |= {(group, plural, "list", None), (group, plural, "watch", None)}

@@ -93,6 +93,18 @@ def _server_container(variant: ResolvedVariant, image: str, pull_policy: str) ->
     return container
 
 
+CACHE_HEADROOM_MIB = 64
+
+
+def cache_size_limit(variant: ResolvedVariant) -> str:
+    """sizeLimit of the model-cache emptyDir: every worker may be downloading a full bundle at once
+    (each into its own temporary folder, renamed in place: no second copy), plus headroom. Past it the
+    kubelet evicts the pod, so a hostile or broken store cannot fill the node's disk."""
+    settings = variant.settings
+    mib = -(-settings.max_artifact_bytes * max(1, settings.workers) // (1024 * 1024)) + CACHE_HEADROOM_MIB
+    return f"{mib}Mi"
+
+
 def _pod_template(
     owner: ModelDeploymentRef, variant: ResolvedVariant, image: str, pull_policy: str
 ) -> dict[str, Any]:
@@ -121,7 +133,7 @@ def _pod_template(
             "terminationGracePeriodSeconds": 30,
             "containers": [_server_container(variant, image, pull_policy)],
             "volumes": [
-                {"name": CACHE_VOLUME, "emptyDir": {}},
+                {"name": CACHE_VOLUME, "emptyDir": {"sizeLimit": cache_size_limit(variant)}},
                 {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}},
             ],
         },

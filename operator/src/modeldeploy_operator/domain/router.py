@@ -79,6 +79,7 @@ def build_router_config(
         generation=generation,
         arms=configs,
         sticky=sticky,
+        pin_header=traffic.variant_pin_header,  # off unless the spec names a header
         shadow=shadow,
         timeouts=TimeoutConfig(request_seconds=traffic.timeout_seconds),
         when_arm_unavailable="reject" if traffic.no_ready_backend == "Reject" else "redistribute",
