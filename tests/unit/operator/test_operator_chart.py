@@ -139,6 +139,12 @@ def test_namespaced_install_with_a_shared_router_account_grants_no_rbac_rights()
     assert env["MODELDEPLOY_OPERATOR_MANAGE_ROUTER_RBAC"] == "false"
 
 
+def test_a_shared_router_account_needs_a_namespaced_install() -> None:
+    result = _helm("template", "md", str(CHART), "--set=router.manageRBAC=false")
+    assert result.returncode != 0
+    assert "router.manageRBAC=false needs watch.scope=namespaced" in result.stderr
+
+
 def test_namespaced_install_defaults_to_the_release_namespace() -> None:
     docs = _render("watch.scope=namespaced")
     assert {d["metadata"]["namespace"] for d in docs if d["kind"] == "RoleBinding"} == {"mdsys"}
