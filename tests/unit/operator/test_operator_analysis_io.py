@@ -231,3 +231,50 @@ def test_sources_measure_returns_at_once_and_inconclusive_on_timeout(gate: threa
     assert [(r.value, r.detail) for r in readings] == [(None, "no measurement within the 5s deadline")]
     gate.set()
     pool.close()
+
+
+# --- the reconciler's call boundary ---------------------------------------------------------------
+
+
+def test_the_reconciler_never_waits_on_a_measurement(gate: threading.Event) -> None:
+    """What runs under the per-object lock (Reconciler._measure) only polls the pool: a scrape that
+    hangs does not hold the reconcile; the readings are picked up by a later reconcile."""
+    from modeldeploy_operator.domain.resource import ModelDeploymentRef
+    from modeldeploy_operator.reconciler import Observation, Reconciler
+
+    from rollout_sim import Sim, rollout_spec
+
+    sim = Sim(rollout_spec("1"))
+    sim.step()
+    sim.step(1)
+    sim.spec = rollout_spec("2")
+    sim.step()
+    assert sim.status is not None
+    canary = sim.status.canary_revision
+    assert canary is not None
+
+    def hang(request: httpx.Request) -> httpx.Response:
+        gate.wait(60)
+        return httpx.Response(200, text="modeldeploy_requests_total 1\n")
+
+    reconciler = Reconciler(None, OperatorSettings())  # type: ignore[arg-type]  # _measure makes no API call
+    pool: MeasurementPool[list] = MeasurementPool(1, 30.0)  # type: ignore[type-arg]
+    reconciler.analysis = AnalysisSources(
+        BuiltinScrapeSource(httpx.Client(transport=httpx.MockTransport(hang))), pool=pool
+    )
+    owner = ModelDeploymentRef(name="churn", namespace="ml", uid="u")
+    seen = Observation(owned={}, deployments=[], ready_endpoints={canary: ["10.0.0.1:8080"]})
+    assert reconciler._measure(owner, sim.spec, sim.status, seen, sim.now) is None  # returned, still hanging
+    assert reconciler._measure(owner, sim.spec, sim.status, seen, sim.now) is None  # polled, not restarted
+    assert pool.running() == 1
+    gate.set()
+    analysis = sim.spec.rollout.analysis
+    assert analysis is not None
+    variant = sim.status.rollout_variant or ""
+    stable = next(v.revision for v in sim.status.variants if v.name == variant)
+    target = AnalysisTarget("ml", "churn", variant, canary, stable)
+    assert pool.wait(reconciler.analysis.measurement_key(analysis, analysis.checks, target), 30)
+    readings = reconciler._measure(owner, sim.spec, sim.status, seen, sim.now)
+    assert readings is not None
+    assert [r.check for r in readings] == [c.name for c in analysis.checks]
+    pool.close()
