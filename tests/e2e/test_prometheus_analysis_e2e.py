@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from kubernetes import client
 from modeldeploy_testcluster.layout import Layout
 
 from cluster_helpers import create_mdep, get_mdep, wait_for
+from operator_fixtures import PROMETHEUS_PORT
 from rollout_helpers import canary_md, model, ready_on, rows, set_model
 from traffic import Traffic
 
@@ -83,10 +83,8 @@ def prometheus(
 
     threading.Thread(target=keep_discovering, daemon=True).start()
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    with socket.socket() as s:
-        s.bind((local_cluster.host_ip, 0))
-        port = s.getsockname()[1]
-    address = f"{local_cluster.host_ip}:{port}"  # on the pod network: the in-cluster operator queries it
+    # On the pod network, at the one address the installed operator's allow-list names.
+    address = f"{local_cluster.host_ip}:{PROMETHEUS_PORT}"
     server = subprocess.Popen(
         [
             PROMETHEUS,

@@ -21,6 +21,8 @@ from cluster_helpers import REPO, helm, wait_for
 
 RELEASE = "modeldeploy"
 RELEASE_NAMESPACE = "modeldeploy-system"
+PROMETHEUS_PORT = 19090
+"""Port of the e2e tests' Prometheus on the host: the one address the installed operator may query."""
 
 
 def _operator_ready(api: client.ApiClient) -> bool:
@@ -45,6 +47,8 @@ def install_operator(layout: Layout, kubeconfig: Path) -> None:
         "operator.resyncSeconds=10",
         "--set",
         "gatewayAPI.enabled=true",  # the test cluster has the Gateway API CRDs
+        "--set",
+        f"analysis.prometheus.allowedAddresses={{http://{layout.host_ip}:{PROMETHEUS_PORT}}}",
         # The pods run this checkout's code: restart them so an upgrade picks up edits.
         "--set-string",
         rf"podAnnotations.modeldeploy\.io/test-session={time.time_ns()}",

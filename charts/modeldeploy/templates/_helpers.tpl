@@ -85,73 +85,109 @@ the repository is the whole name), the tag to the chart's appVersion. */}}
 {{- printf "%s-router" (include "modeldeploy.fullname" .) }}
 {{- end }}
 
+{{/* Whether the operator makes each router's ServiceAccount, Role and RoleBindings. */}}
+{{- define "modeldeploy.manageRouterRBAC" -}}
+{{- if .Values.router.manageRBAC }}true{{ else }}false{{ end }}
+{{- end }}
+
+{{/* Kind of the router's EndpointSlice role: one ClusterRole, or a Role per watched namespace. */}}
+{{- define "modeldeploy.routerRoleKind" -}}
+{{- if eq .Values.watch.scope "cluster" }}ClusterRole{{ else }}Role{{ end }}
+{{- end }}
+
 {{/*
 What the operator needs in every namespace it serves; used by the ClusterRole (cluster scope) and
-by one Role per watched namespace (namespaced scope). Each rule says why it exists.
+by one Role per watched namespace (namespaced scope). Each rule says why it exists; docs/operator.md
+has the table, and tests/unit/operator/test_operator_rbac.py checks every verb against the code.
+No `update` on owned kinds (server-side apply is create + patch), no `get` or `watch` where the
+operator only lists, no `escalate`, and `bind` on one role only.
 */}}
 {{- define "modeldeploy.operatorRules" -}}
-# Its own resource: watch it, and patch it (kopf writes finalizers and annotations on the object).
+# Its own resource: kopf lists and watches it and patches annotations and finalizers on it;
+# handlers get a fresh copy before each reconcile.
 - apiGroups: [modeldeploy.io]
   resources: [modeldeployments]
-  verbs: [get, list, watch, patch, update]
+  verbs: [get, list, watch, patch]
+# The one status write per reconcile (a merge patch of /status).
 - apiGroups: [modeldeploy.io]
   resources: [modeldeployments/status]
-  verbs: [get, patch, update]
+  verbs: [patch]
 # Owner references with blockOwnerDeletion need update on the owner's finalizers subresource.
 - apiGroups: [modeldeploy.io]
   resources: [modeldeployments/finalizers]
   verbs: [update]
-# The objects it owns: server-side apply (create + patch), observe, and prune old revisions.
+# Serving and router Deployments: watched (a pod got ready), applied (create + patch), scaled
+# (patch), listed and pruned (delete).
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [list, watch, create, patch, delete]
+# Owned objects it applies (create + patch), lists and prunes (delete).
 - apiGroups: [""]
-  resources: [services, configmaps]
-  verbs: [get, list, watch, create, patch, update, delete]
+  resources: [services]
+  verbs: [list, create, patch, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [list, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [get, list, watch, create, patch, update, delete]
-{{- if eq .Values.watch.scope "cluster" }}
-# The router's identity in each namespace, bound to the router ClusterRole. RBAC lets the operator
-# grant it because the operator itself holds every right in that role (no `bind` verb needed).
+  verbs: [list, create, patch, delete]
+{{- if eq (include "modeldeploy.manageRouterRBAC" .) "true" }}
+# The router's ConfigMap: applied, listed, pruned; watch too because the operator grants list and
+# watch to each router (on its own ConfigMap only), and RBAC lets it grant only rights it holds.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [list, watch, create, patch, delete]
+# Each router's ServiceAccount, its ConfigMap Role and the two RoleBindings.
 - apiGroups: [""]
   resources: [serviceaccounts]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [list, create, patch, delete]
 - apiGroups: [rbac.authorization.k8s.io]
-  resources: [rolebindings]
-  verbs: [get, list, watch, create, patch, update, delete]
+  resources: [roles, rolebindings]
+  verbs: [list, create, patch, delete]
+# Bind the chart's EndpointSlice role for routers, that role only, by name (never `escalate`).
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [{{ ternary "clusterroles" "roles" (eq .Values.watch.scope "cluster") }}]
+  resourceNames: [{{ include "modeldeploy.routerRoleName" . }}]
+  verbs: [bind]
+{{- else }}
+# The router's ConfigMap: applied, listed and pruned.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [list, create, patch, delete]
 {{- end }}
-# Events on ModelDeployments (kopf posts core/v1 Events; newer clients use events.k8s.io).
+# Events on ModelDeployments (its own, and kopf's warnings): core/v1, created.
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
-- apiGroups: [events.k8s.io]
-  resources: [events]
-  verbs: [create, patch]
-# Readiness of revisions and metrics scraping for analysis (read only).
-- apiGroups: [discovery.k8s.io]
-  resources: [endpointslices]
-  verbs: [get, list, watch]
+  verbs: [create]
+# Ready pod IPs of each revision, for the built-in metrics scrape and readiness (a list per
+# reconcile); a pod counts only if its ReplicaSet is controlled by one of the operator's Deployments.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [list]
+- apiGroups: [apps]
+  resources: [replicasets]
+  verbs: [list]
 {{- if .Values.gatewayAPI.enabled }}
 # The gatewayAPI traffic provider writes one HTTPRoute per ModelDeployment.
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [list, create, patch, delete]
 {{- end }}
 {{- end }}
 
-{{/* What the router reads: its ConfigMap and the EndpointSlices of the revisions' Services. */}}
+{{/* What every router reads through the chart's role: the EndpointSlices of its namespace (a list,
+then a watch). Its own ConfigMap comes from a Role the operator makes per router (resourceNames). */}}
 {{- define "modeldeploy.routerRules" -}}
-- apiGroups: [""]
-  resources: [configmaps]
-  verbs: [get, list, watch]
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
-  verbs: [get, list, watch]
+  verbs: [list, watch]
+{{- end }}
+
+{{/* The shared router role of router.manageRBAC=false: the routers of a namespace share one
+ServiceAccount, so it reads every ConfigMap of the namespace (names are not known in advance). */}}
+{{- define "modeldeploy.sharedRouterRules" -}}
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [list, watch]
+{{ include "modeldeploy.routerRules" . }}
 {{- end }}

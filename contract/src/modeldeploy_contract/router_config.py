@@ -189,9 +189,10 @@ class RouterConfig(_Frozen):
     sticky: StickyConfig | None = None
     """Sticky assignment by key; None: every request is weighted-random."""
 
-    pin_header: str | None = "X-Modeldeploy-Variant"
+    pin_header: str | None = None
     """A request carrying this header naming a variant goes to that variant (weights of its
-    revisions still apply); None disables pinning."""
+    revisions still apply); None (the default) disables pinning: otherwise any caller could pick the
+    variant that serves it (the operator sets it from spec.traffic.variantPinHeader)."""
 
     shadow: ShadowConfig | None = None
     """Shadow traffic; None: off."""

@@ -12,6 +12,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from modeldeploy_operator.analysis.allowlist import AddressPolicy
+
 ENV_PREFIX = "MODELDEPLOY_OPERATOR_"
 IMAGE_REPOSITORY = "ghcr.io/modeldeploy"
 
@@ -41,12 +43,17 @@ class OperatorSettings(BaseSettings):
     """ServiceAccount the router pods run as; the operator creates it in each namespace it serves."""
 
     manage_router_rbac: bool = True
-    """Create a ServiceAccount and a RoleBinding (to router_cluster_role) for each router. The chart turns
-    this off for a namespaced install, where it creates router_service_account itself and the operator
-    may not create RBAC objects."""
+    """Create a ServiceAccount, a Role for its ConfigMap and two RoleBindings for each router. The chart
+    turns this off with router.manageRBAC=false, where it creates router_service_account (shared by the
+    routers of a namespace, reading every ConfigMap of it) and the operator creates no RBAC objects."""
 
     router_cluster_role: str = "modeldeploy-router"
-    """ClusterRole (shipped by the chart) the operator binds the router's ServiceAccount to, per namespace."""
+    """Role (shipped by the chart: read EndpointSlices) the operator binds each router's ServiceAccount to;
+    the chart lets the operator `bind` this one role by name. Each router also gets a Role of its own
+    for its ConfigMap (resourceNames), which the operator may grant because it holds that right."""
+
+    router_role_kind: str = Field(default="ClusterRole", pattern="^(ClusterRole|Role)$")
+    """Kind of router_cluster_role: ClusterRole (cluster-wide install) or Role (one per watched namespace)."""
 
     image_pull_policy: str = Field(default="IfNotPresent", pattern="^(Always|IfNotPresent|Never)$")
     """imagePullPolicy of the containers the operator creates."""
@@ -99,15 +106,34 @@ class OperatorSettings(BaseSettings):
     metrics_port: int = Field(default=9090, ge=1, le=65535)
     """Port of the operator's Prometheus metrics (GET /metrics)."""
 
+    prometheus_allowed_addresses: Annotated[tuple[str, ...], NoDecode] = ()
+    """Prometheus base URLs ModelDeployments may name (comma-separated; same origin and a path prefix,
+    see analysis/allowlist.py). Empty: prometheus checks are refused (Inconclusive, with a message)."""
+
+    analysis_workers: int = Field(default=4, ge=1, le=64)
+    """Measurements (scrapes, Prometheus queries) running at once, off the reconcile threads."""
+
+    analysis_deadline_seconds: float = Field(default=30.0, gt=0, le=600)
+    """Wall-clock limit of one measurement; past it the readings are Inconclusive."""
+
+    analysis_max_response_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    """Largest /metrics or Prometheus answer read; a longer one is a failed read."""
+
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
     """Log level of the operator."""
 
-    @field_validator("namespaces", mode="before")
+    @field_validator("namespaces", "prometheus_allowed_addresses", mode="before")
     @classmethod
     def _split_namespaces(cls, value: object) -> object:
         # A comma-separated list reads better in a Deployment's env than JSON.
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("prometheus_allowed_addresses")
+    @classmethod
+    def _check_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        AddressPolicy(value)  # raises ValueError (a settings error at start-up) on a malformed entry
         return value
 
     @property

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import random
 import threading
 import time
 from collections import defaultdict
@@ -41,6 +42,13 @@ log = logging.getLogger("modeldeploy.handlers")
 _locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 _wakeups = WakeUps()
 """Per object, the one wake-up its daemon sleeps on; every reconcile (any trigger) re-arms it."""
+
+WATCH_RECONNECT_SECONDS = 2.0
+WATCH_ERROR_BACKOFFS = [
+    round(min(60.0, 2.0**n) * random.uniform(0.8, 1.2), 2)  # noqa: S311 - jitter, not cryptography
+    for n in range(10)
+]
+"""1, 2, 4, ... 60 s (+-20 %): about five minutes of retries before kopf gives a request up."""
 _reconciler: Reconciler | None = None
 
 
@@ -98,7 +106,9 @@ def _run(
             # Try again after a backoff, not at a timer that is already due (no tight loop).
             _wakeups.of(meta["uid"]).arm(time.time() + _backoff(retry))
             if raise_temporary:
-                raise kopf.TemporaryError(str(error), delay=_backoff(retry)) from error
+                # Throttled (429) or unavailable with a Retry-After: never sooner than the server asked.
+                delay = max(_backoff(retry), error.retry_after or 0.0)
+                raise kopf.TemporaryError(str(error), delay=delay) from error
             log.warning(
                 "reconcile of %s/%s deferred: %s",
                 body["metadata"]["namespace"],
@@ -123,7 +133,17 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # We serve one known CRD: no need to watch CRDs and namespaces (and no RBAC to read them).
     settings.scanning.disabled = True
     settings.execution.max_workers = 8
-    settings.networking.error_backoffs = [1, 2, 5, 10, 30]
+    configure_networking(settings)
+
+
+def configure_networking(settings: kopf.OperatorSettings) -> None:
+    """kopf's own API calls: Retry-After of a 429 is always the least pause (kopf waits the longer of it
+    and the backoff); retries back off exponentially with jitter over about five minutes, so a
+    throttled or restarting API server is not hammered; a watch that ends is restarted after a pause,
+    not at once (kopf's default is 0.1 s, and it restarts a watch whose 429 outlived the retries)."""
+    settings.networking.error_backoffs = WATCH_ERROR_BACKOFFS
+    settings.networking.enforce_retry_after = False  # the longer of Retry-After and the backoff
+    settings.watching.reconnect_backoff = WATCH_RECONNECT_SECONDS
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
 

@@ -15,6 +15,7 @@ import kopf
 from kubernetes import client, config
 from prometheus_client import start_http_server
 
+from modeldeploy_contract.redact import scrub_logs
 from modeldeploy_operator import handlers
 from modeldeploy_operator.config import __version__
 from modeldeploy_operator.health import serve_health
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    scrub_logs()  # a model URI's credentials (in specs, API errors) never reach a log line
     start_http_server(settings.metrics_port)
     running = threading.Event()
     serve_health(settings.health_port, running.is_set)

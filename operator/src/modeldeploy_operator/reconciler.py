@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from modeldeploy_contract.router_config import CONFIG_KEY, config_map_name
-from modeldeploy_operator.analysis import AnalysisSources, AnalysisTarget, select_checks
+from modeldeploy_operator.analysis import AnalysisTarget, analysis_sources, select_checks
 from modeldeploy_operator.config import OperatorSettings
 from modeldeploy_operator.domain import labels as lbl
 from modeldeploy_operator.domain.desired_state import (
@@ -28,7 +28,7 @@ from modeldeploy_operator.domain.desired_state import (
     desired_state,
     stale_objects,
 )
-from modeldeploy_operator.domain.observed import ObservedDeployment
+from modeldeploy_operator.domain.observed import ObservedDeployment, pods_owned_by
 from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.resource import API_VERSION, KIND, ModelDeploymentRef
 from modeldeploy_operator.domain.revision import SERVER_PORT
@@ -51,6 +51,8 @@ log = logging.getLogger("modeldeploy.reconcile")
 _MODELDEPLOYMENT = kind_of(API_VERSION, KIND)
 _DEPLOYMENT = kind_of("apps/v1", "Deployment")
 CRASH_LOOP_RESTARTS = 3
+ANALYSIS_POLL_SECONDS = 1.0
+"""How soon an object whose measurement is running is reconciled again to pick the readings up."""
 
 
 @dataclass(frozen=True)
@@ -116,12 +118,19 @@ class Reconciler:
     def __init__(self, api: KubeApi, settings: OperatorSettings) -> None:
         self.api = api
         self.settings = settings
-        self.analysis = AnalysisSources()  # one per process: it keeps the previous scrape per target
+        # One per process: it keeps the previous scrape per target, and measures on a bounded pool.
+        self.analysis = analysis_sources(
+            allowed_prometheus=settings.prometheus_allowed_addresses,
+            workers=settings.analysis_workers,
+            deadline_seconds=settings.analysis_deadline_seconds,
+            max_response_bytes=settings.analysis_max_response_bytes,
+        )
         self.options = BuildOptions(
             serving_image=settings.serving_image,
             router_image=settings.router_image,
             image_pull_policy=settings.image_pull_policy,
             router_cluster_role=settings.router_cluster_role,
+            router_role_kind=settings.router_role_kind,
             router_service_account=None if settings.manage_router_rbac else settings.router_service_account,
         )
         # Kinds this operator creates and therefore lists and prunes (a namespaced install that does
@@ -199,6 +208,7 @@ class Reconciler:
         # 2. observe
         seen = self._observe(owner, spec)
         # 3. measure, only when the planner's analysis is due
+        #    (off the reconcile path: None while the pool measures; this object is polled again soon)
         readings = self._measure(owner, spec, previous, seen, now)
         # 4. plan (pure): which revisions run, their replicas and weights, events, the new status
         command = parse_command(body["metadata"].get("annotations"))
@@ -208,13 +218,21 @@ class Reconciler:
             owner.name,
             spec,
             seen.deployments,
-            readings,
+            readings or (),
             now,
             previous,
             command,
             generation=generation,
             front_door_ready=front_door,
+            analysis_pending=readings is None,
         )
+        if readings is None:  # the pool is measuring: come back for its readings soon
+            poll_at = now + dt.timedelta(seconds=ANALYSIS_POLL_SECONDS)
+            decided = replace(
+                decided,
+                requeue_after=min(decided.requeue_after or ANALYSIS_POLL_SECONDS, ANALYSIS_POLL_SECONDS),
+                next_due=min(decided.next_due, poll_at) if decided.next_due is not None else poll_at,
+            )
         # 5. build (pure)
         state = desired_state(
             owner,
@@ -250,7 +268,11 @@ class Reconciler:
             kind: self._list_owned(api_version, kind, owner.namespace, selector, uses_gateway)
             for api_version, kind in self.owned_kinds
         }
-        pods = self.api.list("v1", "Pod", owner.namespace, selector)
+        # Pods count (for readiness and the metrics analysis scrapes) only through the owner chain of
+        # a Deployment this ModelDeployment controls, not by their labels alone.
+        replica_sets = self.api.list("apps/v1", "ReplicaSet", owner.namespace, selector)
+        ours = [d for d in owned["Deployment"] if _controlled_by(d, owner)]
+        pods = pods_owned_by(self.api.list("v1", "Pod", owner.namespace, selector), replica_sets, ours)
         crash_looping: set[str] = set()
         endpoints: dict[str, list[str]] = defaultdict(list)
         for pod in pods:
@@ -279,7 +301,7 @@ class Reconciler:
         previous: ModelDeploymentStatus,
         seen: Observation,
         now: dt.datetime,
-    ) -> Sequence[CheckReading]:
+    ) -> Sequence[CheckReading] | None:
         request = analysis_request(spec, previous, now)
         analysis = spec.rollout.analysis
         if request is None or analysis is None:
@@ -295,7 +317,7 @@ class Reconciler:
             router_endpoints=tuple(seen.ready_endpoints.get("router", ())),
             drift_window_seconds=spec.drift.window_seconds,
         )
-        return self.analysis.read(analysis, select_checks(analysis, request.checks), target)
+        return self.analysis.measure(analysis, select_checks(analysis, request.checks), target)
 
     def _scale(self, owner: ModelDeploymentRef, name: str, replicas: int, seen: Observation) -> None:
         current = next((d for d in seen.deployments if d.name == name), None)

@@ -23,6 +23,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modeldeploy_contract.preflight import REPLAY_HEADER
+from modeldeploy_contract.redact import scrub_logs
 from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving import metrics, slowclients
 from modeldeploy_serving.dataplane import DataPlane
@@ -399,5 +400,6 @@ def create_app(settings: ServerSettings | None = None) -> InferenceApp:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    scrub_logs()  # no model-URI credential in any log line, whichever library writes it
     dataplane = DataPlane(settings)
     return InferenceApp(settings, dataplane, build_api(settings, dataplane))

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from modeldeploy_serving.errors import BundleError
+from modeldeploy_serving.errors import BundleError, validation_summary
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION: Literal[1] = 1
@@ -111,7 +111,7 @@ def parse_manifest(data: bytes) -> Manifest:
     try:
         return Manifest.model_validate_json(data)
     except ValidationError as exc:
-        raise BundleError(f"invalid {MANIFEST_NAME}: {exc}") from exc
+        raise BundleError(f"invalid {MANIFEST_NAME}: {validation_summary(exc)}") from exc
 
 
 class VerifiedBundle:

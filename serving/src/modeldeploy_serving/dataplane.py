@@ -17,6 +17,7 @@ from typing import Literal, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from modeldeploy_contract.redact import scrub
 from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving import metrics, workers
 from modeldeploy_serving.batching import MicroBatcher
@@ -83,7 +84,8 @@ class DataPlane:
         try:
             model = await asyncio.to_thread(load_model, self.settings)
         except Exception as exc:  # any failure keeps the server not-ready: fail closed
-            self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
+            # Shown on /v2/health/ready and logged: never a credential of the model URI.
+            self.state, self.error = "failed", scrub(f"{type(exc).__name__}: {exc}")[:1000]
             metrics.LOAD_FAILURES.inc()
             log.error("model load failed: %s", self.error)
             workers.mark("failed")

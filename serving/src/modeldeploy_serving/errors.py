@@ -49,3 +49,17 @@ class OverloadedError(ServingError):
 
 class BundleError(Exception):
     """A model bundle that must not be served: missing file, digest mismatch, oversize, bad manifest."""
+
+
+def validation_summary(exc: object, limit: int = 5) -> str:
+    """Where and why a pydantic validation failed, without the input it saw: a file's contents (or
+    a secret in it) must never travel into an error, a log or /v2/health/ready."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return type(exc).__name__
+    found = errors(include_url=False, include_input=False, include_context=False)
+    parts = [
+        f"{'.'.join(str(p) for p in e.get('loc', ())) or '(root)'}: {e.get('msg', 'invalid')}" for e in found
+    ]
+    more = f" (and {len(parts) - limit} more)" if len(parts) > limit else ""
+    return "; ".join(parts[:limit]) + more

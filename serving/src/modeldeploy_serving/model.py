@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving.bundle import Manifest, VerifiedBundle, verify_bundle
 from modeldeploy_serving.drift.profile import ReferenceProfile
-from modeldeploy_serving.errors import BundleError
+from modeldeploy_serving.errors import BundleError, validation_summary
 from modeldeploy_serving.runtimes import Runtime
 from modeldeploy_serving.storage import fetch_bundle
 
@@ -161,7 +161,7 @@ def load_model(settings: ServerSettings) -> LoadedModel:
     try:
         profile = ReferenceProfile.model_validate_json(bundle.blob(bundle.manifest.files.reference_profile))
     except ValidationError as exc:
-        raise BundleError(f"invalid reference profile: {exc}") from exc
+        raise BundleError(f"invalid reference profile: {validation_summary(exc)}") from exc
     if [f.name for f in profile.features] != bundle.manifest.feature_names:
         raise BundleError("reference profile features differ from the manifest's inputs")
     runtime = build_runtime(bundle, settings)

@@ -75,11 +75,13 @@ def test_gateway_provider_writes_a_weighted_httproute(kube_api: client.ApiClient
         found |= {
             f"RoleBinding/{b.metadata.name}" for b in rbac.list_namespaced_role_binding(namespace).items
         }
-        return {o for o in found if o.endswith("/churn-router")}
+        found |= {f"Role/{r.metadata.name}" for r in rbac.list_namespaced_role(namespace).items}
+        return {o for o in found if o.endswith(("/churn-router", "/churn-router-config"))}
 
     expected = {
-        f"{kind}/churn-router" for kind in ("Deployment", "ConfigMap", "ServiceAccount", "RoleBinding")
-    }
+        f"{kind}/churn-router"
+        for kind in ("Deployment", "ConfigMap", "ServiceAccount", "Role", "RoleBinding")
+    } | {"RoleBinding/churn-router-config"}
     wait_for("the router's objects", lambda: router_objects() == expected, timeout=60)
     patch_mdep(
         kube_api,

@@ -77,13 +77,23 @@ class Sim:
         command: Command | InvalidCommand | None = None,
         *,
         roundtrip: bool = True,
+        analysis_pending: bool = False,
     ) -> Plan:
         """Advance the clock, plan, and let the Deployments follow the plan (ready at once)."""
         self.now += dt.timedelta(seconds=seconds)
         previous = self.status
         if roundtrip and previous is not None:  # what the API server would hand back
             previous = ModelDeploymentStatus.model_validate(previous.to_patch())
-        result = plan(NAME, self.spec, self.observed(), readings, self.now, previous, command)
+        result = plan(
+            NAME,
+            self.spec,
+            self.observed(),
+            readings,
+            self.now,
+            previous,
+            command,
+            analysis_pending=analysis_pending,
+        )
         self.status, self.last = result.status, result
         self._follow(result)
         return result

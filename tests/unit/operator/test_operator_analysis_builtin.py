@@ -209,10 +209,10 @@ def test_scrape_pod_reports_failures_as_reasons() -> None:
         assert not isinstance(ok, str)
         assert ok.series("modeldeploy_requests_total")
         assert scrape_pod(client, "10.0.0.2:8080") == "HTTP 503"
-        assert scrape_pod(client, "10.0.0.3:8080") == "timeout"
+        assert scrape_pod(client, "10.0.0.3:8080") == "connect timeout"
         assert "larger than" in str(scrape_pod(client, "10.0.0.4:8080"))
         assert "unparsable" in str(scrape_pod(client, "10.0.0.5:8080"))
-        assert "ConnectError" in str(scrape_pod(client, "10.0.0.6:8080"))
+        assert scrape_pod(client, "10.0.0.6:8080") == "connection refused or unreachable"
 
 
 class Clock:

@@ -57,17 +57,21 @@ def test_default_install_is_cluster_wide_with_least_privilege() -> None:
     assert ("ClusterRole", "md-modeldeploy", None) in _kinds(docs)
     assert ("ClusterRole", "md-modeldeploy-router", None) in _kinds(docs)
     rules = _rules(docs, "ClusterRole", "md-modeldeploy")
-    assert _verbs(rules, "modeldeploy.io", "modeldeployments/status") == {"get", "patch", "update"}
+    # Exactly what the code uses: test_operator_rbac.py derives it; a few landmarks here.
+    assert _verbs(rules, "modeldeploy.io", "modeldeployments/status") == {"patch"}
     assert _verbs(rules, "modeldeploy.io", "modeldeployments/finalizers") == {"update"}
-    assert _verbs(rules, "discovery.k8s.io", "endpointslices") == {"get", "list", "watch"}
-    assert _verbs(rules, "", "pods") == {"get", "list", "watch"}
-    assert _verbs(rules, "", "events") == {"create", "patch"}
-    assert _verbs(rules, "events.k8s.io", "events") == {"create", "patch"}
+    assert _verbs(rules, "discovery.k8s.io", "endpointslices") == set()  # the routers read them, not it
+    assert _verbs(rules, "", "pods") == {"list"}
+    assert _verbs(rules, "", "events") == {"create"}
+    assert _verbs(rules, "rbac.authorization.k8s.io", "clusterroles") == {"bind"}
+    assert "update" not in _verbs(rules, "apps", "deployments")
     assert _verbs(rules, "gateway.networking.k8s.io", "httproutes") == set()
     assert _verbs(rules, "", "secrets") == set()  # never: model-store secrets are read by the pods
     assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in rules)
     router = _rules(docs, "ClusterRole", "md-modeldeploy-router")
-    assert {v for r in router for v in r["verbs"]} == {"get", "list", "watch"}
+    assert router == [
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}
+    ]
 
 
 def test_leader_election_lease_is_namespaced_and_named() -> None:
@@ -78,7 +82,7 @@ def test_leader_election_lease_is_namespaced_and_named() -> None:
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
             "resourceNames": ["md-modeldeploy"],
-            "verbs": ["get", "watch", "update", "patch"],
+            "verbs": ["get", "update"],
         }
     ]
 
@@ -92,6 +96,53 @@ def test_namespaced_install_has_no_cluster_objects() -> None:
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["MODELDEPLOY_OPERATOR_NAMESPACES"] == "ml,ml2"
+
+
+def test_namespaced_install_lets_the_operator_make_router_rbac_in_watched_namespaces_only() -> None:
+    docs = _render("watch.scope=namespaced", "watch.namespaces={ml,ml2}")
+    for namespace in ("ml", "ml2"):
+        rules = [
+            r
+            for d in docs
+            if d["kind"] == "Role"
+            and d["metadata"] == d["metadata"] | {"name": "md-modeldeploy", "namespace": namespace}
+            for r in d["rules"]
+        ]
+        (bind,) = [r for r in rules if "bind" in r["verbs"]]
+        assert bind == {
+            "apiGroups": ["rbac.authorization.k8s.io"],
+            "resources": ["roles"],
+            "resourceNames": ["md-modeldeploy-router"],
+            "verbs": ["bind"],
+        }
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODELDEPLOY_OPERATOR_MANAGE_ROUTER_RBAC"] == "true"
+    assert env["MODELDEPLOY_OPERATOR_ROUTER_ROLE_KIND"] == "Role"
+    assert not [d for d in docs if d["kind"] == "ServiceAccount" and d["metadata"]["namespace"] != "mdsys"]
+
+
+def test_namespaced_install_with_a_shared_router_account_grants_no_rbac_rights() -> None:
+    docs = _render("watch.scope=namespaced", "watch.namespaces={ml}", "router.manageRBAC=false")
+    rules = _rules([d for d in docs if d["metadata"].get("namespace") == "ml"], "Role", "md-modeldeploy")
+    assert not [
+        r
+        for r in rules
+        if "rbac.authorization.k8s.io" in r["apiGroups"] or "serviceaccounts" in r["resources"]
+    ]
+    accounts = [
+        (d["metadata"]["name"], d["metadata"]["namespace"]) for d in docs if d["kind"] == "ServiceAccount"
+    ]
+    assert ("modeldeploy-router", "ml") in accounts
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODELDEPLOY_OPERATOR_MANAGE_ROUTER_RBAC"] == "false"
+
+
+def test_a_shared_router_account_needs_a_namespaced_install() -> None:
+    result = _helm("template", "md", str(CHART), "--set=router.manageRBAC=false")
+    assert result.returncode != 0
+    assert "router.manageRBAC=false needs watch.scope=namespaced" in result.stderr
 
 
 def test_namespaced_install_defaults_to_the_release_namespace() -> None:
@@ -165,6 +216,39 @@ def test_schema_rejects_a_registry_url() -> None:
     assert result.returncode != 0
 
 
+def test_analysis_allow_list_and_bounds_reach_the_operator() -> None:
+    from modeldeploy_operator.config import OperatorSettings
+
+    docs = _render(
+        "analysis.prometheus.allowedAddresses={http://prometheus.monitoring:9090,https://thanos.example/prom}",
+        "analysis.workers=2",
+        "analysis.deadlineSeconds=12",
+    )
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    settings = OperatorSettings.model_validate(
+        {
+            k.removeprefix("MODELDEPLOY_OPERATOR_").lower(): v
+            for k, v in env.items()
+            if "ANALYSIS" in k or "PROMETHEUS" in k
+        }
+    )
+    assert settings.prometheus_allowed_addresses == (
+        "http://prometheus.monitoring:9090",
+        "https://thanos.example/prom",
+    )
+    assert (settings.analysis_workers, settings.analysis_deadline_seconds) == (2, 12.0)
+    assert settings.analysis_max_response_bytes == 4 * 1024 * 1024
+    default = {e["name"]: e.get("value") for e in _operator_env(_render())}
+    assert default["MODELDEPLOY_OPERATOR_PROMETHEUS_ALLOWED_ADDRESSES"] == ""  # none unless listed
+
+
+def _operator_env(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    env: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    return env
+
+
 def test_env_names_match_operator_settings() -> None:
     from modeldeploy_operator.config import ENV_PREFIX, OperatorSettings
 
@@ -174,7 +258,18 @@ def test_env_names_match_operator_settings() -> None:
     assert {n for n in names if n.startswith(ENV_PREFIX)} <= known
 
 
-@pytest.mark.parametrize("bad", ["bogus=1", "operator.bogus=1", "watch.scope=everywhere", "replicaCount=0"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "bogus=1",
+        "operator.bogus=1",
+        "watch.scope=everywhere",
+        "replicaCount=0",
+        "analysis.prometheus.allowedAddresses={prometheus:9090}",
+        "analysis.prometheus.allowedAddresses={http://user:pw@prometheus:9090}",
+        "analysis.workers=0",
+    ],
+)
 def test_schema_rejects_unknown_or_invalid_values(bad: str) -> None:
     result = _helm("template", "md", str(CHART), f"--set={bad}")
     assert result.returncode != 0

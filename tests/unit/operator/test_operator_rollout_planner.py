@@ -233,6 +233,23 @@ def test_inconclusive_then_pass_completes_the_step() -> None:
     assert sim.status.current_step_index >= 2  # type: ignore[operator]
 
 
+def test_a_pending_measurement_records_nothing_and_the_next_call_takes_the_readings() -> None:
+    """The reconciler measures off its thread (analysis/pool.py): while the readings are not in,
+    analysis is not evaluated at all (no Inconclusive is counted, lastRunAt does not move)."""
+    steps = [{"setWeight": 20}, {"analysis": {"duration": "1m"}}, {"setWeight": 50}]
+    sim = _serving_v1(steps=steps)
+    _start_v2(sim, steps=steps)
+    assert sim.status is not None
+    before = sim.status.analysis
+    for _ in range(3):
+        sim.step(30, (), analysis_pending=True)
+        assert sim.status.analysis == before
+        assert sim.status.current_step_index == 1
+    sim.step(1, good())
+    assert sim.status.analysis is not None
+    assert [m.result for m in sim.status.analysis.checks[0].measurements] == ["Pass"]
+
+
 # --- pods ----------------------------------------------------------------------------------------
 
 

@@ -66,7 +66,9 @@ def test_first_reconcile_builds_the_revision_the_router_and_the_stable_service()
         ("Deployment", name),
         ("Service", name),
         ("ServiceAccount", "churn-router"),
+        ("Role", "churn-router"),
         ("RoleBinding", "churn-router"),
+        ("RoleBinding", "churn-router-config"),
         ("ConfigMap", "churn-router"),
         ("Deployment", "churn-router"),
         ("Service", "churn"),
@@ -76,6 +78,27 @@ def test_first_reconcile_builds_the_revision_the_router_and_the_stable_service()
         "app.kubernetes.io/component": "router",
     }
     assert router_arms(state) == [("default", variant.revision, 10_000)]
+    # The router reads its own ConfigMap and nothing else of the kind; EndpointSlices through the
+    # chart's role, bound by name.
+    (role,) = [m for m in state.manifests if m["kind"] == "Role"]
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["churn-router"],
+            "verbs": ["list", "watch"],
+        }
+    ]
+    bindings = {m["metadata"]["name"]: m for m in state.manifests if m["kind"] == "RoleBinding"}
+    assert bindings["churn-router"]["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "modeldeploy-router",
+    }
+    assert bindings["churn-router-config"]["roleRef"]["kind"] == "Role"
+    assert bindings["churn-router-config"]["roleRef"]["name"] == "churn-router"
+    for binding in bindings.values():
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "churn-router", "namespace": "ml"}]
 
 
 def test_router_replicas_follow_the_spec_and_do_not_make_a_new_revision() -> None:

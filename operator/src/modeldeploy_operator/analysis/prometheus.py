@@ -2,12 +2,16 @@
 
 Every failure (unreachable server, timeout, HTTP error, PromQL error, unexpected answer) becomes a
 reading with value None and a detail: a broken Prometheus makes the analysis Inconclusive, it never
-kills a reconcile and never passes a check.
+kills a reconcile and never passes a check. The server's own words (a PromQL error) reach status only
+through `sanitize`: short, printable ASCII. Queries go through `fetch` (byte cap, deadline, no
+redirects); the address was checked against the operator's allow-list before a client was made.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +24,7 @@ from modeldeploy_operator.domain.spec import Check
 
 from . import promql
 from .builtin import no_data
+from .fetch import FetchError, FetchLimits, fetch, new_client, sanitize
 from .promql import SeriesLabels
 from .scrape_source import utc_now
 from .stats import bucket_counts, buckets_from_le, histogram_psi
@@ -27,6 +32,8 @@ from .target import AnalysisTarget
 
 QUERY_PATH = "/api/v1/query"
 _MAX_ERROR_CHARS = 300
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+"""Largest answer of one query: the queries return one series (or one histogram), a few kB."""
 
 
 @dataclass(frozen=True)
@@ -47,42 +54,56 @@ def parse_answer(body: Any) -> QueryResult:
     if not isinstance(body, dict):
         return QueryResult(error="answer is not a JSON object")
     if body.get("status") != "success":
-        return QueryResult(error=f"{body.get('errorType', 'error')}: {body.get('error', 'unknown')}")
-    data = body.get("data") or {}
-    kind, result = data.get("resultType"), data.get("result")
+        kind = sanitize(str(body.get("errorType", "error")), 40)
+        return QueryResult(error=f"{kind}: {sanitize(str(body.get('error', 'unknown')))}")
+    data = body.get("data")
+    data = data if isinstance(data, dict) else {}
+    kind, result = sanitize(str(data.get("resultType")), 40), data.get("result")
     try:
         if kind == "scalar":
             return QueryResult(samples=(({}, _parse_value(result)),))
         if kind == "vector" and isinstance(result, list):
             samples = tuple((dict(s.get("metric", {})), _parse_value(s["value"])) for s in result)
             return QueryResult(samples=samples)
-    except (TypeError, KeyError, IndexError, ValueError) as exc:
-        return QueryResult(error=f"malformed {kind} result: {exc}")
+    except (TypeError, KeyError, IndexError, ValueError, AttributeError) as exc:
+        return QueryResult(error=f"malformed {kind} result ({type(exc).__name__})")
     return QueryResult(error=f"a {kind} result, expected an instant vector or a scalar")
 
 
 class PrometheusClient:
     """Instant queries over the HTTP API (GET /api/v1/query)."""
 
-    def __init__(self, address: str, timeout_seconds: float, client: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        timeout_seconds: float,
+        client: httpx.Client | None = None,
+        max_bytes: int = MAX_ANSWER_BYTES,
+    ) -> None:
         self.url = address.rstrip("/") + QUERY_PATH
         self.timeout_seconds = timeout_seconds
-        self._client = client or httpx.Client()
-
-    def query(self, expression: str) -> QueryResult:
         # Prometheus cuts its own evaluation at `timeout`; ours waits a little longer for the answer.
+        self.limits = FetchLimits(deadline_seconds=timeout_seconds + 1.0, max_bytes=max_bytes)
+        self._client = client or new_client()
+
+    def query(self, expression: str, deadline: float | None = None) -> QueryResult:
+        """One instant query; `deadline` (time.monotonic) shortens its limit to the time left."""
         params = {"query": expression, "timeout": f"{self.timeout_seconds:g}s"}
+        limits = self.limits
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return QueryResult(error="analysis deadline passed before the query")
+            limits = FetchLimits(min(limits.deadline_seconds, left), limits.max_bytes)
         try:
-            response = self._client.get(self.url, params=params, timeout=self.timeout_seconds + 1.0)
-        except httpx.TimeoutException:
-            return QueryResult(error=f"timeout after {self.timeout_seconds:g}s")
-        except httpx.HTTPError as exc:
-            return QueryResult(error=f"{type(exc).__name__}: {exc}")
+            status, body = fetch(self._client, self.url, limits, params)
+        except FetchError as error:
+            return QueryResult(error=str(error))
         try:
-            body = response.json()
-        except ValueError:
-            return QueryResult(error=f"HTTP {response.status_code}: {response.text[:_MAX_ERROR_CHARS]}")
-        return parse_answer(body)
+            answer = json.loads(body)
+        except ValueError:  # also UnicodeDecodeError
+            return QueryResult(error=f"HTTP {status}, not a JSON answer")
+        return parse_answer(answer)
 
     def close(self) -> None:
         self._client.close()
@@ -102,6 +123,9 @@ def single_value(result: QueryResult) -> tuple[float | None, str]:
     return value, ""
 
 
+_Query = Callable[[str], QueryResult]
+
+
 class PrometheusReader:
     def __init__(
         self,
@@ -113,15 +137,28 @@ class PrometheusReader:
         self.labels = labels or SeriesLabels()
         self._clock = clock
 
-    def read(self, checks: Sequence[Check], target: AnalysisTarget, window: timedelta) -> list[CheckReading]:
-        return [self.read_one(check, target, window.total_seconds()) for check in checks]
+    def read(
+        self,
+        checks: Sequence[Check],
+        target: AnalysisTarget,
+        window: timedelta,
+        deadline: float | None = None,
+    ) -> list[CheckReading]:
+        return [self.read_one(check, target, window.total_seconds(), deadline) for check in checks]
 
-    def read_one(self, check: Check, target: AnalysisTarget, window_seconds: float) -> CheckReading:
+    def read_one(
+        self, check: Check, target: AnalysisTarget, window_seconds: float, deadline: float | None = None
+    ) -> CheckReading:
+        """One reading; every query of it ends by `deadline` (time.monotonic), when given."""
         at = self._clock()
+
+        def query(expression: str) -> QueryResult:
+            return self.client.query(expression, deadline)
+
         if check.type == "prometheus":
-            return self._user_query(check, at)
+            return self._user_query(check, at, query)
         if check.type == "predictionShift":
-            return self._prediction_shift(check, target, window_seconds, at)
+            return self._prediction_shift(check, target, window_seconds, at, query)
         queries = {
             "errorRate": lambda: promql.error_rate(target, window_seconds, self.labels),
             "latencyP99": lambda: promql.latency_p99(target, window_seconds, self.labels),
@@ -129,34 +166,36 @@ class PrometheusReader:
                 target, target.drift_lookback_seconds(window_seconds), self.labels
             ),
         }[check.type]()
-        return self._builtin(check, queries, at)
+        return self._builtin(check, queries, at, query)
 
-    def _user_query(self, check: Check, at: datetime) -> CheckReading:
+    def _user_query(self, check: Check, at: datetime, query: _Query) -> CheckReading:
         if not check.query:
             return no_data(check, at, "prometheus check without a query")
-        value, why = single_value(self.client.query(check.query))
+        value, why = single_value(query(check.query))
         if value is None:
             return no_data(check, at, why)
         # A user query is an aggregate whose sample count Prometheus cannot tell: one value.
         return CheckReading(check.name, value, 1, at, f"{check.query} = {value:g}")
 
-    def _builtin(self, check: Check, queries: promql.BuiltinQueries, at: datetime) -> CheckReading:
-        samples, why = single_value(self.client.query(queries.samples))
+    def _builtin(
+        self, check: Check, queries: promql.BuiltinQueries, at: datetime, query: _Query
+    ) -> CheckReading:
+        samples, why = single_value(query(queries.samples))
         if samples is None or samples <= 0:
             return no_data(check, at, f"no samples ({why or 'zero'}): {queries.samples}")
-        value, why = single_value(self.client.query(queries.value))
+        value, why = single_value(query(queries.value))
         if value is None:
             return no_data(check, at, f"{why}: {queries.value}", samples=round(samples))
         return CheckReading(check.name, value, round(samples), at, f"{value:.4g} over {samples:.0f} samples")
 
     def _prediction_shift(
-        self, check: Check, target: AnalysisTarget, window_seconds: float, at: datetime
+        self, check: Check, target: AnalysisTarget, window_seconds: float, at: datetime, query: _Query
     ) -> CheckReading:
         if target.stable_revision is None:
             return no_data(check, at, "no stable revision to compare the canary's scores with")
         histograms = []
         for revision in (target.stable_revision, target.canary_revision):
-            result = self.client.query(promql.score_buckets(target, revision, window_seconds, self.labels))
+            result = query(promql.score_buckets(target, revision, window_seconds, self.labels))
             if result.error is not None:
                 return no_data(check, at, f"query failed: {result.error[:_MAX_ERROR_CHARS]}")
             histograms.append(buckets_from_le({s.get("le", ""): v for s, v in result.samples if "le" in s}))

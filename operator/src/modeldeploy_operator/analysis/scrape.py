@@ -17,11 +17,14 @@ from datetime import datetime
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from .fetch import FetchError, FetchLimits, fetch
+
 METRICS_PATH = "/metrics"
 SCRAPE_TIMEOUT_SECONDS = 3.0
 # The body of one model server is ~100 series (~15 kB); a cap keeps a misbehaving pod from
 # making the operator buffer an unbounded answer.
 MAX_BODY_BYTES = 4 * 1024 * 1024
+SCRAPE_LIMITS = FetchLimits(deadline_seconds=SCRAPE_TIMEOUT_SECONDS, max_bytes=MAX_BODY_BYTES)
 _PARALLEL_SCRAPES = 8
 
 Labels = tuple[tuple[str, str], ...]
@@ -81,32 +84,29 @@ def url_for(address: str) -> str:
     return base.rstrip("/") + METRICS_PATH
 
 
-def scrape_pod(client: httpx.Client, address: str) -> PodMetrics | str:
-    """The pod's metrics, or a short reason why they could not be read."""
+def scrape_pod(client: httpx.Client, address: str, limits: FetchLimits = SCRAPE_LIMITS) -> PodMetrics | str:
+    """The pod's metrics, or a short reason (made by the operator, never copied from the pod) why
+    they could not be read."""
     try:
-        with client.stream("GET", url_for(address)) as response:
-            if response.status_code != 200:
-                return f"HTTP {response.status_code}"
-            body = bytearray()
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > MAX_BODY_BYTES:
-                    return f"answer larger than {MAX_BODY_BYTES} bytes"
+        status, body = fetch(client, url_for(address), limits)
+    except FetchError as error:
+        return str(error)
+    if status != 200:
+        return f"HTTP {status}"
+    try:
         return parse_metrics(body.decode("utf-8", errors="replace"))
-    except httpx.TimeoutException:
-        return "timeout"
-    except httpx.HTTPError as exc:
-        return f"{type(exc).__name__}: {exc}"
-    except ValueError as exc:  # the parser's way of saying the text is not exposition format
-        return f"unparsable metrics: {exc}"
+    except ValueError:  # the parser's way of saying the text is not exposition format
+        return "unparsable metrics"
 
 
-def scrape_group(client: httpx.Client, addresses: Iterable[str]) -> GroupScrape:
+def scrape_group(
+    client: httpx.Client, addresses: Iterable[str], limits: FetchLimits = SCRAPE_LIMITS
+) -> GroupScrape:
     unique = sorted(set(addresses))
     if not unique:
         return GroupScrape()
     with ThreadPoolExecutor(max_workers=min(_PARALLEL_SCRAPES, len(unique))) as pool:
-        results = list(pool.map(lambda a: scrape_pod(client, a), unique))
+        results = list(pool.map(lambda a: scrape_pod(client, a, limits), unique))
     pods = {a: r for a, r in zip(unique, results, strict=True) if isinstance(r, PodMetrics)}
     failures = {a: r for a, r in zip(unique, results, strict=True) if isinstance(r, str)}
     return GroupScrape(pods, failures)
@@ -118,8 +118,9 @@ def take_snapshot(
     canary: Sequence[str],
     stable: Sequence[str] = (),
     router: Sequence[str] = (),
+    limits: FetchLimits = SCRAPE_LIMITS,
 ) -> Snapshot:
-    groups = (scrape_group(client, addresses) for addresses in (canary, stable, router))
+    groups = (scrape_group(client, addresses, limits) for addresses in (canary, stable, router))
     return Snapshot(now, *groups)
 
 

@@ -18,7 +18,8 @@ from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.spec import Check
 
 from . import builtin
-from .scrape import SCRAPE_TIMEOUT_SECONDS, Snapshot, take_snapshot
+from .fetch import FetchLimits, new_client
+from .scrape import SCRAPE_LIMITS, Snapshot, take_snapshot
 from .target import AnalysisTarget
 
 # A target not read for this long has finished its rollout (or been deleted): drop its baseline.
@@ -34,8 +35,10 @@ class BuiltinScrapeSource:
         self,
         client: httpx.Client | None = None,
         clock: Callable[[], datetime] = utc_now,
+        limits: FetchLimits = SCRAPE_LIMITS,
     ) -> None:
-        self._client = client or httpx.Client(timeout=SCRAPE_TIMEOUT_SECONDS, follow_redirects=False)
+        self._client = client or new_client()
+        self._limits = limits
         self._clock = clock
         self._previous: dict[tuple[str, ...], Snapshot] = {}
         self._lock = threading.Lock()  # kopf runs sync handlers of different objects in threads
@@ -49,6 +52,7 @@ class BuiltinScrapeSource:
             target.canary_endpoints,
             target.stable_endpoints,
             target.router_endpoints,
+            self._limits,
         )
         with self._lock:
             previous = self._previous.get(target.key)

@@ -35,9 +35,10 @@ OWNED_KINDS: tuple[tuple[str, str], ...] = (
 )
 ROUTER_RBAC_KINDS: tuple[tuple[str, str], ...] = (
     ("v1", "ServiceAccount"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
 )
-"""Owned too when the operator makes each router's ServiceAccount and RoleBinding (manage_router_rbac):
+"""Owned too when the operator makes each router's ServiceAccount, Role and RoleBindings (manage_router_rbac):
 they go with the router when the traffic provider changes away from it."""
 _REVISION_KINDS = ("Deployment", "Service")
 # Arm order within a variant: who takes freed slots of the router's table first, and the layout of a
@@ -53,6 +54,8 @@ class BuildOptions:
     router_image: str
     image_pull_policy: str = "IfNotPresent"
     router_cluster_role: str = "modeldeploy-router"
+    router_role_kind: str = "ClusterRole"
+    """Kind of router_cluster_role: a ClusterRole (cluster-wide install) or a Role in each namespace."""
     router_service_account: str | None = None
     """A ServiceAccount every router shares (namespaced installs); None: one per router, made here."""
 
@@ -141,6 +144,7 @@ def desired_state(
             image=options.router_image,
             image_pull_policy=options.image_pull_policy,
             cluster_role=options.router_cluster_role,
+            role_kind=options.router_role_kind,
             shared_service_account=options.router_service_account,
             replicas=spec.traffic.router_replicas,
         )

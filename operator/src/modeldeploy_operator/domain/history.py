@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from modeldeploy_contract.redact import redact_uri
+
 from .revision import ResolvedVariant
 from .status_model import HistoryEntry, RevisionOutcome
 
@@ -46,7 +48,7 @@ def record_revision(
             "hash": variant.revision,
             "variant": variant.name,
             "modelVersion": variant.model.version,
-            "modelURI": variant.model.uri,
+            "modelURI": redact_uri(variant.model.uri),  # status is widely readable: no credentials
             "sha256": variant.model.sha256,
             "createdAt": stamped,
             "outcome": "Progressing",

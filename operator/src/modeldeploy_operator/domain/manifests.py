@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from modeldeploy_contract.redact import redact_uri
+
 from . import labels as lbl
 from .names import revision_name
 from .resource import ModelDeploymentRef
@@ -91,6 +93,18 @@ def _server_container(variant: ResolvedVariant, image: str, pull_policy: str) ->
     return container
 
 
+CACHE_HEADROOM_MIB = 64
+
+
+def cache_size_limit(variant: ResolvedVariant) -> str:
+    """sizeLimit of the model-cache emptyDir: every worker may be downloading a full bundle at once
+    (each into its own temporary folder, renamed in place: no second copy), plus headroom. Past it the
+    kubelet evicts the pod, so a hostile or broken store cannot fill the node's disk."""
+    settings = variant.settings
+    mib = -(-settings.max_artifact_bytes * max(1, settings.workers) // (1024 * 1024)) + CACHE_HEADROOM_MIB
+    return f"{mib}Mi"
+
+
 def _pod_template(
     owner: ModelDeploymentRef, variant: ResolvedVariant, image: str, pull_policy: str
 ) -> dict[str, Any]:
@@ -119,7 +133,7 @@ def _pod_template(
             "terminationGracePeriodSeconds": 30,
             "containers": [_server_container(variant, image, pull_policy)],
             "volumes": [
-                {"name": CACHE_VOLUME, "emptyDir": {}},
+                {"name": CACHE_VOLUME, "emptyDir": {"sizeLimit": cache_size_limit(variant)}},
                 {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}},
             ],
         },
@@ -146,7 +160,7 @@ def build_serving_deployment(
     metadata = _metadata(owner, name, labels)
     metadata["annotations"] = {
         lbl.REVISION_ANNOTATION: variant.revision,
-        lbl.MODEL_URI_ANNOTATION: variant.model.uri,
+        lbl.MODEL_URI_ANNOTATION: redact_uri(variant.model.uri),  # shown, not used: no credentials
         lbl.MODEL_SHA256_ANNOTATION: variant.model.sha256 or "",
     }
     spec: dict[str, Any] = {

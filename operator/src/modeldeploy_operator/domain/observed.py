@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,3 +63,30 @@ class ObservedDeployment:
             observed_generation=int(status.get("observedGeneration", 0)),
             progress_deadline_exceeded=deadline,
         )
+
+
+def controller_uid(obj: Mapping[str, Any]) -> str | None:
+    """uid of the object's controlling owner, if any."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or ():
+        if ref.get("controller"):
+            uid = ref.get("uid")
+            return str(uid) if uid else None
+    return None
+
+
+def pods_owned_by(
+    pods: Sequence[dict[str, Any]],
+    replica_sets: Sequence[Mapping[str, Any]],
+    deployments: Sequence[Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    """The pods controlled by a ReplicaSet controlled by one of `deployments`: what analysis scrapes
+    and readiness counts. Labels alone would let any pod of the namespace that carries them (a copy, a
+    debugging pod, a tenant's) feed a canary's metrics; the owner chain (by uid) is set only by the
+    Deployment and ReplicaSet controllers."""
+    deployment_uids = {d["metadata"]["uid"] for d in deployments if d.get("metadata", {}).get("uid")}
+    replica_set_uids = {
+        rs["metadata"]["uid"]
+        for rs in replica_sets
+        if controller_uid(rs) in deployment_uids and rs["metadata"].get("uid")
+    }
+    return [pod for pod in pods if controller_uid(pod) in replica_set_uids]

@@ -2,8 +2,10 @@
 
 One router per ModelDeployment (see docs/router.md): its own Deployment behind the stable Service, its
 table in the ConfigMap `<name>-router` (key `router.json`, the typed `RouterConfig` shared with the
-router), and a ServiceAccount bound to the chart's router ClusterRole in this namespace (read its
-ConfigMap and EndpointSlices, nothing else). All owned by the ModelDeployment, so all garbage-collected.
+router), and a ServiceAccount with exactly the rights the router uses: its own ConfigMap (a Role
+`<name>-router` with resourceNames, bound by `<name>-router-config`) and the EndpointSlices of its
+namespace (the chart's router role, bound by `<name>-router`; the operator may `bind` that one role by
+name and no other). All owned by the ModelDeployment, so all garbage-collected.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ def build_router_config(
         arms=configs,
         slots=slots.encode([arm.arm_id for arm in configs]),
         sticky=sticky,
+        pin_header=traffic.variant_pin_header,  # off unless the spec names a header
         shadow=shadow,
         timeouts=TimeoutConfig(request_seconds=traffic.timeout_seconds),
         when_arm_unavailable="reject" if traffic.no_ready_backend == "Reject" else "redistribute",
@@ -119,9 +122,12 @@ def build_router_objects(
     cluster_role: str,
     shared_service_account: str | None = None,
     replicas: int = 1,
+    role_kind: str = "ClusterRole",
 ) -> list[dict[str, Any]]:
-    """ServiceAccount, RoleBinding, ConfigMap, Deployment and (with 2+ replicas) PodDisruptionBudget of
-    the router, in the order to apply them.
+    """ServiceAccount, Role, RoleBindings, ConfigMap, Deployment and (with 2+ replicas)
+    PodDisruptionBudget of the router, in the order to apply them. `cluster_role` is the chart's
+    EndpointSlice reader, a ClusterRole (cluster-wide install) or a Role of this namespace
+    (`role_kind` Role: namespaced install).
 
     With `shared_service_account` (a namespaced install, where the chart provides the router's
     ServiceAccount and Role), no RBAC objects are built and the pods run as that account."""
@@ -132,12 +138,35 @@ def build_router_objects(
         "kind": "ServiceAccount",
         "metadata": _metadata(owner, name, labels),
     }
+    subjects = [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}]
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": _metadata(owner, name, labels),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": cluster_role},
+        "subjects": subjects,
+    }
+    config_role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _metadata(owner, name, labels),
+        # The router lists and watches with fieldSelector metadata.name=<name>, which RBAC authorises
+        # against resourceNames (it never GETs).
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": [config_map_name(owner.name)],
+                "verbs": ["list", "watch"],
+            }
+        ],
+    }
+    config_binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(owner, f"{name}-config", labels),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": subjects,
     }
     config_map = {
         "apiVersion": "v1",
@@ -205,7 +234,7 @@ def build_router_objects(
     }
     objects: list[dict[str, Any]] = [config_map, deployment]
     if not shared_service_account:
-        objects = [service_account, binding, *objects]
+        objects = [service_account, config_role, binding, config_binding, *objects]
     if replicas > 1:
         # With several router pods, a node drain or a cluster upgrade takes them one at a time: the
         # front door is never emptied by voluntary evictions.

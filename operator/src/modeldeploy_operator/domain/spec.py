@@ -148,6 +148,8 @@ class Traffic(SpecModel):
     no_ready_backend: NoReadyBackendPolicy = "Redistribute"
     timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     router_replicas: int = Field(default=1, ge=1, le=20)
+    variant_pin_header: str | None = Field(default=None, min_length=1, max_length=256)
+    """A header that pins a caller to a variant (QA); None (the default): no pinning."""
 
 
 class PauseStep(SpecModel):

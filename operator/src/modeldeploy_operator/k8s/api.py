@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 from typing import Any
 
 import urllib3
 from kubernetes import client
 
+from modeldeploy_contract.redact import scrub
 from modeldeploy_operator.k8s.kinds import Kind, kind_of
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
@@ -22,8 +24,34 @@ MERGE_CONTENT_TYPE = "application/merge-patch+json"
 _TRANSIENT_STATUSES = {409, 429, 500, 502, 503, 504}
 
 
+MAX_RETRY_AFTER_SECONDS = 300.0
+"""A server asking for a longer pause is believed up to this (a bogus header cannot park us for a day)."""
+
+
 class TransientApiError(RuntimeError):
-    """The call may succeed if retried later."""
+    """The call may succeed if retried later; `retry_after`: the server's own Retry-After, if any."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def retry_after_of(headers: Any, data: bytes | str | None) -> float | None:
+    """Seconds from a 429/503's `Retry-After` header (delta-seconds), else from the Status body's
+    details.retryAfterSeconds; None without either. Bounded to [0, MAX_RETRY_AFTER_SECONDS]."""
+    raw: Any = None
+    with contextlib.suppress(AttributeError, TypeError):
+        raw = headers.get("Retry-After") if headers is not None else None
+    if raw is None:
+        with contextlib.suppress(TypeError, ValueError, AttributeError):
+            raw = (json.loads(data or b"").get("details") or {}).get("retryAfterSeconds")
+    try:
+        seconds = float(raw)
+    except (TypeError, ValueError):
+        return None  # absent, or an HTTP date (the API server sends seconds)
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 class RejectedError(RuntimeError):
@@ -76,15 +104,19 @@ class KubeApi:
             data = response.read()
         except client.ApiException as error:
             status, message = error.status or 0, _message(error)
+            retry_after = retry_after_of(error.headers, error.body)
         except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise TransientApiError(f"{method} {path}: {error}") from error
+            raise TransientApiError(scrub(f"{method} {path}: {error}")) from error
         else:
             if 200 <= response.status < 300:
                 return json.loads(data) if data else None
             status, message = response.status, _body_message(data, response.reason)
+            retry_after = retry_after_of(response.headers, data)
+        # The API server may quote what it refused (a model URI in an env value): these messages go to
+        # status, Events and logs, so without credentials.
         if status in _TRANSIENT_STATUSES:
-            raise TransientApiError(f"{method} {path}: {status} {message}")
-        raise RejectedError(status, f"{method} {path}: {message}")
+            raise TransientApiError(scrub(f"{method} {path}: {status} {message}"), retry_after)
+        raise RejectedError(status, scrub(f"{method} {path}: {message}"))
 
     # -- objects ------------------------------------------------------------------------------
     def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ KINDS: dict[tuple[str, str], Kind] = {
         Kind("v1", "ServiceAccount", "serviceaccounts"),
         Kind("v1", "Pod", "pods"),
         Kind("apps/v1", "Deployment", "deployments"),
+        Kind("apps/v1", "ReplicaSet", "replicasets"),
         Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
         Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
         Kind("rbac.authorization.k8s.io/v1", "Role", "roles"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,6 +10,8 @@ import numpy as np
 import numpy.typing as npt
 
 from modeldeploy_serving.errors import BundleError
+
+log = logging.getLogger(__name__)
 
 
 def _tensors(graph: Any) -> Iterator[Any]:
@@ -39,7 +42,8 @@ def reject_external_data(model_bytes: bytes) -> Any:
     try:
         model = onnx.load_model_from_string(model_bytes)
     except Exception as exc:  # the protobuf decoder raises several unrelated types
-        raise BundleError(f"not a valid ONNX model: {exc}") from exc
+        log.debug("ONNX decode error: %s", exc)  # may quote the file: debug log only
+        raise BundleError(f"not a valid ONNX model ({type(exc).__name__})") from exc
     for tensor in _tensors(model.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data) > 0:
             raise BundleError(f"ONNX model references external data (tensor {tensor.name!r}); refused")
@@ -67,7 +71,8 @@ class OnnxRuntime:
         try:
             self._session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception classes
-            raise BundleError(f"onnxruntime cannot load the model: {exc}") from exc
+            log.debug("onnxruntime load error: %s", exc)  # may quote the model: debug log only
+            raise BundleError(f"onnxruntime cannot load the model ({type(exc).__name__})") from exc
         inputs = self._session.get_inputs()
         if len(inputs) != 1:
             raise BundleError(f"ONNX model must have one [N, F] input, it has {len(inputs)}")

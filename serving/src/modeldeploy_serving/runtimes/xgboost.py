@@ -25,7 +25,10 @@ def load_booster(model_bytes: bytes, threads: int = 1) -> object:
         # load_model takes a bytearray as raw UBJ or JSON: no temporary file, no pickle.
         booster.load_model(bytearray(model_bytes))
     except xgb.core.XGBoostError as exc:
-        raise BundleError(f"xgboost cannot load the model: {exc}") from exc
+        # The library's message may quote the file (a JSON parse error shows the text around it):
+        # it goes to the debug log only, never into the error /v2/health/ready shows.
+        log.debug("xgboost load error: %s", exc)
+        raise BundleError("xgboost cannot load the model (not a valid UBJ or JSON booster)") from exc
     if threads > 0:
         booster.set_param({"nthread": threads})
     return booster

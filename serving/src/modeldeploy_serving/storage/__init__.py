@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from modeldeploy_contract.redact import redact_uri
 from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving.bundle import MANIFEST_NAME, parse_manifest, sha256_bytes, verify_bundle
 from modeldeploy_serving.errors import BundleError
@@ -28,7 +29,7 @@ def local_folder(uri: str) -> Path | None:
     parts = urlsplit(uri)
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
-            raise BundleError(f"file:// URI with a host is not supported: {uri}")
+            raise BundleError(f"file:// URI with a host is not supported: {redact_uri(uri)}")
         path = Path(unquote(parts.path))
     elif parts.scheme == "" or (len(parts.scheme) == 1 and os.name == "nt"):
         path = Path(uri)
@@ -51,7 +52,7 @@ def source_for(uri: str, settings: ServerSettings) -> Source:
         from modeldeploy_serving.storage.gcs import GcsSource
 
         return GcsSource(uri, settings.gcs_endpoint_url, settings.download_timeout_seconds)
-    raise BundleError(f"unsupported model URI scheme {scheme!r} in {uri}")
+    raise BundleError(f"unsupported model URI scheme {scheme!r} in {redact_uri(uri)}")
 
 
 def fetch_bundle(uri: str, settings: ServerSettings) -> Path:

@@ -12,6 +12,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from modeldeploy_contract.redact import redact_uri
 from modeldeploy_serving.errors import BundleError
 from modeldeploy_serving.storage.base import write_capped
 
@@ -20,7 +21,7 @@ class GcsSource:
     def __init__(self, uri: str, endpoint_url: str, timeout: float) -> None:
         parts = urlsplit(uri)
         if not parts.netloc:
-            raise BundleError(f"gs URI without a bucket: {uri}")
+            raise BundleError(f"gs URI without a bucket: {redact_uri(uri)}")
         self.bucket = parts.netloc
         self.prefix = parts.path.strip("/")
         self.endpoint_url = endpoint_url.rstrip("/")
@@ -42,4 +43,4 @@ class GcsSource:
                     raise BundleError(f"gs://{self.bucket}/{obj} answered HTTP {response.status_code}")
                 write_capped(response.iter_bytes(1 << 20), dest, limit, f"gs://{self.bucket}/{obj}")
         except httpx.HTTPError as exc:
-            raise BundleError(f"reading gs://{self.bucket}/{obj} failed: {exc}") from exc
+            raise BundleError(f"reading gs://{self.bucket}/{obj} failed ({type(exc).__name__})") from exc

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from modeldeploy_contract.redact import redact_uri, scrub
 from modeldeploy_serving.errors import BundleError
 from modeldeploy_serving.storage.base import write_capped
 
@@ -18,7 +19,7 @@ class S3Source:
     def __init__(self, uri: str, endpoint_url: str | None, timeout: float) -> None:
         parts = urlsplit(uri)
         if not parts.netloc:
-            raise BundleError(f"s3 URI without a bucket: {uri}")
+            raise BundleError(f"s3 URI without a bucket: {redact_uri(uri)}")
         self.bucket = parts.netloc
         self.prefix = parts.path.strip("/")
         self.endpoint_url = endpoint_url
@@ -47,4 +48,5 @@ class S3Source:
                 raise BundleError(f"{where} is {obj['ContentLength']} bytes, more than the {limit} allowed")
             write_capped(obj["Body"].iter_chunks(1 << 20), dest, limit, where)
         except (BotoCoreError, ClientError) as exc:
-            raise BundleError(f"reading {where} failed: {exc}") from exc
+            # botocore's message names the operation and the error code, never the credentials; scrub anyway.
+            raise BundleError(f"reading {where} failed: {scrub(str(exc))[:300]}") from exc

@@ -270,15 +270,20 @@ def plan(
     *,
     generation: int | None = None,
     front_door_ready: bool | None = None,
+    analysis_pending: bool = False,
 ) -> Plan:
     """Decide what should run for ModelDeployment `name` now. Pure: same inputs, same Plan.
 
     `front_door_ready`: what the reconciler observed of the front door callers go through (the
     built-in router: does it have a ready pod?); None when there is none to wait for (the Gateway API
-    provider). Ready is decided here, once, from it and the serving revisions."""
+    provider). Ready is decided here, once, from it and the serving revisions.
+
+    `analysis_pending`: the due analysis is still being measured; nothing is evaluated this time (the
+    readings are given to a later call)."""
     previous = previous_status or ModelDeploymentStatus()
     variants = resolve_variants(name, spec)
     draft = Draft.from_status(spec, now, observed, previous)
+    draft.analysis_pending = analysis_pending
     _release_stale_pin(draft, variants)
     apply_command(draft, command, variants)
     # The variant holding the rollout goes first, so that one finishing frees the slot for the others.

@@ -52,6 +52,8 @@ class Draft:
     """(reason, message) of a failure met in this call."""
     promote_full: bool = False
     """promote --full was asked in this call: switch as soon as the canary has a ready pod."""
+    analysis_pending: bool = False
+    """The due measurement is still being taken (off the reconcile path): analysis waits for it."""
 
     @classmethod
     def from_status(

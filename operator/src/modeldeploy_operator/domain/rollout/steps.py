@@ -104,6 +104,8 @@ def promote(draft: Draft, variant: ResolvedVariant) -> None:
 
 
 def _analysis_due(draft: Draft) -> bool:
+    if draft.analysis_pending:  # measured off the reconcile path; its readings come to a later pass
+        return False
     due = analysis_due_at(draft.spec, draft.canary_revision, draft.analysis)
     return due is not None and draft.now >= due
 

@@ -1,0 +1,120 @@
+"""429 from the API server: Retry-After honoured by our client and by kopf; watch restarts back off."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+import pytest
+import urllib3
+from kubernetes import client
+
+from modeldeploy_operator import handlers
+from modeldeploy_operator.k8s.api import MAX_RETRY_AFTER_SECONDS, KubeApi, TransientApiError, retry_after_of
+
+BODY = {"metadata": {"uid": "u1", "name": "churn", "namespace": "ml"}}
+
+
+class _Answering:
+    """An ApiClient whose call_api fails with `error` or answers `response`."""
+
+    def __init__(self, error: Exception | None = None, response: Any = None) -> None:
+        self.error, self.response = error, response
+
+    def param_serialize(self, **kwargs: Any) -> tuple[str, str, dict[str, str], Any, list[Any]]:
+        return kwargs["method"], kwargs["resource_path"], {}, kwargs.get("body"), []
+
+    def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.response
+
+
+def _throttled(headers: dict[str, str] | None, body: str = '{"message": "too many requests"}') -> Exception:
+    error = client.ApiException(status=429, reason="Too Many Requests")
+    error.headers = urllib3.HTTPHeaderDict(headers or {})
+    error.body = body
+    return error
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "expected"),
+    [
+        ({"Retry-After": "7"}, "", 7.0),
+        ({"Retry-After": "0.5"}, "", 0.5),
+        ({}, '{"details": {"retryAfterSeconds": 3}}', 3.0),
+        ({"Retry-After": "86400"}, "", MAX_RETRY_AFTER_SECONDS),
+        ({"Retry-After": "-5"}, "", 0.0),
+        ({"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}, "", None),
+        ({"Retry-After": "nan"}, "", None),
+        ({}, "not json", None),
+    ],
+)
+def test_retry_after_of(headers: dict[str, str], body: str, expected: float | None) -> None:
+    assert retry_after_of(urllib3.HTTPHeaderDict(headers), body) == expected
+
+
+def test_our_client_carries_the_servers_retry_after() -> None:
+    api = KubeApi(_Answering(_throttled({"Retry-After": "12"})), "fm")  # type: ignore[arg-type]
+    with pytest.raises(TransientApiError) as raised:
+        api.list("v1", "Pod", "ml", "a=b")
+    assert raised.value.retry_after == 12.0
+    assert "429" in str(raised.value)
+
+
+def test_a_non_exception_429_response_is_read_too() -> None:
+    class Response:
+        status, reason = 429, "Too Many Requests"
+        headers = urllib3.HTTPHeaderDict({"Retry-After": "4"})
+
+        def read(self) -> bytes:
+            return b'{"message": "slow down"}'
+
+    api = KubeApi(_Answering(response=Response()), "fm")  # type: ignore[arg-type]
+    with pytest.raises(TransientApiError) as raised:
+        api.get("v1", "Pod", "ml", "x")
+    assert raised.value.retry_after == 4.0
+
+
+class _Throttled:
+    def __init__(self, retry_after: float | None) -> None:
+        self.api = self
+        self.retry_after = retry_after
+
+    def get(self, *args: Any) -> dict[str, Any]:
+        return BODY
+
+    def reconcile(self, body: dict[str, Any]) -> Any:
+        raise TransientApiError("PATCH x: 429 too many requests", self.retry_after)
+
+
+def test_the_handler_never_retries_sooner_than_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(handlers, "_reconciler", _Throttled(45.0))
+    with pytest.raises(kopf.TemporaryError) as raised:
+        handlers._run(BODY, 0)
+    assert raised.value.delay == 45.0  # the backoff (2 s) would have been sooner
+    monkeypatch.setattr(handlers, "_reconciler", _Throttled(None))
+    with pytest.raises(kopf.TemporaryError) as raised:
+        handlers._run(BODY, 3)
+    assert raised.value.delay == handlers._backoff(3)
+    monkeypatch.setattr(handlers, "_reconciler", _Throttled(1.0))
+    with pytest.raises(kopf.TemporaryError) as raised:
+        handlers._run(BODY, 5)
+    assert raised.value.delay == handlers._backoff(5)  # a longer backoff still wins
+
+
+def test_kopf_honours_retry_after_and_backs_off_watch_restarts() -> None:
+    settings = kopf.OperatorSettings()
+    handlers.configure(settings)
+    backoffs = list(settings.networking.error_backoffs)  # type: ignore[arg-type]
+    assert len(backoffs) >= 8
+    assert backoffs[0] < backoffs[3] < backoffs[6]  # growing (jitter of +-20 % aside)
+    assert backoffs[0] <= 1.5
+    assert 200 <= sum(backoffs) <= 450  # about five minutes before a request is given up
+    assert max(backoffs) <= 72
+    # kopf waits max(Retry-After, backoff) (kopf/_cogs/clients/api.py): never sooner than asked.
+    assert settings.networking.enforce_retry_after is False
+    assert settings.watching.reconnect_backoff >= 1.0  # kopf's default 0.1 s would hammer a sick server
+    assert settings.watching.server_timeout is not None
+    assert settings.watching.client_timeout is not None
+    assert settings.watching.client_timeout > settings.watching.server_timeout
