@@ -117,7 +117,7 @@ def test_restarted_canary_never_gives_negative_counts(churn: Churn, tmp_path: Pa
 def test_router_answered_errors_count_against_the_canary(churn: Churn, tmp_path: Path) -> None:
     dead = f"127.0.0.1:{free_port()}"  # a canary pod that went away: connections are refused
     with model_server(churn.bundle("v1"), tmp_path) as stable:
-        arm = {"variant": "default", "weight": 50, "model_name": "churn"}
+        arm = {"variant": "default", "weight_bp": 5_000, "model_name": "churn"}
         arms = [
             {**arm, "revision": "canary1", "endpoints": [dead]},
             {**arm, "revision": "stable1", "endpoints": [stable.address]},
