@@ -19,7 +19,8 @@ command -v iptables >/dev/null || need+=(iptables)
 command -v buildah >/dev/null || need+=(buildah)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v umoci >/dev/null || need+=(umoci)
-have_file /bin/busybox || need+=(busybox-static)
+# Debian's plain busybox is dynamically linked: the test image needs the static one.
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need+=(busybox-static)
 [[ ${#need[@]} -eq 0 ]] && exit 0
 if [[ $(id -u) -ne 0 ]]; then
   echo "missing packages: ${need[*]} (install them, or run as root)" >&2
