@@ -293,6 +293,24 @@ def test_security_context_and_resource_limits_are_enforced(
     assert "non-root" in wait_for("the kubelet to refuse the root container", refused)
 
 
+def test_ordinary_pods_land_on_the_default_node(
+    core: client.CoreV1Api, namespace: str, local_cluster: Layout, busybox: str
+) -> None:
+    """The one switch (MODELDEPLOY_REAL_NODE_DEFAULT): a pod with no toleration and no selector is
+    scheduled on the real node when it is the default, on the process node otherwise."""
+    core.create_namespaced_pod(
+        namespace,
+        {"metadata": {"name": "plain"}, "spec": {"containers": [{"name": "c", "image": busybox}]}},
+    )
+    node = wait_for(
+        "the pod to be scheduled", lambda: core.read_namespaced_pod("plain", namespace).spec.node_name
+    )
+    expected = (
+        local_cluster.real_node_name if local_cluster.real_node_default else local_cluster.process_node_name
+    )
+    assert node == expected
+
+
 def test_cluster_up_is_idempotent_with_the_real_node(local_cluster: Layout) -> None:
     before = daemons.load(local_cluster.processes_file)
     controlplane.up(local_cluster, quiet=True)
