@@ -119,6 +119,23 @@ def test_pod_runs_from_the_local_registry_with_an_ip_in_the_real_range(
         assert response.read().decode().strip() == "pong-from-web"
 
 
+def test_an_image_from_any_other_registry_is_never_fetched(
+    core: client.CoreV1Api, namespace: str, local_cluster: Layout
+) -> None:
+    core.create_namespaced_pod(
+        namespace, real_pod(local_cluster, "foreign", "docker.io/library/busybox:1.36", SLEEPER)
+    )
+
+    def pull_failed() -> str | None:
+        statuses = core.read_namespaced_pod("foreign", namespace).status.container_statuses or []
+        waiting = statuses[0].state.waiting if statuses else None
+        failed = waiting and waiting.reason in ("ErrImagePull", "ImagePullBackOff")
+        return str(waiting.message) if failed and waiting.message else None
+
+    message = wait_for("the pull to fail", pull_failed)
+    assert realnode.UNREACHABLE_REGISTRY in message
+
+
 def test_kubectl_logs_exec_and_port_forward(
     core: client.CoreV1Api, namespace: str, local_cluster: Layout, busybox: str
 ) -> None:

@@ -152,12 +152,25 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 
 def registry_hosts_toml(layout: Layout) -> str:
-    """Pull from the local registry over plain HTTP. Written for the registry itself and as
-    `_default` for every other registry too, so that no pull is ever sent off this machine: an image
-    from anywhere else is looked up in the local registry and fails there with a 404."""
+    """Pull from the local registry over plain HTTP."""
     return f"""server = "http://{layout.registry}"
 
 [host."http://{layout.registry}"]
+  capabilities = ["pull", "resolve"]
+"""
+
+
+# Every other registry (containerd's `_default` host folder) resolves to a closed local port: an image
+# from anywhere else fails at once with "connection refused", is never fetched from the Internet (no
+# DNS query either) and is never silently served from the local registry in its place, which would
+# hide a chart that forgot `image.registry`.
+UNREACHABLE_REGISTRY = "127.0.0.1:1"
+
+
+def default_hosts_toml() -> str:
+    return f"""server = "http://{UNREACHABLE_REGISTRY}"
+
+[host."http://{UNREACHABLE_REGISTRY}"]
   capabilities = ["pull", "resolve"]
 """
 
@@ -286,9 +299,12 @@ def prepare(layout: Layout, pki: ClusterPKI) -> str:
         (folder / sub).mkdir(parents=True, exist_ok=True)
     pause = registry.ensure_image(layout, registry.pause_image())
     (folder / "containerd" / "config.toml").write_text(containerd_config(layout, pause))
-    for host in (layout.registry, "_default"):
+    for host, hosts_toml in (
+        (layout.registry, registry_hosts_toml(layout)),
+        ("_default", default_hosts_toml()),
+    ):
         (folder / "certs.d" / host).mkdir(parents=True, exist_ok=True)
-        (folder / "certs.d" / host / "hosts.toml").write_text(registry_hosts_toml(layout))
+        (folder / "certs.d" / host / "hosts.toml").write_text(hosts_toml)
     (folder / "cni" / "net.d" / "10-mdc-real-node.conflist").write_text(
         json.dumps(cni_conflist(layout), indent=1)
     )
