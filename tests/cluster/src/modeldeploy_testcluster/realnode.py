@@ -700,6 +700,11 @@ def teardown(layout: Layout, stop_component: Callable[[str], None]) -> None:
     with contextlib.suppress(RealNodeError, OSError):
         remove_all_containers(layout)
     stop_component("containerd")
+    if not base(layout).exists():
+        # No real node was started from this state folder (it goes last in `down`, so a crash at
+        # any earlier point leaves it): what runs in `kubepods` or sits in `kube-proxy` tables on
+        # this machine then is someone else's, and stays.
+        return
     _kill_leftovers(layout)
     _unmount_all(layout)
     _remove_cgroups()
