@@ -27,11 +27,11 @@ $(VENV)/.installed: uv.lock pyproject.toml */pyproject.toml tests/cluster/pyproj
 install: $(VENV)/.installed system-deps binaries  ## dev environment: Python deps, system packages, control-plane binaries
 
 .PHONY: system-deps
-system-deps:  ## Debian packages the tests use (iproute2 for the pod network)
+system-deps:  ## Debian packages the tests use (iproute2, containerd, runc, CNI plugins, buildah, ...)
 	@hack/install-system-deps.sh
 
 .PHONY: binaries
-binaries:  ## build etcd, kube-*, kubectl, kwok and helm from Go modules (cached)
+binaries:  ## build etcd, kube-*, kubectl, kubelet, kwok, helm, CoreDNS, registry from Go modules (cached)
 	@tests/cluster/build-binaries.sh >/dev/null
 
 .PHONY: lint
