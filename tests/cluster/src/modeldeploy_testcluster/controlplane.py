@@ -181,8 +181,8 @@ def up(layout: Layout | None = None, quiet: bool = False) -> Layout:
         # containerd needs neither etcd nor the API server: it starts while they do. The kubelet
         # registers, and CoreDNS is applied (hashing its 78 MB binary for the image tag, then
         # kubectl: 9 s under load), while the other nodes start; everything is waited for together.
-        # Measured on the loaded 2-core machine (load average 15-19): 29 s when the real node
-        # started after the others.
+        # Measured on the loaded 2-core machine (load average 15-19): 29-31 s with the real node
+        # started after the others, 26-30 s so; within that machine's noise, but never slower.
         _start_containerd(layout, pki, start)
         _start_control_plane(layout, pki, start)
         _start_kubelet(layout, pki, start)
