@@ -344,7 +344,7 @@ def leftovers(layout: Layout) -> dict[str, Any]:
     return {
         "processes": realnode.leftover_processes(layout),
         "mounts": realnode.mounts_under(layout.state_dir, containerd_root_dir())
-        + [m for m in mounts if "/run/netns/cni-" in m or "kubelet" in m or "containerd" in m],
+        + [m for m in mounts if " /run/netns" in m or "kubelet" in m or "containerd" in m],
         "netns": [line for line in netns.splitlines() if line.startswith(network.POD_NETNS_PREFIX)],
         "cgroups": [str(p) for p in realnode.kubepods_cgroups()],
         "nft": realnode.nft_leftovers()

@@ -114,11 +114,31 @@ def delete(layout: Layout) -> None:
     for name in _netns_list():
         if name.startswith(POD_NETNS_PREFIX):
             _ip("netns", "del", name, check=False)
+    _release_netns_folder()
     # A cluster started before kube-proxy existed left an `unreachable` route; remove either kind.
     _ip("route", "del", layout.service_cidr, check=False)
     if _link_exists(layout.bridge):
         _ip("link", "del", layout.bridge, check=False)
     delete_nft_table("inet", NFT_TABLE)
+
+
+NETNS_FOLDER = Path("/run/netns")
+
+
+def _release_netns_folder() -> None:
+    """`ip netns add` bind-mounts /run/netns onto itself (to make it shared) the first time it runs.
+    Once the last named namespace is gone, undo that: a plain (not lazy) umount fails while anything
+    is still mounted inside, so somebody else's namespaces are never touched; `ip netns add` redoes
+    the mount whenever it is needed again."""
+    try:
+        empty = not any(NETNS_FOLDER.iterdir())
+    except OSError:
+        return
+    mounted = any(
+        line.split()[1] == str(NETNS_FOLDER) for line in Path("/proc/self/mounts").read_text().splitlines()
+    )
+    if empty and mounted:
+        subprocess.run(["umount", str(NETNS_FOLDER)], capture_output=True, check=False)
 
 
 def pod_netns(ip: str) -> str:
