@@ -31,7 +31,7 @@ system-deps:  ## Debian packages (pod network, real node, images, Kafka, Postgre
 	@hack/install-system-deps.sh
 
 .PHONY: binaries
-binaries:  ## build etcd, kube-*, kubectl, kwok and helm from Go modules (cached)
+binaries:  ## build etcd, kube-*, kubectl, kubelet, kwok, helm, CoreDNS, registry from Go modules (cached)
 	@tests/cluster/build-binaries.sh >/dev/null
 
 # The local cluster's registry (plain HTTP). `make images REGISTRY=registry.example.com PUSH=0`

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the local control plane's binaries from their Go modules (through the Go module proxy)
-# into $MODELDEPLOY_CACHE/bin. Each binary is rebuilt only when its wrapper module (go.mod, go.sum)
-# or this script changes, so a second run on the same machine takes seconds.
+# Builds the local cluster's binaries from their Go modules (through the Go module proxy) into
+# $MODELDEPLOY_CACHE/bin: the control plane, the real node's kubelet and kube-proxy, CoreDNS and the
+# CNCF distribution registry. Each binary is rebuilt only when its recipe changes (wrapper module
+# go.mod/go.sum, package, flags, Go version), so a second run on the same machine takes seconds.
 #
 # Versions are pinned by the wrapper modules under tests/cluster/gotools/.
 set -euo pipefail
@@ -18,24 +19,27 @@ export GOTOOLCHAIN=local
 
 KUBE_VERSION=v1.34.4
 ETCD_VERSION=v3.6.16
+REGISTRY_VERSION=v3.1.2
 GATEWAY_API_VERSION=v1.3.0
 
-stamp_of() {  # the inputs that decide a binary's content
-  cat "$here/gotools/$1/go.mod" "$here/gotools/$1/go.sum" "$0" | sha256sum | cut -c1-16
-}
+TAGS=selinux,notest
 
-fresh() {  # fresh NAME MODULE-DIR: true when the binary exists and was built from the current inputs
-  [[ -x "$bin/$1" && -f "$bin/.$1.stamp" && "$(cat "$bin/.$1.stamp")" == "$(stamp_of "$2")" ]]
+# The key of a binary is its recipe, not this whole script: editing the script (adding a binary)
+# must not relink every other one, and checkouts on different commits share this bin folder.
+key_of() {  # key_of MODULE-DIR PACKAGE LDFLAGS: the inputs that decide a binary's content
+  { cat "$here/gotools/$1"/go.mod "$here/gotools/$1"/*.go; cat "$here/gotools/$1/go.sum" 2>/dev/null
+    echo "$2|$3|$TAGS|$GOFLAGS|$CGO_ENABLED|$(go env GOVERSION)"; } | sha256sum | cut -c1-16
 }
 
 build() {  # build NAME MODULE-DIR PACKAGE [LDFLAGS]
-  local name=$1 dir=$2 pkg=$3 ldflags=${4:-}
-  if fresh "$name" "$dir"; then return 0; fi
+  local name=$1 dir=$2 pkg=$3 ldflags=${4:-} key
+  key=$(key_of "$dir" "$pkg" "$ldflags")
+  [[ -x "$bin/$name" && "$(cat "$bin/.$name.key" 2>/dev/null)" == "$key" ]] && return 0
   echo "building $name from $pkg (cold builds take minutes)" >&2
-  local started=$SECONDS
-  (cd "$here/gotools/$dir" && go build -tags selinux,notest -ldflags "-s -w $ldflags" -o "$bin/$name.tmp" "$pkg")
-  mv "$bin/$name.tmp" "$bin/$name"
-  stamp_of "$dir" > "$bin/.$name.stamp"
+  local started=$SECONDS tmp="$bin/.$name.tmp.$$"  # per-process: other checkouts may build at once
+  (cd "$here/gotools/$dir" && go build -tags "$TAGS" -ldflags "-s -w $ldflags" -o "$tmp" "$pkg")
+  mv "$tmp" "$bin/$name"
+  echo "$key" > "$bin/.$name.key"
   echo "built $name in $((SECONDS - started))s" >&2
 }
 
@@ -62,16 +66,21 @@ gateway_api_crds() {  # the standard-channel CRDs, as shipped in the Gateway API
 }
 
 want=("$@")
-[[ ${#want[@]} -gt 0 ]] || want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm gateway-api-crds)
+[[ ${#want[@]} -gt 0 ]] || want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl
+                                 kubelet kube-proxy kwok helm coredns registry pause gateway-api-crds)
 
 for name in "${want[@]}"; do
   case $name in
     etcd) build etcd etcd go.etcd.io/etcd/server/v3 \
             "-X go.etcd.io/etcd/api/v3/version.GitSHA=${ETCD_VERSION}" ;;
-    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl)
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet|kube-proxy)
           build "$name" kube "k8s.io/kubernetes/cmd/$name" "$(kube_ldflags)" ;;
     kwok) build kwok kwok sigs.k8s.io/kwok/cmd/kwok ;;
     helm) build helm helm helm.sh/helm/v3/cmd/helm ;;
+    coredns) build coredns coredns github.com/coredns/coredns ;;
+    pause) build pause pause modeldeploy.io/testcluster/pause ;;
+    registry) build registry registry github.com/distribution/distribution/v3/cmd/registry \
+                "-X github.com/distribution/distribution/v3/version.version=${REGISTRY_VERSION}" ;;
     gateway-api-crds) gateway_api_crds ;;
     *) echo "unknown binary: $name" >&2; exit 2 ;;
   esac

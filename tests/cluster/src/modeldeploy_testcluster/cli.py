@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from modeldeploy_testcluster import controlplane
-from modeldeploy_testcluster.layout import binaries_dir, default_layout
+from modeldeploy_testcluster.layout import REAL_NODE_TAINT, binaries_dir, default_layout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,11 +20,19 @@ def main(argv: list[str] | None = None) -> int:
         except controlplane.ClusterError as error:
             print(f"cluster-up failed: {error}", file=sys.stderr)
             return 1
+        default_note = (
+            "the default node for ordinary pods"
+            if layout.real_node_default
+            else f"tainted {REAL_NODE_TAINT['key']}: only pods that tolerate it"
+        )
         print(f"""The local cluster is up (Kubernetes {controlplane.KUBE_VERSION}, RBAC on).
   export KUBECONFIG={layout.admin_kubeconfig}
   export PATH={binaries_dir()}:$PATH   # kubectl, helm
   kubectl get nodes
 Pods on `{layout.process_node_name}` run as local processes; their logs are in {layout.pods_dir}/<pod-uid>/.
+`{layout.real_node_name}` runs pods under kubelet, containerd and runc ({default_note}); it pulls from
+the local registry {layout.registry} (push with `buildah push --tls-verify=false IMAGE docker://{layout.registry}/NAME:TAG`).
+Logs: {layout.logs_dir}/{{kubelet,containerd,kube-proxy,registry}}.log.
 Stop it with `make cluster-down`.""")
         return 0
     if args.command == "down":

@@ -7,7 +7,7 @@ folder is the one handle that `up`, `down` and the pytest fixture share.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -28,13 +28,36 @@ def gateway_api_crds_dir() -> Path:
     return cache_dir() / "gateway-api-crds" / GATEWAY_API_VERSION
 
 
+REAL_NODE_DEFAULT_ENV = "MODELDEPLOY_REAL_NODE_DEFAULT"
+# Harness-only taints (the product knows nothing of them): which of the two nodes that really run
+# pods receives ordinary pods. A pod meant for the real node tolerates REAL_NODE_TAINT.
+REAL_NODE_TAINT = {"key": "modeldeploy.io/real-node", "value": "true", "effect": "NoSchedule"}
+PROCESS_NODE_TAINT = {"key": "modeldeploy.io/process-node", "value": "true", "effect": "NoSchedule"}
+REAL_NODE_TOLERATION = {**REAL_NODE_TAINT, "operator": "Equal"}
+
+
+def _real_node_default() -> bool:
+    return os.environ.get(REAL_NODE_DEFAULT_ENV, "0") == "1"
+
+
+def registry_storage_dir() -> Path:
+    """The local registry's blobs: kept between cluster restarts, so pushed images survive `down`."""
+    return cache_dir() / "registry"
+
+
+def containerd_root_dir() -> Path:
+    """The real node's containerd content store and snapshots, kept between cluster restarts: a
+    restarted cluster starts pods without pulling again (see docs/local-cluster.md for the figures)."""
+    return cache_dir() / "containerd"
+
+
 @dataclass(frozen=True)
 class Layout:
     """Fixed addresses of the local cluster.
 
     Everything a pod or a simulated pod could be reached at lies in 10.244.0.0/16 (on-link on the
-    harness's own bridge) or the service range (unreachable on the host: there is no kube-proxy), so
-    no request to a cluster address ever leaves the machine.
+    harness's own bridge) or the service range (routed onto that bridge, where only kube-proxy's
+    rules give a ClusterIP a destination), so no request to a cluster address ever leaves the machine.
     """
 
     state_dir: Path
@@ -48,6 +71,36 @@ class Layout:
     apiserver_port: int = 6443
     process_node_name: str = "process-node"
     kwok_node_count: int = 2
+    # The real node: kubelet, containerd and runc on this machine, pods in 10.244.2.0/24 on the same
+    # bridge (one L2 for the host, process-node pods and real pods), kube-proxy, CoreDNS.
+    real_node_name: str = "real-node"
+    real_node_ip: str = "10.244.0.3"  # the kubelet serves logs/exec/port-forward here (port 10250)
+    real_pod_cidr: str = "10.244.2.0/24"
+    registry_port: int = 5000  # the local image registry, on host_ip (plain HTTP, bridge only)
+    dns_service_ip: str = "10.96.0.10"
+    cluster_domain: str = "cluster.local"
+    # The one switch between the two nodes that really run pods. Off: the real node carries the taint
+    # REAL_NODE_TAINT and ordinary pods land on the process node. On (MODELDEPLOY_REAL_NODE_DEFAULT=1):
+    # the process node carries PROCESS_NODE_TAINT instead and ordinary pods land on the real node.
+    real_node_default: bool = field(default_factory=_real_node_default)
+
+    @property
+    def registry(self) -> str:
+        """`host:port` of the local registry, as written in image references."""
+        return f"{self.host_ip}:{self.registry_port}"
+
+    @property
+    def real_node_taints(self) -> list[dict[str, str]]:
+        return [] if self.real_node_default else [REAL_NODE_TAINT]
+
+    @property
+    def process_node_taints(self) -> list[dict[str, str]]:
+        return [PROCESS_NODE_TAINT] if self.real_node_default else []
+
+    @property
+    def real_node_dir(self) -> Path:
+        """The real node's per-run state: containerd state and socket, kubelet root, CNI, configs."""
+        return self.state_dir / "real-node"
 
     @property
     def apiserver_url(self) -> str:

@@ -1,13 +1,22 @@
-"""The pod network: a bridge on the host and one network namespace per process-backed pod.
+"""The pod network: a bridge on the host and one network namespace per pod.
 
 Kubernetes refuses loopback addresses in EndpointSlices, so pods need ordinary addresses. Each pod on
 the process node gets a network namespace of its own (so two pods may both listen on 0.0.0.0:8080, as
 in a real cluster), joined by a veth pair to the bridge `mdc-br0`, which holds the host side's
-10.244.0.1: pods reach the API server there, and the host reaches every pod over the bridge.
+10.244.0.1: pods reach the API server there, and the host reaches every pod over the bridge. The real
+node's pods join the same bridge through the CNI bridge plugin (realnode.py).
 
-Nothing addressed to the cluster's ranges can leave the machine: 10.244.0.0/16 is on-link on the bridge
-(kwok's invented pod IPs simply never answer), and the service range is unreachable on the host (there
-is no kube-proxy: a ClusterIP is refused at once).
+Nothing addressed to the cluster's ranges can leave the machine:
+- 10.244.0.0/16 is on-link on the bridge (kwok's invented pod IPs simply never answer);
+- the service range is routed onto the bridge too: kube-proxy's rules (DNAT in prerouting and output)
+  turn a ClusterIP into a pod IP on the bridge; an address no Service holds is asked for by ARP on the
+  bridge and never answered. (Before kube-proxy the range was `unreachable`; a local socket's connect()
+  fails on such a route before any netfilter rule could rewrite the address, so the host could not
+  reach ClusterIPs.)
+- forwarding is enabled on the bridge only (`net.ipv4.conf.mdc-br0.forwarding`, not the global
+  ip_forward: IPv4 decides by the incoming interface), for pod -> ClusterIP -> pod; and the nft table
+  `inet modeldeploy_cluster` drops whatever would be forwarded from the bridge to any other interface,
+  or sent by the host to a cluster range through any other interface.
 """
 
 from __future__ import annotations
@@ -15,10 +24,12 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import subprocess
+from pathlib import Path
 
 from modeldeploy_testcluster.layout import Layout
 
 POD_NETNS_PREFIX = "mdpod-"
+NFT_TABLE = "modeldeploy_cluster"  # family inet
 
 
 class NetworkError(RuntimeError):
@@ -54,21 +65,80 @@ def create(layout: Layout) -> None:
         _ip("link", "add", layout.bridge, "type", "bridge")
         _ip("addr", "add", f"{layout.host_ip}/{prefix}", "dev", layout.bridge)
         _ip("addr", "add", f"{layout.node_ip}/32", "dev", layout.bridge)
+        _ip("addr", "add", f"{layout.real_node_ip}/32", "dev", layout.bridge)
         _ip("link", "set", layout.bridge, "up")
-        _ip("route", "replace", "unreachable", layout.service_cidr)
-    except NetworkError:
+        _ip("route", "replace", layout.service_cidr, "dev", layout.bridge, "src", layout.host_ip)
+        _nft(_fence_ruleset(layout))
+        Path(f"/proc/sys/net/ipv4/conf/{layout.bridge}/forwarding").write_text("1")
+    except (NetworkError, OSError):
         delete(layout)
         raise
 
 
+def _fence_ruleset(layout: Layout) -> str:
+    ranges = f"{{ {layout.pod_network}, {layout.service_cidr} }}"
+    return f"""
+table inet {NFT_TABLE} {{
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    iifname "{layout.bridge}" oifname != "{layout.bridge}" drop
+    ip daddr {ranges} oifname != "{layout.bridge}" drop
+  }}
+  chain output {{
+    type filter hook output priority filter; policy accept;
+    ip daddr {ranges} oifname != {{ "{layout.bridge}", "lo" }} drop
+  }}
+}}
+"""
+
+
+def _nft(script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise NetworkError(f"nft: {result.stderr.strip()}")
+    return result
+
+
+def nft_table_exists(family: str, name: str) -> bool:
+    result = subprocess.run(["nft", "list", "table", family, name], capture_output=True, check=False)
+    return result.returncode == 0
+
+
+def delete_nft_table(family: str, name: str) -> None:
+    if nft_table_exists(family, name):
+        _nft(f"delete table {family} {name}\n", check=False)
+
+
 def delete(layout: Layout) -> None:
-    """Remove every pod namespace, the bridge and the service-range route."""
+    """Remove every pod namespace, the bridge (its routes and settings go with it) and the fence."""
     for name in _netns_list():
         if name.startswith(POD_NETNS_PREFIX):
             _ip("netns", "del", name, check=False)
-    _ip("route", "del", "unreachable", layout.service_cidr, check=False)
+    _release_netns_folder()
+    # A cluster started before kube-proxy existed left an `unreachable` route; remove either kind.
+    _ip("route", "del", layout.service_cidr, check=False)
     if _link_exists(layout.bridge):
         _ip("link", "del", layout.bridge, check=False)
+    delete_nft_table("inet", NFT_TABLE)
+
+
+NETNS_FOLDER = Path("/run/netns")
+
+
+def _release_netns_folder() -> None:
+    """`ip netns add` bind-mounts /run/netns onto itself (to make it shared) the first time it runs.
+    Once the last named namespace is gone, undo that: a plain (not lazy) umount fails while anything
+    is still mounted inside, so somebody else's namespaces are never touched; `ip netns add` redoes
+    the mount whenever it is needed again."""
+    try:
+        empty = not any(NETNS_FOLDER.iterdir())
+    except OSError:
+        return
+    mounted = any(
+        line.split()[1] == str(NETNS_FOLDER) for line in Path("/proc/self/mounts").read_text().splitlines()
+    )
+    if empty and mounted:
+        subprocess.run(["umount", str(NETNS_FOLDER)], capture_output=True, check=False)
 
 
 def pod_netns(ip: str) -> str:

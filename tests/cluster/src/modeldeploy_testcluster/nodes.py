@@ -2,8 +2,11 @@
 
 Scheduling rule (kept out of the product's defaults): kwok nodes carry the taint
 `kwok.x-k8s.io/node=fake:NoSchedule` and the label `type=kwok`, so ordinary pods (everything
-modeldeploy creates) land on the process node, where they really run. A test that wants simulated
-pods adds the toleration and a `type: kwok` node selector.
+modeldeploy creates) land on a node where they really run. A test that wants simulated pods adds the
+toleration and a `type: kwok` node selector. Of the two nodes that really run pods, the real node
+carries `modeldeploy.io/real-node=true:NoSchedule` (ordinary pods go to the process node) unless
+MODELDEPLOY_REAL_NODE_DEFAULT=1, when the process node carries `modeldeploy.io/process-node=true:NoSchedule`
+instead (layout.py).
 """
 
 from __future__ import annotations
@@ -58,14 +61,25 @@ def _node_ready(node: Any) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
 
 
-def all_ready(api: client.ApiClient, layout: Layout) -> bool:
+def all_ready(api: client.ApiClient, layout: Layout, real: bool = True) -> bool:
+    """The kwok nodes and the process node are Ready (and the real node too, unless `real` is False)."""
     try:
         nodes = client.CoreV1Api(api).list_node().items
     except (client.ApiException, OSError):
         return False
     wanted = {*kwok_node_names(layout), layout.process_node_name}
+    if real:
+        wanted.add(layout.real_node_name)
     ready = {n.metadata.name for n in nodes if _node_ready(n)}
     return wanted <= ready
+
+
+def coredns_ready(api: client.ApiClient) -> bool:
+    try:
+        deployment = client.AppsV1Api(api).read_namespaced_deployment("coredns", "kube-system")
+    except (client.ApiException, OSError):
+        return False
+    return bool((deployment.status.ready_replicas or 0) >= 1)
 
 
 def default_service_account_exists(api: client.ApiClient) -> bool:

@@ -70,10 +70,15 @@ class ClusterPKI:
         return self.folder / f"{name}.key"
 
     def create(
-        self, serving_ips: list[str], serving_dns: list[str], clients: dict[str, tuple[str, str | None]]
+        self,
+        serving_ips: list[str],
+        serving_dns: list[str],
+        clients: dict[str, tuple[str, str | None]],
+        servers: dict[str, tuple[str, list[str], list[str]]] | None = None,
     ) -> None:
-        """Make the CA, the API server's certificate and one client certificate per entry of
-        `clients` (file name -> (common name, organization))."""
+        """Make the CA, the API server's certificate, one client certificate per entry of
+        `clients` (file name -> (common name, organization)) and one more serving certificate per
+        entry of `servers` (file name -> (common name, IPs, DNS names); the kubelet's, for one)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         ca_key = _key()
         now = dt.datetime.now(dt.UTC)
@@ -110,6 +115,12 @@ class ClusterPKI:
         self._issue("apiserver", _name("kube-apiserver"), ca, ca_key, ExtendedKeyUsageOID.SERVER_AUTH, sans)
         for file_name, (common_name, org) in clients.items():
             self._issue(file_name, _name(common_name, org), ca, ca_key, ExtendedKeyUsageOID.CLIENT_AUTH, [])
+        for file_name, (common_name, ips, names) in (servers or {}).items():
+            server_sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+            server_sans += [x509.DNSName(dns) for dns in names]
+            self._issue(
+                file_name, _name(common_name), ca, ca_key, ExtendedKeyUsageOID.SERVER_AUTH, server_sans
+            )
 
         sa = _key()
         _write_key(self.sa_key, sa)

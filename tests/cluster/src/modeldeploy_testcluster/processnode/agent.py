@@ -73,6 +73,8 @@ class ProcessNodeAgent:
                     "kubernetes.io/arch": "amd64",
                 },
             },
+            # Tainted only when the real node is the default one (layout.real_node_default).
+            "spec": {"taints": self.layout.process_node_taints},
         }
         try:
             self.core.create_node(body)
