@@ -3,7 +3,6 @@ and producing / reading topics of the real broker (kafka_broker.py). Everything 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -17,30 +16,17 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 import numpy as np
 
+from churn_example import load_churn
 from kafka_broker import create_topic
 from local_processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-
-
-def load_churn() -> ModuleType:
-    name = "churn_make_models"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / "churn" / "make_models.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def build_churn_bundle(root: Path, rows: int = 4000, trees: int = 40, seed: int = 11) -> Path:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,18 +15,10 @@ from modeldeploy_testcluster.images import TEST_PYTHON_IMAGE
 from modeldeploy_testcluster.layout import Layout
 from modeldeploy_testcluster.nodes import KWOK_TOLERATION
 
+from cluster_helpers import wait_for
+
 pytestmark = pytest.mark.cluster
 T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def http_server_deployment(name: str, replicas: int = 1) -> dict[str, Any]:

@@ -22,18 +22,15 @@ from kubernetes import client
 from modeldeploy_testcluster import controlplane, daemons, network, realnode, registry
 from modeldeploy_testcluster.layout import REAL_NODE_TOLERATION, Layout, binaries_dir, containerd_root_dir
 
+import cluster_helpers
+
 pytestmark = pytest.mark.cluster
 T = TypeVar("T")
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 90) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
+    """The shared wait, with a longer default: a pull and a container start on a loaded machine."""
+    return cluster_helpers.wait_for(what, probe, timeout)
 
 
 def kubectl(

@@ -6,7 +6,6 @@ port, configured through MODELDEPLOY_SERVER_* variables exactly as the operator 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -15,28 +14,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import httpx
 import numpy as np
 import pytest
 
+from churn_example import load_churn
 from local_processes import STARTUP_TIMEOUT, free_port
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def load_churn() -> ModuleType:
-    name = "churn_make_models"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / "churn" / "make_models.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass

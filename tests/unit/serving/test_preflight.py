@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -26,25 +23,15 @@ from modeldeploy_serving.errors import BundleError
 from modeldeploy_serving.pack import PackError, pack
 from modeldeploy_serving.replay import PreflightError, load_golden
 
+from churn_example import load_churn
+
 REPO = Path(__file__).resolve().parents[3]
-
-
-def churn() -> ModuleType:
-    name = "churn_make_models"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "examples" / "churn" / "make_models.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A good model, one trained on flipped labels (a worse one), and a labelled golden CSV."""
-    c = churn()
+    c = load_churn()
     folder = tmp_path_factory.mktemp("trained")
     x, y = c.generate(2400, 5)
     c.train_and_export(x[:1600], y[:1600], folder, 20, 5)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -25,25 +23,15 @@ from modeldeploy_serving.rows import ListRows, Rows, row_count, stack
 from modeldeploy_serving.runtimes.onnx import reject_external_data
 from modeldeploy_serving.storage import fetch_bundle, local_folder
 
+from churn_example import load_churn
+
 REPO = Path(__file__).resolve().parents[3]
-
-
-def churn() -> ModuleType:
-    name = "churn_make_models"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "examples" / "churn" / "make_models.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """model.ubj, model.onnx, train.csv, validation.csv, and model3.onnx from other labels."""
-    c = churn()
+    c = load_churn()
     folder = tmp_path_factory.mktemp("trained")
     x, y = c.generate(2000, 3)
     c.train_and_export(x[:1600], y[:1600], folder, 20, 3)
@@ -80,7 +68,7 @@ def test_pack_writes_a_verifiable_bundle(bundle: Path) -> None:
         "classification",
         [0, 1],
     )
-    assert m.feature_names == churn().FEATURES
+    assert m.feature_names == load_churn().FEATURES
     assert m.files.onnx is not None
     assert verified.digest == sha256_file(bundle / MANIFEST_NAME)
     profile = json.loads((bundle / "reference_profile.json").read_text())
@@ -319,7 +307,7 @@ def test_churn_example_script_makes_three_bundles(tmp_path: Path) -> None:
     assert (out / "data" / "traffic_shifted.csv").is_file()
     # Deterministic: the same seed gives byte-identical models.
     again = tmp_path / "again"
-    churn().build(again, rows=6000)
+    load_churn().build(again, rows=6000)
     assert sha256_file(again / "v1" / "model.ubj") == sha256_file(out / "v1" / "model.ubj")
     shutil.rmtree(again)
 
