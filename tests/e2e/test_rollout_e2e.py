@@ -125,7 +125,7 @@ def test_a_clearly_bad_canary_at_low_traffic_fails_before_its_minimum_sample_cou
     assert shift["result"] == "Fail"
     assert failed["samples"] < 150
     assert "beyond doubt" in failed["message"]
-    assert live_arms(kube_api, namespace) == [("default", v1, 100.0)]
+    assert live_arms(kube_api, namespace) == [("default", v1, 10_000)]
 
 
 def test_a_canary_that_never_gets_ready_is_aborted_at_its_deadline(
