@@ -85,11 +85,13 @@ class Server:
 
 
 @contextmanager
-def model_server(bundle: Path, workdir: Path, port: int | None = None) -> Iterator[Server]:
-    """`modeldeploy serve` with drift windows of WINDOW_ROWS rows, no drift CPU budget."""
+def model_server(
+    bundle: Path, workdir: Path, port: int | None = None, window_rows: int = WINDOW_ROWS
+) -> Iterator[Server]:
+    """`modeldeploy serve` with drift windows of `window_rows` rows, no drift CPU budget."""
     port = port or free_port()
     env = {
-        "MODELDEPLOY_SERVER_DRIFT_WINDOW_ROWS": str(WINDOW_ROWS),
+        "MODELDEPLOY_SERVER_DRIFT_WINDOW_ROWS": str(window_rows),
         "MODELDEPLOY_SERVER_DRIFT_WINDOW_SECONDS": str(WINDOW_SECONDS),
         "MODELDEPLOY_SERVER_DRIFT_MAX_CPU_SHARE": "1",
         "MODELDEPLOY_SERVER_MODEL_CACHE_DIR": str(workdir / f"cache-{port}"),

@@ -25,13 +25,17 @@ from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.spec import Analysis, Check, Threshold
 from modeldeploy_serving.metrics import LATENCY_BUCKETS
 
-from analysis_harness import WINDOW_ROWS, WINDOW_SECONDS, Churn, free_port, model_server, prometheus
+from analysis_harness import WINDOW_SECONDS, Churn, free_port, model_server, prometheus
 
 WINDOW = timedelta(seconds=30)
 BUILTIN = [
     Check(name=kind.lower(), type=kind, threshold=Threshold(max=1))
     for kind in ("errorRate", "latencyP99", "inputDrift", "predictionShift")
 ]
+
+
+WINDOW_ROWS = 10
+"""Drift windows of one 10-row request: see the warm-up below."""
 
 
 def user_check(query: str) -> Check:
@@ -44,8 +48,8 @@ def by_check(readings: list[CheckReading]) -> dict[str, CheckReading]:
 
 def test_promql_checks_with_a_real_prometheus(churn: Churn, tmp_path: Path) -> None:
     with (
-        model_server(churn.bundle("v1"), tmp_path) as stable,
-        model_server(churn.bundle("v3"), tmp_path) as canary,
+        model_server(churn.bundle("v1"), tmp_path, window_rows=WINDOW_ROWS) as stable,
+        model_server(churn.bundle("v3"), tmp_path, window_rows=WINDOW_ROWS) as canary,
         prometheus({stable.address: "stable1", canary.address: "canary1"}, tmp_path) as prom,
     ):
         t = AnalysisTarget(
@@ -60,7 +64,9 @@ def test_promql_checks_with_a_real_prometheus(churn: Churn, tmp_path: Path) -> N
         )
         # Warm-up: every series exists and has been scraped a few times before the measured traffic
         # (increase() counts from a series' first sample). One request of a whole drift window each,
-        # so the score histograms exist too and the measured rows fill whole windows.
+        # so the score histograms exist too and the measured rows fill whole windows; a window is one
+        # measured request's rows, so the warm-up takes as long as the others (increase() may count it:
+        # a slower one moved Prometheus' p99 into the next latency bucket).
         canary.send(churn.normal[:WINDOW_ROWS], per_request=WINDOW_ROWS)
         canary.bad_request()
         stable.send(churn.normal[:WINDOW_ROWS], per_request=WINDOW_ROWS)
