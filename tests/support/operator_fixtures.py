@@ -4,6 +4,7 @@ ServiceAccount and RBAC (never admin credentials); the churn bundles and an HTTP
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -30,6 +31,19 @@ def _operator_ready(api: client.ApiClient) -> bool:
     return (deployment.status.ready_replicas or 0) >= 1
 
 
+def _image_values(layout: Layout) -> list[str]:
+    """With the real node as the default (MODELDEPLOY_REAL_NODE_DEFAULT=1) the pods run from this
+    checkout's images: built and pushed to the local registry (a no-op when unchanged), named by
+    `image.registry` as on any cluster, and pulled again on every pod start (the tag stays the
+    chart's appVersion while the content changes)."""
+    if not layout.real_node_default:
+        return []
+    subprocess.run(
+        [str(REPO / "hack" / "images.sh")], env={**os.environ, "REGISTRY": layout.registry}, check=True
+    )
+    return ["--set", f"image.registry={layout.registry}", "--set", "image.pullPolicy=Always"]
+
+
 def install_operator(layout: Layout, kubeconfig: Path) -> None:
     """Install or upgrade the chart with the tests' values and wait for a ready operator."""
     helm(
@@ -52,6 +66,7 @@ def install_operator(layout: Layout, kubeconfig: Path) -> None:
         # The pods run this checkout's code: restart them so an upgrade picks up edits.
         "--set-string",
         rf"podAnnotations.modeldeploy\.io/test-session={time.time_ns()}",
+        *_image_values(layout),
         kubeconfig=kubeconfig,
     )
     api = nodes.admin_api(layout)
