@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from modeldeploy_testcluster.layout import default_layout
+
 from cluster_helpers import SERVING, condition, create_mdep, get_mdep, router_arms, wait_for
 from modeldeploy_crd_cases import INVALID_CASES, InvalidCase
 
@@ -65,7 +67,9 @@ def test_apply_creates_owned_deployment_and_services_with_the_expected_specs(
     assert labels["app.kubernetes.io/instance"] == "churn"
     pod = deployment.spec.template.spec
     (container,) = pod.containers
-    assert container.image.startswith("ghcr.io/modeldeploy/serving:")
+    # The chart's registry, or the local one when the tests install this checkout's images.
+    registry = default_layout().registry if default_layout().real_node_default else "ghcr.io"
+    assert container.image.startswith(f"{registry}/modeldeploy/serving:")
     assert container.readiness_probe.http_get.path == "/v2/health/ready"
     assert container.liveness_probe.http_get.path == "/v2/health/live"
     security = container.security_context
