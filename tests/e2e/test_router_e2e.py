@@ -14,7 +14,7 @@ import httpx
 import pytest
 from kubernetes import client
 
-from cluster_helpers import SERVING, create_mdep, get_mdep, patch_mdep, router_arms, wait_for
+from cluster_helpers import SERVING, container_pids, create_mdep, get_mdep, patch_mdep, router_arms, wait_for
 from rollout_helpers import model, rows
 from traffic import ready_endpoints
 
@@ -129,8 +129,9 @@ def test_ab_split_stickiness_unready_pods_and_shadow_through_the_router(
     (pod,) = core.list_namespaced_pod(
         namespace, label_selector=SERVING.format("churn") + ",modeldeploy.io/variant=treatment"
     ).items
-    pid = int(pod.status.container_statuses[0].container_id.removeprefix("process://"))
-    os.kill(pid, signal.SIGSTOP)
+    pids = container_pids(pod.status.container_statuses[0].container_id)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
     try:
         wait_for(
             "treatment unready",
@@ -139,11 +140,11 @@ def test_ab_split_stickiness_unready_pods_and_shadow_through_the_router(
             ),
             timeout=60,
         )
-        time.sleep(3)  # the EndpointSlice, then the router, follow
-        third, _ = assign(router, row)
-        assert set(third.values()) == {"control"}  # treatment's weight went to the arm that can answer
+        # The EndpointSlice, then the router, follow: treatment's weight goes to the arm that can answer.
+        wait_for("every user on control", lambda: set(assign(router, row)[0].values()) == {"control"}, 60)
     finally:
-        os.kill(pid, signal.SIGCONT)
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
 
 
 def three_variants_md(store: str, bundles: Path, weights: tuple[int, int, int]) -> dict[str, Any]:

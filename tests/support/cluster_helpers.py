@@ -84,3 +84,17 @@ def router_arms(api: client.ApiClient, namespace: str, name: str) -> list[tuple[
         raise
     config = RouterConfig.from_json(config_map.data[CONFIG_KEY])
     return [(a.variant, a.revision, a.weight_bp) for a in config.arms]
+
+
+def container_pids(container_id: str) -> list[int]:
+    """Host PIDs of a pod's container, to freeze or signal it from the test: the process node's
+    `process://PID`, or a real node's container found by its id in the kubelet's cgroups (cgroupfs
+    driver: `<hierarchy>/kubepods/.../<container id>/cgroup.procs`)."""
+    kind, _, ident = container_id.partition("://")
+    if kind == "process":
+        return [int(ident)]
+    for procs in sorted(Path("/sys/fs/cgroup").glob(f"*/kubepods/**/{ident}/cgroup.procs")):
+        pids = [int(pid) for pid in procs.read_text().split()]
+        if pids:
+            return pids
+    raise AssertionError(f"no processes found for container {container_id}")
