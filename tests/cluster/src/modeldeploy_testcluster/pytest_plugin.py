@@ -7,7 +7,10 @@ MODELDEPLOY_KEEP_CLUSTER=1 is set.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +22,31 @@ from modeldeploy_testcluster import controlplane, nodes
 from modeldeploy_testcluster.layout import Layout, default_layout
 
 
+@contextlib.contextmanager
+def _cluster_lock() -> Iterator[None]:
+    """One pytest session at a time uses the machine's single local cluster (its bridge, addresses
+    and state directory are fixed): a second session (another checkout, CI beside a developer) waits
+    here instead of restarting the cluster under the first one's feet."""
+    path = Path(os.environ.get("MODELDEPLOY_CLUSTER_LOCK", "/tmp/modeldeploy-cluster.lock"))
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            sys.stderr.write(f"\nwaiting for another test session to release the local cluster ({path})\n")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def local_cluster() -> Iterator[Layout]:
+    with _cluster_lock():
+        yield from _local_cluster()
+
+
+def _local_cluster() -> Iterator[Layout]:
     layout = default_layout()
     was_up = controlplane.is_healthy(layout)
     controlplane.up(layout)
