@@ -25,7 +25,13 @@ from pathlib import Path
 from modeldeploy_testcluster import daemons, network, realnode, registry
 from modeldeploy_testcluster.images import default_image_map
 from modeldeploy_testcluster.kubeconfig import write_kubeconfig
-from modeldeploy_testcluster.layout import Layout, binaries_dir, default_layout, gateway_api_crds_dir
+from modeldeploy_testcluster.layout import (
+    Layout,
+    binaries_dir,
+    cache_dir,
+    default_layout,
+    gateway_api_crds_dir,
+)
 from modeldeploy_testcluster.pki import ClusterPKI
 
 KUBE_VERSION = "v1.34.4"
@@ -65,7 +71,9 @@ def _mode_file(layout: Layout) -> Path:
 
 
 def _mode(layout: Layout) -> str:
-    return "real" if layout.real_node_default else "process"
+    # Which default node, and whose binaries: a session with another cache directory (a cold CI run
+    # beside a developer's warm one) restarts the cluster from its own builds instead of reusing it.
+    return f"{'real' if layout.real_node_default else 'process'} {cache_dir()}"
 
 
 def is_healthy(layout: Layout) -> bool:

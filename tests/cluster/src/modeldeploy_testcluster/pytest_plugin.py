@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import os
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +34,9 @@ def _cluster_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             sys.stderr.write(f"\nwaiting for another test session to release the local cluster ({path})\n")
+            waited = time.monotonic()
             fcntl.flock(handle, fcntl.LOCK_EX)
+            sys.stderr.write(f"got the local cluster after waiting {time.monotonic() - waited:.0f}s\n")
         try:
             yield
         finally:
