@@ -28,10 +28,22 @@ else
 fi
 kubectl get nodes
 
+image_values=()
+if [[ $local_cluster == 1 ]]; then
+  # Every pod runs on the cluster's real node (kubelet, containerd, runc) from images built from this
+  # checkout and pushed to the cluster's own registry, as `make images REGISTRY=...` does for yours.
+  registry=$(python -c 'from modeldeploy_testcluster.layout import default_layout; print(default_layout().registry)')
+  say "building the serving and operator images (buildah) and pushing them to the cluster's registry $registry"
+  REGISTRY=$registry hack/images.sh
+  image_values=(--set "image.registry=$registry" --set image.pullPolicy=Always)
+elif [[ -n "${DEMO_IMAGE_REGISTRY:-}" ]]; then
+  image_values=(--set "image.registry=$DEMO_IMAGE_REGISTRY")
+fi
+
 say "installing the operator with Helm"
 helm upgrade --install modeldeploy charts/modeldeploy --namespace modeldeploy-system --create-namespace \
-  --wait --timeout 3m
-kubectl -n modeldeploy-system get pods
+  --wait --timeout 5m "${image_values[@]}"
+kubectl -n modeldeploy-system get pods -o wide
 
 say "generating the churn data set, training v1..v3, packing the bundles"
 python examples/churn/make_models.py --out "$out"
@@ -84,12 +96,32 @@ YAML
 kubectl wait -n "$namespace" --for=condition=Ready modeldeployment/churn --timeout=5m
 kubectl get -n "$namespace" modeldeployment,deployment,pods -o wide
 
+say "calling the Service churn from this machine: kubectl port-forward on 127.0.0.1"
+# As with any remote cluster: the ModelDeployment's Service (its router) forwarded to a local port.
+forward_log=$(mktemp)
+kubectl -n "$namespace" port-forward svc/churn :8080 --address 127.0.0.1 >"$forward_log" 2>&1 &
+forward_pid=$!
+trap 'kill $forward_pid 2>/dev/null || true; rm -f "$forward_log"' EXIT
+for _ in $(seq 120); do
+  port=$(grep -oP 'Forwarding from 127\.0\.0\.1:\K[0-9]+' "$forward_log" || true)
+  [[ -n $port ]] && break
+  kill -0 $forward_pid 2>/dev/null || { cat "$forward_log"; exit 1; }
+  sleep 0.25
+done
+[[ -n $port ]] || { echo "kubectl port-forward did not start:"; cat "$forward_log"; exit 1; }
+url=http://127.0.0.1:$port
+echo "kubectl -n $namespace port-forward svc/churn $port:8080   # then:"
+echo "curl -s $url/v2/models/churn/infer -H 'content-type: application/json' -d '{\"inputs\": [...]}'"
+
 say "sending predictions"
-python hack/demo_client.py --namespace "$namespace" --name churn --rows "$out/data/traffic_normal.csv" --count 8
+python hack/demo_client.py --url "$url" --name churn --rows "$out/data/traffic_normal.csv" --count 8
 
 say "progressive rollouts under live traffic: v2 (good) then v3 (bad)"
-python hack/demo_rollout.py --namespace "$namespace" --name churn --model-base "$model_base" --bundles "$out"
+python hack/demo_rollout.py --url "$url" --namespace "$namespace" --name churn --model-base "$model_base" \
+  --bundles "$out"
 kubectl get -n "$namespace" modeldeployment churn
+say "every pod, and the node it runs on"
+kubectl get pods -A -o wide
 kubectl-modeldeploy -n "$namespace" history churn
 
 say "done"

@@ -1,52 +1,43 @@
-"""Send real predictions to a ModelDeployment's serving pods and print them with the answering version.
+"""Send real predictions to a ModelDeployment through its Service and print them with the answering version.
 
-There is no kube-proxy on the local cluster, so, like the built-in router, this client finds the ready
-pod addresses behind the ModelDeployment's stable Service from its EndpointSlices.
+The Service is reached the way a user of a remote cluster reaches it: `kubectl port-forward` on
+127.0.0.1 (hack/demo.sh starts it and passes the local URL here).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
+import shlex
 import sys
 import time
 
 import httpx
-from kubernetes import client, config
-
-
-def endpoints(namespace: str, service: str) -> list[str]:
-    config.load_kube_config()
-    slices = (
-        client.DiscoveryV1Api()
-        .list_namespaced_endpoint_slice(namespace, label_selector=f"kubernetes.io/service-name={service}")
-        .items
-    )
-    found = []
-    for endpoint_slice in slices:
-        port = endpoint_slice.ports[0].port
-        for endpoint in endpoint_slice.endpoints or []:
-            if endpoint.conditions.ready:
-                found += [f"http://{address}:{port}" for address in endpoint.addresses]
-    return found
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--url", required=True, help="the Service's URL, e.g. http://127.0.0.1:PORT")
     parser.add_argument("--name", required=True)
     parser.add_argument("--rows", required=True, help="CSV of feature rows (a header line first)")
     parser.add_argument("--count", type=int, default=8)
     args = parser.parse_args()
+    base = args.url.rstrip("/")
 
-    # Ready is reported from pod readiness; the EndpointSlice follows a moment later.
-    deadline = time.monotonic() + 30
-    while not (backends := endpoints(args.namespace, args.name)) and time.monotonic() < deadline:
+    # Ready is reported from pod readiness; the forwarded Service answers once its pod is reached.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{base}/v2/health/ready", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            print(f"{base} did not answer /v2/health/ready within 60 s", file=sys.stderr)
+            return 1
         time.sleep(0.5)
-    if not backends:
-        print(f"no ready endpoint behind Service {args.namespace}/{args.name}", file=sys.stderr)
-        return 1
     with open(args.rows, newline="") as handle:
         reader = csv.reader(handle)
         features = next(reader)
@@ -55,10 +46,8 @@ def main() -> int:
             for _, row in zip(range(args.count), reader, strict=False)
         ]
 
-    print(f"{len(backends)} ready pod(s): {', '.join(backends)}")
     with httpx.Client(timeout=10) as http:
         for i, row in enumerate(rows):
-            base = backends[i % len(backends)]
             body = {
                 "id": f"demo-{i}",
                 "inputs": [
@@ -70,6 +59,12 @@ def main() -> int:
                     }
                 ],
             }
+            if i == 0:
+                print("the first one, as you would send it:")
+                print(
+                    f"  curl -s {base}/v2/models/{args.name}/infer -H 'content-type: application/json' "
+                    f"-d {shlex.quote(json.dumps(body))}"
+                )
             response = http.post(f"{base}/v2/models/{args.name}/infer", json=body)
             response.raise_for_status()
             answer = response.json()
@@ -77,7 +72,7 @@ def main() -> int:
             p_retained = outputs["probabilities"][1]
             print(
                 f"row {i}: P(retained)={p_retained:.3f} label={outputs['label'][0]}  "
-                f"model={answer['model_name']} version={answer.get('model_version')}  via {base}"
+                f"model={answer['model_name']} version={answer.get('model_version')}"
             )
     print(f"features: {', '.join(features)}")
     return 0

@@ -21,48 +21,27 @@ GROUP, VERSION, PLURAL = "modeldeploy.io", "v1alpha1", "modeldeployments"
 
 
 class LiveTraffic(threading.Thread):
-    """~40 requests/s through the router, each from one of 500 users (sticky by X-User-Id)."""
+    """~40 requests/s through the router's Service (kubectl port-forward), each from one of 500 users
+    (sticky by X-User-Id)."""
 
-    def __init__(self, namespace: str, name: str, rows: list[list[float | None]]) -> None:
+    def __init__(self, url: str, name: str, rows: list[list[float | None]]) -> None:
         super().__init__(daemon=True)
-        self.namespace, self.name, self.rows = namespace, name, rows
+        self.url, self.name, self.rows = url.rstrip("/"), name, rows
         self.answers: collections.Counter[str] = collections.Counter()
         self.failed = 0
         self.stop = threading.Event()
 
-    def endpoints(self) -> list[str]:
-        slices = (
-            client.DiscoveryV1Api()
-            .list_namespaced_endpoint_slice(
-                self.namespace, label_selector=f"kubernetes.io/service-name={self.name}"
-            )
-            .items
-        )
-        return [
-            f"http://{a}:{s.ports[0].port}"
-            for s in slices
-            for e in s.endpoints or []
-            if e.conditions.ready
-            for a in e.addresses
-        ]
-
     def run(self) -> None:
         rng = random.Random(1)
-        found: list[str] = []
-        refreshed = 0.0
         with httpx.Client(timeout=5) as http:
             while not self.stop.wait(0.025):
-                if time.monotonic() - refreshed > 1:
-                    found, refreshed = self.endpoints() or found, time.monotonic()
-                if not found:
-                    continue
                 row = rng.choice(self.rows)
                 body = {
                     "inputs": [{"name": "input", "datatype": "FP64", "shape": [1, len(row)], "data": row}]
                 }
                 try:
                     answer = http.post(
-                        f"{rng.choice(found)}/v2/models/{self.name}/infer",
+                        f"{self.url}/v2/models/{self.name}/infer",
                         json=body,
                         headers={"X-User-Id": f"user-{rng.randrange(500)}"},
                     )
@@ -140,6 +119,7 @@ def roll_out(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", required=True, help="the Service's URL (kubectl port-forward)")
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--model-base", required=True)
@@ -150,7 +130,7 @@ def main() -> int:
         reader = csv.reader(handle)
         next(reader)
         rows = [[float(v) if v else None for v in row] for _, row in zip(range(500), reader, strict=False)]
-    traffic = LiveTraffic(args.namespace, args.name, rows)
+    traffic = LiveTraffic(args.url, args.name, rows)
     traffic.start()
     api = client.CustomObjectsApi()
 

@@ -7,7 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
+from modeldeploy_testcluster import nodes
 from modeldeploy_testcluster.layout import Layout
 
 from cluster_helpers import REPO
@@ -35,3 +37,18 @@ def test_the_demo_runs_green(local_cluster: Layout, kubeconfig: Path) -> None:
     assert "=> v2: Promoted" in result.stdout
     assert "=> v3: Aborted" in result.stdout
     assert "failed requests during both rollouts: 0" in result.stdout
+    # Predictions went through `kubectl port-forward` on 127.0.0.1, as from a remote cluster.
+    assert "curl -s http://127.0.0.1:" in result.stdout
+    # Every demo pod ran under the real node's kubelet, from this checkout's images in the local
+    # registry; the demo printed where (kubectl get pods -A -o wide).
+    pods = client.CoreV1Api(nodes.admin_api(local_cluster)).list_namespaced_pod("modeldeploy-demo").items
+    assert pods
+    if local_cluster.real_node_default:
+        for pod in pods:
+            assert pod.spec.node_name == local_cluster.real_node_name, pod.metadata.name
+            assert all(c.image.startswith(local_cluster.registry + "/") for c in pod.spec.containers)
+            assert pod.metadata.name in result.stdout
+        listing = result.stdout[result.stdout.index("every pod, and the node it runs on") :]
+        demo_lines = [line for line in listing.splitlines() if line.startswith("modeldeploy-demo ")]
+        assert demo_lines, listing
+        assert all(local_cluster.real_node_name in line for line in demo_lines), listing

@@ -1,4 +1,7 @@
-"""The local control plane and its process-backed node, tested against the real API server."""
+"""The local control plane and its process-backed node, tested against the real API server.
+
+The process node's own tests place their pods there explicitly (`on_process_node`): the real node is
+the default node for everything else."""
 
 from __future__ import annotations
 
@@ -12,13 +15,22 @@ from kubernetes import client
 
 from modeldeploy_testcluster import controlplane, daemons, network
 from modeldeploy_testcluster.images import TEST_PYTHON_IMAGE
-from modeldeploy_testcluster.layout import Layout
+from modeldeploy_testcluster.layout import PROCESS_NODE_TOLERATION, Layout, default_layout
 from modeldeploy_testcluster.nodes import KWOK_TOLERATION
 
 from cluster_helpers import wait_for
 
 pytestmark = pytest.mark.cluster
 T = TypeVar("T")
+
+
+def on_process_node(spec: dict[str, Any]) -> dict[str, Any]:
+    """A pod spec placed on the process node, whichever node is the default."""
+    return {
+        **spec,
+        "nodeSelector": {"kubernetes.io/hostname": default_layout().process_node_name},
+        "tolerations": [PROCESS_NODE_TOLERATION],
+    }
 
 
 def http_server_deployment(name: str, replicas: int = 1) -> dict[str, Any]:
@@ -31,21 +43,29 @@ def http_server_deployment(name: str, replicas: int = 1) -> dict[str, Any]:
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "terminationGracePeriodSeconds": 5,
-                    "containers": [
-                        {
-                            "name": "web",
-                            "image": f"{TEST_PYTHON_IMAGE}:1",
-                            "command": ["python", "-m", "http.server", "8000", "--bind", "$(POD_IP)"],
-                            "env": [
-                                {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
-                            ],
-                            "ports": [{"containerPort": 8000, "name": "http"}],
-                            "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1},
-                        }
-                    ],
-                },
+                "spec": on_process_node(
+                    {
+                        "terminationGracePeriodSeconds": 5,
+                        "containers": [
+                            {
+                                "name": "web",
+                                "image": f"{TEST_PYTHON_IMAGE}:1",
+                                "command": ["python", "-m", "http.server", "8000", "--bind", "$(POD_IP)"],
+                                "env": [
+                                    {
+                                        "name": "POD_IP",
+                                        "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
+                                    }
+                                ],
+                                "ports": [{"containerPort": 8000, "name": "http"}],
+                                "readinessProbe": {
+                                    "httpGet": {"path": "/", "port": "http"},
+                                    "periodSeconds": 1,
+                                },
+                            }
+                        ],
+                    }
+                ),
             },
         },
     }
@@ -136,7 +156,7 @@ def test_pod_with_an_image_the_node_cannot_run_fails_with_a_clear_reason(
         namespace,
         {
             "metadata": {"name": "foreign"},
-            "spec": {"containers": [{"name": "c", "image": "docker.io/library/nginx:1.27"}]},
+            "spec": on_process_node({"containers": [{"name": "c", "image": "docker.io/library/nginx:1.27"}]}),
         },
     )
     pod = wait_for(
@@ -157,16 +177,18 @@ def test_crashing_container_is_restarted_per_restart_policy(
         namespace,
         {
             "metadata": {"name": "crashy"},
-            "spec": {
-                "restartPolicy": "Always",
-                "containers": [
-                    {
-                        "name": "c",
-                        "image": f"{TEST_PYTHON_IMAGE}:1",
-                        "command": ["python", "-c", "raise SystemExit(3)"],
-                    }
-                ],
-            },
+            "spec": on_process_node(
+                {
+                    "restartPolicy": "Always",
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": f"{TEST_PYTHON_IMAGE}:1",
+                            "command": ["python", "-c", "raise SystemExit(3)"],
+                        }
+                    ],
+                }
+            ),
         },
     )
 
@@ -193,13 +215,15 @@ def _in_cluster_lister(name: str, service_account: str) -> dict[str, Any]:
     )
     return {
         "metadata": {"name": name},
-        "spec": {
-            "restartPolicy": "Never",
-            "serviceAccountName": service_account,
-            "containers": [
-                {"name": "c", "image": f"{TEST_PYTHON_IMAGE}:1", "command": ["python", "-c", script]}
-            ],
-        },
+        "spec": on_process_node(
+            {
+                "restartPolicy": "Never",
+                "serviceAccountName": service_account,
+                "containers": [
+                    {"name": "c", "image": f"{TEST_PYTHON_IMAGE}:1", "command": ["python", "-c", script]}
+                ],
+            }
+        ),
     }
 
 
@@ -292,25 +316,27 @@ def test_a_volume_mounted_over_the_checkout_does_not_hide_the_program(
         namespace,
         {
             "metadata": {"name": "covered"},
-            "spec": {
-                "restartPolicy": "Never",
-                "containers": [
-                    {
-                        "name": "c",
-                        "image": f"{TEST_PYTHON_IMAGE}:1",
-                        "command": [
-                            "python",
-                            "-c",
-                            "import modeldeploy_testcluster, os; assert os.listdir('/covered') == []",
-                        ],
-                        "volumeMounts": [
-                            {"name": "scratch", "mountPath": str(checkout.parent)},
-                            {"name": "empty", "mountPath": "/covered"},
-                        ],
-                    }
-                ],
-                "volumes": [{"name": "scratch", "emptyDir": {}}, {"name": "empty", "emptyDir": {}}],
-            },
+            "spec": on_process_node(
+                {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": f"{TEST_PYTHON_IMAGE}:1",
+                            "command": [
+                                "python",
+                                "-c",
+                                "import modeldeploy_testcluster, os; assert os.listdir('/covered') == []",
+                            ],
+                            "volumeMounts": [
+                                {"name": "scratch", "mountPath": str(checkout.parent)},
+                                {"name": "empty", "mountPath": "/covered"},
+                            ],
+                        }
+                    ],
+                    "volumes": [{"name": "scratch", "emptyDir": {}}, {"name": "empty", "emptyDir": {}}],
+                }
+            ),
         },
     )
     pod = wait_for(

@@ -34,6 +34,7 @@ REAL_NODE_DEFAULT_ENV = "MODELDEPLOY_REAL_NODE_DEFAULT"
 REAL_NODE_TAINT = {"key": "modeldeploy.io/real-node", "value": "true", "effect": "NoSchedule"}
 PROCESS_NODE_TAINT = {"key": "modeldeploy.io/process-node", "value": "true", "effect": "NoSchedule"}
 REAL_NODE_TOLERATION = {**REAL_NODE_TAINT, "operator": "Equal"}
+PROCESS_NODE_TOLERATION = {**PROCESS_NODE_TAINT, "operator": "Equal"}
 
 
 def _real_node_default() -> bool:
