@@ -18,6 +18,11 @@ namespace=${DEMO_NAMESPACE:-modeldeploy-demo}
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 if [[ -z "${KUBECONFIG:-}" ]]; then
+  if [[ -z "${MODELDEPLOY_CLUSTER_LOCK_HELD:-}" ]]; then
+    # The local cluster is one per machine: wait for a test session that is using it (as pytest does).
+    exec {cluster_lock}>>"${MODELDEPLOY_CLUSTER_LOCK:-/tmp/modeldeploy-cluster.lock}"
+    flock -n "$cluster_lock" || { say "waiting for a test session to release the local cluster"; flock "$cluster_lock"; }
+  fi
   say "starting the local Kubernetes control plane"
   modeldeploy-cluster up
   export KUBECONFIG=${MODELDEPLOY_CLUSTER_DIR:-/tmp/modeldeploy-cluster}/admin.kubeconfig
