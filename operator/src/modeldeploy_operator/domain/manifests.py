@@ -77,10 +77,14 @@ def _server_container(variant: ResolvedVariant, image: str, pull_policy: str) ->
         "ports": [{"name": PORT_NAME, "containerPort": SERVER_PORT, "protocol": "TCP"}],
         "env": env,
         "resources": _resources(variant.resources),
-        # Downloading a large model may take minutes: the startup probe holds liveness off meanwhile.
-        "startupProbe": _probe(LIVE_PATH, period=5, failures=120),
+        # Downloading a large model may take minutes: the startup probe holds liveness off meanwhile
+        # (10 minutes). It and readiness run often because the kubelet starts readiness only after
+        # startup passes and then on its own period: with 5 s periods the churn server, loaded 1-2 s
+        # after its container started, was Ready 5.9 s after scheduling (p50 of 5 on the real node,
+        # bench/cluster/pod_start.py); each probe is one local GET of a cached answer.
+        "startupProbe": _probe(LIVE_PATH, period=1, failures=600),
         "livenessProbe": _probe(LIVE_PATH, period=10, failures=3),
-        "readinessProbe": _probe(READY_PATH, period=5, failures=2),
+        "readinessProbe": _probe(READY_PATH, period=2, failures=3),
         "securityContext": _restricted_container_security(),
         "volumeMounts": [
             {"name": CACHE_VOLUME, "mountPath": CACHE_MOUNT},

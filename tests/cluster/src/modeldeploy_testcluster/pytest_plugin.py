@@ -43,13 +43,19 @@ def _cluster_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Iterator[None]:
+    """Takes the cluster's lock before the first test when any selected test uses the cluster, and
+    holds it to the end: the wait is outside every test, so pytest-timeout never counts it."""
+    uses_cluster = any("local_cluster" in getattr(item, "fixturenames", ()) for item in session.items)
+    if not uses_cluster or session.config.option.collectonly:
+        return (yield)
+    with _cluster_lock():
+        return (yield)
+
+
 @pytest.fixture(scope="session")
 def local_cluster() -> Iterator[Layout]:
-    with _cluster_lock():
-        yield from _local_cluster()
-
-
-def _local_cluster() -> Iterator[Layout]:
     layout = default_layout()
     was_up = controlplane.is_healthy(layout)
     controlplane.up(layout)
