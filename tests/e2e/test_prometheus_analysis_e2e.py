@@ -197,7 +197,7 @@ def test_every_dashboard_query_returns_data(
     canary["spec"]["rollout"]["steps"] = [{"setWeight": 50}, {"analysis": {"duration": "900s"}}]
     # Lenient thresholds: the canary must stay in its analysis step, measured, while the queries run.
     canary["spec"]["rollout"]["analysis"] |= {
-        "failureLimit": 1000,
+        "failureLimit": 100,
         "checks": [
             {"name": "errors", "type": "errorRate", "threshold": {"max": 0.5}},
             {
