@@ -51,6 +51,14 @@ lint: $(VENV)/.installed  ## ruff, mypy and import-linter
 	$(VENV)/bin/mypy contract/src operator/src serving/src plugin/src tests/cluster/src
 	$(VENV)/bin/lint-imports
 
+.PHONY: chart-docs
+chart-docs: $(VENV)/.installed  ## regenerate the values table of charts/modeldeploy/README.md from values.yaml
+	$(PY) hack/chart_values_table.py
+
+.PHONY: dashboard
+dashboard: $(VENV)/.installed  ## regenerate the Grafana dashboard charts/modeldeploy/dashboards/modeldeploy.json
+	$(PY) hack/dashboard.py
+
 .PHONY: fmt
 fmt: $(VENV)/.installed  ## apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format .

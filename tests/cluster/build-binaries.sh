@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the local cluster's binaries from their Go modules (through the Go module proxy) into
 # $MODELDEPLOY_CACHE/bin: the control plane, the real node's kubelet and kube-proxy, CoreDNS and the
-# CNCF distribution registry. Each binary is rebuilt only when its recipe changes (wrapper module
+# CNCF distribution registry, the helm-unittest plugin; and the Gateway API's and the Prometheus
+# Operator's CRDs from their modules. Each binary is rebuilt only when its recipe changes (wrapper module
 # go.mod/go.sum, package, flags, Go version), so a second run on the same machine takes seconds.
 #
 # Versions are pinned by the wrapper modules under tests/cluster/gotools/.
@@ -21,6 +22,7 @@ KUBE_VERSION=v1.34.4
 ETCD_VERSION=v3.6.16
 REGISTRY_VERSION=v3.1.2
 GATEWAY_API_VERSION=v1.3.0
+PROMETHEUS_OPERATOR_VERSION=v0.85.0
 
 TAGS=selinux,notest
 
@@ -53,6 +55,16 @@ kube_ldflags() {
   echo "$out"
 }
 
+helm_ldflags() {  # as helm's Makefile: the Kubernetes version `helm template` and `lint` assume
+  # (else v1.20, which the chart's kubeVersion refuses); the cluster's minor version.
+  local v=${KUBE_VERSION#v} out="" pkg
+  local major=${v%%.*} minor=${v#*.}; minor=${minor%%.*}
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    out+=" -X $pkg.k8sVersionMajor=$major -X $pkg.k8sVersionMinor=$minor"
+  done
+  echo "$out"
+}
+
 gateway_api_crds() {  # the standard-channel CRDs, as shipped in the Gateway API's Go module
   local dest=$cache/gateway-api-crds/$GATEWAY_API_VERSION
   [[ -f $dest/.done ]] && return 0
@@ -65,9 +77,43 @@ gateway_api_crds() {  # the standard-channel CRDs, as shipped in the Gateway API
   touch "$dest/.done"
 }
 
+prometheus_operator_crds() {  # the monitoring.coreos.com CRDs, as shipped in the Prometheus Operator's Go module
+  local dest=$cache/prometheus-operator-crds/$PROMETHEUS_OPERATOR_VERSION
+  [[ -f $dest/.done ]] && return 0
+  local dir
+  dir=$(cd "$here/gotools/kube" && go mod download -json \
+          "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
+        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  mkdir -p "$dest"
+  cp "$dir"/example/prometheus-operator-crd/*.yaml "$dest/"
+  chmod u+w "$dest"/*.yaml
+  touch "$dest/.done"
+}
+
+helm_unittest() {  # helm-unittest as a helm plugin: $cache/helm-plugins/unittest (HELM_PLUGINS=$cache/helm-plugins)
+  build untt helm-unittest github.com/helm-unittest/helm-unittest/cmd/helm-unittest "$(helm_ldflags)"
+  local dest=$cache/helm-plugins/unittest key
+  key=$(cat "$bin/.untt.key")
+  [[ "$(cat "$dest/.key" 2>/dev/null)" == "$key" ]] && return 0
+  mkdir -p "$dest"
+  cp "$bin/untt" "$dest/untt.tmp.$$" && mv "$dest/untt.tmp.$$" "$dest/untt"
+  # The module's own plugin.yaml names per-platform release binaries and an install hook that
+  # downloads them; this one runs the binary built above.
+  cat > "$dest/plugin.yaml" <<'YAML'
+name: unittest
+version: 1.1.2
+usage: unittest for helm charts
+description: helm-unittest, built from its Go module by tests/cluster/build-binaries.sh
+ignoreFlags: false
+command: $HELM_PLUGIN_DIR/untt
+YAML
+  echo "$key" > "$dest/.key"
+}
+
 want=("$@")
 [[ ${#want[@]} -gt 0 ]] || want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl
-                                 kubelet kube-proxy kwok helm coredns registry pause gateway-api-crds)
+                                 kubelet kube-proxy kwok helm coredns registry pause gateway-api-crds
+                                 helm-unittest prometheus-operator-crds)
 
 for name in "${want[@]}"; do
   case $name in
@@ -76,12 +122,14 @@ for name in "${want[@]}"; do
     kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet|kube-proxy)
           build "$name" kube "k8s.io/kubernetes/cmd/$name" "$(kube_ldflags)" ;;
     kwok) build kwok kwok sigs.k8s.io/kwok/cmd/kwok ;;
-    helm) build helm helm helm.sh/helm/v3/cmd/helm ;;
+    helm) build helm helm helm.sh/helm/v3/cmd/helm "$(helm_ldflags)" ;;
     coredns) build coredns coredns github.com/coredns/coredns ;;
     pause) build pause pause modeldeploy.io/testcluster/pause ;;
     registry) build registry registry github.com/distribution/distribution/v3/cmd/registry \
                 "-X github.com/distribution/distribution/v3/version.version=${REGISTRY_VERSION}" ;;
     gateway-api-crds) gateway_api_crds ;;
+    prometheus-operator-crds) prometheus_operator_crds ;;
+    helm-unittest) helm_unittest ;;
     *) echo "unknown binary: $name" >&2; exit 2 ;;
   esac
 done

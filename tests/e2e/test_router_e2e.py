@@ -164,12 +164,12 @@ def three_variants_md(store: str, bundles: Path, weights: tuple[int, int, int]) 
 
 
 def router_weights(router: str) -> dict[str, float]:
-    """variant -> weight in basis points, as the router pod applied it (its gauge)."""
+    """variant -> weight in basis points, as the router pod applied it (its 0-1 ratio gauge)."""
     found = {}
     for line in httpx.get(f"{router}/metrics", timeout=5).text.splitlines():
-        if line.startswith("modeldeploy_router_arm_weight_basis_points{"):
+        if line.startswith("modeldeploy_router_arm_weight_ratio{"):
             variant = line.split('variant="', 1)[1].split('"', 1)[0]
-            found[variant] = float(line.rsplit(" ", 1)[1])
+            found[variant] = round(float(line.rsplit(" ", 1)[1]) * 10_000)
     return found
 
 

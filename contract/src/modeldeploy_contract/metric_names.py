@@ -31,3 +31,27 @@ def bucket(histogram: str) -> str:
 
 def count(histogram: str) -> str:
     return f"{histogram}_count"
+
+
+# Operator (modeldeploy_operator.metrics): the rollout state of each ModelDeployment, read from its
+# status after every reconcile, in the style of Argo Rollouts' rollout_info and Flagger's
+# canary_weight. Labels namespace, modeldeployment[, phase | variant, revision, role | check, result];
+# the series of a ModelDeployment or revision go when it does.
+ROLLOUT_INFO = "modeldeploy_rollout_info"
+"""1, with the phase and the stable and canary revisions as labels."""
+ROLLOUT_PHASE = "modeldeploy_rollout_phase"
+"""1 for the current phase, 0 for the others (kube-state-metrics' kube_pod_status_phase)."""
+ROLLOUT_STEP = "modeldeploy_rollout_step"
+"""Index of the current rollout step (0-based); absent when no rollout runs."""
+ROLLOUT_PAUSED = "modeldeploy_rollout_paused"
+ROLLOUT_CANARY_WEIGHT = "modeldeploy_rollout_canary_weight_ratio"
+"""Share of traffic on the canary, 0-1."""
+ROLLOUT_REVISION_WEIGHT = "modeldeploy_rollout_revision_weight_ratio"
+"""Share of traffic on each running revision, 0-1."""
+ROLLOUT_REVISION_READY_REPLICAS = "modeldeploy_rollout_revision_ready_replicas"
+ROLLOUT_CHECK_VALUE = "modeldeploy_rollout_check_value"
+"""Latest measured value of each analysis check; absent while it has none."""
+ROLLOUT_CHECK_RESULT = "modeldeploy_rollout_check_result"
+"""1 for the latest result of each analysis check (Pass, Fail, Inconclusive), 0 for the others."""
+ROLLOUT_CHECK_FAILURES = "modeldeploy_rollout_check_failures"
+"""Failed measurements of each check in the current analysis."""

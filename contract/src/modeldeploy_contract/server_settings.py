@@ -93,6 +93,12 @@ class ServerSettings(BaseSettings):
     drift_window_seconds: float = Field(default=60.0, gt=0)
     """A window with at least one row also closes after this many seconds (low traffic)."""
 
+    drift_max_feature_series: int = Field(default=100, ge=1, le=10_000)
+    """Features with drift series of their own (the first ones in the model's input order); the
+    rest are summarised in one `feature="_other"` series per statistic holding their largest value,
+    so a wide model cannot make thousands of series per pod, and a max over features still sees
+    every feature."""
+
     drift_max_cpu_share: float = Field(default=0.02, gt=0, le=1)
     """Most of a worker's CPU that drift statistics may use: after a window's statistics took t
     seconds, incoming rows are not buffered for t * (1 / share - 1) seconds, so under heavy load the

@@ -9,7 +9,8 @@ variant's weight, a revision's share of its variant). When the operator turns it
 arms (`desired_state`), `arm_weight_bp` converts each (variant %, revision % of the variant) pair to
 basis points of all traffic. From there on everything carries basis points: the operator's `Arm`,
 the router table (`ArmConfig.weight_bp`, and its slot table: one slot per basis point), the router,
-its `modeldeploy_router_arm_weight_basis_points` gauge, and the Gateway API HTTPRoute's weights.
+its `modeldeploy_router_arm_weight_ratio` gauge (over BASIS_POINTS_TOTAL), and the Gateway API
+HTTPRoute's weights.
 `bp_to_percent` exists only to show a weight to a person (logs).
 
 Worked examples (the table tests in tests/unit/router/test_weights.py repeat them):

@@ -33,6 +33,7 @@ from modeldeploy_operator.domain.resource import API_VERSION, GROUP, KIND, PLURA
 from modeldeploy_operator.domain.rollout.commands import is_pending, parse_command
 from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
 from modeldeploy_operator.k8s.api import KubeApi, RejectedError, TransientApiError
+from modeldeploy_operator.metrics import ROLLOUT_STATE
 from modeldeploy_operator.reconciler import Outcome, Reconciler
 from modeldeploy_operator.wakeup import WakeUps
 
@@ -209,6 +210,8 @@ async def drive(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
     finally:
         stop.cancel()
         _wakeups.forget(uid, wakeup)
+        # The object is gone (or the operator stops leading): its rollout series go with it.
+        ROLLOUT_STATE.forget(body["metadata"]["namespace"], body["metadata"]["name"])
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": lbl.MANAGED_BY})

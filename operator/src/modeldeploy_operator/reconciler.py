@@ -45,7 +45,13 @@ from modeldeploy_operator.domain.traffic import call_url
 from modeldeploy_operator.domain.validation import InvalidSpecError, parse_spec, validate_name
 from modeldeploy_operator.k8s.api import KubeApi, RejectedError, TransientApiError
 from modeldeploy_operator.k8s.kinds import kind_of
-from modeldeploy_operator.metrics import APPLIED_OBJECTS, RECONCILE_ERRORS, RECONCILE_SECONDS, RECONCILES
+from modeldeploy_operator.metrics import (
+    APPLIED_OBJECTS,
+    RECONCILE_ERRORS,
+    RECONCILE_SECONDS,
+    RECONCILES,
+    ROLLOUT_STATE,
+)
 
 log = logging.getLogger("modeldeploy.reconcile")
 _MODELDEPLOYMENT = kind_of(API_VERSION, KIND)
@@ -351,9 +357,10 @@ class Reconciler:
 
     def _write_status(self, body: dict[str, Any], status: ModelDeploymentStatus) -> bool:
         patch = status_patch(body.get("status") or {}, status.to_patch())
-        if patch is None:
-            return False
         meta = body["metadata"]
+        if patch is None:
+            ROLLOUT_STATE.observe(meta["namespace"], meta["name"], status)
+            return False
         # The status was planned from this very read of the object: write it only if it is still current,
         # so a reconcile working from an older copy can never set a rollout back.
         self.api.patch_status(
@@ -363,6 +370,8 @@ class Reconciler:
             patch,
             resource_version=meta.get("resourceVersion"),
         )
+        # Exported only once written: the metrics never tell a state the object does not hold.
+        ROLLOUT_STATE.observe(meta["namespace"], meta["name"], status)
         return True
 
 

@@ -99,7 +99,7 @@ class DataPlane:
 
     def _activate(self, model: LoadedModel) -> None:
         s = self.settings
-        self.metrics = metrics.ModelMetrics(model.name, model.version)
+        self.metrics = metrics.ModelMetrics(model.name, model.version, s.drift_max_feature_series)
         metrics.MODEL_INFO.labels(model.name, model.version, model.manifest.format, model.digest).set(1)
         if s.batching_enabled:
             self._batcher = MicroBatcher(

@@ -10,7 +10,9 @@ Label values are bounded: model and version come from the served bundle (anythin
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,7 +28,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from modeldeploy_serving.drift.window import WindowResult
+from modeldeploy_serving.drift.window import FeatureDrift, WindowResult
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 FLUSH_SECONDS = 1.0
@@ -211,9 +213,10 @@ class ModelMetrics:
     plane (so other workers' files are at most that stale in multiprocess mode).
     """
 
-    def __init__(self, model: str, version: str) -> None:
+    def __init__(self, model: str, version: str, max_feature_series: int = 100) -> None:
         self.model = model
         self.version = version
+        self.max_feature_series = max_feature_series
         self._counts: dict[tuple[str, int], int] = {}
         self._durations: dict[str, list[float]] = {}
         self._compute: list[float] = []
@@ -261,7 +264,7 @@ class ModelMetrics:
 
     def publish_window(self, result: WindowResult) -> None:
         labels = (self.model, self.version)
-        for f in result.features:
+        for f in capped_features(result.features, self.max_feature_series):
             FEATURE_PSI.labels(*labels, f.name).set(f.psi)
             FEATURE_KS.labels(*labels, f.name).set(f.ks)
             FEATURE_MISSING.labels(*labels, f.name).set(f.missing_ratio)
@@ -271,6 +274,33 @@ class ModelMetrics:
         WINDOW_ROWS.labels(*labels).set(result.rows)
         WINDOW_END.labels(*labels).set(result.ended_at)
         WINDOWS.labels(*labels).inc()
+
+
+OTHER_FEATURES = "_other"
+
+
+def capped_features(features: Sequence[FeatureDrift], cap: int) -> list[FeatureDrift]:
+    """The first `cap` features as they are, and the rest as one OTHER_FEATURES entry holding the
+    largest value of each statistic among them. The set of names is fixed by the model's input
+    order, never by this window's values: series neither come nor go between windows."""
+    if len(features) <= cap:
+        return list(features)
+    kept, rest = list(features[:cap]), features[cap:]
+
+    def largest(values: Sequence[float]) -> float:
+        present = [v for v in values if not math.isnan(v)]
+        return max(present) if present else math.nan
+
+    return [
+        *kept,
+        FeatureDrift(
+            name=OTHER_FEATURES,
+            psi=largest([f.psi for f in rest]),
+            ks=largest([f.ks for f in rest]),
+            missing_ratio=largest([f.missing_ratio for f in rest]),
+            out_of_range_ratio=largest([f.out_of_range_ratio for f in rest]),
+        ),
+    ]
 
 
 def add_to_histogram(child: Any, values: npt.NDArray[np.float64]) -> None:

@@ -68,7 +68,7 @@ class Router:
         return httpx.get(f"{self.url}/metrics").text
 
     def metric(self, sample: str) -> float:
-        """Value of one sample line, e.g. 'modeldeploy_router_requests_total{code="2xx",...}'; 0 if absent."""
+        """Value of one sample line, e.g. 'modeldeploy_router_requests_total{code="200",...}'; 0 if absent."""
         for line in self.metrics().splitlines():
             if line.startswith(sample + " "):
                 return float(line.rsplit(" ", 1)[1])

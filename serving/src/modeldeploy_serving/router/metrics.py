@@ -19,7 +19,7 @@ class RouterMetrics:
         r = self.registry
         self.requests = Counter(
             "modeldeploy_router_requests",
-            "Requests answered through an arm, by HTTP status class (2xx, 4xx, 5xx).",
+            "Requests answered through an arm, by HTTP status (`code`, e.g. 200, as the server spells it).",
             [*ARM, "code"],
             registry=r,
         )
@@ -55,8 +55,8 @@ class RouterMetrics:
             "modeldeploy_router_ready_backends", "Ready backends known per arm.", ARM, registry=r
         )
         self.arm_weight = Gauge(
-            "modeldeploy_router_arm_weight_basis_points",
-            "Configured weight per arm, in basis points (10000 = all traffic).",
+            "modeldeploy_router_arm_weight_ratio",
+            "Configured share of traffic per arm, 0-1 (the table's basis points / 10000).",
             ARM,
             registry=r,
         )

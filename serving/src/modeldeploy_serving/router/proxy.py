@@ -40,7 +40,13 @@ Send = Callable[[Message], Awaitable[None]]
 log = logging.getLogger("modeldeploy.router")
 
 _JSON = (b"content-type", b"application/json")
-_CODE_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+
+def _code_label(status: int) -> str:
+    """The `code` label, spelt as the model server spells it (the status itself, `200`), so one
+    selector such as `code=~"5.."` reads both; a status outside HTTP's range counts as 502 (the
+    router could not pass on an answer it cannot represent), which keeps the label bounded."""
+    return str(status) if 100 <= status <= 599 else "502"
 
 
 class BodyTooLargeError(Exception):
@@ -139,7 +145,7 @@ class RouterApp:
         self.buffered = 0
         """Request, response and shadow-copy bytes held now (checked against max_buffered_bytes)."""
         self._lifespan = lifespan
-        self._arm_metrics: dict[str, tuple[Histogram, dict[str, Counter]]] = {}
+        self._arm_metrics: dict[str, tuple[Histogram, dict[int, Counter]]] = {}
         self._local: dict[str, Callable[[Send], Awaitable[None]]] = {
             "/healthz": self._healthz,
             "/readyz": self._readyz,
@@ -362,10 +368,14 @@ class RouterApp:
             labels = (arm.config.variant, arm.config.revision)
             children = self._arm_metrics[arm.config.arm_id] = (
                 self.metrics.latency.labels(*labels),
-                {code: self.metrics.requests.labels(*labels, code) for code in _CODE_CLASS.values()},
+                {},
             )
         latency, requests = children
-        requests[_CODE_CLASS.get(status // 100, "5xx")].inc()
+        counter = requests.get(status)
+        if counter is None:  # once per (arm, status): a handful per arm
+            arm_labels = (arm.config.variant, arm.config.revision)
+            counter = requests[status] = self.metrics.requests.labels(*arm_labels, _code_label(status))
+        counter.inc()
         latency.observe(seconds)
 
     @staticmethod

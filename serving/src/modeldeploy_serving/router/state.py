@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from modeldeploy_contract.router_config import ArmConfig, RouterConfig
 from modeldeploy_contract.slots import SLOT_COUNT
-from modeldeploy_contract.weights import bp_to_percent
+from modeldeploy_contract.weights import BASIS_POINTS_TOTAL, bp_to_percent
 from modeldeploy_serving.router.assignment import ArmWeight, Assignment, RoundRobin, key_hash
 from modeldeploy_serving.router.metrics import RouterMetrics
 
@@ -148,7 +148,7 @@ class RouterState:
         for arm in snapshot.arms:
             labels = (arm.config.variant, arm.config.revision)
             self._metrics.ready_backends.labels(*labels).set(len(arm.backends.backends))
-            self._metrics.arm_weight.labels(*labels).set(arm.config.weight_bp)
+            self._metrics.arm_weight.labels(*labels).set(arm.config.weight_bp / BASIS_POINTS_TOTAL)
         if previous is not None:
             self._forget_removed_arms(previous, snapshot)
         self.on_backends_changed({b for arm in snapshot.arms for b in arm.backends.backends})

@@ -28,6 +28,15 @@ def gateway_api_crds_dir() -> Path:
     return cache_dir() / "gateway-api-crds" / GATEWAY_API_VERSION
 
 
+PROMETHEUS_OPERATOR_VERSION = "v0.85.0"  # keep in step with tests/cluster/build-binaries.sh
+
+
+def prometheus_operator_crds_dir() -> Path:
+    """The Prometheus Operator's monitoring.coreos.com CRDs, taken from its Go module
+    (example/prometheus-operator-crd/) by build-binaries.sh."""
+    return cache_dir() / "prometheus-operator-crds" / PROMETHEUS_OPERATOR_VERSION
+
+
 REAL_NODE_DEFAULT_ENV = "MODELDEPLOY_REAL_NODE_DEFAULT"
 # Harness-only taints (the product knows nothing of them): which of the two nodes that really run
 # pods receives ordinary pods. A pod meant for the real node tolerates REAL_NODE_TAINT.
