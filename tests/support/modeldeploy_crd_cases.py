@@ -350,6 +350,49 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "schema",
     ),
     InvalidCase("negative-replicas", _set("spec.replicas", -1), "spec.replicas", "schema"),
+    # --- rollout.preflight (issue 15) ---
+    InvalidCase(
+        "preflight-negative-output-diff",
+        _set("spec.rollout.preflight", {"maxOutputDiff": -0.1}),
+        "spec.rollout.preflight.maxOutputDiff",
+        "schema",
+    ),
+    InvalidCase(
+        "preflight-auc-drop-over-1",
+        _set("spec.rollout.preflight", {"maxAUCDrop": 1.5}),
+        "spec.rollout.preflight.maxAUCDrop",
+        "schema",
+    ),
+    InvalidCase(
+        "preflight-min-auc-over-1",
+        _set("spec.rollout.preflight", {"minAUC": 2}),
+        "spec.rollout.preflight.minAUC",
+        "schema",
+    ),
+    InvalidCase(
+        "preflight-psi-not-a-number",
+        _set("spec.rollout.preflight", {"maxScorePSI": "high"}),
+        "spec.rollout.preflight.maxScorePSI",
+        "schema",
+    ),
+    InvalidCase(
+        "preflight-enabled-not-bool",
+        _set("spec.rollout.preflight", {"enabled": "yes"}),
+        "spec.rollout.preflight.enabled",
+        "schema",
+    ),
+    InvalidCase(
+        "preflight-timeout-too-short",
+        _set("spec.rollout.preflight", {"timeoutSeconds": 1}),
+        "spec.rollout.preflight.timeoutSeconds",
+        "schema",
+    ),
+    InvalidCase(
+        "preflight-negative-log-loss-increase",
+        _set("spec.rollout.preflight", {"maxLogLossIncrease": -1}),
+        "spec.rollout.preflight.maxLogLossIncrease",
+        "schema",
+    ),
     InvalidCase(
         "too-many-variants",
         _set("spec.variants", [{"name": f"v{i}", "weight": 5} for i in range(20)]),

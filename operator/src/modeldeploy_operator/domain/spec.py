@@ -207,6 +207,25 @@ class Analysis(SpecModel):
     prometheus: PrometheusSource | None = None
 
 
+class Preflight(SpecModel):
+    """Replay the bundle's golden set against a new revision (and the stable) before it takes any
+    traffic; a failure aborts the revision. Thresholds as modeldeploy_contract.preflight's
+    PreflightThresholds; a bundle without a golden set skips it."""
+
+    enabled: bool = True
+    max_output_diff: float | None = Field(default=None, ge=0, le=1e6)
+    """Largest |served - recorded| output value; None: the tolerance `modeldeploy pack` recorded."""
+    max_score_psi: float = Field(default=0.25, ge=0, le=100, alias="maxScorePSI")
+    max_auc_drop: float = Field(default=0.01, ge=0, le=1, alias="maxAUCDrop")
+    max_accuracy_drop: float = Field(default=0.02, ge=0, le=1)
+    max_log_loss_increase: float = Field(default=0.05, ge=0, le=100)
+    min_auc: float | None = Field(default=None, ge=0, le=1, alias="minAUC")
+    min_accuracy: float | None = Field(default=None, ge=0, le=1)
+    require_labels: bool = False
+    timeout_seconds: int = Field(default=60, ge=5, le=600)
+    """Longest one replay (golden set fetch plus both replays) may take before it is retried."""
+
+
 class Rollout(SpecModel):
     """How a new revision replaces the stable one."""
 
@@ -216,6 +235,8 @@ class Rollout(SpecModel):
     auto_rollback: bool = True
     progress_deadline_seconds: int = Field(default=600, ge=30, le=86400)
     scale_down_delay_seconds: int = Field(default=30, ge=0, le=86400)
+    preflight: Preflight | None = None
+    """None (the default): no preflight; set (even to {}) to replay the golden set first."""
 
 
 class Drift(SpecModel):
