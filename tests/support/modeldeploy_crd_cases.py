@@ -350,6 +350,45 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "schema",
     ),
     InvalidCase("negative-replicas", _set("spec.replicas", -1), "spec.replicas", "schema"),
+    # --- effectiveness checks (issue 15) ---
+    InvalidCase(
+        "effectiveness-check-without-joiner",
+        _set("spec.rollout.analysis.checks.0.type", "effectiveness"),
+        "effectiveness checks need rollout.analysis.joiner.address",
+        "cel",
+    ),
+    InvalidCase(
+        "effectiveness-settings-on-another-check",
+        _set("spec.rollout.analysis.checks.0.effectiveness", {"metric": "auc"}),
+        "effectiveness settings are only allowed on effectiveness checks",
+        "cel",
+    ),
+    InvalidCase(
+        "effectiveness-bad-metric",
+        _both(
+            _set("spec.rollout.analysis.joiner", {"address": "http://joiner:8090"}),
+            _set("spec.rollout.analysis.checks.0.type", "effectiveness"),
+            _set("spec.rollout.analysis.checks.0.effectiveness", {"metric": "f1"}),
+        ),
+        "spec.rollout.analysis.checks[0].effectiveness.metric",
+        "schema",
+    ),
+    InvalidCase(
+        "effectiveness-confidence-1",
+        _both(
+            _set("spec.rollout.analysis.joiner", {"address": "http://joiner:8090"}),
+            _set("spec.rollout.analysis.checks.0.type", "effectiveness"),
+            _set("spec.rollout.analysis.checks.0.effectiveness", {"confidence": 1}),
+        ),
+        "spec.rollout.analysis.checks[0].effectiveness.confidence",
+        "schema",
+    ),
+    InvalidCase(
+        "joiner-address-not-http",
+        _set("spec.rollout.analysis.joiner", {"address": "file:///etc/passwd"}),
+        "spec.rollout.analysis.joiner.address",
+        "schema",
+    ),
     # --- rollout.preflight (issue 15) ---
     InvalidCase(
         "preflight-negative-output-diff",

@@ -132,6 +132,7 @@ class Reconciler:
             workers=settings.analysis_workers,
             deadline_seconds=settings.analysis_deadline_seconds,
             max_response_bytes=settings.analysis_max_response_bytes,
+            allowed_joiner=settings.joiner_allowed_addresses,
         )
         # Golden-set replays (issue 15), off the reconcile lock like analysis; their own pool, so a
         # slow replay never holds up an analysis measurement.

@@ -19,7 +19,8 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 TrafficProvider = Literal["router", "gatewayAPI"]
 NoReadyBackendPolicy = Literal["Redistribute", "Reject"]
 Strategy = Literal["Canary", "BlueGreen", "Immediate"]
-CheckType = Literal["errorRate", "latencyP99", "inputDrift", "predictionShift", "prometheus"]
+CheckType = Literal["errorRate", "latencyP99", "inputDrift", "predictionShift", "prometheus", "effectiveness"]
+EffectivenessMetric = Literal["auc", "accuracy"]
 
 DEFAULT_VARIANT = "default"
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
@@ -180,6 +181,17 @@ class Threshold(SpecModel):
     max: float | None = None
 
 
+class EffectivenessCheck(SpecModel):
+    """What an `effectiveness` check compares: the new revision's quality on delayed labels (from the
+    label joiner) against the stable revision's, as the worse end of a confidence interval of
+    new - stable (docs/effectiveness.md)."""
+
+    metric: EffectivenessMetric = "auc"
+    window_seconds: int = Field(default=604800, ge=60, le=31_536_000)
+    """The joiner window compared (the smallest of the joiner's windows at least this long)."""
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+
 class Check(SpecModel):
     """One analysis check: a built-in measurement or a PromQL query, and its threshold."""
 
@@ -188,10 +200,18 @@ class Check(SpecModel):
     threshold: Threshold
     min_samples: int | None = Field(default=None, ge=0)
     query: str | None = Field(default=None, max_length=4096)
+    effectiveness: EffectivenessCheck | None = None
 
 
 class PrometheusSource(SpecModel):
     """Where `prometheus` checks send their queries."""
+
+    address: str = Field(min_length=1, max_length=2048)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+
+
+class JoinerSource(SpecModel):
+    """The label joiner `effectiveness` checks read (GET /v1/effectiveness)."""
 
     address: str = Field(min_length=1, max_length=2048)
     timeout_seconds: float = Field(default=10.0, gt=0, le=300)
@@ -205,6 +225,7 @@ class Analysis(SpecModel):
     failure_limit: int = Field(default=2, ge=0, le=100)
     checks: tuple[Check, ...] = Field(default=(), max_length=16)
     prometheus: PrometheusSource | None = None
+    joiner: JoinerSource | None = None
 
 
 class Preflight(SpecModel):
