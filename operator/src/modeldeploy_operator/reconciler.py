@@ -406,7 +406,10 @@ class Reconciler:
         result = self.preflight_pool.poll(
             key, lambda: self.replayer.run(target, settings, attempts), timed_out
         )
-        return result if result is not None else pending("replaying the golden set")
+        if result is None:
+            return pending("replaying the golden set")
+        # Stamped with the reconcile's clock (the retry back-off compares it with this clock).
+        return result.model_copy(update={"finished_at": now.replace(microsecond=0)})
 
     def _scale(self, owner: ModelDeploymentRef, name: str, replicas: int, seen: Observation) -> None:
         current = next((d for d in seen.deployments if d.name == name), None)

@@ -4,6 +4,7 @@ malformed golden set, answers of the wrong shape, a server that never answers in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -69,7 +70,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the reader stopped at its limit
+            self.wfile.write(body)
 
     def do_GET(self) -> None:
         b = self.behaviour
@@ -266,3 +268,83 @@ def test_thresholds_come_from_the_spec() -> None:
     assert t.max_auc_drop == 0.005
     assert t.min_auc == 0.7
     assert thresholds_of(Preflight()).max_output_diff is None  # the tolerance pack recorded
+
+
+# --- the reconciler's call boundary ---------------------------------------------------------------
+
+
+def test_the_reconciler_replays_off_the_lock_once_and_retries_a_failed_attempt_later(servers: Any) -> None:
+    """Reconciler._preflight only polls its pool: Pending while the replay runs, then the verdict;
+    a verdict in status is never replayed; an attempt that could not complete waits 2^attempts s."""
+    import datetime as dt
+
+    from modeldeploy_operator.config import OperatorSettings
+    from modeldeploy_operator.domain.resource import ModelDeploymentRef
+    from modeldeploy_operator.reconciler import Observation, Reconciler
+
+    from rollout_sim import Sim, revision_of, rollout_spec
+
+    sim = Sim(rollout_spec("1", preflight={}))
+    sim.step()
+    sim.step(1)
+    stable = revision_of(sim.spec)
+    sim.spec = rollout_spec("2", preflight={})
+    new = revision_of(sim.spec)
+    slow = servers(Behaviour(delay=0.05))
+    reconciler = Reconciler(None, OperatorSettings())  # type: ignore[arg-type]  # _preflight makes no API call
+    owner = ModelDeploymentRef(name="churn", namespace="ml", uid="u")
+    seen = Observation(
+        owned={},
+        deployments=sim.observed(),
+        ready_endpoints={new: [slow.endpoint], stable: [servers(Behaviour()).endpoint]},
+    )
+    results, pending = reconciler._preflight(owner, sim.spec, sim.status, seen, sim.now)
+    assert pending
+    assert [(r.revision, r.result, r.message) for r in results] == [
+        (new, "Pending", "replaying the golden set")
+    ]
+    key = ("preflight", "ml", "churn", "default", new)
+    assert reconciler.preflight_pool.wait(key, 30)
+    results, pending = reconciler._preflight(owner, sim.spec, sim.status, seen, sim.now)
+    assert not pending
+    (passed,) = results
+    assert passed.result == "Passed"
+    assert passed.stable_revision == stable
+    # the plan keeps it in status; the next reconcile takes it from there without replaying
+    sim.step(1, preflight=results)
+    calls = len(slow.behaviour.seen_headers)
+    results, pending = reconciler._preflight(owner, sim.spec, sim.status, seen, sim.now)
+    assert results == [passed]
+    assert not pending
+    assert len(slow.behaviour.seen_headers) == calls
+    assert reconciler.preflight_pool.running() == 0
+
+    # a pod that cannot answer: Pending with an attempt counted, not retried before 2 s
+    broken = Sim(rollout_spec("1", preflight={}))
+    broken.step()
+    broken.step(1)
+    broken.spec = rollout_spec("3", preflight={})
+    v3 = revision_of(broken.spec)
+    failing = Observation(
+        owned={},
+        deployments=broken.observed(),
+        ready_endpoints={v3: [servers(Behaviour(infer_status=500)).endpoint]},
+    )
+    reconciler._preflight(owner, broken.spec, broken.status, failing, broken.now)
+    assert reconciler.preflight_pool.wait(("preflight", "ml", "churn", "default", v3), 30)
+    (attempt,), pending = reconciler._preflight(owner, broken.spec, broken.status, failing, broken.now)
+    assert pending
+    assert (attempt.result, attempt.attempts) == ("Pending", 1)
+    assert "HTTP 500" in attempt.message
+    broken.step(0, preflight=[attempt])
+    (again,), _ = reconciler._preflight(
+        owner, broken.spec, broken.status, failing, broken.now + dt.timedelta(seconds=1)
+    )
+    assert again == attempt  # backing off: nothing started
+    assert reconciler.preflight_pool.running() == 0
+    (retry,), _ = reconciler._preflight(
+        owner, broken.spec, broken.status, failing, broken.now + dt.timedelta(seconds=3)
+    )
+    assert retry.message == "replaying the golden set"
+    assert retry.attempts == 1
+    reconciler.preflight_pool.close()
