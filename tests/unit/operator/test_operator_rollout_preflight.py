@@ -148,6 +148,8 @@ def test_canary_pods_start_but_take_no_weight_while_the_preflight_is_pending() -
     assert "RolloutStepCompleted" not in oracle.sim.reasons()
     assert _status_entry(oracle.sim).result == "Pending"
     assert oracle.sim.condition("Progressing") == ("True", "RolloutInProgress")
+    assert oracle.sim.status is not None
+    assert "preflight before any traffic (pending)" in (oracle.sim.status.message or "")
 
 
 def test_canary_passed_preflight_goes_on_to_its_first_weight_with_an_event() -> None:
