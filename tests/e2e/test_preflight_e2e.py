@@ -15,16 +15,54 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 from cluster_helpers import condition, create_mdep, router_arms, wait_for
+from modeldeploy_crd_cases import INVALID_CASES, InvalidCase
 from rollout_helpers import model, ready_on, set_model, status
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("operator_release")]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("operator_release", "this_checkouts_crd"),
+]
+CRD = Path(__file__).resolve().parents[2] / "crds" / "modeldeploy.io_modeldeployments.yaml"
+
+
+@pytest.fixture(scope="module")
+def this_checkouts_crd(local_cluster: Any) -> Iterator[None]:
+    """rollout.preflight and status.preflight must not be pruned: Helm installs a chart's CRD only
+    when there is none, so a cluster kept from an earlier session may have an older one. Replaced
+    with this checkout's for the module, then put back as it was."""
+    from modeldeploy_testcluster.nodes import admin_api
+
+    api = admin_api(local_cluster)
+    ext = client.ApiextensionsV1Api(api)
+    wanted = yaml.safe_load(CRD.read_text())
+    name = wanted["metadata"]["name"]
+    before = ext.read_custom_resource_definition(name)
+    saved = api.sanitize_for_serialization(before)
+    wanted["metadata"]["resourceVersion"] = before.metadata.resource_version
+    ext.replace_custom_resource_definition(name, wanted)
+
+    def established() -> bool:
+        crd = ext.read_custom_resource_definition(name)
+        conditions = {c.type: c.status for c in crd.status.conditions or ()}
+        return conditions.get("Established") == "True" and conditions.get("NamesAccepted") == "True"
+
+    wait_for("the CRD to be established", established, timeout=60)
+    yield
+    current = ext.read_custom_resource_definition(name)
+    saved["metadata"] = {"name": name, "resourceVersion": current.metadata.resource_version}
+    saved.pop("status", None)
+    ext.replace_custom_resource_definition(name, saved)
+    api.close()
 
 
 def preflight_md(store: str, bundles: Path, strategy: str, preflight: dict[str, Any]) -> dict[str, Any]:
@@ -198,3 +236,35 @@ def test_a_good_v2_passes_preflight_and_is_promoted(
     assert wait_for(
         "the PreflightPassed Event", lambda: events(kube_api, namespace, "PreflightPassed"), timeout=30
     )
+
+
+NEW_CASES = [c for c in INVALID_CASES if c.id.startswith(("preflight-", "effectiveness-", "joiner-"))]
+
+
+@pytest.mark.parametrize("case", NEW_CASES, ids=[c.id for c in NEW_CASES])
+def test_the_api_server_rejects_bad_preflight_and_effectiveness_settings(
+    kube_api: client.ApiClient, namespace: str, case: InvalidCase
+) -> None:
+    """The same table as test_operator_reconcile's, while this checkout's CRD is installed."""
+    with pytest.raises(client.ApiException) as rejected:
+        create_mdep(kube_api, namespace, case.manifest())
+    assert rejected.value.status == 422
+    assert case.message in json.loads(rejected.value.body)["message"]
+
+
+def test_the_api_server_keeps_preflight_in_spec_and_status(
+    kube_api: client.ApiClient, namespace: str, model_store: str, churn_bundles: Path
+) -> None:
+    """Nothing of rollout.preflight is pruned, and its defaults are applied."""
+    md = preflight_md(model_store, churn_bundles, "Canary", {"minAUC": 0.7})
+    created = create_mdep(kube_api, namespace, md)
+    assert created["spec"]["rollout"]["preflight"] == {
+        "enabled": True,
+        "minAUC": 0.7,
+        "maxScorePSI": 0.25,
+        "maxAUCDrop": 0.01,
+        "maxAccuracyDrop": 0.02,
+        "maxLogLossIncrease": 0.05,
+        "requireLabels": False,
+        "timeoutSeconds": 60,
+    }
