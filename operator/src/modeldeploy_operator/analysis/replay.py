@@ -19,13 +19,14 @@ shape, is Failed: it will not get better by asking again.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
-import orjson
 from pydantic import ValidationError
 
 from modeldeploy_contract.preflight import (
@@ -44,6 +45,7 @@ from modeldeploy_operator.analysis.fetch import FetchError, FetchLimits, fetch, 
 from modeldeploy_operator.domain.spec import Preflight
 from modeldeploy_operator.domain.status_model import PreflightCheckStatus, PreflightQuality, PreflightStatus
 
+log = logging.getLogger("modeldeploy.preflight")
 MAX_GOLDEN_BYTES = 16 * 1024 * 1024
 """pack keeps at most 20,000 golden rows: about 2.4 MB of JSON for the 18-feature churn model
 (118 kB per 1,000 rows measured), so 16 MiB leaves room for wide models and refuses anything absurd."""
@@ -186,14 +188,18 @@ class Replayer:
                 finished_at=self.now().replace(microsecond=0),
             )
         except _NotNowError as exc:
-            return PreflightStatus(
-                variant=target.variant,
-                revision=target.revision,
-                result="Pending",
-                message=f"replay attempt {attempts + 1} did not complete: {exc}",
-                attempts=attempts + 1,
-                finished_at=self.now().replace(microsecond=0),
-            )
+            why = str(exc)
+        except Exception:  # a bug must not fail the reconcile that collects it: retried, logged
+            log.exception("preflight replay of %s %s failed", target.model, target.revision)
+            why = "the replay failed in the operator (see its log)"
+        return PreflightStatus(
+            variant=target.variant,
+            revision=target.revision,
+            result="Pending",
+            message=f"replay attempt {attempts + 1} did not complete: {why}",
+            attempts=attempts + 1,
+            finished_at=self.now().replace(microsecond=0),
+        )
 
     def _limits(self, deadline: float, max_bytes: int) -> FetchLimits:
         left = deadline - self.clock()
@@ -231,16 +237,20 @@ class Replayer:
                     self._limits(deadline, MAX_ANSWER_BYTES),
                     clock=self.clock,
                     method="POST",
-                    content=orjson.dumps(v2_request(rows)),
+                    content=json.dumps(v2_request(rows)).encode(),
                     headers={REPLAY_HEADER: "1", "Content-Type": "application/json"},
                 )
             except FetchError as exc:
                 raise _NotNowError(f"replay to {endpoint}: {exc}") from exc
+            if status in (400, 413, 422):  # the server refuses these rows: asking again will not help
+                raise _VerdictError(
+                    f"replay to {endpoint}: the server refused the golden rows (HTTP {status})"
+                )
             if status != 200:
                 raise _NotNowError(f"replay to {endpoint}: HTTP {status}")
             try:
-                outputs += outputs_from_v2(orjson.loads(body), golden.output, len(rows))
-            except (ValueError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
+                outputs += outputs_from_v2(json.loads(body), golden.output, len(rows))
+            except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
                 raise _VerdictError(
                     f"the answers of {endpoint} do not fit the golden set: {sanitize(str(exc))}"
                 ) from exc
