@@ -350,6 +350,88 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "schema",
     ),
     InvalidCase("negative-replicas", _set("spec.replicas", -1), "spec.replicas", "schema"),
+    # --- effectiveness checks (issue 15) ---
+    InvalidCase(
+        "effectiveness-check-without-joiner",
+        _set("spec.rollout.analysis.checks.0.type", "effectiveness"),
+        "effectiveness checks need rollout.analysis.joiner.address",
+        "cel",
+    ),
+    InvalidCase(
+        "effectiveness-settings-on-another-check",
+        _set("spec.rollout.analysis.checks.0.effectiveness", {"metric": "auc"}),
+        "effectiveness settings are only allowed on effectiveness checks",
+        "cel",
+    ),
+    InvalidCase(
+        "effectiveness-bad-metric",
+        _both(
+            _set("spec.rollout.analysis.joiner", {"address": "http://joiner:8090"}),
+            _set("spec.rollout.analysis.checks.0.type", "effectiveness"),
+            _set("spec.rollout.analysis.checks.0.effectiveness", {"metric": "f1"}),
+        ),
+        "spec.rollout.analysis.checks[0].effectiveness.metric",
+        "schema",
+    ),
+    InvalidCase(
+        "effectiveness-confidence-1",
+        _both(
+            _set("spec.rollout.analysis.joiner", {"address": "http://joiner:8090"}),
+            _set("spec.rollout.analysis.checks.0.type", "effectiveness"),
+            _set("spec.rollout.analysis.checks.0.effectiveness", {"confidence": 1}),
+        ),
+        "spec.rollout.analysis.checks[0].effectiveness.confidence",
+        "schema",
+    ),
+    InvalidCase(
+        "joiner-address-not-http",
+        _set("spec.rollout.analysis.joiner", {"address": "file:///etc/passwd"}),
+        "spec.rollout.analysis.joiner.address",
+        "schema",
+    ),
+    # --- rollout.preflight (issue 15) ---
+    InvalidCase(
+        "preflight-negative-output-diff",
+        _set("spec.rollout.preflight", {"maxOutputDiff": -0.1}),
+        "spec.rollout.preflight.maxOutputDiff",
+        "schema",
+    ),
+    InvalidCase(
+        "preflight-auc-drop-over-1",
+        _set("spec.rollout.preflight", {"maxAUCDrop": 1.5}),
+        "spec.rollout.preflight.maxAUCDrop",
+        "schema",
+    ),
+    InvalidCase(
+        "preflight-min-auc-over-1",
+        _set("spec.rollout.preflight", {"minAUC": 2}),
+        "spec.rollout.preflight.minAUC",
+        "schema",
+    ),
+    InvalidCase(
+        "preflight-psi-not-a-number",
+        _set("spec.rollout.preflight", {"maxScorePSI": "high"}),
+        "spec.rollout.preflight.maxScorePSI",
+        "schema",
+    ),
+    InvalidCase(
+        "preflight-enabled-not-bool",
+        _set("spec.rollout.preflight", {"enabled": "yes"}),
+        "spec.rollout.preflight.enabled",
+        "schema",
+    ),
+    InvalidCase(
+        "preflight-timeout-too-short",
+        _set("spec.rollout.preflight", {"timeoutSeconds": 1}),
+        "spec.rollout.preflight.timeoutSeconds",
+        "schema",
+    ),
+    InvalidCase(
+        "preflight-negative-log-loss-increase",
+        _set("spec.rollout.preflight", {"maxLogLossIncrease": -1}),
+        "spec.rollout.preflight.maxLogLossIncrease",
+        "schema",
+    ),
     InvalidCase(
         "too-many-variants",
         _set("spec.variants", [{"name": f"v{i}", "weight": 5} for i in range(20)]),

@@ -56,7 +56,8 @@ def install_operator(layout: Layout, kubeconfig: Path) -> None:
         "--create-namespace",
         "--wait",
         "--timeout",
-        "120s",
+        # A fresh cluster pulls the images for the first time while other work loads the 2 cores.
+        "300s",
         "--set",
         "operator.resyncSeconds=10",
         "--set",

@@ -33,6 +33,11 @@ counts them in no live metric, drift window or prediction log."""
 DEFAULT_TOLERANCE = 1e-4
 """Default largest |difference| between recorded and served outputs: the ONNX/XGBoost parity that
 pack checks is 1e-5, with room for the runtime a server picks for a batch size."""
+GOLDEN_PATH = "/modeldeploy/golden"
+"""Where a model server hands out its bundle's golden set (golden.json as packed and verified), for
+the operator's preflight. Not an inference route: the router answers 404 for anything under
+ADMIN_PREFIX, so callers of the front door never see the golden rows and labels."""
+ADMIN_PREFIX = "/modeldeploy/"
 PSI_BINS = 10
 REPLAY_BATCH_ROWS = 32
 """Rows per replay request (below the server's xgboost_batch_rows, so a hybrid XGBoost bundle answers

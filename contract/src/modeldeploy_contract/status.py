@@ -22,6 +22,7 @@ CheckResult = Literal["Pass", "Fail", "Inconclusive"]
 PauseReason = Literal["Step", "Manual", "Spec", "Failure"]
 CommandAction = Literal["promote", "abort", "pause", "resume", "rollback"]
 CommandResult = Literal["Applied", "Ignored", "Rejected"]
+PreflightResult = Literal["Pending", "Passed", "Failed", "Skipped"]
 
 READY = "Ready"
 PROGRESSING = "Progressing"
@@ -29,6 +30,7 @@ DEGRADED = "Degraded"
 SPEC_DIVERGED = "SpecDiverged"
 MAX_HISTORY = 100
 MAX_MEASUREMENTS = 10
+MAX_PREFLIGHT_CHECKS = 16
 
 
 class StatusModel(BaseModel):
@@ -153,6 +155,55 @@ class CommandStatus(StatusModel):
     time: datetime
 
 
+class PreflightCheckStatus(StatusModel):
+    """One comparison of a preflight (modeldeploy_contract.preflight.Check)."""
+
+    name: str = Field(max_length=63)
+    passed: bool | None = None
+    """None: skipped (no labels, no stable, not applicable)."""
+    value: float | None = None
+    threshold: float | None = None
+    detail: str = Field(default="", max_length=1024)
+
+
+class PreflightQuality(StatusModel):
+    """Quality of one side's answers on the golden labels."""
+
+    auc: float | None = None
+    accuracy: float | None = None
+    log_loss: float | None = None
+
+
+class PreflightStatus(StatusModel):
+    """The golden-set replay of one new revision before it takes traffic (issue 15)."""
+
+    variant: str
+    revision: str
+    stable_revision: str | None = None
+    """The revision replayed beside it (absent: compared with the recorded outputs only)."""
+    result: PreflightResult
+    """Pending (not run yet, or running), Passed, Failed (the revision gets no traffic) or Skipped
+    (the bundle has no golden set)."""
+    message: str = Field(default="", max_length=4096)
+    attempts: int = Field(default=0, ge=0)
+    """Replays that could not complete (a pod unreachable, an error answer); retried while Pending."""
+    rows: int | None = None
+    labelled_rows: int | None = None
+    max_abs_diff: float | None = None
+    """Largest |served - recorded| over the golden outputs."""
+    tolerance: float | None = None
+    score_psi: float | None = None
+    new: PreflightQuality | None = None
+    stable: PreflightQuality | None = None
+    checks: tuple[PreflightCheckStatus, ...] = Field(default=(), max_length=MAX_PREFLIGHT_CHECKS)
+    finished_at: datetime | None = None
+
+    @property
+    def final(self) -> bool:
+        """Decided once and for all (cached per revision: never replayed again)."""
+        return self.result != "Pending"
+
+
 class ModelDeploymentStatus(StatusModel):
     """status of a ModelDeployment."""
 
@@ -184,6 +235,8 @@ class ModelDeploymentStatus(StatusModel):
     variants: tuple[VariantStatus, ...] = ()
     history: tuple[HistoryEntry, ...] = ()
     analysis: AnalysisStatus | None = None
+    preflight: tuple[PreflightStatus, ...] = ()
+    """The golden-set replay of each variant's new revision (one entry per variant at most)."""
     last_error: LastError | None = None
     last_command: CommandStatus | None = None
 

@@ -110,6 +110,10 @@ class OperatorSettings(BaseSettings):
     """Prometheus base URLs ModelDeployments may name (comma-separated; same origin and a path prefix,
     see analysis/allowlist.py). Empty: prometheus checks are refused (Inconclusive, with a message)."""
 
+    joiner_allowed_addresses: Annotated[tuple[str, ...], NoDecode] = ()
+    """Label-joiner base URLs `effectiveness` checks may name (comma-separated; the same rules as
+    prometheus_allowed_addresses). Empty: effectiveness checks are refused (Inconclusive)."""
+
     analysis_workers: int = Field(default=4, ge=1, le=64)
     """Measurements (scrapes, Prometheus queries) running at once, off the reconcile threads."""
 
@@ -122,7 +126,7 @@ class OperatorSettings(BaseSettings):
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
     """Log level of the operator."""
 
-    @field_validator("namespaces", "prometheus_allowed_addresses", mode="before")
+    @field_validator("namespaces", "prometheus_allowed_addresses", "joiner_allowed_addresses", mode="before")
     @classmethod
     def _split_namespaces(cls, value: object) -> object:
         # A comma-separated list reads better in a Deployment's env than JSON.
@@ -130,7 +134,7 @@ class OperatorSettings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    @field_validator("prometheus_allowed_addresses")
+    @field_validator("prometheus_allowed_addresses", "joiner_allowed_addresses")
     @classmethod
     def _check_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         AddressPolicy(value)  # raises ValueError (a settings error at start-up) on a malformed entry

@@ -17,7 +17,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from modeldeploy_contract.router_config import CONFIG_KEY, config_map_name
-from modeldeploy_operator.analysis import AnalysisTarget, analysis_sources, select_checks
+from modeldeploy_operator.analysis import AnalysisTarget, MeasurementPool, analysis_sources, select_checks
+from modeldeploy_operator.analysis.fetch import new_client
+from modeldeploy_operator.analysis.replay import Replayer, ReplayTarget
 from modeldeploy_operator.config import OperatorSettings
 from modeldeploy_operator.domain import labels as lbl
 from modeldeploy_operator.domain.desired_state import (
@@ -34,13 +36,14 @@ from modeldeploy_operator.domain.resource import API_VERSION, KIND, ModelDeploym
 from modeldeploy_operator.domain.revision import SERVER_PORT
 from modeldeploy_operator.domain.rollout.commands import parse_command
 from modeldeploy_operator.domain.rollout.planner import analysis_request, plan
+from modeldeploy_operator.domain.rollout.preflight import PreflightRequest, preflight_requests
 from modeldeploy_operator.domain.spec import ModelDeploymentSpec
 from modeldeploy_operator.domain.status import (
     status_for_invalid_spec,
     with_command_refused,
     with_error,
 )
-from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
+from modeldeploy_operator.domain.status_model import ModelDeploymentStatus, PreflightStatus
 from modeldeploy_operator.domain.traffic import call_url
 from modeldeploy_operator.domain.validation import InvalidSpecError, parse_spec, validate_name
 from modeldeploy_operator.k8s.api import KubeApi, RejectedError, TransientApiError
@@ -59,6 +62,11 @@ _DEPLOYMENT = kind_of("apps/v1", "Deployment")
 CRASH_LOOP_RESTARTS = 3
 ANALYSIS_POLL_SECONDS = 1.0
 """How soon an object whose measurement is running is reconciled again to pick the readings up."""
+PREFLIGHT_DEADLINE_SECONDS = 660.0
+"""The pool gives up on a replay after this (above the largest rollout.preflight.timeoutSeconds, 600,
+which the replay enforces itself)."""
+PREFLIGHT_RETRY_MAX_SECONDS = 30.0
+"""A replay that could not complete is retried after 2^attempts seconds, at most this."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +138,12 @@ class Reconciler:
             workers=settings.analysis_workers,
             deadline_seconds=settings.analysis_deadline_seconds,
             max_response_bytes=settings.analysis_max_response_bytes,
+            allowed_joiner=settings.joiner_allowed_addresses,
         )
+        # Golden-set replays (issue 15), off the reconcile lock like analysis; their own pool, so a
+        # slow replay never holds up an analysis measurement.
+        self.preflight_pool: MeasurementPool[PreflightStatus] = MeasurementPool(2, PREFLIGHT_DEADLINE_SECONDS)
+        self.replayer = Replayer(new_client())
         self.options = BuildOptions(
             serving_image=settings.serving_image,
             router_image=settings.router_image,
@@ -216,6 +229,8 @@ class Reconciler:
         # 3. measure, only when the planner's analysis is due
         #    (off the reconcile path: None while the pool measures; this object is polled again soon)
         readings = self._measure(owner, spec, previous, seen, now)
+        # 3b. preflight: the golden-set replay of each revision about to take traffic (also off-lock)
+        preflight, replaying = self._preflight(owner, spec, previous, seen, now)
         # 4. plan (pure): which revisions run, their replicas and weights, events, the new status
         command = parse_command(body["metadata"].get("annotations"))
         # The front door callers go through (the built-in router): observed here, judged by the planner.
@@ -231,8 +246,9 @@ class Reconciler:
             generation=generation,
             front_door_ready=front_door,
             analysis_pending=readings is None,
+            preflight=preflight,
         )
-        if readings is None:  # the pool is measuring: come back for its readings soon
+        if readings is None or replaying:  # a pool is measuring: come back for its results soon
             poll_at = now + dt.timedelta(seconds=ANALYSIS_POLL_SECONDS)
             decided = replace(
                 decided,
@@ -324,6 +340,82 @@ class Reconciler:
             drift_window_seconds=spec.drift.window_seconds,
         )
         return self.analysis.measure(analysis, select_checks(analysis, request.checks), target)
+
+    def _preflight(
+        self,
+        owner: ModelDeploymentRef,
+        spec: ModelDeploymentSpec,
+        previous: ModelDeploymentStatus,
+        seen: Observation,
+        now: dt.datetime,
+    ) -> tuple[list[PreflightStatus], bool]:
+        """The preflight result of every revision that needs one (final ones from status: a revision
+        is replayed once), and whether one is still pending (poll again soon)."""
+        results, pending = [], False
+        for request in preflight_requests(owner.name, spec, previous, seen.deployments):
+            result = self._preflight_one(owner, spec, request, seen, now)
+            results.append(result)
+            pending = pending or not result.final
+        return results, pending
+
+    def _preflight_one(
+        self,
+        owner: ModelDeploymentRef,
+        spec: ModelDeploymentSpec,
+        request: PreflightRequest,
+        seen: Observation,
+        now: dt.datetime,
+    ) -> PreflightStatus:
+        cached, settings = request.cached, spec.rollout.preflight
+        if cached is not None and cached.final:
+            return cached
+        assert settings is not None  # preflight_requests() asks only when it is set
+        attempts = cached.attempts if cached is not None else 0
+
+        def pending(message: str) -> PreflightStatus:
+            return PreflightStatus(
+                variant=request.variant,
+                revision=request.revision,
+                stable_revision=request.stable_revision,
+                result="Pending",
+                message=message,
+                attempts=attempts,
+                finished_at=cached.finished_at if cached is not None else None,
+            )
+
+        endpoints = sorted(seen.ready_endpoints.get(request.revision, ()))
+        if not endpoints:
+            return pending(f"waiting for a ready pod of revision {request.revision}")
+        if cached is not None and attempts and cached.finished_at is not None:
+            retry_at = cached.finished_at + dt.timedelta(
+                seconds=min(2.0**attempts, PREFLIGHT_RETRY_MAX_SECONDS)
+            )
+            if now < retry_at:
+                return cached
+        stable = sorted(seen.ready_endpoints.get(request.stable_revision, ()))
+        target = ReplayTarget(
+            model=owner.name,
+            variant=request.variant,
+            revision=request.revision,
+            endpoint=endpoints[0],
+            stable_revision=request.stable_revision,
+            stable_endpoint=stable[0] if stable else None,
+        )
+        key = ("preflight", owner.namespace, owner.name, request.variant, request.revision)
+
+        def timed_out(seconds: float) -> PreflightStatus:
+            late = pending(f"the replay took longer than {seconds:g}s")
+            return late.model_copy(
+                update={"attempts": attempts + 1, "finished_at": now.replace(microsecond=0)}
+            )
+
+        result = self.preflight_pool.poll(
+            key, lambda: self.replayer.run(target, settings, attempts), timed_out
+        )
+        if result is None:
+            return pending("replaying the golden set")
+        # Stamped with the reconcile's clock (the retry back-off compares it with this clock).
+        return result.model_copy(update={"finished_at": now.replace(microsecond=0)})
 
     def _scale(self, owner: ModelDeploymentRef, name: str, replicas: int, seen: Observation) -> None:
         current = next((d for d in seen.deployments if d.name == name), None)

@@ -271,6 +271,33 @@ def _check_lines(status: ModelDeploymentStatus, style: Style) -> list[str]:
     return [head, *("  " + line for line in _table(rows, style))]
 
 
+_PREFLIGHT_COLOURS = {"Passed": "green", "Failed": "red", "Pending": "yellow", "Skipped": "grey"}
+
+
+def _preflight_lines(status: ModelDeploymentStatus, style: Style) -> list[str]:
+    """Each variant's golden-set replay before traffic: its result, why, and every comparison."""
+    lines: list[str] = []
+    for entry in status.preflight:
+        result = style.paint(_PREFLIGHT_COLOURS.get(entry.result), entry.result)
+        lines.append(f"Preflight:   {entry.variant} {entry.revision}: {result} - {entry.message}")
+        if not entry.checks:
+            continue
+        rows: list[Row] = [["CHECK", "RESULT", "VALUE", "THRESHOLD", "DETAIL"]]
+        for check in entry.checks:
+            outcome = {True: "Pass", False: "Fail", None: "Skip"}[check.passed]
+            rows.append(
+                [
+                    check.name,
+                    Cell(outcome, _RESULT_COLOURS.get(outcome)),
+                    _number(check.value),
+                    _number(check.threshold),
+                    check.detail,
+                ]
+            )
+        lines += ["  " + line for line in _table(rows, style)]
+    return lines
+
+
 def _event_lines(events: Sequence[Mapping[str, Any]], style: Style) -> list[str]:
     def when(event: Mapping[str, Any]) -> str:
         return str(event.get("lastTimestamp") or event.get("eventTime") or event.get("firstTimestamp") or "")
@@ -329,6 +356,7 @@ def render_view(
     if steps:
         lines += ["Steps:", *_step_lines(steps, status, style)]
     lines += ["Revisions:", *_revision_lines(status, style)]
+    lines += _preflight_lines(status, style)
     lines += _check_lines(status, style)
     conditions = ", ".join(
         style.paint("green" if c.status == "True" else "grey", f"{c.type}={c.status}") + f" ({c.reason})"

@@ -22,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from modeldeploy_contract.preflight import REPLAY_HEADER
+from modeldeploy_contract.preflight import GOLDEN_PATH, REPLAY_HEADER
 from modeldeploy_contract.redact import scrub_logs
 from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving import metrics, slowclients
@@ -383,6 +383,16 @@ def build_api(settings: ServerSettings, dataplane: DataPlane, *, owns_dataplane:
     name_the_served_model(
         api, lambda: None if dataplane.model is None else (dataplane.model.name, dataplane.model.version)
     )
+
+    @api.get(GOLDEN_PATH)
+    async def golden() -> Response:
+        """The bundle's golden set, for the operator's preflight (the router never forwards it)."""
+        model = dataplane.model
+        if model is None:
+            return json_response(503, {"error": f"no model loaded yet ({dataplane.state})"})
+        if model.golden is None:
+            return json_response(404, {"error": f"bundle {model.name} {model.version} has no golden set"})
+        return Response(model.golden, media_type="application/json", headers={"x-model-sha256": model.digest})
 
     @api.get("/metrics")
     async def metrics_endpoint() -> Response:

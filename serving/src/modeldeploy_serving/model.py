@@ -74,6 +74,9 @@ class LoadedModel:
         self.feature_names = bundle.manifest.feature_names
         self.feature_index = {n: i for i, n in enumerate(self.feature_names)}
         self.output_names = [o.name for o in bundle.manifest.outputs]
+        golden = bundle.manifest.files.golden
+        self.golden: bytes | None = bundle.blob(golden) if golden is not None else None
+        """golden.json as packed (verified against the manifest), for the operator's preflight."""
         classes = bundle.manifest.classes
         self._classes = np.asarray(classes, dtype=np.int64) if classes else None
         self._classification = bundle.manifest.task == "classification"

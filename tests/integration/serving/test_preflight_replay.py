@@ -120,3 +120,55 @@ def test_a_server_that_cannot_answer_is_an_error_not_a_verdict(
     code = cli_main(["preflight", "--bundle", str(bundles.v1), "--url", f"http://127.0.0.1:{free_port()}"])
     assert code == 2
     assert "ConnectError" in capsys.readouterr().err
+
+
+# --- the operator's side: the golden set from the server, replayed by the operator's own client ---
+
+
+def test_the_server_hands_out_its_verified_golden_set(bundles: Bundles, servers: dict[str, Server]) -> None:
+    from modeldeploy_contract.preflight import GOLDEN_PATH
+
+    with servers["v1"].client() as c:
+        r = c.get(GOLDEN_PATH)
+    assert r.status_code == 200
+    assert r.content == (bundles.v1 / "golden.json").read_bytes()
+    assert len(r.headers["x-model-sha256"]) == 64
+
+
+def _operator_replay(servers: dict[str, Server], new: str, stable: str) -> object:
+    from modeldeploy_operator.analysis.fetch import new_client
+    from modeldeploy_operator.analysis.replay import Replayer, ReplayTarget
+    from modeldeploy_operator.domain.spec import Preflight
+
+    target = ReplayTarget(
+        model="churn",
+        variant="default",
+        revision=new,
+        endpoint=servers[new].url.removeprefix("http://"),
+        stable_revision=stable,
+        stable_endpoint=servers[stable].url.removeprefix("http://"),
+    )
+    with new_client() as client:
+        return Replayer(client).run(target, Preflight())
+
+
+def test_the_operator_replay_passes_the_packed_model_and_stops_a_worse_one(
+    servers: dict[str, Server],
+) -> None:
+    from modeldeploy_operator.domain.status_model import PreflightStatus
+
+    good = _operator_replay(servers, "v1", "v1")
+    assert isinstance(good, PreflightStatus)
+    assert good.result == "Passed", good.message
+    assert good.rows == 1000
+    bad = _operator_replay(servers, "v3", "v1")
+    assert isinstance(bad, PreflightStatus)
+    assert bad.result == "Failed"
+    failed_checks = {c.name for c in bad.checks if c.passed is False}
+    assert "auc-drop" in failed_checks
+    assert "outputs-match-bundle" not in failed_checks
+    assert bad.new is not None
+    assert bad.stable is not None
+    assert bad.stable.auc is not None
+    assert bad.new.auc is not None
+    assert bad.stable.auc - bad.new.auc > 0.05

@@ -12,7 +12,7 @@ from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.revision import resolve_variants
 from modeldeploy_operator.domain.rollout import Command, InvalidCommand, Plan, plan
 from modeldeploy_operator.domain.spec import ModelDeploymentSpec
-from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
+from modeldeploy_operator.domain.status_model import ModelDeploymentStatus, PreflightStatus
 
 from modeldeploy_builders import BASE_MODEL, NOW
 
@@ -78,6 +78,7 @@ class Sim:
         *,
         roundtrip: bool = True,
         analysis_pending: bool = False,
+        preflight: Sequence[PreflightStatus] = (),
     ) -> Plan:
         """Advance the clock, plan, and let the Deployments follow the plan (ready at once)."""
         self.now += dt.timedelta(seconds=seconds)
@@ -93,6 +94,7 @@ class Sim:
             previous,
             command,
             analysis_pending=analysis_pending,
+            preflight=preflight,
         )
         self.status, self.last = result.status, result
         self._follow(result)

@@ -185,3 +185,31 @@ def test_wait_0_checks_once() -> None:
     cluster = FakeCluster(_mid_rollout(), answer=False)
     _, err = _run(cluster, "pause", "churn", "--wait", "0", code=EXIT_NOT_APPLIED)
     assert "not applied within 0s" in err
+
+
+def test_get_shows_the_preflight_with_its_figures() -> None:
+    from modeldeploy_operator.domain.status_model import PreflightCheckStatus, PreflightStatus
+
+    from rollout_sim import revision_of
+
+    sim = Sim(rollout_spec("1", preflight={}))
+    sim.step()
+    sim.step(1)
+    sim.spec = rollout_spec("2", preflight={})
+    failed = PreflightStatus(
+        variant="default",
+        revision=revision_of(sim.spec),
+        result="Failed",
+        message="auc new 0.5839 vs stable 0.8333, worse by 0.2495 (> 0.01)",
+        checks=(
+            PreflightCheckStatus(name="outputs-match-bundle", passed=True, value=3e-8, threshold=1e-4),
+            PreflightCheckStatus(name="auc-drop", passed=False, value=0.2495, threshold=0.01, detail="worse"),
+        ),
+    )
+    sim.step(1, preflight=[failed])
+    sim.step(1, preflight=[failed])
+    text, _ = _run(FakeCluster(sim), "get", "churn")
+    assert f"Preflight:   default {revision_of(sim.spec)}: Failed - auc new 0.5839" in text
+    assert "auc-drop" in text
+    assert "0.2495" in text
+    assert "Not shown" not in text

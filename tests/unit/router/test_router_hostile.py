@@ -156,3 +156,19 @@ def test_response_bytes_count_against_the_budget_while_they_arrive() -> None:
     with pytest.raises(OverBudgetError):
         asyncio.run(exchange(150))
     assert taken["bytes"] == 0
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("path", ["/modeldeploy/golden", "/modeldeploy/anything/else"])
+def test_the_model_servers_operator_routes_are_never_forwarded(method: str, path: str) -> None:
+    """The golden set (rows and labels, for the operator's preflight) is not for the front door."""
+    app = make_app()
+    sent = Recorder()
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": method, "path": path, "headers": []}
+    asyncio.run(app(scope, receive, sent))
+    assert sent.status == 404
+    assert refused(app, "not_found") == 1

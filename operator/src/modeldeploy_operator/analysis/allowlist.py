@@ -59,17 +59,20 @@ def origin_of(address: str) -> str:
 @dataclass(frozen=True)
 class AddressPolicy:
     allowed: tuple[str, ...] = ()
+    what: str = "prometheus"
+    """What the addresses are for, in messages (the same rules guard the label joiner's)."""
+    hint: str = SETTING_HINT
 
     def __post_init__(self) -> None:
         for entry in self.allowed:
             if isinstance(_parse(entry), str):
-                raise ValueError(f"allowed Prometheus address {entry!r}: {_parse(entry)}")
+                raise ValueError(f"allowed {self.what.capitalize()} address {entry!r}: {_parse(entry)}")
 
     def refusal(self, address: str) -> str | None:
         """None when the operator may query `address`, else a short reason for status."""
         parsed = _parse(address)
         if isinstance(parsed, str):
-            return f"prometheus address refused: {parsed}"
+            return f"{self.what} address refused: {parsed}"
         for entry in self.allowed:
             allowed = _parse(entry)
             assert not isinstance(allowed, str)  # checked in __post_init__
@@ -81,5 +84,5 @@ class AddressPolicy:
             if same_origin and (parsed.path + "/").startswith(allowed.path + "/"):
                 return None
         if not self.allowed:
-            return f"prometheus checks are disabled: no address is allowed ({SETTING_HINT})"
-        return f"prometheus address {origin_of(address)} is not in the operator's allow-list ({SETTING_HINT})"
+            return f"{self.what} checks are disabled: no address is allowed ({self.hint})"
+        return f"{self.what} address {origin_of(address)} is not in the operator's allow-list ({self.hint})"

@@ -61,16 +61,27 @@ def fetch(
     limits: FetchLimits,
     params: Mapping[str, str] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    *,
+    method: str = "GET",
+    content: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> tuple[int, bytes]:
-    """(status, body) of a GET to `url`; raises FetchError for anything that is not a complete answer
-    within the limits. Any status is returned (the caller decides what a 404 means) except 3xx."""
+    """(status, body) of a GET (or `method` with `content`) to `url`; raises FetchError for anything
+    that is not a complete answer within the limits. Any status is returned (the caller decides what a
+    404 means) except 3xx."""
     started = clock()
     deadline = started + limits.deadline_seconds
     timeout = httpx.Timeout(limits.deadline_seconds)
-    headers = {"Accept-Encoding": "identity"}
+    sent = {**(headers or {}), "Accept-Encoding": "identity"}
     try:
         with client.stream(
-            "GET", url, params=params, headers=headers, timeout=timeout, follow_redirects=False
+            method,
+            url,
+            params=params,
+            headers=sent,
+            content=content,
+            timeout=timeout,
+            follow_redirects=False,
         ) as response:
             if 300 <= response.status_code < 400:
                 raise FetchError(f"HTTP {response.status_code} redirect not followed")

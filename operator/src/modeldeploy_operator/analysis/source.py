@@ -24,6 +24,8 @@ from modeldeploy_operator.domain.spec import Analysis, Check, PrometheusSource
 
 from .allowlist import AddressPolicy
 from .builtin import no_data
+from .effectiveness import SETTING_HINT as JOINER_HINT
+from .effectiveness import JoinerReader
 from .fetch import FetchLimits
 from .pool import MeasurementPool
 from .prometheus import MAX_ANSWER_BYTES, PrometheusClient, PrometheusReader
@@ -60,8 +62,10 @@ class AnalysisSources:
         pool: MeasurementPool[list[CheckReading]] | None = None,
         deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
+        joiner: JoinerReader | None = None,
     ) -> None:
         self.scrape = scrape or BuiltinScrapeSource()
+        self.joiner = joiner or JoinerReader(AddressPolicy(what="joiner", hint=JOINER_HINT))
         self.labels = labels or SeriesLabels()
         self.policy = policy or AddressPolicy()
         self.pool = pool
@@ -79,9 +83,15 @@ class AnalysisSources:
             self._prometheus_for(analysis.prometheus) if analysis.prometheus and not refusal else None
         )
         uses_prometheus = analysis.prometheus is not None
-        by_prometheus = [c for c in checks if uses_prometheus or c.type == "prometheus"]
-        by_scrape = [c for c in checks if c.name not in {p.name for p in by_prometheus}]
+        by_joiner = [c for c in checks if c.type == "effectiveness"]
+        rest = [c for c in checks if c.type != "effectiveness"]
+        by_prometheus = [c for c in rest if uses_prometheus or c.type == "prometheus"]
+        by_scrape = [c for c in rest if c.name not in {p.name for p in by_prometheus}]
         readings: dict[str, CheckReading] = {}
+        if by_joiner:
+            readings.update(
+                (r.check, r) for r in self.joiner.read(by_joiner, analysis.joiner, target, utc_now())
+            )
         if by_scrape:
             readings.update((r.check, r) for r in self.scrape.read(by_scrape, target, window))
         for check in by_prometheus:
@@ -122,7 +132,8 @@ class AnalysisSources:
         """What one pool job measures. Pod addresses are left out: a pod moving while a measurement
         runs must not start a second one (the next measurement sees the new addresses)."""
         source = analysis.prometheus.address if analysis.prometheus else ""
-        return (target.key, tuple(c.name for c in checks), source, analysis.interval)
+        joiner = analysis.joiner.address if analysis.joiner else ""
+        return (target.key, tuple(c.name for c in checks), source, joiner, analysis.interval)
 
     def forget(self, target: AnalysisTarget) -> None:
         """The target's rollout ended: drop its scrape baseline."""
@@ -144,7 +155,12 @@ class AnalysisSources:
 
 
 def analysis_sources(
-    *, allowed_prometheus: Sequence[str], workers: int, deadline_seconds: float, max_response_bytes: int
+    *,
+    allowed_prometheus: Sequence[str],
+    workers: int,
+    deadline_seconds: float,
+    max_response_bytes: int,
+    allowed_joiner: Sequence[str] = (),
 ) -> AnalysisSources:
     """The operator's sources, from its settings: allow-list, pool size, deadline and byte cap."""
     scrape = BuiltinScrapeSource(
@@ -155,4 +171,5 @@ def analysis_sources(
         policy=AddressPolicy(tuple(allowed_prometheus)),
         pool=MeasurementPool(workers, deadline_seconds),
         max_answer_bytes=max_response_bytes,
+        joiner=JoinerReader(AddressPolicy(tuple(allowed_joiner), what="joiner", hint=JOINER_HINT)),
     )

@@ -19,7 +19,8 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 TrafficProvider = Literal["router", "gatewayAPI"]
 NoReadyBackendPolicy = Literal["Redistribute", "Reject"]
 Strategy = Literal["Canary", "BlueGreen", "Immediate"]
-CheckType = Literal["errorRate", "latencyP99", "inputDrift", "predictionShift", "prometheus"]
+CheckType = Literal["errorRate", "latencyP99", "inputDrift", "predictionShift", "prometheus", "effectiveness"]
+EffectivenessMetric = Literal["auc", "accuracy"]
 
 DEFAULT_VARIANT = "default"
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
@@ -180,6 +181,17 @@ class Threshold(SpecModel):
     max: float | None = None
 
 
+class EffectivenessCheck(SpecModel):
+    """What an `effectiveness` check compares: the new revision's quality on delayed labels (from the
+    label joiner) against the stable revision's, as the worse end of a confidence interval of
+    new - stable (docs/effectiveness.md)."""
+
+    metric: EffectivenessMetric = "auc"
+    window_seconds: int = Field(default=604800, ge=60, le=31_536_000)
+    """The joiner window compared (the smallest of the joiner's windows at least this long)."""
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+
 class Check(SpecModel):
     """One analysis check: a built-in measurement or a PromQL query, and its threshold."""
 
@@ -188,10 +200,18 @@ class Check(SpecModel):
     threshold: Threshold
     min_samples: int | None = Field(default=None, ge=0)
     query: str | None = Field(default=None, max_length=4096)
+    effectiveness: EffectivenessCheck | None = None
 
 
 class PrometheusSource(SpecModel):
     """Where `prometheus` checks send their queries."""
+
+    address: str = Field(min_length=1, max_length=2048)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+
+
+class JoinerSource(SpecModel):
+    """The label joiner `effectiveness` checks read (GET /v1/effectiveness)."""
 
     address: str = Field(min_length=1, max_length=2048)
     timeout_seconds: float = Field(default=10.0, gt=0, le=300)
@@ -205,6 +225,26 @@ class Analysis(SpecModel):
     failure_limit: int = Field(default=2, ge=0, le=100)
     checks: tuple[Check, ...] = Field(default=(), max_length=16)
     prometheus: PrometheusSource | None = None
+    joiner: JoinerSource | None = None
+
+
+class Preflight(SpecModel):
+    """Replay the bundle's golden set against a new revision (and the stable) before it takes any
+    traffic; a failure aborts the revision. Thresholds as modeldeploy_contract.preflight's
+    PreflightThresholds; a bundle without a golden set skips it."""
+
+    enabled: bool = True
+    max_output_diff: float | None = Field(default=None, ge=0, le=1e6)
+    """Largest |served - recorded| output value; None: the tolerance `modeldeploy pack` recorded."""
+    max_score_psi: float = Field(default=0.25, ge=0, le=100, alias="maxScorePSI")
+    max_auc_drop: float = Field(default=0.01, ge=0, le=1, alias="maxAUCDrop")
+    max_accuracy_drop: float = Field(default=0.02, ge=0, le=1)
+    max_log_loss_increase: float = Field(default=0.05, ge=0, le=100)
+    min_auc: float | None = Field(default=None, ge=0, le=1, alias="minAUC")
+    min_accuracy: float | None = Field(default=None, ge=0, le=1)
+    require_labels: bool = False
+    timeout_seconds: int = Field(default=60, ge=5, le=600)
+    """Longest one replay (golden set fetch plus both replays) may take before it is retried."""
 
 
 class Rollout(SpecModel):
@@ -216,6 +256,8 @@ class Rollout(SpecModel):
     auto_rollback: bool = True
     progress_deadline_seconds: int = Field(default=600, ge=30, le=86400)
     scale_down_delay_seconds: int = Field(default=30, ge=0, le=86400)
+    preflight: Preflight | None = None
+    """None (the default): no preflight; set (even to {}) to replay the golden set first."""
 
 
 class Drift(SpecModel):

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
+from modeldeploy_contract.preflight import ADMIN_PREFIX
 from modeldeploy_serving.router.metrics import RouterMetrics
 from modeldeploy_serving.router.shadow import ShadowDispatcher
 from modeldeploy_serving.router.state import Arm, RouterState, Snapshot
@@ -157,6 +158,9 @@ class RouterApp:
             local = self._local.get(scope["path"]) if scope["method"] == "GET" else None
             if local is not None:
                 await local(send)
+            elif scope["path"].startswith(ADMIN_PREFIX):
+                # The model servers' operator-only routes (the golden set with its labels): not for callers.
+                await self._refuse(send, 404, "not_found", "no such route")
             else:
                 await self._proxy(scope, receive, send)
         elif scope["type"] == "lifespan":

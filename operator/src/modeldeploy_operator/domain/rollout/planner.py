@@ -35,12 +35,13 @@ from modeldeploy_operator.domain.rollout.model import (
     Role,
     VariantPlan,
 )
+from modeldeploy_operator.domain.rollout.preflight import gate, note_results, status_entries
 from modeldeploy_operator.domain.rollout.state import Draft
 from modeldeploy_operator.domain.rollout.steps import advance, ready, wanted_canary_replicas
 from modeldeploy_operator.domain.rollout.timers import analysis_due, next_due, seconds_until
 from modeldeploy_operator.domain.rollout.view import VariantOutcome, build_status
 from modeldeploy_operator.domain.spec import ModelDeploymentSpec
-from modeldeploy_operator.domain.status_model import HistoryEntry, ModelDeploymentStatus
+from modeldeploy_operator.domain.status_model import HistoryEntry, ModelDeploymentStatus, PreflightStatus
 
 
 def _total_replicas(variant: ResolvedVariant, stable: ObservedDeployment | None) -> int:
@@ -121,14 +122,20 @@ def _end_other_rollout(draft: Draft, variant: ResolvedVariant, target: str, imme
 
 def _immediate(
     draft: Draft, variant: ResolvedVariant, target: str, pin: HistoryEntry | None
-) -> tuple[VariantPlan, str, bool]:
-    """The target serves once it has a ready pod; until then the stable (or any ready old one) serves."""
+) -> tuple[VariantPlan, str, bool, HistoryEntry | None]:
+    """The target serves once it has a ready pod (and, replacing a stable, once its preflight passed);
+    until then the stable (or any ready old one) serves."""
     old = draft.stable.get(variant.name)
     target_observed = draft.observed_of(variant.name, target)
     old_observed = draft.observed_of(variant.name, old)
     total = _total_replicas(variant, old_observed or target_observed)
     serving = target
-    if ready(target_observed) == 0:
+    verdict, why = "go", ""
+    if pin is None and old is not None and old != target:
+        verdict, why = gate(draft, variant.name, target)
+    if verdict != "go" and old is not None:
+        serving = old
+    elif ready(target_observed) == 0:
         if ready(old_observed) > 0 and old is not None:
             serving = old
         else:  # status lost or never written: any old revision with ready pods beats none
@@ -144,6 +151,8 @@ def _immediate(
         draft.enter_traffic(variant.name, serving)
         draft.leave_traffic(variant.name, old)
         draft.event("RevisionServing", f"variant {variant.name} serves {draft.label(variant.name, serving)}")
+    if verdict == "failed" and old is not None:
+        return _preflight_failed(draft, variant, target, old, total, why)
     rolled_out = target_observed is not None and target_observed.rolled_out
     if pin is None and serving == target and rolled_out:
         draft.finish(variant.name, target, "Promoted")
@@ -152,7 +161,26 @@ def _immediate(
     layout.add(serving, serving_role, total, 100)
     if serving != target:
         layout.add(target, "pinned" if pin is not None else "preview", total, 0)
-    return layout.plan(), serving, not rolled_out
+    return layout.plan(), serving, not rolled_out, None
+
+
+def _preflight_failed(
+    draft: Draft, variant: ResolvedVariant, target: str, stable: str, total: int, why: str
+) -> tuple[VariantPlan, str, bool, HistoryEntry | None]:
+    """Immediate strategy: the target failed its preflight, so the stable keeps all the traffic and
+    the target is aborted (history, Event, Degraded) and scaled down, until the spec changes."""
+    entry = draft.entry(variant.name, target)
+    if entry is not None and entry.outcome == "Progressing":
+        message = f"preflight failed: {why}"
+        text = f"{draft.label(variant.name, target)} gets no traffic: {message}"
+        draft.finish(variant.name, target, "Aborted", f"PreflightFailed: {message}")
+        draft.degraded = ("PreflightFailed", text)
+        draft.event("PreflightFailed", text, warning=True)
+    draft.leave_traffic(variant.name, target)
+    layout = _Layout(draft, variant)
+    layout.add(stable, "stable", total, 100)
+    layout.add_leaving(target, "preview")
+    return layout.plan(), stable, False, draft.entry(variant.name, target)
 
 
 def _start(draft: Draft, variant: ResolvedVariant) -> None:
@@ -187,8 +215,8 @@ def _plan_variant(draft: Draft, variant: ResolvedVariant, readings: Sequence[Che
     if stable == target:
         return _steady(draft, outcome, stable)
     if immediate:
-        plan, serving, updating = _immediate(draft, variant, target, pin)
-        return outcome.with_plan(plan, serving=serving, draft=draft, updating=updating)
+        plan, serving, updating, aborted = _immediate(draft, variant, target, pin)
+        return outcome.with_plan(plan, serving=serving, draft=draft, updating=updating, aborted=aborted)
     assert stable is not None
     return _progressive(draft, outcome, stable, target, readings)
 
@@ -271,6 +299,7 @@ def plan(
     generation: int | None = None,
     front_door_ready: bool | None = None,
     analysis_pending: bool = False,
+    preflight: Sequence[PreflightStatus] = (),
 ) -> Plan:
     """Decide what should run for ModelDeployment `name` now. Pure: same inputs, same Plan.
 
@@ -279,11 +308,16 @@ def plan(
     provider). Ready is decided here, once, from it and the serving revisions.
 
     `analysis_pending`: the due analysis is still being measured; nothing is evaluated this time (the
-    readings are given to a later call)."""
+    readings are given to a later call).
+
+    `preflight`: the golden-set replay results the reconciler observed for `preflight_requests()`
+    (Pending while running); rollout/preflight.py says what they gate."""
     previous = previous_status or ModelDeploymentStatus()
     variants = resolve_variants(name, spec)
     draft = Draft.from_status(spec, now, observed, previous)
     draft.analysis_pending = analysis_pending
+    draft.preflight = {(p.variant, p.revision): p for p in preflight}
+    note_results(draft)
     _release_stale_pin(draft, variants)
     apply_command(draft, command, variants)
     # The variant holding the rollout goes first, so that one finishing frees the slot for the others.
@@ -291,6 +325,18 @@ def plan(
     outcomes = {v.name: _plan_variant(draft, v, readings) for v in order}
     in_spec_order = [outcomes[v.name] for v in variants]
     status = build_status(draft, in_spec_order, generation, front_door_ready=front_door_ready)
+    status = status.model_copy(
+        update={
+            "preflight": status_entries(
+                draft,
+                {o.variant.name: o.serving for o in in_spec_order},
+                {
+                    v.name: (o.pinned.hash if o.pinned else v.revision)
+                    for v, o in zip(variants, in_spec_order, strict=True)
+                },
+            )
+        }
+    )
     # A rollout slot just freed while another variant waits: start its rollout in the next pass.
     slot_freed = any(o.queued for o in in_spec_order) and not draft.active()
     due = next_due(spec, status, now, at_once=slot_freed)

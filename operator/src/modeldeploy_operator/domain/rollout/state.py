@@ -26,6 +26,7 @@ from modeldeploy_operator.domain.status_model import (
     HistoryEntry,
     ModelDeploymentStatus,
     PauseStatus,
+    PreflightStatus,
     RevisionOutcome,
 )
 
@@ -54,6 +55,8 @@ class Draft:
     """promote --full was asked in this call: switch as soon as the canary has a ready pod."""
     analysis_pending: bool = False
     """The due measurement is still being taken (off the reconcile path): analysis waits for it."""
+    preflight: dict[tuple[str, str], PreflightStatus] = field(default_factory=dict)
+    """(variant, revision) -> the preflight result the reconciler observed (rollout/preflight.py)."""
 
     @classmethod
     def from_status(

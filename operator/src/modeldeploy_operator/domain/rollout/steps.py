@@ -23,6 +23,7 @@ from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.revision import ResolvedVariant
 from modeldeploy_operator.domain.rollout.cursor import stamp
 from modeldeploy_operator.domain.rollout.evaluation import describe, failed_checks, measure_all, passed_since
+from modeldeploy_operator.domain.rollout.preflight import Gate, gate
 from modeldeploy_operator.domain.rollout.state import Draft
 from modeldeploy_operator.domain.rollout.timers import analysis_due_at
 from modeldeploy_operator.domain.spec import AnalysisStep, PauseStep
@@ -227,6 +228,32 @@ def _sync_spec_pause(draft: Draft) -> None:
         draft.event("RolloutResumed", "spec.paused is false: the rollout goes on")
 
 
+def _stopped(draft: Draft, canary: ObservedDeployment | None, preflight: Gate, why: str) -> bool:
+    """The rollout ends now (True): crash-looping pods, a stuck Deployment, or a failed preflight,
+    which aborts whatever autoRollback says (no caller ever saw the revision: nothing to roll back)."""
+    revision = draft.canary_revision
+    if preflight == "failed":
+        abort(draft, "PreflightFailed", f"preflight failed: {why}")
+    elif canary is not None and canary.crash_looping:
+        fail(draft, "CanaryCrashLooping", f"pods of revision {revision} are crash-looping")
+    elif canary is not None and canary.progress_deadline_exceeded:
+        fail(draft, "ProgressDeadlineExceeded", f"the Deployment of revision {revision} stopped progressing")
+    else:
+        return False
+    return True
+
+
+def _wait_for_preflight(draft: Draft, why: str) -> None:
+    """No step runs while the preflight is pending; the progress deadline counts."""
+    if _deadline_passed(draft):
+        fail(
+            draft,
+            "ProgressDeadlineExceeded",
+            f"the preflight of revision {draft.canary_revision} was not decided within "
+            f"{draft.spec.rollout.progress_deadline_seconds}s: {why}",
+        )
+
+
 def advance(
     draft: Draft,
     variant: ResolvedVariant,
@@ -235,17 +262,16 @@ def advance(
     readings: Sequence[CheckReading],
 ) -> None:
     """One pass of the rollout in progress of `variant` (draft.active() holds)."""
-    revision = draft.canary_revision
-    if canary is not None and canary.crash_looping:
-        fail(draft, "CanaryCrashLooping", f"pods of revision {revision} are crash-looping")
-        return
-    if canary is not None and canary.progress_deadline_exceeded:
-        fail(draft, "ProgressDeadlineExceeded", f"the Deployment of revision {revision} stopped progressing")
+    verdict, why = gate(draft, variant.name, draft.canary_revision or "")
+    if _stopped(draft, canary, verdict, why):
         return
     if run_analysis(draft, canary, readings) and not draft.active():
         return
     _sync_spec_pause(draft)
     if draft.pause is not None and draft.pause.reason in ("Manual", "Spec", "Failure"):
+        return
+    if verdict == "wait":
+        _wait_for_preflight(draft, why)
         return
     if draft.spec.rollout.strategy == "BlueGreen" and not _wait_for_pods(
         draft, canary, total_replicas, "for the preview"

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from modeldeploy_operator.domain.conditions import find_condition, is_true, set_condition
 from modeldeploy_operator.domain.revision import ResolvedVariant
 from modeldeploy_operator.domain.rollout.model import VariantPlan
+from modeldeploy_operator.domain.rollout.preflight import gate
 from modeldeploy_operator.domain.rollout.state import Draft
 from modeldeploy_operator.domain.status_model import (
     DEGRADED,
@@ -128,6 +129,9 @@ def _progressing(draft: Draft, outcomes: Sequence[VariantOutcome]) -> _Verdict:
         where = f"step {min((draft.step_index or 0) + 1, steps)}/{steps}" if steps else "promotion"
         if (draft.step_index or 0) >= steps:
             where = "promotion (waiting for all the new revision's pods)"
+        preflight, why = gate(draft, rolling.variant.name, draft.canary_revision or "")
+        if preflight == "wait":
+            where = f"preflight before any traffic ({why})"
         what = f"rollout of {draft.canary_revision} in variant {rolling.variant.name}: {where}"
         if draft.pause is not None:
             return "True", "RolloutPaused", f"{what}; paused ({draft.pause.reason})"
