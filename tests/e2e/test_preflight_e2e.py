@@ -15,12 +15,10 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from cluster_helpers import condition, create_mdep, router_arms, wait_for
@@ -30,39 +28,8 @@ from rollout_helpers import model, ready_on, set_model, status
 pytestmark = [
     pytest.mark.cluster,
     pytest.mark.slow,
-    pytest.mark.usefixtures("operator_release", "this_checkouts_crd"),
+    pytest.mark.usefixtures("operator_release"),  # which applies this checkout's CRD
 ]
-CRD = Path(__file__).resolve().parents[2] / "crds" / "modeldeploy.io_modeldeployments.yaml"
-
-
-@pytest.fixture(scope="module")
-def this_checkouts_crd(local_cluster: Any) -> Iterator[None]:
-    """rollout.preflight and status.preflight must not be pruned: Helm installs a chart's CRD only
-    when there is none, so a cluster kept from an earlier session may have an older one. Replaced
-    with this checkout's for the module, then put back as it was."""
-    from modeldeploy_testcluster.nodes import admin_api
-
-    api = admin_api(local_cluster)
-    ext = client.ApiextensionsV1Api(api)
-    wanted = yaml.safe_load(CRD.read_text())
-    name = wanted["metadata"]["name"]
-    before = ext.read_custom_resource_definition(name)
-    saved = api.sanitize_for_serialization(before)
-    wanted["metadata"]["resourceVersion"] = before.metadata.resource_version
-    ext.replace_custom_resource_definition(name, wanted)
-
-    def established() -> bool:
-        crd = ext.read_custom_resource_definition(name)
-        conditions = {c.type: c.status for c in crd.status.conditions or ()}
-        return conditions.get("Established") == "True" and conditions.get("NamesAccepted") == "True"
-
-    wait_for("the CRD to be established", established, timeout=60)
-    yield
-    current = ext.read_custom_resource_definition(name)
-    saved["metadata"] = {"name": name, "resourceVersion": current.metadata.resource_version}
-    saved.pop("status", None)
-    ext.replace_custom_resource_definition(name, saved)
-    api.close()
 
 
 def preflight_md(store: str, bundles: Path, strategy: str, preflight: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
 
 from modeldeploy_testcluster import nodes
@@ -44,8 +45,36 @@ def _image_values(layout: Layout) -> list[str]:
     return ["--set", f"image.registry={layout.registry}", "--set", "image.pullPolicy=Always"]
 
 
+def apply_crd(layout: Layout) -> None:
+    """This checkout's CRD, created or replaced: Helm installs a chart's crds/ only when the CRD is
+    missing and never upgrades it (docs/install.md: `kubectl apply -f crds/` on upgrade), so a
+    cluster kept from an earlier session would otherwise prune the fields added since."""
+    api = nodes.admin_api(layout)
+    ext = client.ApiextensionsV1Api(api)
+    wanted = yaml.safe_load((REPO / "crds" / "modeldeploy.io_modeldeployments.yaml").read_text())
+    name = wanted["metadata"]["name"]
+    try:
+        before = ext.read_custom_resource_definition(name)
+    except client.ApiException as error:
+        if error.status != 404:
+            raise
+        ext.create_custom_resource_definition(wanted)
+    else:
+        wanted["metadata"]["resourceVersion"] = before.metadata.resource_version
+        ext.replace_custom_resource_definition(name, wanted)
+
+    def established() -> bool:
+        crd = ext.read_custom_resource_definition(name)
+        conditions = {c.type: c.status for c in crd.status.conditions or ()}
+        return conditions.get("Established") == "True" and conditions.get("NamesAccepted") == "True"
+
+    wait_for("the CRD to be established", established, timeout=60)
+    api.close()
+
+
 def install_operator(layout: Layout, kubeconfig: Path) -> None:
     """Install or upgrade the chart with the tests' values and wait for a ready operator."""
+    apply_crd(layout)
     helm(
         "upgrade",
         "--install",
