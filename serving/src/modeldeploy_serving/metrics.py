@@ -26,6 +26,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from modeldeploy_contract.metric_names import LIVE_TRAFFIC
 from modeldeploy_serving.drift.window import WindowResult
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
@@ -52,12 +53,14 @@ LATENCY_BUCKETS = (
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
-REQUEST_LABELS = ["model", "version", "protocol", "code"]
+REQUEST_LABELS = ["model", "version", "protocol", "code", "traffic"]
+"""traffic: "live", or "mirror" for the router's copies (header x-modeldeploy-traffic: mirror), which
+no caller waits for: analysis counts both, a person can tell them apart."""
 MODEL_LABELS = ["model", "version"]
 
 REQUESTS = Counter(
     "modeldeploy_requests",
-    "Inference requests by model, version, protocol and HTTP status code.",
+    "Inference requests by model, version, protocol, HTTP status code and traffic (live or mirror).",
     REQUEST_LABELS,
 )
 ERRORS = Counter(
@@ -214,14 +217,14 @@ class ModelMetrics:
     def __init__(self, model: str, version: str) -> None:
         self.model = model
         self.version = version
-        self._counts: dict[tuple[str, int], int] = {}
+        self._counts: dict[tuple[str, int, str], int] = {}
         self._durations: dict[str, list[float]] = {}
         self._compute: list[float] = []
         self._batch_rows: list[int] = []
         self._rows = 0
 
-    def request(self, protocol: str, code: int, seconds: float) -> None:
-        key = (protocol, code)
+    def request(self, protocol: str, code: int, seconds: float, traffic: str = LIVE_TRAFFIC) -> None:
+        key = (protocol, code, traffic)
         self._counts[key] = self._counts.get(key, 0) + 1
         durations = self._durations.get(protocol)
         if durations is None:
@@ -244,8 +247,8 @@ class ModelMetrics:
         compute, self._compute = self._compute, []
         batch_rows, self._batch_rows = self._batch_rows, []
         rows, self._rows = self._rows, 0
-        for (protocol, code), n in counts.items():
-            labels = (self.model, self.version, protocol, str(code))
+        for (protocol, code, traffic), n in counts.items():
+            labels = (self.model, self.version, protocol, str(code), traffic)
             REQUESTS.labels(*labels).inc(n)
             if code >= 400:
                 ERRORS.labels(*labels).inc(n)

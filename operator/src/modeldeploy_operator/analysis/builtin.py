@@ -8,6 +8,15 @@
   lookback; samples = rows of the smallest of those windows (the weakest evidence behind the value).
 - predictionShift: PSI between the canary's and the stable's prediction-score histogram increases
   over the same interval; samples = the smaller of the two counts.
+- predictionShiftKS: the binned two-sample Kolmogorov-Smirnov distance between the same two
+  histograms (stats.histogram_ks: a lower bound of the raw-sample distance, off by at most the
+  largest bucket share, which the detail states with the asymptotic p-value).
+- inputDriftKS: like inputDrift, with the servers' binned KS distance per feature
+  (modeldeploy_feature_drift_ks) against the bundle's training profile.
+- shadowAgreement / shadowScoreDifference: from the router, which sees both answers of every copied
+  request (a rollout mirror or spec.traffic.shadow): the share of rows whose labels agree, and the
+  mean absolute score difference, of the copies sent to the canary's arm between the scrapes;
+  samples = rows compared.
 No data gives value None (the planner's Inconclusive), never 0.
 """
 
@@ -23,11 +32,29 @@ from modeldeploy_operator.domain.spec import Check
 from . import names
 from .deltas import GroupIncrease, group_increase, labels_are
 from .scrape import GroupScrape, PodMetrics, Snapshot, is_number
-from .stats import bucket_counts, buckets_from_le, histogram_psi, histogram_quantile
+from .stats import (
+    bucket_counts,
+    buckets_from_le,
+    histogram_ks,
+    histogram_psi,
+    histogram_quantile,
+    ks_p_value,
+)
 from .target import AnalysisTarget
 
 LATENCY_QUANTILE = 0.99
-BUILTIN_TYPES = ("errorRate", "latencyP99", "inputDrift", "predictionShift")
+BUILTIN_TYPES = (
+    "errorRate",
+    "latencyP99",
+    "inputDrift",
+    "predictionShift",
+    "shadowAgreement",
+    "shadowScoreDifference",
+    "inputDriftKS",
+    "predictionShiftKS",
+)
+ROUTER_MEASURED = ("errorRate", "shadowAgreement", "shadowScoreDifference")
+"""Checks the router's counters can answer even when no canary pod answers a scrape."""
 
 
 def no_data(check: Check, at: datetime, why: str, samples: int = 0) -> CheckReading:
@@ -79,21 +106,26 @@ def latency_p99(check: Check, previous: Snapshot, current: Snapshot) -> CheckRea
     return CheckReading(check.name, value, round(observed), current.taken_at, detail, buckets=buckets)
 
 
-def _drift_window(pod: PodMetrics, since: float) -> tuple[float, int] | None:
-    """(largest feature PSI, rows) of the pod's last closed drift window if it closed after `since`."""
+def _drift_window(pod: PodMetrics, since: float, metric: str = names.FEATURE_PSI) -> tuple[float, int] | None:
+    """(largest feature PSI or KS, rows) of the pod's last closed drift window if it closed after `since`."""
     ended = pod.value(names.WINDOW_END)
     rows = pod.value(names.WINDOW_ROWS)
     if ended is None or rows is None or not is_number(ended) or ended < since:
         return None
-    psis = [v for v in pod.series(names.FEATURE_PSI).values() if is_number(v)]
-    return (max(psis), int(rows)) if psis else None
+    values = [v for v in pod.series(metric).values() if is_number(v)]
+    return (max(values), int(rows)) if values else None
 
 
 def input_drift(
     check: Check, target: AnalysisTarget, current: Snapshot, lookback_seconds: float
 ) -> CheckReading:
     since = current.taken_at.timestamp() - lookback_seconds
-    windows = [w for pod in current.canary.pods.values() if (w := _drift_window(pod, since)) is not None]
+    metric, statistic = (
+        (names.FEATURE_KS, "KS distance") if check.type == "inputDriftKS" else (names.FEATURE_PSI, "PSI")
+    )
+    windows = [
+        w for pod in current.canary.pods.values() if (w := _drift_window(pod, since, metric)) is not None
+    ]
     failures = _failures(current.canary, "canary")
     if not windows:
         why = (
@@ -104,7 +136,7 @@ def input_drift(
     value = max(psi for psi, _ in windows)
     rows = min(r for _, r in windows)
     detail = (
-        f"canary max feature PSI {value:.3f} over {len(windows)} drift window(s) of at least "
+        f"canary max feature {statistic} {value:.3f} over {len(windows)} drift window(s) of at least "
         f"{rows} rows closed in the last {lookback_seconds:.0f}s{failures}"
     )
     return CheckReading(check.name, value, rows, current.taken_at, detail)
@@ -130,12 +162,46 @@ def prediction_shift(
     counts = f"canary {canary_n:.0f} vs stable {stable_n:.0f} scores"
     if samples <= 0:
         return no_data(check, current.taken_at, f"no prediction scores to compare ({counts}) {where}")
-    value = histogram_psi(stable, canary)
+    if check.type == "predictionShiftKS":
+        value, bound = histogram_ks(stable, canary)
+        statistic = (
+            f"binned KS distance of canary scores against stable scores {value:.3f} (raw-sample "
+            f"distance at most {value + bound:.3f}; p={ks_p_value(value, canary_n, stable_n):.3g})"
+        )
+    else:
+        value = histogram_psi(stable, canary)
+        statistic = f"PSI of canary scores against stable scores {value:.3f}"
     if math.isnan(value):
         return no_data(check, current.taken_at, f"score histograms not comparable ({counts}) {where}")
-    detail = f"PSI of canary scores against stable scores {value:.3f} ({counts}) {where}"
+    detail = f"{statistic} ({counts}) {where}"
     histograms = (tuple(bucket_counts(stable)), tuple(bucket_counts(canary)))
     return CheckReading(check.name, value, samples, current.taken_at, detail, histograms)
+
+
+def shadow_agreement(
+    check: Check, target: AnalysisTarget, previous: Snapshot, current: Snapshot
+) -> CheckReading:
+    """Label agreement (shadowAgreement) or mean absolute score difference (shadowScoreDifference)
+    of the rows the router compared between the canary's copies and the primary's answers."""
+    routers = group_increase(previous.router, current.router)
+    arm = labels_are(variant=target.variant, revision=target.canary_revision)
+    by_result = routers.by_label(names.SHADOW_LABEL_AGREEMENT, "result", arm)
+    agree, disagree = by_result.get("agree", 0.0), by_result.get("disagree", 0.0)
+    compared = routers.total(names.count(names.SHADOW_SCORE_DIFFERENCE), arm)
+    difference = routers.total(f"{names.SHADOW_SCORE_DIFFERENCE}_sum", arm)
+    failures = _failures(current.router, "router")
+    where = f"in {_seconds(previous, current)}, routers: {routers.describe()}{failures}"
+    if check.type == "shadowScoreDifference":
+        if compared <= 0:
+            return no_data(check, current.taken_at, f"no scores of copies compared {where}")
+        value = difference / compared
+        detail = f"mean |score difference| {value:.4f} over {compared:.0f} rows of copies {where}"
+        return CheckReading(check.name, value, round(compared), current.taken_at, detail)
+    rows = agree + disagree
+    if rows <= 0:
+        return no_data(check, current.taken_at, f"no labels of copies compared {where}")
+    detail = f"labels agree on {agree:.0f} of {rows:.0f} rows of copies {where}"
+    return CheckReading(check.name, agree / rows, round(rows), current.taken_at, detail)
 
 
 def readings(
@@ -158,11 +224,12 @@ def _reading(
     at = current.taken_at
     if check.type not in BUILTIN_TYPES:
         return no_data(check, at, f"{check.type} checks are not measured by the built-in scrape")
-    # Router-answered errors of the canary arm count even when no canary pod answers a scrape.
-    routed_errors_only = check.type == "errorRate" and current.router.pods
-    if not current.canary.pods and not routed_errors_only:
+    # Router-answered errors and copy comparisons of the canary arm count even when no canary pod
+    # answers a scrape.
+    router_only = check.type in ROUTER_MEASURED and current.router.pods
+    if not current.canary.pods and not router_only:
         return no_data(check, at, f"no canary pod could be scraped{_failures(current.canary, 'canary')}")
-    if check.type == "inputDrift":  # gauges of the last closed window: no baseline needed
+    if check.type in ("inputDrift", "inputDriftKS"):  # gauges of the last closed window: no baseline
         return input_drift(check, target, current, target.drift_lookback_seconds(window_seconds))
     if previous is None:
         return no_data(check, at, "first scrape of this canary: counters are measured from the next reading")
@@ -170,5 +237,8 @@ def _reading(
         "errorRate": lambda: error_rate(check, target, previous, current),
         "latencyP99": lambda: latency_p99(check, previous, current),
         "predictionShift": lambda: prediction_shift(check, target, previous, current),
+        "predictionShiftKS": lambda: prediction_shift(check, target, previous, current),
+        "shadowAgreement": lambda: shadow_agreement(check, target, previous, current),
+        "shadowScoreDifference": lambda: shadow_agreement(check, target, previous, current),
     }
     return compute[check.type]()

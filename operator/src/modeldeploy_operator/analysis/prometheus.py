@@ -22,12 +22,12 @@ import httpx
 from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.spec import Check
 
-from . import promql
+from . import names, promql
 from .builtin import no_data
 from .fetch import FetchError, FetchLimits, fetch, new_client, sanitize
 from .promql import SeriesLabels
 from .scrape_source import utc_now
-from .stats import bucket_counts, buckets_from_le, histogram_psi
+from .stats import bucket_counts, buckets_from_le, histogram_ks, histogram_psi, ks_p_value
 from .target import AnalysisTarget
 
 QUERY_PATH = "/api/v1/query"
@@ -157,13 +157,17 @@ class PrometheusReader:
 
         if check.type == "prometheus":
             return self._user_query(check, at, query)
-        if check.type == "predictionShift":
+        if check.type in ("predictionShift", "predictionShiftKS"):
             return self._prediction_shift(check, target, window_seconds, at, query)
+        lookback = target.drift_lookback_seconds(window_seconds)
         queries = {
             "errorRate": lambda: promql.error_rate(target, window_seconds, self.labels),
             "latencyP99": lambda: promql.latency_p99(target, window_seconds, self.labels),
-            "inputDrift": lambda: promql.input_drift(
-                target, target.drift_lookback_seconds(window_seconds), self.labels
+            "inputDrift": lambda: promql.input_drift(target, lookback, self.labels),
+            "inputDriftKS": lambda: promql.input_drift(target, lookback, self.labels, names.FEATURE_KS),
+            "shadowAgreement": lambda: promql.shadow_agreement(target, window_seconds, self.labels),
+            "shadowScoreDifference": lambda: promql.shadow_score_difference(
+                target, window_seconds, self.labels
             ),
         }[check.type]()
         return self._builtin(check, queries, at, query)
@@ -206,9 +210,16 @@ class PrometheusReader:
         samples = round(min(stable_n, canary_n))
         if samples <= 0:
             return no_data(check, at, f"no prediction scores to compare ({counts})")
-        value = histogram_psi(stable, canary)
+        if check.type == "predictionShiftKS":
+            value, bound = histogram_ks(stable, canary)
+            detail = (
+                f"binned KS distance of canary against stable scores (raw-sample distance at most "
+                f"{value + bound:.3f}; p={ks_p_value(value, canary_n, stable_n):.3g}) ({counts})"
+            )
+        else:
+            value = histogram_psi(stable, canary)
+            detail = f"PSI of canary against stable scores ({counts})"
         if math.isnan(value):
             return no_data(check, at, f"score histograms not comparable ({counts})")
         counts_per_bin = (tuple(bucket_counts(stable)), tuple(bucket_counts(canary)))
-        detail = f"PSI of canary against stable scores ({counts})"
         return CheckReading(check.name, value, samples, at, detail, counts_per_bin)

@@ -19,7 +19,17 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 TrafficProvider = Literal["router", "gatewayAPI"]
 NoReadyBackendPolicy = Literal["Redistribute", "Reject"]
 Strategy = Literal["Canary", "BlueGreen", "Immediate"]
-CheckType = Literal["errorRate", "latencyP99", "inputDrift", "predictionShift", "prometheus"]
+CheckType = Literal[
+    "errorRate",
+    "latencyP99",
+    "inputDrift",
+    "predictionShift",
+    "prometheus",
+    "shadowAgreement",
+    "shadowScoreDifference",
+    "inputDriftKS",
+    "predictionShiftKS",
+]
 
 DEFAULT_VARIANT = "default"
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
@@ -165,12 +175,23 @@ class AnalysisStep(SpecModel):
     duration: str | None = Field(default=None, min_length=2, max_length=32, pattern=DURATION_PATTERN)
 
 
+class ShadowStep(SpecModel):
+    """Canary only, before any live weight: the canary gets `percent` of its variant's live requests
+    as mirrored copies (it answers no caller) for at least `duration`, and the step completes once
+    its checks pass on them (an analysis step on mirrored traffic)."""
+
+    percent: int = Field(default=100, ge=1, le=100)
+    duration: str = Field(min_length=2, max_length=32, pattern=DURATION_PATTERN)
+    checks: tuple[str, ...] = Field(default=(), max_length=16)
+
+
 class Step(SpecModel):
     """One rollout step; exactly one of its fields is set."""
 
     set_weight: int | None = Field(default=None, ge=0, le=100)
     pause: PauseStep | None = None
     analysis: AnalysisStep | None = None
+    shadow: ShadowStep | None = None
 
 
 class Threshold(SpecModel):
@@ -205,6 +226,9 @@ class Analysis(SpecModel):
     failure_limit: int = Field(default=2, ge=0, le=100)
     checks: tuple[Check, ...] = Field(default=(), max_length=16)
     prometheus: PrometheusSource | None = None
+    mirror_percent: int = Field(default=100, ge=0, le=100)
+    """Percent of the variant's live requests copied to the new revision while it has no live weight
+    (a BlueGreen preview, a canary before its first setWeight), so its checks have samples."""
 
 
 class Rollout(SpecModel):
