@@ -166,7 +166,7 @@ def prediction_shift(
         value, bound = histogram_ks(stable, canary)
         statistic = (
             f"binned KS distance of canary scores against stable scores {value:.3f} (raw-sample "
-            f"distance at most {value + bound:.3f}; p={ks_p_value(value, canary_n, stable_n):.3g})"
+            f"distance at most {min(value + bound, 1.0):.3f}; p={ks_p_value(value, canary_n, stable_n):.3g})"
         )
     else:
         value = histogram_psi(stable, canary)

@@ -214,7 +214,7 @@ class PrometheusReader:
             value, bound = histogram_ks(stable, canary)
             detail = (
                 f"binned KS distance of canary against stable scores (raw-sample distance at most "
-                f"{value + bound:.3f}; p={ks_p_value(value, canary_n, stable_n):.3g}) ({counts})"
+                f"{min(value + bound, 1.0):.3f}; p={ks_p_value(value, canary_n, stable_n):.3g}) ({counts})"
             )
         else:
             value = histogram_psi(stable, canary)
