@@ -132,6 +132,12 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "cel",
     ),
     InvalidCase(
+        "stable-reference-on-error-rate",
+        _set("spec.rollout.analysis.checks.0.reference", "stable"),
+        "reference: stable is for the inputDrift and inputDriftKS checks",
+        "cel",
+    ),
+    InvalidCase(
         "shadow-step-and-pause",
         _set("spec.rollout.steps.0", {"shadow": {"duration": "1m"}, "pause": {}}),
         "each rollout step sets exactly one of setWeight, pause or analysis",
@@ -355,6 +361,12 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "mirror-percent-over-100",
         _set("spec.rollout.analysis.mirrorPercent", 101),
         "spec.rollout.analysis.mirrorPercent",
+        "schema",
+    ),
+    InvalidCase(
+        "unknown-drift-reference",
+        _set("spec.rollout.analysis.checks.0.reference", "training"),
+        "spec.rollout.analysis.checks[0].reference",
         "schema",
     ),
     InvalidCase(

@@ -118,6 +118,13 @@ FEATURE_KS = Gauge(
     ["model", "version", "feature"],
     multiprocess_mode="mostrecent",
 )
+FEATURE_BIN_ROWS = Counter(
+    "modeldeploy_feature_bin_rows",
+    "Rows of closed drift windows per bin of a feature (bin: index in the profile's layout, or "
+    "missing; layout: a hash of the bin edges). Lets analysis compare a canary's live "
+    "inputs with the stable's (inputDrift reference: stable).",
+    ["model", "version", "feature", "layout", "bin"],
+)
 FEATURE_MISSING = Gauge(
     "modeldeploy_feature_missing_ratio",
     "Share of missing values of a feature in the last drift window.",
@@ -267,6 +274,10 @@ class ModelMetrics:
         for f in result.features:
             FEATURE_PSI.labels(*labels, f.name).set(f.psi)
             FEATURE_KS.labels(*labels, f.name).set(f.ks)
+            for index, n in enumerate(f.counts):
+                if n:  # ~13 bins a feature; empty ones appear when first used
+                    name = "missing" if index == len(f.counts) - 1 else str(index)
+                    FEATURE_BIN_ROWS.labels(*labels, f.name, f.layout, name).inc(n)
             FEATURE_MISSING.labels(*labels, f.name).set(f.missing_ratio)
             FEATURE_OUT_OF_RANGE.labels(*labels, f.name).set(f.out_of_range_ratio)
         PREDICTION_PSI.labels(*labels).set(result.score_psi)

@@ -328,3 +328,54 @@ def test_prediction_shift_ks_is_the_binned_two_sample_distance() -> None:
     assert reading.samples == 300
     assert "binned KS distance" in reading.detail
     assert "at most 1.000" in reading.detail  # D + the largest bucket share (0.8), capped at 1
+
+
+def _bins_text(bins: dict[str, dict[str, int]], layout: str = "abcd1234", version: str = "v1") -> str:
+    """A server's modeldeploy_feature_bin_rows_total per feature and bin."""
+    lines = ["# TYPE modeldeploy_feature_bin_rows_total counter"]
+    for feature, counts in bins.items():
+        for bin_name, n in counts.items():
+            labels = (
+                f'bin="{bin_name}",feature="{feature}",layout="{layout}",model="churn",version="{version}"'
+            )
+            lines.append(f"modeldeploy_feature_bin_rows_total{{{labels}}} {n}.0")
+    return "\n".join(lines) + "\n"
+
+
+def drift_check(kind: str, reference: str) -> Check:
+    return Check.model_validate(
+        {"name": "drift", "type": kind, "threshold": {"max": 0.2}, "reference": reference}
+    )
+
+
+def test_input_drift_against_the_stable_compares_live_bins_over_the_same_interval() -> None:
+    zero = {"x": {"0": 0, "1": 0, "missing": 0}, "y": {"0": 0, "1": 0}}
+    before = snapshot(canary=group(a=_bins_text(zero)), stable=group(s=_bins_text(zero)))
+    canary = {"x": {"0": 50, "1": 50, "missing": 0}, "y": {"0": 90, "1": 10}}
+    stable = {"x": {"0": 50, "1": 50, "missing": 0}, "y": {"0": 10, "1": 90}}
+    after = snapshot(LATER, canary=group(a=_bins_text(canary)), stable=group(s=_bins_text(stable)))
+    [ks] = builtin.readings([drift_check("inputDriftKS", "stable")], TARGET, before, after, 60)
+    assert ks.value == pytest.approx(0.8)  # feature y: CDFs at bin 0: 0.9 vs 0.1
+    assert ks.samples == 100
+    assert "(y)" in ks.detail
+    [p] = builtin.readings([drift_check("inputDrift", "stable")], TARGET, before, after, 60)
+    assert p.value == pytest.approx(psi([10, 90, 0], [90, 10, 0]))
+    # No baseline yet: Inconclusive, never 0.
+    [first] = builtin.readings([drift_check("inputDriftKS", "stable")], TARGET, None, after, 60)
+    assert first.value is None
+
+
+def test_input_drift_against_the_stable_skips_features_of_another_bin_layout() -> None:
+    canary = {"x": {"0": 50, "1": 50}}
+    after = snapshot(
+        LATER,
+        canary=group(a=_bins_text(canary, layout="aaaa0000")),
+        stable=group(s=_bins_text(canary, layout="bbbb1111")),
+    )
+    before = snapshot(canary=group(a=_bins_text({})), stable=group(s=_bins_text({})))
+    [reading] = builtin.readings([drift_check("inputDriftKS", "stable")], TARGET, before, after, 60)
+    assert reading.value is None
+    assert "bin layouts differ" in reading.detail
+    no_stable = AnalysisTarget("ml", "churn", "default", "c0ffee")
+    [reading] = builtin.readings([drift_check("inputDrift", "stable")], no_stable, before, after, 60)
+    assert reading.value is None

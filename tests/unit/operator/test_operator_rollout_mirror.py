@@ -191,3 +191,11 @@ def test_the_mirrored_revision_never_has_live_weight_and_the_table_is_always_val
         table = _table(sim)  # RouterConfig validates on parse
         if table.mirror is not None:
             assert table.mirror.revision == canary
+
+
+def test_reference_stable_is_only_for_input_drift_checks() -> None:
+    checks = [{"name": "errors", "type": "errorRate", "threshold": {"max": 0.05}, "reference": "stable"}]
+    spec = rollout_spec("1", analysis={"interval": "30s", "checks": checks})
+    assert any("reference: stable is for the inputDrift" in e for e in validate_spec(spec))
+    ok = [{"name": "drift", "type": "inputDriftKS", "threshold": {"max": 0.2}, "reference": "stable"}]
+    assert validate_spec(rollout_spec("1", analysis={"interval": "30s", "checks": ok})) == []

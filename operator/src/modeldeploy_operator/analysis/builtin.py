@@ -13,6 +13,9 @@
   largest bucket share, which the detail states with the asymptotic p-value).
 - inputDriftKS: like inputDrift, with the servers' binned KS distance per feature
   (modeldeploy_feature_drift_ks) against the bundle's training profile.
+- inputDrift / inputDriftKS with `reference: stable`: the canary's binned inputs
+  (modeldeploy_feature_bin_rows_total increases) against the stable revision's over the same interval,
+  per feature in the same bin layout; the largest PSI or KS; samples = the fewer rows of one side.
 - shadowAgreement / shadowScoreDifference: from the router, which sees both answers of every copied
   request (a rollout mirror or spec.traffic.shadow): the share of rows whose labels agree, and the
   mean absolute score difference, of the copies sent to the canary's arm between the scrapes;
@@ -26,6 +29,7 @@ import math
 from collections.abc import Callable
 from datetime import datetime
 
+from modeldeploy_contract.psi import psi
 from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.spec import Check
 
@@ -142,6 +146,69 @@ def input_drift(
     return CheckReading(check.name, value, rows, current.taken_at, detail)
 
 
+FeatureBins = dict[tuple[str, str], dict[str, float]]
+"""(feature, layout) -> bin name -> rows."""
+
+
+def feature_bins(increase: GroupIncrease) -> FeatureBins:
+    out: FeatureBins = {}
+    for (feature, layout, bin_name), n in increase.by_labels(
+        names.FEATURE_BIN_ROWS, ("feature", "layout", "bin")
+    ).items():
+        out.setdefault((feature, layout), {})[bin_name] = n
+    return out
+
+
+def bins_distance(kind: str, stable: dict[str, float], canary: dict[str, float]) -> float:
+    """PSI over every bin (missing included, as the servers' PSI), or the binned two-sample KS
+    distance over the present values' bins (missing excluded, as the servers' KS)."""
+    inner = sorted({int(b) for b in (*stable, *canary) if b.isdigit()})
+    span = range(inner[-1] + 1) if inner else range(0)
+    if kind == "inputDriftKS":
+        p = [stable.get(str(i), 0.0) for i in span]
+        q = [canary.get(str(i), 0.0) for i in span]
+        bounds = [*range(len(p) - 1), math.inf] if p else []
+        cumulative_p = [(b, sum(p[: i + 1])) for i, b in enumerate(bounds)]
+        cumulative_q = [(b, sum(q[: i + 1])) for i, b in enumerate(bounds)]
+        return histogram_ks(cumulative_p, cumulative_q)[0] if p else math.nan
+    keys = [str(i) for i in span] + ["missing"]
+    return psi([stable.get(k, 0.0) for k in keys], [canary.get(k, 0.0) for k in keys])
+
+
+def input_drift_against_stable(
+    check: Check, target: AnalysisTarget, previous: Snapshot, current: Snapshot
+) -> CheckReading:
+    """inputDrift / inputDriftKS with `reference: stable`: per feature, the canary's binned inputs of
+    the drift windows closed between the scrapes against the stable's over the same interval; the
+    value is the largest over the features both sides have in the same bin layout."""
+    at = current.taken_at
+    if target.stable_revision is None:
+        return no_data(check, at, "no stable revision to compare the canary's inputs with")
+    canary = feature_bins(group_increase(previous.canary, current.canary))
+    stable = feature_bins(group_increase(previous.stable, current.stable))
+    shared = sorted(
+        k for k in canary.keys() & stable.keys() if sum(canary[k].values()) and sum(stable[k].values())
+    )
+    failures = f"{_failures(current.canary, 'canary')}{_failures(current.stable, 'stable')}"
+    where = f"in {_seconds(previous, current)}{failures}"
+    if not shared:
+        other = {f for f, _ in canary} & {f for f, _ in stable}
+        why = "bin layouts differ (bundles profiled on other data)" if other else "no closed drift windows"
+        return no_data(check, at, f"no feature to compare with the stable: {why} {where}")
+    statistic = "KS distance" if check.type == "inputDriftKS" else "PSI"
+    values = {k: bins_distance(check.type, stable[k], canary[k]) for k in shared}
+    finite = {k: v for k, v in values.items() if is_number(v)}
+    if not finite:
+        return no_data(check, at, f"no comparable feature bins {where}")
+    worst = max(finite, key=lambda k: finite[k])
+    samples = round(min(min(sum(canary[k].values()), sum(stable[k].values())) for k in finite))
+    detail = (
+        f"canary inputs against the stable's: max feature {statistic} {finite[worst]:.3f} "
+        f"({worst[0]}) over {len(finite)} feature(s), at least {samples} rows a side {where}"
+    )
+    return CheckReading(check.name, finite[worst], samples, at, detail)
+
+
 def _score_buckets(increase: GroupIncrease) -> tuple[list[tuple[float, float]], float]:
     by_le = increase.by_label(names.bucket(names.PREDICTION_SCORE), "le")
     return buckets_from_le(by_le), increase.total(names.count(names.PREDICTION_SCORE))
@@ -229,10 +296,13 @@ def _reading(
     router_only = check.type in ROUTER_MEASURED and current.router.pods
     if not current.canary.pods and not router_only:
         return no_data(check, at, f"no canary pod could be scraped{_failures(current.canary, 'canary')}")
-    if check.type in ("inputDrift", "inputDriftKS"):  # gauges of the last closed window: no baseline
+    drift = check.type in ("inputDrift", "inputDriftKS")
+    if drift and check.reference == "profile":  # gauges of the last closed window: no baseline
         return input_drift(check, target, current, target.drift_lookback_seconds(window_seconds))
     if previous is None:
         return no_data(check, at, "first scrape of this canary: counters are measured from the next reading")
+    if drift:  # reference: stable
+        return input_drift_against_stable(check, target, previous, current)
     compute: dict[str, Callable[[], CheckReading]] = {
         "errorRate": lambda: error_rate(check, target, previous, current),
         "latencyP99": lambda: latency_p99(check, previous, current),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from modeldeploy_contract.metric_names import (
     ERRORS,
+    FEATURE_BIN_ROWS,
     FEATURE_KS,
     FEATURE_PSI,
     PREDICTION_SCORE,
@@ -21,6 +22,7 @@ from modeldeploy_contract.metric_names import (
 
 __all__ = [
     "ERRORS",
+    "FEATURE_BIN_ROWS",
     "FEATURE_KS",
     "FEATURE_PSI",
     "PREDICTION_SCORE",

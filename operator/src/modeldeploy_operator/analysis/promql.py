@@ -130,3 +130,10 @@ def score_buckets(target: AnalysisTarget, revision: str, window_seconds: float, 
     (PromQL cannot difference adjacent buckets), with the same function as the built-in scrape."""
     selector = server_selector(target, revision, labels) + range_of(window_seconds)
     return f"sum by (le) (increase({names.bucket(names.PREDICTION_SCORE)}{selector}))"
+
+
+def feature_bins(target: AnalysisTarget, revision: str, window_seconds: float, labels: SeriesLabels) -> str:
+    """Rows per (feature, bin layout, bin) of one revision's drift windows over the window; the
+    drift statistic against the stable is computed by the operator (as for predictionShift)."""
+    selector = server_selector(target, revision, labels) + range_of(window_seconds)
+    return f"sum by (feature, layout, bin) (increase({names.FEATURE_BIN_ROWS}{selector}))"

@@ -209,6 +209,9 @@ class Check(SpecModel):
     threshold: Threshold
     min_samples: int | None = Field(default=None, ge=0)
     query: str | None = Field(default=None, max_length=4096)
+    reference: Literal["profile", "stable"] = "profile"
+    """inputDrift / inputDriftKS: compare the canary's live inputs with the bundle's training profile
+    (profile), or with the stable revision's live inputs over the same interval (stable)."""
 
 
 class PrometheusSource(SpecModel):

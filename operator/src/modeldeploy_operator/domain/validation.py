@@ -144,6 +144,12 @@ def _check_rollout(spec: ModelDeploymentSpec) -> Iterator[str]:
     yield from _check_shadow_steps(spec)
     if rollout.analysis is None:
         return
+    for index, check in enumerate(rollout.analysis.checks):
+        if check.reference == "stable" and check.type not in ("inputDrift", "inputDriftKS"):
+            yield (
+                f"spec.rollout.analysis.checks[{index}].reference: stable is for the inputDrift and "
+                "inputDriftKS checks"
+            )
     interval = parse_duration(rollout.analysis.interval)
     deadline = rollout.progress_deadline_seconds
     if interval >= deadline:
