@@ -44,8 +44,35 @@ def _image_values(layout: Layout) -> list[str]:
     return ["--set", f"image.registry={layout.registry}", "--set", "image.pullPolicy=Always"]
 
 
+STUCK = "another operation (install/upgrade/rollback) is in progress"
+
+
+def _recover_stuck_release(kubeconfig: Path) -> None:
+    """A session killed mid-install leaves the release pending, and every later `helm upgrade`
+    fails with STUCK. This session holds the cluster lock (one pytest session at a time), so no
+    operation is really in progress: roll back to the last deployed revision, or, when there is none
+    (a pending first install), uninstall."""
+    namespace = ("--namespace", RELEASE_NAMESPACE)
+    try:
+        helm("rollback", RELEASE, *namespace, "--wait", "--timeout", "120s", kubeconfig=kubeconfig)
+    except AssertionError:
+        helm("uninstall", RELEASE, *namespace, "--wait", "--ignore-not-found", kubeconfig=kubeconfig)
+
+
 def install_operator(layout: Layout, kubeconfig: Path) -> None:
     """Install or upgrade the chart with the tests' values and wait for a ready operator."""
+    try:
+        _install(layout, kubeconfig)
+    except AssertionError as failed:
+        if STUCK not in str(failed):
+            raise
+        _recover_stuck_release(kubeconfig)
+        _install(layout, kubeconfig)
+    api = nodes.admin_api(layout)
+    wait_for("the operator to be ready", lambda: _operator_ready(api), timeout=60)
+
+
+def _install(layout: Layout, kubeconfig: Path) -> None:
     helm(
         "upgrade",
         "--install",
@@ -69,8 +96,6 @@ def install_operator(layout: Layout, kubeconfig: Path) -> None:
         *_image_values(layout),
         kubeconfig=kubeconfig,
     )
-    api = nodes.admin_api(layout)
-    wait_for("the operator to be ready", lambda: _operator_ready(api), timeout=60)
 
 
 @pytest.fixture(scope="session")
