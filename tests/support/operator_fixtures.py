@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
 
 from modeldeploy_testcluster import nodes
@@ -59,8 +60,34 @@ def _recover_stuck_release(kubeconfig: Path) -> None:
         helm("uninstall", RELEASE, *namespace, "--wait", "--ignore-not-found", kubeconfig=kubeconfig)
 
 
+def apply_crd(api: client.ApiClient) -> None:
+    """Put this checkout's CRD on the cluster. Helm installs a chart's crds/ only on the first install
+    and never upgrades them, so on a kept cluster (MODELDEPLOY_KEEP_CLUSTER=1) the CRD of whichever
+    checkout installed first would stay: new fields pruned, new rules never tested."""
+    body = yaml.safe_load((REPO / "crds" / "modeldeploy.io_modeldeployments.yaml").read_text())
+    extensions = client.ApiextensionsV1Api(api)
+    name = body["metadata"]["name"]
+    try:
+        current = extensions.read_custom_resource_definition(name)
+    except client.ApiException as error:
+        if error.status != 404:
+            raise
+        extensions.create_custom_resource_definition(body)
+    else:
+        body["metadata"]["resourceVersion"] = current.metadata.resource_version
+        extensions.replace_custom_resource_definition(name, body)
+
+    def established() -> bool:
+        crd = extensions.read_custom_resource_definition(name)
+        conditions = {c.type: c.status for c in (crd.status.conditions or [])}
+        return conditions.get("Established") == "True" and conditions.get("NamesAccepted") == "True"
+
+    wait_for("the CRD to be established", established, timeout=60)
+
+
 def install_operator(layout: Layout, kubeconfig: Path) -> None:
     """Install or upgrade the chart with the tests' values and wait for a ready operator."""
+    apply_crd(nodes.admin_api(layout))
     try:
         _install(layout, kubeconfig)
     except AssertionError as failed:
