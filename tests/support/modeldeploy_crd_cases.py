@@ -111,6 +111,39 @@ def _both(*mutations: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, A
 INVALID_CASES: tuple[InvalidCase, ...] = (
     # --- CEL rules ---
     InvalidCase(
+        "shadow-step-after-live-weight",
+        _set("spec.rollout.steps", [{"setWeight": 10}, {"shadow": {"duration": "1m"}}]),
+        "shadow steps must come before the first setWeight above 0",
+        "cel",
+    ),
+    InvalidCase(
+        "shadow-step-in-blue-green",
+        _both(
+            _set("spec.rollout.strategy", "BlueGreen"),
+            _set("spec.rollout.steps", [{"shadow": {"duration": "1m"}}]),
+        ),
+        "shadow steps are for the Canary strategy",
+        "cel",
+    ),
+    InvalidCase(
+        "shadow-step-unknown-check",
+        _set("spec.rollout.steps", [{"shadow": {"duration": "1m", "checks": ["nope"]}}, {"setWeight": 10}]),
+        "a shadow step names a check that rollout.analysis.checks does not define",
+        "cel",
+    ),
+    InvalidCase(
+        "stable-reference-on-error-rate",
+        _set("spec.rollout.analysis.checks.0.reference", "stable"),
+        "reference: stable is for the inputDrift and inputDriftKS checks",
+        "cel",
+    ),
+    InvalidCase(
+        "shadow-step-and-pause",
+        _set("spec.rollout.steps.0", {"shadow": {"duration": "1m"}, "pause": {}}),
+        "each rollout step sets exactly one of setWeight, pause or analysis",
+        "cel",
+    ),
+    InvalidCase(
         "weights-not-100", _set("spec.variants.1.weight", 30), "variant weights must sum to 100", "cel"
     ),
     InvalidCase(
@@ -312,6 +345,36 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "cel",
     ),
     # --- schema: types, enums, ranges, patterns ---
+    InvalidCase(
+        "shadow-step-without-duration",
+        _set("spec.rollout.steps.0", {"shadow": {"percent": 10}}),
+        "spec.rollout.steps[0].shadow.duration",
+        "schema",
+    ),
+    InvalidCase(
+        "shadow-step-percent-zero",
+        _set("spec.rollout.steps.0", {"shadow": {"percent": 0, "duration": "1m"}}),
+        "spec.rollout.steps[0].shadow.percent",
+        "schema",
+    ),
+    InvalidCase(
+        "mirror-percent-over-100",
+        _set("spec.rollout.analysis.mirrorPercent", 101),
+        "spec.rollout.analysis.mirrorPercent",
+        "schema",
+    ),
+    InvalidCase(
+        "unknown-drift-reference",
+        _set("spec.rollout.analysis.checks.0.reference", "training"),
+        "spec.rollout.analysis.checks[0].reference",
+        "schema",
+    ),
+    InvalidCase(
+        "unknown-check-type",
+        _set("spec.rollout.analysis.checks.0.type", "shadowAgreements"),
+        "spec.rollout.analysis.checks[0].type",
+        "schema",
+    ),
     InvalidCase("bad-sha256", _set("spec.model.sha256", "ABC123"), "spec.model.sha256", "schema"),
     InvalidCase("bad-format", _set("spec.model.format", "pickle"), "spec.model.format", "schema"),
     InvalidCase("bad-uri-scheme", _set("spec.model.uri", "ftp://x/m"), "spec.model.uri", "schema"),

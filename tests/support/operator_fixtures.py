@@ -45,36 +45,61 @@ def _image_values(layout: Layout) -> list[str]:
     return ["--set", f"image.registry={layout.registry}", "--set", "image.pullPolicy=Always"]
 
 
-def apply_crd(layout: Layout) -> None:
-    """This checkout's CRD, created or replaced: Helm installs a chart's crds/ only when the CRD is
-    missing and never upgrades it (docs/install.md: `kubectl apply -f crds/` on upgrade), so a
-    cluster kept from an earlier session would otherwise prune the fields added since."""
-    api = nodes.admin_api(layout)
-    ext = client.ApiextensionsV1Api(api)
-    wanted = yaml.safe_load((REPO / "crds" / "modeldeploy.io_modeldeployments.yaml").read_text())
-    name = wanted["metadata"]["name"]
+STUCK = "another operation (install/upgrade/rollback) is in progress"
+
+
+def _recover_stuck_release(kubeconfig: Path) -> None:
+    """A session killed mid-install leaves the release pending, and every later `helm upgrade`
+    fails with STUCK. This session holds the cluster lock (one pytest session at a time), so no
+    operation is really in progress: roll back to the last deployed revision, or, when there is none
+    (a pending first install), uninstall."""
+    namespace = ("--namespace", RELEASE_NAMESPACE)
     try:
-        before = ext.read_custom_resource_definition(name)
+        helm("rollback", RELEASE, *namespace, "--wait", "--timeout", "120s", kubeconfig=kubeconfig)
+    except AssertionError:
+        helm("uninstall", RELEASE, *namespace, "--wait", "--ignore-not-found", kubeconfig=kubeconfig)
+
+
+def apply_crd(api: client.ApiClient) -> None:
+    """Put this checkout's CRD on the cluster. Helm installs a chart's crds/ only on the first install
+    and never upgrades them, so on a kept cluster (MODELDEPLOY_KEEP_CLUSTER=1) the CRD of whichever
+    checkout installed first would stay: new fields pruned, new rules never tested."""
+    body = yaml.safe_load((REPO / "crds" / "modeldeploy.io_modeldeployments.yaml").read_text())
+    extensions = client.ApiextensionsV1Api(api)
+    name = body["metadata"]["name"]
+    try:
+        current = extensions.read_custom_resource_definition(name)
     except client.ApiException as error:
         if error.status != 404:
             raise
-        ext.create_custom_resource_definition(wanted)
+        extensions.create_custom_resource_definition(body)
     else:
-        wanted["metadata"]["resourceVersion"] = before.metadata.resource_version
-        ext.replace_custom_resource_definition(name, wanted)
+        body["metadata"]["resourceVersion"] = current.metadata.resource_version
+        extensions.replace_custom_resource_definition(name, body)
 
     def established() -> bool:
-        crd = ext.read_custom_resource_definition(name)
-        conditions = {c.type: c.status for c in crd.status.conditions or ()}
+        crd = extensions.read_custom_resource_definition(name)
+        conditions = {c.type: c.status for c in (crd.status.conditions or [])}
         return conditions.get("Established") == "True" and conditions.get("NamesAccepted") == "True"
 
     wait_for("the CRD to be established", established, timeout=60)
-    api.close()
 
 
 def install_operator(layout: Layout, kubeconfig: Path) -> None:
     """Install or upgrade the chart with the tests' values and wait for a ready operator."""
-    apply_crd(layout)
+    apply_crd(nodes.admin_api(layout))
+    try:
+        _install(layout, kubeconfig)
+    except AssertionError as failed:
+        if STUCK not in str(failed):
+            raise
+        _recover_stuck_release(kubeconfig)
+        _install(layout, kubeconfig)
+    api = nodes.admin_api(layout)
+    wait_for("the operator to be ready", lambda: _operator_ready(api), timeout=60)
+
+
+def _install(layout: Layout, kubeconfig: Path) -> None:
     helm(
         "upgrade",
         "--install",
@@ -99,8 +124,6 @@ def install_operator(layout: Layout, kubeconfig: Path) -> None:
         *_image_values(layout),
         kubeconfig=kubeconfig,
     )
-    api = nodes.admin_api(layout)
-    wait_for("the operator to be ready", lambda: _operator_ready(api), timeout=60)
 
 
 @pytest.fixture(scope="session")

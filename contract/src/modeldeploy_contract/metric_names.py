@@ -23,6 +23,22 @@ PREDICTION_SCORE = "modeldeploy_prediction_score"
 ROUTER_ERRORS = "modeldeploy_router_errors_total"
 """Requests of an arm that the router answered itself (backend unreachable, timeout, bad answer,
 no backend): they never reached a model server, so the server cannot count them."""
+SHADOW_LABEL_AGREEMENT = "modeldeploy_router_shadow_label_agreement_total"
+"""Rows of mirrored/shadowed requests whose label agrees with the primary's; label `result` is agree or
+disagree; labels variant, revision name the copy's arm."""
+SHADOW_SCORE_DIFFERENCE = "modeldeploy_router_shadow_score_difference"
+"""Histogram of |primary score - copy score| per row of the same request."""
+FEATURE_KS = "modeldeploy_feature_drift_ks"
+FEATURE_BIN_ROWS = "modeldeploy_feature_bin_rows_total"
+"""Rows of closed drift windows per bin of a feature; labels feature, layout (hash of the bin edges),
+bin (index, or `missing`). Compared between canary and stable by `reference: stable` drift checks."""
+"""Binned KS distance of a feature in the last closed drift window against the bundle's profile."""
+
+TRAFFIC_HEADER = "x-modeldeploy-traffic"
+"""Set by the router on the copies it sends (value `mirror`); the server labels their metrics
+traffic="mirror". The router drops it from callers' requests, so live traffic cannot pose as a copy."""
+MIRROR_TRAFFIC = "mirror"
+LIVE_TRAFFIC = "live"
 
 
 def bucket(histogram: str) -> str:

@@ -144,6 +144,10 @@ class ShadowConfig(_Frozen):
     """V2 output holding the predicted label; None: "label" or "predictions" when present, else
     the arg-max of the score output."""
 
+    from_variant: str | None = Field(default=None, min_length=1, max_length=63)
+    """Copy only requests answered by an arm of this variant (a rollout mirror compares the new
+    revision with its own variant's stable); None: requests of every variant."""
+
 
 class TimeoutConfig(_Frozen):
     """Bounds on one upstream call."""
@@ -195,7 +199,13 @@ class RouterConfig(_Frozen):
     variant that serves it (the operator sets it from spec.traffic.variantPinHeader)."""
 
     shadow: ShadowConfig | None = None
-    """Shadow traffic; None: off."""
+    """Shadow traffic (spec.traffic.shadow); None: off."""
+
+    mirror: ShadowConfig | None = None
+    """The rollout mirror: copies of live requests for a revision under analysis that has no live
+    weight (a BlueGreen preview, a canary in a shadow step), so its checks have samples. The same
+    mechanics as `shadow` (fire-and-forget, bounded, compared, marked `x-modeldeploy-traffic:
+    mirror`); the planner decides it, the operator writes it; None: off."""
 
     timeouts: TimeoutConfig = TimeoutConfig()
     """Upstream timeouts."""
@@ -228,6 +238,14 @@ class RouterConfig(_Frozen):
                 raise ValueError(f"slots disagree with the weights: {'; '.join(wrong)}")
         if self.shadow is not None and arm_id(self.shadow.variant, self.shadow.revision) not in ids:
             raise ValueError(f"shadow arm {self.shadow.variant}/{self.shadow.revision} is not in arms")
+        if self.mirror is not None:
+            mirror_id = arm_id(self.mirror.variant, self.mirror.revision)
+            if mirror_id not in ids:
+                raise ValueError(f"mirror arm {mirror_id} is not in arms")
+            if self.arms[ids.index(mirror_id)].weight_bp != 0:
+                raise ValueError(f"mirror arm {mirror_id} has live weight: a mirror answers no caller")
+            if self.shadow is not None and arm_id(self.shadow.variant, self.shadow.revision) == mirror_id:
+                raise ValueError(f"arm {mirror_id} is both the shadow and the mirror")
         return self
 
     def slot_arms(self) -> tuple[int, ...]:

@@ -175,6 +175,10 @@ def describe_step(step: Mapping[str, Any]) -> str:
         checks = ", ".join(analysis.get("checks") or ()) or "all checks"
         duration = analysis.get("duration")
         return f"analysis {duration} ({checks})" if duration else f"analysis ({checks})"
+    if isinstance(step.get("shadow"), Mapping) and step["shadow"].get("duration"):
+        shadow = step["shadow"]
+        checks = ", ".join(shadow.get("checks") or ()) or "all checks"
+        return f"shadow {shadow.get('percent', 100)}% mirrored {shadow['duration']} ({checks})"
     return ", ".join(f"{key} {json.dumps(value, separators=(',', ':'))}" for key, value in step.items())
 
 

@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from modeldeploy_contract.metric_names import LIVE_TRAFFIC, MIRROR_TRAFFIC, TRAFFIC_HEADER
 from modeldeploy_contract.preflight import GOLDEN_PATH, REPLAY_HEADER
 from modeldeploy_contract.redact import scrub_logs
 from modeldeploy_contract.server_settings import ServerSettings
@@ -55,6 +56,19 @@ def server_version() -> str:
 
 class ClientGoneError(Exception):
     """The client disconnected before sending its whole body."""
+
+
+_TRAFFIC_HEADER = TRAFFIC_HEADER.encode()
+_MIRROR = MIRROR_TRAFFIC.encode()
+
+
+def traffic_of(headers: list[tuple[bytes, bytes]]) -> str:
+    """traffic label of a request: "mirror" for the router's copies, else "live" (two values only:
+    the header's content never becomes a label value)."""
+    for key, value in headers:
+        if key == _TRAFFIC_HEADER:
+            return MIRROR_TRAFFIC if value == _MIRROR else LIVE_TRAFFIC
+    return LIVE_TRAFFIC
 
 
 def json_response(status: int, payload: Any) -> Response:
@@ -199,7 +213,9 @@ class InferenceApp:
         finally:
             dataplane.in_flight -= 1
             if not replay:  # a golden-set replay is not live traffic: no request, latency or error count
-                dataplane.metrics_for(model).request(protocol, status, time.perf_counter() - start)
+                dataplane.metrics_for(model).request(
+                    protocol, status, time.perf_counter() - start, traffic_of(scope["headers"])
+                )
 
     @property
     def _retry_after(self) -> list[tuple[bytes, bytes]]:

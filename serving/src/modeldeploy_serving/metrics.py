@@ -28,6 +28,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from modeldeploy_contract.metric_names import LIVE_TRAFFIC
 from modeldeploy_serving.drift.window import FeatureDrift, WindowResult
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
@@ -54,12 +55,14 @@ LATENCY_BUCKETS = (
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
-REQUEST_LABELS = ["model", "version", "protocol", "code"]
+REQUEST_LABELS = ["model", "version", "protocol", "code", "traffic"]
+"""traffic: "live", or "mirror" for the router's copies (header x-modeldeploy-traffic: mirror), which
+no caller waits for: analysis counts both, a person can tell them apart."""
 MODEL_LABELS = ["model", "version"]
 
 REQUESTS = Counter(
     "modeldeploy_requests",
-    "Inference requests by model, version, protocol and HTTP status code.",
+    "Inference requests by model, version, protocol, HTTP status code and traffic (live or mirror).",
     REQUEST_LABELS,
 )
 ERRORS = Counter(
@@ -116,6 +119,13 @@ FEATURE_KS = Gauge(
     "Binned Kolmogorov-Smirnov distance of a feature in the last drift window against the reference.",
     ["model", "version", "feature"],
     multiprocess_mode="mostrecent",
+)
+FEATURE_BIN_ROWS = Counter(
+    "modeldeploy_feature_bin_rows",
+    "Rows of closed drift windows per bin of a feature (bin: index in the profile's layout, or "
+    "missing; layout: a hash of the bin edges). Lets analysis compare a canary's live "
+    "inputs with the stable's (inputDrift reference: stable).",
+    ["model", "version", "feature", "layout", "bin"],
 )
 FEATURE_MISSING = Gauge(
     "modeldeploy_feature_missing_ratio",
@@ -217,14 +227,14 @@ class ModelMetrics:
         self.model = model
         self.version = version
         self.max_feature_series = max_feature_series
-        self._counts: dict[tuple[str, int], int] = {}
+        self._counts: dict[tuple[str, int, str], int] = {}
         self._durations: dict[str, list[float]] = {}
         self._compute: list[float] = []
         self._batch_rows: list[int] = []
         self._rows = 0
 
-    def request(self, protocol: str, code: int, seconds: float) -> None:
-        key = (protocol, code)
+    def request(self, protocol: str, code: int, seconds: float, traffic: str = LIVE_TRAFFIC) -> None:
+        key = (protocol, code, traffic)
         self._counts[key] = self._counts.get(key, 0) + 1
         durations = self._durations.get(protocol)
         if durations is None:
@@ -247,8 +257,8 @@ class ModelMetrics:
         compute, self._compute = self._compute, []
         batch_rows, self._batch_rows = self._batch_rows, []
         rows, self._rows = self._rows, 0
-        for (protocol, code), n in counts.items():
-            labels = (self.model, self.version, protocol, str(code))
+        for (protocol, code, traffic), n in counts.items():
+            labels = (self.model, self.version, protocol, str(code), traffic)
             REQUESTS.labels(*labels).inc(n)
             if code >= 400:
                 ERRORS.labels(*labels).inc(n)
@@ -267,6 +277,10 @@ class ModelMetrics:
         for f in capped_features(result.features, self.max_feature_series):
             FEATURE_PSI.labels(*labels, f.name).set(f.psi)
             FEATURE_KS.labels(*labels, f.name).set(f.ks)
+            for index, n in enumerate(f.counts):
+                if n:  # ~13 bins a feature; empty ones appear when first used
+                    name = "missing" if index == len(f.counts) - 1 else str(index)
+                    FEATURE_BIN_ROWS.labels(*labels, f.name, f.layout, name).inc(n)
             FEATURE_MISSING.labels(*labels, f.name).set(f.missing_ratio)
             FEATURE_OUT_OF_RANGE.labels(*labels, f.name).set(f.out_of_range_ratio)
         PREDICTION_PSI.labels(*labels).set(result.score_psi)

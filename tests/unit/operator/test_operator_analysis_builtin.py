@@ -253,3 +253,129 @@ def test_scrape_source_keeps_the_previous_scrape_per_target() -> None:
     source.forget(target)
     clock.now = LATER + timedelta(seconds=60)
     assert source.read(checks, target, timedelta(minutes=1))[0].value is None
+
+
+# --- issue 12: checks on mirrored/shadow copies, KS drift ----------------------------------------
+
+
+def _copies_text(agree: int, disagree: int, differences: list[float], revision: str = "c0ffee") -> str:
+    """A router's comparison counters for copies sent to (default, revision)."""
+    arm = f'revision="{revision}",variant="default"'
+    lines = ["# TYPE modeldeploy_router_shadow_label_agreement_total counter"]
+    lines.append(f'modeldeploy_router_shadow_label_agreement_total{{result="agree",{arm}}} {agree}.0')
+    lines.append(f'modeldeploy_router_shadow_label_agreement_total{{result="disagree",{arm}}} {disagree}.0')
+    lines.append("# TYPE modeldeploy_router_shadow_score_difference histogram")
+    lines.append(f'modeldeploy_router_shadow_score_difference_bucket{{{arm},le="+Inf"}} {len(differences)}.0')
+    lines.append(f"modeldeploy_router_shadow_score_difference_count{{{arm}}} {len(differences)}.0")
+    lines.append(f"modeldeploy_router_shadow_score_difference_sum{{{arm}}} {sum(differences)}")
+    return "\n".join(lines) + "\n"
+
+
+def test_shadow_agreement_is_the_share_of_compared_rows_whose_labels_agree() -> None:
+    before = snapshot(router=group(r=_copies_text(10, 5, [0.1] * 15) + _copies_text(0, 99, [], "1b9e04")))
+    after = snapshot(
+        LATER,
+        # no canary pod scraped: the router alone answers this check
+        router=group(r=_copies_text(100, 15, [0.1] * 15 + [0.3] * 100) + _copies_text(0, 500, [], "1b9e04")),
+    )
+    reading = read("shadowAgreement", before, after)
+    assert reading.value == pytest.approx(90 / 100)  # the stable arm's rows are not the canary's
+    assert reading.samples == 100
+    assert "labels agree on 90 of 100 rows" in reading.detail
+    difference = read("shadowScoreDifference", before, after)
+    assert difference.value == pytest.approx(0.3)
+    assert difference.samples == 100
+
+
+def test_shadow_agreement_without_copies_is_none_not_zero() -> None:
+    same = snapshot(router=group(r=_copies_text(3, 1, [0.2] * 4)))
+    later = snapshot(LATER, router=group(r=_copies_text(3, 1, [0.2] * 4)))
+    for kind in ("shadowAgreement", "shadowScoreDifference"):
+        reading = read(kind, same, later)
+        assert reading.value is None
+        assert reading.samples == 0
+        assert "no " in reading.detail
+    assert read("shadowAgreement", None, later).value is None  # counters need a baseline
+
+
+def test_input_drift_ks_takes_the_largest_feature_ks_of_fresh_windows() -> None:
+    now = LATER.timestamp()
+    ks = "# TYPE modeldeploy_feature_drift_ks gauge\n" + "".join(
+        f'modeldeploy_feature_drift_ks{{feature="{f}",model="churn",version="v1"}} {v}\n'
+        for f, v in {"x": 0.12, "y": 0.31}.items()
+    )
+    current = snapshot(
+        LATER,
+        canary=group(a=server_text(feature_psi={"x": 9.0}, window_rows=500, window_end=now - 5) + ks),
+    )
+    reading = read("inputDriftKS", None, current)
+    assert reading.value == pytest.approx(0.31)  # the KS gauge, not the PSI one
+    assert reading.samples == 500
+    assert "KS distance" in reading.detail
+
+
+def test_prediction_shift_ks_is_the_binned_two_sample_distance() -> None:
+    before = snapshot(canary=group(a=server_text(scores=[0.5])), stable=group(s=server_text(scores=[0.5])))
+    stable_new, canary_new = [0.15] * 400 + [0.85] * 100, [0.15] * 100 + [0.85] * 200
+    after = snapshot(
+        LATER,
+        canary=group(a=server_text(scores=[0.5, *canary_new])),
+        stable=group(s=server_text(scores=[0.5, *stable_new])),
+    )
+    reading = read("predictionShiftKS", before, after)
+    # CDFs at 0.2: stable 0.8, canary 1/3 -> D = 0.4667; flat until 0.8 where both jump to 1.
+    assert reading.value == pytest.approx(0.8 - 1 / 3)
+    assert reading.samples == 300
+    assert "binned KS distance" in reading.detail
+    assert "at most 1.000" in reading.detail  # D + the largest bucket share (0.8), capped at 1
+
+
+def _bins_text(bins: dict[str, dict[str, int]], layout: str = "abcd1234", version: str = "v1") -> str:
+    """A server's modeldeploy_feature_bin_rows_total per feature and bin."""
+    lines = ["# TYPE modeldeploy_feature_bin_rows_total counter"]
+    for feature, counts in bins.items():
+        for bin_name, n in counts.items():
+            labels = (
+                f'bin="{bin_name}",feature="{feature}",layout="{layout}",model="churn",version="{version}"'
+            )
+            lines.append(f"modeldeploy_feature_bin_rows_total{{{labels}}} {n}.0")
+    return "\n".join(lines) + "\n"
+
+
+def drift_check(kind: str, reference: str) -> Check:
+    return Check.model_validate(
+        {"name": "drift", "type": kind, "threshold": {"max": 0.2}, "reference": reference}
+    )
+
+
+def test_input_drift_against_the_stable_compares_live_bins_over_the_same_interval() -> None:
+    zero = {"x": {"0": 0, "1": 0, "missing": 0}, "y": {"0": 0, "1": 0}}
+    before = snapshot(canary=group(a=_bins_text(zero)), stable=group(s=_bins_text(zero)))
+    canary = {"x": {"0": 50, "1": 50, "missing": 0}, "y": {"0": 90, "1": 10}}
+    stable = {"x": {"0": 50, "1": 50, "missing": 0}, "y": {"0": 10, "1": 90}}
+    after = snapshot(LATER, canary=group(a=_bins_text(canary)), stable=group(s=_bins_text(stable)))
+    [ks] = builtin.readings([drift_check("inputDriftKS", "stable")], TARGET, before, after, 60)
+    assert ks.value == pytest.approx(0.8)  # feature y: CDFs at bin 0: 0.9 vs 0.1
+    assert ks.samples == 100
+    assert "(y)" in ks.detail
+    [p] = builtin.readings([drift_check("inputDrift", "stable")], TARGET, before, after, 60)
+    assert p.value == pytest.approx(psi([10, 90, 0], [90, 10, 0]))
+    # No baseline yet: Inconclusive, never 0.
+    [first] = builtin.readings([drift_check("inputDriftKS", "stable")], TARGET, None, after, 60)
+    assert first.value is None
+
+
+def test_input_drift_against_the_stable_skips_features_of_another_bin_layout() -> None:
+    canary = {"x": {"0": 50, "1": 50}}
+    after = snapshot(
+        LATER,
+        canary=group(a=_bins_text(canary, layout="aaaa0000")),
+        stable=group(s=_bins_text(canary, layout="bbbb1111")),
+    )
+    before = snapshot(canary=group(a=_bins_text({})), stable=group(s=_bins_text({})))
+    [reading] = builtin.readings([drift_check("inputDriftKS", "stable")], TARGET, before, after, 60)
+    assert reading.value is None
+    assert "bin layouts differ" in reading.detail
+    no_stable = AnalysisTarget("ml", "churn", "default", "c0ffee")
+    [reading] = builtin.readings([drift_check("inputDrift", "stable")], no_stable, before, after, 60)
+    assert reading.value is None

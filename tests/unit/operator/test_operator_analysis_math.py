@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modeldeploy_operator.analysis.deltas import group_increase, labels_are, restarted
 from modeldeploy_operator.analysis.scrape import GroupScrape, parse_metrics
@@ -131,3 +133,85 @@ def test_histogram_bucket_increases_keep_their_le() -> None:
     after = group(a=server_text(latencies=[0.002] * 10 + [0.02] * 5 + [1.0]))
     by_le = group_increase(before, after).by_label("modeldeploy_request_duration_seconds_bucket", "le")
     assert by_le == {"0.001": 0, "0.005": 0, "0.01": 0, "0.05": 5, "0.1": 5, "+Inf": 6}
+
+
+# --- binned two-sample KS (issue 12) ---------------------------------------------------------------
+
+
+def _cumulative(
+    counts: list[float], bounds: tuple[float, ...] = (0.25, 0.5, 0.75, math.inf)
+) -> list[tuple[float, float]]:
+    total, out = 0.0, []
+    for bound, n in zip(bounds, counts, strict=True):
+        total += n
+        out.append((bound, total))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("p", "q", "distance", "bound"),
+    [
+        ([10, 10, 10, 10], [1, 1, 1, 1], 0.0, 0.25),  # same shape, any sizes
+        ([10, 0, 0, 0], [0, 0, 0, 10], 1.0, 1.0),  # disjoint
+        ([50, 50, 0, 0], [0, 50, 50, 0], 0.5, 0.5),
+        ([40, 30, 20, 10], [10, 20, 30, 40], 0.4, 0.4),  # CDFs .4 .7 .9 1 vs .1 .3 .6 1
+    ],
+)
+def test_histogram_ks_table(p: list[float], q: list[float], distance: float, bound: float) -> None:
+    from modeldeploy_operator.analysis.stats import histogram_ks
+
+    value, error = histogram_ks(_cumulative(p), _cumulative(q))
+    assert value == pytest.approx(distance)
+    assert error == pytest.approx(bound)
+
+
+def test_histogram_ks_refuses_mismatched_or_empty_histograms() -> None:
+    from modeldeploy_operator.analysis.stats import histogram_ks
+
+    assert all(math.isnan(v) for v in histogram_ks(_cumulative([1, 1, 1, 1]), [(1.0, 1.0), (math.inf, 2.0)]))
+    assert all(math.isnan(v) for v in histogram_ks(_cumulative([0, 0, 0, 0]), _cumulative([1, 1, 1, 1])))
+
+
+@pytest.mark.parametrize(
+    ("distance", "n", "m", "low", "high"),
+    [
+        (0.0, 100, 100, 1.0, 1.0),
+        (0.1, 100, 100, 0.6, 0.75),  # scipy.stats.kstwo-like asymptotics: ~0.68
+        (0.2, 100, 100, 0.02, 0.05),  # ~0.03
+        (0.5, 100, 100, 0.0, 1e-9),
+    ],
+)
+def test_ks_p_value_table(distance: float, n: int, m: int, low: float, high: float) -> None:
+    from modeldeploy_operator.analysis.stats import ks_p_value
+
+    assert low <= ks_p_value(distance, n, m) <= high
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(0, 50), min_size=4, max_size=4).filter(lambda c: sum(c) > 0),
+    st.lists(st.integers(0, 50), min_size=4, max_size=4).filter(lambda c: sum(c) > 0),
+)
+def test_binned_ks_is_a_lower_bound_of_the_raw_sample_distance(p: list[int], q: list[int]) -> None:
+    """Spread each bucket's samples anywhere inside it: the raw two-sample distance always lies in
+    [D, D + bound] (the documented binning error)."""
+    from modeldeploy_operator.analysis.stats import histogram_ks
+
+    edges = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+    def samples(counts: list[int], offset: float) -> list[float]:
+        return [
+            edges[i] + (edges[i + 1] - edges[i]) * ((j * 0.618 + offset) % 1.0)
+            for i, n in enumerate(counts)
+            for j in range(n)
+        ]
+
+    a, b = sorted(samples(p, 0.13)), sorted(samples(q, 0.71))
+    points = sorted(set(a) | set(b))
+    raw = max(abs(sum(x <= t for x in a) / len(a) - sum(x <= t for x in b) / len(b)) for t in points)
+    bounds = (0.25, 0.5, 0.75, math.inf)
+    value, error = histogram_ks(
+        _cumulative([float(c) for c in p], bounds), _cumulative([float(c) for c in q], bounds)
+    )
+    assert value <= raw + 1e-9
+    assert raw <= value + error + 1e-9

@@ -224,3 +224,34 @@ def test_sources_route_checks_and_keep_their_order() -> None:
     assert [r.check for r in readings] == ["prometheus", "errorrate"]
     assert all(r.value == 1.0 for r in readings)
     assert "[30s]" in seen[-1]  # the interval is the range of the built-in queries
+
+
+def test_promql_templates_of_the_copy_and_ks_checks() -> None:
+    router = 'namespace="ml", modeldeploy_io_deployment="churn", variant="default", revision="c0ffee"'
+    agreement = promql.shadow_agreement(TARGET, 60, LABELS)
+    rows = f"sum(increase(modeldeploy_router_shadow_label_agreement_total{{{router}}}[60s]))"
+    assert agreement.samples == rows
+    agree = f'{router},result="agree"'
+    agreed = f"sum(increase(modeldeploy_router_shadow_label_agreement_total{{{agree}}}[60s]))"
+    assert agreement.value == f"({agreed} or vector(0)) / {rows}"
+    difference = promql.shadow_score_difference(TARGET, 60, LABELS)
+    assert difference.value.startswith("sum(increase(modeldeploy_router_shadow_score_difference_sum{")
+    assert difference.samples.startswith("sum(increase(modeldeploy_router_shadow_score_difference_count{")
+    assert promql.input_drift(TARGET, 120, LABELS, "modeldeploy_feature_drift_ks").value.startswith(
+        "max(modeldeploy_feature_drift_ks{"
+    )
+
+
+def test_prediction_shift_ks_from_two_bucket_vectors() -> None:
+    def buckets(counts: dict[str, str]) -> dict[str, Any]:
+        return vector(*(({"le": le}, n) for le, n in counts.items()))
+
+    def answer(q: str) -> httpx.Response:
+        if 'modeldeploy_io_revision="1b9e04"' in q:
+            return httpx.Response(200, json=buckets({"0.5": "400", "1.0": "500", "+Inf": "500"}))
+        return httpx.Response(200, json=buckets({"0.5": "100", "1.0": "300", "+Inf": "300"}))
+
+    reading = prometheus(answer).read_one(check("predictionShiftKS"), TARGET, 60)
+    assert reading.value == pytest.approx(0.8 - 1 / 3)  # CDFs at 0.5: 400/500 vs 100/300
+    assert reading.samples == 300
+    assert "binned KS distance" in reading.detail

@@ -37,6 +37,15 @@ def test_the_metric_names_analysis_reads_are_the_ones_the_servers_and_the_router
     assert metric_names.ROUTER_ERRORS in _exposed(router.RouterMetrics())
 
 
+def test_the_names_of_the_mirror_and_ks_checks_are_exposed() -> None:
+    from modeldeploy_serving import metrics as server
+    from modeldeploy_serving.router import metrics as router
+
+    assert {metric_names.FEATURE_KS, metric_names.FEATURE_BIN_ROWS} <= _exposed(server)
+    exposed = _exposed(router.RouterMetrics())
+    assert {metric_names.SHADOW_LABEL_AGREEMENT, metric_names.SHADOW_SCORE_DIFFERENCE} <= exposed
+
+
 def test_the_operator_uses_the_contracts_names() -> None:
     from modeldeploy_operator.analysis import names
     from modeldeploy_operator.domain import labels, resource

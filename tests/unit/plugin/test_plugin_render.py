@@ -148,7 +148,10 @@ def test_colour_marks_phase_results_and_steps_without_moving_columns() -> None:
         ({"pause": {"duration": "30s"}}, "pause 30s"),
         ({"analysis": {}}, "analysis (all checks)"),
         ({"analysis": {"duration": "5m", "checks": ["a", "b"]}}, "analysis 5m (a, b)"),
-        ({"shadow": {"percent": 10}}, 'shadow {"percent":10}'),  # a kind from a newer operator
+        ({"shadow": {"percent": 10, "duration": "1m"}}, "shadow 10% mirrored 1m (all checks)"),
+        ({"shadow": {"duration": "30s", "checks": ["agree"]}}, "shadow 100% mirrored 30s (agree)"),
+        ({"shadow": {"percent": 10}}, 'shadow {"percent":10}'),  # not a valid shadow step: as JSON
+        ({"rollback": {"to": 3}}, 'rollback {"to":3}'),  # a kind from a newer operator
     ],
 )
 def test_describe_step(step: dict[str, object], text: str) -> None:

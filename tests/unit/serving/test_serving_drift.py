@@ -134,3 +134,34 @@ def test_window_skips_rows_while_paused() -> None:
     assert window.skipped_rows == 50
     window.paused_until = 0.0
     assert window.add(np.zeros((10, 2), dtype=np.float32), np.zeros(10, dtype=np.float32))
+
+
+def test_window_exports_its_bin_counts_and_layout_for_comparison_with_the_stable() -> None:
+    """issue 12: inputDrift with reference: stable compares these counts between revisions."""
+    from prometheus_client import REGISTRY
+
+    from modeldeploy_serving.drift.window import layout_id
+    from modeldeploy_serving.metrics import ModelMetrics
+
+    rng = np.random.default_rng(5)
+    profile, _ = _profile(rng)
+    window = DriftWindow(profile, max_rows=100, max_seconds=60)  # type: ignore[arg-type]
+    rows = np.column_stack([rng.normal(size=100), rng.integers(0, 5, 100)]).astype(np.float32)
+    rows[:7, 0] = np.nan
+    window.add(rows, rng.uniform(size=100).astype(np.float32))
+    result = window.close()
+    a = result.features[0]
+    assert sum(a.counts) == 100
+    assert a.counts[-1] == 7  # the missing bin
+    assert a.layout == layout_id(profile.features[0].edges)  # type: ignore[attr-defined]
+    assert len(a.layout) == 8
+    assert result.features[1].layout != a.layout
+    ModelMetrics("bins-test", "1").publish_window(result)
+    labels = {"model": "bins-test", "version": "1", "feature": "a", "layout": a.layout}
+    missing = REGISTRY.get_sample_value("modeldeploy_feature_bin_rows_total", {**labels, "bin": "missing"})
+    assert missing == 7
+    total = sum(
+        REGISTRY.get_sample_value("modeldeploy_feature_bin_rows_total", {**labels, "bin": str(i)}) or 0.0
+        for i in range(len(a.counts) - 1)
+    )
+    assert total == 93

@@ -8,6 +8,18 @@
   lookback; samples = rows of the smallest of those windows (the weakest evidence behind the value).
 - predictionShift: PSI between the canary's and the stable's prediction-score histogram increases
   over the same interval; samples = the smaller of the two counts.
+- predictionShiftKS: the binned two-sample Kolmogorov-Smirnov distance between the same two
+  histograms (stats.histogram_ks: a lower bound of the raw-sample distance, off by at most the
+  largest bucket share, which the detail states with the asymptotic p-value).
+- inputDriftKS: like inputDrift, with the servers' binned KS distance per feature
+  (modeldeploy_feature_drift_ks) against the bundle's training profile.
+- inputDrift / inputDriftKS with `reference: stable`: the canary's binned inputs
+  (modeldeploy_feature_bin_rows_total increases) against the stable revision's over the same interval,
+  per feature in the same bin layout; the largest PSI or KS; samples = the fewer rows of one side.
+- shadowAgreement / shadowScoreDifference: from the router, which sees both answers of every copied
+  request (a rollout mirror or spec.traffic.shadow): the share of rows whose labels agree, and the
+  mean absolute score difference, of the copies sent to the canary's arm between the scrapes;
+  samples = rows compared.
 No data gives value None (the planner's Inconclusive), never 0.
 """
 
@@ -17,17 +29,36 @@ import math
 from collections.abc import Callable
 from datetime import datetime
 
+from modeldeploy_contract.psi import psi
 from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.spec import Check
 
 from . import names
 from .deltas import GroupIncrease, group_increase, labels_are
 from .scrape import GroupScrape, PodMetrics, Snapshot, is_number
-from .stats import bucket_counts, buckets_from_le, histogram_psi, histogram_quantile
+from .stats import (
+    bucket_counts,
+    buckets_from_le,
+    histogram_ks,
+    histogram_psi,
+    histogram_quantile,
+    ks_p_value,
+)
 from .target import AnalysisTarget
 
 LATENCY_QUANTILE = 0.99
-BUILTIN_TYPES = ("errorRate", "latencyP99", "inputDrift", "predictionShift")
+BUILTIN_TYPES = (
+    "errorRate",
+    "latencyP99",
+    "inputDrift",
+    "predictionShift",
+    "shadowAgreement",
+    "shadowScoreDifference",
+    "inputDriftKS",
+    "predictionShiftKS",
+)
+ROUTER_MEASURED = ("errorRate", "shadowAgreement", "shadowScoreDifference")
+"""Checks the router's counters can answer even when no canary pod answers a scrape."""
 
 
 def no_data(check: Check, at: datetime, why: str, samples: int = 0) -> CheckReading:
@@ -79,21 +110,26 @@ def latency_p99(check: Check, previous: Snapshot, current: Snapshot) -> CheckRea
     return CheckReading(check.name, value, round(observed), current.taken_at, detail, buckets=buckets)
 
 
-def _drift_window(pod: PodMetrics, since: float) -> tuple[float, int] | None:
-    """(largest feature PSI, rows) of the pod's last closed drift window if it closed after `since`."""
+def _drift_window(pod: PodMetrics, since: float, metric: str = names.FEATURE_PSI) -> tuple[float, int] | None:
+    """(largest feature PSI or KS, rows) of the pod's last closed drift window if it closed after `since`."""
     ended = pod.value(names.WINDOW_END)
     rows = pod.value(names.WINDOW_ROWS)
     if ended is None or rows is None or not is_number(ended) or ended < since:
         return None
-    psis = [v for v in pod.series(names.FEATURE_PSI).values() if is_number(v)]
-    return (max(psis), int(rows)) if psis else None
+    values = [v for v in pod.series(metric).values() if is_number(v)]
+    return (max(values), int(rows)) if values else None
 
 
 def input_drift(
     check: Check, target: AnalysisTarget, current: Snapshot, lookback_seconds: float
 ) -> CheckReading:
     since = current.taken_at.timestamp() - lookback_seconds
-    windows = [w for pod in current.canary.pods.values() if (w := _drift_window(pod, since)) is not None]
+    metric, statistic = (
+        (names.FEATURE_KS, "KS distance") if check.type == "inputDriftKS" else (names.FEATURE_PSI, "PSI")
+    )
+    windows = [
+        w for pod in current.canary.pods.values() if (w := _drift_window(pod, since, metric)) is not None
+    ]
     failures = _failures(current.canary, "canary")
     if not windows:
         why = (
@@ -104,10 +140,73 @@ def input_drift(
     value = max(psi for psi, _ in windows)
     rows = min(r for _, r in windows)
     detail = (
-        f"canary max feature PSI {value:.3f} over {len(windows)} drift window(s) of at least "
+        f"canary max feature {statistic} {value:.3f} over {len(windows)} drift window(s) of at least "
         f"{rows} rows closed in the last {lookback_seconds:.0f}s{failures}"
     )
     return CheckReading(check.name, value, rows, current.taken_at, detail)
+
+
+FeatureBins = dict[tuple[str, str], dict[str, float]]
+"""(feature, layout) -> bin name -> rows."""
+
+
+def feature_bins(increase: GroupIncrease) -> FeatureBins:
+    out: FeatureBins = {}
+    for (feature, layout, bin_name), n in increase.by_labels(
+        names.FEATURE_BIN_ROWS, ("feature", "layout", "bin")
+    ).items():
+        out.setdefault((feature, layout), {})[bin_name] = n
+    return out
+
+
+def bins_distance(kind: str, stable: dict[str, float], canary: dict[str, float]) -> float:
+    """PSI over every bin (missing included, as the servers' PSI), or the binned two-sample KS
+    distance over the present values' bins (missing excluded, as the servers' KS)."""
+    inner = sorted({int(b) for b in (*stable, *canary) if b.isdigit()})
+    span = range(inner[-1] + 1) if inner else range(0)
+    if kind == "inputDriftKS":
+        p = [stable.get(str(i), 0.0) for i in span]
+        q = [canary.get(str(i), 0.0) for i in span]
+        bounds = [*range(len(p) - 1), math.inf] if p else []
+        cumulative_p = [(b, sum(p[: i + 1])) for i, b in enumerate(bounds)]
+        cumulative_q = [(b, sum(q[: i + 1])) for i, b in enumerate(bounds)]
+        return histogram_ks(cumulative_p, cumulative_q)[0] if p else math.nan
+    keys = [str(i) for i in span] + ["missing"]
+    return psi([stable.get(k, 0.0) for k in keys], [canary.get(k, 0.0) for k in keys])
+
+
+def input_drift_against_stable(
+    check: Check, target: AnalysisTarget, previous: Snapshot, current: Snapshot
+) -> CheckReading:
+    """inputDrift / inputDriftKS with `reference: stable`: per feature, the canary's binned inputs of
+    the drift windows closed between the scrapes against the stable's over the same interval; the
+    value is the largest over the features both sides have in the same bin layout."""
+    at = current.taken_at
+    if target.stable_revision is None:
+        return no_data(check, at, "no stable revision to compare the canary's inputs with")
+    canary = feature_bins(group_increase(previous.canary, current.canary))
+    stable = feature_bins(group_increase(previous.stable, current.stable))
+    shared = sorted(
+        k for k in canary.keys() & stable.keys() if sum(canary[k].values()) and sum(stable[k].values())
+    )
+    failures = f"{_failures(current.canary, 'canary')}{_failures(current.stable, 'stable')}"
+    where = f"in {_seconds(previous, current)}{failures}"
+    if not shared:
+        other = {f for f, _ in canary} & {f for f, _ in stable}
+        why = "bin layouts differ (bundles profiled on other data)" if other else "no closed drift windows"
+        return no_data(check, at, f"no feature to compare with the stable: {why} {where}")
+    statistic = "KS distance" if check.type == "inputDriftKS" else "PSI"
+    values = {k: bins_distance(check.type, stable[k], canary[k]) for k in shared}
+    finite = {k: v for k, v in values.items() if is_number(v)}
+    if not finite:
+        return no_data(check, at, f"no comparable feature bins {where}")
+    worst = max(finite, key=lambda k: finite[k])
+    samples = round(min(min(sum(canary[k].values()), sum(stable[k].values())) for k in finite))
+    detail = (
+        f"canary inputs against the stable's: max feature {statistic} {finite[worst]:.3f} "
+        f"({worst[0]}) over {len(finite)} feature(s), at least {samples} rows a side {where}"
+    )
+    return CheckReading(check.name, finite[worst], samples, at, detail)
 
 
 def _score_buckets(increase: GroupIncrease) -> tuple[list[tuple[float, float]], float]:
@@ -130,12 +229,46 @@ def prediction_shift(
     counts = f"canary {canary_n:.0f} vs stable {stable_n:.0f} scores"
     if samples <= 0:
         return no_data(check, current.taken_at, f"no prediction scores to compare ({counts}) {where}")
-    value = histogram_psi(stable, canary)
+    if check.type == "predictionShiftKS":
+        value, bound = histogram_ks(stable, canary)
+        statistic = (
+            f"binned KS distance of canary scores against stable scores {value:.3f} (raw-sample "
+            f"distance at most {min(value + bound, 1.0):.3f}; p={ks_p_value(value, canary_n, stable_n):.3g})"
+        )
+    else:
+        value = histogram_psi(stable, canary)
+        statistic = f"PSI of canary scores against stable scores {value:.3f}"
     if math.isnan(value):
         return no_data(check, current.taken_at, f"score histograms not comparable ({counts}) {where}")
-    detail = f"PSI of canary scores against stable scores {value:.3f} ({counts}) {where}"
+    detail = f"{statistic} ({counts}) {where}"
     histograms = (tuple(bucket_counts(stable)), tuple(bucket_counts(canary)))
     return CheckReading(check.name, value, samples, current.taken_at, detail, histograms)
+
+
+def shadow_agreement(
+    check: Check, target: AnalysisTarget, previous: Snapshot, current: Snapshot
+) -> CheckReading:
+    """Label agreement (shadowAgreement) or mean absolute score difference (shadowScoreDifference)
+    of the rows the router compared between the canary's copies and the primary's answers."""
+    routers = group_increase(previous.router, current.router)
+    arm = labels_are(variant=target.variant, revision=target.canary_revision)
+    by_result = routers.by_label(names.SHADOW_LABEL_AGREEMENT, "result", arm)
+    agree, disagree = by_result.get("agree", 0.0), by_result.get("disagree", 0.0)
+    compared = routers.total(names.count(names.SHADOW_SCORE_DIFFERENCE), arm)
+    difference = routers.total(f"{names.SHADOW_SCORE_DIFFERENCE}_sum", arm)
+    failures = _failures(current.router, "router")
+    where = f"in {_seconds(previous, current)}, routers: {routers.describe()}{failures}"
+    if check.type == "shadowScoreDifference":
+        if compared <= 0:
+            return no_data(check, current.taken_at, f"no scores of copies compared {where}")
+        value = difference / compared
+        detail = f"mean |score difference| {value:.4f} over {compared:.0f} rows of copies {where}"
+        return CheckReading(check.name, value, round(compared), current.taken_at, detail)
+    rows = agree + disagree
+    if rows <= 0:
+        return no_data(check, current.taken_at, f"no labels of copies compared {where}")
+    detail = f"labels agree on {agree:.0f} of {rows:.0f} rows of copies {where}"
+    return CheckReading(check.name, agree / rows, round(rows), current.taken_at, detail)
 
 
 def readings(
@@ -158,17 +291,24 @@ def _reading(
     at = current.taken_at
     if check.type not in BUILTIN_TYPES:
         return no_data(check, at, f"{check.type} checks are not measured by the built-in scrape")
-    # Router-answered errors of the canary arm count even when no canary pod answers a scrape.
-    routed_errors_only = check.type == "errorRate" and current.router.pods
-    if not current.canary.pods and not routed_errors_only:
+    # Router-answered errors and copy comparisons of the canary arm count even when no canary pod
+    # answers a scrape.
+    router_only = check.type in ROUTER_MEASURED and current.router.pods
+    if not current.canary.pods and not router_only:
         return no_data(check, at, f"no canary pod could be scraped{_failures(current.canary, 'canary')}")
-    if check.type == "inputDrift":  # gauges of the last closed window: no baseline needed
+    drift = check.type in ("inputDrift", "inputDriftKS")
+    if drift and check.reference == "profile":  # gauges of the last closed window: no baseline
         return input_drift(check, target, current, target.drift_lookback_seconds(window_seconds))
     if previous is None:
         return no_data(check, at, "first scrape of this canary: counters are measured from the next reading")
+    if drift:  # reference: stable
+        return input_drift_against_stable(check, target, previous, current)
     compute: dict[str, Callable[[], CheckReading]] = {
         "errorRate": lambda: error_rate(check, target, previous, current),
         "latencyP99": lambda: latency_p99(check, previous, current),
         "predictionShift": lambda: prediction_shift(check, target, previous, current),
+        "predictionShiftKS": lambda: prediction_shift(check, target, previous, current),
+        "shadowAgreement": lambda: shadow_agreement(check, target, previous, current),
+        "shadowScoreDifference": lambda: shadow_agreement(check, target, previous, current),
     }
     return compute[check.type]()

@@ -75,6 +75,21 @@ class GroupIncrease:
                 sums[key] = sums.get(key, 0.0) + increase
         return sums
 
+    def by_labels(
+        self, name: str, labels: tuple[str, ...], where: LabelFilter = _any_labels
+    ) -> dict[tuple[str, ...], float]:
+        """Increases summed per combination of values of `labels`."""
+        sums: dict[tuple[str, ...], float] = {}
+        for current, base in self._pairs:
+            old = base.series(name) if base is not None else {}
+            for series, value in current.series(name).items():
+                as_dict = dict(series)
+                if not where(as_dict):
+                    continue
+                key = tuple(as_dict.get(label, "") for label in labels)
+                sums[key] = sums.get(key, 0.0) + _increase(old.get(series, 0.0), value)
+        return sums
+
     def describe(self) -> str:
         parts = [f"{self.pods_counted} pod{'s' if self.pods_counted != 1 else ''}"]
         if self.pods_new:

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from modeldeploy_contract.metric_names import (
     ERRORS,
+    FEATURE_BIN_ROWS,
+    FEATURE_KS,
     FEATURE_PSI,
     PREDICTION_SCORE,
     REQUEST_SECONDS,
     REQUESTS,
     ROUTER_ERRORS,
+    SHADOW_LABEL_AGREEMENT,
+    SHADOW_SCORE_DIFFERENCE,
     WINDOW_END,
     WINDOW_ROWS,
     bucket,
@@ -18,11 +22,15 @@ from modeldeploy_contract.metric_names import (
 
 __all__ = [
     "ERRORS",
+    "FEATURE_BIN_ROWS",
+    "FEATURE_KS",
     "FEATURE_PSI",
     "PREDICTION_SCORE",
     "REQUESTS",
     "REQUEST_SECONDS",
     "ROUTER_ERRORS",
+    "SHADOW_LABEL_AGREEMENT",
+    "SHADOW_SCORE_DIFFERENCE",
     "WINDOW_END",
     "WINDOW_ROWS",
     "bucket",

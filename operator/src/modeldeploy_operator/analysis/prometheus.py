@@ -22,12 +22,13 @@ import httpx
 from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.spec import Check
 
-from . import promql
-from .builtin import no_data
+from . import names, promql
+from .builtin import bins_distance, no_data
 from .fetch import FetchError, FetchLimits, fetch, new_client, sanitize
 from .promql import SeriesLabels
+from .scrape import is_number
 from .scrape_source import utc_now
-from .stats import bucket_counts, buckets_from_le, histogram_psi
+from .stats import bucket_counts, buckets_from_le, histogram_ks, histogram_psi, ks_p_value
 from .target import AnalysisTarget
 
 QUERY_PATH = "/api/v1/query"
@@ -157,13 +158,19 @@ class PrometheusReader:
 
         if check.type == "prometheus":
             return self._user_query(check, at, query)
-        if check.type == "predictionShift":
+        if check.type in ("predictionShift", "predictionShiftKS"):
             return self._prediction_shift(check, target, window_seconds, at, query)
+        if check.type in ("inputDrift", "inputDriftKS") and check.reference == "stable":
+            return self._drift_against_stable(check, target, window_seconds, at, query)
+        lookback = target.drift_lookback_seconds(window_seconds)
         queries = {
             "errorRate": lambda: promql.error_rate(target, window_seconds, self.labels),
             "latencyP99": lambda: promql.latency_p99(target, window_seconds, self.labels),
-            "inputDrift": lambda: promql.input_drift(
-                target, target.drift_lookback_seconds(window_seconds), self.labels
+            "inputDrift": lambda: promql.input_drift(target, lookback, self.labels),
+            "inputDriftKS": lambda: promql.input_drift(target, lookback, self.labels, names.FEATURE_KS),
+            "shadowAgreement": lambda: promql.shadow_agreement(target, window_seconds, self.labels),
+            "shadowScoreDifference": lambda: promql.shadow_score_difference(
+                target, window_seconds, self.labels
             ),
         }[check.type]()
         return self._builtin(check, queries, at, query)
@@ -188,6 +195,38 @@ class PrometheusReader:
             return no_data(check, at, f"{why}: {queries.value}", samples=round(samples))
         return CheckReading(check.name, value, round(samples), at, f"{value:.4g} over {samples:.0f} samples")
 
+    def _drift_against_stable(
+        self, check: Check, target: AnalysisTarget, window_seconds: float, at: datetime, query: _Query
+    ) -> CheckReading:
+        if target.stable_revision is None:
+            return no_data(check, at, "no stable revision to compare the canary's inputs with")
+        sides: list[dict[tuple[str, str], dict[str, float]]] = []
+        for revision in (target.stable_revision, target.canary_revision):
+            result = query(promql.feature_bins(target, revision, window_seconds, self.labels))
+            if result.error is not None:
+                return no_data(check, at, f"query failed: {result.error[:_MAX_ERROR_CHARS]}")
+            bins: dict[tuple[str, str], dict[str, float]] = {}
+            for series, value in result.samples:
+                key = (series.get("feature", ""), series.get("layout", ""))
+                bins.setdefault(key, {})[series.get("bin", "")] = value
+            sides.append(bins)
+        stable, canary = sides
+        shared = [
+            k
+            for k in sorted(stable.keys() & canary.keys())
+            if sum(stable[k].values()) and sum(canary[k].values())
+        ]
+        values = {k: v for k in shared if is_number(v := bins_distance(check.type, stable[k], canary[k]))}
+        if not values:
+            return no_data(check, at, "no feature bins of canary and stable in the same layout")
+        worst = max(values, key=lambda k: values[k])
+        samples = round(min(min(sum(stable[k].values()), sum(canary[k].values())) for k in values))
+        detail = (
+            f"canary inputs against the stable's: max {values[worst]:.3f} ({worst[0]}) "
+            f"over {len(values)} feature(s)"
+        )
+        return CheckReading(check.name, values[worst], samples, at, detail)
+
     def _prediction_shift(
         self, check: Check, target: AnalysisTarget, window_seconds: float, at: datetime, query: _Query
     ) -> CheckReading:
@@ -206,9 +245,16 @@ class PrometheusReader:
         samples = round(min(stable_n, canary_n))
         if samples <= 0:
             return no_data(check, at, f"no prediction scores to compare ({counts})")
-        value = histogram_psi(stable, canary)
+        if check.type == "predictionShiftKS":
+            value, bound = histogram_ks(stable, canary)
+            detail = (
+                f"binned KS distance of canary against stable scores (raw-sample distance at most "
+                f"{min(value + bound, 1.0):.3f}; p={ks_p_value(value, canary_n, stable_n):.3g}) ({counts})"
+            )
+        else:
+            value = histogram_psi(stable, canary)
+            detail = f"PSI of canary against stable scores ({counts})"
         if math.isnan(value):
             return no_data(check, at, f"score histograms not comparable ({counts})")
         counts_per_bin = (tuple(bucket_counts(stable)), tuple(bucket_counts(canary)))
-        detail = f"PSI of canary against stable scores ({counts})"
         return CheckReading(check.name, value, samples, at, detail, counts_per_bin)

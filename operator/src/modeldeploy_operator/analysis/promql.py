@@ -88,7 +88,30 @@ def latency_p99(target: AnalysisTarget, window_seconds: float, labels: SeriesLab
     )
 
 
-def input_drift(target: AnalysisTarget, lookback_seconds: float, labels: SeriesLabels) -> BuiltinQueries:
+def shadow_agreement(target: AnalysisTarget, window_seconds: float, labels: SeriesLabels) -> BuiltinQueries:
+    """Share of compared rows of the canary arm's copies whose label agrees with the primary's."""
+    arm = router_arm_selector(target, labels)
+    w = range_of(window_seconds)
+    rows = f"sum(increase({names.SHADOW_LABEL_AGREEMENT}{arm}{w}))"
+    agree = arm[:-1] + ',result="agree"}'
+    return BuiltinQueries(
+        f"(sum(increase({names.SHADOW_LABEL_AGREEMENT}{agree}{w})) or vector(0)) / {rows}", rows
+    )
+
+
+def shadow_score_difference(
+    target: AnalysisTarget, window_seconds: float, labels: SeriesLabels
+) -> BuiltinQueries:
+    """Mean absolute score difference of the canary arm's copies against the primary's answers."""
+    arm = router_arm_selector(target, labels) + range_of(window_seconds)
+    name = names.SHADOW_SCORE_DIFFERENCE
+    rows = f"sum(increase({names.count(name)}{arm}))"
+    return BuiltinQueries(f"sum(increase({name}_sum{arm})) / {rows}", rows)
+
+
+def input_drift(
+    target: AnalysisTarget, lookback_seconds: float, labels: SeriesLabels, metric: str = names.FEATURE_PSI
+) -> BuiltinQueries:
     canary = server_selector(target, target.canary_revision, labels)
     # Only pods whose last drift window closed within the lookback: an old window says nothing
     # about the traffic the canary serves now.
@@ -97,7 +120,7 @@ def input_drift(target: AnalysisTarget, lookback_seconds: float, labels: SeriesL
         f"(time() - {names.WINDOW_END}{canary} < {max(1, round(lookback_seconds))})"
     )
     return BuiltinQueries(
-        f"max({names.FEATURE_PSI}{canary} {fresh})",
+        f"max({metric}{canary} {fresh})",
         f"min({names.WINDOW_ROWS}{canary} {fresh})",
     )
 
@@ -107,3 +130,10 @@ def score_buckets(target: AnalysisTarget, revision: str, window_seconds: float, 
     (PromQL cannot difference adjacent buckets), with the same function as the built-in scrape."""
     selector = server_selector(target, revision, labels) + range_of(window_seconds)
     return f"sum by (le) (increase({names.bucket(names.PREDICTION_SCORE)}{selector}))"
+
+
+def feature_bins(target: AnalysisTarget, revision: str, window_seconds: float, labels: SeriesLabels) -> str:
+    """Rows per (feature, bin layout, bin) of one revision's drift windows over the window; the
+    drift statistic against the stable is computed by the operator (as for predictionShift)."""
+    selector = server_selector(target, revision, labels) + range_of(window_seconds)
+    return f"sum by (feature, layout, bin) (increase({names.FEATURE_BIN_ROWS}{selector}))"

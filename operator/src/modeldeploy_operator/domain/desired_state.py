@@ -81,9 +81,9 @@ def _arms(plan: Plan) -> list[Arm]:
     for variant in plan.variants:
         for revision in sorted(variant.revisions, key=lambda r: _ARM_ORDER[r.role]):
             if revision.replicas > 0 or revision.weight > 0:
-                arms.append(
-                    Arm(variant.name, revision.revision, arm_weight_bp(variant.weight, revision.weight))
-                )
+                weight_bp = arm_weight_bp(variant.weight, revision.weight)
+                mirror = revision.mirror_percent if weight_bp == 0 else 0
+                arms.append(Arm(variant.name, revision.revision, weight_bp, mirror))
     return arms
 
 

@@ -56,6 +56,25 @@ def previous_slots(previous_table: str | None) -> SlotTable | None:
     return SlotTable(tuple(ids[i] for i in table.slot_arms()))
 
 
+def _mirror(arms: Sequence[Arm], shadow: ShadowConfig | None) -> ShadowConfig | None:
+    """The rollout mirror of the table: the arm the planner gave a mirror share (at most one: one
+    rollout at a time), fed with copies of its own variant's requests. Left out when the spec's
+    shadow already copies to that arm."""
+    arm = next((a for a in arms if a.mirror_percent > 0 and a.weight_bp == 0), None)
+    if arm is None:
+        return None
+    if shadow is not None and (shadow.variant, shadow.revision) == (arm.variant, arm.revision):
+        return None
+    return ShadowConfig(
+        variant=arm.variant,
+        revision=arm.revision,
+        percent=arm.mirror_percent,
+        from_variant=arm.variant,
+        score_output="probabilities",
+        label_output="label",
+    )
+
+
 def build_router_config(
     owner: ModelDeploymentRef,
     spec: ModelDeploymentSpec,
@@ -100,6 +119,7 @@ def build_router_config(
                 score_output="probabilities",
                 label_output="label",
             )
+    mirror = _mirror(arms, shadow)
     return RouterConfig(
         deployment=RouterDeploymentRef(namespace=owner.namespace, name=owner.name, uid=owner.uid),
         generation=generation,
@@ -108,6 +128,7 @@ def build_router_config(
         sticky=sticky,
         pin_header=traffic.variant_pin_header,  # off unless the spec names a header
         shadow=shadow,
+        mirror=mirror,
         timeouts=TimeoutConfig(request_seconds=traffic.timeout_seconds),
         when_arm_unavailable="reject" if traffic.no_ready_backend == "Reject" else "redistribute",
     )

@@ -19,7 +19,18 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 TrafficProvider = Literal["router", "gatewayAPI"]
 NoReadyBackendPolicy = Literal["Redistribute", "Reject"]
 Strategy = Literal["Canary", "BlueGreen", "Immediate"]
-CheckType = Literal["errorRate", "latencyP99", "inputDrift", "predictionShift", "prometheus", "effectiveness"]
+CheckType = Literal[
+    "errorRate",
+    "latencyP99",
+    "inputDrift",
+    "predictionShift",
+    "prometheus",
+    "shadowAgreement",
+    "shadowScoreDifference",
+    "inputDriftKS",
+    "predictionShiftKS",
+    "effectiveness",
+]
 EffectivenessMetric = Literal["auc", "accuracy"]
 
 DEFAULT_VARIANT = "default"
@@ -166,12 +177,23 @@ class AnalysisStep(SpecModel):
     duration: str | None = Field(default=None, min_length=2, max_length=32, pattern=DURATION_PATTERN)
 
 
+class ShadowStep(SpecModel):
+    """Canary only, before any live weight: the canary gets `percent` of its variant's live requests
+    as mirrored copies (it answers no caller) for at least `duration`, and the step completes once
+    its checks pass on them (an analysis step on mirrored traffic)."""
+
+    percent: int = Field(default=100, ge=1, le=100)
+    duration: str = Field(min_length=2, max_length=32, pattern=DURATION_PATTERN)
+    checks: tuple[str, ...] = Field(default=(), max_length=16)
+
+
 class Step(SpecModel):
     """One rollout step; exactly one of its fields is set."""
 
     set_weight: int | None = Field(default=None, ge=0, le=100)
     pause: PauseStep | None = None
     analysis: AnalysisStep | None = None
+    shadow: ShadowStep | None = None
 
 
 class Threshold(SpecModel):
@@ -201,6 +223,9 @@ class Check(SpecModel):
     min_samples: int | None = Field(default=None, ge=0)
     query: str | None = Field(default=None, max_length=4096)
     effectiveness: EffectivenessCheck | None = None
+    reference: Literal["profile", "stable"] = "profile"
+    """inputDrift / inputDriftKS: compare the canary's live inputs with the bundle's training profile
+    (profile), or with the stable revision's live inputs over the same interval (stable)."""
 
 
 class PrometheusSource(SpecModel):
@@ -226,6 +251,9 @@ class Analysis(SpecModel):
     checks: tuple[Check, ...] = Field(default=(), max_length=16)
     prometheus: PrometheusSource | None = None
     joiner: JoinerSource | None = None
+    mirror_percent: int = Field(default=100, ge=0, le=100)
+    """Percent of the variant's live requests copied to the new revision while it has no live weight
+    (a BlueGreen preview, a canary before its first setWeight), so its checks have samples."""
 
 
 class Preflight(SpecModel):

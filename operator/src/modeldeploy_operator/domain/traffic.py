@@ -26,6 +26,8 @@ class Arm:
     revision: str
     weight_bp: int
     """Share of all traffic in basis points, 0..10000 (`arm_weight_bp` of the plan's percents)."""
+    mirror_percent: int = 0
+    """Percent of its variant's live requests copied to this arm (the rollout mirror; weight 0)."""
 
 
 def build_http_route(owner: ModelDeploymentRef, gateway: GatewayAPI, arms: Sequence[Arm]) -> dict[str, Any]:

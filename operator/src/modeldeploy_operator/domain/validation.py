@@ -141,8 +141,15 @@ def _check_rollout(spec: ModelDeploymentSpec) -> Iterator[str]:
     weights = [s.set_weight for s in rollout.steps if s.set_weight is not None]
     if any(b <= a for a, b in itertools.pairwise(weights)):
         yield f"spec.rollout.steps: setWeight values must strictly increase, got {weights}"
+    yield from _check_shadow_steps(spec)
     if rollout.analysis is None:
         return
+    for index, check in enumerate(rollout.analysis.checks):
+        if check.reference == "stable" and check.type not in ("inputDrift", "inputDriftKS"):
+            yield (
+                f"spec.rollout.analysis.checks[{index}].reference: stable is for the inputDrift and "
+                "inputDriftKS checks"
+            )
     interval = parse_duration(rollout.analysis.interval)
     deadline = rollout.progress_deadline_seconds
     if interval >= deadline:
@@ -157,3 +164,24 @@ def _check_rollout(spec: ModelDeploymentSpec) -> Iterator[str]:
                 f"spec.rollout.steps[{index}].analysis.duration: {duration} is shorter than "
                 f"spec.rollout.analysis.interval ({rollout.analysis.interval}): no measurement fits"
             )
+
+
+def _check_shadow_steps(spec: ModelDeploymentSpec) -> Iterator[str]:
+    """Shadow steps (the CRD's CEL rules say the same): Canary only, before any live weight, and
+    with checks to pass (a shadow step that no check can end would only time out)."""
+    rollout = spec.rollout
+    live = next((i for i, s in enumerate(rollout.steps) if s.set_weight), None)
+    defined = {c.name for c in rollout.analysis.checks} if rollout.analysis else set()
+    for index, step in enumerate(rollout.steps):
+        if step.shadow is None:
+            continue
+        where = f"spec.rollout.steps[{index}].shadow"
+        if rollout.strategy != "Canary":
+            yield f"{where}: shadow steps are for the Canary strategy (a BlueGreen preview is mirrored)"
+        if live is not None and index > live:
+            yield f"{where}: a shadow step must come before the first setWeight above 0 (step {live})"
+        if not defined:
+            yield f"{where}: a shadow step needs spec.rollout.analysis.checks"
+        unknown = [c for c in step.shadow.checks if c not in defined]
+        if unknown and defined:
+            yield f"{where}.checks: {unknown} are not in spec.rollout.analysis.checks"

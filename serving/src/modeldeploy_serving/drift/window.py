@@ -8,7 +8,9 @@ buffered rows.
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +28,16 @@ class FeatureDrift:
     ks: float
     missing_ratio: float
     out_of_range_ratio: float
+    counts: tuple[int, ...] = ()
+    """The window's rows per bin of the profile's layout (exported, so that the operator can compare
+    the canary's live inputs with the stable's over the same interval)."""
+    layout: str = ""
+    """Identifies the bin edges (a hash): two revisions' counts are comparable only when it is equal."""
+
+
+def layout_id(edges: Sequence[float]) -> str:
+    """A short, stable name of a bin layout (8 hex digits of the SHA-256 of the edges' reprs)."""
+    return hashlib.sha256(",".join(repr(float(e)) for e in edges).encode()).hexdigest()[:8]
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,7 @@ class DriftWindow:
     def __post_init__(self) -> None:
         self._edges = [np.asarray(f.edges, dtype=np.float64) for f in self.profile.features]
         self._score_edges = np.asarray(self.profile.score.edges, dtype=np.float64)
+        self._layouts = [layout_id(f.edges) for f in self.profile.features]
 
     def add(self, inputs: npt.NDArray[np.float32], scores: npt.NDArray[np.floating]) -> bool:
         """Buffer a batch; True when the window is full and should be closed."""
@@ -102,6 +115,7 @@ class DriftWindow:
         columns = inputs.T.astype(np.float64)
         for i, (ref, edges) in enumerate(zip(self.profile.features, self._edges, strict=True)):
             counts = bin_counts(columns[i], edges).tolist()
+            layout = self._layouts[i]
             features.append(
                 FeatureDrift(
                     name=ref.name,
@@ -109,6 +123,8 @@ class DriftWindow:
                     ks=stats.binned_ks(ref.counts, counts),
                     missing_ratio=stats.missing_ratio(counts),
                     out_of_range_ratio=stats.out_of_range_ratio(counts),
+                    counts=tuple(counts),
+                    layout=layout,
                 )
             )
         score_psi = psi(self.profile.score.counts, bin_counts(scores, self._score_edges).tolist())

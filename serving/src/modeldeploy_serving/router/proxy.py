@@ -282,18 +282,28 @@ class RouterApp:
         finally:
             self.buffered -= len(response.body)
         self._observe(arm, response.status, time.perf_counter() - started)
-        shadow = snapshot.config.shadow
-        if shadow is not None and snapshot.shadow is not None and self.shadow.wanted(shadow):
-            self.shadow.submit(
-                shadow,
-                snapshot.shadow,
-                method,
-                head,
-                body,
-                response.status,
-                response.body,
-                snapshot.config.timeouts.connect_seconds,
-            )
+        self._copy(snapshot, arm, method, head, body, response)
+
+    def _copy(
+        self, snapshot: Snapshot, arm: Arm, method: str, head: bytes, body: bytes, response: Response
+    ) -> None:
+        """Start the shadow and mirror copies of a request that has been answered.
+
+        Copies start after the caller has its answer: they can neither delay nor change it."""
+        served = arm.config.variant
+        config = snapshot.config
+        for copy, target in ((config.shadow, snapshot.shadow), (config.mirror, snapshot.mirror)):
+            if copy is not None and target is not None and self.shadow.wanted(copy, served):
+                self.shadow.submit(
+                    copy,
+                    target,
+                    method,
+                    head,
+                    body,
+                    response.status,
+                    response.body,
+                    config.timeouts.connect_seconds,
+                )
 
     async def _forward(
         self, snapshot: Snapshot, arm: Arm, method: str, head: bytes, body: bytes, send: Send

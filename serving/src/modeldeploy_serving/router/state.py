@@ -51,6 +51,8 @@ class Snapshot:
     available: frozenset[int]
     """Arms with weight and at least one ready backend."""
     shadow: Arm | None
+    mirror: Arm | None = field(default=None)
+    """The rollout mirror's arm (`RouterConfig.mirror`), or None."""
     sticky_header: bytes | None = field(default=None)
     pin_header: bytes | None = field(default=None)
 
@@ -105,6 +107,10 @@ def build_snapshot(
     if config.shadow is not None:
         wanted = f"{config.shadow.variant}/{config.shadow.revision}"
         shadow = next(arm for arm in arms if arm.config.arm_id == wanted)
+    mirror = None
+    if config.mirror is not None:
+        wanted = f"{config.mirror.variant}/{config.mirror.revision}"
+        mirror = next(arm for arm in arms if arm.config.arm_id == wanted)
     sticky = config.sticky
     return Snapshot(
         config=config,
@@ -112,6 +118,7 @@ def build_snapshot(
         assignment=assignment or build_assignment(config),
         available=available,
         shadow=shadow,
+        mirror=mirror,
         sticky_header=sticky.header.lower().encode() if sticky and sticky.header else None,
         pin_header=config.pin_header.lower().encode() if config.pin_header else None,
     )

@@ -16,6 +16,8 @@ from typing import cast
 
 import httptools
 
+from modeldeploy_contract.metric_names import TRAFFIC_HEADER
+
 
 class UpstreamError(Exception):
     """The backend did not produce a response."""
@@ -68,6 +70,7 @@ class Response:
 # Hop-by-hop (RFC 9110 7.6.1) and framing headers: the router frames its own messages.
 _NOT_FORWARDED = frozenset(
     {
+        TRAFFIC_HEADER.encode(),  # only the router marks copies: a caller cannot pose as one
         b"connection",
         b"keep-alive",
         b"proxy-connection",

@@ -34,6 +34,9 @@ class DesiredRevision:
     """True for the revision the spec names: its objects are built from the spec. Otherwise (an old
     stable, a pinned revision) the spec no longer describes it: keep its Deployment, set replicas only."""
     model_version: str | None = None
+    mirror_percent: int = 0
+    """Percent of the variant's live requests the router copies to this revision (fire-and-forget:
+    it answers no caller); only for the rollout's new revision while it has no live weight."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,11 @@ class VariantPlan:
     weight: int
     """The variant's share of live traffic, as in the spec (A/B split); unchanged by rollouts."""
     revisions: tuple[DesiredRevision, ...]
+
+    @property
+    def mirrored(self) -> DesiredRevision | None:
+        """The revision that gets mirrored traffic, if any."""
+        return next((r for r in self.revisions if r.mirror_percent > 0), None)
 
     def revision(self, role: Role) -> DesiredRevision | None:
         """The first listed revision with that role, or None."""

@@ -37,7 +37,7 @@ from modeldeploy_operator.domain.rollout.model import (
 )
 from modeldeploy_operator.domain.rollout.preflight import gate, note_results, status_entries
 from modeldeploy_operator.domain.rollout.state import Draft
-from modeldeploy_operator.domain.rollout.steps import advance, ready, wanted_canary_replicas
+from modeldeploy_operator.domain.rollout.steps import advance, mirror_percent, ready, wanted_canary_replicas
 from modeldeploy_operator.domain.rollout.timers import analysis_due, next_due, seconds_until
 from modeldeploy_operator.domain.rollout.view import VariantOutcome, build_status
 from modeldeploy_operator.domain.spec import ModelDeploymentSpec
@@ -60,7 +60,7 @@ class _Layout:
         self.draft, self.variant = draft, variant
         self.revisions: list[DesiredRevision] = []
 
-    def add(self, revision: str, role: Role, replicas: int, weight: int) -> None:
+    def add(self, revision: str, role: Role, replicas: int, weight: int, mirror_percent: int = 0) -> None:
         observed = self.draft.observed_of(self.variant.name, revision)
         entry = self.draft.entry(self.variant.name, revision)
         version = self.variant.model.version if revision == self.variant.revision else None
@@ -74,6 +74,7 @@ class _Layout:
                 weight=weight,
                 from_spec=revision == self.variant.revision,
                 model_version=version,
+                mirror_percent=mirror_percent,
             )
         )
 
@@ -269,7 +270,9 @@ def _progressive(
         aborted = draft.entry(variant.name, target)
         return outcome.with_plan(layout.plan(), serving=stable, draft=draft, aborted=aborted)
     layout.add(stable, "stable", total, 100 - draft.canary_weight)
-    layout.add(target, new_role, wanted_canary_replicas(draft, total), draft.canary_weight)
+    layout.add(
+        target, new_role, wanted_canary_replicas(draft, total), draft.canary_weight, mirror_percent(draft)
+    )
     return outcome.with_plan(layout.plan(), serving=stable, draft=draft, rolling=True)
 
 

@@ -26,7 +26,7 @@ from modeldeploy_operator.domain.rollout.evaluation import describe, failed_chec
 from modeldeploy_operator.domain.rollout.preflight import Gate, gate
 from modeldeploy_operator.domain.rollout.state import Draft
 from modeldeploy_operator.domain.rollout.timers import analysis_due_at
-from modeldeploy_operator.domain.spec import AnalysisStep, PauseStep
+from modeldeploy_operator.domain.spec import AnalysisStep, PauseStep, ShadowStep
 from modeldeploy_operator.domain.status_model import AnalysisStatus, PauseStatus
 
 
@@ -51,6 +51,22 @@ def wanted_canary_replicas(draft: Draft, total: int) -> int:
     step = steps[index]
     target = step.set_weight if step.set_weight is not None else draft.canary_weight
     return canary_replicas(total, max(target, draft.canary_weight))
+
+
+def mirror_percent(draft: Draft) -> int:
+    """Percent of the variant's live requests to copy to the rollout's new revision now: while it
+    has no live weight and analysis needs samples (a BlueGreen preview, a canary before its first
+    setWeight above 0), the current shadow step's percent or else `analysis.mirrorPercent`; 0 once it
+    has weight (its own traffic is the evidence) or when nothing analyses it."""
+    analysis = draft.spec.rollout.analysis
+    if not draft.active() or draft.canary_weight > 0 or analysis is None or not analysis.checks:
+        return 0
+    steps = draft.spec.rollout.steps
+    index = draft.step_index or 0
+    step = steps[index] if index < len(steps) else None
+    if step is not None and step.shadow is not None:
+        return step.shadow.percent
+    return analysis.mirror_percent
 
 
 # --- endings -------------------------------------------------------------------------------------
@@ -176,22 +192,24 @@ def _pause(draft: Draft, step: PauseStep, started: datetime) -> bool:
     return True
 
 
-def _analysis(draft: Draft, step: AnalysisStep, started: datetime) -> bool:
+def _analysis(draft: Draft, step: AnalysisStep | ShadowStep, started: datetime) -> bool:
     """Passes once its duration is over and every named check's latest result in the step is Pass;
-    Inconclusive holds it open until the deadline."""
+    Inconclusive holds it open until the deadline. A shadow step is the same gate, measured on the
+    mirrored traffic the planner sends to the canary meanwhile (`mirror_percent`)."""
     rollout = draft.spec.rollout
     every_check = tuple(c.name for c in rollout.analysis.checks) if rollout.analysis else ()
     names = step.checks or every_check
     duration = parse_duration(step.duration) if step.duration else 0.0
     checks = draft.analysis.checks if draft.analysis else ()
+    kind = "shadow" if isinstance(step, ShadowStep) else "analysis"
     if draft.now >= started + timedelta(seconds=duration) and passed_since(checks, names, started):
-        _next_step(draft, f"analysis {', '.join(names)}")
+        _next_step(draft, f"{kind} {', '.join(names)}")
         return True
     if _deadline_passed(draft, duration):
         fail(
             draft,
             "ProgressDeadlineExceeded",
-            f"analysis step {(draft.step_index or 0) + 1} did not pass within "
+            f"{kind} step {(draft.step_index or 0) + 1} did not pass within "
             f"{rollout.progress_deadline_seconds}s after its duration: "
             f"{describe(checks) or 'no measurements'}",
         )
@@ -215,6 +233,8 @@ def _take_step(draft: Draft, total: int, canary: ObservedDeployment | None) -> b
         return _pause(draft, step.pause, started)
     if step.analysis is not None:
         return _analysis(draft, step.analysis, started)
+    if step.shadow is not None:
+        return _analysis(draft, step.shadow, started)
     return False
 
 

@@ -58,8 +58,9 @@ def _step_timers(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> li
         return times  # held by a human (or spec.paused): no step clock runs
     step = rollout.steps[index] if index < len(rollout.steps) else None
     duration = 0.0
-    if step is not None and step.analysis is not None and step.analysis.duration:
-        duration = parse_duration(step.analysis.duration)
+    timed = (step.analysis or step.shadow) if step is not None else None
+    if timed is not None and timed.duration:
+        duration = parse_duration(timed.duration)
         times.append(started + timedelta(seconds=duration))
     if step is None or step.pause is None:  # pauses never time out
         times.append(started + timedelta(seconds=duration + rollout.progress_deadline_seconds))
