@@ -90,3 +90,20 @@ def pods_owned_by(
         if controller_uid(rs) in deployment_uids and rs["metadata"].get("uid")
     }
     return [pod for pod in pods if controller_uid(pod) in replica_set_uids]
+
+
+def externally_scaled(
+    hpas: Sequence[Mapping[str, Any]], deployment_names: Sequence[str], owner_uid: str
+) -> frozenset[str]:
+    """Names among `deployment_names` that an HPA not controlled by `owner_uid` targets: replicas there
+    are the autoscaler's (a user's HPA, KEDA's `keda-hpa-*`), and the operator must not write them."""
+    ours = set(deployment_names)
+    targeted = set()
+    for hpa in hpas:
+        if controller_uid(hpa) == owner_uid:
+            continue
+        target = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+        deployment = target.get("kind") == "Deployment" and target.get("apiVersion", "apps/v1") == "apps/v1"
+        if deployment and target.get("name") in ours:
+            targeted.add(str(target["name"]))
+    return frozenset(targeted)
