@@ -6,7 +6,8 @@ them from the official Python client's models (field names, types, required fiel
 bounds every string and list (the CRD's CEL cost budget needs maxLength/maxItems everywhere) and
 adds the operator's own rules (CEL) on top. The rest of the CRD stays hand-written.
 
-    .venv/bin/python hack/crd_pod_schema.py          # rewrite spec.pods in both CRD copies
+    .venv/bin/python hack/crd_pod_schema.py          # rewrite spec.pods in both CRD copies and the
+                                                     # chart's values.schema.json `defaults`
     .venv/bin/python hack/crd_pod_schema.py --check  # exit 1 when the CRDs are out of date
 
 Only fields kube-apiserver v1.34 knows are emitted (the client is newer: see SKIPPED_FIELDS), and
@@ -16,6 +17,7 @@ to read the node's disk).
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -391,6 +393,88 @@ def pods_schema() -> dict[str, Any]:
     }
 
 
+VALUES_SCHEMA_PATH = REPO / "charts" / "modeldeploy" / "values.schema.json"
+_OWNED_LABEL_PATTERN = (
+    "^(modeldeploy\\.io/|app\\.kubernetes\\.io/(name|instance|component|part-of|managed-by|version)$)"
+)
+_OWNED_ANNOTATION_PATTERN = "^(modeldeploy\\.io/|prometheus\\.io/)"
+
+
+def _json_schema(node: Any) -> Any:
+    """A CRD schema node as the chart's JSON Schema: no x-kubernetes-* keys, unknown fields refused."""
+    if isinstance(node, list):
+        return [_json_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _json_schema(value) for key, value in node.items() if not key.startswith("x-kubernetes")}
+    if "properties" in node:
+        out["additionalProperties"] = False
+    return out
+
+
+def values_defaults_schema() -> dict[str, Any]:
+    """values.schema.json's `defaults`: the CRD's pod settings, with the CEL rules that guard the
+    operator's names written as JSON Schema (helm refuses such values before the operator starts)."""
+
+    def pod(component: str) -> dict[str, Any]:
+        schema = _json_schema(pod_settings_schema(component))
+        props = schema["properties"]
+        props["labels"]["propertyNames"] = {"not": {"pattern": _OWNED_LABEL_PATTERN}}
+        props["annotations"]["propertyNames"] = {"not": {"pattern": _OWNED_ANNOTATION_PATTERN}}
+        props["env"]["items"]["properties"]["name"]["not"] = {"pattern": "^MODELDEPLOY_"}
+        props["volumes"]["items"]["properties"]["name"]["not"] = {"enum": list(OWNED_VOLUMES)}
+        props["volumeMounts"]["items"]["properties"]["mountPath"]["not"] = {
+            "pattern": "^(/tmp|/var/cache/modeldeploy)(/|$)"
+        }
+        schema["description"] = f"Defaults of the {component} pods (the shape of spec.pods.{component})."
+        return schema
+
+    budget = {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "spec.podDisruptionBudget of ModelDeployments that set none.",
+        "properties": {
+            "enabled": {"type": "boolean", "description": "Make the PodDisruptionBudgets."},
+            "maxUnavailable": {
+                "description": "Pods of a revision that may be down at once.",
+                "type": ["integer", "string"],
+                "pattern": "^[0-9]+%?$",
+            },
+            "minAvailable": {
+                "description": "Pods of a revision that must stay up.",
+                "type": ["integer", "string"],
+                "pattern": "^[0-9]+%?$",
+            },
+        },
+        "not": {"required": ["maxUnavailable", "minAvailable"]},
+    }
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "Pod settings applied where a ModelDeployment is silent (docs/crd.md, Pod settings).",
+        "properties": {
+            "serving": {
+                "type": "object",
+                "additionalProperties": False,
+                "description": "Model server pods.",
+                "properties": {"pod": pod("serving"), "podDisruptionBudget": budget},
+            },
+            "router": {
+                "type": "object",
+                "additionalProperties": False,
+                "description": "Router pods.",
+                "properties": {"pod": pod("router")},
+            },
+        },
+    }
+
+
+def render_values_schema(text: str) -> str:
+    schema = json.loads(text)
+    schema["properties"]["defaults"] = values_defaults_schema()
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
 class _NoAliases(yaml.SafeDumper):
     """Shared sub-schemas written out in full: no YAML anchors in a CRD people read and diff."""
 
@@ -431,6 +515,12 @@ def main(argv: list[str]) -> int:
             stale.append(path)
             if "--check" not in argv:
                 path.write_text(new)
+    text = VALUES_SCHEMA_PATH.read_text()
+    new = render_values_schema(text)
+    if new != text:
+        stale.append(VALUES_SCHEMA_PATH)
+        if "--check" not in argv:
+            VALUES_SCHEMA_PATH.write_text(new)
     if stale and "--check" in argv:
         print("out of date:", *stale, "(run .venv/bin/python hack/crd_pod_schema.py)", file=sys.stderr)
         return 1
