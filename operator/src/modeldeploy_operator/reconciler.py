@@ -303,14 +303,14 @@ class Reconciler:
             ip = (pod.get("status") or {}).get("podIP")
             if ip and _pod_ready(pod):
                 endpoints[key].append(f"{ip}:{SERVER_PORT}")
-        deployments = [
-            replace(o, crash_looping=o.revision in crash_looping)
-            for d in owned["Deployment"]
-            if (o := ObservedDeployment.from_object(d))
-        ]
         # Every HPA of the namespace, not only ours: a user's (or KEDA's) HPA carries none of our labels.
         hpas = self.api.list("autoscaling/v2", "HorizontalPodAutoscaler", owner.namespace, "")
         foreign = externally_scaled(hpas, [d["metadata"]["name"] for d in ours], owner.uid)
+        deployments = [
+            replace(o, crash_looping=o.revision in crash_looping, externally_scaled=o.name in foreign)
+            for d in owned["Deployment"]
+            if (o := ObservedDeployment.from_object(d))
+        ]
         return Observation(owned, deployments, dict(endpoints), foreign)
 
     def _measure(

@@ -489,3 +489,24 @@ def test_pod_defaults_may_not_take_the_operators_names(
     monkeypatch.setenv("MODELDEPLOY_OPERATOR_ROUTER_POD_DEFAULTS", json.dumps(bad))
     with pytest.raises(ValueError, match="the operator's"):
         OperatorSettings()
+
+
+def test_the_planner_follows_a_foreign_hpas_count() -> None:
+    spec = parse_spec({"model": MODEL, "replicas": 2})
+    (variant,) = resolve_variants("churn", spec)
+    seen = ObservedDeployment(
+        name=f"churn-default-{variant.revision}",
+        variant="default",
+        revision=variant.revision,
+        replicas=5,
+        ready_replicas=5,
+        updated_replicas=5,
+        available_replicas=5,
+        generation=1,
+        observed_generation=1,
+        externally_scaled=True,
+    )
+    decided = plan("churn", spec, [seen], (), NOW, None)
+    (revision,) = [r for v in decided.variants for r in v.revisions]
+    assert revision.replicas == 5
+    assert decided.status.phase == "Ready"

@@ -28,6 +28,9 @@ class ObservedDeployment:
     crash_looping: bool = False
     """Some pod of it is in CrashLoopBackOff (or keeps restarting): the reconciler fills it from pod
     statuses, which the Deployment object does not carry. A crash-looping canary is aborted at once."""
+    externally_scaled: bool = False
+    """An HPA the operator did not make targets it (`externally_scaled`): `replicas` is that
+    autoscaler's choice, which the planner follows (the reconciler fills it, like crash_looping)."""
 
     @property
     def rolled_out(self) -> bool:
