@@ -212,4 +212,6 @@ def test_an_hpa_the_operator_did_not_make_owns_replicas_across_reconciles(
         for h in autoscaling.list_namespaced_horizontal_pod_autoscaler(namespace).items
         if h.metadata.name != "user-hpa"
     ]  # the operator made none of its own beside the user's
-    assert get_mdep(kube_api, namespace, "churn")["status"]["phase"] == "Ready"
+    # The planner follows the HPA's count: 3/3 ready is Ready (not "updating" towards the spec's 2).
+    settled = ready(kube_api, namespace)
+    assert settled["status"]["readyReplicas"] == 3
