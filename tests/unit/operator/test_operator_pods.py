@@ -510,3 +510,89 @@ def test_the_planner_follows_a_foreign_hpas_count() -> None:
     (revision,) = [r for v in decided.variants for r in v.revisions]
     assert revision.replicas == 5
     assert decided.status.phase == "Ready"
+
+
+class FakeApi:
+    """Enough of KubeApi for one reconcile over a live serving Deployment and a user's HPA on it."""
+
+    field_manager = "modeldeploy-operator"
+
+    def __init__(self, objects: dict[str, list[dict[str, Any]]]) -> None:
+        self.objects = objects
+        self.applied: list[tuple[str | None, dict[str, Any]]] = []
+        self.patched: list[Any] = []
+
+    def list(self, api_version: str, kind: str, namespace: str | None, selector: str) -> list[dict[str, Any]]:
+        return [dict(o, apiVersion=api_version, kind=kind) for o in self.objects.get(kind, [])]
+
+    def apply(self, manifest: dict[str, Any], field_manager: str | None = None) -> dict[str, Any]:
+        self.applied.append((field_manager, manifest))
+        return manifest
+
+    def patch(self, *args: Any) -> dict[str, Any]:
+        self.patched.append(args)
+        return {}
+
+    def delete(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def event(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def patch_status(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def test_a_reconcile_hands_replicas_to_a_users_hpa_and_never_writes_them() -> None:
+    from modeldeploy_operator.reconciler import Reconciler
+
+    raw = {"model": MODEL, "replicas": 2}
+    (variant,) = resolve_variants("churn", parse_spec(raw))
+    name = f"churn-default-{variant.revision}"
+    owner_ref = {"uid": "uid-1", "controller": True}
+    live = {
+        "metadata": {
+            "name": name,
+            "namespace": "ml",
+            "uid": "d-1",
+            "generation": 3,
+            "labels": {"modeldeploy.io/variant": "default", "modeldeploy.io/revision": variant.revision},
+            "ownerReferences": [owner_ref],
+            "managedFields": [
+                {
+                    "manager": "modeldeploy-operator",
+                    "operation": "Apply",
+                    "fieldsV1": {"f:spec": {"f:replicas": {}}},
+                },
+            ],
+        },
+        "spec": {"replicas": 4},
+        "status": {"readyReplicas": 4, "updatedReplicas": 4, "availableReplicas": 4, "observedGeneration": 3},
+    }
+    user_hpa = {
+        "metadata": {"name": "user-hpa", "namespace": "ml"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}},
+    }
+    api = FakeApi({"Deployment": [live], "HorizontalPodAutoscaler": [user_hpa]})
+    body = {
+        "apiVersion": "modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {
+            "name": "churn",
+            "namespace": "ml",
+            "uid": "uid-1",
+            "generation": 1,
+            "resourceVersion": "1",
+        },
+        "spec": raw,
+    }
+    Reconciler(api, OperatorSettings()).reconcile(body)  # type: ignore[arg-type]
+    serving_applies = [
+        (m, o) for m, o in api.applied if o["kind"] == "Deployment" and o["metadata"]["name"] == name
+    ]
+    (handover, main) = serving_applies
+    assert handover == ("modeldeploy-operator" + HANDOVER_SUFFIX, {**handover[1], "spec": {"replicas": 4}})
+    assert main[0] is None
+    assert "replicas" not in main[1]["spec"]
+    assert not [o for _, o in api.applied if o["kind"] == "HorizontalPodAutoscaler"]
+    assert api.patched == []  # no scale patch either
