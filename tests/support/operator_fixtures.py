@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client
 
 from modeldeploy_testcluster import nodes
-from modeldeploy_testcluster.layout import Layout
+from modeldeploy_testcluster.layout import Layout, binaries_dir
 
 from cluster_helpers import REPO, helm, wait_for
 
@@ -44,8 +44,38 @@ def _image_values(layout: Layout) -> list[str]:
     return ["--set", f"image.registry={layout.registry}", "--set", "image.pullPolicy=Always"]
 
 
+def apply_crd(layout: Layout, kubeconfig: Path) -> None:
+    """This checkout's CRD, applied as docs/crd.md tells users to upgrade it: Helm installs a chart's
+    `crds/` only when the CRD is absent, and the kept cluster carries whichever CRD a session installed
+    first, so without this a changed schema or CEL rule would be tested against an older CRD."""
+    crd = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
+    subprocess.run(
+        [
+            str(binaries_dir() / "kubectl"),
+            "--kubeconfig",
+            str(kubeconfig),
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=modeldeploy-tests",
+            "-f",
+            str(crd),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    extensions = client.ApiextensionsV1Api(nodes.admin_api(layout))
+
+    def established() -> bool:
+        crd_object = extensions.read_custom_resource_definition("modeldeployments.modeldeploy.io")
+        return any(c.type == "Established" and c.status == "True" for c in crd_object.status.conditions or ())
+
+    wait_for("the CRD to be established", established, timeout=30)
+
+
 def install_operator(layout: Layout, kubeconfig: Path) -> None:
     """Install or upgrade the chart with the tests' values and wait for a ready operator."""
+    apply_crd(layout, kubeconfig)
     helm(
         "upgrade",
         "--install",
