@@ -34,6 +34,21 @@ def valid_manifest(name: str = "churn") -> dict[str, Any]:
                 {"name": "shadow", "weight": 0},
             ],
             "replicas": 2,
+            "pods": {
+                "serving": {
+                    "serviceAccountName": "churn-serving",
+                    "imagePullSecrets": [{"name": "registry-creds"}],
+                    "nodeSelector": {"pool": "models"},
+                    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "models"}],
+                    "labels": {"team": "risk"},
+                    "annotations": {"example.com/owner": "risk"},
+                    "env": [{"name": "OMP_NUM_THREADS", "value": "1"}],
+                    "volumes": [{"name": "extra", "configMap": {"name": "churn-extra"}}],
+                    "volumeMounts": [{"name": "extra", "mountPath": "/etc/extra", "readOnly": True}],
+                },
+                "router": {"priorityClassName": "high", "resources": {"requests": {"cpu": "100m"}}},
+            },
+            "podDisruptionBudget": {"maxUnavailable": "25%"},
             "traffic": {
                 "provider": "router",
                 "stickyKey": {"header": "X-User-Id"},
@@ -344,6 +359,113 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "metadata.name must be a DNS-1035 label",
         "cel",
     ),
+    # --- pod settings: what the operator owns stays the operator's ---
+    InvalidCase(
+        "pod-label-operator-selector",
+        _set("spec.pods.serving.labels", {"modeldeploy.io/revision": "abc"}),
+        "pod labels may not set modeldeploy.io/* or the app.kubernetes.io/* labels the operator sets",
+        "cel",
+    ),
+    InvalidCase(
+        "pod-label-recommended",
+        _set("spec.pods.router.labels", {"app.kubernetes.io/component": "mine"}),
+        "pod labels may not set modeldeploy.io/* or the app.kubernetes.io/* labels the operator sets",
+        "cel",
+    ),
+    InvalidCase(
+        "pod-annotation-scrape",
+        _set("spec.pods.serving.annotations", {"prometheus.io/port": "9999"}),
+        "pod annotations may not set modeldeploy.io/* or prometheus.io/*",
+        "cel",
+    ),
+    InvalidCase(
+        "env-overrides-operator-setting",
+        _set("spec.pods.serving.env", [{"name": "MODELDEPLOY_SERVER_MODEL_URI", "value": "s3://evil/m"}]),
+        "env may not set MODELDEPLOY_* variables",
+        "cel",
+    ),
+    InvalidCase(
+        "router-env-overrides-operator-setting",
+        _set("spec.pods.router.env", [{"name": "MODELDEPLOY_ROUTER_PORT", "value": "1"}]),
+        "env may not set MODELDEPLOY_* variables",
+        "cel",
+    ),
+    InvalidCase(
+        "env-value-and-value-from",
+        _set(
+            "spec.pods.serving.env",
+            [{"name": "X", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+        ),
+        "set value or valueFrom, not both",
+        "cel",
+    ),
+    InvalidCase(
+        "duplicate-env-names",
+        _set("spec.pods.serving.env", [{"name": "X", "value": "1"}, {"name": "X", "value": "2"}]),
+        'Duplicate value: {"name":"X"}',
+        "cel",
+    ),
+    InvalidCase(
+        "volume-named-like-the-model-cache",
+        _set("spec.pods.serving.volumes", [{"name": "model-cache", "emptyDir": {}}]),
+        "volumes may not be named model-cache or tmp",
+        "cel",
+    ),
+    InvalidCase(
+        "volume-with-two-sources",
+        _set("spec.pods.serving.volumes", [{"name": "x", "emptyDir": {}, "secret": {"secretName": "s"}}]),
+        "each volume sets exactly one source",
+        "cel",
+    ),
+    InvalidCase(
+        # hostPath is not in the schema: the API server prunes it, and the volume has no source left.
+        "volume-host-path",
+        _set("spec.pods.serving.volumes", [{"name": "node", "hostPath": {"path": "/"}}]),
+        "each volume sets exactly one source",
+        "cel",
+    ),
+    InvalidCase(
+        "mount-over-tmp",
+        _set("spec.pods.serving.volumeMounts", [{"name": "extra", "mountPath": "/tmp/x"}]),
+        "volumeMounts may not use /tmp or /var/cache/modeldeploy",
+        "cel",
+    ),
+    InvalidCase(
+        "mount-over-model-cache",
+        _set("spec.pods.serving.volumeMounts", [{"name": "extra", "mountPath": "/var/cache/modeldeploy"}]),
+        "volumeMounts may not use /tmp or /var/cache/modeldeploy",
+        "cel",
+    ),
+    InvalidCase(
+        "mount-relative-path",
+        _set("spec.pods.serving.volumeMounts", [{"name": "extra", "mountPath": "etc/extra"}]),
+        "mountPath must be absolute",
+        "cel",
+    ),
+    InvalidCase(
+        "toleration-exists-with-value",
+        _set("spec.pods.serving.tolerations", [{"key": "k", "operator": "Exists", "value": "v"}]),
+        "a toleration with operator Exists takes no value",
+        "cel",
+    ),
+    InvalidCase(
+        "serving-resources-in-pods",
+        _set("spec.pods.serving.resources", {"requests": {"cpu": "1"}}),
+        "set the model server's resources with spec.resources",
+        "cel",
+    ),
+    InvalidCase(
+        "pdb-max-unavailable-and-min-available",
+        _set("spec.podDisruptionBudget", {"maxUnavailable": 1, "minAvailable": 1}),
+        "podDisruptionBudget takes maxUnavailable or minAvailable, not both",
+        "cel",
+    ),
+    InvalidCase(
+        "hpa-without-max-replicas",
+        _both(_delete("spec.replicas"), _set("spec.autoscaling", {"minReplicas": 2})),
+        "autoscaling.maxReplicas is required unless autoscaling.provider is External",
+        "cel",
+    ),
     # --- schema: types, enums, ranges, patterns ---
     InvalidCase(
         "shadow-step-without-duration",
@@ -375,6 +497,52 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "spec.rollout.analysis.checks[0].type",
         "schema",
     ),
+    InvalidCase(
+        "service-account-not-a-name",
+        _set("spec.pods.serving.serviceAccountName", "Not_A_Name"),
+        "spec.pods.serving.serviceAccountName",
+        "schema",
+    ),
+    InvalidCase(
+        "pull-secret-without-name",
+        _set("spec.pods.router.imagePullSecrets", [{}]),
+        "spec.pods.router.imagePullSecrets[0].name",
+        "schema",
+    ),
+    InvalidCase(
+        "toleration-bad-effect",
+        _set("spec.pods.serving.tolerations", [{"key": "k", "effect": "Sometimes"}]),
+        "spec.pods.serving.tolerations[0].effect",
+        "schema",
+    ),
+    InvalidCase(
+        "topology-spread-without-key",
+        _set(
+            "spec.pods.serving.topologySpreadConstraints",
+            [{"maxSkew": 1, "whenUnsatisfiable": "DoNotSchedule"}],
+        ),
+        "spec.pods.serving.topologySpreadConstraints[0].topologyKey",
+        "schema",
+    ),
+    InvalidCase(
+        "too-many-env-vars",
+        _set("spec.pods.serving.env", [{"name": f"V{i}", "value": "1"} for i in range(65)]),
+        "spec.pods.serving.env",
+        "schema",
+    ),
+    InvalidCase(
+        "pdb-bad-max-unavailable",
+        _set("spec.podDisruptionBudget", {"maxUnavailable": "half"}),
+        "spec.podDisruptionBudget.maxUnavailable",
+        "schema",
+    ),
+    InvalidCase(
+        "bad-autoscaling-provider",
+        _both(_delete("spec.replicas"), _set("spec.autoscaling", {"provider": "KEDA", "maxReplicas": 3})),
+        "spec.autoscaling.provider",
+        "schema",
+    ),
+    # --- schema: types, enums, ranges, patterns (continued) ---
     InvalidCase("bad-sha256", _set("spec.model.sha256", "ABC123"), "spec.model.sha256", "schema"),
     InvalidCase("bad-format", _set("spec.model.format", "pickle"), "spec.model.format", "schema"),
     InvalidCase("bad-uri-scheme", _set("spec.model.uri", "ftp://x/m"), "spec.model.uri", "schema"),

@@ -13,6 +13,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from modeldeploy_operator.analysis.allowlist import AddressPolicy
+from modeldeploy_operator.domain.pods import owned_name_errors
+from modeldeploy_operator.domain.spec import PodDisruptionBudgetSpec, PodSettings
 
 ENV_PREFIX = "MODELDEPLOY_OPERATOR_"
 IMAGE_REPOSITORY = "ghcr.io/modeldeploy"
@@ -126,6 +128,18 @@ class OperatorSettings(BaseSettings):
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
     """Log level of the operator."""
 
+    serving_pod_defaults: PodSettings = Field(default_factory=PodSettings)
+    """Pod settings of every serving pod whose ModelDeployment does not set them (JSON, the shape of
+    spec.pods.serving plus `resources`; the chart's defaults.serving.pod). Merge rules: domain/pods.py."""
+
+    router_pod_defaults: PodSettings = Field(default_factory=PodSettings)
+    """Pod settings of every router pod whose ModelDeployment does not set them (the chart's
+    defaults.router.pod)."""
+
+    pod_disruption_budget_default: PodDisruptionBudgetSpec = Field(default_factory=PodDisruptionBudgetSpec)
+    """spec.podDisruptionBudget of ModelDeployments that set none (the chart's
+    defaults.serving.podDisruptionBudget)."""
+
     @field_validator("namespaces", "prometheus_allowed_addresses", "joiner_allowed_addresses", mode="before")
     @classmethod
     def _split_namespaces(cls, value: object) -> object:
@@ -138,6 +152,15 @@ class OperatorSettings(BaseSettings):
     @classmethod
     def _check_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         AddressPolicy(value)  # raises ValueError (a settings error at start-up) on a malformed entry
+        return value
+
+    @field_validator("serving_pod_defaults", "router_pod_defaults")
+    @classmethod
+    def _check_pod_defaults(cls, value: PodSettings) -> PodSettings:
+        # The CRD's CEL rules never see the chart's defaults: the same rules, here, at start-up.
+        errors = owned_name_errors(value, "pod defaults")
+        if errors:
+            raise ValueError("; ".join(errors))
         return value
 
     @property

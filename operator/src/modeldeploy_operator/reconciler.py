@@ -30,7 +30,9 @@ from modeldeploy_operator.domain.desired_state import (
     desired_state,
     stale_objects,
 )
-from modeldeploy_operator.domain.observed import ObservedDeployment, pods_owned_by
+from modeldeploy_operator.domain.manifests import build_replicas_handover
+from modeldeploy_operator.domain.observed import ObservedDeployment, externally_scaled, pods_owned_by
+from modeldeploy_operator.domain.pods import PodDefaults
 from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.resource import API_VERSION, KIND, ModelDeploymentRef
 from modeldeploy_operator.domain.revision import SERVER_PORT
@@ -86,6 +88,8 @@ class Observation:
     deployments: list[ObservedDeployment]
     ready_endpoints: dict[str, list[str]]
     """Revision hash (or "router") -> "ip:port" of its ready pods."""
+    externally_scaled: frozenset[str] = frozenset()
+    """Our serving Deployments that an HPA we did not make targets (the user's, KEDA's)."""
 
 
 def _now() -> dt.datetime:
@@ -152,6 +156,11 @@ class Reconciler:
             router_role_kind=settings.router_role_kind,
             router_service_account=None if settings.manage_router_rbac else settings.router_service_account,
         )
+        self.pod_defaults = PodDefaults(
+            serving=settings.serving_pod_defaults,
+            router=settings.router_pod_defaults,
+            pod_disruption_budget=settings.pod_disruption_budget_default,
+        )
         # Kinds this operator creates and therefore lists and prunes (a namespaced install that does
         # not manage router RBAC may not even be allowed to list ServiceAccounts).
         self.owned_kinds = OWNED_KINDS + (ROUTER_RBAC_KINDS if settings.manage_router_rbac else ())
@@ -185,7 +194,7 @@ class Reconciler:
             errors = validate_name(owner.name)
             if errors:
                 raise InvalidSpecError(errors)
-            spec = parse_spec(body.get("spec") or {})
+            spec = parse_spec(body.get("spec") or {}, self.pod_defaults)
         except InvalidSpecError as invalid:
             RECONCILE_ERRORS.labels("invalid").inc()
             status = status_for_invalid_spec(
@@ -263,9 +272,16 @@ class Reconciler:
             options=self.options,
             generation=generation or 0,
             previous_router_table=_router_table(owner, seen),
+            externally_scaled=seen.externally_scaled,
         )
         # 6. apply
+        live_deployments = {d["metadata"]["name"]: d for d in seen.owned["Deployment"]}
         for manifest in state.manifests:
+            if manifest["kind"] == "Deployment":
+                live = live_deployments.get(manifest["metadata"]["name"])
+                handover = build_replicas_handover(manifest, live, self.settings.field_manager)
+                if handover is not None:
+                    self.api.apply(handover[1], field_manager=handover[0])
             self.api.apply(manifest)
             APPLIED_OBJECTS.labels(manifest["kind"]).inc()
         for name, replicas in state.replica_patches:
@@ -309,12 +325,15 @@ class Reconciler:
             ip = (pod.get("status") or {}).get("podIP")
             if ip and _pod_ready(pod):
                 endpoints[key].append(f"{ip}:{SERVER_PORT}")
+        # Every HPA of the namespace, not only ours: a user's (or KEDA's) HPA carries none of our labels.
+        hpas = self.api.list("autoscaling/v2", "HorizontalPodAutoscaler", owner.namespace, "")
+        foreign = externally_scaled(hpas, [d["metadata"]["name"] for d in ours], owner.uid)
         deployments = [
-            replace(o, crash_looping=o.revision in crash_looping)
+            replace(o, crash_looping=o.revision in crash_looping, externally_scaled=o.name in foreign)
             for d in owned["Deployment"]
             if (o := ObservedDeployment.from_object(d))
         ]
-        return Observation(owned, deployments, dict(endpoints))
+        return Observation(owned, deployments, dict(endpoints), foreign)
 
     def _measure(
         self,

@@ -303,3 +303,49 @@ def test_every_value_is_documented() -> None:
         elif not (documented or inherited):
             undocumented.append(stripped)
     assert undocumented == []
+
+
+def test_pod_defaults_reach_the_operator_as_typed_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modeldeploy_operator.config import OperatorSettings
+
+    docs = _render(
+        "defaults.serving.pod.imagePullSecrets[0].name=registry-creds",
+        "defaults.serving.pod.nodeSelector.pool=models",
+        "defaults.router.pod.tolerations[0].key=edge",
+        "defaults.router.pod.tolerations[0].operator=Exists",
+        "defaults.serving.podDisruptionBudget.maxUnavailable=2",
+    )
+    env = {e["name"]: e.get("value") for e in _operator_env(docs)}
+    for name, value in env.items():
+        if "DEFAULT" in name:
+            monkeypatch.setenv(name, value)  # read as the operator reads them: JSON from its environment
+    settings = OperatorSettings()
+    assert [s.name for s in settings.serving_pod_defaults.image_pull_secrets] == ["registry-creds"]
+    assert settings.serving_pod_defaults.node_selector == {"pool": "models"}
+    # The chart's own defaults: small requests and a memory limit for model servers.
+    assert settings.serving_pod_defaults.resources is not None
+    assert settings.serving_pod_defaults.resources.limits == {"memory": "1Gi"}
+    assert [t.key for t in settings.router_pod_defaults.tolerations] == ["edge"]
+    assert settings.pod_disruption_budget_default.max_unavailable == 2
+    assert settings.pod_disruption_budget_default.enabled is True
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "defaults.serving.pod.labels.modeldeploy\\.io/revision=x",
+        "defaults.router.pod.annotations.prometheus\\.io/port=1",
+        "defaults.serving.pod.env[0].name=MODELDEPLOY_SERVER_PORT",
+        "defaults.serving.pod.volumeMounts[0].name=x",
+        "defaults.serving.pod.tolerations[0].effect=Sometimes",
+        "defaults.serving.pod.bogus=1",
+        "defaults.serving.podDisruptionBudget.minAvailable=1",
+    ],
+)
+def test_schema_rejects_pod_defaults_that_take_the_operators_names(bad: str) -> None:
+    result = _helm("template", "md", str(CHART), f"--set={bad}")
+    assert result.returncode != 0, bad
+    assert (
+        "values don't meet the specifications of the schema" in result.stderr
+        or "not allowed" in result.stderr
+    )

@@ -346,3 +346,22 @@ def test_router_rules_are_what_the_router_calls() -> None:
     namespaced = _helm_template("watch.scope=namespaced", "watch.namespaces={ml}")
     assert _permissions(_role(namespaced, "Role", ROUTER_ROLE, "ml")) == endpointslices
     assert _granted_to_routers(True) == {("", "configmaps", "list", None), ("", "configmaps", "watch", None)}
+
+
+def test_serving_disruption_budgets_and_users_hpas_are_in_what_the_code_needs() -> None:
+    """A serving revision's PodDisruptionBudget is applied even with one router replica, and the HPAs of
+    the namespace are listed (to find users' HPAs): both derived above, both granted by the chart."""
+    owner = ModelDeploymentRef(name="churn", namespace="ml", uid="u")
+    spec = make_spec()
+    decided = plan("churn", spec, [observed_for(spec, ready=2)], (), NOW)
+    options = BuildOptions(serving_image="s", router_image="r", router_cluster_role=ROUTER_ROLE)
+    kinds = {
+        (m["kind"], m["metadata"]["name"])
+        for m in desired_state(owner, spec, decided, options=options).manifests
+    }
+    assert any(kind == "PodDisruptionBudget" and not name.endswith("-router") for kind, name in kinds)
+    needs = operator_needs(cluster=True, gateway=False, manage_router_rbac=True)
+    assert {
+        ("policy", "poddisruptionbudgets", verb, None) for verb in ("create", "patch", "list", "delete")
+    } <= needs
+    assert ("autoscaling", "horizontalpodautoscalers", "list", None) in needs

@@ -65,6 +65,7 @@ def test_first_reconcile_builds_the_revision_the_router_and_the_stable_service()
     assert kinds == [
         ("Deployment", name),
         ("Service", name),
+        ("PodDisruptionBudget", name),
         ("ServiceAccount", "churn-router"),
         ("Role", "churn-router"),
         ("RoleBinding", "churn-router"),
@@ -118,7 +119,11 @@ def test_several_router_replicas_get_a_disruption_budget() -> None:
     def budgets(the_spec: Any) -> list[dict[str, Any]]:
         (variant,) = resolve_variants("churn", the_spec)
         _, state = build(the_spec, [observed(variant.revision, 2)])
-        return [m for m in state.manifests if m["kind"] == "PodDisruptionBudget"]
+        return [
+            m
+            for m in state.manifests
+            if m["kind"] == "PodDisruptionBudget" and m["metadata"]["name"].endswith("-router")
+        ]
 
     assert budgets(spec()) == []
     (budget,) = budgets(spec(traffic={"routerReplicas": 2}))

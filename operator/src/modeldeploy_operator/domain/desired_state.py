@@ -16,13 +16,19 @@ from typing import Any
 from modeldeploy_contract.weights import arm_weight_bp
 
 from . import labels as lbl
-from .manifests import build_hpa, build_serving_deployment, build_serving_service, build_stable_service
+from .manifests import (
+    build_hpa,
+    build_serving_deployment,
+    build_serving_pdb,
+    build_serving_service,
+    build_stable_service,
+)
 from .names import revision_name
 from .resource import ModelDeploymentRef
 from .revision import resolve_variants
 from .rollout.model import DesiredRevision, Plan
 from .router import build_router_config, build_router_objects
-from .spec import ModelDeploymentSpec
+from .spec import ModelDeploymentSpec, PodDisruptionBudgetSpec
 from .traffic import Arm, build_http_route
 
 OWNED_KINDS: tuple[tuple[str, str], ...] = (
@@ -100,9 +106,16 @@ def desired_state(
     options: BuildOptions,
     generation: int = 0,
     previous_router_table: str | None = None,
+    externally_scaled: frozenset[str] = frozenset(),
 ) -> DesiredState:
     """`previous_router_table`: the `router.json` now in the router's ConfigMap (None: none), whose slot
-    table the new one edits minimally."""
+    table the new one edits minimally. `externally_scaled`: names of serving Deployments an autoscaler
+    the operator did not make targets (an HPA of the user's, KEDA's): their replicas are that
+    autoscaler's, so they are neither applied nor patched, and no HPA of ours competes with it (two
+    HPAs on one target both stop scaling, AmbiguousSelector).
+
+    `spec` is the spec with the chart's pod defaults merged in (`pods.with_pod_defaults`)."""
+    budget = spec.pod_disruption_budget or PodDisruptionBudgetSpec()
     resolved = {v.name: v for v in resolve_variants(owner.name, spec)}
     manifests: list[dict[str, Any]] = []
     patches: list[tuple[str, int]] = []
@@ -115,11 +128,14 @@ def desired_state(
             keep |= {(kind, name) for kind in _REVISION_KINDS}
             if revision.model_version:
                 versions[(variant.name, revision.revision)] = revision.model_version
+            foreign = name in externally_scaled
             if not revision.from_spec:
-                patches.append((name, revision.replicas))
+                if not foreign:
+                    patches.append((name, revision.replicas))
                 continue
             versions[(variant.name, revision.revision)] = variant.model.version
-            autoscaled = variant.autoscaling is not None and _uses_hpa(revision)
+            takes_traffic = _uses_hpa(revision)
+            autoscaled = takes_traffic and (variant.autoscaling is not None or foreign)
             manifests.append(
                 build_serving_deployment(
                     owner,
@@ -128,12 +144,16 @@ def desired_state(
                     replicas=None if autoscaled else revision.replicas,
                     progress_deadline_seconds=spec.rollout.progress_deadline_seconds,
                     image_pull_policy=options.image_pull_policy,
+                    pod=spec.pods.serving,
                 )
             )
             manifests.append(build_serving_service(owner, variant))
-            hpa = build_hpa(owner, variant) if autoscaled else None
+            hpa = build_hpa(owner, variant) if autoscaled and not foreign else None
             if hpa is not None:
                 manifests.append(hpa)
+            pdb = build_serving_pdb(owner, variant, budget) if takes_traffic else None
+            if pdb is not None:
+                manifests.append(pdb)
 
     arms = _arms(plan)
     if spec.traffic.provider == "router" and arms:
@@ -147,6 +167,7 @@ def desired_state(
             role_kind=options.router_role_kind,
             shared_service_account=options.router_service_account,
             replicas=spec.traffic.router_replicas,
+            pod=spec.pods.router,
         )
         selector = lbl.router_selector(owner.name)
     else:

@@ -13,9 +13,10 @@ from modeldeploy_contract.redact import redact_uri
 
 from . import labels as lbl
 from .names import revision_name
+from .pods import render_pod_settings
 from .resource import ModelDeploymentRef
 from .revision import MODEL_CACHE_DIR, SERVER_PORT, ResolvedVariant
-from .spec import Resources
+from .spec import PodDisruptionBudgetSpec, PodSettings, Resources
 
 CONTAINER_NAME = "server"
 PORT_NAME = "http"
@@ -110,6 +111,18 @@ def cache_size_limit(variant: ResolvedVariant) -> str:
 
 
 def _pod_template(
+    owner: ModelDeploymentRef,
+    variant: ResolvedVariant,
+    image: str,
+    pull_policy: str,
+    pod: PodSettings,
+) -> dict[str, Any]:
+    template = _own_pod_template(owner, variant, image, pull_policy)
+    selector = lbl.revision_selector(owner.name, variant.name, variant.revision)
+    return render_pod_settings(template, pod, container=CONTAINER_NAME, spread_selector=selector)
+
+
+def _own_pod_template(
     owner: ModelDeploymentRef, variant: ResolvedVariant, image: str, pull_policy: str
 ) -> dict[str, Any]:
     labels = lbl.serving_labels(owner.name, variant.name, variant.revision, variant.model.version)
@@ -152,12 +165,14 @@ def build_serving_deployment(
     replicas: int | None,
     progress_deadline_seconds: int = 600,
     image_pull_policy: str = "IfNotPresent",
+    pod: PodSettings | None = None,
 ) -> dict[str, Any]:
-    """The Deployment running one (variant, revision).
+    """The Deployment running one (variant, revision); `pod`: the spec's serving pod settings, merged
+    over the chart's defaults (`pods.with_pod_defaults`).
 
-    `replicas` is None when an HPA owns the count: the field is then left out, so that server-side
-    apply does not take it back from the HPA on every reconcile. The rollout planner passes the
-    count it wants for canary and scaled-down revisions.
+    `replicas` is None when an autoscaler owns the count (our HPA, the user's, or an External one):
+    the field is then left out, so that server-side apply does not take it back on every reconcile.
+    The rollout planner passes the count it wants for canary and scaled-down revisions.
     """
     name = revision_name(owner.name, variant.name, variant.revision)
     labels = lbl.serving_labels(owner.name, variant.name, variant.revision, variant.model.version)
@@ -174,7 +189,7 @@ def build_serving_deployment(
         "progressDeadlineSeconds": progress_deadline_seconds,
         # In-place updates (resources) keep full capacity: surge first, never go below the count.
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
-        "template": _pod_template(owner, variant, image, image_pull_policy),
+        "template": _pod_template(owner, variant, image, image_pull_policy, pod or PodSettings()),
     }
     if replicas is not None:
         spec["replicas"] = replicas
@@ -218,7 +233,7 @@ def build_stable_service(owner: ModelDeploymentRef, selector: dict[str, str]) ->
 def build_hpa(owner: ModelDeploymentRef, variant: ResolvedVariant) -> dict[str, Any] | None:
     """The HorizontalPodAutoscaler of one (variant, revision), or None without spec.autoscaling."""
     scaling = variant.autoscaling
-    if scaling is None:
+    if scaling is None or scaling.provider != "HPA" or scaling.max_replicas is None:
         return None
     name = revision_name(owner.name, variant.name, variant.revision)
     labels = lbl.serving_labels(owner.name, variant.name, variant.revision, variant.model.version)
@@ -234,3 +249,71 @@ def build_hpa(owner: ModelDeploymentRef, variant: ResolvedVariant) -> dict[str, 
             "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": cpu_target}}],
         },
     }
+
+
+def build_serving_pdb(
+    owner: ModelDeploymentRef, variant: ResolvedVariant, budget: PodDisruptionBudgetSpec
+) -> dict[str, Any] | None:
+    """The PodDisruptionBudget of one (variant, revision), or None when budgets are off.
+
+    One per revision rather than one per ModelDeployment: each revision is an arm with its own share
+    of the traffic, and a budget over all of them would let a drain take every pod of a small canary
+    while the stable revision's pods kept the count up. A pod may match only one budget (the eviction
+    API refuses pods with several), so the router's budget selects the router's pods only."""
+    if not budget.enabled:
+        return None
+    name = revision_name(owner.name, variant.name, variant.revision)
+    labels = lbl.serving_labels(owner.name, variant.name, variant.revision, variant.model.version)
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": lbl.revision_selector(owner.name, variant.name, variant.revision)}
+    }
+    if budget.min_available is not None:
+        spec["minAvailable"] = budget.min_available
+    else:
+        # maxUnavailable (not minAvailable) by default: it never blocks a drain of a 1-replica revision
+        # forever, and it scales with the replica count an autoscaler picks.
+        spec["maxUnavailable"] = budget.max_unavailable if budget.max_unavailable is not None else 1
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(owner, name, labels),
+        "spec": spec,
+    }
+
+
+HANDOVER_SUFFIX = "-replicas-handover"
+
+
+def _owns_replicas(live: dict[str, Any], field_manager: str) -> bool:
+    for entry in live.get("metadata", {}).get("managedFields") or ():
+        spec_fields = (entry.get("fieldsV1") or {}).get("f:spec") or {}
+        if (
+            entry.get("manager") == field_manager
+            and entry.get("operation") == "Apply"
+            and "f:replicas" in spec_fields
+        ):
+            return True
+    return False
+
+
+def build_replicas_handover(
+    desired: dict[str, Any], live: dict[str, Any] | None, field_manager: str
+) -> tuple[str, dict[str, Any]] | None:
+    """(field manager, manifest) of the apply that hands a Deployment's replicas over to an autoscaler.
+
+    When the operator's apply stops setting spec.replicas (an HPA appeared), server-side apply removes
+    a field only its manager owned: the Deployment would be reset to 1 replica until the HPA scaled it
+    back. Kubernetes' documented way out ("Transferring ownership" in the server-side apply docs) is to
+    apply the current value first under a second manager, which keeps the field alive once the main
+    manager lets go; the HPA's next scale takes it from that manager. None when there is nothing to
+    hand over (replicas still desired, no live object, or the operator does not own the field)."""
+    if live is None or "replicas" in desired.get("spec", {}) or not _owns_replicas(live, field_manager):
+        return None
+    meta = desired["metadata"]
+    manifest = {
+        "apiVersion": desired["apiVersion"],
+        "kind": desired["kind"],
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "spec": {"replicas": int(live.get("spec", {}).get("replicas", 1))},
+    }
+    return field_manager + HANDOVER_SUFFIX, manifest

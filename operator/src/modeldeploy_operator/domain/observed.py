@@ -28,6 +28,9 @@ class ObservedDeployment:
     crash_looping: bool = False
     """Some pod of it is in CrashLoopBackOff (or keeps restarting): the reconciler fills it from pod
     statuses, which the Deployment object does not carry. A crash-looping canary is aborted at once."""
+    externally_scaled: bool = False
+    """An HPA the operator did not make targets it (`externally_scaled`): `replicas` is that
+    autoscaler's choice, which the planner follows (the reconciler fills it, like crash_looping)."""
 
     @property
     def rolled_out(self) -> bool:
@@ -90,3 +93,20 @@ def pods_owned_by(
         if controller_uid(rs) in deployment_uids and rs["metadata"].get("uid")
     }
     return [pod for pod in pods if controller_uid(pod) in replica_set_uids]
+
+
+def externally_scaled(
+    hpas: Sequence[Mapping[str, Any]], deployment_names: Sequence[str], owner_uid: str
+) -> frozenset[str]:
+    """Names among `deployment_names` that an HPA not controlled by `owner_uid` targets: replicas there
+    are the autoscaler's (a user's HPA, KEDA's `keda-hpa-*`), and the operator must not write them."""
+    ours = set(deployment_names)
+    targeted = set()
+    for hpa in hpas:
+        if controller_uid(hpa) == owner_uid:
+            continue
+        target = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+        deployment = target.get("kind") == "Deployment" and target.get("apiVersion", "apps/v1") == "apps/v1"
+        if deployment and target.get("name") in ours:
+            targeted.add(str(target["name"]))
+    return frozenset(targeted)

@@ -28,14 +28,21 @@ from modeldeploy_contract.router_config import ModelDeploymentRef as RouterDeplo
 from modeldeploy_contract.slots import SlotTable, rebalance
 
 from . import labels as lbl
-from .manifests import PORT_NAME, RUN_AS_USER, _metadata, _restricted_container_security
+from .manifests import PORT_NAME, RUN_AS_USER, _metadata, _resources, _restricted_container_security
 from .names import revision_name, router_name
+from .pods import render_pod_settings
 from .resource import ModelDeploymentRef
 from .revision import SERVER_PORT
-from .spec import ModelDeploymentSpec
+from .spec import ModelDeploymentSpec, PodSettings
 from .traffic import Arm
 
 ROUTER_COMMAND = ("modeldeploy-router",)
+ROUTER_CONTAINER = "router"
+DEFAULT_ROUTER_RESOURCES: dict[str, Any] = {
+    "requests": {"cpu": "50m", "memory": "64Mi"},
+    "limits": {"memory": "256Mi"},
+}
+"""The router's resources when neither the ModelDeployment nor the chart's defaults set any."""
 
 
 def previous_slots(previous_table: str | None) -> SlotTable | None:
@@ -144,6 +151,7 @@ def build_router_objects(
     shared_service_account: str | None = None,
     replicas: int = 1,
     role_kind: str = "ClusterRole",
+    pod: PodSettings | None = None,
 ) -> list[dict[str, Any]]:
     """ServiceAccount, Role, RoleBindings, ConfigMap, Deployment and (with 2+ replicas)
     PodDisruptionBudget of the router, in the order to apply them. `cluster_role` is the chart's
@@ -151,15 +159,21 @@ def build_router_objects(
     (`role_kind` Role: namespaced install).
 
     With `shared_service_account` (a namespaced install, where the chart provides the router's
-    ServiceAccount and Role), no RBAC objects are built and the pods run as that account."""
+    ServiceAccount and Role), no RBAC objects are built and the pods run as that account.
+
+    `pod`: the router pod settings (spec.pods.router over the chart's defaults). With its own
+    serviceAccountName, the pods run as that account and (unless shared) the operator binds the
+    router's Roles to it instead of making a ServiceAccount."""
+    pod = pod or PodSettings()
     name = router_name(owner.name)
+    own_account = pod.service_account_name or name
     labels = lbl.common_labels(owner.name, lbl.ROUTER_COMPONENT)
     service_account = {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
         "metadata": _metadata(owner, name, labels),
     }
-    subjects = [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}]
+    subjects = [{"kind": "ServiceAccount", "name": own_account, "namespace": owner.namespace}]
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
@@ -196,7 +210,7 @@ def build_router_objects(
         "data": {CONFIG_KEY: config.to_json()},
     }
     container = {
-        "name": "router",
+        "name": ROUTER_CONTAINER,
         "image": image,
         "imagePullPolicy": image_pull_policy,
         "command": list(ROUTER_COMMAND),
@@ -217,7 +231,7 @@ def build_router_objects(
             "timeoutSeconds": 2,
             "failureThreshold": 3,
         },
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "resources": _resources(pod.resources) if pod.resources is not None else DEFAULT_ROUTER_RESOURCES,
         "securityContext": _restricted_container_security(),
     }
     deployment = {
@@ -228,34 +242,43 @@ def build_router_objects(
             "replicas": replicas,
             "selector": {"matchLabels": lbl.router_selector(owner.name)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {
-                "metadata": {
-                    "labels": labels,
-                    # Per-arm request/error/latency metrics, for Prometheus-based analysis.
-                    "annotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(SERVER_PORT),
-                        "prometheus.io/path": "/metrics",
+            "template": render_pod_settings(
+                {
+                    "metadata": {
+                        "labels": labels,
+                        # Per-arm request/error/latency metrics, for Prometheus-based analysis.
+                        "annotations": {
+                            "prometheus.io/scrape": "true",
+                            "prometheus.io/port": str(SERVER_PORT),
+                            "prometheus.io/path": "/metrics",
+                        },
+                    },
+                    "spec": {
+                        # The user's choice wins even in a namespaced install (docs/crd.md: bind it
+                        # to the chart's router Role there).
+                        "serviceAccountName": pod.service_account_name or shared_service_account or name,
+                        "enableServiceLinks": False,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": RUN_AS_USER,
+                            "runAsGroup": RUN_AS_USER,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "terminationGracePeriodSeconds": 15,
+                        "containers": [container],
                     },
                 },
-                "spec": {
-                    "serviceAccountName": shared_service_account or name,
-                    "enableServiceLinks": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": RUN_AS_USER,
-                        "runAsGroup": RUN_AS_USER,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "terminationGracePeriodSeconds": 15,
-                    "containers": [container],
-                },
-            },
+                pod.model_copy(update={"service_account_name": None}),  # decided above
+                container=ROUTER_CONTAINER,
+                spread_selector=lbl.router_selector(owner.name),
+            ),
         },
     }
     objects: list[dict[str, Any]] = [config_map, deployment]
     if not shared_service_account:
-        objects = [service_account, config_role, binding, config_binding, *objects]
+        # The user's own ServiceAccount (a cloud identity, say) is theirs: bound to, never made here.
+        accounts = [] if pod.service_account_name else [service_account]
+        objects = [*accounts, config_role, binding, config_binding, *objects]
     if replicas > 1:
         # With several router pods, a node drain or a cluster upgrade takes them one at a time: the
         # front door is never emptied by voluntary evictions.

@@ -8,7 +8,7 @@ the CRD is newer than the operator, and ignoring a field the user set is worse t
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -88,11 +88,16 @@ class Variant(SpecModel):
     resources: Resources | None = None
 
 
-class Autoscaling(SpecModel):
-    """A HorizontalPodAutoscaler per serving Deployment, on CPU utilisation."""
+AutoscalingProvider = Literal["HPA", "External"]
 
+
+class Autoscaling(SpecModel):
+    """A HorizontalPodAutoscaler per serving Deployment on CPU utilisation (HPA), or the user's own
+    autoscaler (External). Either way the operator leaves replicas of traffic-taking revisions alone."""
+
+    provider: AutoscalingProvider = "HPA"
     min_replicas: int = Field(default=1, ge=1, le=1000)
-    max_replicas: int = Field(ge=1, le=1000)
+    max_replicas: int | None = Field(default=None, ge=1, le=1000)
     target_cpu_utilization_percentage: int = Field(
         default=80, ge=1, le=100, alias="targetCPUUtilizationPercentage"
     )
@@ -297,6 +302,98 @@ class Drift(SpecModel):
     psi_threshold: float = Field(default=0.25, gt=0, le=10)
 
 
+JsonObject = dict[str, Any]
+"""A Kubernetes object the CRD's schema (generated from the Kubernetes types, hack/crd_pod_schema.py)
+has validated field by field; the operator copies it into the pod spec unchanged and never reads it."""
+
+
+class LocalObjectReference(SpecModel):
+    """A Secret (or other object) of the same namespace, by name."""
+
+    name: str = Field(min_length=1, max_length=253)
+
+
+class Toleration(SpecModel):
+    """A toleration of node taints, as in a Pod spec."""
+
+    key: str | None = Field(default=None, max_length=1024)
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = Field(default=None, max_length=1024)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class EnvVar(SpecModel):
+    """An extra environment variable of the container (never MODELDEPLOY_*)."""
+
+    name: str = Field(min_length=1, max_length=1024)
+    value: str | None = Field(default=None, max_length=32768)
+    value_from: JsonObject | None = None
+
+
+class Volume(SpecModel):
+    """An extra volume of the pod; exactly one source is set (the CRD's CEL says so)."""
+
+    name: str = Field(min_length=1, max_length=1024)
+    config_map: JsonObject | None = None
+    secret: JsonObject | None = None
+    empty_dir: JsonObject | None = None
+    persistent_volume_claim: JsonObject | None = None
+    projected: JsonObject | None = None
+    csi: JsonObject | None = None
+    downward_api: JsonObject | None = Field(default=None, alias="downwardAPI")
+
+
+class VolumeMount(SpecModel):
+    """Where an extra volume appears in the container."""
+
+    name: str = Field(min_length=1, max_length=1024)
+    mount_path: str = Field(min_length=1, max_length=1024)
+    read_only: bool | None = None
+    sub_path: str | None = Field(default=None, max_length=1024)
+    sub_path_expr: str | None = Field(default=None, max_length=1024)
+    mount_propagation: str | None = Field(default=None, max_length=1024)
+    recursive_read_only: str | None = Field(default=None, max_length=1024)
+
+
+class PodSettings(SpecModel):
+    """What a user (or the chart's defaults) may set on the pods of one component; the operator owns
+    the rest (command, ports, probes, security context, its own labels, annotations, env and volumes).
+
+    None / empty means "not set here": `domain.pods.merge_pod_settings` then takes the default."""
+
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    service_account_name: str | None = Field(default=None, max_length=253)
+    image_pull_secrets: tuple[LocalObjectReference, ...] = ()
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: tuple[Toleration, ...] = ()
+    affinity: JsonObject | None = None
+    topology_spread_constraints: tuple[JsonObject, ...] = ()
+    priority_class_name: str | None = Field(default=None, max_length=253)
+    env: tuple[EnvVar, ...] = ()
+    volumes: tuple[Volume, ...] = ()
+    volume_mounts: tuple[VolumeMount, ...] = ()
+    resources: Resources | None = None
+    """Router pods only in a ModelDeployment (serving pods take spec.resources); in the chart's
+    serving defaults, the resources of serving pods whose ModelDeployment sets none."""
+
+
+class Pods(SpecModel):
+    """spec.pods: settings of the serving pods and of the router pods."""
+
+    serving: PodSettings = Field(default_factory=PodSettings)
+    router: PodSettings = Field(default_factory=PodSettings)
+
+
+class PodDisruptionBudgetSpec(SpecModel):
+    """A PodDisruptionBudget per traffic-taking serving revision."""
+
+    enabled: bool = True
+    max_unavailable: int | str | None = None
+    min_available: int | str | None = None
+
+
 class ModelDeploymentSpec(SpecModel):
     """spec of a ModelDeployment."""
 
@@ -305,6 +402,8 @@ class ModelDeploymentSpec(SpecModel):
     replicas: int | None = Field(default=None, ge=0, le=1000)
     autoscaling: Autoscaling | None = None
     resources: Resources | None = None
+    pods: Pods = Field(default_factory=Pods)
+    pod_disruption_budget: PodDisruptionBudgetSpec | None = None
     server: ServerSpec = Field(default_factory=ServerSpec)
     traffic: Traffic = Field(default_factory=Traffic)
     rollout: Rollout = Field(default_factory=Rollout)

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .durations import parse_duration
+from .pods import PodDefaults, owned_name_errors, with_pod_defaults
 from .quantity import parse_quantity
 from .spec import ModelDeploymentSpec, Resources
 
@@ -33,12 +34,14 @@ class InvalidSpecError(ValueError):
         self.messages = messages
 
 
-def parse_spec(raw: Mapping[str, Any]) -> ModelDeploymentSpec:
-    """The typed spec of a ModelDeployment's `spec`, checked; raises InvalidSpecError."""
+def parse_spec(raw: Mapping[str, Any], defaults: PodDefaults | None = None) -> ModelDeploymentSpec:
+    """The typed spec of a ModelDeployment's `spec` with the chart's pod `defaults` merged in
+    (`pods.with_pod_defaults`), checked as merged; raises InvalidSpecError."""
     try:
         spec = ModelDeploymentSpec.model_validate(raw)
     except ValidationError as error:
         raise InvalidSpecError([_pydantic_message(e) for e in error.errors()]) from error
+    spec = with_pod_defaults(spec, defaults or PodDefaults())
     messages = validate_spec(spec)
     if messages:
         raise InvalidSpecError(messages)
@@ -65,6 +68,7 @@ def validate_spec(spec: ModelDeploymentSpec) -> list[str]:
     return [
         *_check_variants(spec),
         *_check_resources(spec),
+        *_check_pods(spec),
         *_check_server(spec),
         *_check_traffic(spec),
         *_check_rollout(spec),
@@ -86,12 +90,31 @@ def _check_variants(spec: ModelDeploymentSpec) -> Iterator[str]:
             yield f"spec.variants[{variant.name}].model.storage.s3EndpointURL: only applies to s3:// URIs"
 
 
+def _check_pods(spec: ModelDeploymentSpec) -> Iterator[str]:
+    for component, pod in (("serving", spec.pods.serving), ("router", spec.pods.router)):
+        # Repeats the CRD's CEL rules: a cluster may run an older CRD.
+        yield from owned_name_errors(pod, f"spec.pods.{component}")
+        volumes = {v.name for v in pod.volumes}
+        for mount in pod.volume_mounts:
+            if mount.name not in volumes:
+                yield (
+                    f"spec.pods.{component}.volumeMounts[{mount.mount_path}]: volume {mount.name!r} is not "
+                    f"in spec.pods.{component}.volumes (nor in the chart's defaults)"
+                )
+    if spec.pods.router.resources is not None:
+        yield from _check_quantities("spec.pods.router.resources", spec.pods.router.resources)
+
+
 def _check_resources(spec: ModelDeploymentSpec) -> Iterator[str]:
     for variant in spec.effective_variants():
         where = "spec.resources" if variant.resources is None else f"spec.variants[{variant.name}].resources"
         resources = variant.resources or spec.resources or Resources()
         yield from _check_quantities(where, resources)
-        if spec.autoscaling is not None and "cpu" not in resources.requests:
+        if (
+            spec.autoscaling is not None
+            and spec.autoscaling.provider == "HPA"
+            and "cpu" not in resources.requests
+        ):
             yield (
                 f"{where}.requests.cpu: required with spec.autoscaling, because CPU utilisation is "
                 "measured against the request"

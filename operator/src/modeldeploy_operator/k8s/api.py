@@ -119,14 +119,15 @@ class KubeApi:
         raise RejectedError(status, scrub(f"{method} {path}: {message}"))
 
     # -- objects ------------------------------------------------------------------------------
-    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply with our field manager, taking ownership of the fields we set."""
+    def apply(self, manifest: dict[str, Any], field_manager: str | None = None) -> dict[str, Any]:
+        """Server-side apply with our field manager (or `field_manager`: the replicas handover),
+        taking ownership of the fields we set."""
         kind = kind_of(manifest["apiVersion"], manifest["kind"])
         meta = manifest["metadata"]
         result: dict[str, Any] = self._call(
             "PATCH",
             kind.object_path(meta.get("namespace"), meta["name"]),
-            query=[("fieldManager", self.field_manager), ("force", "true")],
+            query=[("fieldManager", field_manager or self.field_manager), ("force", "true")],
             body=manifest,  # sent as JSON, which is valid YAML for the apply content type
             content_type=APPLY_CONTENT_TYPE,
         )

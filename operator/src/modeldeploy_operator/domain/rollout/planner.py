@@ -46,6 +46,8 @@ from modeldeploy_operator.domain.status_model import HistoryEntry, ModelDeployme
 
 def _total_replicas(variant: ResolvedVariant, stable: ObservedDeployment | None) -> int:
     """Pods the variant's serving revision should have (the HPA's current choice under autoscaling)."""
+    if stable is not None and stable.externally_scaled and stable.replicas > 0:
+        return stable.replicas  # a user's HPA (or KEDA's) decides; the spec's count is only the start
     if variant.replicas is not None:
         return variant.replicas
     if stable is not None and stable.replicas > 0:
