@@ -9,20 +9,27 @@ their objects untouched except for their replica count.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from modeldeploy_contract.weights import arm_weight_bp
 
 from . import labels as lbl
-from .manifests import build_hpa, build_serving_deployment, build_serving_service, build_stable_service
-from .names import revision_name
+from .manifests import (
+    build_hpa,
+    build_serving_deployment,
+    build_serving_service,
+    build_stable_service,
+    build_stream_deployment,
+)
+from .names import revision_name, stream_name
 from .resource import ModelDeploymentRef
 from .revision import resolve_variants
 from .rollout.model import DesiredRevision, Plan
 from .router import build_router_config, build_router_objects
 from .spec import ModelDeploymentSpec
+from .stream import plan_stream
 from .traffic import Arm, build_http_route
 
 OWNED_KINDS: tuple[tuple[str, str], ...] = (
@@ -71,6 +78,8 @@ class DesiredState:
     the HTTPRoute share the ModelDeployment's name."""
     arms: tuple[Arm, ...]
     """The traffic split."""
+    stream_handover_pending: bool = False
+    """spec.stream: the new output writer waits for the old one's pods to be gone (domain/stream.py)."""
 
 
 def _arms(plan: Plan) -> list[Arm]:
@@ -100,9 +109,11 @@ def desired_state(
     options: BuildOptions,
     generation: int = 0,
     previous_router_table: str | None = None,
+    stream_output_pods: Mapping[str, int] | None = None,
 ) -> DesiredState:
     """`previous_router_table`: the `router.json` now in the router's ConfigMap (None: none), whose slot
-    table the new one edits minimally."""
+    table the new one edits minimally. `stream_output_pods`: revision -> stream pods in the output role
+    that exist now (running or terminating), for the stream handover."""
     resolved = {v.name: v for v in resolve_variants(owner.name, spec)}
     manifests: list[dict[str, Any]] = []
     patches: list[tuple[str, int]] = []
@@ -135,6 +146,24 @@ def desired_state(
             if hpa is not None:
                 manifests.append(hpa)
 
+    stream_plan = plan_stream(spec, plan, stream_output_pods or {})
+    if spec.stream is not None:
+        for stream_revision in stream_plan.revisions:
+            variant = resolved[stream_revision.variant]
+            name = stream_name(owner.name, variant.name, stream_revision.revision, stream_revision.role)
+            keep.add(("Deployment", name))
+            if stream_revision.from_spec and stream_revision.revision == variant.revision:
+                manifests.append(
+                    build_stream_deployment(
+                        owner,
+                        variant,
+                        spec.stream,
+                        stream_revision,
+                        image=options.serving_image,
+                        image_pull_policy=options.image_pull_policy,
+                    )
+                )
+
     arms = _arms(plan)
     if spec.traffic.provider == "router" and arms:
         config = build_router_config(owner, spec, arms, versions, generation, previous_router_table)
@@ -159,7 +188,11 @@ def desired_state(
         manifests.append(build_http_route(owner, spec.traffic.gateway_api, arms))
     keep |= {(m["kind"], m["metadata"]["name"]) for m in manifests}
     return DesiredState(
-        manifests=tuple(manifests), replica_patches=tuple(patches), keep=frozenset(keep), arms=tuple(arms)
+        manifests=tuple(manifests),
+        replica_patches=tuple(patches),
+        keep=frozenset(keep),
+        arms=tuple(arms),
+        stream_handover_pending=stream_plan.handover_pending,
     )
 
 

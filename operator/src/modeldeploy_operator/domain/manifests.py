@@ -12,10 +12,11 @@ from typing import Any
 from modeldeploy_contract.redact import redact_uri
 
 from . import labels as lbl
-from .names import revision_name
+from .names import revision_name, stream_name
 from .resource import ModelDeploymentRef
 from .revision import MODEL_CACHE_DIR, SERVER_PORT, ResolvedVariant
-from .spec import Resources
+from .spec import Resources, Stream
+from .stream import SECRET_MOUNT, StreamRevision, secret_items, stream_settings_for
 
 CONTAINER_NAME = "server"
 PORT_NAME = "http"
@@ -230,3 +231,69 @@ def build_hpa(owner: ModelDeploymentRef, variant: ResolvedVariant) -> dict[str, 
             "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": cpu_target}}],
         },
     }
+
+
+STREAM_COMMAND = ("modeldeploy", "stream")
+KAFKA_SECRET_VOLUME = "kafka-credentials"  # noqa: S105 - a volume name, not a secret
+STREAM_GRACE_SECONDS = 60
+"""A stopping stream pod drains for at most 30 s (runner._drain) and then commits and closes: 60 s
+leaves it room, so that a handover starts from offsets the old writer committed itself."""
+
+
+def build_stream_deployment(
+    owner: ModelDeploymentRef,
+    variant: ResolvedVariant,
+    stream: Stream,
+    revision: StreamRevision,
+    *,
+    image: str,
+    image_pull_policy: str = "IfNotPresent",
+) -> dict[str, Any]:
+    """The Deployment running `modeldeploy stream` for one (variant, revision) in one role.
+
+    The same image, bundle loading (ServerSettings), probes, metrics port and restricted security as the
+    REST pods; the Kafka side comes from the contract's StreamSettings as MODELDEPLOY_STREAM_* variables.
+    The credentials Secret is mounted as files the settings point at: its values appear nowhere in the
+    pod spec, the environment or the logs.
+    """
+    name = stream_name(owner.name, variant.name, revision.revision, revision.role)
+    labels = lbl.stream_labels(
+        owner.name, variant.name, revision.revision, revision.role, variant.model.version
+    )
+    settings = stream_settings_for(stream, owner.namespace, owner.name, revision)
+    template = _pod_template(owner, variant, image, image_pull_policy)
+    template["metadata"]["labels"] = labels
+    pod = template["spec"]
+    pod["terminationGracePeriodSeconds"] = STREAM_GRACE_SECONDS
+    container = pod["containers"][0]
+    container["command"] = list(STREAM_COMMAND)
+    stream_env = [{"name": k, "value": v} for k, v in sorted(settings.to_env().items())]
+    container["env"] = container["env"] + stream_env
+    if stream.secret_name is not None:
+        items = secret_items(stream)
+        if items:
+            pod["volumes"].append(
+                {
+                    "name": KAFKA_SECRET_VOLUME,
+                    "secret": {"secretName": stream.secret_name, "items": items, "defaultMode": 0o440},
+                }
+            )
+            container["volumeMounts"].append(
+                {"name": KAFKA_SECRET_VOLUME, "mountPath": SECRET_MOUNT, "readOnly": True}
+            )
+    metadata = _metadata(owner, name, labels)
+    metadata["annotations"] = {
+        lbl.REVISION_ANNOTATION: revision.revision,
+        lbl.MODEL_URI_ANNOTATION: redact_uri(variant.model.uri),
+    }
+    spec: dict[str, Any] = {
+        "replicas": revision.replicas,
+        "selector": {
+            "matchLabels": lbl.stream_selector(owner.name, variant.name, revision.revision, revision.role)
+        },
+        "revisionHistoryLimit": 1,
+        # Never old and new pods of one consumer group at once: see domain/stream.py (handover).
+        "strategy": {"type": "Recreate"},
+        "template": template,
+    }
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": spec}

@@ -19,6 +19,10 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 TrafficProvider = Literal["router", "gatewayAPI"]
 NoReadyBackendPolicy = Literal["Redistribute", "Reject"]
 Strategy = Literal["Canary", "BlueGreen", "Immediate"]
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+TOPIC_PATTERN = r"^[A-Za-z0-9._-]+$"
+OPTIONAL_TOPIC_PATTERN = r"^([A-Za-z0-9._-]+)?$"
 CheckType = Literal["errorRate", "latencyP99", "inputDrift", "predictionShift", "prometheus"]
 
 DEFAULT_VARIANT = "default"
@@ -227,6 +231,37 @@ class Drift(SpecModel):
     psi_threshold: float = Field(default=0.25, gt=0, le=10)
 
 
+class Stream(SpecModel):
+    """Stream inference from Kafka (docs/stream.md): per revision, pods running `modeldeploy stream`."""
+
+    bootstrap_servers: str = Field(min_length=3, max_length=2048)
+    input_topic: str = Field(min_length=1, max_length=249, pattern=TOPIC_PATTERN)
+    output_topic: str = Field(min_length=1, max_length=249, pattern=TOPIC_PATTERN)
+    dead_letter_topic: str = Field(default="", max_length=249, pattern=OPTIONAL_TOPIC_PATTERN)
+    shadow_topic: str = Field(default="", max_length=249, pattern=OPTIONAL_TOPIC_PATTERN)
+    consumer_group: str = Field(default="", max_length=200, pattern=OPTIONAL_TOPIC_PATTERN)
+    replicas: int = Field(default=1, ge=1, le=256)
+    partitions: int | None = Field(default=None, ge=1, le=10_000)
+    security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: KafkaSaslMechanism | None = None
+    secret_name: str | None = Field(default=None, min_length=1, max_length=253)
+    client_certificate: bool = False
+    batch_max_records: int = Field(default=2000, ge=1, le=100_000)
+    max_in_flight_batches: int = Field(default=4, ge=1, le=64)
+
+    @property
+    def dead_letter(self) -> str:
+        return self.dead_letter_topic or f"{self.input_topic}.dlq"
+
+    @property
+    def shadow(self) -> str:
+        return self.shadow_topic or f"{self.output_topic}.shadow"
+
+    def group(self, namespace: str, deployment_name: str) -> str:
+        """The output consumer group: whoever writes the output topic consumes in it."""
+        return self.consumer_group or f"modeldeploy-{namespace}-{deployment_name}"
+
+
 class ModelDeploymentSpec(SpecModel):
     """spec of a ModelDeployment."""
 
@@ -239,6 +274,7 @@ class ModelDeploymentSpec(SpecModel):
     traffic: Traffic = Field(default_factory=Traffic)
     rollout: Rollout = Field(default_factory=Rollout)
     drift: Drift = Field(default_factory=Drift)
+    stream: Stream | None = None
     revision_history_limit: int = Field(default=10, ge=1, le=100)
     paused: bool = False
 

@@ -68,6 +68,7 @@ def validate_spec(spec: ModelDeploymentSpec) -> list[str]:
         *_check_server(spec),
         *_check_traffic(spec),
         *_check_rollout(spec),
+        *_check_stream(spec),
     ]
 
 
@@ -157,3 +158,32 @@ def _check_rollout(spec: ModelDeploymentSpec) -> Iterator[str]:
                 f"spec.rollout.steps[{index}].analysis.duration: {duration} is shorter than "
                 f"spec.rollout.analysis.interval ({rollout.analysis.interval}): no measurement fits"
             )
+
+
+def _check_stream(spec: ModelDeploymentSpec) -> Iterator[str]:
+    stream = spec.stream
+    if stream is None:
+        return
+    # The CEL rule compares the topics as written; the derived defaults (<input>.dlq, <output>.shadow)
+    # can collide too, and two roles writing one topic would mix predictions with dead letters.
+    topics = {
+        "inputTopic": stream.input_topic,
+        "outputTopic": stream.output_topic,
+        "deadLetterTopic": stream.dead_letter,
+        "shadowTopic": stream.shadow,
+    }
+    seen: dict[str, str] = {}
+    for field_name, topic in topics.items():
+        if topic in seen:
+            yield f"spec.stream.{field_name}: {topic!r} is also spec.stream.{seen[topic]} (defaults included)"
+        seen.setdefault(topic, field_name)
+    if stream.security_protocol.startswith("SASL") and stream.sasl_mechanism is None:
+        yield f"spec.stream.saslMechanism: required with securityProtocol {stream.security_protocol}"
+    if stream.security_protocol.startswith("SASL") and stream.secret_name is None:
+        yield "spec.stream.secretName: required with a SASL securityProtocol (keys username and password)"
+    if stream.client_certificate and not (
+        stream.security_protocol.endswith("SSL") and stream.secret_name is not None
+    ):
+        yield "spec.stream.clientCertificate: needs an SSL or SASL_SSL securityProtocol and a secretName"
+    if stream.partitions is not None and stream.replicas > stream.partitions:
+        yield f"spec.stream.replicas: {stream.replicas} exceeds spec.stream.partitions ({stream.partitions})"
