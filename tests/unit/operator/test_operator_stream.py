@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from modeldeploy_operator.domain.resource import ModelDeploymentRef
 from modeldeploy_operator.domain.revision import resolve_variants
 from modeldeploy_operator.domain.rollout.model import DesiredRevision, Plan, Role, VariantPlan
 from modeldeploy_operator.domain.spec import ModelDeploymentSpec
-from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
+from modeldeploy_operator.domain.status_model import HistoryEntry, ModelDeploymentStatus
 from modeldeploy_operator.domain.stream import (
     SECRET_MOUNT,
     StreamRevision,
@@ -135,6 +136,26 @@ def test_stream_plan(
     result = plan_stream(spec, _plan(spec, *revisions), pods)
     assert list(result.revisions) == expected
     assert result.handover_pending is pending
+
+
+def test_an_aborted_canary_loses_its_stream_pods_before_its_rest_pods() -> None:
+    spec = _spec()
+    plan = _plan(spec, ("old", "stable", 2, False), (S, "canary", 1, True))
+    entry = HistoryEntry.model_validate(
+        {
+            "revision": 2,
+            "hash": S,
+            "variant": "default",
+            "modelVersion": "2",
+            "modelURI": "s3://models/churn/v2",
+            "createdAt": "2026-01-01T00:00:00Z",
+            "outcome": "Aborted",
+        }
+    )
+    aborted = replace(plan, status=ModelDeploymentStatus(history=(entry,)))
+    # The REST canary is still scaling down (replicas 1), the stream shadow is gone.
+    assert [r.role for r in plan_stream(spec, aborted, {"old": 3}).revisions] == ["output"]
+    assert [r.role for r in plan_stream(spec, plan, {"old": 3}).revisions] == ["output", "shadow"]
 
 
 def test_no_stream_no_stream_pods() -> None:

@@ -78,6 +78,10 @@ def plan_stream(spec: ModelDeploymentSpec, plan: Plan, output_pods: Mapping[str,
     variant = next((v for v in plan.variants if v.name == name), None)
     if variant is None:
         return StreamPlan((), False)
+    # An aborted canary keeps its REST pods until scaleDownDelaySeconds (the planner's add_leaving);
+    # its stream pods go at once: they would only keep writing the shadow topic. The planner's verdict
+    # is read from the history it wrote (its last entry per revision), not decided again here.
+    outcome = {e.hash: e.outcome for e in plan.status.history if e.variant == name}
     revisions: list[StreamRevision] = []
     pending = False
     for revision in variant.revisions:
@@ -88,7 +92,12 @@ def plan_stream(spec: ModelDeploymentSpec, plan: Plan, output_pods: Mapping[str,
             pending = any(n > 0 for r, n in output_pods.items() if r != revision.revision)
             replicas = 0 if pending else stream.replicas
             revisions.append(StreamRevision(name, revision.revision, "output", replicas))
-        elif revision.role in ("canary", "preview") and revision.replicas > 0 and revision.from_spec:
+        elif (
+            revision.role in ("canary", "preview")
+            and revision.replicas > 0
+            and revision.from_spec
+            and outcome.get(revision.revision) != "Aborted"
+        ):
             revisions.append(StreamRevision(name, revision.revision, "shadow", stream.replicas))
     return StreamPlan(tuple(revisions), pending)
 
