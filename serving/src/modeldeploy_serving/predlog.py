@@ -23,11 +23,13 @@ import sys
 import threading
 import zlib
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import orjson
+
+from modeldeploy_contract.predlog_settings import PredictionLogSettings
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,9 @@ class PiiPolicy:
             if action == "keep":
                 out[name] = value
             elif action == "pseudonymise":
-                out[name] = self.token(value)
+                # A column (the rows of one REST request, RowColumns) gets one token per row, so each
+                # row's value joins like the same value in a one-record stream log.
+                out[name] = [self.token(v) for v in value] if isinstance(value, list) else self.token(value)
         return out
 
 
@@ -136,7 +140,15 @@ class LogRecord:
         }
         if self.sticky_key is not None:
             body["sticky_key"] = policy.token(self.sticky_key)
-        return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+        return orjson.dumps(body, default=_to_log, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _to_log(value: Any) -> Any:
+    """orjson's hook for lazy values (LazyOutputs): converted in the drain thread, not the request."""
+    to_log = getattr(value, "to_log", None)
+    if to_log is None:
+        raise TypeError(f"{type(value).__name__} is not loggable")
+    return to_log()
 
 
 class Sink(Protocol):
@@ -198,7 +210,11 @@ class PredictionLog:
         sample_rate: float = 1.0,
         capacity: int = 10_000,
         batch: int = 500,
+        count: Callable[[str, int], None] | None = None,
     ) -> None:
+        """`count(outcome, n)`: told of records `written`, `dropped` (buffer full) and `failed` (the
+        sink refused them), e.g. to export them as metrics; called from the drain thread except for
+        drops."""
         self.sink = sink
         self.policy = policy
         self.sample_rate = sample_rate
@@ -211,6 +227,7 @@ class PredictionLog:
         self.dropped = 0  # buffer full: the sink is slower than the traffic
         self.failed = 0  # records of batches the sink refused
         self.written = 0
+        self._count = count or (lambda _outcome, _n: None)
         self._thread = threading.Thread(target=self._drain, name="prediction-log", daemon=True)
         self._thread.start()
 
@@ -220,6 +237,7 @@ class PredictionLog:
             return False
         if len(self._buffer) >= self.capacity:
             self.dropped += 1
+            self._count("dropped", 1)
             return False
         self._buffer.append(record)
         self.logged += 1
@@ -238,8 +256,10 @@ class PredictionLog:
                 try:
                     self.sink.write([r.encode(self.policy) for r in taken])
                     self.written += len(taken)
+                    self._count("written", len(taken))
                 except Exception:  # the log must never take serving down
                     self.failed += len(taken)
+                    self._count("failed", len(taken))
                     log.exception("prediction log sink failed; %d records dropped", len(taken))
             if self._stop:
                 return
@@ -252,3 +272,77 @@ class PredictionLog:
         if self._thread.is_alive():
             log.warning("prediction log did not drain in %.0fs", timeout)
         self.sink.close()
+
+
+class RowColumns(Mapping[str, Any]):
+    """A request's rows as {feature: column of values}, built only when the record is encoded (in
+    the drain thread): the request path pays one small object, not a conversion."""
+
+    __slots__ = ("_names", "_rows")
+
+    def __init__(self, rows: Any, names: list[str]) -> None:
+        self._rows = rows  # a float32 matrix or rows.ListRows
+        self._names = names
+
+    def _matrix(self) -> Any:
+        from modeldeploy_serving.rows import as_array
+
+        return as_array(self._rows)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._matrix()[:, self._names.index(name)].tolist()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def items(self) -> Any:
+        matrix = self._matrix()
+        return [(n, matrix[:, i].tolist()) for i, n in enumerate(self._names)]
+
+
+class LazyOutputs:
+    """A prediction's outputs for the log, converted to lists only when encoded."""
+
+    __slots__ = ("_prediction",)
+
+    def __init__(self, prediction: Any) -> None:
+        self._prediction = prediction
+
+    def to_log(self) -> dict[str, Any]:
+        return {k: v.tolist() for k, v in self._prediction.outputs.items()}
+
+
+def open_prediction_log(
+    settings: PredictionLogSettings, count: Callable[[str, int], None] | None = None
+) -> PredictionLog | None:
+    """The PredictionLog of a PredictionLogSettings (None when disabled): the policy with its key
+    read from the mounted file, and the sink."""
+    if not settings.enabled or settings.hmac_key_file is None:  # the settings refuse enabled without a key
+        return None
+    with open(settings.hmac_key_file, "rb") as handle:
+        key = handle.read().strip()
+    policy = PiiPolicy.from_lists(
+        key,
+        drop=settings.fields("drop"),
+        pseudonymise=settings.fields("pseudonymise"),
+        keep=settings.fields("keep"),
+        default=settings.default_action,
+    )
+    sink: Sink
+    if settings.sink == "kafka":
+        from confluent_kafka import Producer
+
+        producer = Producer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap_servers,
+                "linger.ms": "20",
+                "queue.buffering.max.messages": str(settings.capacity),
+            }
+        )
+        sink = KafkaSink(producer, settings.kafka_topic)
+    else:
+        sink = JsonLinesSink()
+    return PredictionLog(sink, policy, settings.sample_rate, settings.capacity, count=count)
