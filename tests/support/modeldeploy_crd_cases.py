@@ -192,6 +192,47 @@ STREAM_CASES: tuple[InvalidCase, ...] = (
 )
 
 
+def _plog(**fields: Any) -> Callable[[dict[str, Any]], None]:
+    """A spec.predictionLog that is valid but for `fields`."""
+    return _set("spec.predictionLog", {"hmacKeySecret": {"name": "predlog-key"}, **fields})
+
+
+PREDICTION_LOG_CASES: tuple[InvalidCase, ...] = (
+    InvalidCase(
+        "predlog-kafka-without-topic",
+        _plog(sink="kafka"),
+        "spec.predictionLog.kafka is required when spec.predictionLog.sink is kafka",
+        "cel",
+    ),
+    InvalidCase(
+        "predlog-field-in-two-lists",
+        _plog(pii={"drop": ["email"], "pseudonymise": ["email"]}),
+        "spec.predictionLog.pii names a field in two of drop, pseudonymise and keep",
+        "cel",
+    ),
+    InvalidCase(
+        "predlog-no-key",
+        _set("spec.predictionLog", {"sampleRate": 0.5}),
+        "spec.predictionLog.hmacKeySecret",
+        "schema",
+    ),
+    InvalidCase("predlog-rate-over-1", _plog(sampleRate=1.5), "spec.predictionLog.sampleRate", "schema"),
+    InvalidCase("predlog-bad-sink", _plog(sink="s3"), "spec.predictionLog.sink", "schema"),
+    InvalidCase(
+        "predlog-field-with-comma", _plog(pii={"keep": ["a,b"]}), "spec.predictionLog.pii.keep[0]", "schema"
+    ),
+    InvalidCase(
+        "predlog-bad-default", _plog(pii={"default": "hash"}), "spec.predictionLog.pii.default", "schema"
+    ),
+    InvalidCase(
+        "predlog-kafka-bad-topic",
+        _plog(sink="kafka", kafka={"bootstrapServers": "k:9092", "topic": "a b"}),
+        "spec.predictionLog.kafka.topic",
+        "schema",
+    ),
+)
+
+
 INVALID_CASES: tuple[InvalidCase, ...] = (
     # --- CEL rules ---
     InvalidCase(
@@ -441,4 +482,5 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "schema",
     ),
     *STREAM_CASES,
+    *PREDICTION_LOG_CASES,
 )

@@ -359,3 +359,65 @@ def test_operator_rejects_what_cel_rejects(case: Any) -> None:
 def test_derived_topic_names_may_not_collide() -> None:
     with pytest.raises(InvalidSpecError, match="deadLetterTopic"):
         parse_spec({**_spec().model_dump(by_alias=True), "stream": {**STREAM, "outputTopic": "accounts.dlq"}})
+
+
+# --- spec.predictionLog on the REST pods ---
+PLOG: dict[str, Any] = {
+    "sampleRate": 0.25,
+    "sink": "kafka",
+    "kafka": {"bootstrapServers": "10.244.0.1:9092", "topic": "predictions"},
+    "pii": {"drop": ["name"], "pseudonymise": ["email", "account_id"], "keep": ["plan"]},
+    "hmacKeySecret": {"name": "predlog-key"},
+}
+
+
+def test_prediction_log_settings_and_key_on_the_rest_pods(owner: ModelDeploymentRef) -> None:
+    from modeldeploy_contract.predlog_settings import PredictionLogSettings
+    from modeldeploy_operator.domain.manifests import build_serving_deployment
+
+    spec = make_spec(predictionLog=PLOG)
+    variant = resolve_variants("churn", spec)[0]
+    deployment = build_serving_deployment(
+        owner, variant, image=IMAGE, replicas=2, prediction_log=spec.prediction_log
+    )
+    env = _env(deployment)
+    assert env["MODELDEPLOY_PREDLOG_ENABLED"] == "true"
+    assert env["MODELDEPLOY_PREDLOG_SAMPLE_RATE"] == "0.25"
+    assert env["MODELDEPLOY_PREDLOG_PSEUDONYMISE"] == "email,account_id"
+    assert env["MODELDEPLOY_PREDLOG_REVISION"] == variant.revision
+    pod = deployment["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "prediction-log-key")
+    assert volume["secret"]["items"] == [{"key": "hmac-key", "path": "hmac-key"}]
+    assert env["MODELDEPLOY_PREDLOG_HMAC_KEY_FILE"] == "/var/run/secrets/modeldeploy/predlog/hmac-key"
+    assert "secretKeyRef" not in json.dumps(deployment)
+    # What the server reads back from its environment is what the operator meant.
+    names = {k: v for k, v in env.items() if k.startswith("MODELDEPLOY_PREDLOG_")}
+    import os
+
+    saved = dict(os.environ)
+    try:
+        os.environ.update(names)
+        read = PredictionLogSettings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert read.fields("pseudonymise") == ["email", "account_id"]
+    assert (read.sink, read.kafka_topic, read.sample_rate) == ("kafka", "predictions", 0.25)
+
+
+def test_the_prediction_log_is_not_part_of_the_revision() -> None:
+    assert _rev(make_spec(predictionLog=PLOG)) == _rev(make_spec())
+
+
+@pytest.mark.parametrize(
+    ("plog", "message"),
+    [
+        ({**PLOG, "kafka": None}, "spec.predictionLog.kafka"),
+        ({**PLOG, "pii": {"drop": ["email"], "keep": ["email"]}}, "two of drop"),
+        ({**PLOG, "pii": {"keep": ["a,b"]}}, "not a field name"),
+    ],
+)
+def test_operator_rejects_bad_prediction_logs(plog: dict[str, Any], message: str) -> None:
+    raw = {k: v for k, v in plog.items() if v is not None}
+    with pytest.raises(InvalidSpecError, match=message):
+        parse_spec({"model": {"uri": "s3://m/v1", "format": "onnx", "version": "1"}, "predictionLog": raw})

@@ -139,6 +139,7 @@ def desired_state(
                     replicas=None if autoscaled else revision.replicas,
                     progress_deadline_seconds=spec.rollout.progress_deadline_seconds,
                     image_pull_policy=options.image_pull_policy,
+                    prediction_log=spec.prediction_log,
                 )
             )
             manifests.append(build_serving_service(owner, variant))

@@ -13,9 +13,10 @@ from modeldeploy_contract.redact import redact_uri
 
 from . import labels as lbl
 from .names import revision_name, stream_name
+from .predlog import hmac_mount, hmac_volume, prediction_log_settings_for
 from .resource import ModelDeploymentRef
 from .revision import MODEL_CACHE_DIR, SERVER_PORT, ResolvedVariant
-from .spec import Resources, Stream
+from .spec import PredictionLog, Resources, Stream
 from .stream import SECRET_MOUNT, StreamRevision, secret_items, stream_settings_for
 
 CONTAINER_NAME = "server"
@@ -149,8 +150,12 @@ def build_serving_deployment(
     replicas: int | None,
     progress_deadline_seconds: int = 600,
     image_pull_policy: str = "IfNotPresent",
+    prediction_log: PredictionLog | None = None,
 ) -> dict[str, Any]:
     """The Deployment running one (variant, revision).
+
+    With `prediction_log` (spec.predictionLog) the servers get MODELDEPLOY_PREDLOG_* variables and
+    the HMAC key's Secret mounted as a file.
 
     `replicas` is None when an HPA owns the count: the field is then left out, so that server-side
     apply does not take it back from the HPA on every reconcile. The rollout planner passes the
@@ -173,6 +178,15 @@ def build_serving_deployment(
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
         "template": _pod_template(owner, variant, image, image_pull_policy),
     }
+    if prediction_log is not None:
+        pod = spec["template"]["spec"]
+        container = pod["containers"][0]
+        settings = prediction_log_settings_for(prediction_log, owner.name, variant.name, variant.revision)
+        container["env"] = container["env"] + [
+            {"name": k, "value": v} for k, v in sorted(settings.to_env().items())
+        ]
+        container["volumeMounts"].append(hmac_mount())
+        pod["volumes"].append(hmac_volume(prediction_log))
     if replicas is not None:
         spec["replicas"] = replicas
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": spec}

@@ -262,6 +262,44 @@ class Stream(SpecModel):
         return self.consumer_group or f"modeldeploy-{namespace}-{deployment_name}"
 
 
+FIELD_PATTERN = r"^[A-Za-z0-9_.-]+$"
+PiiAction = Literal["drop", "pseudonymise", "keep"]
+
+
+class PredictionLogKafka(SpecModel):
+    """The Kafka topic of the prediction log's kafka sink."""
+
+    bootstrap_servers: str = Field(min_length=3, max_length=2048)
+    topic: str = Field(min_length=1, max_length=249, pattern=TOPIC_PATTERN)
+
+
+class PiiPolicySpec(SpecModel):
+    """What happens to each input field in the prediction log."""
+
+    drop: tuple[str, ...] = Field(default=(), max_length=256)
+    pseudonymise: tuple[str, ...] = Field(default=(), max_length=256)
+    keep: tuple[str, ...] = Field(default=(), max_length=256)
+    default: PiiAction = "drop"
+
+
+class SecretKeyRef(SpecModel):
+    """One key of a Secret in the ModelDeployment's namespace."""
+
+    name: str = Field(min_length=1, max_length=253)
+    key: str = Field(default="hmac-key", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+
+
+class PredictionLog(SpecModel):
+    """A sampled log of REST predictions with a personal-data policy (docs/serving.md)."""
+
+    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    sink: Literal["stdout", "kafka"] = "stdout"
+    kafka: PredictionLogKafka | None = None
+    pii: PiiPolicySpec = Field(default_factory=PiiPolicySpec)
+    hmac_key_secret: SecretKeyRef
+    buffer_records: int = Field(default=10_000, ge=1, le=1_000_000)
+
+
 class ModelDeploymentSpec(SpecModel):
     """spec of a ModelDeployment."""
 
@@ -275,6 +313,7 @@ class ModelDeploymentSpec(SpecModel):
     rollout: Rollout = Field(default_factory=Rollout)
     drift: Drift = Field(default_factory=Drift)
     stream: Stream | None = None
+    prediction_log: PredictionLog | None = None
     revision_history_limit: int = Field(default=10, ge=1, le=100)
     paused: bool = False
 

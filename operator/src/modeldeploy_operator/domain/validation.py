@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from .durations import parse_duration
 from .quantity import parse_quantity
-from .spec import ModelDeploymentSpec, Resources
+from .spec import FIELD_PATTERN, ModelDeploymentSpec, Resources
 
 MAX_NAME_LENGTH = 40
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -69,6 +69,7 @@ def validate_spec(spec: ModelDeploymentSpec) -> list[str]:
         *_check_traffic(spec),
         *_check_rollout(spec),
         *_check_stream(spec),
+        *_check_prediction_log(spec),
     ]
 
 
@@ -187,3 +188,23 @@ def _check_stream(spec: ModelDeploymentSpec) -> Iterator[str]:
         yield "spec.stream.clientCertificate: needs an SSL or SASL_SSL securityProtocol and a secretName"
     if stream.partitions is not None and stream.replicas > stream.partitions:
         yield f"spec.stream.replicas: {stream.replicas} exceeds spec.stream.partitions ({stream.partitions})"
+
+
+def _check_prediction_log(spec: ModelDeploymentSpec) -> Iterator[str]:
+    plog = spec.prediction_log
+    if plog is None:
+        return
+    if plog.sink == "kafka" and plog.kafka is None:
+        yield "spec.predictionLog.kafka: required when spec.predictionLog.sink is kafka"
+    pii = plog.pii
+    lists = {"drop": set(pii.drop), "pseudonymise": set(pii.pseudonymise), "keep": set(pii.keep)}
+    twice = (lists["drop"] & (lists["pseudonymise"] | lists["keep"])) | (
+        lists["pseudonymise"] & lists["keep"]
+    )
+    if twice:
+        names = ", ".join(sorted(twice))
+        yield f"spec.predictionLog.pii: fields in two of drop, pseudonymise and keep: {names}"
+    for name, fields in (("drop", pii.drop), ("pseudonymise", pii.pseudonymise), ("keep", pii.keep)):
+        for field_name in fields:
+            if not re.match(FIELD_PATTERN, field_name) or len(field_name) > 128:
+                yield f"spec.predictionLog.pii.{name}: {field_name!r} is not a field name ({FIELD_PATTERN})"
