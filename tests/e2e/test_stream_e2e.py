@@ -48,13 +48,13 @@ CRD = Path(__file__).resolve().parents[2] / "crds" / "modeldeploy.io_modeldeploy
 def crd_with_stream(kube_api: client.ApiClient) -> None:
     """Helm installs a chart's CRDs only when they do not exist yet (never on upgrade): on a kept cluster
     the CRD may predate spec.stream, and the API server would prune the field. Replace it with this
-    checkout's when it lacks spec.stream."""
+    checkout's when it lacks spec.stream or spec.predictionLog."""
     import yaml
 
     api = client.ApiextensionsV1Api(kube_api)
     current = api.read_custom_resource_definition("modeldeployments.modeldeploy.io")
     spec = current.spec.versions[0].schema.open_apiv3_schema.properties["spec"]
-    if "stream" in (spec.properties or {}):
+    if {"stream", "predictionLog"} <= set(spec.properties or {}):
         return
     body = yaml.safe_load(CRD.read_text())
     body["metadata"]["resourceVersion"] = current.metadata.resource_version
