@@ -254,7 +254,7 @@ class InferenceApp:
                     variant=ls.variant,
                     revision=ls.revision,
                     model_version=model.version if model else "",
-                    inputs=RowColumns(logged[0], model.feature_names) if logged and model else {},
+                    inputs=RowColumns(logged[0], model.feature_index) if logged and model else {},
                     outputs=LazyOutputs(logged[1]) if logged else None,
                     latency_ms=elapsed * 1000.0,
                     status=str(status),
