@@ -134,7 +134,8 @@ def main() -> int:
                 r = measure(mode, bundle, body, args.seconds, args.out, broker.bootstrap, i)
                 results[mode].append(r)
                 print(
-                    f"round {i} {mode:7s} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
+                    f"round {i} {mode:7s} {r['rps']:8.0f} req/s  {r['cpu_us_per_request']:.1f} cpu-us/req  "
+                    f"p50 {r['p50_ms']:.2f} ms  "
                     f"p99 {r['p99_ms']:.2f} ms  log {r['log']}",
                     flush=True,
                 )
@@ -154,7 +155,7 @@ def main() -> int:
             s["cpu_vs_off"] = s["median_cpu_us_per_request"] / summary["off"]["median_cpu_us_per_request"] - 1
         print(
             f"{mode:7s} median {s['median_rps']:8.0f} req/s"
-            + (f"  {s['vs_off']:+.1%} vs off" if base else "")
+            + (f"  {s['vs_off']:+.1%} req/s, {s['cpu_vs_off']:+.1%} cpu/req vs off" if base else "")
         )
     (args.out / "results.json").write_text(json.dumps({"results": results, "summary": summary}, indent=2))
     return 0
