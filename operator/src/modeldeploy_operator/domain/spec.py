@@ -276,9 +276,9 @@ class PredictionLogKafka(SpecModel):
 class PiiPolicySpec(SpecModel):
     """What happens to each input field in the prediction log."""
 
-    drop: tuple[str, ...] = Field(default=(), max_length=256)
-    pseudonymise: tuple[str, ...] = Field(default=(), max_length=256)
-    keep: tuple[str, ...] = Field(default=(), max_length=256)
+    drop: tuple[str, ...] = Field(default=(), max_length=64)
+    pseudonymise: tuple[str, ...] = Field(default=(), max_length=64)
+    keep: tuple[str, ...] = Field(default=(), max_length=64)
     default: PiiAction = "drop"
 
 
