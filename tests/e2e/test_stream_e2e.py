@@ -32,7 +32,14 @@ from kafka_broker import Broker, create_topic, kafka_broker
 from rollout_helpers import model, ready_on, set_model, status
 from stream_harness import Record, feature_records, produce, read_topic
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("operator_release")]
+# The session's first test also waits for the cluster lock and builds the images: pytest-timeout counts
+# that setup, so the default 600 s is not enough here.
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("operator_release"),
+    pytest.mark.timeout(2400),
+]
 
 N = 20_000
 PARTITIONS = 3
@@ -177,7 +184,34 @@ class Feeder:
         self.thread.join(120)
 
 
+def _dump(kube_api: client.ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(kube_api)
+    print("status:", json.dumps(status(kube_api, namespace), indent=1, default=str)[:4000])
+    for pod in core.list_namespaced_pod(namespace).items:
+        states = [
+            (c.name, c.ready, c.restart_count, str(c.state)[:300])
+            for c in pod.status.container_statuses or []
+        ]
+        print("pod", pod.metadata.name, pod.status.phase, states)
+    for event in core.list_namespaced_event(namespace).items[-30:]:
+        print("event", event.involved_object.name, event.reason, (event.message or "")[:300])
+
+
 def test_stream_records_dead_letters_and_a_promoted_and_an_aborted_stream_canary(
+    kube_api: client.ApiClient,
+    namespace: str,
+    model_store: str,
+    churn_bundles: Path,
+    kafka_on_bridge: Broker,
+) -> None:
+    try:
+        _stream_scenario(kube_api, namespace, model_store, churn_bundles, kafka_on_bridge)
+    except BaseException:
+        _dump(kube_api, namespace)
+        raise
+
+
+def _stream_scenario(
     kube_api: client.ApiClient,
     namespace: str,
     model_store: str,
