@@ -55,10 +55,11 @@ CRD_NAME = "modeldeployments.modeldeploy.io"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def crd_of_this_checkout(local_cluster: Any) -> Iterator[None]:
+def crd_of_this_checkout(local_cluster: Any, operator_release: str) -> Iterator[None]:
     """Helm installs a chart's CRDs only when they do not exist yet (never on upgrade): a kept cluster
     may hold an older CRD, without spec.stream and spec.predictionLog, and the API server would prune
-    them. Replace it with this checkout's for the session (the tests after this module's in the same
+    them. After the chart's install (a fresh cluster gets the CRD from it), replace it with this
+    checkout's for the session (the tests after this module's in the same
     session, such as the CRD's bad-input cases, see it too), and put the previous one back after."""
     import yaml
 
