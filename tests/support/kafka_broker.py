@@ -84,14 +84,14 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def _properties(folder: Path, port: int, controller_port: int) -> str:
+def _properties(folder: Path, port: int, controller_port: int, host: str = "127.0.0.1") -> str:
     return "\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners=PLAINTEXT://{host}:{port}",
             "controller.listener.names=CONTROLLER",
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "inter.broker.listener.name=PLAINTEXT",
@@ -120,10 +120,10 @@ def _java(libs: Path, main: str, *args: str, heap: str = HEAP, log4j: Path | Non
     return [*cmd, "-cp", f"{libs}/*", main, *args]
 
 
-def _answers(port: int) -> bool:
+def _answers(port: int, host: str = "127.0.0.1") -> bool:
     """Whether the broker's listener accepts a connection (cheap readiness precheck)."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
         return False
@@ -141,14 +141,18 @@ def _broker_ready(bootstrap: str) -> bool:
 
 
 @contextmanager
-def kafka_broker(folder: Path, timeout: float = 90.0) -> Iterator[Broker]:
+def kafka_broker(folder: Path, timeout: float = 90.0, host: str = "127.0.0.1") -> Iterator[Broker]:
     """Format a fresh KRaft log dir under `folder`, start the broker, yield it, stop it (SIGTERM,
-    then SIGKILL after 15 s) and leave its log at folder/broker.log."""
+    then SIGKILL after 15 s) and leave its log at folder/broker.log.
+
+    `host`: the address clients use (listener and advertised listener); the cluster tests pass the
+    pod network's host address (10.244.0.1) so that pods reach the broker beside the cluster. The
+    controller listener stays on 127.0.0.1."""
     libs = kafka_libs()
     folder.mkdir(parents=True, exist_ok=True)
-    port, controller_port = free_port(), free_port()
+    port, controller_port = _free_port_on(host), free_port()
     props = folder / "server.properties"
-    props.write_text(_properties(folder, port, controller_port))
+    props.write_text(_properties(folder, port, controller_port, host))
     log4j = folder / "log4j2.yaml"
     log4j.write_text(LOG4J2)
     log = folder / "broker.log"
@@ -171,10 +175,10 @@ def kafka_broker(folder: Path, timeout: float = 90.0) -> Iterator[Broker]:
             stderr=subprocess.STDOUT,
             cwd=folder,
         )
-    bootstrap = f"127.0.0.1:{port}"
+    bootstrap = f"{host}:{port}"
     try:
         deadline = time.monotonic() + timeout
-        while not (_answers(port) and _broker_ready(bootstrap)):
+        while not (_answers(port, host) and _broker_ready(bootstrap)):
             if proc.poll() is not None:
                 tail = log.read_text()[-4000:]
                 raise BrokerUnavailableError(f"the broker exited ({proc.returncode}):\n{tail}")
@@ -190,6 +194,15 @@ def kafka_broker(folder: Path, timeout: float = 90.0) -> Iterator[Broker]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _free_port_on(host: str) -> int:
+    if host == "127.0.0.1":
+        return free_port()
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def create_topic(bootstrap: str, name: str, partitions: int = 1, timeout: float = 30.0) -> None:

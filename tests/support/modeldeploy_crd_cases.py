@@ -123,6 +123,131 @@ def _both(*mutations: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, A
     return mutate
 
 
+def _stream(**fields: Any) -> Callable[[dict[str, Any]], None]:
+    """A spec.stream that is valid but for `fields` (None deletes one)."""
+    stream: dict[str, Any] = {
+        "bootstrapServers": "kafka.data:9092",
+        "inputTopic": "accounts",
+        "outputTopic": "churn-scores",
+    }
+    for key, value in fields.items():
+        if value is None:
+            del stream[key]
+        else:
+            stream[key] = value
+    return _set("spec.stream", stream)
+
+
+STREAM_CASES: tuple[InvalidCase, ...] = (
+    # --- spec.stream (issue 14) ---
+    InvalidCase(
+        "stream-sasl-without-mechanism",
+        _stream(securityProtocol="SASL_SSL", secretName="kafka"),
+        "spec.stream.saslMechanism is required with a SASL securityProtocol",
+        "cel",
+    ),
+    InvalidCase(
+        "stream-sasl-without-secret",
+        _stream(securityProtocol="SASL_PLAINTEXT", saslMechanism="PLAIN"),
+        "spec.stream.secretName (keys username and password) is required with a SASL securityProtocol",
+        "cel",
+    ),
+    InvalidCase(
+        "stream-client-certificate-without-tls",
+        _stream(clientCertificate=True, secretName="kafka"),
+        "spec.stream.clientCertificate needs an SSL or SASL_SSL securityProtocol",
+        "cel",
+    ),
+    InvalidCase(
+        "stream-replicas-over-partitions",
+        _stream(replicas=4, partitions=2),
+        "spec.stream.replicas must not exceed spec.stream.partitions",
+        "cel",
+    ),
+    InvalidCase(
+        "stream-output-is-input",
+        _stream(outputTopic="accounts"),
+        "spec.stream input, output, dead-letter and shadow topics must be four different topics",
+        "cel",
+    ),
+    InvalidCase(
+        "stream-shadow-is-output",
+        _stream(shadowTopic="churn-scores"),
+        "spec.stream input, output, dead-letter and shadow topics must be four different topics",
+        "cel",
+    ),
+    InvalidCase("stream-no-input-topic", _stream(inputTopic=None), "spec.stream.inputTopic", "schema"),
+    InvalidCase("stream-bad-topic-name", _stream(inputTopic="a/b"), "spec.stream.inputTopic", "schema"),
+    InvalidCase(
+        "stream-bootstrap-without-port",
+        _stream(bootstrapServers="kafka.data"),
+        "spec.stream.bootstrapServers",
+        "schema",
+    ),
+    InvalidCase(
+        "stream-bootstrap-injection",
+        _stream(bootstrapServers="kafka:9092\nsasl.password=x"),
+        "spec.stream.bootstrapServers",
+        "schema",
+    ),
+    InvalidCase("stream-zero-replicas", _stream(replicas=0), "spec.stream.replicas", "schema"),
+    InvalidCase(
+        "stream-bad-protocol", _stream(securityProtocol="TLS"), "spec.stream.securityProtocol", "schema"
+    ),
+    InvalidCase(
+        "stream-bad-mechanism",
+        _stream(securityProtocol="SASL_SSL", saslMechanism="GSSAPI", secretName="kafka"),
+        "spec.stream.saslMechanism",
+        "schema",
+    ),
+    InvalidCase(
+        "stream-bad-secret-name", _stream(secretName="Kafka_Creds"), "spec.stream.secretName", "schema"
+    ),
+    InvalidCase("stream-long-group", _stream(consumerGroup="g" * 201), "spec.stream.consumerGroup", "schema"),
+)
+
+
+def _plog(**fields: Any) -> Callable[[dict[str, Any]], None]:
+    """A spec.predictionLog that is valid but for `fields`."""
+    return _set("spec.predictionLog", {"hmacKeySecret": {"name": "predlog-key"}, **fields})
+
+
+PREDICTION_LOG_CASES: tuple[InvalidCase, ...] = (
+    InvalidCase(
+        "predlog-kafka-without-topic",
+        _plog(sink="kafka"),
+        "spec.predictionLog.kafka is required when spec.predictionLog.sink is kafka",
+        "cel",
+    ),
+    InvalidCase(
+        "predlog-field-in-two-lists",
+        _plog(pii={"drop": ["email"], "pseudonymise": ["email"]}),
+        "spec.predictionLog.pii names a field in two of drop, pseudonymise and keep",
+        "cel",
+    ),
+    InvalidCase(
+        "predlog-no-key",
+        _set("spec.predictionLog", {"sampleRate": 0.5}),
+        "spec.predictionLog.hmacKeySecret",
+        "schema",
+    ),
+    InvalidCase("predlog-rate-over-1", _plog(sampleRate=1.5), "spec.predictionLog.sampleRate", "schema"),
+    InvalidCase("predlog-bad-sink", _plog(sink="s3"), "spec.predictionLog.sink", "schema"),
+    InvalidCase(
+        "predlog-field-with-comma", _plog(pii={"keep": ["a,b"]}), "spec.predictionLog.pii.keep[0]", "schema"
+    ),
+    InvalidCase(
+        "predlog-bad-default", _plog(pii={"default": "hash"}), "spec.predictionLog.pii.default", "schema"
+    ),
+    InvalidCase(
+        "predlog-kafka-bad-topic",
+        _plog(sink="kafka", kafka={"bootstrapServers": "k:9092", "topic": "a b"}),
+        "spec.predictionLog.kafka.topic",
+        "schema",
+    ),
+)
+
+
 INVALID_CASES: tuple[InvalidCase, ...] = (
     # --- CEL rules ---
     InvalidCase(
@@ -669,4 +794,6 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "spec.variants",
         "schema",
     ),
+    *STREAM_CASES,
+    *PREDICTION_LOG_CASES,
 )

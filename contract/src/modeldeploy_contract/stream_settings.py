@@ -129,6 +129,17 @@ class StreamSettings(BaseSettings):
             raise ValueError("input, output and dead-letter topics must be three different topics")
         return self
 
+    def to_env(self) -> dict[str, str]:
+        """The variables that reproduce these settings in another process (non-default fields only).
+        A SecretStr field is left out: the operator passes secrets as mounted files (*_file)."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump(exclude_defaults=True).items():
+            if value is None or isinstance(value, SecretStr):
+                continue
+            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            env[STREAM_ENV_PREFIX + name.upper()] = text
+        return env
+
     @property
     def dead_letter(self) -> str:
         return self.dead_letter_topic or f"{self.input_topic}.dlq"

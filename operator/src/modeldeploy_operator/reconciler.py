@@ -13,7 +13,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from modeldeploy_contract.router_config import CONFIG_KEY, config_map_name
@@ -46,6 +46,7 @@ from modeldeploy_operator.domain.status import (
     with_error,
 )
 from modeldeploy_operator.domain.status_model import ModelDeploymentStatus, PreflightStatus
+from modeldeploy_operator.domain.stream import HANDOVER_POLL_SECONDS
 from modeldeploy_operator.domain.traffic import call_url
 from modeldeploy_operator.domain.validation import InvalidSpecError, parse_spec, validate_name
 from modeldeploy_operator.k8s.api import KubeApi, RejectedError, TransientApiError
@@ -87,9 +88,12 @@ class Observation:
     owned: dict[str, list[dict[str, Any]]]
     deployments: list[ObservedDeployment]
     ready_endpoints: dict[str, list[str]]
-    """Revision hash (or "router") -> "ip:port" of its ready pods."""
+    """Revision hash (or "router") -> "ip:port" of its ready pods (stream pods included: analysis reads
+    their drift and prediction histograms like the REST pods')."""
     externally_scaled: frozenset[str] = frozenset()
     """Our serving Deployments that an HPA we did not make targets (the user's, KEDA's)."""
+    stream_output_pods: dict[str, int] = field(default_factory=dict)
+    """Revision hash -> stream pods in the output role that exist, terminating ones included."""
 
 
 def _now() -> dt.datetime:
@@ -273,7 +277,15 @@ class Reconciler:
             generation=generation or 0,
             previous_router_table=_router_table(owner, seen),
             externally_scaled=seen.externally_scaled,
+            stream_output_pods=seen.stream_output_pods,
         )
+        if state.stream_handover_pending:  # pod deletions do not wake this object: look again soon
+            poll_at = now + dt.timedelta(seconds=HANDOVER_POLL_SECONDS)
+            decided = replace(
+                decided,
+                requeue_after=min(decided.requeue_after or HANDOVER_POLL_SECONDS, HANDOVER_POLL_SECONDS),
+                next_due=min(decided.next_due, poll_at) if decided.next_due is not None else poll_at,
+            )
         # 6. apply
         live_deployments = {d["metadata"]["name"]: d for d in seen.owned["Deployment"]}
         for manifest in state.manifests:
@@ -310,13 +322,28 @@ class Reconciler:
         # a Deployment this ModelDeployment controls, not by their labels alone.
         replica_sets = self.api.list("apps/v1", "ReplicaSet", owner.namespace, selector)
         ours = [d for d in owned["Deployment"] if _controlled_by(d, owner)]
-        pods = pods_owned_by(self.api.list("v1", "Pod", owner.namespace, selector), replica_sets, ours)
+        all_pods = self.api.list("v1", "Pod", owner.namespace, selector)
+        pods = pods_owned_by(all_pods, replica_sets, ours)
+        # The stream handover waits on every output-role pod by label, not through the owner chain: a
+        # pruned Deployment's pods outlive it (background deletion) while they drain and commit.
+        output_pods: dict[str, int] = defaultdict(int)
+        for pod in all_pods:
+            pod_labels = pod["metadata"].get("labels") or {}
+            finished = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")  # no consumer left
+            if (
+                not finished
+                and pod_labels.get(lbl.STREAM_ROLE_LABEL) == "output"
+                and lbl.STREAM_REVISION_LABEL in pod_labels
+            ):
+                output_pods[pod_labels[lbl.STREAM_REVISION_LABEL]] += 1
         crash_looping: set[str] = set()
         endpoints: dict[str, list[str]] = defaultdict(list)
         for pod in pods:
             labels = pod["metadata"].get("labels") or {}
-            key = labels.get(lbl.REVISION_LABEL) or (
-                "router" if labels.get("app.kubernetes.io/component") == lbl.ROUTER_COMPONENT else None
+            key = (
+                labels.get(lbl.REVISION_LABEL)
+                or labels.get(lbl.STREAM_REVISION_LABEL)
+                or ("router" if labels.get("app.kubernetes.io/component") == lbl.ROUTER_COMPONENT else None)
             )
             if key is None or pod["metadata"].get("deletionTimestamp"):
                 continue
@@ -333,7 +360,7 @@ class Reconciler:
             for d in owned["Deployment"]
             if (o := ObservedDeployment.from_object(d))
         ]
-        return Observation(owned, deployments, dict(endpoints), foreign)
+        return Observation(owned, deployments, dict(endpoints), foreign, dict(output_pods))
 
     def _measure(
         self,

@@ -9,7 +9,11 @@ ASGI messages. Health, metadata and /metrics go to FastAPI, where the cost does 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import itertools
 import logging
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -23,6 +27,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modeldeploy_contract.metric_names import LIVE_TRAFFIC, MIRROR_TRAFFIC, TRAFFIC_HEADER
+from modeldeploy_contract.predlog_settings import PredictionLogSettings
 from modeldeploy_contract.preflight import GOLDEN_PATH, REPLAY_HEADER
 from modeldeploy_contract.redact import scrub_logs
 from modeldeploy_contract.server_settings import ServerSettings
@@ -31,10 +36,24 @@ from modeldeploy_serving.dataplane import DataPlane
 from modeldeploy_serving.errors import NotFoundError, OverloadedError, PayloadTooLargeError, ServingError
 from modeldeploy_serving.model import LoadedModel
 from modeldeploy_serving.openapi import describe_inference_routes, name_the_served_model
+from modeldeploy_serving.predlog import LazyOutputs, LogRecord, PredictionLog, RowColumns, open_prediction_log
 from modeldeploy_serving.protocol import v1, v2
 from modeldeploy_serving.protocol.tensors import parse_length
 
 log = logging.getLogger(__name__)
+Logged = tuple[Any, Any, Any]
+"""What the prediction log keeps of a request: its rows, its Prediction, the body's id (or None)."""
+REQUEST_ID_HEADERS = (b"x-request-id", b"request-id")
+
+
+def _request_id(scope: Scope) -> str | None:
+    """The caller's (or the router's) request id header, if any."""
+    for name, value in scope.get("headers") or ():
+        if name in REQUEST_ID_HEADERS and value:
+            text: str = value.decode("latin-1")
+            return text[:256]
+    return None
+
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -129,11 +148,22 @@ def split_v2_path(path: str) -> tuple[str, str | None]:
 class InferenceApp:
     """The ASGI application uvicorn runs."""
 
-    def __init__(self, settings: ServerSettings, dataplane: DataPlane, api: FastAPI) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        dataplane: DataPlane,
+        api: FastAPI,
+        prediction_log: PredictionLog | None = None,
+        log_settings: PredictionLogSettings | None = None,
+    ) -> None:
         self.settings = settings
         self.dataplane = dataplane
         self.api = api
         self._resolved: dict[str, LoadedModel] = {}
+        self.plog = prediction_log
+        self.log_settings = log_settings or PredictionLogSettings()
+        self._ids = itertools.count()
+        self._id_prefix = f"{socket.gethostname()}-{os.getpid()}"
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """Route to the inference path or FastAPI. A plain method returning the handler's coroutine
@@ -173,15 +203,16 @@ class InferenceApp:
         model: LoadedModel | None = None
         status = 200
         replay = False
+        logged: Logged | None = None
         try:
             model = self._resolve(scope["path"], protocol)
             body, raw_header_length, replay = await read_body(scope, receive, settings.max_body_bytes)
             if len(body) < settings.offload_body_bytes:
-                payload, header_length = await self._predict(
+                payload, header_length, logged = await self._predict(
                     model, protocol, body, raw_header_length, offload=False, replay=replay
                 )
             else:
-                payload, header_length = await _unless_gone(
+                payload, header_length, logged = await _unless_gone(
                     self._predict(model, protocol, body, raw_header_length, offload=True, replay=replay),
                     receive,
                 )
@@ -213,9 +244,40 @@ class InferenceApp:
         finally:
             dataplane.in_flight -= 1
             if not replay:  # a golden-set replay is not live traffic: no request, latency or error count
-                dataplane.metrics_for(model).request(
-                    protocol, status, time.perf_counter() - start, traffic_of(scope["headers"])
+                elapsed = time.perf_counter() - start
+                traffic = traffic_of(scope["headers"])
+                dataplane.metrics_for(model).request(protocol, status, elapsed, traffic)
+                # Mirrored copies answered no caller: they are not predictions anyone received.
+                if self.plog is not None and traffic == LIVE_TRAFFIC:
+                    self._log(scope, model, logged, status, elapsed)
+
+    def _log(
+        self, scope: Scope, model: LoadedModel | None, logged: Logged | None, status: int, elapsed: float
+    ) -> None:
+        """One prediction-log record (the same shape as stream mode's); never raises, never blocks.
+        A failed request logs no inputs: its body may be anything, personal data included."""
+        try:
+            request_id = _request_id(scope) or (logged[2] if logged is not None else None)
+            if request_id is None:
+                request_id = f"{self._id_prefix}-{next(self._ids)}"
+            ls = self.log_settings
+            assert self.plog is not None
+            self.plog.log(
+                LogRecord(
+                    request_id=str(request_id),
+                    time=time.time(),
+                    deployment=ls.deployment or (model.name if model else ""),
+                    variant=ls.variant,
+                    revision=ls.revision,
+                    model_version=model.version if model else "",
+                    inputs=RowColumns(logged[0], model.feature_index) if logged and model else {},
+                    outputs=LazyOutputs(logged[1]) if logged else None,
+                    latency_ms=elapsed * 1000.0,
+                    status=str(status),
                 )
+            )
+        except Exception:  # the log must never fail a prediction
+            log.exception("prediction log record failed")
 
     @property
     def _retry_after(self) -> list[tuple[bytes, bytes]]:
@@ -236,9 +298,10 @@ class InferenceApp:
         *,
         offload: bool,
         replay: bool,
-    ) -> tuple[bytes, int | None]:
+    ) -> tuple[bytes, int | None, Logged | None]:
         """Decode, predict, encode; with offload the decoding runs in a thread (large bodies); a replay
-        is predicted outside the live accounting (dataplane.replay)."""
+        is predicted outside the live accounting (dataplane.replay). With the prediction log on, also
+        what it needs (rows, prediction, the body's id); otherwise None (nothing kept)."""
         dataplane = self.dataplane
         infer = dataplane.replay if replay else dataplane.infer
         max_rows = self.settings.max_batch_rows
@@ -249,17 +312,20 @@ class InferenceApp:
                 await dataplane.off_loop(v2.decode_request, *args) if offload else v2.decode_request(*args)
             )
             prediction = await infer(request.rows)
-            return v2.encode_response(model.name, model.version, request, prediction)
+            payload, length = v2.encode_response(model.name, model.version, request, prediction)
+            logged = (request.rows, prediction, request.id) if self.plog is not None else None
+            return payload, length, logged
         if offload:
             x = await dataplane.off_loop(v1.decode_request, body, model.feature_index, max_rows)
         else:
             x = v1.decode_request(body, model.feature_index, max_rows)
-        return v1.encode_response(await infer(x)), None
+        prediction = await infer(x)
+        return v1.encode_response(prediction), None, (x, prediction, None) if self.plog is not None else None
 
 
 async def _unless_gone(
-    work: Awaitable[tuple[bytes, int | None]], receive: Receive
-) -> tuple[bytes, int | None]:
+    work: Awaitable[tuple[bytes, int | None, Logged | None]], receive: Receive
+) -> tuple[bytes, int | None, Logged | None]:
     """The work's result, or ClientGoneError as soon as the client disconnects (the work is cancelled:
     a queued micro-batch entry is skipped, nothing more is decoded or predicted for it)."""
     task = asyncio.ensure_future(work)
@@ -428,4 +494,8 @@ def create_app(settings: ServerSettings | None = None) -> InferenceApp:
     )
     scrub_logs()  # no model-URI credential in any log line, whichever library writes it
     dataplane = DataPlane(settings)
-    return InferenceApp(settings, dataplane, build_api(settings, dataplane))
+    log_settings = PredictionLogSettings()
+    prediction_log = open_prediction_log(log_settings, metrics.prediction_log_count)
+    if prediction_log is not None:
+        atexit.register(prediction_log.close)  # write what is buffered when the worker exits
+    return InferenceApp(settings, dataplane, build_api(settings, dataplane), prediction_log, log_settings)

@@ -171,6 +171,18 @@ DRIFT_SKIPPED = Counter(
 )
 
 # -- stream inference (`modeldeploy stream`) ------------------------------------------------------------
+PREDICTION_LOG_RECORDS = Counter(
+    "modeldeploy_prediction_log_records",
+    "Prediction-log records by outcome: written to the sink, dropped (buffer full: the sink is slower "
+    "than the traffic) or failed (the sink refused them). Never blocks or fails a prediction.",
+    ["outcome"],
+)
+
+
+def prediction_log_count(outcome: str, n: int) -> None:
+    PREDICTION_LOG_RECORDS.labels(outcome).inc(n)
+
+
 STREAM_RECORDS = Counter(
     "modeldeploy_stream_records",
     "Input records handled by the stream consumer, by outcome: scored (an output record was written) "

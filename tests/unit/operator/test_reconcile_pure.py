@@ -197,3 +197,21 @@ def test_replicas_change_is_not_a_new_revision() -> None:
 )
 def test_status_patch(current: dict[str, Any], new: dict[str, Any], expected: dict[str, Any] | None) -> None:
     assert status_patch(current, new) == expected
+
+
+def test_a_stream_canary_shadows_beside_the_stable_writer_with_the_real_planner() -> None:
+    stream = {"bootstrapServers": "10.244.0.1:9092", "inputTopic": "in", "outputTopic": "out", "replicas": 2}
+    canary = {"strategy": "Canary", "steps": [{"setWeight": 50}, {"pause": {}}]}
+    v1 = spec("1", stream=stream, rollout=canary)
+    rev1 = resolve_variants("churn", v1)[0].revision
+    decided, state = build(v1, [observed(rev1, 2)])
+    names = {m["metadata"]["name"]: m for m in state.manifests if m["kind"] == "Deployment"}
+    assert names[f"churn-default-{rev1}-output"]["spec"]["replicas"] == 2
+
+    v2 = spec("2", stream=stream, rollout=canary)
+    rev2 = resolve_variants("churn", v2)[0].revision
+    _, state2 = build(v2, [observed(rev1, 2)], decided.status)
+    deployments = {m["metadata"]["name"] for m in state2.manifests if m["kind"] == "Deployment"}
+    assert f"churn-default-{rev2}-shadow" in deployments  # the canary shadows
+    assert ("Deployment", f"churn-default-{rev1}-output") in state2.keep  # the stable keeps writing
+    assert not state2.stream_handover_pending

@@ -9,7 +9,7 @@ their objects untouched except for their replica count.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,13 +22,15 @@ from .manifests import (
     build_serving_pdb,
     build_serving_service,
     build_stable_service,
+    build_stream_deployment,
 )
-from .names import revision_name
+from .names import revision_name, stream_name
 from .resource import ModelDeploymentRef
-from .revision import resolve_variants
+from .revision import ResolvedVariant, resolve_variants
 from .rollout.model import DesiredRevision, Plan
 from .router import build_router_config, build_router_objects
 from .spec import ModelDeploymentSpec, PodDisruptionBudgetSpec
+from .stream import StreamPlan, plan_stream
 from .traffic import Arm, build_http_route
 
 OWNED_KINDS: tuple[tuple[str, str], ...] = (
@@ -77,6 +79,8 @@ class DesiredState:
     the HTTPRoute share the ModelDeployment's name."""
     arms: tuple[Arm, ...]
     """The traffic split."""
+    stream_handover_pending: bool = False
+    """spec.stream: the new output writer waits for the old one's pods to be gone (domain/stream.py)."""
 
 
 def _arms(plan: Plan) -> list[Arm]:
@@ -98,6 +102,38 @@ def _uses_hpa(revision: DesiredRevision) -> bool:
     return revision.role in ("stable", "canary", "pinned") and revision.replicas > 0
 
 
+def _stream_objects(
+    owner: ModelDeploymentRef,
+    spec: ModelDeploymentSpec,
+    stream_plan: StreamPlan,
+    resolved: Mapping[str, ResolvedVariant],
+    options: BuildOptions,
+) -> tuple[list[dict[str, Any]], set[tuple[str, str]]]:
+    """The stream Deployments the plan wants (only the spec's own revision is rendered; others keep
+    what exists), and the (kind, name) pairs to keep."""
+    manifests: list[dict[str, Any]] = []
+    keep: set[tuple[str, str]] = set()
+    if spec.stream is None:
+        return manifests, keep
+    for stream_revision in stream_plan.revisions:
+        variant = resolved[stream_revision.variant]
+        name = stream_name(owner.name, variant.name, stream_revision.revision, stream_revision.role)
+        keep.add(("Deployment", name))
+        if stream_revision.from_spec and stream_revision.revision == variant.revision:
+            manifests.append(
+                build_stream_deployment(
+                    owner,
+                    variant,
+                    spec.stream,
+                    stream_revision,
+                    image=options.serving_image,
+                    image_pull_policy=options.image_pull_policy,
+                    pod=spec.pods.serving,
+                )
+            )
+    return manifests, keep
+
+
 def desired_state(
     owner: ModelDeploymentRef,
     spec: ModelDeploymentSpec,
@@ -107,12 +143,14 @@ def desired_state(
     generation: int = 0,
     previous_router_table: str | None = None,
     externally_scaled: frozenset[str] = frozenset(),
+    stream_output_pods: Mapping[str, int] | None = None,
 ) -> DesiredState:
     """`previous_router_table`: the `router.json` now in the router's ConfigMap (None: none), whose slot
     table the new one edits minimally. `externally_scaled`: names of serving Deployments an autoscaler
     the operator did not make targets (an HPA of the user's, KEDA's): their replicas are that
     autoscaler's, so they are neither applied nor patched, and no HPA of ours competes with it (two
-    HPAs on one target both stop scaling, AmbiguousSelector).
+    HPAs on one target both stop scaling, AmbiguousSelector). `stream_output_pods`: revision -> stream
+    pods in the output role that exist now (running or terminating), for the stream handover.
 
     `spec` is the spec with the chart's pod defaults merged in (`pods.with_pod_defaults`)."""
     budget = spec.pod_disruption_budget or PodDisruptionBudgetSpec()
@@ -145,6 +183,7 @@ def desired_state(
                     progress_deadline_seconds=spec.rollout.progress_deadline_seconds,
                     image_pull_policy=options.image_pull_policy,
                     pod=spec.pods.serving,
+                    prediction_log=spec.prediction_log,
                 )
             )
             manifests.append(build_serving_service(owner, variant))
@@ -154,6 +193,11 @@ def desired_state(
             pdb = build_serving_pdb(owner, variant, budget) if takes_traffic else None
             if pdb is not None:
                 manifests.append(pdb)
+
+    stream_plan = plan_stream(spec, plan, stream_output_pods or {})
+    stream_manifests, stream_keep = _stream_objects(owner, spec, stream_plan, resolved, options)
+    manifests += stream_manifests
+    keep |= stream_keep
 
     arms = _arms(plan)
     if spec.traffic.provider == "router" and arms:
@@ -180,7 +224,11 @@ def desired_state(
         manifests.append(build_http_route(owner, spec.traffic.gateway_api, arms))
     keep |= {(m["kind"], m["metadata"]["name"]) for m in manifests}
     return DesiredState(
-        manifests=tuple(manifests), replica_patches=tuple(patches), keep=frozenset(keep), arms=tuple(arms)
+        manifests=tuple(manifests),
+        replica_patches=tuple(patches),
+        keep=frozenset(keep),
+        arms=tuple(arms),
+        stream_handover_pending=stream_plan.handover_pending,
     )
 
 

@@ -21,6 +21,12 @@ MANAGED_BY = "modeldeploy-operator"
 PART_OF = "modeldeploy"
 SERVER_COMPONENT = "model-server"
 ROUTER_COMPONENT = "router"
+STREAM_COMPONENT = "stream"
+STREAM_REVISION_LABEL = f"{GROUP}/stream-revision"
+"""The revision a stream pod runs. Not REVISION_LABEL: stream pods must stay out of the revision's
+Service (they serve no REST) and their Deployments out of the rollout planner's observed revisions."""
+STREAM_ROLE_LABEL = f"{GROUP}/stream-role"
+"""`output` (consumes in the output group, writes the output topic) or `shadow`."""
 
 
 def common_labels(deployment_name: str, component: str) -> dict[str, str]:
@@ -52,3 +58,25 @@ def serving_labels(deployment_name: str, variant: str, revision: str, model_vers
 def router_selector(deployment_name: str) -> dict[str, str]:
     """Selects the router pods of one ModelDeployment (the stable Service's backends, issue 5)."""
     return {DEPLOYMENT_LABEL: deployment_name, "app.kubernetes.io/component": ROUTER_COMPONENT}
+
+
+def stream_selector(deployment_name: str, variant: str, revision: str, role: str) -> dict[str, str]:
+    """Selects the stream pods of one (variant, revision) in one role. The role is part of the
+    selector (a Deployment's selector is immutable): a revision switching role gets a new Deployment."""
+    return {
+        DEPLOYMENT_LABEL: deployment_name,
+        VARIANT_LABEL: variant,
+        STREAM_REVISION_LABEL: revision,
+        STREAM_ROLE_LABEL: role,
+    }
+
+
+def stream_labels(
+    deployment_name: str, variant: str, revision: str, role: str, model_version: str
+) -> dict[str, str]:
+    """All labels of a stream Deployment and its pods."""
+    return {
+        **common_labels(deployment_name, STREAM_COMPONENT),
+        VERSION_LABEL: model_version,
+        **stream_selector(deployment_name, variant, revision, role),
+    }

@@ -12,11 +12,13 @@ from typing import Any
 from modeldeploy_contract.redact import redact_uri
 
 from . import labels as lbl
-from .names import revision_name
+from .names import revision_name, stream_name
 from .pods import render_pod_settings
+from .predlog import hmac_mount, hmac_volume, prediction_log_settings_for
 from .resource import ModelDeploymentRef
 from .revision import MODEL_CACHE_DIR, SERVER_PORT, ResolvedVariant
-from .spec import PodDisruptionBudgetSpec, PodSettings, Resources
+from .spec import PodDisruptionBudgetSpec, PodSettings, PredictionLog, Resources, Stream
+from .stream import SECRET_MOUNT, StreamRevision, secret_items, stream_settings_for
 
 CONTAINER_NAME = "server"
 PORT_NAME = "http"
@@ -166,9 +168,13 @@ def build_serving_deployment(
     progress_deadline_seconds: int = 600,
     image_pull_policy: str = "IfNotPresent",
     pod: PodSettings | None = None,
+    prediction_log: PredictionLog | None = None,
 ) -> dict[str, Any]:
     """The Deployment running one (variant, revision); `pod`: the spec's serving pod settings, merged
     over the chart's defaults (`pods.with_pod_defaults`).
+
+    With `prediction_log` (spec.predictionLog) the servers get MODELDEPLOY_PREDLOG_* variables and
+    the HMAC key's Secret mounted as a file.
 
     `replicas` is None when an autoscaler owns the count (our HPA, the user's, or an External one):
     the field is then left out, so that server-side apply does not take it back on every reconcile.
@@ -191,6 +197,15 @@ def build_serving_deployment(
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
         "template": _pod_template(owner, variant, image, image_pull_policy, pod or PodSettings()),
     }
+    if prediction_log is not None:
+        pod_spec = spec["template"]["spec"]
+        container = pod_spec["containers"][0]
+        settings = prediction_log_settings_for(prediction_log, owner.name, variant.name, variant.revision)
+        container["env"] = container["env"] + [
+            {"name": k, "value": v} for k, v in sorted(settings.to_env().items())
+        ]
+        container["volumeMounts"].append(hmac_mount())
+        pod_spec["volumes"].append(hmac_volume(prediction_log))
     if replicas is not None:
         spec["replicas"] = replicas
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": spec}
@@ -317,3 +332,72 @@ def build_replicas_handover(
         "spec": {"replicas": int(live.get("spec", {}).get("replicas", 1))},
     }
     return field_manager + HANDOVER_SUFFIX, manifest
+
+
+STREAM_COMMAND = ("modeldeploy", "stream")
+KAFKA_SECRET_VOLUME = "kafka-credentials"  # noqa: S105 - a volume name, not a secret
+STREAM_GRACE_SECONDS = 60
+"""A stopping stream pod drains for at most 30 s (runner._drain) and then commits and closes: 60 s
+leaves it room, so that a handover starts from offsets the old writer committed itself."""
+
+
+def build_stream_deployment(
+    owner: ModelDeploymentRef,
+    variant: ResolvedVariant,
+    stream: Stream,
+    revision: StreamRevision,
+    *,
+    image: str,
+    image_pull_policy: str = "IfNotPresent",
+    pod: PodSettings | None = None,
+) -> dict[str, Any]:
+    """The Deployment running `modeldeploy stream` for one (variant, revision) in one role; `pod`: the
+    serving pod settings (merged over the chart's defaults), as for the REST pods.
+
+    The same image, bundle loading (ServerSettings), probes, metrics port and restricted security as the
+    REST pods; the Kafka side comes from the contract's StreamSettings as MODELDEPLOY_STREAM_* variables.
+    The credentials Secret is mounted as files the settings point at: its values appear nowhere in the
+    pod spec, the environment or the logs.
+    """
+    name = stream_name(owner.name, variant.name, revision.revision, revision.role)
+    labels = lbl.stream_labels(
+        owner.name, variant.name, revision.revision, revision.role, variant.model.version
+    )
+    settings = stream_settings_for(stream, owner.namespace, owner.name, revision)
+    template = _pod_template(owner, variant, image, image_pull_policy, pod or PodSettings())
+    # Only the stream labels: a REST revision label would put stream pods behind the REST Service.
+    template["metadata"]["labels"] = labels
+    pod_spec = template["spec"]
+    pod_spec["terminationGracePeriodSeconds"] = STREAM_GRACE_SECONDS
+    container = pod_spec["containers"][0]
+    container["command"] = list(STREAM_COMMAND)
+    stream_env = [{"name": k, "value": v} for k, v in sorted(settings.to_env().items())]
+    container["env"] = container["env"] + stream_env
+    if stream.secret_name is not None:
+        items = secret_items(stream)
+        if items:
+            pod_spec["volumes"].append(
+                {
+                    "name": KAFKA_SECRET_VOLUME,
+                    "secret": {"secretName": stream.secret_name, "items": items, "defaultMode": 0o440},
+                }
+            )
+            container["volumeMounts"].append(
+                {"name": KAFKA_SECRET_VOLUME, "mountPath": SECRET_MOUNT, "readOnly": True}
+            )
+    metadata = _metadata(owner, name, labels)
+    metadata["annotations"] = {
+        lbl.REVISION_ANNOTATION: revision.revision,
+        lbl.MODEL_URI_ANNOTATION: redact_uri(variant.model.uri),
+    }
+    spec: dict[str, Any] = {
+        "replicas": revision.replicas,
+        "selector": {
+            "matchLabels": lbl.stream_selector(owner.name, variant.name, revision.revision, revision.role)
+        },
+        "revisionHistoryLimit": 1,
+        # Never old and new pods of one consumer group at once: see domain/stream.py (handover).
+        "strategy": {"type": "Recreate"},
+        "template": template,
+    }
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": spec}

@@ -48,3 +48,9 @@ def router_name(deployment_name: str) -> str:
 def route_name(deployment_name: str) -> str:
     """Name of the HTTPRoute of the Gateway API provider."""
     return deployment_name
+
+
+def stream_name(deployment_name: str, variant: str, revision: str, role: str) -> str:
+    """Name of the Deployment running `modeldeploy stream` for one (variant, revision) in one role
+    (`output` or `shadow`)."""
+    return fit_name(f"{deployment_name}-{variant}", f"{revision}-{role}")

@@ -19,6 +19,10 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 TrafficProvider = Literal["router", "gatewayAPI"]
 NoReadyBackendPolicy = Literal["Redistribute", "Reject"]
 Strategy = Literal["Canary", "BlueGreen", "Immediate"]
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+TOPIC_PATTERN = r"^[A-Za-z0-9._-]+$"
+OPTIONAL_TOPIC_PATTERN = r"^([A-Za-z0-9._-]+)?$"
 CheckType = Literal[
     "errorRate",
     "latencyP99",
@@ -394,6 +398,75 @@ class PodDisruptionBudgetSpec(SpecModel):
     min_available: int | str | None = None
 
 
+class Stream(SpecModel):
+    """Stream inference from Kafka (docs/stream.md): per revision, pods running `modeldeploy stream`."""
+
+    bootstrap_servers: str = Field(min_length=3, max_length=2048)
+    input_topic: str = Field(min_length=1, max_length=249, pattern=TOPIC_PATTERN)
+    output_topic: str = Field(min_length=1, max_length=249, pattern=TOPIC_PATTERN)
+    dead_letter_topic: str = Field(default="", max_length=249, pattern=OPTIONAL_TOPIC_PATTERN)
+    shadow_topic: str = Field(default="", max_length=249, pattern=OPTIONAL_TOPIC_PATTERN)
+    consumer_group: str = Field(default="", max_length=200, pattern=OPTIONAL_TOPIC_PATTERN)
+    replicas: int = Field(default=1, ge=1, le=256)
+    partitions: int | None = Field(default=None, ge=1, le=10_000)
+    security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: KafkaSaslMechanism | None = None
+    secret_name: str | None = Field(default=None, min_length=1, max_length=253)
+    client_certificate: bool = False
+    batch_max_records: int = Field(default=2000, ge=1, le=100_000)
+    max_in_flight_batches: int = Field(default=4, ge=1, le=64)
+
+    @property
+    def dead_letter(self) -> str:
+        return self.dead_letter_topic or f"{self.input_topic}.dlq"
+
+    @property
+    def shadow(self) -> str:
+        return self.shadow_topic or f"{self.output_topic}.shadow"
+
+    def group(self, namespace: str, deployment_name: str) -> str:
+        """The output consumer group: whoever writes the output topic consumes in it."""
+        return self.consumer_group or f"modeldeploy-{namespace}-{deployment_name}"
+
+
+FIELD_PATTERN = r"^[A-Za-z0-9_.-]+$"
+PiiAction = Literal["drop", "pseudonymise", "keep"]
+
+
+class PredictionLogKafka(SpecModel):
+    """The Kafka topic of the prediction log's kafka sink."""
+
+    bootstrap_servers: str = Field(min_length=3, max_length=2048)
+    topic: str = Field(min_length=1, max_length=249, pattern=TOPIC_PATTERN)
+
+
+class PiiPolicySpec(SpecModel):
+    """What happens to each input field in the prediction log."""
+
+    drop: tuple[str, ...] = Field(default=(), max_length=64)
+    pseudonymise: tuple[str, ...] = Field(default=(), max_length=64)
+    keep: tuple[str, ...] = Field(default=(), max_length=64)
+    default: PiiAction = "drop"
+
+
+class SecretKeyRef(SpecModel):
+    """One key of a Secret in the ModelDeployment's namespace."""
+
+    name: str = Field(min_length=1, max_length=253)
+    key: str = Field(default="hmac-key", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+
+
+class PredictionLog(SpecModel):
+    """A sampled log of REST predictions with a personal-data policy (docs/serving.md)."""
+
+    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    sink: Literal["stdout", "kafka"] = "stdout"
+    kafka: PredictionLogKafka | None = None
+    pii: PiiPolicySpec = Field(default_factory=PiiPolicySpec)
+    hmac_key_secret: SecretKeyRef
+    buffer_records: int = Field(default=10_000, ge=1, le=1_000_000)
+
+
 class ModelDeploymentSpec(SpecModel):
     """spec of a ModelDeployment."""
 
@@ -408,6 +481,8 @@ class ModelDeploymentSpec(SpecModel):
     traffic: Traffic = Field(default_factory=Traffic)
     rollout: Rollout = Field(default_factory=Rollout)
     drift: Drift = Field(default_factory=Drift)
+    stream: Stream | None = None
+    prediction_log: PredictionLog | None = None
     revision_history_limit: int = Field(default=10, ge=1, le=100)
     paused: bool = False
 

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from .durations import parse_duration
 from .pods import PodDefaults, owned_name_errors, with_pod_defaults
 from .quantity import parse_quantity
-from .spec import ModelDeploymentSpec, Resources
+from .spec import FIELD_PATTERN, ModelDeploymentSpec, Resources
 
 MAX_NAME_LENGTH = 40
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -72,6 +72,8 @@ def validate_spec(spec: ModelDeploymentSpec) -> list[str]:
         *_check_server(spec),
         *_check_traffic(spec),
         *_check_rollout(spec),
+        *_check_stream(spec),
+        *_check_prediction_log(spec),
     ]
 
 
@@ -208,3 +210,52 @@ def _check_shadow_steps(spec: ModelDeploymentSpec) -> Iterator[str]:
         unknown = [c for c in step.shadow.checks if c not in defined]
         if unknown and defined:
             yield f"{where}.checks: {unknown} are not in spec.rollout.analysis.checks"
+
+
+def _check_stream(spec: ModelDeploymentSpec) -> Iterator[str]:
+    stream = spec.stream
+    if stream is None:
+        return
+    # The CEL rule compares the topics as written; the derived defaults (<input>.dlq, <output>.shadow)
+    # can collide too, and two roles writing one topic would mix predictions with dead letters.
+    topics = {
+        "inputTopic": stream.input_topic,
+        "outputTopic": stream.output_topic,
+        "deadLetterTopic": stream.dead_letter,
+        "shadowTopic": stream.shadow,
+    }
+    seen: dict[str, str] = {}
+    for field_name, topic in topics.items():
+        if topic in seen:
+            yield f"spec.stream.{field_name}: {topic!r} is also spec.stream.{seen[topic]} (defaults included)"
+        seen.setdefault(topic, field_name)
+    if stream.security_protocol.startswith("SASL") and stream.sasl_mechanism is None:
+        yield f"spec.stream.saslMechanism: required with securityProtocol {stream.security_protocol}"
+    if stream.security_protocol.startswith("SASL") and stream.secret_name is None:
+        yield "spec.stream.secretName: required with a SASL securityProtocol (keys username and password)"
+    if stream.client_certificate and not (
+        stream.security_protocol.endswith("SSL") and stream.secret_name is not None
+    ):
+        yield "spec.stream.clientCertificate: needs an SSL or SASL_SSL securityProtocol and a secretName"
+    if stream.partitions is not None and stream.replicas > stream.partitions:
+        yield f"spec.stream.replicas: {stream.replicas} exceeds spec.stream.partitions ({stream.partitions})"
+
+
+def _check_prediction_log(spec: ModelDeploymentSpec) -> Iterator[str]:
+    plog = spec.prediction_log
+    if plog is None:
+        return
+    if plog.sink == "kafka" and plog.kafka is None:
+        yield "spec.predictionLog.kafka: required when spec.predictionLog.sink is kafka"
+    pii = plog.pii
+    lists = {"drop": set(pii.drop), "pseudonymise": set(pii.pseudonymise), "keep": set(pii.keep)}
+    twice = (lists["drop"] & (lists["pseudonymise"] | lists["keep"])) | (
+        lists["pseudonymise"] & lists["keep"]
+    )
+    if twice:
+        names = ", ".join(sorted(twice))
+        yield f"spec.predictionLog.pii: fields in two of drop, pseudonymise and keep: {names}"
+    for name, fields in (("drop", pii.drop), ("pseudonymise", pii.pseudonymise), ("keep", pii.keep)):
+        for field_name in fields:
+            if not re.match(FIELD_PATTERN, field_name) or len(field_name) > 128:
+                yield f"spec.predictionLog.pii.{name}: {field_name!r} is not a field name ({FIELD_PATTERN})"

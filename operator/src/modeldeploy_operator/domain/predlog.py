@@ -1,0 +1,56 @@
+"""spec.predictionLog on the model servers: their PredictionLogSettings and the HMAC key's mount.
+
+Pure. The settings are not part of the revision (contract/predlog_settings.py): turning the log on
+changes the pods of the running revision, it does not start a rollout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modeldeploy_contract.predlog_settings import PredictionLogSettings
+
+from .spec import PredictionLog
+
+HMAC_MOUNT = "/var/run/secrets/modeldeploy/predlog"
+HMAC_VOLUME = "prediction-log-key"
+HMAC_FILE = "hmac-key"
+
+
+def prediction_log_settings_for(
+    plog: PredictionLog, deployment: str, variant: str, revision: str
+) -> PredictionLogSettings:
+    values: dict[str, Any] = {
+        "enabled": True,
+        "sample_rate": plog.sample_rate,
+        "sink": plog.sink,
+        "kafka_bootstrap_servers": plog.kafka.bootstrap_servers if plog.kafka else "",
+        "kafka_topic": plog.kafka.topic if plog.kafka else "",
+        "drop": ",".join(plog.pii.drop),
+        "pseudonymise": ",".join(plog.pii.pseudonymise),
+        "keep": ",".join(plog.pii.keep),
+        "default_action": plog.pii.default,
+        "hmac_key_file": f"{HMAC_MOUNT}/{HMAC_FILE}",
+        "capacity": plog.buffer_records,
+        "deployment": deployment,
+        "variant": variant,
+        "revision": revision,
+    }
+    # Every field explicitly: BaseSettings would fill the rest from the operator's own environment.
+    return PredictionLogSettings(**values)
+
+
+def hmac_volume(plog: PredictionLog) -> dict[str, Any]:
+    secret = plog.hmac_key_secret
+    return {
+        "name": HMAC_VOLUME,
+        "secret": {
+            "secretName": secret.name,
+            "items": [{"key": secret.key, "path": HMAC_FILE}],
+            "defaultMode": 0o440,
+        },
+    }
+
+
+def hmac_mount() -> dict[str, Any]:
+    return {"name": HMAC_VOLUME, "mountPath": HMAC_MOUNT, "readOnly": True}
