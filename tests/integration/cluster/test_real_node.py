@@ -364,6 +364,15 @@ def leftovers(layout: Layout) -> dict[str, Any]:
 def test_cluster_down_leaves_nothing_of_the_real_node_behind_even_after_a_crash(
     core: client.CoreV1Api, local_cluster: Layout, busybox: str
 ) -> None:
+    if not any(
+        r.name == realnode.NETWORK_POLICY_COMPONENT and daemons.is_alive(r)
+        for r in daemons.load(local_cluster.processes_file)
+    ):  # a cluster an older checkout started: check one with every component of this checkout
+        controlplane.down(local_cluster)
+        controlplane.up(local_cluster, quiet=True)
+        wait_for(
+            "the default ServiceAccount", lambda: core.read_namespaced_service_account("default", "default")
+        )
     core.create_namespaced_pod("default", real_pod(local_cluster, "down-check", busybox, SLEEPER))
     core.create_namespaced_service(
         "default",
@@ -385,10 +394,14 @@ def test_cluster_down_leaves_nothing_of_the_real_node_behind_even_after_a_crash(
     assert pod_links
     for kind in ("processes", "mounts", "cgroups", "nft"):  # the check below would see these
         assert running[kind], kind
-    # As if the harness had crashed: containerd and the kubelet die at once, their shims, containers,
-    # mounts and cgroups stay, and containerd can no longer be asked to clean up.
+    assert set(realnode.NETWORK_POLICY_NFT_TABLES) <= set(running["nft"])
+    # As if the harness had crashed: containerd, the kubelet and the NetworkPolicy enforcer die at once,
+    # their shims, containers, mounts, cgroups and nft table stay, and containerd can no longer be asked
+    # to clean up.
     for record in records:
-        if record.name in ("containerd", "kubelet") and daemons.is_alive(record):
+        if record.name in ("containerd", "kubelet", realnode.NETWORK_POLICY_COMPONENT) and daemons.is_alive(
+            record
+        ):
             os.kill(record.pid, signal.SIGKILL)
     wait_for("containerd to be gone", lambda: not realnode.containerd_answers(local_cluster))
 
