@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import pytest
 from kubernetes import client
 
-from modeldeploy_testcluster import controlplane, daemons, network, realnode, registry
+from modeldeploy_testcluster import controlplane, daemons, network, nodes, realnode, registry
 from modeldeploy_testcluster.layout import REAL_NODE_TOLERATION, Layout, binaries_dir, containerd_root_dir
 
 import cluster_helpers
@@ -369,10 +369,9 @@ def test_cluster_down_leaves_nothing_of_the_real_node_behind_even_after_a_crash(
         for r in daemons.load(local_cluster.processes_file)
     ):  # a cluster an older checkout started: check one with every component of this checkout
         controlplane.down(local_cluster)
-        controlplane.up(local_cluster, quiet=True)
-        wait_for(
-            "the default ServiceAccount", lambda: core.read_namespaced_service_account("default", "default")
-        )
+        controlplane.up(local_cluster, quiet=True)  # waits for the default ServiceAccount
+        core = client.CoreV1Api(nodes.admin_api(local_cluster))  # a new cluster: a new CA
+        busybox = registry.ensure_image(local_cluster, registry.busybox_image())
     core.create_namespaced_pod("default", real_pod(local_cluster, "down-check", busybox, SLEEPER))
     core.create_namespaced_service(
         "default",
