@@ -35,9 +35,10 @@ from traffic import Traffic
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("operator_release")]
 
 PROBE = r"""
-import json, sys, urllib.request
+import json, sys, time, urllib.request
 results = {}
 for label, url, body in json.loads(sys.argv[1]):
+    started = time.monotonic()
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
@@ -47,6 +48,7 @@ for label, url, body in json.loads(sys.argv[1]):
         results[label] = [error.code, ""]
     except Exception as error:  # connection refused, timed out: no HTTP status at all
         results[label] = [0, repr(error)]
+    results[label].append(round(time.monotonic() - started, 2))
 print(json.dumps(results))
 """
 
@@ -165,12 +167,17 @@ def test_a_stranger_is_refused_by_model_servers_but_reaches_the_router_which_rea
     ]
     targets.append(("server-predict", f"http://{servers[0].status.pod_ip}:8080/v2/models/churn/infer", infer))
     results = _probe(local_cluster, stranger_namespace, targets)
+    print(
+        json.dumps(
+            {label: [code, detail[:120], seconds] for label, (code, detail, seconds) in results.items()}
+        )
+    )
 
     assert results["router-service-ready"][0] == 200, results
     assert results["router-pod-ready"][0] == 200, results
     assert results["predict-through-router"][0] == 200, results
     assert "outputs" in results["predict-through-router"][1]
-    for label, (code, detail) in results.items():
+    for label, (code, detail, _) in results.items():
         if label.startswith("server-"):
             assert code == 0, f"{label}: a stranger reached a model server ({code} {detail})"
     # The host (root, like the kubelet's probes) still reaches a server directly: only pods are fenced.
