@@ -6,7 +6,8 @@
 # - The local cluster's real node: containerd (Debian's 1.6 is enough for kubelet 1.34, which falls
 #   back when the CRI RuntimeConfig call is missing), runc (crun fails on this machine's hybrid cgroup
 #   layout), the standard CNI plugins, nft/iptables (kube-proxy, CNI portmap), busybox-static (a tiny
-#   test image; Debian's plain busybox is dynamically linked).
+#   test image; Debian's plain busybox is dynamically linked), patch (build-binaries.sh patches
+#   kube-network-policies for this kernel).
 # - Images without a Docker daemon (make images, tests/integration/images): buildah builds, mmdebstrap
 #   and umoci make the Debian base, skopeo moves images between storages, runc runs the smoke tests.
 # - java and maven: the Kafka broker of the stream tests, fetched from Maven Central.
@@ -22,6 +23,7 @@ command -v runc >/dev/null || need+=(runc)
 [[ -e /usr/lib/cni/bridge ]] || need+=(containernetworking-plugins)
 command -v nft >/dev/null || need+=(nftables)
 command -v iptables >/dev/null || need+=(iptables)
+command -v patch >/dev/null || need+=(patch)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need+=(busybox-static)
 command -v buildah >/dev/null || need+=(buildah)
 command -v skopeo >/dev/null || need+=(skopeo)

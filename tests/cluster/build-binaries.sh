@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the local cluster's binaries from their Go modules (through the Go module proxy) into
 # $MODELDEPLOY_CACHE/bin: the control plane, the real node's kubelet and kube-proxy, CoreDNS and the
-# CNCF distribution registry, the helm-unittest plugin; and the Gateway API's and the Prometheus
+# CNCF distribution registry, kube-network-policies (the real node's NetworkPolicy enforcer), the
+# helm-unittest plugin; and the Gateway API's and the Prometheus
 # Operator's CRDs from their modules. Each binary is rebuilt only when its recipe changes (wrapper module
 # go.mod/go.sum, package, flags, Go version), so a second run on the same machine takes seconds.
 #
@@ -90,6 +91,28 @@ prometheus_operator_crds() {  # the monitoring.coreos.com CRDs, as shipped in th
   touch "$dest/.done"
 }
 
+kube_network_policies() {  # the module's own command, with gotools/kube-network-policies/host-daemon.patch
+  # The patch: this kernel has no nft `queue` expression (CONFIG_NFT_QUEUE unset; nft_compat and the
+  # xtables NFQUEUE target are built in), so packets reach the same nfnetlink queue through `xt NFQUEUE`;
+  # a --kubeconfig flag (the command only knows the in-cluster config) and cleanup on SIGTERM, for a host
+  # daemon. Built in a patched copy of the module (its own go.mod and go.sum pin the dependencies).
+  local dir=kube-network-policies name=kube-network-policies key src mod started=$SECONDS
+  key=$({ cat "$here/gotools/$dir"/go.mod "$here/gotools/$dir"/go.sum "$here/gotools/$dir"/host-daemon.patch
+          echo "$GOFLAGS|$CGO_ENABLED|$(go env GOVERSION)"; } | sha256sum | cut -c1-16)
+  [[ -x "$bin/$name" && "$(cat "$bin/.$name.key" 2>/dev/null)" == "$key" ]] && return 0
+  echo "building $name from sigs.k8s.io/kube-network-policies (cold builds take minutes)" >&2
+  mod=$(cd "$here/gotools/$dir" && go mod download -json sigs.k8s.io/kube-network-policies \
+        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  src=$cache/src/$name.$$
+  rm -rf "$src" && mkdir -p "$cache/src" && cp -r "$mod" "$src" && chmod -R u+w "$src"
+  patch -s -p1 -d "$src" < "$here/gotools/$dir/host-daemon.patch"
+  (cd "$src" && go build -ldflags "-s -w" -o "$bin/.$name.tmp.$$" ./cmd)
+  mv "$bin/.$name.tmp.$$" "$bin/$name"
+  echo "$key" > "$bin/.$name.key"
+  rm -rf "$src"
+  echo "built $name in $((SECONDS - started))s" >&2
+}
+
 helm_unittest() {  # helm-unittest as a helm plugin: $cache/helm-plugins/unittest (HELM_PLUGINS=$cache/helm-plugins)
   build untt helm-unittest github.com/helm-unittest/helm-unittest/cmd/helm-unittest "$(helm_ldflags)"
   local dest=$cache/helm-plugins/unittest key
@@ -112,7 +135,7 @@ YAML
 
 want=("$@")
 [[ ${#want[@]} -gt 0 ]] || want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl
-                                 kubelet kube-proxy kwok helm coredns registry pause gateway-api-crds
+                                 kubelet kube-proxy kube-network-policies kwok helm coredns registry pause gateway-api-crds
                                  helm-unittest prometheus-operator-crds)
 
 for name in "${want[@]}"; do
@@ -127,6 +150,7 @@ for name in "${want[@]}"; do
     pause) build pause pause modeldeploy.io/testcluster/pause ;;
     registry) build registry registry github.com/distribution/distribution/v3/cmd/registry \
                 "-X github.com/distribution/distribution/v3/version.version=${REGISTRY_VERSION}" ;;
+    kube-network-policies) kube_network_policies ;;
     gateway-api-crds) gateway_api_crds ;;
     prometheus-operator-crds) prometheus_operator_crds ;;
     helm-unittest) helm_unittest ;;

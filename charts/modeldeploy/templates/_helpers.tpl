@@ -33,6 +33,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end }}
 
+{{/* The selector labels as key=value,key=value (sorted), for the operator's NetworkPolicy settings. */}}
+{{- define "modeldeploy.selectorLabelPairs" -}}
+{{- $pairs := list }}
+{{- range $key, $value := include "modeldeploy.selectorLabels" . | fromYaml }}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
 {{/* Labels of every object of the release, without a component. */}}
 {{- define "modeldeploy.commonLabels" -}}
 helm.sh/chart: {{ include "modeldeploy.chart" . }}
@@ -159,6 +168,11 @@ operator only lists, no `escalate`, and `bind` on one role only.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+# NetworkPolicies of each ModelDeployment: listed and pruned always (turning them off removes the
+# operator's), applied only when it makes them.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [list, delete{{ if .Values.networkPolicies.enabled }}, create, patch{{ end }}]
 # Ready pod IPs of each revision, for the built-in metrics scrape and readiness (a list per
 # reconcile); a pod counts only if its ReplicaSet is controlled by one of the operator's Deployments.
 - apiGroups: [""]

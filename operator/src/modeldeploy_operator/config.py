@@ -9,10 +9,11 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from modeldeploy_operator.analysis.allowlist import AddressPolicy
+from modeldeploy_operator.domain.network_policy import NetworkPolicyOptions
 from modeldeploy_operator.domain.pods import owned_name_errors
 from modeldeploy_operator.domain.spec import PodDisruptionBudgetSpec, PodSettings
 
@@ -125,6 +126,20 @@ class OperatorSettings(BaseSettings):
     analysis_max_response_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     """Largest /metrics or Prometheus answer read; a longer one is a failed read."""
 
+    network_policies: bool = False
+    """Make NetworkPolicies for each ModelDeployment (domain/network_policy.py): only its router (and the
+    operator, and the metrics namespaces) may reach its model servers. The chart turns this on by default
+    (networkPolicies.enabled) and grants the rights; off, the operator removes the ones it made."""
+
+    operator_namespace: str = ""
+    """Namespace of the operator's pods, which the NetworkPolicies let scrape model servers."""
+
+    operator_pod_labels: Annotated[tuple[tuple[str, str], ...], NoDecode] = ()
+    """Labels that select the operator's pods, `key=value` comma-separated (the chart's selector labels)."""
+
+    metrics_namespaces: Annotated[tuple[str, ...], NoDecode] = ()
+    """Namespaces (comma-separated) whose pods may scrape model servers through the NetworkPolicies."""
+
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
     """Log level of the operator."""
 
@@ -140,13 +155,49 @@ class OperatorSettings(BaseSettings):
     """spec.podDisruptionBudget of ModelDeployments that set none (the chart's
     defaults.serving.podDisruptionBudget)."""
 
-    @field_validator("namespaces", "prometheus_allowed_addresses", "joiner_allowed_addresses", mode="before")
+    @field_validator(
+        "namespaces",
+        "prometheus_allowed_addresses",
+        "joiner_allowed_addresses",
+        "metrics_namespaces",
+        mode="before",
+    )
     @classmethod
     def _split_namespaces(cls, value: object) -> object:
         # A comma-separated list reads better in a Deployment's env than JSON.
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("operator_pod_labels", mode="before")
+    @classmethod
+    def _split_labels(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs = []
+            for part in filter(None, (p.strip() for p in value.split(","))):
+                key, sep, label = part.partition("=")
+                if not sep or not key.strip():
+                    raise ValueError(f"operator_pod_labels: {part!r} is not key=value")
+                pairs.append((key.strip(), label.strip()))
+            return tuple(pairs)
+        return value
+
+    @model_validator(mode="after")
+    def _check_network_policy_peers(self) -> OperatorSettings:
+        # Without them the policies could not let the operator in: preflight and analysis would fail.
+        if self.network_policies and not (self.operator_namespace and self.operator_pod_labels):
+            raise ValueError("network_policies needs operator_namespace and operator_pod_labels")
+        return self
+
+    def network_policy_options(self) -> NetworkPolicyOptions | None:
+        """What the NetworkPolicies let in besides the router; None when the operator makes none."""
+        if not self.network_policies:
+            return None
+        return NetworkPolicyOptions(
+            operator_namespace=self.operator_namespace,
+            operator_pod_labels=self.operator_pod_labels,
+            metrics_namespaces=self.metrics_namespaces,
+        )
 
     @field_validator("prometheus_allowed_addresses", "joiner_allowed_addresses")
     @classmethod

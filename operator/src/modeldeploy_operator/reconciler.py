@@ -23,6 +23,7 @@ from modeldeploy_operator.analysis.replay import Replayer, ReplayTarget
 from modeldeploy_operator.config import OperatorSettings
 from modeldeploy_operator.domain import labels as lbl
 from modeldeploy_operator.domain.desired_state import (
+    NETWORK_POLICY_KINDS,
     OWNED_KINDS,
     ROUTER_RBAC_KINDS,
     BuildOptions,
@@ -159,6 +160,7 @@ class Reconciler:
             router_cluster_role=settings.router_cluster_role,
             router_role_kind=settings.router_role_kind,
             router_service_account=None if settings.manage_router_rbac else settings.router_service_account,
+            network_policy=settings.network_policy_options(),
         )
         self.pod_defaults = PodDefaults(
             serving=settings.serving_pod_defaults,
@@ -167,7 +169,9 @@ class Reconciler:
         )
         # Kinds this operator creates and therefore lists and prunes (a namespaced install that does
         # not manage router RBAC may not even be allowed to list ServiceAccounts).
-        self.owned_kinds = OWNED_KINDS + (ROUTER_RBAC_KINDS if settings.manage_router_rbac else ())
+        self.owned_kinds = (
+            OWNED_KINDS + NETWORK_POLICY_KINDS + (ROUTER_RBAC_KINDS if settings.manage_router_rbac else ())
+        )
 
     def reconcile(self, body: dict[str, Any]) -> Outcome:
         started = time.perf_counter()

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import pytest
 from kubernetes import client
 
-from modeldeploy_testcluster import controlplane, daemons, network, realnode, registry
+from modeldeploy_testcluster import controlplane, daemons, network, nodes, realnode, registry
 from modeldeploy_testcluster.layout import REAL_NODE_TOLERATION, Layout, binaries_dir, containerd_root_dir
 
 import cluster_helpers
@@ -364,6 +364,14 @@ def leftovers(layout: Layout) -> dict[str, Any]:
 def test_cluster_down_leaves_nothing_of_the_real_node_behind_even_after_a_crash(
     core: client.CoreV1Api, local_cluster: Layout, busybox: str
 ) -> None:
+    if not any(
+        r.name == realnode.NETWORK_POLICY_COMPONENT and daemons.is_alive(r)
+        for r in daemons.load(local_cluster.processes_file)
+    ):  # a cluster an older checkout started: check one with every component of this checkout
+        controlplane.down(local_cluster)
+        controlplane.up(local_cluster, quiet=True)  # waits for the default ServiceAccount
+        core = client.CoreV1Api(nodes.admin_api(local_cluster))  # a new cluster: a new CA
+        busybox = registry.ensure_image(local_cluster, registry.busybox_image())
     core.create_namespaced_pod("default", real_pod(local_cluster, "down-check", busybox, SLEEPER))
     core.create_namespaced_service(
         "default",
@@ -385,10 +393,14 @@ def test_cluster_down_leaves_nothing_of_the_real_node_behind_even_after_a_crash(
     assert pod_links
     for kind in ("processes", "mounts", "cgroups", "nft"):  # the check below would see these
         assert running[kind], kind
-    # As if the harness had crashed: containerd and the kubelet die at once, their shims, containers,
-    # mounts and cgroups stay, and containerd can no longer be asked to clean up.
+    assert set(realnode.NETWORK_POLICY_NFT_TABLES) <= set(running["nft"])
+    # As if the harness had crashed: containerd, the kubelet and the NetworkPolicy enforcer die at once,
+    # their shims, containers, mounts, cgroups and nft table stay, and containerd can no longer be asked
+    # to clean up.
     for record in records:
-        if record.name in ("containerd", "kubelet") and daemons.is_alive(record):
+        if record.name in ("containerd", "kubelet", realnode.NETWORK_POLICY_COMPONENT) and daemons.is_alive(
+            record
+        ):
             os.kill(record.pid, signal.SIGKILL)
     wait_for("containerd to be gone", lambda: not realnode.containerd_answers(local_cluster))
 

@@ -43,3 +43,28 @@ def test_pod_ips_are_unique_and_reused_after_release() -> None:
         ips.take()
     ips.give_back(first)
     assert ips.take() == first
+
+
+def test_network_policy_enforcer_reads_only_and_reads_what_its_informers_watch() -> None:
+    from modeldeploy_testcluster import realnode
+
+    role, binding = realnode.network_policy_rbac()
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    watched = {("", "pods"), ("", "namespaces"), ("", "nodes"), ("networking.k8s.io", "networkpolicies")}
+    assert granted == {(g, r, v) for g, r in watched for v in ("list", "watch")}
+    assert binding["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": realnode.NETWORK_POLICY_USER}
+    ]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+
+
+def test_the_enforcers_table_is_part_of_what_down_looks_for() -> None:
+    from modeldeploy_testcluster import realnode
+
+    assert ("inet", "kube-network-policies") in realnode.NETWORK_POLICY_NFT_TABLES

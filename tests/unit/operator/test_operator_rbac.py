@@ -29,11 +29,13 @@ import pytest
 import yaml
 
 from modeldeploy_operator.domain.desired_state import (
+    NETWORK_POLICY_KINDS,
     OWNED_KINDS,
     ROUTER_RBAC_KINDS,
     BuildOptions,
     desired_state,
 )
+from modeldeploy_operator.domain.network_policy import NetworkPolicyOptions
 from modeldeploy_operator.domain.resource import ModelDeploymentRef
 from modeldeploy_operator.domain.revision import resolve_variants
 from modeldeploy_operator.domain.rollout import plan
@@ -143,9 +145,9 @@ def test_every_api_call_is_accounted_for() -> None:
     assert ("get", "modeldeploy.io/v1alpha1", "ModelDeployment") in literal
 
 
-def _applied_kinds(gateway: bool, manage_router_rbac: bool) -> set[tuple[str, str]]:
+def _applied_kinds(gateway: bool, manage_router_rbac: bool, network_policies: bool) -> set[tuple[str, str]]:
     """Kinds desired_state builds for specs that use every feature (router with 2 replicas, HPA,
-    Gateway API)."""
+    Gateway API, NetworkPolicies)."""
     kinds: set[tuple[str, str]] = set()
     owner = ModelDeploymentRef(name="churn", namespace="ml", uid="u")
     options = BuildOptions(
@@ -153,6 +155,7 @@ def _applied_kinds(gateway: bool, manage_router_rbac: bool) -> set[tuple[str, st
         router_image="r",
         router_cluster_role=ROUTER_ROLE,
         router_service_account=None if manage_router_rbac else "modeldeploy-router",
+        network_policy=NetworkPolicyOptions("mdsys", (("app", "op"),)) if network_policies else None,
     )
     specs = [make_spec(autoscaling={"minReplicas": 1, "maxReplicas": 3}, traffic={"routerReplicas": 2})]
     if gateway:
@@ -203,16 +206,19 @@ def _kopf_resources() -> set[tuple[str, str]]:
     return found
 
 
-def operator_needs(*, cluster: bool, gateway: bool, manage_router_rbac: bool) -> set[Permission]:
+def operator_needs(
+    *, cluster: bool, gateway: bool, manage_router_rbac: bool, network_policies: bool = True
+) -> set[Permission]:
     needs: set[Permission] = set()
 
     def add(api_version: str, kind: str, method: str, subresource: str = "") -> None:
         group, plural = _group_resource(api_version, kind)
         needs.update((group, plural + subresource, verb, None) for verb in METHOD_VERBS[method])
 
-    for api_version, kind in _applied_kinds(gateway, manage_router_rbac):
+    for api_version, kind in _applied_kinds(gateway, manage_router_rbac, network_policies):
         add(api_version, kind, "apply")
-    owned = OWNED_KINDS + (ROUTER_RBAC_KINDS if manage_router_rbac else ())
+    # NetworkPolicies are listed and pruned whether or not the operator makes them (Reconciler.owned_kinds).
+    owned = OWNED_KINDS + NETWORK_POLICY_KINDS + (ROUTER_RBAC_KINDS if manage_router_rbac else ())
     for api_version, kind in owned:
         if kind == "HTTPRoute" and not gateway:
             continue  # listed, but a 403 without the Gateway provider is expected (reconciler._list_owned)
@@ -271,6 +277,7 @@ def _role(docs: list[dict[str, Any]], kind: str, name: str, namespace: str | Non
 
 INSTALLS = [
     pytest.param((), True, False, True, id="cluster"),
+    pytest.param(("networkPolicies.enabled=false",), True, False, True, id="cluster-no-network-policies"),
     pytest.param(("gatewayAPI.enabled=true",), True, True, True, id="cluster-gateway"),
     pytest.param(("watch.scope=namespaced", "watch.namespaces={ml}"), False, False, True, id="namespaced"),
     pytest.param(
@@ -294,7 +301,12 @@ def test_operator_rules_are_exactly_what_the_code_needs(
         else _role(docs, "Role", "md-modeldeploy", "ml")
     )
     granted = _permissions(role)
-    needed = operator_needs(cluster=cluster, gateway=gateway, manage_router_rbac=manage)
+    needed = operator_needs(
+        cluster=cluster,
+        gateway=gateway,
+        manage_router_rbac=manage,
+        network_policies="networkPolicies.enabled=false" not in sets,
+    )
     assert granted - needed == set(), "granted but used by nothing"
     assert needed - granted == set(), "used but not granted"
 

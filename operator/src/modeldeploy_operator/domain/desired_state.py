@@ -25,6 +25,9 @@ from .manifests import (
     build_stream_deployment,
 )
 from .names import revision_name, stream_name
+from .network_policy import API_VERSION as NETWORK_POLICY_API_VERSION
+from .network_policy import KIND as NETWORK_POLICY_KIND
+from .network_policy import NetworkPolicyOptions, build_network_policies
 from .resource import ModelDeploymentRef
 from .revision import ResolvedVariant, resolve_variants
 from .rollout.model import DesiredRevision, Plan
@@ -48,6 +51,9 @@ ROUTER_RBAC_KINDS: tuple[tuple[str, str], ...] = (
 )
 """Owned too when the operator makes each router's ServiceAccount, Role and RoleBindings (manage_router_rbac):
 they go with the router when the traffic provider changes away from it."""
+NETWORK_POLICY_KINDS: tuple[tuple[str, str], ...] = ((NETWORK_POLICY_API_VERSION, NETWORK_POLICY_KIND),)
+"""Always listed and pruned, whether or not the operator makes NetworkPolicies (network_policies): turning
+them off removes the ones it made, and the router's goes with the router."""
 _REVISION_KINDS = ("Deployment", "Service")
 # Arm order within a variant: who takes freed slots of the router's table first, and the layout of a
 # first table (stickiness itself does not depend on it: the slot table is edited minimally).
@@ -66,6 +72,8 @@ class BuildOptions:
     """Kind of router_cluster_role: a ClusterRole (cluster-wide install) or a Role in each namespace."""
     router_service_account: str | None = None
     """A ServiceAccount every router shares (namespaced installs); None: one per router, made here."""
+    network_policy: NetworkPolicyOptions | None = None
+    """NetworkPolicies for each ModelDeployment's servers and router (domain.network_policy); None: none."""
 
 
 @dataclass(frozen=True)
@@ -220,6 +228,10 @@ def desired_state(
         if len(live) == 1:
             selector = lbl.revision_selector(owner.name, live[0].variant, live[0].revision)
     manifests.append(build_stable_service(owner, selector))
+    if options.network_policy is not None:
+        manifests += build_network_policies(
+            owner, options.network_policy, behind_router=spec.traffic.provider == "router"
+        )
     if spec.traffic.provider == "gatewayAPI" and spec.traffic.gateway_api is not None and arms:
         manifests.append(build_http_route(owner, spec.traffic.gateway_api, arms))
     keep |= {(m["kind"], m["metadata"]["name"]) for m in manifests}

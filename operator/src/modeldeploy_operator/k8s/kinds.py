@@ -39,6 +39,7 @@ KINDS: dict[tuple[str, str], Kind] = {
         Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings"),
         Kind("discovery.k8s.io/v1", "EndpointSlice", "endpointslices"),
         Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
+        Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
         Kind("coordination.k8s.io/v1", "Lease", "leases"),
         Kind(MODELDEPLOYMENT_API_VERSION, "ModelDeployment", "modeldeployments"),
     )

@@ -8,6 +8,7 @@ real node (containerd, kubelet, kube-proxy) with CoreDNS.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -151,6 +152,8 @@ def up(layout: Layout | None = None, quiet: bool = False) -> Layout:
             # group; system:kube-proxy is bound to system:node-proxier by the default RBAC policy.
             "kubelet": (f"system:node:{layout.real_node_name}", "system:nodes"),
             "kube-proxy": ("system:kube-proxy", None),
+            # The NetworkPolicy enforcer: a user the harness binds to a read-only ClusterRole.
+            realnode.NETWORK_POLICY_COMPONENT: (realnode.NETWORK_POLICY_USER, None),
             # The API server towards kubelets (logs, exec, port-forward).
             "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", "system:masters"),
         },
@@ -199,6 +202,12 @@ def up(layout: Layout | None = None, quiet: bool = False) -> Layout:
             _start_nodes(layout, start)
             coredns.result()
         _wait_for_cluster_dns(layout)
+        _wait(
+            "NetworkPolicy enforcement (its nft table)",
+            realnode.network_policies_enforced,
+            60,
+            layout.logs_dir / f"{realnode.NETWORK_POLICY_COMPONENT}.log",
+        )
     except BaseException:
         down(layout)
         raise
@@ -376,6 +385,45 @@ def _start_kubelet(layout: Layout, pki: ClusterPKI, start: Starter) -> None:
     )
     realnode.remove_all_containers(layout)  # a crashed run may have left some in the cached metadata
     realnode.start_kubelet_and_proxy(layout, pki, start, _free_port)
+    realnode.start_network_policies(layout, pki, start, _free_port)
+
+
+@contextlib.contextmanager
+def network_policy_enforcement(layout: Layout) -> Iterator[None]:
+    """Yields with kube-network-policies enforcing. A cluster that `up` started runs it already; one
+    started by an older checkout (a developer's `make cluster-up` kept across a pull) gets it for the
+    duration, recorded for `down`, and is left as it was found afterwards."""
+    records = daemons.load(layout.processes_file)
+    if any(r.name == realnode.NETWORK_POLICY_COMPONENT and daemons.is_alive(r) for r in records):
+        _wait("NetworkPolicy enforcement (its nft table)", realnode.network_policies_enforced, 60)
+        yield
+        return
+    pki = ClusterPKI(layout.pki_dir)
+    if not pki.cert(realnode.NETWORK_POLICY_COMPONENT).exists():
+        pki.issue_client(realnode.NETWORK_POLICY_COMPONENT, realnode.NETWORK_POLICY_USER)
+    added: list[daemons.ProcessRecord] = []
+
+    def start(name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        added.append(daemons.spawn(name, argv, layout.logs_dir / f"{name}.log", env=env))
+        daemons.save(layout.processes_file, records + added)
+
+    try:
+        realnode.start_network_policies(layout, pki, start, _free_port)
+        _wait(
+            "NetworkPolicy enforcement (its nft table)",
+            realnode.network_policies_enforced,
+            60,
+            layout.logs_dir / f"{realnode.NETWORK_POLICY_COMPONENT}.log",
+        )
+        yield
+    finally:
+        for record in added:
+            daemons.stop(record)
+        for family, name in realnode.NETWORK_POLICY_NFT_TABLES:
+            network.delete_nft_table(family, name)
+        daemons.save(
+            layout.processes_file, [r for r in daemons.load(layout.processes_file) if r not in added]
+        )
 
 
 def down(layout: Layout | None = None) -> None:

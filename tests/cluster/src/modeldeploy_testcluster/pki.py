@@ -130,6 +130,15 @@ class ClusterPKI:
             )
         )
 
+    def issue_client(self, file_name: str, common_name: str, organization: str | None = None) -> None:
+        """One more client certificate from the existing CA (a component added to a running cluster)."""
+        ca = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
+        ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
+        assert isinstance(ca_key, rsa.RSAPrivateKey)
+        self._issue(
+            file_name, _name(common_name, organization), ca, ca_key, ExtendedKeyUsageOID.CLIENT_AUTH, []
+        )
+
     def _issue(
         self,
         file_name: str,

@@ -14,7 +14,10 @@ Everything the node makes on the host is scoped so `teardown()` can find it agai
   hierarchy;
 - CNI: the bridge plugin joins pods to the harness's bridge, host-local keeps its leases under the
   state folder;
-- kube-proxy (nftables mode): the nft tables `ip kube-proxy` and `ip6 kube-proxy`.
+- kube-proxy (nftables mode): the nft tables `ip kube-proxy` and `ip6 kube-proxy`;
+- kube-network-policies (the NetworkPolicy enforcer, a host daemon like kube-proxy): the nft table
+  `inet kube-network-policies`, whose postrouting chain hands each new connection to or from a pod
+  to the daemon through nfnetlink queue 100; the daemon accepts or drops it by the NetworkPolicies.
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ KUBELET_SYSCTLS = (
     "kernel/keys/root_maxbytes",
 )
 KUBE_PROXY_NFT_TABLES = (("ip", "kube-proxy"), ("ip6", "kube-proxy"))
+NETWORK_POLICY_COMPONENT = "kube-network-policies"
+NETWORK_POLICY_USER = "modeldeploy:kube-network-policies"
+NETWORK_POLICY_NFT_TABLES = (("inet", "kube-network-policies"),)
 # Fixed paths the runtime writes to whatever its configuration says (measured after a run):
 SHIM_SOCKETS = Path("/run/containerd/s")  # containerd 1.6: runtime/v2/shim socketRoot
 CNI_RESULTS = Path("/var/lib/cni/results")  # libcni's cache of each ADD, for the DEL
@@ -369,6 +375,84 @@ def start_kubelet_and_proxy(
     start("kube-proxy", [_binary("kube-proxy"), f"--config={folder / 'kube-proxy-config.yaml'}", "--v=1"])
 
 
+# -- NetworkPolicy enforcement ----------------------------------------------------------------------
+def network_policy_rbac() -> list[dict[str, Any]]:
+    """What kube-network-policies reads (its informers): pods, namespaces, nodes, NetworkPolicies."""
+    name = "modeldeploy:kube-network-policies"
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": name},
+            "rules": [
+                {"apiGroups": [""], "resources": ["pods", "namespaces", "nodes"], "verbs": ["list", "watch"]},
+                {
+                    "apiGroups": ["networking.k8s.io"],
+                    "resources": ["networkpolicies"],
+                    "verbs": ["list", "watch"],
+                },
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": NETWORK_POLICY_USER}
+            ],
+        },
+    ]
+
+
+def _network_policy_argv(layout: Layout, kubeconfig: Path, metrics_port: int) -> list[str]:
+    return [
+        _binary(NETWORK_POLICY_COMPONENT),
+        f"--kubeconfig={kubeconfig}",
+        f"--hostname-override={layout.real_node_name}",
+        # Packets pass (nfqueue bypass) while no daemon listens: a crashed enforcer must not cut every
+        # pod of the shared cluster off; the tests that need enforcement check that a stranger is refused.
+        "--fail-open",
+        "--disable-nri",  # containerd 1.6 has no NRI; pod IPs come from the API server
+        "--netfilter-bug-1766-fix=false",  # fixed in kernels 6.12+ (this one: 6.18)
+        f"--metrics-bind-address=127.0.0.1:{metrics_port}",
+        "--v=1",
+    ]
+
+
+def start_network_policies(
+    layout: Layout, pki: ClusterPKI, start: Starter, free_port: Callable[[], int]
+) -> None:
+    """Start kube-network-policies as a host daemon with its own identity (the harness's PKI) bound to
+    a read-only ClusterRole. Needs the API server."""
+    kubeconfig = base(layout) / f"{NETWORK_POLICY_COMPONENT}.kubeconfig"
+    write_kubeconfig(
+        kubeconfig,
+        layout.apiserver_url,
+        pki.ca_cert,
+        NETWORK_POLICY_USER,
+        client_cert=pki.cert(NETWORK_POLICY_COMPONENT),
+        client_key=pki.key(NETWORK_POLICY_COMPONENT),
+    )
+    result = subprocess.run(
+        [_binary("kubectl"), f"--kubeconfig={layout.admin_kubeconfig}", "apply", "--server-side", "-f", "-"],
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": network_policy_rbac()}),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RealNodeError(f"granting kube-network-policies its reads failed: {result.stderr.strip()}")
+    start(NETWORK_POLICY_COMPONENT, _network_policy_argv(layout, kubeconfig, free_port()))
+
+
+def network_policies_enforced() -> bool:
+    """The enforcer has written its rules (it does once its informers have synced)."""
+    from modeldeploy_testcluster.network import nft_table_exists
+
+    return all(nft_table_exists(family, name) for family, name in NETWORK_POLICY_NFT_TABLES)
+
+
 # -- cluster DNS ------------------------------------------------------------------------------------
 COREFILE = """.:1053 {
     errors
@@ -656,7 +740,8 @@ def _remove_iptables_leftovers() -> None:
 def nft_leftovers() -> list[tuple[str, str]]:
     from modeldeploy_testcluster.network import nft_table_exists
 
-    return [(family, name) for family, name in KUBE_PROXY_NFT_TABLES if nft_table_exists(family, name)]
+    tables = KUBE_PROXY_NFT_TABLES + NETWORK_POLICY_NFT_TABLES
+    return [(family, name) for family, name in tables if nft_table_exists(family, name)]
 
 
 def _remove_container_log_links(layout: Layout) -> None:
@@ -695,6 +780,7 @@ def teardown(layout: Layout, stop_component: Callable[[str], None]) -> None:
     from modeldeploy_testcluster.network import delete_nft_table
 
     shim_sockets = _shim_sockets(layout)  # before containerd removes the task folders they come from
+    stop_component(NETWORK_POLICY_COMPONENT)  # it removes its nft table on SIGTERM (host-daemon.patch)
     stop_component("kubelet")
     stop_component("kube-proxy")
     with contextlib.suppress(RealNodeError, OSError):
@@ -708,7 +794,7 @@ def teardown(layout: Layout, stop_component: Callable[[str], None]) -> None:
     _kill_leftovers(layout)
     _unmount_all(layout)
     _remove_cgroups()
-    for family, name in KUBE_PROXY_NFT_TABLES:
+    for family, name in KUBE_PROXY_NFT_TABLES + NETWORK_POLICY_NFT_TABLES:  # a killed daemon leaves its own
         delete_nft_table(family, name)
     _remove_iptables_leftovers()
     _remove_container_log_links(layout)
