@@ -29,9 +29,14 @@ def in_cluster_operator_stopped(kube_api: client.ApiClient, operator_release: st
     wait_for(
         "the in-cluster operator to stop",
         lambda: (
-            not core.list_namespaced_pod(
-                operator_release, label_selector="app.kubernetes.io/name=modeldeploy"
-            ).items
+            not [
+                # Running operator pods only: a finished `helm test` pod carries the chart's labels too.
+                p
+                for p in core.list_namespaced_pod(
+                    operator_release, label_selector="app.kubernetes.io/name=modeldeploy"
+                ).items
+                if p.status.phase not in ("Succeeded", "Failed")
+            ]
         ),
         timeout=60,
     )
