@@ -24,24 +24,27 @@ pytestmark = [pytest.mark.cluster]
 @pytest.fixture
 def in_cluster_operator_stopped(kube_api: client.ApiClient, operator_release: str) -> Iterator[None]:
     apps = client.AppsV1Api(kube_api)
-    apps.patch_namespaced_deployment_scale("modeldeploy", operator_release, {"spec": {"replicas": 0}})
-    core = client.CoreV1Api(kube_api)
-    wait_for(
-        "the in-cluster operator to stop",
-        lambda: (
-            not [
-                # Running operator pods only: a finished `helm test` pod carries the chart's labels too.
-                p
-                for p in core.list_namespaced_pod(
-                    operator_release, label_selector="app.kubernetes.io/name=modeldeploy"
-                ).items
-                if p.status.phase not in ("Succeeded", "Failed")
-            ]
-        ),
-        timeout=60,
-    )
-    yield
-    apps.patch_namespaced_deployment_scale("modeldeploy", operator_release, {"spec": {"replicas": 2}})
+    # Restored even when stopping fails: every later test needs the in-cluster operator.
+    try:
+        apps.patch_namespaced_deployment_scale("modeldeploy", operator_release, {"spec": {"replicas": 0}})
+        core = client.CoreV1Api(kube_api)
+        wait_for(
+            "the in-cluster operator to stop",
+            lambda: (
+                not [
+                    # Running operator pods only: a finished `helm test` pod carries the chart's labels too.
+                    p
+                    for p in core.list_namespaced_pod(
+                        operator_release, label_selector="app.kubernetes.io/name=modeldeploy"
+                    ).items
+                    if p.status.phase not in ("Succeeded", "Failed")
+                ]
+            ),
+            timeout=60,
+        )
+        yield
+    finally:
+        apps.patch_namespaced_deployment_scale("modeldeploy", operator_release, {"spec": {"replicas": 2}})
     wait_for(
         "the in-cluster operator back",
         lambda: (
