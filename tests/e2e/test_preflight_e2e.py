@@ -22,7 +22,6 @@ import pytest
 from kubernetes import client
 
 from cluster_helpers import condition, create_mdep, router_arms, wait_for
-from modeldeploy_crd_cases import INVALID_CASES, InvalidCase
 from rollout_helpers import model, ready_on, set_model, status
 
 pytestmark = [
@@ -203,20 +202,6 @@ def test_a_good_v2_passes_preflight_and_is_promoted(
     assert wait_for(
         "the PreflightPassed Event", lambda: events(kube_api, namespace, "PreflightPassed"), timeout=30
     )
-
-
-NEW_CASES = [c for c in INVALID_CASES if c.id.startswith(("preflight-", "effectiveness-", "joiner-"))]
-
-
-@pytest.mark.parametrize("case", NEW_CASES, ids=[c.id for c in NEW_CASES])
-def test_the_api_server_rejects_bad_preflight_and_effectiveness_settings(
-    kube_api: client.ApiClient, namespace: str, case: InvalidCase
-) -> None:
-    """The same table as test_operator_reconcile's, while this checkout's CRD is installed."""
-    with pytest.raises(client.ApiException) as rejected:
-        create_mdep(kube_api, namespace, case.manifest())
-    assert rejected.value.status == 422
-    assert case.message in json.loads(rejected.value.body)["message"]
 
 
 def test_the_api_server_keeps_preflight_in_spec_and_status(
