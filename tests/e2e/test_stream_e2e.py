@@ -48,54 +48,6 @@ DEAD_LETTER, SHADOW = f"{INPUT}.dlq", f"{OUTPUT}.shadow"
 STREAM_LABEL = "app.kubernetes.io/component=stream"
 
 
-CRD = Path(__file__).resolve().parents[2] / "crds" / "modeldeploy.io_modeldeployments.yaml"
-
-
-CRD_NAME = "modeldeployments.modeldeploy.io"
-
-
-@pytest.fixture(scope="session", autouse=True)
-def crd_of_this_checkout(local_cluster: Any, operator_release: str) -> Iterator[None]:
-    """Helm installs a chart's CRDs only when they do not exist yet (never on upgrade): a kept cluster
-    may hold an older CRD, without spec.stream and spec.predictionLog, and the API server would prune
-    them. After the chart's install (a fresh cluster gets the CRD from it), replace it with this
-    checkout's for the session (the tests after this module's in the same
-    session, such as the CRD's bad-input cases, see it too), and put the previous one back after."""
-    import yaml
-
-    from modeldeploy_testcluster import nodes
-
-    api_client = nodes.admin_api(local_cluster)
-    api = client.ApiextensionsV1Api(api_client)
-
-    def replace(body: dict[str, Any]) -> None:
-        body = {**body, "metadata": {**body["metadata"]}}
-        body["metadata"]["resourceVersion"] = api.read_custom_resource_definition(
-            CRD_NAME
-        ).metadata.resource_version
-        api.replace_custom_resource_definition(CRD_NAME, body)
-        wait_for(
-            "the CRD established",
-            lambda: any(
-                c.type == "Established" and c.status == "True"
-                for c in api.read_custom_resource_definition(CRD_NAME).status.conditions
-            ),
-            timeout=30,
-        )
-
-    previous = api_client.sanitize_for_serialization(api.read_custom_resource_definition(CRD_NAME))
-    previous["metadata"] = {
-        k: previous["metadata"][k] for k in ("name", "labels", "annotations") if k in previous["metadata"]
-    }
-    previous.pop("status", None)
-    replace(yaml.safe_load(CRD.read_text()))
-    try:
-        yield
-    finally:
-        replace(previous)
-        api_client.close()
-
-
 @pytest.fixture(scope="module")
 def kafka_on_bridge(local_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     with kafka_broker(tmp_path_factory.mktemp("kafka"), host=local_cluster.host_ip) as broker:
