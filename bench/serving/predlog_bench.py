@@ -32,18 +32,33 @@ from ab_quick import ROW, free_port, wrk  # noqa: E402
 
 
 def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all its threads, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """utime + stime of a process and of its live children (a log-writer process, if any), all
+    their threads, from /proc."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
-def measure(mode: str, bundle: Path, body: Path, seconds: int, out: Path, bootstrap: str, i: int) -> dict:
+def measure(
+    spec: str, bundle: Path, body: Path, seconds: int, out: Path, bootstrap: str, i: int, srcs: dict[str, str]
+) -> dict:
+    """One server of a mode: `off`, `kafka` or `stdout`, optionally `@name` to run the serving
+    package of another checkout (--src name=DIR: e.g. the commit before a change, same run)."""
+    mode, _, tag = spec.partition("@")
     port = free_port()
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("MODELDEPLOY_SERVER_", "MODELDEPLOY_PREDLOG_"))
     }
+    if tag:
+        env["PYTHONPATH"] = os.pathsep.join([f"{srcs[tag]}/serving/src", env.get("PYTHONPATH", "")])
     env.update(
         {
             "MODELDEPLOY_SERVER_MODEL_URI": str(bundle),
@@ -70,7 +85,7 @@ def measure(mode: str, bundle: Path, body: Path, seconds: int, out: Path, bootst
         if mode == "kafka":
             env["MODELDEPLOY_PREDLOG_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
             env["MODELDEPLOY_PREDLOG_KAFKA_TOPIC"] = "predictions"
-    log = out / f"{mode}-{i}.log"
+    log = out / f"{spec}-{i}.log"
     with log.open("wb") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "modeldeploy_serving.cli", "serve"], env=env, stdout=fh, stderr=fh
@@ -110,6 +125,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--modes", nargs="+", default=["off", "kafka", "stdout"])
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument(
+        "--src", action="append", default=[], help="name=DIR: modes `<mode>@name` run DIR's serving"
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(REPO / "examples" / "churn"))
@@ -126,15 +144,16 @@ def main() -> int:
             {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 14], "data": ROW}]}
         ).encode()
     )
+    srcs = dict(s.split("=", 1) for s in args.src)
     results: dict[str, list[dict]] = {m: [] for m in args.modes}
     with kafka_broker(Path(tempfile.mkdtemp(prefix="kafka-", dir=args.out))) as broker:  # a fresh log dir
         create_topic(broker.bootstrap, "predictions", 1)
         for i in range(args.rounds):
             for mode in args.modes:
-                r = measure(mode, bundle, body, args.seconds, args.out, broker.bootstrap, i)
+                r = measure(mode, bundle, body, args.seconds, args.out, broker.bootstrap, i, srcs)
                 results[mode].append(r)
                 print(
-                    f"round {i} {mode:7s} {r['rps']:8.0f} req/s  {r['cpu_us_per_request']:.1f} cpu-us/req  "
+                    f"round {i} {mode:14s} {r['rps']:8.0f} req/s  {r['cpu_us_per_request']:.1f} cpu-us/req  "
                     f"p50 {r['p50_ms']:.2f} ms  "
                     f"p99 {r['p99_ms']:.2f} ms  log {r['log']}",
                     flush=True,
@@ -154,7 +173,7 @@ def main() -> int:
             s["vs_off"] = s["median_rps"] / base - 1
             s["cpu_vs_off"] = s["median_cpu_us_per_request"] / summary["off"]["median_cpu_us_per_request"] - 1
         print(
-            f"{mode:7s} median {s['median_rps']:8.0f} req/s"
+            f"{mode:14s} median {s['median_rps']:8.0f} req/s"
             + (f"  {s['vs_off']:+.1%} req/s, {s['cpu_vs_off']:+.1%} cpu/req vs off" if base else "")
         )
     (args.out / "results.json").write_text(json.dumps({"results": results, "summary": summary}, indent=2))

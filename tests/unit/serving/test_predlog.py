@@ -168,3 +168,45 @@ def test_kafka_sink_drops_when_the_producer_queue_is_full() -> None:
     assert sink.dropped == 20
     assert sink.delivered == 30
     assert {t for t, _ in producer.sent} == {"predictions"}
+
+
+def test_cached_tokens_equal_computed_ones_and_keep_json_types_apart() -> None:
+    p = policy()
+    for value in [1, 1.0, True, "1", None, 2.5, "a@b.c"]:
+        assert p.cached_token(value) == p.token(value) == p.cached_token(value)
+    assert len({p.cached_token(v) for v in [1, 1.0, True, "1"]}) == 4  # 1 == 1.0 == True in a dict
+    assert p.cached_token([1, 2]) == p.token([1, 2])  # unhashable: computed, not cached
+
+
+def test_rows_fast_path_matches_the_record_shape() -> None:
+    """PiiPolicy.apply_rows (the REST drain's one pass over a request's rows) gives what apply() gives
+    for the same columns, for a float32 matrix and for rows.ListRows, for either default."""
+    import numpy as np
+
+    from modeldeploy_serving.rows import ListRows
+
+    index = {"plan": 0, "email": 1, "name": 2, "w1": 3}
+    matrix = np.array([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.5]], dtype=np.float32)
+    lists = ListRows([1, 2, 3, 4, 5, 6, None, 8.5], rows=2, features=4)
+    for p in (policy(), policy(default="keep")):
+        for rows in (matrix, lists):
+            as_columns = {
+                name: (rows.values[i::4] if isinstance(rows, ListRows) else rows[:, i].tolist())
+                for name, i in index.items()
+            }
+            assert p.apply_rows(rows, index) == p.apply(as_columns)
+            assert list(p.apply_rows(rows, index)) == list(p.apply(as_columns))  # the same key order
+    assert list(policy().apply_rows(matrix, index)) == ["email", "plan"]  # name: dropped, w1: default
+
+
+def test_numpy_outputs_are_written_as_their_values() -> None:
+    import numpy as np
+
+    from modeldeploy_serving.predlog import dumps
+
+    outputs = {"probabilities": np.array([[0.81, 0.19]], dtype=np.float32), "label": np.array([0])}
+    strided = np.arange(6, dtype=np.float32).reshape(2, 3)[:, 1]  # not contiguous: falls back to tolist
+    doc = json.loads(dumps({"outputs": outputs, "column": strided}))
+    assert doc == {"outputs": {"probabilities": [[0.81, 0.19]], "label": [0]}, "column": [1.0, 4.0]}
+    with pytest.raises(TypeError):
+        dumps({"x": object()})

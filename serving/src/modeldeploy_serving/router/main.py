@@ -10,7 +10,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from modeldeploy_contract.predlog_settings import PredictionLogSettings
 from modeldeploy_contract.router_config import ArmConfig, RouterSettings
+from modeldeploy_serving.predlog import open_prediction_log
 from modeldeploy_serving.router.kube import KubeApi, namespace_of_pod
 from modeldeploy_serving.router.metrics import RouterMetrics
 from modeldeploy_serving.router.proxy import RouterApp
@@ -66,6 +68,11 @@ def build_app(settings: RouterSettings) -> RouterApp:
         )
 
     metrics = RouterMetrics()
+    # The same MODELDEPLOY_PREDLOG_* settings as the model servers' (spec.predictionLog)
+    log_settings = PredictionLogSettings()
+    prediction_log = open_prediction_log(
+        log_settings, lambda outcome, n: metrics.prediction_log.labels(outcome).inc(n)
+    )
     state = RouterState(backends.lookup, metrics)
     pool = UpstreamPool(settings.max_idle_per_backend, settings.idle_seconds)
     state.on_backends_changed = pool.forget
@@ -96,6 +103,8 @@ def build_app(settings: RouterSettings) -> RouterApp:
         max_concurrent=settings.max_concurrent_requests,
         retry_after_seconds=settings.retry_after_seconds,
         lifespan=start,
+        prediction_log=prediction_log,
+        log_deployment=log_settings.deployment,
     )
 
 

@@ -51,6 +51,13 @@ class RouterMetrics:
             ["reason"],
             registry=r,
         )
+        self.prediction_log = Counter(
+            "modeldeploy_router_prediction_log_records",
+            "The router's prediction-log records by outcome: written, dropped (buffer full) or failed "
+            "(the sink refused them).",
+            ["outcome"],
+            registry=r,
+        )
         self.ready_backends = Gauge(
             "modeldeploy_router_ready_backends", "Ready backends known per arm.", ARM, registry=r
         )

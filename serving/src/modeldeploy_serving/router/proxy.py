@@ -8,7 +8,10 @@ unchanged plus x-modeldeploy-variant / x-modeldeploy-revision headers.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -17,6 +20,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from modeldeploy_contract.preflight import ADMIN_PREFIX
+from modeldeploy_serving.predlog import LogRecord, PredictionLog, sampled
 from modeldeploy_serving.router.metrics import RouterMetrics
 from modeldeploy_serving.router.shadow import ShadowDispatcher
 from modeldeploy_serving.router.state import Arm, RouterState, Snapshot
@@ -41,6 +45,15 @@ Send = Callable[[Message], Awaitable[None]]
 log = logging.getLogger("modeldeploy.router")
 
 _JSON = (b"content-type", b"application/json")
+REQUEST_ID_HEADERS = (b"x-request-id", b"request-id")  # the model server reads the same (app.py)
+
+
+def request_id_of(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name in REQUEST_ID_HEADERS and value:
+            text: str = value.decode("latin-1")
+            return text[:256]
+    return None
 
 
 def _code_label(status: int) -> str:
@@ -122,8 +135,15 @@ class RouterApp:
         max_concurrent: int = 1024,
         retry_after_seconds: int = 1,
         lifespan: Callable[[], Awaitable[Callable[[], Awaitable[None]]]] | None = None,
+        prediction_log: PredictionLog | None = None,
+        log_deployment: str = "",
     ) -> None:
         self.state = state
+        self.plog = prediction_log
+        """With a prediction log, one record per answered request (docs/serving.md#prediction-log)."""
+        self.log_deployment = log_deployment
+        self._ids = itertools.count()
+        self._id_prefix = f"{socket.gethostname()}-{os.getpid()}"
         self.metrics = metrics
         self.pool = pool
         self.shadow = ShadowDispatcher(pool, metrics, self._reserve, self._release, max_response_bytes)
@@ -243,11 +263,14 @@ class RouterApp:
             await _error(send, 503, "not_configured", "the router has no routing table yet")
             return
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        route = snapshot.route(self._sticky_key(snapshot, headers, body), self._pinned(snapshot, headers))
+        sticky_key = self._sticky_key(snapshot, headers, body)
+        route = snapshot.route(sticky_key, self._pinned(snapshot, headers))
         arm = route.arm
+        request_id, headers = self._request_id(headers) if self.plog is not None else (None, headers)
         if arm is None:
             self.metrics.errors.labels("", "", "no_backend").inc()
             await _error(send, 503, "no_ready_backend", f"{route.error}")
+            self._log(request_id, None, sticky_key, 503, started)
             return
         target = scope.get("raw_path") or scope["path"].encode()
         if scope.get("query_string"):
@@ -274,7 +297,8 @@ class RouterApp:
                 if watcher is not None:
                     watcher.cancel()
                     self._gone.discard(task)
-        if response is None:
+        if isinstance(response, int):  # the router answered with an error itself
+            self._log(request_id, arm, sticky_key, response, started)
             return
         self.buffered += len(response.body)  # counted while it is sent (bounded by max_response_bytes)
         try:
@@ -282,7 +306,48 @@ class RouterApp:
         finally:
             self.buffered -= len(response.body)
         self._observe(arm, response.status, time.perf_counter() - started)
+        self._log(request_id, arm, sticky_key, response.status, started)
         self._copy(snapshot, arm, method, head, body, response)
+
+    def _request_id(self, headers: list[tuple[bytes, bytes]]) -> tuple[str, list[tuple[bytes, bytes]]]:
+        """The request's id and the headers to forward: the server logs the same request under the
+        same id, so one is made here when the caller sent none, and passed on (the records join)."""
+        request_id = request_id_of(headers)
+        if request_id is not None:
+            return request_id, headers
+        request_id = f"{self._id_prefix}-{next(self._ids)}"
+        return request_id, [*headers, (b"x-request-id", request_id.encode("latin-1"))]
+
+    def _log(
+        self, request_id: str | None, arm: Arm | None, sticky_key: str | None, status: int, started: float
+    ) -> None:
+        """The router's prediction-log record: LogRecord's shape with what the router knows (the
+        arm, the sticky key, pseudonymised by the policy, its own latency); the inputs and outputs
+        are in the model server's record of the same request id (the router does not parse bodies).
+        Shadow and mirror copies never come here (they are not answers anyone received)."""
+        plog = self.plog
+        if plog is None or request_id is None:
+            return
+        try:
+            if not sampled(request_id, plog.sample_rate):
+                return
+            plog.log(
+                LogRecord(
+                    request_id=request_id,
+                    time=time.time(),
+                    deployment=self.log_deployment,
+                    variant=arm.config.variant if arm is not None else "",
+                    revision=arm.config.revision if arm is not None else "",
+                    model_version="",
+                    inputs={},
+                    outputs=None,
+                    latency_ms=(time.perf_counter() - started) * 1000.0,
+                    status=str(status),
+                    sticky_key=sticky_key,
+                )
+            )
+        except Exception:  # the log must never fail a request
+            log.exception("prediction log record failed")
 
     def _copy(
         self, snapshot: Snapshot, arm: Arm, method: str, head: bytes, body: bytes, response: Response
@@ -307,8 +372,9 @@ class RouterApp:
 
     async def _forward(
         self, snapshot: Snapshot, arm: Arm, method: str, head: bytes, body: bytes, send: Send
-    ) -> Response | None:
-        """Send upstream with at most one safe retry; on failure answer the client and return None."""
+    ) -> Response | int:
+        """Send upstream with at most one safe retry; on failure answer the client and return the
+        status it was given."""
         timeouts = snapshot.config.timeouts
         labels = (arm.config.variant, arm.config.revision)
         backend = arm.backends.next()
@@ -335,7 +401,7 @@ class RouterApp:
                     "the backend closed the connection before answering; the request may have reached it",
                     arm.response_headers,
                 )
-                return None
+                return 502
             except ConnectFailedError as exc:
                 # Refused, unreachable, or a pooled connection found closed before writing: the
                 # request provably never reached a model, so another ready backend may take it.
@@ -343,7 +409,7 @@ class RouterApp:
                 if attempt == 2 or other is None:
                     self.metrics.errors.labels(*labels, "connect").inc()
                     await _error(send, 502, "backend_unreachable", str(exc), arm.response_headers)
-                    return None
+                    return 502
                 self.metrics.retries.labels(*labels, "connect").inc()
                 backend = other
             except UpstreamTimeoutError:
@@ -355,25 +421,25 @@ class RouterApp:
                     f"no answer within {timeouts.request_seconds} s",
                     arm.response_headers,
                 )
-                return None
+                return 504
             except BadResponseError as exc:
-                await self._bad_response(send, arm, labels, exc)
-                return None
+                return await self._bad_response(send, arm, labels, exc)
         raise AssertionError("unreachable: the second attempt returns or answers")
 
     async def _bad_response(
         self, send: Send, arm: Arm, labels: tuple[str, str], exc: BadResponseError
-    ) -> None:
+    ) -> int:
         """The backend's answer cannot be passed on: over the byte budget (503, retry later), over
         max_response_bytes, or not valid HTTP (502)."""
         if isinstance(exc, OverBudgetError):
             self.metrics.refused.labels("over_budget").inc()
             await _error(send, 503, "over_budget", str(exc), (*arm.response_headers, *self._retry_after))
-            return
+            return 503
         reason = "response_too_large" if isinstance(exc, ResponseTooLargeError) else "bad_response"
         self.metrics.errors.labels(*labels, reason).inc()
         code = "response_too_large" if reason == "response_too_large" else "bad_backend_response"
         await _error(send, 502, code, str(exc), arm.response_headers)
+        return 502
 
     def _observe(self, arm: Arm, status: int, seconds: float) -> None:
         # labels() costs a dict lookup and tuple hashing per call; keep the children per arm.
@@ -445,6 +511,8 @@ class RouterApp:
                 if stop is not None:
                     await stop()
                 await self.shadow.drain(timeout=2.0)
+                if self.plog is not None:  # write what is buffered (bounded in time)
+                    await asyncio.get_running_loop().run_in_executor(None, self.plog.close)
                 if self._sweeper is not None:
                     self._sweeper.cancel()
                 self.pool.close()

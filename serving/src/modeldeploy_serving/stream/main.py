@@ -16,11 +16,13 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from modeldeploy_contract.predlog_settings import PredictionLogSettings
 from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_contract.stream_settings import StreamSettings
 from modeldeploy_serving import metrics
 from modeldeploy_serving.app import build_api
 from modeldeploy_serving.dataplane import DataPlane
+from modeldeploy_serving.predlog import open_prediction_log
 from modeldeploy_serving.stream.runner import StreamError, StreamRunner
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,9 @@ class _HttpServer(uvicorn.Server):
 
 async def serve_stream(server: ServerSettings, stream: StreamSettings) -> int:
     dataplane = DataPlane(server)
-    runner = StreamRunner(stream, dataplane)
+    log_settings = PredictionLogSettings()  # spec.predictionLog, as on the REST pods
+    prediction_log = open_prediction_log(log_settings, metrics.prediction_log_count)
+    runner = StreamRunner(stream, dataplane, prediction_log, (log_settings.deployment, log_settings.variant))
     api = build_api(server, dataplane, owns_dataplane=False)
     http = _HttpServer(
         uvicorn.Config(
@@ -64,6 +68,8 @@ async def serve_stream(server: ServerSettings, stream: StreamSettings) -> int:
         http.should_exit = True
         await asyncio.wait([http_task], timeout=10)
         await dataplane.stop()
+        if prediction_log is not None:
+            prediction_log.close()  # write what is buffered (bounded in time)
         metrics.worker_exited()
     return code
 

@@ -34,6 +34,8 @@ from modeldeploy_contract.stream_settings import StreamSettings
 from modeldeploy_serving import metrics
 from modeldeploy_serving.dataplane import DataPlane
 from modeldeploy_serving.model import LoadedModel
+from modeldeploy_serving.predlog import PiiPolicy, PredictionLog, dumps, sampled
+from modeldeploy_serving.rows import ListRows
 from modeldeploy_serving.stream.records import (
     PREDICTION_FAILED,
     OutputEncoder,
@@ -70,9 +72,19 @@ class Batch:
 
 
 class StreamRunner:
-    def __init__(self, settings: StreamSettings, dataplane: DataPlane) -> None:
+    def __init__(
+        self,
+        settings: StreamSettings,
+        dataplane: DataPlane,
+        prediction_log: PredictionLog | None = None,
+        log_labels: tuple[str, str] = ("", ""),
+    ) -> None:
+        """`prediction_log`: one record per input record, REST's shape (docs/serving.md); `log_labels`:
+        the (ModelDeployment, variant) written into them."""
         self.settings = settings
         self.dataplane = dataplane
+        self.plog = prediction_log
+        self.log_labels = log_labels
         self.state = "starting"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._consumer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
@@ -326,6 +338,40 @@ class StreamRunner:
             except BufferError:  # the producer's queue is full: wait for deliveries (backpressure)
                 time.sleep(0.001)
 
+    # -- prediction log ---------------------------------------------------------------------------
+    def _log(
+        self,
+        plog: PredictionLog,
+        batch: Batch,
+        model: LoadedModel,
+        parsed: list[Parsed],
+        ids: list[str],
+        outputs: dict[str, Any],
+        bad: list[Bad],
+    ) -> None:
+        """One record per input record, REST's shape: status 200 when scored; a dead letter logs its
+        status (400 a bad record, 500 the model refused it) and no inputs (its value may be anything).
+        The record's rows are its slice of the batch's outputs; latency is the batch's so far."""
+        try:
+            encode = _LogEncoder(self, model, outputs, batch.started)
+            rate = plog.sample_rate
+            start = 0
+            for p, rid in zip(parsed, ids, strict=True):
+                stop = start + p.rows
+                if sampled(rid, rate):
+                    rows = (
+                        p.request.x
+                        if p.request is not None
+                        else ListRows(p.row or [], 1, len(model.feature_names))
+                    )
+                    plog.defer(encode, (rid, rows, start, stop, "200"))
+                start = stop
+            for _m, error, rid in bad:
+                if sampled(rid, rate):
+                    plog.defer(encode, (rid, None, 0, 0, "500" if error.kind == PREDICTION_FAILED else "400"))
+        except Exception:  # the log must never stop the stream
+            log.exception("prediction log records failed")
+
     # -- one batch --------------------------------------------------------------------------------
     async def _process(
         self,
@@ -393,10 +439,12 @@ class StreamRunner:
         s = self.settings
         good, parsed, ids, bad = self._parse(batch, parser)
         values: list[bytes] = []
+        outputs: dict[str, Any] = {}
         if parsed:
             try:
                 prediction = await self.dataplane.infer(assemble(parsed))
-                values = encoder.encode(parsed, ids, prediction.outputs)
+                outputs = prediction.outputs
+                values = encoder.encode(parsed, ids, outputs)
             except Exception as exc:  # the model refused the batch: its records become dead letters
                 log.warning("prediction failed for a batch of %d records: %s", len(parsed), exc)
                 failure = RecordError(PREDICTION_FAILED, f"{type(exc).__name__}: {exc}")
@@ -421,10 +469,45 @@ class StreamRunner:
             produce(s.dead_letter, m.value() or b"", m.key(), headers, report)
             metrics.STREAM_DEAD_LETTERS.labels(*labels, error.kind).inc()
         batch.produced.set_result(None)
+        if self.plog is not None:
+            self._log(self.plog, batch, model, parsed if values else [], ids, outputs, bad)
         if good:
             metrics.STREAM_RECORDS.labels(*labels, "scored").inc(len(good))
         if bad:
             metrics.STREAM_RECORDS.labels(*labels, "dead_letter").inc(len(bad))
+
+
+class _LogEncoder:
+    """Prediction-log records of one batch, encoded in the log's drain thread (PredictionLog.defer):
+    the consumer's loop only queues references."""
+
+    __slots__ = ("at", "deployment", "latency_ms", "model", "outputs", "revision", "variant")
+
+    def __init__(self, runner: StreamRunner, model: LoadedModel, outputs: dict[str, Any], started: float):
+        self.deployment, self.variant = runner.log_labels
+        self.revision = runner.settings.revision
+        self.model = model
+        self.outputs = outputs
+        self.at = time.time()
+        self.latency_ms = (time.perf_counter() - started) * 1000.0
+
+    def __call__(self, capture: tuple[str, Any, int, int, str], policy: PiiPolicy) -> bytes:
+        request_id, rows, start, stop, status = capture
+        model = self.model
+        return dumps(
+            {
+                "request_id": request_id,
+                "time": self.at,
+                "deployment": self.deployment or model.name,
+                "variant": self.variant,
+                "revision": self.revision,
+                "model_version": model.version,
+                "inputs": {} if rows is None else policy.apply_rows(rows, model.feature_index),
+                "outputs": None if rows is None else {k: v[start:stop] for k, v in self.outputs.items()},
+                "latency_ms": self.latency_ms,
+                "status": status,
+            }
+        )
 
 
 def _header(headers: list[tuple[str, bytes | None]] | None, name: str) -> str | None:
