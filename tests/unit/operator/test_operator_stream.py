@@ -421,3 +421,43 @@ def test_operator_rejects_bad_prediction_logs(plog: dict[str, Any], message: str
     raw = {k: v for k, v in plog.items() if v is not None}
     with pytest.raises(InvalidSpecError, match=message):
         parse_spec({"model": {"uri": "s3://m/v1", "format": "onnx", "version": "1"}, "predictionLog": raw})
+
+
+def test_prediction_log_on_the_output_stream_pods_and_the_router_not_on_a_shadow(
+    owner: ModelDeploymentRef,
+) -> None:
+    spec = make_spec(stream=STREAM, predictionLog=PLOG, traffic={"provider": "router"})
+    assert spec.stream is not None
+    variant = resolve_variants("churn", spec)[0]
+
+    def stream_pod(role: str) -> dict[str, Any]:
+        revision = StreamRevision("default", variant.revision, role, 1)  # type: ignore[arg-type]
+        return build_stream_deployment(
+            owner, variant, spec.stream, revision, image=IMAGE, prediction_log=spec.prediction_log
+        )
+
+    output = _env(stream_pod("output"))
+    assert output["MODELDEPLOY_PREDLOG_ENABLED"] == "true"
+    assert (output["MODELDEPLOY_PREDLOG_DEPLOYMENT"], output["MODELDEPLOY_PREDLOG_REVISION"]) == (
+        "churn",
+        variant.revision,
+    )
+    assert any(
+        v["name"] == "prediction-log-key" for v in stream_pod("output")["spec"]["template"]["spec"]["volumes"]
+    )
+    shadow = stream_pod("shadow")
+    assert not any(k.startswith("MODELDEPLOY_PREDLOG_") for k in _env(shadow))  # its outputs answer no one
+    assert "prediction-log-key" not in json.dumps(shadow)
+
+    manifests = desired_state(
+        owner, spec, _plan(spec, (variant.revision, "stable", 2, True)), options=OPTIONS
+    ).manifests
+    router = next(
+        m for m in manifests if m["kind"] == "Deployment" and m["metadata"]["name"] == "churn-router"
+    )
+    env = _env(router)
+    assert env["MODELDEPLOY_PREDLOG_ENABLED"] == "true"
+    assert env["MODELDEPLOY_PREDLOG_DEPLOYMENT"] == "churn"
+    assert "MODELDEPLOY_PREDLOG_VARIANT" not in env  # per request: the arm the router chose
+    assert env["MODELDEPLOY_PREDLOG_HMAC_KEY_FILE"] == "/var/run/secrets/modeldeploy/predlog/hmac-key"
+    assert "secretKeyRef" not in json.dumps(router)

@@ -137,6 +137,7 @@ def _stream_objects(
                     image=options.serving_image,
                     image_pull_policy=options.image_pull_policy,
                     pod=spec.pods.serving,
+                    prediction_log=spec.prediction_log,
                 )
             )
     return manifests, keep
@@ -220,6 +221,7 @@ def desired_state(
             shared_service_account=options.router_service_account,
             replicas=spec.traffic.router_replicas,
             pod=spec.pods.router,
+            prediction_log=spec.prediction_log,
         )
         selector = lbl.router_selector(owner.name)
     else:

@@ -14,7 +14,7 @@ from modeldeploy_contract.redact import redact_uri
 from . import labels as lbl
 from .names import revision_name, stream_name
 from .pods import render_pod_settings
-from .predlog import hmac_mount, hmac_volume, prediction_log_settings_for
+from .predlog import add_prediction_log
 from .resource import ModelDeploymentRef
 from .revision import MODEL_CACHE_DIR, SERVER_PORT, ResolvedVariant
 from .spec import PodDisruptionBudgetSpec, PodSettings, PredictionLog, Resources, Stream
@@ -198,14 +198,9 @@ def build_serving_deployment(
         "template": _pod_template(owner, variant, image, image_pull_policy, pod or PodSettings()),
     }
     if prediction_log is not None:
-        pod_spec = spec["template"]["spec"]
-        container = pod_spec["containers"][0]
-        settings = prediction_log_settings_for(prediction_log, owner.name, variant.name, variant.revision)
-        container["env"] = container["env"] + [
-            {"name": k, "value": v} for k, v in sorted(settings.to_env().items())
-        ]
-        container["volumeMounts"].append(hmac_mount())
-        pod_spec["volumes"].append(hmac_volume(prediction_log))
+        add_prediction_log(
+            spec["template"]["spec"], prediction_log, owner.name, variant.name, variant.revision
+        )
     if replicas is not None:
         spec["replicas"] = replicas
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": spec}
@@ -350,9 +345,12 @@ def build_stream_deployment(
     image: str,
     image_pull_policy: str = "IfNotPresent",
     pod: PodSettings | None = None,
+    prediction_log: PredictionLog | None = None,
 ) -> dict[str, Any]:
     """The Deployment running `modeldeploy stream` for one (variant, revision) in one role; `pod`: the
-    serving pod settings (merged over the chart's defaults), as for the REST pods.
+    serving pod settings (merged over the chart's defaults), as for the REST pods. With
+    `prediction_log`, the output role logs its predictions as the REST pods do; a shadow does not
+    (its outputs answer no one, like the router's mirror copies).
 
     The same image, bundle loading (ServerSettings), probes, metrics port and restricted security as the
     REST pods; the Kafka side comes from the contract's StreamSettings as MODELDEPLOY_STREAM_* variables.
@@ -385,6 +383,8 @@ def build_stream_deployment(
             container["volumeMounts"].append(
                 {"name": KAFKA_SECRET_VOLUME, "mountPath": SECRET_MOUNT, "readOnly": True}
             )
+    if prediction_log is not None and revision.role == "output":
+        add_prediction_log(pod_spec, prediction_log, owner.name, variant.name, revision.revision)
     metadata = _metadata(owner, name, labels)
     metadata["annotations"] = {
         lbl.REVISION_ANNOTATION: revision.revision,

@@ -1,4 +1,5 @@
-"""spec.predictionLog on the model servers: their PredictionLogSettings and the HMAC key's mount.
+"""spec.predictionLog on the model servers, the output-role stream pods and the router: their
+PredictionLogSettings and the HMAC key's mount.
 
 Pure. The settings are not part of the revision (contract/predlog_settings.py): turning the log on
 changes the pods of the running revision, it does not start a rollout.
@@ -54,3 +55,18 @@ def hmac_volume(plog: PredictionLog) -> dict[str, Any]:
 
 def hmac_mount() -> dict[str, Any]:
     return {"name": HMAC_VOLUME, "mountPath": HMAC_MOUNT, "readOnly": True}
+
+
+def add_prediction_log(
+    pod_spec: dict[str, Any], plog: PredictionLog, deployment: str, variant: str, revision: str
+) -> None:
+    """The MODELDEPLOY_PREDLOG_* variables and the HMAC key's Secret (a file) on a pod spec's first
+    container: the model servers, the stream pods writing the output topic, the router (whose
+    records carry the arm it chose per request, so its variant and revision are left empty here)."""
+    container = pod_spec["containers"][0]
+    settings = prediction_log_settings_for(plog, deployment, variant, revision)
+    container["env"] = container["env"] + [
+        {"name": k, "value": v} for k, v in sorted(settings.to_env().items())
+    ]
+    container["volumeMounts"] = [*container.get("volumeMounts", []), hmac_mount()]
+    pod_spec["volumes"] = [*pod_spec.get("volumes", []), hmac_volume(plog)]

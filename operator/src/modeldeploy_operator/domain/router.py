@@ -31,9 +31,10 @@ from . import labels as lbl
 from .manifests import PORT_NAME, RUN_AS_USER, _metadata, _resources, _restricted_container_security
 from .names import revision_name, router_name
 from .pods import render_pod_settings
+from .predlog import add_prediction_log
 from .resource import ModelDeploymentRef
 from .revision import SERVER_PORT
-from .spec import ModelDeploymentSpec, PodSettings
+from .spec import ModelDeploymentSpec, PodSettings, PredictionLog
 from .traffic import Arm
 
 ROUTER_COMMAND = ("modeldeploy-router",)
@@ -152,6 +153,7 @@ def build_router_objects(
     replicas: int = 1,
     role_kind: str = "ClusterRole",
     pod: PodSettings | None = None,
+    prediction_log: PredictionLog | None = None,
 ) -> list[dict[str, Any]]:
     """ServiceAccount, Role, RoleBindings, ConfigMap, Deployment and (with 2+ replicas)
     PodDisruptionBudget of the router, in the order to apply them. `cluster_role` is the chart's
@@ -163,7 +165,10 @@ def build_router_objects(
 
     `pod`: the router pod settings (spec.pods.router over the chart's defaults). With its own
     serviceAccountName, the pods run as that account and (unless shared) the operator binds the
-    router's Roles to it instead of making a ServiceAccount."""
+    router's Roles to it instead of making a ServiceAccount.
+
+    With `prediction_log` (spec.predictionLog) the router logs each request it answered: the arm it
+    chose and the sticky key, pseudonymised with the same key as the servers' records."""
     pod = pod or PodSettings()
     name = router_name(owner.name)
     own_account = pod.service_account_name or name
@@ -234,7 +239,7 @@ def build_router_objects(
         "resources": _resources(pod.resources) if pod.resources is not None else DEFAULT_ROUTER_RESOURCES,
         "securityContext": _restricted_container_security(),
     }
-    deployment = {
+    deployment: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(owner, name, labels),
@@ -274,6 +279,8 @@ def build_router_objects(
             ),
         },
     }
+    if prediction_log is not None:
+        add_prediction_log(deployment["spec"]["template"]["spec"], prediction_log, owner.name, "", "")
     objects: list[dict[str, Any]] = [config_map, deployment]
     if not shared_service_account:
         # The user's own ServiceAccount (a cloud identity, say) is theirs: bound to, never made here.
