@@ -75,13 +75,14 @@ class Router:
         return 0.0
 
     @contextmanager
-    def running(self) -> Iterator[Router]:
+    def running(self, env: dict[str, str] | None = None) -> Iterator[Router]:
         args = [sys.executable, "-m", "modeldeploy_serving.router.main"]
         args += ["--config-file", str(self.config_file), "--endpoints-file", str(self.endpoints_file)]
         args += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
         env = {
             "MODELDEPLOY_ROUTER_FILE_POLL_SECONDS": "0.05",
             "MODELDEPLOY_ROUTER_MAX_RESPONSE_BYTES": str(RESPONSE_LIMIT),
+            **(env or {}),
         }
         with running(args, self.workdir / "router.log", env):
             wait_http(f"{self.url}/healthz")

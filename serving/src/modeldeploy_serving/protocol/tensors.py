@@ -129,7 +129,8 @@ def numeric_array(data: Any, datatype: str, what: str, check_bool: bool = True) 
         for value in arr.flat:
             if value is not None and (type(value) is bool or not isinstance(value, int | float)):
                 raise BadRequestError(
-                    f"{what}: {type(value).__name__} value {value!r:.60} is not valid {datatype} data"
+                    # the type only, never the value: it may be personal data (docs/serving.md#prediction-log)
+                    f"{what}: a {type(value).__name__} value is not valid {datatype} data"
                 )
         try:
             return np.array(data, dtype=np.float64)  # None becomes NaN here
