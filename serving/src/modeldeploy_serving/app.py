@@ -289,7 +289,7 @@ class InferenceApp:
         outputs = None
         if logged is not None and model is not None:
             inputs = policy.apply_rows(logged[0], model.feature_index)
-            outputs = logged[1].outputs
+            outputs = logged[1].output_lists()
         ls = self.log_settings
         return predlog_dumps(
             {

@@ -1,0 +1,83 @@
+"""The prediction log's CPU per request, in process: the model server's ASGI app called directly (no
+HTTP, no wrk), one-row V2 JSON requests, 16 at a time; CPU time of the whole process (the event loop
+and the log's drain thread) until every record is written, per request. Less sensitive to a shared
+machine than wrk's requests/s; run two source trees back to back to compare them:
+
+    PYTHONPATH=<tree>/serving/src .venv/bin/python bench/serving/predlog_overhead.py <label> <off|stdout>
+
+The sink is JSON lines to /dev/null; the policy is predlog_bench.py's (keep 2, pseudonymise 2, drop
+the other 10). Needs the churn v1 bundle at $BUNDLE (default /tmp/ab/models/v1).
+"""
+
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+
+import uvloop
+
+label, mode = sys.argv[1], sys.argv[2]
+if mode != "off":
+    key = os.path.join(tempfile.mkdtemp(), "hmac.key")
+    with open(key, "w") as fh:
+        fh.write("bench-key-0123456789abcdef")
+    os.environ.update(
+        {
+            "MODELDEPLOY_PREDLOG_ENABLED": "true",
+            "MODELDEPLOY_PREDLOG_SINK": "stdout",
+            "MODELDEPLOY_PREDLOG_HMAC_KEY_FILE": key,
+            "MODELDEPLOY_PREDLOG_KEEP": "number_of_projects,number_of_issues",
+            "MODELDEPLOY_PREDLOG_PSEUDONYMISE": "at_mentions,issues_viewed",
+            "MODELDEPLOY_PREDLOG_DEPLOYMENT": "churn",
+            "MODELDEPLOY_PREDLOG_CAPACITY": "1000000",
+        }
+    )
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (the sink, for the whole run)
+
+from modeldeploy_contract.server_settings import ServerSettings  # noqa: E402
+from modeldeploy_serving.app import create_app  # noqa: E402
+
+ROW = [2, 35, 1, 4, 6, 20, 8, 17, 5, 107, 9, 6.5, 2, 1]
+BODY = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 14], "data": ROW}]}).encode()
+
+
+async def main() -> None:
+    bundle = os.environ.get("BUNDLE", "/tmp/ab/models/v1")  # noqa: S108
+    app = create_app(ServerSettings(model_uri=bundle, log_level="warning"))
+    await app.dataplane.start()
+    while app.dataplane.state != "ready":
+        await asyncio.sleep(0.05)
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v2/models/churn/infer",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())],
+    }
+    message = {"type": "http.request", "body": BODY, "more_body": False}
+
+    async def receive():
+        return message
+
+    async def send(_m):
+        pass
+
+    async def client(n: int) -> None:
+        for _ in range(n):
+            await app(scope, receive, send)
+
+    plog = app.plog
+    n, best = 20_000, []
+    for _ in range(5):
+        written = plog.written if plog else 0
+        t = time.process_time()
+        await asyncio.gather(*(client(n // 16) for _ in range(16)))
+        while plog is not None and plog.written < written + n:  # every record written, drain CPU included
+            await asyncio.sleep(0.002)
+        best.append((time.process_time() - t) / n * 1e6)
+    print(f"{label} {mode}: {min(best):.1f} us CPU per request (best of 5 x {n})", file=sys.__stdout__)
+    os._exit(0)
+
+
+uvloop.run(main())
