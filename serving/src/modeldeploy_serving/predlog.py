@@ -246,9 +246,9 @@ class LogRecord:
 
 
 def dumps(body: dict[str, Any]) -> bytes:
-    """A record's JSON. Numpy arrays (a prediction's outputs) are written by orjson directly, faster
-    than .tolist() (float32 values as their shortest float32 text, 0.19 not 0.1899999976158142); a
-    non-contiguous one falls back to .tolist()."""
+    """A record's JSON. The REST server and stream mode pass outputs as lists (Prediction.output_lists:
+    converted once per model call); a numpy array is written by orjson directly, a non-contiguous
+    one through .tolist()."""
     return orjson.dumps(body, default=_to_list, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
