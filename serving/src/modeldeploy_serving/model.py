@@ -48,8 +48,8 @@ class Prediction:
 
     def output_lists(self) -> dict[str, list[Any]]:
         """`{name: v.tolist()}` of these rows' outputs; the conversion is done once per model call
-        (batch_cache) and each request of it takes list slices: the prediction log's drain thread,
-        measured 1.3 -> 0.4 us a record for a micro-batch of 16 one-row requests."""
+        (batch_cache) and each request of it takes list slices (for the prediction log's drain
+        thread: in its profile, `outputs`' dict of numpy views per record was a top item)."""
         lists: dict[str, list[Any]] | None = self.batch_cache.get("output_lists")
         if lists is None:
             lists = self.batch_cache["output_lists"] = {k: v.tolist() for k, v in self._outputs.items()}

@@ -151,8 +151,8 @@ class PiiPolicy:
 
     def apply_rows(self, rows: Any, index: Mapping[str, int]) -> dict[str, Any]:
         """`apply(columns)` of a request's rows (a float32 matrix or rows.ListRows) in one pass, for
-        the REST path: only the logged columns are read. Same result, measured 2.9 us against 6.4 us
-        a record (docs/benchmarks.md#prediction-log)."""
+        the REST path and stream mode: only the logged columns are read, no intermediate objects.
+        Part of the drain's 11.5 -> 7 us a record (docs/benchmarks.md#prediction-log)."""
         out: dict[str, Any] = {}
         values = getattr(rows, "values", None)
         if isinstance(values, list):  # ListRows: the JSON body's own numbers, row-major; None = missing
