@@ -28,8 +28,8 @@ FEATURES = [
     "issues_viewed", "issues_completed", "mobile_usage", "sprint_started", "sprint_finished",
 ]  # fmt: skip  # the churn bundle's inputs, in order
 N = 25
-# Values no other field, id, timestamp or metric of this test can hold (float32-exact): searched for
-# as text, whatever their formatting ("918273.5", "918273.5000", "9.182735e5" all contain a prefix).
+# Values no other field, id, timestamp or metric of this test can hold (float32-exact), searched for
+# as JSON writes them ("918273.5"; six digits alone would match inside the hex of a token).
 PSEUDONYMISED = [918_273.5 + i for i in range(N)]  # at_mentions
 DROPPED = [827_364.25 + i for i in range(N)]  # issues_viewed
 KEPT = 3.0  # number_of_projects
@@ -43,8 +43,7 @@ def _row(i: int) -> list[float]:
 
 
 def _markers() -> list[str]:
-    numbers = [f"{v:.1f}".split(".")[0] for v in PSEUDONYMISED + DROPPED]  # "918273", "827364", ...
-    return [*numbers, *STICKY, "MARKER-"]
+    return [*(str(v) for v in PSEUDONYMISED + DROPPED), *STICKY, "MARKER-"]
 
 
 def _records(text: str) -> list[dict[str, Any]]:
