@@ -281,7 +281,8 @@ class InferenceApp:
 
     def _encode(self, capture: tuple[Any, ...], policy: PiiPolicy) -> bytes:
         """The record of a captured request, in the drain thread: LogRecord.encode's shape (the same
-        as stream mode's, tests/unit/serving/test_predlog.py checks they match) built in one pass.
+        as stream mode's and the router's; the keys are checked by the integration tests, the
+        inputs by test_rows_fast_path_matches_the_record_shape) built in one pass.
         A failed request logs no inputs: its body may be anything, personal data included."""
         request_id, headers, model, logged, status, elapsed, at = capture
         if request_id is None:
