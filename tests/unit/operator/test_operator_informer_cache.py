@@ -261,3 +261,25 @@ def test_a_namespaced_cache_has_one_informer_per_namespace() -> None:
     assert sorted(scope for (_, _, scope) in cache.informers) == ["ml", "ml2"]
     cluster = ClusterCache(FakeSource([], [], threading.Event()), [DEPLOYMENTS])
     assert list(cluster.informers) == [("apps/v1", "Deployment", None)]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "watch", "verb", "resource"),
+    [
+        ("GET", "/apis/apps/v1/namespaces/ml/deployments", False, "list", "deployments"),
+        ("GET", "/apis/apps/v1/namespaces/ml/deployments", True, "watch", "deployments"),
+        ("GET", "/apis/coordination.k8s.io/v1/namespaces/s/leases/md", False, "get", "leases"),
+        ("PATCH", "/apis/modeldeploy.io/v1alpha1/namespaces/ml/modeldeployments/c/status", False, "patch",
+         "modeldeployments"),
+        ("POST", "/api/v1/namespaces/ml/events", False, "create", "events"),
+        ("GET", "/api/v1/pods", False, "list", "pods"),
+    ],
+)  # fmt: skip
+def test_every_request_is_counted_by_verb_and_resource(
+    method: str, path: str, watch: bool, verb: str, resource: str
+) -> None:
+    from modeldeploy_operator.k8s.api import API_REQUESTS, _count
+
+    before = API_REQUESTS.labels(verb, resource)._value.get()
+    _count(method, path, watch)
+    assert API_REQUESTS.labels(verb, resource)._value.get() == before + 1

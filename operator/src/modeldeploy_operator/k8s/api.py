@@ -18,9 +18,27 @@ from typing import Any
 
 import urllib3
 from kubernetes import client, config
+from prometheus_client import Counter
 
 from modeldeploy_contract.redact import scrub
-from modeldeploy_operator.k8s.kinds import Kind, kind_of
+from modeldeploy_operator.k8s.kinds import KINDS, Kind, kind_of
+
+API_REQUESTS = Counter(
+    "modeldeploy_operator_api_requests_total",
+    "Requests this operator's client sent to the API server (kopf's own watch of ModelDeployments aside).",
+    ["verb", "resource"],
+)
+_PLURALS = {k.plural for k in KINDS.values()} | {"events"}
+
+
+def _count(method: str, path: str, watch: bool = False) -> None:
+    """One request in API_REQUESTS: verb as the API server names it, resource by its plural."""
+    parts = [p for p in path.split("/") if p]
+    resource = next((p for p in reversed(parts) if p in _PLURALS), "other")
+    verb = {"PATCH": "patch", "POST": "create", "PUT": "update", "DELETE": "delete"}.get(method)
+    if verb is None:
+        verb = "watch" if watch else ("list" if parts and parts[-1] == resource else "get")
+    API_REQUESTS.labels(verb, resource).inc()
 
 
 def _version() -> str:
@@ -125,6 +143,7 @@ class KubeApi:
             body=body,
             auth_settings=["BearerToken"],
         )
+        _count(method, path)
         try:
             response = self.api_client.call_api(
                 method_, url, header_params=headers, body=payload, post_params=post, _request_timeout=30
@@ -248,6 +267,7 @@ class KubeApi:
             header_params={"Accept": "application/json"},
             auth_settings=["BearerToken"],
         )
+        _count("GET", path, watch=True)
         try:
             # Connect within 30 s; the read timeout outlasts the server's own end of the watch.
             response = self.api_client.call_api(
