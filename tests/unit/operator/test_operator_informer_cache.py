@@ -283,3 +283,105 @@ def test_every_request_is_counted_by_verb_and_resource(
     before = API_REQUESTS.labels(verb, resource)._value.get()
     _count(method, path, watch)
     assert API_REQUESTS.labels(verb, resource)._value.get() == before + 1
+
+
+# -- KubeApi's list and watch over real HTTP (a local server streaming chunked watch events) --------
+
+
+class _Server:
+    """127.0.0.1 HTTP server: pages of a list, then a chunked watch stream, or a 410 status."""
+
+    def __init__(self, watch_status: int = 200) -> None:
+        import http.server
+        import json
+
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                outer.requests.append(self.path)
+                if "watch=true" in self.path:
+                    if watch_status != 200:
+                        body = json.dumps(
+                            {"kind": "Status", "code": watch_status, "message": "too old"}
+                        ).encode()
+                        self.send_response(watch_status)
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body)
+                        return
+                    self.send_response(200)
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    events = [
+                        {"type": "ADDED", "object": obj("c", 11)},
+                        {"type": "DELETED", "object": obj("a", 12)},
+                    ]
+                    data = b"".join(json.dumps(e).encode() + b"\n" for e in events)
+                    for piece in (data[:30], data[30:]):  # an event split across chunks
+                        self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                    return
+                second = "continue=page2" in self.path
+                items = [obj("b", 2)] if second else [obj("a", 1)]
+                meta = {"resourceVersion": "10"} if second else {"continue": "page2"}
+                body = json.dumps({"items": items, "metadata": meta}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def api(self) -> Any:
+        from kubernetes import client
+
+        from modeldeploy_operator.k8s.api import USER_AGENT, KubeApi
+
+        configuration = client.Configuration()
+        configuration.host = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        api_client = client.ApiClient(configuration)
+        api_client.user_agent = USER_AGENT
+        return KubeApi(api_client, "modeldeploy-operator")
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_kube_api_lists_page_by_page_and_streams_a_watch() -> None:
+    server = _Server()
+    try:
+        api = server.api()
+        items, rv = api.list_all("apps/v1", "Deployment", "ml", INDEX_LABEL)
+        assert [i["metadata"]["name"] for i in items] == ["a", "b"]
+        assert rv == "10"
+        events = list(api.watch("apps/v1", "Deployment", "ml", INDEX_LABEL, rv, 300))
+        assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+            ("ADDED", "c"),
+            ("DELETED", "a"),
+        ]
+        watch = server.requests[-1]
+        for part in ("watch=true", "resourceVersion=10", "allowWatchBookmarks=true"):
+            assert part in watch
+    finally:
+        server.close()
+
+
+def test_kube_api_raises_gone_on_a_410_watch() -> None:
+    server = _Server(watch_status=410)
+    try:
+        with pytest.raises(RejectedError) as raised:
+            list(server.api().watch("apps/v1", "Deployment", "ml", INDEX_LABEL, "1", 300))
+        assert raised.value.status == 410
+    finally:
+        server.close()
