@@ -137,6 +137,7 @@ class Informer:
         self._lock = threading.Lock()
         self._objects: dict[Key, dict[str, Any]] = {}
         self._index: defaultdict[Key, set[str]] = defaultdict(set)
+        self._by_namespace: defaultdict[str, set[str]] = defaultdict(set)
         self._resource_version = ""
         self.synced = threading.Event()
         """Set once a list succeeded, or was refused (reads then raise the refusal)."""
@@ -149,8 +150,9 @@ class Informer:
         """The namespace's objects; with `index_value`, only those labelled INDEX_LABEL=index_value."""
         with self._lock:
             if index_value is None:
-                return [obj for (ns, _), obj in self._objects.items() if ns == namespace]
-            names = self._index.get((namespace, index_value), ())
+                names = self._by_namespace.get(namespace, set())
+            else:
+                names = self._index.get((namespace, index_value), set())
             return [self._objects[(namespace, name)] for name in sorted(names)]
 
     @property
@@ -180,6 +182,7 @@ class Informer:
         if old is not None:
             self._unindex(old)
         self._objects[key] = obj
+        self._by_namespace[key[0]].add(key[1])
         value = _index_value(obj)
         if value is not None:
             self._index[(key[0], value)].add(key[1])
@@ -195,9 +198,15 @@ class Informer:
                     del self._index[(namespace, value)]
 
     def _drop(self, obj: dict[str, Any]) -> None:
-        old = self._objects.pop(_key(obj), None)
+        key = _key(obj)
+        old = self._objects.pop(key, None)
         if old is not None:
             self._unindex(old)
+            names = self._by_namespace.get(key[0])
+            if names is not None:
+                names.discard(key[1])
+                if not names:
+                    del self._by_namespace[key[0]]
 
     def _tell(self, changes: Iterable[tuple[str, dict[str, Any]]]) -> None:
         if self.listener is None:
@@ -229,6 +238,7 @@ class Informer:
                     changes.append(("MODIFIED", item))
             self._objects = {}
             self._index = defaultdict(set)
+            self._by_namespace = defaultdict(set)
             for item in items:
                 self._put(item)
             self._resource_version = resource_version
