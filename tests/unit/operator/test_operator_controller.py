@@ -309,3 +309,50 @@ def test_the_operators_requests_carry_its_user_agent(monkeypatch: pytest.MonkeyP
     assert headers["User-Agent"] == k8s_api.USER_AGENT
     assert headers["Authorization"] == "Bearer secret"
     assert info.server == "https://10.0.0.1:6443"
+
+
+def test_workers_never_reconcile_one_object_twice_at_once() -> None:
+    """Four real worker threads, events for ten objects arriving while passes run: a pass of an
+    object never overlaps another of the same object, and every object's last event is acted on."""
+    import threading
+
+    running: set[str] = set()
+    overlaps: list[str] = []
+    lock = threading.Lock()
+    passes: dict[str, int] = {}
+    last_seen: dict[str, str] = {}
+
+    class Slow(ScriptedReconciler):
+        def reconcile(self, body: dict[str, Any]) -> Outcome:
+            name = body["metadata"]["name"]
+            with lock:
+                if name in running:
+                    overlaps.append(name)
+                running.add(name)
+            threading.Event().wait(0.002)
+            with lock:
+                running.discard(name)
+                passes[name] = passes.get(name, 0) + 1
+                last_seen[name] = body["metadata"]["resourceVersion"]
+            return Outcome("Ready", False, 0, 0)
+
+    made = Controller(Slow(), OperatorSettings(reconcile_workers=4), WorkQueue())  # type: ignore[arg-type]
+    stop = threading.Event()
+    made.start(stop)
+    try:
+        names = [f"m{i}" for i in range(10)]
+        for round_ in range(30):
+            for name in names:
+                made.on_modeldeployment("MODIFIED", md(name, rv=round_ + 1))
+        deadline = threading.Event()
+        for _ in range(600):
+            with lock:
+                if all(last_seen.get(n) == "30" for n in names) and not running:
+                    break
+            deadline.wait(0.05)
+    finally:
+        stop.set()
+        made.stop()
+    assert overlaps == []
+    assert last_seen == dict.fromkeys(names, "30")  # the last event of each was acted on
+    assert all(count <= 30 for count in passes.values())  # and events coalesced (30 each were sent)
