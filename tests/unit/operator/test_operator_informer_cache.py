@@ -296,6 +296,8 @@ class _Server:
         import json
 
         self.requests: list[str] = []
+        self.release = threading.Event()
+        """The watch stream stays open (events sent, no end) until this is set."""
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -327,6 +329,7 @@ class _Server:
                     for piece in (data[:30], data[30:]):  # an event split across chunks
                         self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
                         self.wfile.flush()
+                    outer.release.wait(60)
                     self.wfile.write(b"0\r\n\r\n")
                     return
                 second = "continue=page2" in self.path
@@ -354,6 +357,7 @@ class _Server:
         return KubeApi(api_client, "modeldeploy-operator")
 
     def close(self) -> None:
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -365,7 +369,11 @@ def test_kube_api_lists_page_by_page_and_streams_a_watch() -> None:
         items, rv = api.list_all("apps/v1", "Deployment", "ml", INDEX_LABEL)
         assert [i["metadata"]["name"] for i in items] == ["a", "b"]
         assert rv == "10"
-        events = list(api.watch("apps/v1", "Deployment", "ml", INDEX_LABEL, rv, 300))
+        stream = api.watch("apps/v1", "Deployment", "ml", INDEX_LABEL, rv, 300)
+        events = [next(stream), next(stream)]  # delivered as they come, the stream still open
+        assert not server.release.is_set()
+        server.release.set()
+        assert list(stream) == []
         assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
             ("ADDED", "c"),
             ("DELETED", "a"),
