@@ -154,11 +154,12 @@ class Controller:
             log.warning("reconcile of %s/%s deferred: %s", *key, error)
             return None
         except RejectedError as error:
-            # The API server refused what we built: status and an Event say so; retrying the same
-            # objects cannot help. The next change or the resync tries again.
+            # The API server refused what we built (403, 422): status and an Event say so. Retrying at
+            # once cannot help, but a permission granted later should heal it without waiting for the
+            # safety resync: try again after the longest backoff (one request a minute at most).
             with self._lock:
                 self._retries.pop(key, None)
-            self.queue.schedule(key, None)
+            self.queue.schedule(key, self.queue.now() + self.settings.retry_backoff_max_seconds)
             log.warning("reconcile of %s/%s refused: %s", *key, error)
             return None
         except Exception:

@@ -167,11 +167,11 @@ def test_retries_back_off_and_give_up_after_the_limit() -> None:
     assert delays == [2.0, 4.0, 5.0, None]  # growing, capped, then left to the next event or the resync
 
 
-def test_a_refusal_is_not_retried_on_a_timer() -> None:
-    made, _, _ = controller(RejectedError(403, "forbidden"))
+def test_a_refusal_is_retried_only_after_the_longest_backoff() -> None:
+    made, _, clock = controller(RejectedError(403, "forbidden"), retry_backoff_max_seconds=60.0)
     made.on_modeldeployment("ADDED", md())
     run_ready(made)
-    assert made.queue.timer_of(("ml", "churn")) is None
+    assert made.queue.timer_of(("ml", "churn")) == pytest.approx(clock.now + 60.0)
 
 
 def test_the_resync_queues_every_known_modeldeployment() -> None:
