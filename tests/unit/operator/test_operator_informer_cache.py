@@ -77,7 +77,8 @@ def run(lists: list[Any], watches: list[Any]) -> tuple[Informer, FakeSource, Rec
     backoffs: list[int] = []
 
     def backoff(failures: int) -> float:
-        backoffs.append(failures)
+        if not stop.is_set():  # the scripts' end (an empty watch) is not part of the story
+            backoffs.append(failures)
         return 0.0
 
     informer = Informer(source, DEPLOYMENTS, None, recorder, backoff=backoff, refused_retry_seconds=0.0)
@@ -180,6 +181,12 @@ def test_a_broken_watch_restarts_from_the_last_version_after_a_growing_backoff()
     ]
     assert backoffs == [1, 2]  # two failures in a row: a growing backoff
     assert names(informer) == ["a", "b"]
+
+
+def test_a_watch_that_ends_at_once_with_nothing_backs_off_instead_of_looping() -> None:
+    _, source, _, backoffs = run([([obj("a", 1)], "10")], [[], [], [event("ADDED", obj("b", 11))]])
+    assert backoffs == [1, 2]
+    assert source.calls[-1] == ("watch", "11")
 
 
 def test_a_failed_first_list_is_retried_after_a_backoff() -> None:

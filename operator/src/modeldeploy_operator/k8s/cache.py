@@ -44,6 +44,8 @@ request per kind and scope every five minutes: the whole idle cost of the cache)
 REFUSED_RETRY_SECONDS = 300.0
 """A kind whose list was refused (403/404) is asked again after this."""
 INDEX_LABEL = lbl.DEPLOYMENT_LABEL
+EMPTY_WATCH_SECONDS = 1.0
+"""A watch that ends sooner than this with no event counts as a failure (backoff, not a tight loop)."""
 
 Key = tuple[str, str]
 """(namespace, name)"""
@@ -246,9 +248,11 @@ class Informer:
         self.synced.set()
         self._tell(changes)
 
-    def watch_once(self) -> None:
-        """One watch, from the last resourceVersion until the server ends it. Raises _GoneError on 410."""
+    def watch_once(self) -> int:
+        """One watch, from the last resourceVersion until the server ends it; how many events came.
+        Raises _GoneError on 410."""
         self.watches += 1
+        seen = 0
         stream = self.source.watch(
             self.kind.api_version,
             self.kind.kind,
@@ -259,11 +263,13 @@ class Informer:
         )
         try:
             for event in stream:
+                seen += 1
                 self._apply(event)
         finally:
             if isinstance(stream, Iterator) and hasattr(stream, "close"):
                 with contextlib.suppress(Exception):
                     stream.close()
+        return seen
 
     def _apply(self, event: dict[str, Any]) -> None:
         event_type, obj = event.get("type"), event.get("object") or {}
@@ -294,9 +300,13 @@ class Informer:
                 if must_list:
                     self.relist()
                     must_list = False
-                self.watch_once()
-                failures = 0  # the server ended the watch (its timeout): watch again at once
-                continue
+                started = time.monotonic()
+                if self.watch_once() or time.monotonic() - started >= EMPTY_WATCH_SECONDS:
+                    failures = 0  # the server ended the watch (its timeout): watch again at once
+                    continue
+                # Ended at once with nothing in it (a proxy closing watches?): never a tight loop.
+                failures += 1
+                delay = self.backoff(failures)
             except _GoneError as gone:
                 log.info("%s watch in %s: %s; listing again", self.kind.kind, self.namespace or "*", gone)
                 must_list = True
