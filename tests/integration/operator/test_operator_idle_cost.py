@@ -56,6 +56,9 @@ def _requests(metrics: str) -> dict[tuple[str, str], float]:
         verb, resource = pairs["verb"].strip('"'), pairs["resource"].strip('"')
         if resource != "leases":
             counts[(verb, resource)] = float(value)
+    for line in metrics.splitlines():  # a status patch that met a conflict (409) is retried: say so
+        if line.startswith('modeldeploy_operator_reconcile_errors_total{kind="transient"}'):
+            counts[("conflict-or-5xx", "reconciles")] = float(line.rsplit(" ", 1)[1])
     return counts
 
 
@@ -92,7 +95,11 @@ def test_idle_modeldeployments_cost_almost_no_api_requests(
         before = _requests(_leader_metrics(kube_api, operator_release))
         time.sleep(12)
         after = _requests(_leader_metrics(kube_api, operator_release))
-        writes = {k: after[k] - before.get(k, 0) for k in after if k[0] not in ("get", "list", "watch")}
+        writes = {
+            k: after[k] - before.get(k, 0)
+            for k in after
+            if k[0] not in ("get", "list", "watch", "conflict-or-5xx")
+        }
         return after if not any(writes.values()) else None
 
     start = wait_for("no more writes", settled, timeout=240, interval=0)
@@ -103,8 +110,10 @@ def test_idle_modeldeployments_cost_almost_no_api_requests(
     spent = {k: v - start.get(k, 0) for k, v in end.items() if v - start.get(k, 0)}
     total = sum(spent.values())
     print(f"idle requests over {elapsed:.0f}s for {MODELS} ModelDeployments: {total:g} {spent}")
-    writes = sum(v for (verb, _), v in spent.items() if verb not in ("get", "list", "watch"))
+    writes = sum(
+        v for (verb, _), v in spent.items() if verb not in ("get", "list", "watch", "conflict-or-5xx")
+    )
     assert writes == 0, spent  # an idle reconcile writes nothing
     # The watches restart every five minutes (one request per cached kind) and a 410 may relist: a
     # constant, whatever the number of ModelDeployments. Before the caches: about 160 here.
-    assert total <= 2 * 12 + MODELS, spent
+    assert total - spent.get(("conflict-or-5xx", "reconciles"), 0) <= 2 * 12 + MODELS, spent
