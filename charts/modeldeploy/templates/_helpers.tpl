@@ -108,15 +108,15 @@ the repository is the whole name), the tag to the chart's appVersion. */}}
 What the operator needs in every namespace it serves; used by the ClusterRole (cluster scope) and
 by one Role per watched namespace (namespaced scope). Each rule says why it exists; docs/operator.md
 has the table, and tests/unit/operator/test_operator_rbac.py checks every verb against the code.
-No `update` on owned kinds (server-side apply is create + patch), no `get` or `watch` where the
-operator only lists, no `escalate`, and `bind` on one role only.
+No `update` on owned kinds (server-side apply is create + patch), no `get` (reads come from
+list-then-watch caches, docs/operator.md "Watches and caches"), no `escalate`, and `bind` on one role only.
 */}}
 {{- define "modeldeploy.operatorRules" -}}
-# Its own resource: kopf lists and watches it and patches annotations and finalizers on it;
-# handlers get a fresh copy before each reconcile.
+# Its own resource: kopf lists and watches it (every event queues a reconcile), and patches away the
+# finalizer an older operator put on it.
 - apiGroups: [modeldeploy.io]
   resources: [modeldeployments]
-  verbs: [get, list, watch, patch]
+  verbs: [list, watch, patch]
 # The one status write per reconcile (a merge patch of /status).
 - apiGroups: [modeldeploy.io]
   resources: [modeldeployments/status]
@@ -125,21 +125,20 @@ operator only lists, no `escalate`, and `bind` on one role only.
 - apiGroups: [modeldeploy.io]
   resources: [modeldeployments/finalizers]
   verbs: [update]
-# Serving and router Deployments: watched (a pod got ready), applied (create + patch), scaled
-# (patch), listed and pruned (delete).
+# Owned objects it applies (create + patch), caches (list + watch: every change queues its owner)
+# and prunes (delete); Deployments are scaled too (patch).
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [list, watch, create, patch, delete]
-# Owned objects it applies (create + patch), lists and prunes (delete).
 - apiGroups: [""]
   resources: [services]
-  verbs: [list, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [list, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [list, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 {{- if eq (include "modeldeploy.manageRouterRBAC" .) "true" }}
 # The router's ConfigMap: applied, listed, pruned; watch too because the operator grants list and
 # watch to each router (on its own ConfigMap only), and RBAC lets it grant only rights it holds.
@@ -149,43 +148,44 @@ operator only lists, no `escalate`, and `bind` on one role only.
 # Each router's ServiceAccount, its ConfigMap Role and the two RoleBindings.
 - apiGroups: [""]
   resources: [serviceaccounts]
-  verbs: [list, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
-  verbs: [list, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 # Bind the chart's EndpointSlice role for routers, that role only, by name (never `escalate`).
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [{{ ternary "clusterroles" "roles" (eq .Values.watch.scope "cluster") }}]
   resourceNames: [{{ include "modeldeploy.routerRoleName" . }}]
   verbs: [bind]
 {{- else }}
-# The router's ConfigMap: applied, listed and pruned.
+# The router's ConfigMap: applied, cached (list + watch) and pruned.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [list, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 {{- end }}
 # Events on ModelDeployments (its own, and kopf's warnings): core/v1, created.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-# NetworkPolicies of each ModelDeployment: listed and pruned always (turning them off removes the
+# NetworkPolicies of each ModelDeployment: cached and pruned always (turning them off removes the
 # operator's), applied only when it makes them.
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
-  verbs: [list, delete{{ if .Values.networkPolicies.enabled }}, create, patch{{ end }}]
-# Ready pod IPs of each revision, for the built-in metrics scrape and readiness (a list per
-# reconcile); a pod counts only if its ReplicaSet is controlled by one of the operator's Deployments.
+  verbs: [list, watch, delete{{ if .Values.networkPolicies.enabled }}, create, patch{{ end }}]
+# Ready pod IPs of each revision, for the built-in metrics scrape and readiness (cached: list +
+# watch of the pods labelled modeldeploy.io/deployment); a pod counts only if its ReplicaSet is
+# controlled by one of the operator's Deployments.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, watch]
 - apiGroups: [apps]
   resources: [replicasets]
-  verbs: [list]
+  verbs: [list, watch]
 {{- if .Values.gatewayAPI.enabled }}
 # The gatewayAPI traffic provider writes one HTTPRoute per ModelDeployment.
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
-  verbs: [list, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 {{- end }}
 {{- end }}
 

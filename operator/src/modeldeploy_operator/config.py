@@ -100,8 +100,14 @@ class OperatorSettings(BaseSettings):
     handler_timeout_seconds: float = Field(default=300.0, gt=0)
     """Wall-clock limit of one handler run including its retries; kopf retries forever without it."""
 
-    resync_seconds: float = Field(default=30.0, gt=0)
-    """Period of the level-triggered reconcile that repairs drift even without watch events."""
+    resync_seconds: float = Field(default=600.0, gt=0)
+    """Period of the safety resync: every ModelDeployment is reconciled again, repairing anything a watch
+    event did not tell. Reconciles are watch-driven and timed by their plans, so this is only a safety
+    net; it costs no API request (reads are cached, unchanged objects are not written)."""
+
+    reconcile_workers: int = Field(default=4, ge=1, le=64)
+    """Reconciles that run at once (across ModelDeployments; one object is never reconciled twice at
+    once). Passes are CPU work on cached state plus the writes that differ."""
 
     health_port: int = Field(default=8081, ge=1, le=65535)
     """Port of the liveness endpoint (GET /healthz)."""

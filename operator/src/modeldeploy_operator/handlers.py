@@ -1,75 +1,51 @@
-"""kopf handlers: thin wiring of the reconciler (domain + Kubernetes client layer) into kopf.
+"""kopf handlers: thin wiring of the watch-driven controller (controller.py) into kopf.
 
-Triggers, all funnelled into the same level-triggered reconcile, serialised per object:
-- the ModelDeployment is created, changed, or found at start-up (resume);
-- a manual command (the modeldeploy.io/command annotation the plugin writes) is waiting: acted on at
-  once, from the watch event of the annotation change, not at the next resync;
-- an owned Deployment changes (pods became ready, someone edited or deleted it);
-- a periodic resync, which repairs drift even if a watch event was missed.
+kopf watches the ModelDeployments and hands every event to the controller, which queues the object;
+the informer caches (k8s/cache.py) watch what the reconciler reads and queue the owner of whatever
+changed; a pool of workers reconciles from the cached state. kopf writes nothing on the objects any
+more (no progress or diff-base annotations, no finalizer: one it put on an object earlier is removed
+by kopf itself on the next event, as no handler needs it).
 
-Errors: an invalid spec becomes a status condition and a Warning Event, and is not retried (it
-cannot succeed until edited). API conflicts, throttling and 5xx raise kopf.TemporaryError, which kopf
-retries with growing delays a bounded number of times; the resync picks up after that.
+Errors: an invalid spec becomes a status condition and a Warning Event, and is not retried (it cannot
+succeed until edited). API conflicts, throttling and 5xx are retried by the controller with growing
+delays (never sooner than a Retry-After) a bounded number of times; the next event or the safety
+resync picks up after that.
 """
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
+import dataclasses
 import logging
 import random
 import threading
-import time
-from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from kubernetes import client, config
 
 from modeldeploy_operator.config import OperatorSettings
-from modeldeploy_operator.domain import labels as lbl
-from modeldeploy_operator.domain.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from modeldeploy_operator.controller import Controller
+from modeldeploy_operator.domain.resource import GROUP, PLURAL, VERSION
 from modeldeploy_operator.domain.rollout.commands import is_pending, parse_command
 from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
-from modeldeploy_operator.k8s.api import KubeApi, RejectedError, TransientApiError
-from modeldeploy_operator.metrics import ROLLOUT_STATE
-from modeldeploy_operator.reconciler import Outcome, Reconciler
-from modeldeploy_operator.wakeup import WakeUps
+from modeldeploy_operator.k8s.api import USER_AGENT, KubeApi, new_api_client
+from modeldeploy_operator.k8s.cache import ClusterCache
+from modeldeploy_operator.reconciler import Reconciler
 
 SETTINGS = OperatorSettings()
 log = logging.getLogger("modeldeploy.handlers")
 
-_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-_wakeups = WakeUps()
-"""Per object, the one wake-up its daemon sleeps on; every reconcile (any trigger) re-arms it."""
-
+CACHE_SYNC_SECONDS = 120.0
+"""Workers start once every cache has listed, or after this (reads then fall back to the API)."""
 WATCH_RECONNECT_SECONDS = 2.0
 WATCH_ERROR_BACKOFFS = [
     round(min(60.0, 2.0**n) * random.uniform(0.8, 1.2), 2)  # noqa: S311 - jitter, not cryptography
     for n in range(10)
 ]
 """1, 2, 4, ... 60 s (+-20 %): about five minutes of retries before kopf gives a request up."""
-_reconciler: Reconciler | None = None
 
-
-def _get_reconciler() -> Reconciler:
-    global _reconciler  # noqa: PLW0603 - one client per process, made after kopf's login
-    if _reconciler is None:
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        _reconciler = Reconciler(KubeApi(client.ApiClient(), SETTINGS.field_manager), SETTINGS)
-    return _reconciler
-
-
-def _epoch(moment: dt.datetime | None) -> float | None:
-    return moment.timestamp() if moment is not None else None
-
-
-def _backoff(retry: int) -> float:
-    return float(min(SETTINGS.retry_backoff_seconds * 2**retry, SETTINGS.retry_backoff_max_seconds))
+_controller: Controller | None = None
+_stop = threading.Event()
 
 
 def command_waiting(body: Mapping[str, Any]) -> bool:
@@ -82,50 +58,29 @@ def command_waiting(body: Mapping[str, Any]) -> bool:
     return is_pending(parse_command((body.get("metadata") or {}).get("annotations")), last)
 
 
-def _run(
-    body: dict[str, Any],
-    retry: int = 0,
-    *,
-    raise_temporary: bool = True,
-    only_if: Callable[[Mapping[str, Any]], bool] | None = None,
-) -> Outcome | None:
-    meta = body["metadata"]
-    with _locks[meta["uid"]]:
-        try:
-            # Plan from the object as it is now, not from the copy this trigger carried: another
-            # trigger may have advanced the rollout (and its status) meanwhile.
-            fresh = _get_reconciler().api.get(API_VERSION, KIND, meta["namespace"], meta["name"])
-            if fresh is None or fresh["metadata"]["uid"] != meta["uid"]:
-                return None
-            if only_if is not None and not only_if(fresh):
-                return None  # another trigger got there first (e.g. the command was handled meanwhile)
-            outcome = _get_reconciler().reconcile(fresh)
-            # Inside the lock, so the daemon always sleeps on the timer of the latest pass.
-            _wakeups.of(meta["uid"]).arm(_epoch(outcome.next_due) if outcome is not None else None)
-            return outcome
-        except TransientApiError as error:
-            # Try again after a backoff, not at a timer that is already due (no tight loop).
-            _wakeups.of(meta["uid"]).arm(time.time() + _backoff(retry))
-            if raise_temporary:
-                # Throttled (429) or unavailable with a Retry-After: never sooner than the server asked.
-                delay = max(_backoff(retry), error.retry_after or 0.0)
-                raise kopf.TemporaryError(str(error), delay=delay) from error
-            log.warning(
-                "reconcile of %s/%s deferred: %s",
-                body["metadata"]["namespace"],
-                body["metadata"]["name"],
-                error,
-            )
-        except RejectedError as error:
-            # The API server refused what we built: a bug or an admission policy. Retrying the same
-            # objects cannot help; status and an Event already say so, and the resync tries again.
-            raise kopf.PermanentError(str(error)) from error
-    return None
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _IdentifiedConnection(kopf.ConnectionInfo):
+    """kopf's connection, with the operator's User-Agent (kopf's own would be `kopf/<version>`), so the
+    API server counts kopf's watch of ModelDeployments as the operator's too."""
+
+    def as_http_headers(self) -> dict[str, str]:
+        return {**super().as_http_headers(), "User-Agent": USER_AGENT}
+
+
+def identified(info: kopf.ConnectionInfo | None) -> kopf.ConnectionInfo | None:
+    if info is None:
+        return None
+    return _IdentifiedConnection(**{f.name: getattr(info, f.name) for f in dataclasses.fields(info)})
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    return identified(kopf.login_via_client(**kwargs))
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    # Keep kopf's bookkeeping in annotations under our own prefix, not in status.
+    # Nothing of kopf's bookkeeping is needed (no change-detecting handlers); keep it under our prefix.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.persistence.finalizer = f"{GROUP}/finalizer"
@@ -133,7 +88,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     # We serve one known CRD: no need to watch CRDs and namespaces (and no RBAC to read them).
     settings.scanning.disabled = True
-    settings.execution.max_workers = 8
+    settings.execution.max_workers = 4  # only the event handler below: it queues, it never waits
     configure_networking(settings)
 
 
@@ -149,96 +104,52 @@ def configure_networking(settings: kopf.OperatorSettings) -> None:
     settings.watching.client_timeout = 330
 
 
-_HANDLER_OPTIONS: dict[str, Any] = {
-    "retries": SETTINGS.retry_limit,
-    "timeout": SETTINGS.handler_timeout_seconds,
-    "backoff": SETTINGS.retry_backoff_seconds,
-}
-
-
-@kopf.on.resume(GROUP, VERSION, PLURAL, **_HANDLER_OPTIONS)
-@kopf.on.create(GROUP, VERSION, PLURAL, **_HANDLER_OPTIONS)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", **_HANDLER_OPTIONS)
-def on_modeldeployment(body: kopf.Body, retry: int, **_: Any) -> None:
-    _run(dict(body), retry)
-
-
-def _command_event_filter(body: kopf.Body, **kwargs: Any) -> bool:
-    """kopf's `when` filter of the command trigger: cheap (no API call), so every watch event of every
-    ModelDeployment can be tested; only a waiting command gets as far as a reconcile."""
-    return kwargs.get("type") != "DELETED" and command_waiting(body)
-
-
-@kopf.on.event(GROUP, VERSION, PLURAL, when=_command_event_filter)
-def on_command(body: kopf.Body, **_: Any) -> None:
-    """A manual command arrived (the plugin's annotation patch): reconcile now, so `kubectl modeldeploy
-    promote|abort|pause|resume|rollback` is applied within a watch round trip and one reconcile, not
-    at the next resync. Level-triggered like every other trigger: events that arrive while the command
-    is being handled find it answered on the fresh read and do nothing."""
-    _run(dict(body), raise_temporary=False, only_if=command_waiting)
-
-
-async def _until_stopped(stopped: kopf.DaemonStopped) -> None:
-    await stopped.wait()
-
-
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5, initial_delay=1)
-async def drive(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
-    """Per object: reconcile when the next timer of its latest status is due (a pause ending, the next
-    analysis interval, a deadline), and at least every resync period to repair drift. Every reconcile,
-    whichever trigger ran it, re-arms the one wake-up this daemon sleeps on (wakeup.py), so a timer
-    set by an event-driven pass (a pause that started when the canary's pods became ready, a command)
-    fires on time rather than at the daemon's own next wake-up."""
-    uid = body["metadata"]["uid"]
-    wakeup = _wakeups.of(uid)
-    stop = asyncio.ensure_future(_until_stopped(stopped))
-    try:
-        while not stopped:
-            wakeup = _wakeups.of(uid)  # the one every pass arms (the same object unless re-registered)
-            try:
-                await asyncio.to_thread(_run, dict(body), raise_temporary=False)
-            except kopf.PermanentError as error:
-                log.warning(
-                    "reconcile of %s/%s refused: %s",
-                    body["metadata"]["namespace"],
-                    body["metadata"]["name"],
-                    error,
-                )
-                wakeup.arm(None)  # nothing timed from a refused pass: the resync tries again
-            if not await wakeup.sleep(SETTINGS.resync_seconds, stop):
-                break
-    finally:
-        stop.cancel()
-        _wakeups.forget(uid, wakeup)
-        # The object is gone (or the operator stops leading): its rollout series go with it.
-        ROLLOUT_STATE.forget(body["metadata"]["namespace"], body["metadata"]["name"])
-
-
-@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": lbl.MANAGED_BY})
-def on_owned_deployment(body: kopf.Body, **_: Any) -> None:
-    """An owned Deployment changed (or was deleted): reconcile its ModelDeployment now."""
-    owner = next(
-        (
-            ref
-            for ref in body.get("metadata", {}).get("ownerReferences", [])
-            if ref.get("kind") == KIND and ref.get("apiVersion") == API_VERSION
-        ),
-        None,
+def build_controller(api: KubeApi, settings: OperatorSettings) -> tuple[Controller, ClusterCache]:
+    """The reconciler reading from informer caches of what it reads, and the controller driving it;
+    the caches' events queue the owners."""
+    holder: list[Controller] = []
+    reconciler = Reconciler(api, settings)
+    cache = ClusterCache(
+        api,
+        reconciler.cached_kinds,
+        settings.namespaces,
+        lambda kind, event_type, obj: holder[0].on_owned(kind, event_type, obj) if holder else None,
+        fallback=api,
     )
-    if owner is None:
-        return
-    namespace = body["metadata"]["namespace"]
-    if SETTINGS.namespaces and namespace not in SETTINGS.namespaces:
-        return
-    try:
-        parent = _get_reconciler().api.get(API_VERSION, KIND, namespace, owner["name"])
-    except (TransientApiError, RejectedError) as error:
-        log.warning("could not read the owner of %s/%s: %s", namespace, body["metadata"]["name"], error)
-        return
-    if (
-        parent is None
-        or parent["metadata"]["uid"] != owner["uid"]
-        or parent["metadata"].get("deletionTimestamp")
-    ):
-        return
-    _run(parent, raise_temporary=False)
+    reconciler.cache = cache
+    reconciler.reads = cache
+    controller = Controller(reconciler, settings)
+    holder.append(controller)
+    return controller, cache
+
+
+@kopf.on.startup()
+def start(**_: Any) -> None:
+    """Start the caches, wait until they have listed, then the workers."""
+    global _controller  # noqa: PLW0603 - one controller per process, started with kopf
+    _stop.clear()
+    controller, cache = build_controller(KubeApi(new_api_client(), SETTINGS.field_manager), SETTINGS)
+    cache.start(_stop)
+    if not cache.wait_synced(CACHE_SYNC_SECONDS):
+        log.warning(
+            "caches not listed after %.0fs; starting anyway (reads fall back to the API)", CACHE_SYNC_SECONDS
+        )
+    controller.start(_stop)
+    _controller = controller
+
+
+@kopf.on.cleanup()
+def stop(**_: Any) -> None:
+    _stop.set()
+    if _controller is not None:
+        _controller.stop()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def on_modeldeployment(body: kopf.Body, **kwargs: Any) -> None:
+    """Every watch event of a ModelDeployment (created, spec changed, a manual command in the
+    `modeldeploy.io/command` annotation, our own status write coming back, deleted; `type` None for
+    those listed at start-up): queued at once, coalesced with a pass already waiting."""
+    if _controller is None:
+        return  # not started (a unit test importing the module)
+    _controller.on_modeldeployment(kwargs.get("type"), dict(body))

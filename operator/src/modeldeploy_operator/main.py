@@ -12,26 +12,17 @@ import sys
 import threading
 
 import kopf
-from kubernetes import client, config
 from prometheus_client import start_http_server
 
 from modeldeploy_contract.redact import scrub_logs
 from modeldeploy_operator import handlers
 from modeldeploy_operator.config import __version__
 from modeldeploy_operator.health import serve_health
-from modeldeploy_operator.k8s.api import KubeApi
+from modeldeploy_operator.k8s.api import KubeApi, new_api_client
 from modeldeploy_operator.k8s.leader import LeaderElector
 from modeldeploy_operator.metrics import IS_LEADER
 
 log = logging.getLogger("modeldeploy.operator")
-
-
-def _api_client() -> client.ApiClient:
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
 
 
 def _own_namespace() -> str:
@@ -90,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.leader_election:
         identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
         elector = LeaderElector(
-            KubeApi(_api_client(), settings.field_manager),
+            KubeApi(new_api_client(), settings.field_manager),
             settings.lease_namespace or _own_namespace(),
             settings.lease_name,
             identity,

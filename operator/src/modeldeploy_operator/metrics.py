@@ -39,6 +39,14 @@ RECONCILE_SECONDS = Histogram(
 APPLIED_OBJECTS = Counter(
     "modeldeploy_operator_applied_objects_total", "Objects written with server-side apply, by kind.", ["kind"]
 )
+APPLY_SKIPPED = Counter(
+    "modeldeploy_operator_apply_skipped_total",
+    "Objects not applied because the cached live object already matched, by kind.",
+    ["kind"],
+)
+QUEUE_DEPTH = Gauge(
+    "modeldeploy_operator_queue_depth", "ModelDeployments waiting for a reconcile worker (ready now)."
+)
 IS_LEADER = Gauge("modeldeploy_operator_leader", "1 while this replica holds the leader Lease.")
 
 PHASES: tuple[str, ...] = get_args(Phase)

@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -51,9 +51,12 @@ from modeldeploy_operator.domain.stream import HANDOVER_POLL_SECONDS
 from modeldeploy_operator.domain.traffic import call_url
 from modeldeploy_operator.domain.validation import InvalidSpecError, parse_spec, validate_name
 from modeldeploy_operator.k8s.api import KubeApi, RejectedError, TransientApiError
+from modeldeploy_operator.k8s.cache import INDEX_LABEL, CachedKind, ClusterCache, Lister
+from modeldeploy_operator.k8s.diff import unchanged, with_applied_hash
 from modeldeploy_operator.k8s.kinds import kind_of
 from modeldeploy_operator.metrics import (
     APPLIED_OBJECTS,
+    APPLY_SKIPPED,
     RECONCILE_ERRORS,
     RECONCILE_SECONDS,
     RECONCILES,
@@ -137,10 +140,25 @@ def _pod_crash_looping(pod: dict[str, Any]) -> bool:
     return False
 
 
+def cached_kinds(owned_kinds: Sequence[tuple[str, str]]) -> tuple[CachedKind, ...]:
+    """Everything `_observe` reads, as the caches hold it: the owned kinds, pods and ReplicaSets by the
+    ModelDeployment label, and every HPA (a user's HPA carries none of our labels)."""
+    kinds = [
+        CachedKind(api_version, kind, "" if kind == "HorizontalPodAutoscaler" else INDEX_LABEL)
+        for api_version, kind in owned_kinds
+    ]
+    return (*kinds, CachedKind("apps/v1", "ReplicaSet"), CachedKind("v1", "Pod"))
+
+
 class Reconciler:
-    def __init__(self, api: KubeApi, settings: OperatorSettings) -> None:
+    def __init__(self, api: KubeApi, settings: OperatorSettings, cache: ClusterCache | None = None) -> None:
         self.api = api
         self.settings = settings
+        self.cache = cache
+        # Reads come from the informer caches when there are some (the operator), else from the API.
+        self.reads: Lister = cache if cache is not None else api
+        self.status_written: Callable[[dict[str, Any]], object] = lambda _obj: None
+        """Told of the object a status write returned (the controller keeps it as the latest copy)."""
         # One per process: it keeps the previous scrape per target, and measures on a bounded pool.
         self.analysis = analysis_sources(
             allowed_prometheus=settings.prometheus_allowed_addresses,
@@ -172,6 +190,10 @@ class Reconciler:
         self.owned_kinds = (
             OWNED_KINDS + NETWORK_POLICY_KINDS + (ROUTER_RBAC_KINDS if settings.manage_router_rbac else ())
         )
+
+    @property
+    def cached_kinds(self) -> tuple[CachedKind, ...]:
+        return cached_kinds(self.owned_kinds)
 
     def reconcile(self, body: dict[str, Any]) -> Outcome:
         started = time.perf_counter()
@@ -290,15 +312,24 @@ class Reconciler:
                 requeue_after=min(decided.requeue_after or HANDOVER_POLL_SECONDS, HANDOVER_POLL_SECONDS),
                 next_due=min(decided.next_due, poll_at) if decided.next_due is not None else poll_at,
             )
-        # 6. apply
-        live_deployments = {d["metadata"]["name"]: d for d in seen.owned["Deployment"]}
-        for manifest in state.manifests:
+        # 6. apply, only what differs from the live object (idle: no write at all)
+        live_objects = {
+            (obj.get("kind"), obj["metadata"]["name"]): obj for objs in seen.owned.values() for obj in objs
+        }
+        applied = 0
+        for desired in state.manifests:
+            manifest = with_applied_hash(desired)
+            live = live_objects.get((manifest["kind"], manifest["metadata"]["name"]))
+            handover = None
             if manifest["kind"] == "Deployment":
-                live = live_deployments.get(manifest["metadata"]["name"])
                 handover = build_replicas_handover(manifest, live, self.settings.field_manager)
                 if handover is not None:
                     self.api.apply(handover[1], field_manager=handover[0])
-            self.api.apply(manifest)
+            if handover is None and unchanged(manifest, live):
+                APPLY_SKIPPED.labels(manifest["kind"]).inc()
+                continue
+            self._remember(self.api.apply(manifest))
+            applied += 1
             APPLIED_OBJECTS.labels(manifest["kind"]).inc()
         for name, replicas in state.replica_patches:
             self._scale(owner, name, replicas, seen)
@@ -311,12 +342,14 @@ class Reconciler:
             update={"url": call_url(owner, spec.traffic, self.settings.cluster_domain)}
         )
         written = self._write_status(body, status)
-        return Outcome(
-            status.phase, written, len(state.manifests), pruned, decided.requeue_after, decided.next_due
-        )
+        return Outcome(status.phase, written, applied, pruned, decided.requeue_after, decided.next_due)
+
+    def _remember(self, written: dict[str, Any] | None) -> None:
+        if self.cache is not None and isinstance(written, dict):
+            self.cache.remember(written)
 
     def _observe(self, owner: ModelDeploymentRef, spec: ModelDeploymentSpec) -> Observation:
-        selector = f"{lbl.DEPLOYMENT_LABEL}={owner.name}"
+        selector = f"{INDEX_LABEL}={owner.name}"
         uses_gateway = spec.traffic.provider == "gatewayAPI"
         owned = {
             kind: self._list_owned(api_version, kind, owner.namespace, selector, uses_gateway)
@@ -324,9 +357,9 @@ class Reconciler:
         }
         # Pods count (for readiness and the metrics analysis scrapes) only through the owner chain of
         # a Deployment this ModelDeployment controls, not by their labels alone.
-        replica_sets = self.api.list("apps/v1", "ReplicaSet", owner.namespace, selector)
+        replica_sets = self.reads.list("apps/v1", "ReplicaSet", owner.namespace, selector)
         ours = [d for d in owned["Deployment"] if _controlled_by(d, owner)]
-        all_pods = self.api.list("v1", "Pod", owner.namespace, selector)
+        all_pods = self.reads.list("v1", "Pod", owner.namespace, selector)
         pods = pods_owned_by(all_pods, replica_sets, ours)
         # The stream handover waits on every output-role pod by label, not through the owner chain: a
         # pruned Deployment's pods outlive it (background deletion) while they drain and commit.
@@ -357,7 +390,7 @@ class Reconciler:
             if ip and _pod_ready(pod):
                 endpoints[key].append(f"{ip}:{SERVER_PORT}")
         # Every HPA of the namespace, not only ours: a user's (or KEDA's) HPA carries none of our labels.
-        hpas = self.api.list("autoscaling/v2", "HorizontalPodAutoscaler", owner.namespace, "")
+        hpas = self.reads.list("autoscaling/v2", "HorizontalPodAutoscaler", owner.namespace, "")
         foreign = externally_scaled(hpas, [d["metadata"]["name"] for d in ours], owner.uid)
         deployments = [
             replace(o, crash_looping=o.revision in crash_looping, externally_scaled=o.name in foreign)
@@ -471,7 +504,7 @@ class Reconciler:
         current = next((d for d in seen.deployments if d.name == name), None)
         if current is None or current.replicas == replicas:
             return  # gone (nothing to keep), or already right
-        self.api.patch(_DEPLOYMENT, owner.namespace, name, {"spec": {"replicas": replicas}})
+        self._remember(self.api.patch(_DEPLOYMENT, owner.namespace, name, {"spec": {"replicas": replicas}}))
 
     def _prune(self, owner: ModelDeploymentRef, state: DesiredState, seen: Observation) -> int:
         pruned = 0
@@ -489,7 +522,7 @@ class Reconciler:
         self, api_version: str, kind: str, namespace: str, selector: str, uses_gateway: bool
     ) -> list[dict[str, Any]]:
         try:
-            return self.api.list(api_version, kind, namespace, selector)
+            return self.reads.list(api_version, kind, namespace, selector)
         except RejectedError as error:
             # Without the Gateway provider, HTTPRoutes may be unknown to the cluster (404) or not granted
             # to the operator (403, the chart's default): then there is no route of ours to prune.
@@ -505,13 +538,15 @@ class Reconciler:
             return False
         # The status was planned from this very read of the object: write it only if it is still current,
         # so a reconcile working from an older copy can never set a rollout back.
-        self.api.patch_status(
+        written = self.api.patch_status(
             _MODELDEPLOYMENT,
             meta["namespace"],
             meta["name"],
             patch,
             resource_version=meta.get("resourceVersion"),
         )
+        if isinstance(written, dict):
+            self.status_written(written)
         # Exported only once written: the metrics never tell a state the object does not hold.
         ROLLOUT_STATE.observe(meta["namespace"], meta["name"], status)
         return True

@@ -61,7 +61,7 @@ def test_default_install_is_cluster_wide_with_least_privilege() -> None:
     assert _verbs(rules, "modeldeploy.io", "modeldeployments/status") == {"patch"}
     assert _verbs(rules, "modeldeploy.io", "modeldeployments/finalizers") == {"update"}
     assert _verbs(rules, "discovery.k8s.io", "endpointslices") == set()  # the routers read them, not it
-    assert _verbs(rules, "", "pods") == {"list"}
+    assert _verbs(rules, "", "pods") == {"list", "watch"}  # cached: list once, then watch
     assert _verbs(rules, "", "events") == {"create"}
     assert _verbs(rules, "rbac.authorization.k8s.io", "clusterroles") == {"bind"}
     assert "update" not in _verbs(rules, "apps", "deployments")

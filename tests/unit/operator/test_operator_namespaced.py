@@ -30,29 +30,12 @@ def test_kopf_is_told_the_watched_namespaces(monkeypatch: pytest.MonkeyPatch) ->
     assert cluster.cluster_wide is True
 
 
-def test_owned_deployment_events_outside_the_watched_namespaces_are_ignored(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(handlers, "SETTINGS", OperatorSettings(namespaces="ml"))  # type: ignore[arg-type]
-
-    class Untouchable:
-        @property
-        def api(self) -> Any:
-            raise AssertionError("no API call for a namespace the operator does not watch")
-
-    monkeypatch.setattr(handlers, "_reconciler", Untouchable())
-    body = {
-        "metadata": {
-            "name": "churn-default-abc",
-            "namespace": "elsewhere",
-            "ownerReferences": [
-                {
-                    "kind": "ModelDeployment",
-                    "apiVersion": "modeldeploy.io/v1alpha1",
-                    "name": "churn",
-                    "uid": "u",
-                }
-            ],
-        }
-    }
-    handlers.on_owned_deployment(body)  # type: ignore[arg-type]
+def test_the_caches_watch_only_the_listed_namespaces() -> None:
+    """One informer per cached kind and watched namespace: events elsewhere never reach the operator."""
+    settings = OperatorSettings(namespaces="ml, ml2")  # type: ignore[arg-type]
+    _, cache = handlers.build_controller(None, settings)  # type: ignore[arg-type]  # nothing started
+    assert {scope for (_, _, scope) in cache.informers} == {"ml", "ml2"}
+    kinds = {(k.api_version, k.kind) for k in cache.kinds}
+    assert len(cache.informers) == 2 * len(kinds)
+    _, cluster = handlers.build_controller(None, OperatorSettings())  # type: ignore[arg-type]
+    assert {scope for (_, _, scope) in cluster.informers} == {None}

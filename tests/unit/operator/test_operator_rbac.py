@@ -41,6 +41,7 @@ from modeldeploy_operator.domain.revision import resolve_variants
 from modeldeploy_operator.domain.rollout import plan
 from modeldeploy_operator.k8s.api import KubeApi
 from modeldeploy_operator.k8s.kinds import kind_of
+from modeldeploy_operator.reconciler import cached_kinds
 
 from modeldeploy_builders import NOW, REPO, make_spec, observed_for
 
@@ -59,6 +60,8 @@ METHOD_VERBS: dict[str, tuple[str, ...]] = {
     "replace": ("update",),
     "get": ("get",),
     "list": ("list",),
+    "list_all": ("list",),
+    "watch": ("watch",),
     "delete": ("delete",),
     "patch": ("patch",),
     "patch_status": ("patch",),
@@ -136,13 +139,14 @@ def _literal_calls() -> set[tuple[str, str, str]]:
 
 def test_every_api_call_is_accounted_for() -> None:
     assert _api_methods_called() <= set(METHOD_VERBS), "map the new KubeApi method in METHOD_VERBS"
-    assert {"apply", "list", "delete", "patch", "patch_status", "event", "get"} <= _api_methods_called()
+    assert {"apply", "delete", "patch", "patch_status", "event", "get"} <= _api_methods_called()
     literal = _literal_calls()
-    assert ("list", "v1", "Pod") in literal
-    assert ("list", "apps/v1", "ReplicaSet") in literal
     assert ("patch", "apps/v1", "Deployment") in literal
     assert ("patch_status", "modeldeploy.io/v1alpha1", "ModelDeployment") in literal
-    assert ("get", "modeldeploy.io/v1alpha1", "ModelDeployment") in literal
+    # Reads are cached (list + watch per kind): no GET of a ModelDeployment before a reconcile any more.
+    assert ("get", "modeldeploy.io/v1alpha1", "ModelDeployment") not in literal
+    cached = {(k.api_version, k.kind) for k in cached_kinds(OWNED_KINDS)}
+    assert {("v1", "Pod"), ("apps/v1", "ReplicaSet"), ("autoscaling/v2", "HorizontalPodAutoscaler")} <= cached
 
 
 def _applied_kinds(gateway: bool, manage_router_rbac: bool, network_policies: bool) -> set[tuple[str, str]]:
@@ -221,9 +225,14 @@ def operator_needs(
     owned = OWNED_KINDS + NETWORK_POLICY_KINDS + (ROUTER_RBAC_KINDS if manage_router_rbac else ())
     for api_version, kind in owned:
         if kind == "HTTPRoute" and not gateway:
-            continue  # listed, but a 403 without the Gateway provider is expected (reconciler._list_owned)
-        add(api_version, kind, "list")
+            continue  # cached, but a 403 without the Gateway provider is expected (k8s/cache.py)
         add(api_version, kind, "delete")
+    # What the reconciler reads is cached: listed once, then watched (k8s/cache.py).
+    for cached in cached_kinds(owned):
+        if cached.kind == "HTTPRoute" and not gateway:
+            continue
+        add(cached.api_version, cached.kind, "list_all")
+        add(cached.api_version, cached.kind, "watch")
     for method, api_version, kind in _literal_calls():  # pods, replica sets, scale, fresh reads, status
         if kind == "Lease":
             continue  # the leader-election Role, checked on its own

@@ -1,11 +1,9 @@
-"""Timers fire on time (issue 12): one pure function says when something is next due, from the status;
-every pass re-arms the one wake-up the object's daemon sleeps on."""
+"""Timers fire on time (issue 12): one pure function says when something is next due, from the status
+(the reconcile queue's timers, which each pass sets from it, are tested in test_operator_scheduler.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import threading
 from typing import Any
 
 import pytest
@@ -18,7 +16,6 @@ from modeldeploy_operator.domain.status_model import (
     RevisionStatus,
     VariantStatus,
 )
-from modeldeploy_operator.wakeup import WakeUp, sleep_seconds
 
 from modeldeploy_builders import NOW
 from rollout_sim import Sim, rollout_spec
@@ -172,67 +169,3 @@ def test_plan_reports_the_timer_of_the_status_it_wrote() -> None:
     later = sim.step((result.next_due - sim.now).total_seconds())  # wake exactly when due
     assert sim.status.current_step_index == 2  # the pause ended on time
     assert later.next_due is not None
-
-
-# --- the wake-up the daemon sleeps on --------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("due", "now", "resync_at", "seconds"),
-    [
-        (None, 0, 30, 30),  # nothing timed: the resync
-        (8, 0, 30, 8),
-        (40, 0, 30, 30),  # never past the resync
-        (3, 5, 30, 0.5),  # already due: at once, but never a tight loop
-        (8, 7.9, 30, 0.5),
-        (10, 2, 30, 8),
-    ],
-)
-def test_sleep_seconds(due: float | None, now: float, resync_at: float, seconds: float) -> None:
-    assert sleep_seconds(due, now, resync_at) == pytest.approx(seconds)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def test_a_later_pass_re_arms_the_sleeping_daemon() -> None:
-    """The daemon sleeps on a far timer; another pass (another thread) arms an earlier one: the daemon
-    wakes and sleeps on the new one; once the fake clock reaches it, the sleep ends."""
-    clock = FakeClock()
-    wakeup = WakeUp(clock)
-    wakeup.arm(clock.now + 3600)
-    sleeper = asyncio.ensure_future(wakeup.sleep(resync_seconds=7200))
-    await asyncio.sleep(0)
-    assert not sleeper.done()
-    clock.now += 10  # the timer armed by the event-driven pass is already due
-    threading.Thread(target=wakeup.arm, args=(clock.now,)).start()
-    assert await asyncio.wait_for(sleeper, timeout=30) is True
-    assert wakeup.armed == 2
-
-
-async def test_re_arming_with_a_later_timer_keeps_the_daemon_asleep() -> None:
-    clock = FakeClock()
-    wakeup = WakeUp(clock)
-    wakeup.arm(clock.now + 3600)
-    sleeper = asyncio.ensure_future(wakeup.sleep(resync_seconds=7200))
-    await asyncio.sleep(0)
-    wakeup.arm(clock.now + 1800)
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert not sleeper.done()  # woke, re-read the due time, sleeps again
-    wakeup.arm(clock.now - 1)
-    assert await asyncio.wait_for(sleeper, timeout=30) is True
-
-
-async def test_stopping_ends_the_sleep() -> None:
-    wakeup = WakeUp(FakeClock())
-    stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    sleeper = asyncio.ensure_future(wakeup.sleep(resync_seconds=7200, stop=stop))
-    await asyncio.sleep(0)
-    stop.set_result(None)
-    assert await asyncio.wait_for(sleeper, timeout=30) is False

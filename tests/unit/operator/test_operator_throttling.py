@@ -76,31 +76,7 @@ def test_a_non_exception_429_response_is_read_too() -> None:
     assert raised.value.retry_after == 4.0
 
 
-class _Throttled:
-    def __init__(self, retry_after: float | None) -> None:
-        self.api = self
-        self.retry_after = retry_after
-
-    def get(self, *args: Any) -> dict[str, Any]:
-        return BODY
-
-    def reconcile(self, body: dict[str, Any]) -> Any:
-        raise TransientApiError("PATCH x: 429 too many requests", self.retry_after)
-
-
-def test_the_handler_never_retries_sooner_than_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(handlers, "_reconciler", _Throttled(45.0))
-    with pytest.raises(kopf.TemporaryError) as raised:
-        handlers._run(BODY, 0)
-    assert raised.value.delay == 45.0  # the backoff (2 s) would have been sooner
-    monkeypatch.setattr(handlers, "_reconciler", _Throttled(None))
-    with pytest.raises(kopf.TemporaryError) as raised:
-        handlers._run(BODY, 3)
-    assert raised.value.delay == handlers._backoff(3)
-    monkeypatch.setattr(handlers, "_reconciler", _Throttled(1.0))
-    with pytest.raises(kopf.TemporaryError) as raised:
-        handlers._run(BODY, 5)
-    assert raised.value.delay == handlers._backoff(5)  # a longer backoff still wins
+# The controller's retries (never sooner than Retry-After) are tested in test_operator_controller.py.
 
 
 def test_kopf_honours_retry_after_and_backs_off_watch_restarts() -> None:

@@ -7,17 +7,52 @@ what we sent: no point retrying the same thing).
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import datetime as dt
 import json
 import math
+from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import urllib3
-from kubernetes import client
+from kubernetes import client, config
+from prometheus_client import Counter
 
 from modeldeploy_contract.redact import scrub
-from modeldeploy_operator.k8s.kinds import Kind, kind_of
+from modeldeploy_operator.k8s.kinds import KINDS, Kind, kind_of
+
+API_REQUESTS = Counter(
+    "modeldeploy_operator_api_requests_total",
+    "Requests this operator's client sent to the API server (kopf's own watch of ModelDeployments aside).",
+    ["verb", "resource"],
+)
+_PLURALS = {k.plural for k in KINDS.values()} | {"events"}
+
+
+def _count(method: str, path: str, watch: bool = False) -> None:
+    """One request in API_REQUESTS: verb as the API server names it, resource by its plural."""
+    parts = [p for p in path.split("/") if p]
+    resource = next((p for p in reversed(parts) if p in _PLURALS), "other")
+    verb = {"PATCH": "patch", "POST": "create", "PUT": "update", "DELETE": "delete"}.get(method)
+    if verb is None:
+        verb = "watch" if watch else ("list" if parts and parts[-1] == resource else "get")
+    API_REQUESTS.labels(verb, resource).inc()
+
+
+def _version() -> str:
+    try:
+        return version("modeldeploy-operator")
+    except PackageNotFoundError:  # a source checkout without the package metadata
+        return "0.0.0"
+
+
+USER_AGENT = f"modeldeploy-operator/{_version()}"
+"""Every request of the operator (ours and kopf's) carries it, so the API server's
+apiserver_request_total{userAgent=~"modeldeploy-operator.*"} is the operator's cost alone."""
+LIST_PAGE_SIZE = 500
+"""Objects per page of a cache's list (a thousand models' pods come in a few pages, not one huge answer)."""
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 MERGE_CONTENT_TYPE = "application/merge-patch+json"
@@ -73,6 +108,17 @@ def _message(error: client.ApiException) -> str:
     return _body_message(error.body, error.reason)
 
 
+def new_api_client() -> client.ApiClient:
+    """An API client from the in-cluster config (else the kubeconfig), identified by USER_AGENT."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    api_client = client.ApiClient()
+    api_client.user_agent = USER_AGENT
+    return api_client
+
+
 class KubeApi:
     """The operator's window on the API server."""
 
@@ -97,6 +143,7 @@ class KubeApi:
             body=body,
             auth_settings=["BearerToken"],
         )
+        _count(method, path)
         try:
             response = self.api_client.call_api(
                 method_, url, header_params=headers, body=payload, post_params=post, _request_timeout=30
@@ -172,6 +219,93 @@ class KubeApi:
             item.setdefault("kind", kind)
         return items
 
+    def list_all(
+        self, api_version: str, kind: str, namespace: str | None, label_selector: str
+    ) -> tuple[builtins.list[dict[str, Any]], str]:
+        """Every matching object, page by page, and the list's resourceVersion (a watch starts there)."""
+        path = kind_of(api_version, kind).collection_path(namespace)
+        items: builtins.list[dict[str, Any]] = []
+        token = ""
+        while True:
+            query = [("labelSelector", label_selector), ("limit", str(LIST_PAGE_SIZE))]
+            if token:
+                query.append(("continue", token))
+            result = self._call("GET", path, query=query)
+            for item in result.get("items", []):
+                item.setdefault("apiVersion", api_version)
+                item.setdefault("kind", kind)
+                items.append(item)
+            meta = result.get("metadata") or {}
+            token = meta.get("continue") or ""
+            if not token:
+                return items, str(meta.get("resourceVersion") or "")
+
+    def watch(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        label_selector: str,
+        resource_version: str,
+        timeout_seconds: int,
+    ) -> Iterator[dict[str, Any]]:
+        """The watch events (`{"type": ..., "object": ...}`) after `resource_version`, with bookmarks,
+        until the server ends the watch (after about `timeout_seconds`). An HTTP error is raised as in
+        every other call (410 Gone: a RejectedError with status 410); a broken stream as transient."""
+        path = kind_of(api_version, kind).collection_path(namespace)
+        query = [
+            ("watch", "true"),
+            ("labelSelector", label_selector),
+            ("resourceVersion", resource_version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(timeout_seconds)),
+        ]
+        method_, url, headers, _body, _post = self.api_client.param_serialize(
+            method="GET",
+            resource_path=path,
+            query_params=query,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        _count("GET", path, watch=True)
+        try:
+            # Connect within 30 s; the read timeout outlasts the server's own end of the watch.
+            response = self.api_client.call_api(
+                method_, url, header_params=headers, _request_timeout=(30, timeout_seconds + 30)
+            )
+        except client.ApiException as error:
+            status, message = error.status or 0, _message(error)
+            if status in _TRANSIENT_STATUSES:
+                raise TransientApiError(scrub(f"WATCH {path}: {status} {message}")) from error
+            raise RejectedError(status, scrub(f"WATCH {path}: {message}")) from error
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise TransientApiError(scrub(f"WATCH {path}: {error}")) from error
+        raw = response.response
+        try:
+            if not 200 <= response.status < 300:
+                data = raw.read()
+                status, message = response.status, _body_message(data, response.reason)
+                if status in _TRANSIENT_STATUSES:
+                    raise TransientApiError(scrub(f"WATCH {path}: {status} {message}"))
+                raise RejectedError(status, scrub(f"WATCH {path}: {message}"))
+            buffer = b""
+            try:
+                for chunk in raw.stream(65536, decode_content=True):
+                    buffer += chunk
+                    while b"\n" in buffer:
+                        line, buffer = buffer.split(b"\n", 1)
+                        if line.strip():
+                            event: dict[str, Any] = json.loads(line)
+                            obj = event.get("object")
+                            if isinstance(obj, dict) and event.get("type") != "ERROR":
+                                obj.setdefault("apiVersion", api_version)
+                                obj.setdefault("kind", kind)
+                            yield event
+            except (urllib3.exceptions.HTTPError, OSError, ValueError) as error:
+                raise TransientApiError(scrub(f"WATCH {path}: {error}")) from error
+        finally:
+            raw.release_conn()
+
     def delete(
         self, api_version: str, kind: str, namespace: str | None, name: str, uid: str | None = None
     ) -> None:
@@ -192,15 +326,17 @@ class KubeApi:
         name: str,
         status: dict[str, Any],
         resource_version: str | None = None,
-    ) -> None:
+    ) -> dict[str, Any] | None:
         """Merge-patch /status; with `resource_version`, only if nobody wrote the object since it was read
-        (a conflict is a TransientApiError: reconcile again from a fresh read)."""
+        (a conflict is a TransientApiError: reconcile again from a fresh read). Returns the object as
+        written (the cache keeps it, so the next pass plans from it without waiting for the watch)."""
         body: dict[str, Any] = {"status": status}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
-        self._call(
+        result: dict[str, Any] | None = self._call(
             "PATCH", kind.object_path(namespace, name) + "/status", body=body, content_type=MERGE_CONTENT_TYPE
         )
+        return result
 
     def patch(self, kind: Kind, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = self._call(

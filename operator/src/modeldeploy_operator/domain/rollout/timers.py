@@ -1,10 +1,10 @@
 """When something is next due, decided in one place, from the status alone (pure).
 
 - `analysis_due_at`: when the next analysis measurement is due. The step machine (measure now?), the
-  reconciler (scrape now? via `analysis_request`) and the wake-up timer all ask this one function.
+  reconciler (scrape now? via `analysis_request`) and the object's timer all ask this one function.
 - `next_due`: the earliest moment at which a rollout may move on without any change in the cluster (a
   timed pause ending, the next analysis interval, an analysis step's duration, a progress deadline, a
-  revision's scale-down). The daemon of each object sleeps until it (see operator `wakeup.py`).
+  revision's scale-down). The operator's reconcile queue sets the object's timer to it (`scheduler.py`).
 
 Times in status have whole seconds (`stamp`), so a due time read back from the status is the same as
 the one planned.

@@ -1,0 +1,410 @@
+"""Informer-style caches of the objects the reconciler reads: list once, then watch (issue 16).
+
+Before this, every reconcile listed nine kinds (about 18 API requests per ModelDeployment per idle
+minute at a 30 s resync). Now each kind is listed once per scope (the cluster, or each watched
+namespace) and then watched; a reconcile reads the cache, indexed by the owning ModelDeployment's
+label (`modeldeploy.io/deployment=<name>`, the selector the LISTs used), so an idle ModelDeployment
+costs the API server nothing but its share of one watch per kind.
+
+One `Informer` per (kind, scope), each on its own thread, in the client-go way:
+- list (paged) -> store and resourceVersion -> watch from it, with bookmarks so the resourceVersion
+  stays fresh while nothing of ours changes;
+- the server ends a watch after `timeoutSeconds` (300): re-watch at once from the last resourceVersion;
+- 410 Gone (the resourceVersion was compacted away), as an HTTP status or an ERROR event: list again,
+  and tell the listener what changed meanwhile (an object missing from the new list was DELETED, one
+  with another resourceVersion MODIFIED), so nothing is missed across the gap;
+- any other failure (connection lost, 5xx, 429): retry after a growing, jittered backoff;
+- a list refused (403/404: HTTPRoutes without the Gateway API) is remembered and retried every
+  `REFUSED_RETRY_SECONDS`; reads of that kind raise the refusal, as the LIST did.
+
+Objects in the store are replaced, never changed in place: readers get them without a copy and must
+not modify them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from modeldeploy_operator.domain import labels as lbl
+from modeldeploy_operator.k8s.api import RejectedError, TransientApiError
+
+log = logging.getLogger("modeldeploy.cache")
+
+WATCH_TIMEOUT_SECONDS = 300
+"""The server ends each watch after this; it is then restarted from the last resourceVersion (one
+request per kind and scope every five minutes: the whole idle cost of the cache)."""
+REFUSED_RETRY_SECONDS = 300.0
+"""A kind whose list was refused (403/404) is asked again after this."""
+INDEX_LABEL = lbl.DEPLOYMENT_LABEL
+EMPTY_WATCH_SECONDS = 1.0
+"""A watch that ends sooner than this with no event counts as a failure (backoff, not a tight loop)."""
+
+Key = tuple[str, str]
+"""(namespace, name)"""
+Listener = Callable[["CachedKind", str, dict[str, Any]], None]
+"""Told of every change: (kind, "ADDED" | "MODIFIED" | "DELETED", the object)."""
+
+
+class WatchSource(Protocol):
+    """What an informer needs of the API (KubeApi has it; the tests fake it)."""
+
+    def list_all(
+        self, api_version: str, kind: str, namespace: str | None, label_selector: str
+    ) -> tuple[list[dict[str, Any]], str]: ...
+
+    def watch(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        label_selector: str,
+        resource_version: str,
+        timeout_seconds: int,
+    ) -> Iterable[dict[str, Any]]: ...
+
+
+class Lister(Protocol):
+    def list(
+        self, api_version: str, kind: str, namespace: str | None, label_selector: str
+    ) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class CachedKind:
+    api_version: str
+    kind: str
+    label_selector: str = INDEX_LABEL
+    """What is cached: by default every object carrying the index label (any value); "" for all."""
+
+
+def watch_backoff(failures: int) -> float:
+    """1, 2, 4, ... 60 s (+-20 %) after 1, 2, 3, ... failures in a row."""
+    return float(min(60.0, 2.0 ** max(0, failures - 1)) * random.uniform(0.8, 1.2))  # noqa: S311
+
+
+class _GoneError(Exception):
+    """The watch's resourceVersion is too old (410): list again."""
+
+
+def _key(obj: dict[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return meta.get("namespace") or "", meta.get("name") or ""
+
+
+def _rv(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _index_value(obj: dict[str, Any]) -> str | None:
+    value = ((obj.get("metadata") or {}).get("labels") or {}).get(INDEX_LABEL)
+    return value if isinstance(value, str) else None
+
+
+def newer(candidate: str, current: str) -> bool:
+    """Whether resourceVersion `candidate` is later than `current`. They are opaque to clients, but
+    the API server's are etcd revisions (integers); anything else is taken as newer."""
+    try:
+        return int(candidate) > int(current)
+    except ValueError:
+        return candidate != current
+
+
+class Informer:
+    def __init__(
+        self,
+        source: WatchSource,
+        kind: CachedKind,
+        namespace: str | None,
+        listener: Listener | None = None,
+        *,
+        backoff: Callable[[int], float] = watch_backoff,
+        watch_timeout_seconds: int = WATCH_TIMEOUT_SECONDS,
+        refused_retry_seconds: float = REFUSED_RETRY_SECONDS,
+    ) -> None:
+        self.source = source
+        self.kind = kind
+        self.namespace = namespace
+        self.listener = listener
+        self.backoff = backoff
+        self.watch_timeout_seconds = watch_timeout_seconds
+        self.refused_retry_seconds = refused_retry_seconds
+        self._lock = threading.Lock()
+        self._objects: dict[Key, dict[str, Any]] = {}
+        self._index: defaultdict[Key, set[str]] = defaultdict(set)
+        self._by_namespace: defaultdict[str, set[str]] = defaultdict(set)
+        self._resource_version = ""
+        self.synced = threading.Event()
+        """Set once a list succeeded, or was refused (reads then raise the refusal)."""
+        self.refused: RejectedError | None = None
+        self.lists = 0
+        self.watches = 0
+
+    # -- reads ----------------------------------------------------------------------------------
+    def objects(self, namespace: str, index_value: str | None = None) -> list[dict[str, Any]]:
+        """The namespace's objects; with `index_value`, only those labelled INDEX_LABEL=index_value."""
+        with self._lock:
+            if index_value is None:
+                names = self._by_namespace.get(namespace, set())
+            else:
+                names = self._index.get((namespace, index_value), set())
+            return [self._objects[(namespace, name)] for name in sorted(names)]
+
+    @property
+    def resource_version(self) -> str:
+        with self._lock:
+            return self._resource_version
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._objects)
+
+    # -- writes ---------------------------------------------------------------------------------
+    def remember(self, obj: dict[str, Any]) -> None:
+        """An object as our own write returned it: kept unless the watch already brought a later one,
+        so a pass that follows at once plans from what was written (no conflict, no second apply)."""
+        obj.setdefault("apiVersion", self.kind.api_version)
+        obj.setdefault("kind", self.kind.kind)
+        with self._lock:
+            current = self._objects.get(_key(obj))
+            if current is not None and not newer(_rv(obj), _rv(current)):
+                return
+            self._put(obj)
+
+    def _put(self, obj: dict[str, Any]) -> None:
+        key = _key(obj)
+        old = self._objects.get(key)
+        if old is not None:
+            self._unindex(old)
+        self._objects[key] = obj
+        self._by_namespace[key[0]].add(key[1])
+        value = _index_value(obj)
+        if value is not None:
+            self._index[(key[0], value)].add(key[1])
+
+    def _unindex(self, obj: dict[str, Any]) -> None:
+        namespace, name = _key(obj)
+        value = _index_value(obj)
+        if value is not None:
+            names = self._index.get((namespace, value))
+            if names is not None:
+                names.discard(name)
+                if not names:
+                    del self._index[(namespace, value)]
+
+    def _drop(self, obj: dict[str, Any]) -> None:
+        key = _key(obj)
+        old = self._objects.pop(key, None)
+        if old is not None:
+            self._unindex(old)
+            names = self._by_namespace.get(key[0])
+            if names is not None:
+                names.discard(key[1])
+                if not names:
+                    del self._by_namespace[key[0]]
+
+    def _tell(self, changes: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        if self.listener is None:
+            return
+        for event_type, obj in changes:
+            try:
+                self.listener(self.kind, event_type, obj)
+            except Exception:  # a listener's bug must not stop the cache
+                log.exception("listener failed on %s %s", self.kind.kind, _key(obj))
+
+    # -- list and watch -------------------------------------------------------------------------
+    def relist(self) -> None:
+        """List everything and replace the store; tell the listener what changed since the last state."""
+        items, resource_version = self.source.list_all(
+            self.kind.api_version, self.kind.kind, self.namespace, self.kind.label_selector
+        )
+        self.lists += 1
+        changes: list[tuple[str, dict[str, Any]]] = []
+        with self._lock:
+            fresh = {_key(item): item for item in items}
+            for key, old in list(self._objects.items()):
+                if key not in fresh:
+                    changes.append(("DELETED", old))
+            for key, item in fresh.items():
+                known = self._objects.get(key)
+                if known is None:
+                    changes.append(("ADDED", item))
+                elif _rv(known) != _rv(item):
+                    changes.append(("MODIFIED", item))
+            self._objects = {}
+            self._index = defaultdict(set)
+            self._by_namespace = defaultdict(set)
+            for item in items:
+                self._put(item)
+            self._resource_version = resource_version
+            self.refused = None
+        self.synced.set()
+        self._tell(changes)
+
+    def watch_once(self) -> int:
+        """One watch, from the last resourceVersion until the server ends it; how many events came.
+        Raises _GoneError on 410."""
+        self.watches += 1
+        seen = 0
+        stream = self.source.watch(
+            self.kind.api_version,
+            self.kind.kind,
+            self.namespace,
+            self.kind.label_selector,
+            self.resource_version,
+            self.watch_timeout_seconds,
+        )
+        try:
+            for event in stream:
+                seen += 1
+                self._apply(event)
+        finally:
+            if isinstance(stream, Iterator) and hasattr(stream, "close"):
+                with contextlib.suppress(Exception):
+                    stream.close()
+        return seen
+
+    def _apply(self, event: dict[str, Any]) -> None:
+        event_type, obj = event.get("type"), event.get("object") or {}
+        if event_type == "ERROR":
+            if obj.get("code") == 410:
+                raise _GoneError(obj.get("message", "resourceVersion too old"))
+            raise TransientApiError(f"watch of {self.kind.kind}: {obj.get('code')} {obj.get('message')}")
+        if event_type == "BOOKMARK":
+            with self._lock:
+                self._resource_version = _rv(obj) or self._resource_version
+            return
+        if event_type not in ("ADDED", "MODIFIED", "DELETED"):
+            return
+        with self._lock:
+            if event_type == "DELETED":
+                self._drop(obj)
+            else:
+                self._put(obj)
+            self._resource_version = _rv(obj) or self._resource_version
+        self._tell([(event_type, obj)])
+
+    def run(self, stop: threading.Event) -> None:
+        """List, then watch until `stop`; relist on 410, back off on failures."""
+        failures = 0
+        must_list = True
+        while not stop.is_set():
+            try:
+                if must_list:
+                    self.relist()
+                    must_list = False
+                started = time.monotonic()
+                if self.watch_once() or time.monotonic() - started >= EMPTY_WATCH_SECONDS:
+                    failures = 0  # the server ended the watch (its timeout): watch again at once
+                    continue
+                # Ended at once with nothing in it (a proxy closing watches?): never a tight loop.
+                failures += 1
+                delay = self.backoff(failures)
+            except _GoneError as gone:
+                log.info("%s watch in %s: %s; listing again", self.kind.kind, self.namespace or "*", gone)
+                must_list = True
+                failures += 1
+                if failures == 1:
+                    continue  # the first 410 relists at once; a loop of them backs off
+                delay = self.backoff(failures)
+            except RejectedError as error:
+                if error.status == 410:
+                    must_list, failures = True, failures + 1
+                    if failures == 1:
+                        continue
+                    delay = self.backoff(failures)
+                elif must_list and error.status in (403, 404):
+                    with self._lock:
+                        self.refused = error
+                    self.synced.set()
+                    delay = self.refused_retry_seconds
+                else:
+                    failures += 1
+                    delay = self.backoff(failures)
+                    log.warning("%s watch in %s: %s", self.kind.kind, self.namespace or "*", error)
+            except TransientApiError as error:
+                failures += 1
+                delay = self.backoff(failures)
+                log.info("%s watch in %s: %s (retry in %.1fs)", self.kind.kind, self.namespace, error, delay)
+            except Exception:  # never let the thread die: the cache would silently go stale
+                failures += 1
+                delay = self.backoff(failures)
+                log.exception("%s watch in %s failed", self.kind.kind, self.namespace or "*")
+            stop.wait(delay)
+
+
+class ClusterCache:
+    """The informers of every cached kind in every watched scope, read like `KubeApi.list`."""
+
+    def __init__(
+        self,
+        source: WatchSource,
+        kinds: Sequence[CachedKind],
+        namespaces: Sequence[str] = (),
+        listener: Listener | None = None,
+        *,
+        fallback: Lister | None = None,
+        backoff: Callable[[int], float] = watch_backoff,
+    ) -> None:
+        self.kinds = tuple(kinds)
+        self.fallback = fallback
+        scopes: Sequence[str | None] = tuple(namespaces) or (None,)
+        self.informers: dict[tuple[str, str, str | None], Informer] = {
+            (k.api_version, k.kind, scope): Informer(source, k, scope, listener, backoff=backoff)
+            for k in self.kinds
+            for scope in scopes
+        }
+        self._threads: list[threading.Thread] = []
+
+    def start(self, stop: threading.Event) -> None:
+        for (_, kind, scope), informer in self.informers.items():
+            thread = threading.Thread(
+                target=informer.run, args=(stop,), name=f"watch-{kind}-{scope or 'all'}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def wait_synced(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        return all(i.synced.wait(max(0.0, deadline - time.monotonic())) for i in self.informers.values())
+
+    def _informer(self, api_version: str, kind: str, namespace: str | None) -> Informer | None:
+        found = self.informers.get((api_version, kind, namespace))  # (an empty Informer is falsy)
+        return found if found is not None else self.informers.get((api_version, kind, None))
+
+    def list(
+        self, api_version: str, kind: str, namespace: str | None, label_selector: str
+    ) -> list[dict[str, Any]]:
+        """What `KubeApi.list` answers, from the cache: `label_selector` is "" (the whole namespace)
+        or `modeldeploy.io/deployment=<name>`. A kind not cached, or not listed yet, is asked of
+        the API (the fallback), so a read is never served from nothing."""
+        informer = self._informer(api_version, kind, namespace) if namespace else None
+        index_value: str | None = None
+        if label_selector:
+            label, _, value = label_selector.partition("=")
+            if label != INDEX_LABEL or not value:
+                informer = None
+            index_value = value
+        if informer is None or not informer.synced.is_set():
+            if self.fallback is None:
+                raise TransientApiError(f"{kind} not cached yet")
+            return self.fallback.list(api_version, kind, namespace, label_selector)
+        if informer.refused is not None:
+            raise RejectedError(informer.refused.status, str(informer.refused))
+        assert namespace is not None
+        return informer.objects(namespace, index_value)
+
+    def remember(self, obj: dict[str, Any] | None) -> None:
+        """Keep what one of our writes returned (see Informer.remember)."""
+        if not obj or not isinstance(obj.get("metadata"), dict):
+            return
+        informer = self._informer(obj.get("apiVersion", ""), obj.get("kind", ""), _key(obj)[0])
+        if informer is not None:
+            informer.remember(obj)
