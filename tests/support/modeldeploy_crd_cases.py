@@ -266,8 +266,12 @@ EFFECTIVENESS_CASES: tuple[InvalidCase, ...] = (
         "spec.effectiveness.store.persistentVolumeClaim is only for store type sqlite",
         "cel",
     ),
-    InvalidCase("effectiveness-bad-store", _eff(store={"type": "mysql"}), "spec.effectiveness.store.type", "schema"),
-    InvalidCase("effectiveness-bad-retention", _eff(retention="30d"), "spec.effectiveness.retention", "schema"),
+    InvalidCase(
+        "effectiveness-bad-store", _eff(store={"type": "mysql"}), "spec.effectiveness.store.type", "schema"
+    ),
+    InvalidCase(
+        "effectiveness-bad-retention", _eff(retention="30d"), "spec.effectiveness.retention", "schema"
+    ),
     InvalidCase(
         "effectiveness-bad-claim", _eff(store={"persistentVolumeClaim": "Data_1"}),
         "spec.effectiveness.store.persistentVolumeClaim", "schema",
@@ -276,7 +280,10 @@ EFFECTIVENESS_CASES: tuple[InvalidCase, ...] = (
         "effectiveness-zero-labels", _eff(minLabelsPerArm=0), "spec.effectiveness.minLabelsPerArm", "schema"
     ),
     InvalidCase(
-        "effectiveness-bad-size", _eff(store={"sizeLimit": "lots"}), "spec.effectiveness.store.sizeLimit", "schema"
+        "effectiveness-bad-size",
+        _eff(store={"sizeLimit": "lots"}),
+        "spec.effectiveness.store.sizeLimit",
+        "schema",
     ),
     InvalidCase(
         "effectiveness-secret-without-name",
