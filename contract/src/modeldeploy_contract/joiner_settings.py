@@ -74,6 +74,12 @@ FEEDBACK_PATH = "/v1/feedback"
 SUMMARY_PATH = "/v1/effectiveness"
 
 
+def joiner_service_name(deployment: str) -> str:
+    """The joiner Service of a ModelDeployment (spec.effectiveness). The CRD limits names to 40
+    characters, so this is never shortened (the operator's names.fit_name agrees; a test checks it)."""
+    return f"{deployment}-joiner"
+
+
 class JoinerFeedSettings(BaseSettings):
     """The model server's prediction records to the label joiner (spec.effectiveness), read from
     MODELDEPLOY_FEED_* variables. Like the prediction log's settings, not part of the revision:

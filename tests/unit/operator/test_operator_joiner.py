@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from modeldeploy_contract.joiner_settings import JoinerFeedSettings, JoinerSettings
+from modeldeploy_contract.joiner_settings import JoinerFeedSettings, JoinerSettings, joiner_service_name
 from modeldeploy_contract.router_config import RouterConfig
 from modeldeploy_operator.analysis import AddressPolicy, AnalysisTarget
 from modeldeploy_operator.analysis.effectiveness import JoinerReader
@@ -18,6 +18,7 @@ from modeldeploy_operator.domain.joiner import (
     build_joiner_deployment,
     joiner_address,
     joiner_env,
+    joiner_name,
     own_joiner,
     with_own_joiner,
 )
@@ -261,3 +262,9 @@ def _refuse_network() -> Any:
 def test_bad_effectiveness_specs_are_explained(raw: dict[str, Any], message: str) -> None:
     problems = validate_spec(ModelDeploymentSpec.model_validate({"model": MODEL, "effectiveness": raw}))
     assert any(p.startswith(message) for p in problems), problems
+
+
+def test_the_plugin_and_the_operator_name_the_joiner_alike() -> None:
+    # The plugin reads the joiner through the contract's name; the CRD caps names at 40 characters.
+    for name in ("churn", "a" * 40):
+        assert joiner_service_name(name) == joiner_name(name)
