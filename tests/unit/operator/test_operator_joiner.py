@@ -268,3 +268,23 @@ def test_the_plugin_and_the_operator_name_the_joiner_alike() -> None:
     # The plugin reads the joiner through the contract's name; the CRD caps names at 40 characters.
     for name in ("churn", "a" * 40):
         assert joiner_service_name(name) == joiner_name(name)
+
+
+def test_the_joiner_takes_the_serving_pods_pull_secrets_and_placement_only() -> None:
+    pods = {
+        "serving": {
+            "imagePullSecrets": [{"name": "registry-creds"}],
+            "nodeSelector": {"pool": "models"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "models"}],
+            "env": [{"name": "OMP_NUM_THREADS", "value": "1"}],
+            "serviceAccountName": "churn-serving",
+        }
+    }
+    pod = manifests(spec_of(effectiveness={}, pods=pods))[("Deployment", "churn-joiner")]["spec"]["template"][
+        "spec"
+    ]
+    assert pod["imagePullSecrets"] == [{"name": "registry-creds"}]
+    assert pod["nodeSelector"] == {"pool": "models"}
+    assert pod["tolerations"][0]["key"] == "dedicated"
+    assert "serviceAccountName" not in pod
+    assert "OMP_NUM_THREADS" not in env_of(pod["containers"][0])

@@ -27,8 +27,9 @@ from . import labels as lbl
 from .durations import parse_duration
 from .manifests import RUN_AS_USER, TMP_VOLUME, _metadata, _resources, _restricted_container_security
 from .names import fit_name
+from .pods import render_pod_settings
 from .resource import ModelDeploymentRef
-from .spec import Analysis, Effectiveness, JoinerSource, ModelDeploymentSpec, Resources
+from .spec import Analysis, Effectiveness, JoinerSource, ModelDeploymentSpec, PodSettings, Resources
 
 JOINER_COMPONENT = "joiner"
 JOINER_COMMAND = ("modeldeploy", "joiner")
@@ -156,9 +157,13 @@ def build_joiner_deployment(
     *,
     image: str,
     image_pull_policy: str = "IfNotPresent",
+    pod: PodSettings | None = None,
 ) -> dict[str, Any]:
     """The joiner's Deployment: one replica, replaced by Recreate (never two writers on one SQLite
-    file, and a ReadWriteOnce claim cannot be mounted by a second pod on another node anyway)."""
+    file, and a ReadWriteOnce claim cannot be mounted by a second pod on another node anyway).
+
+    `pod`: the serving pods' settings; the joiner runs the same image, so it takes their pull secrets
+    and placement (node selector, tolerations, affinity, priority), not their env, volumes or account."""
     name = joiner_name(owner.name)
     labels = lbl.common_labels(owner.name, JOINER_COMPONENT)
     volumes, mounts = _volumes(effectiveness)
@@ -201,6 +206,17 @@ def build_joiner_deployment(
             "volumes": volumes,
         },
     }
+    if pod is not None:
+        placement = PodSettings(
+            image_pull_secrets=pod.image_pull_secrets,
+            node_selector=pod.node_selector,
+            tolerations=pod.tolerations,
+            affinity=pod.affinity,
+            priority_class_name=pod.priority_class_name,
+        )
+        template = render_pod_settings(
+            template, placement, container=CONTAINER_NAME, spread_selector=joiner_selector(owner.name)
+        )
     spec = {
         "replicas": 1,
         "selector": {"matchLabels": joiner_selector(owner.name)},
@@ -237,6 +253,6 @@ def build_joiner_objects(
     if spec.effectiveness is None or not spec.effectiveness.enabled:
         return []
     deployment = build_joiner_deployment(
-        owner, spec.effectiveness, image=image, image_pull_policy=image_pull_policy
+        owner, spec.effectiveness, image=image, image_pull_policy=image_pull_policy, pod=spec.pods.serving
     )
     return [deployment, build_joiner_service(owner)]
