@@ -248,6 +248,52 @@ PREDICTION_LOG_CASES: tuple[InvalidCase, ...] = (
 )
 
 
+def _eff(**fields: Any) -> Callable[[dict[str, Any]], None]:
+    """A spec.effectiveness that is valid but for `fields`."""
+    return _set("spec.effectiveness", {"retention": "168h", **fields})
+
+
+EFFECTIVENESS_CASES: tuple[InvalidCase, ...] = (
+    InvalidCase(
+        "effectiveness-postgres-without-secret",
+        _eff(store={"type": "postgres"}),
+        "spec.effectiveness.store.postgresSecret is required when spec.effectiveness.store.type is postgres",
+        "cel",
+    ),
+    InvalidCase(
+        "effectiveness-postgres-with-claim",
+        _eff(store={"type": "postgres", "postgresSecret": {"name": "pg"}, "persistentVolumeClaim": "data"}),
+        "spec.effectiveness.store.persistentVolumeClaim is only for store type sqlite",
+        "cel",
+    ),
+    InvalidCase(
+        "effectiveness-bad-store", _eff(store={"type": "mysql"}), "spec.effectiveness.store.type", "schema"
+    ),
+    InvalidCase(
+        "effectiveness-bad-retention", _eff(retention="30d"), "spec.effectiveness.retention", "schema"
+    ),
+    InvalidCase(
+        "effectiveness-bad-claim", _eff(store={"persistentVolumeClaim": "Data_1"}),
+        "spec.effectiveness.store.persistentVolumeClaim", "schema",
+    ),
+    InvalidCase(
+        "effectiveness-zero-labels", _eff(minLabelsPerArm=0), "spec.effectiveness.minLabelsPerArm", "schema"
+    ),
+    InvalidCase(
+        "effectiveness-bad-size",
+        _eff(store={"sizeLimit": "lots"}),
+        "spec.effectiveness.store.sizeLimit",
+        "schema",
+    ),
+    InvalidCase(
+        "effectiveness-secret-without-name",
+        _eff(store={"type": "postgres", "postgresSecret": {"key": "dsn"}}),
+        "spec.effectiveness.store.postgresSecret.name",
+        "schema",
+    ),
+)  # fmt: skip
+
+
 INVALID_CASES: tuple[InvalidCase, ...] = (
     # --- CEL rules ---
     InvalidCase(
@@ -796,4 +842,5 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
     ),
     *STREAM_CASES,
     *PREDICTION_LOG_CASES,
+    *EFFECTIVENESS_CASES,
 )

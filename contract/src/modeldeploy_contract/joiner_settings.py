@@ -65,3 +65,58 @@ class JoinerSettings(BaseSettings):
     """Most labels or prediction records in one request; more get HTTP 413."""
 
     log_level: str = "info"
+
+
+FEED_ENV_PREFIX = "MODELDEPLOY_FEED_"
+JOINER_PORT = 8090
+FEED_PATH = "/v1/predictions"
+FEEDBACK_PATH = "/v1/feedback"
+SUMMARY_PATH = "/v1/effectiveness"
+
+
+def joiner_service_name(deployment: str) -> str:
+    """The joiner Service of a ModelDeployment (spec.effectiveness). The CRD limits names to 40
+    characters, so this is never shortened (the operator's names.fit_name agrees; a test checks it)."""
+    return f"{deployment}-joiner"
+
+
+class JoinerFeedSettings(BaseSettings):
+    """The model server's prediction records to the label joiner (spec.effectiveness), read from
+    MODELDEPLOY_FEED_* variables. Like the prediction log's settings, not part of the revision:
+    turning effectiveness on changes what a server writes, not what it answers."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=FEED_ENV_PREFIX, extra="ignore", frozen=True, use_attribute_docstrings=True
+    )
+
+    url: str = ""
+    """Base URL of the joiner (http://<deployment>-joiner:8090); empty: no records are sent."""
+
+    deployment: str = ""
+    """The ModelDeployment, written into every record."""
+
+    variant: str = ""
+    """The variant, written into every record."""
+
+    revision: str = ""
+    """The revision, written into every record."""
+
+    capacity: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Records buffered for the joiner; past it records are dropped and counted (never blocking)."""
+
+    batch: int = Field(default=500, ge=1, le=10_000)
+    """Records per POST (the joiner takes at most 10,000 per request)."""
+
+    timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    """Longest wait for the joiner's answer to one batch; a batch that fails is dropped and counted."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that reproduce these settings in another process (non-default fields only)."""
+        return {
+            FEED_ENV_PREFIX + name.upper(): str(value)
+            for name, value in self.model_dump(exclude_defaults=True).items()
+        }

@@ -167,6 +167,20 @@ class RetryConfig(_Frozen):
     another ready backend of the same arm."""
 
 
+class FeedbackConfig(_Frozen):
+    """Where the router's feedback route (POST /v2/models/{name}/feedback) sends labels: the
+    ModelDeployment's label joiner (spec.effectiveness), as `host:port` of its Service."""
+
+    address: str = Field(min_length=3, max_length=300, pattern=r"^[A-Za-z0-9.\[\]:-]+:[0-9]{1,5}$")
+    """The joiner's Service, e.g. `churn-joiner:8090` (resolved in the router's namespace)."""
+
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    """Longest wait for the joiner's answer (a batch of 10,000 labels is one transaction)."""
+
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    """Largest feedback body the router accepts (the joiner's own limit is 4 MiB); larger get 413."""
+
+
 class RouterConfig(_Frozen):
     """The routing table of one ModelDeployment, as the operator writes it."""
 
@@ -212,6 +226,9 @@ class RouterConfig(_Frozen):
 
     retry: RetryConfig = RetryConfig()
     """Upstream retry policy."""
+
+    feedback: FeedbackConfig | None = None
+    """The feedback route's joiner (spec.effectiveness); None: the route answers 404."""
 
     when_arm_unavailable: Literal["redistribute", "reject"] = "redistribute"
     """An arm with no ready backend: "redistribute" sends its requests to ready arms (same variant

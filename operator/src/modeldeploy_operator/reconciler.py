@@ -31,6 +31,7 @@ from modeldeploy_operator.domain.desired_state import (
     desired_state,
     stale_objects,
 )
+from modeldeploy_operator.domain.joiner import own_joiner, with_own_joiner
 from modeldeploy_operator.domain.manifests import build_replicas_handover
 from modeldeploy_operator.domain.observed import ObservedDeployment, externally_scaled, pods_owned_by
 from modeldeploy_operator.domain.pods import PodDefaults
@@ -411,6 +412,7 @@ class Reconciler:
         analysis = spec.rollout.analysis
         if request is None or analysis is None:
             return ()
+        analysis = with_own_joiner(analysis, owner, spec)  # spec.effectiveness: the operator's joiner
         target = AnalysisTarget(
             namespace=owner.namespace,
             deployment=owner.name,
@@ -421,6 +423,7 @@ class Reconciler:
             stable_endpoints=tuple(seen.ready_endpoints.get(request.stable_revision or "", ())),
             router_endpoints=tuple(seen.ready_endpoints.get("router", ())),
             drift_window_seconds=spec.drift.window_seconds,
+            own_joiner=own_joiner(owner, spec),
         )
         return self.analysis.measure(analysis, select_checks(analysis, request.checks), target)
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from modeldeploy_contract.joiner_settings import SUMMARY_PATH, joiner_service_name
 from modeldeploy_contract.resource import GROUP, KIND, PLURAL, VERSION
 
 WatchEvent = tuple[str, dict[str, Any]]
@@ -41,6 +42,11 @@ class Cluster(Protocol):
 
     def watch(self, namespace: str, name: str, timeout: float | None) -> Iterator[WatchEvent]:
         """The object's current state (ADDED), then every change, until `timeout` seconds (None: no end)."""
+        ...
+
+    def effectiveness(self, namespace: str, name: str) -> bytes:
+        """The label joiner's summary (GET /v1/effectiveness) of a ModelDeployment with
+        spec.effectiveness, through the API server's service proxy; raises ApiError."""
         ...
 
 
@@ -116,6 +122,21 @@ class KubeClient:
         except self._exception:
             return []  # Events are a courtesy: a user allowed to read the object but not Events still sees it
         return [self._core.api_client.sanitize_for_serialization(e) for e in result.items]
+
+    def effectiveness(self, namespace: str, name: str) -> bytes:
+        # Through the API server (services/proxy), as kubectl would: the plugin runs outside the
+        # cluster and needs no port-forward; the user needs `get services/proxy` in the namespace.
+        service = f"{joiner_service_name(name)}:http"
+        try:
+            response = self._core.connect_get_namespaced_service_proxy_with_path(
+                service, namespace, SUMMARY_PATH.lstrip("/"), _preload_content=False, _request_timeout=10
+            )
+        except self._exception as error:
+            raise self._api_error(error) from error
+        except Exception as error:  # urllib3's timeouts and connection errors
+            raise ApiError(f"label joiner: {error}") from error
+        data: bytes = response.data
+        return data
 
     def watch(self, namespace: str, name: str, timeout: float | None) -> Iterator[WatchEvent]:
         """A watch on this one object (a field selector on its name), resumed from the last resource

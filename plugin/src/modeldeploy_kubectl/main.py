@@ -289,6 +289,17 @@ def _watch(
     return EXIT_OK
 
 
+def _effectiveness(cluster: Cluster, namespace: str, body: Mapping[str, Any]) -> bytes | str | None:
+    """The label joiner's summary when the ModelDeployment has one (spec.effectiveness), or why not."""
+    spec = (body.get("spec") or {}).get("effectiveness")
+    if not isinstance(spec, dict) or spec.get("enabled") is False:
+        return None
+    try:
+        return cluster.effectiveness(namespace, str(body["metadata"]["name"]))
+    except ApiError as error:
+        return str(error)
+
+
 def _read(
     cluster: Cluster, namespace: str, args: argparse.Namespace, out: TextIO, style: Style, tty: bool
 ) -> int:
@@ -299,7 +310,12 @@ def _read(
         text = (
             dump(body, args.output)
             if args.output
-            else render_view(body, cluster.events(namespace, args.name), style=style)
+            else render_view(
+                body,
+                cluster.events(namespace, args.name),
+                style=style,
+                effectiveness=_effectiveness(cluster, namespace, body),
+            )
         )
     elif args.command == "list":
         bodies = cluster.list_all(None if args.all_namespaces else namespace)

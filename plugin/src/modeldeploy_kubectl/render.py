@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from modeldeploy_contract.effectiveness import EffectivenessSummary
 from modeldeploy_contract.status import HistoryEntry, ModelDeploymentStatus
 
 MAX_EVENTS = 8
@@ -275,6 +276,59 @@ def _check_lines(status: ModelDeploymentStatus, style: Style) -> list[str]:
     return [head, *("  " + line for line in _table(rows, style))]
 
 
+_VERDICT_COLOURS = {"TreatmentBetter": "green", "ControlBetter": "red", "Inconclusive": "yellow"}
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def render_effectiveness(name: str, summary: bytes | str | None, style: Style = PLAIN) -> list[str]:
+    """Per arm and window: labelled predictions and their quality, then each A/B verdict with its
+    interval. `summary`: the joiner's /v1/effectiveness answer, or why it could not be read."""
+    if summary is None:
+        return []
+    if isinstance(summary, str):
+        return ["Effectiveness: " + style.paint("yellow", f"the label joiner could not be read: {summary}")]
+    try:
+        parsed = EffectivenessSummary.model_validate_json(summary)
+    except ValidationError as error:
+        why = str(error.errors()[0]["msg"])[:200]
+        return [
+            "Effectiveness: " + style.paint("yellow", f"the label joiner's answer is not understood: {why}")
+        ]
+    deployment = next((d for d in parsed.deployments if d.deployment == name), None)
+    if deployment is None or not any(w.arms for w in deployment.windows):
+        return ["Effectiveness: no predictions recorded by the label joiner yet"]
+    rows: list[Row] = [
+        ["WINDOW", "VARIANT", "REVISION", "VERSION", "PREDICTIONS", "LABELLED", "COVERAGE", "ACCURACY", "AUC",
+         "LOG LOSS", "BRIER"]
+    ]  # fmt: skip
+    verdicts: list[str] = []
+    for window in deployment.windows:
+        span = human_duration(int(window.window_seconds))
+        for arm in window.arms:
+            q = arm.quality
+            counts = [str(q.predictions), str(q.labelled), _share(q.coverage)]
+            scores = [_number(q.accuracy), _number(q.auc), _number(q.log_loss), _number(q.brier)]
+            rows.append([span, arm.variant, arm.revision, arm.model_version, *counts, *scores])
+        for ab in window.ab:
+            interval = (
+                f"{ab.difference:+.4f} [{ab.lower:+.4f}, {ab.upper:+.4f}] at {ab.confidence:.0%}"
+                if ab.difference is not None and ab.lower is not None and ab.upper is not None
+                else "no interval yet"
+            )
+            more = f", {ab.labels_still_needed} more labels needed" if ab.labels_still_needed else ""
+            verdict = style.paint(_VERDICT_COLOURS.get(ab.verdict), ab.verdict)
+            verdicts.append(
+                f"  A/B {span} {ab.metric} {ab.treatment} - {ab.control}: {interval}  {verdict}"
+                f" (labels {ab.labelled_treatment}/{ab.labelled_control}{more})"
+            )
+    control = f", control {deployment.control_variant}" if deployment.control_variant else ""
+    head = f"Effectiveness: delayed labels joined to predictions (label joiner{control})"
+    return [head, *("  " + line for line in _table(rows, style)), *verdicts]
+
+
 _PREFLIGHT_COLOURS = {"Passed": "green", "Failed": "red", "Pending": "yellow", "Skipped": "grey"}
 
 
@@ -326,8 +380,10 @@ def render_view(
     events: Sequence[Mapping[str, Any]] | None = None,
     *,
     style: Style = PLAIN,
+    effectiveness: bytes | str | None = None,
 ) -> str:
-    """The live view of one ModelDeployment (`get`; `get --watch` redraws it); events None: no section."""
+    """The live view of one ModelDeployment (`get`; `get --watch` redraws it); events None: no section.
+    `effectiveness`: the label joiner's summary (spec.effectiveness), or why it could not be read."""
     status, unread = read_status(body)
     meta = body.get("metadata") or {}
     steps = _steps_of(body)
@@ -362,6 +418,7 @@ def render_view(
     lines += ["Revisions:", *_revision_lines(status, style)]
     lines += _preflight_lines(status, style)
     lines += _check_lines(status, style)
+    lines += render_effectiveness(str(meta.get("name", "")), effectiveness, style)
     conditions = ", ".join(
         style.paint("green" if c.status == "True" else "grey", f"{c.type}={c.status}") + f" ({c.reason})"
         for c in status.conditions

@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from modeldeploy_contract.joiner_settings import JoinerFeedSettings
 from modeldeploy_contract.metric_names import LIVE_TRAFFIC, MIRROR_TRAFFIC, TRAFFIC_HEADER
 from modeldeploy_contract.predlog_settings import PredictionLogSettings
 from modeldeploy_contract.preflight import GOLDEN_PATH, REPLAY_HEADER
@@ -34,6 +35,7 @@ from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving import metrics, slowclients
 from modeldeploy_serving.dataplane import DataPlane
 from modeldeploy_serving.errors import NotFoundError, OverloadedError, PayloadTooLargeError, ServingError
+from modeldeploy_serving.joiner.feed import JoinerFeed, open_feed
 from modeldeploy_serving.model import LoadedModel
 from modeldeploy_serving.openapi import describe_inference_routes, name_the_served_model
 from modeldeploy_serving.predlog import PiiPolicy, PredictionLog, open_prediction_log, sampled
@@ -156,6 +158,7 @@ class InferenceApp:
         api: FastAPI,
         prediction_log: PredictionLog | None = None,
         log_settings: PredictionLogSettings | None = None,
+        feed: JoinerFeed | None = None,
     ) -> None:
         self.settings = settings
         self.dataplane = dataplane
@@ -163,6 +166,9 @@ class InferenceApp:
         self._resolved: dict[str, LoadedModel] = {}
         self.plog = prediction_log
         self.log_settings = log_settings or PredictionLogSettings()
+        self.feed = feed
+        """Prediction records to the label joiner (spec.effectiveness); None: off."""
+        self._keep = prediction_log is not None or feed is not None
         self._ids = itertools.count()
         self._id_prefix = f"{socket.gethostname()}-{os.getpid()}"
 
@@ -217,15 +223,9 @@ class InferenceApp:
                     self._predict(model, protocol, body, raw_header_length, offload=True, replay=replay),
                     receive,
                 )
-            length = (b"content-length", b"%d" % len(payload))
-            if header_length is None:
-                headers = [length, *JSON_HEADERS]
-            else:
-                headers = [
-                    length,
-                    (b"content-type", b"application/octet-stream"),
-                    (b"inference-header-content-length", str(header_length).encode()),
-                ]
+            headers = _answer_headers(len(payload), header_length)
+            if self.feed is not None and logged is not None and not replay:
+                logged = self._feed(scope, model, logged, headers)
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": payload})
         except OverloadedError as exc:
@@ -251,6 +251,22 @@ class InferenceApp:
                 # Mirrored copies answered no caller: they are not predictions anyone received.
                 if self.plog is not None and traffic == LIVE_TRAFFIC:
                     self._log(scope, model, logged, status, elapsed)
+
+    def _feed(
+        self, scope: Scope, model: LoadedModel, logged: Logged, headers: list[tuple[bytes, bytes]]
+    ) -> Logged:
+        """Record the answer for the label joiner under the request id the caller gets back (the
+        caller's x-request-id, the V2 body's id, or one made here, returned as x-request-id); the
+        prediction log then uses the same id."""
+        request_id = _request_id(scope) or (str(logged[2]) if logged[2] is not None else None)
+        if request_id is None:
+            request_id = f"{self._id_prefix}-{next(self._ids)}"
+        if request_id.isascii() and request_id.isprintable():  # else the body's id echoes it already
+            headers.append((b"x-request-id", request_id.encode("ascii")))
+        if traffic_of(scope["headers"]) == LIVE_TRAFFIC:  # a mirrored copy answered no caller
+            assert self.feed is not None
+            self.feed.add(request_id, model.version, logged[1])
+        return (logged[0], logged[1], request_id)
 
     def _log(
         self, scope: Scope, model: LoadedModel | None, logged: Logged | None, status: int, elapsed: float
@@ -342,14 +358,25 @@ class InferenceApp:
             )
             prediction = await infer(request.rows)
             payload, length = v2.encode_response(model.name, model.version, request, prediction)
-            logged = (request.rows, prediction, request.id) if self.plog is not None else None
+            logged = (request.rows, prediction, request.id) if self._keep else None
             return payload, length, logged
         if offload:
             x = await dataplane.off_loop(v1.decode_request, body, model.feature_index, max_rows)
         else:
             x = v1.decode_request(body, model.feature_index, max_rows)
         prediction = await infer(x)
-        return v1.encode_response(prediction), None, (x, prediction, None) if self.plog is not None else None
+        return v1.encode_response(prediction), None, (x, prediction, None) if self._keep else None
+
+
+def _answer_headers(size: int, header_length: int | None) -> list[tuple[bytes, bytes]]:
+    length = (b"content-length", b"%d" % size)
+    if header_length is None:
+        return [length, *JSON_HEADERS]
+    return [
+        length,
+        (b"content-type", b"application/octet-stream"),
+        (b"inference-header-content-length", str(header_length).encode()),
+    ]
 
 
 async def _unless_gone(
@@ -527,4 +554,8 @@ def create_app(settings: ServerSettings | None = None) -> InferenceApp:
     prediction_log = open_prediction_log(log_settings, metrics.prediction_log_count)
     if prediction_log is not None:
         atexit.register(prediction_log.close)  # write what is buffered when the worker exits
-    return InferenceApp(settings, dataplane, build_api(settings, dataplane), prediction_log, log_settings)
+    feed = open_feed(JoinerFeedSettings(), metrics.joiner_feed_count)
+    if feed is not None:
+        atexit.register(feed.close)
+    api = build_api(settings, dataplane)
+    return InferenceApp(settings, dataplane, api, prediction_log, log_settings, feed)

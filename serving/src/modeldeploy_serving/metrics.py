@@ -183,6 +183,18 @@ def prediction_log_count(outcome: str, n: int) -> None:
     PREDICTION_LOG_RECORDS.labels(outcome).inc(n)
 
 
+JOINER_FEED_RECORDS = Counter(
+    "modeldeploy_joiner_feed_records",
+    "Prediction records for the label joiner by outcome: sent, dropped (buffer full: the joiner is "
+    "slower than the traffic) or failed (the joiner refused the batch or was unreachable).",
+    ["outcome"],
+)
+
+
+def joiner_feed_count(outcome: str, n: int) -> None:
+    JOINER_FEED_RECORDS.labels(outcome).inc(n)
+
+
 STREAM_RECORDS = Counter(
     "modeldeploy_stream_records",
     "Input records handled by the stream consumer, by outcome: scored (an output record was written) "

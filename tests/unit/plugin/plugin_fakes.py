@@ -169,6 +169,7 @@ class FakeCluster:
         message: str = "done",
         frames: Sequence[WatchEvent] = (),
         interrupt_watch: bool = False,
+        effectiveness: bytes | Exception = b"{}",
     ) -> None:
         self.objects = {(b["metadata"]["namespace"], b["metadata"]["name"]): b for b in bodies}
         self.answer, self.message = answer, message
@@ -177,6 +178,8 @@ class FakeCluster:
         self.patches: list[dict[str, Any]] = []
         self.watched: list[tuple[str, str, float | None]] = []
         self.listed: list[str | None] = []
+        self.summary = effectiveness
+        self.summaries_read: list[tuple[str, str]] = []
 
     def get(self, namespace: str, name: str) -> dict[str, Any]:
         try:
@@ -204,6 +207,12 @@ class FakeCluster:
 
     def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         return [{"lastTimestamp": T0, "type": "Warning", "reason": "AnalysisFailed", "message": "latency"}]
+
+    def effectiveness(self, namespace: str, name: str) -> bytes:
+        self.summaries_read.append((namespace, name))
+        if isinstance(self.summary, Exception):
+            raise self.summary
+        return self.summary
 
     def watch(self, namespace: str, name: str, timeout: float | None) -> Iterator[WatchEvent]:
         self.watched.append((namespace, name, timeout))

@@ -151,7 +151,8 @@ class JoinerReader:
     ) -> list[CheckReading]:
         if source is None:
             return [no_data(c, at, "effectiveness checks need spec.rollout.analysis.joiner") for c in checks]
-        refusal = self.policy.refusal(source.address)
+        own = target.own_joiner is not None and source.address == target.own_joiner
+        refusal = None if own else self.policy.refusal(source.address)
         if refusal is not None:
             return [no_data(c, at, refusal) for c in checks]
         url = source.address.rstrip("/") + SUMMARY_PATH

@@ -20,6 +20,9 @@ class AnalysisTarget:
     router_endpoints: tuple[str, ...] = ()
     """`ip:port` of the ready router pods; empty with the Gateway API provider."""
     drift_window_seconds: float = 60.0
+    own_joiner: str | None = None
+    """The base URL of the label joiner the operator runs for this ModelDeployment (spec.effectiveness):
+    read without an allow-list entry, since the operator made it."""
     """spec.drift.windowSeconds: a drift window closes at most this long after its first row."""
 
     @property

@@ -16,6 +16,7 @@ from typing import Any
 from modeldeploy_contract.weights import arm_weight_bp
 
 from . import labels as lbl
+from .joiner import build_joiner_objects, feed_env
 from .manifests import (
     build_hpa,
     build_serving_deployment,
@@ -193,6 +194,9 @@ def desired_state(
                     image_pull_policy=options.image_pull_policy,
                     pod=spec.pods.serving,
                     prediction_log=spec.prediction_log,
+                    extra_env=feed_env(owner.name, variant.name, variant.revision)
+                    if spec.joiner_enabled
+                    else (),
                 )
             )
             manifests.append(build_serving_service(owner, variant))
@@ -230,6 +234,9 @@ def desired_state(
         if len(live) == 1:
             selector = lbl.revision_selector(owner.name, live[0].variant, live[0].revision)
     manifests.append(build_stable_service(owner, selector))
+    manifests += build_joiner_objects(
+        owner, spec, image=options.serving_image, image_pull_policy=options.image_pull_policy
+    )
     if options.network_policy is not None:
         manifests += build_network_policies(
             owner, options.network_policy, behind_router=spec.traffic.provider == "router"

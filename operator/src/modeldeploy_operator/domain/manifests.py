@@ -7,6 +7,7 @@ server-side apply, any field set here is claimed by the operator's field manager
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from modeldeploy_contract.redact import redact_uri
@@ -169,12 +170,14 @@ def build_serving_deployment(
     image_pull_policy: str = "IfNotPresent",
     pod: PodSettings | None = None,
     prediction_log: PredictionLog | None = None,
+    extra_env: Sequence[dict[str, str]] = (),
 ) -> dict[str, Any]:
     """The Deployment running one (variant, revision); `pod`: the spec's serving pod settings, merged
     over the chart's defaults (`pods.with_pod_defaults`).
 
     With `prediction_log` (spec.predictionLog) the servers get MODELDEPLOY_PREDLOG_* variables and
-    the HMAC key's Secret mounted as a file.
+    the HMAC key's Secret mounted as a file. `extra_env`: more variables of the server container that
+    are not part of the revision (spec.effectiveness: the joiner feed's, domain/joiner.py).
 
     `replicas` is None when an autoscaler owns the count (our HPA, the user's, or an External one):
     the field is then left out, so that server-side apply does not take it back on every reconcile.
@@ -198,9 +201,23 @@ def build_serving_deployment(
         "template": _pod_template(owner, variant, image, image_pull_policy, pod or PodSettings()),
     }
     if prediction_log is not None:
+<<<<<<< HEAD
         add_prediction_log(
             spec["template"]["spec"], prediction_log, owner.name, variant.name, variant.revision
         )
+=======
+        pod_spec = spec["template"]["spec"]
+        container = pod_spec["containers"][0]
+        settings = prediction_log_settings_for(prediction_log, owner.name, variant.name, variant.revision)
+        container["env"] = container["env"] + [
+            {"name": k, "value": v} for k, v in sorted(settings.to_env().items())
+        ]
+        container["volumeMounts"].append(hmac_mount())
+        pod_spec["volumes"].append(hmac_volume(prediction_log))
+    if extra_env:
+        container = spec["template"]["spec"]["containers"][0]
+        container["env"] = container["env"] + list(extra_env)
+>>>>>>> joinerdeploy
     if replicas is not None:
         spec["replicas"] = replicas
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": spec}

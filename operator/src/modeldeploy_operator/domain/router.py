@@ -28,6 +28,7 @@ from modeldeploy_contract.router_config import ModelDeploymentRef as RouterDeplo
 from modeldeploy_contract.slots import SlotTable, rebalance
 
 from . import labels as lbl
+from .joiner import feedback_config
 from .manifests import PORT_NAME, RUN_AS_USER, _metadata, _resources, _restricted_container_security
 from .names import revision_name, router_name
 from .pods import render_pod_settings
@@ -139,6 +140,7 @@ def build_router_config(
         mirror=mirror,
         timeouts=TimeoutConfig(request_seconds=traffic.timeout_seconds),
         when_arm_unavailable="reject" if traffic.no_ready_backend == "Reject" else "redistribute",
+        feedback=feedback_config(spec, owner.name),
     )
 
 

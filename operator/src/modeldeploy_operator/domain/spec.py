@@ -467,6 +467,42 @@ class PredictionLog(SpecModel):
     buffer_records: int = Field(default=10_000, ge=1, le=1_000_000)
 
 
+class PostgresSecretRef(SpecModel):
+    """The Secret key holding the joiner's PostgreSQL DSN (postgresql://... or key=value)."""
+
+    name: str = Field(min_length=1, max_length=253)
+    key: str = Field(default="dsn", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+
+
+class EffectivenessStore(SpecModel):
+    """Where the label joiner keeps predictions and labels (docs/effectiveness.md#store)."""
+
+    type: Literal["sqlite", "postgres"] = "sqlite"
+    persistent_volume_claim: str | None = Field(default=None, min_length=1, max_length=253)
+    """sqlite: an existing PersistentVolumeClaim (ReadWriteOnce is enough: one joiner pod) holding the
+    database file; None: an emptyDir, which survives container restarts but not the pod's deletion."""
+    size_limit: Quantity = "1Gi"
+    """sqlite on an emptyDir: its sizeLimit (about 112 MB per million predictions, docs/benchmarks.md)."""
+    postgres_secret: PostgresSecretRef | None = None
+    """postgres: the Secret key with the DSN, mounted as a file (never an environment value)."""
+
+
+class Effectiveness(SpecModel):
+    """Delayed labels joined to predictions (docs/effectiveness.md): a label joiner per ModelDeployment,
+    prediction records from its model servers, and the feedback route on its router."""
+
+    enabled: bool = True
+    retention: str = Field(default="720h", min_length=2, max_length=32, pattern=DURATION_PATTERN)
+    """How long predictions (and their labels) are kept; a label for an older one is "expired"."""
+    control_variant: str | None = Field(default=None, min_length=1, max_length=63, pattern=NAME_PATTERN)
+    """The A/B control arm; None: with exactly two variants, the first by name."""
+    min_labels_per_arm: int = Field(default=200, ge=1, le=10_000_000)
+    """A/B verdicts are Inconclusive while an arm has fewer labels."""
+    store: EffectivenessStore = Field(default_factory=EffectivenessStore)
+    resources: Resources | None = None
+    """The joiner container's requests and limits; None: 50m CPU and 128Mi memory requested."""
+
+
 class ModelDeploymentSpec(SpecModel):
     """spec of a ModelDeployment."""
 
@@ -483,8 +519,14 @@ class ModelDeploymentSpec(SpecModel):
     drift: Drift = Field(default_factory=Drift)
     stream: Stream | None = None
     prediction_log: PredictionLog | None = None
+    effectiveness: Effectiveness | None = None
     revision_history_limit: int = Field(default=10, ge=1, le=100)
     paused: bool = False
+
+    @property
+    def joiner_enabled(self) -> bool:
+        """spec.effectiveness is set and enabled: the operator runs a label joiner."""
+        return self.effectiveness is not None and self.effectiveness.enabled
 
     def effective_variants(self) -> tuple[Variant, ...]:
         """The variants as declared, or the implicit `default` variant carrying spec.model at 100%."""

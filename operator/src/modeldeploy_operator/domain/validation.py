@@ -74,6 +74,7 @@ def validate_spec(spec: ModelDeploymentSpec) -> list[str]:
         *_check_rollout(spec),
         *_check_stream(spec),
         *_check_prediction_log(spec),
+        *_check_effectiveness(spec),
     ]
 
 
@@ -259,3 +260,26 @@ def _check_prediction_log(spec: ModelDeploymentSpec) -> Iterator[str]:
         for field_name in fields:
             if not re.match(FIELD_PATTERN, field_name) or len(field_name) > 128:
                 yield f"spec.predictionLog.pii.{name}: {field_name!r} is not a field name ({FIELD_PATTERN})"
+
+
+def _check_effectiveness(spec: ModelDeploymentSpec) -> Iterator[str]:
+    eff = spec.effectiveness
+    if eff is None:
+        return
+    store = eff.store
+    if store.type == "postgres" and store.postgres_secret is None:
+        yield "spec.effectiveness.store.postgresSecret: required when store.type is postgres (the DSN)"
+    if store.type == "postgres" and store.persistent_volume_claim is not None:
+        yield "spec.effectiveness.store.persistentVolumeClaim: only for store.type sqlite"
+    try:
+        parse_quantity(store.size_limit)
+    except ValueError:
+        yield f"spec.effectiveness.store.sizeLimit: {store.size_limit!r} is not a quantity (e.g. 1Gi)"
+    if parse_duration(eff.retention) <= 0:
+        yield f"spec.effectiveness.retention: {eff.retention!r} must be longer than 0s"
+    if eff.resources is not None:
+        yield from _check_quantities("spec.effectiveness.resources", eff.resources)
+    names = {v.name for v in spec.effective_variants()}
+    if eff.control_variant is not None and eff.control_variant not in names:
+        known = ", ".join(sorted(names))
+        yield f"spec.effectiveness.controlVariant: {eff.control_variant!r} is not a variant ({known})"

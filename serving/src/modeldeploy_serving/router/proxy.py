@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 
 from modeldeploy_contract.preflight import ADMIN_PREFIX
 from modeldeploy_serving.predlog import LogRecord, PredictionLog, sampled
+from modeldeploy_serving.router.feedback import handle_feedback, is_feedback
 from modeldeploy_serving.router.metrics import RouterMetrics
 from modeldeploy_serving.router.shadow import ShadowDispatcher
 from modeldeploy_serving.router.state import Arm, RouterState, Snapshot
@@ -178,6 +179,8 @@ class RouterApp:
             local = self._local.get(scope["path"]) if scope["method"] == "GET" else None
             if local is not None:
                 await local(send)
+            elif is_feedback(scope["method"], scope["path"]):  # labels for the joiner, not traffic
+                await handle_feedback(self, scope, receive, send)
             elif scope["path"].startswith(ADMIN_PREFIX):
                 # The model servers' operator-only routes (the golden set with its labels): not for callers.
                 await self._refuse(send, 404, "not_found", "no such route")

@@ -1,0 +1,117 @@
+"""The model server's prediction records for the label joiner: shape, batching, and that nothing the
+joiner does (slow, down, refusing) ever blocks or fails a prediction."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import orjson
+import pytest
+
+from modeldeploy_contract.joiner_settings import JoinerFeedSettings
+from modeldeploy_serving.joiner.feed import JoinerFeed, records_of
+from modeldeploy_serving.model import to_prediction
+
+SETTINGS = JoinerFeedSettings(
+    url="http://churn-joiner:8090", deployment="churn", variant="b", revision="r2", batch=3, capacity=5
+)
+
+
+def binary(*p1: float) -> object:
+    raw = np.array([[1 - p, p] for p in p1], dtype=np.float32)
+    return to_prediction(raw, classification=True)
+
+
+def test_a_one_row_request_is_one_record_under_its_request_id() -> None:
+    [record] = records_of("req-1", binary(0.8), SETTINGS, "v2", 1000.0)
+    assert record == {
+        "request_id": "req-1",
+        "deployment": "churn",
+        "variant": "b",
+        "revision": "r2",
+        "model_version": "v2",
+        "score": pytest.approx(0.8),
+        "label": 1,
+        "classes": 2,
+        "time": 1000.0,
+    }
+
+
+def test_rows_of_a_batch_request_are_numbered() -> None:
+    records = records_of("req-1", binary(0.2, 0.9, 0.5), SETTINGS, "v2", 0.0)
+    assert [r["request_id"] for r in records] == ["req-1:0", "req-1:1", "req-1:2"]
+    assert [r["label"] for r in records] == [0, 1, 0]  # argmax; a tie goes to class 0
+
+
+def test_multiclass_records_carry_the_winning_probability_and_regressors_none() -> None:
+    raw = np.array([[0.1, 0.7, 0.2]], dtype=np.float32)
+    [record] = records_of("m", to_prediction(raw, classification=True), SETTINGS, "v1", 0.0)
+    assert (record["label"], record["classes"], record["score"]) == (1, 3, pytest.approx(0.7))
+    regression = to_prediction(np.array([[3.5]], dtype=np.float32), classification=False)
+    assert records_of("r", regression, SETTINGS, "v1", 0.0) == []
+
+
+def test_float32_scores_are_clipped_into_the_unit_interval() -> None:
+    raw = np.array([[-1e-7, 1.0000001]], dtype=np.float32)
+    [record] = records_of("x", to_prediction(raw, classification=True), SETTINGS, "v1", 0.0)
+    assert record["score"] == 1.0
+
+
+class FakeJoiner:
+    def __init__(self, status: int = 200, fail: bool = False) -> None:
+        self.status = status
+        self.fail = fail
+        self.bodies: list[dict[str, object]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, body: bytes) -> int:
+        self.gate.wait(30)
+        if self.fail:
+            raise ConnectionError("connection refused")
+        self.bodies.append(orjson.loads(body))
+        return self.status
+
+
+def test_records_are_sent_in_batches_and_counted() -> None:
+    joiner = FakeJoiner()
+    counts: dict[str, int] = {}
+    feed = JoinerFeed(SETTINGS, joiner, lambda k, n: counts.__setitem__(k, counts.get(k, 0) + n))
+    for i in range(5):
+        assert feed.add(f"r{i}", "v2", binary(0.1 * i))
+    feed.close()
+    sent = [r["request_id"] for b in joiner.bodies for r in b["predictions"]]  # type: ignore[attr-defined]
+    assert sent == [f"r{i}" for i in range(5)]
+    assert all(len(b["predictions"]) <= 3 for b in joiner.bodies)  # type: ignore[arg-type]
+    assert counts == {"sent": 5}
+
+
+@pytest.mark.parametrize("joiner", [FakeJoiner(status=503), FakeJoiner(fail=True)], ids=["refused", "down"])
+def test_a_joiner_that_refuses_or_is_down_loses_the_batch_counted(joiner: FakeJoiner) -> None:
+    counts: dict[str, int] = {}
+    feed = JoinerFeed(SETTINGS, joiner, lambda k, n: counts.__setitem__(k, counts.get(k, 0) + n))
+    feed.add("r0", "v2", binary(0.5))
+    feed.close()
+    assert counts == {"failed": 1}
+    assert feed.failed == 1
+
+
+def test_a_full_buffer_drops_instead_of_waiting() -> None:
+    joiner = FakeJoiner()
+    joiner.gate.clear()  # the joiner hangs: the drain thread is stuck in its first POST
+    counts: dict[str, int] = {}
+    feed = JoinerFeed(SETTINGS, joiner, lambda k, n: counts.__setitem__(k, counts.get(k, 0) + n))
+    added = [feed.add(f"r{i}", "v2", binary(0.5)) for i in range(20)]
+    # At most `capacity` wait in the buffer (plus what the stuck thread took); the rest are dropped.
+    assert added.count(False) >= 20 - SETTINGS.capacity - SETTINGS.batch
+    assert counts["dropped"] == added.count(False)
+    joiner.gate.set()
+    feed.close()
+
+
+def test_feed_settings_round_trip_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in SETTINGS.to_env().items():
+        monkeypatch.setenv(key, value)
+    assert JoinerFeedSettings() == SETTINGS
+    assert JoinerFeedSettings(url="").enabled is False
