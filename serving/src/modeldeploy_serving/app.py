@@ -258,7 +258,7 @@ class InferenceApp:
         """Record the answer for the label joiner under the request id the caller gets back (the
         caller's x-request-id, the V2 body's id, or one made here, returned as x-request-id); the
         prediction log then uses the same id."""
-        request_id = _request_id(scope) or (str(logged[2]) if logged[2] is not None else None)
+        request_id = _request_id(scope["headers"]) or (str(logged[2]) if logged[2] is not None else None)
         if request_id is None:
             request_id = f"{self._id_prefix}-{next(self._ids)}"
         if request_id.isascii() and request_id.isprintable():  # else the body's id echoes it already

@@ -201,23 +201,12 @@ def build_serving_deployment(
         "template": _pod_template(owner, variant, image, image_pull_policy, pod or PodSettings()),
     }
     if prediction_log is not None:
-<<<<<<< HEAD
         add_prediction_log(
             spec["template"]["spec"], prediction_log, owner.name, variant.name, variant.revision
         )
-=======
-        pod_spec = spec["template"]["spec"]
-        container = pod_spec["containers"][0]
-        settings = prediction_log_settings_for(prediction_log, owner.name, variant.name, variant.revision)
-        container["env"] = container["env"] + [
-            {"name": k, "value": v} for k, v in sorted(settings.to_env().items())
-        ]
-        container["volumeMounts"].append(hmac_mount())
-        pod_spec["volumes"].append(hmac_volume(prediction_log))
     if extra_env:
         container = spec["template"]["spec"]["containers"][0]
         container["env"] = container["env"] + list(extra_env)
->>>>>>> joinerdeploy
     if replicas is not None:
         spec["replicas"] = replicas
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": spec}
