@@ -15,6 +15,7 @@ retries with growing delays a bounded number of times; the resync picks up after
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import random
@@ -182,6 +183,17 @@ async def _until_stopped(stopped: kopf.DaemonStopped) -> None:
     await stopped.wait()
 
 
+def _gone(body: Mapping[str, Any]) -> bool:
+    """The object is deleted (or replaced by a namesake): its daemon ends itself. Without a finalizer
+    (below) kopf does not stop a daemon whose object was deleted at once."""
+    meta = body["metadata"]
+    try:
+        fresh = _get_reconciler().api.get(API_VERSION, KIND, meta["namespace"], meta["name"])
+    except (TransientApiError, RejectedError):
+        return False  # unknown: the next pass asks again
+    return fresh is None or fresh["metadata"]["uid"] != meta["uid"]
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5, initial_delay=1)
 async def drive(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
     """Per object: reconcile when the next timer of its latest status is due (a pause ending, the next
@@ -196,7 +208,9 @@ async def drive(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
         while not stopped:
             wakeup = _wakeups.of(uid)  # the one every pass arms (the same object unless re-registered)
             try:
-                await asyncio.to_thread(_run, dict(body), raise_temporary=False)
+                outcome = await asyncio.to_thread(_run, dict(body), raise_temporary=False)
+                if outcome is None and await asyncio.to_thread(_gone, body):
+                    break
             except kopf.PermanentError as error:
                 log.warning(
                     "reconcile of %s/%s refused: %s",
@@ -212,6 +226,32 @@ async def drive(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
         _wakeups.forget(uid, wakeup)
         # The object is gone (or the operator stops leading): its rollout series go with it.
         ROLLOUT_STATE.forget(body["metadata"]["namespace"], body["metadata"]["name"])
+
+
+def _no_finalizers(registry: kopf.OperatorRegistry) -> None:
+    """kopf puts a finalizer on every object a daemon serves, so that it can stop the daemon before the
+    object goes; only a running operator removes it. Then deleting a ModelDeployment, or its namespace,
+    with the operator uninstalled or scaled to zero never completes (issue 11; seen on the local
+    cluster: the namespace stays Terminating). Nothing of ours needs to run before an object goes (what
+    it owns is garbage-collected by owner references), so the daemon is registered without the
+    finalizer: it ends itself when it finds its object gone (`_gone`), woken by the DELETED event. An
+    older operator's finalizer is removed by kopf at the object's next event (no handler needs it)."""
+    spawning = registry._spawning
+    spawning._handlers = [dataclasses.replace(h, requires_finalizer=False) for h in spawning._handlers]
+
+
+_no_finalizers(kopf.get_default_registry())
+
+
+def _deleted_event(**kwargs: Any) -> bool:
+    return kwargs.get("type") == "DELETED"
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, when=_deleted_event)
+def on_deleted(body: kopf.Body, **_: Any) -> None:
+    """Wake the object's daemon (if it runs) so that it finds the object gone and ends now, not at its
+    next timer or resync."""
+    _wakeups.wake(body["metadata"]["uid"])
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": lbl.MANAGED_BY})

@@ -99,6 +99,13 @@ class WakeUps:
                 self._by_uid[uid] = WakeUp(self._clock)
             return self._by_uid[uid]
 
+    def wake(self, uid: str) -> None:
+        """Wake the object's daemon at once, if one sleeps (no entry is made for an unknown uid)."""
+        with self._lock:
+            wakeup = self._by_uid.get(uid)
+        if wakeup is not None:
+            wakeup.arm(self._clock())
+
     def forget(self, uid: str, wakeup: WakeUp) -> None:
         """Drop `wakeup` (its daemon ended), unless a newer daemon of the object registered another."""
         with self._lock:

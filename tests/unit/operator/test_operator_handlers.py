@@ -277,3 +277,77 @@ async def test_a_command_re_arms_the_sleeping_daemon(monkeypatch: pytest.MonkeyP
         handlers.on_command(body=_with(COMMAND))
 
     await _run_daemon_until(reconciler, lambda: reconciler.reconciled >= 3, action=command)
+
+
+# -- no finalizer that only a running operator can clear (issue 11) --------------------------------
+
+
+def test_no_handler_puts_a_finalizer_on_modeldeployments() -> None:
+    """kopf adds a finalizer for any daemon (and any non-optional deletion handler); with the operator
+    scaled to zero, deleting the object or its namespace would then never complete."""
+    registry = kopf.get_default_registry()
+    daemons = [h for h in registry._spawning.get_all_handlers() if h.fn is handlers.drive]
+    assert len(daemons) == 1
+    assert not any(h.requires_finalizer for h in registry._spawning.get_all_handlers())
+    assert not any(h.requires_finalizer for h in registry._changing.get_all_handlers())
+
+
+class GoneReconciler(CountingReconciler):
+    """Reconciles once, then the object is deleted (or replaced by a namesake with another uid)."""
+
+    def __init__(self, fresh: dict[str, Any], after: dict[str, Any] | None) -> None:
+        super().__init__(fresh)
+        self.after = after
+
+    def reconcile(self, body: dict[str, Any]) -> Any:
+        from modeldeploy_operator.reconciler import Outcome
+
+        self.reconciled += 1
+        self.fresh = self.after  # type: ignore[assignment]
+        return Outcome("Ready", True, 1, 1, next_due=None)
+
+
+@pytest.mark.parametrize("after", [None, {"metadata": {"uid": "u2", "name": "churn", "namespace": "ml"}}])
+async def test_the_daemon_ends_itself_when_its_object_is_gone(
+    monkeypatch: pytest.MonkeyPatch, after: dict[str, Any] | None
+) -> None:
+    """No finalizer: kopf does not stop the daemon of an object deleted at once; the DELETED event
+    wakes it and it ends on finding the object gone (its wake-up dropped), without kopf's stop flag."""
+    import asyncio
+
+    from kopf._cogs.aiokits import aioenums
+
+    from modeldeploy_operator.wakeup import WakeUps
+
+    monkeypatch.setattr(handlers, "_wakeups", WakeUps())
+    monkeypatch.setattr(handlers, "SETTINGS", handlers.SETTINGS.model_copy(update={"resync_seconds": 3600}))
+    reconciler = GoneReconciler(_with(), after)
+    monkeypatch.setattr(handlers, "_reconciler", reconciler)
+    stopped: Any = aioenums.AsyncFlagWaiter(aioenums.FlagSetter())  # never set
+    daemon = asyncio.ensure_future(handlers.drive(body=_with(), stopped=stopped))
+    await asyncio.wait_for(
+        _until(lambda: reconciler.reconciled == 1 and "u1" in handlers._wakeups._by_uid), 60
+    )
+    handlers.on_deleted(body=_with(), type="DELETED")
+    await asyncio.wait_for(daemon, timeout=60)  # would sleep the hour's resync without the wake
+    assert reconciler.reconciled == 1
+    assert handlers._wakeups._by_uid == {}
+
+
+def test_a_deletion_wakes_only_a_daemon_that_exists() -> None:
+    from modeldeploy_operator.wakeup import WakeUps
+
+    wakeups = WakeUps(clock=lambda: 100.0)
+    wakeups.wake("unknown")
+    assert wakeups._by_uid == {}
+    wakeup = wakeups.of("u1")
+    wakeups.wake("u1")
+    assert (wakeup.armed, wakeup.due) == (1, 100.0)
+
+
+def test_the_deleted_event_trigger_is_filtered_to_deletions() -> None:
+    registry = kopf.get_default_registry()
+    (handler,) = [h for h in registry._watching.get_all_handlers() if h.fn is handlers.on_deleted]
+    assert handler.when is handlers._deleted_event
+    assert handlers._deleted_event(type="DELETED") is True
+    assert handlers._deleted_event(type="MODIFIED") is False
