@@ -167,6 +167,48 @@ def _dead(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] == "Z"
 
 
+# -- what the operator made, and the transitions it recorded ----------------------------------------
+
+LISTS: dict[str, Callable[[client.ApiClient, str], list[Any]]] = {
+    "Deployment": lambda a, n: client.AppsV1Api(a).list_namespaced_deployment(n).items,
+    "ReplicaSet": lambda a, n: client.AppsV1Api(a).list_namespaced_replica_set(n).items,
+    "Pod": lambda a, n: client.CoreV1Api(a).list_namespaced_pod(n).items,
+    "Service": lambda a, n: client.CoreV1Api(a).list_namespaced_service(n).items,
+    "ConfigMap": lambda a, n: client.CoreV1Api(a).list_namespaced_config_map(n).items,
+    "ServiceAccount": lambda a, n: client.CoreV1Api(a).list_namespaced_service_account(n).items,
+    "Role": lambda a, n: client.RbacAuthorizationV1Api(a).list_namespaced_role(n).items,
+    "RoleBinding": lambda a, n: client.RbacAuthorizationV1Api(a).list_namespaced_role_binding(n).items,
+    "PodDisruptionBudget": lambda a, n: client.PolicyV1Api(a).list_namespaced_pod_disruption_budget(n).items,
+    "NetworkPolicy": lambda a, n: client.NetworkingV1Api(a).list_namespaced_network_policy(n).items,
+}
+
+
+def objects(api: client.ApiClient, namespace: str) -> set[tuple[str, str, str]]:
+    """(kind, name, uid) of everything in the namespace that the operator makes (and the pods)."""
+    return {
+        (kind, o.metadata.name, o.metadata.uid)
+        for kind, lister in LISTS.items()
+        for o in lister(api, namespace)
+    }
+
+
+def transitions(api: client.ApiClient, namespace: str, name: str = "churn") -> list[tuple[str, str]]:
+    """The operator's Events on the ModelDeployment (one per decided transition) and their counts."""
+    events = client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name}"
+    )
+    return sorted(
+        (e.reason, f"{e.message} x{e.count or 1}")
+        for e in events.items
+        if (e.reporting_component or (e.source.component if e.source else "")) == "modeldeploy-operator"
+    )
+
+
+def operator_restarts(api: client.ApiClient, release: str) -> int:
+    pods = client.CoreV1Api(api).list_namespaced_pod(release, label_selector=OPERATOR_PODS).items
+    return sum(c.restart_count for p in pods for c in p.status.container_statuses or ())
+
+
 # -- 1. a serving pod killed under load --------------------------------------------------------------
 
 
@@ -222,109 +264,6 @@ def test_a_serving_pod_killed_under_load_loses_only_requests_in_flight_on_it(
         assert (lost.status, lost.code) in {(502, "backend_closed"), (502, "bad_backend_response")}, lost
     assert len(failed) <= len(at_kill)
     assert len(failed) < len(sent) / 100
-
-
-# -- 2. the API server down ----------------------------------------------------------------------------
-
-LISTS: dict[str, Callable[[client.ApiClient, str], list[Any]]] = {
-    "Deployment": lambda a, n: client.AppsV1Api(a).list_namespaced_deployment(n).items,
-    "ReplicaSet": lambda a, n: client.AppsV1Api(a).list_namespaced_replica_set(n).items,
-    "Pod": lambda a, n: client.CoreV1Api(a).list_namespaced_pod(n).items,
-    "Service": lambda a, n: client.CoreV1Api(a).list_namespaced_service(n).items,
-    "ConfigMap": lambda a, n: client.CoreV1Api(a).list_namespaced_config_map(n).items,
-    "ServiceAccount": lambda a, n: client.CoreV1Api(a).list_namespaced_service_account(n).items,
-    "Role": lambda a, n: client.RbacAuthorizationV1Api(a).list_namespaced_role(n).items,
-    "RoleBinding": lambda a, n: client.RbacAuthorizationV1Api(a).list_namespaced_role_binding(n).items,
-    "PodDisruptionBudget": lambda a, n: client.PolicyV1Api(a).list_namespaced_pod_disruption_budget(n).items,
-    "NetworkPolicy": lambda a, n: client.NetworkingV1Api(a).list_namespaced_network_policy(n).items,
-}
-
-
-def objects(api: client.ApiClient, namespace: str) -> set[tuple[str, str, str]]:
-    """(kind, name, uid) of everything in the namespace that the operator makes (and the pods)."""
-    return {
-        (kind, o.metadata.name, o.metadata.uid)
-        for kind, lister in LISTS.items()
-        for o in lister(api, namespace)
-    }
-
-
-def transitions(api: client.ApiClient, namespace: str, name: str = "churn") -> list[tuple[str, str]]:
-    """The operator's Events on the ModelDeployment (one per decided transition) and their counts."""
-    events = client.CoreV1Api(api).list_namespaced_event(
-        namespace, field_selector=f"involvedObject.name={name}"
-    )
-    return sorted(
-        (e.reason, f"{e.message} x{e.count or 1}")
-        for e in events.items
-        if (e.reporting_component or (e.source.component if e.source else "")) == "modeldeploy-operator"
-    )
-
-
-def operator_restarts(api: client.ApiClient, release: str) -> int:
-    pods = client.CoreV1Api(api).list_namespaced_pod(release, label_selector=OPERATOR_PODS).items
-    return sum(c.restart_count for p in pods for c in p.status.container_statuses or ())
-
-
-def test_the_api_server_down_serving_carries_on_and_the_operator_recovers_without_duplicates(
-    kube_api: client.ApiClient,
-    namespace: str,
-    model_store: str,
-    churn_bundles: Path,
-    local_cluster: Layout,
-    operator_release: str,
-) -> None:
-    outage = float(os.environ.get("MODELDEPLOY_FAULT_APISERVER_SECONDS", "30"))
-    create_mdep(kube_api, namespace, md(model_store, churn_bundles, replicas=2))
-    wait_for("Ready", lambda: phase_ready(kube_api, namespace), timeout=240)
-    serving = SERVING.format("churn")
-    wait_for("2 ready serving pods", lambda: len(ready_pods(kube_api, namespace, serving)) == 2, timeout=120)
-    routers = wait_for("the router", lambda: ready_endpoints(kube_api, namespace, "churn"), timeout=60)
-    restarts_before = operator_restarts(kube_api, operator_release)
-
-    with Load(routers, rows(churn_bundles), workers=2) as load:
-        wait_for("load through the router", lambda: load.count() > 200, timeout=60)
-        before = objects(kube_api, namespace)
-        status_before = get_mdep(kube_api, namespace, "churn")["status"]
-        events_before = transitions(kube_api, namespace)
-        with controlplane.component_stopped(local_cluster, "kube-apiserver") as stopped_at:
-            with httpx.Client(verify=False) as probe, pytest.raises(httpx.ConnectError):
-                probe.get(f"{local_cluster.apiserver_url}/readyz", timeout=2)
-            during = load.count()
-            # The fault is the outage itself: hold it for its length, while the load goes on.
-            time.sleep(max(0.0, outage - (time.monotonic() - stopped_at)))
-            served_during = load.count() - during
-        restarted_at = time.monotonic()
-        controlplane.wait_ready(local_cluster)
-        api_back = time.monotonic() - restarted_at
-        # The operator leads and reconciles again: a spec change reaches the Deployment.
-        patch_mdep(kube_api, namespace, "churn", {"spec": {"replicas": 3}})
-        wait_for(
-            "the operator to act on a change after the outage",
-            lambda: len(ready_pods(kube_api, namespace, serving)) == 3 and phase_ready(kube_api, namespace),
-            timeout=300,
-        )
-        recovered = time.monotonic() - restarted_at
-        wait_for("load after the outage", lambda: load.count() > during + served_during + 200, timeout=60)
-    failed = load.failed()
-    after = objects(kube_api, namespace)
-    status_after = get_mdep(kube_api, namespace, "churn")["status"]
-    restarts = operator_restarts(kube_api, operator_release) - restarts_before
-    figure(
-        f"API server down {outage:.0f}s: {load.count()} requests ({served_during} during the outage), "
-        f"{len(failed)} failed; API ready {api_back:.1f}s after restart; operator acted on a change "
-        f"{recovered:.1f}s after restart; operator container restarts {restarts}"
-    )
-    assert failed == [], failed[:5]
-    # No duplicate objects: the same objects (same uids) plus the third serving pod, nothing else.
-    added = after - before
-    assert {kind for kind, _, _ in added} <= {"Pod"}, added
-    assert len(added) == 1, added
-    assert before - after == set(), before - after
-    # No duplicate transitions: the same history, the same operator Events.
-    assert status_after.get("history") == status_before.get("history")
-    assert status_after["stableRevision"] == status_before["stableRevision"]
-    assert transitions(kube_api, namespace) == events_before
 
 
 # -- 3. Prometheus hanging, huge, redirecting, blackholed ------------------------------------------------
@@ -598,65 +537,6 @@ def test_a_hostile_prometheus_neither_stalls_the_operator_nor_other_rollouts(
     assert huge_sent < 256 * 1024 * 1024
 
 
-# -- 4. etcd restarted mid-rollout -------------------------------------------------------------------------
-
-
-def test_etcd_restarted_mid_rollout_the_rollout_resumes_at_the_same_step(
-    kube_api: client.ApiClient, namespace: str, model_store: str, churn_bundles: Path, local_cluster: Layout
-) -> None:
-    body = md(model_store, churn_bundles, kwok=True)
-    hold = 40
-    body["spec"]["rollout"] = {
-        "strategy": "Canary",
-        "steps": [
-            {"setWeight": 25},
-            {"pause": {"duration": f"{hold}s"}},
-            {"setWeight": 50},
-            {"pause": {"duration": "5s"}},
-        ],
-        "progressDeadlineSeconds": 600,
-        "scaleDownDelaySeconds": 0,
-    }
-    create_mdep(kube_api, namespace, body)
-    wait_for("Ready", lambda: phase_ready(kube_api, namespace), timeout=120)
-    events_before = transitions(kube_api, namespace)
-    patch_mdep(kube_api, namespace, "churn", {"spec": {"model": model(model_store, churn_bundles, "2")}})
-
-    def in_the_pause() -> dict[str, Any] | None:
-        status = get_mdep(kube_api, namespace, "churn").get("status") or {}
-        return status if status.get("currentStepIndex") == 1 and status.get("stepStartedAt") else None
-
-    paused = wait_for("the rollout in its pause step", in_the_pause, timeout=120)
-    with controlplane.component_stopped(local_cluster, "etcd"):
-        pass
-    controlplane.wait_ready(local_cluster)
-    back_at = time.time()
-    resumed = get_mdep(kube_api, namespace, "churn")["status"]
-    figure_resume = (resumed.get("currentStepIndex"), resumed.get("stepStartedAt"))
-    assert figure_resume == (1, paused["stepStartedAt"]), (resumed, paused)
-    assert resumed["canaryRevision"] == paused["canaryRevision"]
-    assert resumed["canaryWeight"] == paused["canaryWeight"] == 25
-
-    promoted = wait_for(
-        "v2 promoted",
-        lambda: (s := phase_ready(kube_api, namespace)) and s.get("modelVersion") == "2" and s,
-        timeout=240,
-    )
-    late = time.time() - (_when(paused["stepStartedAt"]) + hold + 5)
-    figure(
-        f"etcd restart mid-rollout: step {figure_resume[0]} kept its start {figure_resume[1]} "
-        f"(API ready again {back_at - _when(paused['stepStartedAt']):.1f}s into the {hold}s pause); "
-        f"promoted {late:.1f}s after the last pause was due (incl. polling)"
-    )
-    assert promoted["stableRevision"] == paused["canaryRevision"]
-    revisions = [h["revision"] for h in promoted["history"]]
-    assert len(revisions) == len(set(revisions)), promoted["history"]  # each revision once
-    assert promoted["history"][-1]["outcome"] == "Promoted"
-    new_events = [e for e in transitions(kube_api, namespace) if e not in events_before]
-    assert len(new_events) == len(set(new_events)), new_events
-    assert all(e[1].endswith(" x1") for e in new_events), new_events
-
-
 # -- 5. deletion with the operator scaled to zero ----------------------------------------------------------
 
 
@@ -740,3 +620,130 @@ def test_deletion_completes_with_the_operator_scaled_to_zero(
             ),
             timeout=180,
         )
+
+
+# -- 4. etcd restarted mid-rollout -------------------------------------------------------------------------
+
+
+# Stops and starts a control-plane component: ordered with the cluster restarts, last.
+@pytest.mark.restarts_cluster
+def test_etcd_restarted_mid_rollout_the_rollout_resumes_at_the_same_step(
+    kube_api: client.ApiClient, namespace: str, model_store: str, churn_bundles: Path, local_cluster: Layout
+) -> None:
+    body = md(model_store, churn_bundles, kwok=True)
+    hold = 40
+    body["spec"]["rollout"] = {
+        "strategy": "Canary",
+        "steps": [
+            {"setWeight": 25},
+            {"pause": {"duration": f"{hold}s"}},
+            {"setWeight": 50},
+            {"pause": {"duration": "5s"}},
+        ],
+        "progressDeadlineSeconds": 600,
+        "scaleDownDelaySeconds": 0,
+    }
+    create_mdep(kube_api, namespace, body)
+    wait_for("Ready", lambda: phase_ready(kube_api, namespace), timeout=120)
+    events_before = transitions(kube_api, namespace)
+    patch_mdep(kube_api, namespace, "churn", {"spec": {"model": model(model_store, churn_bundles, "2")}})
+
+    def in_the_pause() -> dict[str, Any] | None:
+        status = get_mdep(kube_api, namespace, "churn").get("status") or {}
+        return status if status.get("currentStepIndex") == 1 and status.get("stepStartedAt") else None
+
+    paused = wait_for("the rollout in its pause step", in_the_pause, timeout=120)
+    with controlplane.component_stopped(local_cluster, "etcd"):
+        pass
+    controlplane.wait_ready(local_cluster)
+    back_at = time.time()
+    resumed = get_mdep(kube_api, namespace, "churn")["status"]
+    figure_resume = (resumed.get("currentStepIndex"), resumed.get("stepStartedAt"))
+    assert figure_resume == (1, paused["stepStartedAt"]), (resumed, paused)
+    assert resumed["canaryRevision"] == paused["canaryRevision"]
+    assert resumed["canaryWeight"] == paused["canaryWeight"] == 25
+
+    promoted = wait_for(
+        "v2 promoted",
+        lambda: (s := phase_ready(kube_api, namespace)) and s.get("modelVersion") == "2" and s,
+        timeout=240,
+    )
+    late = time.time() - (_when(paused["stepStartedAt"]) + hold + 5)
+    figure(
+        f"etcd restart mid-rollout: step {figure_resume[0]} kept its start {figure_resume[1]} "
+        f"(API ready again {back_at - _when(paused['stepStartedAt']):.1f}s into the {hold}s pause); "
+        f"promoted {late:.1f}s after the last pause was due (incl. polling)"
+    )
+    assert promoted["stableRevision"] == paused["canaryRevision"]
+    revisions = [h["revision"] for h in promoted["history"]]
+    assert len(revisions) == len(set(revisions)), promoted["history"]  # each revision once
+    assert promoted["history"][-1]["outcome"] == "Promoted"
+    new_events = [e for e in transitions(kube_api, namespace) if e not in events_before]
+    assert len(new_events) == len(set(new_events)), new_events
+    assert all(e[1].endswith(" x1") for e in new_events), new_events
+
+
+# -- 2. the API server down (last: the most disruptive) ---------------------------------------------
+
+
+# Stops and starts a control-plane component: ordered with the cluster restarts, last.
+@pytest.mark.restarts_cluster
+def test_the_api_server_down_serving_carries_on_and_the_operator_recovers_without_duplicates(
+    kube_api: client.ApiClient,
+    namespace: str,
+    model_store: str,
+    churn_bundles: Path,
+    local_cluster: Layout,
+    operator_release: str,
+) -> None:
+    outage = float(os.environ.get("MODELDEPLOY_FAULT_APISERVER_SECONDS", "30"))
+    create_mdep(kube_api, namespace, md(model_store, churn_bundles, replicas=2))
+    wait_for("Ready", lambda: phase_ready(kube_api, namespace), timeout=240)
+    serving = SERVING.format("churn")
+    wait_for("2 ready serving pods", lambda: len(ready_pods(kube_api, namespace, serving)) == 2, timeout=120)
+    routers = wait_for("the router", lambda: ready_endpoints(kube_api, namespace, "churn"), timeout=60)
+    restarts_before = operator_restarts(kube_api, operator_release)
+
+    with Load(routers, rows(churn_bundles), workers=2) as load:
+        wait_for("load through the router", lambda: load.count() > 200, timeout=60)
+        before = objects(kube_api, namespace)
+        status_before = get_mdep(kube_api, namespace, "churn")["status"]
+        events_before = transitions(kube_api, namespace)
+        with controlplane.component_stopped(local_cluster, "kube-apiserver") as stopped_at:
+            with httpx.Client(verify=False) as probe, pytest.raises(httpx.ConnectError):
+                probe.get(f"{local_cluster.apiserver_url}/readyz", timeout=2)
+            during = load.count()
+            # The fault is the outage itself: hold it for its length, while the load goes on.
+            time.sleep(max(0.0, outage - (time.monotonic() - stopped_at)))
+            served_during = load.count() - during
+        restarted_at = time.monotonic()
+        controlplane.wait_ready(local_cluster)
+        api_back = time.monotonic() - restarted_at
+        # The operator leads and reconciles again: a spec change reaches the Deployment.
+        patch_mdep(kube_api, namespace, "churn", {"spec": {"replicas": 3}})
+        wait_for(
+            "the operator to act on a change after the outage",
+            lambda: len(ready_pods(kube_api, namespace, serving)) == 3 and phase_ready(kube_api, namespace),
+            timeout=300,
+        )
+        recovered = time.monotonic() - restarted_at
+        wait_for("load after the outage", lambda: load.count() > during + served_during + 200, timeout=60)
+    failed = load.failed()
+    after = objects(kube_api, namespace)
+    status_after = get_mdep(kube_api, namespace, "churn")["status"]
+    restarts = operator_restarts(kube_api, operator_release) - restarts_before
+    figure(
+        f"API server down {outage:.0f}s: {load.count()} requests ({served_during} during the outage), "
+        f"{len(failed)} failed; API ready {api_back:.1f}s after restart; operator acted on a change "
+        f"{recovered:.1f}s after restart; operator container restarts {restarts}"
+    )
+    assert failed == [], failed[:5]
+    # No duplicate objects: the same objects (same uids) plus the third serving pod, nothing else.
+    added = after - before
+    assert {kind for kind, _, _ in added} <= {"Pod"}, added
+    assert len(added) == 1, added
+    assert before - after == set(), before - after
+    # No duplicate transitions: the same history, the same operator Events.
+    assert status_after.get("history") == status_before.get("history")
+    assert status_after["stableRevision"] == status_before["stableRevision"]
+    assert transitions(kube_api, namespace) == events_before
