@@ -229,13 +229,14 @@ async def drive(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
 
 
 def _no_finalizers(registry: kopf.OperatorRegistry) -> None:
-    """kopf puts a finalizer on every object a daemon serves, so that it can stop the daemon before the
-    object goes; only a running operator removes it. Then deleting a ModelDeployment, or its namespace,
-    with the operator uninstalled or scaled to zero never completes (issue 11; seen on the local
-    cluster: the namespace stays Terminating). Nothing of ours needs to run before an object goes (what
-    it owns is garbage-collected by owner references), so the daemon is registered without the
-    finalizer: it ends itself when it finds its object gone (`_gone`), woken by the DELETED event. An
-    older operator's finalizer is removed by kopf at the object's next event (no handler needs it)."""
+    """kopf puts a finalizer on every object a daemon serves (`kopf.daemon` registers its handler with
+    requires_finalizer=True, kopf 1.45), so that it can stop the daemon before the object goes; only a
+    running operator removes it. Then deleting a ModelDeployment, or its namespace, with the operator
+    uninstalled or scaled to zero never completes (issue 11). Nothing of ours needs to run before an
+    object goes (what it owns is garbage-collected by owner references), so the daemon is registered
+    without the finalizer: it ends itself when it finds its object gone (`_gone`), woken by the DELETED
+    event. An older operator's finalizer is removed by kopf at the object's next event (no handler
+    needs it)."""
     spawning = registry._spawning
     spawning._handlers = [dataclasses.replace(h, requires_finalizer=False) for h in spawning._handlers]
 
