@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from modeldeploy_testcluster.images import repository_of
@@ -68,3 +70,33 @@ def test_the_enforcers_table_is_part_of_what_down_looks_for() -> None:
     from modeldeploy_testcluster import realnode
 
     assert ("inet", "kube-network-policies") in realnode.NETWORK_POLICY_NFT_TABLES
+
+
+def test_a_stopped_component_starts_again_as_it_was(tmp_path: Path) -> None:
+    """component_stopped: the process is gone inside the block, then runs again with the same command
+    line and environment, and processes.json names the new process (so `down` stops it)."""
+    from modeldeploy_testcluster import controlplane, daemons
+    from modeldeploy_testcluster.layout import Layout
+
+    layout = Layout(state_dir=tmp_path)
+    layout.logs_dir.mkdir()
+    other = daemons.spawn("other", ["sleep", "300"], layout.logs_dir / "other.log")
+    first = daemons.spawn(
+        "etcd", ["sleep", "301"], layout.logs_dir / "etcd.log", env={"PATH": "/usr/bin:/bin", "MARK": "x y"}
+    )
+    daemons.save(layout.processes_file, [other, first])
+    try:
+        with controlplane.component_stopped(layout, "etcd"):
+            assert not daemons.is_alive(first)
+        records = daemons.load(layout.processes_file)
+        assert records[0] == other
+        again = records[1]
+        assert again.name == "etcd"
+        assert again.pid != first.pid
+        assert daemons.is_alive(again)
+        argv, env = controlplane._command_of(again.pid)
+        assert argv == ["sleep", "301"]
+        assert env["MARK"] == "x y"
+    finally:
+        for record in daemons.load(layout.processes_file):
+            daemons.stop(record, grace=1)

@@ -426,6 +426,45 @@ def network_policy_enforcement(layout: Layout) -> Iterator[None]:
         )
 
 
+def _command_of(pid: int) -> tuple[list[str], dict[str, str]]:
+    """A running process's command line and environment, to start it again exactly as it was."""
+    argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    env = {}
+    for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        key, sep, value = entry.decode(errors="surrogateescape").partition("=")
+        if sep:
+            env[key] = value
+    return argv, env
+
+
+@contextlib.contextmanager
+def component_stopped(layout: Layout, name: str, grace: float = 10.0) -> Iterator[float]:
+    """Stop one running component of the cluster (SIGTERM to its group, SIGKILL after `grace`, as
+    `down` does), yield the monotonic time at which it was gone, and start it again on exit, with the
+    same command line and environment, even if the body failed. The fault tests use it to take the
+    API server or etcd away under a running cluster; the record in processes.json follows, so
+    `is_healthy` and `down` keep working."""
+    records = daemons.load(layout.processes_file)
+    record = next((r for r in records if r.name == name and daemons.is_alive(r)), None)
+    if record is None:
+        raise ClusterError(f"{name} is not running")
+    argv, env = _command_of(record.pid)
+    daemons.stop(record, grace=grace)
+    try:
+        yield time.monotonic()
+    finally:
+        started = daemons.spawn(name, argv, layout.logs_dir / f"{name}.log", env=env)
+        daemons.save(
+            layout.processes_file,
+            [started if r == record else r for r in daemons.load(layout.processes_file)],
+        )
+
+
+def wait_ready(layout: Layout, timeout: float = 90) -> None:
+    """Until the API server answers /readyz (which also checks its etcd)."""
+    _wait("kube-apiserver /readyz", lambda: _readyz(layout), timeout, layout.logs_dir / "kube-apiserver.log")
+
+
 def down(layout: Layout | None = None) -> None:
     """Stop every process this harness started (newest first) and remove what the real node made
     (containers, mounts, cgroups, nft tables), the network and the state."""
