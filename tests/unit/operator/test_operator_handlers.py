@@ -121,6 +121,9 @@ def test_the_command_trigger_is_registered_as_a_filtered_watch_event_handler() -
     assert len(found) == 1
     (handler,) = found
     assert handler.when is handlers._command_event_filter
+    # Every watch event reaches the filter: not only spec changes (an annotation-only patch is what
+    # the plugin sends), and no label/annotation selector that an older object might not match.
+    assert (handler.field, handler.value, handler.labels, handler.annotations) == (None, None, None, None)
 
 
 class CountingReconciler:
