@@ -106,6 +106,7 @@ def _bench(script: str, kubeconfig: Path, namespace: str, *args: str) -> dict[st
     return summary
 
 
+@pytest.mark.timeout(1200)  # two revisions started cold, then both benchmarks
 def test_a_rollback_inside_the_window_moves_traffic_to_the_warm_pod_without_a_cold_start(
     kube_api: client.ApiClient, namespace: str, model_store: str, churn_bundles: Path, kubeconfig: Path
 ) -> None:

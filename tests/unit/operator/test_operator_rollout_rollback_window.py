@@ -200,3 +200,17 @@ def test_bad_rollback_windows_are_refused_by_the_crd_and_the_model(case: Any) ->
 
 def test_there_are_bad_rollback_window_cases() -> None:
     assert sum(c.id.startswith("rollback-window-") for c in INVALID_CASES) >= 6
+
+
+def test_with_immediate_rollbacks_alternate_between_two_warm_revisions() -> None:
+    """What bench/operator/rollback_switch.py relies on: each switch leaves the other revision warm,
+    and going back to the spec's revision (the pin removed) is as instant as going away from it."""
+    sim, v1, v2 = _promoted_v2(strategy="Immediate", steps=[])
+    for target, number, other in ((v1, 1, v2), (v2, 2, v1), (v1, 1, v2)):
+        sim.step(DELAY + 1)
+        assert sim.weights()[target] == ("previous", 0, 1)
+        result = sim.step(1, command=_command("rollback", revision=number))
+        assert sim.weights()[target][1:] == (100, 4)
+        assert sim.weights()[other][:2] == ("previous", 0)
+        assert result.status.phase == "Ready"
+        assert [e.reason for e in result.events] == ["RolledBack", "RevisionServing"]
