@@ -834,6 +834,43 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "spec.rollout.preflight.maxLogLossIncrease",
         "schema",
     ),
+    # --- rollout.rollbackWindow (issue 12) ---
+    InvalidCase(
+        "rollback-window-negative-seconds",
+        _set("spec.rollout.rollbackWindow", {"seconds": -1}),
+        "spec.rollout.rollbackWindow.seconds",
+        "schema",
+    ),
+    InvalidCase(
+        "rollback-window-over-a-day",
+        _set("spec.rollout.rollbackWindow", {"seconds": 86401}),
+        "spec.rollout.rollbackWindow.seconds",
+        "schema",
+    ),
+    InvalidCase(
+        "rollback-window-seconds-as-duration",
+        _set("spec.rollout.rollbackWindow", {"seconds": "5m"}),
+        "spec.rollout.rollbackWindow.seconds",
+        "schema",
+    ),
+    InvalidCase(
+        "rollback-window-negative-replicas",
+        _set("spec.rollout.rollbackWindow", {"replicas": -1}),
+        "spec.rollout.rollbackWindow.replicas",
+        "schema",
+    ),
+    InvalidCase(
+        "rollback-window-too-many-replicas",
+        _set("spec.rollout.rollbackWindow", {"replicas": 101}),
+        "spec.rollout.rollbackWindow.replicas",
+        "schema",
+    ),
+    InvalidCase(
+        "rollback-window-not-an-object",
+        _set("spec.rollout.rollbackWindow", 300),
+        "spec.rollout.rollbackWindow",
+        "schema",
+    ),
     InvalidCase(
         "too-many-variants",
         _set("spec.variants", [{"name": f"v{i}", "weight": 5} for i in range(20)]),

@@ -64,7 +64,11 @@ class RevisionStatus(StatusModel):
     """The revision's number in status.history (what `rollback --to N` takes), when it has one."""
     model_version: str | None = None
     scale_down_at: datetime | None = None
-    """When a revision that left traffic is scaled to zero (spec.rollout.scaleDownDelaySeconds)."""
+    """When a revision that left traffic is scaled to zero (spec.rollout.scaleDownDelaySeconds), or
+    down to its rollback window's pods (warmUntil)."""
+    warm_until: datetime | None = None
+    """End of the rollback window of a revision that stopped serving (spec.rollout.rollbackWindow):
+    until then it keeps rollbackWindow.replicas Ready pods, so a rollback to it switches at once."""
 
 
 class VariantStatus(StatusModel):

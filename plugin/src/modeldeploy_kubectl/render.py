@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modeldeploy_contract.effectiveness import EffectivenessSummary
-from modeldeploy_contract.status import HistoryEntry, ModelDeploymentStatus
+from modeldeploy_contract.status import HistoryEntry, ModelDeploymentStatus, RevisionStatus
 
 MAX_EVENTS = 8
 RECENT_VALUES = 5
@@ -231,6 +231,13 @@ def _step_lines(steps: Sequence[Mapping[str, Any]], status: ModelDeploymentStatu
     return lines
 
 
+def _role(revision: RevisionStatus) -> str:
+    """The role, and for a revision in its rollback window until when a rollback to it is instant."""
+    if revision.warm_until is not None and revision.weight == 0:
+        return f"{revision.role} (warm until {_time(revision.warm_until)})"
+    return revision.role
+
+
 def _revision_lines(status: ModelDeploymentStatus, style: Style) -> list[str]:
     rows: list[Row] = [["VARIANT", "WEIGHT", "REVISION", "ROLE", "#", "VERSION", "TRAFFIC", "READY"]]
     for variant in status.variants:
@@ -241,7 +248,7 @@ def _revision_lines(status: ModelDeploymentStatus, style: Style) -> list[str]:
                     variant.name,
                     f"{variant.weight}%",
                     revision.revision,
-                    Cell(revision.role, "blue" if revision.role == "canary" else None),
+                    Cell(_role(revision), "blue" if revision.role == "canary" else None),
                     str(revision.number or "-"),
                     revision.model_version or "-",
                     Cell(f"{revision.weight}%", "bold" if revision.weight else None),

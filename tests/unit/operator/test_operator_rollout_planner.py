@@ -71,7 +71,9 @@ def test_immediate_keeps_the_old_revision_serving_until_the_new_one_is_ready() -
     sim.step(1)
     assert sim.weights() == {new: ("stable", 100, 4), old: ("previous", 0, 4)}
     assert _outcomes(sim) == [(1, "Promoted"), (2, "Promoted")]
-    sim.step(31)  # scaleDownDelaySeconds later the old pods go; the Deployment stays for rollbacks
+    sim.step(31)  # scaleDownDelaySeconds later the old pods go but one (the rollback window's)
+    assert sim.weights()[old] == ("previous", 0, 1)
+    sim.step(300)  # the window (300 s from leaving traffic) over: no pods; the Deployment stays for rollbacks
     assert sim.weights()[old] == ("previous", 0, 0)
 
 

@@ -3,6 +3,7 @@ colour, its end), the documented exit codes, and a clear usage error (exit 2) fo
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 from typing import Any
@@ -194,6 +195,33 @@ def test_not_applied_within_wait_exits_3() -> None:
         "action": "promote",
         "full": True,
     }
+
+
+def test_an_answer_to_an_earlier_command_is_not_this_ones_answer() -> None:
+    """status.lastCommand answers an older id (the operator is down): not applied, exit 3."""
+    body = canary_body()
+    body["status"]["lastCommand"] = {
+        "id": "an-earlier-command",
+        "action": "abort",
+        "result": "Applied",
+        "message": "rollout aborted",
+        "time": "2026-01-02T03:04:05Z",
+    }
+    frames = [("MODIFIED", copy.deepcopy(body)), ("MODIFIED", copy.deepcopy(body))]
+    cluster = FakeCluster(body, answer=None, frames=frames)
+    _, err = call(cluster, "abort", "churn", "--wait", "2s", code=EXIT_NOT_APPLIED)
+    assert "abort not applied within 2s" in err
+    assert "the annotation stays" in err
+
+
+def test_wait_0_checks_once_without_a_watch() -> None:
+    cluster = FakeCluster(canary_body(), answer=None)
+    _, err = call(cluster, "pause", "churn", "--wait", "0", code=EXIT_NOT_APPLIED)
+    assert "pause not applied within 0s" in err
+    assert cluster.watched == []
+    answered = FakeCluster(canary_body(), message="rollout paused")
+    text, _ = call(answered, "pause", "churn", "--wait", "0")
+    assert text == "churn: pause applied: rollout paused\n"
 
 
 def test_a_command_on_a_missing_object_exits_1() -> None:

@@ -220,3 +220,22 @@ def test_status_values_from_a_newer_operator_are_left_out_not_fatal() -> None:
         "(an operator newer than the plugin? upgrade modeldeploy-kubectl)"
     )
     assert "churn" in render_list([body], all_namespaces=False, now=NOW)
+
+
+def test_a_revision_in_its_rollback_window_says_until_when_a_rollback_is_instant() -> None:
+    body = ready_body()
+    body["status"]["variants"][0]["revisions"].append(
+        {
+            "revision": "cccc000000",
+            "role": "previous",
+            "weight": 0,
+            "replicas": 1,
+            "readyReplicas": 1,
+            "number": 2,
+            "modelVersion": "0",
+            "warmUntil": "2026-01-02T05:09:30Z",
+        }
+    )
+    text = render_view(body)
+    assert "  default  100%    cccc000000  previous (warm until 2026-01-02 05:09:30)  2  0" in text
+    assert "  default  100%    aaaa111111  stable" in text

@@ -284,6 +284,17 @@ class Preflight(SpecModel):
     """Longest one replay (golden set fetch plus both replays) may take before it is retried."""
 
 
+class RollbackWindow(SpecModel):
+    """How long, and with how many pods, a revision that stopped serving stays warm, so that a rollback
+    to it switches traffic at once instead of waiting for a cold start (docs/rollouts.md)."""
+
+    seconds: int = Field(default=300, ge=0, le=86400)
+    """Counted from the moment the revision left traffic; for the first scaleDownDelaySeconds of it the
+    revision keeps all its pods, then `replicas` of them until the window ends, then none."""
+    replicas: int = Field(default=1, ge=0, le=100)
+    """Pods kept Ready during the window (never more than the revision had); 0 turns the window off."""
+
+
 class Rollout(SpecModel):
     """How a new revision replaces the stable one."""
 
@@ -293,6 +304,7 @@ class Rollout(SpecModel):
     auto_rollback: bool = True
     progress_deadline_seconds: int = Field(default=600, ge=30, le=86400)
     scale_down_delay_seconds: int = Field(default=30, ge=0, le=86400)
+    rollback_window: RollbackWindow = Field(default_factory=RollbackWindow)
     preflight: Preflight | None = None
     """None (the default): no preflight; set (even to {}) to replay the golden set first."""
 

@@ -16,7 +16,8 @@ from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
 Role = Literal["stable", "canary", "preview", "previous", "pinned"]
 """stable: takes the variant's traffic; canary: the new revision of a Canary rollout (its weight grows);
 preview: the new revision of a BlueGreen rollout, or of an Immediate one not ready yet (no traffic);
-previous: out of traffic, kept (scaled to 0 after scaleDownDelaySeconds) for rollbacks;
+previous: out of traffic, kept for rollbacks (all its pods for scaleDownDelaySeconds, then, if it was
+serving, rollbackWindow.replicas warm pods until the window ends, then 0);
 pinned: a revision a manual rollback made the serving one, in place of the spec's."""
 
 

@@ -81,11 +81,11 @@ class _Layout:
         )
 
     def add_leaving(self, revision: str, role: Role) -> None:
-        """A revision out of traffic: its pods stay until its scale-down time, then 0."""
+        """A revision out of traffic: its pods stay until its scale-down time, then its rollback
+        window's until the window ends (Draft.leaving_replicas), then 0."""
         observed = self.draft.observed_of(self.variant.name, revision)
-        due = self.draft.scale_down_at.get((self.variant.name, revision))
-        keep_pods = observed is not None and due is not None and self.draft.now < due
-        self.add(revision, role, observed.replicas if keep_pods and observed else 0, 0)
+        current = observed.replicas if observed is not None else 0
+        self.add(revision, role, self.draft.leaving_replicas(self.variant.name, revision, current), 0)
 
     def add_kept(self) -> None:
         """Every other observed revision that history still lists (rollback window) or that is
@@ -95,7 +95,8 @@ class _Layout:
         for observed in sorted(self.draft.observed, key=lambda o: o.name):
             if observed.variant != self.variant.name or observed.revision in listed:
                 continue
-            draining = (self.variant.name, observed.revision) in self.draft.scale_down_at
+            key = (self.variant.name, observed.revision)
+            draining = key in self.draft.scale_down_at or key in self.draft.warm_until
             if observed.revision in in_history or draining:
                 self.add_leaving(observed.revision, "previous")
                 listed.add(observed.revision)
@@ -152,7 +153,7 @@ def _immediate(
     if serving != old:
         draft.stable[variant.name] = serving
         draft.enter_traffic(variant.name, serving)
-        draft.leave_traffic(variant.name, old)
+        draft.leave_traffic(variant.name, old, was_serving=True)
         draft.event("RevisionServing", f"variant {variant.name} serves {draft.label(variant.name, serving)}")
     if verdict == "failed" and old is not None:
         return _preflight_failed(draft, variant, target, old, total, why)

@@ -41,7 +41,11 @@ class Draft:
     stable: dict[str, str]
     """variant -> its stable (serving) revision hash."""
     scale_down_at: dict[tuple[str, str], datetime]
-    """(variant, revision) -> when a revision that left traffic loses its pods."""
+    """(variant, revision) -> when a revision that left traffic loses its pods (or all but its
+    rollback window's)."""
+    warm_until: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    """(variant, revision) -> end of the rollback window of a revision that stopped serving: until
+    then it keeps spec.rollout.rollbackWindow.replicas pods, so a rollback to it needs no cold start."""
     cursor: Cursor = field(default_factory=Cursor)
     """Where the rollout stands: changed only by its named transitions (cursor.py)."""
     analysis: AnalysisStatus | None = None
@@ -72,6 +76,12 @@ class Draft:
             for r in v.revisions
             if r.scale_down_at is not None
         }
+        warm = {
+            (v.name, r.revision): r.warm_until
+            for v in previous.variants
+            for r in v.revisions
+            if r.warm_until is not None
+        }
         return cls(
             spec=spec,
             now=now,
@@ -80,6 +90,7 @@ class Draft:
             history=previous.history,
             stable={v.name: v.revision for v in previous.variants if v.revision},
             scale_down_at=scale_down,
+            warm_until=warm,
             cursor=Cursor.from_status(previous),
             analysis=previous.analysis,
             pinned_revision=previous.pinned_revision,
@@ -154,12 +165,34 @@ class Draft:
             self.history, variant, revision, outcome, now=self.now, message=message
         )
 
-    def leave_traffic(self, variant: str, revision: str | None) -> None:
-        """A revision stops taking traffic: its pods go after scaleDownDelaySeconds."""
+    def leave_traffic(self, variant: str, revision: str | None, *, was_serving: bool = False) -> None:
+        """A revision stops taking traffic: its pods go after scaleDownDelaySeconds. One that was
+        serving (the stable a promotion replaced, the revision a rollback replaced) opens a rollback
+        window: it keeps rollbackWindow.replicas pods until the window ends, so going back to it is a
+        switch of the router table, not a cold start. A canary that never served gets no window."""
         if revision is None:
             return
-        delay = timedelta(seconds=self.spec.rollout.scale_down_delay_seconds)
-        self.scale_down_at.setdefault((variant, revision), stamp(self.now + delay))
+        rollout = self.spec.rollout
+        key = (variant, revision)
+        self.scale_down_at.setdefault(
+            key, stamp(self.now + timedelta(seconds=rollout.scale_down_delay_seconds))
+        )
+        window = rollout.rollback_window
+        if was_serving and window.replicas > 0 and window.seconds > rollout.scale_down_delay_seconds:
+            self.warm_until.setdefault(key, stamp(self.now + timedelta(seconds=window.seconds)))
 
     def enter_traffic(self, variant: str, revision: str) -> None:
         self.scale_down_at.pop((variant, revision), None)
+        self.warm_until.pop((variant, revision), None)
+
+    def leaving_replicas(self, variant: str, revision: str, current: int) -> int:
+        """Pods a revision out of traffic keeps now, given the `current` replicas of its Deployment:
+        all of them until its scale-down time, then its rollback window's (never more than it has)
+        until the window ends, then none."""
+        key = (variant, revision)
+        due, warm = self.scale_down_at.get(key), self.warm_until.get(key)
+        if due is not None and self.now < due:
+            return current
+        if warm is not None and self.now < warm:
+            return min(current, self.spec.rollout.rollback_window.replicas)
+        return 0

@@ -109,7 +109,7 @@ def promote(draft: Draft, variant: ResolvedVariant) -> None:
     draft.stable[variant.name] = revision
     draft.enter_traffic(variant.name, revision)
     if old is not None and old != revision:
-        draft.leave_traffic(variant.name, old)
+        draft.leave_traffic(variant.name, old, was_serving=True)
     draft.finish(variant.name, revision, "Promoted")
     draft.event(
         "RolloutPromoted", f"{draft.label(variant.name, revision)} promoted: it takes all the traffic"

@@ -4,7 +4,8 @@
   reconciler (scrape now? via `analysis_request`) and the object's timer all ask this one function.
 - `next_due`: the earliest moment at which a rollout may move on without any change in the cluster (a
   timed pause ending, the next analysis interval, an analysis step's duration, a progress deadline, a
-  revision's scale-down). The operator's reconcile queue sets the object's timer to it (`scheduler.py`).
+  revision's scale-down, the end of its rollback window). The operator's reconcile queue sets the
+  object's timer to it (`scheduler.py`).
 
 Times in status have whole seconds (`stamp`), so a due time read back from the status is the same as
 the one planned.
@@ -77,7 +78,13 @@ def next_due(
     A timer at or before `now` is one the plan could not act on, so it does not count, except the
     analysis interval: a measurement that was due but could not be taken (no ready canary pod yet) is
     tried again one interval later."""
-    times = [r.scale_down_at for v in status.variants for r in v.revisions if r.scale_down_at is not None]
+    times = [
+        t
+        for v in status.variants
+        for r in v.revisions
+        for t in (r.scale_down_at, r.warm_until)
+        if t is not None
+    ]
     if rollout_active(status):
         times += _step_timers(spec, status)
         due = analysis_due_at(spec, status.canary_revision, status.analysis)

@@ -88,7 +88,9 @@ def _revision_statuses(draft: Draft, outcome: VariantOutcome) -> tuple[RevisionS
     statuses = []
     for desired in outcome.plan.revisions:
         due = draft.scale_down_at.get((name, desired.revision))
+        warm = draft.warm_until.get((name, desired.revision))
         draining = due is not None and draft.now < due and desired.weight == 0
+        in_window = warm is not None and draft.now < warm and desired.weight == 0
         if desired.replicas == 0 and desired.weight == 0 and not draining:
             continue  # kept for rollbacks without pods: history lists it
         observed = draft.observed_of(name, desired.revision)
@@ -103,6 +105,7 @@ def _revision_statuses(draft: Draft, outcome: VariantOutcome) -> tuple[RevisionS
                 number=entry.revision if entry else None,
                 model_version=desired.model_version,
                 scale_down_at=due if draining else None,
+                warm_until=warm if in_window else None,
             )
         )
     return tuple(statuses[:MAX_REVISIONS_IN_STATUS])
