@@ -184,10 +184,17 @@ for name in "${IMAGES[@]}"; do
     log "$name: building (stamp $stamp)"
     secret=()
     [[ -n $CA_BUNDLE && -s $CA_BUNDLE ]] && secret=(--secret "id=ca-bundle,src=$CA_BUNDLE")
-    bh bud --quiet --pull-never --isolation chroot --layers "${secret[@]}" \
-      --build-arg "PYTHON_IMAGE=$RUNTIME_BASE" --build-arg "BUILD_IMAGE=$BUILD_BASE" \
-      --build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION" --build-arg "SOURCE=$SOURCE_URL" \
-      -f "$dockerfile" -t "$stamped" "$ROOT" >&2
+    # One retry: a RUN step failed once (2026-12-02, two image builds at once on the machine) with
+    # "Close_Fd sealing memfd copy: Device or resource busy", a transient EBUSY from sealing the memfd
+    # copy of the runtime binary; the layers already built are reused (--layers).
+    for attempt in 1 2; do
+      bh bud --quiet --pull-never --isolation chroot --layers "${secret[@]}" \
+        --build-arg "PYTHON_IMAGE=$RUNTIME_BASE" --build-arg "BUILD_IMAGE=$BUILD_BASE" \
+        --build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION" --build-arg "SOURCE=$SOURCE_URL" \
+        -f "$dockerfile" -t "$stamped" "$ROOT" >&2 && break
+      [[ $attempt == 2 ]] && exit 1
+      log "$name: build failed; trying once more"
+    done
     # Older stamps of this image are superseded: untag them so their layers can be pruned.
     bh images --noheading --format '{{.Name}}:{{.Tag}}' "localhost/modeldeploy/$name" 2>/dev/null |
       grep ":stamp-" | grep -v ":stamp-$stamp\$" | xargs -r -n1 buildah --root "$STORAGE" \
