@@ -1,0 +1,70 @@
+"""The operator at scale, small: bench/operator/scale.py with 100 ModelDeployments on kwok nodes,
+one local operator process from this checkout, bounded in time. Fails when the idle API cost per
+ModelDeployment or the reaction time regresses past ten times the goals of issue 16 (one request per
+ModelDeployment per five idle minutes; reaction p99 under 5 s). The figures themselves, at 100, 300
+and 1,000, and beside Argo Rollouts, are the benchmark's (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from modeldeploy_testcluster.layout import Layout
+
+from cluster_helpers import REPO
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+COUNT = 100
+IDLE_REQUESTS_PER_MD_PER_MIN_BOUND = 10 * (1 / 5)
+"""Ten times the goal of one request per ModelDeployment per five idle minutes."""
+REACTION_P99_BOUND_S = 10 * 5.0
+"""Ten times the goal of a 5 s reaction p99."""
+
+
+def _bench() -> ModuleType:
+    path = REPO / "bench" / "operator" / "scale.py"
+    spec = importlib.util.spec_from_file_location("modeldeploy_scale_bench", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def scale_result(local_cluster: Layout, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One run: 100 ModelDeployments created and ready, 60 s idle, 5 reaction samples of each kind
+    (their rollouts give the step-due samples); no restart or mass rollout (the benchmark has them)."""
+    bench = _bench()
+    opts = bench.Options(count=COUNT, samples=5, idle_seconds=60.0, rollouts=False, restart=False)
+    work = Path(tmp_path_factory.mktemp("scale"))
+    (result,) = bench.run(local_cluster, [COUNT], opts, ["modeldeploy"], work)
+    print(bench.table([result]))
+    return result
+
+
+@pytest.mark.timeout(1500)
+def test_operator_scale_reaction_p99_within_bound(scale_result: dict[str, Any]) -> None:
+    for kind in ("apply_to_created", "model_change_to_revision", "step_due_to_table"):
+        figures = scale_result[kind]
+        assert figures["n"] >= 5, (kind, figures)
+        assert figures["p99_s"] < REACTION_P99_BOUND_S, (kind, figures)
+
+
+@pytest.mark.timeout(1500)
+@pytest.mark.xfail(
+    strict=False,
+    reason="the uncached operator reads every owned kind on each 30 s resync (~18 requests per "
+    "ModelDeployment per idle minute); informer caches and watch-driven reconciles come with the "
+    "scalecache branch (issue 16)",
+)
+def test_operator_scale_idle_requests_within_bound(scale_result: dict[str, Any]) -> None:
+    idle = scale_result["idle"]
+    assert idle["requests_per_object_per_min_without_leases"] <= IDLE_REQUESTS_PER_MD_PER_MIN_BOUND, idle
