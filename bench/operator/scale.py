@@ -404,11 +404,13 @@ class Recorder:
                         *args,
                         resource_version=version,
                         timeout_seconds=60,
-                        allow_watch_bookmarks=True,
-                        _preload_content=False,
+                        deserialize=False,  # plain dicts: no model classes for thousands of events
                     )
                     for event in stream:
-                        obj = event["raw_object"]
+                        obj = event["object"]
+                        if event["type"] == "ERROR":  # 410 Gone as an event: list again
+                            version = ""
+                            break
                         version = obj["metadata"]["resourceVersion"]
                         if event["type"] in ("ADDED", "MODIFIED"):
                             on_object(obj)
@@ -419,7 +421,8 @@ class Recorder:
                         version = ""
                     else:
                         time.sleep(1)
-                except Exception:  # a dropped connection: watch again
+                except Exception as error:  # a dropped connection: watch again
+                    log(f"watch {name}: {type(error).__name__}: {error}"[:300])
                     time.sleep(1)
 
         thread = threading.Thread(target=run, name=f"watch-{name}", daemon=True)
