@@ -244,17 +244,49 @@ def ensure_namespace(core: client.CoreV1Api, name: str) -> None:
 
 
 def delete_namespace(core: client.CoreV1Api, name: str, timeout: float) -> None:
+    """Delete and wait until gone; objects whose finalizer nobody removes within half the time (their
+    controller is not running) lose it."""
     with contextlib.suppress(client.ApiException):
         core.delete_namespace(name)
+    with contextlib.suppress(TimeoutError):
+        wait_until(f"namespace {name} to be deleted", lambda: _gone(core, name), timeout / 2, interval=1.0)
+        return
+    strip_finalizers(core.api_client, name)
 
-    def gone() -> bool:
+    wait_until(f"namespace {name} to be deleted", lambda: _gone(core, name), timeout / 2, interval=1.0)
+
+
+def _gone(core: client.CoreV1Api, name: str) -> bool:
+    try:
+        core.read_namespace(name)
+    except client.ApiException as error:
+        return error.status == 404
+    return False
+
+
+def strip_finalizers(api: client.ApiClient, namespace: str) -> None:
+    """Finalizers of the bench's custom objects (kopf puts one on each ModelDeployment for its daemon):
+    with the controller gone, nobody else would remove them and the namespace would never go."""
+    custom = client.CustomObjectsApi(api)
+    for group, version, plural in (
+        ("modeldeploy.io", "v1alpha1", "modeldeployments"),
+        ("argoproj.io", "v1alpha1", "rollouts"),
+    ):
         try:
-            core.read_namespace(name)
-        except client.ApiException as error:
-            return error.status == 404
-        return False
-
-    wait_until(f"namespace {name} to be deleted", gone, timeout, interval=1.0)
+            items = custom.list_namespaced_custom_object(group, version, namespace, plural)["items"]
+        except client.ApiException:
+            continue
+        for item in items:
+            if item["metadata"].get("finalizers"):
+                with contextlib.suppress(client.ApiException):
+                    custom.patch_namespaced_custom_object(
+                        group,
+                        version,
+                        namespace,
+                        plural,
+                        item["metadata"]["name"],
+                        {"metadata": {"finalizers": None}},
+                    )
 
 
 def identity_kubeconfig(api: client.ApiClient, layout: Layout, who: str, namespace: str, out: Path) -> Path:
@@ -319,9 +351,22 @@ class ApiServerCounts:
         self._context.load_cert_chain(str(pki.cert("admin")), str(pki.key("admin")))
         self._url = f"{layout.apiserver_url}/metrics"
 
+    def get(self, path: str) -> str:
+        url = self._url.removesuffix("/metrics") + path
+        with urllib.request.urlopen(url, context=self._context, timeout=30) as response:  # noqa: S310
+            return str(response.read().decode())
+
+    def discovered(self, group_version: str, plural: str) -> bool:
+        """The API server's discovery lists the resource (a controller resolves it there once, at
+        start: kopf does not retry a resource it could not resolve)."""
+        try:
+            found = json.loads(self.get(f"/apis/{group_version}"))
+        except OSError:
+            return False
+        return any(r.get("name") == plural for r in found.get("resources") or [])
+
     def read(self, who: str) -> dict[str, float]:
-        with urllib.request.urlopen(self._url, context=self._context, timeout=30) as response:  # noqa: S310
-            text = response.read().decode()
+        text = self.get("/metrics")
         counts = {kind: 0.0 for kind, _ in REQUEST_CLASSES}
         prefix = f"scale-bench-{who}-"
         for family in text_string_to_metric_families(text):
@@ -1029,7 +1074,42 @@ def phase_restart(side: Side, total: int, result: dict[str, Any]) -> None:
     log(f"{side.name}: converged {result['restart_converged_s']} s after restart")
 
 
+def apply_crds(api: client.ApiClient, paths: list[Path]) -> None:
+    """Create or replace CRDs (this checkout's, or Argo Rollouts' from its module) and wait until
+    they are established."""
+    extensions = client.ApiextensionsV1Api(api)
+    names = []
+    for path in paths:
+        body = yaml.safe_load(path.read_text())
+        names.append(body["metadata"]["name"])
+        try:
+            current = extensions.read_custom_resource_definition(names[-1])
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+            extensions.create_custom_resource_definition(body)
+        else:
+            body["metadata"]["resourceVersion"] = current.metadata.resource_version
+            extensions.replace_custom_resource_definition(names[-1], body)
+
+    def established() -> bool:
+        for name in names:
+            crd = extensions.read_custom_resource_definition(name)
+            if not any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or []):
+                return False
+        return True
+
+    wait_until("the CRDs to be established", established, 60)
+
+
 def modeldeploy_side(api: client.ApiClient, layout: Layout, namespace: str, work: Path, who: str) -> Side:
+    apply_crds(api, [REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"])
+    server = ApiServerCounts(layout)
+    wait_until(
+        "modeldeployments in discovery",
+        lambda: server.discovered("modeldeploy.io/v1alpha1", "modeldeployments"),
+        60,
+    )
     kubeconfig = identity_kubeconfig(api, layout, who, namespace, work / f"{who}.kubeconfig")
     env = {
         "KUBECONFIG": str(kubeconfig),
@@ -1049,15 +1129,9 @@ def argo_binary() -> Path:
 
 
 def argo_side(api: client.ApiClient, layout: Layout, namespace: str, work: Path, who: str) -> Side:
-    crds = cache_dir() / "argo-rollouts-crds" / ARGO_ROLLOUTS_VERSION
-    for path in sorted(crds.glob("*.yaml")):
-        body = yaml.safe_load(path.read_text())
-        ext = client.ApiextensionsV1Api(api)
-        try:
-            ext.create_custom_resource_definition(body)
-        except client.ApiException as error:
-            if error.status != 409:
-                raise
+    apply_crds(api, sorted((cache_dir() / "argo-rollouts-crds" / ARGO_ROLLOUTS_VERSION).glob("*.yaml")))
+    server = ApiServerCounts(layout)
+    wait_until("rollouts in discovery", lambda: server.discovered("argoproj.io/v1alpha1", "rollouts"), 60)
     kubeconfig = identity_kubeconfig(api, layout, who, namespace, work / f"{who}.kubeconfig")
     argv = [
         str(argo_binary()),
@@ -1211,10 +1285,15 @@ def run(
                     results.append(run_side(side, replace(opts, count=n), counts, who))
                     on_result(results)
                 finally:
-                    side.process.stop()
-                    side.recorder.stop.set()
+                    # Deleted while the controller runs: it removes its own finalizers.
                     log(f"{side.name}: deleting {namespace}")
-                    delete_namespace(core, namespace, 600 + 2 * n)
+                    if not side.process.alive():
+                        side.process.start()
+                    try:
+                        delete_namespace(core, namespace, 600 + 2 * n)
+                    finally:
+                        side.process.stop()
+                        side.recorder.stop.set()
     return results
 
 
