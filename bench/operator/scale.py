@@ -216,6 +216,163 @@ def rfc3339(value: str | None) -> float | None:
 # --- the cluster, identities and the API server's counts -------------------------------------------
 
 
+@dataclass(frozen=True)
+class PrivateLayout:
+    """What the bench needs of a Layout, for its own control plane."""
+
+    state_dir: Path
+    apiserver_url: str
+    kwok_pod_cidr: str = "10.250.0.0/16"
+    kwok_node_count: int = 0
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.state_dir / "pki"
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        return self.state_dir / "admin.kubeconfig"
+
+
+@contextlib.contextmanager
+def private_control_plane(work: Path) -> Iterator[PrivateLayout]:
+    """etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (the harness's binaries,
+    the same versions and the same API server flags that matter here: RBAC, service-account tokens,
+    API Priority and Fairness on by default) on 127.0.0.1, in `work`, for as long as the run: no
+    real node, no pod network, so it needs neither root nor the shared cluster's lock. Every pod of
+    the bench is on kwok nodes anyway, and kwok's pod addresses (10.250.0.0/16) are never dialled."""
+    state = work / "control-plane"
+    state.mkdir(parents=True)
+    pki = ClusterPKI(state / "pki")
+    pki.create(
+        serving_ips=["127.0.0.1", "10.97.0.1"],
+        serving_dns=["localhost"],
+        clients={"admin": ("modeldeploy-admin", "system:masters")},
+        servers={},
+    )
+    etcd_client, etcd_peer, port = _free_port(), _free_port(), _free_port()
+    layout = PrivateLayout(state, f"https://127.0.0.1:{port}")
+    kubeconfig = write_kubeconfig(
+        layout.admin_kubeconfig,
+        layout.apiserver_url,
+        pki.ca_cert,
+        "admin",
+        client_cert=pki.cert("admin"),
+        client_key=pki.key("admin"),
+    )
+    binary = lambda name: str(binaries_dir() / name)  # noqa: E731
+    processes: list[Process] = []
+
+    def start(name: str, argv: list[str]) -> None:
+        processes.append(Process(argv, {}, state / f"{name}.log"))
+        processes[-1].start()
+
+    try:
+        start(
+            "etcd",
+            [
+                binary("etcd"),
+                "--name=scale",
+                f"--data-dir={state / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{etcd_client}",
+                f"--advertise-client-urls=http://127.0.0.1:{etcd_client}",
+                f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+                f"--initial-cluster=scale=http://127.0.0.1:{etcd_peer}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
+        start(
+            "kube-apiserver",
+            [
+                binary("kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{etcd_client}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--cert-dir={state / 'apiserver-certs'}",
+                f"--tls-cert-file={pki.cert('apiserver')}",
+                f"--tls-private-key-file={pki.key('apiserver')}",
+                f"--client-ca-file={pki.ca_cert}",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={pki.sa_pub}",
+                f"--service-account-signing-key-file={pki.sa_key}",
+                "--service-cluster-ip-range=10.97.0.0/16",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        server = ApiServerCounts(layout)
+
+        def ready() -> bool:
+            try:
+                return server.get("/readyz") == "ok"
+            except OSError:
+                return False
+
+        wait_until("the private kube-apiserver", ready, 120, interval=0.5)
+        start(
+            "kube-controller-manager",
+            [
+                binary("kube-controller-manager"),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={_free_port()}",
+                f"--service-account-private-key-file={pki.sa_key}",
+                f"--root-ca-file={pki.ca_cert}",
+                f"--cluster-signing-cert-file={pki.ca_cert}",
+                f"--cluster-signing-key-file={pki.ca_key}",
+                "--controllers=*",
+                "--leader-elect=false",
+                "--v=1",
+            ],
+        )
+        start(
+            "kube-scheduler",
+            [
+                binary("kube-scheduler"),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={_free_port()}",
+                "--leader-elect=false",
+                "--v=1",
+            ],
+        )
+        start(
+            "kwok",
+            [
+                binary("kwok"),
+                f"--kubeconfig={kubeconfig}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-label-selector=type=kwok",
+                f"--cidr={layout.kwok_pod_cidr}",
+                "--node-ip=127.0.0.1",
+            ],
+        )
+        api = nodes.admin_api(layout)  # type: ignore[arg-type]
+        wait_until("the default ServiceAccount", lambda: _default_service_account(api), 120, interval=0.5)
+        log(f"private control plane up at {layout.apiserver_url} (logs in {state})")
+        yield layout
+    finally:
+        for process in reversed(processes):
+            process.stop()
+
+
+def _default_service_account(api: client.ApiClient) -> bool:
+    try:
+        client.CoreV1Api(api).read_namespaced_service_account("default", "default")
+    except (client.ApiException, OSError):
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def cluster_session(keep: bool) -> Iterator[Layout]:
     """The local cluster under the machine-wide lock, as a pytest session has it (and left as found)."""
@@ -1338,6 +1495,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-restart", action="store_true")
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument("--keep-cluster", action="store_true", help="leave a cluster this run started")
+    parser.add_argument(
+        "--private-control-plane",
+        action="store_true",
+        help="run on a control plane of the bench's own on 127.0.0.1 (etcd, kube-apiserver, "
+        "controller-manager, scheduler, kwok) instead of the shared local cluster",
+    )
     args = parser.parse_args(argv)
     wanted = args.count or [100]
     if any(c < 1 for c in wanted) or args.samples < 1 or args.idle_seconds <= 0:
@@ -1374,7 +1537,10 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(document(results), indent=1))
 
     log(f"logs in {work}")
-    with cluster_session(args.keep_cluster) as layout:
+    session = (
+        private_control_plane(work) if args.private_control_plane else cluster_session(args.keep_cluster)
+    )
+    with session as layout:
         results = run(layout, wanted, opts, sides, work, on_result=save)
     save(results)
     print(table(results))
