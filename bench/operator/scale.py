@@ -354,6 +354,9 @@ def private_control_plane(work: Path) -> Iterator[PrivateLayout]:
                 "--manage-nodes-with-label-selector=type=kwok",
                 f"--cidr={layout.kwok_pod_cidr}",
                 "--node-ip=127.0.0.1",
+                # Node leases: without them the node lifecycle controller finds no heartbeat after
+                # 50 s and marks every kwok pod NotReady (kwok then sets the node Ready again, not the pods).
+                "--node-lease-duration-seconds=40",
             ],
         )
         api = nodes.admin_api(layout)  # type: ignore[arg-type]
@@ -1441,6 +1444,14 @@ def run(
                 try:
                     results.append(run_side(side, replace(opts, count=n), counts, who))
                     on_result(results)
+                except BaseException:
+                    # What every watch saw, for the post-mortem (the objects go with the namespace).
+                    with side.recorder.cond:
+                        dump = dict(side.recorder.timelines)
+                    (work / f"{side_name}-{n}-timelines.json").write_text(
+                        json.dumps(dump, indent=0, default=str)
+                    )
+                    raise
                 finally:
                     # Deleted while the controller runs: it removes its own finalizers.
                     log(f"{side.name}: deleting {namespace}")
