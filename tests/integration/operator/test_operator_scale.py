@@ -5,8 +5,9 @@ one local operator process from this checkout, bounded in time. On the bench's o
 all add requests and CPU to what is measured, and it needs neither the cluster lock nor root.
 
 Fails when the idle API cost per ModelDeployment or the reaction time regresses past ten times the
-goals of issue 16 (one request per ModelDeployment per five idle minutes; reaction p99 under 5 s). The figures themselves, at 100, 300
-and 1,000, and beside Argo Rollouts, are the benchmark's (docs/benchmarks.md)."""
+goals of issue 16 (one request per ModelDeployment per five idle minutes; reaction p99 under 5 s).
+The figures themselves, at 100, 300 and 1,000, and beside Argo Rollouts, are the benchmark's
+(docs/benchmarks.md)."""
 
 from __future__ import annotations
 
