@@ -4,8 +4,9 @@ one local operator process from this checkout, bounded in time. On the bench's o
 127.0.0.1): the shared cluster's in-cluster operator, other tests' objects and its real node would
 all add requests and CPU to what is measured, and it needs neither the cluster lock nor root.
 
-Fails when the idle API cost per ModelDeployment or the reaction time regresses past ten times the
-goals of issue 16 (one request per ModelDeployment per five idle minutes; reaction p99 under 5 s).
+Fails when the idle API cost per ModelDeployment regresses past ten times the goal of issue 16
+(one request per ModelDeployment per five idle minutes), or a reaction p99 past 120 s (the goal is
+5 s; see REACTION_P99_BOUND_S).
 The figures themselves, at 100, 300 and 1,000, and beside Argo Rollouts, are the benchmark's
 (docs/benchmarks.md)."""
 
