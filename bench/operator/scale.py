@@ -4,6 +4,10 @@ One command, on the local control plane (started if it is not up; the machine-wi
 taken for the whole run, like a pytest session's):
 
     .venv/bin/python bench/operator/scale.py --count 100 --count 300 --argo
+    .venv/bin/python bench/operator/scale.py --private-control-plane ...   # no shared cluster, no lock
+
+(--private-control-plane: the bench's own etcd, kube-apiserver, controller-manager, scheduler and
+kwok on 127.0.0.1 instead of the shared cluster; what docs/benchmarks.md reports.)
 
 For each N and each side (modeldeploy, then Argo Rollouts' controller when --argo and it is built:
 `tests/cluster/build-binaries.sh argo-rollouts`), in a namespace of its own, one side at a time:
