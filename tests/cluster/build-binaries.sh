@@ -24,6 +24,11 @@ ETCD_VERSION=v3.6.16
 REGISTRY_VERSION=v3.1.2
 GATEWAY_API_VERSION=v1.3.0
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
+# Argo Rollouts, the anchor of the operator scale benchmark (bench/operator/scale.py): not part of the
+# cluster, built only when asked (`build-binaries.sh argo-rollouts`). v1.10.1 is the newest release
+# this Go (1.26.8) builds: v1.9.3 and v1.10.2 require go >= 1.26.10. Its client-go is v0.34.5, the
+# cluster's minor version.
+ARGO_ROLLOUTS_VERSION=v1.10.1
 
 TAGS=selinux,notest
 
@@ -113,6 +118,26 @@ kube_network_policies() {  # the module's own command, with gotools/kube-network
   echo "built $name in $((SECONDS - started))s" >&2
 }
 
+argo_rollouts() {  # the module's own controller command and its CRDs, built in a copy of the module:
+  # its go.mod replaces every k8s.io staging module (as k8s.io/kubernetes does), which only the main
+  # module's go.mod can do, so it cannot be built from a wrapper module like the others.
+  local name=rollouts-controller key src mod started=$SECONDS
+  key=$(echo "$ARGO_ROLLOUTS_VERSION|$GOFLAGS|$CGO_ENABLED|$(go env GOVERSION)" | sha256sum | cut -c1-16)
+  [[ -x "$bin/$name" && "$(cat "$bin/.$name.key" 2>/dev/null)" == "$key" ]] && return 0
+  echo "building $name from github.com/argoproj/argo-rollouts@$ARGO_ROLLOUTS_VERSION (cold builds take minutes)" >&2
+  mod=$(cd "$here/gotools/kube" && go mod download -json "github.com/argoproj/argo-rollouts@$ARGO_ROLLOUTS_VERSION" \
+        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  src=$cache/src/$name.$$
+  rm -rf "$src" && mkdir -p "$cache/src" && cp -r "$mod" "$src" && chmod -R u+w "$src"
+  (cd "$src" && go build -ldflags "-s -w" -o "$bin/.$name.tmp.$$" ./cmd/rollouts-controller)
+  mv "$bin/.$name.tmp.$$" "$bin/$name"
+  mkdir -p "$cache/argo-rollouts-crds/$ARGO_ROLLOUTS_VERSION"
+  cp "$src"/manifests/crds/*-crd.yaml "$cache/argo-rollouts-crds/$ARGO_ROLLOUTS_VERSION/"
+  echo "$key" > "$bin/.$name.key"
+  rm -rf "$src"
+  echo "built $name in $((SECONDS - started))s" >&2
+}
+
 helm_unittest() {  # helm-unittest as a helm plugin: $cache/helm-plugins/unittest (HELM_PLUGINS=$cache/helm-plugins)
   build untt helm-unittest github.com/helm-unittest/helm-unittest/cmd/helm-unittest "$(helm_ldflags)"
   local dest=$cache/helm-plugins/unittest key
@@ -154,6 +179,7 @@ for name in "${want[@]}"; do
     gateway-api-crds) gateway_api_crds ;;
     prometheus-operator-crds) prometheus_operator_crds ;;
     helm-unittest) helm_unittest ;;
+    argo-rollouts) argo_rollouts ;;
     *) echo "unknown binary: $name" >&2; exit 2 ;;
   esac
 done

@@ -344,6 +344,10 @@ def _start_nodes(layout: Layout, start: Starter) -> None:
             "--manage-nodes-with-label-selector=type=kwok",
             f"--cidr={layout.kwok_pod_cidr}",
             f"--node-ip={layout.node_ip}",
+            # Node leases: without them the node lifecycle controller sees no heartbeat after its
+            # 50 s grace period and marks every kwok pod NotReady (kwok sets the node Ready again,
+            # not the pods): a test whose simulated pods live longer than a minute would see them go.
+            "--node-lease-duration-seconds=40",
         ],
     )
     start(
