@@ -356,3 +356,17 @@ def test_workers_never_reconcile_one_object_twice_at_once() -> None:
     assert overlaps == []
     assert last_seen == dict.fromkeys(names, "30")  # the last event of each was acted on
     assert all(count <= 30 for count in passes.values())  # and events coalesced (30 each were sent)
+
+
+def test_no_kopf_handler_puts_a_finalizer_on_modeldeployments() -> None:
+    """kopf adds a finalizer for any daemon, timer or non-optional deletion handler; with the operator
+    scaled to zero, deleting the object or its namespace would then never complete (issue 11). The
+    reconcile queue replaced the per-object daemon: no kopf handler may need one."""
+    import kopf
+
+    from modeldeploy_operator import handlers
+
+    registry = kopf.get_default_registry()
+    assert handlers.GROUP  # the handlers are registered on import
+    for kind in (registry._spawning, registry._changing, registry._watching):
+        assert not any(getattr(h, "requires_finalizer", False) for h in kind.get_all_handlers())
