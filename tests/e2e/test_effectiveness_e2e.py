@@ -183,11 +183,15 @@ def test_labels_through_the_router_join_per_arm_and_gate_a_canary(
         later = predict(http, router, rows[300:1000], "later")
         on_canary = [p for p in later.values() if p["revision"] == canary]
         assert len(on_canary) >= 60, "too few requests reached the canary"
+        # Every arm's records, not only the canary's: a label sent before its prediction's record
+        # reached the joiner is an unknown request (CI, 2026-12-02: 692 of 700 joined).
+        total = len(seen) + len(later)
         wait_for(
-            "the canary's records in the joiner",
-            lambda: summary_arms(joiner).get(("b", canary), {}).get("predictions") == len(on_canary) or None,
+            f"all {total} prediction records in the joiner",
+            lambda: sum(q["predictions"] for q in summary_arms(joiner).values()) == total or None,
             timeout=120,
         )
+        assert summary_arms(joiner).get(("b", canary), {}).get("predictions") == len(on_canary)
         assert send_labels(http, router, later)["joined"] == len(later)
 
     def aborted() -> dict[str, Any] | None:
