@@ -1373,20 +1373,7 @@ def kwok_capacity(api: client.ApiClient, layout: Layout, pods: int) -> Iterator[
     for k in range(wanted):
         name = f"kwok-node-scale-{k}"
         subnet = str(subnets[layout.kwok_node_count + k])
-        body = {
-            "metadata": {
-                "name": name,
-                "labels": {
-                    "type": "kwok",
-                    "kubernetes.io/hostname": name,
-                    "kubernetes.io/os": "linux",
-                    "kubernetes.io/arch": "amd64",
-                    "modeldeploy.io/node-kind": "kwok",
-                },
-                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            },
-            "spec": {"taints": [nodes.KWOK_TAINT], "podCIDR": subnet, "podCIDRs": [subnet]},
-        }
+        body = nodes.kwok_node(name, subnet)
         with contextlib.suppress(client.ApiException):
             core.create_node(body)
         names.append(name)

@@ -30,26 +30,31 @@ def kwok_node_names(layout: Layout) -> list[str]:
     return [f"kwok-node-{i}" for i in range(layout.kwok_node_count)]
 
 
+def kwok_node(name: str, subnet: str) -> dict[str, Any]:
+    """A Node that kwok simulates (annotation `kwok.x-k8s.io/node: fake`), tainted for kwok pods only."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "type": "kwok",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "modeldeploy.io/node-kind": "kwok",
+            },
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+        },
+        "spec": {"taints": [KWOK_TAINT], "podCIDR": subnet, "podCIDRs": [subnet]},
+    }
+
+
 def create_kwok_nodes(api: client.ApiClient, layout: Layout) -> None:
     core = client.CoreV1Api(api)
     subnets = ipaddress.ip_network(layout.kwok_pod_cidr).subnets(new_prefix=24)
     for name, subnet in zip(kwok_node_names(layout), subnets, strict=False):
-        body: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": name,
-                "labels": {
-                    "type": "kwok",
-                    "kubernetes.io/hostname": name,
-                    "kubernetes.io/os": "linux",
-                    "kubernetes.io/arch": "amd64",
-                    "modeldeploy.io/node-kind": "kwok",
-                },
-                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            },
-            "spec": {"taints": [KWOK_TAINT], "podCIDR": str(subnet), "podCIDRs": [str(subnet)]},
-        }
+        body = kwok_node(name, str(subnet))
         try:
             core.create_node(body)
         except client.ApiException as error:
