@@ -39,7 +39,7 @@ if [[ $local_cluster == 1 ]]; then
   # checkout and pushed to the cluster's own registry, as `make images REGISTRY=...` does for yours.
   registry=$(python -c 'from modeldeploy_testcluster.layout import default_layout; print(default_layout().registry)')
   say "building the serving and operator images (buildah) and pushing them to the cluster's registry $registry"
-  REGISTRY=$registry hack/images.sh
+  REGISTRY=$registry EXPORT=0 hack/images.sh
   image_values=(--set "image.registry=$registry" --set image.pullPolicy=Always)
 elif [[ -n "${DEMO_IMAGE_REGISTRY:-}" ]]; then
   image_values=(--set "image.registry=$DEMO_IMAGE_REGISTRY")

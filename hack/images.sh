@@ -6,6 +6,8 @@
 # Environment:
 #   REGISTRY           where to push (default 10.244.0.1:5000, the local cluster's registry; plain HTTP)
 #   PUSH               1 (default) pushes to $REGISTRY; 0 builds and exports only
+#   EXPORT             1 (default) writes the OCI archives; 0 skips them (the test sessions and the demo
+#                      push or read buildah's storage instead: the serving archive took 27-62 s per source edit)
 #   MODELDEPLOY_CACHE  cache root (default ~/.cache/modeldeploy); everything lives in $MODELDEPLOY_CACHE/images
 #   TLS_VERIFY         verify the registry's TLS certificate: false for the local cluster's registry and
 #                      loopback addresses (plain HTTP), true for any other registry unless set
@@ -34,6 +36,7 @@ STORAGE=$DIR/storage
 RUNROOT=$DIR/run
 REGISTRY=${REGISTRY:-10.244.0.1:5000}
 PUSH=${PUSH:-1}
+EXPORT=${EXPORT:-1}
 # Plain HTTP (no TLS verification) for the local cluster's registry and loopback ones; verified TLS for
 # any other registry unless TLS_VERIFY=false.
 case $REGISTRY in
@@ -205,7 +208,7 @@ for name in "${IMAGES[@]}"; do
   id=$(image_id "$stamped")
 
   archive=$DIR/archives/$name-$VERSION.oci.tar
-  if [[ ! -f $archive || $(cat "$DIR/stamps/$name.archive" 2>/dev/null) != "$stamp" ]]; then
+  if [[ $EXPORT == 1 && ( ! -f $archive || $(cat "$DIR/stamps/$name.archive" 2>/dev/null) != "$stamp" ) ]]; then
     t=$(now)
     rm -f "$archive"
     bh push --quiet "$stamped" "oci-archive:$archive:modeldeploy/$name:$VERSION" >&2

@@ -40,7 +40,9 @@ def _image_values(layout: Layout) -> list[str]:
     if not layout.real_node_default:
         return []
     subprocess.run(
-        [str(REPO / "hack" / "images.sh")], env={**os.environ, "REGISTRY": layout.registry}, check=True
+        [str(REPO / "hack" / "images.sh")],
+        env={**os.environ, "REGISTRY": layout.registry, "EXPORT": "0"},
+        check=True,
     )
     return ["--set", f"image.registry={layout.registry}", "--set", "image.pullPolicy=Always"]
 
