@@ -435,7 +435,8 @@ def test_the_store_keeps_of_managed_fields_only_who_applies_replicas() -> None:
         {"manager": "modeldeploy-operator", "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
     ]
     assert "managedFields" not in b["metadata"]
-    assert a["spec"] == {"replicas": 2} and a["metadata"]["labels"] == with_replicas["metadata"]["labels"]
+    assert a["spec"] == {"replicas": 2}
+    assert a["metadata"]["labels"] == with_replicas["metadata"]["labels"]
     assert with_replicas["metadata"]["managedFields"] == [OURS_APPLY, STATUS_UPDATE]  # input left as it is
     desired = {
         "apiVersion": "apps/v1",

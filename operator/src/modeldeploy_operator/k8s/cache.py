@@ -118,7 +118,7 @@ def slim(obj: dict[str, Any]) -> dict[str, Any]:
     meta = obj.get("metadata")
     if not isinstance(meta, dict) or "managedFields" not in meta:
         return obj
-    kept = [
+    kept: list[dict[str, Any]] = [
         {"manager": entry.get("manager"), "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
         for entry in meta.get("managedFields") or ()
         if isinstance(entry, dict)
