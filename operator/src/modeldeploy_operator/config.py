@@ -97,9 +97,6 @@ class OperatorSettings(BaseSettings):
     retry_backoff_max_seconds: float = Field(default=60.0, gt=0)
     """Upper bound of the delay between retries."""
 
-    handler_timeout_seconds: float = Field(default=300.0, gt=0)
-    """Wall-clock limit of one handler run including its retries; kopf retries forever without it."""
-
     resync_seconds: float = Field(default=600.0, gt=0)
     """Period of the safety resync: every ModelDeployment is reconciled again, repairing anything a watch
     event did not tell. Reconciles are watch-driven and timed by their plans, so this is only a safety

@@ -11,9 +11,16 @@ import pytest
 
 from modeldeploy_operator.config import OperatorSettings
 from modeldeploy_operator.controller import Controller
+from modeldeploy_operator.domain.quantity import canonical_quantity
 from modeldeploy_operator.k8s.api import RejectedError, TransientApiError
 from modeldeploy_operator.k8s.cache import INDEX_LABEL, CachedKind
-from modeldeploy_operator.k8s.diff import APPLIED_HASH, covers, unchanged, with_applied_hash
+from modeldeploy_operator.k8s.diff import (
+    APPLIED_HASH,
+    covers,
+    is_quantity_field,
+    unchanged,
+    with_applied_hash,
+)
 from modeldeploy_operator.reconciler import Outcome, Reconciler
 from modeldeploy_operator.scheduler import WorkQueue
 
@@ -291,6 +298,42 @@ def test_an_idle_reconcile_writes_nothing_and_a_change_writes_only_what_differs(
     cluster.objects[service_key]["spec"]["selector"] = {"app": "hijacked"}
     reconciler.reconcile(body(status=status))
     assert cluster.writes == ["apply Service/churn"]
+
+
+class CanonicalisingCluster(FakeCluster):
+    """Stores quantities as the API server does: "0.5" CPU as "500m", "1024Mi" as "1Gi"."""
+
+    def apply(self, manifest: dict[str, Any], field_manager: str | None = None) -> dict[str, Any]:
+        live = super().apply(manifest, field_manager)
+
+        def canonical(node: Any, path: tuple[str, ...]) -> Any:
+            if isinstance(node, dict):
+                return {k: canonical(v, (*path, k)) for k, v in node.items()}
+            if isinstance(node, list):
+                return [canonical(v, path) for v in node]
+            return canonical_quantity(node) if is_quantity_field(path) else node
+
+        stored = canonical(live, ())
+        self.objects[(manifest["kind"], manifest["metadata"]["name"])] = stored
+        return stored
+
+
+def test_quantities_the_server_rewrites_do_not_make_an_idle_pass_write() -> None:
+    cluster = CanonicalisingCluster()
+    reconciler = Reconciler(cluster, OperatorSettings())  # type: ignore[arg-type]
+    the_body = body()
+    the_body["spec"]["resources"] = {"requests": {"cpu": "0.5", "memory": "1024Mi"}, "limits": {"cpu": 2}}
+    reconciler.reconcile(the_body)
+    (deployment,) = [o for (k, _), o in cluster.objects.items() if k == "Deployment" and "default" in _]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2"}}
+    status = cluster.last_status
+    for _ in range(3):
+        reconciler.reconcile({**the_body, "status": status})
+        status = cluster.last_status
+    cluster.writes.clear()
+    reconciler.reconcile({**the_body, "status": status})
+    assert cluster.writes == []
 
 
 def test_the_operators_requests_carry_its_user_agent(monkeypatch: pytest.MonkeyPatch) -> None:

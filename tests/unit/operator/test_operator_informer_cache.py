@@ -400,3 +400,52 @@ def test_kube_api_raises_gone_on_a_410_watch() -> None:
         assert raised.value.status == 410
     finally:
         server.close()
+
+
+# -- what the store keeps ----------------------------------------------------------------------------
+
+OURS_APPLY = {
+    "manager": "modeldeploy-operator",
+    "operation": "Apply",
+    "fieldsV1": {"f:metadata": {"f:labels": {}}, "f:spec": {"f:replicas": {}, "f:template": {"f:spec": {}}}},
+}
+STATUS_UPDATE = {
+    "manager": "kube-controller-manager",
+    "operation": "Update",
+    "subresource": "status",
+    "fieldsV1": {"f:status": {"f:readyReplicas": {}}},
+}
+
+
+def test_the_store_keeps_of_managed_fields_only_who_applies_replicas() -> None:
+    """managedFields are about half of each cached object (RSS at N = 1,000); the store keeps only what
+    the replicas handover reads, and the handover decides the same from the slim copy."""
+    from modeldeploy_operator.domain.manifests import build_replicas_handover
+
+    with_replicas = obj("a", 3, spec={"replicas": 2})
+    with_replicas["metadata"]["managedFields"] = [OURS_APPLY, STATUS_UPDATE]
+    handed_over = obj("b", 4, spec={"replicas": 2})
+    handed_over["metadata"]["managedFields"] = [
+        {"manager": "modeldeploy-operator", "operation": "Apply", "fieldsV1": {"f:spec": {"f:template": {}}}},
+        STATUS_UPDATE,
+    ]
+    informer, _, _, _ = run([([with_replicas, handed_over], "5")], [])
+    a, b = informer.objects("ml")
+    assert a["metadata"]["managedFields"] == [
+        {"manager": "modeldeploy-operator", "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    ]
+    assert "managedFields" not in b["metadata"]
+    assert a["spec"] == {"replicas": 2}
+    assert a["metadata"]["labels"] == with_replicas["metadata"]["labels"]
+    assert with_replicas["metadata"]["managedFields"] == [OURS_APPLY, STATUS_UPDATE]  # input left as it is
+    desired = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "a", "namespace": "ml"},
+        "spec": {},
+    }
+    for full, kept in ((with_replicas, a), (handed_over, b)):
+        assert build_replicas_handover(desired, kept, "modeldeploy-operator") == build_replicas_handover(
+            desired, full, "modeldeploy-operator"
+        )
+    assert build_replicas_handover(desired, a, "modeldeploy-operator") is not None

@@ -6,6 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from modeldeploy_operator.domain.conditions import find_condition
 from modeldeploy_operator.domain.observed import ObservedDeployment
 from modeldeploy_operator.domain.revision import resolve_variants
@@ -119,6 +122,77 @@ def test_losing_every_pod_after_being_ready_is_degraded() -> None:
     ready_condition = find_condition(lost.conditions, "Ready")
     assert ready_condition is not None
     assert ready_condition.last_transition_time == LATER.replace(microsecond=0)
+
+
+def test_losing_every_pod_stays_degraded_until_a_pod_is_ready_again() -> None:
+    """Degraded ReplicasUnavailable lasted one pass: the next one read Ready False (written by the
+    first) and set Degraded False with nothing changed, an extra status write (issue 16's idle cost)."""
+    spec = make_spec()
+    ready = _status(spec, [observed_for(spec, ready=2)])
+    lost = _status(spec, [observed_for(spec, ready=0)], now=LATER, previous=ready)
+    again = _status(spec, [observed_for(spec, ready=0)], now=LATER + dt.timedelta(seconds=30), previous=lost)
+    assert again.to_patch() == lost.to_patch()
+    assert _conditions(again)["Degraded"] == ("True", "ReplicasUnavailable")
+    back = _status(spec, [observed_for(spec, ready=1)], now=LATER + dt.timedelta(minutes=1), previous=again)
+    assert _conditions(back)["Degraded"] == ("False", "AsExpected")
+    assert _conditions(back)["Ready"] == ("True", "ReplicasReady")
+    never = _status(spec, [observed_for(spec, ready=0)], now=LATER, previous=_status(spec, []))
+    assert _conditions(never)["Degraded"] == ("False", "AsExpected")  # it never served: not degraded
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    before=st.sampled_from([None, 0, 1, 2]),
+    after=st.sampled_from([0, 1, 2]),
+    deadline=st.booleans(),
+    front_door=st.sampled_from([None, True, False]),
+    front_door_before=st.sampled_from([None, True, False]),
+    new_model=st.booleans(),
+)
+def test_a_status_recomputed_with_nothing_changed_is_written_once(
+    before: int | None,
+    after: int,
+    deadline: bool,
+    front_door: bool | None,
+    front_door_before: bool | None,
+    new_model: bool,
+) -> None:
+    """Idle passes make no status write: whatever the status went through, once the observations stop
+    changing, the next passes (seconds later) give the status the first one wrote, field for field."""
+    v1 = make_spec()
+    spec = make_spec(model=V2_MODEL) if new_model else v1
+
+    def status(
+        the_spec: ModelDeploymentSpec,
+        observed: list[ObservedDeployment],
+        now: dt.datetime,
+        previous: ModelDeploymentStatus | None,
+        door: bool | None,
+    ) -> ModelDeploymentStatus:
+        if previous is not None:
+            previous = ModelDeploymentStatus.model_validate(previous.to_patch())
+        return plan(
+            "churn", the_spec, observed, [], now, previous, generation=1, front_door_ready=door
+        ).status
+
+    previous = None
+    if before is not None:
+        for seconds in (0, 1):
+            previous = status(
+                v1,
+                [observed_for(v1, ready=before)],
+                NOW + dt.timedelta(seconds=seconds),
+                previous,
+                front_door_before,
+            )
+    observed = [observed_for(spec, ready=after, deadline_exceeded=deadline)]
+    if new_model:
+        observed.insert(0, observed_for(v1, ready=before or 0))
+    first = status(spec, observed, LATER, previous, front_door)
+    second = status(spec, observed, LATER + dt.timedelta(seconds=1), first, front_door)
+    third = status(spec, observed, LATER + dt.timedelta(seconds=2), second, front_door)
+    assert second.to_patch() == first.to_patch()
+    assert third.to_patch() == first.to_patch()
 
 
 def test_progress_deadline_exceeded_is_degraded() -> None:

@@ -169,9 +169,18 @@ def _degraded(draft: Draft, outcomes: Sequence[VariantOutcome], not_serving: lis
     deadline = [o.variant.name for o in outcomes if o.deadline]
     if deadline:
         return "True", "ProgressDeadlineExceeded", f"no progress for variant(s): {', '.join(deadline)}"
-    if not_serving and is_true(draft.previous.conditions, READY):
+    if not_serving and (is_true(draft.previous.conditions, READY) or _still(draft, "ReplicasUnavailable")):
+        # "It served and lost every ready pod" holds until a pod is ready again. Read only from Ready,
+        # it held for one pass: the next pass saw Ready False (written by the first) and cleared it, a
+        # second status write with nothing changed, and a Degraded that said False while no pod served.
         return "True", "ReplicasUnavailable", f"no ready replicas for variant(s): {', '.join(not_serving)}"
     return "False", "AsExpected", ""
+
+
+def _still(draft: Draft, reason: str) -> bool:
+    """The previous status was Degraded for `reason`."""
+    previous = find_condition(draft.previous.conditions, DEGRADED)
+    return previous is not None and previous.status == "True" and previous.reason == reason
 
 
 def _spec_diverged(outcomes: Sequence[VariantOutcome], draft: Draft) -> _Verdict:
