@@ -11,7 +11,13 @@ import httpx
 import pytest
 
 from modeldeploy_operator.analysis.pool import MeasurementPool
-from modeldeploy_operator.analysis.servers import HEALTH_PATH, ServerPod, ServerReports, probe
+from modeldeploy_operator.analysis.servers import (
+    HEALTH_PATH,
+    MAX_BACKOFF_SECONDS,
+    ServerPod,
+    ServerReports,
+    probe,
+)
 from modeldeploy_operator.domain.history import MAX_LOADED_DIGESTS, record_revision, with_loaded_digests
 from modeldeploy_operator.domain.manifests import build_serving_deployment
 from modeldeploy_operator.domain.observed import (
@@ -355,7 +361,28 @@ def test_a_loading_or_silent_server_is_asked_again_later_not_on_every_reconcile(
     fake.answers["10.0.0.1:8080"] = (200, ready_body("1", D1))
     found, pending = _settle(reports, "ml/u", pods)
     assert [r.sha256 for r in found] == [D1]
-    assert pending  # b still says nothing usable
+    assert not pending  # b says nothing usable: asked again later, without keeping the object busy
+    assert len(fake.requests) == asked + 2
+    clock[0] += 3.0  # b's second failure backs off 4 s
+    _settle(reports, "ml/u", pods)
+    assert len(fake.requests) == asked + 2
+    clock[0] += 1.5
+    _settle(reports, "ml/u", pods)
+    assert len(fake.requests) == asked + 3
+
+
+def test_an_unreachable_server_backs_off_to_minutes() -> None:
+    fake, clock = _Servers(), [0.0]
+    fake.answers["10.0.0.3:8080"] = (200, b"garbage")
+    reports = _reports(fake, clock)
+    pods = [ServerPod(("c", 0), "r1", "10.0.0.3:8080")]
+    for _ in range(12):
+        clock[0] += 1000.0
+        _settle(reports, "ml/u", pods)
+    asked = len(fake.requests)
+    clock[0] += MAX_BACKOFF_SECONDS - 1
+    assert reports.observe("ml/u", pods) == ([], False)
+    assert len(fake.requests) == asked
 
 
 @pytest.mark.parametrize(

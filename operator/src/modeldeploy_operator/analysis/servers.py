@@ -28,7 +28,12 @@ HEALTH_PATH = "/v2/health/ready"
 PROBE_LIMITS = FetchLimits(deadline_seconds=2.0, max_bytes=64 * 1024)
 """The server answers a cached dict of a few hundred bytes; the probe kubelet runs every 2 s."""
 RETRY_SECONDS = 2.0
-"""A server still loading (or not answering) is asked again after this."""
+"""A server still loading is asked again after this (and the object looked at again meanwhile: a
+server that fails to load changes nothing else the operator watches)."""
+MAX_BACKOFF_SECONDS = 300.0
+"""A server that does not answer is asked again after 2, 4, 8, ... seconds, at most this, and only
+when the object is reconciled for another reason: an unreachable pod (a kwok node's) never keeps a
+ModelDeployment busy."""
 
 PodKey = tuple[str, int]
 """(pod uid, restarts of its server container): one server process."""
@@ -70,7 +75,8 @@ class ServerReports:
         self.pool = pool
         self.clock = clock
         self._final: dict[str, dict[PodKey, ServerReport]] = {}
-        self._retry_at: dict[str, dict[PodKey, float]] = {}
+        self._retry_at: dict[str, dict[PodKey, tuple[float, int]]] = {}
+        """owner -> pod -> (when to ask again, failed attempts so far)."""
 
     def _probe_of(self, pod: ServerPod) -> Callable[[], ServerReport | str]:
         return lambda: probe(self.client, pod)
@@ -86,17 +92,21 @@ class ServerReports:
         for pod in pods:
             if pod.key in final:
                 continue
-            if now < retry_at.get(pod.key, 0.0):
-                pending = True
+            when, failures = retry_at.get(pod.key, (0.0, 0))
+            if now < when:
+                pending = pending or failures == 0  # loading: look again; silent: wait for a reason
                 continue
             result = self.pool.poll(("server", owner, pod.key), self._probe_of(pod), _timed_out)
-            if isinstance(result, ServerReport) and result.final:
+            if result is None:  # the probe runs: collect it soon
+                pending = True
+            elif isinstance(result, ServerReport) and result.final:
                 final[pod.key] = result
                 retry_at.pop(pod.key, None)
-                continue
-            pending = True
-            if result is not None:  # answered but not final (loading), or not at all: later
-                retry_at[pod.key] = now + RETRY_SECONDS
+            elif isinstance(result, ServerReport):  # loading
+                retry_at[pod.key] = (now + RETRY_SECONDS, 0)
+                pending = True
+            else:  # no answer: back off, and do not keep the object busy for it
+                retry_at[pod.key] = (now + min(2.0 ** (failures + 1), MAX_BACKOFF_SECONDS), failures + 1)
         self._final[owner], self._retry_at[owner] = final, retry_at
         if not pods:
             self._final.pop(owner, None)
