@@ -584,7 +584,7 @@ def _server_pod(pod: dict[str, Any]) -> ServerPod | None:
     if revision is None or not ip or not uid or meta.get("deletionTimestamp"):
         return None
     for container in status.get("containerStatuses") or []:
-        if container.get("name") == CONTAINER_NAME and (container.get("state") or {}).get("running"):
+        if container.get("name") == CONTAINER_NAME and "running" in (container.get("state") or {}):
             restarts = int(container.get("restartCount") or 0)
             return ServerPod((str(uid), restarts), revision, f"{ip}:{SERVER_PORT}")
     return None

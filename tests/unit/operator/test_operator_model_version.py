@@ -400,3 +400,48 @@ def test_probe_failures_are_short_reasons_made_by_the_operator(status: int, body
     result = probe(client, ServerPod(("x", 0), "r1", "10.0.0.9:8080"))
     assert isinstance(result, str)
     assert why in result
+
+
+# --- which pods are asked (the reconciler's observation) ----------------------------------------
+
+
+def _pod(**changes: Any) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "metadata": {"name": "p", "uid": "uid-1", "labels": {"modeldeploy.io/revision": "abc123"}},
+        "status": {
+            "podIP": "10.1.2.3",
+            "containerStatuses": [{"name": "server", "restartCount": 2, "state": {"running": {}}}],
+        },
+    }
+    for key, value in changes.items():
+        section, field = key.split("__")
+        if value is None:
+            pod[section].pop(field, None)
+        else:
+            pod[section][field] = value
+    return pod
+
+
+@pytest.mark.parametrize(
+    ("pod", "expected"),
+    [
+        (_pod(), ServerPod(("uid-1", 2), "abc123", "10.1.2.3:8080")),
+        (_pod(status__podIP=None), None),  # no address yet
+        (_pod(metadata__deletionTimestamp="2026-01-01T00:00:00Z"), None),  # going away
+        (_pod(metadata__labels={"app.kubernetes.io/component": "router"}), None),  # not a model server
+        (_pod(metadata__uid=None), None),
+        (
+            _pod(
+                status__containerStatuses=[
+                    {"name": "server", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}
+                ]
+            ),
+            None,  # no process to ask
+        ),
+        (_pod(status__containerStatuses=[{"name": "sidecar", "state": {"running": {}}}]), None),
+    ],
+)
+def test_which_pods_are_asked_what_they_loaded(pod: dict[str, Any], expected: ServerPod | None) -> None:
+    from modeldeploy_operator.reconciler import _server_pod
+
+    assert _server_pod(pod) == expected
