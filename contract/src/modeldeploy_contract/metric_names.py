@@ -29,10 +29,13 @@ disagree; labels variant, revision name the copy's arm."""
 SHADOW_SCORE_DIFFERENCE = "modeldeploy_router_shadow_score_difference"
 """Histogram of |primary score - copy score| per row of the same request."""
 FEATURE_KS = "modeldeploy_feature_drift_ks"
+"""Binned KS distance of a feature in the last closed drift window against the bundle's profile."""
+FEATURE_MISSING = "modeldeploy_feature_missing_ratio"
+"""Share of a feature's values missing in the last closed drift window (the KS distance is over the
+present ones: the operator's early KS decision counts only those)."""
 FEATURE_BIN_ROWS = "modeldeploy_feature_bin_rows_total"
 """Rows of closed drift windows per bin of a feature; labels feature, layout (hash of the bin edges),
 bin (index, or `missing`). Compared between canary and stable by `reference: stable` drift checks."""
-"""Binned KS distance of a feature in the last closed drift window against the bundle's profile."""
 
 TRAFFIC_HEADER = "x-modeldeploy-traffic"
 """Set by the router on the copies it sends (value `mirror`); the server labels their metrics

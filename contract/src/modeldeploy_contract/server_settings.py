@@ -24,6 +24,12 @@ class ServerSettings(BaseSettings):
     model_sha256: str | None = None
     """Expected sha256 of the bundle's manifest; loading fails closed when it differs."""
 
+    model_version: str | None = None
+    """The version the deployment names for this model (the operator sets spec.model.version): loading
+    fails closed when the bundle's manifest names another (not ready, reason ModelVersionMismatch on
+    /v2/health/ready), so a spec and the bundle it points at cannot silently disagree. One leading v
+    is not a difference: 2 and v2 are one version."""
+
     host: str = "0.0.0.0"
     """Address to bind; in a pod this is the pod's IP or 0.0.0.0."""
 

@@ -31,6 +31,7 @@ SPEC_DIVERGED = "SpecDiverged"
 MAX_HISTORY = 100
 MAX_MEASUREMENTS = 10
 MAX_PREFLIGHT_CHECKS = 16
+MAX_LOADED_DIGESTS = 4
 
 
 class StatusModel(BaseModel):
@@ -93,6 +94,10 @@ class HistoryEntry(StatusModel):
     model_version: str
     model_uri: str = Field(alias="modelURI")
     sha256: str | None = None
+    """The spec's expected digest (model.sha256), if it named one."""
+    loaded_sha256: tuple[str, ...] | None = Field(default=None, max_length=MAX_LOADED_DIGESTS)
+    """The digests (sha256 of the bundle's manifest) the revision's servers reported loading, sorted;
+    more than one means the model URI's content changed between pod starts (pin model.sha256)."""
     created_at: datetime
     finished_at: datetime | None = None
     outcome: RevisionOutcome

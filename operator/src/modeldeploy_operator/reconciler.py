@@ -20,6 +20,7 @@ from modeldeploy_contract.router_config import CONFIG_KEY, config_map_name
 from modeldeploy_operator.analysis import AnalysisTarget, MeasurementPool, analysis_sources, select_checks
 from modeldeploy_operator.analysis.fetch import new_client
 from modeldeploy_operator.analysis.replay import Replayer, ReplayTarget
+from modeldeploy_operator.analysis.servers import ServerPod, ServerReports
 from modeldeploy_operator.config import OperatorSettings
 from modeldeploy_operator.domain import labels as lbl
 from modeldeploy_operator.domain.desired_state import (
@@ -32,13 +33,19 @@ from modeldeploy_operator.domain.desired_state import (
     stale_objects,
 )
 from modeldeploy_operator.domain.joiner import own_joiner, with_own_joiner
-from modeldeploy_operator.domain.manifests import build_replicas_handover
-from modeldeploy_operator.domain.observed import ObservedDeployment, externally_scaled, pods_owned_by
+from modeldeploy_operator.domain.manifests import CONTAINER_NAME, build_replicas_handover
+from modeldeploy_operator.domain.observed import (
+    ObservedDeployment,
+    externally_scaled,
+    pods_owned_by,
+    with_server_reports,
+)
 from modeldeploy_operator.domain.pods import PodDefaults
 from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.resource import API_VERSION, KIND, ModelDeploymentRef
 from modeldeploy_operator.domain.revision import SERVER_PORT
 from modeldeploy_operator.domain.rollout.commands import parse_command
+from modeldeploy_operator.domain.rollout.model import Plan
 from modeldeploy_operator.domain.rollout.planner import analysis_request, plan
 from modeldeploy_operator.domain.rollout.preflight import PreflightRequest, preflight_requests
 from modeldeploy_operator.domain.spec import ModelDeploymentSpec
@@ -74,6 +81,10 @@ PREFLIGHT_DEADLINE_SECONDS = 660.0
 """The pool gives up on a replay after this (above the largest rollout.preflight.timeoutSeconds, 600,
 which the replay enforces itself)."""
 PREFLIGHT_RETRY_MAX_SECONDS = 30.0
+SERVER_PROBE_DEADLINE_SECONDS = 5.0
+"""A server's health answer not back after this is given up (asked again RETRY_SECONDS later)."""
+SERVER_POLL_SECONDS = 2.0
+"""How soon an object with a server still loading (or a health probe running) is looked at again."""
 """A replay that could not complete is retried after 2^attempts seconds, at most this."""
 
 
@@ -99,6 +110,8 @@ class Observation:
     """Our serving Deployments that an HPA we did not make targets (the user's, KEDA's)."""
     stream_output_pods: dict[str, int] = field(default_factory=dict)
     """Revision hash -> stream pods in the output role that exist, terminating ones included."""
+    servers_pending: bool = False
+    """A server's report of what it loaded is still awaited (`deployments` carry the known ones)."""
 
 
 def _now() -> dt.datetime:
@@ -172,6 +185,8 @@ class Reconciler:
         # slow replay never holds up an analysis measurement.
         self.preflight_pool: MeasurementPool[PreflightStatus] = MeasurementPool(2, PREFLIGHT_DEADLINE_SECONDS)
         self.replayer = Replayer(new_client())
+        # What each server loaded (issue 12): one health GET per server process, off the reconcile path.
+        self.servers = ServerReports(new_client(), MeasurementPool(2, SERVER_PROBE_DEADLINE_SECONDS))
         self.options = BuildOptions(
             serving_image=settings.serving_image,
             router_image=settings.router_image,
@@ -289,12 +304,9 @@ class Reconciler:
             preflight=preflight,
         )
         if readings is None or replaying:  # a pool is measuring: come back for its results soon
-            poll_at = now + dt.timedelta(seconds=ANALYSIS_POLL_SECONDS)
-            decided = replace(
-                decided,
-                requeue_after=min(decided.requeue_after or ANALYSIS_POLL_SECONDS, ANALYSIS_POLL_SECONDS),
-                next_due=min(decided.next_due, poll_at) if decided.next_due is not None else poll_at,
-            )
+            decided = _look_again(decided, now, ANALYSIS_POLL_SECONDS)
+        if seen.servers_pending:  # a server is loading, or its health answer is on the way
+            decided = _look_again(decided, now, SERVER_POLL_SECONDS)
         # 5. build (pure)
         state = desired_state(
             owner,
@@ -307,12 +319,7 @@ class Reconciler:
             stream_output_pods=seen.stream_output_pods,
         )
         if state.stream_handover_pending:  # pod deletions do not wake this object: look again soon
-            poll_at = now + dt.timedelta(seconds=HANDOVER_POLL_SECONDS)
-            decided = replace(
-                decided,
-                requeue_after=min(decided.requeue_after or HANDOVER_POLL_SECONDS, HANDOVER_POLL_SECONDS),
-                next_due=min(decided.next_due, poll_at) if decided.next_due is not None else poll_at,
-            )
+            decided = _look_again(decided, now, HANDOVER_POLL_SECONDS)
         # 6. apply, only what differs from the live object (idle: no write at all)
         live_objects = {
             (obj.get("kind"), obj["metadata"]["name"]): obj for objs in seen.owned.values() for obj in objs
@@ -376,6 +383,7 @@ class Reconciler:
                 output_pods[pod_labels[lbl.STREAM_REVISION_LABEL]] += 1
         crash_looping: set[str] = set()
         endpoints: dict[str, list[str]] = defaultdict(list)
+        servers = [server for pod in pods if (server := _server_pod(pod)) is not None]
         for pod in pods:
             labels = pod["metadata"].get("labels") or {}
             key = (
@@ -398,7 +406,9 @@ class Reconciler:
             for d in owned["Deployment"]
             if (o := ObservedDeployment.from_object(d))
         ]
-        return Observation(owned, deployments, dict(endpoints), foreign, dict(output_pods))
+        reports, pending = self.servers.observe(f"{owner.namespace}/{owner.uid}", servers)
+        deployments = with_server_reports(deployments, reports)
+        return Observation(owned, deployments, dict(endpoints), foreign, dict(output_pods), pending)
 
     def _measure(
         self,
@@ -553,6 +563,31 @@ class Reconciler:
         # Exported only once written: the metrics never tell a state the object does not hold.
         ROLLOUT_STATE.observe(meta["namespace"], meta["name"], status)
         return True
+
+
+def _look_again(decided: Plan, now: dt.datetime, seconds: float) -> Plan:
+    """The plan with the object looked at again within `seconds` (its own timers kept if sooner)."""
+    poll_at = now + dt.timedelta(seconds=seconds)
+    return replace(
+        decided,
+        requeue_after=min(decided.requeue_after or seconds, seconds),
+        next_due=min(decided.next_due, poll_at) if decided.next_due is not None else poll_at,
+    )
+
+
+def _server_pod(pod: dict[str, Any]) -> ServerPod | None:
+    """A model server (REST) pod whose server container runs and has an address: one to ask what it
+    loaded. Keyed by uid and restarts, so a restarted container (a new process) is asked again."""
+    meta, status = pod["metadata"], pod.get("status") or {}
+    revision = (meta.get("labels") or {}).get(lbl.REVISION_LABEL)
+    ip, uid = status.get("podIP"), meta.get("uid")
+    if revision is None or not ip or not uid or meta.get("deletionTimestamp"):
+        return None
+    for container in status.get("containerStatuses") or []:
+        if container.get("name") == CONTAINER_NAME and "running" in (container.get("state") or {}):
+            restarts = int(container.get("restartCount") or 0)
+            return ServerPod((str(uid), restarts), revision, f"{ip}:{SERVER_PORT}")
+    return None
 
 
 def _router_table(owner: ModelDeploymentRef, seen: Observation) -> str | None:

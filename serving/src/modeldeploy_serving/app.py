@@ -454,10 +454,8 @@ def build_api(settings: ServerSettings, dataplane: DataPlane, *, owns_dataplane:
 
     @api.get("/v2/health/ready")
     async def ready() -> Response:
-        body: dict[str, Any] = {"ready": dataplane.ready, "state": dataplane.state}
-        if dataplane.error:
-            body["error"] = dataplane.error
-        return json_response(200 if dataplane.ready else 503, body)
+        body = dataplane.health()
+        return json_response(200 if body["ready"] else 503, body)
 
     @api.get("/v2")
     async def server_metadata() -> Response:

@@ -22,7 +22,13 @@ from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving import metrics, workers
 from modeldeploy_serving.batching import MicroBatcher
 from modeldeploy_serving.drift.window import DriftWindow
-from modeldeploy_serving.errors import NotFoundError, OverloadedError, UnavailableError
+from modeldeploy_serving.errors import (
+    BundleError,
+    NotFoundError,
+    OverloadedError,
+    UnavailableError,
+    VersionMismatchError,
+)
 from modeldeploy_serving.model import LoadedModel, Prediction, load_model
 from modeldeploy_serving.rows import Rows, as_array, row_count
 
@@ -41,6 +47,10 @@ class DataPlane:
         self.model: LoadedModel | None = None
         self.state: Literal["loading", "ready", "failed"] = "loading"
         self.error: str | None = None
+        self.reason: str | None = None
+        """Why loading failed, machine-readable: ModelVersionMismatch or ModelLoadFailed."""
+        self.refused: dict[str, str] | None = None
+        """The bundle refused for its version: {"version", "sha256", "expectedVersion"}."""
         self.unknown_metrics = metrics.ModelMetrics(metrics.UNKNOWN, metrics.UNKNOWN)
         self.metrics = self.unknown_metrics
         self._batcher: MicroBatcher | None = None
@@ -86,6 +96,9 @@ class DataPlane:
         except Exception as exc:  # any failure keeps the server not-ready: fail closed
             # Shown on /v2/health/ready and logged: never a credential of the model URI.
             self.state, self.error = "failed", scrub(f"{type(exc).__name__}: {exc}")[:1000]
+            self.reason = exc.reason if isinstance(exc, BundleError) else "ModelLoadFailed"
+            if isinstance(exc, VersionMismatchError):
+                self.refused = {"version": exc.found, "sha256": exc.digest, "expectedVersion": exc.expected}
             metrics.LOAD_FAILURES.inc()
             log.error("model load failed: %s", self.error)
             workers.mark("failed")
@@ -123,6 +136,22 @@ class DataPlane:
             await asyncio.sleep(interval)
             if self._window is not None and self._window.expired():
                 self._close_window()
+
+    def health(self) -> dict[str, object]:
+        """The /v2/health/ready body: readiness, and what was loaded or why not. The operator reads
+        it once per pod: `model` (the manifest's name and version, and its sha256, the bundle's
+        digest) goes into the revision's history; `reason` ModelVersionMismatch becomes a condition."""
+        body: dict[str, object] = {"ready": self.ready, "state": self.state}
+        if self.error:
+            body["error"] = self.error
+        if self.reason:
+            body["reason"] = self.reason
+        if self.refused:
+            body["refused"] = self.refused
+        model = self.model
+        if model is not None:
+            body["model"] = {"name": model.name, "version": model.version, "sha256": model.digest}
+        return body
 
     # -- requests --------------------------------------------------------------------------------
     @property

@@ -50,6 +50,23 @@ class OverloadedError(ServingError):
 class BundleError(Exception):
     """A model bundle that must not be served: missing file, digest mismatch, oversize, bad manifest."""
 
+    reason = "ModelLoadFailed"
+    """The machine-readable cause on /v2/health/ready (KServe's FailureInfo reasons)."""
+
+
+class VersionMismatchError(BundleError):
+    """The bundle's manifest names another version than the one this server was told to serve."""
+
+    reason = "ModelVersionMismatch"
+
+    def __init__(self, expected: str, found: str, digest: str) -> None:
+        super().__init__(
+            f"the bundle's manifest says version {found!r} but this server was told to serve version "
+            f"{expected!r} (MODELDEPLOY_SERVER_MODEL_VERSION, the spec's model.version): refusing to "
+            f"serve it (manifest sha256 {digest})"
+        )
+        self.expected, self.found, self.digest = expected, found, digest
+
 
 def validation_summary(exc: object, limit: int = 5) -> str:
     """Where and why a pydantic validation failed, without the input it saw: a file's contents (or

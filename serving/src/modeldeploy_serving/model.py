@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving.bundle import Manifest, VerifiedBundle, verify_bundle
 from modeldeploy_serving.drift.profile import ReferenceProfile
-from modeldeploy_serving.errors import BundleError, validation_summary
+from modeldeploy_serving.errors import BundleError, VersionMismatchError, validation_summary
 from modeldeploy_serving.runtimes import Runtime
 from modeldeploy_serving.storage import fetch_bundle
 
@@ -169,10 +169,35 @@ def warm_up(model: LoadedModel) -> None:
         )
 
 
+def same_version(a: str, b: str) -> bool:
+    """Whether two version strings name one version: equal once one leading `v` or `V` before a digit
+    is dropped from each (npm's semver.clean and Helm read `v1.2` as `1.2` too), so a spec saying "2"
+    matches a bundle packed as "v2"; nothing else is forgiven (case, whitespace, "2.0" against "2").
+
+    >>> same_version("2", "v2"), same_version("v1.0", "1.0"), same_version("2", "3")
+    (True, True, False)
+    >>> same_version("2.0", "2"), same_version("vx", "x"), same_version("V2", "v2")
+    (False, False, True)
+    """
+
+    def bare(version: str) -> str:
+        return version[1:] if version[:1] in ("v", "V") and version[1:2].isdigit() else version
+
+    return bare(a) == bare(b)
+
+
+def check_version(bundle: VerifiedBundle, expected: str | None) -> None:
+    """Fail closed when the manifest's version is not the one the server was told (before anything
+    is loaded: a mismatched bundle is never warmed up, let alone served)."""
+    if expected is not None and not same_version(bundle.manifest.version, expected):
+        raise VersionMismatchError(expected, bundle.manifest.version, bundle.digest)
+
+
 def load_model(settings: ServerSettings) -> LoadedModel:
     """Fetch, verify (sha256 of every file), load and warm up; raise BundleError on any failure."""
     folder = fetch_bundle(settings.model_uri, settings)
     bundle = verify_bundle(folder, settings.model_sha256, settings.max_artifact_bytes)
+    check_version(bundle, settings.model_version)
     try:
         profile = ReferenceProfile.model_validate_json(bundle.blob(bundle.manifest.files.reference_profile))
     except ValidationError as exc:

@@ -44,7 +44,8 @@ def probabilities(body: dict[str, Any]) -> np.ndarray:
 
 def test_server_metadata_and_health(client: httpx.Client) -> None:
     assert client.get("/v2/health/live").json() == {"live": True}
-    assert client.get("/v2/health/ready").json() == {"ready": True, "state": "ready"}
+    ready = client.get("/v2/health/ready").json()
+    assert (ready["ready"], ready["state"], ready["model"]["version"]) == (True, "ready", "v1")
     meta = client.get("/v2").json()
     assert meta["name"] == "modeldeploy"
     assert "binary_tensor_data" in meta["extensions"]

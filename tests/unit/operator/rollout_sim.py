@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from modeldeploy_operator.domain.observed import ObservedDeployment
+from modeldeploy_operator.domain.observed import ObservedDeployment, ServerReport, with_server_reports
 from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.revision import resolve_variants
 from modeldeploy_operator.domain.rollout import Command, InvalidCommand, Plan, plan
@@ -65,10 +65,12 @@ class Sim:
     deployments: dict[tuple[str, str], ObservedDeployment] = field(default_factory=dict)
     unready: set[str] = field(default_factory=set)
     crash_looping: set[str] = field(default_factory=set)
+    server_reports: list[ServerReport] = field(default_factory=list)
+    """What the servers said of their bundles (the reconciler's observation, issue 12)."""
     last: Plan | None = None
 
     def observed(self) -> list[ObservedDeployment]:
-        return list(self.deployments.values())
+        return with_server_reports(list(self.deployments.values()), self.server_reports)
 
     def step(
         self,

@@ -379,3 +379,58 @@ def test_input_drift_against_the_stable_skips_features_of_another_bin_layout() -
     no_stable = AnalysisTarget("ml", "churn", "default", "c0ffee")
     [reading] = builtin.readings([drift_check("inputDrift", "stable")], no_stable, before, after, 60)
     assert reading.value is None
+
+
+# --- issue 12: what the early KS decision needs travels with the reading -----------------------
+
+
+def _ks_text(ks: dict[str, float], missing: dict[str, float]) -> str:
+    model = 'model="churn",version="v1"'
+    lines = ["# TYPE modeldeploy_feature_drift_ks gauge"]
+    lines += [f'modeldeploy_feature_drift_ks{{feature="{f}",{model}}} {v}' for f, v in ks.items()]
+    lines.append("# TYPE modeldeploy_feature_missing_ratio gauge")
+    lines += [f'modeldeploy_feature_missing_ratio{{feature="{f}",{model}}} {v}' for f, v in missing.items()]
+    return "\n".join(lines) + "\n"
+
+
+def test_input_drift_ks_against_the_profile_carries_every_feature_and_its_present_values() -> None:
+    now = LATER.timestamp()
+    fresh = server_text(window_rows=200, window_end=now - 5)
+    a = fresh + _ks_text({"x": 0.5, "y": 0.1, "_other": 0.9}, {"x": 0.25, "y": 0.0, "_other": 0.0})
+    b = fresh + _ks_text({"x": 0.2, "y": "NaN"}, {"x": 0.0, "y": 1.0})  # type: ignore[dict-item]
+    stale = server_text(window_rows=900, window_end=now - 3600) + _ks_text({"x": 0.99}, {"x": 0.0})
+    current = snapshot(LATER, canary=group(a=a, b=b, c=stale))
+    reading = read("inputDriftKS", None, current)
+    assert reading.ks is not None
+    # x of pod a: 200 rows, a quarter missing -> 150 present; `_other` (unknown feature count), a NaN
+    # distance and the stale window count for nothing.
+    assert sorted((c.distance, c.current, c.reference) for c in reading.ks) == [
+        (0.1, 200, None),
+        (0.2, 200, None),
+        (0.5, 150, None),
+    ]
+    psi_reading = builtin.readings([check("inputDrift")], TARGET, None, current, 60.0)[0]
+    assert psi_reading.ks is None  # PSI has no early decision
+
+
+def test_two_sample_ks_readings_carry_both_sample_sizes() -> None:
+    before = snapshot(canary=group(a=server_text(scores=[0.5])), stable=group(s=server_text(scores=[0.5])))
+    after = snapshot(
+        LATER,
+        canary=group(a=server_text(scores=[0.5] + [0.85] * 120)),
+        stable=group(s=server_text(scores=[0.5] + [0.15] * 300)),
+    )
+    reading = read("predictionShiftKS", before, after)
+    assert reading.ks is not None
+    [comparison] = reading.ks
+    assert (comparison.distance, comparison.current, comparison.reference) == (pytest.approx(1.0), 120, 300)
+    assert read("predictionShift", before, after).ks is None
+
+    zero = {"x": {"0": 0, "1": 0, "missing": 0}, "y": {"0": 0, "1": 0}}
+    bins_before = snapshot(canary=group(a=_bins_text(zero)), stable=group(s=_bins_text(zero)))
+    canary = {"x": {"0": 40, "1": 40, "missing": 20}, "y": {"0": 90, "1": 10}}
+    stable = {"x": {"0": 50, "1": 50, "missing": 0}, "y": {"0": 10, "1": 90}}
+    bins_after = snapshot(LATER, canary=group(a=_bins_text(canary)), stable=group(s=_bins_text(stable)))
+    [ks] = builtin.readings([drift_check("inputDriftKS", "stable")], TARGET, bins_before, bins_after, 60)
+    assert ks.ks is not None
+    assert sorted((c.current, c.reference) for c in ks.ks) == [(80, 100), (100, 100)]  # x: 20 missing

@@ -255,3 +255,5 @@ def test_prediction_shift_ks_from_two_bucket_vectors() -> None:
     assert reading.value == pytest.approx(0.8 - 1 / 3)  # CDFs at 0.5: 400/500 vs 100/300
     assert reading.samples == 300
     assert "binned KS distance" in reading.detail
+    assert reading.ks is not None  # both sample sizes, for the early DKW decision
+    assert [(c.current, c.reference) for c in reading.ks] == [(300, 500)]

@@ -325,3 +325,67 @@ def test_readiness_needs_every_live_worker(tmp_path: Path, monkeypatch: pytest.M
     (tmp_path / "999999999.ready").touch()  # a dead worker's leftover does not count
     assert not workers.all_ready(2)
     assert (tmp_path / f"{os.getpid()}.ready").exists()
+
+
+def test_a_bundle_of_another_version_than_the_server_was_told_is_refused(bundle: Path) -> None:
+    """One truth for a model's version (issue 12): MODELDEPLOY_SERVER_MODEL_VERSION (the spec's
+    model.version) must be the manifest's, or the server refuses the bundle before loading it."""
+    from modeldeploy_serving.bundle import sha256_bytes
+    from modeldeploy_serving.errors import VersionMismatchError
+
+    assert load_model(ServerSettings(model_uri=str(bundle), model_version="1.0")).version == "1.0"
+    digest = sha256_bytes((bundle / MANIFEST_NAME).read_bytes())
+    with pytest.raises(VersionMismatchError) as refused:
+        load_model(ServerSettings(model_uri=str(bundle), model_version="2.0"))
+    assert refused.value.reason == "ModelVersionMismatch"
+    assert (refused.value.expected, refused.value.found, refused.value.digest) == ("2.0", "1.0", digest)
+    assert "'1.0'" in str(refused.value)
+    assert "'2.0'" in str(refused.value)
+    # One leading "v" is the only difference forgiven (the churn example packs "v1" and its specs say
+    # "1"); whitespace and other spellings of a version are not.
+    assert load_model(ServerSettings(model_uri=str(bundle), model_version="v1.0")).version == "1.0"
+    for other in ("1.0 ", "1.0.0", "1", "version1.0"):
+        with pytest.raises(VersionMismatchError):
+            load_model(ServerSettings(model_uri=str(bundle), model_version=other))
+
+
+def test_same_version_forgives_one_leading_v_only() -> None:
+    import doctest
+
+    from modeldeploy_serving import model
+
+    assert doctest.testmod(model).failed == 0
+    assert model.same_version("v1", "1")
+    assert model.same_version("1", "V1")
+    assert not model.same_version("vv1", "1")
+    assert not model.same_version("v", "")
+    assert not model.same_version("1", "l")
+
+
+def test_health_says_what_was_loaded_or_why_not(bundle: Path) -> None:
+    from modeldeploy_serving.bundle import sha256_bytes
+    from modeldeploy_serving.dataplane import DataPlane
+
+    digest = sha256_bytes((bundle / MANIFEST_NAME).read_bytes())
+
+    async def loaded(settings: ServerSettings) -> dict[str, object]:
+        plane = DataPlane(settings)
+        await plane._load()
+        return plane.health()
+
+    base = {"model_uri": str(bundle), "drift_enabled": False, "model_name": "churn"}
+    ok = asyncio.run(loaded(ServerSettings(**base, model_version="1.0")))
+    assert ok["state"] == "ready"
+    assert ok["model"] == {"name": "churn", "version": "1.0", "sha256": digest}
+    assert "reason" not in ok
+    refused = asyncio.run(loaded(ServerSettings(**base, model_version="2.0")))
+    assert (refused["ready"], refused["state"], refused["reason"]) == (
+        False,
+        "failed",
+        "ModelVersionMismatch",
+    )
+    assert refused["refused"] == {"version": "1.0", "sha256": digest, "expectedVersion": "2.0"}
+    assert "model" not in refused
+    broken = asyncio.run(loaded(ServerSettings(**base, model_sha256="0" * 64)))
+    assert broken["reason"] == "ModelLoadFailed"
+    assert "refused" not in broken

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from modeldeploy_contract.psi import psi
-from modeldeploy_operator.domain.readings import CheckReading
+from modeldeploy_operator.domain.readings import CheckReading, KsComparison
 from modeldeploy_operator.domain.spec import Check
 
 from . import names
@@ -120,6 +120,30 @@ def _drift_window(pod: PodMetrics, since: float, metric: str = names.FEATURE_PSI
     return (max(values), int(rows)) if values else None
 
 
+OTHER_FEATURES = "_other"
+"""The servers' one series for the features beyond their cap (the largest value among them): how many
+features it stands for is unknown, so it never counts towards an early KS decision."""
+
+
+def _ks_against_profile(pod: PodMetrics, since: float) -> list[KsComparison]:
+    """Every named feature's KS distance of the pod's last window (closed after `since`) with the
+    number of present values behind it (window rows less the feature's missing share)."""
+    ended, rows = pod.value(names.WINDOW_END), pod.value(names.WINDOW_ROWS)
+    if ended is None or rows is None or not is_number(ended) or not is_number(rows) or ended < since:
+        return []
+    missing = {dict(labels).get("feature"): v for labels, v in pod.series(names.FEATURE_MISSING).items()}
+    out = []
+    for labels, distance in pod.series(names.FEATURE_KS).items():
+        feature = dict(labels).get("feature")
+        share = missing.get(feature)
+        if feature == OTHER_FEATURES or share is None or not is_number(distance) or not is_number(share):
+            continue
+        present = math.floor(rows * (1.0 - min(max(share, 0.0), 1.0)) + 1e-9)
+        if present > 0:
+            out.append(KsComparison(distance, present))
+    return out
+
+
 def input_drift(
     check: Check, target: AnalysisTarget, current: Snapshot, lookback_seconds: float
 ) -> CheckReading:
@@ -143,7 +167,10 @@ def input_drift(
         f"canary max feature {statistic} {value:.3f} over {len(windows)} drift window(s) of at least "
         f"{rows} rows closed in the last {lookback_seconds:.0f}s{failures}"
     )
-    return CheckReading(check.name, value, rows, current.taken_at, detail)
+    if check.type != "inputDriftKS":
+        return CheckReading(check.name, value, rows, current.taken_at, detail)
+    comparisons = tuple(c for pod in current.canary.pods.values() for c in _ks_against_profile(pod, since))
+    return CheckReading(check.name, value, rows, current.taken_at, detail, ks=comparisons)
 
 
 FeatureBins = dict[tuple[str, str], dict[str, float]]
@@ -206,7 +233,17 @@ def input_drift_against_stable(
         f"canary inputs against the stable's: max feature {statistic} {finite[worst]:.3f} "
         f"({worst[0]}) over {len(finite)} feature(s), at least {samples} rows a side {where}"
     )
-    return CheckReading(check.name, finite[worst], samples, at, detail)
+    if check.type != "inputDriftKS":
+        return CheckReading(check.name, finite[worst], samples, at, detail)
+    comparisons = tuple(
+        KsComparison(finite[k], present_rows(canary[k]), present_rows(stable[k])) for k in sorted(finite)
+    )
+    return CheckReading(check.name, finite[worst], samples, at, detail, ks=comparisons)
+
+
+def present_rows(bins: dict[str, float]) -> int:
+    """Rows with a present value (the KS distance leaves the missing bin out)."""
+    return round(sum(n for name, n in bins.items() if name != "missing"))
 
 
 def _score_buckets(increase: GroupIncrease) -> tuple[list[tuple[float, float]], float]:
@@ -242,7 +279,12 @@ def prediction_shift(
         return no_data(check, current.taken_at, f"score histograms not comparable ({counts}) {where}")
     detail = f"{statistic} ({counts}) {where}"
     histograms = (tuple(bucket_counts(stable)), tuple(bucket_counts(canary)))
-    return CheckReading(check.name, value, samples, current.taken_at, detail, histograms)
+    ks = (
+        (KsComparison(value, round(canary_n), round(stable_n)),)
+        if check.type == "predictionShiftKS"
+        else None
+    )
+    return CheckReading(check.name, value, samples, current.taken_at, detail, histograms, ks=ks)
 
 
 def shadow_agreement(

@@ -19,11 +19,11 @@ from typing import Any
 
 import httpx
 
-from modeldeploy_operator.domain.readings import CheckReading
+from modeldeploy_operator.domain.readings import CheckReading, KsComparison
 from modeldeploy_operator.domain.spec import Check
 
 from . import names, promql
-from .builtin import bins_distance, no_data
+from .builtin import bins_distance, no_data, present_rows
 from .fetch import FetchError, FetchLimits, fetch, new_client, sanitize
 from .promql import SeriesLabels
 from .scrape import is_number
@@ -225,7 +225,10 @@ class PrometheusReader:
             f"canary inputs against the stable's: max {values[worst]:.3f} ({worst[0]}) "
             f"over {len(values)} feature(s)"
         )
-        return CheckReading(check.name, values[worst], samples, at, detail)
+        if check.type != "inputDriftKS":
+            return CheckReading(check.name, values[worst], samples, at, detail)
+        ks = tuple(KsComparison(values[k], present_rows(canary[k]), present_rows(stable[k])) for k in values)
+        return CheckReading(check.name, values[worst], samples, at, detail, ks=ks)
 
     def _prediction_shift(
         self, check: Check, target: AnalysisTarget, window_seconds: float, at: datetime, query: _Query
@@ -257,4 +260,9 @@ class PrometheusReader:
         if math.isnan(value):
             return no_data(check, at, f"score histograms not comparable ({counts})")
         counts_per_bin = (tuple(bucket_counts(stable)), tuple(bucket_counts(canary)))
-        return CheckReading(check.name, value, samples, at, detail, counts_per_bin)
+        ks = (
+            (KsComparison(value, round(canary_n), round(stable_n)),)
+            if check.type == "predictionShiftKS"
+            else None
+        )
+        return CheckReading(check.name, value, samples, at, detail, counts_per_bin, ks=ks)

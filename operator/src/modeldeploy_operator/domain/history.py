@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
 from modeldeploy_contract.redact import redact_uri
 
 from .revision import ResolvedVariant
 from .status_model import HistoryEntry, RevisionOutcome
+
+MAX_LOADED_DIGESTS = 4
 
 
 def latest_entry(history: Sequence[HistoryEntry], variant: str) -> HistoryEntry | None:
@@ -93,3 +95,20 @@ def trim_history(history: Sequence[HistoryEntry], limit: int) -> tuple[HistoryEn
     """The newest `limit` entries, oldest first."""
     ordered = sorted(history, key=lambda e: e.revision)
     return tuple(ordered[-limit:]) if limit > 0 else ()
+
+
+def with_loaded_digests(
+    history: Sequence[HistoryEntry], variant: str, revision_hash: str, digests: Iterable[str]
+) -> tuple[HistoryEntry, ...]:
+    """History with the digests the revision's servers reported loading added to its newest entry
+    (sorted, at most MAX_LOADED_DIGESTS: the first ones seen stay); unchanged when nothing is new."""
+    entry = entry_for_hash(history, variant, revision_hash)
+    seen = set(digests)
+    if entry is None or not seen:
+        return tuple(history)
+    known = tuple(entry.loaded_sha256 or ())
+    new = sorted(seen - set(known))
+    if not new or len(known) >= MAX_LOADED_DIGESTS:
+        return tuple(history)
+    merged = tuple(sorted((*known, *new[: MAX_LOADED_DIGESTS - len(known)])))
+    return tuple(e.model_copy(update={"loaded_sha256": merged}) if e is entry else e for e in history)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from .labels import REVISION_LABEL, VARIANT_LABEL, VERSION_LABEL
 
@@ -31,6 +32,12 @@ class ObservedDeployment:
     externally_scaled: bool = False
     """An HPA the operator did not make targets it (`externally_scaled`): `replicas` is that
     autoscaler's choice, which the planner follows (the reconciler fills it, like crash_looping)."""
+    loaded_digests: frozenset[str] = frozenset()
+    """The bundle digests (manifest sha256) its ready servers reported loading (`with_server_reports`)."""
+    version_mismatch: str | None = None
+    """Set when a server of it refused its bundle because the manifest names another version than the
+    spec (reason ModelVersionMismatch): what to tell the user. The reconciler fills it from the servers'
+    /v2/health/ready answers; the planner aborts a rollout of it and reports Degraded."""
 
     @property
     def rolled_out(self) -> bool:
@@ -110,3 +117,110 @@ def externally_scaled(
         if deployment and target.get("name") in ours:
             targeted.add(str(target["name"]))
     return frozenset(targeted)
+
+
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ServerState = Literal["loading", "ready", "failed"]
+VERSION_MISMATCH = "ModelVersionMismatch"
+
+
+@dataclass(frozen=True)
+class ServerReport:
+    """What one model server said of its bundle on /v2/health/ready (the reconciler asks each pod once
+    its answer is final: ready, or failed)."""
+
+    revision: str
+    state: ServerState
+    version: str | None = None
+    """The manifest's version: of the bundle loaded, or of the one refused for its version."""
+    sha256: str | None = None
+    """The manifest's sha256 (the bundle's digest), loaded or refused."""
+    reason: str | None = None
+    """Why loading failed: ModelVersionMismatch, ModelLoadFailed (KServe's FailureInfo reasons)."""
+    expected_version: str | None = None
+    """The version the server was told (the spec's), with ModelVersionMismatch."""
+
+    @property
+    def final(self) -> bool:
+        """A server loads once per process: ready and failed do not change until the container restarts."""
+        return self.state != "loading"
+
+
+def _text(value: object, pattern: re.Pattern[str]) -> str | None:
+    return value if isinstance(value, str) and pattern.match(value) else None
+
+
+def parse_server_report(revision: str, status: int, body: object) -> ServerReport | None:
+    """The report in a /v2/health/ready answer (200 or 503), or None when it is not one. A pod is not
+    trusted more than its bytes: every field must have the shape the server writes (a version of the
+    label-value grammar, a 64-hex digest), else it is left out; nothing else is copied from the pod.
+
+    >>> parse_server_report("r1", 200, {"ready": True, "state": "ready",
+    ...     "model": {"name": "churn", "version": "2", "sha256": "ab" * 32}}).version
+    '2'
+    >>> parse_server_report("r1", 503, {"state": "failed", "reason": "ModelVersionMismatch",
+    ...     "refused": {"version": "3", "sha256": "ab" * 32, "expectedVersion": "2"}}).expected_version
+    '2'
+    >>> parse_server_report("r1", 500, {"state": "ready"}) is None
+    True
+    """
+    if status not in (200, 503) or not isinstance(body, dict):
+        return None
+    said = body.get("state")
+    state: ServerState
+    if said == "failed":
+        state = "failed"
+    elif said == "ready":
+        # 503 with "ready": this worker loaded, another has not yet: not final, ask again.
+        state = "ready" if status == 200 else "loading"
+    elif said == "loading":
+        state = "loading"
+    else:
+        return None
+    reason = body.get("reason") if body.get("reason") in (VERSION_MISMATCH, "ModelLoadFailed") else None
+    source = body.get("model") if state != "failed" else body.get("refused")
+    facts = source if isinstance(source, dict) else {}
+    return ServerReport(
+        revision=revision,
+        state=state,
+        version=_text(facts.get("version"), _VERSION),
+        sha256=_text(facts.get("sha256"), _DIGEST),
+        reason=str(reason) if reason is not None and state == "failed" else None,
+        expected_version=_text(facts.get("expectedVersion"), _VERSION),
+    )
+
+
+def mismatch_message(report: ServerReport) -> str:
+    """What to tell the user of a server that refused its bundle for its version."""
+    digest = f" (manifest sha256 {report.sha256[:12]})" if report.sha256 else ""
+    found = repr(report.version) if report.version else "another version"
+    wanted = repr(report.expected_version) if report.expected_version else "the spec's"
+    return (
+        f"the servers of revision {report.revision} refuse their bundle: its manifest says version "
+        f"{found}{digest} but spec.model.version is {wanted}; pack the bundle with the spec's version, "
+        f"or make model.version say the bundle's"
+    )
+
+
+def with_server_reports(
+    deployments: Sequence[ObservedDeployment], reports: Sequence[ServerReport]
+) -> list[ObservedDeployment]:
+    """Each Deployment with what its servers reported: the digests the ready ones loaded, and the
+    first version mismatch (by digest, so that the message is the same on every reconcile)."""
+    out = []
+    for deployment in deployments:
+        mine = [r for r in reports if r.revision == deployment.revision]
+        digests = frozenset(r.sha256 for r in mine if r.state == "ready" and r.sha256)
+        refused = sorted(
+            (r for r in mine if r.state == "failed" and r.reason == VERSION_MISMATCH),
+            key=lambda r: (r.sha256 or "", r.version or ""),
+        )
+        out.append(
+            replace(
+                deployment,
+                loaded_digests=digests,
+                version_mismatch=mismatch_message(refused[0]) if refused else None,
+            )
+        )
+    return out

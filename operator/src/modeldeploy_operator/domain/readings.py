@@ -12,6 +12,18 @@ from datetime import datetime
 
 
 @dataclass(frozen=True)
+class KsComparison:
+    """One Kolmogorov-Smirnov distance behind a reading and the sample sizes it was computed from."""
+
+    distance: float
+    current: int
+    """Observations of the canary's side (present values of a feature, or scores)."""
+    reference: int | None = None
+    """Observations of the other side (the stable's); None when it is a fixed reference (the training
+    profile, whose own sampling error is left out)."""
+
+
+@dataclass(frozen=True)
 class CheckReading:
     check: str
     """Name of the check in spec.rollout.analysis.checks."""
@@ -29,3 +41,7 @@ class CheckReading:
     buckets: tuple[tuple[float, float], ...] | None = None
     """For a quantile check (latencyP99, scraped): the cumulative (upper bound, count) buckets the value
     was computed from, so the evaluation can count observations certainly above the threshold."""
+    ks: tuple[KsComparison, ...] | None = None
+    """For a KS check (inputDriftKS, predictionShiftKS): every distance the value is the largest of
+    (one per feature and pod, or the one score comparison) with its sample sizes, so the evaluation
+    can bound the true distance before minSamples (DKW). None for other checks."""

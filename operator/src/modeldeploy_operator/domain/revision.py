@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from modeldeploy_contract.server_settings import ServerSettings
+from modeldeploy_contract.server_settings import ENV_PREFIX, ServerSettings
 
 from .spec import Autoscaling, ModelDeploymentSpec, ModelRef, Resources, Variant
 
@@ -49,6 +49,8 @@ def server_settings_for(deployment_name: str, model: ModelRef, spec: ModelDeploy
         "model_uri": model.uri,
         "model_name": deployment_name,
         "model_sha256": model.sha256,
+        # The server refuses a bundle whose manifest names another version (ModelVersionMismatch).
+        "model_version": model.version,
         "port": SERVER_PORT,
         "workers": server.workers,
         "max_body_bytes": server.max_body_bytes,
@@ -79,11 +81,15 @@ def revision_hash(model: ModelRef, settings: ServerSettings) -> str:
     Hashes the settings' environment (non-default values only), so that a server setting added
     later with a default does not change every existing hash and restart every model at once.
     """
+    env = settings.to_env()
+    # The version is in the identity already; its variable (added later) must not change every
+    # existing hash, which would start a rollout of every model when the operator is upgraded.
+    env.pop(ENV_PREFIX + "MODEL_VERSION", None)
     identity = {
         "format": model.format,
         "version": model.version,
         "storageSecret": model.storage.secret_name if model.storage else None,
-        "env": settings.to_env(),
+        "env": env,
     }
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:REVISION_HASH_LENGTH]

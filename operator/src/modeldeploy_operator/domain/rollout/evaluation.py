@@ -3,7 +3,8 @@
 Honesty about low traffic is the point, both ways: no reading, a value that is None or NaN
 (argo-rollouts#180), or fewer samples than minSamples is Inconclusive, never Pass; but a reading below
 minSamples whose evidence of failure is overwhelming (evidence.py: an exact binomial test for
-errorRate, a homogeneity test plus a shrunk PSI for predictionShift) is a Fail at once.
+errorRate, latencyP99 and shadowAgreement, a homogeneity test plus a shrunk PSI for predictionShift,
+a DKW confidence bound for the KS checks) is a Fail at once.
 Inconclusive never fails a rollout by itself either: it holds an analysis step open until the
 progress deadline.
 
@@ -21,7 +22,10 @@ from datetime import datetime
 from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.rollout.evidence import (
     ALPHA,
+    agreement_clearly_below,
     error_rate_clearly_above,
+    ks_clearly_above,
+    ks_lower_bound,
     quantile_clearly_above,
     shift_clearly_above,
     shrunk_psi,
@@ -43,9 +47,42 @@ def _format(value: float) -> str:
 
 def _clear_failure(check: Check, value: float, reading: CheckReading) -> str | None:
     """Why the evidence of a reading below minSamples is overwhelming (evidence.py), or None."""
-    limit = check.threshold.max
+    floor, limit = check.threshold.min, check.threshold.max
+    if floor is not None and check.type == "shadowAgreement":
+        below = _clearly_below_agreement(value, reading.samples, floor)
+        if below is not None:
+            return below
     if limit is None:
         return None
+    if check.type in ("inputDriftKS", "predictionShiftKS"):
+        return _clearly_above_ks(value, reading, limit)
+    return _clearly_above(check, value, reading, limit)
+
+
+def _clearly_below_agreement(value: float, samples: int, floor: float) -> str | None:
+    if not agreement_clearly_below(value, samples, floor):
+        return None
+    disagreeing = round((1.0 - value) * samples)
+    return (
+        f"{_format(value)} is below the minimum {_format(floor)} beyond doubt ({disagreeing} of "
+        f"{samples} rows disagree, binomial test, p <= {ALPHA:g})"
+    )
+
+
+def _clearly_above_ks(value: float, reading: CheckReading, limit: float) -> str | None:
+    clear = ks_clearly_above(value, reading.ks or (), limit)
+    if clear is None or not reading.ks:
+        return None
+    sides = f"{clear.current}" + (f" vs {clear.reference}" if clear.reference is not None else "")
+    bound = ks_lower_bound(clear, ALPHA / len(reading.ks))
+    return (
+        f"{_format(value)} is above the maximum {_format(limit)} beyond doubt (KS distance "
+        f"{_format(clear.distance)} over {sides} observations is at least {_format(bound)} with "
+        f"probability {1 - ALPHA:g}, DKW bound over {len(reading.ks)} comparison(s))"
+    )
+
+
+def _clearly_above(check: Check, value: float, reading: CheckReading, limit: float) -> str | None:
     if check.type == "errorRate" and error_rate_clearly_above(value, reading.samples, limit):
         return (
             f"{_format(value)} is above the maximum {_format(limit)} beyond doubt "

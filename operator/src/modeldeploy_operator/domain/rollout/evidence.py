@@ -23,8 +23,28 @@ has clearly failed (never an early Pass: passing on little evidence is what minS
   of requests take longer. With k of n requests in buckets whose lower bound is at least the
   threshold (certainly slower), Fail when P(X >= k | n, p = 1 %) <= ALPHA: exact, so a canary whose
   true p99 is within the threshold fails early with probability at most ALPHA per measurement.
-- inputDrift and prometheus checks: no early decision (a maximum over features and an arbitrary
-  query need their own tests); they wait for minSamples. So does latencyP99 from Prometheus.
+- shadowAgreement (share of copied rows whose label agrees with the primary's, `threshold.min`): the
+  same exact binomial test on the disagreeing rows. With d of n rows disagreeing, Fail when
+  P(D >= d | n, p = 1 - min) <= ALPHA (the Clopper-Pearson upper bound of the agreement is below the
+  minimum). Rows are the trials, as they are the samples: rows of one request are treated as
+  independent, so a canary that disagrees on whole many-row requests is judged on its rows.
+- The Kolmogorov-Smirnov checks (inputDriftKS against the profile or the stable, predictionShiftKS):
+  a lower confidence bound of the true distance from the Dvoretzky-Kiefer-Wolfowitz inequality with
+  Massart's constant, P(sup |F_n - F| > e) <= 2 exp(-2 n e^2) for every n, distribution-free. One
+  sample of n against a known reference (the training profile, taken as exact):
+  D_true >= D - e(n, ALPHA), e(n, a) = sqrt(ln(2 / a) / (2 n)). Two samples of n and m:
+  D_true >= D - e(n, ALPHA / 2) - e(m, ALPHA / 2). It holds for the binned distance too: the binned D
+  is read at bin bounds, where the empirical CDFs are within e of the true ones, and the true
+  distance at the bounds is at most the true KS distance. A reading that is a maximum over k
+  comparisons (features, pods) uses ALPHA / k for each (Bonferroni), and fails early when any
+  comparison's bound is above the maximum. For a canary whose true distance is at most the maximum
+  (on every feature), an early Fail has probability at most ALPHA per measurement.
+  Worked: 150 canary against 150 stable scores, D = 0.9, max 0.2: e = sqrt(ln(4000) / 300) = 0.166 a
+  side, bound 0.9 - 0.333 = 0.567 > 0.2: Fail. 20 against 20, D = 0.5: e = 0.455 a side, bound < 0:
+  Inconclusive.
+- inputDrift (PSI) and prometheus checks: no early decision (a maximum of PSIs and an arbitrary query
+  need their own tests); they wait for minSamples. So does latencyP99 from Prometheus, and
+  shadowScoreDifference (an unbounded mean needs a distribution assumption).
 """
 
 from __future__ import annotations
@@ -33,6 +53,7 @@ import math
 from collections.abc import Sequence
 
 from modeldeploy_contract.psi import psi
+from modeldeploy_operator.domain.readings import KsComparison
 
 ALPHA = 1e-3
 """Per-measurement probability of an early Fail for a canary that is in fact fine (see above)."""
@@ -167,3 +188,59 @@ def shift_clearly_above(
         return False
     shrunk = shrunk_psi(reference, current)
     return shrunk > threshold and homogeneity_p(reference, current) <= alpha
+
+
+def agreement_clearly_below(share: float, samples: int, minimum: float, alpha: float = ALPHA) -> bool:
+    """shadowAgreement: `share` of `samples` rows agreeing shows a true agreement below `minimum`.
+
+    >>> agreement_clearly_below(0.5, 40, 0.95)  # 20 of 40 disagree, P(D >= 20 | 40, 0.05) ~ 1e-17
+    True
+    >>> agreement_clearly_below(0.8, 10, 0.95)  # 2 of 10 disagree: P = 0.086, could be chance
+    False
+    """
+    if samples <= 0 or share >= minimum:
+        return False
+    disagreeing = round((1.0 - share) * samples)
+    return binomial_sf(disagreeing, samples, 1.0 - minimum) <= alpha
+
+
+def dkw_epsilon(n: int, alpha: float) -> float:
+    """Half-width e of the DKW-Massart band: P(sup |F_n - F| > e) <= alpha for a sample of n.
+
+    >>> round(dkw_epsilon(150, ALPHA / 2), 3)  # sqrt(ln(4000) / 300)
+    0.166
+    >>> dkw_epsilon(0, ALPHA)
+    inf
+    """
+    if n <= 0:
+        return math.inf
+    return math.sqrt(math.log(2.0 / alpha) / (2.0 * n))
+
+
+def ks_lower_bound(comparison: KsComparison, alpha: float = ALPHA) -> float:
+    """A lower confidence bound (level 1 - alpha) of the true KS distance behind `comparison`.
+
+    >>> round(ks_lower_bound(KsComparison(0.9, 150, 150)), 3)
+    0.567
+    >>> round(ks_lower_bound(KsComparison(0.5, 200)), 3)  # one sample against the profile
+    0.362
+    """
+    if comparison.reference is None:
+        return comparison.distance - dkw_epsilon(comparison.current, alpha)
+    half = alpha / 2
+    return (
+        comparison.distance - dkw_epsilon(comparison.current, half) - dkw_epsilon(comparison.reference, half)
+    )
+
+
+def ks_clearly_above(
+    value: float, comparisons: Sequence[KsComparison], threshold: float, alpha: float = ALPHA
+) -> KsComparison | None:
+    """The comparison whose KS distance is above `threshold` beyond doubt (Bonferroni over all of
+    them), or None; `value` is the reading's distance, which must be above too."""
+    finite = [c for c in comparisons if math.isfinite(c.distance)]
+    if value <= threshold or not finite:
+        return None
+    each = alpha / len(comparisons)
+    clear = [c for c in finite if ks_lower_bound(c, each) > threshold]
+    return max(clear, key=lambda c: ks_lower_bound(c, each)) if clear else None

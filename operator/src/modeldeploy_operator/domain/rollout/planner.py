@@ -20,8 +20,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from modeldeploy_operator.domain.history import record_revision
-from modeldeploy_operator.domain.observed import ObservedDeployment
+from modeldeploy_operator.domain.conditions import find_condition
+from modeldeploy_operator.domain.history import record_revision, with_loaded_digests
+from modeldeploy_operator.domain.observed import VERSION_MISMATCH, ObservedDeployment
 from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.revision import ResolvedVariant, resolve_variants
 from modeldeploy_operator.domain.rollout.commands import Command, InvalidCommand
@@ -41,7 +42,12 @@ from modeldeploy_operator.domain.rollout.steps import advance, mirror_percent, r
 from modeldeploy_operator.domain.rollout.timers import analysis_due, next_due, seconds_until
 from modeldeploy_operator.domain.rollout.view import VariantOutcome, build_status
 from modeldeploy_operator.domain.spec import ModelDeploymentSpec
-from modeldeploy_operator.domain.status_model import HistoryEntry, ModelDeploymentStatus, PreflightStatus
+from modeldeploy_operator.domain.status_model import (
+    DEGRADED,
+    HistoryEntry,
+    ModelDeploymentStatus,
+    PreflightStatus,
+)
 
 
 def _total_replicas(variant: ResolvedVariant, stable: ObservedDeployment | None) -> int:
@@ -293,6 +299,32 @@ def _release_stale_pin(draft: Draft, variants: Sequence[ResolvedVariant]) -> Non
     draft.pinned_revision = draft.pinned_spec_revision = None
 
 
+def _note_servers(draft: Draft, outcomes: Sequence[VariantOutcome]) -> None:
+    """What the servers of the planned revisions reported (ObservedDeployment.loaded_digests and
+    version_mismatch, observed by the reconciler): the digests they loaded go into history, and a
+    revision whose servers refuse their bundle's version makes the ModelDeployment Degraded with
+    reason ModelVersionMismatch (a rollout of it was already stopped by the step machine; this covers
+    a first deploy, the Immediate strategy, and new pods of a serving revision whose URI now holds
+    another version). One Warning Event when the condition starts, not one per pass."""
+    for outcome in outcomes:
+        if outcome.plan is None:
+            continue
+        name = outcome.variant.name
+        for desired in outcome.plan.revisions:
+            observed = draft.observed_of(name, desired.revision)
+            if observed is None:
+                continue
+            draft.history = with_loaded_digests(
+                draft.history, name, desired.revision, observed.loaded_digests
+            )
+            if observed.version_mismatch is None or desired.replicas == 0 or draft.degraded is not None:
+                continue
+            draft.degraded = (VERSION_MISMATCH, observed.version_mismatch)
+            previous = find_condition(draft.previous.conditions, DEGRADED)
+            if previous is None or previous.status != "True" or previous.reason != VERSION_MISMATCH:
+                draft.event(VERSION_MISMATCH, observed.version_mismatch, warning=True)
+
+
 def plan(
     name: str,
     spec: ModelDeploymentSpec,
@@ -330,6 +362,7 @@ def plan(
     order = sorted(variants, key=lambda v: v.name != draft.rollout_variant)
     outcomes = {v.name: _plan_variant(draft, v, readings) for v in order}
     in_spec_order = [outcomes[v.name] for v in variants]
+    _note_servers(draft, in_spec_order)
     status = build_status(draft, in_spec_order, generation, front_door_ready=front_door_ready)
     status = status.model_copy(
         update={
