@@ -139,6 +139,9 @@ def _stream_objects(
                     image_pull_policy=options.image_pull_policy,
                     pod=spec.pods.serving,
                     prediction_log=spec.prediction_log,
+                    feed_env=feed_env(owner.name, variant.name, stream_revision.revision)
+                    if spec.joiner_enabled
+                    else (),
                 )
             )
     return manifests, keep
