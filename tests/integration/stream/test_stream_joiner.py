@@ -110,3 +110,99 @@ def test_stream_predictions_reach_the_joiner_under_their_output_request_ids(
         quality = arm(joiner)
         assert quality is not None
         assert (quality["labelled"], quality["predictions"]) == (n + 2, n + 2)
+
+
+# --- labels from a Kafka topic (point 1) ---
+def _prediction(rid: str, at: float) -> dict[str, Any]:
+    return {"request_id": rid, "deployment": "churn", "variant": "default", "revision": "r1",
+            "model_version": "v1", "score": 0.8, "label": 1, "time": at}  # fmt: skip
+
+
+def _committed(bootstrap: str, topic: str, group: str, partitions: int) -> list[int]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        got = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return [tp.offset for tp in got]
+    finally:
+        c.close()
+
+
+def test_labels_from_a_topic_join_like_feedback_and_bad_ones_block_nothing(
+    kafka: Broker, tmp_path: Path
+) -> None:
+    from kafka_broker import create_topic
+
+    topics = Topics.create(kafka.bootstrap, prefix="labels")  # only for a fresh name and group
+    label_topic = topics.input.replace("-in", "-labels")
+    create_topic(kafka.bootstrap, label_topic, 2)
+    env = {
+        "MODELDEPLOY_LABELS_BOOTSTRAP_SERVERS": kafka.bootstrap,
+        "MODELDEPLOY_LABELS_TOPIC": label_topic,
+        "MODELDEPLOY_LABELS_GROUP_ID": topics.group,
+        "MODELDEPLOY_LABELS_BATCH_MAX_WAIT_MS": "50",
+        "MODELDEPLOY_JOINER_RETENTION_SECONDS": "86400",
+    }
+    n = 1000
+    now = time.time()
+    good = [json.dumps({"request_id": f"req-{i}", "label": i % 2}).encode() for i in range(n)]
+    batch = json.dumps({"labels": [{"request_id": f"b-{i}", "label": 1} for i in range(10)]}).encode()
+    bad = [
+        json.dumps({"request_id": "nobody", "label": 1}).encode(),  # unknown
+        json.dumps({"request_id": "old", "label": 1}).encode(),  # expired (older than the retention)
+        json.dumps({"request_id": "req-0", "label": 0}).encode(),  # duplicate of its first label
+        json.dumps({"request_id": "req-1", "label": 0}).encode(),  # conflict: req-1 already has label 1
+        json.dumps({"request_id": "extra", "label": 5}).encode(),  # not a class of this model
+        json.dumps({"request_id": "extra", "label": "yes"}).encode(),  # wrong type
+        b"{not json",
+        None,  # a tombstone
+    ]
+    with joiner_process(tmp_path, env) as joiner:
+        predictions = [_prediction(f"req-{i}", now) for i in range(n)]
+        predictions += [_prediction(f"b-{i}", now) for i in range(10)]
+        predictions += [_prediction("extra", now), _prediction("old", now - 2 * 86400)]
+        r = httpx.post(f"{joiner.url}/v1/predictions", json={"predictions": predictions}, timeout=30)
+        assert r.json()["stored"] == n + 12
+        # the bad records are interleaved with the good ones, on both partitions (keys spread them)
+        values: list[bytes | None] = [*good[:500], *bad, batch, *good[500:]]
+        produce(kafka.bootstrap, label_topic, values, keys=[b"%d" % i for i in range(len(values))])
+        expected = {"joined": n + 10, "unknown_request": 1, "expired": 1, "duplicate": 1, "conflict": 1,
+                    "invalid_label": 2, "invalid": 2}  # fmt: skip
+
+        def outcomes() -> dict[str, float]:
+            prefix = 'modeldeploy_joiner_labels_total{outcome="'
+            return {k[len(prefix) : -2]: v for k, v in joiner.metrics().items() if k.startswith(prefix)}
+
+        joiner.wait_for(
+            lambda: sum(outcomes().values()) >= sum(expected.values()), "every label record counted"
+        )
+        assert outcomes() == expected
+        # every offset committed (after the store write): the group is at the end of both partitions
+        ends = _ends(kafka.bootstrap, label_topic, 2)
+        joiner.wait_for(
+            lambda: _committed(kafka.bootstrap, label_topic, topics.group, 2) == ends, "offsets committed"
+        )
+        quality = arm(joiner)
+        assert quality is not None
+        assert quality["labelled"] == n + 10
+        log_text = joiner.log.read_text()
+        assert f"label nobody (record {label_topic}/" in log_text  # logged with the record's place
+        assert "unknown_request" in log_text
+    # a restarted joiner (same group, same database) starts after the committed offsets: nothing again
+    with joiner_process(tmp_path, env, name="joiner-restarted") as joiner:
+        produce(kafka.bootstrap, label_topic, [json.dumps({"request_id": "extra", "label": 1}).encode()])
+        joiner.wait_for(lambda: joiner.count("labels", "joined") >= 1, "the new label joined")
+        assert {
+            k: v for k, v in joiner.metrics().items() if k.startswith("modeldeploy_joiner_labels_total")
+        } == {'modeldeploy_joiner_labels_total{outcome="joined"}': 1.0}
+
+
+def _ends(bootstrap: str, topic: str, partitions: int) -> list[int]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "watermarks", "enable.auto.commit": False})
+    try:
+        return [c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)]
+    finally:
+        c.close()
