@@ -91,7 +91,7 @@ def test_stream_predictions_reach_the_joiner_under_their_output_request_ids(
         with stream_process(
             kafka.bootstrap, churn_bundle, topics, tmp_path / "stream.log", env=feed
         ) as stream:
-            stream.wait_ready(timeout=240)  # a bound for a loaded machine (load 20 on 2 cores seen)
+            stream.wait_ready()
             outputs = read_topic(kafka.bootstrap, topics.output, lambda rs: len(rs) >= n + 1, timeout=240)
             # every scored row is recorded: n one-row records and the V2 record's two rows; the dead
             # letter is not (it has no prediction)
