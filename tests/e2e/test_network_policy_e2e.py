@@ -211,3 +211,64 @@ def test_a_canary_with_analysis_is_promoted_with_policies_on(
     # A Pass needs readings: the operator scraped the servers' /metrics through their NetworkPolicy.
     assert ("errors", "Pass") in seen, seen
     assert traffic.failures() == []
+
+
+def test_a_stranger_is_refused_by_the_joiner_but_the_router_forwards_labels_to_it(
+    enforced: None,
+    local_cluster: Layout,
+    kube_api: client.ApiClient,
+    namespace: str,
+    stranger_namespace: str,
+    model_store: str,
+    churn_bundles: Path,
+) -> None:
+    """spec.effectiveness with policies on: the joiner's port is closed to a stranger pod, while the
+    model server's feed, the router's feedback route and the host still reach it."""
+    core = client.CoreV1Api(kube_api)
+    body = canary_md(model_store, churn_bundles)
+    body["spec"]["effectiveness"] = {"retention": "24h"}
+    create_mdep(kube_api, namespace, body)
+    wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=180)
+    joiners = wait_for("a running joiner pod", lambda: _pods(core, namespace, "joiner") or None, timeout=240)
+    policies = client.NetworkingV1Api(kube_api).list_namespaced_network_policy(namespace).items
+    assert sorted(p.metadata.name for p in policies) == [
+        "churn-joiner",
+        "churn-model-servers",
+        "churn-router",
+    ]
+    servers = _pods(core, namespace, "model-server")
+    _start_stranger(core, stranger_namespace, servers[0].spec.containers[0].image)
+    row = rows(churn_bundles)[0]
+    infer = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, len(row)], "data": row}]}
+    service = f"http://churn.{namespace}.svc.cluster.local:8080"
+    joiner_pod = f"http://{joiners[0].status.pod_ip}:8090"
+    joiner_service = f"http://churn-joiner.{namespace}.svc.cluster.local:8090"
+    label = {"request_id": "stranger-label", "label": 1}
+    results = _probe(
+        local_cluster,
+        stranger_namespace,
+        [
+            ("predict-through-router", f"{service}/v2/models/churn/infer", infer),
+            ("feedback-through-router", f"{service}/v2/models/churn/feedback", label),
+            ("joiner-pod-ready", f"{joiner_pod}/readyz", None),
+            ("joiner-service-feedback", f"{joiner_service}/v1/feedback", label),
+            ("joiner-service-intake", f"{joiner_service}/v1/predictions", {"request_id": "forged"}),
+        ],
+    )
+    print(json.dumps({k: [code, detail[:120], s] for k, (code, detail, s) in results.items()}))
+    assert results["predict-through-router"][0] == 200, results
+    # the router reached the joiner: a per-item answer (the label's request id is unknown to it)
+    assert results["feedback-through-router"][0] == 200, results
+    assert "unknown_request" in results["feedback-through-router"][1]
+    for name in ("joiner-pod-ready", "joiner-service-feedback", "joiner-service-intake"):
+        assert results[name][0] == 0, f"{name}: a stranger reached the joiner ({results[name]})"
+    # the model servers still feed it: the stranger's prediction through the router is recorded
+    wait_for(
+        "the joiner recording the model servers' predictions",
+        lambda: (
+            'modeldeploy_joiner_predictions_total{outcome="stored"}'
+            in httpx.get(f"{joiner_pod}/metrics", timeout=5).text
+            or None
+        ),
+        timeout=120,
+    )

@@ -253,6 +253,17 @@ def _eff(**fields: Any) -> Callable[[dict[str, Any]], None]:
     return _set("spec.effectiveness", {"retention": "168h", **fields})
 
 
+def _labels_kafka(**fields: Any) -> Callable[[dict[str, Any]], None]:
+    """A spec.effectiveness with a labels.kafka that is valid but for `fields` (None deletes one)."""
+    kafka: dict[str, Any] = {"bootstrapServers": "kafka.data:9092", "topic": "churn-labels"}
+    for key, value in fields.items():
+        if value is None:
+            del kafka[key]
+        else:
+            kafka[key] = value
+    return _eff(labels={"kafka": kafka})
+
+
 EFFECTIVENESS_CASES: tuple[InvalidCase, ...] = (
     InvalidCase(
         "effectiveness-postgres-without-secret",
@@ -289,6 +300,63 @@ EFFECTIVENESS_CASES: tuple[InvalidCase, ...] = (
         "effectiveness-secret-without-name",
         _eff(store={"type": "postgres", "postgresSecret": {"key": "dsn"}}),
         "spec.effectiveness.store.postgresSecret.name",
+        "schema",
+    ),
+    # --- spec.effectiveness.labels.kafka: labels from a topic, stream mode's connection fields ---
+    InvalidCase(
+        "labels-kafka-sasl-without-mechanism",
+        _labels_kafka(securityProtocol="SASL_SSL", secretName="kafka"),
+        "spec.effectiveness.labels.kafka.saslMechanism is required with a SASL securityProtocol",
+        "cel",
+    ),
+    InvalidCase(
+        "labels-kafka-sasl-without-secret",
+        _labels_kafka(securityProtocol="SASL_PLAINTEXT", saslMechanism="PLAIN"),
+        "spec.effectiveness.labels.kafka.secretName (keys username and password) is required with a SASL "
+        "securityProtocol",
+        "cel",
+    ),
+    InvalidCase(
+        "labels-kafka-client-certificate-without-tls",
+        _labels_kafka(clientCertificate=True, secretName="kafka"),
+        "spec.effectiveness.labels.kafka.clientCertificate needs an SSL or SASL_SSL securityProtocol",
+        "cel",
+    ),
+    InvalidCase(
+        "labels-kafka-no-topic", _labels_kafka(topic=None), "spec.effectiveness.labels.kafka.topic", "schema"
+    ),
+    InvalidCase(
+        "labels-kafka-bad-topic", _labels_kafka(topic="a b"), "spec.effectiveness.labels.kafka.topic",
+        "schema",
+    ),
+    InvalidCase(
+        "labels-kafka-no-bootstrap",
+        _labels_kafka(bootstrapServers=None),
+        "spec.effectiveness.labels.kafka.bootstrapServers",
+        "schema",
+    ),
+    InvalidCase(
+        "labels-kafka-bootstrap-injection",
+        _labels_kafka(bootstrapServers="kafka:9092\nsasl.password=x"),
+        "spec.effectiveness.labels.kafka.bootstrapServers",
+        "schema",
+    ),
+    InvalidCase(
+        "labels-kafka-bad-protocol",
+        _labels_kafka(securityProtocol="TLS"),
+        "spec.effectiveness.labels.kafka.securityProtocol",
+        "schema",
+    ),
+    InvalidCase(
+        "labels-kafka-bad-group",
+        _labels_kafka(consumerGroup="labels/1"),
+        "spec.effectiveness.labels.kafka.consumerGroup",
+        "schema",
+    ),
+    InvalidCase(
+        "labels-kafka-bad-secret-name",
+        _labels_kafka(secretName="Kafka_Creds"),
+        "spec.effectiveness.labels.kafka.secretName",
         "schema",
     ),
 )  # fmt: skip

@@ -191,7 +191,9 @@ class StreamProcess:
         """Sum of the samples whose name and labels match the regular expression."""
         return sum(v for k, v in self.metrics().items() if re.fullmatch(pattern, k))
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    def wait_ready(self, timeout: float = 240) -> None:
+        """A bound for a broken setup: a stream process took over 60 s to load its model at load 20-26
+        on this 2-core machine (2026-12-02), failing tests that had nothing wrong."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -27,7 +27,9 @@ from modeldeploy_operator.domain.resource import ModelDeploymentRef
 from modeldeploy_operator.domain.revision import resolve_variants
 from modeldeploy_operator.domain.rollout.planner import plan
 from modeldeploy_operator.domain.spec import Analysis, Check, Effectiveness, JoinerSource, ModelDeploymentSpec
-from modeldeploy_operator.domain.validation import parse_spec, validate_spec
+from modeldeploy_operator.domain.validation import InvalidSpecError, parse_spec, validate_spec
+
+from modeldeploy_crd_cases import EFFECTIVENESS_CASES
 
 OWNER = ModelDeploymentRef(name="churn", namespace="ml", uid="uid-1")
 IMAGE = "registry.example/modeldeploy/serving:0.1.0"
@@ -288,3 +290,99 @@ def test_the_joiner_takes_the_serving_pods_pull_secrets_and_placement_only() -> 
     assert pod["tolerations"][0]["key"] == "dedicated"
     assert "serviceAccountName" not in pod
     assert "OMP_NUM_THREADS" not in env_of(pod["containers"][0])
+
+
+# --- spec.effectiveness.labels.kafka: labels from a topic (stream mode's connection handling) ---
+def _kafka_joiner(**kafka: Any) -> dict[str, Any]:
+    raw = {"bootstrapServers": "10.244.0.1:9092", "topic": "churn-labels", **kafka}
+    return manifests(spec_of(effectiveness={"labels": {"kafka": raw}}))[("Deployment", "churn-joiner")]
+
+
+LABEL_TOPICS: list[tuple[str, dict[str, Any], dict[str, str], list[str]]] = [
+    (
+        "plaintext",
+        {},
+        {
+            "MODELDEPLOY_LABELS_BOOTSTRAP_SERVERS": "10.244.0.1:9092",
+            "MODELDEPLOY_LABELS_TOPIC": "churn-labels",
+            "MODELDEPLOY_LABELS_GROUP_ID": "modeldeploy-ml-churn-labels",
+        },
+        [],
+    ),
+    (
+        "sasl-ssl-own-group",
+        {"securityProtocol": "SASL_SSL", "saslMechanism": "SCRAM-SHA-512", "secretName": "kafka",
+         "consumerGroup": "churn.labels"},
+        {
+            "MODELDEPLOY_LABELS_GROUP_ID": "churn.labels",
+            "MODELDEPLOY_LABELS_SECURITY_PROTOCOL": "SASL_SSL",
+            "MODELDEPLOY_LABELS_SASL_MECHANISM": "SCRAM-SHA-512",
+            "MODELDEPLOY_LABELS_SSL_CA_FILE": "/var/run/secrets/modeldeploy/kafka/ca.crt",
+            "MODELDEPLOY_LABELS_SASL_USERNAME_FILE": "/var/run/secrets/modeldeploy/kafka/username",
+            "MODELDEPLOY_LABELS_SASL_PASSWORD_FILE": "/var/run/secrets/modeldeploy/kafka/password",
+        },
+        ["ca.crt", "username", "password"],
+    ),
+    (
+        "mutual-tls",
+        {"securityProtocol": "SSL", "secretName": "kafka", "clientCertificate": True},
+        {
+            "MODELDEPLOY_LABELS_SSL_CERT_FILE": "/var/run/secrets/modeldeploy/kafka/tls.crt",
+            "MODELDEPLOY_LABELS_SSL_KEY_FILE": "/var/run/secrets/modeldeploy/kafka/tls.key",
+        },
+        ["ca.crt", "tls.crt", "tls.key"],
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kafka", "env", "keys"), [c[1:] for c in LABEL_TOPICS], ids=[c[0] for c in LABEL_TOPICS]
+)
+def test_a_label_topic_gives_the_joiner_its_kafka_settings_and_secret_files(
+    kafka: dict[str, Any], env: dict[str, str], keys: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment = _kafka_joiner(**kafka)
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    got = env_of(container)
+    assert env.items() <= got.items()
+    assert not any("PASSWORD=" in v or k.endswith("_PASSWORD") for k, v in got.items())  # files only
+    volumes = [v for v in pod["volumes"] if v["name"] == "kafka-credentials"]
+    if keys:
+        assert [i["key"] for i in volumes[0]["secret"]["items"]] == keys
+        assert volumes[0]["secret"]["secretName"] == "kafka"
+        assert {
+            "name": "kafka-credentials",
+            "mountPath": "/var/run/secrets/modeldeploy/kafka",
+            "readOnly": True,
+        } in (container["volumeMounts"])
+    else:
+        assert volumes == []
+    # what the operator writes is what the joiner reads back
+    from modeldeploy_contract.stream_settings import label_topic_settings
+
+    for key, value in got.items():
+        monkeypatch.setenv(key, value)
+    settings = label_topic_settings()
+    assert settings is not None
+    assert settings.to_env().items() <= got.items()
+    assert settings.topic == "churn-labels"
+
+
+def test_without_a_label_topic_the_joiner_consumes_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    deployment = manifests(spec_of(effectiveness={}))[("Deployment", "churn-joiner")]
+    env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+    assert not any(k.startswith("MODELDEPLOY_LABELS_") for k in env)
+    monkeypatch.delenv("MODELDEPLOY_LABELS_TOPIC", raising=False)
+    from modeldeploy_contract.stream_settings import label_topic_settings
+
+    assert label_topic_settings() is None
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in EFFECTIVENESS_CASES if c.id.startswith("labels-kafka-") and c.layer == "cel"],
+    ids=lambda c: c.id,
+)  # fmt: skip
+def test_the_operator_rejects_label_topics_cel_rejects(case: Any) -> None:
+    with pytest.raises(InvalidSpecError, match=r"spec\.effectiveness\.labels\.kafka"):
+        parse_spec(case.manifest()["spec"])

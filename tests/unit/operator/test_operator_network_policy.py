@@ -14,12 +14,15 @@ import pytest
 from pydantic import ValidationError
 from test_operator_rbac import _helm_template
 
+from modeldeploy_contract.joiner_settings import JOINER_PORT
 from modeldeploy_operator.config import OperatorSettings
 from modeldeploy_operator.domain import labels as lbl
 from modeldeploy_operator.domain.desired_state import BuildOptions, desired_state, stale_objects
+from modeldeploy_operator.domain.joiner import joiner_selector
 from modeldeploy_operator.domain.network_policy import (
     NetworkPolicyOptions,
     build_network_policies,
+    joiner_policy_name,
     router_policy_name,
     server_policy_name,
 )
@@ -255,3 +258,80 @@ def test_chart_refuses_bad_values(bad: str) -> None:
     )
     assert result.returncode != 0
     assert "networkPolicies" in result.stderr
+
+
+# --- the label joiner (spec.effectiveness) ---
+JOINER = {lbl.DEPLOYMENT_LABEL: "churn", "app.kubernetes.io/component": "joiner", "x": "1"}
+STREAM_POD = {lbl.DEPLOYMENT_LABEL: "churn", "app.kubernetes.io/component": lbl.STREAM_COMPONENT, "y": "2"}
+OTHER_SERVER = {lbl.DEPLOYMENT_LABEL: "other", "app.kubernetes.io/component": lbl.SERVER_COMPONENT}
+OTHER_JOINER_CLIENT = {lbl.DEPLOYMENT_LABEL: "churn", "app.kubernetes.io/component": "something-else"}
+
+JOINER_CASES = [
+    # (source namespace, source labels, port, behind router, admitted)
+    pytest.param("ml", SERVER, JOINER_PORT, True, True, id="model-server-feeds"),
+    pytest.param("ml", STREAM_POD, JOINER_PORT, True, True, id="stream-pod-feeds"),
+    pytest.param("ml", ROUTER, JOINER_PORT, True, True, id="router-forwards-feedback"),
+    pytest.param("mdsys", OPERATOR, JOINER_PORT, True, True, id="operator-reads-the-summary"),
+    pytest.param("monitoring", STRANGER, JOINER_PORT, True, True, id="metrics-namespace-scrapes"),
+    pytest.param("ml", STRANGER, JOINER_PORT, True, False, id="same-namespace-stranger"),
+    pytest.param("elsewhere", STRANGER, JOINER_PORT, True, False, id="stranger"),
+    pytest.param("elsewhere", SERVER, JOINER_PORT, True, False, id="server-lookalike-elsewhere"),
+    pytest.param("ml", OTHER_SERVER, JOINER_PORT, True, False, id="another-deployments-server"),
+    pytest.param("ml", OTHER_ROUTER, JOINER_PORT, True, False, id="another-deployments-router"),
+    pytest.param("ml", OTHER_JOINER_CLIENT, JOINER_PORT, True, False, id="own-deployment-other-component"),
+    pytest.param("ml", OPERATOR, JOINER_PORT, True, False, id="operator-labels-wrong-namespace"),
+    pytest.param("mdsys", STRANGER, JOINER_PORT, True, False, id="other-pod-of-operator-namespace"),
+    pytest.param("ml", SERVER, 9999, True, False, id="server-to-other-port"),
+    pytest.param("elsewhere", STRANGER, JOINER_PORT, False, True, id="no-router-callers-post-labels"),
+    pytest.param("elsewhere", STRANGER, 9999, False, False, id="no-router-other-port"),
+]
+
+
+@pytest.mark.parametrize(("src_ns", "src_labels", "port", "behind_router", "expected"), JOINER_CASES)
+def test_who_reaches_the_joiner(
+    src_ns: str, src_labels: dict[str, str], port: int, behind_router: bool, expected: bool
+) -> None:
+    policies = build_network_policies(OWNER, OPTIONS, behind_router=behind_router, joiner=True)
+    assert admitted(policies, JOINER, (src_ns, src_labels), port) is expected
+
+
+def test_the_joiner_policy_selects_exactly_the_joiners_pods() -> None:
+    (policy,) = [
+        p
+        for p in build_network_policies(OWNER, OPTIONS, behind_router=True, joiner=True)
+        if p["metadata"]["name"] == joiner_policy_name("churn")
+    ]
+    assert policy["spec"]["podSelector"]["matchLabels"] == joiner_selector("churn")
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    # the joiner's own selector is what its Deployment's pods carry, and no other pod of the deployment's
+    assert not _selects(policy["spec"]["podSelector"], SERVER)
+    assert not _selects(policy["spec"]["podSelector"], ROUTER)
+    assert len(joiner_policy_name("m" * 40)) <= 63
+    # the joiner's policy changes nothing for the servers and the router
+    assert not admitted(
+        build_network_policies(OWNER, OPTIONS, behind_router=True, joiner=True),
+        SERVER,
+        ("ml", JOINER),
+        SERVER_PORT,
+    )
+
+
+def test_desired_state_adds_the_joiner_policy_with_effectiveness_only() -> None:
+    names = [m["metadata"]["name"] for m in _state(OPTIONS, effectiveness={}) if m["kind"] == "NetworkPolicy"]
+    assert names == ["churn-model-servers", "churn-router", "churn-joiner"]
+    off = [m["metadata"]["name"] for m in _state(OPTIONS, effectiveness={"enabled": False})]
+    assert "churn-joiner" not in off
+    joiner = next(
+        m
+        for m in _state(OPTIONS, effectiveness={})
+        if m["kind"] == "Deployment" and m["metadata"]["name"] == "churn-joiner"
+    )
+    assert _selects(
+        next(
+            m
+            for m in _state(OPTIONS, effectiveness={})
+            if m["kind"] == "NetworkPolicy" and m["metadata"]["name"] == "churn-joiner"
+        )["spec"]["podSelector"],
+        joiner["spec"]["template"]["metadata"]["labels"],
+    )

@@ -461,3 +461,32 @@ def test_prediction_log_on_the_output_stream_pods_and_the_router_not_on_a_shadow
     assert "MODELDEPLOY_PREDLOG_VARIANT" not in env  # per request: the arm the router chose
     assert env["MODELDEPLOY_PREDLOG_HMAC_KEY_FILE"] == "/var/run/secrets/modeldeploy/predlog/hmac-key"
     assert "secretKeyRef" not in json.dumps(router)
+
+
+def test_output_stream_pods_feed_the_joiner_a_shadow_does_not(owner: ModelDeploymentRef) -> None:
+    spec = make_spec(stream=STREAM, effectiveness={"retention": "168h"})
+    rev = _rev(spec)
+    manifests = desired_state(
+        owner, spec, _plan(spec, ("old", "stable", 2, False), (rev, "canary", 1, True)), options=OPTIONS
+    ).manifests
+    shadow = next(m for m in manifests if m["metadata"]["name"] == f"churn-default-{rev}-shadow")
+    assert not any(k.startswith("MODELDEPLOY_FEED_") for k in _env(shadow))  # duplicates of the writer's ids
+
+    promoted = desired_state(owner, spec, _plan(spec, (rev, "stable", 2, True)), options=OPTIONS).manifests
+    output = _env(next(m for m in promoted if m["metadata"]["name"] == f"churn-default-{rev}-output"))
+    feed = {k: v for k, v in output.items() if k.startswith("MODELDEPLOY_FEED_")}
+    assert feed == {
+        "MODELDEPLOY_FEED_URL": "http://churn-joiner:8090",
+        "MODELDEPLOY_FEED_DEPLOYMENT": "churn",
+        "MODELDEPLOY_FEED_VARIANT": "default",
+        "MODELDEPLOY_FEED_REVISION": rev,
+    }
+    # the REST pods of the same revision get the same records' settings
+    rest = _env(next(m for m in promoted if m["metadata"]["name"] == f"churn-default-{rev}"))
+    assert {k: v for k, v in rest.items() if k.startswith("MODELDEPLOY_FEED_")} == feed
+
+    without = desired_state(
+        owner, _spec(), _plan(_spec(), (rev, "stable", 2, True)), options=OPTIONS
+    ).manifests
+    plain = next(m for m in without if m["metadata"]["name"] == f"churn-default-{rev}-output")
+    assert not any(k.startswith("MODELDEPLOY_FEED_") for k in _env(plain))

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from modeldeploy_contract.joiner_settings import JoinerFeedSettings
-from modeldeploy_serving.joiner.feed import JoinerFeed, records_of
+from modeldeploy_serving.joiner.feed import JoinerFeed, records_of, records_of_many
 from modeldeploy_serving.model import to_prediction
 
 SETTINGS = JoinerFeedSettings(
@@ -115,3 +115,38 @@ def test_feed_settings_round_trip_through_the_environment(monkeypatch: pytest.Mo
         monkeypatch.setenv(key, value)
     assert JoinerFeedSettings() == SETTINGS
     assert JoinerFeedSettings(url="").enabled is False
+
+
+# --- stream mode: one scored batch of many input records (add_many) ---
+def test_a_stream_batch_becomes_one_record_per_row_under_each_records_request_id() -> None:
+    records = records_of_many(["a", "b", "c"], [1, 2, 1], binary(0.9, 0.1, 0.6, 0.3), SETTINGS, "v2", 5.0)
+    assert [(r["request_id"], r["label"]) for r in records] == [("a", 1), ("b:0", 0), ("b:1", 1), ("c", 0)]
+    assert [r["score"] for r in records] == pytest.approx([0.9, 0.1, 0.6, 0.3])
+    assert {(r["deployment"], r["variant"], r["revision"], r["model_version"]) for r in records} == {
+        ("churn", "b", "r2", "v2")
+    }
+    with pytest.raises(ValueError, match="3 rows of requests for 4 rows"):
+        records_of_many(["a", "b"], [1, 2], binary(0.9, 0.1, 0.6, 0.3), SETTINGS, "v2", 5.0)
+
+
+def test_a_stream_batch_larger_than_a_post_is_split_and_counts_against_capacity() -> None:
+    joiner = FakeJoiner()
+    counts: dict[str, int] = {}
+    settings = SETTINGS.model_copy(update={"capacity": 10})
+    feed = JoinerFeed(settings, joiner, lambda k, n: counts.__setitem__(k, counts.get(k, 0) + n))
+    assert feed.add_many([f"s{i}" for i in range(7)], [1] * 7, "v2", binary(*[0.5] * 7))
+    assert not feed.add_many(["x"] * 11, [1] * 11, "v2", binary(*[0.5] * 11))  # over capacity: all dropped
+    feed.close()
+    sent = [r["request_id"] for b in joiner.bodies for r in b["predictions"]]  # type: ignore[attr-defined]
+    assert sent == [f"s{i}" for i in range(7)]
+    assert all(len(b["predictions"]) <= settings.batch for b in joiner.bodies)  # type: ignore[arg-type]
+    assert counts == {"sent": 7, "dropped": 11}
+
+
+def test_a_bad_stream_batch_is_logged_and_the_feed_goes_on() -> None:
+    joiner = FakeJoiner()
+    feed = JoinerFeed(SETTINGS, joiner)
+    feed.add_many(["bad"], [2], "v2", binary(0.5))  # rows disagree with the outputs
+    feed.add("good", "v2", binary(0.7))
+    feed.close()
+    assert [r["request_id"] for b in joiner.bodies for r in b["predictions"]] == ["good"]  # type: ignore[attr-defined]

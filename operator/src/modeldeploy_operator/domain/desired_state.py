@@ -139,6 +139,9 @@ def _stream_objects(
                     image_pull_policy=options.image_pull_policy,
                     pod=spec.pods.serving,
                     prediction_log=spec.prediction_log,
+                    feed_env=feed_env(owner.name, variant.name, stream_revision.revision)
+                    if spec.joiner_enabled
+                    else (),
                 )
             )
     return manifests, keep
@@ -239,7 +242,10 @@ def desired_state(
     )
     if options.network_policy is not None:
         manifests += build_network_policies(
-            owner, options.network_policy, behind_router=spec.traffic.provider == "router"
+            owner,
+            options.network_policy,
+            behind_router=spec.traffic.provider == "router",
+            joiner=spec.joiner_enabled,
         )
     if spec.traffic.provider == "gatewayAPI" and spec.traffic.gateway_api is not None and arms:
         manifests.append(build_http_route(owner, spec.traffic.gateway_api, arms))

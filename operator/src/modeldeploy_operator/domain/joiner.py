@@ -22,14 +22,31 @@ from typing import Any
 
 from modeldeploy_contract.joiner_settings import JOINER_PORT, JoinerFeedSettings
 from modeldeploy_contract.router_config import FeedbackConfig
+from modeldeploy_contract.stream_settings import LabelTopicSettings
 
 from . import labels as lbl
 from .durations import parse_duration
-from .manifests import RUN_AS_USER, TMP_VOLUME, _metadata, _resources, _restricted_container_security
+from .manifests import (
+    RUN_AS_USER,
+    TMP_VOLUME,
+    _metadata,
+    _resources,
+    _restricted_container_security,
+    kafka_secret_volume,
+)
 from .names import fit_name
 from .pods import render_pod_settings
 from .resource import ModelDeploymentRef
-from .spec import Analysis, Effectiveness, JoinerSource, ModelDeploymentSpec, PodSettings, Resources
+from .spec import (
+    Analysis,
+    Effectiveness,
+    JoinerSource,
+    LabelsKafka,
+    ModelDeploymentSpec,
+    PodSettings,
+    Resources,
+)
+from .stream import connection_values, settings_defaults
 
 JOINER_COMPONENT = "joiner"
 JOINER_COMMAND = ("modeldeploy", "joiner")
@@ -112,6 +129,18 @@ def joiner_env(effectiveness: Effectiveness) -> dict[str, str]:
     return {ENV_PREFIX + k: v for k, v in env.items()}
 
 
+def label_topic_settings_for(kafka: LabelsKafka, namespace: str, deployment_name: str) -> LabelTopicSettings:
+    """The joiner's MODELDEPLOY_LABELS_* settings (spec.effectiveness.labels.kafka): stream mode's
+    connection handling, the Secret's keys as files under the same mount path."""
+    values = {
+        "topic": kafka.topic,
+        "group_id": kafka.group(namespace, deployment_name),
+        **connection_values(kafka),
+    }
+    # Every field explicitly: BaseSettings would fill the rest from the operator's own environment.
+    return LabelTopicSettings(**(settings_defaults(LabelTopicSettings) | values))
+
+
 def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": PORT_NAME},
@@ -167,7 +196,15 @@ def build_joiner_deployment(
     name = joiner_name(owner.name)
     labels = lbl.common_labels(owner.name, JOINER_COMPONENT)
     volumes, mounts = _volumes(effectiveness)
-    env = [{"name": k, "value": v} for k, v in sorted(joiner_env(effectiveness).items())]
+    env_values = joiner_env(effectiveness)
+    kafka = effectiveness.labels.kafka
+    if kafka is not None:
+        env_values |= label_topic_settings_for(kafka, owner.namespace, owner.name).to_env()
+        secret_volume = kafka_secret_volume(kafka)
+        if secret_volume is not None:
+            volumes.append(secret_volume[0])
+            mounts.append(secret_volume[1])
+    env = [{"name": k, "value": v} for k, v in sorted(env_values.items())]
     container = {
         "name": CONTAINER_NAME,
         "image": image,

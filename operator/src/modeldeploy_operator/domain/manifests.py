@@ -18,7 +18,7 @@ from .pods import render_pod_settings
 from .predlog import add_prediction_log
 from .resource import ModelDeploymentRef
 from .revision import MODEL_CACHE_DIR, SERVER_PORT, ResolvedVariant
-from .spec import PodDisruptionBudgetSpec, PodSettings, PredictionLog, Resources, Stream
+from .spec import KafkaConnection, PodDisruptionBudgetSpec, PodSettings, PredictionLog, Resources, Stream
 from .stream import SECRET_MOUNT, StreamRevision, secret_items, stream_settings_for
 
 CONTAINER_NAME = "server"
@@ -342,6 +342,19 @@ STREAM_GRACE_SECONDS = 60
 leaves it room, so that a handover starts from offsets the old writer committed itself."""
 
 
+def kafka_secret_volume(conn: KafkaConnection) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(volume, mount) of a Kafka connection's Secret: only the keys its protocol needs, read-only
+    files under SECRET_MOUNT that the client settings point at; None without a Secret."""
+    items = secret_items(conn) if conn.secret_name is not None else []
+    if not items:
+        return None
+    volume = {
+        "name": KAFKA_SECRET_VOLUME,
+        "secret": {"secretName": conn.secret_name, "items": items, "defaultMode": 0o440},
+    }
+    return volume, {"name": KAFKA_SECRET_VOLUME, "mountPath": SECRET_MOUNT, "readOnly": True}
+
+
 def build_stream_deployment(
     owner: ModelDeploymentRef,
     variant: ResolvedVariant,
@@ -352,11 +365,14 @@ def build_stream_deployment(
     image_pull_policy: str = "IfNotPresent",
     pod: PodSettings | None = None,
     prediction_log: PredictionLog | None = None,
+    feed_env: Sequence[dict[str, str]] = (),
 ) -> dict[str, Any]:
     """The Deployment running `modeldeploy stream` for one (variant, revision) in one role; `pod`: the
     serving pod settings (merged over the chart's defaults), as for the REST pods. With
     `prediction_log`, the output role logs its predictions as the REST pods do; a shadow does not
-    (its outputs answer no one, like the router's mirror copies).
+    (its outputs answer no one, like the router's mirror copies). `feed_env`: the label joiner's
+    MODELDEPLOY_FEED_* variables (spec.effectiveness), given to the output role only, for the same
+    reason: a shadow's records would carry the output writer's request ids (duplicates to the joiner).
 
     The same image, bundle loading (ServerSettings), probes, metrics port and restricted security as the
     REST pods; the Kafka side comes from the contract's StreamSettings as MODELDEPLOY_STREAM_* variables.
@@ -377,20 +393,14 @@ def build_stream_deployment(
     container["command"] = list(STREAM_COMMAND)
     stream_env = [{"name": k, "value": v} for k, v in sorted(settings.to_env().items())]
     container["env"] = container["env"] + stream_env
-    if stream.secret_name is not None:
-        items = secret_items(stream)
-        if items:
-            pod_spec["volumes"].append(
-                {
-                    "name": KAFKA_SECRET_VOLUME,
-                    "secret": {"secretName": stream.secret_name, "items": items, "defaultMode": 0o440},
-                }
-            )
-            container["volumeMounts"].append(
-                {"name": KAFKA_SECRET_VOLUME, "mountPath": SECRET_MOUNT, "readOnly": True}
-            )
+    secret_volume = kafka_secret_volume(stream)
+    if secret_volume is not None:
+        pod_spec["volumes"].append(secret_volume[0])
+        container["volumeMounts"].append(secret_volume[1])
     if prediction_log is not None and revision.role == "output":
         add_prediction_log(pod_spec, prediction_log, owner.name, variant.name, revision.revision)
+    if feed_env and revision.role == "output":
+        container["env"] = container["env"] + list(feed_env)
     metadata = _metadata(owner, name, labels)
     metadata["annotations"] = {
         lbl.REVISION_ANNOTATION: revision.revision,

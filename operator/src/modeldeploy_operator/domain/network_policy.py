@@ -7,8 +7,13 @@ only the router reaches the model servers:
   namespaces named in `metrics_namespaces` (Prometheus); nothing else;
 - router pods accept callers from anywhere on their port. Their /metrics is served on that same port,
   and a NetworkPolicy works on addresses and ports, not paths: it is as reachable as the traffic.
+- the label joiner's pods (spec.effectiveness) accept connections on its port from this
+  ModelDeployment's model servers and stream pods (prediction records), its router (the feedback
+  route), the operator's pods (effectiveness checks read its summary) and the metrics namespaces
+  (its /metrics); nothing else.
 With the Gateway API or no traffic provider, the Gateway's data plane or the callers themselves reach
-the model servers through the stable Service, so their port stays open to every source.
+the model servers through the stable Service, so their port stays open to every source; so does the
+joiner's (with no router there is no feedback route: callers post labels to the joiner's Service).
 
 Only ingress is restricted (policyTypes: [Ingress]): egress (the model store, DNS, the API server)
 stays open. Peers are selected by labels, as NetworkPolicy allows: whoever may create pods labelled as
@@ -20,7 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from modeldeploy_contract.joiner_settings import JOINER_PORT
+
 from . import labels as lbl
+from .joiner import JOINER_COMPONENT, joiner_name, joiner_selector
 from .manifests import _metadata
 from .names import fit_name, router_name
 from .resource import ModelDeploymentRef
@@ -51,8 +59,12 @@ def router_policy_name(deployment_name: str) -> str:
     return router_name(deployment_name)
 
 
-def _port() -> list[dict[str, Any]]:
-    return [{"protocol": "TCP", "port": SERVER_PORT}]
+def joiner_policy_name(deployment_name: str) -> str:
+    return joiner_name(deployment_name)
+
+
+def _port(port: int = SERVER_PORT) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": port}]
 
 
 def _namespaces_peer(names: tuple[str, ...]) -> dict[str, Any]:
@@ -63,18 +75,59 @@ def _namespaces_peer(names: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
-def _server_sources(owner: ModelDeploymentRef, options: NetworkPolicyOptions) -> list[dict[str, Any]]:
-    # A podSelector alone means "pods of the policy's own namespace": the router lives beside the servers.
-    peers: list[dict[str, Any]] = [{"podSelector": {"matchLabels": lbl.router_selector(owner.name)}}]
-    peers.append(
+def _operator_and_metrics(options: NetworkPolicyOptions) -> list[dict[str, Any]]:
+    peers: list[dict[str, Any]] = [
         {
             "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: options.operator_namespace}},
             "podSelector": {"matchLabels": dict(options.operator_pod_labels)},
         }
-    )
+    ]
     if options.metrics_namespaces:
         peers.append(_namespaces_peer(options.metrics_namespaces))
     return peers
+
+
+def _server_sources(owner: ModelDeploymentRef, options: NetworkPolicyOptions) -> list[dict[str, Any]]:
+    # A podSelector alone means "pods of the policy's own namespace": the router lives beside the servers.
+    peers: list[dict[str, Any]] = [{"podSelector": {"matchLabels": lbl.router_selector(owner.name)}}]
+    return peers + _operator_and_metrics(options)
+
+
+def _component(owner: ModelDeploymentRef, component: str) -> dict[str, Any]:
+    """This ModelDeployment's pods of one component, in its own namespace."""
+    return {
+        "podSelector": {
+            "matchLabels": {lbl.DEPLOYMENT_LABEL: owner.name, "app.kubernetes.io/component": component}
+        }
+    }
+
+
+def build_joiner_network_policy(
+    owner: ModelDeploymentRef, options: NetworkPolicyOptions, *, behind_router: bool
+) -> dict[str, Any]:
+    """Ingress to this ModelDeployment's label joiner. Behind the built-in router: its model servers and
+    stream pods (the feed), its router (feedback), the operator (effectiveness checks) and the metrics
+    namespaces; without it, every source (callers post labels to the joiner's Service)."""
+    rule: dict[str, Any] = {"ports": _port(JOINER_PORT)}
+    if behind_router:
+        rule["from"] = [
+            _component(owner, lbl.SERVER_COMPONENT),
+            _component(owner, lbl.STREAM_COMPONENT),
+            _component(owner, lbl.ROUTER_COMPONENT),
+            *_operator_and_metrics(options),
+        ]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": _metadata(
+            owner, joiner_policy_name(owner.name), lbl.common_labels(owner.name, JOINER_COMPONENT)
+        ),
+        "spec": {
+            "podSelector": {"matchLabels": joiner_selector(owner.name)},
+            "policyTypes": ["Ingress"],
+            "ingress": [rule],
+        },
+    }
 
 
 def build_server_network_policy(
@@ -121,10 +174,13 @@ def build_router_network_policy(owner: ModelDeploymentRef) -> dict[str, Any]:
 
 
 def build_network_policies(
-    owner: ModelDeploymentRef, options: NetworkPolicyOptions, *, behind_router: bool
+    owner: ModelDeploymentRef, options: NetworkPolicyOptions, *, behind_router: bool, joiner: bool = False
 ) -> list[dict[str, Any]]:
-    """The NetworkPolicies of one ModelDeployment: its servers', and its router's when it has one."""
+    """The NetworkPolicies of one ModelDeployment: its servers', its router's when it has one, its
+    label joiner's when it has one (`joiner`: spec.effectiveness is on)."""
     policies = [build_server_network_policy(owner, options, behind_router=behind_router)]
     if behind_router:
         policies.append(build_router_network_policy(owner))
+    if joiner:
+        policies.append(build_joiner_network_policy(owner, options, behind_router=behind_router))
     return policies

@@ -410,10 +410,20 @@ class PodDisruptionBudgetSpec(SpecModel):
     min_available: int | str | None = None
 
 
-class Stream(SpecModel):
-    """Stream inference from Kafka (docs/stream.md): per revision, pods running `modeldeploy stream`."""
+class KafkaConnection(SpecModel):
+    """How pods reach a Kafka cluster: shared by spec.stream and spec.effectiveness.labels.kafka. The
+    Secret's keys are mounted as files the clients read (domain/stream.py: secret_items)."""
 
     bootstrap_servers: str = Field(min_length=3, max_length=2048)
+    security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: KafkaSaslMechanism | None = None
+    secret_name: str | None = Field(default=None, min_length=1, max_length=253)
+    client_certificate: bool = False
+
+
+class Stream(KafkaConnection):
+    """Stream inference from Kafka (docs/stream.md): per revision, pods running `modeldeploy stream`."""
+
     input_topic: str = Field(min_length=1, max_length=249, pattern=TOPIC_PATTERN)
     output_topic: str = Field(min_length=1, max_length=249, pattern=TOPIC_PATTERN)
     dead_letter_topic: str = Field(default="", max_length=249, pattern=OPTIONAL_TOPIC_PATTERN)
@@ -421,10 +431,6 @@ class Stream(SpecModel):
     consumer_group: str = Field(default="", max_length=200, pattern=OPTIONAL_TOPIC_PATTERN)
     replicas: int = Field(default=1, ge=1, le=256)
     partitions: int | None = Field(default=None, ge=1, le=10_000)
-    security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
-    sasl_mechanism: KafkaSaslMechanism | None = None
-    secret_name: str | None = Field(default=None, min_length=1, max_length=253)
-    client_certificate: bool = False
     batch_max_records: int = Field(default=2000, ge=1, le=100_000)
     max_in_flight_batches: int = Field(default=4, ge=1, le=64)
 
@@ -499,6 +505,22 @@ class EffectivenessStore(SpecModel):
     """postgres: the Secret key with the DSN, mounted as a file (never an environment value)."""
 
 
+class LabelsKafka(KafkaConnection):
+    """A Kafka topic of labels the joiner consumes beside the feedback route (docs/effectiveness.md)."""
+
+    topic: str = Field(min_length=1, max_length=249, pattern=TOPIC_PATTERN)
+    consumer_group: str = Field(default="", max_length=200, pattern=OPTIONAL_TOPIC_PATTERN)
+
+    def group(self, namespace: str, deployment_name: str) -> str:
+        return self.consumer_group or f"modeldeploy-{namespace}-{deployment_name}-labels"
+
+
+class EffectivenessLabels(SpecModel):
+    """Where labels come from besides POST /v2/models/<name>/feedback on the router."""
+
+    kafka: LabelsKafka | None = None
+
+
 class Effectiveness(SpecModel):
     """Delayed labels joined to predictions (docs/effectiveness.md): a label joiner per ModelDeployment,
     prediction records from its model servers, and the feedback route on its router."""
@@ -511,6 +533,7 @@ class Effectiveness(SpecModel):
     min_labels_per_arm: int = Field(default=200, ge=1, le=10_000_000)
     """A/B verdicts are Inconclusive while an arm has fewer labels."""
     store: EffectivenessStore = Field(default_factory=EffectivenessStore)
+    labels: EffectivenessLabels = Field(default_factory=EffectivenessLabels)
     resources: Resources | None = None
     """The joiner container's requests and limits; None: 50m CPU and 128Mi memory requested."""
 

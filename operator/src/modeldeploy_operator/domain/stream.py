@@ -27,12 +27,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic_settings import BaseSettings
 
 from modeldeploy_contract.stream_settings import StreamSettings
 
 from .rollout.model import Plan
-from .spec import ModelDeploymentSpec, Stream
+from .spec import KafkaConnection, ModelDeploymentSpec, Stream
 
 StreamRole = Literal["output", "shadow"]
 SECRET_MOUNT = "/var/run/secrets/modeldeploy/kafka"  # noqa: S105 - a path, not a secret
@@ -108,9 +110,7 @@ def stream_settings_for(
     """The typed settings of one revision's stream pods; secrets as mounted files, never values."""
     group = stream.group(namespace, deployment_name)
     output = revision.role == "output"
-    protocol = stream.security_protocol
-    secret = stream.secret_name is not None
-    values: dict[str, object] = {
+    values: dict[str, Any] = {
         "bootstrap_servers": stream.bootstrap_servers,
         "input_topic": stream.input_topic,
         "output_topic": stream.output_topic if output else stream.shadow,
@@ -122,31 +122,45 @@ def stream_settings_for(
         "revision": revision.revision,
         "batch_max_records": stream.batch_max_records,
         "max_in_flight_batches": stream.max_in_flight_batches,
+        **connection_values(stream),
+    }
+    # Every field explicitly: BaseSettings would fill the rest from the operator's own environment.
+    return StreamSettings(**(settings_defaults(StreamSettings) | values))
+
+
+def settings_defaults(settings: type[BaseSettings]) -> dict[str, Any]:
+    """Every optional field of a settings class at its default (so none is read from the environment)."""
+    return {
+        n: f.get_default(call_default_factory=True)
+        for n, f in settings.model_fields.items()
+        if not f.is_required()
+    }
+
+
+def connection_values(conn: KafkaConnection) -> dict[str, Any]:
+    """The KafkaClientSettings fields of a connection: secrets as files under SECRET_MOUNT, never values."""
+    protocol = conn.security_protocol
+    secret = conn.secret_name is not None
+    return {
+        "bootstrap_servers": conn.bootstrap_servers,
         "security_protocol": protocol,
-        "sasl_mechanism": stream.sasl_mechanism,
+        "sasl_mechanism": conn.sasl_mechanism,
         "ssl_ca_file": f"{SECRET_MOUNT}/ca.crt" if secret and protocol.endswith("SSL") else None,
-        "ssl_cert_file": f"{SECRET_MOUNT}/tls.crt" if stream.client_certificate else None,
-        "ssl_key_file": f"{SECRET_MOUNT}/tls.key" if stream.client_certificate else None,
+        "ssl_cert_file": f"{SECRET_MOUNT}/tls.crt" if conn.client_certificate else None,
+        "ssl_key_file": f"{SECRET_MOUNT}/tls.key" if conn.client_certificate else None,
         "sasl_username_file": f"{SECRET_MOUNT}/username" if protocol.startswith("SASL") else None,
         "sasl_password_file": f"{SECRET_MOUNT}/password" if protocol.startswith("SASL") else None,
     }
-    defaults = {
-        n: f.get_default(call_default_factory=True)
-        for n, f in StreamSettings.model_fields.items()
-        if not f.is_required()
-    }
-    # Every field explicitly: BaseSettings would fill the rest from the operator's own environment.
-    return StreamSettings(**(defaults | values))
 
 
-def secret_items(stream: Stream) -> list[dict[str, str]]:
-    """The keys of spec.stream.secretName the pods need, by protocol (a missing key fails the mount,
-    which the pod's Events name: clearer than a client failing later)."""
-    protocol = stream.security_protocol
+def secret_items(conn: KafkaConnection) -> list[dict[str, str]]:
+    """The keys of a Kafka connection's secretName the pods need, by protocol (a missing key fails the
+    mount, which the pod's Events name: clearer than a client failing later)."""
+    protocol = conn.security_protocol
     keys: list[str] = []
     if protocol.endswith("SSL"):
         keys.append("ca.crt")
-    if stream.client_certificate:
+    if conn.client_certificate:
         keys += ["tls.crt", "tls.key"]
     if protocol.startswith("SASL"):
         keys += ["username", "password"]

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from .durations import parse_duration
 from .pods import PodDefaults, owned_name_errors, with_pod_defaults
 from .quantity import parse_quantity
-from .spec import FIELD_PATTERN, ModelDeploymentSpec, Resources
+from .spec import FIELD_PATTERN, KafkaConnection, ModelDeploymentSpec, Resources
 
 MAX_NAME_LENGTH = 40
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -230,16 +230,20 @@ def _check_stream(spec: ModelDeploymentSpec) -> Iterator[str]:
         if topic in seen:
             yield f"spec.stream.{field_name}: {topic!r} is also spec.stream.{seen[topic]} (defaults included)"
         seen.setdefault(topic, field_name)
-    if stream.security_protocol.startswith("SASL") and stream.sasl_mechanism is None:
-        yield f"spec.stream.saslMechanism: required with securityProtocol {stream.security_protocol}"
-    if stream.security_protocol.startswith("SASL") and stream.secret_name is None:
-        yield "spec.stream.secretName: required with a SASL securityProtocol (keys username and password)"
-    if stream.client_certificate and not (
-        stream.security_protocol.endswith("SSL") and stream.secret_name is not None
-    ):
-        yield "spec.stream.clientCertificate: needs an SSL or SASL_SSL securityProtocol and a secretName"
+    yield from _check_kafka_connection("spec.stream", stream)
     if stream.partitions is not None and stream.replicas > stream.partitions:
         yield f"spec.stream.replicas: {stream.replicas} exceeds spec.stream.partitions ({stream.partitions})"
+
+
+def _check_kafka_connection(where: str, conn: KafkaConnection) -> Iterator[str]:
+    """The CEL rules of a Kafka connection (spec.stream, spec.effectiveness.labels.kafka)."""
+    if conn.security_protocol.startswith("SASL") and conn.sasl_mechanism is None:
+        yield f"{where}.saslMechanism: required with securityProtocol {conn.security_protocol}"
+    if conn.security_protocol.startswith("SASL") and conn.secret_name is None:
+        yield f"{where}.secretName: required with a SASL securityProtocol (keys username and password)"
+    tls = conn.security_protocol.endswith("SSL")
+    if conn.client_certificate and not (tls and conn.secret_name is not None):
+        yield f"{where}.clientCertificate: needs an SSL or SASL_SSL securityProtocol and a secretName"
 
 
 def _check_prediction_log(spec: ModelDeploymentSpec) -> Iterator[str]:
@@ -279,6 +283,8 @@ def _check_effectiveness(spec: ModelDeploymentSpec) -> Iterator[str]:
         yield f"spec.effectiveness.retention: {eff.retention!r} must be longer than 0s"
     if eff.resources is not None:
         yield from _check_quantities("spec.effectiveness.resources", eff.resources)
+    if eff.labels.kafka is not None:
+        yield from _check_kafka_connection("spec.effectiveness.labels.kafka", eff.labels.kafka)
     names = {v.name for v in spec.effective_variants()}
     if eff.control_variant is not None and eff.control_variant not in names:
         known = ", ".join(sorted(names))

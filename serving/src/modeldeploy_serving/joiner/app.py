@@ -2,6 +2,7 @@
 
     POST /v1/predictions   prediction records (one, or {"predictions": [...]}): the intake
     POST /v1/feedback      labels (one, or {"labels": [...]}), keyed by the request id the caller got
+    (Kafka)                the same label records from a topic, when MODELDEPLOY_LABELS_TOPIC is set
     GET  /v1/effectiveness the statistics summary (JSON; ?fresh=1 recomputes now)
     GET  /metrics          Prometheus metrics
     GET  /healthz /readyz
@@ -30,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modeldeploy_contract.effectiveness import EffectivenessSummary
 from modeldeploy_contract.joiner_settings import JoinerSettings
+from modeldeploy_contract.stream_settings import LabelTopicSettings, label_topic_settings
 from modeldeploy_serving.joiner.metrics import JoinerMetrics
 from modeldeploy_serving.joiner.parse import (
     BodyError,
@@ -67,8 +69,12 @@ def database_url(settings: JoinerSettings) -> str:
 class Joiner:
     """Predictions and labels in, statistics out; the store is used from one thread only."""
 
-    def __init__(self, settings: JoinerSettings, clock: Clock = time.time) -> None:
+    def __init__(
+        self, settings: JoinerSettings, clock: Clock = time.time, labels: LabelTopicSettings | None = None
+    ) -> None:
+        """`labels`: a Kafka topic of labels consumed beside POST /v1/feedback (labels_kafka.py)."""
         self.settings = settings
+        self.labels = labels
         self.clock = clock
         self.metrics = JoinerMetrics()
         self.store: SqlStore | None = None
@@ -76,6 +82,8 @@ class Joiner:
         self._tasks: list[asyncio.Task[None]] = []
         self._summary: EffectivenessSummary | None = None
         self._summary_lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._label_task: asyncio.Task[None] | None = None
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
@@ -91,8 +99,17 @@ class Joiner:
         log.info("joiner store open (%s)", self.store.dialect.name)
         if background:
             self._tasks.append(asyncio.create_task(self._purge_forever()))
+            if self.labels is not None:
+                from modeldeploy_serving.joiner.labels_kafka import LabelTopicConsumer
+
+                consumer = LabelTopicConsumer(self.labels, self)
+                self._label_task = asyncio.create_task(consumer.run(self._stopping))
+                self._tasks.append(self._label_task)
 
     async def stop(self) -> None:
+        self._stopping.set()  # the label consumer finishes its batch (stored and committed, or neither)
+        if self._label_task is not None:
+            await asyncio.wait([self._label_task], timeout=30)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -122,7 +139,12 @@ class Joiner:
         return self._answer(results, "stored", self.metrics.predictions)
 
     async def add_feedback(self, body: bytes) -> dict[str, Any]:
-        items = self._parse(parse_feedback, body)
+        return await self.join_feedback(self._parse(parse_feedback, body))
+
+    async def join_feedback(self, items: list[Feedback | Invalid]) -> dict[str, Any]:
+        """Labels of one request (or of one batch of a label topic; indices unique) joined in one
+        transaction, answered item by item; HTTPProblemError(503) when the store failed (then none
+        was stored)."""
         labels = [i for i in items if isinstance(i, Feedback)]
         store = self._store()
         statuses = await self._write(store.join_labels, labels, self.clock(), self.settings.retention_seconds)
@@ -242,9 +264,13 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(settings: JoinerSettings | None = None, clock: Clock = time.time) -> FastAPI:
+def create_app(
+    settings: JoinerSettings | None = None,
+    clock: Clock = time.time,
+    labels: LabelTopicSettings | None = None,
+) -> FastAPI:
     settings = settings or JoinerSettings()
-    joiner = Joiner(settings, clock)
+    joiner = Joiner(settings, clock, labels)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -305,7 +331,7 @@ def main(settings: JoinerSettings | None = None) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, labels=label_topic_settings()),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),

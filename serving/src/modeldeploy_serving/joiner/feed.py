@@ -10,6 +10,10 @@ drops and counts when it is full: the joiner is slower than the traffic or down)
 thread turns them into JSON and POSTs them in batches; a batch the joiner refuses is dropped and
 counted. A request of n rows gives n records: the request id for one row, `<id>:<row>` for more
 (docs/effectiveness.md).
+
+Stream pods (`modeldeploy stream`, output role) feed it too, one scored batch at a time (`add_many`):
+each input record is one request under the request id of its output record, so a stream prediction
+is labelled exactly like a REST one.
 """
 
 from __future__ import annotations
@@ -50,29 +54,54 @@ def records_of(
     probabilities = prediction.outputs.get("probabilities")
     if probabilities is None or probabilities.ndim != 2 or probabilities.shape[1] < 2:
         return []
+    return records_of_many(
+        [request_id], [int(probabilities.shape[0])], prediction, settings, model_version, at
+    )
+
+
+def records_of_many(
+    request_ids: list[str],
+    rows: list[int],
+    prediction: Any,
+    settings: JoinerFeedSettings,
+    model_version: str,
+    at: float,
+) -> list[dict[str, Any]]:
+    """The joiner records of several requests scored as one batch: request_ids[i] owns the next
+    rows[i] rows of the prediction's outputs (a stream batch). None for a regressor."""
+    probabilities = prediction.outputs.get("probabilities")
+    if probabilities is None or probabilities.ndim != 2 or probabilities.shape[1] < 2:
+        return []
+    if sum(rows) != probabilities.shape[0]:
+        raise ValueError(f"{sum(rows)} rows of requests for {probabilities.shape[0]} rows of outputs")
     predicted = np.argmax(probabilities, axis=1).tolist()
     classes = int(probabilities.shape[1])
-    rows = len(predicted)
     if classes == 2:
         scores = probabilities[:, 1].tolist()
     else:
-        scores = probabilities[np.arange(rows), predicted].tolist()
+        scores = probabilities[np.arange(len(predicted)), predicted].tolist()
+    common = {
+        "deployment": settings.deployment,
+        "variant": settings.variant,
+        "revision": settings.revision,
+        "model_version": model_version,
+    }
     out = []
-    for i in range(rows):
-        out.append(
-            {
-                "request_id": request_id if rows == 1 else f"{request_id}:{i}",
-                "deployment": settings.deployment,
-                "variant": settings.variant,
-                "revision": settings.revision,
-                "model_version": model_version,
-                # float32 probabilities may round a hair outside [0, 1]; the joiner refuses those
-                "score": min(1.0, max(0.0, float(scores[i]))),
-                "label": int(predicted[i]),
-                "classes": classes,
-                "time": at,
-            }
-        )
+    row = 0
+    for request_id, n in zip(request_ids, rows, strict=True):
+        for i in range(n):
+            out.append(
+                {
+                    "request_id": request_id if n == 1 else f"{request_id}:{i}",
+                    **common,
+                    # float32 probabilities may round a hair outside [0, 1]; the joiner refuses those
+                    "score": min(1.0, max(0.0, float(scores[row]))),
+                    "label": int(predicted[row]),
+                    "classes": classes,
+                    "time": at,
+                }
+            )
+            row += 1
     return out
 
 
@@ -93,7 +122,10 @@ class JoinerFeed:
         self._post = post or http_post(settings)
         self._count = count or (lambda _outcome, _n: None)
         self._clock = clock
-        self._buffer: deque[tuple[str, str, Any, float]] = deque()
+        # (request ids, rows of each or None for a single request, model version, prediction, time)
+        self._buffer: deque[tuple[list[str], list[int] | None, str, Any, float]] = deque()
+        self._queued = 0  # requests in the buffer (a stream batch is many); capacity bounds it
+        self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
         self.dropped = 0
@@ -104,29 +136,50 @@ class JoinerFeed:
 
     def add(self, request_id: str, model_version: str, prediction: Any) -> bool:
         """Queue one answered request; never blocks, never raises."""
-        if len(self._buffer) >= self.settings.capacity:
-            self.dropped += 1
-            self._count("dropped", 1)
+        return self._queue([request_id], None, model_version, prediction)
+
+    def add_many(self, request_ids: list[str], rows: list[int], model_version: str, prediction: Any) -> bool:
+        """Queue a batch of requests scored by one model call (stream mode): request_ids[i] owns the
+        next rows[i] rows of `prediction`. All or nothing against the capacity; never blocks."""
+        return self._queue(list(request_ids), list(rows), model_version, prediction)
+
+    def _queue(self, ids: list[str], rows: list[int] | None, version: str, prediction: Any) -> bool:
+        n = len(ids)
+        with self._lock:
+            full = self._queued + n > self.settings.capacity
+            if not full:
+                self._queued += n
+                self._buffer.append((ids, rows, version, prediction, self._clock()))
+                queued = self._queued
+        if full:
+            self.dropped += n
+            self._count("dropped", n)
             return False
-        self._buffer.append((request_id, model_version, prediction, self._clock()))
-        if len(self._buffer) == self.settings.batch:
+        if queued >= self.settings.batch:
             self._wake.set()
         return True
 
     def _drain(self) -> None:
+        batch = self.settings.batch
         while True:
             self._wake.wait(0.1)
             self._wake.clear()
             while self._buffer:
                 records: list[dict[str, Any]] = []
-                while self._buffer and len(records) < self.settings.batch:
-                    rid, version, prediction, at = self._buffer.popleft()
+                while self._buffer and len(records) < batch:
+                    with self._lock:
+                        ids, rows, version, prediction, at = self._buffer.popleft()
+                        self._queued -= len(ids)
                     try:
-                        records += records_of(rid, prediction, self.settings, version, at)
+                        if rows is None:
+                            records += records_of(ids[0], prediction, self.settings, version, at)
+                        else:
+                            records += records_of_many(ids, rows, prediction, self.settings, version, at)
                     except Exception:  # one odd prediction must not stop the feed
-                        log.exception("joiner record of %s failed", rid)
-                if records:
-                    self._send(records)
+                        log.exception("joiner records of %s failed", ids[0] if ids else "?")
+                # a stream batch may hold more records than one POST may carry
+                for start in range(0, len(records), batch):
+                    self._send(records[start : start + batch])
             if self._stop:
                 return
 

@@ -110,5 +110,13 @@ class JoinerMetrics:
             ["code"],
             registry=self.registry,
         )
+        self.label_batches = Counter(
+            "modeldeploy_joiner_label_topic_batches",
+            "Batches of the label topic, by result (committed: stored then committed; store_failed: "
+            "nothing stored or committed, consumed again; commit_failed: stored, may come again as "
+            "duplicates).",
+            ["result"],
+            registry=self.registry,
+        )
         self.summary = SummaryCollector()
         self.registry.register(self.summary)

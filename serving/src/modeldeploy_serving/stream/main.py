@@ -16,12 +16,14 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from modeldeploy_contract.joiner_settings import JoinerFeedSettings
 from modeldeploy_contract.predlog_settings import PredictionLogSettings
 from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_contract.stream_settings import StreamSettings
 from modeldeploy_serving import metrics
 from modeldeploy_serving.app import build_api
 from modeldeploy_serving.dataplane import DataPlane
+from modeldeploy_serving.joiner.feed import open_feed
 from modeldeploy_serving.predlog import open_prediction_log
 from modeldeploy_serving.stream.runner import StreamError, StreamRunner
 
@@ -40,7 +42,11 @@ async def serve_stream(server: ServerSettings, stream: StreamSettings) -> int:
     dataplane = DataPlane(server)
     log_settings = PredictionLogSettings()  # spec.predictionLog, as on the REST pods
     prediction_log = open_prediction_log(log_settings, metrics.prediction_log_count)
-    runner = StreamRunner(stream, dataplane, prediction_log, (log_settings.deployment, log_settings.variant))
+    # spec.effectiveness: the output role's pods record their predictions to the joiner, as REST pods do
+    feed = open_feed(JoinerFeedSettings(), metrics.joiner_feed_count)
+    runner = StreamRunner(
+        stream, dataplane, prediction_log, (log_settings.deployment, log_settings.variant), feed
+    )
     api = build_api(server, dataplane, owns_dataplane=False)
     http = _HttpServer(
         uvicorn.Config(
@@ -70,6 +76,8 @@ async def serve_stream(server: ServerSettings, stream: StreamSettings) -> int:
         await dataplane.stop()
         if prediction_log is not None:
             prediction_log.close()  # write what is buffered (bounded in time)
+        if feed is not None:
+            feed.close()  # send what is buffered (bounded in time)
         metrics.worker_exited()
     return code
 

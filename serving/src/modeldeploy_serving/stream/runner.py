@@ -33,6 +33,7 @@ from typing import Any
 from modeldeploy_contract.stream_settings import StreamSettings
 from modeldeploy_serving import metrics
 from modeldeploy_serving.dataplane import DataPlane
+from modeldeploy_serving.joiner.feed import JoinerFeed
 from modeldeploy_serving.model import LoadedModel
 from modeldeploy_serving.predlog import PiiPolicy, PredictionLog, dumps, sampled
 from modeldeploy_serving.rows import ListRows
@@ -78,12 +79,16 @@ class StreamRunner:
         dataplane: DataPlane,
         prediction_log: PredictionLog | None = None,
         log_labels: tuple[str, str] = ("", ""),
+        feed: JoinerFeed | None = None,
     ) -> None:
         """`prediction_log`: one record per input record, REST's shape (docs/serving.md); `log_labels`:
-        the (ModelDeployment, variant) written into them."""
+        the (ModelDeployment, variant) written into them. `feed`: the label joiner's prediction
+        records (spec.effectiveness), one per scored input record under its output record's request
+        id, as the REST servers send them."""
         self.settings = settings
         self.dataplane = dataplane
         self.plog = prediction_log
+        self.feed = feed
         self.log_labels = log_labels
         self.state = "starting"
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -440,6 +445,7 @@ class StreamRunner:
         good, parsed, ids, bad = self._parse(batch, parser)
         values: list[bytes] = []
         outputs: dict[str, Any] = {}
+        prediction: Any = None
         if parsed:
             try:
                 prediction = await self.dataplane.infer(assemble(parsed))
@@ -471,6 +477,9 @@ class StreamRunner:
         batch.produced.set_result(None)
         if self.plog is not None:
             self._log(self.plog, batch, model, parsed if values else [], ids, outputs, bad)
+        if self.feed is not None and values:
+            # never blocks: a full buffer drops and counts (modeldeploy_joiner_feed_records_total)
+            self.feed.add_many(ids, [p.rows for p in parsed], model.version, prediction)
         if good:
             metrics.STREAM_RECORDS.labels(*labels, "scored").inc(len(good))
         if bad:
