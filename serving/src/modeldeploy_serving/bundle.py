@@ -74,6 +74,18 @@ class OutputSpec(_Strict):
     shape: list[int]
 
 
+class PackChoice(_Strict):
+    """What `modeldeploy pack` chose to serve and why (information: the server decides from the files
+    and its settings; a bundle with a checked ONNX export is served through onnxruntime by default)."""
+
+    runtime: Literal["onnxruntime", "xgboost"]
+    onnx: Literal["model", "given", "exported", "none"]
+    """Where the served ONNX came from: the --model itself, --onnx, pack's own export, or none."""
+    reason: str = Field(max_length=1000)
+    parity_max_abs_diff: float | None = None
+    parity_rows: int = Field(default=0, ge=0)
+
+
 class Manifest(_Strict):
     """manifest.json of a bundle."""
 
@@ -89,6 +101,8 @@ class Manifest(_Strict):
     files: BundleFiles
     created_by: dict[str, str] = Field(default_factory=dict)
     """Tool versions that made the bundle (information only)."""
+    packed: PackChoice | None = None
+    """pack's runtime choice (absent in bundles packed before pack exported ONNX itself)."""
 
     @property
     def feature_names(self) -> list[str]:

@@ -3,7 +3,7 @@
     modeldeploy serve --model-uri URI [--name NAME] [--host H] [--port P] [--workers N]
     modeldeploy stream --model-uri URI --bootstrap-servers HOSTS --input-topic T --output-topic T
                        --group G [--dead-letter-topic T] [--revision R] [--name NAME] [--port P]
-    modeldeploy pack --model FILE [--onnx FILE] --train-data FILE [--validation-data FILE]
+    modeldeploy pack --model FILE [--onnx FILE | --no-onnx] --train-data FILE [--validation-data FILE]
                      [--label COLUMN] --name NAME --version V --out DIR [--golden-data FILE]
     modeldeploy preflight --bundle DIR|URI --url URL [--stable-url URL] [--format json|text]
     modeldeploy joiner [--host H] [--port P] [--database sqlite:///PATH|postgresql://...]
@@ -125,6 +125,7 @@ def _pack(args: argparse.Namespace) -> int:
             force=args.force,
             golden_data=args.golden_data,
             golden_tolerance=args.golden_tolerance,
+            export_onnx=not args.no_onnx,
         )
     except (PackError, TableError, OSError, ValueError) as exc:
         print(f"modeldeploy pack: {exc}", file=sys.stderr)
@@ -140,6 +141,17 @@ def _pack(args: argparse.Namespace) -> int:
         else ""
     )
     print(f"packed {result.out} (manifest sha256 {result.digest}{parity}{golden})")
+    choice = result.choice
+    if choice is not None:
+        print(f"runtime: {choice.runtime} ({choice.reason})")
+        if choice.runtime == "xgboost" and not args.no_onnx:
+            # The bundle is good, only slower per call: say so where scripts and people look for trouble.
+            print(
+                f"modeldeploy pack: note: packed for the xgboost runtime, {choice.reason}; "
+                "give --onnx FILE with your own export for the faster onnxruntime, "
+                "or --no-onnx to ask for xgboost only",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -217,7 +229,14 @@ def _add_bundle_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     """The commands about one bundle: pack writes it, preflight judges a server against it."""
     p = sub.add_parser("pack", help="write a model bundle with its reference profile")
     p.add_argument("--model", type=Path, required=True, help="XGBoost .ubj/.json, or an .onnx model")
-    p.add_argument("--onnx", type=Path, help="ONNX export of the XGBoost model (checked for parity)")
+    onnx = p.add_mutually_exclusive_group()
+    onnx.add_argument("--onnx", type=Path, help="ONNX export of the XGBoost model (checked for parity)")
+    onnx.add_argument(
+        "--no-onnx",
+        action="store_true",
+        help="XGBoost models: pack for the xgboost runtime only (by default pack exports ONNX itself, "
+        "checks it and serves it through onnxruntime, falling back to xgboost when it cannot)",
+    )
     p.add_argument("--train-data", type=Path, required=True, help="CSV or Parquet, features in model order")
     p.add_argument("--validation-data", type=Path, help="CSV or Parquet held out from training")
     p.add_argument("--label", help="label column to leave out of the features")

@@ -284,6 +284,7 @@ def churn_bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     pack(
         model=artifacts / "model.ubj",
         onnx=None,
+        export_onnx=False,  # an xgboost-only bundle (pack exports ONNX itself by default)
         train_data=artifacts / "train.csv",
         validation_data=None,
         label="retained",

@@ -57,7 +57,8 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> Bundles:
         "name": "churn",
         "version": "v1",
     }
-    pack(model=artifacts / "model.ubj", onnx=None, out=root / "xgb-only", **common)  # type: ignore[arg-type]
+    # export_onnx=False: pack would otherwise export ONNX itself (the default since issue 13)
+    pack(model=artifacts / "model.ubj", onnx=None, export_onnx=False, out=root / "xgb-only", **common)  # type: ignore[arg-type]
     pack(model=artifacts / "model.onnx", onnx=None, out=root / "onnx-only", **common)  # type: ignore[arg-type]
     return Bundles(
         root=root,

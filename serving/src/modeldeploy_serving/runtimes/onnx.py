@@ -55,13 +55,56 @@ def reject_external_data(model_bytes: bytes) -> Any:
     return model
 
 
+def unzip_maps(model: Any) -> bool:
+    """Serve a classifier's ZipMap output as the [N, C] probabilities tensor it is made from.
+
+    skl2onnx and onnxmltools end classifiers with ZipMap by default: probabilities as a sequence of
+    {class: probability} maps, one per row, which onnxruntime hands to Python as a list of dicts (a
+    dict built per row) and which a V2 tensor cannot carry. ZipMap only relabels its input, so each
+    ZipMap that feeds a graph output is removed and its input becomes that output: the same numbers,
+    in class order (ZipMap's classlabels are the columns, in order). Edits `model` in place; True when
+    it changed. A ZipMap whose output feeds another node is left alone.
+    """
+    import onnx
+
+    graph = model.graph
+    consumed = {name for node in graph.node for name in node.input}
+    outputs = {o.name: i for i, o in enumerate(graph.output)}
+    changed = False
+    for node in list(graph.node):
+        if node.op_type != "ZipMap" or node.domain != "ai.onnx.ml" or len(node.output) != 1:
+            continue
+        out = node.output[0]
+        if out not in outputs or out in consumed:
+            continue
+        labels = next(
+            (
+                len(a.ints) or len(a.strings)
+                for a in node.attribute
+                if a.name in ("classlabels_int64s", "classlabels_strings")
+            ),
+            None,
+        )
+        tensor = onnx.helper.make_tensor_value_info(node.input[0], onnx.TensorProto.FLOAT, [None, labels])
+        graph.output[outputs[out]].CopyFrom(tensor)
+        graph.node.remove(node)
+        changed = True
+    return changed
+
+
+def _servable_bytes(model_bytes: bytes) -> bytes:
+    """The model after the external-data check, with ZipMap outputs unzipped (see unzip_maps)."""
+    model = reject_external_data(model_bytes)
+    return bytes(model.SerializeToString()) if unzip_maps(model) else model_bytes
+
+
 class OnnxRuntime:
     name = "onnxruntime"
 
     def __init__(self, model_bytes: bytes, n_features: int, task: str, threads: int = 1) -> None:
         import onnxruntime as ort
 
-        reject_external_data(model_bytes)
+        model_bytes = _servable_bytes(model_bytes)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -112,7 +155,7 @@ class OnnxRuntime:
         """classification if the model has an [N, C] float output, else regression (used by pack)."""
         import onnxruntime as ort
 
-        session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(_servable_bytes(model_bytes), providers=["CPUExecutionProvider"])
         for o in session.get_outputs():
             if o.type == "tensor(float)" and len(o.shape) == 2 and o.shape[1] != 1:
                 return "classification"
