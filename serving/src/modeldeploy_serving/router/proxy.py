@@ -28,7 +28,6 @@ from modeldeploy_serving.router.state import Arm, RouterState, Snapshot
 from modeldeploy_serving.router.sticky import body_key, header_value
 from modeldeploy_serving.router.upstream import (
     BadResponseError,
-    Budget,
     ConnectFailedError,
     OverBudgetError,
     Response,
@@ -73,51 +72,27 @@ class ClientGoneError(Exception):
     """The client disconnected before its whole body arrived: nothing may be forwarded."""
 
 
-class BodyOverBudgetError(Exception):
-    """The body's bytes, counted as they arrive, would take the router beyond its byte budget."""
-
-
-async def _read_body(receive: Receive, limit: int, budget: Budget | None = None) -> bytes:
-    """The whole body, at most `limit` bytes. With `budget` (reserve, release) every message's bytes
-    are reserved as they arrive, so that bodies being read count too (not only bodies read whole: 64
-    chunked 1 MiB bodies read at once held 64 MiB beyond an 8 MiB budget); the caller then holds
-    len(body) bytes. On any error what was reserved is released."""
-    reserved = 0
-
-    def take(size: int) -> None:
-        nonlocal reserved
-        if budget is not None:
-            if not budget[0](size):
-                raise BodyOverBudgetError
-            reserved += size
-
-    try:
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    message = await receive()
+    if message["type"] != "http.request":
+        raise ClientGoneError
+    body: bytes = message.get("body", b"")
+    if len(body) > limit:
+        raise BodyTooLargeError
+    if not message.get("more_body", False):
+        return body  # the common case: one message, no copy
+    parts = [body]
+    size = len(body)
+    while message.get("more_body", False):
         message = await receive()
-        if message["type"] != "http.request":
+        if message["type"] != "http.request":  # http.disconnect: the body is truncated
             raise ClientGoneError
-        body: bytes = message.get("body", b"")
-        if len(body) > limit:
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
             raise BodyTooLargeError
-        take(len(body))
-        if not message.get("more_body", False):
-            return body  # the common case: one message, no copy
-        parts = [body]
-        size = len(body)
-        while message.get("more_body", False):
-            message = await receive()
-            if message["type"] != "http.request":  # http.disconnect: the body is truncated
-                raise ClientGoneError
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLargeError
-            take(len(chunk))
-            parts.append(chunk)
-        return b"".join(parts)
-    except BaseException:
-        if budget is not None and reserved:
-            budget[1](reserved)
-        raise
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
@@ -265,10 +240,7 @@ class RouterApp:
         self.active += 1
         try:
             try:
-                body = await _read_body(receive, self.max_body_bytes, (self._reserve, self._release))
-            except BodyOverBudgetError:
-                await self._refuse(send, 503, "over_budget", "the router holds too many bytes; retry later")
-                return
+                body = await _read_body(receive, self.max_body_bytes)
             except BodyTooLargeError:
                 await self._refuse(
                     send, 413, "body_too_large", f"request body exceeds {self.max_body_bytes} bytes"
@@ -277,7 +249,10 @@ class RouterApp:
             except ClientGoneError:
                 self.metrics.refused.labels("client_gone").inc()
                 return  # nothing to answer, nothing forwarded
-            held = len(body)  # reserved while it was read
+            held = len(body)
+            if not self._reserve(held):
+                await self._refuse(send, 503, "over_budget", "the router holds too many bytes; retry later")
+                return
             try:
                 await self._exchange(scope, receive, send, body)
             finally:
