@@ -54,9 +54,7 @@ import datetime as dt
 import json
 import math
 import os
-import signal
 import ssl
-import subprocess
 import sys
 import tempfile
 import threading
@@ -80,6 +78,13 @@ from modeldeploy_testcluster import controlplane, nodes  # noqa: E402
 from modeldeploy_testcluster.kubeconfig import write_kubeconfig  # noqa: E402
 from modeldeploy_testcluster.layout import Layout, binaries_dir, cache_dir, default_layout  # noqa: E402
 from modeldeploy_testcluster.pki import ClusterPKI  # noqa: E402
+from modeldeploy_testcluster.private import (  # noqa: E402
+    Process,
+    log,
+    private_control_plane,
+    wait_until,
+)
+from modeldeploy_testcluster.private import free_port as _free_port  # noqa: E402
 
 SYSTEM_NAMESPACE = "scale-bench-system"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=modeldeploy"
@@ -189,26 +194,11 @@ REQUEST_CLASSES: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-
-def wait_until(what: str, probe: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def rfc3339(value: str | None) -> float | None:
@@ -218,166 +208,6 @@ def rfc3339(value: str | None) -> float | None:
 
 
 # --- the cluster, identities and the API server's counts -------------------------------------------
-
-
-@dataclass(frozen=True)
-class PrivateLayout:
-    """What the bench needs of a Layout, for its own control plane."""
-
-    state_dir: Path
-    apiserver_url: str
-    kwok_pod_cidr: str = "10.250.0.0/16"
-    kwok_node_count: int = 0
-
-    @property
-    def pki_dir(self) -> Path:
-        return self.state_dir / "pki"
-
-    @property
-    def admin_kubeconfig(self) -> Path:
-        return self.state_dir / "admin.kubeconfig"
-
-
-@contextlib.contextmanager
-def private_control_plane(work: Path) -> Iterator[PrivateLayout]:
-    """etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (the harness's binaries,
-    the same versions and the same API server flags that matter here: RBAC, service-account tokens,
-    API Priority and Fairness on by default) on 127.0.0.1, in `work`, for as long as the run: no
-    real node, no pod network, so it needs neither root nor the shared cluster's lock. Every pod of
-    the bench is on kwok nodes anyway, and kwok's pod addresses (10.250.0.0/16) are never dialled."""
-    state = work / "control-plane"
-    state.mkdir(parents=True)
-    pki = ClusterPKI(state / "pki")
-    pki.create(
-        serving_ips=["127.0.0.1", "10.97.0.1"],
-        serving_dns=["localhost"],
-        clients={"admin": ("modeldeploy-admin", "system:masters")},
-        servers={},
-    )
-    etcd_client, etcd_peer, port = _free_port(), _free_port(), _free_port()
-    layout = PrivateLayout(state, f"https://127.0.0.1:{port}")
-    kubeconfig = write_kubeconfig(
-        layout.admin_kubeconfig,
-        layout.apiserver_url,
-        pki.ca_cert,
-        "admin",
-        client_cert=pki.cert("admin"),
-        client_key=pki.key("admin"),
-    )
-    binary = lambda name: str(binaries_dir() / name)  # noqa: E731
-    processes: list[Process] = []
-
-    def start(name: str, argv: list[str]) -> None:
-        processes.append(Process(argv, {}, state / f"{name}.log"))
-        processes[-1].start()
-
-    try:
-        start(
-            "etcd",
-            [
-                binary("etcd"),
-                "--name=scale",
-                f"--data-dir={state / 'etcd'}",
-                f"--listen-client-urls=http://127.0.0.1:{etcd_client}",
-                f"--advertise-client-urls=http://127.0.0.1:{etcd_client}",
-                f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
-                f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
-                f"--initial-cluster=scale=http://127.0.0.1:{etcd_peer}",
-                "--unsafe-no-fsync",
-                "--log-level=warn",
-            ],
-        )
-        start(
-            "kube-apiserver",
-            [
-                binary("kube-apiserver"),
-                f"--etcd-servers=http://127.0.0.1:{etcd_client}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={port}",
-                f"--cert-dir={state / 'apiserver-certs'}",
-                f"--tls-cert-file={pki.cert('apiserver')}",
-                f"--tls-private-key-file={pki.key('apiserver')}",
-                f"--client-ca-file={pki.ca_cert}",
-                "--authorization-mode=Node,RBAC",
-                "--enable-admission-plugins=NodeRestriction",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={pki.sa_pub}",
-                f"--service-account-signing-key-file={pki.sa_key}",
-                "--service-cluster-ip-range=10.97.0.0/16",
-                "--profiling=false",
-                "--v=1",
-            ],
-        )
-        server = ApiServerCounts(layout)
-
-        def ready() -> bool:
-            try:
-                return server.get("/readyz") == "ok"
-            except OSError:
-                return False
-
-        wait_until("the private kube-apiserver", ready, 120, interval=0.5)
-        start(
-            "kube-controller-manager",
-            [
-                binary("kube-controller-manager"),
-                f"--kubeconfig={kubeconfig}",
-                f"--authentication-kubeconfig={kubeconfig}",
-                f"--authorization-kubeconfig={kubeconfig}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={_free_port()}",
-                f"--service-account-private-key-file={pki.sa_key}",
-                f"--root-ca-file={pki.ca_cert}",
-                f"--cluster-signing-cert-file={pki.ca_cert}",
-                f"--cluster-signing-key-file={pki.ca_key}",
-                "--controllers=*",
-                "--leader-elect=false",
-                "--v=1",
-            ],
-        )
-        start(
-            "kube-scheduler",
-            [
-                binary("kube-scheduler"),
-                f"--kubeconfig={kubeconfig}",
-                f"--authentication-kubeconfig={kubeconfig}",
-                f"--authorization-kubeconfig={kubeconfig}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={_free_port()}",
-                "--leader-elect=false",
-                "--v=1",
-            ],
-        )
-        start(
-            "kwok",
-            [
-                binary("kwok"),
-                f"--kubeconfig={kubeconfig}",
-                "--manage-all-nodes=false",
-                "--manage-nodes-with-label-selector=type=kwok",
-                f"--cidr={layout.kwok_pod_cidr}",
-                "--node-ip=127.0.0.1",
-                # Node leases: without them the node lifecycle controller finds no heartbeat after
-                # 50 s and marks every kwok pod NotReady (kwok then sets the node Ready again, not the pods).
-                "--node-lease-duration-seconds=40",
-            ],
-        )
-        api = nodes.admin_api(layout)  # type: ignore[arg-type]
-        wait_until("the default ServiceAccount", lambda: _default_service_account(api), 120, interval=0.5)
-        log(f"private control plane up at {layout.apiserver_url} (logs in {state})")
-        yield layout
-    finally:
-        for process in reversed(processes):
-            process.stop()
-
-
-def _default_service_account(api: client.ApiClient) -> bool:
-    try:
-        client.CoreV1Api(api).read_namespaced_service_account("default", "default")
-    except (client.ApiException, OSError):
-        return False
-    return True
 
 
 @contextlib.contextmanager
@@ -640,50 +470,6 @@ class Recorder:
 
 
 # --- a controller process ----------------------------------------------------------------------------
-
-
-@dataclass
-class Process:
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    started_at: float = 0.0
-
-    def start(self) -> None:
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "MODELDEPLOY_"))}
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv, env={**base, **self.env}, stdout=out, stderr=subprocess.STDOUT
-            )
-        self.started_at = time.time()
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def cpu_seconds(self) -> float:
-        assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-
-    def rss_mib(self) -> float:
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
 
 
 # --- the two sides -------------------------------------------------------------------------------------
@@ -1307,14 +1093,6 @@ def argo_side(api: client.ApiClient, layout: Layout, namespace: str, work: Path,
     ]
     process = Process(argv, {"POD_NAMESPACE": SYSTEM_NAMESPACE}, work / f"{who}.log")
     return ArgoSide("argo-rollouts", namespace, api, Recorder(), process)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -45,6 +45,8 @@ class Router:
         self.config_file = workdir / "router.json"
         self.endpoints_file = workdir / "endpoints.json"
         self.generation = 0
+        self.pid = 0
+        """The running router's process id."""
 
     def write_config(self, config: dict[str, Any]) -> RouterConfig:
         """Validate through the contract and replace the file atomically; bumps the generation."""
@@ -84,7 +86,8 @@ class Router:
             "MODELDEPLOY_ROUTER_MAX_RESPONSE_BYTES": str(RESPONSE_LIMIT),
             **(env or {}),
         }
-        with running(args, self.workdir / "router.log", env):
+        with running(args, self.workdir / "router.log", env) as process:
+            self.pid = process.pid
             wait_http(f"{self.url}/healthz")
             yield self
 

@@ -13,7 +13,8 @@ What the operator needs is derived from the code, not restated:
 - owner references with blockOwnerDeletion: `update` on modeldeployments/finalizers.
 The router's needs come from its sources: a list and a watch of EndpointSlices and of its ConfigMap.
 
-The cluster-level proof (remove each rule, see what breaks) is a cluster test the lead runs.
+The API-server-level proof (remove each rule, see the 403): test_operator_rbac_private.py, on a
+private control plane.
 """
 
 from __future__ import annotations

@@ -67,6 +67,11 @@ class RouterMetrics:
             ARM,
             registry=r,
         )
+        self.buffered_bytes = Gauge(
+            "modeldeploy_router_buffered_bytes",
+            "Request, response and shadow-copy bytes the router holds now (bounded by max_buffered_bytes).",
+            registry=r,
+        )
         self.config_generation = Gauge(
             "modeldeploy_router_config_generation",
             "ModelDeployment generation of the routing table in use.",

@@ -166,6 +166,7 @@ class RouterApp:
         self._sweeper: asyncio.Future[None] | None = None
         self.buffered = 0
         """Request, response and shadow-copy bytes held now (checked against max_buffered_bytes)."""
+        metrics.buffered_bytes.set_function(lambda: self.buffered)
         self._lifespan = lifespan
         self._arm_metrics: dict[str, tuple[Histogram, dict[int, Counter]]] = {}
         self._local: dict[str, Callable[[Send], Awaitable[None]]] = {
