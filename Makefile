@@ -11,6 +11,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CLUSTER := $(VENV)/bin/modeldeploy-cluster
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test`: the tests of the one local cluster share a worker (they hold its
+# lock), the rest spread over the others (tests/conftest.py groups them). 1 runs everything in order.
+TEST_WORKERS ?= 4
+XDIST = $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup,-p no:xdist)
 
 .PHONY: help
 help:  ## list the targets
@@ -66,11 +70,11 @@ fmt: $(VENV)/.installed  ## apply ruff's formatting and fixes
 
 .PHONY: test
 test: install  ## the whole test suite (starts the local control plane on demand)
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest $(XDIST) $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: $(VENV)/.installed  ## fast tests only: no cluster
-	$(VENV)/bin/pytest -m "not cluster" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest $(XDIST) -m "not cluster" $(PYTEST_ARGS)
 
 .PHONY: fuzz
 fuzz: $(VENV)/.installed  ## coverage-guided fuzzing of the V2/V1 decoders (FUZZ_SECONDS, default 600)

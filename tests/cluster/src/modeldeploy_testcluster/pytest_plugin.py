@@ -48,14 +48,27 @@ def pytest_runtestloop(session: pytest.Session) -> Iterator[None]:
     """Takes the cluster's lock before the first test when any selected test uses the cluster, and
     holds it to the end: the wait is outside every test, so pytest-timeout never counts it."""
     uses_cluster = any("local_cluster" in getattr(item, "fixturenames", ()) for item in session.items)
-    if not uses_cluster or session.config.option.collectonly:
+    if not uses_cluster or session.config.option.collectonly or hasattr(session.config, _XDIST_WORKER):
         return (yield)
     with _cluster_lock():
         return (yield)
 
 
+# Under pytest-xdist every worker collects every test, but only the one that runs the cluster tests
+# (they share one xdist group, tests/conftest.py) may hold the lock: that worker takes it in the
+# fixture, when its first cluster test starts (a wait there counts against that test's timeout).
+_XDIST_WORKER = "workerinput"
+
+
 @pytest.fixture(scope="session")
-def local_cluster() -> Iterator[Layout]:
+def local_cluster(request: pytest.FixtureRequest) -> Iterator[Layout]:
+    with contextlib.ExitStack() as stack:
+        if hasattr(request.config, _XDIST_WORKER):
+            stack.enter_context(_cluster_lock())
+        yield from _local_cluster()
+
+
+def _local_cluster() -> Iterator[Layout]:
     layout = default_layout()
     was_up = controlplane.is_healthy(layout)
     controlplane.up(layout)
