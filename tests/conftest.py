@@ -39,3 +39,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         group = _xdist_group(item)
         if group is not None and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(trylast=True)  # after xdist's hook has named each grouped test "<id>@<group>"
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Under `--dist loadgroup`, fail fast when the groups were not applied: the shared cluster's tests
+    would then spread over workers that wait on each other's lock (seen with pytest 9.2, which xdist
+    3.8 cannot rename tests in)."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    lost = [i.nodeid for i in session.items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
+    if lost:
+        raise pytest.UsageError(f"pytest-xdist did not group {len(lost)} tests, e.g. {lost[0]}")
