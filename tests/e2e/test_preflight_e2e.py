@@ -155,7 +155,9 @@ def test_a_bundle_swapped_after_packing_is_stopped_by_the_recorded_outputs(
     md = preflight_md(model_store, churn_bundles, "Immediate", {})
     create_mdep(kube_api, namespace, md)
     v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=180)["stableRevision"]
-    set_model(kube_api, namespace, model(model_store, churn_bundles, "9"))
+    # The swapped bundle keeps v2's manifest, version "v2" included: the spec says "2", as a user who
+    # packed v2 would (any other version is refused by the servers before preflight, ModelVersionMismatch).
+    set_model(kube_api, namespace, {**model(model_store, churn_bundles, "9"), "version": "2"})
     final, arms = watch_until_decided(kube_api, namespace, v1)
 
     entry = entry_of(final)
