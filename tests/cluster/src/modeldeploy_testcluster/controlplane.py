@@ -54,10 +54,44 @@ class ClusterError(RuntimeError):
     pass
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def controller_manager_args(binary: str, kubeconfig: Path, pki: ClusterPKI, *extra: str) -> list[str]:
+    """kube-controller-manager's command line, for this cluster and the private ones (private.py)."""
+    return [
+        binary,
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={free_port()}",
+        *extra,
+        f"--service-account-private-key-file={pki.sa_key}",
+        f"--root-ca-file={pki.ca_cert}",
+        f"--cluster-signing-cert-file={pki.ca_cert}",
+        f"--cluster-signing-key-file={pki.ca_key}",
+        "--controllers=*",
+        "--leader-elect=false",
+        "--v=1",
+    ]
+
+
+def scheduler_args(binary: str, kubeconfig: Path) -> list[str]:
+    """kube-scheduler's command line, for this cluster and the private ones (private.py)."""
+    return [
+        binary,
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={free_port()}",
+        "--leader-elect=false",
+        "--v=1",
+    ]
 
 
 def _binary(name: str) -> str:
@@ -227,7 +261,7 @@ Starter = Callable[..., None]
 
 def _start_control_plane(layout: Layout, pki: ClusterPKI, start: Starter) -> None:
     state = layout.state_dir
-    etcd_client, etcd_peer = _free_port(), _free_port()
+    etcd_client, etcd_peer = free_port(), free_port()
     start(
         "etcd",
         [
@@ -274,36 +308,14 @@ def _start_control_plane(layout: Layout, pki: ClusterPKI, start: Starter) -> Non
     _install_gateway_api_crds(layout)
     start(
         "kube-controller-manager",
-        [
+        controller_manager_args(
             _binary("kube-controller-manager"),
-            f"--kubeconfig={state / 'controller-manager.kubeconfig'}",
-            f"--authentication-kubeconfig={state / 'controller-manager.kubeconfig'}",
-            f"--authorization-kubeconfig={state / 'controller-manager.kubeconfig'}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={_free_port()}",
+            state / "controller-manager.kubeconfig",
+            pki,
             "--use-service-account-credentials=true",
-            f"--service-account-private-key-file={pki.sa_key}",
-            f"--root-ca-file={pki.ca_cert}",
-            f"--cluster-signing-cert-file={pki.ca_cert}",
-            f"--cluster-signing-key-file={pki.ca_key}",
-            "--controllers=*",
-            "--leader-elect=false",
-            "--v=1",
-        ],
+        ),
     )
-    start(
-        "kube-scheduler",
-        [
-            _binary("kube-scheduler"),
-            f"--kubeconfig={state / 'scheduler.kubeconfig'}",
-            f"--authentication-kubeconfig={state / 'scheduler.kubeconfig'}",
-            f"--authorization-kubeconfig={state / 'scheduler.kubeconfig'}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={_free_port()}",
-            "--leader-elect=false",
-            "--v=1",
-        ],
-    )
+    start("kube-scheduler", scheduler_args(_binary("kube-scheduler"), state / "scheduler.kubeconfig"))
 
 
 def _install_gateway_api_crds(layout: Layout) -> None:
@@ -388,8 +400,8 @@ def _start_kubelet(layout: Layout, pki: ClusterPKI, start: Starter) -> None:
         layout.logs_dir / "containerd.log",
     )
     realnode.remove_all_containers(layout)  # a crashed run may have left some in the cached metadata
-    realnode.start_kubelet_and_proxy(layout, pki, start, _free_port)
-    realnode.start_network_policies(layout, pki, start, _free_port)
+    realnode.start_kubelet_and_proxy(layout, pki, start, free_port)
+    realnode.start_network_policies(layout, pki, start, free_port)
 
 
 @contextlib.contextmanager
@@ -412,7 +424,7 @@ def network_policy_enforcement(layout: Layout) -> Iterator[None]:
         daemons.save(layout.processes_file, records + added)
 
     try:
-        realnode.start_network_policies(layout, pki, start, _free_port)
+        realnode.start_network_policies(layout, pki, start, free_port)
         _wait(
             "NetworkPolicy enforcement (its nft table)",
             realnode.network_policies_enforced,

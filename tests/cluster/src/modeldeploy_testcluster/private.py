@@ -17,7 +17,6 @@ import contextlib
 import ipaddress
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from typing import Any
 from kubernetes import client
 
 from modeldeploy_testcluster import nodes
+from modeldeploy_testcluster.controlplane import controller_manager_args, free_port, scheduler_args
 from modeldeploy_testcluster.kubeconfig import write_kubeconfig
 from modeldeploy_testcluster.layout import binaries_dir
 from modeldeploy_testcluster.pki import ClusterPKI
@@ -40,12 +40,6 @@ KWOK_POD_CIDR = "10.250.0.0/16"
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(what: str, probe: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
@@ -249,35 +243,9 @@ def private_control_plane(
         wait_until("the private kube-apiserver", ready, 120, interval=0.5)
         start(
             "kube-controller-manager",
-            [
-                binary("kube-controller-manager"),
-                f"--kubeconfig={kubeconfig}",
-                f"--authentication-kubeconfig={kubeconfig}",
-                f"--authorization-kubeconfig={kubeconfig}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={free_port()}",
-                f"--service-account-private-key-file={pki.sa_key}",
-                f"--root-ca-file={pki.ca_cert}",
-                f"--cluster-signing-cert-file={pki.ca_cert}",
-                f"--cluster-signing-key-file={pki.ca_key}",
-                "--controllers=*",
-                "--leader-elect=false",
-                "--v=1",
-            ],
+            controller_manager_args(binary("kube-controller-manager"), kubeconfig, pki),
         )
-        start(
-            "kube-scheduler",
-            [
-                binary("kube-scheduler"),
-                f"--kubeconfig={kubeconfig}",
-                f"--authentication-kubeconfig={kubeconfig}",
-                f"--authorization-kubeconfig={kubeconfig}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={free_port()}",
-                "--leader-elect=false",
-                "--v=1",
-            ],
-        )
+        start("kube-scheduler", scheduler_args(binary("kube-scheduler"), kubeconfig))
         start(
             "kwok",
             [
