@@ -11,10 +11,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CLUSTER := $(VENV)/bin/modeldeploy-cluster
 PYTEST_ARGS ?=
-# pytest-xdist workers for `make test`: the tests of the one local cluster share a worker (they hold its
-# lock), the rest spread over the others (tests/conftest.py groups them). 1 runs everything in order.
+# pytest-xdist workers for `make test`: the tests of the one local cluster run in two streams on two of
+# them, the rest spread over the others, in the order tests/conftest.py gives the groups (hence
+# --no-loadscope-reorder). 1 runs everything in order.
 TEST_WORKERS ?= 4
-XDIST = $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup,-p no:xdist)
+XDIST = $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder,-p no:xdist)
 
 .PHONY: help
 help:  ## list the targets

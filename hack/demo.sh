@@ -22,9 +22,9 @@ if [[ -z "${KUBECONFIG:-}" ]]; then
     # The local cluster is one per machine: wait for a test session that is using it (as pytest does).
     exec {cluster_lock}>>"${MODELDEPLOY_CLUSTER_LOCK:-/tmp/modeldeploy-cluster.lock}"
     flock -n "$cluster_lock" || { say "waiting for a test session to release the local cluster"; flock "$cluster_lock"; }
-  fi
-  say "starting the local Kubernetes control plane"
-  modeldeploy-cluster up
+    say "starting the local Kubernetes control plane"
+    modeldeploy-cluster up
+  fi  # else a test session holds the cluster, up, and may be using it: never restart it here
   export KUBECONFIG=${MODELDEPLOY_CLUSTER_DIR:-/tmp/modeldeploy-cluster}/admin.kubeconfig
   local_cluster=1
 else
@@ -46,8 +46,16 @@ elif [[ -n "${DEMO_IMAGE_REGISTRY:-}" ]]; then
 fi
 
 say "installing the operator with Helm"
-helm upgrade --install modeldeploy charts/modeldeploy --namespace modeldeploy-system --create-namespace \
-  --wait --timeout 5m "${image_values[@]}"
+# DEMO_HELM_VALUES: a values file of yours (the test suite passes the values its operator runs with, so
+# the demo's upgrade changes nothing under the tests running beside it).
+values_file=()
+[[ -n "${DEMO_HELM_VALUES:-}" ]] && values_file=(--values "$DEMO_HELM_VALUES")
+# Under a test session, one helm operation on the release at a time (the session's own installs take
+# this lock too).
+install_lock=()
+[[ -n "${MODELDEPLOY_CLUSTER_LOCK_HELD:-}" ]] && install_lock=(flock "${MODELDEPLOY_CLUSTER_LOCK:-/tmp/modeldeploy-cluster.lock}.install")
+"${install_lock[@]}" helm upgrade --install modeldeploy charts/modeldeploy --namespace modeldeploy-system \
+  --create-namespace --wait --timeout 5m "${image_values[@]}" "${values_file[@]}"
 kubectl -n modeldeploy-system get pods -o wide
 
 say "generating the churn data set, training v1..v3, packing the bundles"

@@ -1,25 +1,72 @@
 """Shared pytest wiring: the local-cluster fixtures live in the test-cluster harness package, the
 operator, model-store and churn-bundle fixtures in tests/support."""
 
+import os
+from pathlib import Path
+
 import pytest
 
 pytest_plugins = ["modeldeploy_testcluster.pytest_plugin", "operator_fixtures"]
 
+REPO = Path(__file__).resolve().parent.parent
+
 # Session fixtures that start a server or build something big, by the xdist group their tests share
 # (`make test` runs pytest-xdist with --dist loadgroup): each group runs on one worker, so the server
-# starts once per session, as without xdist. Everything else spreads over the workers.
+# starts once per session, as without xdist. Everything else spreads over the workers. In this order
+# after the cluster's streams: the longest first.
 SHARED_SESSION_FIXTURES = {
+    "images": "images",
     "kafka": "kafka",
     "local_postgres": "postgres",
-    "images": "images",
+}
+GROUP_ORDER = ["private-control-plane", *SHARED_SESSION_FIXTURES.values()]
+
+
+CLUSTER_STREAMS = int(os.environ.get("MODELDEPLOY_CLUSTER_STREAMS", "2"))
+"""xdist groups the shared cluster's tests are spread over: they run at once on the one cluster, each in
+a namespace of its own, under the readers-writer lock of modeldeploy_testcluster.pytest_plugin (tests
+marked cluster_exclusive run alone). One stream was the whole suite's critical path: 33 of its 35 min."""
+
+# Seconds per test file on the cluster, from a warm CI run's --durations (setup included), for
+# splitting the files into streams of about equal length. A file not listed counts 60 s.
+CLUSTER_FILE_SECONDS = {
+    "tests/e2e/test_demo_e2e.py": 550,
+    "tests/e2e/test_preflight_e2e.py": 400,
+    "tests/e2e/test_plugin_e2e.py": 190,
+    "tests/e2e/test_rollout_e2e.py": 300,
+    "tests/e2e/test_prometheus_analysis_e2e.py": 150,
+    "tests/e2e/test_network_policy_e2e.py": 150,
+    "tests/e2e/test_mirror_e2e.py": 120,
+    "tests/e2e/test_router_e2e.py": 150,
+    "tests/e2e/test_stream_e2e.py": 120,
+    "tests/integration/cluster/test_real_node.py": 200,
+    "tests/integration/operator/test_operator_reconcile.py": 150,
 }
 
 
-def _xdist_group(item: pytest.Item) -> str | None:
-    # One cluster per machine (the harness holds a lock for the session): every test of the shared
-    # cluster, the ones that restart it included, runs on the same worker, in the order sorted below.
+def _cluster_streams(items: list[pytest.Item]) -> dict[str, str]:
+    """Test file -> xdist group. Whole files, so module fixtures (a Prometheus on the one address the
+    operator may query, a Kafka broker) live in one stream; longest first onto the shortest stream."""
+    files = sorted({str(i.path.relative_to(REPO)) for i in items if "local_cluster" in i.fixturenames})
+    streams = [f"cluster-{n}" if n else "cluster" for n in range(max(1, CLUSTER_STREAMS))]
+    load = dict.fromkeys(streams, 0)
+    assigned = {}
+    for file in sorted(files, key=lambda f: -CLUSTER_FILE_SECONDS.get(f, 60)):
+        stream = min(streams, key=lambda s: load[s])
+        assigned[file] = stream
+        load[stream] += CLUSTER_FILE_SECONDS.get(file, 60)
+    return assigned
+
+
+def _restarts(item: pytest.Item) -> bool:
+    return item.get_closest_marker("restarts_cluster") is not None
+
+
+def _xdist_group(item: pytest.Item, streams: dict[str, str]) -> str | None:
+    # One cluster per machine (the harness holds a lock for the session): its tests run in a few
+    # streams, the ones that restart it last of all (modeldeploy_testcluster.pytest_plugin).
     if "local_cluster" in getattr(item, "fixturenames", ()):
-        return "cluster"
+        return streams[str(item.path.relative_to(REPO))]
     # Cluster tests on a control plane of their own (RBAC, scale): beside the shared cluster's, one at
     # a time (each starts an etcd and a kube-apiserver on 2 cores).
     if item.get_closest_marker("cluster") is not None:
@@ -32,13 +79,30 @@ def _xdist_group(item: pytest.Item) -> str | None:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that tear the local cluster down and up again run last: session fixtures (the installed
-    operator, for one) would not survive them. Tests sharing a session server get one xdist group."""
-    items.sort(key=lambda item: item.get_closest_marker("restarts_cluster") is not None)
+    """Tests sharing a session server get one xdist group. Groups come first, the cluster's streams
+    before the others (`make test` passes --no-loadscope-reorder: xdist hands out groups in this
+    order, and a worker gets another only when its current one is nearly done, so each stream starts
+    at once on a worker of its own). Tests that tear the local cluster down and up again run last
+    in their stream: session fixtures (the installed operator, for one) would not survive them."""
+    streams = _cluster_streams(items)
+    groups = {}
     for item in items:
-        group = _xdist_group(item)
+        group = _xdist_group(item, streams)
+        groups[item.nodeid] = group
         if group is not None and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(group))
+
+    def rank(item: pytest.Item) -> tuple[int, int, bool]:
+        group = groups[item.nodeid]
+        if group in streams.values():
+            order = 0
+        elif group in GROUP_ORDER:
+            order = 1 + GROUP_ORDER.index(group)
+        else:
+            order = 1 + len(GROUP_ORDER)
+        return order, sorted(set(streams.values())).index(group) if order == 0 else 0, _restarts(item)
+
+    items.sort(key=rank)
 
 
 @pytest.hookimpl(trylast=True)  # after xdist's hook has named each grouped test "<id>@<group>"

@@ -13,7 +13,7 @@ from modeldeploy_testcluster import nodes
 from modeldeploy_testcluster.layout import Layout
 
 from cluster_helpers import REPO
-from operator_fixtures import install_operator
+from operator_fixtures import install_operator, operator_values_file
 
 # The demo's own 900 s bound (below) must fire before pytest-timeout's default 600 s, so a slow demo
 # fails with its output: in the first CI run with xdist (2026-12-02) it waited on the image build lock
@@ -21,9 +21,11 @@ from operator_fixtures import install_operator
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
-def test_the_demo_runs_green(local_cluster: Layout, kubeconfig: Path) -> None:
+def test_the_demo_runs_green(local_cluster: Layout, kubeconfig: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}  # the demo starts/uses the local cluster
     env["MODELDEPLOY_CLUSTER_LOCK_HELD"] = "1"  # this session holds the cluster's lock
+    # The operator the other cluster tests use, unchanged: the demo's `helm upgrade` gets its values.
+    env["DEMO_HELM_VALUES"] = str(operator_values_file(local_cluster, tmp_path))
     try:
         result = subprocess.run(
             ["bash", str(REPO / "hack" / "demo.sh")],
@@ -39,7 +41,7 @@ def test_the_demo_runs_green(local_cluster: Layout, kubeconfig: Path) -> None:
         result = None
         output = f"timed out after 900 s:\n{timed_out.stdout!r:.6000}\n{timed_out.stderr!r:.4000}"
     try:
-        install_operator(local_cluster, kubeconfig)  # the demo installs the chart with its own values
+        install_operator(local_cluster, kubeconfig)  # as the tests' session fixture left it
     finally:
         # The demo's own failure explains more than a failed reinstall after it.
         assert result is not None, output

@@ -38,7 +38,7 @@ from modeldeploy_testcluster.layout import Layout
 from modeldeploy_testcluster.nodes import KWOK_TOLERATION
 
 from cluster_helpers import SERVING, container_pids, create_mdep, get_mdep, patch_mdep, wait_for
-from operator_fixtures import PROMETHEUS_PORT
+from operator_fixtures import OPERATOR_PODS, PROMETHEUS_PORT
 from rollout_helpers import model, rows
 from traffic import ready_endpoints
 
@@ -55,7 +55,6 @@ pytestmark = [
 ]
 
 KWOK = {"nodeSelector": {"type": "kwok"}, "tolerations": [KWOK_TOLERATION]}
-OPERATOR_PODS = "app.kubernetes.io/name=modeldeploy"
 
 
 def figure(text: str) -> None:
@@ -477,6 +476,8 @@ def remote_readings(api: client.ApiClient, namespace: str, name: str) -> list[di
     ]
 
 
+# Binds the one Prometheus address the operator may query; counts operator restarts.
+@pytest.mark.cluster_exclusive
 def test_a_hostile_prometheus_neither_stalls_the_operator_nor_other_rollouts(
     kube_api: client.ApiClient,
     namespace: str,
@@ -550,6 +551,7 @@ def test_a_hostile_prometheus_neither_stalls_the_operator_nor_other_rollouts(
 # -- 5. deletion with the operator scaled to zero ----------------------------------------------------------
 
 
+@pytest.mark.cluster_exclusive  # scales the shared operator to zero
 def test_deletion_completes_with_the_operator_scaled_to_zero(
     kube_api: client.ApiClient, namespace: str, model_store: str, churn_bundles: Path, operator_release: str
 ) -> None:

@@ -23,6 +23,7 @@ import pytest
 from kubernetes import client
 
 from cluster_helpers import condition, create_mdep, patch_mdep, wait_for
+from operator_fixtures import OPERATOR_PODS
 from rollout_helpers import canary_md, live_arms, model, ready_on, rows, set_model, status
 from traffic import Traffic, ready_endpoints
 
@@ -31,6 +32,7 @@ COMMAND = "modeldeploy.io/command"
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("operator_release")]
 
 
+@pytest.mark.cluster_exclusive  # restarts the shared operator
 def test_a_good_canary_is_promoted_step_by_step_even_across_an_operator_restart(
     kube_api: client.ApiClient, namespace: str, model_store: str, churn_bundles: Path, operator_release: str
 ) -> None:
@@ -52,7 +54,7 @@ def test_a_good_canary_is_promoted_step_by_step_even_across_an_operator_restart(
                 # Kill every operator replica mid-rollout: the rollout must resume where it was.
                 client.CoreV1Api(kube_api).delete_collection_namespaced_pod(
                     operator_release,
-                    label_selector="app.kubernetes.io/name=modeldeploy",
+                    label_selector=OPERATOR_PODS,
                     grace_period_seconds=0,
                 )
                 restarted = True

@@ -4,10 +4,12 @@ ServiceAccount and RBAC (never admin credentials); the churn bundles and an HTTP
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,8 @@ from cluster_helpers import REPO, helm, wait_for
 
 RELEASE = "modeldeploy"
 RELEASE_NAMESPACE = "modeldeploy-system"
+OPERATOR_PODS = "app.kubernetes.io/name=modeldeploy,app.kubernetes.io/component=operator"
+"""The operator's pods (not the release's `helm test` pod, which has the same name label)."""
 PROMETHEUS_PORT = 19090
 """Port of the e2e tests' Prometheus on the host: the one address the installed operator may query."""
 
@@ -32,19 +36,43 @@ def _operator_ready(api: client.ApiClient) -> bool:
     return (deployment.status.ready_replicas or 0) >= 1
 
 
-def _image_values(layout: Layout) -> list[str]:
+def _image_values(layout: Layout) -> dict[str, object]:
     """With the real node as the default (MODELDEPLOY_REAL_NODE_DEFAULT=1) the pods run from this
     checkout's images: built and pushed to the local registry (a no-op when unchanged), named by
     `image.registry` as on any cluster, and pulled again on every pod start (the tag stays the
     chart's appVersion while the content changes)."""
     if not layout.real_node_default:
-        return []
+        return {}
     subprocess.run(
         [str(REPO / "hack" / "images.sh")],
         env={**os.environ, "REGISTRY": layout.registry, "EXPORT": "0"},
         check=True,
     )
-    return ["--set", f"image.registry={layout.registry}", "--set", "image.pullPolicy=Always"]
+    return {"image": {"registry": layout.registry, "pullPolicy": "Always"}}
+
+
+# The pods run this checkout's code: a new value per test run restarts them, so an upgrade picks up
+# edits. One value for the whole run (all its xdist workers): installing again within the run, as
+# each cluster stream and the demo test do, changes nothing and restarts nothing under the others.
+_RUN = os.environ.get("MODELDEPLOY_TEST_RUN") or str(time.time_ns())
+
+
+def operator_values(layout: Layout) -> dict[str, object]:
+    """The chart values the tests' operator runs with (images built first when the real node is the
+    default)."""
+    return {
+        "operator": {"resyncSeconds": 10},
+        "gatewayAPI": {"enabled": True},  # the test cluster has the Gateway API CRDs
+        "analysis": {"prometheus": {"allowedAddresses": [f"http://{layout.host_ip}:{PROMETHEUS_PORT}"]}},
+        "podAnnotations": {"modeldeploy.io/test-session": _RUN},
+        **_image_values(layout),
+    }
+
+
+def operator_values_file(layout: Layout, folder: Path) -> Path:
+    path = folder / "operator-values.yaml"
+    path.write_text(yaml.safe_dump(operator_values(layout)))
+    return path
 
 
 STUCK = "another operation (install/upgrade/rollback) is in progress"
@@ -87,21 +115,30 @@ def apply_crd(api: client.ApiClient) -> None:
     wait_for("the CRD to be established", established, timeout=60)
 
 
-def install_operator(layout: Layout, kubeconfig: Path) -> None:
-    """Install or upgrade the chart with the tests' values and wait for a ready operator."""
-    apply_crd(nodes.admin_api(layout))
-    try:
-        _install(layout, kubeconfig)
-    except AssertionError as failed:
-        if STUCK not in str(failed):
-            raise
-        _recover_stuck_release(kubeconfig)
-        _install(layout, kubeconfig)
+def install_operator(layout: Layout, kubeconfig: Path, once_per_run: bool = False) -> None:
+    """Install or upgrade the chart with the tests' values and wait for a ready operator. One install
+    at a time on the machine: two cluster streams of a run start with it together. `once_per_run`:
+    skip the upgrade when another stream of this run (MODELDEPLOY_TEST_RUN) has done it already."""
+    lock = Path(os.environ.get("MODELDEPLOY_CLUSTER_LOCK", "/tmp/modeldeploy-cluster.lock") + ".install")
+    installed = lock.with_name(lock.name + "ed")
+    with lock.open("a") as handle, tempfile.TemporaryDirectory() as folder:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        if not (once_per_run and installed.exists() and installed.read_text() == _RUN):
+            apply_crd(nodes.admin_api(layout))
+            values = operator_values_file(layout, Path(folder))
+            try:
+                _install(kubeconfig, values)
+            except AssertionError as failed:
+                if STUCK not in str(failed):
+                    raise
+                _recover_stuck_release(kubeconfig)
+                _install(kubeconfig, values)
+            installed.write_text(_RUN)
     api = nodes.admin_api(layout)
     wait_for("the operator to be ready", lambda: _operator_ready(api), timeout=60)
 
 
-def _install(layout: Layout, kubeconfig: Path) -> None:
+def _install(kubeconfig: Path, values: Path) -> None:
     helm(
         "upgrade",
         "--install",
@@ -114,25 +151,23 @@ def _install(layout: Layout, kubeconfig: Path) -> None:
         "--timeout",
         # A fresh cluster pulls the images for the first time while other work loads the 2 cores.
         "300s",
-        "--set",
-        "operator.resyncSeconds=10",
-        "--set",
-        "gatewayAPI.enabled=true",  # the test cluster has the Gateway API CRDs
-        "--set",
-        f"analysis.prometheus.allowedAddresses={{http://{layout.host_ip}:{PROMETHEUS_PORT}}}",
-        # The pods run this checkout's code: restart them so an upgrade picks up edits.
-        "--set-string",
-        rf"podAnnotations.modeldeploy\.io/test-session={time.time_ns()}",
-        *_image_values(layout),
+        "--values",
+        str(values),
         kubeconfig=kubeconfig,
     )
 
 
 @pytest.fixture(scope="session")
-def operator_release(local_cluster: Layout, kubeconfig: Path) -> Iterator[str]:
-    """Installs (or upgrades) the chart once per session; yields the release namespace."""
-    install_operator(local_cluster, kubeconfig)
+def operator_release(
+    request: pytest.FixtureRequest, local_cluster: Layout, kubeconfig: Path
+) -> Iterator[str]:
+    """Installs (or upgrades) the chart once per session; yields the release namespace. Under xdist
+    the release stays: another cluster stream of the run may still use it (the controller stops the
+    cluster at the end, release and all, when the run started it)."""
+    install_operator(local_cluster, kubeconfig, once_per_run=True)
     yield RELEASE_NAMESPACE
+    if hasattr(request.config, "workerinput"):
+        return
     helm(
         "uninstall",
         RELEASE,

@@ -325,6 +325,7 @@ def test_ordinary_pods_land_on_the_default_node(
     assert node == expected
 
 
+@pytest.mark.cluster_exclusive  # asks `up` on the running cluster
 def test_cluster_up_is_idempotent_with_the_real_node(local_cluster: Layout) -> None:
     before = daemons.load(local_cluster.processes_file)
     controlplane.up(local_cluster, quiet=True)

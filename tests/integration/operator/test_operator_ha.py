@@ -9,6 +9,7 @@ import pytest
 from kubernetes import client
 
 from cluster_helpers import create_mdep, get_mdep, wait_for
+from operator_fixtures import OPERATOR_PODS
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator_release")]
 
@@ -23,6 +24,7 @@ def _leader_metric(text: str) -> float:
     return float(line.split()[1])
 
 
+@pytest.mark.cluster_exclusive  # deletes the shared operator's leader
 def test_one_replica_leads_and_a_standby_takes_over(
     kube_api: client.ApiClient, namespace: str, operator_release: str
 ) -> None:
@@ -30,9 +32,7 @@ def test_one_replica_leads_and_a_standby_takes_over(
     leases = client.CoordinationV1Api(kube_api)
 
     def running_pods() -> list[client.V1Pod]:
-        pods = core.list_namespaced_pod(
-            operator_release, label_selector="app.kubernetes.io/name=modeldeploy"
-        ).items
+        pods = core.list_namespaced_pod(operator_release, label_selector=OPERATOR_PODS).items
         return [
             p
             for p in pods

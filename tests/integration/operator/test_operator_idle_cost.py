@@ -19,6 +19,7 @@ from kubernetes import client
 from modeldeploy_testcluster.nodes import KWOK_TOLERATION
 
 from cluster_helpers import create_mdep, get_mdep, wait_for
+from operator_fixtures import OPERATOR_PODS
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator_release")]
 
@@ -44,9 +45,7 @@ def _get(url: str) -> str:
 
 
 def _leader_metrics(kube_api: client.ApiClient, release_namespace: str) -> str:
-    pods = client.CoreV1Api(kube_api).list_namespaced_pod(
-        release_namespace, label_selector="app.kubernetes.io/name=modeldeploy"
-    )
+    pods = client.CoreV1Api(kube_api).list_namespaced_pod(release_namespace, label_selector=OPERATOR_PODS)
     for pod in pods.items:
         if pod.status.phase != "Running" or not pod.status.pod_ip or pod.metadata.deletion_timestamp:
             continue
@@ -87,6 +86,7 @@ def _model(name: str) -> dict[str, object]:
 
 
 @IDLE_WRITES_UNEXPLAINED
+@pytest.mark.cluster_exclusive  # counts all of the operator's API requests
 def test_idle_modeldeployments_cost_almost_no_api_requests(
     kube_api: client.ApiClient, namespace: str, operator_release: str
 ) -> None:

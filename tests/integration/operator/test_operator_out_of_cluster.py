@@ -17,6 +17,7 @@ from modeldeploy_testcluster.layout import Layout
 
 from cluster_helpers import SERVING, create_mdep, get_mdep, wait_for
 from local_processes import free_port
+from operator_fixtures import OPERATOR_PODS
 
 pytestmark = [pytest.mark.cluster]
 
@@ -34,9 +35,7 @@ def in_cluster_operator_stopped(kube_api: client.ApiClient, operator_release: st
                 not [
                     # Running operator pods only: a finished `helm test` pod carries the chart's labels too.
                     p
-                    for p in core.list_namespaced_pod(
-                        operator_release, label_selector="app.kubernetes.io/name=modeldeploy"
-                    ).items
+                    for p in core.list_namespaced_pod(operator_release, label_selector=OPERATOR_PODS).items
                     if p.status.phase not in ("Succeeded", "Failed")
                 ]
             ),
@@ -55,6 +54,7 @@ def in_cluster_operator_stopped(kube_api: client.ApiClient, operator_release: st
 
 
 @pytest.mark.usefixtures("in_cluster_operator_stopped")
+@pytest.mark.cluster_exclusive  # scales the shared operator to zero and runs one on the host
 def test_operator_out_of_cluster_with_the_charts_service_account(
     kube_api: client.ApiClient, namespace: str, operator_release: str, local_cluster: Layout, tmp_path: Path
 ) -> None:

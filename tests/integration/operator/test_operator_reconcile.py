@@ -13,6 +13,7 @@ from modeldeploy_testcluster.layout import default_layout
 
 from cluster_helpers import SERVING, condition, create_mdep, get_mdep, router_arms, wait_for
 from modeldeploy_crd_cases import INVALID_CASES, InvalidCase
+from operator_fixtures import OPERATOR_PODS
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator_release")]
 
@@ -186,6 +187,7 @@ def test_a_spec_the_schema_accepts_but_the_operator_cannot_use_gets_a_condition_
     assert len(warnings()) == 1
 
 
+@pytest.mark.cluster_exclusive  # restarts the shared operator
 def test_operator_restarted_mid_reconcile_converges_without_duplicates(
     kube_api: client.ApiClient, namespace: str, operator_release: str
 ) -> None:
@@ -194,7 +196,7 @@ def test_operator_restarted_mid_reconcile_converges_without_duplicates(
         create_mdep(kube_api, namespace, manifest(name=f"m{i}"))
     # Kill every operator replica while the three are being reconciled.
     core.delete_collection_namespaced_pod(
-        operator_release, label_selector="app.kubernetes.io/name=modeldeploy", grace_period_seconds=0
+        operator_release, label_selector=OPERATOR_PODS, grace_period_seconds=0
     )
     for i in range(3):
         wait_for(
@@ -207,6 +209,7 @@ def test_operator_restarted_mid_reconcile_converges_without_duplicates(
         assert len(services(kube_api, namespace, f"m{i}")) == 2
 
 
+@pytest.mark.cluster_exclusive  # edits the operator's ClusterRole
 def test_a_missing_permission_fails_visibly_and_recovers_when_granted(
     kube_api: client.ApiClient, namespace: str
 ) -> None:

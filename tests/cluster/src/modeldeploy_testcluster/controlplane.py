@@ -465,6 +465,8 @@ def component_stopped(layout: Layout, name: str, grace: float = 10.0) -> Iterato
     if record is None:
         raise ClusterError(f"{name} is not running")
     argv, env = _command_of(record.pid)
+    if not argv:  # /proc/<pid>/cmdline is empty once the process is exiting: it died on its own
+        raise ClusterError(f"{name} (pid {record.pid}) exited before it could be stopped")
     daemons.stop(record, grace=grace)
     try:
         yield time.monotonic()

@@ -97,7 +97,7 @@ def _reap(pid: int) -> None:
 
 
 def save(path: Path, records: list[ProcessRecord]) -> None:
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two writers (the demo store, a test) never share one
     tmp.write_text(json.dumps([asdict(r) for r in records], indent=1))
     tmp.replace(path)
 
