@@ -74,6 +74,11 @@ def _xdist_group(item: pytest.Item, streams: dict[str, str]) -> str | None:
     for fixture, group in SHARED_SESSION_FIXTURES.items():
         if fixture in getattr(item, "fixturenames", ()):
             return group
+    # An integration module's tests share its module fixtures (a model server, a router, a trained
+    # bundle: 10-45 s each under load): spread test by test, every worker started its own.
+    path = item.path.relative_to(REPO)
+    if path.parts[:2] == ("tests", "integration"):
+        return f"module:{path}"
     return None
 
 
@@ -98,8 +103,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             order = 0
         elif group in GROUP_ORDER:
             order = 1 + GROUP_ORDER.index(group)
-        else:
-            order = 1 + len(GROUP_ORDER)
+        else:  # modules, then single tests: the small pieces last, to even out the workers' ends
+            order = 1 + len(GROUP_ORDER) + (group is None)
         return order, sorted(set(streams.values())).index(group) if order == 0 else 0, _restarts(item)
 
     items.sort(key=rank)
