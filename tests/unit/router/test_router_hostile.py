@@ -13,7 +13,12 @@ from modeldeploy_serving.router.budget import ByteBudget
 from modeldeploy_serving.router.metrics import RouterMetrics
 from modeldeploy_serving.router.proxy import RouterApp
 from modeldeploy_serving.router.state import RouterState
-from modeldeploy_serving.router.upstream import OverBudgetError, UpstreamPool, _Connection
+from modeldeploy_serving.router.upstream import (
+    OverBudgetError,
+    UpstreamPool,
+    UpstreamTimeoutError,
+    _Connection,
+)
 
 LIMIT = 4096
 
@@ -243,6 +248,27 @@ def test_an_abandoned_waiting_answer_gives_its_place_back() -> None:
 
     asyncio.run(abandon())
     assert budget.used == 70
+    assert budget.waiting == 0
+
+
+def test_a_waiting_answer_ends_with_its_request_timeout() -> None:
+    """Waiting is bounded by the exchange's own timer (the router answers 504), and the place in
+    the queue is given back."""
+    budget = ByteBudget(100, headroom=30)
+    assert budget.admit(70)
+    assert budget.take(30)
+
+    async def exchange() -> Any:
+        conn, transport = _connection(budget)
+        waiter = conn.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", 0.01, False, 30, admitted=True)
+        conn.data_received(_answer(20)[:40])
+        assert transport.paused
+        assert budget.waiting == 1
+        return await waiter
+
+    with pytest.raises(UpstreamTimeoutError):
+        asyncio.run(exchange())
+    assert budget.used == 100
     assert budget.waiting == 0
 
 
