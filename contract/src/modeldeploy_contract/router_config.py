@@ -321,11 +321,12 @@ class RouterSettings(BaseSettings):
     (code response_too_large) and its connection closed."""
 
     max_buffered_bytes: int = Field(default=96 * 1024 * 1024, ge=64 * 1024)
-    """Request and response bytes the router holds at once, shadow copies included. A request
-    that would take the total beyond it is refused at once with 503 + Retry-After (code
-    over_budget), a shadow copy is dropped. With the defaults (96 MiB plus at most one body and
-    one response beyond it while they are checked, plus ~70 MiB for the interpreter and its
-    libraries) the router fits the 256 MiB memory limit the operator gives it."""
+    """Request and response bytes the router holds at once, shadow copies included. New work may
+    use it up to a headroom of max_response_bytes (at most half of it) kept for the answers of
+    admitted requests: a request beyond is refused at once with 503 + Retry-After (code
+    over_budget), a shadow copy is dropped; an answer that does not fit waits for room (see
+    docs/router.md, Memory and overload). With the defaults (96 MiB, plus ~70 MiB for the
+    interpreter and its libraries) the router fits the 256 MiB memory limit the operator gives it."""
 
     max_concurrent_requests: int = Field(default=1024, ge=1)
     """Requests proxied at once; more are refused at once with 503 + Retry-After (code

@@ -9,10 +9,16 @@ from typing import Any
 import orjson
 import pytest
 
+from modeldeploy_serving.router.budget import ByteBudget
 from modeldeploy_serving.router.metrics import RouterMetrics
 from modeldeploy_serving.router.proxy import RouterApp
 from modeldeploy_serving.router.state import RouterState
-from modeldeploy_serving.router.upstream import OverBudgetError, UpstreamPool, _Connection
+from modeldeploy_serving.router.upstream import (
+    OverBudgetError,
+    UpstreamPool,
+    UpstreamTimeoutError,
+    _Connection,
+)
 
 LIMIT = 4096
 
@@ -105,7 +111,7 @@ def test_the_byte_budget_refuses_before_reading_and_counts_what_is_held() -> Non
     app = RouterApp(
         RouterState(lambda _arm: (), metrics), metrics, UpstreamPool(), max_buffered_bytes=64 * 1024
     )
-    app.buffered = 60 * 1024  # held by requests in progress
+    app.budget.used = 60 * 1024  # held by requests in progress
     sent = run(app, [], [(b"content-length", b"8192")])
     assert sent.status == 503
     assert orjson.loads(sent.messages[1]["body"])["code"] == "over_budget"
@@ -113,7 +119,7 @@ def test_the_byte_budget_refuses_before_reading_and_counts_what_is_held() -> Non
     sent = run(app, [{"type": "http.request", "body": b"x" * 8192, "more_body": False}], [])
     assert sent.status == 503
     assert refused(app, "over_budget") == 2
-    app.buffered = 0
+    app.budget.used = 0
     sent = run(app, [{"type": "http.request", "body": b"x" * 8192, "more_body": False}], [])
     assert sent.status == 503  # admitted: no routing table yet
     assert orjson.loads(sent.messages[1]["body"])["code"] == "not_configured"
@@ -121,7 +127,20 @@ def test_the_byte_budget_refuses_before_reading_and_counts_what_is_held() -> Non
     assert app.active == 0
 
 
+def test_requests_leave_the_headroom_to_answers() -> None:
+    budget = ByteBudget(100, headroom=30)
+    assert budget.admit(70)
+    assert not budget.admit(1)  # new work stops at limit - headroom
+    assert budget.take(30)  # an answer of admitted work may use the rest
+    assert not budget.take(1)
+    budget.release(100)
+    assert ByteBudget(100, headroom=80).headroom == 50  # requests always keep half
+
+
 class _Transport:
+    def __init__(self) -> None:
+        self.paused = False
+
     def write(self, data: bytes) -> None:
         pass
 
@@ -131,31 +150,142 @@ class _Transport:
     def close(self) -> None:
         pass
 
+    def pause_reading(self) -> None:
+        self.paused = True
 
-def test_response_bytes_count_against_the_budget_while_they_arrive() -> None:
-    taken = {"bytes": 0}
+    def resume_reading(self) -> None:
+        self.paused = False
 
-    def reserve(size: int) -> bool:
-        if taken["bytes"] + size > 100:
-            return False
-        taken["bytes"] += size
-        return True
 
-    def release(size: int) -> None:
-        taken["bytes"] -= size
+def _answer(size: int, chunked: bool = False) -> bytes:
+    if chunked:
+        return b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (
+            size,
+            b"x" * size,
+        )
+    return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size + b"x" * size
+
+
+def _connection(budget: ByteBudget) -> tuple[_Connection, _Transport]:
+    conn, transport = _Connection(asyncio.get_running_loop(), budget), _Transport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    return conn, transport
+
+
+@pytest.mark.parametrize("admitted", [True, False])
+def test_answers_in_pieces_count_while_they_arrive_and_never_wait(admitted: bool) -> None:
+    """Chunked answers (no total known) and copies' answers: counted piece by piece, refused when
+    a piece does not fit; a copy's answer (not admitted) never uses the headroom."""
+    budget = ByteBudget(100, headroom=40)
 
     async def exchange(body_size: int) -> Any:
-        conn = _Connection(asyncio.get_running_loop(), (reserve, release))
-        conn.connection_made(_Transport())  # type: ignore[arg-type]
-        waiter = conn.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", 5, False, 1 << 30)
-        conn.data_received(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % body_size + b"x" * body_size)
+        conn, _ = _connection(budget)
+        waiter = conn.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", 5, False, 1 << 30, admitted=admitted)
+        conn.data_received(_answer(body_size, chunked=True))
         return await waiter
 
-    assert asyncio.run(exchange(60)).body == b"x" * 60
-    assert taken["bytes"] == 0  # handed over to the caller, which counts it while sending
+    response = asyncio.run(exchange(60))
+    assert (response.body, response.held, budget.used) == (b"x" * 60, 60, 60)  # handed over, counted
+    budget.release(response.held)
     with pytest.raises(OverBudgetError):
-        asyncio.run(exchange(150))
-    assert taken["bytes"] == 0
+        asyncio.run(exchange(110 if admitted else 70))
+    assert budget.used == 0
+
+
+def test_answers_of_admitted_requests_wait_for_room_instead_of_being_refused() -> None:
+    """The CI failure of test_router_byte_budget, in one event loop: admitted requests hold all
+    that new work may use, and all their answers arrive in the same loop iteration. Before, every
+    answer was refused (503 over_budget, each one's first piece found the budget full); now each
+    is counted whole or waits, unread, until the answers before it have been sent."""
+    budget = ByteBudget(100, headroom=30)
+    assert budget.admit(70)  # ten requests of 7 bytes, held until their answers are sent
+
+    async def storm() -> list[bytes]:
+        exchanges = [_connection(budget) for _ in range(10)]
+        waiters = [
+            conn.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", 5, False, 30, admitted=True)
+            for conn, _ in exchanges
+        ]
+        for conn, _ in exchanges:  # every answer's head and body in one read each
+            conn.data_received(_answer(20))
+        assert budget.used == 90
+        assert budget.waiting == 9
+        assert sum(transport.paused for _, transport in exchanges) == 9  # not read while waiting
+        bodies = []
+        for waiter in waiters:  # each answer is sent, then its request ends
+            response = await waiter
+            bodies.append(response.body)
+            budget.release(response.held + 7)
+        return bodies
+
+    assert asyncio.run(storm()) == [b"x" * 20] * 10
+    assert budget.used == 0
+    assert budget.waiting == 0
+
+
+def test_an_abandoned_waiting_answer_gives_its_place_back() -> None:
+    budget = ByteBudget(100, headroom=30)
+    assert budget.admit(70)
+    assert budget.take(30)
+
+    async def abandon() -> None:
+        first, second = _connection(budget), _connection(budget)
+        waiters = [
+            conn.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", 5, False, 30, admitted=True)
+            for conn, _ in (first, second)
+        ]
+        for conn, _ in (first, second):
+            conn.data_received(_answer(20)[:40])  # the head and part of the body: waits
+        assert budget.waiting == 2
+        waiters[0].cancel()
+        first[0].close()  # as UpstreamPool.send does when its caller is cancelled
+        assert budget.waiting == 1
+        budget.release(30)
+        second[0].data_received(_answer(20)[40:])
+        response = await waiters[1]
+        assert response.held == 20
+        budget.release(response.held)
+
+    asyncio.run(abandon())
+    assert budget.used == 70
+    assert budget.waiting == 0
+
+
+def test_a_waiting_answer_ends_with_its_request_timeout() -> None:
+    """Waiting is bounded by the exchange's own timer (the router answers 504), and the place in
+    the queue is given back."""
+    budget = ByteBudget(100, headroom=30)
+    assert budget.admit(70)
+    assert budget.take(30)
+
+    async def exchange() -> Any:
+        conn, transport = _connection(budget)
+        waiter = conn.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", 0.01, False, 30, admitted=True)
+        conn.data_received(_answer(20)[:40])
+        assert transport.paused
+        assert budget.waiting == 1
+        return await waiter
+
+    with pytest.raises(UpstreamTimeoutError):
+        asyncio.run(exchange())
+    assert budget.used == 100
+    assert budget.waiting == 0
+
+
+def test_an_answer_larger_than_the_headroom_never_waits() -> None:
+    budget = ByteBudget(100, headroom=30)
+    assert budget.admit(70)
+
+    async def exchange() -> Any:
+        conn, _ = _connection(budget)
+        waiter = conn.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", 5, False, 1 << 30, admitted=True)
+        conn.data_received(_answer(40))
+        return await waiter
+
+    with pytest.raises(OverBudgetError):  # it could wait behind requests that wait for it
+        asyncio.run(exchange())
+    assert budget.used == 70
+    assert budget.waiting == 0
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])

@@ -127,7 +127,10 @@ async def _forward(app: RouterApp, address: str, timeout: float, body: bytes, se
     except BadResponseError as exc:
         await _error(send, 502, "bad_joiner_response", str(exc))
         return
-    await _respond(send, response.status, response.body, [(b"content-type", _CONTENT_TYPE)])
+    try:
+        await _respond(send, response.status, response.body, [(b"content-type", _CONTENT_TYPE)])
+    finally:
+        app._release(response.held)  # counted while it arrived, until sent
 
 
 async def _send(app: RouterApp, address: str, head: bytes, body: bytes, timeout: float) -> Response:
@@ -139,4 +142,5 @@ async def _send(app: RouterApp, address: str, head: bytes, body: bytes, timeout:
         connect_timeout=2.0,
         timeout=timeout,
         max_response_bytes=app.max_response_bytes,
+        admitted=True,  # the answer to labels the router took: it may wait for room
     )

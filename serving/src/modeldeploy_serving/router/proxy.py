@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 
 from modeldeploy_contract.preflight import ADMIN_PREFIX
 from modeldeploy_serving.predlog import LogRecord, PredictionLog, sampled
+from modeldeploy_serving.router.budget import ByteBudget
 from modeldeploy_serving.router.feedback import handle_feedback, is_feedback
 from modeldeploy_serving.router.metrics import RouterMetrics
 from modeldeploy_serving.router.shadow import ShadowDispatcher
@@ -72,27 +73,50 @@ class ClientGoneError(Exception):
     """The client disconnected before its whole body arrived: nothing may be forwarded."""
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    message = await receive()
-    if message["type"] != "http.request":
-        raise ClientGoneError
-    body: bytes = message.get("body", b"")
-    if len(body) > limit:
-        raise BodyTooLargeError
-    if not message.get("more_body", False):
-        return body  # the common case: one message, no copy
-    parts = [body]
-    size = len(body)
-    while message.get("more_body", False):
+class BodyOverBudgetError(Exception):
+    """A body without Content-Length went beyond the byte budget while it arrived."""
+
+
+async def _read_body(receive: Receive, limit: int, budget: ByteBudget | None = None) -> bytes:
+    """The whole body, at most `limit` bytes. With `budget` (a body whose length was not declared),
+    each message is counted as it arrives, so a chunked upload is refused as soon as it does not
+    fit, not after it has been read whole; the bytes stay counted for the caller on success, and
+    are released here on any failure."""
+    counted = 0
+    try:
         message = await receive()
-        if message["type"] != "http.request":  # http.disconnect: the body is truncated
+        if message["type"] != "http.request":
             raise ClientGoneError
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
+        body: bytes = message.get("body", b"")
+        if len(body) > limit:
             raise BodyTooLargeError
-        parts.append(chunk)
-    return b"".join(parts)
+        if budget is not None:
+            if not budget.admit(len(body)):
+                raise BodyOverBudgetError
+            counted = len(body)
+        if not message.get("more_body", False):
+            return body  # the common case: one message, no copy
+        parts = [body]
+        size = len(body)
+        while message.get("more_body", False):
+            message = await receive()
+            if message["type"] != "http.request":  # http.disconnect: the body is truncated
+                raise ClientGoneError
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLargeError
+            if budget is not None:
+                if not budget.admit(len(chunk)):
+                    raise BodyOverBudgetError
+                counted += len(chunk)
+            parts.append(chunk)
+        return b"".join(parts)
+    except BaseException:
+        if counted:
+            assert budget is not None
+            budget.release(counted)
+        raise
 
 
 def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
@@ -147,8 +171,10 @@ class RouterApp:
         self._id_prefix = f"{socket.gethostname()}-{os.getpid()}"
         self.metrics = metrics
         self.pool = pool
+        self.budget = ByteBudget(max_buffered_bytes, headroom=max_response_bytes)
+        """Request, response and shadow-copy bytes held now (checked against max_buffered_bytes)."""
         self.shadow = ShadowDispatcher(pool, metrics, self._reserve, self._release, max_response_bytes)
-        pool.budget = (self._reserve, self._release)  # responses count while they arrive
+        pool.budget = self.budget  # responses count while they arrive
         self.max_body_bytes = max_body_bytes
         self.max_response_bytes = max_response_bytes
         self.max_buffered_bytes = max_buffered_bytes
@@ -164,9 +190,7 @@ class RouterApp:
         self._watchers: dict[asyncio.Task[Any], asyncio.Task[None]] = {}
         self._gone: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Future[None] | None = None
-        self.buffered = 0
-        """Request, response and shadow-copy bytes held now (checked against max_buffered_bytes)."""
-        metrics.buffered_bytes.set_function(lambda: self.buffered)
+        metrics.buffered_bytes.set_function(lambda: self.budget.used)
         self._lifespan = lifespan
         self._arm_metrics: dict[str, tuple[Histogram, dict[int, Counter]]] = {}
         self._local: dict[str, Callable[[Send], Awaitable[None]]] = {
@@ -208,15 +232,17 @@ class RouterApp:
             self._gone.add(task)
             task.cancel()
 
+    @property
+    def buffered(self) -> int:
+        """Bytes the budget counts now."""
+        return self.budget.used
+
     def _reserve(self, size: int) -> bool:
-        """Count `size` more bytes held, if the byte budget allows them."""
-        if self.buffered + size > self.max_buffered_bytes:
-            return False
-        self.buffered += size
-        return True
+        """Count `size` more bytes of new work (a request, a copy), if the byte budget allows them."""
+        return self.budget.admit(size)
 
     def _release(self, size: int) -> None:
-        self.buffered -= size
+        self.budget.release(size)
 
     async def _refuse(self, send: Send, status: int, code: str, message: str) -> None:
         self.metrics.refused.labels(code).inc()
@@ -234,30 +260,35 @@ class RouterApp:
                 send, 413, "body_too_large", f"request body exceeds {self.max_body_bytes} bytes"
             )
             return
-        if declared is not None and self.buffered + declared > self.max_buffered_bytes:
+        # A declared body is counted before a byte of it is read: bodies being read at once are
+        # within the budget (checked and counted after reading, 64 concurrent 1 MiB bodies were all
+        # read before any was counted).
+        if declared is not None and not self.budget.admit(declared):
             await self._refuse(send, 503, "over_budget", "the router holds too many bytes; retry later")
             return
+        held = declared or 0
         self.active += 1
         try:
             try:
-                body = await _read_body(receive, self.max_body_bytes)
+                body = await _read_body(
+                    receive, self.max_body_bytes, self.budget if declared is None else None
+                )
             except BodyTooLargeError:
                 await self._refuse(
                     send, 413, "body_too_large", f"request body exceeds {self.max_body_bytes} bytes"
                 )
                 return
+            except BodyOverBudgetError:
+                await self._refuse(send, 503, "over_budget", "the router holds too many bytes; retry later")
+                return
             except ClientGoneError:
                 self.metrics.refused.labels("client_gone").inc()
                 return  # nothing to answer, nothing forwarded
-            held = len(body)
-            if not self._reserve(held):
-                await self._refuse(send, 503, "over_budget", "the router holds too many bytes; retry later")
-                return
-            try:
-                await self._exchange(scope, receive, send, body)
-            finally:
-                self._release(held)
+            if declared is None:
+                held = len(body)  # counted as it arrived
+            await self._exchange(scope, receive, send, body)
         finally:
+            self.budget.release(held)
             self.active -= 1
 
     async def _exchange(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
@@ -304,11 +335,10 @@ class RouterApp:
         if isinstance(response, int):  # the router answered with an error itself
             self._log(request_id, arm, sticky_key, response, started)
             return
-        self.buffered += len(response.body)  # counted while it is sent (bounded by max_response_bytes)
-        try:
+        try:  # the answer stays counted while it is sent
             await _respond(send, response.status, response.body, [*response.headers, *arm.response_headers])
         finally:
-            self.buffered -= len(response.body)
+            self.budget.release(response.held)
         self._observe(arm, response.status, time.perf_counter() - started)
         self._log(request_id, arm, sticky_key, response.status, started)
         self._copy(snapshot, arm, method, head, body, response)
@@ -393,6 +423,7 @@ class RouterApp:
                     connect_timeout=timeouts.connect_seconds,
                     timeout=timeouts.request_seconds,
                     max_response_bytes=self.max_response_bytes,
+                    admitted=True,  # the answer of a request taken: it may wait for room
                 )
             except StaleConnectionError:
                 # Closed after the request was written, before any answer: the backend may have

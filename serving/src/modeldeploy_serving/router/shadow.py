@@ -255,10 +255,13 @@ class ShadowDispatcher:
             log.debug("shadow request to %s failed: %s", backend, exc)
             self._metrics.shadow_requests.labels(*labels, "error").inc()
             return
-        ok = 200 <= response.status < 300
-        self._metrics.shadow_requests.labels(*labels, "ok" if ok else "error").inc()
-        if ok and 200 <= primary_status < 300:
-            self._compare(config, labels, primary_body, response.body)
+        try:
+            ok = 200 <= response.status < 300
+            self._metrics.shadow_requests.labels(*labels, "ok" if ok else "error").inc()
+            if ok and 200 <= primary_status < 300:
+                self._compare(config, labels, primary_body, response.body)
+        finally:
+            self._release(response.held)  # counted while it arrived, until compared
 
     def _compare(self, config: ShadowConfig, labels: tuple[str, str], primary: bytes, shadow: bytes) -> None:
         a, b = parse_rows(primary, config), parse_rows(shadow, config)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
 import httptools
 
 from modeldeploy_contract.metric_names import TRAFFIC_HEADER
+from modeldeploy_serving.router.budget import ByteBudget
 
 
 class UpstreamError(Exception):
@@ -52,11 +52,8 @@ class ResponseTooLargeError(BadResponseError):
 
 
 class OverBudgetError(BadResponseError):
-    """Receiving the response would take the router's buffered bytes beyond its budget."""
-
-
-Budget = tuple[Callable[[int], bool], Callable[[int], None]]
-"""(reserve, release) of the router's byte budget: response bytes count while they arrive."""
+    """Receiving the response would take the router's buffered bytes beyond its budget (a copy's
+    answer, or an answer that cannot wait for room: see ByteBudget)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +62,9 @@ class Response:
     headers: list[tuple[bytes, bytes]]
     """Names lower-cased, hop-by-hop and length headers removed."""
     body: bytes
+    held: int = 0
+    """Bytes of the router's budget counted for `body`: the caller releases them once it is done
+    with the body (sent, compared)."""
 
 
 # Hop-by-hop (RFC 9110 7.6.1) and framing headers: the router frames its own messages.
@@ -97,10 +97,19 @@ def request_head(method: str, target: bytes, headers: list[tuple[bytes, bytes]],
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; at most one exchange at a time."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, budget: Budget | None = None) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, budget: ByteBudget | None = None) -> None:
         self._loop = loop
         self._budget = budget
         self._counted = 0
+        """Budget bytes counted for the response being received."""
+        self._admitted = False
+        """The exchange answers work the router admitted: its response may wait for room."""
+        self._length: int | None = None
+        self._claimed = False
+        """The whole Content-Length is counted (or waiting to be): pieces need no counting."""
+        self._queued = False
+        """Waiting for room (ByteBudget.claim); the connection is not read meanwhile."""
+        self._complete_when_granted = False
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[Response] | None = None
@@ -138,19 +147,54 @@ class _Connection(asyncio.Protocol):
         lower = name.lower()
         if lower not in _NOT_FORWARDED:
             self._headers.append((lower, value))
+        elif lower == b"content-length" and value.isdigit() and len(value) <= 19:
+            self._length = int(value)
 
     def on_headers_complete(self) -> None:
         if self._head_only:  # a HEAD response has no body, but the parser cannot be told so
             self.reusable = False
             self._complete()
+            return
+        length = self._length
+        if length is None or not length or self._budget is None or not self._admitted:
+            return
+        if length > self._max_size:  # before a byte of it is held
+            self._finish(error=ResponseTooLargeError(f"response body over {self._max_size} bytes"))
+            return
+        claimed = self._budget.claim(length, self._granted)
+        if claimed is False:
+            self._finish(error=OverBudgetError("the router holds too many bytes; retry later"))
+            return
+        self._claimed = True
+        if claimed:
+            self._counted = length
+        else:  # waits for room: stop reading (what this read brought is kept, uncounted)
+            self._queued = True
+            assert self._transport is not None
+            self._transport.pause_reading()
+
+    def _granted(self) -> None:
+        """Called by the budget when a waiting answer has been counted."""
+        self._queued = False
+        assert self._length is not None
+        self._counted = self._length
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+        if self._complete_when_granted:
+            self._complete_when_granted = False
+            self._complete()
 
     def on_body(self, body: bytes) -> None:
+        if self._waiter is None:  # refused earlier in this read: nothing more is kept or counted
+            return
         self._size += len(body)
         if self._size > self._max_size:
             self._finish(error=ResponseTooLargeError(f"response body over {self._max_size} bytes"))
             return
-        if self._budget is not None:
-            if not self._budget[0](len(body)):
+        budget = self._budget
+        if budget is not None and not self._claimed:
+            # Pieces of unknown total, or a copy's answer: counted as they come, never waiting.
+            if not (budget.take(len(body)) if self._admitted else budget.admit(len(body))):
                 self._finish(error=OverBudgetError("the router holds too many bytes; retry later"))
                 return
             self._counted += len(body)
@@ -163,13 +207,15 @@ class _Connection(asyncio.Protocol):
 
     # the exchange
     def exchange(
-        self, head: bytes, body: bytes, timeout: float, head_only: bool, max_size: int
+        self, head: bytes, body: bytes, timeout: float, head_only: bool, max_size: int, admitted: bool = False
     ) -> asyncio.Future[Response]:
         assert self._transport is not None
         if self._transport.is_closing():
             raise NotSentError("the pooled connection was closed before the request was written")
         self._headers, self._body, self._got_bytes, self._head_only = [], [], False, head_only
         self._size, self._max_size = 0, max_size
+        self._admitted, self._length, self._claimed = admitted, None, False
+        self._complete_when_granted = False
         self._waiter = self._loop.create_future()
         self._timer = self._loop.call_later(timeout, self._on_timeout)
         self._transport.write(head + body if len(body) < 65536 else head)
@@ -181,14 +227,28 @@ class _Connection(asyncio.Protocol):
         self._finish(error=UpstreamTimeoutError("backend did not answer in time"))
 
     def _complete(self) -> None:
+        if self._waiter is None:  # refused earlier in this read
+            return
+        if self._queued:  # the whole answer came in the read that brought its head: kept until counted
+            self._complete_when_granted = True
+            return
         status = self._parser.get_status_code()
-        self._finish(response=Response(status, self._headers, b"".join(self._body)))
+        held, self._counted = self._counted, 0  # handed over with the body
+        self._finish(response=Response(status, self._headers, b"".join(self._body), held))
+
+    def _settle(self) -> None:
+        """Give back what the budget counts for a response that will not be delivered."""
+        if self._budget is None:
+            return
+        if self._queued:
+            self._queued = self._complete_when_granted = False
+            self._budget.cancel(self._granted)
+        if self._counted:
+            counted, self._counted = self._counted, 0
+            self._budget.release(counted)
 
     def _finish(self, response: Response | None = None, error: UpstreamError | None = None) -> None:
-        if self._counted:  # the caller counts a delivered body itself from here on
-            assert self._budget is not None
-            self._budget[1](self._counted)
-            self._counted = 0
+        self._settle()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -205,6 +265,7 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.reusable = False
+        self._settle()  # abandoned mid-exchange (cancelled): nothing stays counted
         if self._transport is not None:
             self._transport.close()
 
@@ -212,7 +273,7 @@ class _Connection(asyncio.Protocol):
 class UpstreamPool:
     """Keep-alive connections per "host:port"; idle ones older than `idle_seconds` are dropped."""
 
-    budget: Budget | None = None
+    budget: ByteBudget | None = None
     """Set by the router app: response bytes count against its byte budget while they arrive."""
 
     def __init__(self, max_idle_per_backend: int = 128, idle_seconds: float = 4.0) -> None:
@@ -231,16 +292,24 @@ class UpstreamPool:
         timeout: float,
         fresh: bool = False,
         max_response_bytes: int = 1 << 62,
+        admitted: bool = False,
     ) -> Response:
         """One exchange (on a new connection when `fresh`). Raises ConnectFailedError (the request
         never left: safe to retry), StaleConnectionError, UpstreamTimeoutError or BadResponseError
-        (the request may have reached the backend: not retried)."""
+        (the request may have reached the backend: not retried). `admitted`: the answer of work
+        the router admitted, which may wait for room in the budget (ByteBudget.claim). The caller
+        releases the returned `held` bytes."""
         conn = None if fresh else self._take_idle(address)
         if conn is None:
             conn = await self._connect(address, connect_timeout)
         try:
             response = await conn.exchange(
-                head, body, timeout, head_only=method == "HEAD", max_size=max_response_bytes
+                head,
+                body,
+                timeout,
+                head_only=method == "HEAD",
+                max_size=max_response_bytes,
+                admitted=admitted,
             )
         except BaseException:
             conn.close()  # cancelled or failed mid-exchange: the connection state is unknown
