@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
 
 import pytest
@@ -18,22 +19,22 @@ from modeldeploy_testcluster import pytest_plugin
 WAIT = 30.0  # generous: the processes start on a loaded 2-core machine
 
 
-def _hold_cluster(lock: str, run: str | None, held: Path, release: Path) -> None:
+def _hold(lock: str, enter: Callable[[], ContextManager[None]], held: Path, release: Path) -> None:
+    """In a child process: hold what `enter` takes until told to release (or WAIT passes)."""
     os.environ["MODELDEPLOY_CLUSTER_LOCK"] = lock
-    with pytest_plugin._cluster_lock(run):
+    with enter():
         held.touch()
         deadline = time.monotonic() + WAIT
         while not release.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
 
 
-def _hold_turn(lock: str, exclusive: bool, held: Path, release: Path) -> None:
-    os.environ["MODELDEPLOY_CLUSTER_LOCK"] = lock
-    with pytest_plugin._test_turn(exclusive):
-        held.touch()
-        deadline = time.monotonic() + WAIT
-        while not release.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+def _cluster(run: str | None) -> Callable[[], ContextManager[None]]:
+    return lambda: pytest_plugin._cluster_lock(run)
+
+
+def _turn(exclusive: bool) -> Callable[[], ContextManager[None]]:
+    return lambda: pytest_plugin._test_turn(exclusive)
 
 
 def _is_held(path: Path) -> bool:
@@ -61,11 +62,11 @@ class Holders:
         self.lock = str(tmp_path / "cluster.lock")
         self.processes: list[multiprocessing.Process] = []
 
-    def start(self, name: str, target: Callable[..., None], *args: object) -> tuple[Path, Path]:
+    def start(self, name: str, enter: Callable[[], ContextManager[None]]) -> tuple[Path, Path]:
         held, release = self.tmp_path / f"{name}.held", self.tmp_path / f"{name}.release"
         (self.tmp_path / f"{name}.name").touch()
         process = multiprocessing.get_context("fork").Process(
-            target=target, args=(self.lock, *args, held, release)
+            target=_hold, args=(self.lock, enter, held, release)
         )
         process.start()
         self.processes.append(process)
@@ -88,12 +89,12 @@ def holders(tmp_path: Path) -> Iterator[Holders]:
 
 
 def test_workers_of_one_run_share_the_cluster_and_another_run_waits(holders: Holders) -> None:
-    first, release_first = holders.start("a1", _hold_cluster, "run-a")
+    first, release_first = holders.start("a1", _cluster("run-a"))
     assert _until(first.exists)
-    second, release_second = holders.start("a2", _hold_cluster, "run-a")
+    second, release_second = holders.start("a2", _cluster("run-a"))
     assert _until(second.exists)  # the same run: at once
-    other, _ = holders.start("b", _hold_cluster, "run-b")
-    alone, _ = holders.start("solo", _hold_cluster, None)
+    other, _ = holders.start("b", _cluster("run-b"))
+    alone, _ = holders.start("solo", _cluster(None))
     release_first.touch()
     assert _until(lambda: not holders.processes[0].is_alive())
     assert not other.exists()  # run-a still holds it
@@ -104,13 +105,13 @@ def test_workers_of_one_run_share_the_cluster_and_another_run_waits(holders: Hol
 
 
 def test_an_exclusive_test_waits_for_shared_ones_and_holds_back_new_ones(holders: Holders) -> None:
-    shared, release_shared = holders.start("s1", _hold_turn, False)
+    shared, release_shared = holders.start("s1", _turn(exclusive=False))
     assert _until(shared.exists)
-    exclusive, release_exclusive = holders.start("x", _hold_turn, True)
+    exclusive, release_exclusive = holders.start("x", _turn(exclusive=True))
     # The exclusive one waits holding the turnstile: a shared one that comes later queues behind it.
     assert _until(lambda: _is_held(Path(holders.lock + ".turnstile")))
     assert not exclusive.exists()
-    later, _ = holders.start("s2", _hold_turn, False)
+    later, _ = holders.start("s2", _turn(exclusive=False))
     release_shared.touch()
     assert _until(exclusive.exists)
     assert not later.exists()
