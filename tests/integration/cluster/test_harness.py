@@ -148,6 +148,8 @@ def test_process_pod_serves_http_from_its_endpointslice_and_stops_when_deleted(
     wait_for("the pod's process to exit", lambda: not daemons.is_alive(record), timeout=10)
 
 
+# Failed beside the other cluster stream on a loaded machine (CI, 2026-12-02): run alone.
+@pytest.mark.cluster_exclusive
 def test_pod_with_an_image_the_node_cannot_run_fails_with_a_clear_reason(
     kube_api: client.ApiClient, namespace: str
 ) -> None:
