@@ -6,6 +6,11 @@ from pathlib import Path
 
 import pytest
 
+# The harness plugin's own predicates, so "a cluster test" means the same in both places; imported
+# here, before pytest loads it as a plugin, so it must be registered for assertion rewriting first.
+pytest.register_assert_rewrite("modeldeploy_testcluster.pytest_plugin")
+from modeldeploy_testcluster.pytest_plugin import is_cluster_test, restarts  # noqa: E402
+
 pytest_plugins = ["modeldeploy_testcluster.pytest_plugin", "operator_fixtures"]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,7 +62,7 @@ CLUSTER_FILE_SECONDS = {
 def _cluster_streams(items: list[pytest.Item]) -> dict[str, str]:
     """Test file -> xdist group. Whole files, so module fixtures (a Prometheus on the one address the
     operator may query, a Kafka broker) live in one stream; longest first onto the shortest stream."""
-    files = sorted({str(i.path.relative_to(REPO)) for i in items if "local_cluster" in i.fixturenames})
+    files = sorted({str(i.path.relative_to(REPO)) for i in items if is_cluster_test(i)})
     streams = [f"cluster-{n}" if n else "cluster" for n in range(max(1, CLUSTER_STREAMS))]
     load = dict.fromkeys(streams, 0)
     assigned = {}
@@ -68,14 +73,10 @@ def _cluster_streams(items: list[pytest.Item]) -> dict[str, str]:
     return assigned
 
 
-def _restarts(item: pytest.Item) -> bool:
-    return item.get_closest_marker("restarts_cluster") is not None
-
-
 def _xdist_group(item: pytest.Item, streams: dict[str, str]) -> str | None:
     # One cluster per machine (the harness holds a lock for the session): its tests run in a few
     # streams, the ones that restart it last of all (modeldeploy_testcluster.pytest_plugin).
-    if "local_cluster" in getattr(item, "fixturenames", ()):
+    if is_cluster_test(item):
         return streams[str(item.path.relative_to(REPO))]
     # Cluster tests on a control plane of their own (RBAC, scale): beside the shared cluster's, one at
     # a time (each starts an etcd and a kube-apiserver on 2 cores).
@@ -107,15 +108,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if group is not None and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(group))
 
+    stream_order = sorted(set(streams.values()))
+
     def rank(item: pytest.Item) -> tuple[int, int, bool]:
         group = groups[item.nodeid]
-        if group in streams.values():
-            order = 0
-        elif group in GROUP_ORDER:
-            order = 1 + GROUP_ORDER.index(group)
-        else:  # modules, then single tests: the small pieces last, to even out the workers' ends
-            order = 1 + len(GROUP_ORDER) + (group is None)
-        return order, sorted(set(streams.values())).index(group) if order == 0 else 0, _restarts(item)
+        if group in stream_order:
+            return 0, stream_order.index(group), restarts(item)
+        if group in GROUP_ORDER:
+            return 1 + GROUP_ORDER.index(group), 0, False
+        # Modules, then single tests: the small pieces last, to even out the workers' ends.
+        return 1 + len(GROUP_ORDER) + (group is None), 0, False
 
     items.sort(key=rank)
 

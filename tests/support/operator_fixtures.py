@@ -20,6 +20,7 @@ from kubernetes import client
 
 from modeldeploy_testcluster import nodes
 from modeldeploy_testcluster.layout import Layout
+from modeldeploy_testcluster.pytest_plugin import RUN_ENV, beside_lock, flocked, holds, is_xdist_worker
 
 from cluster_helpers import REPO, helm, wait_for
 
@@ -54,7 +55,7 @@ def _image_values(layout: Layout) -> dict[str, object]:
 # The pods run this checkout's code: a new value per test run restarts them, so an upgrade picks up
 # edits. One value for the whole run (all its xdist workers): installing again within the run, as
 # each cluster stream and the demo test do, changes nothing and restarts nothing under the others.
-_RUN = os.environ.get("MODELDEPLOY_TEST_RUN") or str(time.time_ns())
+_RUN = os.environ.get(RUN_ENV) or str(time.time_ns())
 
 
 def operator_values(layout: Layout) -> dict[str, object]:
@@ -119,11 +120,9 @@ def install_operator(layout: Layout, kubeconfig: Path, once_per_run: bool = Fals
     """Install or upgrade the chart with the tests' values and wait for a ready operator. One install
     at a time on the machine: two cluster streams of a run start with it together. `once_per_run`:
     skip the upgrade when another stream of this run (MODELDEPLOY_TEST_RUN) has done it already."""
-    lock = Path(os.environ.get("MODELDEPLOY_CLUSTER_LOCK", "/tmp/modeldeploy-cluster.lock") + ".install")
-    installed = lock.with_name(lock.name + "ed")
-    with lock.open("a") as handle, tempfile.TemporaryDirectory() as folder:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        if not (once_per_run and installed.exists() and installed.read_text() == _RUN):
+    installed = beside_lock("installed")
+    with flocked(beside_lock("install"), fcntl.LOCK_EX), tempfile.TemporaryDirectory() as folder:
+        if not (once_per_run and holds(installed, _RUN)):
             apply_crd(nodes.admin_api(layout))
             values = operator_values_file(layout, Path(folder))
             try:
@@ -166,7 +165,7 @@ def operator_release(
     cluster at the end, release and all, when the run started it)."""
     install_operator(local_cluster, kubeconfig, once_per_run=True)
     yield RELEASE_NAMESPACE
-    if hasattr(request.config, "workerinput"):
+    if is_xdist_worker(request.config):
         return
     helm(
         "uninstall",

@@ -39,13 +39,13 @@ def _lock_path() -> Path:
     return Path(os.environ.get(_LOCK_ENV, "/tmp/modeldeploy-cluster.lock"))
 
 
-def _beside_lock(suffix: str) -> Path:
+def beside_lock(suffix: str) -> Path:
     path = _lock_path()
     return path.with_name(f"{path.name}.{suffix}")
 
 
 @contextlib.contextmanager
-def _flocked(path: Path, mode: int) -> Iterator[None]:
+def flocked(path: Path, mode: int) -> Iterator[None]:
     with path.open("a") as handle:
         fcntl.flock(handle, mode)
         try:
@@ -87,9 +87,9 @@ def _cluster_lock(run: str | None = None) -> Iterator[None]:
 
 
 def _join_run(handle: IO[str], run: str) -> None:
-    owner = _beside_lock("run")
+    owner = beside_lock("run")
     while True:
-        with _flocked(_beside_lock("guard"), fcntl.LOCK_EX):  # one worker at a time decides
+        with flocked(beside_lock("guard"), fcntl.LOCK_EX):  # one worker at a time decides
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -98,7 +98,7 @@ def _join_run(handle: IO[str], run: str) -> None:
                 owner.write_text(run)
                 fcntl.flock(handle, fcntl.LOCK_SH)
                 return
-            if _holds(owner, run):
+            if holds(owner, run):
                 try:
                     fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -109,14 +109,18 @@ def _join_run(handle: IO[str], run: str) -> None:
         fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, _XDIST_WORKER)
+
+
 def _run_of(config: pytest.Config) -> str | None:
     """This xdist worker's run, or None outside xdist."""
-    return os.environ.get(RUN_ENV) if hasattr(config, _XDIST_WORKER) else None
+    return os.environ.get(RUN_ENV) if is_xdist_worker(config) else None
 
 
 def _under_xdist_controller(config: pytest.Config) -> bool:
     workers = getattr(config.option, "numprocesses", None)
-    return not hasattr(config, _XDIST_WORKER) and workers not in (None, 0)
+    return not is_xdist_worker(config) and workers not in (None, 0)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -128,8 +132,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_runtestloop(session: pytest.Session) -> Iterator[None]:
     """Takes the cluster's lock before the first test when any selected test uses the cluster, and
     holds it to the end: the wait is outside every test, so pytest-timeout never counts it."""
-    uses_cluster = any("local_cluster" in getattr(item, "fixturenames", ()) for item in session.items)
-    if not uses_cluster or session.config.option.collectonly or hasattr(session.config, _XDIST_WORKER):
+    uses_cluster = any(is_cluster_test(item) for item in session.items)
+    if not uses_cluster or session.config.option.collectonly or is_xdist_worker(session.config):
         return (yield)
     with _cluster_lock():
         return (yield)
@@ -146,11 +150,11 @@ _BARRIER_PATIENCE = 900.0
 for the rest (a stream whose worker crashed or stopped at -x never finishes them)."""
 
 
-def _is_cluster_test(item: pytest.Item) -> bool:
+def is_cluster_test(item: pytest.Item) -> bool:
     return "local_cluster" in getattr(item, "fixturenames", ())
 
 
-def _restarts(item: pytest.Item) -> bool:
+def restarts(item: pytest.Item) -> bool:
     return item.get_closest_marker("restarts_cluster") is not None
 
 
@@ -159,8 +163,8 @@ def _test_turn(exclusive: bool) -> Iterator[None]:
     """A readers-writer lock over the cluster's tests: shared for most, exclusive for the marked ones.
     Everyone passes the turnstile first, so a waiting exclusive test holds back new shared ones instead
     of waiting for a gap that two streams might never leave."""
-    with _beside_lock("tests").open("a") as handle:
-        with _flocked(_beside_lock("turnstile"), fcntl.LOCK_EX):
+    with beside_lock("tests").open("a") as handle:
+        with flocked(beside_lock("turnstile"), fcntl.LOCK_EX):
             fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         try:
             yield
@@ -169,7 +173,7 @@ def _test_turn(exclusive: bool) -> Iterator[None]:
 
 
 def _wait_for_the_other_cluster_tests(session: pytest.Session, done: Path) -> None:
-    expected = {i.nodeid for i in session.items if _is_cluster_test(i) and not _restarts(i)}
+    expected = {i.nodeid for i in session.items if is_cluster_test(i) and not restarts(i)}
     seen, progress = -1, time.monotonic()
     while True:
         finished = set(done.read_text().splitlines()) if done.exists() else set()
@@ -187,12 +191,12 @@ def _wait_for_the_other_cluster_tests(session: pytest.Session, done: Path) -> No
 @pytest.hookimpl(wrapper=True, tryfirst=True)  # outside pytest-timeout's timer: waits are not the test's
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     run = _run_of(item.config)
-    if run is None or not _is_cluster_test(item):
+    if run is None or not is_cluster_test(item):
         return (yield)
-    done = _beside_lock(f"done-{run}")
-    if _restarts(item):
+    done = beside_lock(f"done-{run}")
+    if restarts(item):
         _wait_for_the_other_cluster_tests(item.session, done)
-    exclusive = _restarts(item) or item.get_closest_marker("cluster_exclusive") is not None
+    exclusive = restarts(item) or item.get_closest_marker("cluster_exclusive") is not None
     with _test_turn(exclusive):
         try:
             return (yield)
@@ -207,17 +211,18 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if not _under_xdist_controller(session.config):
         return
     run = os.environ.get(RUN_ENV)
-    _beside_lock(f"done-{run}").unlink(missing_ok=True)
-    started_by = _beside_lock("started-by")
-    if os.environ.get("MODELDEPLOY_KEEP_CLUSTER") == "1" or not _holds(started_by, run):
+    beside_lock(f"done-{run}").unlink(missing_ok=True)
+    started_by = beside_lock("started-by")
+    if os.environ.get("MODELDEPLOY_KEEP_CLUSTER") == "1" or not holds(started_by, run):
         return
     with _cluster_lock():
-        if _holds(started_by, run):  # no session came between and kept it
+        if holds(started_by, run):  # no session came between and kept it
             controlplane.down(default_layout())
             started_by.unlink()
 
 
-def _holds(path: Path, run: str | None) -> bool:
+def holds(path: Path, run: str | None) -> bool:
+    """The marker file `path` names `run` (a missing file names no one)."""
     try:
         return path.read_text() == run
     except OSError:
@@ -235,14 +240,14 @@ def local_cluster(request: pytest.FixtureRequest) -> Iterator[Layout]:
     # here counts against that test's timeout), and bring the cluster up once for the run.
     with _cluster_lock(run):
         layout = default_layout()
-        with _flocked(_beside_lock("up"), fcntl.LOCK_EX):
-            checked = _beside_lock("checked")
+        with flocked(beside_lock("up"), fcntl.LOCK_EX):
+            checked = beside_lock("checked")
             # Asked once per run: a /readyz that times out under load would make `up` restart the
             # cluster under a stream that is using it.
-            if not _holds(checked, run):
+            if not holds(checked, run):
                 if not controlplane.is_healthy(layout):
                     controlplane.up(layout)
-                    _beside_lock("started-by").write_text(run)
+                    beside_lock("started-by").write_text(run)
                 checked.write_text(run)
         yield layout
 
