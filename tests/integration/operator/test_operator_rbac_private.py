@@ -508,12 +508,23 @@ def test_each_rule_removed_is_refused_on_its_resource(plane: Plane, role: str, i
         GROUP, VERSION, namespace, PLURAL, md_body("churn")
     )
     try:
-        with operator_running(plane, docs, f"minus-{role}-{index}"):
-            shown = wait_for(
-                f"a refusal showing {rule_id(rule)} missing",
-                lambda: evidence(rule, refused(plane.audit(since))),
-                WAIT,
-            )
+        label = f"minus-{role}-{index}"
+        with operator_running(plane, docs, label) as process:
+            log = plane.work / f"operator-{label}.log"
+
+            def shown_missing() -> list[tuple[str, ...]]:
+                assert process.alive(), f"the operator exited:\n{log.read_text()[-4000:]}"
+                return evidence(rule, refused(plane.audit(since)))
+
+            try:
+                shown = wait_for(f"a refusal showing {rule_id(rule)} missing", shown_missing, WAIT)
+            except AssertionError as error:
+                # What the operator did instead: its log and every refusal it met (CI once timed out here
+                # with none at all, 2026-12-02, and nothing to tell why).
+                raise AssertionError(
+                    f"{error}\nrefusals: {refused(plane.audit(since))}\n"
+                    f"operator log:\n{log.read_text()[-6000:]}"
+                ) from None
         print(rule_id(rule), "->", shown[0])
     finally:
         plane.drop_namespace(namespace)
