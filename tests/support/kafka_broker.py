@@ -4,6 +4,7 @@ the machine's Java 17, listening on 127.0.0.1 only, with its log dir in a tempor
 
     with kafka_broker(tmp_path) as broker:
         broker.bootstrap  # "127.0.0.1:PORT"
+        broker.stop(); broker.start()  # gone and back: same port, same log dir
 
 The `kafka` session fixture (tests/integration/stream/conftest.py) starts one for a whole session.
 """
@@ -19,7 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from local_processes import free_port
@@ -58,9 +59,47 @@ class Broker:
     process: subprocess.Popen[bytes]
     log: Path
     start_seconds: float  # format + start until the broker accepted a metadata request
+    command: list[str] = field(default_factory=list)
+    folder: Path | None = None
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """The broker gone (SIGTERM, a clean shutdown; SIGKILL after 15 s); its log dir stays."""
+        _stop(self.process)
+
+    def start(self, timeout: float = 90.0) -> None:
+        """The same broker back on the same port and log dir (topics, records, committed offsets)."""
+        assert self.folder is not None
+        assert self.process.poll() is not None, "stop() it first"
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                self.command, stdout=out, stderr=subprocess.STDOUT, cwd=self.folder
+            )
+        _wait_ready(self.process, self.bootstrap, self.log, timeout)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], bootstrap: str, log: Path, timeout: float) -> None:
+    host, port = bootstrap.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while not (_answers(int(port), host) and _broker_ready(bootstrap)):
+        if proc.poll() is not None:
+            tail = log.read_text()[-4000:]
+            raise BrokerUnavailableError(f"the broker exited ({proc.returncode}):\n{tail}")
+        if time.monotonic() > deadline:
+            tail = log.read_text()[-4000:]
+            raise BrokerUnavailableError(f"the broker was not up after {timeout}s:\n{tail}")
+        time.sleep(0.2)
 
 
 def kafka_libs() -> Path:
@@ -168,32 +207,17 @@ def kafka_broker(folder: Path, timeout: float = 90.0, host: str = "127.0.0.1") -
     )
     if fmt.returncode != 0:
         raise BrokerUnavailableError(f"formatting the KRaft log dir failed: {fmt.stdout}{fmt.stderr}")
+    command = _java(libs, "kafka.Kafka", str(props), log4j=log4j)
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            _java(libs, "kafka.Kafka", str(props), log4j=log4j),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=folder,
-        )
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=folder)
     bootstrap = f"{host}:{port}"
+    broker = Broker(bootstrap, proc, log, 0.0, command, folder)
     try:
-        deadline = time.monotonic() + timeout
-        while not (_answers(port, host) and _broker_ready(bootstrap)):
-            if proc.poll() is not None:
-                tail = log.read_text()[-4000:]
-                raise BrokerUnavailableError(f"the broker exited ({proc.returncode}):\n{tail}")
-            if time.monotonic() > deadline:
-                tail = log.read_text()[-4000:]
-                raise BrokerUnavailableError(f"the broker was not up after {timeout}s:\n{tail}")
-            time.sleep(0.2)
-        yield Broker(bootstrap, proc, log, time.monotonic() - start)
+        _wait_ready(proc, bootstrap, log, timeout)
+        broker.start_seconds = time.monotonic() - start
+        yield broker
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(broker.process)  # the one running now (a test may have restarted it)
 
 
 def _free_port_on(host: str) -> int:

@@ -65,6 +65,10 @@ class KafkaClientSettings(BaseSettings):
     """Extra librdkafka properties as a JSON object of strings, for both the consumer and the
     producer (for example {"socket.keepalive.enable": "true"}); the settings above win."""
 
+    lag_interval_seconds: float = Field(default=2.0, gt=0)
+    """How often the consumer's lag (end offset - the group's committed offset, per assigned
+    partition) is exported: modeldeploy_stream_consumer_lag, modeldeploy_joiner_label_topic_lag."""
+
     @model_validator(mode="after")
     def _check_connection(self) -> KafkaClientSettings:
         if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
@@ -167,9 +171,6 @@ class StreamSettings(KafkaClientSettings):
 
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     """Where a new consumer group starts."""
-
-    lag_interval_seconds: float = Field(default=2.0, gt=0)
-    """How often consumer lag is exported."""
 
     @model_validator(mode="after")
     def _check_topics(self) -> StreamSettings:

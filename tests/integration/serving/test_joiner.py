@@ -125,6 +125,24 @@ async def test_bad_feedback_is_reported_per_item_and_loses_nothing_else(database
         assert quality["accuracy"] == pytest.approx(2 / 3)
 
 
+async def test_a_nul_in_an_id_or_name_is_one_invalid_item_on_both_stores(database: str) -> None:
+    """PostgreSQL's text cannot hold NUL: such an id failed the whole request's transaction (503, on
+    every retry; a poison record for the label topic). It is refused per item, on both stores alike."""
+    async with joiner_client(database, Clock()) as c:
+        r = await c.post(
+            "/v1/predictions",
+            json={"predictions": [record("ok-1"), record("bad\x00id"), record("ok-2", variant="a\x00b")]},
+        )
+        assert r.status_code == 200
+        assert statuses(r.json()) == ["stored", "invalid", "invalid"]
+        assert "without NUL" in r.json()["results"][1]["error"]
+        assert "variant" in r.json()["results"][2]["error"]
+        labels = [{"request_id": "ok-1", "label": 1}, {"request_id": "ok-1\x00", "label": 1}]
+        r = await c.post("/v1/feedback", json={"labels": labels})
+        assert r.status_code == 200
+        assert statuses(r.json()) == ["joined", "invalid"]
+
+
 async def test_labels_days_later_join_across_a_restart_and_retention_purges(database: str) -> None:
     clock = Clock()
     async with joiner_client(database, clock) as c:

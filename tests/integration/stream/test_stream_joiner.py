@@ -4,6 +4,7 @@ predictions, and labels arrive on a Kafka topic as well as over HTTP."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -206,3 +207,137 @@ def _ends(bootstrap: str, topic: str, partitions: int) -> list[int]:
         return [c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)]
     finally:
         c.close()
+
+
+# --- the label consumer's lag and recovery (points 1 and 2 of issue 15's follow-up) ---
+def _label_topic(kafka: Broker, partitions: int = 2) -> tuple[str, str]:
+    """A fresh label topic and consumer group."""
+    from kafka_broker import create_topic
+
+    topics = Topics.create(kafka.bootstrap, prefix="labels")  # only for a fresh name and group
+    label_topic = topics.input.replace("-in", "-labels")
+    create_topic(kafka.bootstrap, label_topic, partitions)
+    return label_topic, topics.group
+
+
+def _label_env(kafka: Broker, topic: str, group: str) -> dict[str, str]:
+    return {
+        "MODELDEPLOY_LABELS_BOOTSTRAP_SERVERS": kafka.bootstrap,
+        "MODELDEPLOY_LABELS_TOPIC": topic,
+        "MODELDEPLOY_LABELS_GROUP_ID": group,
+        "MODELDEPLOY_LABELS_BATCH_MAX_WAIT_MS": "50",
+        "MODELDEPLOY_LABELS_LAG_INTERVAL_SECONDS": "0.2",
+        "MODELDEPLOY_LABELS_RETRY_SECONDS": "0.5",
+    }
+
+
+def _lags(joiner: JoinerProcess, topic: str) -> dict[int, float]:
+    """Partition -> modeldeploy_joiner_label_topic_lag of `topic`."""
+    out = {}
+    for key, value in joiner.metrics().items():
+        name, _, labels = key.partition("{")
+        if name == "modeldeploy_joiner_label_topic_lag":
+            pairs = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+            if pairs["topic"] == topic:
+                out[int(pairs["partition"])] = value
+    return out
+
+
+def _outcomes(joiner: JoinerProcess) -> dict[str, float]:
+    prefix = 'modeldeploy_joiner_labels_total{outcome="'
+    return {k[len(prefix) : -2]: v for k, v in joiner.metrics().items() if k.startswith(prefix)}
+
+
+def _post_predictions(joiner: JoinerProcess, ids: list[str]) -> None:
+    now = time.time()
+    r = httpx.post(
+        f"{joiner.url}/v1/predictions", json={"predictions": [_prediction(i, now) for i in ids]}, timeout=60
+    )
+    assert r.json()["stored"] == len(ids)
+
+
+def test_label_lag_is_exported_and_a_store_outage_and_a_poison_label_lose_nothing(
+    kafka: Broker, tmp_path: Path
+) -> None:
+    """The real broker and the joiner's real SQLite file, where triggers make the store refuse labels:
+    first every label (an outage: nothing committed, so the lag is exactly what was produced), then
+    one (a poison label: skipped and counted, the rest joined, the lag back to 0)."""
+    import sqlite3
+
+    topic, group = _label_topic(kafka)
+    n = 400
+    ids = [f"req-{i}" for i in range(n)]
+    with joiner_process(tmp_path, _label_env(kafka, topic, group)) as joiner:
+        _post_predictions(joiner, [*ids, "poison"])
+        db = sqlite3.connect(tmp_path / "joiner.db", isolation_level=None)
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE UPDATE OF label ON predictions "
+            "BEGIN SELECT RAISE(ABORT, 'the disk is full'); END"
+        )
+        values = [json.dumps({"request_id": i, "label": k % 2}).encode() for k, i in enumerate(ids)]
+        values.insert(n // 2, json.dumps({"request_id": "poison", "label": 1}).encode())
+        produce(kafka.bootstrap, topic, values)
+        ends = _ends(kafka.bootstrap, topic, 2)
+        assert min(ends) > 0  # the keys spread the records over both partitions
+
+        def batches(result: str) -> float:
+            return joiner.metrics().get(
+                f'modeldeploy_joiner_label_topic_batches_total{{result="{result}"}}', 0
+            )
+
+        joiner.wait_for(lambda: batches("store_failed") >= 2, "the store refused the batches (retried)")
+        # nothing stored, nothing committed: every record is lag, exactly
+        joiner.wait_for(lambda: _lags(joiner, topic) == {0: ends[0], 1: ends[1]}, "the lag is the topic")
+        assert _outcomes(joiner).get("joined", 0) == 0
+        text = httpx.get(f"{joiner.url}/metrics", timeout=10).text
+        assert "# TYPE modeldeploy_joiner_label_topic_lag gauge" in text
+        assert _committed(kafka.bootstrap, topic, group, 2) == [-1001, -1001]  # nothing committed
+
+        db.execute("BEGIN")
+        db.execute("DROP TRIGGER refuse")
+        db.execute(
+            "CREATE TRIGGER poison BEFORE UPDATE OF label ON predictions WHEN NEW.request_id = 'poison' "
+            "BEGIN SELECT RAISE(ABORT, 'this one never fits'); END"
+        )
+        db.execute("COMMIT")
+        db.close()
+        joiner.wait_for(lambda: _lags(joiner, topic) == {0: 0, 1: 0}, "lag 0")
+        assert _committed(kafka.bootstrap, topic, group, 2) == ends
+        assert _outcomes(joiner) == {"joined": n, "store_refused": 1}
+        quality = arm(joiner)
+        assert quality is not None
+        assert quality["labelled"] == n
+        assert f"poison label poison (record {topic}/" in joiner.log.read_text()
+
+
+def test_the_label_consumer_goes_on_after_the_broker_was_gone(kafka: Broker, tmp_path: Path) -> None:
+    """The session's broker stopped and started again (same port, same log dir) while the joiner runs:
+    HTTP feedback goes on meanwhile, the consumer reconnects by itself, and every label is joined
+    exactly once (none lost, none consumed twice)."""
+    topic, group = _label_topic(kafka)
+    n = 600
+    ids = [f"req-{i}" for i in range(n)]
+    values = [json.dumps({"request_id": i, "label": k % 2}).encode() for k, i in enumerate(ids)]
+    with joiner_process(tmp_path, _label_env(kafka, topic, group)) as joiner:
+        _post_predictions(joiner, [*ids, "http-1"])
+        produce(kafka.bootstrap, topic, values[: n // 2])
+        joiner.wait_for(lambda: _outcomes(joiner).get("joined", 0) == n // 2, "the first half joined")
+        joiner.wait_for(lambda: sum(_lags(joiner, topic).values()) == 0, "the first half committed")
+        try:
+            kafka.stop()
+            r = httpx.post(f"{joiner.url}/v1/feedback", json={"request_id": "http-1", "label": 1}, timeout=30)
+            assert r.json()["joined"] == 1  # the joiner does not need the broker to take labels
+            assert httpx.get(f"{joiner.url}/readyz", timeout=10).status_code == 200
+        finally:
+            kafka.start()
+        produce(kafka.bootstrap, topic, values[n // 2 :])
+        ends = _ends(kafka.bootstrap, topic, 2)
+        joiner.wait_for(lambda: _outcomes(joiner).get("joined", 0) == n + 1, "the second half joined")
+        joiner.wait_for(lambda: _lags(joiner, topic) == {0: 0, 1: 0}, "lag 0 after the outage")
+        assert _committed(kafka.bootstrap, topic, group, 2) == ends
+        assert _outcomes(joiner) == {"joined": n + 1}  # no duplicates: nothing was consumed twice
+        quality = arm(joiner)
+        assert quality is not None
+        assert quality["labelled"] == n + 1
+        restarts = joiner.metrics().get("modeldeploy_joiner_label_consumer_restarts_total", 0)
+        print(f"broker outage: consumer restarts {restarts}")

@@ -1,9 +1,13 @@
 """The joiner's label topic consumer with a fake Kafka consumer: per-item outcomes as over HTTP, offsets
-committed only after the store write, a store failure commits nothing and the batch comes again."""
+committed only after the store write, a store failure commits nothing and the batch comes again, a
+poison label is skipped, a failed commit is made up for, a failed consumer is replaced. The same
+against the real broker: tests/integration/stream/test_stream_joiner.py."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +25,17 @@ DAY = 86_400.0
 LABELS = LabelTopicSettings(bootstrap_servers="unused:9092", topic="labels", group_id="g", retry_seconds=0.01)
 
 
+class FatalError:
+    def fatal(self) -> bool:
+        return True
+
+    def __str__(self) -> str:
+        return "KafkaError{code=_FENCED,val=-144,str=fenced}"
+
+
 class Message:
-    def __init__(self, value: bytes | None, offset: int, partition: int = 0) -> None:
-        self._value, self._offset, self._partition = value, offset, partition
+    def __init__(self, value: bytes | None, offset: int, partition: int = 0, error: Any = None) -> None:
+        self._value, self._offset, self._partition, self._error = value, offset, partition, error
 
     def value(self) -> bytes | None:
         return self._value
@@ -37,33 +49,48 @@ class Message:
     def topic(self) -> str:
         return "labels"
 
-    def error(self) -> None:
-        return None
+    def error(self) -> Any:
+        return self._error
 
 
 class FakeConsumer:
     """Hands out `batches` in order (a seek puts the last one back), records commits and seeks."""
 
-    def __init__(self, batches: list[list[Message]], stop: asyncio.Event, loop: asyncio.AbstractEventLoop):
+    def __init__(
+        self,
+        batches: list[list[Message]],
+        stop: asyncio.Event | None,
+        loop: asyncio.AbstractEventLoop,
+        failing_commits: int = 0,
+    ):
+        """`stop`: set when the batches are out (None: never); `failing_commits`: the first ones raise."""
         self.batches = batches
         self.commits: list[dict[tuple[str, int], int]] = []
         self.seeks: list[tuple[str, int, int]] = []
         self.last: list[Message] = []
         self.stop, self.loop = stop, loop
+        self.failing_commits = failing_commits
         self.closed = False
 
-    def subscribe(self, topics: list[str]) -> None:
+    def subscribe(self, topics: list[str], on_revoke: Any = None) -> None:
         assert topics == ["labels"]
+
+    def assignment(self) -> list[Any]:
+        return []  # no lag read (the real broker's test reads it)
 
     def consume(self, n: int, timeout: float) -> list[Message]:
         if not self.batches:
-            self.loop.call_soon_threadsafe(self.stop.set)
+            if self.stop is not None:
+                self.loop.call_soon_threadsafe(self.stop.set)
             return []
         self.last = self.batches.pop(0)
         return self.last
 
     def commit(self, offsets: list[Any], asynchronous: bool) -> None:
         assert asynchronous is False  # the commit is done before the next batch is read
+        if self.failing_commits:
+            self.failing_commits -= 1
+            raise RuntimeError("KafkaError{code=_TRANSPORT}: the broker is away")
         self.commits.append({(tp.topic, tp.partition): tp.offset for tp in offsets})
 
     def seek(self, tp: Any) -> None:
@@ -139,7 +166,7 @@ async def test_bad_labels_are_counted_the_rest_joined_and_offsets_committed_afte
         Message(b'{"request_id": "p3", "label": 1}', 3, 1),
     ]
     fake = FakeConsumer([batch, again], stop, asyncio.get_running_loop())
-    await LabelTopicConsumer(LABELS, joiner, fake).run(stop)
+    await LabelTopicConsumer(LABELS, joiner, lambda: fake).run(stop)
     assert fake.commits == [{("labels", 0): 16, ("labels", 1): 17}, {("labels", 0): 18, ("labels", 1): 4}]
     assert fake.closed
     counts = {s.labels[0]: s.value for s in _samples(joiner, "modeldeploy_joiner_labels_total")}
@@ -161,18 +188,110 @@ async def test_a_store_failure_commits_nothing_and_the_batch_is_joined_again(
 
     def flaky(*args: Any) -> Any:
         calls.append(1)
-        if len(calls) == 1:
+        if len(calls) <= 2:  # the batch, then its one label alone: the store refuses everything
             raise RuntimeError("database is locked")
         return real(*args)
 
     monkeypatch.setattr(store, "join_labels", flaky)
-    await LabelTopicConsumer(LABELS, joiner, fake).run(stop)
+    await LabelTopicConsumer(LABELS, joiner, lambda: fake).run(stop)
     assert fake.seeks == [("labels", 0, 5)]
     assert fake.commits == [{("labels", 0): 6}]  # only after the write that worked
     counts = {s.labels[0]: s.value for s in _samples(joiner, "modeldeploy_joiner_labels_total")}
     assert counts == {"joined": 1}
     batches = {s.labels[0]: s.value for s in _samples(joiner, "modeldeploy_joiner_label_topic_batches_total")}
     assert batches == {"store_failed": 1, "committed": 1}
+
+
+async def test_a_poison_label_is_skipped_counted_and_the_rest_of_its_batch_joined(
+    joiner: Joiner, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A label the store refuses alone, while it stores the others of the batch, never holds its
+    partition back; a store that refuses everything is down (the batch comes again)."""
+    stop = asyncio.Event()
+    batch = [
+        Message(b'{"request_id": "p1", "label": 1}', 7),
+        Message(b'{"labels": [{"request_id": "p2", "label": 0}, {"request_id": "p3", "label": 1}]}', 8),
+        Message(b'{"request_id": "nobody", "label": 1}', 9),
+    ]
+    fake = FakeConsumer([batch], stop, asyncio.get_running_loop())
+    store = joiner.store
+    assert store is not None
+    real = store.join_labels
+
+    def refuses_p2(labels: list[Feedback], *args: Any) -> Any:
+        if any(f.request_id == "p2" for f in labels):
+            raise RuntimeError("value too long for type character varying")
+        return real(labels, *args)
+
+    monkeypatch.setattr(store, "join_labels", refuses_p2)
+    await LabelTopicConsumer(LABELS, joiner, lambda: fake).run(stop)
+    assert fake.seeks == []
+    assert fake.commits == [{("labels", 0): 10}]
+    counts = {s.labels[0]: s.value for s in _samples(joiner, "modeldeploy_joiner_labels_total")}
+    assert counts == {"joined": 2, "unknown_request": 1, "store_refused": 1}
+    assert "poison label p2 (record labels/0/8) skipped" in caplog.text
+    summary = await joiner.summary(fresh=True)
+    assert summary.deployments[0].windows[0].arms[0].quality.labelled == 2
+
+
+async def test_a_failed_commit_is_made_up_for_by_the_next_one(joiner: Joiner) -> None:
+    """The broker away at commit time: the stored batch's offsets are kept and committed with the next
+    batch (or alone), so they are not consumed again."""
+    stop = asyncio.Event()
+    first = [Message(b'{"request_id": "p1", "label": 1}', 3, partition=1)]
+    second = [Message(b'{"request_id": "p2", "label": 0}', 9)]
+    fake = FakeConsumer([first, second], stop, asyncio.get_running_loop(), failing_commits=1)
+    await LabelTopicConsumer(LABELS, joiner, lambda: fake).run(stop)
+    assert fake.commits == [{("labels", 1): 4, ("labels", 0): 10}]
+    batches = {s.labels[0]: s.value for s in _samples(joiner, "modeldeploy_joiner_label_topic_batches_total")}
+    assert batches == {"commit_failed": 1, "committed": 1}
+
+    stop.clear()  # alone: a failed commit with no batch after it is retried every retry_seconds
+    fake = FakeConsumer([[Message(b'{"request_id": "p3", "label": 1}', 4)]], None, asyncio.get_running_loop(),
+                        failing_commits=2)  # fmt: skip
+    task = asyncio.create_task(LabelTopicConsumer(LABELS, joiner, lambda: fake).run(stop))
+    while not fake.commits:
+        await asyncio.sleep(0.01)
+    stop.set()
+    await task
+    assert fake.commits == [{("labels", 0): 5}]
+
+
+async def test_a_failed_consumer_is_replaced_and_goes_on(
+    joiner: Joiner, caplog: pytest.LogCaptureFixture
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    broken = FakeConsumer([[Message(None, 0, error=FatalError())]], None, loop)
+    working = FakeConsumer([[Message(b'{"request_id": "p1", "label": 1}', 0)]], stop, loop)
+    made = iter([broken, working])
+    await LabelTopicConsumer(LABELS, joiner, lambda: next(made)).run(stop)
+    assert broken.closed
+    assert broken.commits == []
+    assert working.commits == [{("labels", 0): 1}]
+    assert [s.value for s in _samples(joiner, "modeldeploy_joiner_label_consumer_restarts_total")] == [1]
+    assert "the label consumer failed; a new one starts in" in caplog.text
+    assert "_FENCED" in caplog.text
+
+
+async def test_a_consumer_that_cannot_be_made_is_retried_with_a_growing_pause(joiner: Joiner) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    attempts: list[float] = []
+
+    def refuse() -> Any:  # in the consumer's thread
+        attempts.append(time.monotonic())
+        if len(attempts) == 4:
+            loop.call_soon_threadsafe(stop.set)
+        raise ValueError('Configuration property "sasl.mechanism" set to invalid value')
+
+    consumer = LabelTopicConsumer(LABELS, joiner, refuse)
+    await consumer.run(stop)
+    assert len(attempts) == 4
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert gaps[2] >= 3.5 * LABELS.retry_seconds  # 0.01, 0.02, 0.04: doubling
+    assert consumer._restart_delay == pytest.approx(LABELS.retry_seconds * 8)
+    assert [s.value for s in _samples(joiner, "modeldeploy_joiner_label_consumer_restarts_total")] == [4]
 
 
 def _samples(joiner: Joiner, name: str) -> list[Any]:

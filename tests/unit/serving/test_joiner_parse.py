@@ -57,6 +57,7 @@ def test_every_item_of_a_batch_gets_one_answer_in_order(items: list[Any]) -> Non
             isinstance(item, dict)
             and isinstance(item.get("request_id"), str)
             and 0 < len(item["request_id"]) <= 256
+            and "\x00" not in item["request_id"]
             and "label" in item
             and item.get("time") is None
         )

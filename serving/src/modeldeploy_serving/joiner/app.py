@@ -141,13 +141,15 @@ class Joiner:
     async def add_feedback(self, body: bytes) -> dict[str, Any]:
         return await self.join_feedback(self._parse(parse_feedback, body))
 
-    async def join_feedback(self, items: list[Feedback | Invalid]) -> dict[str, Any]:
+    async def join_feedback(self, items: list[Feedback | Invalid], quiet: bool = False) -> dict[str, Any]:
         """Labels of one request (or of one batch of a label topic; indices unique) joined in one
         transaction, answered item by item; HTTPProblemError(503) when the store failed (then none
-        was stored)."""
+        was stored). `quiet`: a failure is not logged (the caller tells what it means)."""
         labels = [i for i in items if isinstance(i, Feedback)]
         store = self._store()
-        statuses = await self._write(store.join_labels, labels, self.clock(), self.settings.retention_seconds)
+        statuses = await self._write(
+            store.join_labels, labels, self.clock(), self.settings.retention_seconds, quiet=quiet
+        )
         by_index = dict(zip((f.index for f in labels), statuses, strict=True))
         results = []
         for item in items:
@@ -166,11 +168,12 @@ class Joiner:
         except TooManyItemsError as exc:
             raise HTTPProblemError(413, str(exc)) from exc
 
-    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _write(self, fn: Callable[..., T], *args: Any, quiet: bool = False) -> T:
         try:
             return await self._run(fn, *args)
         except Exception as exc:  # a database error: the transaction was rolled back, nothing stored
-            log.exception("store write failed")
+            if not quiet:
+                log.exception("store write failed")
             message = f"the store failed; nothing of this request was stored: {exc}"
             raise HTTPProblemError(503, message) from exc
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -89,7 +89,7 @@ class JoinerMetrics:
         self.labels = Counter(
             "modeldeploy_joiner_labels",
             "Labels received, by outcome (joined, unknown_request, expired, duplicate, conflict, "
-            "invalid_label, invalid).",
+            "invalid_label, invalid; store_refused: a poison label of the label topic, skipped).",
             ["outcome"],
             registry=self.registry,
         )
@@ -116,6 +116,20 @@ class JoinerMetrics:
             "nothing stored or committed, consumed again; commit_failed: stored, may come again as "
             "duplicates).",
             ["result"],
+            registry=self.registry,
+        )
+        self.label_lag = Gauge(
+            "modeldeploy_joiner_label_topic_lag",
+            "Label records of a partition past the joiner's committed offset (end offset - committed), "
+            "per assigned partition; read every lag_interval_seconds, the last value kept while the "
+            "broker does not answer.",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+        self.label_consumer_restarts = Counter(
+            "modeldeploy_joiner_label_consumer_restarts",
+            "Label consumers replaced by a new one after they failed (a fatal client error, anything "
+            "unexpected); the new one goes on from the committed offsets.",
             registry=self.registry,
         )
         self.summary = SummaryCollector()

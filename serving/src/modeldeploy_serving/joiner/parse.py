@@ -74,11 +74,17 @@ def _items(body: bytes, key: str, max_items: int) -> list[Any]:
     raise BodyError(f"the body must be an object: one item, or {{{key!r}: [items]}}")
 
 
-def _request_id(item: dict[str, Any]) -> str | None:
-    rid = item.get("request_id")
-    if isinstance(rid, str) and 0 < len(rid) <= MAX_ID_LENGTH:
-        return rid
+def _text(value: Any, max_length: int) -> str | None:
+    """`value` if it is a string of 1 to max_length characters without NUL, else None. PostgreSQL's
+    text cannot hold NUL: one such id failed its whole transaction, so a label topic's batch was
+    refused again on every retry (a poison record) and an HTTP batch was refused whole with 503."""
+    if isinstance(value, str) and 0 < len(value) <= max_length and "\x00" not in value:
+        return value
     return None
+
+
+def _request_id(item: dict[str, Any]) -> str | None:
+    return _text(item.get("request_id"), MAX_ID_LENGTH)
 
 
 def _time(item: dict[str, Any]) -> float | str | None:
@@ -100,7 +106,11 @@ def parse_feedback(body: bytes, max_items: int) -> list[Feedback | Invalid]:
             continue
         rid = _request_id(item)
         if rid is None:
-            out.append(Invalid(i, None, f"'request_id' must be a string of 1 to {MAX_ID_LENGTH} characters"))
+            out.append(
+                Invalid(
+                    i, None, f"'request_id' must be a string of 1 to {MAX_ID_LENGTH} characters without NUL"
+                )
+            )
             continue
         if "label" not in item:
             out.append(Invalid(i, rid, "'label' is missing"))
@@ -123,10 +133,7 @@ def label_error(label: Any, classes: int) -> str | None:
 
 
 def _name(item: dict[str, Any], key: str) -> str | None:
-    value = item.get(key)
-    if isinstance(value, str) and 0 < len(value) <= MAX_NAME_LENGTH:
-        return value
-    return None
+    return _text(item.get(key), MAX_NAME_LENGTH)
 
 
 def parse_predictions(body: bytes, max_items: int) -> list[PredictionRecord | Invalid]:
@@ -139,13 +146,21 @@ def parse_predictions(body: bytes, max_items: int) -> list[PredictionRecord | In
             continue
         rid = _request_id(item)
         if rid is None:
-            out.append(Invalid(i, None, f"'request_id' must be a string of 1 to {MAX_ID_LENGTH} characters"))
+            out.append(
+                Invalid(
+                    i, None, f"'request_id' must be a string of 1 to {MAX_ID_LENGTH} characters without NUL"
+                )
+            )
             continue
         names = {k: _name(item, k) for k in ("deployment", "variant", "revision", "model_version")}
         bad = [k for k, v in names.items() if v is None]
         if bad:
             out.append(
-                Invalid(i, rid, f"{', '.join(bad)}: must be strings of 1 to {MAX_NAME_LENGTH} characters")
+                Invalid(
+                    i,
+                    rid,
+                    f"{', '.join(bad)}: must be strings of 1 to {MAX_NAME_LENGTH} characters without NUL",
+                )
             )
             continue
         score = item.get("score")

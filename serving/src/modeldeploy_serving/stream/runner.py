@@ -34,6 +34,7 @@ from modeldeploy_contract.stream_settings import StreamSettings
 from modeldeploy_serving import metrics
 from modeldeploy_serving.dataplane import DataPlane
 from modeldeploy_serving.joiner.feed import JoinerFeed
+from modeldeploy_serving.kafka_lag import consumer_lag
 from modeldeploy_serving.model import LoadedModel
 from modeldeploy_serving.predlog import PiiPolicy, PredictionLog, dumps, sampled
 from modeldeploy_serving.rows import ListRows
@@ -261,19 +262,9 @@ class StreamRunner:
         self._committed.update(offsets)
 
     def _export_lag(self) -> None:
-        from confluent_kafka import TopicPartition
-
         try:
-            assignment = self.consumer.assignment()
-            if not assignment:
-                return
-            committed = self.consumer.committed(assignment, timeout=2)
-            for tp in committed:
-                _, high = self.consumer.get_watermark_offsets(
-                    TopicPartition(tp.topic, tp.partition), timeout=2
-                )
-                low_or_committed = tp.offset if tp.offset >= 0 else 0
-                metrics.STREAM_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - low_or_committed))
+            for (topic, partition), lag in consumer_lag(self.consumer).items():
+                metrics.STREAM_LAG.labels(topic, str(partition)).set(lag)
         except Exception as exc:  # lag is information, never a reason to stop
             log.debug("lag export failed: %s", exc)
 
