@@ -5,7 +5,8 @@
 For each store: a real `modeldeploy joiner` process (one uvicorn worker); N prediction records posted
 in batches of --batch, then N labels in batches of --batch (every label joins), each phase timed end
 to end from one client (HTTP, JSON parsing, per-item answers, one transaction per request). Then the
-database's size with every prediction labelled, scaled to one million predictions. Then the same
+database's size with every prediction labelled, scaled to one million predictions, and the joiner
+process's memory from /proc (resident set at start, and its peak after each phase). Then the same
 inserts and joins straight on the store (no HTTP, no JSON; another N rows in the same database).
 PostgreSQL is a private server started here (Debian's binaries, as the tests do; fsync on, the
 default). Prints a Markdown table and writes JSON.
@@ -37,8 +38,18 @@ from local_postgres import LocalPostgres, _bin_dir  # noqa: E402
 from local_processes import free_port  # noqa: E402
 
 
+def memory_mb(pid: int) -> dict[str, float]:
+    """The process's resident set now (VmRSS) and its peak so far (VmHWM), in MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024  # kB
+    return {"rss_mb": fields["VmRSS"], "peak_rss_mb": fields["VmHWM"]}
+
+
 @contextmanager
-def joiner(database: str, log: Path) -> Iterator[str]:
+def joiner(database: str, log: Path) -> Iterator[tuple[str, int]]:
     port = free_port()
     env = {**os.environ, "MODELDEPLOY_JOINER_DATABASE": database, "MODELDEPLOY_JOINER_HOST": "127.0.0.1"}
     env["MODELDEPLOY_JOINER_LOG_LEVEL"] = "warning"
@@ -63,7 +74,7 @@ def joiner(database: str, log: Path) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"joiner not ready:\n{log.read_text()}")
             time.sleep(0.1)
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         proc.wait(30)
@@ -73,7 +84,8 @@ def run_one(name: str, database: str, n: int, batch: int, work: Path) -> dict[st
     rng = random.Random(1)  # noqa: S311 (bench data, not cryptography)
     now = time.time()
     ids = [f"req-{i:09d}-{rng.getrandbits(32):08x}" for i in range(n)]  # request ids like a UUID's length
-    with joiner(database, work / f"{name}.log") as url, httpx.Client(base_url=url, timeout=120) as c:
+    with joiner(database, work / f"{name}.log") as (url, pid), httpx.Client(base_url=url, timeout=120) as c:
+        memory = {"start": memory_mb(pid)}
         start = time.perf_counter()
         for s in range(0, n, batch):
             records = [
@@ -93,6 +105,7 @@ def run_one(name: str, database: str, n: int, batch: int, work: Path) -> dict[st
             if r.status_code != 200 or r.json()["stored"] != len(records):
                 raise RuntimeError(r.text[:300])
         ingest = time.perf_counter() - start
+        memory["predictions"] = memory_mb(pid)
         order = ids[:]
         rng.shuffle(order)  # labels arrive in another order than the predictions
         start = time.perf_counter()
@@ -102,10 +115,12 @@ def run_one(name: str, database: str, n: int, batch: int, work: Path) -> dict[st
             if r.status_code != 200 or r.json()["joined"] != len(labels):
                 raise RuntimeError(r.text[:300])
         join = time.perf_counter() - start
+        memory["labels"] = memory_mb(pid)
         start = time.perf_counter()
         r = c.get("/v1/effectiveness", params={"fresh": 1})
         assert r.status_code == 200
         summary_seconds = time.perf_counter() - start
+        memory["summary"] = memory_mb(pid)
     size = measure_size(name, database, work)
     direct = store_only(database, n, batch)
     return {
@@ -118,6 +133,7 @@ def run_one(name: str, database: str, n: int, batch: int, work: Path) -> dict[st
         "summary_seconds": summary_seconds,
         "bytes": size,
         "mb_per_million_predictions": size / n * 1e6 / 1e6,
+        "memory_mb": memory,
     }
 
 
@@ -210,6 +226,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['labels_joined_per_second']:,.0f} | {r['store_predictions_per_second']:,.0f} | "
             f"{r['store_labels_joined_per_second']:,.0f} | {r['summary_seconds']:.2f} | "
             f"{r['mb_per_million_predictions']:.0f} |"
+        )
+    print()
+    print("| store | joiner RSS at start (MB) | peak after predictions | after labels | after the summary |")
+    print("|---|---:|---:|---:|---:|")
+    for r in results:
+        m = r["memory_mb"]
+        print(
+            f"| {r['store']} | {m['start']['rss_mb']:.0f} | {m['predictions']['peak_rss_mb']:.0f} | "
+            f"{m['labels']['peak_rss_mb']:.0f} | {m['summary']['peak_rss_mb']:.0f} |"
         )
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
