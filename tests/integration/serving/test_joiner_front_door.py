@@ -16,6 +16,7 @@ import httpx
 import orjson
 import pytest
 
+from modeldeploy_contract.preflight import REPLAY_HEADER
 from modeldeploy_contract.router_config import RouterConfig
 
 from local_processes import free_port, running, wait_http
@@ -38,8 +39,8 @@ def wait_for(condition: Any, what: str, timeout: float = 60.0) -> Any:
 
 
 @pytest.fixture
-def front_door(bundles: Bundles, serve: ServerFactory, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """(router URL, joiner URL)."""
+def front_door(bundles: Bundles, serve: ServerFactory, tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+    """(router URL, joiner URL, model server URL)."""
     joiner_port, router_port = free_port(), free_port()
     joiner_url = f"http://127.0.0.1:{joiner_port}"
     joiner = [sys.executable, "-m", "modeldeploy_serving.cli", "joiner", "--host", "127.0.0.1"]
@@ -74,7 +75,7 @@ def front_door(bundles: Bundles, serve: ServerFactory, tmp_path: Path) -> Iterat
         with running(router, tmp_path / "router.log"):
             router_url = f"http://127.0.0.1:{router_port}"
             wait_http(f"{router_url}/readyz")
-            yield router_url, joiner_url
+            yield router_url, joiner_url, server.url
 
 
 def arm_of(summary: dict[str, Any]) -> dict[str, Any] | None:
@@ -88,9 +89,9 @@ def arm_of(summary: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def test_labels_through_the_front_door_join_the_predictions_the_callers_got(
-    front_door: tuple[str, str], bundles: Bundles
+    front_door: tuple[str, str, str], bundles: Bundles
 ) -> None:
-    router_url, joiner_url = front_door
+    router_url, joiner_url, _ = front_door
     rows = bundles.normal[:40]
     predicted: dict[str, int] = {}
     with httpx.Client(base_url=router_url, timeout=30) as c:
@@ -166,3 +167,33 @@ def test_labels_through_the_front_door_join_the_predictions_the_callers_got(
     assert 20 / 32 <= arm["accuracy"] <= 22 / 32
     metrics = httpx.get(f"{joiner_url}/metrics").text
     assert 'modeldeploy_joiner_labels_total{outcome="joined"} 32.0' in metrics
+
+
+def test_a_golden_set_replay_is_never_recorded_for_the_joiner(
+    front_door: tuple[str, str, str], bundles: Bundles
+) -> None:
+    """Replays (the operator's preflight, straight to a pod) are not live traffic: the server sends no
+    prediction record for them, so no label can ever join them and no arm counts them."""
+    _, joiner_url, server_url = front_door
+    rows = bundles.normal[:8]
+    with httpx.Client(base_url=server_url, timeout=30) as c:
+        for i in range(4):
+            headers = {REPLAY_HEADER: "1", "x-request-id": f"replay-{i}"}
+            r = c.post("/v2/models/churn/infer", json=v2_body(rows[i : i + 1]), headers=headers)
+            assert r.status_code == 200, r.text
+        # then live requests: the feed sends in order, so once these are in, the replays would be too
+        for i in range(4):
+            headers = {"x-request-id": f"live-{i}"}
+            assert c.post("/v2/models/churn/infer", json=v2_body(rows[i : i + 1]), headers=headers).is_success
+
+    def recorded() -> bool:
+        arm = arm_of(httpx.get(f"{joiner_url}/v1/effectiveness", params={"fresh": 1}).json())
+        return arm is not None and arm["predictions"] >= 4
+
+    wait_for(recorded, "the live records in the joiner")
+    labels = [{"request_id": f"{kind}-{i}", "label": 1} for kind in ("replay", "live") for i in range(4)]
+    answer = httpx.post(f"{joiner_url}/v1/feedback", json={"labels": labels}, timeout=30).json()
+    assert [r["status"] for r in answer["results"]] == ["unknown_request"] * 4 + ["joined"] * 4
+    arm = arm_of(httpx.get(f"{joiner_url}/v1/effectiveness", params={"fresh": 1}).json())
+    assert arm is not None
+    assert arm["predictions"] == 4
