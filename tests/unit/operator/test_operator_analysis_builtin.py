@@ -147,8 +147,10 @@ def test_prediction_shift_compares_canary_and_stable_score_increases() -> None:
     assert "canary 300 vs stable 500 scores" in reading.detail
     # the counts behind the value, for the evaluation's early decision (domain/rollout/evidence.py)
     assert reading.histograms == (
-        (0, 400, 0, 0, 0, 0, 0, 0, 100, 0, 0),
-        (0, 100, 0, 0, 0, 0, 0, 0, 200, 0, 0),
+        (
+            (0, 400, 0, 0, 0, 0, 0, 0, 100, 0, 0),
+            (0, 100, 0, 0, 0, 0, 0, 0, 200, 0, 0),
+        ),
     )
 
 
@@ -265,6 +267,9 @@ def _copies_text(agree: int, disagree: int, differences: list[float], revision: 
     lines.append(f'modeldeploy_router_shadow_label_agreement_total{{result="agree",{arm}}} {agree}.0')
     lines.append(f'modeldeploy_router_shadow_label_agreement_total{{result="disagree",{arm}}} {disagree}.0')
     lines.append("# TYPE modeldeploy_router_shadow_score_difference histogram")
+    for bound in (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0):  # the router's buckets
+        within = sum(d <= bound for d in differences)
+        lines.append(f'modeldeploy_router_shadow_score_difference_bucket{{{arm},le="{bound}"}} {within}.0')
     lines.append(f'modeldeploy_router_shadow_score_difference_bucket{{{arm},le="+Inf"}} {len(differences)}.0')
     lines.append(f"modeldeploy_router_shadow_score_difference_count{{{arm}}} {len(differences)}.0")
     lines.append(f"modeldeploy_router_shadow_score_difference_sum{{{arm}}} {sum(differences)}")
@@ -285,6 +290,12 @@ def test_shadow_agreement_is_the_share_of_compared_rows_whose_labels_agree() -> 
     difference = read("shadowScoreDifference", before, after)
     assert difference.value == pytest.approx(0.3)
     assert difference.samples == 100
+    # the increases of the router's buckets, for the evaluation's early decision (evidence.py)
+    assert difference.buckets is not None
+    assert dict(difference.buckets) == {
+        **dict.fromkeys((0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2), 0.0),
+        **dict.fromkeys((0.3, 0.5, 1.0, math.inf), 100.0),
+    }
 
 
 def test_shadow_agreement_without_copies_is_none_not_zero() -> None:
@@ -360,6 +371,9 @@ def test_input_drift_against_the_stable_compares_live_bins_over_the_same_interva
     assert "(y)" in ks.detail
     [p] = builtin.readings([drift_check("inputDrift", "stable")], TARGET, before, after, 60)
     assert p.value == pytest.approx(psi([10, 90, 0], [90, 10, 0]))
+    # every feature's (stable, canary) rows per bin, missing last, for the early decision
+    assert p.histograms == (((50, 50, 0), (50, 50, 0)), ((10, 90, 0), (90, 10, 0)))
+    assert ks.histograms is None  # the KS check carries its comparisons instead
     # No baseline yet: Inconclusive, never 0.
     [first] = builtin.readings([drift_check("inputDriftKS", "stable")], TARGET, None, after, 60)
     assert first.value is None

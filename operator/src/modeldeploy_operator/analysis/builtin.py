@@ -30,7 +30,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from modeldeploy_contract.psi import psi
-from modeldeploy_operator.domain.readings import CheckReading, KsComparison
+from modeldeploy_operator.domain.readings import CheckReading, HistogramPair, KsComparison
 from modeldeploy_operator.domain.spec import Check
 
 from . import names
@@ -198,8 +198,15 @@ def bins_distance(kind: str, stable: dict[str, float], canary: dict[str, float])
         cumulative_p = [(b, sum(p[: i + 1])) for i, b in enumerate(bounds)]
         cumulative_q = [(b, sum(q[: i + 1])) for i, b in enumerate(bounds)]
         return histogram_ks(cumulative_p, cumulative_q)[0] if p else math.nan
-    keys = [str(i) for i in span] + ["missing"]
-    return psi([stable.get(k, 0.0) for k in keys], [canary.get(k, 0.0) for k in keys])
+    return psi(*psi_counts(stable, canary))
+
+
+def psi_counts(stable: dict[str, float], canary: dict[str, float]) -> HistogramPair:
+    """The (stable, canary) rows per bin the PSI of a feature is computed over: every bin index up to
+    the largest either side has, and the missing bin."""
+    inner = sorted({int(b) for b in (*stable, *canary) if b.isdigit()})
+    keys = [str(i) for i in range(inner[-1] + 1 if inner else 0)] + ["missing"]
+    return tuple(stable.get(k, 0.0) for k in keys), tuple(canary.get(k, 0.0) for k in keys)
 
 
 def input_drift_against_stable(
@@ -234,7 +241,8 @@ def input_drift_against_stable(
         f"({worst[0]}) over {len(finite)} feature(s), at least {samples} rows a side {where}"
     )
     if check.type != "inputDriftKS":
-        return CheckReading(check.name, finite[worst], samples, at, detail)
+        pairs = tuple(psi_counts(stable[k], canary[k]) for k in sorted(finite))
+        return CheckReading(check.name, finite[worst], samples, at, detail, histograms=pairs)
     comparisons = tuple(
         KsComparison(finite[k], present_rows(canary[k]), present_rows(stable[k])) for k in sorted(finite)
     )
@@ -278,7 +286,7 @@ def prediction_shift(
     if math.isnan(value):
         return no_data(check, current.taken_at, f"score histograms not comparable ({counts}) {where}")
     detail = f"{statistic} ({counts}) {where}"
-    histograms = (tuple(bucket_counts(stable)), tuple(bucket_counts(canary)))
+    histograms = ((tuple(bucket_counts(stable)), tuple(bucket_counts(canary))),)
     ks = (
         (KsComparison(value, round(canary_n), round(stable_n)),)
         if check.type == "predictionShiftKS"
@@ -305,7 +313,9 @@ def shadow_agreement(
             return no_data(check, current.taken_at, f"no scores of copies compared {where}")
         value = difference / compared
         detail = f"mean |score difference| {value:.4f} over {compared:.0f} rows of copies {where}"
-        return CheckReading(check.name, value, round(compared), current.taken_at, detail)
+        by_le = routers.by_label(names.bucket(names.SHADOW_SCORE_DIFFERENCE), "le", arm)
+        buckets = tuple(buckets_from_le(by_le)) or None
+        return CheckReading(check.name, value, round(compared), current.taken_at, detail, buckets=buckets)
     rows = agree + disagree
     if rows <= 0:
         return no_data(check, current.taken_at, f"no labels of copies compared {where}")
