@@ -448,3 +448,42 @@ def test_two_sample_ks_readings_carry_both_sample_sizes() -> None:
     [ks] = builtin.readings([drift_check("inputDriftKS", "stable")], TARGET, bins_before, bins_after, 60)
     assert ks.ks is not None
     assert sorted((c.current, c.reference) for c in ks.ks) == [(80, 100), (100, 100)]  # x: 20 missing
+
+
+def _reference_text(bins: dict[str, dict[str, int]], layout: str = "abcd1234") -> str:
+    """A server's modeldeploy_feature_reference_rows: the profile's rows per feature and bin."""
+    lines = ["# TYPE modeldeploy_feature_reference_rows gauge"]
+    for feature, counts in bins.items():
+        for bin_name, n in counts.items():
+            labels = f'bin="{bin_name}",feature="{feature}",layout="{layout}",model="churn",version="v1"'
+            lines.append(f"modeldeploy_feature_reference_rows{{{labels}}} {n}.0")
+    return "\n".join(lines) + "\n"
+
+
+def test_input_drift_against_the_profile_carries_the_profile_and_the_intervals_bins() -> None:
+    """For the early decision: per feature, the profile's rows (the servers' reference gauge) and the
+    canary's rows of the windows closed between the scrapes, in the same layout."""
+    now = LATER.timestamp()
+    profile = {"x": {"0": 500, "1": 500}, "y": {"0": 900, "1": 100}}
+    window = server_text(feature_psi={"x": 0.01, "y": 3.2}, window_rows=100, window_end=now - 5)
+    before = snapshot(canary=group(a=_reference_text(profile) + _bins_text({"x": {"0": 10, "1": 10}})))
+    after_bins = {"x": {"0": 60, "1": 60}, "y": {"0": 5, "1": 95}}  # x: 50 + 50 new; y: all new
+    after = snapshot(
+        LATER,
+        canary=group(
+            a=window + _reference_text(profile) + _bins_text(after_bins), b=_reference_text(profile)
+        ),
+    )
+    [reading] = builtin.readings([drift_check("inputDrift", "profile")], TARGET, before, after, 60)
+    assert reading.value == pytest.approx(3.2)  # the servers' window PSI, as before
+    assert reading.histograms == (((500, 500, 0), (50, 50, 0)), ((900, 100, 0), (5, 95, 0)))
+    # no baseline scrape, a pod without the reference gauge (an older server) or no window in
+    # between: the value alone, no early evidence
+    [first] = builtin.readings([drift_check("inputDrift", "profile")], TARGET, None, after, 60)
+    assert first.value == pytest.approx(3.2)
+    assert first.histograms is None
+    older = snapshot(LATER, canary=group(a=window + _bins_text(after_bins)))
+    [old] = builtin.readings([drift_check("inputDrift", "profile")], TARGET, before, older, 60)
+    assert old.histograms is None
+    [same] = builtin.readings([drift_check("inputDrift", "profile")], TARGET, after, after, 60)
+    assert same.histograms is None

@@ -1,8 +1,8 @@
 """Early Fail for shadowScoreDifference (Markov's inequality and an exact binomial test at each bucket
-bound above the maximum) and for inputDrift against the stable's live inputs (the predictionShift rule
-on every feature, Bonferroni over features): worked examples, table tests against hand-computed
-values, and seeded simulations of the error rates (issue 12, "decisions as fast as the evidence
-allows")."""
+bound above the maximum) and for inputDrift against the stable's live inputs or the profile (the
+predictionShift rule on every feature, Bonferroni over features): worked examples, table tests
+against hand-computed values, and seeded simulations of the error rates (issue 12, "decisions as fast
+as the evidence allows")."""
 
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def test_a_copy_far_from_the_primary_fails_early_at_thirty_rows() -> None:
     assert caught >= 195
 
 
-# --- inputDrift against the stable: every feature's pair of histograms ------------------------------
+# --- inputDrift against the stable or the profile: every feature's pair of histograms ---------------
 
 SAME = ((30, 40, 30, 0), (30, 40, 30, 0))  # bins 0..2 and missing
 SHIFTED = ((60, 30, 10, 0), (5, 25, 70, 0))  # 100 rows a side, PSI 2.54, chi-square p = 1e-20
@@ -200,8 +200,10 @@ def reading(
         ),
         (DRIFT, reading("drift", psi(*FEW_SHIFTED), 6, histograms=(FEW_SHIFTED,)), "Inconclusive", "fewer"),
         (DRIFT, reading("drift", 0.2, 100, histograms=(SHIFTED,)), "Inconclusive", "fewer"),  # value within
-        # inputDrift against the profile: the servers export PSIs, not counts: waits for minSamples
-        (PROFILE, reading("profile", 9.0, 100), "Inconclusive", "fewer"),
+        # inputDrift against the profile: the same rule with the profile's rows as the reference
+        (PROFILE, reading("profile", 9.0, 100, histograms=((SAME[0], SHIFTED[1]),)), "Fail", "beyond"),
+        (PROFILE, reading("profile", 9.0, 100), "Inconclusive", "fewer"),  # no counts (Prometheus)
+        (PROFILE, reading("profile", 9.0, 6, histograms=(FEW_SHIFTED,)), "Inconclusive", "fewer"),
     ],
 )
 def test_evaluate_below_and_at_min_samples(

@@ -4,7 +4,7 @@ Honesty about low traffic is the point, both ways: no reading, a value that is N
 (argo-rollouts#180), or fewer samples than minSamples is Inconclusive, never Pass; but a reading below
 minSamples whose evidence of failure is overwhelming (evidence.py: an exact binomial test for
 errorRate, latencyP99 and shadowAgreement, a homogeneity test plus a shrunk PSI for predictionShift
-and inputDrift against the stable, Markov's inequality with a binomial test for shadowScoreDifference,
+and inputDrift, Markov's inequality with a binomial test for shadowScoreDifference,
 a DKW confidence bound for the KS checks) is a Fail at once.
 Inconclusive never fails a rollout by itself either: it holds an analysis step open until the
 progress deadline.

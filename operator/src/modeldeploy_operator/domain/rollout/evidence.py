@@ -42,11 +42,13 @@ has clearly failed (never an early Pass: passing on little evidence is what minS
   Worked: 150 canary against 150 stable scores, D = 0.9, max 0.2: e = sqrt(ln(4000) / 300) = 0.166 a
   side, bound 0.9 - 0.333 = 0.567 > 0.2: Fail. 20 against 20, D = 0.5: e = 0.455 a side, bound < 0:
   Inconclusive.
-- inputDrift (PSI) against the stable's live inputs: the predictionShift rule on every feature's pair
-  of histograms (canary and stable rows per bin, missing included), each at ALPHA / k over the k
-  features compared (Bonferroni), failing early when any feature passes both tests. For a canary
-  whose inputs come from the stable's distribution on every feature, an early Fail has probability
-  at most ALPHA per measurement.
+- inputDrift (PSI), against the stable's live inputs or the training profile: the predictionShift
+  rule on every feature's pair of histograms (stable or profile rows, and canary rows, per bin,
+  missing included), each at ALPHA / k over the k features compared (Bonferroni), failing early when
+  any feature passes both tests. For a canary whose inputs come from the reference's distribution on
+  every feature, an early Fail has probability at most ALPHA per measurement. The profile is itself
+  a sample of the training data, and the homogeneity test treats it as one (never as exact), so its
+  sampling error counts against an early Fail, not for it.
 - shadowScoreDifference (mean |score difference| of copied rows, `threshold.max`): the difference is
   never negative, so Markov's inequality bounds its tail by its mean: a true mean at most the
   maximum m gives P(X > t) <= m / t for every t. From the router's histogram, the rows above a bucket
@@ -55,10 +57,9 @@ has clearly failed (never an early Pass: passing on little evidence is what minS
   depends on the threshold and the bucket layout, never on the data). Distribution-free: no
   assumption on the scores' range or shape, so it needs a clear excess (e.g. 40 of 40 rows above 0.5
   against a maximum of 0.05: P = 0.1^40). Rows are the trials, as for shadowAgreement.
-- inputDrift (PSI) against the training profile and prometheus checks: no early decision (the servers
-  export the profile window's PSIs, not its counts; an arbitrary query needs its own test); they wait
-  for minSamples. So does latencyP99 from Prometheus (no buckets), and shadowScoreDifference from
-  Prometheus (the PromQL answer is the mean alone).
+- prometheus checks: no early decision (an arbitrary query needs its own test); they wait for
+  minSamples. So do latencyP99 and shadowScoreDifference from Prometheus (no buckets in the answer)
+  and inputDrift against the profile from Prometheus (its answer is the largest PSI alone).
 """
 
 from __future__ import annotations
