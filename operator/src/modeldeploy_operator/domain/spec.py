@@ -569,8 +569,9 @@ class ModelDeploymentSpec(SpecModel):
         if not isinstance(data, dict):
             return data
         rollout = data.get("rollout")
-        analysis = rollout.get("analysis") if isinstance(rollout, dict) else None
-        checks = analysis.get("checks") if isinstance(analysis, dict) else None
+        if not isinstance(rollout, dict) or not isinstance(analysis := rollout.get("analysis"), dict):
+            return data
+        checks = analysis.get("checks")
         if not isinstance(checks, list | tuple):
             return data
         drift = data.get("drift")
