@@ -372,7 +372,7 @@ def test_input_drift_against_the_stable_compares_live_bins_over_the_same_interva
     [p] = builtin.readings([drift_check("inputDrift", "stable")], TARGET, before, after, 60)
     assert p.value == pytest.approx(psi([10, 90, 0], [90, 10, 0]))
     # every feature's (stable, canary) rows per bin, missing last, for the early decision
-    assert p.histograms == (((50, 50, 0), (50, 50, 0)), ((10, 90, 0), (90, 10, 0)))
+    assert p.histograms == (((50.0, 50.0, 0.0), (50.0, 50.0, 0.0)), ((10.0, 90.0, 0.0), (90.0, 10.0, 0.0)))
     assert ks.histograms is None  # the KS check carries its comparisons instead
     # No baseline yet: Inconclusive, never 0.
     [first] = builtin.readings([drift_check("inputDriftKS", "stable")], TARGET, None, after, 60)
@@ -476,7 +476,10 @@ def test_input_drift_against_the_profile_carries_the_profile_and_the_intervals_b
     )
     [reading] = builtin.readings([drift_check("inputDrift", "profile")], TARGET, before, after, 60)
     assert reading.value == pytest.approx(3.2)  # the servers' window PSI, as before
-    assert reading.histograms == (((500, 500, 0), (50, 50, 0)), ((900, 100, 0), (5, 95, 0)))
+    assert reading.histograms == (
+        ((500.0, 500.0, 0.0), (50.0, 50.0, 0.0)),
+        ((900.0, 100.0, 0.0), (5.0, 95.0, 0.0)),
+    )
     # no baseline scrape, a pod without the reference gauge (an older server) or no window in
     # between: the value alone, no early evidence
     [first] = builtin.readings([drift_check("inputDrift", "profile")], TARGET, None, after, 60)
