@@ -5,7 +5,10 @@ operator, real model servers and the router, and live prediction traffic through
   mirrors to it (its servers count them as traffic="mirror"), passes its checks (errorRate and
   shadowAgreement) and is promoted without a human;
 - a Canary whose first step is a shadow step receives mirrored copies and answers no caller while
-  the step runs, then passes its checks on them and goes on to take live weight and be promoted.
+  the step runs, then passes its checks on them and goes on to take live weight and be promoted;
+- a clearly bad canary (v3) in a shadow step is stopped on its score difference from the primary's
+  answers long before the check's minSamples, on overwhelming evidence (Markov's inequality and a
+  binomial test at the router's bucket bounds, docs/analysis.md), having answered no caller.
 """
 
 from __future__ import annotations
@@ -165,3 +168,49 @@ def test_a_shadow_step_gates_a_canary_that_answers_no_caller_until_it_passes(
     assert passed[0]["samples"] >= 20, checks
     assert traffic.failures() == []
     assert canary in {r.revision for r in traffic.results if r.status == 200}
+
+
+def test_a_clearly_different_shadow_canary_fails_before_its_minimum_sample_count(
+    kube_api: client.ApiClient, namespace: str, model_store: str, churn_bundles: Path
+) -> None:
+    """v3's scores differ from v1's on the same rows by 0.32 on average (47 % of rows by more than
+    0.3; v2's: 0.06, measured offline on the traffic rows). Against a maximum of 0.1, a mean within it
+    allows at most a third of the rows above 0.3: a few hundred copied rows per interval show v3 is
+    past it beyond doubt, though the check's minSamples (5,000) is never reached in one interval."""
+    md = canary_md(model_store, churn_bundles, deadline=600)
+    md["spec"]["rollout"] = {
+        "strategy": "Canary",
+        "steps": [{"shadow": {"percent": 100, "duration": "300s"}}, {"setWeight": 50}],
+        "analysis": {
+            "interval": "8s",
+            "minSamples": 5000,
+            "failureLimit": 0,
+            "checks": [{"name": "difference", "type": "shadowScoreDifference", "threshold": {"max": 0.1}}],
+        },
+        "progressDeadlineSeconds": 600,
+        "scaleDownDelaySeconds": 5,
+    }
+    create_mdep(kube_api, namespace, md)
+    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=120)["stableRevision"]
+    with Traffic(kube_api, namespace, "churn", rows(churn_bundles), rate=40) as traffic:
+        wait_for("traffic through the router", lambda: len(traffic.results) > 40, timeout=60)
+        started = time.monotonic()
+        set_model(kube_api, namespace, model(model_store, churn_bundles, "3"))
+        canary = wait_for("a canary revision", lambda: status(kube_api, namespace).get("canaryRevision"))
+        aborted = wait_for(
+            "the analysis to abort v3 within its shadow step",
+            lambda: (s := status(kube_api, namespace)).get("aborted") and s,
+            timeout=240,
+        )
+        took = time.monotonic() - started
+    assert took < 300, "not stopped before the shadow step's own end"
+    assert aborted["stableRevision"] == v1
+    assert aborted["history"][-1]["outcome"] == "Aborted"
+    difference = next(c for c in aborted["analysis"]["checks"] if c["name"] == "difference")
+    failed = difference["measurements"][-1]
+    assert difference["result"] == "Fail", difference
+    assert failed["samples"] < 5000
+    assert "beyond doubt" in failed["message"], failed
+    assert canary not in {r.revision for r in traffic.results}, "the shadow canary answered a caller"
+    assert live_arms(kube_api, namespace) == [("default", v1, 10_000)]
+    assert traffic.failures() == []

@@ -7,6 +7,8 @@ wait for the progress deadline), and status.history records the digests the serv
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ def digest(bundles: Path, version: str) -> str:
 
 
 def test_history_records_the_digest_the_servers_loaded(
-    kube_api: client.ApiClient, namespace: str, model_store: str, churn_bundles: Path
+    kube_api: client.ApiClient, namespace: str, model_store: str, churn_bundles: Path, kubeconfig: Path
 ) -> None:
     create_mdep(kube_api, namespace, canary_md(model_store, churn_bundles))
     wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=180)
@@ -39,6 +41,18 @@ def test_history_records_the_digest_the_servers_loaded(
         return list(found) if found else None
 
     assert wait_for("v1's loaded digest in history", loaded, timeout=60) == [digest(churn_bundles, "1")]
+    # ... and `kubectl modeldeploy history` shows it (LOADED, the first 12 hex characters)
+    command = [str(Path(sys.executable).parent / "kubectl-modeldeploy"), "--kubeconfig", str(kubeconfig)]
+    shown = subprocess.run(
+        [*command, "-n", namespace, "history", "churn"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    header, first = shown.splitlines()[:2]
+    loaded_column = header.split().index("LOADED")
+    assert first.split()[loaded_column] == digest(churn_bundles, "1")[:12], shown
 
 
 def test_a_canary_whose_bundle_names_another_version_is_stopped_with_the_reason(

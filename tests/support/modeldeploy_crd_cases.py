@@ -543,6 +543,12 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "cel",
     ),
     InvalidCase(
+        "threshold-missing-on-error-rate",
+        _delete("spec.rollout.analysis.checks.0.threshold"),
+        "threshold is required (only an inputDrift check may leave it out",
+        "cel",
+    ),
+    InvalidCase(
         "threshold-empty",
         _set("spec.rollout.analysis.checks.0.threshold", {}),
         "a threshold needs min, max or both",

@@ -37,6 +37,11 @@ FEATURE_BIN_ROWS = "modeldeploy_feature_bin_rows_total"
 """Rows of closed drift windows per bin of a feature; labels feature, layout (hash of the bin edges),
 bin (index, or `missing`). Compared between canary and stable by `reference: stable` drift checks."""
 
+FEATURE_REFERENCE_ROWS = "modeldeploy_feature_reference_rows"
+"""Rows of the bundle's reference profile per bin of a feature, labelled as FEATURE_BIN_ROWS (a gauge:
+the profile does not change). With the canary's FEATURE_BIN_ROWS increases it lets the operator
+decide an inputDrift check against the profile early on overwhelming evidence."""
+
 TRAFFIC_HEADER = "x-modeldeploy-traffic"
 """Set by the router on the copies it sends (value `mirror`); the server labels their metrics
 traffic="mirror". The router drops it from callers' requests, so live traffic cannot pose as a copy."""

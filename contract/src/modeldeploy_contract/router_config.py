@@ -113,6 +113,11 @@ class StickyConfig(_Frozen):
     `instances` object; in a V2 body `parameters[<field>]`, else the first value of the input
     named <field>."""
 
+    protocol: Literal["v2", "v1"] | None = None
+    """Which body shape `body_field` is read from (spec.server.protocol): v1 reads only `instances`,
+    v2 only `parameters` and `inputs`, so a body of the other protocol that happens to carry the field
+    never picks a key; None (hand-written tables, older operators): either shape."""
+
     salt: str = ""
     """Mixed into the hash. Changing it reassigns every key; the operator sets it once (e.g. to the
     ModelDeployment's name) so that different deployments split the same users independently."""

@@ -452,9 +452,64 @@ def render_view(
     return "\n".join(lines)
 
 
+DIGEST_CHARS = 12
+"""Digests are shown by their first 12 hex characters (48 bits: a clash among one object's handful of
+bundles is out of reach), as `git log --oneline` shows commits."""
+
+
+def loaded_text(entry: HistoryEntry) -> str:
+    """What the revision's servers reported loading: `-` before any did; each digest, comma-separated
+    (more than one: the model URI's content changed between pod starts); `!` after a digest that is
+    not the spec's pinned model.sha256 (the servers refuse such a bundle, so it shows a status written
+    by another operator version or a hand edit)."""
+    if not entry.loaded_sha256:
+        return "-"
+    marks = [
+        d[:DIGEST_CHARS] + ("!" if entry.sha256 is not None and d != entry.sha256 else "")
+        for d in entry.loaded_sha256
+    ]
+    return ",".join(marks)
+
+
+def read_history(body: Mapping[str, Any]) -> tuple[list[HistoryEntry], tuple[str, ...]]:
+    """status.history entry by entry, each without the fields this plugin cannot read (named in the
+    second value, as `field of revision N`), so one odd value (a newer operator's, a hand edit) costs
+    that field, not the whole history. An entry without its required fields is left out, named too."""
+    raw_entries = (body.get("status") or {}).get("history")
+    entries: list[HistoryEntry] = []
+    skipped: list[str] = []
+    for index, raw in enumerate(raw_entries if isinstance(raw_entries, list) else []):
+        fields = dict(raw) if isinstance(raw, Mapping) else {}
+        name = f"revision {fields.get('revision', f'#{index + 1}')}"
+        while True:
+            try:
+                entries.append(HistoryEntry.model_validate(fields))
+                break
+            except ValidationError as error:
+                bad = sorted({str(e["loc"][0]) for e in error.errors() if e["loc"]} & fields.keys())
+                optional = [k for k in bad if not HistoryEntry.model_fields[_attribute(k)].is_required()]
+                if not optional:
+                    skipped.append(f"{name} (unreadable)")
+                    break
+                for key in optional:
+                    fields.pop(key)
+                skipped += [f"{key} of {name}" for key in optional]
+    return entries, tuple(skipped)
+
+
+def _attribute(alias: str) -> str:
+    """The HistoryEntry attribute behind a status key (camelCase alias, e.g. loadedSha256)."""
+    for attribute, field in HistoryEntry.model_fields.items():
+        if alias in (attribute, field.alias):
+            return attribute
+    return alias
+
+
 def render_history(body: Mapping[str, Any]) -> str:
-    """One line per revision: number, version, uri, sha256, times, outcome."""
+    """One line per revision: number, version, uri, the spec's sha256 and the one the servers
+    loaded, times, outcome."""
     status, _ = read_status(body)
+    history, unread = read_history(body)
     rows: list[Row] = [
         [
             "REVISION",
@@ -463,6 +518,7 @@ def render_history(body: Mapping[str, Any]) -> str:
             "HASH",
             "URI",
             "SHA256",
+            "LOADED",
             "CREATED",
             "FINISHED",
             "OUTCOME",
@@ -470,7 +526,7 @@ def render_history(body: Mapping[str, Any]) -> str:
         ]
     ]
     serving = {v.revision for v in status.variants}
-    for entry in sorted(status.history, key=lambda e: e.revision):
+    for entry in sorted(history, key=lambda e: e.revision):
         mark = "*" if entry.hash in serving else ""
         rows.append(
             [
@@ -479,16 +535,18 @@ def render_history(body: Mapping[str, Any]) -> str:
                 entry.model_version,
                 entry.hash,
                 entry.model_uri,
-                (entry.sha256 or "-")[:12],
+                (entry.sha256 or "-")[:DIGEST_CHARS],
+                loaded_text(entry),
                 _time(entry.created_at),
                 _time(entry.finished_at),
                 entry.outcome,
                 entry.message or "",
             ]
         )
+    note = [f"Not shown: {', '.join(unread)} (an operator newer than the plugin?)"] if unread else []
     if len(rows) == 1:
-        return "no revisions yet"
-    return "\n".join([*_table(rows), "* serving now"])
+        return "\n".join(["no revisions yet", *note])
+    return "\n".join([*_table(rows), "* serving now", *note])
 
 
 def _list_row(body: Mapping[str, Any], now: datetime, all_namespaces: bool) -> list[str | Cell]:

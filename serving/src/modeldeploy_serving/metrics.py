@@ -127,6 +127,14 @@ FEATURE_BIN_ROWS = Counter(
     "inputs with the stable's (inputDrift reference: stable).",
     ["model", "version", "feature", "layout", "bin"],
 )
+FEATURE_REFERENCE_ROWS = Gauge(
+    "modeldeploy_feature_reference_rows",
+    "Rows of the bundle's reference profile per bin of a feature (labels as "
+    "modeldeploy_feature_bin_rows; bins with rows only). Lets analysis test a canary's drift against "
+    "the profile before minSamples (inputDrift reference: profile).",
+    ["model", "version", "feature", "layout", "bin"],
+    multiprocess_mode="max",  # the same profile in every worker
+)
 FEATURE_MISSING = Gauge(
     "modeldeploy_feature_missing_ratio",
     "Share of missing values of a feature in the last drift window.",
@@ -305,6 +313,10 @@ class ModelMetrics:
                 if n:  # ~13 bins a feature; empty ones appear when first used
                     name = "missing" if index == len(f.counts) - 1 else str(index)
                     FEATURE_BIN_ROWS.labels(*labels, f.name, f.layout, name).inc(n)
+            for index, n in enumerate(f.reference):
+                if n:  # the same value every window: set, never added to
+                    name = "missing" if index == len(f.reference) - 1 else str(index)
+                    FEATURE_REFERENCE_ROWS.labels(*labels, f.name, f.layout, name).set(n)
             FEATURE_MISSING.labels(*labels, f.name).set(f.missing_ratio)
             FEATURE_OUT_OF_RANGE.labels(*labels, f.name).set(f.out_of_range_ratio)
         PREDICTION_PSI.labels(*labels).set(result.score_psi)

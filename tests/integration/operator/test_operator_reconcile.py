@@ -154,6 +154,22 @@ def test_the_api_server_rejects_invalid_modeldeployments_with_clear_messages(
     assert case.message in json.loads(rejected.value.body)["message"]
 
 
+def test_an_input_drift_check_may_leave_its_threshold_to_spec_drift_psi_threshold(
+    kube_api: client.ApiClient, namespace: str
+) -> None:
+    """The API server accepts an inputDrift check without a threshold (only it: the CEL case
+    threshold-missing-on-error-rate), and stores it as written: the operator fills the default in."""
+    from modeldeploy_crd_cases import valid_manifest
+
+    body = valid_manifest()
+    body["spec"]["rollout"]["analysis"]["checks"].append({"name": "drift", "type": "inputDrift"})
+    body["spec"]["drift"] = {"psiThreshold": 0.4}
+    create_mdep(kube_api, namespace, body)
+    stored = get_mdep(kube_api, namespace, "churn")["spec"]["rollout"]["analysis"]["checks"]
+    drift = next(c for c in stored if c["name"] == "drift")
+    assert "threshold" not in drift, drift
+
+
 def test_a_spec_the_schema_accepts_but_the_operator_cannot_use_gets_a_condition_and_one_event(
     kube_api: client.ApiClient, namespace: str
 ) -> None:

@@ -147,8 +147,10 @@ def test_prediction_shift_compares_canary_and_stable_score_increases() -> None:
     assert "canary 300 vs stable 500 scores" in reading.detail
     # the counts behind the value, for the evaluation's early decision (domain/rollout/evidence.py)
     assert reading.histograms == (
-        (0, 400, 0, 0, 0, 0, 0, 0, 100, 0, 0),
-        (0, 100, 0, 0, 0, 0, 0, 0, 200, 0, 0),
+        (
+            (0, 400, 0, 0, 0, 0, 0, 0, 100, 0, 0),
+            (0, 100, 0, 0, 0, 0, 0, 0, 200, 0, 0),
+        ),
     )
 
 
@@ -265,6 +267,9 @@ def _copies_text(agree: int, disagree: int, differences: list[float], revision: 
     lines.append(f'modeldeploy_router_shadow_label_agreement_total{{result="agree",{arm}}} {agree}.0')
     lines.append(f'modeldeploy_router_shadow_label_agreement_total{{result="disagree",{arm}}} {disagree}.0')
     lines.append("# TYPE modeldeploy_router_shadow_score_difference histogram")
+    for bound in (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0):  # the router's buckets
+        within = sum(d <= bound for d in differences)
+        lines.append(f'modeldeploy_router_shadow_score_difference_bucket{{{arm},le="{bound}"}} {within}.0')
     lines.append(f'modeldeploy_router_shadow_score_difference_bucket{{{arm},le="+Inf"}} {len(differences)}.0')
     lines.append(f"modeldeploy_router_shadow_score_difference_count{{{arm}}} {len(differences)}.0")
     lines.append(f"modeldeploy_router_shadow_score_difference_sum{{{arm}}} {sum(differences)}")
@@ -285,6 +290,12 @@ def test_shadow_agreement_is_the_share_of_compared_rows_whose_labels_agree() -> 
     difference = read("shadowScoreDifference", before, after)
     assert difference.value == pytest.approx(0.3)
     assert difference.samples == 100
+    # the increases of the router's buckets, for the evaluation's early decision (evidence.py)
+    assert difference.buckets is not None
+    assert dict(difference.buckets) == {
+        **dict.fromkeys((0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2), 0.0),
+        **dict.fromkeys((0.3, 0.5, 1.0, math.inf), 100.0),
+    }
 
 
 def test_shadow_agreement_without_copies_is_none_not_zero() -> None:
@@ -360,6 +371,9 @@ def test_input_drift_against_the_stable_compares_live_bins_over_the_same_interva
     assert "(y)" in ks.detail
     [p] = builtin.readings([drift_check("inputDrift", "stable")], TARGET, before, after, 60)
     assert p.value == pytest.approx(psi([10, 90, 0], [90, 10, 0]))
+    # every feature's (stable, canary) rows per bin, missing last, for the early decision
+    assert p.histograms == (((50.0, 50.0, 0.0), (50.0, 50.0, 0.0)), ((10.0, 90.0, 0.0), (90.0, 10.0, 0.0)))
+    assert ks.histograms is None  # the KS check carries its comparisons instead
     # No baseline yet: Inconclusive, never 0.
     [first] = builtin.readings([drift_check("inputDriftKS", "stable")], TARGET, None, after, 60)
     assert first.value is None
@@ -434,3 +448,45 @@ def test_two_sample_ks_readings_carry_both_sample_sizes() -> None:
     [ks] = builtin.readings([drift_check("inputDriftKS", "stable")], TARGET, bins_before, bins_after, 60)
     assert ks.ks is not None
     assert sorted((c.current, c.reference) for c in ks.ks) == [(80, 100), (100, 100)]  # x: 20 missing
+
+
+def _reference_text(bins: dict[str, dict[str, int]], layout: str = "abcd1234") -> str:
+    """A server's modeldeploy_feature_reference_rows: the profile's rows per feature and bin."""
+    lines = ["# TYPE modeldeploy_feature_reference_rows gauge"]
+    for feature, counts in bins.items():
+        for bin_name, n in counts.items():
+            labels = f'bin="{bin_name}",feature="{feature}",layout="{layout}",model="churn",version="v1"'
+            lines.append(f"modeldeploy_feature_reference_rows{{{labels}}} {n}.0")
+    return "\n".join(lines) + "\n"
+
+
+def test_input_drift_against_the_profile_carries_the_profile_and_the_intervals_bins() -> None:
+    """For the early decision: per feature, the profile's rows (the servers' reference gauge) and the
+    canary's rows of the windows closed between the scrapes, in the same layout."""
+    now = LATER.timestamp()
+    profile = {"x": {"0": 500, "1": 500}, "y": {"0": 900, "1": 100}}
+    window = server_text(feature_psi={"x": 0.01, "y": 3.2}, window_rows=100, window_end=now - 5)
+    before = snapshot(canary=group(a=_reference_text(profile) + _bins_text({"x": {"0": 10, "1": 10}})))
+    after_bins = {"x": {"0": 60, "1": 60}, "y": {"0": 5, "1": 95}}  # x: 50 + 50 new; y: all new
+    after = snapshot(
+        LATER,
+        canary=group(
+            a=window + _reference_text(profile) + _bins_text(after_bins), b=_reference_text(profile)
+        ),
+    )
+    [reading] = builtin.readings([drift_check("inputDrift", "profile")], TARGET, before, after, 60)
+    assert reading.value == pytest.approx(3.2)  # the servers' window PSI, as before
+    assert reading.histograms == (
+        ((500.0, 500.0, 0.0), (50.0, 50.0, 0.0)),
+        ((900.0, 100.0, 0.0), (5.0, 95.0, 0.0)),
+    )
+    # no baseline scrape, a pod without the reference gauge (an older server) or no window in
+    # between: the value alone, no early evidence
+    [first] = builtin.readings([drift_check("inputDrift", "profile")], TARGET, None, after, 60)
+    assert first.value == pytest.approx(3.2)
+    assert first.histograms is None
+    older = snapshot(LATER, canary=group(a=window + _bins_text(after_bins)))
+    [old] = builtin.readings([drift_check("inputDrift", "profile")], TARGET, before, older, 60)
+    assert old.histograms is None
+    [same] = builtin.readings([drift_check("inputDrift", "profile")], TARGET, after, after, 60)
+    assert same.histograms is None

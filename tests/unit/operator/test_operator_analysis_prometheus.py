@@ -177,7 +177,7 @@ def test_prediction_shift_from_two_bucket_vectors() -> None:
     reading = prometheus(answer).read_one(check("predictionShift"), TARGET, 60)
     assert reading.value == pytest.approx(psi([400, 100, 0], [100, 200, 0]))
     assert reading.samples == 300
-    assert reading.histograms == ((400, 100, 0), (100, 200, 0))
+    assert reading.histograms == (((400, 100, 0), (100, 200, 0)),)
 
 
 def test_promql_templates() -> None:
@@ -257,3 +257,25 @@ def test_prediction_shift_ks_from_two_bucket_vectors() -> None:
     assert "binned KS distance" in reading.detail
     assert reading.ks is not None  # both sample sizes, for the early DKW decision
     assert [(c.current, c.reference) for c in reading.ks] == [(300, 500)]
+
+
+def test_input_drift_against_the_stable_carries_every_features_bins() -> None:
+    """The operator computes the PSI per feature from the two revisions' bin rows, and hands every
+    feature's pair of histograms on for the early decision (domain/rollout/evidence.py)."""
+
+    def bins(counts: dict[tuple[str, str], str]) -> dict[str, Any]:
+        return vector(*(({"feature": f, "layout": "ab12", "bin": b}, n) for (f, b), n in counts.items()))
+
+    def answer(q: str) -> httpx.Response:
+        assert "sum by (feature, layout, bin) (increase(modeldeploy_feature_bin_rows_total{" in q
+        if 'modeldeploy_io_revision="1b9e04"' in q:  # stable
+            return httpx.Response(200, json=bins({("x", "0"): "10", ("x", "1"): "90", ("y", "0"): "50"}))
+        return httpx.Response(200, json=bins({("x", "0"): "90", ("x", "1"): "10", ("y", "0"): "50"}))
+
+    drift = Check.model_validate(
+        {"name": "drift", "type": "inputDrift", "threshold": {"max": 0.2}, "reference": "stable"}
+    )
+    reading = prometheus(answer).read_one(drift, TARGET, 60)
+    assert reading.value == pytest.approx(psi([10, 90, 0], [90, 10, 0]))
+    assert reading.samples == 50
+    assert reading.histograms == (((10, 90, 0), (90, 10, 0)), ((50, 0), (50, 0)))

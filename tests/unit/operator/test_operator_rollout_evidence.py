@@ -101,7 +101,8 @@ def test_error_rate_early_failure(rate: float, samples: int, early_fail: bool) -
 
 
 def _reading(check: str, value: float | None, samples: int, histograms: object = None) -> CheckReading:
-    return CheckReading(check, value, samples, NOW, "d", histograms)  # type: ignore[arg-type]
+    pairs = (histograms,) if histograms is not None else None
+    return CheckReading(check, value, samples, NOW, "d", pairs)  # type: ignore[arg-type]
 
 
 PSI_BAD = psi(STABLE, BAD_CANARY)
@@ -154,7 +155,7 @@ def test_an_unchanged_canary_rarely_fails_early(shares: list[float], n: int) -> 
     for _ in range(trials):
         stable, canary = _sample(shares, n, rng), _sample(shares, n, rng)
         value = psi(stable, canary)
-        early += shift_clearly_above(value, stable, canary, 0.2)
+        early += shift_clearly_above(value, [(stable, canary)], 0.2) is not None
         plain += value > 0.2
     assert early <= max(3, 3 * ALPHA * trials)
     assert early <= plain
@@ -167,7 +168,7 @@ def test_a_clearly_shifted_canary_fails_early_at_fifty_scores() -> None:
     caught = 0
     for _ in range(200):
         stable, canary = _sample(stable_shares, 50, rng), _sample(canary_shares, 50, rng)
-        caught += shift_clearly_above(psi(stable, canary), stable, canary, 1.0)
+        caught += shift_clearly_above(psi(stable, canary), [(stable, canary)], 1.0) is not None
     assert caught >= 180
 
 

@@ -145,7 +145,8 @@ def _reading(
             _reading("drift", 0.3, 60, (KsComparison(0.3, 60), *[KsComparison(0.05, 60)] * 13)),
             "Inconclusive",
         ),
-        # no early test for a mean score difference: it waits for minSamples
+        # a mean score difference without its buckets (from Prometheus) waits for minSamples; with
+        # them: test_operator_rollout_evidence_psi_mean.py
         (DIFFERENCE, _reading("difference", 0.9, 50), "Inconclusive"),
     ],
 )

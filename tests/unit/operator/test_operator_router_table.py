@@ -200,3 +200,21 @@ def slot_owners(text: str) -> tuple[str, ...]:
     config = RouterConfig.from_json(text)
     ids = [a.arm_id for a in config.arms]
     return tuple(ids[i] for i in config.slot_arms())
+
+
+@pytest.mark.parametrize(("protocol", "expected"), [(None, "v2"), ("v2", "v2"), ("v1", "v1")])
+def test_the_router_reads_sticky_body_fields_in_the_servers_protocol(
+    protocol: str | None, expected: str
+) -> None:
+    """spec.server.protocol (default v2) tells the router which body shape callers send."""
+    raw: dict[str, Any] = {
+        "replicas": 1,
+        "model": {"uri": "s3://models/churn/v1", "format": "onnx", "version": "1"},
+        "traffic": {"stickyKey": {"bodyField": "customer_id"}},
+    }
+    if protocol is not None:
+        raw["server"] = {"protocol": protocol}
+    config = RouterConfig.from_json(router_json(parse_spec(raw), None))
+    assert config.sticky is not None
+    assert config.sticky.body_field == "customer_id"
+    assert config.sticky.protocol == expected

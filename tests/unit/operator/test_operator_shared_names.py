@@ -41,9 +41,12 @@ def test_the_names_of_the_mirror_and_ks_checks_are_exposed() -> None:
     from modeldeploy_serving import metrics as server
     from modeldeploy_serving.router import metrics as router
 
-    assert {metric_names.FEATURE_KS, metric_names.FEATURE_BIN_ROWS, metric_names.FEATURE_MISSING} <= _exposed(
-        server
-    )
+    assert {
+        metric_names.FEATURE_KS,
+        metric_names.FEATURE_BIN_ROWS,
+        metric_names.FEATURE_MISSING,
+        metric_names.FEATURE_REFERENCE_ROWS,
+    } <= _exposed(server)
     exposed = _exposed(router.RouterMetrics())
     assert {metric_names.SHADOW_LABEL_AGREEMENT, metric_names.SHADOW_SCORE_DIFFERENCE} <= exposed
 

@@ -139,3 +139,77 @@ def test_bad_durations(text: str) -> None:
 )
 def test_quantities(text: str | int, value: str) -> None:
     assert parse_quantity(text) == parse_quantity(value)
+
+
+# --- spec.drift.psiThreshold: the maximum of an inputDrift check that names none (issue 12) --------
+
+
+def _drift_spec(check: dict[str, object], drift: dict[str, object] | None = None) -> dict[str, object]:
+    spec: dict[str, object] = {
+        "model": {"uri": "s3://m/churn/v1", "format": "onnx", "version": "1"},
+        "rollout": {
+            "strategy": "Canary",
+            "steps": [{"setWeight": 10}],
+            "analysis": {
+                "checks": [{"name": "errors", "type": "errorRate", "threshold": {"max": 0.01}}, check]
+            },
+        },
+    }
+    if drift is not None:
+        spec["drift"] = drift
+    return spec
+
+
+@pytest.mark.parametrize(
+    ("check", "drift", "expected"),
+    [
+        ({"name": "drift", "type": "inputDrift"}, None, 0.25),  # the default psiThreshold
+        ({"name": "drift", "type": "inputDrift"}, {"psiThreshold": 0.4}, 0.4),
+        ({"name": "drift", "type": "inputDrift", "reference": "stable"}, {"psiThreshold": 0.1}, 0.1),
+        # a threshold of its own wins
+        ({"name": "drift", "type": "inputDrift", "threshold": {"max": 2.0}}, {"psiThreshold": 0.4}, 2.0),
+    ],
+)
+def test_an_input_drift_check_without_a_threshold_fails_above_psi_threshold(
+    check: dict[str, object], drift: dict[str, object] | None, expected: float
+) -> None:
+    from modeldeploy_operator.domain.spec import ModelDeploymentSpec
+
+    spec = ModelDeploymentSpec.model_validate(_drift_spec(check, drift))
+    assert spec.rollout.analysis is not None
+    errors, found = spec.rollout.analysis.checks
+    assert found.threshold.max == expected
+    assert found.threshold.min is None
+    assert errors.threshold.max == 0.01  # other checks untouched
+    # read back from its own dump (status, views): the same spec
+    assert ModelDeploymentSpec.model_validate(spec.model_dump(by_alias=True)) == spec
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        {"name": "ks", "type": "inputDriftKS"},  # a KS distance is not a PSI: no default
+        {"name": "shift", "type": "predictionShift"},
+        {"name": "errors2", "type": "errorRate"},
+        {"name": "drift", "type": "inputDrift", "threshold": None, "bad": 1},
+    ],
+)
+def test_other_checks_still_need_a_threshold(check: dict[str, object]) -> None:
+    from pydantic import ValidationError
+
+    from modeldeploy_operator.domain.spec import ModelDeploymentSpec
+
+    with pytest.raises(ValidationError):
+        ModelDeploymentSpec.model_validate(_drift_spec(check))
+
+
+def test_a_bad_psi_threshold_is_refused_even_when_a_check_borrows_it() -> None:
+    from pydantic import ValidationError
+
+    from modeldeploy_operator.domain.spec import ModelDeploymentSpec
+
+    for bad in (0, -1, 11, "high"):
+        with pytest.raises(ValidationError):
+            ModelDeploymentSpec.model_validate(
+                _drift_spec({"name": "drift", "type": "inputDrift"}, {"psiThreshold": bad})
+            )

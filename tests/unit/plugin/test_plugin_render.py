@@ -206,6 +206,34 @@ def test_history() -> None:
     assert render_history(empty) == "no revisions yet"
 
 
+PINNED, OTHER = "ab" * 32, "cd" * 32
+
+
+@pytest.mark.parametrize(
+    ("loaded", "pinned", "shown"),
+    [
+        (None, PINNED, "-"),  # no server loaded it yet (or an aborted canary no pod ever loaded)
+        ([PINNED], PINNED, "abababababab"),
+        ([OTHER], None, "cdcdcdcdcdcd"),  # unpinned: whatever the URI held
+        ([PINNED, OTHER], None, "abababababab,cdcdcdcdcdcd"),  # the URI's content changed
+        ([OTHER], PINNED, "cdcdcdcdcdcd!"),  # not the pinned digest
+    ],
+)
+def test_history_shows_the_digest_the_servers_loaded(
+    loaded: list[str] | None, pinned: str | None, shown: str
+) -> None:
+    body = canary_body()
+    entry = body["status"]["history"][0]
+    entry["sha256"] = pinned
+    if loaded is not None:
+        entry["loadedSha256"] = loaded
+    header, first = render_history(body).splitlines()[:2]
+    columns = header.split()
+    assert columns[5:7] == ["SHA256", "LOADED"]
+    assert first.split()[6] == shown
+    assert first.split()[5] == (pinned[:12] if pinned else "-")
+
+
 def test_status_values_from_a_newer_operator_are_left_out_not_fatal() -> None:
     body = canary_body()
     body["status"]["phase"] = "Mirroring"  # a phase this plugin's contract does not know
@@ -239,3 +267,37 @@ def test_a_revision_in_its_rollback_window_says_until_when_a_rollback_is_instant
     text = render_view(body)
     assert "  default  100%    cccc000000  previous (warm until 2026-01-02 05:09:30)  2  0" in text
     assert "  default  100%    aaaa111111  stable" in text
+
+
+@pytest.mark.parametrize(
+    ("bad", "note"),
+    [
+        ("abc", "loadedSha256 of revision 1"),  # not a list
+        ([1, 2], "loadedSha256 of revision 1"),  # not strings
+        (["ab" * 32] * 9, "loadedSha256 of revision 1"),  # more than the 4 the status keeps
+        ({"a": 1}, "loadedSha256 of revision 1"),
+    ],
+)
+def test_an_unreadable_loaded_digest_costs_that_field_not_the_history(bad: object, note: str) -> None:
+    body = canary_body()
+    body["status"]["history"][0]["loadedSha256"] = bad
+    lines = render_history(body).splitlines()
+    assert lines[1].split()[:2] == ["1*", "default"]
+    assert lines[1].split()[6] == "-"
+    assert "Progressing" in lines[2]  # the other revision is untouched
+    assert lines[-1].startswith("Not shown: ")
+    assert note in lines[-1]
+
+
+def test_an_entry_without_its_required_fields_is_named_and_the_rest_shown() -> None:
+    body = canary_body()
+    del body["status"]["history"][0]["hash"]
+    body["status"]["history"].append("not an object")
+    lines = render_history(body).splitlines()
+    assert lines[1].split()[0] == "2"
+    assert (
+        lines[-1]
+        == "Not shown: revision 1 (unreadable), revision #3 (unreadable) (an operator newer than the plugin?)"
+    )
+    body["status"]["history"] = "nonsense"
+    assert render_history(body) == "no revisions yet"

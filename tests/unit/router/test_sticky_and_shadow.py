@@ -41,6 +41,32 @@ def test_body_key_tolerates_garbage() -> None:
     assert body_key(b"not json", "customer_id") is None
 
 
+V1_BODY = {"instances": [{"customer_id": "c-1"}]}
+V2_BODY = {"parameters": {"customer_id": "c-2"}, "inputs": [{"name": "customer_id", "data": ["c-3"]}]}
+BOTH = {**V1_BODY, **V2_BODY}  # a body carrying both shapes: the protocol decides which counts
+
+
+@pytest.mark.parametrize(
+    ("body", "protocol", "expected"),
+    [
+        (V1_BODY, "v1", "c-1"),
+        (V1_BODY, "v2", None),  # a V1 body where callers speak V2: no key from it
+        (V2_BODY, "v2", "c-2"),
+        (V2_BODY, "v1", None),
+        ({"inputs": [{"name": "customer_id", "data": ["c-3"]}]}, "v2", "c-3"),
+        (BOTH, "v1", "c-1"),
+        (BOTH, "v2", "c-2"),
+        (BOTH, None, "c-1"),  # no protocol (hand-written tables): either shape, V1 first, as before
+        ({"instances": "not a list"}, "v1", None),
+        ({"parameters": ["not", "a", "map"]}, "v2", None),
+    ],
+)
+def test_body_key_reads_only_the_configured_protocols_shape(
+    body: object, protocol: str | None, expected: str | None
+) -> None:
+    assert body_key(orjson.dumps(body), "customer_id", protocol) == expected
+
+
 V2 = {
     "outputs": [
         {"name": "label", "datatype": "INT64", "shape": [2], "data": [1, 0]},

@@ -165,3 +165,15 @@ def test_window_exports_its_bin_counts_and_layout_for_comparison_with_the_stable
         for i in range(len(a.counts) - 1)
     )
     assert total == 93
+    # the profile's rows in the same layout, for the operator's early decision against the profile
+    assert a.reference == tuple(profile.features[0].counts)  # type: ignore[attr-defined]
+    reference = {
+        i: REGISTRY.get_sample_value("modeldeploy_feature_reference_rows", {**labels, "bin": str(i)})
+        for i in range(len(a.reference) - 1)
+    }
+    assert {i: n for i, n in reference.items() if n} == {i: n for i, n in enumerate(a.reference[:-1]) if n}
+    # published again with the next window: still the profile's rows, never added up
+    ModelMetrics("bins-test", "1").publish_window(result)
+    assert REGISTRY.get_sample_value("modeldeploy_feature_reference_rows", {**labels, "bin": "0"}) == (
+        a.reference[0] or None
+    )

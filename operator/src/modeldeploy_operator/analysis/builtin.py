@@ -6,6 +6,8 @@
   samples = requests observed.
 - inputDrift: the largest feature PSI among the canary pods' drift windows that closed within the
   lookback; samples = rows of the smallest of those windows (the weakest evidence behind the value).
+  With it, for the early decision, every feature's (profile, canary) rows per bin: the profile's
+  from modeldeploy_feature_reference_rows, the canary's from the windows closed between the scrapes.
 - predictionShift: PSI between the canary's and the stable's prediction-score histogram increases
   over the same interval; samples = the smaller of the two counts.
 - predictionShiftKS: the binned two-sample Kolmogorov-Smirnov distance between the same two
@@ -30,7 +32,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from modeldeploy_contract.psi import psi
-from modeldeploy_operator.domain.readings import CheckReading, KsComparison
+from modeldeploy_operator.domain.readings import CheckReading, HistogramPair, KsComparison
 from modeldeploy_operator.domain.spec import Check
 
 from . import names
@@ -144,8 +146,40 @@ def _ks_against_profile(pod: PodMetrics, since: float) -> list[KsComparison]:
     return out
 
 
+def reference_bins(group: GroupScrape) -> FeatureBins:
+    """The profile's rows per (feature, layout) and bin, as the canary's servers export them (every
+    pod of a revision serves the same bundle: the largest value, should one pod lag)."""
+    out: FeatureBins = {}
+    for pod in group.pods.values():
+        for labels, n in pod.series(names.FEATURE_REFERENCE_ROWS).items():
+            found = dict(labels)
+            feature, layout, bin_name = found.get("feature"), found.get("layout"), found.get("bin")
+            if feature is None or layout is None or bin_name is None or not is_number(n):
+                continue
+            bins = out.setdefault((feature, layout), {})
+            bins[bin_name] = max(bins.get(bin_name, 0.0), n)
+    return out
+
+
+def profile_pairs(previous: Snapshot | None, current: Snapshot) -> tuple[HistogramPair, ...] | None:
+    """inputDrift against the profile: per feature, the (profile, canary) rows per bin, the canary's
+    from the drift windows closed between the scrapes, for the evaluation's early decision (None
+    without a baseline scrape or a window in between, or from servers that do not export the
+    profile's rows)."""
+    if previous is None:
+        return None
+    canary = feature_bins(group_increase(previous.canary, current.canary))
+    reference = reference_bins(current.canary)
+    shared = sorted(k for k in canary.keys() & reference.keys() if sum(canary[k].values()) > 0)
+    return tuple(psi_counts(reference[k], canary[k]) for k in shared) or None
+
+
 def input_drift(
-    check: Check, target: AnalysisTarget, current: Snapshot, lookback_seconds: float
+    check: Check,
+    target: AnalysisTarget,
+    current: Snapshot,
+    lookback_seconds: float,
+    previous: Snapshot | None = None,
 ) -> CheckReading:
     since = current.taken_at.timestamp() - lookback_seconds
     metric, statistic = (
@@ -168,7 +202,8 @@ def input_drift(
         f"{rows} rows closed in the last {lookback_seconds:.0f}s{failures}"
     )
     if check.type != "inputDriftKS":
-        return CheckReading(check.name, value, rows, current.taken_at, detail)
+        pairs = profile_pairs(previous, current)
+        return CheckReading(check.name, value, rows, current.taken_at, detail, histograms=pairs)
     comparisons = tuple(c for pod in current.canary.pods.values() for c in _ks_against_profile(pod, since))
     return CheckReading(check.name, value, rows, current.taken_at, detail, ks=comparisons)
 
@@ -198,8 +233,15 @@ def bins_distance(kind: str, stable: dict[str, float], canary: dict[str, float])
         cumulative_p = [(b, sum(p[: i + 1])) for i, b in enumerate(bounds)]
         cumulative_q = [(b, sum(q[: i + 1])) for i, b in enumerate(bounds)]
         return histogram_ks(cumulative_p, cumulative_q)[0] if p else math.nan
-    keys = [str(i) for i in span] + ["missing"]
-    return psi([stable.get(k, 0.0) for k in keys], [canary.get(k, 0.0) for k in keys])
+    return psi(*psi_counts(stable, canary))
+
+
+def psi_counts(stable: dict[str, float], canary: dict[str, float]) -> HistogramPair:
+    """The (stable, canary) rows per bin the PSI of a feature is computed over: every bin index up to
+    the largest either side has, and the missing bin."""
+    inner = sorted({int(b) for b in (*stable, *canary) if b.isdigit()})
+    keys = [str(i) for i in range(inner[-1] + 1 if inner else 0)] + ["missing"]
+    return tuple(stable.get(k, 0.0) for k in keys), tuple(canary.get(k, 0.0) for k in keys)
 
 
 def input_drift_against_stable(
@@ -234,7 +276,8 @@ def input_drift_against_stable(
         f"({worst[0]}) over {len(finite)} feature(s), at least {samples} rows a side {where}"
     )
     if check.type != "inputDriftKS":
-        return CheckReading(check.name, finite[worst], samples, at, detail)
+        pairs = tuple(psi_counts(stable[k], canary[k]) for k in sorted(finite))
+        return CheckReading(check.name, finite[worst], samples, at, detail, histograms=pairs)
     comparisons = tuple(
         KsComparison(finite[k], present_rows(canary[k]), present_rows(stable[k])) for k in sorted(finite)
     )
@@ -278,7 +321,7 @@ def prediction_shift(
     if math.isnan(value):
         return no_data(check, current.taken_at, f"score histograms not comparable ({counts}) {where}")
     detail = f"{statistic} ({counts}) {where}"
-    histograms = (tuple(bucket_counts(stable)), tuple(bucket_counts(canary)))
+    histograms = ((tuple(bucket_counts(stable)), tuple(bucket_counts(canary))),)
     ks = (
         (KsComparison(value, round(canary_n), round(stable_n)),)
         if check.type == "predictionShiftKS"
@@ -305,7 +348,9 @@ def shadow_agreement(
             return no_data(check, current.taken_at, f"no scores of copies compared {where}")
         value = difference / compared
         detail = f"mean |score difference| {value:.4f} over {compared:.0f} rows of copies {where}"
-        return CheckReading(check.name, value, round(compared), current.taken_at, detail)
+        by_le = routers.by_label(names.bucket(names.SHADOW_SCORE_DIFFERENCE), "le", arm)
+        buckets = tuple(buckets_from_le(by_le)) or None
+        return CheckReading(check.name, value, round(compared), current.taken_at, detail, buckets=buckets)
     rows = agree + disagree
     if rows <= 0:
         return no_data(check, current.taken_at, f"no labels of copies compared {where}")
@@ -340,7 +385,7 @@ def _reading(
         return no_data(check, at, f"no canary pod could be scraped{_failures(current.canary, 'canary')}")
     drift = check.type in ("inputDrift", "inputDriftKS")
     if drift and check.reference == "profile":  # gauges of the last closed window: no baseline
-        return input_drift(check, target, current, target.drift_lookback_seconds(window_seconds))
+        return input_drift(check, target, current, target.drift_lookback_seconds(window_seconds), previous)
     if previous is None:
         return no_data(check, at, "first scrape of this canary: counters are measured from the next reading")
     if drift:  # reference: stable

@@ -23,7 +23,7 @@ from modeldeploy_operator.domain.readings import CheckReading, KsComparison
 from modeldeploy_operator.domain.spec import Check
 
 from . import names, promql
-from .builtin import bins_distance, no_data, present_rows
+from .builtin import bins_distance, no_data, present_rows, psi_counts
 from .fetch import FetchError, FetchLimits, fetch, new_client, sanitize
 from .promql import SeriesLabels
 from .scrape import is_number
@@ -226,7 +226,8 @@ class PrometheusReader:
             f"over {len(values)} feature(s)"
         )
         if check.type != "inputDriftKS":
-            return CheckReading(check.name, values[worst], samples, at, detail)
+            pairs = tuple(psi_counts(stable[k], canary[k]) for k in values)
+            return CheckReading(check.name, values[worst], samples, at, detail, histograms=pairs)
         ks = tuple(KsComparison(values[k], present_rows(canary[k]), present_rows(stable[k])) for k in values)
         return CheckReading(check.name, values[worst], samples, at, detail, ks=ks)
 
@@ -259,7 +260,7 @@ class PrometheusReader:
             detail = f"PSI of canary against stable scores ({counts})"
         if math.isnan(value):
             return no_data(check, at, f"score histograms not comparable ({counts})")
-        counts_per_bin = (tuple(bucket_counts(stable)), tuple(bucket_counts(canary)))
+        counts_per_bin = ((tuple(bucket_counts(stable)), tuple(bucket_counts(canary))),)
         ks = (
             (KsComparison(value, round(canary_n), round(stable_n)),)
             if check.type == "predictionShiftKS"

@@ -23,6 +23,10 @@ class KsComparison:
     profile, whose own sampling error is left out)."""
 
 
+HistogramPair = tuple[tuple[float, ...], tuple[float, ...]]
+"""(reference, current) counts over the same bins."""
+
+
 @dataclass(frozen=True)
 class CheckReading:
     check: str
@@ -34,13 +38,16 @@ class CheckReading:
     measured_at: datetime
     detail: str = ""
     """Human-readable context for status and Events (e.g. "canary 3/412 requests failed")."""
-    histograms: tuple[tuple[float, ...], tuple[float, ...]] | None = None
-    """For a check comparing two histograms (predictionShift): the (stable, canary) counts per bin the
-    value was computed from, so the evaluation can tell overwhelming evidence from noise before
-    minSamples (domain/rollout/evidence.py). None for other checks."""
+    histograms: tuple[HistogramPair, ...] | None = None
+    """For a check whose value is the largest PSI of pairs of histograms: every (reference, current)
+    pair of counts per bin it was computed from (one for predictionShift: the stable's and the
+    canary's scores; one per feature for inputDrift against the stable's inputs), so the evaluation
+    can tell overwhelming evidence from noise before minSamples (domain/rollout/evidence.py). None
+    for other checks."""
     buckets: tuple[tuple[float, float], ...] | None = None
-    """For a quantile check (latencyP99, scraped): the cumulative (upper bound, count) buckets the value
-    was computed from, so the evaluation can count observations certainly above the threshold."""
+    """For a check read from one histogram (latencyP99 and shadowScoreDifference, scraped): the
+    cumulative (upper bound, count) buckets the value was computed from, so the evaluation can count
+    observations certainly above a bound."""
     ks: tuple[KsComparison, ...] | None = None
     """For a KS check (inputDriftKS, predictionShiftKS): every distance the value is the largest of
     (one per feature and pod, or the one score comparison) with its sample sizes, so the evaluation

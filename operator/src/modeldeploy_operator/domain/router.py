@@ -115,7 +115,10 @@ def build_router_config(
     sticky = None
     if traffic.sticky_key is not None:
         sticky = StickyConfig(
-            header=traffic.sticky_key.header, body_field=traffic.sticky_key.body_field, salt=owner.name
+            header=traffic.sticky_key.header,
+            body_field=traffic.sticky_key.body_field,
+            protocol=spec.server.protocol,  # the body shape callers send (docs/crd.md, server.protocol)
+            salt=owner.name,
         )
     shadow = None
     if traffic.shadow is not None and traffic.shadow.percent > 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 ModelFormat = Literal["xgboost", "onnx"]
@@ -316,6 +316,8 @@ class Drift(SpecModel):
     window_rows: int = Field(default=1000, ge=10, le=10_000_000)
     window_seconds: int = Field(default=60, ge=1, le=86400)
     psi_threshold: float = Field(default=0.25, gt=0, le=10)
+    """The maximum of every inputDrift check that names no threshold (filled in when the spec is read,
+    `ModelDeploymentSpec._drift_checks_default_to_psi_threshold`)."""
 
 
 JsonObject = dict[str, Any]
@@ -557,6 +559,36 @@ class ModelDeploymentSpec(SpecModel):
     effectiveness: Effectiveness | None = None
     revision_history_limit: int = Field(default=10, ge=1, le=100)
     paused: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drift_checks_default_to_psi_threshold(cls, data: Any) -> Any:
+        """An inputDrift check without a threshold fails above spec.drift.psiThreshold (default 0.25).
+        Filled in here, where the spec is read, so that every later reader (evaluation, views, status)
+        sees an ordinary threshold: the one place this default is decided."""
+        if not isinstance(data, dict):
+            return data
+        rollout = data.get("rollout")
+        if not isinstance(rollout, dict) or not isinstance(analysis := rollout.get("analysis"), dict):
+            return data
+        checks = analysis.get("checks")
+        if not isinstance(checks, list | tuple):
+            return data
+        drift = data.get("drift")
+        limit: Any = 0.25
+        if isinstance(drift, dict):
+            limit = drift.get("psiThreshold", drift.get("psi_threshold", limit))
+        elif isinstance(drift, Drift):
+            limit = drift.psi_threshold
+        filled = [
+            {**c, "threshold": {"max": limit}}
+            if isinstance(c, dict) and c.get("type") == "inputDrift" and c.get("threshold") is None
+            else c
+            for c in checks
+        ]
+        if filled == list(checks):
+            return data
+        return {**data, "rollout": {**rollout, "analysis": {**analysis, "checks": filled}}}
 
     @property
     def joiner_enabled(self) -> bool:

@@ -33,6 +33,9 @@ class FeatureDrift:
     the canary's live inputs with the stable's over the same interval)."""
     layout: str = ""
     """Identifies the bin edges (a hash): two revisions' counts are comparable only when it is equal."""
+    reference: tuple[int, ...] = ()
+    """The profile's rows per bin of the same layout (exported beside `counts`, so that the operator
+    can tell overwhelming drift from small-sample noise before minSamples)."""
 
 
 def layout_id(edges: Sequence[float]) -> str:
@@ -125,6 +128,7 @@ class DriftWindow:
                     out_of_range_ratio=stats.out_of_range_ratio(counts),
                     counts=tuple(counts),
                     layout=layout,
+                    reference=tuple(ref.counts),
                 )
             )
         score_psi = psi(self.profile.score.counts, bin_counts(scores, self._score_edges).tolist())

@@ -501,7 +501,7 @@ class RouterApp:
                 return key
         sticky = snapshot.config.sticky
         if sticky is not None and sticky.body_field and body:
-            return body_key(body, sticky.body_field)  # parsed only when the header is absent
+            return body_key(body, sticky.body_field, sticky.protocol)  # only when the header is absent
         return None
 
     @staticmethod

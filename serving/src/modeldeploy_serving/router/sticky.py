@@ -30,11 +30,12 @@ def _as_key(value: Any) -> str | None:
     return None
 
 
-def body_key(body: bytes, field: str) -> str | None:
+def body_key(body: bytes, field: str, protocol: str | None = None) -> str | None:
     """The key from a V1 or V2 JSON body, or None when absent or unreadable.
 
     V1: `instances[0][field]` when the first instance is an object.
     V2: `parameters[field]`, else the first element of `data` of the input named `field`.
+    `protocol` ("v1" or "v2", spec.server.protocol) reads only that shape; None: either, V1 first.
     """
     try:
         doc = orjson.loads(body)
@@ -42,9 +43,24 @@ def body_key(body: bytes, field: str) -> str | None:
         return None
     if not isinstance(doc, dict):
         return None
+    if protocol == "v1":
+        return _v1_key(doc, field)
+    if protocol == "v2":
+        return _v2_key(doc, field)
+    instances = doc.get("instances")
+    if isinstance(instances, list) and instances and isinstance(instances[0], dict):
+        return _v1_key(doc, field)
+    return _v2_key(doc, field)
+
+
+def _v1_key(doc: dict[str, Any], field: str) -> str | None:
     instances = doc.get("instances")
     if isinstance(instances, list) and instances and isinstance(instances[0], dict):
         return _as_key(instances[0].get(field))
+    return None
+
+
+def _v2_key(doc: dict[str, Any], field: str) -> str | None:
     parameters = doc.get("parameters")
     if isinstance(parameters, dict) and field in parameters:
         return _as_key(parameters[field])

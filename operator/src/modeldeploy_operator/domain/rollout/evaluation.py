@@ -3,7 +3,8 @@
 Honesty about low traffic is the point, both ways: no reading, a value that is None or NaN
 (argo-rollouts#180), or fewer samples than minSamples is Inconclusive, never Pass; but a reading below
 minSamples whose evidence of failure is overwhelming (evidence.py: an exact binomial test for
-errorRate, latencyP99 and shadowAgreement, a homogeneity test plus a shrunk PSI for predictionShift,
+errorRate, latencyP99 and shadowAgreement, a homogeneity test plus a shrunk PSI for predictionShift
+and inputDrift, Markov's inequality with a binomial test for shadowScoreDifference,
 a DKW confidence bound for the KS checks) is a Fail at once.
 Inconclusive never fails a rollout by itself either: it holds an analysis step open until the
 progress deadline.
@@ -26,6 +27,7 @@ from modeldeploy_operator.domain.rollout.evidence import (
     error_rate_clearly_above,
     ks_clearly_above,
     ks_lower_bound,
+    mean_clearly_above,
     quantile_clearly_above,
     shift_clearly_above,
     shrunk_psi,
@@ -95,14 +97,29 @@ def _clearly_above(check: Check, value: float, reading: CheckReading, limit: flo
             f"{_format(value)} is above the maximum {_format(limit)} beyond doubt ({slower} of {total} "
             f"requests slower, binomial test against 1 %, p <= {ALPHA:g})"
         )
-    if check.type == "predictionShift" and reading.histograms is not None:
-        stable, canary = reading.histograms
-        if shift_clearly_above(value, stable, canary, limit):
+    if check.type in ("predictionShift", "inputDrift") and reading.histograms:
+        clear = shift_clearly_above(value, reading.histograms, limit)
+        if clear is not None:
+            count = len(reading.histograms)
             return (
-                f"{_format(value)} is above the maximum {_format(limit)} beyond doubt (scores differ, "
-                f"chi-square p <= {ALPHA:g}; shrunk PSI {_format(shrunk_psi(stable, canary))})"
+                f"{_format(value)} is above the maximum {_format(limit)} beyond doubt (histograms "
+                f"differ, chi-square p <= {ALPHA / count:g}{_over(count, 'histogram pairs')}; "
+                f"shrunk PSI {_format(shrunk_psi(*clear))})"
+            )
+    if check.type == "shadowScoreDifference" and buckets is not None:
+        mean = mean_clearly_above(buckets, value, limit)
+        if mean is not None:
+            bound, above, rows = mean
+            return (
+                f"{_format(value)} is above the maximum {_format(limit)} beyond doubt ({above} of {rows} "
+                f"rows differ by more than {_format(bound)}, which a mean of at most {_format(limit)} "
+                f"allows to at most {_format(limit / bound)} of them; binomial test, p <= {ALPHA:g})"
             )
     return None
+
+
+def _over(count: int, what: str) -> str:
+    return f" each, Bonferroni over {count} {what}" if count > 1 else ""
 
 
 def evaluate(check: Check, reading: CheckReading | None, analysis: Analysis, now: datetime) -> Measurement:

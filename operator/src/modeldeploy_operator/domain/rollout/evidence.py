@@ -42,9 +42,24 @@ has clearly failed (never an early Pass: passing on little evidence is what minS
   Worked: 150 canary against 150 stable scores, D = 0.9, max 0.2: e = sqrt(ln(4000) / 300) = 0.166 a
   side, bound 0.9 - 0.333 = 0.567 > 0.2: Fail. 20 against 20, D = 0.5: e = 0.455 a side, bound < 0:
   Inconclusive.
-- inputDrift (PSI) and prometheus checks: no early decision (a maximum of PSIs and an arbitrary query
-  need their own tests); they wait for minSamples. So does latencyP99 from Prometheus, and
-  shadowScoreDifference (an unbounded mean needs a distribution assumption).
+- inputDrift (PSI), against the stable's live inputs or the training profile: the predictionShift
+  rule on every feature's pair of histograms (stable or profile rows, and canary rows, per bin,
+  missing included), each at ALPHA / k over the k features compared (Bonferroni), failing early when
+  any feature passes both tests. For a canary whose inputs come from the reference's distribution on
+  every feature, an early Fail has probability at most ALPHA per measurement. The profile is itself
+  a sample of the training data, and the homogeneity test treats it as one (never as exact), so its
+  sampling error counts against an early Fail, not for it.
+- shadowScoreDifference (mean |score difference| of copied rows, `threshold.max`): the difference is
+  never negative, so Markov's inequality bounds its tail by its mean: a true mean at most the
+  maximum m gives P(X > t) <= m / t for every t. From the router's histogram, the rows above a bucket
+  bound t (in the buckets after it) are counted exactly; Fail when, for some bound t > m,
+  P(K >= k | n, p = m / t) <= ALPHA / b, over the b bounds above m (Bonferroni; which bounds count
+  depends on the threshold and the bucket layout, never on the data). Distribution-free: no
+  assumption on the scores' range or shape, so it needs a clear excess (e.g. 40 of 40 rows above 0.5
+  against a maximum of 0.05: P = 0.1^40). Rows are the trials, as for shadowAgreement.
+- prometheus checks: no early decision (an arbitrary query needs its own test); they wait for
+  minSamples. So do latencyP99 and shadowScoreDifference from Prometheus (no buckets in the answer)
+  and inputDrift against the profile from Prometheus (its answer is the largest PSI alone).
 """
 
 from __future__ import annotations
@@ -53,7 +68,7 @@ import math
 from collections.abc import Sequence
 
 from modeldeploy_contract.psi import psi
-from modeldeploy_operator.domain.readings import KsComparison
+from modeldeploy_operator.domain.readings import HistogramPair, KsComparison
 
 ALPHA = 1e-3
 """Per-measurement probability of an early Fail for a canary that is in fact fine (see above)."""
@@ -176,18 +191,20 @@ def quantile_clearly_above(
 
 
 def shift_clearly_above(
-    value: float,
-    reference: Sequence[float],
-    current: Sequence[float],
-    threshold: float,
-    alpha: float = ALPHA,
-) -> bool:
-    """predictionShift: the histograms differ beyond chance and by more than `threshold` even with the
-    small-sample PSI shrunk towards 0 (`value` is the reading's PSI, which must be above too)."""
-    if value <= threshold:
-        return False
-    shrunk = shrunk_psi(reference, current)
-    return shrunk > threshold and homogeneity_p(reference, current) <= alpha
+    value: float, pairs: Sequence[HistogramPair], threshold: float, alpha: float = ALPHA
+) -> HistogramPair | None:
+    """predictionShift, inputDrift against the stable: the (reference, current) pair whose histograms
+    differ beyond chance and by more than `threshold` even with the small-sample PSI shrunk towards 0
+    (Bonferroni over the pairs), or None; `value` is the reading's PSI, which must be above too."""
+    if value <= threshold or not pairs:
+        return None
+    each = alpha / len(pairs)
+    clear = [
+        (reference, current)
+        for reference, current in pairs
+        if shrunk_psi(reference, current) > threshold and homogeneity_p(reference, current) <= each
+    ]
+    return max(clear, key=lambda pair: shrunk_psi(*pair)) if clear else None
 
 
 def agreement_clearly_below(share: float, samples: int, minimum: float, alpha: float = ALPHA) -> bool:
@@ -244,3 +261,34 @@ def ks_clearly_above(
     each = alpha / len(comparisons)
     clear = [c for c in finite if ks_lower_bound(c, each) > threshold]
     return max(clear, key=lambda c: ks_lower_bound(c, each)) if clear else None
+
+
+def mean_clearly_above(
+    buckets: Sequence[tuple[float, float]], value: float, threshold: float, alpha: float = ALPHA
+) -> tuple[float, int, int] | None:
+    """shadowScoreDifference: the mean of a quantity that is never negative, read from its cumulative
+    (upper bound, count) buckets, is above `threshold` beyond doubt (Markov's inequality and an exact
+    binomial test at each bucket bound above the threshold, Bonferroni over those bounds). Returns
+    (bound, rows above it, rows) of the highest bound that shows it, or None; `value` is the reading's mean,
+    which must be above the threshold too.
+
+    >>> mean_clearly_above([(0.1, 0), (0.5, 0), (1.0, 40), (math.inf, 40)], 0.7, 0.05)
+    (0.5, 40, 40)
+    >>> mean_clearly_above([(0.1, 7), (0.5, 9), (1.0, 10), (math.inf, 10)], 0.12, 0.05) is None
+    True
+    """
+    if value <= threshold or threshold <= 0:
+        return None
+    ordered = sorted(buckets)
+    if not ordered:
+        return None
+    total = round(max(count for _, count in ordered))
+    bounds = [(bound, count) for bound, count in ordered if threshold < bound < math.inf]
+    if total <= 0 or not bounds:
+        return None
+    each = alpha / len(bounds)
+    for bound, count in reversed(bounds):  # the highest bound that shows it says the most
+        above = total - round(count)
+        if above > 0 and binomial_sf(above, total, threshold / bound) <= each:
+            return bound, above, total
+    return None
