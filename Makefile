@@ -4,6 +4,11 @@ SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 
 export UV_PYTHON_DOWNLOADS := never
+# Bytecode is written (and then reused): with PYTHONDONTWRITEBYTECODE=1, as some shells set it, every
+# Python process the tests start compiled its imports from source again: 11.5-12.5 s of CPU to import
+# the server and operator modules against 4.6-4.7 s with bytecode (2026-12-03, /tmp/imp.py-style
+# import of modeldeploy_serving.cli, fastapi, numpy, onnxruntime, xgboost, modeldeploy_operator.main).
+unexport PYTHONDONTWRITEBYTECODE
 export MODELDEPLOY_CACHE ?= $(HOME)/.cache/modeldeploy
 UV_VERSION := 0.13.8
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)

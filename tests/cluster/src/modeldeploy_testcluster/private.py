@@ -6,9 +6,11 @@ It shares nothing with the machine's local cluster (layout.py): not its lock
 (that one's API server binds 10.244.0.1:6443 on the harness's bridge; every port here is a free
 127.0.0.1 port the kernel hands out, from the ephemeral range, never a fixed one), and it needs no
 root: no real node, no pod network. Pods go to kwok nodes (`kwok_nodes`), whose pod addresses
-(10.250.0.0/16) are never dialled. So several can run beside the shared cluster and beside each
-other: the scale bench (bench/operator/scale.py --private-control-plane) and the tests that run the
-operator under an identity of their own (tests/integration/operator/test_operator_rbac_private.py).
+(10.250.0.0/16) lead nowhere: the operator does dial them (it asks model servers what they loaded),
+so a blackhole route keeps those requests on the machine (`_blackhole_kwok_pods`). So several can
+run beside the shared cluster and beside each other: the scale bench (bench/operator/scale.py
+--private-control-plane) and the tests that run the operator under an identity of their own
+(tests/integration/operator/test_operator_rbac_private.py).
 """
 
 from __future__ import annotations
@@ -139,6 +141,19 @@ def _default_service_account(api: client.ApiClient) -> bool:
     return True
 
 
+def _blackhole_kwok_pods() -> None:
+    """Route kwok's pod range nowhere. Without it the operator's health asks to those addresses went
+    out through the default gateway (seen 2026-12-03: hundreds of requests, answered 404 by something
+    off the machine); tests talk only to 127.0.0.1 and the harness's own networks."""
+    if ipaddress.ip_network(KWOK_POD_CIDR).overlaps(ipaddress.ip_network("10.244.0.0/16")):
+        raise AssertionError("kwok's pod range must not overlap the local cluster's")
+    done = subprocess.run(
+        ["ip", "route", "replace", "blackhole", KWOK_POD_CIDR], capture_output=True, check=False
+    )
+    if done.returncode != 0:  # not root: say so, the run goes on (a developer's own machine)
+        print(f"warning: no blackhole route for {KWOK_POD_CIDR}: {done.stderr.decode(errors='replace')}")
+
+
 @contextlib.contextmanager
 def private_control_plane(
     work: Path,
@@ -164,6 +179,8 @@ def private_control_plane(
     )
     etcd_client, etcd_peer, port = free_port(), free_port(), free_port()
     layout = PrivateLayout(state, f"https://127.0.0.1:{port}", kwok_node_count=kwok_nodes)
+    if kwok_nodes:
+        _blackhole_kwok_pods()
     kubeconfig = write_kubeconfig(
         layout.admin_kubeconfig,
         layout.apiserver_url,
