@@ -1,7 +1,9 @@
 """Shared pytest wiring: the local-cluster fixtures live in the test-cluster harness package, the
 operator, model-store and churn-bundle fixtures in tests/support."""
 
+import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,33 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     lost = [i.nodeid for i in session.items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
     if lost:
         raise pytest.UsageError(f"pytest-xdist did not group {len(lost)} tests, e.g. {lost[0]}")
+
+
+# Where the wall time goes, per worker: every test's start and end (setup to teardown) on the worker
+# that ran it, appended to $MODELDEPLOY_TEST_TIMELINE (one JSON line per test; .ci/run sets it and
+# prints hack/timeline.py's summary). --durations gives each test's length, not which worker waited
+# for which: the warm budget (20 min) is decided by the busiest worker's sum, not by the total.
+_timeline = {"file": os.environ.get("MODELDEPLOY_TEST_TIMELINE")}
+_started: dict[str, float] = {}
+
+
+@pytest.hookimpl(trylast=True)  # after xdist registered its controller ("dsession")
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("dsession"):
+        _timeline["file"] = None  # the xdist controller hears of every test too: its workers write the lines
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logstart(nodeid: str, location: object) -> None:
+    if _timeline["file"]:
+        _started[nodeid] = time.time()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logfinish(nodeid: str, location: object) -> None:
+    path = _timeline["file"]
+    if path and nodeid in _started:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        line = {"worker": worker, "test": nodeid, "start": _started.pop(nodeid), "end": time.time()}
+        with open(path, "a") as handle:  # one short write per line: appends do not interleave
+            handle.write(json.dumps(line) + "\n")

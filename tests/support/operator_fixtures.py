@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from modeldeploy_testcluster import nodes
 from modeldeploy_testcluster.layout import Layout
 from modeldeploy_testcluster.pytest_plugin import RUN_ENV, beside_lock, flocked, holds, is_xdist_worker
 
+from built_cache import cached_build
 from cluster_helpers import REPO, helm, wait_for
 
 RELEASE = "modeldeploy"
@@ -180,13 +182,16 @@ def operator_release(
 
 @pytest.fixture(scope="session")
 def churn_bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The churn example's bundles v1..v3, made once per session (a few seconds)."""
+    """The churn example's bundles v1..v3 and data (`make_models.py` with its defaults, as the demo
+    runs it): trained once per machine and inputs (built_cache.py), copied per session because some
+    tests add bundles beside them."""
+
+    def build(folder: Path) -> None:
+        script = REPO / "examples" / "churn" / "make_models.py"
+        subprocess.run([sys.executable, str(script), "--out", str(folder)], check=True, capture_output=True)
+
     out = tmp_path_factory.mktemp("churn")
-    subprocess.run(
-        [sys.executable, str(REPO / "examples" / "churn" / "make_models.py"), "--out", str(out)],
-        check=True,
-        capture_output=True,
-    )
+    shutil.copytree(cached_build("churn-demo", [], build), out, dirs_exist_ok=True)
     return out
 
 

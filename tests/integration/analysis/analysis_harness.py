@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from built_cache import cached_build
 from local_processes import free_port, running, wait_http
 
 REPO = Path(__file__).resolve().parents[3]
@@ -52,13 +53,16 @@ def _rows(path: Path) -> list[list[float | None]]:
 
 @pytest.fixture(scope="session")
 def churn(tmp_path_factory: pytest.TempPathFactory) -> Churn:
-    root = tmp_path_factory.mktemp("churn")
-    script = REPO / "examples" / "churn" / "make_models.py"
-    subprocess.run(
-        [sys.executable, str(script), "--out", str(root), "--rows", "4000", "--trees", "40"],
-        check=True,
-        capture_output=True,
-    )
+    args = ["--rows", "4000", "--trees", "40"]
+
+    def build(folder: Path) -> None:
+        script = REPO / "examples" / "churn" / "make_models.py"
+        subprocess.run(
+            [sys.executable, str(script), "--out", str(folder), *args], check=True, capture_output=True
+        )
+
+    root = tmp_path_factory.mktemp("churn")  # a copy: trained once per machine and inputs (built_cache.py)
+    shutil.copytree(cached_build("churn-analysis", args, build), root, dirs_exist_ok=True)
     data = root / "data"
     return Churn(root, _rows(data / "traffic_normal.csv"), _rows(data / "traffic_shifted.csv"))
 

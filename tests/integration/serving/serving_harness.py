@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
+from built_cache import cached_build
 from churn_example import load_churn
 from local_processes import STARTUP_TIMEOUT, free_port
 
@@ -41,30 +43,40 @@ class Bundles:
 @pytest.fixture(scope="session")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> Bundles:
     churn = load_churn()
-    from modeldeploy_serving.pack import pack
 
+    def build(root: Path) -> None:
+        from modeldeploy_serving.pack import pack
+
+        churn.build(root, rows=4000, trees=40, seed=11)
+        x, y = churn.generate(4000, 11)
+        artifacts = root / "artifacts"
+        churn.train_and_export(x[:3200], y[:3200], artifacts, 40, 11)
+        churn.write_csv(artifacts / "train.csv", x[:3200], y[:3200])
+        churn.write_csv(artifacts / "validation.csv", x[3200:], y[3200:])
+        common = {
+            "train_data": artifacts / "train.csv",
+            "validation_data": artifacts / "validation.csv",
+            "label": "retained",
+            "name": "churn",
+            "version": "v1",
+        }
+        # export_onnx=False: pack would otherwise export ONNX itself (the default since issue 13)
+        pack(model=artifacts / "model.ubj", onnx=None, export_onnx=False, out=root / "xgb-only", **common)  # type: ignore[arg-type]
+        pack(model=artifacts / "model.onnx", onnx=None, out=root / "onnx-only", **common)  # type: ignore[arg-type]
+
+    # A copy (tests add tampered bundles beside these): trained once per machine and inputs (built_cache.py).
     root = tmp_path_factory.mktemp("bundles")
-    built = churn.build(root, rows=4000, trees=40, seed=11)
-    x, y = churn.generate(4000, 11)
+    shutil.copytree(
+        cached_build("churn-serving", ["build 4000 40 11", "xgb-only", "onnx-only"], build),
+        root,
+        dirs_exist_ok=True,
+    )
     artifacts = root / "artifacts"
-    churn.train_and_export(x[:3200], y[:3200], artifacts, 40, 11)
-    churn.write_csv(artifacts / "train.csv", x[:3200], y[:3200])
-    churn.write_csv(artifacts / "validation.csv", x[3200:], y[3200:])
-    common = {
-        "train_data": artifacts / "train.csv",
-        "validation_data": artifacts / "validation.csv",
-        "label": "retained",
-        "name": "churn",
-        "version": "v1",
-    }
-    # export_onnx=False: pack would otherwise export ONNX itself (the default since issue 13)
-    pack(model=artifacts / "model.ubj", onnx=None, export_onnx=False, out=root / "xgb-only", **common)  # type: ignore[arg-type]
-    pack(model=artifacts / "model.onnx", onnx=None, out=root / "onnx-only", **common)  # type: ignore[arg-type]
     return Bundles(
         root=root,
-        v1=built["v1"],
-        v2=built["v2"],
-        v3=built["v3"],
+        v1=root / "v1",
+        v2=root / "v2",
+        v3=root / "v3",
         xgb_only=root / "xgb-only",
         onnx_only=root / "onnx-only",
         artifacts=artifacts,
