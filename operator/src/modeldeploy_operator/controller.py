@@ -21,9 +21,10 @@
 - An event of an owned object (its `modeldeploy.io/deployment` label names the ModelDeployment; a
   user's HPA, which carries no label of ours, queues every ModelDeployment of its namespace) queues
   its owner: pods becoming ready are acted on within a watch round trip.
-- A namespace being deleted refuses every create (403, NamespaceTerminating): its ModelDeployments are
-  left alone from the first such refusal until the deletion removes them (no retry, no event queues
-  them, one log line each), instead of re-creating each object the deletion removes.
+- A namespace being deleted refuses every create (403, NamespaceTerminating): from the first such
+  refusal its ModelDeployments are left alone until the deletion removes them (no retry, no event
+  queues them, one log line for the namespace), instead of re-creating each object the deletion
+  removes and reacting to each of their pods going.
 - Each pass ends by setting its object's one timer to the plan's next due time (`Plan.next_due`: a
   pause ending, the next analysis interval, a step's duration or deadline, a scale-down), or to a
   backoff after a transient API error (never sooner than the server's Retry-After).
@@ -184,12 +185,21 @@ class Controller:
             outcome = self.reconciler.reconcile(body)
         except NamespaceTerminatingError as error:
             # Not retried, not queued by the deletion's events, said once: the namespace never becomes
-            # active again, and its deletion removes this ModelDeployment too.
+            # active again, and its deletion removes its ModelDeployments too. Every one known in it
+            # now is left alone (their pods going would queue each of them for nothing); one that
+            # appears later has another uid: a namespace of the same name made again.
             with self._lock:
                 self._retries.pop(key, None)
-                self._terminating[key] = _uid(body)
-            self.queue.schedule(key, None)
-            log.info("%s/%s: its namespace is being deleted; nothing is re-created there (%s)", *key, error)
+                doomed = {k: _uid(b) for k, b in self._bodies.items() if k[0] == key[0]}
+                self._terminating.update(doomed)
+            for other in doomed:
+                self.queue.schedule(other, None)
+            log.info(
+                "namespace %s is being deleted: its %d ModelDeployments are left to the deletion (%s)",
+                key[0],
+                len(doomed),
+                error,
+            )
             return None
         except TransientApiError as error:
             with self._lock:

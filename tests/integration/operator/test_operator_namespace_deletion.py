@@ -15,7 +15,9 @@ to chance): a ModelDeployment reconciled, its namespace deleted and held in Term
 ConfigMap's finalizer, then the deletion of its owned objects handed to the controller as their watch
 events. The API server's real refusal is recognised (NamespaceTerminatingError, from the Status cause
 `NamespaceTerminating`): one refused create, no Event, no status write, no retry; the deletion's
-other events and the resync queue nothing.
+other events (of this ModelDeployment's objects and of the other one's in the namespace) and the
+resync queue nothing. Before: the refused create, an Event attempt and a status write, a warning,
+and a retry set for a minute later, for each ModelDeployment and each event.
 """
 
 from __future__ import annotations
@@ -111,18 +113,27 @@ def test_a_terminating_namespace_is_left_alone_after_one_refusal(admin: client.A
         "spec": {"model": {"uri": "http://127.0.0.1:9/churn/v1", "format": "onnx", "version": "1"}},
     }
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, {**body, "metadata": {"name": "fraud"}}
+    )
     api = CountingApi(admin)
     made = Controller(Reconciler(api, OperatorSettings()), OperatorSettings(), WorkQueue(min_gap=0.0))
     key = (namespace, "churn")
     try:
-        made.on_modeldeployment(
-            "ADDED", custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "churn")
-        )
-        assert made.queue.get(timeout=0) == key
-        outcome = made.process(key)
-        made.queue.done(key)
-        assert outcome is not None
-        assert outcome.applied > 5
+        for name in ("churn", "fraud"):
+            made.on_modeldeployment(
+                "ADDED", custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            )
+        applied = 0
+        for _ in range(10):  # each pass, and the follow-up of one that wrote objects
+            ready = made.queue.get(timeout=0)
+            if ready is None:
+                break
+            outcome = made.process(ready)  # type: ignore[arg-type]
+            made.queue.done(ready)
+            assert outcome is not None
+            applied += outcome.applied
+        assert applied > 10
         owned = owned_left(core, namespace)
         assert "churn-router" in owned, owned
 
@@ -153,6 +164,10 @@ def test_a_terminating_namespace_is_left_alone_after_one_refusal(admin: client.A
 
         for _ in range(5):  # the rest of the sweep, and a resync: nothing queued, nothing sent
             made.on_owned(accounts, "DELETED", gone)
+        # The other ModelDeployment of the namespace too: its objects going queue nothing either.
+        made.on_owned(
+            accounts, "DELETED", {"metadata": {**gone["metadata"], "labels": {INDEX_LABEL: "fraud"}}}
+        )
         made.resync()
         assert made.queue.get(timeout=0) is None
         assert len([s for s in api.sent if s[0] != "GET"]) == 1

@@ -565,6 +565,19 @@ def test_a_namespace_being_deleted_is_left_alone_from_the_first_refusal() -> Non
     assert run_ready(made) == [("ml", "churn")]
 
 
+def test_the_first_refusal_leaves_every_modeldeployment_of_that_namespace_alone() -> None:
+    made, _, _ = controller(NamespaceTerminatingError(403, "being terminated"))
+    for name, namespace in (("a", "ml"), ("b", "ml"), ("c", "other")):
+        made.on_modeldeployment("ADDED", md(name, namespace=namespace))
+    run_ready(made)  # a refused; b and c reconciled (b before the namespace went)
+    pods = CachedKind("v1", "Pod")
+    for name, namespace in (("a", "ml"), ("b", "ml"), ("c", "other")):
+        made.on_owned(pods, "DELETED", {"metadata": {"namespace": namespace, "labels": {INDEX_LABEL: name}}})
+    assert run_ready(made) == [("other", "c")]
+    made.resync()
+    assert run_ready(made) == [("other", "c")]
+
+
 def test_a_namespace_being_deleted_is_said_once(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "modeldeploy.controller")
     made, _, _ = controller(*[NamespaceTerminatingError(403, "being terminated")] * 3)
