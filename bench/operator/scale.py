@@ -506,6 +506,8 @@ class Side:
             for sample in family.samples:
                 if sample.name == "modeldeploy_operator_reconciles_total":
                     found["passes"] = found.get("passes", 0.0) + sample.value
+                elif sample.name == "modeldeploy_operator_own_write_echoes_total":
+                    found["own_echoes"] = found.get("own_echoes", 0.0) + sample.value
                 elif (
                     sample.name == "modeldeploy_operator_api_requests_total"
                     and sample.labels.get("resource") != "leases"

@@ -46,7 +46,7 @@ from typing import Any
 
 from modeldeploy_operator.config import OperatorSettings
 from modeldeploy_operator.k8s.api import NamespaceTerminatingError, RejectedError, TransientApiError
-from modeldeploy_operator.k8s.cache import INDEX_LABEL, CachedKind, OwnWrites, newer
+from modeldeploy_operator.k8s.cache import INDEX_LABEL, OWN_WRITE_ECHOES, CachedKind, OwnWrites, newer
 from modeldeploy_operator.metrics import QUEUE_DEPTH, ROLLOUT_STATE
 from modeldeploy_operator.reconciler import Outcome, Reconciler
 from modeldeploy_operator.scheduler import WorkQueue
@@ -134,6 +134,7 @@ class Controller:
             self.echoes += echo
             left_alone = self._terminating.get(key) == _uid(body)
         if echo:  # our own status write coming back: the pass that wrote it planned what follows
+            OWN_WRITE_ECHOES.labels("ModelDeployment").inc()
             return
         if body["metadata"].get("deletionTimestamp"):
             self.queue.schedule(key, None)  # being deleted: the garbage collector takes what it owns

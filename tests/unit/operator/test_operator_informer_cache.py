@@ -533,3 +533,20 @@ def test_versions_that_are_not_revisions_let_the_event_win() -> None:
     informer._apply(event("MODIFIED", odd))
     assert informer.objects("ml", "churn")[0]["spec"] == {"replicas": 2}
     assert recorder.seen == [("MODIFIED", "a")]
+
+
+def test_the_echoes_are_counted_by_kind() -> None:
+    from prometheus_client import REGISTRY
+
+    def counted() -> float:
+        value = REGISTRY.get_sample_value(
+            "modeldeploy_operator_own_write_echoes_total", {"kind": "Deployment"}
+        )
+        return value or 0.0
+
+    informer, _ = listening([([obj("a", 5)], "10")])
+    before = counted()
+    informer.remember(obj("a", 11))
+    informer._apply(event("MODIFIED", obj("a", 11)))
+    informer._apply(event("MODIFIED", obj("a", 12)))  # someone else's: not an echo
+    assert counted() - before == 1

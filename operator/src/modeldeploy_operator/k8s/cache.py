@@ -36,10 +36,19 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from prometheus_client import Counter
+
 from modeldeploy_operator.domain import labels as lbl
 from modeldeploy_operator.k8s.api import RejectedError, TransientApiError
 
 log = logging.getLogger("modeldeploy.cache")
+
+OWN_WRITE_ECHOES = Counter(
+    "modeldeploy_operator_own_write_echoes_total",
+    "Watch events recognised as the echo of the operator's own write (its resourceVersion), kept but "
+    "queueing no reconcile, by kind.",
+    ["kind"],
+)
 
 WATCH_TIMEOUT_SECONDS = 300
 """The server ends each watch after this; it is then restarted from the last resourceVersion (one
@@ -396,6 +405,7 @@ class Informer:
             self._resource_version = version or self._resource_version
             self.echoes += echo
         if echo:
+            OWN_WRITE_ECHOES.labels(self.kind.kind).inc()
             return
         self._tell([(event_type, obj)])
 
