@@ -191,16 +191,18 @@ class Controller:
             # appears later has another uid: a namespace of the same name made again.
             with self._lock:
                 self._retries.pop(key, None)
+                first = key not in self._terminating  # (other workers' passes may have been refused too)
                 doomed = {k: _uid(b) for k, b in self._bodies.items() if k[0] == key[0]}
                 self._terminating.update(doomed)
             for other in doomed:
                 self.queue.schedule(other, None)
-            log.info(
-                "namespace %s is being deleted: its %d ModelDeployments are left to the deletion (%s)",
-                key[0],
-                len(doomed),
-                error,
-            )
+            if first:
+                log.info(
+                    "namespace %s is being deleted: its %d ModelDeployments are left to the deletion (%s)",
+                    key[0],
+                    len(doomed),
+                    error,
+                )
             return None
         except TransientApiError as error:
             with self._lock:

@@ -580,12 +580,25 @@ def test_the_first_refusal_leaves_every_modeldeployment_of_that_namespace_alone(
 
 def test_a_namespace_being_deleted_is_said_once(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "modeldeploy.controller")
-    made, _, _ = controller(*[NamespaceTerminatingError(403, "being terminated")] * 3)
-    made.on_modeldeployment("ADDED", md())
-    run_ready(made)
+
+    class Refusing(ScriptedReconciler):
+        """Every pass refused; the pass of "other" is still running when that of "churn" is refused
+        (two workers at once)."""
+
+        def reconcile(self, body: dict[str, Any]) -> Outcome:
+            self.passes.append(body)
+            if body["metadata"]["name"] == "other":
+                made.process(("ml", "churn"))
+            raise NamespaceTerminatingError(403, "being terminated")
+
+    made = Controller(Refusing(), OperatorSettings(), WorkQueue(FakeClock(), min_gap=0.0))  # type: ignore[arg-type]
+    made.on_modeldeployment("ADDED", md("churn"))
+    made.on_modeldeployment("ADDED", md("other"))
+    made.process(("ml", "other"))
     made.on_modeldeployment("MODIFIED", md(rv=2))
     made.resync()
-    run_ready(made)
+    run_ready(made)  # (the keys the ADDED events queued: skipped)
+    assert len(made.reconciler.passes) == 2  # type: ignore[attr-defined]
     said = [r for r in caplog.records if "being deleted" in r.getMessage()]
     assert len(said) == 1
     assert said[0].levelname == "INFO"
