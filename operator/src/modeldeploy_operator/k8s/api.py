@@ -97,11 +97,37 @@ class RejectedError(RuntimeError):
         self.status = status
 
 
+class NamespaceTerminatingError(RejectedError):
+    """A create refused because the namespace is being deleted (the NamespaceLifecycle admission's
+    403, with the Status cause `NamespaceTerminating`). The namespace never becomes active again: its
+    deletion removes everything in it, the ModelDeployment too, so nothing should be re-created there."""
+
+
+NAMESPACE_TERMINATING_CAUSE = "NamespaceTerminating"
+"""core/v1 NamespaceTerminatingCause: the Status cause type of that refusal."""
+
+
 def _body_message(data: bytes | str | None, reason: str | None) -> str:
     try:
         return str(json.loads(data or b"").get("message", reason))
     except (TypeError, ValueError, AttributeError):
         return str(reason)
+
+
+def namespace_terminating(status: int, data: bytes | str | None) -> bool:
+    """Whether a refusal's Status body says the namespace is being deleted: a 403 whose
+    details.causes name `NamespaceTerminating` (a StatusCause's type is its JSON field "reason"; seen
+    from kube-apiserver v1.34.4: `{"reason": "NamespaceTerminating", "message": "namespace x is being
+    terminated", "field": "metadata.namespace"}`). The message alone is not relied on."""
+    if status != 403:
+        return False
+    try:
+        causes = (json.loads(data or b"").get("details") or {}).get("causes") or []
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return isinstance(causes, list) and any(
+        isinstance(c, dict) and c.get("reason") == NAMESPACE_TERMINATING_CAUSE for c in causes
+    )
 
 
 def _message(error: client.ApiException) -> str:
@@ -152,6 +178,7 @@ class KubeApi:
         except client.ApiException as error:
             status, message = error.status or 0, _message(error)
             retry_after = retry_after_of(error.headers, error.body)
+            refusal = error.body
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise TransientApiError(scrub(f"{method} {path}: {error}")) from error
         else:
@@ -159,10 +186,13 @@ class KubeApi:
                 return json.loads(data) if data else None
             status, message = response.status, _body_message(data, response.reason)
             retry_after = retry_after_of(response.headers, data)
+            refusal = data
         # The API server may quote what it refused (a model URI in an env value): these messages go to
         # status, Events and logs, so without credentials.
         if status in _TRANSIENT_STATUSES:
             raise TransientApiError(scrub(f"{method} {path}: {status} {message}"), retry_after)
+        if namespace_terminating(status, refusal):
+            raise NamespaceTerminatingError(status, scrub(f"{method} {path}: {message}"))
         raise RejectedError(status, scrub(f"{method} {path}: {message}"))
 
     # -- objects ------------------------------------------------------------------------------
