@@ -48,10 +48,13 @@ the JSON answers, the shadow copies' heads. Measured growth: see docs/reliabilit
 
 
 @contextmanager
-def gated_backend(response_bytes: int) -> Iterator[tuple[str, threading.Event, list[int]]]:
+def gated_backend(
+    response_bytes: int, chunked: bool = False
+) -> Iterator[tuple[str, threading.Event, list[int]]]:
     """A keep-alive HTTP/1.1 backend in threads: reads each request whole, waits for the gate, then
-    answers a V2 response padded to `response_bytes`. Yields its address, the gate and a one-item
-    list counting the requests it holds or has held."""
+    answers a V2 response padded to `response_bytes` (`chunked`: in 64 KiB chunks, no
+    Content-Length). Yields its address, the gate and a one-item list counting the requests it holds
+    or has held."""
     server = socket.create_server(("127.0.0.1", 0), backlog=512)
     server.settimeout(0.2)
     gate, stop = threading.Event(), threading.Event()
@@ -67,6 +70,10 @@ def gated_backend(response_bytes: int) -> Iterator[tuple[str, threading.Event, l
     response = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(
         answer
     )
+    if chunked:
+        parts = [answer[i : i + 65536] for i in range(0, len(answer), 65536)]
+        response = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+        answer = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts) + b"0\r\n\r\n"
 
     def handle(conn: socket.socket) -> None:
         with conn:
@@ -138,7 +145,8 @@ def test_router_memory_is_bounded_and_excess_refused_fast(tmp_path: Path, framin
     # own 300 s timeout).
     with (
         ThreadPoolExecutor(CALLERS + 8) as pool,
-        gated_backend(BODY) as (primary, gate, held),
+        # Chunked framing: the answers chunked too (no Content-Length), so they too must wait for room.
+        gated_backend(BODY, chunked=framing == "chunked") as (primary, gate, held),
         gated_backend(1024) as (shadow, shadow_gate, copies),
     ):
         router = Router(tmp_path)

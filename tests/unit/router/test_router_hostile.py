@@ -174,8 +174,9 @@ def _connection(budget: ByteBudget) -> tuple[_Connection, _Transport]:
 
 @pytest.mark.parametrize("admitted", [True, False])
 def test_answers_in_pieces_count_while_they_arrive_and_never_wait(admitted: bool) -> None:
-    """Chunked answers (no total known) and copies' answers: counted piece by piece, refused when
-    a piece does not fit; a copy's answer (not admitted) never uses the headroom."""
+    """Copies' answers, and the part of a chunked answer beyond what it claimed whole (the headroom):
+    counted piece by piece, refused when a piece does not fit; a copy's answer (not admitted) never
+    uses the headroom."""
     budget = ByteBudget(100, headroom=40)
 
     async def exchange(body_size: int) -> Any:
@@ -220,6 +221,57 @@ def test_answers_of_admitted_requests_wait_for_room_instead_of_being_refused() -
 
     assert asyncio.run(storm()) == [b"x" * 20] * 10
     assert budget.used == 0
+    assert budget.waiting == 0
+
+
+def test_chunked_answers_of_admitted_requests_wait_like_declared_ones() -> None:
+    """The same storm with chunked answers (no Content-Length): each claims the headroom whole when
+    its head arrives (waiting, unread, when it does not fit) and keeps only its real size once
+    complete. Before, counted piece by piece without waiting: 1 answered, 9 refused (503)."""
+    budget = ByteBudget(100, headroom=30)
+    assert budget.admit(70)
+    peak = 0
+
+    async def storm() -> list[bytes]:
+        nonlocal peak
+        exchanges = [_connection(budget) for _ in range(10)]
+        waiters = [
+            conn.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", 5, False, 1 << 20, admitted=True)
+            for conn, _ in exchanges
+        ]
+        for conn, _ in exchanges:
+            conn.data_received(_answer(20, chunked=True))
+        assert budget.used == 90  # the first answer: 20 of its 30 kept, the rest given back
+        assert budget.waiting == 9
+        assert sum(transport.paused for _, transport in exchanges) == 9
+        bodies = []
+        for waiter in waiters:
+            response = await waiter
+            peak = max(peak, budget.used)
+            assert response.held == 20
+            bodies.append(response.body)
+            budget.release(response.held + 7)
+        return bodies
+
+    assert asyncio.run(storm()) == [b"x" * 20] * 10
+    assert peak <= 100
+    assert budget.used == 0
+    assert budget.waiting == 0
+
+
+def test_a_chunked_answer_without_a_body_status_claims_nothing() -> None:
+    budget = ByteBudget(100, headroom=30)
+    assert budget.admit(70)
+    assert budget.take(30)  # full: a claim would wait
+
+    async def exchange() -> Any:
+        conn, _ = _connection(budget)
+        waiter = conn.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", 5, False, 1 << 20, admitted=True)
+        conn.data_received(b"HTTP/1.1 304 Not Modified\r\netag: x\r\n\r\n")
+        return await waiter
+
+    response = asyncio.run(exchange())
+    assert (response.status, response.body, response.held) == (304, b"", 0)
     assert budget.waiting == 0
 
 

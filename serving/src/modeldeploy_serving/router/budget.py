@@ -7,6 +7,8 @@ Two kinds of claim share it:
 - the answer of admitted work (a backend response to a request the router took) may use the
   whole limit, and when it does not fit it waits, first come first served, while its upstream
   connection is not read, until earlier answers have been sent and their requests have ended.
+  It is claimed whole: its Content-Length, or for a chunked answer the headroom (the most an
+  answer may wait for), cut to its real size once it has arrived (upstream.py).
 
 Why the split: with one shared limit, admitted request bodies alone could fill it, and then every
 answer to them was refused (503 `over_budget`) after the backend had done the work, so callers
@@ -48,9 +50,9 @@ class ByteBudget:
         return True
 
     def take(self, size: int) -> bool:
-        """Count `size` bytes of an answer arriving in pieces of unknown total (chunked or
-        close-delimited) if they fit in the whole limit, behind any waiting answer; never waits
-        (pieces cannot be claimed whole up front, and partial claims that wait could deadlock)."""
+        """Count `size` bytes of an answer beyond what it claimed whole (a chunked answer larger than
+        the headroom) if they fit in the whole limit, behind any waiting answer; never waits (partial
+        claims that wait, each holding part of an answer, could wait for each other forever)."""
         if self._waiting or self.used + size > self.limit:
             return False
         self.used += size
