@@ -46,12 +46,6 @@ pytestmark = [
     pytest.mark.cluster,
     pytest.mark.slow,
     pytest.mark.usefixtures("operator_release"),
-    # Written on 2026-12-02 and not yet run to the end on the local cluster (each session that tried
-    # waited for the cluster lock or the first image build): opt-in until they have passed there.
-    pytest.mark.skipif(
-        os.environ.get("MODELDEPLOY_FAULT_TESTS") != "1",
-        reason="fault tests are opt-in (MODELDEPLOY_FAULT_TESTS=1) until they have run on the cluster",
-    ),
 ]
 
 KWOK = {"nodeSelector": {"type": "kwok"}, "tolerations": [KWOK_TOLERATION]}
