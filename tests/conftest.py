@@ -1,5 +1,6 @@
 """Shared pytest wiring: the local-cluster fixtures live in the test-cluster harness package, the
-operator, model-store and churn-bundle fixtures in tests/support."""
+operator, model-store and churn-bundle fixtures in tests/support (the private control plane's in
+tests/support/private_operator.py)."""
 
 import os
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 pytest.register_assert_rewrite("modeldeploy_testcluster.pytest_plugin")
 from modeldeploy_testcluster.pytest_plugin import is_cluster_test, restarts  # noqa: E402
 
-pytest_plugins = ["modeldeploy_testcluster.pytest_plugin", "operator_fixtures"]
+pytest_plugins = ["modeldeploy_testcluster.pytest_plugin", "operator_fixtures", "private_operator"]
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from kubernetes import client, config
 
@@ -29,6 +30,14 @@ from cluster_helpers import GROUP, PLURAL, REPO, VERSION, wait_for
 RELEASE, SYSTEM = "md", "mdsys"
 OPERATOR = f"{RELEASE}-modeldeploy"  # the chart's fullname: ServiceAccount, (Cluster)Role, Lease
 USER = f"system:serviceaccount:{SYSTEM}:{OPERATOR}"
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata", "users": [USER]}, {"level": "None"}],
+}
+"""Every request of the operator's ServiceAccount (both replicas', told apart by the pod their token is
+bound to, in `user.extra`)."""
 STAGES = ("ResponseStarted", "ResponseComplete")
 KWOK = {"nodeSelector": {"type": "kwok"}, "tolerations": [nodes.KWOK_TOLERATION]}
 WAIT = 240.0
@@ -233,6 +242,19 @@ def operator_plane(
         core.create_namespaced_service_account(SYSTEM, {"metadata": {"name": OPERATOR}})
         yield Plane(layout, api, work)
         api.close()
+
+
+@pytest.fixture(scope="session")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
+    """One private control plane for the session's tests of the operator under the chart's identity
+    (RBAC, leader election: the "private-control-plane" xdist group, one worker), started on first use
+    (about 30 s on a loaded machine). Each test installs the roles it needs and uses namespaces of its
+    own; OwnerReferencesPermissionEnforcement is on (what makes `modeldeployments/finalizers` matter)."""
+    work = Path(tmp_path_factory.mktemp("operator-plane"))
+    with operator_plane(
+        work, AUDIT_POLICY, admission_plugins=("NodeRestriction", "OwnerReferencesPermissionEnforcement")
+    ) as plane:
+        yield plane
 
 
 def install(plane: Plane, docs: list[dict[str, Any]]) -> None:

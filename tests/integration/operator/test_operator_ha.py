@@ -15,7 +15,7 @@ import os
 import signal
 import time
 import urllib.request
-from pathlib import Path
+import uuid
 from typing import Any
 
 import pytest
@@ -28,10 +28,10 @@ from private_operator import (
     OPERATOR,
     SYSTEM,
     WAIT,
+    Plane,
     helm_template,
     install,
     operator_env,
-    operator_plane,
     operator_running,
 )
 
@@ -117,15 +117,6 @@ def test_one_replica_leads_and_a_standby_takes_over(
 
 WRITES = {"create", "update", "patch", "delete", "deletecollection"}
 POD_NAME = "authentication.kubernetes.io/pod-name"  # user.extra of a pod-bound token (k8s.io/apiserver)
-HA_AUDIT_POLICY = {
-    "apiVersion": "audit.k8s.io/v1",
-    "kind": "Policy",
-    "omitStages": ["RequestReceived", "ResponseStarted"],
-    "rules": [
-        {"level": "Metadata", "userGroups": [f"system:serviceaccounts:{SYSTEM}"]},
-        {"level": "None"},
-    ],
-}
 
 
 def _when(stamp: str) -> float:
@@ -162,100 +153,27 @@ def _replica_pod(name: str) -> dict[str, Any]:
 
 @pytest.mark.private_control_plane
 @pytest.mark.slow
-def test_a_paused_leader_is_replaced_and_writes_nothing_after_it_lost_the_lease(tmp_path: Path) -> None:
+def test_a_paused_leader_is_replaced_and_writes_nothing_after_it_lost_the_lease(plane: Plane) -> None:
     docs = helm_template()
     env = operator_env(docs)
     duration = float(env["MODELDEPLOY_OPERATOR_LEASE_DURATION_SECONDS"])
     renew = float(env["MODELDEPLOY_OPERATOR_LEASE_RENEW_SECONDS"])
-    with operator_plane(tmp_path, HA_AUDIT_POLICY) as plane:
-        install(plane, docs)
-        core = client.CoreV1Api(plane.api)
-        custom = client.CustomObjectsApi(plane.api)
-        leases = client.CoordinationV1Api(plane.api)
-        pods = {name: core.create_namespaced_pod(SYSTEM, _replica_pod(name)) for name in ("one", "two")}
-        namespace = plane.namespace("ha")
+    install(plane, docs)
+    core = client.CoreV1Api(plane.api)
+    # Names of this run's own: the control plane is the session's (tests/support/private_operator.py).
+    one_name, two_name = (f"{n}-{uuid.uuid4().hex[:5]}" for n in ("one", "two"))
+    pods = {name: core.create_namespaced_pod(SYSTEM, _replica_pod(name)) for name in (one_name, two_name)}
+    namespace = plane.namespace("ha")
+    try:
+        events, log, stopped_at, took_over, paused, exit_code = _pause_the_leader(
+            plane, docs, pods, namespace, one_name, two_name
+        )
+    finally:
+        plane.drop_namespace(namespace)
+        for name in pods:
+            core.delete_namespaced_pod(name, SYSTEM)
+    one_writes, two_writes = _writes(events, one_name), _writes(events, two_name)
 
-        def holder() -> str | None:
-            try:
-                return str(leases.read_namespaced_lease(OPERATOR, SYSTEM).spec.holder_identity or "") or None
-            except client.ApiException:
-                return None
-
-        def status() -> dict[str, Any]:
-            obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "ha")
-            return dict(obj.get("status") or {})
-
-        with operator_running(plane, docs, "one", pods["one"]) as one:
-            wait_for("replica one to lead", lambda: holder() == "one", WAIT)
-            with operator_running(plane, docs, "two", pods["two"], keep_lease=True) as two:
-                custom.create_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    PLURAL,
-                    {
-                        "apiVersion": f"{GROUP}/{VERSION}",
-                        "kind": "ModelDeployment",
-                        "metadata": {"name": "ha"},
-                        "spec": {
-                            "model": {
-                                "uri": "http://127.0.0.1:9/models/m/v1",
-                                "format": "onnx",
-                                "version": "1",
-                            },
-                            "replicas": 1,
-                            "pods": {"serving": KWOK, "router": KWOK},
-                        },
-                    },
-                )
-                wait_for("the leader to make it Ready", lambda: status().get("phase") == "Ready", WAIT)
-                assert two.alive()
-                assert holder() == "one"
-                assert _writes(plane.audit_events(), "two") == [], "the standby wrote"
-
-                def idle() -> bool:
-                    # Paused between two writes, not inside one: no write but the Lease's for a while.
-                    others = [
-                        e
-                        for e in _writes(plane.audit_events(), "one")
-                        if (e.get("objectRef") or {}).get("resource") != "leases"
-                    ]
-                    return bool(others) and time.time() - _when(others[-1]["requestReceivedTimestamp"]) > 3
-
-                wait_for("the leader idle", idle, WAIT)
-
-                assert one.proc is not None
-                os.kill(one.proc.pid, signal.SIGSTOP)
-                stopped_at = time.time()
-                try:
-                    # Work for both: the new leader acts on it; the old one has it queued on its watch.
-                    custom.patch_namespaced_custom_object(
-                        GROUP, VERSION, namespace, PLURAL, "ha", {"spec": {"replicas": 2}}
-                    )
-                    wait_for("replica two to take over", lambda: holder() == "two", WAIT, interval=0.1)
-                    took_over = time.time() - stopped_at
-                    serving = client.AppsV1Api(plane.api)
-
-                    def scaled() -> bool:
-                        items = serving.list_namespaced_deployment(
-                            namespace, label_selector="modeldeploy.io/deployment=ha"
-                        ).items
-                        return any((d.spec.replicas or 0) == 2 for d in items)
-
-                    wait_for("the new leader to act on the change", scaled, WAIT)
-                    paused = time.time() - stopped_at
-                finally:
-                    os.kill(one.proc.pid, signal.SIGCONT)
-                exit_code = wait_for(
-                    "the old leader to stop after SIGCONT",
-                    lambda: one.proc.poll() is not None and (one.proc.returncode,),
-                    60,
-                )[0]
-                # It would have written: a spec change (and a status to match) was waiting for it.
-                events = plane.audit_events()
-                log = (plane.work / "operator-one.log").read_text(errors="replace")
-
-    one_writes, two_writes = _writes(events, "one"), _writes(events, "two")
     assert two_writes, "the new leader wrote nothing"
     first = two_writes[0]
     late = [e for e in one_writes if e["requestReceivedTimestamp"] >= first["requestReceivedTimestamp"]]
@@ -274,3 +192,99 @@ def test_a_paused_leader_is_replaced_and_writes_nothing_after_it_lost_the_lease(
     assert took_over <= duration + 2 * renew + 5, took_over
     assert exit_code == 1
     assert "lost leadership" in log
+
+
+def _pause_the_leader(
+    plane: Plane,
+    docs: list[dict[str, Any]],
+    pods: dict[str, client.V1Pod],
+    namespace: str,
+    one_name: str,
+    two_name: str,
+) -> tuple[list[dict[str, Any]], str, float, float, float, int]:
+    """Replica one leads and reconciles a ModelDeployment; replica two waits; one is SIGSTOPped until
+    two has taken over and acted on a spec change, then SIGCONTed. Returns the audit events, one's
+    log, when it was stopped, how long until two held the Lease, how long it was paused, its exit code."""
+    custom = client.CustomObjectsApi(plane.api)
+    leases = client.CoordinationV1Api(plane.api)
+
+    def holder() -> str | None:
+        try:
+            return str(leases.read_namespaced_lease(OPERATOR, SYSTEM).spec.holder_identity or "") or None
+        except client.ApiException:
+            return None
+
+    def status() -> dict[str, Any]:
+        obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "ha")
+        return dict(obj.get("status") or {})
+
+    with operator_running(plane, docs, one_name, pods[one_name]) as one:
+        wait_for("replica one to lead", lambda: holder() == one_name, WAIT)
+        with operator_running(plane, docs, two_name, pods[two_name], keep_lease=True) as two:
+            custom.create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "ModelDeployment",
+                    "metadata": {"name": "ha"},
+                    "spec": {
+                        "model": {
+                            "uri": "http://127.0.0.1:9/models/m/v1",
+                            "format": "onnx",
+                            "version": "1",
+                        },
+                        "replicas": 1,
+                        "pods": {"serving": KWOK, "router": KWOK},
+                    },
+                },
+            )
+            wait_for("the leader to make it Ready", lambda: status().get("phase") == "Ready", WAIT)
+            assert two.alive()
+            assert holder() == one_name
+            assert _writes(plane.audit_events(), two_name) == [], "the standby wrote"
+
+            def idle() -> bool:
+                # Paused between two writes, not inside one: no write but the Lease's for a while.
+                others = [
+                    e
+                    for e in _writes(plane.audit_events(), one_name)
+                    if (e.get("objectRef") or {}).get("resource") != "leases"
+                ]
+                return bool(others) and time.time() - _when(others[-1]["requestReceivedTimestamp"]) > 3
+
+            wait_for("the leader idle", idle, WAIT)
+
+            assert one.proc is not None
+            os.kill(one.proc.pid, signal.SIGSTOP)
+            stopped_at = time.time()
+            try:
+                # Work for both: the new leader acts on it; the old one has it queued on its watch.
+                custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, "ha", {"spec": {"replicas": 2}}
+                )
+                wait_for("replica two to take over", lambda: holder() == two_name, WAIT, interval=0.1)
+                took_over = time.time() - stopped_at
+                serving = client.AppsV1Api(plane.api)
+
+                def scaled() -> bool:
+                    items = serving.list_namespaced_deployment(
+                        namespace, label_selector="modeldeploy.io/deployment=ha"
+                    ).items
+                    return any((d.spec.replicas or 0) == 2 for d in items)
+
+                wait_for("the new leader to act on the change", scaled, WAIT)
+                paused = time.time() - stopped_at
+            finally:
+                os.kill(one.proc.pid, signal.SIGCONT)
+            exit_code = wait_for(
+                "the old leader to stop after SIGCONT",
+                lambda: one.proc.poll() is not None and (one.proc.returncode,),
+                60,
+            )[0]
+            # It would have written: a spec change (and a status to match) was waiting for it.
+            events = plane.audit_events()
+            log = (plane.work / f"operator-{one_name}.log").read_text(errors="replace")
+    return events, log, stopped_at, took_over, paused, exit_code

@@ -26,8 +26,7 @@ ConfigMap, ServiceAccount, Role and RoleBindings, NetworkPolicies and the label 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -41,13 +40,11 @@ from private_operator import (
     OPERATOR,
     RELEASE,
     SYSTEM,
-    USER,
     WAIT,
     Plane,
     find,
     helm_template,
     install,
-    operator_plane,
     operator_running,
     rbac_docs,
 )
@@ -58,23 +55,6 @@ if not all((binaries_dir() / b).exists() for b in ("helm", "etcd", "kube-apiserv
 
 ROUTER_ROLE = f"{RELEASE}-modeldeploy-router"
 OLD_FINALIZER = f"{GROUP}/finalizer"  # what kopf's daemon put on every ModelDeployment before issue 16
-AUDIT_POLICY = {
-    "apiVersion": "audit.k8s.io/v1",
-    "kind": "Policy",
-    "omitStages": ["RequestReceived"],
-    "rules": [{"level": "Metadata", "users": [USER]}, {"level": "None"}],
-}
-
-
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
-    work = Path(tmp_path_factory.mktemp("rbac-private"))
-    with operator_plane(
-        work, AUDIT_POLICY, admission_plugins=("NodeRestriction", "OwnerReferencesPermissionEnforcement")
-    ) as plane:
-        yield plane
-
-
 # --- one run of the operator -----------------------------------------------------------------------
 
 
