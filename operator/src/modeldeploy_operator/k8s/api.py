@@ -91,7 +91,7 @@ def retry_after_of(headers: Any, data: bytes | str | None) -> float | None:
 
 class FencedError(TransientApiError):
     """A write not sent: this replica's leadership has lapsed (k8s/leader.py). Transient, so a
-    reconcile gives up quietly; the process stops leading within a second."""
+    reconcile gives up quietly; the lease thread stops the process at its next check."""
 
 
 _write_fence: Callable[[], bool] | None = None
@@ -141,8 +141,8 @@ class KubeApi:
         self.api_client = api_client
         self.field_manager = field_manager
         self.fenced = fenced
-        """Writes wait for nothing but are refused once leadership lapsed; False only for the Lease's
-        own reads and writes (a lapsed leader may still release it)."""
+        """Writes are refused once leadership has lapsed (`fence_writes`); False only for the Lease's
+        own client (a lapsed leader may still release it)."""
 
     def _call(
         self,
