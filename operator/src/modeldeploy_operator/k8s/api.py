@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -89,6 +89,21 @@ def retry_after_of(headers: Any, data: bytes | str | None) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
+class FencedError(TransientApiError):
+    """A write not sent: this replica's leadership has lapsed (k8s/leader.py). Transient, so a
+    reconcile gives up quietly; the lease thread stops the process at its next check."""
+
+
+_write_fence: Callable[[], bool] | None = None
+"""While set (by main, to the leader elector's `holds`), every write of a fenced KubeApi asks it first."""
+
+
+def fence_writes(holds: Callable[[], bool] | None) -> None:
+    """Make every write of a fenced KubeApi conditional on `holds()` (None: no fence, no election)."""
+    global _write_fence  # noqa: PLW0603 - one leadership per process, installed once at start
+    _write_fence = holds
+
+
 class RejectedError(RuntimeError):
     """The API server refused the request; retrying it unchanged will not help."""
 
@@ -148,9 +163,12 @@ def new_api_client() -> client.ApiClient:
 class KubeApi:
     """The operator's window on the API server."""
 
-    def __init__(self, api_client: client.ApiClient, field_manager: str) -> None:
+    def __init__(self, api_client: client.ApiClient, field_manager: str, fenced: bool = True) -> None:
         self.api_client = api_client
         self.field_manager = field_manager
+        self.fenced = fenced
+        """Writes are refused once leadership has lapsed (`fence_writes`); False only for the Lease's
+        own client (a lapsed leader may still release it)."""
 
     def _call(
         self,
@@ -169,6 +187,10 @@ class KubeApi:
             body=body,
             auth_settings=["BearerToken"],
         )
+        # Checked last before sending, so that a paused leader that wakes up finds it closed (its clock
+        # ran on) before any of its queued writes leaves.
+        if method != "GET" and self.fenced and _write_fence is not None and not _write_fence():
+            raise FencedError(f"{method} {path}: not sent, this replica no longer holds the leader lease")
         _count(method, path)
         try:
             response = self.api_client.call_api(
