@@ -9,6 +9,7 @@ bodies are small), Content-Length and chunked responses, a timer per exchange.
 from __future__ import annotations
 
 import asyncio
+import select
 import time
 from dataclasses import dataclass
 from typing import cast
@@ -225,6 +226,24 @@ class _Connection(asyncio.Protocol):
             self.reusable = False
         self._complete()
 
+    def peer_gone(self) -> bool:
+        """The idle connection is readable: the backend closed or reset it (or sent bytes no request
+        asked for), and the event loop has not read that yet. An idle HTTP/1.1 connection is quiet
+        until the next request, so readable means unusable; urllib3 checks a pooled connection the
+        same way before reuse. Without this, a request taken in the moment between a backend's
+        death and the loop reading its FIN was written into the dead connection and answered 502
+        backend_closed, not retried (the CI's pod-kill test, 2026-12-03: a request started 20 ms
+        after the killed server's processes were gone). One poll(2) per reused connection."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return True
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))  # POLLIN, or POLLHUP/POLLERR, which poll reports unasked
+
     # the exchange
     def exchange(
         self, head: bytes, body: bytes, timeout: float, head_only: bool, max_size: int, admitted: bool = False
@@ -347,7 +366,7 @@ class UpstreamPool:
         oldest_usable = time.monotonic() - self._idle_seconds
         while idle:
             conn = idle.pop()
-            if conn.reusable and conn.idle_since >= oldest_usable:
+            if conn.reusable and conn.idle_since >= oldest_usable and not conn.peer_gone():
                 return conn
             conn.close()
         return None

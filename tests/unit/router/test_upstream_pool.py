@@ -1,0 +1,120 @@
+"""The router's upstream pool never writes a request into a pooled connection the backend has
+already closed: such a request provably never reached a model, so it goes on a fresh connection
+(or, refused there, to another backend) instead of failing 502 backend_closed."""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvloop
+
+from modeldeploy_serving.router.upstream import UpstreamPool, request_head
+
+ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}"
+
+
+class OneAnswerPerConnection:
+    """A backend on 127.0.0.1 that answers one request per connection and then closes it, telling
+    the test when it has (so the test, not a timer, decides when to go on)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.closed = threading.Semaphore(0)
+        self.accepted = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                if data:
+                    conn.sendall(ANSWER)
+            self.closed.release()
+
+    def stop(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def backend() -> Iterator[OneAnswerPerConnection]:
+    server = OneAnswerPerConnection()
+    yield server
+    server.stop()
+
+
+def _readable(sock: socket.socket) -> bool:
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])  # the router runs on uvloop
+def test_a_pooled_connection_closed_by_the_backend_is_not_reused_even_before_the_loop_saw_it(
+    backend: OneAnswerPerConnection, loop: str
+) -> None:
+    async def scenario() -> tuple[int, int]:
+        pool = UpstreamPool()
+        head = request_head("POST", b"/v2/models/m/infer", [], 2)
+        kwargs = {"connect_timeout": 5.0, "timeout": 10.0}
+        first = await pool.send(backend.address, "POST", head, b"{}", **kwargs)  # type: ignore[arg-type]
+        # The backend has closed the connection; the FIN is in this socket, and this coroutine does
+        # not yield, so the event loop has not read it (the moment between a backend's death and the
+        # loop noticing). Blocking waits on conditions, not on time:
+        assert backend.closed.acquire(timeout=30)
+        (idle,) = pool._idle[backend.address]  # the state under test
+        sock = idle._transport.get_extra_info("socket")  # type: ignore[union-attr]
+        deadline = time.monotonic() + 30
+        while not _readable(sock) and time.monotonic() < deadline:
+            time.sleep(0.001)  # the kernel delivering the FIN on loopback, not the event loop
+        assert idle.reusable, "the loop must not have seen the close yet, or this tests nothing"
+        second = await pool.send(backend.address, "POST", head, b"{}", **kwargs)  # type: ignore[arg-type]
+        pool.close()
+        return first.status, second.status
+
+    run = uvloop.run if loop == "uvloop" else asyncio.run
+    assert run(scenario()) == (200, 200)
+    assert backend.accepted == 2  # the second request went on a new connection
+
+
+def test_a_quiet_pooled_connection_is_reused() -> None:
+    async def scenario() -> int:
+        connections = 0
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            while await reader.readuntil(b"\r\n\r\n"):
+                await reader.readexactly(2)
+                writer.write(ANSWER)
+                await writer.drain()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        pool = UpstreamPool()
+        head = request_head("POST", b"/v2/models/m/infer", [], 2)
+        for _ in range(3):
+            response = await pool.send(address, "POST", head, b"{}", connect_timeout=5.0, timeout=10.0)
+            assert response.status == 200
+        pool.close()
+        server.close()
+        return connections
+
+    assert asyncio.run(scenario()) == 1
