@@ -42,7 +42,9 @@ def test_one_replica_leads_and_a_standby_takes_over(
         ]
 
     pods = wait_for(
-        "two ready operator replicas", lambda: len(running_pods()) == 2 and running_pods(), timeout=90
+        "two ready operator replicas",
+        lambda: running if len(running := running_pods()) == 2 else None,
+        timeout=90,
     )
     holder = wait_for(
         "a lease holder among them",

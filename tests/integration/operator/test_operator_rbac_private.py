@@ -42,9 +42,10 @@ import yaml
 from kubernetes import client, config
 
 from modeldeploy_testcluster import nodes
+from modeldeploy_testcluster.controlplane import free_port
 from modeldeploy_testcluster.kubeconfig import write_kubeconfig
 from modeldeploy_testcluster.layout import binaries_dir
-from modeldeploy_testcluster.private import PrivateLayout, Process, free_port, private_control_plane
+from modeldeploy_testcluster.private import PrivateLayout, Process, private_control_plane
 
 from cluster_helpers import GROUP, PLURAL, REPO, VERSION, wait_for
 
@@ -335,7 +336,7 @@ def owned_objects(api: client.ApiClient, namespace: str) -> dict[str, set[str]]:
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     rbac, policy = client.RbacAuthorizationV1Api(api), client.PolicyV1Api(api)
     net, autoscaling = client.NetworkingV1Api(api), client.AutoscalingV2Api(api)
-    lists: dict[str, Callable[[str], Any]] = {
+    lists: dict[str, Callable[..., Any]] = {
         "Deployment": apps.list_namespaced_deployment,
         "Service": core.list_namespaced_service,
         "ConfigMap": core.list_namespaced_config_map,
