@@ -485,9 +485,37 @@ class Side:
     recorder: Recorder
     process: Process
     versions: dict[int, int] = field(default_factory=dict)
+    metrics_url: str | None = None
+    """The controller's own /metrics (modeldeploy: its passes and requests); None: not read."""
 
     def obj(self, i: int) -> str:
         return f"m{i:04d}"
+
+    def own_counts(self) -> dict[str, float]:
+        """The controller's own counters so far: reconcile passes, and its API requests by verb
+        (leases left out); {} when it has none to read (or is not running)."""
+        if self.metrics_url is None or not self.process.alive():
+            return {}
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=10) as response:  # noqa: S310
+                text = response.read().decode()
+        except OSError:
+            return {}
+        found: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "modeldeploy_operator_reconciles_total":
+                    found["passes"] = found.get("passes", 0.0) + sample.value
+                elif sample.name == "modeldeploy_operator_own_write_echoes_total":
+                    found["own_echoes"] = found.get("own_echoes", 0.0) + sample.value
+                elif (
+                    sample.name == "modeldeploy_operator_api_requests_total"
+                    and sample.labels.get("resource") != "leases"
+                ):
+                    verb = f"requests_{sample.labels.get('verb')}"
+                    found[verb] = found.get(verb, 0.0) + sample.value
+                    found["requests"] = found.get("requests", 0.0) + sample.value
+        return found
 
     # workload
     def create(self, i: int) -> None: ...
@@ -874,11 +902,29 @@ def run_side(side: Side, opts: Options, counts: ApiServerCounts, who: str) -> di
     time.sleep(1)
     if not side.process.alive():
         raise RuntimeError(f"{side.name} exited at start: see {side.process.log_path}")
+    marks = [("start", side.own_counts(), counts.read(who))]
+
+    def mark(phase: str) -> None:
+        """What the phase cost: the controller's passes and requests (its own counters) and the API
+        server's count of its requests by class, from the previous mark to this one."""
+        own, server = side.own_counts(), counts.read(who)
+        _, own_before, server_before = marks[-1]
+        marks.append((phase, own, server))
+        result.setdefault("phases", {})[phase] = {
+            "controller": {k: round(v, 1) for k, v in delta(own_before, own).items() if v},
+            "api_server": {k: round(v, 1) for k, v in delta(server_before, server).items() if v},
+        }
+
     phase_create(side, opts, result)
+    wait_quiet(side, opts.count)
+    mark("create_until_quiet")
     phase_idle(side, opts, counts, who, result)
+    mark("idle_window")
     chosen = phase_reaction(side, opts, result)
+    mark("reaction_samples")
     if opts.rollouts:
         phase_rollouts(side, opts, result)
+        mark("rollouts")
     if opts.restart:
         phase_restart(side, opts.count + len(chosen), result)
     return result
@@ -905,15 +951,21 @@ def phase_create(side: Side, opts: Options, result: dict[str, Any]) -> None:
     log(f"{side.name}: all ready in {result['bulk_create_all_ready_s']} s")
 
 
-def phase_idle(side: Side, opts: Options, counts: ApiServerCounts, who: str, result: dict[str, Any]) -> None:
-    """After 15 s without any status or table change: the controller's requests, CPU and RSS."""
-    rec, n = side.recorder, opts.count
+def wait_quiet(side: Side, n: int) -> None:
+    """Until 15 s without any status or table change."""
+    rec = side.recorder
 
     def quiet_since() -> float:
         with rec.cond:
             return max((line[-1][0] for line in rec.timelines.values() if line), default=0.0)
 
     wait_until(f"{side.name}: quiet", lambda: time.time() - quiet_since() > 15, 120 + n, interval=1.0)
+
+
+def phase_idle(side: Side, opts: Options, counts: ApiServerCounts, who: str, result: dict[str, Any]) -> None:
+    """After 15 s without any status or table change: the controller's requests, CPU and RSS."""
+    n = opts.count
+    wait_quiet(side, n)
     before, cpu_before, t0 = counts.read(who), side.process.cpu_seconds(), time.time()
     time.sleep(opts.idle_seconds)
     after, cpu_after, t1 = counts.read(who), side.process.cpu_seconds(), time.time()
@@ -1071,7 +1123,8 @@ def modeldeploy_side(api: client.ApiClient, layout: Layout, namespace: str, work
     }
     binary = Path(sys.executable).parent / "modeldeploy-operator"
     process = Process([str(binary)], env, work / f"{who}.log")
-    return ModelDeploySide("modeldeploy", namespace, api, Recorder(), process)
+    metrics = f"http://127.0.0.1:{env['MODELDEPLOY_OPERATOR_METRICS_PORT']}/metrics"
+    return ModelDeploySide("modeldeploy", namespace, api, Recorder(), process, metrics_url=metrics)
 
 
 def argo_binary() -> Path:
@@ -1226,8 +1279,24 @@ def run(
                     log(f"{side.name}: deleting {namespace}")
                     if not side.process.alive():
                         side.process.start()
+                    own, server, started = side.own_counts(), counts.read(who), time.time()
                     try:
                         delete_namespace(core, namespace, 600 + 2 * n)
+                        # What the controller did while its namespace went: re-creating what the
+                        # deletion removes is refused (403, the namespace is terminating).
+                        deletion = {
+                            "seconds": round(time.time() - started, 1),
+                            "controller": {
+                                k: round(v, 1) for k, v in delta(own, side.own_counts()).items() if v
+                            },
+                            "api_server": {
+                                k: round(v, 1) for k, v in delta(server, counts.read(who)).items() if v
+                            },
+                        }
+                        if results and results[-1]["side"] == side.name and results[-1]["count"] == n:
+                            results[-1].setdefault("phases", {})["namespace_deletion"] = deletion
+                            on_result(results)
+                        log(f"{side.name}: namespace deleted {deletion}")
                     finally:
                         side.process.stop()
                         side.recorder.stop.set()

@@ -47,12 +47,6 @@ pytestmark = [
     pytest.mark.cluster,
     pytest.mark.slow,
     pytest.mark.usefixtures("operator_release"),
-    # Written on 2026-12-02 and not yet run to the end on the local cluster (each session that tried
-    # waited for the cluster lock or the first image build): opt-in until they have passed there.
-    pytest.mark.skipif(
-        os.environ.get("MODELDEPLOY_FAULT_TESTS") != "1",
-        reason="fault tests are opt-in (MODELDEPLOY_FAULT_TESTS=1) until they have run on the cluster",
-    ),
 ]
 
 KWOK = {"nodeSelector": {"type": "kwok"}, "tolerations": [KWOK_TOLERATION]}
@@ -701,6 +695,14 @@ def test_etcd_restarted_mid_rollout_the_rollout_resumes_at_the_same_step(
 
 # Stops and starts a control-plane component: ordered with the cluster restarts, last.
 @pytest.mark.restarts_cluster
+# Not green on the cluster yet (2026-12-03): the first run found 837 requests 503 after the outage
+# (a controller manager kept through it, see below); the run with it stopped too restarted it before
+# the API server was ready, and it exited. The fix (restarted after /readyz) has not run: opt-in
+# until it has, since a failure here leaves the shared cluster without a controller manager.
+@pytest.mark.skipif(
+    os.environ.get("MODELDEPLOY_FAULT_TESTS") != "1",
+    reason="opt-in (MODELDEPLOY_FAULT_TESTS=1) until it has passed on the cluster",
+)
 def test_the_api_server_down_serving_carries_on_and_the_operator_recovers_without_duplicates(
     kube_api: client.ApiClient,
     namespace: str,
@@ -722,15 +724,24 @@ def test_the_api_server_down_serving_carries_on_and_the_operator_recovers_withou
         before = objects(kube_api, namespace)
         status_before = get_mdep(kube_api, namespace, "churn")["status"]
         events_before = transitions(kube_api, namespace)
-        with controlplane.component_stopped(local_cluster, "kube-apiserver") as stopped_at:
-            with httpx.Client(verify=False) as probe, pytest.raises(httpx.ConnectError):
-                probe.get(f"{local_cluster.apiserver_url}/readyz", timeout=2)
-            during = load.count()
-            # The fault is the outage itself: hold it for its length, while the load goes on.
-            time.sleep(max(0.0, outage - (time.monotonic() - stopped_at)))
-            served_during = load.count() - during
-        restarted_at = time.monotonic()
-        controlplane.wait_ready(local_cluster)
+        # The controller manager goes too, as a real one does: it runs with leader election and exits
+        # once it cannot renew its lease (10 s), then starts afresh. The harness runs it without
+        # (--leader-elect=false), and one that stayed up through the outage judged the kubelet's node
+        # lease stale when the API server came back (47 s > its 40 s grace) and marked every pod of
+        # the real node NotReady: 837 of 19,933 requests got 503 no_ready_backend until the kubelet
+        # reported them ready again (2026-12-03, 30 s outage). It is started again only once the API
+        # server is ready: started with it, it found RBAC not yet bootstrapped and exited (no kubelet
+        # restarts it here), and nothing acted on the spec change.
+        with controlplane.component_stopped(local_cluster, "kube-controller-manager"):
+            with controlplane.component_stopped(local_cluster, "kube-apiserver") as stopped_at:
+                with httpx.Client(verify=False) as probe, pytest.raises(httpx.ConnectError):
+                    probe.get(f"{local_cluster.apiserver_url}/readyz", timeout=2)
+                during = load.count()
+                # The fault is the outage itself: hold it for its length, while the load goes on.
+                time.sleep(max(0.0, outage - (time.monotonic() - stopped_at)))
+                served_during = load.count() - during
+            restarted_at = time.monotonic()
+            controlplane.wait_ready(local_cluster)
         api_back = time.monotonic() - restarted_at
         # The operator leads and reconciles again: a spec change reaches the Deployment.
         patch_mdep(kube_api, namespace, "churn", {"spec": {"replicas": 3}})

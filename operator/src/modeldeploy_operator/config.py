@@ -86,7 +86,12 @@ class OperatorSettings(BaseSettings):
     """How long a Lease is valid without renewal before another replica may take it."""
 
     lease_renew_seconds: float = Field(default=5.0, gt=0)
-    """How often the leader renews the Lease; must be well under lease_duration_seconds."""
+    """How often the leader renews the Lease (after a failed renewal: every second)."""
+
+    lease_renew_deadline_seconds: float = Field(default=10.0, gt=0)
+    """The leader writes nothing once this long has passed since its last successful renewal began, and
+    stops leading. Between renew and duration: the gap to lease_duration_seconds is the margin by which
+    an old leader has stopped writing before a new one can start (k8s/leader.py)."""
 
     retry_limit: int = Field(default=8, ge=0, le=100)
     """Retries of one handler run for transient errors (API conflicts, 5xx) before giving up."""
@@ -184,6 +189,14 @@ class OperatorSettings(BaseSettings):
                 pairs.append((key.strip(), label.strip()))
             return tuple(pairs)
         return value
+
+    @model_validator(mode="after")
+    def _check_lease_timing(self) -> OperatorSettings:
+        if not self.lease_renew_seconds < self.lease_renew_deadline_seconds < self.lease_duration_seconds:
+            raise ValueError(
+                "need lease_renew_seconds < lease_renew_deadline_seconds < lease_duration_seconds"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_network_policy_peers(self) -> OperatorSettings:

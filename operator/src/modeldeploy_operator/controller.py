@@ -4,13 +4,27 @@
     the caches' watches of owned kinds ┼─> WorkQueue (coalescing, fair, timers) ─> N workers ─> Reconciler
     a pass's next timer / a retry ─────┘
 
-- Every watch event of a ModelDeployment (created, spec changed, a command annotation, our own status
-  write coming back) stores the object and queues it: the latest copy is what a pass plans from, and
-  our own status write is stored as soon as it returns (`Reconciler.status_written`), so a pass that
-  follows at once does not plan from an older copy and conflict.
+- Every watch event of a ModelDeployment (created, spec changed, a command annotation) stores the object
+  and queues it: the latest copy is what a pass plans from, and our own status write is stored as soon
+  as it returns (`Reconciler.status_written`), so a pass that follows at once does not plan from an
+  older copy and conflict.
+- The echo of our own write is stored but queues nothing: a ModelDeployment event whose
+  resourceVersion our status write returned, and an owned object's event whose resourceVersion our
+  apply returned (k8s/cache.py `OwnWrites`; the caches do not tell those). A pass that wrote objects
+  queues one follow-up itself instead: it planned from what existed before its writes (a Deployment
+  it just created is what turns Pending into Progressing), the follow-up plans from what it wrote. A
+  pass that wrote only status needs none (the planner, given the status it wrote and the same
+  observation, plans the same: tests/unit/operator/test_operator_controller.py). Any event with
+  another resourceVersion is someone else's change and always queues: our status write is
+  conditional on the resourceVersion it planned from, so nothing can have slipped in before it.
+  Passes and requests before and after: docs/benchmarks.md, "Own writes and a namespace being deleted".
 - An event of an owned object (its `modeldeploy.io/deployment` label names the ModelDeployment; a
   user's HPA, which carries no label of ours, queues every ModelDeployment of its namespace) queues
   its owner: pods becoming ready are acted on within a watch round trip.
+- A namespace being deleted refuses every create (403, NamespaceTerminating): from the first such
+  refusal its ModelDeployments are left alone until the deletion removes them (no retry, no event
+  queues them, one log line for the namespace), instead of re-creating each object the deletion
+  removes and reacting to each of their pods going.
 - Each pass ends by setting its object's one timer to the plan's next due time (`Plan.next_due`: a
   pause ending, the next analysis interval, a step's duration or deadline, a scale-down), or to a
   backoff after a transient API error (never sooner than the server's Retry-After).
@@ -31,8 +45,8 @@ from collections.abc import Callable
 from typing import Any
 
 from modeldeploy_operator.config import OperatorSettings
-from modeldeploy_operator.k8s.api import RejectedError, TransientApiError
-from modeldeploy_operator.k8s.cache import INDEX_LABEL, CachedKind, newer
+from modeldeploy_operator.k8s.api import NamespaceTerminatingError, RejectedError, TransientApiError
+from modeldeploy_operator.k8s.cache import INDEX_LABEL, OWN_WRITE_ECHOES, CachedKind, OwnWrites, newer
 from modeldeploy_operator.metrics import QUEUE_DEPTH, ROLLOUT_STATE
 from modeldeploy_operator.reconciler import Outcome, Reconciler
 from modeldeploy_operator.scheduler import WorkQueue
@@ -46,6 +60,14 @@ Key = tuple[str, str]
 def _key(obj: dict[str, Any]) -> Key:
     meta = obj.get("metadata") or {}
     return meta.get("namespace") or "", meta.get("name") or ""
+
+
+def _rv(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _uid(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("uid") or "")
 
 
 class Controller:
@@ -64,26 +86,34 @@ class Controller:
         self._lock = threading.Lock()
         self._bodies: dict[Key, dict[str, Any]] = {}
         self._retries: dict[Key, int] = {}
+        self._own = OwnWrites()
+        """resourceVersions our status writes returned, until their watch event comes back."""
+        self._terminating: dict[Key, str] = {}
+        """ModelDeployments (key -> uid) whose namespace is being deleted: left to the deletion."""
         self._threads: list[threading.Thread] = []
-        reconciler.status_written = self.remember
+        self.echoes = 0
+        """Watch events of ModelDeployments recognised as our own status write (not queued)."""
+        reconciler.status_written = self.written
 
     # -- what comes in ---------------------------------------------------------------------------
+    def written(self, body: dict[str, Any]) -> None:
+        """The object as our status write returned it: the latest copy, and its watch event an echo."""
+        with self._lock:
+            if self._keep(body):
+                self._own.record(_key(body), _rv(body))
+
     def remember(self, body: dict[str, Any]) -> bool:
         """Keep `body` as the object's latest copy unless a later one is kept already; False if not."""
-        key = _key(body)
         with self._lock:
-            current = self._bodies.get(key)
-            if (
-                current is not None
-                and current["metadata"].get("uid") == body["metadata"].get("uid")
-                and not newer(
-                    str(body["metadata"].get("resourceVersion") or ""),
-                    str(current["metadata"].get("resourceVersion") or ""),
-                )
-            ):
-                return False
-            self._bodies[key] = body
-            return True
+            return self._keep(body)
+
+    def _keep(self, body: dict[str, Any]) -> bool:
+        key = _key(body)
+        current = self._bodies.get(key)
+        if current is not None and _uid(current) == _uid(body) and not newer(_rv(body), _rv(current)):
+            return False
+        self._bodies[key] = body
+        return True
 
     def on_modeldeployment(self, event_type: str | None, body: dict[str, Any]) -> None:
         """A watch event of a ModelDeployment (kopf's watch; `None`: listed at start-up)."""
@@ -92,15 +122,25 @@ class Controller:
             with self._lock:
                 self._bodies.pop(key, None)
                 self._retries.pop(key, None)
+                self._terminating.pop(key, None)
+            self._own.forget(key)
             self.queue.forget(key)
             # The object is gone: its rollout series go with it.
             ROLLOUT_STATE.forget(*key)
             return
-        self.remember(body)
+        with self._lock:
+            self._keep(body)
+            echo = self._own.is_echo(key, _rv(body))
+            self.echoes += echo
+            left_alone = self._terminating.get(key) == _uid(body)
+        if echo:  # our own status write coming back: the pass that wrote it planned what follows
+            OWN_WRITE_ECHOES.labels("ModelDeployment").inc()
+            return
         if body["metadata"].get("deletionTimestamp"):
             self.queue.schedule(key, None)  # being deleted: the garbage collector takes what it owns
             return
-        self.queue.add(key)
+        if not left_alone:
+            self.queue.add(key)
 
     def on_owned(self, kind: CachedKind, event_type: str, obj: dict[str, Any]) -> None:
         """A cached object changed: queue the ModelDeployment it belongs to."""
@@ -113,12 +153,14 @@ class Controller:
                 keys = [k for k in self._bodies if k[0] == namespace]
             else:
                 keys = []
+            # The namespace deletion removing what they own is not a change to act on.
+            keys = [k for k in keys if k not in self._terminating]
         for key in keys:
             self.queue.add(key)
 
     def resync(self) -> None:
         with self._lock:
-            keys = list(self._bodies)
+            keys = [k for k in self._bodies if k not in self._terminating]
         for key in keys:
             self.queue.add(key)
 
@@ -137,10 +179,31 @@ class Controller:
     def process(self, key: Key) -> Outcome | None:
         with self._lock:
             body = self._bodies.get(key)
-        if body is None or body["metadata"].get("deletionTimestamp"):
+            left_alone = body is not None and self._terminating.get(key) == _uid(body)
+        if body is None or body["metadata"].get("deletionTimestamp") or left_alone:
             return None
         try:
             outcome = self.reconciler.reconcile(body)
+        except NamespaceTerminatingError as error:
+            # Not retried, not queued by the deletion's events, said once: the namespace never becomes
+            # active again, and its deletion removes its ModelDeployments too. Every one known in it
+            # now is left alone (their pods going would queue each of them for nothing); one that
+            # appears later has another uid: a namespace of the same name made again.
+            with self._lock:
+                self._retries.pop(key, None)
+                first = key not in self._terminating  # (other workers' passes may have been refused too)
+                doomed = {k: _uid(b) for k, b in self._bodies.items() if k[0] == key[0]}
+                self._terminating.update(doomed)
+            for other in doomed:
+                self.queue.schedule(other, None)
+            if first:
+                log.info(
+                    "namespace %s is being deleted: its %d ModelDeployments are left to the deletion (%s)",
+                    key[0],
+                    len(doomed),
+                    error,
+                )
+            return None
         except TransientApiError as error:
             with self._lock:
                 retry = self._retries.get(key, 0)
@@ -172,6 +235,10 @@ class Controller:
         with self._lock:
             self._retries.pop(key, None)
         self.queue.schedule(key, self._at(outcome.next_due))
+        if outcome.objects_written:
+            # Its plan was made from what existed before these writes: one more pass, from the cache
+            # that now holds them (the writes' own watch events queue nothing).
+            self.queue.add(key)
         return outcome
 
     # -- threads ---------------------------------------------------------------------------------

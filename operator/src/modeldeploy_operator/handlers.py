@@ -148,8 +148,9 @@ def stop(**_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, PLURAL)
 def on_modeldeployment(body: kopf.Body, **kwargs: Any) -> None:
     """Every watch event of a ModelDeployment (created, spec changed, a manual command in the
-    `modeldeploy.io/command` annotation, our own status write coming back, deleted; `type` None for
-    those listed at start-up): queued at once, coalesced with a pass already waiting."""
+    `modeldeploy.io/command` annotation, deleted; `type` None for those listed at start-up): queued at
+    once, coalesced with a pass already waiting. Our own status write coming back is stored, not
+    queued (controller.py)."""
     if _controller is None:
         return  # not started (a unit test importing the module)
     _controller.on_modeldeployment(kwargs.get("type"), dict(body))

@@ -18,7 +18,7 @@ from modeldeploy_contract.redact import scrub_logs
 from modeldeploy_operator import handlers
 from modeldeploy_operator.config import __version__
 from modeldeploy_operator.health import serve_health
-from modeldeploy_operator.k8s.api import KubeApi, new_api_client
+from modeldeploy_operator.k8s.api import KubeApi, fence_writes, new_api_client
 from modeldeploy_operator.k8s.leader import LeaderElector
 from modeldeploy_operator.metrics import IS_LEADER
 
@@ -81,15 +81,17 @@ def main(argv: list[str] | None = None) -> int:
     if settings.leader_election:
         identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
         elector = LeaderElector(
-            KubeApi(new_api_client(), settings.field_manager),
+            KubeApi(new_api_client(), settings.field_manager, fenced=False),
             settings.lease_namespace or _own_namespace(),
             settings.lease_name,
             identity,
             settings.lease_duration_seconds,
             settings.lease_renew_seconds,
+            settings.lease_renew_deadline_seconds,
         )
         if not elector.wait_for_leadership(lost):
             return 0
+        fence_writes(elector.holds)
         threading.Thread(target=elector.keep_renewing, args=(lost,), name="lease", daemon=True).start()
     IS_LEADER.set(1)
     running.set()

@@ -58,7 +58,12 @@ from modeldeploy_operator.domain.status_model import ModelDeploymentStatus, Pref
 from modeldeploy_operator.domain.stream import HANDOVER_POLL_SECONDS
 from modeldeploy_operator.domain.traffic import call_url
 from modeldeploy_operator.domain.validation import InvalidSpecError, parse_spec, validate_name
-from modeldeploy_operator.k8s.api import KubeApi, RejectedError, TransientApiError
+from modeldeploy_operator.k8s.api import (
+    KubeApi,
+    NamespaceTerminatingError,
+    RejectedError,
+    TransientApiError,
+)
 from modeldeploy_operator.k8s.cache import INDEX_LABEL, CachedKind, ClusterCache, Lister
 from modeldeploy_operator.k8s.diff import unchanged, with_applied_hash
 from modeldeploy_operator.k8s.kinds import kind_of
@@ -97,6 +102,19 @@ class Outcome:
     requeue_after: float | None = None
     next_due: dt.datetime | None = None
     """When the plan's next timer is due (None: nothing timed): the object's daemon sleeps until then."""
+    scaled: int = 0
+    """Deployments whose replicas were patched."""
+    changed: int = 0
+    """Applies the API server acted on (a new resourceVersion): `applied` counts those sent, and an
+    apply that changes nothing answers with the version it had."""
+
+    @property
+    def objects_written(self) -> bool:
+        """Whether the pass changed what it observes (an object created, changed, scaled or pruned):
+        its plan was made before, so the controller runs one more pass from what was written. An apply
+        the server found nothing to do for is not a change: a follow-up would send it again, and again
+        (no watch event told of it before either)."""
+        return bool(self.changed or self.pruned or self.scaled)
 
 
 @dataclass(frozen=True)
@@ -261,13 +279,24 @@ class Reconciler:
 
         try:
             return self._converge(body, owner, spec, previous, generation, now)
+        except NamespaceTerminatingError:
+            # The namespace is being deleted, this object with it: nothing to tell (an Event could not
+            # even be created there), and nothing more to apply.
+            raise
         except RejectedError as rejected:
             # Forbidden, or an object the API server refuses: say so on the object (once per distinct
             # message) and let the caller decide about retrying.
             failed = with_error(previous, "ApiRejected", str(rejected), now=now)
             if previous.last_error is None or previous.last_error.message != str(rejected):
                 self.api.event(body, "ApiRejected", str(rejected), warning=True)
-            self._write_status(body, failed)
+            try:
+                self._write_status(body, failed)
+            except TransientApiError as lost:
+                # A conflict (someone wrote the object since it was read: their event queues a pass
+                # anyway) or a 5xx must not turn the refusal into a transient error: retried with the
+                # short backoff, the same refused request would be sent again up to retryLimit times,
+                # and then nothing until the resync. The refusal stays what the controller acts on.
+                log.info("status of %s/%s not written after a refusal: %s", owner.namespace, owner.name, lost)
             raise
 
     def _converge(
@@ -324,23 +353,25 @@ class Reconciler:
         live_objects = {
             (obj.get("kind"), obj["metadata"]["name"]): obj for objs in seen.owned.values() for obj in objs
         }
-        applied = 0
+        applied = changed = 0
         for desired in state.manifests:
             manifest = with_applied_hash(desired)
             live = live_objects.get((manifest["kind"], manifest["metadata"]["name"]))
             handover = None
             if manifest["kind"] == "Deployment":
                 handover = build_replicas_handover(manifest, live, self.settings.field_manager)
-                if handover is not None:
-                    self.api.apply(handover[1], field_manager=handover[0])
+                if handover is not None:  # (kept too: its watch event is ours, not a change)
+                    self._remember(self.api.apply(handover[1], field_manager=handover[0]))
             if handover is None and unchanged(manifest, live):
                 APPLY_SKIPPED.labels(manifest["kind"]).inc()
                 continue
-            self._remember(self.api.apply(manifest))
+            result = self.api.apply(manifest)
+            self._remember(result)
             applied += 1
+            if handover is not None or live is None or _rv(result) != _rv(live):
+                changed += 1
             APPLIED_OBJECTS.labels(manifest["kind"]).inc()
-        for name, replicas in state.replica_patches:
-            self._scale(owner, name, replicas, seen)
+        scaled = sum(self._scale(owner, name, replicas, seen) for name, replicas in state.replica_patches)
         # 7. prune what nothing needs any more (only objects we control)
         pruned = self._prune(owner, state, seen)
         # 8. events, then 9. the one status write
@@ -350,7 +381,16 @@ class Reconciler:
             update={"url": call_url(owner, spec.traffic, self.settings.cluster_domain)}
         )
         written = self._write_status(body, status)
-        return Outcome(status.phase, written, applied, pruned, decided.requeue_after, decided.next_due)
+        return Outcome(
+            status.phase,
+            written,
+            applied,
+            pruned,
+            decided.requeue_after,
+            decided.next_due,
+            scaled=scaled,
+            changed=changed,
+        )
 
     def _remember(self, written: dict[str, Any] | None) -> None:
         if self.cache is not None and isinstance(written, dict):
@@ -513,11 +553,12 @@ class Reconciler:
         # Stamped with the reconcile's clock (the retry back-off compares it with this clock).
         return result.model_copy(update={"finished_at": now.replace(microsecond=0)})
 
-    def _scale(self, owner: ModelDeploymentRef, name: str, replicas: int, seen: Observation) -> None:
+    def _scale(self, owner: ModelDeploymentRef, name: str, replicas: int, seen: Observation) -> bool:
         current = next((d for d in seen.deployments if d.name == name), None)
         if current is None or current.replicas == replicas:
-            return  # gone (nothing to keep), or already right
+            return False  # gone (nothing to keep), or already right
         self._remember(self.api.patch(_DEPLOYMENT, owner.namespace, name, {"spec": {"replicas": replicas}}))
+        return True
 
     def _prune(self, owner: ModelDeploymentRef, state: DesiredState, seen: Observation) -> int:
         pruned = 0
@@ -551,18 +592,31 @@ class Reconciler:
             return False
         # The status was planned from this very read of the object: write it only if it is still current,
         # so a reconcile working from an older copy can never set a rollout back.
-        written = self.api.patch_status(
-            _MODELDEPLOYMENT,
-            meta["namespace"],
-            meta["name"],
-            patch,
-            resource_version=meta.get("resourceVersion"),
-        )
+        try:
+            written = self.api.patch_status(
+                _MODELDEPLOYMENT,
+                meta["namespace"],
+                meta["name"],
+                patch,
+                resource_version=meta.get("resourceVersion"),
+            )
+        except RejectedError as error:
+            if error.status == 404 and f'"{meta["name"]}" not found' in str(error):
+                # Deleted while this pass ran (its namespace going, most often): its DELETED event
+                # forgets it. Not a refusal to retry in a minute, nor a warning per object.
+                log.info("%s/%s is gone; status not written", meta["namespace"], meta["name"])
+                return False
+            raise
         if isinstance(written, dict):
             self.status_written(written)
         # Exported only once written: the metrics never tell a state the object does not hold.
         ROLLOUT_STATE.observe(meta["namespace"], meta["name"], status)
         return True
+
+
+def _rv(obj: dict[str, Any] | None) -> str:
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    return str((meta if isinstance(meta, dict) else {}).get("resourceVersion") or "")
 
 
 def _look_again(decided: Plan, now: dt.datetime, seconds: float) -> Plan:

@@ -1,17 +1,41 @@
 """Two operator replicas: one leads (holds the Lease and reconciles), the other waits; when the leader
-goes, another replica takes over. Each replica exposes health and Prometheus metrics."""
+goes, another replica takes over. Each replica exposes health and Prometheus metrics.
+
+- on the shared cluster, the chart's two replicas: the leader deleted (SIGTERM releases the Lease);
+- on a private control plane with an audit log (tests/support/private_operator.py), two replicas as
+  local processes, each with a token bound to a pod of its own (the audit log names the pod): the
+  leader SIGSTOPped for longer than the lease, the standby takes over within a lease and a renew
+  period, and after SIGCONT the old leader writes nothing (fencing, k8s/leader.py) and stops.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+import signal
+import time
 import urllib.request
+import uuid
+from typing import Any
 
 import pytest
 from kubernetes import client
 
-from cluster_helpers import create_mdep, get_mdep, wait_for
+from cluster_helpers import GROUP, PLURAL, VERSION, create_mdep, get_mdep, wait_for
 from operator_fixtures import OPERATOR_PODS
+from private_operator import (
+    KWOK,
+    OPERATOR,
+    SYSTEM,
+    WAIT,
+    Plane,
+    helm_template,
+    install,
+    operator_env,
+    operator_running,
+)
 
-pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator_release")]
+pytestmark = [pytest.mark.cluster]
 
 
 def _get(url: str) -> str:
@@ -24,6 +48,7 @@ def _leader_metric(text: str) -> float:
     return float(line.split()[1])
 
 
+@pytest.mark.usefixtures("operator_release")
 @pytest.mark.cluster_exclusive  # deletes the shared operator's leader
 def test_one_replica_leads_and_a_standby_takes_over(
     kube_api: client.ApiClient, namespace: str, operator_release: str
@@ -88,3 +113,180 @@ def test_one_replica_leads_and_a_standby_takes_over(
         return current if current and current != holder and current in alive else None
 
     wait_for("another replica to take the lease", new_holder, timeout=60)
+
+
+# --- a paused leader, on a private control plane ----------------------------------------------------
+
+WRITES = {"create", "update", "patch", "delete", "deletecollection"}
+POD_NAME = "authentication.kubernetes.io/pod-name"  # user.extra of a pod-bound token (k8s.io/apiserver)
+
+
+def _when(stamp: str) -> float:
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def _writes(events: list[dict[str, Any]], pod: str) -> list[dict[str, Any]]:
+    """The writes `pod`'s token made, with the time the API server received each, in that order."""
+    found = [
+        e for e in events if e.get("verb") in WRITES and (e["user"].get("extra") or {}).get(POD_NAME) == [pod]
+    ]
+    return sorted(found, key=lambda e: e["requestReceivedTimestamp"])
+
+
+def _what(event: dict[str, Any]) -> str:
+    ref = event.get("objectRef") or {}
+    return (
+        f"{event['verb']} {ref.get('resource')}/{ref.get('name', '')} at {event['requestReceivedTimestamp']}"
+    )
+
+
+def _replica_pod(name: str) -> dict[str, Any]:
+    """A pod to bind a replica's token to (on the kwok node: it never runs anything)."""
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "serviceAccountName": OPERATOR,
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "operator", "image": "modeldeploy/operator:unused"}],
+            **KWOK,
+        },
+    }
+
+
+@pytest.mark.private_control_plane
+@pytest.mark.slow
+def test_a_paused_leader_is_replaced_and_writes_nothing_after_it_lost_the_lease(plane: Plane) -> None:
+    docs = helm_template()
+    env = operator_env(docs)
+    duration = float(env["MODELDEPLOY_OPERATOR_LEASE_DURATION_SECONDS"])
+    renew = float(env["MODELDEPLOY_OPERATOR_LEASE_RENEW_SECONDS"])
+    install(plane, docs)
+    core = client.CoreV1Api(plane.api)
+    # Names of this run's own: the control plane is the session's (tests/support/private_operator.py).
+    one_name, two_name = (f"{n}-{uuid.uuid4().hex[:5]}" for n in ("one", "two"))
+    pods = {name: core.create_namespaced_pod(SYSTEM, _replica_pod(name)) for name in (one_name, two_name)}
+    namespace = plane.namespace("ha")
+    try:
+        events, log, stopped_at, took_over, paused, exit_code = _pause_the_leader(
+            plane, docs, pods, namespace, one_name, two_name
+        )
+    finally:
+        plane.drop_namespace(namespace)
+        for name in pods:
+            core.delete_namespaced_pod(name, SYSTEM)
+    one_writes, two_writes = _writes(events, one_name), _writes(events, two_name)
+
+    assert two_writes, "the new leader wrote nothing"
+    first = two_writes[0]
+    late = [e for e in one_writes if e["requestReceivedTimestamp"] >= first["requestReceivedTimestamp"]]
+    after_stop = [e for e in one_writes if _when(e["requestReceivedTimestamp"]) >= stopped_at]
+    fenced = log.count("no longer holds the leader lease")
+    print(
+        f"\nFIGURE leader paused {paused:.1f}s (lease {duration:.0f}s, renew {renew:.0f}s): standby took "
+        f"over {took_over:.1f}s after SIGSTOP; new leader's first write {_what(first)}; old leader's writes "
+        f"{len(one_writes)} before, {len(late)} after it ({len(after_stop)} after SIGSTOP); old leader's "
+        f"writes refused by its fence: {fenced}; it exited {exit_code}",
+        flush=True,
+    )
+    assert late == [], [_what(e) for e in late]
+    assert after_stop == [], [_what(e) for e in after_stop]
+    assert first["objectRef"]["resource"] == "leases"  # it took the Lease before anything else
+    assert took_over <= duration + 2 * renew + 5, took_over
+    assert exit_code == 1
+    assert "lost leadership" in log
+
+
+def _pause_the_leader(
+    plane: Plane,
+    docs: list[dict[str, Any]],
+    pods: dict[str, client.V1Pod],
+    namespace: str,
+    one_name: str,
+    two_name: str,
+) -> tuple[list[dict[str, Any]], str, float, float, float, int]:
+    """Replica one leads and reconciles a ModelDeployment; replica two waits; one is SIGSTOPped until
+    two has taken over and acted on a spec change, then SIGCONTed. Returns the audit events, one's
+    log, when it was stopped, how long until two held the Lease, how long it was paused, its exit code."""
+    custom = client.CustomObjectsApi(plane.api)
+    leases = client.CoordinationV1Api(plane.api)
+
+    def holder() -> str | None:
+        try:
+            return str(leases.read_namespaced_lease(OPERATOR, SYSTEM).spec.holder_identity or "") or None
+        except client.ApiException:
+            return None
+
+    def status() -> dict[str, Any]:
+        obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "ha")
+        return dict(obj.get("status") or {})
+
+    with operator_running(plane, docs, one_name, pods[one_name]) as one:
+        wait_for("replica one to lead", lambda: holder() == one_name, WAIT)
+        with operator_running(plane, docs, two_name, pods[two_name], keep_lease=True) as two:
+            custom.create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "ModelDeployment",
+                    "metadata": {"name": "ha"},
+                    "spec": {
+                        "model": {
+                            "uri": "http://127.0.0.1:9/models/m/v1",
+                            "format": "onnx",
+                            "version": "1",
+                        },
+                        "replicas": 1,
+                        "pods": {"serving": KWOK, "router": KWOK},
+                    },
+                },
+            )
+            wait_for("the leader to make it Ready", lambda: status().get("phase") == "Ready", WAIT)
+            assert two.alive()
+            assert holder() == one_name
+            assert _writes(plane.audit_events(), two_name) == [], "the standby wrote"
+
+            def idle() -> bool:
+                # Paused between two writes, not inside one: no write but the Lease's for a while.
+                others = [
+                    e
+                    for e in _writes(plane.audit_events(), one_name)
+                    if (e.get("objectRef") or {}).get("resource") != "leases"
+                ]
+                return bool(others) and time.time() - _when(others[-1]["requestReceivedTimestamp"]) > 3
+
+            wait_for("the leader idle", idle, WAIT)
+
+            assert one.proc is not None
+            os.kill(one.proc.pid, signal.SIGSTOP)
+            stopped_at = time.time()
+            try:
+                # Work for both: the new leader acts on it; the old one has it queued on its watch.
+                custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, "ha", {"spec": {"replicas": 2}}
+                )
+                wait_for("replica two to take over", lambda: holder() == two_name, WAIT, interval=0.1)
+                took_over = time.time() - stopped_at
+                serving = client.AppsV1Api(plane.api)
+
+                def scaled() -> bool:
+                    items = serving.list_namespaced_deployment(
+                        namespace, label_selector="modeldeploy.io/deployment=ha"
+                    ).items
+                    return any((d.spec.replicas or 0) == 2 for d in items)
+
+                wait_for("the new leader to act on the change", scaled, WAIT)
+                paused = time.time() - stopped_at
+            finally:
+                os.kill(one.proc.pid, signal.SIGCONT)
+            exit_code = wait_for(
+                "the old leader to stop after SIGCONT",
+                lambda: one.proc.poll() is not None and (one.proc.returncode,),
+                60,
+            )[0]
+            # It would have written: a spec change (and a status to match) was waiting for it.
+            events = plane.audit_events()
+            log = (plane.work / f"operator-{one_name}.log").read_text(errors="replace")
+    return events, log, stopped_at, took_over, paused, exit_code

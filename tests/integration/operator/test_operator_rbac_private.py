@@ -25,239 +25,36 @@ ConfigMap, ServiceAccount, Role and RoleBindings, NetworkPolicies and the label 
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import json
-import shutil
-import subprocess
-import sys
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client, config
 
-from modeldeploy_testcluster import nodes
-from modeldeploy_testcluster.controlplane import free_port
-from modeldeploy_testcluster.kubeconfig import write_kubeconfig
 from modeldeploy_testcluster.layout import binaries_dir
-from modeldeploy_testcluster.private import PrivateLayout, Process, private_control_plane
 
-from cluster_helpers import GROUP, PLURAL, REPO, VERSION, wait_for
+from cluster_helpers import GROUP, PLURAL, VERSION, wait_for
+from private_operator import (
+    KWOK,
+    OPERATOR,
+    RELEASE,
+    SYSTEM,
+    WAIT,
+    Plane,
+    find,
+    helm_template,
+    install,
+    operator_running,
+    rbac_docs,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.private_control_plane, pytest.mark.slow]
 if not all((binaries_dir() / b).exists() for b in ("helm", "etcd", "kube-apiserver", "kwok")):
     pytest.skip("the control-plane binaries are not built yet (make binaries)", allow_module_level=True)
 
-RELEASE, SYSTEM = "md", "mdsys"
-OPERATOR = f"{RELEASE}-modeldeploy"  # the chart's fullname: ServiceAccount, (Cluster)Role, Lease
 ROUTER_ROLE = f"{RELEASE}-modeldeploy-router"
-USER = f"system:serviceaccount:{SYSTEM}:{OPERATOR}"
 OLD_FINALIZER = f"{GROUP}/finalizer"  # what kopf's daemon put on every ModelDeployment before issue 16
-AUDIT_POLICY = {
-    "apiVersion": "audit.k8s.io/v1",
-    "kind": "Policy",
-    "omitStages": ["RequestReceived"],
-    "rules": [{"level": "Metadata", "users": [USER]}, {"level": "None"}],
-}
-STAGES = ("ResponseStarted", "ResponseComplete")
-KWOK = {"nodeSelector": {"type": "kwok"}, "tolerations": [nodes.KWOK_TOLERATION]}
-WAIT = 240.0
-"""Seconds for one condition (a start of the operator, a reconcile) on a loaded 2-core machine."""
-
-
-# --- the chart -------------------------------------------------------------------------------------
-
-
-def helm_template(*sets: str) -> list[dict[str, Any]]:
-    helm = shutil.which("helm") or str(binaries_dir() / "helm")
-    result = subprocess.run(
-        [helm, "template", RELEASE, str(REPO / "charts" / "modeldeploy"), "--namespace", SYSTEM]
-        + [f"--set={s}" for s in sets],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
-def find(docs: list[dict[str, Any]], kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
-    (doc,) = [
-        d
-        for d in docs
-        if d["kind"] == kind
-        and d["metadata"]["name"] == name
-        and (namespace is None or d["metadata"].get("namespace") == namespace)
-    ]
-    return doc
-
-
-def rbac_docs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    kinds = {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
-    return [d for d in docs if d["kind"] in kinds]
-
-
-def operator_env(docs: list[dict[str, Any]]) -> dict[str, str]:
-    """The chart Deployment's environment (literal values), with free local ports."""
-    deployment = find(docs, "Deployment", OPERATOR)
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: str(e["value"]) for e in container["env"] if "value" in e}
-    env["MODELDEPLOY_OPERATOR_HEALTH_PORT"] = str(free_port())
-    env["MODELDEPLOY_OPERATOR_METRICS_PORT"] = str(free_port())
-    env["POD_NAME"] = f"operator-{uuid.uuid4().hex[:6]}"
-    return env
-
-
-# --- the private control plane ---------------------------------------------------------------------
-
-
-@dataclass
-class Plane:
-    layout: PrivateLayout
-    api: client.ApiClient
-    work: Path
-
-    def apply(self, doc: dict[str, Any]) -> None:
-        """Create or replace an RBAC object (as the admin)."""
-        rbac = client.RbacAuthorizationV1Api(self.api)
-        kind, name, namespace = doc["kind"], doc["metadata"]["name"], doc["metadata"].get("namespace")
-        snake = {
-            "ClusterRole": "cluster_role",
-            "ClusterRoleBinding": "cluster_role_binding",
-            "Role": "role",
-            "RoleBinding": "role_binding",
-        }[kind]
-        args = (namespace,) if namespace else ()
-        ns = "namespaced_" if namespace else ""
-        try:
-            getattr(rbac, f"create_{ns}{snake}")(*args, doc)
-        except client.ApiException as error:
-            if error.status != 409:
-                raise
-            getattr(rbac, f"replace_{ns}{snake}")(name, *args, doc)
-
-    def remove_rbac(self, docs: list[dict[str, Any]]) -> None:
-        rbac = client.RbacAuthorizationV1Api(self.api)
-        for doc in docs:
-            kind, name, namespace = doc["kind"], doc["metadata"]["name"], doc["metadata"].get("namespace")
-            with contextlib.suppress(client.ApiException):
-                if kind == "ClusterRole":
-                    rbac.delete_cluster_role(name)
-                elif kind == "ClusterRoleBinding":
-                    rbac.delete_cluster_role_binding(name)
-                elif kind == "Role":
-                    rbac.delete_namespaced_role(name, namespace)
-                else:
-                    rbac.delete_namespaced_role_binding(name, namespace)
-
-    def namespace(self, prefix: str) -> str:
-        name = f"{prefix}-{uuid.uuid4().hex[:5]}"
-        client.CoreV1Api(self.api).create_namespace({"metadata": {"name": name}})
-        return name
-
-    def drop_namespace(self, name: str) -> None:
-        """Delete it (not waiting): the old finalizer is stripped first, in case the operator could not."""
-        custom = client.CustomObjectsApi(self.api)
-        with contextlib.suppress(client.ApiException):
-            for item in custom.list_namespaced_custom_object(GROUP, VERSION, name, PLURAL)["items"]:
-                custom.patch_namespaced_custom_object(
-                    GROUP, VERSION, name, PLURAL, item["metadata"]["name"], {"metadata": {"finalizers": None}}
-                )
-        with contextlib.suppress(client.ApiException):
-            client.CoreV1Api(self.api).delete_namespace(name)
-
-    def kubeconfig(self, out: Path) -> Path:
-        token = (
-            client.CoreV1Api(self.api)
-            .create_namespaced_service_account_token(
-                OPERATOR, SYSTEM, {"spec": {"expirationSeconds": 6 * 3600}}
-            )
-            .status.token
-        )
-        ca = self.layout.pki_dir / "ca.crt"
-        return write_kubeconfig(out, self.layout.apiserver_url, ca, OPERATOR, token=token, namespace=SYSTEM)
-
-    def audit(self, since: int) -> list[dict[str, Any]]:
-        """Audit events of the operator's user from byte `since` of the log on: ResponseComplete, and
-        ResponseStarted (a watch's, logged when it opens; its ResponseComplete only when it ends)."""
-        with self.layout.audit_log.open("rb") as f:
-            f.seek(since)
-            lines = f.read().splitlines()
-        events = []
-        for line in lines:
-            with contextlib.suppress(ValueError):
-                event = json.loads(line)
-                if event.get("stage") in STAGES and event["user"]["username"] == USER:
-                    events.append(event)
-        return events
-
-    def audit_offset(self) -> int:
-        return self.layout.audit_log.stat().st_size if self.layout.audit_log.exists() else 0
-
-    def can(self, verb: str, group: str, resource: str, namespace: str, name: str = "") -> bool:
-        sub, _, subresource = resource.partition("/")
-        review = client.AuthorizationV1Api(self.api).create_subject_access_review(
-            {
-                "spec": {
-                    "user": USER,
-                    "groups": [
-                        "system:serviceaccounts",
-                        f"system:serviceaccounts:{SYSTEM}",
-                        "system:authenticated",
-                    ],
-                    "resourceAttributes": {
-                        "verb": verb,
-                        "group": group,
-                        "resource": sub,
-                        "subresource": subresource,
-                        "namespace": namespace,
-                        "name": name,
-                    },
-                }
-            }
-        )
-        return bool(review.status.allowed)
-
-
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
-    work = Path(tmp_path_factory.mktemp("rbac-private"))
-    with private_control_plane(
-        work,
-        admission_plugins=("NodeRestriction", "OwnerReferencesPermissionEnforcement"),
-        audit_policy=AUDIT_POLICY,
-        kwok_nodes=1,
-    ) as layout:
-        api = config.new_client_from_config(config_file=str(layout.admin_kubeconfig))
-        extensions = client.ApiextensionsV1Api(api)
-        extensions.create_custom_resource_definition(
-            yaml.safe_load((REPO / "crds" / "modeldeploy.io_modeldeployments.yaml").read_text())
-        )
-
-        def established() -> bool:
-            crd = extensions.read_custom_resource_definition(f"{PLURAL}.{GROUP}")
-            conditions = crd.status.conditions or []
-            return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-        wait_for("the CRD to be established", established, WAIT)
-        wait_for(
-            "modeldeployments in discovery",
-            lambda: PLURAL in layout.admin_get(f"/apis/{GROUP}/{VERSION}"),
-            WAIT,
-        )
-        core = client.CoreV1Api(api)
-        core.create_namespace({"metadata": {"name": SYSTEM}})
-        core.create_namespaced_service_account(SYSTEM, {"metadata": {"name": OPERATOR}})
-        yield Plane(layout, api, work)
-        api.close()
-
-
 # --- one run of the operator -----------------------------------------------------------------------
 
 
@@ -278,23 +75,6 @@ def md_body(name: str) -> dict[str, Any]:
             "pods": {"serving": KWOK, "router": KWOK},
         },
     }
-
-
-@contextlib.contextmanager
-def operator_running(plane: Plane, docs: list[dict[str, Any]], label: str) -> Iterator[Process]:
-    """The operator with the chart's environment and the chart ServiceAccount's token, its Lease
-    deleted first (so that it creates it)."""
-    with contextlib.suppress(client.ApiException):
-        client.CoordinationV1Api(plane.api).delete_namespaced_lease(OPERATOR, SYSTEM)
-    env = operator_env(docs)
-    env["KUBECONFIG"] = str(plane.kubeconfig(plane.work / f"{label}.kubeconfig"))
-    binary = Path(sys.executable).parent / "modeldeploy-operator"
-    process = Process([str(binary)], env, plane.work / f"operator-{label}.log")
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -336,7 +116,7 @@ def owned_objects(api: client.ApiClient, namespace: str) -> dict[str, set[str]]:
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     rbac, policy = client.RbacAuthorizationV1Api(api), client.PolicyV1Api(api)
     net, autoscaling = client.NetworkingV1Api(api), client.AutoscalingV2Api(api)
-    lists: dict[str, Callable[..., Any]] = {
+    lists: dict[str, Callable[[str], Any]] = {
         "Deployment": apps.list_namespaced_deployment,
         "Service": core.list_namespaced_service,
         "ConfigMap": core.list_namespaced_config_map,
@@ -389,11 +169,6 @@ EVERY_KIND = {
 def rule_id(rule: dict[str, Any]) -> str:
     names = f"[{','.join(rule['resourceNames'])}]" if rule.get("resourceNames") else ""
     return f"{','.join(rule['resources'])}{names}:{','.join(rule['verbs'])}"
-
-
-def install(plane: Plane, docs: list[dict[str, Any]]) -> None:
-    for doc in rbac_docs(docs):
-        plane.apply(doc)
 
 
 def resources_of(rule: dict[str, Any]) -> set[tuple[str, str]]:

@@ -13,6 +13,7 @@ The figures themselves, at 100, 300 and 1,000, and beside Argo Rollouts, are the
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -57,6 +58,8 @@ def scale_result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         results: list[dict[str, Any]] = bench.run(layout, [COUNT], opts, ["modeldeploy"], work)
     (result,) = results
     print(bench.table([result]))
+    # What each phase cost: the operator's passes and requests, and the API server's counts.
+    print(json.dumps(result.get("phases"), indent=1))
     return result
 
 

@@ -453,3 +453,104 @@ def test_the_store_keeps_of_managed_fields_only_who_applies_replicas() -> None:
             desired, full, "modeldeploy-operator"
         )
     assert build_replicas_handover(desired, a, "modeldeploy-operator") is not None
+
+
+# -- the echo of our own writes -------------------------------------------------------------------------
+
+
+def listening(lists: list[Any]) -> tuple[Informer, Recorder]:
+    informer, _, recorder, _ = run(lists, [])
+    recorder.seen.clear()
+    return informer, recorder
+
+
+def test_the_echo_of_our_own_write_is_kept_but_not_told() -> None:
+    informer, recorder = listening([([obj("a", 5)], "10")])
+    informer.remember(obj("a", 11, spec={"replicas": 2}))  # what our apply returned
+    informer._apply(event("MODIFIED", obj("a", 11, spec={"replicas": 2})))  # its watch event
+    assert recorder.seen == []
+    assert informer.echoes == 1
+    assert len(informer.own) == 0  # nothing left behind
+    informer._apply(event("MODIFIED", obj("a", 12, spec={"replicas": 3})))  # someone else's change
+    assert recorder.seen == [("MODIFIED", "a")]
+    assert informer.objects("ml", "churn")[0]["spec"] == {"replicas": 3}
+
+
+def test_every_event_that_is_not_our_write_is_told() -> None:
+    informer, recorder = listening([([obj("a", 5)], "10")])
+    informer.remember(obj("a", 13, spec={"replicas": 2}))  # our apply, on top of a change we had not seen
+    informer._apply(event("MODIFIED", obj("a", 12, spec={"replicas": 1}, status={"ready": 1})))
+    # Told (someone else's), but the copy our write returned stays: it is later and holds that change.
+    assert recorder.seen == [("MODIFIED", "a")]
+    assert informer.objects("ml", "churn")[0]["metadata"]["resourceVersion"] == "13"
+    informer._apply(event("MODIFIED", obj("a", 13, spec={"replicas": 2})))  # our echo
+    assert recorder.seen == [("MODIFIED", "a")]
+    informer._apply(event("MODIFIED", obj("a", 14)))
+    informer._apply(event("DELETED", obj("a", 15)))
+    assert recorder.seen == [("MODIFIED", "a"), ("MODIFIED", "a"), ("DELETED", "a")]
+    assert names(informer) == []
+
+
+def test_the_handover_and_the_apply_of_one_pass_are_both_ours() -> None:
+    informer, recorder = listening([([obj("a", 5)], "10")])
+    informer.remember(obj("a", 11))  # the replicas handover
+    informer.remember(obj("a", 12))  # then the apply
+    for rv in (11, 12):
+        informer._apply(event("MODIFIED", obj("a", rv)))
+    assert recorder.seen == []
+    assert len(informer.own) == 0
+
+
+def test_an_echo_a_relist_skipped_is_forgotten_and_a_later_one_kept() -> None:
+    informer, recorder = listening([([obj("a", 5), obj("b", 6)], "10")])
+    informer.remember(obj("a", 11))
+    informer.remember(obj("b", 14))
+    informer.source.lists = [([obj("a", 11), obj("b", 6)], "12")]  # a 410, then a list at 12
+    informer.relist()
+    # a: the version we hold, not a change; b: the list replaces our later copy with its own (told:
+    # one pass too many, never one too few).
+    assert recorder.seen == [("MODIFIED", "b")]
+    assert len(informer.own) == 1  # a's echo (11) will not come after a list at 12; b's (14) will
+    informer._apply(event("MODIFIED", obj("b", 14)))
+    assert recorder.seen == [("MODIFIED", "b")]
+    assert informer.objects("ml", "churn")[1]["metadata"]["resourceVersion"] == "14"
+
+
+def test_a_deletion_is_told_even_right_after_our_write() -> None:
+    informer, recorder = listening([([obj("a", 5)], "10")])
+    informer.remember(obj("a", 11))
+    informer._apply(event("DELETED", obj("a", 12)))
+    assert recorder.seen == [("DELETED", "a")]
+    assert len(informer.own) == 0
+    # Our write re-created it after a deletion whose event comes late: the new copy stays.
+    informer.remember(obj("a", 20))
+    informer._apply(event("DELETED", obj("a", 19)))
+    assert names(informer) == ["a"]
+    informer._apply(event("ADDED", obj("a", 20)))
+    assert recorder.seen == [("DELETED", "a"), ("DELETED", "a")]
+
+
+def test_versions_that_are_not_revisions_let_the_event_win() -> None:
+    informer, recorder = listening([([obj("a", 5)], "10")])
+    odd = obj("a", 0, spec={"replicas": 2})
+    odd["metadata"]["resourceVersion"] = "x-1"
+    informer._apply(event("MODIFIED", odd))
+    assert informer.objects("ml", "churn")[0]["spec"] == {"replicas": 2}
+    assert recorder.seen == [("MODIFIED", "a")]
+
+
+def test_the_echoes_are_counted_by_kind() -> None:
+    from prometheus_client import REGISTRY
+
+    def counted() -> float:
+        value = REGISTRY.get_sample_value(
+            "modeldeploy_operator_own_write_echoes_total", {"kind": "Deployment"}
+        )
+        return value or 0.0
+
+    informer, _ = listening([([obj("a", 5)], "10")])
+    before = counted()
+    informer.remember(obj("a", 11))
+    informer._apply(event("MODIFIED", obj("a", 11)))
+    informer._apply(event("MODIFIED", obj("a", 12)))  # someone else's: not an echo
+    assert counted() - before == 1

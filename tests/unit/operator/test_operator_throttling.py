@@ -12,7 +12,15 @@ import urllib3
 from kubernetes import client
 
 from modeldeploy_operator import handlers
-from modeldeploy_operator.k8s.api import MAX_RETRY_AFTER_SECONDS, KubeApi, TransientApiError, retry_after_of
+from modeldeploy_operator.k8s.api import (
+    MAX_RETRY_AFTER_SECONDS,
+    KubeApi,
+    NamespaceTerminatingError,
+    RejectedError,
+    TransientApiError,
+    namespace_terminating,
+    retry_after_of,
+)
 
 BODY = {"metadata": {"uid": "u1", "name": "churn", "namespace": "ml"}}
 
@@ -105,3 +113,53 @@ def test_kopf_honours_retry_after_and_backs_off_watch_restarts() -> None:
     assert settings.watching.server_timeout is not None
     assert settings.watching.client_timeout is not None
     assert settings.watching.client_timeout > settings.watching.server_timeout
+
+
+# -- a namespace being deleted: its refusal told apart --------------------------------------------------
+
+TERMINATING = (
+    '{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"configmaps \\"c\\" is '
+    'forbidden: unable to create new content in namespace x because it is being terminated","reason":'
+    '"Forbidden","details":{"name":"c","kind":"configmaps","causes":[{"reason":"NamespaceTerminating",'
+    '"message":"namespace x is being terminated","field":"metadata.namespace"}]},"code":403}'
+)
+"""kube-apiserver v1.34.4's answer to an apply in a namespace being deleted (private control plane)."""
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (403, TERMINATING, True),
+        (403, TERMINATING.encode(), True),
+        (422, TERMINATING, False),  # only the 403 of the admission
+        (403, '{"message": "forbidden", "details": {"causes": []}}', False),  # RBAC's 403
+        (403, '{"message": "... because it is being terminated"}', False),  # the message alone: no
+        (403, '{"details": {"causes": [{"type": "NamespaceTerminating"}]}}', False),  # not the wire name
+        (403, '{"details": {"causes": "NamespaceTerminating"}}', False),
+        (403, '{"details": {"causes": [null, 3, "x", {"reason": 7}]}}', False),
+        (403, '{"details": null}', False),
+        (403, '["a list"]', False),
+        (403, "not json", False),
+        (403, "", False),
+        (403, None, False),
+    ],
+)
+def test_namespace_terminating(status: int, body: Any, expected: bool) -> None:
+    assert namespace_terminating(status, body) is expected
+
+
+def test_the_refusal_of_a_namespace_being_deleted_is_its_own_error() -> None:
+    error = client.ApiException(status=403, reason="Forbidden")
+    error.body = TERMINATING
+    api = KubeApi(_Answering(error), "fm")  # type: ignore[arg-type]
+    with pytest.raises(NamespaceTerminatingError) as raised:
+        api.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "x"}})
+    assert raised.value.status == 403
+    assert isinstance(raised.value, RejectedError)  # handled as a refusal wherever it is not told apart
+    rbac = client.ApiException(status=403, reason="Forbidden")
+    rbac.body = '{"message": "configmaps is forbidden: User cannot patch"}'
+    with pytest.raises(RejectedError) as refused:
+        KubeApi(_Answering(rbac), "fm").apply(  # type: ignore[arg-type]
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "x"}}
+        )
+    assert not isinstance(refused.value, NamespaceTerminatingError)

@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -89,6 +89,21 @@ def retry_after_of(headers: Any, data: bytes | str | None) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
+class FencedError(TransientApiError):
+    """A write not sent: this replica's leadership has lapsed (k8s/leader.py). Transient, so a
+    reconcile gives up quietly; the lease thread stops the process at its next check."""
+
+
+_write_fence: Callable[[], bool] | None = None
+"""While set (by main, to the leader elector's `holds`), every write of a fenced KubeApi asks it first."""
+
+
+def fence_writes(holds: Callable[[], bool] | None) -> None:
+    """Make every write of a fenced KubeApi conditional on `holds()` (None: no fence, no election)."""
+    global _write_fence  # noqa: PLW0603 - one leadership per process, installed once at start
+    _write_fence = holds
+
+
 class RejectedError(RuntimeError):
     """The API server refused the request; retrying it unchanged will not help."""
 
@@ -97,11 +112,37 @@ class RejectedError(RuntimeError):
         self.status = status
 
 
+class NamespaceTerminatingError(RejectedError):
+    """A create refused because the namespace is being deleted (the NamespaceLifecycle admission's
+    403, with the Status cause `NamespaceTerminating`). The namespace never becomes active again: its
+    deletion removes everything in it, the ModelDeployment too, so nothing should be re-created there."""
+
+
+NAMESPACE_TERMINATING_CAUSE = "NamespaceTerminating"
+"""core/v1 NamespaceTerminatingCause: the Status cause type of that refusal."""
+
+
 def _body_message(data: bytes | str | None, reason: str | None) -> str:
     try:
         return str(json.loads(data or b"").get("message", reason))
     except (TypeError, ValueError, AttributeError):
         return str(reason)
+
+
+def namespace_terminating(status: int, data: bytes | str | None) -> bool:
+    """Whether a refusal's Status body says the namespace is being deleted: a 403 whose
+    details.causes name `NamespaceTerminating` (a StatusCause's type is its JSON field "reason"; seen
+    from kube-apiserver v1.34.4: `{"reason": "NamespaceTerminating", "message": "namespace x is being
+    terminated", "field": "metadata.namespace"}`). The message alone is not relied on."""
+    if status != 403:
+        return False
+    try:
+        causes = (json.loads(data or b"").get("details") or {}).get("causes") or []
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return isinstance(causes, list) and any(
+        isinstance(c, dict) and c.get("reason") == NAMESPACE_TERMINATING_CAUSE for c in causes
+    )
 
 
 def _message(error: client.ApiException) -> str:
@@ -122,9 +163,12 @@ def new_api_client() -> client.ApiClient:
 class KubeApi:
     """The operator's window on the API server."""
 
-    def __init__(self, api_client: client.ApiClient, field_manager: str) -> None:
+    def __init__(self, api_client: client.ApiClient, field_manager: str, fenced: bool = True) -> None:
         self.api_client = api_client
         self.field_manager = field_manager
+        self.fenced = fenced
+        """Writes are refused once leadership has lapsed (`fence_writes`); False only for the Lease's
+        own client (a lapsed leader may still release it)."""
 
     def _call(
         self,
@@ -143,6 +187,10 @@ class KubeApi:
             body=body,
             auth_settings=["BearerToken"],
         )
+        # Checked last before sending, so that a paused leader that wakes up finds it closed (its clock
+        # ran on) before any of its queued writes leaves.
+        if method != "GET" and self.fenced and _write_fence is not None and not _write_fence():
+            raise FencedError(f"{method} {path}: not sent, this replica no longer holds the leader lease")
         _count(method, path)
         try:
             response = self.api_client.call_api(
@@ -152,6 +200,7 @@ class KubeApi:
         except client.ApiException as error:
             status, message = error.status or 0, _message(error)
             retry_after = retry_after_of(error.headers, error.body)
+            refusal = error.body
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise TransientApiError(scrub(f"{method} {path}: {error}")) from error
         else:
@@ -159,10 +208,13 @@ class KubeApi:
                 return json.loads(data) if data else None
             status, message = response.status, _body_message(data, response.reason)
             retry_after = retry_after_of(response.headers, data)
+            refusal = data
         # The API server may quote what it refused (a model URI in an env value): these messages go to
         # status, Events and logs, so without credentials.
         if status in _TRANSIENT_STATUSES:
             raise TransientApiError(scrub(f"{method} {path}: {status} {message}"), retry_after)
+        if namespace_terminating(status, refusal):
+            raise NamespaceTerminatingError(status, scrub(f"{method} {path}: {message}"))
         raise RejectedError(status, scrub(f"{method} {path}: {message}"))
 
     # -- objects ------------------------------------------------------------------------------

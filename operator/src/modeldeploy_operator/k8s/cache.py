@@ -15,7 +15,10 @@ One `Informer` per (kind, scope), each on its own thread, in the client-go way:
   with another resourceVersion MODIFIED), so nothing is missed across the gap;
 - any other failure (connection lost, 5xx, 429): retry after a growing, jittered backoff;
 - a list refused (403/404: HTTPRoutes without the Gateway API) is remembered and retried every
-  `REFUSED_RETRY_SECONDS`; reads of that kind raise the refusal, as the LIST did.
+  `REFUSED_RETRY_SECONDS`; reads of that kind raise the refusal, as the LIST did;
+- the echo of our own write (an event whose resourceVersion one of our writes returned: `OwnWrites`)
+  updates the store but is not told to the listener: the pass that wrote it knew, and queues its
+  own follow-up (controller.py). Every other event is told, so nobody else's change is ever dropped.
 
 Objects in the store are replaced, never changed in place: readers get them without a copy and must
 not modify them.
@@ -33,10 +36,19 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from prometheus_client import Counter
+
 from modeldeploy_operator.domain import labels as lbl
 from modeldeploy_operator.k8s.api import RejectedError, TransientApiError
 
 log = logging.getLogger("modeldeploy.cache")
+
+OWN_WRITE_ECHOES = Counter(
+    "modeldeploy_operator_own_write_echoes_total",
+    "Watch events recognised as the echo of the operator's own write (its resourceVersion), kept but "
+    "queueing no reconcile, by kind.",
+    ["kind"],
+)
 
 WATCH_TIMEOUT_SECONDS = 300
 """The server ends each watch after this; it is then restarted from the last resourceVersion (one
@@ -131,6 +143,57 @@ def slim(obj: dict[str, Any]) -> dict[str, Any]:
     return {**obj, "metadata": trimmed}
 
 
+class OwnWrites:
+    """The resourceVersions our own writes returned, per object, until the watch brings them back: an
+    event carrying one of them is the echo of our write, not a change by someone else.
+
+    A resourceVersion names one state of one object (etcd's revision of the write that made it), so a
+    match can only be that write's own event; any change by someone else has another one and is never
+    taken for an echo. The watch delivers an object's events in resourceVersion order: once an event
+    at or past a remembered version has come, that version's echo has come or never will (a relist
+    skipped it), so it is forgotten then: nothing stays behind for long."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._versions: dict[Key, set[str]] = {}
+
+    def record(self, key: Key, resource_version: str) -> None:
+        if not resource_version:
+            return
+        with self._lock:
+            self._versions.setdefault(key, set()).add(resource_version)
+
+    def is_echo(self, key: Key, resource_version: str) -> bool:
+        """Whether this event of `key` is the echo of one of our writes; versions up to it are dropped."""
+        with self._lock:
+            versions = self._versions.get(key)
+            if not versions or not resource_version:
+                return False
+            ours = resource_version in versions
+            versions.difference_update({v for v in versions if not newer(v, resource_version)})
+            if not versions:
+                del self._versions[key]
+            return ours
+
+    def forget(self, key: Key) -> None:
+        with self._lock:
+            self._versions.pop(key, None)
+
+    def forget_up_to(self, resource_version: str) -> None:
+        """A relist at `resource_version` told every change up to it: older echoes will not come."""
+        with self._lock:
+            for key in list(self._versions):
+                versions = {v for v in self._versions[key] if newer(v, resource_version)}
+                if versions:
+                    self._versions[key] = versions
+                else:
+                    del self._versions[key]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(v) for v in self._versions.values())
+
+
 def newer(candidate: str, current: str) -> bool:
     """Whether resourceVersion `candidate` is later than `current`. They are opaque to clients, but
     the API server's are etcd revisions (integers); anything else is taken as newer."""
@@ -138,6 +201,16 @@ def newer(candidate: str, current: str) -> bool:
         return int(candidate) > int(current)
     except ValueError:
         return candidate != current
+
+
+def _surely_later(kept: str, event: str) -> bool:
+    """Whether the kept copy is known to be later than an event's (both etcd revisions); when the
+    versions cannot be compared, the watch's event wins, as it did before copies of our writes were
+    kept."""
+    try:
+        return int(kept) > int(event)
+    except ValueError:
+        return False
 
 
 class Informer:
@@ -167,8 +240,12 @@ class Informer:
         self.synced = threading.Event()
         """Set once a list succeeded, or was refused (reads then raise the refusal)."""
         self.refused: RejectedError | None = None
+        self.own = OwnWrites()
+        """Versions our writes returned whose watch event has not come yet (not told when it does)."""
         self.lists = 0
         self.watches = 0
+        self.echoes = 0
+        """Events recognised as the echo of our own write (kept, not told)."""
 
     # -- reads ----------------------------------------------------------------------------------
     def objects(self, namespace: str, index_value: str | None = None) -> list[dict[str, Any]]:
@@ -192,13 +269,15 @@ class Informer:
     # -- writes ---------------------------------------------------------------------------------
     def remember(self, obj: dict[str, Any]) -> None:
         """An object as our own write returned it: kept unless the watch already brought a later one,
-        so a pass that follows at once plans from what was written (no conflict, no second apply)."""
+        so a pass that follows at once plans from what was written (no conflict, no second apply);
+        and its version noted, so the watch event of this write is not told as a change."""
         obj.setdefault("apiVersion", self.kind.api_version)
         obj.setdefault("kind", self.kind.kind)
         with self._lock:
             current = self._objects.get(_key(obj))
             if current is not None and not newer(_rv(obj), _rv(current)):
-                return
+                return  # the watch brought this version (told already) or a later one
+            self.own.record(_key(obj), _rv(obj))
             self._put(obj)
 
     def _put(self, obj: dict[str, Any]) -> None:
@@ -269,6 +348,7 @@ class Informer:
                 self._put(item)
             self._resource_version = resource_version
             self.refused = None
+            self.own.forget_up_to(resource_version)
         self.synced.set()
         self._tell(changes)
 
@@ -307,12 +387,26 @@ class Informer:
             return
         if event_type not in ("ADDED", "MODIFIED", "DELETED"):
             return
+        key, version = _key(obj), _rv(obj)
         with self._lock:
+            current = self._objects.get(key)
+            # A later copy than the event's can only be one our write returned (remember): kept, as
+            # it holds this event's change too; the event is still told (it may be someone else's).
+            later_kept = current is not None and _surely_later(_rv(current), version)
             if event_type == "DELETED":
-                self._drop(obj)
+                self.own.is_echo(key, version)  # (drops the versions it passed; a deletion is told)
+                echo = False
+                if not later_kept:  # (a later copy: our write re-created it after this deletion)
+                    self._drop(obj)
             else:
-                self._put(obj)
-            self._resource_version = _rv(obj) or self._resource_version
+                echo = self.own.is_echo(key, version)
+                if not later_kept:
+                    self._put(obj)
+            self._resource_version = version or self._resource_version
+            self.echoes += echo
+        if echo:
+            OWN_WRITE_ECHOES.labels(self.kind.kind).inc()
+            return
         self._tell([(event_type, obj)])
 
     def run(self, stop: threading.Event) -> None:

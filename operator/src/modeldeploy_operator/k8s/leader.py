@@ -1,7 +1,23 @@
-"""Leader election on a coordination.k8s.io Lease, as client-go's leaderelection does it.
+"""Leader election on a coordination.k8s.io Lease, as client-go's leaderelection does it, with a fence.
 
 Only the holder runs reconciles; the others wait. Claims and renewals are optimistic writes (create, or
-replace at a resourceVersion), so two replicas can never both believe they hold the Lease.
+replace at a resourceVersion), so two replicas can never both win the same Lease record.
+
+That alone does not stop two writers: a leader that is paused (SIGSTOP, a long GC or VM stall) past the
+lease wakes up believing it leads, and its queued reconciles write while the new leader does. So:
+
+- expiry is judged on the local monotonic clock, never on the holder's `renewTime` (another machine's
+  wall clock): a standby counts `leaseDurationSeconds` from the moment *it* saw the record last change;
+- the leader's right to write (`holds()`, the fence every write of `KubeApi` checks) ends
+  `renew_deadline` after the start of its last successful renewal, and `renew_deadline` is shorter than
+  the lease. A standby sees that renewal only after it was sent and takes over a full lease later, so
+  the fence closes at least `duration - renew_deadline` (5 s by default) before anyone else can lead;
+- the monotonic clock keeps running while the process is stopped, so a leader resumed after SIGSTOP finds
+  its fence closed before its first write, then stops (exit 1) and comes back as a standby.
+
+What no client-side fence can close: a write that passed the check and was then stopped before its bytes
+left the process. It reaches the API server on resume. The leader is idle but for its renewals
+almost always, so this needs a pause landing inside one write's few milliseconds.
 """
 
 from __future__ import annotations
@@ -9,6 +25,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from modeldeploy_operator.k8s.api import KubeApi, RejectedError, TransientApiError
@@ -25,12 +43,6 @@ def _fmt(moment: dt.datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _parse(text: str | None) -> dt.datetime | None:
-    if not text:
-        return None
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 class LeaderElector:
     def __init__(
         self,
@@ -40,13 +52,28 @@ class LeaderElector:
         identity: str,
         duration_seconds: float,
         renew_seconds: float,
+        renew_deadline_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if not renew_seconds < renew_deadline_seconds < duration_seconds:
+            raise ValueError("need renew_seconds < renew_deadline_seconds < duration_seconds")
         self.api = api
         self.namespace = namespace
         self.name = name
         self.identity = identity
         self.duration = duration_seconds
         self.renew = renew_seconds
+        self.deadline = renew_deadline_seconds
+        self._clock = clock
+        self._valid_until = float("-inf")
+        """Monotonic time up to which this replica may write: its last renewal's start + deadline."""
+        self._observed: tuple[Any, ...] | None = None
+        self._observed_at = 0.0
+        """The Lease record as last seen, and the local monotonic time it was first seen so."""
+
+    def holds(self) -> bool:
+        """True while this replica may write as the leader (the fence)."""
+        return self._clock() < self._valid_until
 
     def _spec(self, acquire_time: str, transitions: int) -> dict[str, Any]:
         return {
@@ -57,8 +84,20 @@ class LeaderElector:
             "leaseTransitions": transitions,
         }
 
+    def _expired(self, spec: dict[str, Any]) -> bool:
+        """Whether the holder in `spec` has had a full lease, on our clock, without changing its record."""
+        record = tuple(
+            spec.get(k) for k in ("holderIdentity", "renewTime", "acquireTime", "leaseTransitions")
+        )
+        if record != self._observed:
+            self._observed, self._observed_at = record, self._clock()
+        duration = spec.get("leaseDurationSeconds") or self.duration
+        return bool(self._clock() > self._observed_at + duration)
+
     def try_acquire_or_renew(self) -> bool:
-        """One attempt; True when this replica holds the Lease afterwards."""
+        """One attempt; True when this replica holds the Lease afterwards (and may write until
+        `renew_deadline` after this attempt began)."""
+        started = self._clock()
         try:
             lease = self.api.get(*_LEASE, self.namespace, self.name)
             if lease is None:
@@ -70,17 +109,17 @@ class LeaderElector:
                         "spec": self._spec(_fmt(_now()), 0),
                     }
                 )
+                self._valid_until = started + self.deadline
                 return True
             spec = lease.get("spec", {})
             holder = spec.get("holderIdentity")
-            renewed = _parse(spec.get("renewTime")) or dt.datetime.min.replace(tzinfo=dt.UTC)
-            expired = renewed + dt.timedelta(seconds=spec.get("leaseDurationSeconds", self.duration)) < _now()
-            if holder != self.identity and holder and not expired:
+            if holder and holder != self.identity and not self._expired(spec):
                 return False
-            transitions = int(spec.get("leaseTransitions", 0)) + (0 if holder == self.identity else 1)
+            transitions = int(spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1)
             acquired = spec.get("acquireTime") if holder == self.identity else _fmt(_now())
             lease["spec"] = self._spec(acquired or _fmt(_now()), transitions)
             self.api.replace(lease)
+            self._valid_until = started + self.deadline
             return True
         except TransientApiError as error:
             # A conflict means another replica wrote first: it won this round.
@@ -100,17 +139,23 @@ class LeaderElector:
         return False
 
     def keep_renewing(self, lost: threading.Event) -> None:
-        """Renew until a renewal fails for longer than the lease lasts; then set `lost`."""
-        last_success = _now()
-        while not lost.wait(self.renew):
-            if self.try_acquire_or_renew():
-                last_success = _now()
-            elif (_now() - last_success).total_seconds() > self.duration:
-                log.error("lost leadership of lease %s/%s", self.namespace, self.name)
-                lost.set()
+        """Renew every `renew` seconds (after a failure, every second) while the fence is open; once it
+        has closed, set `lost` and never renew again: a leader that missed its deadline (a pause, an API
+        server it could not reach) may have been replaced, and its in-memory state with it."""
+        wait = self.renew
+        while not lost.wait(wait):
+            if not self.holds():
+                break
+            wait = self.renew if self.try_acquire_or_renew() else min(1.0, self.renew)
+            if not self.holds():
+                break
+        if not lost.is_set():
+            log.error("lost leadership of lease %s/%s", self.namespace, self.name)
+            lost.set()
 
     def release(self) -> None:
         """Give the Lease up on a clean shutdown so a standby takes over at once."""
+        self._valid_until = float("-inf")
         try:
             lease = self.api.get(*_LEASE, self.namespace, self.name)
             if lease and lease.get("spec", {}).get("holderIdentity") == self.identity:
