@@ -281,11 +281,13 @@ def _pause_the_leader(
                 paused = time.time() - stopped_at
             finally:
                 os.kill(one.proc.pid, signal.SIGCONT)
-            exit_code = wait_for(
-                "the old leader to stop after SIGCONT",
-                lambda: one.proc.poll() is not None and (one.proc.returncode,),
-                60,
-            )[0]
+
+            def exited() -> tuple[int] | None:
+                proc = one.proc
+                assert proc is not None  # started by operator_running
+                return (proc.returncode,) if proc.poll() is not None else None
+
+            exit_code = wait_for("the old leader to stop after SIGCONT", exited, 60)[0]
             # It would have written: a spec change (and a status to match) was waiting for it.
             events = plane.audit_events()
             log = (plane.work / f"operator-{one_name}.log").read_text(errors="replace")

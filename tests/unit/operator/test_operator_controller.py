@@ -436,7 +436,8 @@ class WritingReconciler(ScriptedReconciler):
 
     @property
     def status_writes(self) -> list[dict[str, Any]]:
-        return self.__dict__.setdefault("_writes", [])
+        writes: list[dict[str, Any]] = self.__dict__.setdefault("_writes", [])
+        return writes
 
 
 def writing_controller(*answers: Any) -> tuple[Controller, WritingReconciler]:

@@ -502,10 +502,11 @@ def test_the_handover_and_the_apply_of_one_pass_are_both_ours() -> None:
 
 
 def test_an_echo_a_relist_skipped_is_forgotten_and_a_later_one_kept() -> None:
-    informer, recorder = listening([([obj("a", 5), obj("b", 6)], "10")])
+    informer, source, recorder, _ = run([([obj("a", 5), obj("b", 6)], "10")], [])
+    recorder.seen.clear()
     informer.remember(obj("a", 11))
     informer.remember(obj("b", 14))
-    informer.source.lists = [([obj("a", 11), obj("b", 6)], "12")]  # a 410, then a list at 12
+    source.lists = [([obj("a", 11), obj("b", 6)], "12")]  # a 410, then a list at 12
     informer.relist()
     # a: the version we hold, not a change; b: the list replaces our later copy with its own (told:
     # one pass too many, never one too few).

@@ -151,7 +151,7 @@ def test_namespace_terminating(status: int, body: Any, expected: bool) -> None:
 def test_the_refusal_of_a_namespace_being_deleted_is_its_own_error() -> None:
     error = client.ApiException(status=403, reason="Forbidden")
     error.body = TERMINATING
-    api = KubeApi(_Answering(error), "fm")  # type: ignore[arg-type]
+    api = KubeApi(_Answering(error), "fm")
     with pytest.raises(NamespaceTerminatingError) as raised:
         api.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "x"}})
     assert raised.value.status == 403
@@ -159,7 +159,7 @@ def test_the_refusal_of_a_namespace_being_deleted_is_its_own_error() -> None:
     rbac = client.ApiException(status=403, reason="Forbidden")
     rbac.body = '{"message": "configmaps is forbidden: User cannot patch"}'
     with pytest.raises(RejectedError) as refused:
-        KubeApi(_Answering(rbac), "fm").apply(  # type: ignore[arg-type]
+        KubeApi(_Answering(rbac), "fm").apply(
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "x"}}
         )
     assert not isinstance(refused.value, NamespaceTerminatingError)
