@@ -1,9 +1,10 @@
 """The router app's own CPU per request, in process, with a stub upstream (no sockets, no wrk).
 
-    PYTHONPATH=<tree>/serving/src .venv/bin/python bench/router/app_overhead.py <label>
+    PYTHONPATH=<tree>/serving/src:<tree>/contract/src .venv/bin/python bench/router/app_overhead.py <label>
 
 Compare two source trees back to back: the noise of a shared machine hits CPU time less than
-wall-clock throughput.
+wall-clock throughput. Both halves of a tree: the router table is the contract's (an older tree
+needs this script as of its own commit, e.g. from before weights became `weight_bp`).
 """
 
 import sys
@@ -37,7 +38,13 @@ state.set_config(
             "generation": 1,
             "deployment": {"namespace": "t", "name": "c"},
             "arms": [
-                {"variant": "default", "revision": "r1", "weight": 100, "service": "s", "model_name": "churn"}
+                {
+                    "variant": "default",
+                    "revision": "r1",
+                    "weight_bp": 10_000,
+                    "service": "s",
+                    "model_name": "churn",
+                }
             ],
         }
     )

@@ -18,6 +18,7 @@ time; every wait is on a condition.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -490,7 +491,7 @@ def test_a_hostile_prometheus_neither_stalls_the_operator_nor_other_rollouts(
             create_mdep(kube_api, namespace, hostile_md(model_store, churn_bundles, mode, address))
         create_mdep(kube_api, namespace, timed_md(model_store, churn_bundles, "steady"))
         for name in (*modes, "steady"):
-            wait_for(f"{name} Ready", lambda name=name: phase_ready(kube_api, namespace, name), timeout=120)
+            wait_for(f"{name} Ready", functools.partial(phase_ready, kube_api, namespace, name), timeout=120)
         for mode in modes:
             patch_mdep(kube_api, namespace, mode, {"spec": {"model": model(model_store, churn_bundles, "2")}})
 
@@ -562,7 +563,7 @@ def test_deletion_completes_with_the_operator_scaled_to_zero(
     ):
         create_mdep(kube_api, ns, body)
     for ns, name in ((namespace, "churn"), (other, "churn"), (namespace, "old")):
-        wait_for(f"{ns}/{name} Ready", lambda ns=ns, name=name: phase_ready(kube_api, ns, name), timeout=120)
+        wait_for(f"{ns}/{name} Ready", functools.partial(phase_ready, kube_api, ns, name), timeout=120)
     wait_for(
         "no finalizer on any of them",
         lambda: all(

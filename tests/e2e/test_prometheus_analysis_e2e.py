@@ -167,10 +167,10 @@ def test_analysis_on_prometheus_rolls_back_a_canary_whose_scores_shift(
             timeout=240,
         )
     assert aborted["stableRevision"] == v1
-    checks = {c["name"]: c for c in aborted["analysis"]["checks"]}
-    assert checks["score-shift"]["result"] == "Fail"
-    user = [m for m in checks["has-traffic"]["measurements"] if m.get("value") is not None]
-    assert user, checks["has-traffic"]
+    results = {c["name"]: c for c in aborted["analysis"]["checks"]}
+    assert results["score-shift"]["result"] == "Fail"
+    user = [m for m in results["has-traffic"]["measurements"] if m.get("value") is not None]
+    assert user, results["has-traffic"]
     assert traffic.failures() == []
 
 

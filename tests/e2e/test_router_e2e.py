@@ -163,9 +163,9 @@ def three_variants_md(store: str, bundles: Path, weights: tuple[int, int, int]) 
     }
 
 
-def router_weights(router: str) -> dict[str, float]:
+def router_weights(router: str) -> dict[str, int]:
     """variant -> weight in basis points, as the router pod applied it (its 0-1 ratio gauge)."""
-    found = {}
+    found: dict[str, int] = {}
     for line in httpx.get(f"{router}/metrics", timeout=5).text.splitlines():
         if line.startswith("modeldeploy_router_arm_weight_ratio{"):
             variant = line.split('variant="', 1)[1].split('"', 1)[0]

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60, interval: float = 0.25) -> T:
     """Poll `probe` until it returns something truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: T | None = None
     while time.monotonic() < deadline:
         last = probe()
         if last:
@@ -48,6 +48,12 @@ def custom(api: client.ApiClient) -> client.CustomObjectsApi:
 def get_mdep(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
     result: dict[str, Any] = custom(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
     return result
+
+
+def mdep_status(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    """The ModelDeployment's status; None until the operator has written one (a wait_for probe)."""
+    status: dict[str, Any] | None = get_mdep(api, namespace, name).get("status")
+    return status
 
 
 def create_mdep(api: client.ApiClient, namespace: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -231,7 +231,8 @@ def _free_port_on(host: str) -> int:
 
 def create_topic(bootstrap: str, name: str, partitions: int = 1, timeout: float = 30.0) -> None:
     """Create a topic and wait until its metadata shows every partition with a leader."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic  # confluent_kafka.admin's re-export is not marked public
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics([NewTopic(name, partitions, 1)], operation_timeout=timeout)

@@ -93,7 +93,7 @@ def _spec(body: dict[str, Any]) -> dict[str, Any]:
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     def mutate(body: dict[str, Any]) -> None:
         *parents, leaf = path.split(".")
-        node = body
+        node: dict[str, Any] | list[Any] = body
         for part in parents:
             node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
         if isinstance(node, list):

@@ -21,9 +21,10 @@ import yaml
 from kubernetes import client, config
 
 from modeldeploy_testcluster import nodes
+from modeldeploy_testcluster.controlplane import free_port
 from modeldeploy_testcluster.kubeconfig import write_kubeconfig
 from modeldeploy_testcluster.layout import binaries_dir
-from modeldeploy_testcluster.private import PrivateLayout, Process, free_port, private_control_plane
+from modeldeploy_testcluster.private import PrivateLayout, Process, private_control_plane
 
 from cluster_helpers import GROUP, PLURAL, REPO, VERSION, wait_for
 

@@ -100,7 +100,7 @@ def produce(
         hdrs = next(headers_it) if headers_it is not None else None
         while True:
             try:
-                p.produce(topic, value, key, headers=hdrs)
+                p.produce(topic, value, key, headers=None if hdrs is None else list(hdrs))
                 break
             except BufferError:
                 p.poll(0.01)
@@ -152,15 +152,15 @@ def read_topic(
             for m in c.consume(5000, 0.5):
                 if m.error():
                     continue
+                pairs, partition, offset = m.headers() or [], m.partition(), m.offset()
+                # a consumed record has a partition and an offset, and its headers as a list of
+                # pairs (the dict form is only for producing)
+                assert isinstance(pairs, list)
+                assert partition is not None
+                assert offset is not None
+                headers = {k: v for k, v in pairs if isinstance(v, bytes)}
                 records.append(
-                    Record(
-                        m.key(),
-                        m.value() or b"",
-                        dict(m.headers() or []),
-                        m.partition(),
-                        m.offset(),
-                        m.timestamp()[1],
-                    )
+                    Record(m.key(), m.value() or b"", headers, partition, offset, m.timestamp()[1])
                 )
     finally:
         c.close()

@@ -25,7 +25,8 @@ from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.spec import Analysis, Check, Threshold
 from modeldeploy_serving.metrics import LATENCY_BUCKETS
 
-from analysis_harness import WINDOW_SECONDS, Churn, free_port, model_server, prometheus
+from analysis_harness import WINDOW_SECONDS, Churn, model_server, prometheus
+from local_processes import free_port
 
 WINDOW = timedelta(seconds=30)
 BUILTIN = [

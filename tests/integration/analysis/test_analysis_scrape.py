@@ -12,7 +12,8 @@ from modeldeploy_operator.analysis import AnalysisTarget, BuiltinScrapeSource
 from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.spec import Check, Threshold
 
-from analysis_harness import WINDOW_ROWS, WINDOW_SECONDS, Churn, free_port, model_server, router
+from analysis_harness import WINDOW_ROWS, WINDOW_SECONDS, Churn, model_server, router
+from local_processes import free_port
 
 WINDOW = timedelta(seconds=30)
 CHECKS = [

@@ -126,8 +126,9 @@ def test_an_image_from_any_other_registry_is_never_fetched(
     def pull_failed() -> str | None:
         statuses = core.read_namespaced_pod("foreign", namespace).status.container_statuses or []
         waiting = statuses[0].state.waiting if statuses else None
-        failed = waiting and waiting.reason in ("ErrImagePull", "ImagePullBackOff")
-        return str(waiting.message) if failed and waiting.message else None
+        if waiting is None or waiting.reason not in ("ErrImagePull", "ImagePullBackOff"):
+            return None
+        return str(waiting.message) if waiting.message else None
 
     message = wait_for("the pull to fail", pull_failed)
     assert realnode.UNREACHABLE_REGISTRY in message

@@ -11,26 +11,25 @@ from __future__ import annotations
 import copy
 import functools
 import http.server
-import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
+import serving_harness
+from churn_example import load_churn
 from local_processes import free_port
 
 REPO = Path(__file__).resolve().parents[3]
@@ -62,21 +61,6 @@ def _app_version() -> str:
     )
     assert match
     return match.group(1)
-
-
-def _serving_harness() -> ModuleType:
-    """tests/integration/serving/serving_harness.py (its server and bundle helpers), by path."""
-    if "serving_harness" in sys.modules:
-        return sys.modules["serving_harness"]
-    spec = importlib.util.spec_from_file_location(
-        "serving_harness", REPO / "tests/integration/serving/serving_harness.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["serving_harness"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass
@@ -274,7 +258,7 @@ def churn_bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The churn example's v1 bundle (XGBoost + checked ONNX export) and an XGBoost-only bundle."""
     from modeldeploy_serving.pack import pack
 
-    churn = _serving_harness().load_churn()
+    churn = load_churn()
     root = tmp_path_factory.mktemp("churn")
     built = churn.build(root / "bundles", rows=2000, trees=20, seed=11)
     x, y = churn.generate(2000, 11)
@@ -364,12 +348,11 @@ def test_serving_image_serves_the_churn_bundle_read_only(
 ) -> None:
     """Downloaded into the cache volume, two workers (Prometheus multiprocess files in /tmp), answers
     V2 infer on 127.0.0.1 with the host's predictions, and cannot write its root filesystem."""
-    harness = _serving_harness()
-    rows = harness.load_churn().generate(64, 99)[0].astype(np.float32)
-    body = harness.v2_body(rows)
+    rows = load_churn().generate(64, 99)[0].astype(np.float32)
+    body = serving_harness.v2_body(rows)
     expected = {}
     for name in ("v1", "xgb-only"):
-        host = harness.start_server(tmp_path, str(churn_bundles[name]))
+        host = serving_harness.start_server(tmp_path, str(churn_bundles[name]))
         try:
             host.wait_ready()
             with host.client() as client:
@@ -423,7 +406,6 @@ def test_router_runs_read_only_without_volumes(
     tmp_path: Path,
 ) -> None:
     """The router pod has no volumes at all: it must run on a read-only root with nothing writable."""
-    harness = _serving_harness()
     server_port, router_port = free_port(), free_port()
     server = run_container(
         images["serving"],
@@ -471,9 +453,11 @@ def test_router_runs_read_only_without_volumes(
     )
     _wait_http(f"http://127.0.0.1:{server_port}/v2/health/ready", server, timeout=120)
     _wait_http(f"http://127.0.0.1:{router_port}/readyz", router, timeout=60)
-    rows = harness.load_churn().generate(8, 5)[0].astype(np.float32)
+    rows = load_churn().generate(8, 5)[0].astype(np.float32)
     response = httpx.post(
-        f"http://127.0.0.1:{router_port}/v2/models/churn/infer", json=harness.v2_body(rows), timeout=30
+        f"http://127.0.0.1:{router_port}/v2/models/churn/infer",
+        json=serving_harness.v2_body(rows),
+        timeout=30,
     )
     assert response.status_code == 200, response.text + router.output()
     assert response.headers["x-modeldeploy-revision"] == "r1"

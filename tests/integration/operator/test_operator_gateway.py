@@ -3,6 +3,8 @@ standard-channel Gateway API CRDs installed) accepts, and keeps it in step with 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from kubernetes import client
 
@@ -11,11 +13,12 @@ from cluster_helpers import create_mdep, patch_mdep, wait_for
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator_release")]
 
 
-def route(api: client.ApiClient, namespace: str) -> dict | None:  # type: ignore[type-arg]
+def route(api: client.ApiClient, namespace: str) -> dict[str, Any] | None:
     try:
-        return client.CustomObjectsApi(api).get_namespaced_custom_object(
+        found: dict[str, Any] = client.CustomObjectsApi(api).get_namespaced_custom_object(
             "gateway.networking.k8s.io", "v1", namespace, "httproutes", "churn"
         )
+        return found
     except client.ApiException as error:
         if error.status == 404:
             return None

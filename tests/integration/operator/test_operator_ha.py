@@ -67,7 +67,9 @@ def test_one_replica_leads_and_a_standby_takes_over(
         ]
 
     pods = wait_for(
-        "two ready operator replicas", lambda: len(running_pods()) == 2 and running_pods(), timeout=90
+        "two ready operator replicas",
+        lambda: running if len(running := running_pods()) == 2 else None,
+        timeout=90,
     )
     holder = wait_for(
         "a lease holder among them",
@@ -279,11 +281,13 @@ def _pause_the_leader(
                 paused = time.time() - stopped_at
             finally:
                 os.kill(one.proc.pid, signal.SIGCONT)
-            exit_code = wait_for(
-                "the old leader to stop after SIGCONT",
-                lambda: one.proc.poll() is not None and (one.proc.returncode,),
-                60,
-            )[0]
+
+            def exited() -> tuple[int] | None:
+                proc = one.proc
+                assert proc is not None  # started by operator_running
+                return (proc.returncode,) if proc.poll() is not None else None
+
+            exit_code = wait_for("the old leader to stop after SIGCONT", exited, 60)[0]
             # It would have written: a spec change (and a status to match) was waiting for it.
             events = plane.audit_events()
             log = (plane.work / f"operator-{one_name}.log").read_text(errors="replace")

@@ -10,6 +10,7 @@ the steady state first. The pods run on kwok nodes (never started; kwok reports 
 
 from __future__ import annotations
 
+import functools
 import time
 import urllib.request
 
@@ -18,7 +19,7 @@ from kubernetes import client
 
 from modeldeploy_testcluster.nodes import KWOK_TOLERATION
 
-from cluster_helpers import create_mdep, get_mdep, wait_for
+from cluster_helpers import create_mdep, mdep_status, wait_for
 from operator_fixtures import OPERATOR_PODS
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator_release")]
@@ -85,6 +86,10 @@ def _model(name: str) -> dict[str, object]:
     }
 
 
+def _ready(api: client.ApiClient, namespace: str, name: str) -> bool:
+    return (mdep_status(api, namespace, name) or {}).get("phase") == "Ready"
+
+
 @IDLE_WRITES_UNEXPLAINED
 @pytest.mark.cluster_exclusive  # counts all of the operator's API requests
 def test_idle_modeldeployments_cost_almost_no_api_requests(
@@ -96,9 +101,7 @@ def test_idle_modeldeployments_cost_almost_no_api_requests(
     for name in names:
         wait_for(
             f"{name} to be Ready",
-            lambda name=name: (
-                (get_mdep(kube_api, namespace, name).get("status") or {}).get("phase") == "Ready"
-            ),
+            functools.partial(_ready, kube_api, namespace, name),
             timeout=180,
         )
 

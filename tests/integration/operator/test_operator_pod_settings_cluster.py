@@ -6,6 +6,7 @@ kube-controller-manager) drives while the operator reconciles again and again.""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -58,6 +59,15 @@ def pull_secret(api: client.ApiClient, namespace: str, registry: str) -> str:
     return "registry-creds"
 
 
+def _ready_pods(core: client.CoreV1Api, namespace: str, selector: str) -> list[Any] | None:
+    """The pods the selector matches, once there are some and all are Ready (a wait_for probe)."""
+    found: list[Any] = core.list_namespaced_pod(namespace, label_selector=selector).items
+    ready = all(
+        any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or ()) for p in found
+    )
+    return found if found and ready else None
+
+
 def test_serving_and_router_pods_carry_pull_secrets_placement_tolerations_and_annotations(
     kube_api: client.ApiClient,
     namespace: str,
@@ -66,7 +76,7 @@ def test_serving_and_router_pods_carry_pull_secrets_placement_tolerations_and_an
     local_cluster: Layout,
 ) -> None:
     secret = pull_secret(kube_api, namespace, local_cluster.registry)
-    placement = {
+    placement: dict[str, Any] = {
         "imagePullSecrets": [{"name": secret}],
         "nodeSelector": {"kubernetes.io/hostname": local_cluster.real_node_name},
         # The real node's harness taint (present when the process node is the default) and a
@@ -76,7 +86,7 @@ def test_serving_and_router_pods_carry_pull_secrets_placement_tolerations_and_an
             {"key": "dedicated", "operator": "Equal", "value": "models", "effect": "NoSchedule"},
         ],
     }
-    pods_spec = {
+    pods_spec: dict[str, dict[str, Any]] = {
         "serving": {**placement, "annotations": {"example.com/team": "risk"}, "labels": {"team": "risk"}},
         "router": {**placement, "annotations": {"example.com/team": "edge"}},
     }
@@ -87,14 +97,7 @@ def test_serving_and_router_pods_carry_pull_secrets_placement_tolerations_and_an
     for selector, settings in ((SERVING, pods_spec["serving"]), (ROUTER, pods_spec["router"])):
         pods = wait_for(
             f"ready pods of {selector.split(',')[-1]}",
-            lambda selector=selector: (
-                (found := core.list_namespaced_pod(namespace, label_selector=selector.format("churn")).items)
-                and all(
-                    any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or ())
-                    for p in found
-                )
-                and found
-            ),
+            functools.partial(_ready_pods, core, namespace, selector.format("churn")),
             timeout=60,
         )
         for pod in pods:

@@ -116,7 +116,7 @@ def owned_objects(api: client.ApiClient, namespace: str) -> dict[str, set[str]]:
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     rbac, policy = client.RbacAuthorizationV1Api(api), client.PolicyV1Api(api)
     net, autoscaling = client.NetworkingV1Api(api), client.AutoscalingV2Api(api)
-    lists: dict[str, Callable[[str], Any]] = {
+    lists: dict[str, Callable[..., Any]] = {
         "Deployment": apps.list_namespaced_deployment,
         "Service": core.list_namespaced_service,
         "ConfigMap": core.list_namespaced_config_map,

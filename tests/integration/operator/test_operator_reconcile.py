@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from typing import Any
 
@@ -11,7 +12,7 @@ from kubernetes import client
 
 from modeldeploy_testcluster.layout import default_layout
 
-from cluster_helpers import SERVING, condition, create_mdep, get_mdep, router_arms, wait_for
+from cluster_helpers import SERVING, condition, create_mdep, get_mdep, mdep_status, router_arms, wait_for
 from modeldeploy_crd_cases import INVALID_CASES, InvalidCase
 from operator_fixtures import OPERATOR_PODS
 
@@ -217,7 +218,7 @@ def test_operator_restarted_mid_reconcile_converges_without_duplicates(
     for i in range(3):
         wait_for(
             f"m{i} to be reconciled",
-            lambda i=i: get_mdep(kube_api, namespace, f"m{i}").get("status"),
+            functools.partial(mdep_status, kube_api, namespace, f"m{i}"),
             timeout=90,
         )
     for i in range(3):

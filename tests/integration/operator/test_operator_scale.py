@@ -55,7 +55,8 @@ def scale_result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     opts = bench.Options(count=COUNT, samples=5, idle_seconds=60.0, rollouts=False, restart=False)
     work = Path(tmp_path_factory.mktemp("scale"))
     with bench.private_control_plane(work) as layout:
-        (result,) = bench.run(layout, [COUNT], opts, ["modeldeploy"], work)
+        results: list[dict[str, Any]] = bench.run(layout, [COUNT], opts, ["modeldeploy"], work)
+    (result,) = results
     print(bench.table([result]))
     # What each phase cost: the operator's passes and requests, and the API server's counts.
     print(json.dumps(result.get("phases"), indent=1))

@@ -92,8 +92,8 @@ def test_no_marker_of_a_policy_covered_field_reaches_any_output(
             headers = {"x-user-id": STICKY[i]}
             if i % 2:
                 headers["x-request-id"] = f"req-{i}"  # else the router makes one and passes it on
-            r = c.post("/v2/models/churn/infer", json=body, headers=headers)
-            assert r.status_code == 200, r.text
+            response = c.post("/v2/models/churn/infer", json=body, headers=headers)
+            assert response.status_code == 200, response.text
         # Refused requests carrying the markers: a string where a number belongs, a malformed body,
         # a per-feature tensor of the wrong type, a V1 instance (the error once echoed the value).
         bad = [
@@ -107,11 +107,11 @@ def test_no_marker_of_a_policy_covered_field_reaches_any_output(
         ]  # fmt: skip
         for path, payload in bad:
             sent = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
-            r = c.post(
+            response = c.post(
                 path, content=sent, headers={"x-user-id": STICKY[5], "content-type": "application/json"}
             )
-            assert r.status_code >= 400
-            error_bodies.append(r.text)
+            assert response.status_code >= 400
+            error_bodies.append(response.text)
         metrics.append(c.get("/metrics").text)
         metrics.append(httpx.get(f"{server.url}/metrics").text)
     server.stop()  # both processes have exited: their buffers are written

@@ -8,15 +8,18 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import httpx
 import numpy as np
 import pytest
 import xgboost as xgb
 
 from modeldeploy_serving.bundle import sha256_file
 
-from serving_harness import Bundles, ServerFactory, free_port, v2_body
+from local_processes import free_port
+from serving_harness import Bundles, ServerFactory, v2_body
 
 
 class BundleHTTPServer:
@@ -82,12 +85,10 @@ def reference_probabilities(bundle: Path, rows: np.ndarray) -> np.ndarray:
     return np.asarray(booster.inplace_predict(rows.astype(np.float32), missing=np.nan))
 
 
-def assert_predicts_like_xgboost(
-    server_url_client: object, bundle: Path, rows: np.ndarray
-) -> dict[str, object]:
-    response = server_url_client.post("/v2/models/churn/infer", json=v2_body(rows))  # type: ignore[attr-defined]
+def assert_predicts_like_xgboost(client: httpx.Client, bundle: Path, rows: np.ndarray) -> dict[str, Any]:
+    response = client.post("/v2/models/churn/infer", json=v2_body(rows))
     assert response.status_code == 200, response.text
-    body = response.json()
+    body: dict[str, Any] = response.json()
     outputs = {o["name"]: o for o in body["outputs"]}
     probs = np.asarray(outputs["probabilities"]["data"]).reshape(outputs["probabilities"]["shape"])
     np.testing.assert_allclose(probs[:, 1], reference_probabilities(bundle, rows), atol=1e-5)

@@ -192,7 +192,9 @@ def test_kill_9_midway_loses_nothing(kafka: Broker, churn_bundle: Path, tmp_path
     order = {b"k%d" % i: i for i in range(n)}
     got = np.full((n, 2), np.nan)
     for copies in ids.values():
-        got[order[copies[0].key]] = copies[0].json()["outputs"]["probabilities"]
+        key = copies[0].key
+        assert key is not None  # produced with keys k0..k<n-1>
+        got[order[key]] = copies[0].json()["outputs"]["probabilities"]
     np.testing.assert_allclose(got, model_probabilities(churn_bundle, x), rtol=0, atol=1e-6)
 
 

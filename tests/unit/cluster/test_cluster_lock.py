@@ -60,7 +60,7 @@ class Holders:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
         self.lock = str(tmp_path / "cluster.lock")
-        self.processes: list[multiprocessing.Process] = []
+        self.processes: list[multiprocessing.process.BaseProcess] = []
 
     def start(self, name: str, enter: Callable[[], ContextManager[None]]) -> tuple[Path, Path]:
         held, release = self.tmp_path / f"{name}.held", self.tmp_path / f"{name}.release"

@@ -17,7 +17,7 @@ from modeldeploy_operator.domain.status_model import ModelDeploymentStatus, Pref
 from modeldeploy_builders import BASE_MODEL, NOW
 
 NAME = "churn"
-CHECKS = [
+CHECKS: list[dict[str, Any]] = [
     {"name": "errors", "type": "errorRate", "threshold": {"max": 0.05}},
     {"name": "shift", "type": "predictionShift", "threshold": {"max": 0.2}},
 ]
@@ -125,6 +125,13 @@ class Sim:
         for key in list(self.deployments):
             if key not in listed:
                 del self.deployments[key]
+
+    def current(self) -> ModelDeploymentStatus:
+        """The status the last step wrote. A call, unlike `sim.status`: mypy keeps what an assert narrowed
+        `sim.status.x` to across later steps, which change it (an assert after a step then reads as
+        unreachable)."""
+        assert self.status is not None, "no step yet"
+        return self.status
 
     def weights(self, variant: str = "default") -> dict[str, tuple[str, int, int]]:
         """revision -> (role, weight, replicas) of the last plan."""

@@ -97,7 +97,7 @@ def test_latency_p99_from_bucket_increases() -> None:
     assert "canary p99" in reading.detail
     # the increases behind the value, for the evaluation's early decision (domain/rollout/evidence.py)
     assert reading.buckets is not None
-    assert reading.buckets[-1] == (math.inf, 100)
+    assert reading.buckets[-1] == (math.inf, 100.0)  # counts are counter increases: floats
     assert dict(reading.buckets)[0.05] == 100
 
 
@@ -437,7 +437,8 @@ def test_two_sample_ks_readings_carry_both_sample_sizes() -> None:
     reading = read("predictionShiftKS", before, after)
     assert reading.ks is not None
     [comparison] = reading.ks
-    assert (comparison.distance, comparison.current, comparison.reference) == (pytest.approx(1.0), 120, 300)
+    assert comparison.distance == pytest.approx(1.0)
+    assert (comparison.current, comparison.reference) == (120, 300)
     assert read("predictionShift", before, after).ks is None
 
     zero = {"x": {"0": 0, "1": 0, "missing": 0}, "y": {"0": 0, "1": 0}}

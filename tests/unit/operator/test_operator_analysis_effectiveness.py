@@ -165,7 +165,7 @@ def test_accuracy_uses_newcombes_interval() -> None:
     assert found is not None
     diff, lower, upper = found
     # Newcombe's example 56/70 - 48/80: 0.0524 to 0.3339 (here new - stable, so negated)
-    assert (lower, upper) == (pytest.approx(-0.3339, abs=1e-4), pytest.approx(-0.0524, abs=1e-4))
+    assert (lower, upper) == pytest.approx((-0.3339, -0.0524), abs=1e-4)
     assert diff == pytest.approx(-0.2)
     reading = reading_from_summary(ACCURACY, _summary(new, old), TARGET, NOW)
     assert reading.value == pytest.approx(-0.3339, abs=1e-4)

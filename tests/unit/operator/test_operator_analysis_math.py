@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from modeldeploy_contract.psi import psi  # the one definition the operator's stats use
 from modeldeploy_operator.analysis.deltas import group_increase, labels_are, restarted
 from modeldeploy_operator.analysis.scrape import GroupScrape, parse_metrics
 from modeldeploy_operator.analysis.stats import (
@@ -15,7 +16,6 @@ from modeldeploy_operator.analysis.stats import (
     buckets_from_le,
     histogram_psi,
     histogram_quantile,
-    psi,
 )
 
 from analysis_fixtures import group, server_text

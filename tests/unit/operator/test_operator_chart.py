@@ -321,6 +321,7 @@ def test_pod_defaults_reach_the_operator_as_typed_settings(monkeypatch: pytest.M
     env = {e["name"]: e.get("value") for e in _operator_env(docs)}
     for name, value in env.items():
         if "DEFAULT" in name:
+            assert value is not None, name
             monkeypatch.setenv(name, value)  # read as the operator reads them: JSON from its environment
     settings = OperatorSettings()
     assert [s.name for s in settings.serving_pod_defaults.image_pull_secrets] == ["registry-creds"]

@@ -314,7 +314,7 @@ class CanonicalisingCluster(FakeCluster):
                 return [canonical(v, path) for v in node]
             return canonical_quantity(node) if is_quantity_field(path) else node
 
-        stored = canonical(live, ())
+        stored: dict[str, Any] = canonical(live, ())
         self.objects[(manifest["kind"], manifest["metadata"]["name"])] = stored
         return stored
 
@@ -340,11 +340,12 @@ def test_quantities_the_server_rewrites_do_not_make_an_idle_pass_write() -> None
 def test_the_operators_requests_carry_its_user_agent(monkeypatch: pytest.MonkeyPatch) -> None:
     """The API server's apiserver_request_total splits by user agent: ours and kopf's say who we are."""
     import kopf
+    from kubernetes import config as kube_config
 
     from modeldeploy_operator import handlers
     from modeldeploy_operator.k8s import api as k8s_api
 
-    monkeypatch.setattr(k8s_api.config, "load_incluster_config", lambda: None)
+    monkeypatch.setattr(kube_config, "load_incluster_config", lambda: None)  # the module api.py calls
     assert k8s_api.new_api_client().user_agent == k8s_api.USER_AGENT
     assert k8s_api.USER_AGENT.startswith("modeldeploy-operator/")
     info = handlers.identified(kopf.ConnectionInfo(server="https://10.0.0.1:6443", token="secret"))
@@ -411,7 +412,8 @@ def test_no_kopf_handler_puts_a_finalizer_on_modeldeployments() -> None:
     from modeldeploy_operator import handlers
 
     registry = kopf.get_default_registry()
-    assert handlers.GROUP  # the handlers are registered on import
+    # the handlers are registered on import
+    assert any(h.fn is handlers.on_modeldeployment for h in registry._watching.get_all_handlers())
     for kind in (registry._spawning, registry._changing, registry._watching):
         assert not any(getattr(h, "requires_finalizer", False) for h in kind.get_all_handlers())
 
@@ -434,7 +436,8 @@ class WritingReconciler(ScriptedReconciler):
 
     @property
     def status_writes(self) -> list[dict[str, Any]]:
-        return self.__dict__.setdefault("_writes", [])
+        writes: list[dict[str, Any]] = self.__dict__.setdefault("_writes", [])
+        return writes
 
 
 def writing_controller(*answers: Any) -> tuple[Controller, WritingReconciler]:

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from modeldeploy_operator.config import OperatorSettings
 from modeldeploy_operator.k8s import api as api_module
 from modeldeploy_operator.k8s.api import FencedError, KubeApi, TransientApiError
+from modeldeploy_operator.k8s.kinds import kind_of
 from modeldeploy_operator.k8s.leader import LeaderElector
 
 DURATION, RENEW, DEADLINE = 15.0, 5.0, 10.0
@@ -192,9 +193,13 @@ def fence() -> Any:
 
 def test_every_write_is_fenced_reads_and_the_leases_own_client_are_not(fence: dict[str, bool]) -> None:
     sender = _Sender()
-    api = KubeApi(sender, "fm")  # type: ignore[arg-type]
-    lease_api = KubeApi(sender, "fm", fenced=False)  # type: ignore[arg-type]
-    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "ml"}}
+    api = KubeApi(sender, "fm")
+    lease_api = KubeApi(sender, "fm", fenced=False)
+    cm: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "x", "namespace": "ml"},
+    }
     involved = {**cm, "metadata": {**cm["metadata"], "uid": "u"}}
     api.apply(cm)
     fence["now"] = False
@@ -203,7 +208,7 @@ def test_every_write_is_fenced_reads_and_the_leases_own_client_are_not(fence: di
         lambda: api.create(cm),
         lambda: api.replace(cm),
         lambda: api.delete("v1", "ConfigMap", "ml", "x"),
-        lambda: api.patch(api_module.kind_of("v1", "ConfigMap"), "ml", "x", {"data": {}}),
+        lambda: api.patch(kind_of("v1", "ConfigMap"), "ml", "x", {"data": {}}),
     ]
     for write in writes:
         with pytest.raises(FencedError):

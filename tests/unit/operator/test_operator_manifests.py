@@ -28,6 +28,7 @@ def _deployment(owner: ModelDeploymentRef, **overrides: Any) -> dict[str, Any]:
 
 
 def _container(deployment: dict[str, Any]) -> dict[str, Any]:
+    container: dict[str, Any]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     return container
 

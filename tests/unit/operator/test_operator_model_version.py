@@ -244,6 +244,7 @@ def test_a_first_deploy_whose_servers_refuse_their_bundle_is_degraded_not_just_u
     assert sim.condition("Degraded") == ("True", "ModelVersionMismatch")
     assert sim.status.phase == "Degraded"
     assert sim.reasons().count("ModelVersionMismatch") == 1
+    assert sim.status.message is not None
     assert "'3'" in sim.status.message
     sim.step(1)
     assert "ModelVersionMismatch" not in sim.reasons()  # said once

@@ -6,6 +6,7 @@ import asyncio
 import threading
 from typing import Any
 
+import kopf
 import pytest
 
 from modeldeploy_operator import handlers, main
@@ -18,7 +19,7 @@ def test_kopf_is_told_the_watched_namespaces(monkeypatch: pytest.MonkeyPatch) ->
     async def operator(**kwargs: Any) -> None:
         seen.update(kwargs)
 
-    monkeypatch.setattr(main.kopf, "operator", operator)
+    monkeypatch.setattr(kopf, "operator", operator)  # the module main.py calls
     settings = OperatorSettings(namespaces="ml, ml2")  # type: ignore[arg-type]  # as the chart sets it
     lost = threading.Event()
     asyncio.run(main._operate(settings.cluster_wide, list(settings.namespaces), lost))

@@ -171,8 +171,9 @@ def test_settings() -> None:
     settings = OperatorSettings(
         network_policies=True,
         operator_namespace="mdsys",
-        operator_pod_labels="app.kubernetes.io/name=modeldeploy, app.kubernetes.io/component=operator",
-        metrics_namespaces="monitoring, obs",
+        # strings, as the chart sets them (the settings parse them)
+        operator_pod_labels="app.kubernetes.io/name=modeldeploy, app.kubernetes.io/component=operator",  # type: ignore[arg-type]
+        metrics_namespaces="monitoring, obs",  # type: ignore[arg-type]
     )
     assert settings.network_policy_options() == NetworkPolicyOptions(
         "mdsys", OPERATOR_LABELS, ("monitoring", "obs")

@@ -31,22 +31,22 @@ def test_the_model_cache_has_a_size_limit_that_fits_the_bundles(owner: ModelDepl
     assert all("sizeLimit" in v["emptyDir"] for v in _volumes(owner).values())
 
 
-def _obj(uid: str, owner_uid: str | None = None, controller: bool = True, **labels: str) -> dict[str, Any]:
+def _obj(uid: str, owner_uid: str | None, labels: dict[str, str], controller: bool = True) -> dict[str, Any]:
     refs = [{"kind": "X", "name": "x", "uid": owner_uid, "controller": controller}] if owner_uid else []
     return {"metadata": {"uid": uid, "name": uid, "labels": labels, "ownerReferences": refs}}
 
 
 def test_only_pods_of_our_deployments_replica_sets_count() -> None:
     labels = {"modeldeploy.io/deployment": "churn", "modeldeploy.io/revision": "abc"}
-    ours = _obj("dep-1", "md-uid", **labels)
-    other_deployment = _obj("dep-2", "someone-else", **labels)
-    replica_sets = [_obj("rs-1", "dep-1", **labels), _obj("rs-2", "dep-2", **labels)]
+    ours = _obj("dep-1", "md-uid", labels)
+    other_deployment = _obj("dep-2", "someone-else", labels)
+    replica_sets = [_obj("rs-1", "dep-1", labels), _obj("rs-2", "dep-2", labels)]
     pods = [
-        _obj("good", "rs-1", **labels),
-        _obj("no-owner", None, **labels),  # a pod someone created with the right labels
-        _obj("other-rs", "rs-2", **labels),  # a ReplicaSet of a Deployment that is not ours
-        _obj("forged", "rs-unknown", **labels),
-        _obj("not-controller", "rs-1", controller=False, **labels),
+        _obj("good", "rs-1", labels),
+        _obj("no-owner", None, labels),  # a pod someone created with the right labels
+        _obj("other-rs", "rs-2", labels),  # a ReplicaSet of a Deployment that is not ours
+        _obj("forged", "rs-unknown", labels),
+        _obj("not-controller", "rs-1", labels, controller=False),
     ]
     kept = pods_owned_by(pods, replica_sets, [ours])
     assert [p["metadata"]["uid"] for p in kept] == ["good"]

@@ -298,14 +298,14 @@ def test_the_reconciler_replays_off_the_lock_once_and_retries_a_failed_attempt_l
         deployments=sim.observed(),
         ready_endpoints={new: [slow.endpoint], stable: [servers(Behaviour()).endpoint]},
     )
-    results, pending = reconciler._preflight(owner, sim.spec, sim.status, seen, sim.now)
+    results, pending = reconciler._preflight(owner, sim.spec, sim.current(), seen, sim.now)
     assert pending
     assert [(r.revision, r.result, r.message) for r in results] == [
         (new, "Pending", "replaying the golden set")
     ]
     key = ("preflight", "ml", "churn", "default", new)
     assert reconciler.preflight_pool.wait(key, 30)
-    results, pending = reconciler._preflight(owner, sim.spec, sim.status, seen, sim.now)
+    results, pending = reconciler._preflight(owner, sim.spec, sim.current(), seen, sim.now)
     assert not pending
     (passed,) = results
     assert passed.result == "Passed"
@@ -313,7 +313,7 @@ def test_the_reconciler_replays_off_the_lock_once_and_retries_a_failed_attempt_l
     # the plan keeps it in status; the next reconcile takes it from there without replaying
     sim.step(1, preflight=results)
     calls = len(slow.behaviour.seen_headers)
-    results, pending = reconciler._preflight(owner, sim.spec, sim.status, seen, sim.now)
+    results, pending = reconciler._preflight(owner, sim.spec, sim.current(), seen, sim.now)
     assert results == [passed]
     assert not pending
     assert len(slow.behaviour.seen_headers) == calls
@@ -330,20 +330,20 @@ def test_the_reconciler_replays_off_the_lock_once_and_retries_a_failed_attempt_l
         deployments=broken.observed(),
         ready_endpoints={v3: [servers(Behaviour(infer_status=500)).endpoint]},
     )
-    reconciler._preflight(owner, broken.spec, broken.status, failing, broken.now)
+    reconciler._preflight(owner, broken.spec, broken.current(), failing, broken.now)
     assert reconciler.preflight_pool.wait(("preflight", "ml", "churn", "default", v3), 30)
-    (attempt,), pending = reconciler._preflight(owner, broken.spec, broken.status, failing, broken.now)
+    (attempt,), pending = reconciler._preflight(owner, broken.spec, broken.current(), failing, broken.now)
     assert pending
     assert (attempt.result, attempt.attempts) == ("Pending", 1)
     assert "HTTP 500" in attempt.message
     broken.step(0, preflight=[attempt])
     (again,), _ = reconciler._preflight(
-        owner, broken.spec, broken.status, failing, broken.now + dt.timedelta(seconds=1)
+        owner, broken.spec, broken.current(), failing, broken.now + dt.timedelta(seconds=1)
     )
     assert again == attempt  # backing off: nothing started
     assert reconciler.preflight_pool.running() == 0
     (retry,), _ = reconciler._preflight(
-        owner, broken.spec, broken.status, failing, broken.now + dt.timedelta(seconds=3)
+        owner, broken.spec, broken.current(), failing, broken.now + dt.timedelta(seconds=3)
     )
     assert retry.message == "replaying the golden set"
     assert retry.attempts == 1

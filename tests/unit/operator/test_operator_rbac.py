@@ -349,7 +349,8 @@ def test_leader_election_rules_are_what_the_lease_code_uses() -> None:
         and node.func.value.attr == "api"
     }
     assert called == {"get", "create", "replace"}
-    needed = {("coordination.k8s.io", "leases", "create", None)}  # create cannot be limited by name
+    # create cannot be limited by name
+    needed: set[tuple[str, str, str, str | None]] = {("coordination.k8s.io", "leases", "create", None)}
     needed |= {("coordination.k8s.io", "leases", verb, "md-modeldeploy") for verb in ("get", "update")}
     assert _permissions(_role(_helm_template(), "Role", "md-modeldeploy-leader-election")) == needed
 

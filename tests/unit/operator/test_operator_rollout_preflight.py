@@ -360,6 +360,7 @@ def test_preflight_spec_defaults() -> None:
     assert p is not None
     assert (p.enabled, p.max_output_diff, p.max_score_psi, p.max_auc_drop) == (True, None, 0.25, 0.01)
     assert (p.max_accuracy_drop, p.max_log_loss_increase, p.timeout_seconds) == (0.02, 0.05, 60)
+    assert spec.model is not None
     assert (
         ModelDeploymentSpec.model_validate({"model": spec.model.model_dump(by_alias=True)}).rollout.preflight
         is None
@@ -401,7 +402,7 @@ def test_preflight_statuses_fit_the_crd_status_schema() -> None:
         oracle, _ = _serving_v1()
         new = _to_v2(oracle)
         statuses.append(oracle.step(1).status)
-        oracle.verdicts[new] = verdict  # type: ignore[assignment]
+        oracle.verdicts[new] = verdict
         statuses.append(oracle.step(1).status)
         statuses.append(oracle.step(61).status)
     for status in statuses:

@@ -19,7 +19,7 @@ def test_planner_statuses_fit_the_schema() -> None:
     from modeldeploy_operator.domain.rollout import command_patch, parse_command
 
     for action in ("pause", "abort", "rollback"):
-        _, patch = command_patch(action, revision=1 if action == "rollback" else None)  # type: ignore[arg-type]
+        _, patch = command_patch(action, revision=1 if action == "rollback" else None)
         statuses.append(sim.step(1, command=parse_command(patch["metadata"]["annotations"])).status)
     for status in statuses:
         body = copy.deepcopy(valid_manifest()) | {"status": status.to_patch()}

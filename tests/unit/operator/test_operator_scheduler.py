@@ -90,8 +90,8 @@ def test_a_busy_object_cannot_starve_the_others() -> None:
     and `c` each got one. Served first come first served, `a` is back at the end of the line each
     time: everyone gets a pass every round."""
     queue = WorkQueue(FakeClock())
-    for key in ("a", "b", "c"):
-        queue.add(key)
+    for name in ("a", "b", "c"):
+        queue.add(name)
     order = []
     for _ in range(7):
         key = queue.get(timeout=0)

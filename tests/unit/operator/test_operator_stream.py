@@ -427,13 +427,14 @@ def test_prediction_log_on_the_output_stream_pods_and_the_router_not_on_a_shadow
     owner: ModelDeploymentRef,
 ) -> None:
     spec = make_spec(stream=STREAM, predictionLog=PLOG, traffic={"provider": "router"})
-    assert spec.stream is not None
+    stream = spec.stream
+    assert stream is not None
     variant = resolve_variants("churn", spec)[0]
 
     def stream_pod(role: str) -> dict[str, Any]:
         revision = StreamRevision("default", variant.revision, role, 1)  # type: ignore[arg-type]
         return build_stream_deployment(
-            owner, variant, spec.stream, revision, image=IMAGE, prediction_log=spec.prediction_log
+            owner, variant, stream, revision, image=IMAGE, prediction_log=spec.prediction_log
         )
 
     output = _env(stream_pod("output"))

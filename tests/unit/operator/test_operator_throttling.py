@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import logging
 from typing import Any
 
 import kopf
@@ -42,6 +44,7 @@ def _throttled(headers: dict[str, str] | None, body: str = '{"message": "too man
     error = client.ApiException(status=429, reason="Too Many Requests")
     error.headers = urllib3.HTTPHeaderDict(headers or {})
     error.body = body
+    assert isinstance(error, Exception)  # the client is untyped here (pyproject: follow_imports skip)
     return error
 
 
@@ -63,7 +66,7 @@ def test_retry_after_of(headers: dict[str, str], body: str, expected: float | No
 
 
 def test_our_client_carries_the_servers_retry_after() -> None:
-    api = KubeApi(_Answering(_throttled({"Retry-After": "12"})), "fm")  # type: ignore[arg-type]
+    api = KubeApi(_Answering(_throttled({"Retry-After": "12"})), "fm")
     with pytest.raises(TransientApiError) as raised:
         api.list("v1", "Pod", "ml", "a=b")
     assert raised.value.retry_after == 12.0
@@ -78,7 +81,7 @@ def test_a_non_exception_429_response_is_read_too() -> None:
         def read(self) -> bytes:
             return b'{"message": "slow down"}'
 
-    api = KubeApi(_Answering(response=Response()), "fm")  # type: ignore[arg-type]
+    api = KubeApi(_Answering(response=Response()), "fm")
     with pytest.raises(TransientApiError) as raised:
         api.get("v1", "Pod", "ml", "x")
     assert raised.value.retry_after == 4.0
@@ -89,7 +92,15 @@ def test_a_non_exception_429_response_is_read_too() -> None:
 
 def test_kopf_honours_retry_after_and_backs_off_watch_restarts() -> None:
     settings = kopf.OperatorSettings()
-    handlers.configure(settings)
+    # called as kopf calls a startup handler (keywords only)
+    handlers.configure(
+        settings=settings,
+        retry=0,
+        started=datetime.datetime.now(datetime.UTC),
+        runtime=datetime.timedelta(0),
+        logger=logging.getLogger(__name__),
+        memo=kopf.Memo(),
+    )
     backoffs = list(settings.networking.error_backoffs)  # type: ignore[arg-type]
     assert len(backoffs) >= 8
     assert backoffs[0] < backoffs[3] < backoffs[6]  # growing (jitter of +-20 % aside)
@@ -140,7 +151,7 @@ def test_namespace_terminating(status: int, body: Any, expected: bool) -> None:
 def test_the_refusal_of_a_namespace_being_deleted_is_its_own_error() -> None:
     error = client.ApiException(status=403, reason="Forbidden")
     error.body = TERMINATING
-    api = KubeApi(_Answering(error), "fm")  # type: ignore[arg-type]
+    api = KubeApi(_Answering(error), "fm")
     with pytest.raises(NamespaceTerminatingError) as raised:
         api.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "x"}})
     assert raised.value.status == 403
@@ -148,7 +159,7 @@ def test_the_refusal_of_a_namespace_being_deleted_is_its_own_error() -> None:
     rbac = client.ApiException(status=403, reason="Forbidden")
     rbac.body = '{"message": "configmaps is forbidden: User cannot patch"}'
     with pytest.raises(RejectedError) as refused:
-        KubeApi(_Answering(rbac), "fm").apply(  # type: ignore[arg-type]
+        KubeApi(_Answering(rbac), "fm").apply(
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "x"}}
         )
     assert not isinstance(refused.value, NamespaceTerminatingError)

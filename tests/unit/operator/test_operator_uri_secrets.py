@@ -105,12 +105,12 @@ def test_api_errors_that_quote_a_uri_are_scrubbed() -> None:
     quoted = client.ApiException(status=422, reason="Unprocessable")
     quoted.body = f'{{"message": "Deployment is invalid: env[0].value: {SIGNED}: too long"}}'
     with pytest.raises(RejectedError) as rejected:
-        KubeApi(_Refusing(quoted), "fm").get("v1", "Pod", "ml", "x")  # type: ignore[arg-type]
+        KubeApi(_Refusing(quoted), "fm").get("v1", "Pod", "ml", "x")
     assert _clean(str(rejected.value))
     assert "store.example.com" in str(rejected.value)
     network = urllib3.exceptions.MaxRetryError(None, SIGNED, "refused")  # type: ignore[arg-type]
     with pytest.raises(TransientApiError) as transient:
-        KubeApi(_Refusing(network), "fm").get("v1", "Pod", "ml", "x")  # type: ignore[arg-type]
+        KubeApi(_Refusing(network), "fm").get("v1", "Pod", "ml", "x")
     assert _clean(str(transient.value))
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from modeldeploy_kubectl.client import WatchEvent, not_found
+from modeldeploy_kubectl.client import ApiError, WatchEvent, not_found
 from modeldeploy_kubectl.main import (
     EXIT_NOT_APPLIED,
     EXIT_NOT_FOUND,
@@ -68,6 +68,9 @@ class FakeCluster:
 
     def watch(self, namespace: str, name: str, timeout: float | None) -> Iterator[WatchEvent]:
         yield "ADDED", self.get(namespace, name)
+
+    def effectiveness(self, namespace: str, name: str) -> bytes:
+        raise ApiError("no label joiner here (the rollout commands never ask it)")
 
 
 def _mid_rollout() -> Sim:

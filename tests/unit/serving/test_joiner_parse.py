@@ -112,9 +112,12 @@ def test_a_single_item_needs_no_batch_and_reasons_are_clear() -> None:
     [bad] = parse_feedback(b'{"request_id": "a"}', 10)
     assert isinstance(bad, Invalid)
     assert bad.reason == "'label' is missing"
-    [bad] = parse_predictions(b'{"request_id": "a", "deployment": "d", "variant": "v", "revision": "r", '
-                              b'"model_version": "1", "score": 1.5, "label": 1}', 10)  # fmt: skip
-    assert isinstance(bad, Invalid)
-    assert "score" in bad.reason
+    [bad_prediction] = parse_predictions(
+        b'{"request_id": "a", "deployment": "d", "variant": "v", "revision": "r", '
+        b'"model_version": "1", "score": 1.5, "label": 1}',
+        10,
+    )
+    assert isinstance(bad_prediction, Invalid)
+    assert "score" in bad_prediction.reason
     with pytest.raises(BodyError, match="must be a list"):
         parse_feedback(b'{"labels": 3}', 10)

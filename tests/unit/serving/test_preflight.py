@@ -183,7 +183,7 @@ def test_a_worse_models_auc_drop_is_caught(bundles: dict[str, GoldenSet]) -> Non
 def test_thresholds_are_frozen_and_strict() -> None:
     t = PreflightThresholds()
     with pytest.raises(ValueError, match="frozen"):
-        t.max_auc_drop = 0.5  # type: ignore[misc]
+        t.max_auc_drop = 0.5
     with pytest.raises(ValueError, match="Extra inputs"):
         PreflightThresholds.model_validate({"max_auc_dorp": 0.1})
 

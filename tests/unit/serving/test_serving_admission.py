@@ -50,13 +50,13 @@ def test_a_client_that_goes_cancels_the_work() -> None:
     async def scenario() -> bool:
         work_cancelled = asyncio.Event()
 
-        async def work() -> tuple[bytes, int | None]:
+        async def work() -> tuple[bytes, int | None, None]:
             try:
                 await asyncio.Event().wait()  # never finishes by itself
             except asyncio.CancelledError:
                 work_cancelled.set()
                 raise
-            return b"", None
+            return b"", None, None
 
         async def receive() -> dict[str, Any]:
             return {"type": "http.disconnect"}

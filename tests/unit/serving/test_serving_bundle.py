@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import subprocess
 import sys
@@ -376,12 +377,14 @@ def test_health_says_what_was_loaded_or_why_not(bundle: Path) -> None:
         await plane._load()
         return plane.health()
 
-    base = {"model_uri": str(bundle), "drift_enabled": False, "model_name": "churn"}
-    ok = asyncio.run(loaded(ServerSettings(**base, model_version="1.0")))
+    settings = functools.partial(
+        ServerSettings, model_uri=str(bundle), drift_enabled=False, model_name="churn"
+    )
+    ok = asyncio.run(loaded(settings(model_version="1.0")))
     assert ok["state"] == "ready"
     assert ok["model"] == {"name": "churn", "version": "1.0", "sha256": digest}
     assert "reason" not in ok
-    refused = asyncio.run(loaded(ServerSettings(**base, model_version="2.0")))
+    refused = asyncio.run(loaded(settings(model_version="2.0")))
     assert (refused["ready"], refused["state"], refused["reason"]) == (
         False,
         "failed",
@@ -389,6 +392,6 @@ def test_health_says_what_was_loaded_or_why_not(bundle: Path) -> None:
     )
     assert refused["refused"] == {"version": "1.0", "sha256": digest, "expectedVersion": "2.0"}
     assert "model" not in refused
-    broken = asyncio.run(loaded(ServerSettings(**base, model_sha256="0" * 64)))
+    broken = asyncio.run(loaded(settings(model_sha256="0" * 64)))
     assert broken["reason"] == "ModelLoadFailed"
     assert "refused" not in broken

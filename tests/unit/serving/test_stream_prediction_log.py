@@ -45,7 +45,7 @@ def test_stream_records_have_rests_shape_with_the_policy_applied() -> None:
         feature_index={n: i for i, n in enumerate(FEATURES)},
     )
     parser = RecordParser(FEATURES, ["label", "probabilities"], 1 << 20, 100)
-    values = [
+    values: list[bytes | None] = [
         orjson.dumps({"account_id": 918273645, "plan_code": 3, "logins": 5}),
         orjson.dumps(
             {
@@ -56,7 +56,7 @@ def test_stream_records_have_rests_shape_with_the_policy_applied() -> None:
             }
         ),
     ]
-    parsed: list[Any] = parser.parse_many(values)  # type: ignore[assignment]
+    parsed: list[Any] = parser.parse_many(values)
     outputs = {
         "label": np.array([1, 0, 1]),
         "probabilities": np.array([[0.25, 0.75], [0.5, 0.5], [0.125, 0.875]], dtype=np.float32),
@@ -97,6 +97,6 @@ def test_stream_log_sampling_and_a_failing_encoder_never_stop_the_stream() -> No
     plog = PredictionLog(JsonLinesSink(out), PiiPolicy.from_lists(b"stream-key-0123456789abcdef"), 0.0)
     r = runner(plog)
     batch = Batch([], SimpleNamespace(create_future=lambda: None))  # type: ignore[arg-type]
-    r._log(plog, batch, None, [object()], [], {}, [])  # type: ignore[arg-type]  # a bug: logged, not raised
+    r._log(plog, batch, None, [object()], [], {}, [])  # type: ignore[arg-type, list-item]  # a bug: logged, not raised
     plog.close()
     assert out.getvalue() == ""

@@ -217,7 +217,7 @@ def test_stream_settings_from_env_and_secret_files(monkeypatch: pytest.MonkeyPat
         "CLIENT_CONFIG": '{"socket.keepalive.enable": "true"}',
     }.items():
         monkeypatch.setenv(f"MODELDEPLOY_STREAM_{name}", value)
-    s = StreamSettings()
+    s = StreamSettings()  # type: ignore[call-arg]  # read from the environment
     assert s.dead_letter == "events.dlq"
     config = s.kafka_config()
     assert config == {

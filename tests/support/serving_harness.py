@@ -24,7 +24,7 @@ from built_cache import cached_build
 from churn_example import load_churn
 from local_processes import STARTUP_TIMEOUT, free_port
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass

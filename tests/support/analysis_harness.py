@@ -25,7 +25,7 @@ import pytest
 from built_cache import cached_build
 from local_processes import free_port, running, wait_http
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 WINDOW_ROWS = 200
 WINDOW_SECONDS = 600
