@@ -21,6 +21,7 @@ when it was. SQLite is a local file: it has no connection to lose, and its error
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import sqlite3
@@ -386,6 +387,9 @@ class SqlStore:
         except Exception as exc:
             if self.conn is not None and self.dialect.connection_lost(self.conn, exc):
                 self._lose(exc)
+            else:  # the question refused: the connection stays, out of its failed transaction
+                with contextlib.suppress(Exception):
+                    self._rollback()
             raise self._unavailable(unknown, outcome_unknown=True) from exc
         if answer is None:
             raise self._unavailable(unknown, outcome_unknown=True)
