@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,10 @@ class LocalPostgres:
             str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust",
             "--no-sync", "-E", "UTF8", "--locale=C",
         )  # fmt: skip
+        self.start_server()
+
+    def start_server(self) -> None:
+        """pg_ctl start of the initialised cluster (again after `stop`: same port, same data)."""
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root}"
         if not self.fsync:
             options += " -c fsync=off"  # tests: durability against power loss is not what they check
@@ -69,6 +74,29 @@ class LocalPostgres:
 
     def stop(self) -> None:
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    @contextmanager
+    def stopped(self) -> Iterator[None]:
+        """The server down (immediate stop: as a crash, every connection cut) for the block, then up
+        again on the same port, whatever the block raised (other tests share this server)."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start_server()
+
+    def terminate_backends(self, database: str) -> int:
+        """pg_terminate_backend of every other connection to `database`, each waited for until its
+        process is gone (up to 10 s); how many there were."""
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (database,),
+            ).fetchone()
+        return int(row[0]) if row else 0
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"

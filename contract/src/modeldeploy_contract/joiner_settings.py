@@ -64,6 +64,10 @@ class JoinerSettings(BaseSettings):
     max_batch_items: int = Field(default=10_000, ge=1)
     """Most labels or prediction records in one request; more get HTTP 413."""
 
+    readiness_check_seconds: float = Field(default=5.0, ge=0, le=3600)
+    """/readyz asks the database (SELECT 1, or a new connection when it was lost and one is due) only
+    when nothing did for this long; probes in between get the last answer, so they never load it."""
+
     log_level: str = "info"
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from local_postgres import LocalPostgres, local_postgres, postgres_url  # noqa: F401 (fixtures)
 
 from kafka_broker import Broker
 from local_processes import free_port, running, wait_http
@@ -46,11 +47,12 @@ class JoinerProcess:
 
 @contextmanager
 def joiner_process(
-    tmp_path: Path, env: dict[str, str] | None = None, name: str = "joiner"
+    tmp_path: Path, env: dict[str, str] | None = None, name: str = "joiner", database: str | None = None
 ) -> Iterator[JoinerProcess]:
+    """`database`: None, a SQLite file in tmp_path."""
     port = free_port()
     args = [sys.executable, "-m", "modeldeploy_serving.cli", "joiner", "--host", "127.0.0.1"]
-    args += ["--port", str(port), "--database", f"sqlite:///{tmp_path / 'joiner.db'}"]
+    args += ["--port", str(port), "--database", database or f"sqlite:///{tmp_path / 'joiner.db'}"]
     log = tmp_path / f"{name}.log"
     with running(args, log, env):
         url = f"http://127.0.0.1:{port}"
@@ -308,6 +310,63 @@ def test_label_lag_is_exported_and_a_store_outage_and_a_poison_label_lose_nothin
         assert quality is not None
         assert quality["labelled"] == n
         assert f"poison label poison (record {topic}/" in joiner.log.read_text()
+
+
+def test_the_label_topic_waits_out_a_postgres_outage_and_joins_every_label_once(
+    kafka: Broker,
+    local_postgres: LocalPostgres,  # noqa: F811
+    postgres_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The joiner on the real PostgreSQL, its server stopped (as a crash) while labels keep coming on
+    the topic: nothing is committed while the store cannot be reached (the lag is exactly what came
+    meanwhile), no label is taken for a poison one, and once the server is back every label is joined
+    exactly once, counted once, without restarting the joiner."""
+    import psycopg
+
+    topic, group = _label_topic(kafka)
+    n = 400
+    ids = [f"req-{i}" for i in range(n)]
+    values = [json.dumps({"request_id": i, "label": k % 2}).encode() for k, i in enumerate(ids)]
+    env = {**_label_env(kafka, topic, group), "MODELDEPLOY_JOINER_READINESS_CHECK_SECONDS": "0"}
+    with joiner_process(tmp_path, env, database=postgres_url) as joiner:
+        _post_predictions(joiner, ids)
+        produce(kafka.bootstrap, topic, values[: n // 2])
+        joiner.wait_for(lambda: _outcomes(joiner).get("joined", 0) == n // 2, "the first half joined")
+        joiner.wait_for(
+            lambda: _committed(kafka.bootstrap, topic, group, 2) == _ends(kafka.bootstrap, topic, 2),
+            "first half committed",
+        )
+        before = _committed(kafka.bootstrap, topic, group, 2)
+
+        def batches(result: str) -> float:
+            return joiner.metrics().get(
+                f'modeldeploy_joiner_label_topic_batches_total{{result="{result}"}}', 0
+            )
+
+        with local_postgres.stopped():
+            produce(kafka.bootstrap, topic, values[n // 2 :])
+            ends = _ends(kafka.bootstrap, topic, 2)
+            joiner.wait_for(lambda: batches("store_failed") >= 2, "the batches refused (store unreachable)")
+            joiner.wait_for(lambda: httpx.get(f"{joiner.url}/readyz").status_code == 503, "/readyz 503")
+            # nothing committed meanwhile: the lag is exactly the second half
+            joiner.wait_for(
+                lambda: _lags(joiner, topic) == {p: ends[p] - before[p] for p in (0, 1)}, "lag = second half"
+            )
+            assert _committed(kafka.bootstrap, topic, group, 2) == before
+            assert _outcomes(joiner) == {"joined": n // 2}
+        joiner.wait_for(lambda: _lags(joiner, topic) == {0: 0, 1: 0}, "lag 0 once the server is back")
+        assert _committed(kafka.bootstrap, topic, group, 2) == ends
+        assert _outcomes(joiner) == {"joined": n}  # no duplicate, no store_refused: each label once
+        assert httpx.get(f"{joiner.url}/readyz").status_code == 200
+        with psycopg.connect(postgres_url) as conn:
+            row = conn.execute(
+                "SELECT COUNT(*), SUM(label) FROM predictions WHERE label IS NOT NULL"
+            ).fetchone()
+        assert row == (n, n // 2)
+        text = joiner.log.read_text()
+        assert "poison" not in text
+        assert text.count("store connection lost") == 1
 
 
 def test_the_label_consumer_goes_on_after_the_broker_was_gone(kafka: Broker, tmp_path: Path) -> None:

@@ -39,6 +39,18 @@ async def call(
     path: str = "/v2/models/churn/feedback",
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> tuple[int, dict[str, Any]]:
+    status, _headers, answer = await exchange(app, body, path=path, headers=headers)
+    return status, answer
+
+
+async def exchange(
+    app: RouterApp,
+    body: bytes | list[bytes],
+    *,
+    path: str = "/v2/models/churn/feedback",
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> tuple[int, dict[bytes, bytes], dict[str, Any]]:
+    """Status, answer headers and JSON body of one call."""
     chunks = [body] if isinstance(body, bytes) else body
     messages = [
         {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)
@@ -54,12 +66,13 @@ async def call(
 
     scope = {"type": "http", "method": "POST", "path": path, "headers": headers or []}
     await app(scope, receive, send)
-    return sent[0]["status"], orjson.loads(sent[1]["body"])
+    return sent[0]["status"], dict(sent[0]["headers"]), orjson.loads(sent[1]["body"])
 
 
 @asynccontextmanager
-async def fake_joiner(status: int = 200) -> AsyncIterator[tuple[str, list[bytes]]]:
-    """Answers every request with `status` and a per-item JSON answer; keeps the raw requests."""
+async def fake_joiner(status: int = 200, headers: bytes = b"") -> AsyncIterator[tuple[str, list[bytes]]]:
+    """Answers every request with `status`, `headers` (raw lines) and a per-item JSON answer; keeps the
+    raw requests."""
     seen: list[bytes] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -72,7 +85,9 @@ async def fake_joiner(status: int = 200) -> AsyncIterator[tuple[str, list[bytes]
         body = await reader.readexactly(length)
         seen.append(head + body)
         answer = orjson.dumps({"joined": 1, "rejected": 0, "results": [{"index": 0, "status": "joined"}]})
-        writer.write(b"HTTP/1.1 %d X\r\ncontent-length: %d\r\n\r\n%s" % (status, len(answer), answer))
+        writer.write(
+            b"HTTP/1.1 %d X\r\n%scontent-length: %d\r\n\r\n%s" % (status, headers, len(answer), answer)
+        )
         await writer.drain()
         writer.close()
 
@@ -97,6 +112,16 @@ async def test_a_joiner_refusal_comes_back_with_its_status() -> None:
     async with fake_joiner(status=413) as (address, _):
         status, _answer = await call(make_app({"address": address}), b"{}")
     assert status == 413
+
+
+async def test_a_joiner_whose_store_is_down_is_503_with_its_retry_after_passed_on() -> None:
+    """The joiner's 503 while its database cannot be reached carries Retry-After: callers of the front
+    door get it too (and no other header of the joiner's)."""
+    async with fake_joiner(status=503, headers=b"retry-after: 7\r\nx-joiner-internal: 1\r\n") as (a, _):
+        status, headers, _answer = await exchange(make_app({"address": a}), b"{}")
+    assert status == 503
+    assert headers[b"retry-after"] == b"7"
+    assert b"x-joiner-internal" not in headers
 
 
 async def test_without_effectiveness_the_route_is_404_with_the_reason() -> None:

@@ -234,6 +234,50 @@ async def test_a_poison_label_is_skipped_counted_and_the_rest_of_its_batch_joine
     assert summary.deployments[0].windows[0].arms[0].quality.labelled == 2
 
 
+async def test_an_unreachable_store_is_waited_out_whole_never_split_into_poison_labels(
+    joiner: Joiner, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store's database cannot be reached (store.py says so: StoreUnavailableError), for the whole
+    batch or only once the batch was split after a refusal: a lost connection is no poison, so no label
+    is skipped; nothing is committed until the whole batch is joined in one transaction, counted once."""
+    from modeldeploy_serving.joiner.store import StoreUnavailableError
+
+    stop = asyncio.Event()
+    batch = [
+        Message(b'{"request_id": "p1", "label": 1}', 3),
+        Message(b'{"labels": [{"request_id": "p2", "label": 0}, {"request_id": "p3", "label": 1}]}', 4),
+    ]
+    fake = FakeConsumer([batch], stop, asyncio.get_running_loop())
+    store = joiner.store
+    assert store is not None
+    real = store.join_labels
+    calls: list[list[str]] = []
+
+    def outage(labels: list[Feedback], *args: Any) -> Any:
+        calls.append([f.request_id for f in labels])
+        if len(calls) <= 2:  # twice down
+            raise StoreUnavailableError("the database cannot be reached: connection refused", 3)
+        if len(calls) == 3:  # then a refusal (the batch is split) and down again for its first label
+            raise RuntimeError("canceling statement due to lock timeout")
+        if len(calls) == 4:
+            raise StoreUnavailableError("the database cannot be reached: connection refused", 1)
+        return real(labels, *args)
+
+    monkeypatch.setattr(store, "join_labels", outage)
+    await LabelTopicConsumer(LABELS, joiner, lambda: fake).run(stop)
+    whole = ["p1", "p2", "p3"]
+    assert calls[:4] == [whole, whole, whole, ["p1"]]  # never split while the store is unreachable
+    assert calls[4] == whole  # joined whole, in one transaction
+    assert fake.seeks == [("labels", 0, 3)] * 3
+    assert fake.commits == [{("labels", 0): 5}]
+    counts = {s.labels[0]: s.value for s in _samples(joiner, "modeldeploy_joiner_labels_total")}
+    assert counts == {"joined": 3}
+    batches = {s.labels[0]: s.value for s in _samples(joiner, "modeldeploy_joiner_label_topic_batches_total")}
+    assert batches == {"store_failed": 3, "committed": 1}
+    assert "poison" not in caplog.text
+    assert "cannot be reached" not in caplog.text  # the store logs its outage, not every batch
+
+
 async def test_a_failed_commit_is_made_up_for_by_the_next_one(joiner: Joiner) -> None:
     """The broker away at commit time: the stored batch's offsets are kept and committed with the next
     batch (or alone), so they are not consumed again."""

@@ -11,11 +11,17 @@ A batch is answered item by item: every item gets a status, good items are store
 are not, and the answer is 200 whenever the body could be read. Only an unreadable body (400), a body
 or batch over the limits (413) or a store failure (503; then nothing of the request was stored) refuse
 the whole request.
+
+While the database cannot be reached (store.py reconnects, link.py decides when), every route that
+needs it answers 503 with Retry-After and a JSON body at once, /readyz answers 503 (so the Service
+stops sending to this pod), and /healthz stays 200: the process is fine, a restart would not bring the
+database back, and a database outage must not restart every joiner.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -43,18 +49,40 @@ from modeldeploy_serving.joiner.parse import (
     parse_predictions,
 )
 from modeldeploy_serving.joiner.stats import summarize
-from modeldeploy_serving.joiner.store import SqlStore, StoreError, open_store
+from modeldeploy_serving.joiner.store import (
+    SqlStore,
+    StoreError,
+    StoreEvent,
+    StoreUnavailableError,
+    open_store,
+)
 
 log = logging.getLogger("modeldeploy.joiner")
 Clock = Callable[[], float]
 T = TypeVar("T")
+READINESS_CHECK_TIMEOUT_SECONDS = 1.0
+"""/readyz waits this long for its database check (queued on the one database thread behind writes);
+then it answers with what the store last knew. The operator's probe times out after 2 s."""
 
 
 class HTTPProblemError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
+        """`retry_after`: the store cannot be reached; seconds until it is tried again."""
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def store_unreachable(self) -> bool:
+        return self.retry_after is not None
+
+
+def unavailable(exc: StoreUnavailableError) -> HTTPProblemError:
+    if exc.outcome_unknown:
+        return HTTPProblemError(503, str(exc), exc.retry_after)
+    message = f"the store cannot be reached; nothing of this request was stored: {exc}"
+    return HTTPProblemError(503, message, exc.retry_after)
 
 
 def database_url(settings: JoinerSettings) -> str:
@@ -84,9 +112,28 @@ class Joiner:
         self._summary_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._label_task: asyncio.Task[None] | None = None
+        self._readiness_check: asyncio.Future[bool] | None = None
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await self._run(fn, *args)
+        except StoreUnavailableError as exc:
+            raise unavailable(exc) from exc
+
+    def _store_event(self, event: StoreEvent) -> None:
+        """From the database thread (prometheus_client is thread-safe)."""
+        m = self.metrics
+        if event == "lost":
+            m.store_connection_losses.inc()
+            m.store_up.set(0)
+        elif event == "reconnected":
+            m.store_reconnects.labels("ok").inc()
+            m.store_up.set(1)
+        else:
+            m.store_reconnects.labels("failed").inc()
 
     def _store(self) -> SqlStore:
         if self.store is None:
@@ -95,7 +142,8 @@ class Joiner:
 
     async def start(self, background: bool = True) -> None:
         url = database_url(self.settings)
-        self.store = await self._run(open_store, url)
+        self.store = await self._run(open_store, url, self._store_event)
+        self.metrics.store_up.set(1)
         log.info("joiner store open (%s)", self.store.dialect.name)
         if background:
             self._tasks.append(asyncio.create_task(self._purge_forever()))
@@ -171,6 +219,8 @@ class Joiner:
     async def _write(self, fn: Callable[..., T], *args: Any, quiet: bool = False) -> T:
         try:
             return await self._run(fn, *args)
+        except StoreUnavailableError as exc:  # the outage is logged by the store, once, not per request
+            raise unavailable(exc) from exc
         except Exception as exc:  # a database error: the transaction was rolled back, nothing stored
             if not quiet:
                 log.exception("store write failed")
@@ -190,7 +240,7 @@ class Joiner:
     # -- retention and statistics ---------------------------------------------------------------
     async def purge(self) -> int:
         before = self.clock() - self.settings.retention_seconds
-        count = await self._run(self._store().purge, before)
+        count = await self._read(self._store().purge, before)
         if count:
             self.metrics.purged.inc(count)
             log.info("purged %d predictions older than the retention window", count)
@@ -200,6 +250,8 @@ class Joiner:
         while True:
             try:
                 await self.purge()
+            except HTTPProblemError as exc:  # the store cannot be reached (logged by it): purge later
+                log.debug("purge skipped: %s", exc.message)
             except Exception:  # keep purging later; the store may come back
                 log.exception("purge failed")
             await asyncio.sleep(self.settings.purge_interval_seconds)
@@ -221,7 +273,7 @@ class Joiner:
                 counts = {w: store.prediction_counts(now - w) for w in windows}
                 return store.arms(), counts, store.labelled(now - windows[-1])
 
-            arms, counts, rows = await self._run(read)
+            arms, counts, rows = await self._read(read)
             summary = await asyncio.to_thread(
                 lambda: summarize(
                     now=now,
@@ -239,7 +291,30 @@ class Joiner:
             return summary
 
     async def size_bytes(self) -> int:
-        return await self._run(self._store().size_bytes)
+        return await self._read(self._store().size_bytes)
+
+    async def ready(self) -> bool:
+        """Whether the store answers; asks it at most every readiness_check_seconds (Link.needs_check),
+        one check at a time however many probes come, waited for at most
+        READINESS_CHECK_TIMEOUT_SECONDS (then the last known state answers)."""
+        store = self.store
+        if store is None:
+            return False
+        if self._readiness_check is None and store.needs_check(self.settings.readiness_check_seconds):
+            self._readiness_check = asyncio.ensure_future(self._run(store.check))
+            self._readiness_check.add_done_callback(self._readiness_done)
+        check = self._readiness_check
+        if check is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(check), READINESS_CHECK_TIMEOUT_SECONDS)
+            if check.done() and not check.cancelled() and check.exception() is not None:
+                return False  # the database answered SELECT 1 with an error
+        return store.up
+
+    def _readiness_done(self, check: asyncio.Future[bool]) -> None:
+        self._readiness_check = None
+        if not check.cancelled() and check.exception() is not None:
+            log.warning("readiness check failed: %s", check.exception())
 
 
 def _result(index: int, request_id: str | None, status: str, error: str | None) -> dict[str, Any]:
@@ -287,7 +362,11 @@ def create_app(
     @api.exception_handler(HTTPProblemError)
     async def problem(_: Request, exc: HTTPProblemError) -> Response:
         joiner.metrics.rejected_requests.labels(str(exc.status)).inc()
-        return _json(exc.status, {"error": exc.message})
+        if exc.retry_after is None:
+            return _json(exc.status, {"error": exc.message})
+        answer = _json(exc.status, {"error": exc.message, "retry_after_seconds": exc.retry_after})
+        answer.headers["retry-after"] = str(exc.retry_after)
+        return answer
 
     @api.post("/v1/predictions")
     async def predictions(request: Request) -> Response:
@@ -309,6 +388,8 @@ def create_app(
         if joiner.store is not None:
             try:
                 await joiner.summary()
+            except HTTPProblemError:  # the store cannot be reached (logged by it): the last statistics
+                pass
             except Exception:  # stale statistics beat no metrics at all
                 log.exception("statistics refresh failed")
         return Response(generate_latest(joiner.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -319,9 +400,14 @@ def create_app(
 
     @api.get("/readyz")
     async def readyz() -> Response:
-        if joiner.store is None:
+        store = joiner.store
+        if store is None:
             return _json(503, {"ready": False})
-        return _json(200, {"ready": True, "store": joiner.store.dialect.name})
+        if not await joiner.ready():
+            answer = _json(503, {"ready": False, "store": store.dialect.name, "reason": "store unreachable"})
+            answer.headers["retry-after"] = str(store.retry_after())
+            return answer
+        return _json(200, {"ready": True, "store": store.dialect.name})
 
     return api
 

@@ -12,6 +12,10 @@ At least once: one poll's records are joined in one store transaction, and their
 its labels then come back as `duplicate` (same label) or `conflict` (another label; the first one is
 kept), counted, never stored twice. What can go wrong, and what happens then:
 
+- The store cannot be reached (its database connection is lost and no new one can be made yet;
+  store.py reconnects by itself): nothing is committed, the batch is consumed again after
+  retry_seconds, whole, in one transaction, until the store is back; then every label of it is
+  joined once and counted once. Not logged per batch: the store logs the outage's start and end.
 - The store refuses the batch. Each label is then tried alone, in a transaction of its own. When
   every one is refused, the store is down: nothing is committed, the consumer seeks back to the
   batch's first offsets and consumes it again after retry_seconds. When some are stored, the refused
@@ -58,6 +62,8 @@ MAX_LOGGED_PER_BATCH = 20
 """Rejected labels logged one by one per batch; the rest are summed up in one line (all are counted)."""
 MAX_RESTART_SECONDS = 60.0
 """Longest wait before a new consumer while it keeps failing (the first wait is retry_seconds)."""
+UNREACHABLE = "unreachable"
+"""What `_join` answers when the store cannot be reached: the batch is consumed again, whole."""
 STORE_REFUSED = "store_refused"
 """Status of a poison label: the store refused it alone while it stored others of its batch."""
 
@@ -281,11 +287,12 @@ class LabelTopicConsumer:
                 continue
             items, where = items_of(messages, self.joiner.settings.max_batch_items)
             answer = await self._join(items, where)
-            if answer is None:  # the store is down: nothing stored, nothing committed
+            if not isinstance(answer, dict):  # the store is down (None or UNREACHABLE): nothing committed
                 metrics.label_batches.labels("store_failed").inc()
-                log.warning(
-                    "%d label records not stored (the store refused all); consuming them again in %g s",
+                (log.debug if answer == UNREACHABLE else log.warning)(
+                    "%d label records not stored (the store %s); consuming them again in %g s",
                     len(messages),
+                    "cannot be reached" if answer == UNREACHABLE else "refused all",
                     self.settings.retry_seconds,
                 )
                 await self._in_thread(self._rewind, messages)
@@ -296,21 +303,29 @@ class LabelTopicConsumer:
             metrics.label_batches.labels("committed" if committed else "commit_failed").inc()
             self._restart_delay = self.settings.retry_seconds  # working again: the next failure waits little
 
-    async def _join(self, items: list[Feedback | Invalid], where: list[str]) -> dict[str, Any] | None:
-        """The batch's answer, or None when the store refused every label of it."""
+    async def _join(self, items: list[Feedback | Invalid], where: list[str]) -> dict[str, Any] | str | None:
+        """The batch's answer; None when the store refused every label of it; UNREACHABLE when it
+        cannot be reached (a lost connection is no sign of a poison label: the batch is not split)."""
         from modeldeploy_serving.joiner.app import HTTPProblemError
 
         try:
             return await self.joiner.join_feedback(items)
         except HTTPProblemError as exc:
+            if exc.store_unreachable:
+                return UNREACHABLE
             log.warning(
                 "a batch of %d labels was refused (%s); trying them one by one", len(items), exc.message
             )
         results: list[dict[str, Any] | None] = [None] * len(items)
-        refused = await self._join_each(items, results)
-        if len(refused) == len(items):
-            return None
-        for item in await self._join_each(refused, results):  # refused twice, while others were stored
+        try:
+            refused = await self._join_each(items, results)
+            if len(refused) == len(items):
+                return None
+            refused_twice = await self._join_each(refused, results)
+        except _StoreUnreachableError:
+            # Labels stored one by one before the store went come again as duplicates (counted so).
+            return UNREACHABLE
+        for item in refused_twice:  # refused twice, while others were stored
             self.joiner.metrics.labels.labels(STORE_REFUSED).inc()
             reason = "the store refused this label alone while it stored others of its batch"
             status = {"index": item.index, "request_id": item.request_id, "status": STORE_REFUSED}
@@ -330,11 +345,17 @@ class LabelTopicConsumer:
         for item in items:
             try:
                 answer = await self.joiner.join_feedback([item], quiet=True)
-            except HTTPProblemError:
+            except HTTPProblemError as exc:
+                if exc.store_unreachable:
+                    raise _StoreUnreachableError from exc
                 refused.append(item)
                 continue
             results[item.index] = answer["results"][0]
         return refused
+
+
+class _StoreUnreachableError(Exception):
+    pass
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:

@@ -132,5 +132,24 @@ class JoinerMetrics:
             "unexpected); the new one goes on from the committed offsets.",
             registry=self.registry,
         )
+        self.store_connection_losses = Counter(
+            "modeldeploy_joiner_store_connection_losses",
+            "Times the database connection was lost (an outage starts; PostgreSQL only: SQLite is a file).",
+            registry=self.registry,
+        )
+        self.store_reconnects = Counter(
+            "modeldeploy_joiner_store_reconnects",
+            "Attempts at a new database connection after one was lost, by result (ok, failed); at most "
+            "one per backoff delay (0.5 s doubling up to 10 s), however many requests arrive meanwhile.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.store_up = Gauge(
+            "modeldeploy_joiner_store_up",
+            "1 while the database connection works, 0 from its loss until a new one is made "
+            "(then /readyz answers 503 and writes 503 with Retry-After).",
+            registry=self.registry,
+        )
+        self.store_up.set(0)
         self.summary = SummaryCollector()
         self.registry.register(self.summary)

@@ -127,8 +127,10 @@ async def _forward(app: RouterApp, address: str, timeout: float, body: bytes, se
     except BadResponseError as exc:
         await _error(send, 502, "bad_joiner_response", str(exc))
         return
+    # Retry-After of a joiner whose store cannot be reached (503): the caller's cue to send again later.
+    passed = [(name, value) for name, value in response.headers if name == b"retry-after"]
     try:
-        await _respond(send, response.status, response.body, [(b"content-type", _CONTENT_TYPE)])
+        await _respond(send, response.status, response.body, [(b"content-type", _CONTENT_TYPE), *passed])
     finally:
         app._release(response.held)  # counted while it arrived, until sent
 
