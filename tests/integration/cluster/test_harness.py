@@ -167,8 +167,16 @@ def test_pod_with_an_image_the_node_cannot_run_fails_with_a_clear_reason(
     )
     assert pod.status.reason == "UnknownImage"
     assert "nginx" in pod.status.message
-    events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=foreign").items
-    assert any(e.reason == "UnknownImage" for e in events)
+    # The event is written after the status (the cold CI run of 2026-12-03 read the events at the
+    # instant the phase was Failed and found none yet): waited for, not read once.
+    wait_for(
+        "an UnknownImage event",
+        lambda: any(
+            e.reason == "UnknownImage"
+            for e in core.list_namespaced_event(namespace, field_selector="involvedObject.name=foreign").items
+        ),
+        timeout=60,
+    )
 
 
 def test_crashing_container_is_restarted_per_restart_policy(
