@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from built_cache import cached_build
+from built_cache import cached_build, churn_script
 from local_processes import free_port, running, wait_http
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,15 +53,8 @@ def _rows(path: Path) -> list[list[float | None]]:
 @pytest.fixture(scope="session")
 def churn(tmp_path_factory: pytest.TempPathFactory) -> Churn:
     args = ["--rows", "4000", "--trees", "40"]
-
-    def build(folder: Path) -> None:
-        script = REPO / "examples" / "churn" / "make_models.py"
-        subprocess.run(
-            [sys.executable, str(script), "--out", str(folder), *args], check=True, capture_output=True
-        )
-
     root = tmp_path_factory.mktemp("churn")  # a copy: trained once per machine and inputs (built_cache.py)
-    shutil.copytree(cached_build("churn-analysis", args, build), root, dirs_exist_ok=True)
+    shutil.copytree(cached_build("churn-analysis", args, churn_script(args)), root, dirs_exist_ok=True)
     data = root / "data"
     return Churn(root, _rows(data / "traffic_normal.csv"), _rows(data / "traffic_shifted.csv"))
 

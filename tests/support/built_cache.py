@@ -21,9 +21,13 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from modeldeploy_testcluster.layout import cache_dir
 
 REPO = Path(__file__).resolve().parents[2]
 _INPUTS = ("examples/churn", "serving/src", "contract/src")
@@ -32,8 +36,7 @@ _KEEP = 3
 
 
 def cache_root() -> Path:
-    base = os.environ.get("MODELDEPLOY_CACHE") or str(Path.home() / ".cache" / "modeldeploy")
-    return Path(base) / "test-builds"
+    return cache_dir() / "test-builds"
 
 
 def _sources() -> Iterator[Path]:
@@ -48,6 +51,18 @@ def inputs_digest(name: str, args: object) -> str:
         digest.update(str(path.relative_to(REPO)).encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:20]
+
+
+def churn_script(args: list[str]) -> Callable[[Path], None]:
+    """A build that runs examples/churn/make_models.py with `args` into its folder."""
+
+    def build(folder: Path) -> None:
+        script = REPO / "examples" / "churn" / "make_models.py"
+        subprocess.run(
+            [sys.executable, str(script), "--out", str(folder), *args], check=True, capture_output=True
+        )
+
+    return build
 
 
 def cached_build(name: str, args: object, build: Callable[[Path], object]) -> Path:

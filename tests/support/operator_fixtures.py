@@ -23,7 +23,7 @@ from modeldeploy_testcluster import nodes
 from modeldeploy_testcluster.layout import Layout
 from modeldeploy_testcluster.pytest_plugin import RUN_ENV, beside_lock, flocked, holds, is_xdist_worker
 
-from built_cache import cached_build
+from built_cache import cached_build, churn_script
 from cluster_helpers import REPO, helm, wait_for
 
 RELEASE = "modeldeploy"
@@ -186,12 +186,8 @@ def churn_bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
     runs it): trained once per machine and inputs (built_cache.py), copied per session because some
     tests add bundles beside them."""
 
-    def build(folder: Path) -> None:
-        script = REPO / "examples" / "churn" / "make_models.py"
-        subprocess.run([sys.executable, str(script), "--out", str(folder)], check=True, capture_output=True)
-
     out = tmp_path_factory.mktemp("churn")
-    shutil.copytree(cached_build("churn-demo", [], build), out, dirs_exist_ok=True)
+    shutil.copytree(cached_build("churn-demo", [], churn_script([])), out, dirs_exist_ok=True)
     return out
 
 

@@ -43,16 +43,18 @@ class Bundles:
 @pytest.fixture(scope="session")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> Bundles:
     churn = load_churn()
+    rows, trees, seed = 4000, 40, 11
+    cut = rows * 4 // 5
 
     def build(root: Path) -> None:
         from modeldeploy_serving.pack import pack
 
-        churn.build(root, rows=4000, trees=40, seed=11)
-        x, y = churn.generate(4000, 11)
+        churn.build(root, rows=rows, trees=trees, seed=seed)
+        x, y = churn.generate(rows, seed)
         artifacts = root / "artifacts"
-        churn.train_and_export(x[:3200], y[:3200], artifacts, 40, 11)
-        churn.write_csv(artifacts / "train.csv", x[:3200], y[:3200])
-        churn.write_csv(artifacts / "validation.csv", x[3200:], y[3200:])
+        churn.train_and_export(x[:cut], y[:cut], artifacts, trees, seed)
+        churn.write_csv(artifacts / "train.csv", x[:cut], y[:cut])
+        churn.write_csv(artifacts / "validation.csv", x[cut:], y[cut:])
         common = {
             "train_data": artifacts / "train.csv",
             "validation_data": artifacts / "validation.csv",
@@ -67,7 +69,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> Bundles:
     # A copy (tests add tampered bundles beside these): trained once per machine and inputs (built_cache.py).
     root = tmp_path_factory.mktemp("bundles")
     shutil.copytree(
-        cached_build("churn-serving", ["build 4000 40 11", "xgb-only", "onnx-only"], build),
+        cached_build("churn-serving", [rows, trees, seed, "xgb-only", "onnx-only"], build),
         root,
         dirs_exist_ok=True,
     )
