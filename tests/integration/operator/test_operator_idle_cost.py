@@ -11,6 +11,7 @@ the steady state first. The pods run on kwok nodes (never started; kwok reports 
 from __future__ import annotations
 
 import functools
+import os
 import time
 import urllib.request
 
@@ -22,7 +23,18 @@ from modeldeploy_testcluster.nodes import KWOK_TOLERATION
 from cluster_helpers import create_mdep, mdep_status, wait_for
 from operator_fixtures import OPERATOR_PODS
 
-pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator_release")]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.usefixtures("operator_release"),
+    # On request only: it needs the shared cluster to itself for a minute and a half (cluster_exclusive),
+    # and every exclusive test also idles the other cluster stream while it drains: in the CI's timeline
+    # the cluster streams are the critical path. It is xfail (non-strict) anyway. The default run's idle
+    # check is tests/integration/operator/test_operator_scale.py's, on a control plane of its own.
+    pytest.mark.skipif(
+        os.environ.get("MODELDEPLOY_IDLE_COST_TEST") != "1",
+        reason="on request (MODELDEPLOY_IDLE_COST_TEST=1): needs the shared cluster to itself",
+    ),
+]
 
 # Its one run (2026-12-02, a machine loaded by seven sessions, kube-controller-manager lagging: kwok
 # pods 1/1 while their Deployments still showed 0 ready) saw 0 reads and 0 applies but 6 status
