@@ -12,7 +12,7 @@ import pytest
 # The harness plugin's own predicates, so "a cluster test" means the same in both places; imported
 # here, before pytest loads it as a plugin, so it must be registered for assertion rewriting first.
 pytest.register_assert_rewrite("modeldeploy_testcluster.pytest_plugin")
-from modeldeploy_testcluster.pytest_plugin import is_cluster_test, restarts  # noqa: E402
+from modeldeploy_testcluster.pytest_plugin import is_cluster_test, restart_level  # noqa: E402
 
 pytest_plugins = ["modeldeploy_testcluster.pytest_plugin", "operator_fixtures", "private_operator"]
 
@@ -118,14 +118,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     stream_order = sorted(set(streams.values()))
 
-    def rank(item: pytest.Item) -> tuple[int, int, bool]:
+    def rank(item: pytest.Item) -> tuple[int, int, int]:
         group = groups[item.nodeid]
         if group in stream_order:
-            return 0, stream_order.index(group), restarts(item)
+            return 0, stream_order.index(group), restart_level(item)
         if group in GROUP_ORDER:
-            return 1 + GROUP_ORDER.index(group), 0, False
+            return 1 + GROUP_ORDER.index(group), 0, 0
         # Modules, then single tests: the small pieces last, to even out the workers' ends.
-        return 1 + len(GROUP_ORDER) + (group is None), 0, False
+        return 1 + len(GROUP_ORDER) + (group is None), 0, 0
 
     items.sort(key=rank)
 

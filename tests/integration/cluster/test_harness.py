@@ -286,7 +286,7 @@ def test_rbac_applies_to_service_accounts_and_to_the_pods_that_run_as_them(
     assert denied_pod.status.container_statuses[0].state.terminated.exit_code == 4  # 403 // 100
 
 
-@pytest.mark.restarts_cluster
+@pytest.mark.restarts_cluster(wipes=True)
 def test_cluster_down_leaves_no_process_behind(kube_api: client.ApiClient, local_cluster: Layout) -> None:
     """Runs a pod, tears the whole cluster down, checks every process is gone, then brings it back."""
     apps = client.AppsV1Api(kube_api)

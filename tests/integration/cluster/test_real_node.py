@@ -83,6 +83,9 @@ WEB = (
     "mkdir -p /tmp/www && echo pong-from-$(hostname) > /tmp/www/index.html && "
     "echo serving on 8080 && exec httpd -f -p 8080 -h /tmp/www"
 )
+# Without a probe the kubelet calls the pod Ready once the shell starts, before httpd listens: a CI run
+# (2026-12-03) got "connection refused" from a Ready pod. Ready now means the port answers.
+WEB_READY = {"readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}}
 
 
 def ready(core: client.CoreV1Api, namespace: str, name: str) -> Any:
@@ -99,7 +102,7 @@ def core(kube_api: client.ApiClient) -> client.CoreV1Api:
 def test_pod_runs_from_the_local_registry_with_an_ip_in_the_real_range(
     core: client.CoreV1Api, namespace: str, local_cluster: Layout, busybox: str
 ) -> None:
-    core.create_namespaced_pod(namespace, real_pod(local_cluster, "web", busybox, WEB))
+    core.create_namespaced_pod(namespace, real_pod(local_cluster, "web", busybox, WEB, container=WEB_READY))
     scheduled = wait_for(
         "the pod to be scheduled", lambda: core.read_namespaced_pod("web", namespace).spec.node_name
     )
@@ -137,7 +140,7 @@ def test_an_image_from_any_other_registry_is_never_fetched(
 def test_kubectl_logs_exec_and_port_forward(
     core: client.CoreV1Api, namespace: str, local_cluster: Layout, busybox: str
 ) -> None:
-    core.create_namespaced_pod(namespace, real_pod(local_cluster, "web", busybox, WEB))
+    core.create_namespaced_pod(namespace, real_pod(local_cluster, "web", busybox, WEB, container=WEB_READY))
     wait_for("the pod to be Ready", lambda: ready(core, namespace, "web"))
 
     def logged() -> str | None:
@@ -200,7 +203,7 @@ def port_forward(
 def test_service_cluster_ip_and_dns_name_work_from_pods_and_the_host(
     core: client.CoreV1Api, namespace: str, local_cluster: Layout, busybox: str
 ) -> None:
-    core.create_namespaced_pod(namespace, real_pod(local_cluster, "web", busybox, WEB))
+    core.create_namespaced_pod(namespace, real_pod(local_cluster, "web", busybox, WEB, container=WEB_READY))
     core.create_namespaced_pod(namespace, real_pod(local_cluster, "client", busybox, SLEEPER))
     service = core.create_namespaced_service(
         namespace,
@@ -362,7 +365,7 @@ def leftovers(layout: Layout) -> dict[str, Any]:
     }
 
 
-@pytest.mark.restarts_cluster
+@pytest.mark.restarts_cluster(wipes=True)
 def test_cluster_down_leaves_nothing_of_the_real_node_behind_even_after_a_crash(
     core: client.CoreV1Api, local_cluster: Layout, busybox: str
 ) -> None:

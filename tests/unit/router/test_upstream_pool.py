@@ -14,7 +14,13 @@ from collections.abc import Iterator
 import pytest
 import uvloop
 
-from modeldeploy_serving.router.upstream import UpstreamPool, request_head
+from modeldeploy_serving.router.upstream import (
+    NotSentError,
+    StaleConnectionError,
+    UpstreamPool,
+    _Connection,
+    request_head,
+)
 
 ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}"
 
@@ -118,3 +124,76 @@ def test_a_quiet_pooled_connection_is_reused() -> None:
         return connections
 
     assert asyncio.run(scenario()) == 1
+
+
+class ReadsThenCloses:
+    """A backend on 127.0.0.1 that reads each request whole and closes the connection without an
+    answer: a server that died while predicting."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while not data.endswith(b"\r\n\r\n{}"):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+
+    def stop(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_request_written_into_a_connection_already_closed_goes_elsewhere(
+    backend: OneAnswerPerConnection, loop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The FIN of a killed backend may still be on its way when the pool checks the connection (a
+    CI run, 2026-12-03: 32 ms after the processes were gone). The request is written into a dead
+    connection; the backend's kernel answers it with a reset and acknowledges none of it, so it
+    provably never reached a process: NotSentError, which the proxy sends to another backend."""
+
+    async def scenario() -> None:
+        pool = UpstreamPool()
+        head = request_head("POST", b"/v2/models/m/infer", [], 2)
+        kwargs = {"connect_timeout": 5.0, "timeout": 10.0}
+        first = await pool.send(backend.address, "POST", head, b"{}", **kwargs)  # type: ignore[arg-type]
+        assert first.status == 200
+        assert backend.closed.acquire(timeout=30)
+        # The check before reuse misses the close, as when the FIN has not arrived yet.
+        monkeypatch.setattr(_Connection, "peer_gone", lambda self: False)
+        with pytest.raises(NotSentError, match="no byte of the request reached it"):
+            await pool.send(backend.address, "POST", head, b"{}", **kwargs)  # type: ignore[arg-type]
+        pool.close()
+
+    (uvloop.run if loop == "uvloop" else asyncio.run)(scenario())
+    assert backend.accepted == 1  # not sent again by the pool itself: the proxy picks another backend
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_request_the_backend_read_before_closing_is_not_sent_again(loop: str) -> None:
+    """Closed after the backend's process read the request: it may have predicted, so the pool
+    reports StaleConnectionError (502 backend_closed, at most once)."""
+    server = ReadsThenCloses()
+
+    async def scenario() -> None:
+        pool = UpstreamPool()
+        head = request_head("POST", b"/v2/models/m/infer", [], 2)
+        with pytest.raises(StaleConnectionError):
+            await pool.send(server.address, "POST", head, b"{}", connect_timeout=5.0, timeout=10.0)
+        pool.close()
+
+    try:
+        (uvloop.run if loop == "uvloop" else asyncio.run)(scenario())
+    finally:
+        server.stop()

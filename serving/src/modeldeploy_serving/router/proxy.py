@@ -438,8 +438,9 @@ class RouterApp:
                 )
                 return 502
             except ConnectFailedError as exc:
-                # Refused, unreachable, or a pooled connection found closed before writing: the
-                # request provably never reached a model, so another ready backend may take it.
+                # Refused, unreachable, a pooled connection found closed before writing, or closed
+                # with no byte of the request acknowledged by the backend's kernel: the request
+                # provably never reached a model, so another ready backend may take it.
                 other = arm.backends.other_than(backend) if snapshot.config.retry.on_connect_error else None
                 if attempt == 2 or other is None:
                     self.metrics.errors.labels(*labels, "connect").inc()

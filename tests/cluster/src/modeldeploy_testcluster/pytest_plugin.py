@@ -144,7 +144,8 @@ def pytest_runtestloop(session: pytest.Session) -> Iterator[None]:
 # the one cluster: each test its own namespace, one operator for all. A test that changes what the
 # others share (the operator, the cluster's components, global counters it asserts on) is marked
 # `cluster_exclusive` and runs alone; `restarts_cluster` tests run alone and after every other cluster
-# test of the run, in any stream (the operator and the other session fixtures do not survive them).
+# test of the run, in any stream (the operator and the other session fixtures do not survive them);
+# among them, the ones that wipe the cluster after the ones that keep its data (restart_level).
 _BARRIER_PATIENCE = 900.0
 """Seconds without another cluster test finishing after which a `restarts_cluster` test stops waiting
 for the rest (a stream whose worker crashed or stopped at -x never finishes them)."""
@@ -154,8 +155,20 @@ def is_cluster_test(item: pytest.Item) -> bool:
     return "local_cluster" in getattr(item, "fixturenames", ())
 
 
+def restart_level(item: pytest.Item) -> int:
+    """0 for a test that leaves the cluster up; 1 for one that restarts a part of it and keeps its data
+    (etcd, the API server: the installed operator and CRDs survive); 2 for one that tears it down
+    (`restarts_cluster(wipes=True)`: it comes back empty). A test waits for every cluster test of a
+    lower level: a CI run (2026-12-03) ran the etcd-restart test after a teardown, and got a 404 on its
+    ModelDeployment, the CRD gone with the old cluster's data."""
+    marker = item.get_closest_marker("restarts_cluster")
+    if marker is None:
+        return 0
+    return 2 if marker.kwargs.get("wipes", False) else 1
+
+
 def restarts(item: pytest.Item) -> bool:
-    return item.get_closest_marker("restarts_cluster") is not None
+    return restart_level(item) > 0
 
 
 @contextlib.contextmanager
@@ -172,8 +185,13 @@ def _test_turn(exclusive: bool) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _wait_for_the_other_cluster_tests(session: pytest.Session, done: Path) -> None:
-    expected = {i.nodeid for i in session.items if is_cluster_test(i) and not restarts(i)}
+def awaited(items: list[pytest.Item], level: int) -> set[str]:
+    """The cluster tests a test of restart `level` runs after: those of every lower level."""
+    return {i.nodeid for i in items if is_cluster_test(i) and restart_level(i) < level}
+
+
+def _wait_for_the_other_cluster_tests(session: pytest.Session, done: Path, level: int) -> None:
+    expected = awaited(session.items, level)
     seen, progress = -1, time.monotonic()
     while True:
         finished = set(done.read_text().splitlines()) if done.exists() else set()
@@ -195,7 +213,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return (yield)
     done = beside_lock(f"done-{run}")
     if restarts(item):
-        _wait_for_the_other_cluster_tests(item.session, done)
+        _wait_for_the_other_cluster_tests(item.session, done, restart_level(item))
     exclusive = restarts(item) or item.get_closest_marker("cluster_exclusive") is not None
     with _test_turn(exclusive):
         try:
