@@ -29,7 +29,7 @@ from kubernetes import client
 
 from cluster_helpers import create_mdep, patch_mdep, wait_for
 from kafka_broker import Broker, create_topic, kafka_broker
-from rollout_helpers import model, ready_on, set_model, status
+from rollout_helpers import dump, model, ready_on, set_model, status
 from stream_harness import Record, feature_records, produce, read_topic
 
 # The session's first test also waits for the cluster lock and builds the images: pytest-timeout counts
@@ -137,21 +137,6 @@ class Feeder:
         self.thread.join(120)
 
 
-def _dump(kube_api: client.ApiClient, namespace: str) -> None:
-    # Pods and events first, the status last and short: CI shows only a part of a long failure output.
-    core = client.CoreV1Api(kube_api)
-    for pod in core.list_namespaced_pod(namespace).items:
-        states = [
-            (c.name, c.ready, c.restart_count, str(c.state)[:300])
-            for c in pod.status.container_statuses or []
-        ]
-        print("pod", pod.metadata.name, pod.status.phase, states)
-    for event in core.list_namespaced_event(namespace).items[-30:]:
-        print("event", event.involved_object.name, event.reason, (event.message or "")[:300])
-    current = status(kube_api, namespace)
-    print("status:", json.dumps({k: v for k, v in current.items() if k != "history"}, default=str)[:2000])
-
-
 def test_stream_records_dead_letters_and_a_promoted_and_an_aborted_stream_canary(
     kube_api: client.ApiClient,
     namespace: str,
@@ -162,7 +147,7 @@ def test_stream_records_dead_letters_and_a_promoted_and_an_aborted_stream_canary
     try:
         _stream_scenario(kube_api, namespace, model_store, churn_bundles, kafka_on_bridge)
     except BaseException:
-        _dump(kube_api, namespace)
+        dump(kube_api, namespace)
         raise
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -84,3 +85,21 @@ def set_model(api: client.ApiClient, namespace: str, new_model: dict[str, Any]) 
 
 def live_arms(api: client.ApiClient, namespace: str) -> list[tuple[str, str, int]]:
     return [a for a in router_arms(api, namespace, "churn") if a[2] > 0]
+
+
+def dump(kube_api: client.ApiClient, namespace: str) -> None:
+    """What a failed rollout test needs to be read from a CI log: pods and events first, then the
+    status and the last outcomes, short (CI shows only a part of a long failure output)."""
+    core = client.CoreV1Api(kube_api)
+    for pod in core.list_namespaced_pod(namespace).items:
+        states = [
+            (c.name, c.ready, c.restart_count, str(c.state)[:300])
+            for c in pod.status.container_statuses or []
+        ]
+        print("pod", pod.metadata.name, pod.status.phase, states)
+    for event in core.list_namespaced_event(namespace).items[-30:]:
+        print("event", event.involved_object.name, event.reason, (event.message or "")[:300])
+    current = status(kube_api, namespace)
+    print("status:", json.dumps({k: v for k, v in current.items() if k != "history"}, default=str)[:2000])
+    for entry in (current.get("history") or [])[-3:]:
+        print("history:", json.dumps(entry, default=str)[:400])

@@ -23,7 +23,7 @@ class Item:
 
 
 def restarting(nodeid: str, **kwargs: Any) -> Item:
-    return Item(nodeid, {"restarts_cluster": pytest.Mark("restarts_cluster", (), kwargs)})
+    return Item(nodeid, {"restarts_cluster": pytest.mark.restarts_cluster(**kwargs).mark})
 
 
 PLAIN = Item("plain")
