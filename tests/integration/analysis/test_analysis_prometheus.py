@@ -107,6 +107,13 @@ def test_promql_checks_with_a_real_prometheus(churn: Churn, tmp_path: Path) -> N
             p99,
             via_scrape["latencyp99"],
         )
+        # The counts per bucket came too, for an early Fail: the same layout as the scrape's, and
+        # about its counts (increase() extrapolates).
+        scraped = via_scrape["latencyp99"].buckets
+        assert p99.buckets is not None, p99
+        assert scraped is not None
+        assert [bound for bound, _ in p99.buckets] == [bound for bound, _ in scraped]
+        assert p99.buckets[-1][1] == pytest.approx(scraped[-1][1], rel=0.2)
 
         drift = via_prometheus["inputdrift"]
         assert drift.value == pytest.approx(via_scrape["inputdrift"].value)  # the same gauges

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ from modeldeploy_operator.analysis.prometheus import (
     parse_answer,
     single_value,
 )
+from modeldeploy_operator.domain.rollout.evaluation import evaluate
 from modeldeploy_operator.domain.spec import Analysis, Check, Threshold
 
 from analysis_fixtures import T0
@@ -279,3 +281,70 @@ def test_input_drift_against_the_stable_carries_every_features_bins() -> None:
     assert reading.value == pytest.approx(psi([10, 90, 0], [90, 10, 0]))
     assert reading.samples == 50
     assert reading.histograms == (((10, 90, 0), (90, 10, 0)), ((50, 0), (50, 0)))
+
+
+def _histogram_answers(value: str, samples: str, buckets: dict[str, str]) -> Callable[[str], httpx.Response]:
+    """Prometheus answering a histogram check: its value, its sample count, and its counts per `le`."""
+
+    def answer(q: str) -> httpx.Response:
+        if q.startswith("sum by (le)"):
+            return httpx.Response(200, json=vector(*(({"le": le}, n) for le, n in buckets.items())))
+        if q.startswith("histogram_quantile") or " / " in q:
+            return httpx.Response(200, json=vector(({}, value)))  # a quantile, or a sum over a count
+        return httpx.Response(200, json=vector(({}, samples)))
+
+    return answer
+
+
+def test_latency_from_prometheus_carries_its_buckets_and_fails_early_when_clearly_slow() -> None:
+    """The early Fail of a clearly slow canary (issue 12), from Prometheus as from the scrape: 30 of
+    40 requests above 0.5 s where a p99 of 0.5 s allows 1 %, with 200 samples needed."""
+    seen: list[str] = []
+    buckets = {"0.1": "5", "0.25": "8", "0.5": "10", "1": "40", "+Inf": "40"}
+    reader = prometheus(_histogram_answers("0.95", "40", buckets), seen)
+    p99 = Check(name="p99", type="latencyP99", threshold=Threshold(max=0.5))
+    reading = reader.read_one(p99, TARGET, 60)
+    queries = promql.latency_p99(TARGET, 60, LABELS)
+    assert seen == [queries.samples, queries.value, queries.buckets]
+    assert (reading.value, reading.samples) == (0.95, 40)
+    assert reading.buckets == ((0.1, 5.0), (0.25, 8.0), (0.5, 10.0), (1.0, 40.0), (math.inf, 40.0))
+    analysis = Analysis(interval="30s", min_samples=200, checks=(p99,))
+    measured = evaluate(p99, reading, analysis, T0)
+    assert measured.result == "Fail", measured
+    assert "30 of 40 requests slower" in (measured.message or "")
+
+
+def test_shadow_score_difference_from_prometheus_fails_early_on_a_clear_excess() -> None:
+    buckets = {"0.1": "0", "0.5": "0", "1": "40", "+Inf": "40"}
+    difference = Check(name="diff", type="shadowScoreDifference", threshold=Threshold(max=0.05))
+    reading = prometheus(_histogram_answers("0.7", "40", buckets)).read_one(difference, TARGET, 60)
+    assert (reading.value, reading.samples) == (0.7, 40)
+    assert reading.buckets == ((0.1, 0.0), (0.5, 0.0), (1.0, 40.0), (math.inf, 40.0))
+    analysis = Analysis(interval="30s", min_samples=200, checks=(difference,))
+    assert evaluate(difference, reading, analysis, T0).result == "Fail"
+
+
+@pytest.mark.parametrize(
+    "buckets",
+    [
+        {},  # no series
+        {"0.5": "3", "1": "4"},  # no +Inf bucket: not a whole histogram
+        {"0.5": "3", "+Inf": "NaN"},
+        {"fast": "3", "+Inf": "4"},  # an `le` that is not a number
+    ],
+)
+def test_latency_without_a_usable_histogram_keeps_its_reading_without_early_evidence(
+    buckets: dict[str, str],
+) -> None:
+    reading = prometheus(_histogram_answers("0.95", "40", buckets)).read_one(check("latencyP99"), TARGET, 60)
+    assert (reading.value, reading.samples, reading.buckets) == (0.95, 40, None)
+
+
+def test_a_failed_bucket_query_keeps_the_reading() -> None:
+    def answer(q: str) -> httpx.Response:
+        if q.startswith("sum by (le)"):
+            return httpx.Response(503, text="overloaded")
+        return _histogram_answers("0.95", "40", {})(q)
+
+    reading = prometheus(answer).read_one(check("latencyP99"), TARGET, 60)
+    assert (reading.value, reading.buckets) == (0.95, None)

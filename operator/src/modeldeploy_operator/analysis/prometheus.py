@@ -193,7 +193,28 @@ class PrometheusReader:
         value, why = single_value(query(queries.value))
         if value is None:
             return no_data(check, at, f"{why}: {queries.value}", samples=round(samples))
-        return CheckReading(check.name, value, round(samples), at, f"{value:.4g} over {samples:.0f} samples")
+        detail = f"{value:.4g} over {samples:.0f} samples"
+        buckets = self._buckets(queries, query)
+        return CheckReading(check.name, value, round(samples), at, detail, buckets=buckets)
+
+    @staticmethod
+    def _buckets(queries: promql.BuiltinQueries, query: _Query) -> tuple[tuple[float, float], ...] | None:
+        """The histogram's cumulative (bound, count) pairs over the window, which let the evaluation
+        fail a clearly bad canary before minSamples, as from the scrape; None when the answer has no
+        +Inf bucket or the query failed (the reading stands, without an early decision). Counts of
+        increase() are extrapolated to the window's edges, so not whole numbers: the tests count
+        them as they are, as errorRate's counts from Prometheus are."""
+        if queries.buckets is None:
+            return None
+        result = query(queries.buckets)
+        if result.error is not None:
+            return None
+        counts = {s["le"]: v for s, v in result.samples if "le" in s and is_number(v) and v >= 0}
+        try:
+            buckets = tuple(buckets_from_le(counts))
+        except ValueError:  # an `le` that is not a number
+            return None
+        return buckets if buckets and math.isinf(buckets[-1][0]) else None
 
     def _drift_against_stable(
         self, check: Check, target: AnalysisTarget, window_seconds: float, at: datetime, query: _Query

@@ -63,6 +63,9 @@ class BuiltinQueries:
 
     value: str
     samples: str
+    buckets: str | None = None
+    """For a check read from one histogram (latencyP99, shadowScoreDifference): its counts per `le`
+    over the window, for the early Fail the scraped reading allows (domain/rollout/evidence.py)."""
 
 
 def error_rate(target: AnalysisTarget, window_seconds: float, labels: SeriesLabels) -> BuiltinQueries:
@@ -85,6 +88,7 @@ def latency_p99(target: AnalysisTarget, window_seconds: float, labels: SeriesLab
     return BuiltinQueries(
         f"histogram_quantile({LATENCY_QUANTILE}, {buckets})",
         f"sum(increase({names.count(names.REQUEST_SECONDS)}{canary}{w}))",
+        buckets,
     )
 
 
@@ -106,7 +110,8 @@ def shadow_score_difference(
     arm = router_arm_selector(target, labels) + range_of(window_seconds)
     name = names.SHADOW_SCORE_DIFFERENCE
     rows = f"sum(increase({names.count(name)}{arm}))"
-    return BuiltinQueries(f"sum(increase({name}_sum{arm})) / {rows}", rows)
+    buckets = f"sum by (le) (increase({names.bucket(name)}{arm}))"
+    return BuiltinQueries(f"sum(increase({name}_sum{arm})) / {rows}", rows, buckets)
 
 
 def input_drift(

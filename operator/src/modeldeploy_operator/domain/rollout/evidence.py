@@ -19,10 +19,11 @@ has clearly failed (never an early Pass: passing on little evidence is what minS
      1e-4 (the floor that makes a small sample's PSI explode: 5.99 from 150 scores).
   A canary whose true PSI is just at the threshold fails early about as often as the full-sample
   rule (value > threshold) fails it at minSamples: the early rule adds no new boundary error.
-- latencyP99 (from the scrape, which has the buckets): a p99 at most the threshold means at most 1 %
-  of requests take longer. With k of n requests in buckets whose lower bound is at least the
-  threshold (certainly slower), Fail when P(X >= k | n, p = 1 %) <= ALPHA: exact, so a canary whose
-  true p99 is within the threshold fails early with probability at most ALPHA per measurement.
+- latencyP99 (from the scrape or Prometheus, with the histogram's buckets): a p99 at most the
+  threshold means at most 1 % of requests take longer. With k of n requests in buckets whose lower
+  bound is at least the threshold (certainly slower), Fail when P(X >= k | n, p = 1 %) <= ALPHA:
+  exact, so a canary whose true p99 is within the threshold fails early with probability at most
+  ALPHA per measurement.
 - shadowAgreement (share of copied rows whose label agrees with the primary's, `threshold.min`): the
   same exact binomial test on the disagreeing rows. With d of n rows disagreeing, Fail when
   P(D >= d | n, p = 1 - min) <= ALPHA (the Clopper-Pearson upper bound of the agreement is below the
@@ -58,8 +59,10 @@ has clearly failed (never an early Pass: passing on little evidence is what minS
   assumption on the scores' range or shape, so it needs a clear excess (e.g. 40 of 40 rows above 0.5
   against a maximum of 0.05: P = 0.1^40). Rows are the trials, as for shadowAgreement.
 - prometheus checks: no early decision (an arbitrary query needs its own test); they wait for
-  minSamples. So do latencyP99 and shadowScoreDifference from Prometheus (no buckets in the answer)
-  and inputDrift against the profile from Prometheus (its answer is the largest PSI alone).
+  minSamples. So does inputDrift against the profile from Prometheus (its answer is the largest PSI
+  alone). latencyP99 and shadowScoreDifference from Prometheus ask for the histogram's counts per
+  `le` too (analysis/prometheus.py), and are judged as from the scrape; increase() extrapolates those
+  counts to the window's edges, as it does errorRate's.
 """
 
 from __future__ import annotations
