@@ -7,7 +7,9 @@
 #   5. a ModelDeployment applied, waited for with `kubectl wait --for=condition=Ready`;
 #   6. real predictions sent to the serving pods, printed with the model version that answered;
 #   7. live traffic through the router while v2 is rolled out as a canary and promoted step by step,
-#      then the bad v3, rolled back automatically by the analysis (prediction-score shift), with why.
+#      then the bad v3, rolled back automatically by the analysis (prediction-score shift), with why;
+#   8. an A/B of v2 and v3 on half the users each, judged by the labels that arrive later (the label
+#      joiner of spec.effectiveness): the verdict per arm with its confidence interval.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -71,7 +73,7 @@ sha=$(sha256sum "$out/v1/manifest.json" | cut -d' ' -f1)
 
 say "applying ModelDeployment churn (model v1, 2 replicas) in namespace $namespace"
 kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-kubectl delete -n "$namespace" modeldeployment churn --ignore-not-found --wait >/dev/null  # start afresh
+kubectl delete -n "$namespace" modeldeployment churn churn-ab --ignore-not-found --wait >/dev/null  # start afresh
 kubectl apply -n "$namespace" -f - <<YAML
 apiVersion: modeldeploy.io/v1alpha1
 kind: ModelDeployment
@@ -111,17 +113,24 @@ kubectl get -n "$namespace" modeldeployment,deployment,pods -o wide
 
 say "calling the Service churn from this machine: kubectl port-forward on 127.0.0.1"
 # As with any remote cluster: the ModelDeployment's Service (its router) forwarded to a local port.
-forward_log=$(mktemp)
-kubectl -n "$namespace" port-forward svc/churn :8080 --address 127.0.0.1 >"$forward_log" 2>&1 &
-forward_pid=$!
-trap 'kill $forward_pid 2>/dev/null || true; rm -f "$forward_log"' EXIT
-for _ in $(seq 120); do
-  port=$(grep -oP 'Forwarding from 127\.0\.0\.1:\K[0-9]+' "$forward_log" || true)
-  [[ -n $port ]] && break
-  kill -0 $forward_pid 2>/dev/null || { cat "$forward_log"; exit 1; }
-  sleep 0.25
-done
-[[ -n $port ]] || { echo "kubectl port-forward did not start:"; cat "$forward_log"; exit 1; }
+forwards=() forward_logs=()
+trap 'kill "${forwards[@]}" 2>/dev/null || true; rm -f "${forward_logs[@]}"' EXIT
+forward() {  # forward SERVICE: sets $port to a local port forwarded to the Service's port 8080
+  local log
+  log=$(mktemp)
+  forward_logs+=("$log")
+  kubectl -n "$namespace" port-forward "svc/$1" :8080 --address 127.0.0.1 >"$log" 2>&1 &
+  forwards+=($!)
+  port=
+  for _ in $(seq 120); do
+    port=$(grep -oP 'Forwarding from 127\.0\.0\.1:\K[0-9]+' "$log" || true)
+    [[ -n $port ]] && break
+    kill -0 "${forwards[-1]}" 2>/dev/null || { cat "$log"; exit 1; }
+    sleep 0.25
+  done
+  [[ -n $port ]] || { echo "kubectl port-forward did not start:"; cat "$log"; exit 1; }
+}
+forward churn
 url=http://127.0.0.1:$port
 echo "kubectl -n $namespace port-forward svc/churn $port:8080   # then:"
 echo "curl -s $url/v2/models/churn/infer -H 'content-type: application/json' -d '{\"inputs\": [...]}'"
@@ -136,6 +145,34 @@ kubectl get -n "$namespace" modeldeployment churn
 say "every pod, and the node it runs on"
 kubectl get pods -A -o wide
 kubectl-modeldeploy -n "$namespace" history churn
+
+say "an A/B with delayed labels: v2 (control) and v3 (treatment) on half the users each"
+sha2=$(sha256sum "$out/v2/manifest.json" | cut -d' ' -f1)
+sha3=$(sha256sum "$out/v3/manifest.json" | cut -d' ' -f1)
+kubectl apply -n "$namespace" -f - <<YAML
+apiVersion: modeldeploy.io/v1alpha1
+kind: ModelDeployment
+metadata:
+  name: churn-ab
+spec:
+  model: {uri: $model_base/v2, format: onnx, version: "2", sha256: "$sha2"}
+  variants:
+    - {name: control, weight: 50}
+    - name: treatment
+      weight: 50
+      model: {uri: $model_base/v3, format: onnx, version: "3", sha256: "$sha3"}
+  replicas: 1
+  traffic:
+    stickyKey: {header: X-User-Id}
+  effectiveness:                        # a label joiner: predictions now, their truth later
+    retention: 24h
+    controlVariant: control
+    minLabelsPerArm: 100
+YAML
+kubectl wait -n "$namespace" --for=condition=Ready modeldeployment/churn-ab --timeout=5m
+forward churn-ab
+python hack/demo_ab.py --url "http://127.0.0.1:$port" --namespace "$namespace" --name churn-ab \
+  --golden "$out/data/golden.csv"
 
 say "done"
 cat <<TXT
