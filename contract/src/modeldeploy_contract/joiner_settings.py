@@ -112,7 +112,13 @@ class JoinerFeedSettings(BaseSettings):
     """Records per POST (the joiner takes at most 10,000 per request)."""
 
     timeout_seconds: float = Field(default=5.0, gt=0, le=300)
-    """Longest wait for the joiner's answer to one batch; a batch that fails is dropped and counted."""
+    """Longest wait for the joiner's answer to one batch."""
+
+    retry_seconds: float = Field(default=120.0, ge=0, le=3600)
+    """How long a batch the joiner could not take (unreachable, timed out, or 429/502/503/504: down,
+    restarting, its store lost) is sent again, with backoff, before it is dropped and counted
+    `failed`; 0: never sent again. Records the joiner had stored already come back as duplicates,
+    which it counts and ignores. New records meanwhile wait in the buffer (up to `capacity`)."""
 
     @property
     def enabled(self) -> bool:

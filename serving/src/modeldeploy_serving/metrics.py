@@ -194,7 +194,8 @@ def prediction_log_count(outcome: str, n: int) -> None:
 JOINER_FEED_RECORDS = Counter(
     "modeldeploy_joiner_feed_records",
     "Prediction records for the label joiner by outcome: sent, dropped (buffer full: the joiner is "
-    "slower than the traffic) or failed (the joiner refused the batch or was unreachable).",
+    "slower than the traffic or down), retried (sent again after the joiner could not take them) or "
+    "failed (refused, or not taken within the feed's retry_seconds).",
     ["outcome"],
 )
 

@@ -181,6 +181,47 @@ def test_a_killed_backend_and_a_restarted_server_cost_503s_not_the_joiner(
         assert "Traceback" not in text, text[-3000:]
 
 
+def test_prediction_records_fed_during_the_outage_reach_the_joiner_once_the_server_is_back(
+    local_postgres: LocalPostgres,  # noqa: F811
+    postgres_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The model servers' feed (joiner/feed.py) keeps a batch the joiner answers 503 and sends it
+    again with backoff: the predictions made while the database was down are there for their labels
+    later (before, the batch was dropped and those labels came back unknown_request)."""
+    import numpy as np
+
+    from modeldeploy_contract.joiner_settings import JoinerFeedSettings
+    from modeldeploy_serving.joiner.feed import JoinerFeed
+    from modeldeploy_serving.model import to_prediction
+
+    def stored(prefix: str) -> int:
+        with psycopg.connect(postgres_url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM predictions WHERE request_id LIKE %s", (prefix + "%",)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    answer = to_prediction(np.array([[0.3, 0.7]], dtype=np.float32), classification=True)
+    with joiner_process(tmp_path, postgres_url) as joiner:
+        settings = JoinerFeedSettings(
+            url=joiner.url, deployment="churn", variant="a", revision="r1", batch=20, timeout_seconds=10
+        )
+        counts: dict[str, int] = {}
+        feed = JoinerFeed(settings, count=lambda k, n: counts.__setitem__(k, counts.get(k, 0) + n))
+        try:
+            with local_postgres.stopped():
+                for i in range(50):
+                    assert feed.add(f"outage-{i}", "v1", answer)
+                joiner.wait_for(lambda: counts.get("retried", 0) > 0, "the feed sending a batch again")
+            joiner.wait_for(lambda: stored("outage-") == 50, "the 50 records stored once the server is back")
+        finally:
+            feed.close()
+        assert counts.get("sent") == 50
+        assert "failed" not in counts, counts
+        assert joiner.metric('modeldeploy_joiner_rejected_requests_total{code="503"}') >= 1
+
+
 # --- the store itself, on the real server --------------------------------------------------------
 def feedback(ids: list[str]) -> list[Feedback]:
     return [Feedback(i, rid, 1, None) for i, rid in enumerate(ids)]

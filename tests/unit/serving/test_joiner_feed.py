@@ -4,6 +4,8 @@ joiner does (slow, down, refusing) ever blocks or fails a prediction."""
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 
 import numpy as np
 import orjson
@@ -87,14 +89,101 @@ def test_records_are_sent_in_batches_and_counted() -> None:
     assert counts == {"sent": 5}
 
 
-@pytest.mark.parametrize("joiner", [FakeJoiner(status=503), FakeJoiner(fail=True)], ids=["refused", "down"])
-def test_a_joiner_that_refuses_or_is_down_loses_the_batch_counted(joiner: FakeJoiner) -> None:
+@pytest.mark.parametrize(
+    "joiner",
+    [FakeJoiner(status=400), FakeJoiner(status=503), FakeJoiner(fail=True)],
+    ids=["refused", "unavailable", "down"],
+)
+def test_without_retries_a_batch_the_joiner_does_not_take_is_lost_counted(joiner: FakeJoiner) -> None:
     counts: dict[str, int] = {}
-    feed = JoinerFeed(SETTINGS, joiner, lambda k, n: counts.__setitem__(k, counts.get(k, 0) + n))
+    settings = SETTINGS.model_copy(update={"retry_seconds": 0})
+    feed = JoinerFeed(settings, joiner, lambda k, n: counts.__setitem__(k, counts.get(k, 0) + n))
     feed.add("r0", "v2", binary(0.5))
     feed.close()
     assert counts == {"failed": 1}
     assert feed.failed == 1
+
+
+def _until(condition: Callable[[], bool], timeout: float = 30) -> bool:
+    """Waits for a condition the feed's thread brings about (polled; never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+class OutageJoiner:
+    """A joiner that answers `outage` (a status, or 0: connection refused) until told it is back."""
+
+    def __init__(self, outage: int) -> None:
+        self.outage = outage
+        self.back = threading.Event()
+        self.attempts = 0
+        self.stored: list[str] = []
+        self.tried = threading.Semaphore(0)
+
+    def __call__(self, body: bytes) -> int:
+        self.attempts += 1
+        self.tried.release()
+        if not self.back.is_set():
+            if self.outage == 0:
+                raise ConnectionError("connection refused")
+            return self.outage
+        self.stored += [r["request_id"] for r in orjson.loads(body)["predictions"]]
+        return 200
+
+
+@pytest.mark.parametrize("outage", [0, 503, 502, 429], ids=["down", "store-lost", "gateway", "busy"])
+def test_records_sent_during_a_joiner_outage_reach_it_once_it_is_back(outage: int) -> None:
+    """Issue 15: a joiner restart, or its PostgreSQL lost for a while (503), no longer loses the
+    predictions of the meantime: the batch is sent again with backoff, and the records that arrived
+    meanwhile wait in the buffer."""
+    joiner = OutageJoiner(outage)
+    counts: dict[str, int] = {}
+    feed = JoinerFeed(
+        SETTINGS, joiner, lambda k, n: counts.__setitem__(k, counts.get(k, 0) + n), backoff=(0.001, 0.01)
+    )
+    for i in range(3):
+        feed.add(f"r{i}", "v2", binary(0.5))
+    for _ in range(3):  # the first batch tried three times: the outage is seen
+        assert joiner.tried.acquire(timeout=30)
+    feed.add("r3", "v2", binary(0.5))  # during the outage: buffered
+    joiner.back.set()
+    assert _until(lambda: len(joiner.stored) == 4), joiner.stored
+    feed.close()
+    assert joiner.stored == ["r0", "r1", "r2", "r3"]
+    assert counts["sent"] == 4
+    assert counts["retried"] >= 3 * 2
+    assert "failed" not in counts
+
+
+def test_a_batch_not_taken_within_retry_seconds_is_dropped_and_the_feed_goes_on() -> None:
+    joiner = OutageJoiner(503)
+    counts: dict[str, int] = {}
+    settings = SETTINGS.model_copy(update={"retry_seconds": 0.05})
+    feed = JoinerFeed(
+        settings, joiner, lambda k, n: counts.__setitem__(k, counts.get(k, 0) + n), backoff=(0.001, 0.01)
+    )
+    for i in range(3):
+        feed.add(f"r{i}", "v2", binary(0.5))
+    assert _until(lambda: counts.get("failed") == 3), counts  # given up after retry_seconds
+    joiner.back.set()
+    feed.add("r3", "v2", binary(0.5))
+    feed.close()
+    assert joiner.stored == ["r3"]
+
+
+def test_closing_during_an_outage_does_not_wait_it_out() -> None:
+    joiner = OutageJoiner(0)
+    feed = JoinerFeed(SETTINGS.model_copy(update={"retry_seconds": 3600}), joiner, backoff=(3600, 3600))
+    for i in range(3):
+        feed.add(f"r{i}", "v2", binary(0.5))
+    assert joiner.tried.acquire(timeout=30)  # the first attempt failed; the next is an hour away
+    feed.close(timeout=30)
+    assert not feed._thread.is_alive()
+    assert feed.failed == 3
 
 
 def test_a_full_buffer_drops_instead_of_waiting() -> None:

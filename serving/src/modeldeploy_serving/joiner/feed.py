@@ -7,8 +7,10 @@ labels sent later through the router's feedback route find what they judge. The 
 
 Like the prediction log: never blocks or fails a prediction. `add()` appends to a bounded buffer (or
 drops and counts when it is full: the joiner is slower than the traffic or down); one background
-thread turns them into JSON and POSTs them in batches; a batch the joiner refuses is dropped and
-counted. A request of n rows gives n records: the request id for one row, `<id>:<row>` for more
+thread turns them into JSON and POSTs them in batches. A batch the joiner could not take (down,
+restarting, its database lost: no answer, or 429/502/503/504) is sent again with backoff for up to
+`retry_seconds`, then dropped and counted; one it refuses otherwise (a 4xx) is dropped and counted at
+once. A request of n rows gives n records: the request id for one row, `<id>:<row>` for more
 (docs/effectiveness.md).
 
 Stream pods (`modeldeploy stream`, output role) feed it too, one scored batch at a time (`add_many`):
@@ -105,6 +107,13 @@ def records_of_many(
     return out
 
 
+RETRYABLE = frozenset({0, 429, 502, 503, 504})
+"""Answers after which a batch is sent again: 0 for no answer (refused, reset, timed out); the joiner
+answers 503 while its store is unreachable (docs/effectiveness.md, store outages)."""
+BACKOFF_SECONDS = (0.5, 10.0)
+"""First and longest wait between two sends of a batch; each wait doubles the one before."""
+
+
 class JoinerFeed:
     """A bounded buffer in front of the joiner's intake, drained by one background thread."""
 
@@ -114,23 +123,28 @@ class JoinerFeed:
         post: Post | None = None,
         count: Callable[[str, int], None] | None = None,
         clock: Callable[[], float] = time.time,
+        backoff: tuple[float, float] = BACKOFF_SECONDS,
     ) -> None:
-        """`count(outcome, n)`: told of records `sent`, `dropped` (buffer full) and `failed` (the joiner
-        refused the batch or could not be reached). A sent record the joiner found a duplicate of is
-        counted by the joiner (modeldeploy_joiner_predictions_total{outcome="duplicate"})."""
+        """`count(outcome, n)`: told of records `sent`, `dropped` (buffer full), `retried` (sent again
+        after the joiner could not take them) and `failed` (refused, or not taken within
+        `retry_seconds`). A sent record the joiner found a duplicate of is counted by the joiner
+        (modeldeploy_joiner_predictions_total{outcome="duplicate"})."""
         self.settings = settings
         self._post = post or http_post(settings)
         self._count = count or (lambda _outcome, _n: None)
         self._clock = clock
+        self._backoff = backoff
         # (request ids, rows of each or None for a single request, model version, prediction, time)
         self._buffer: deque[tuple[list[str], list[int] | None, str, Any, float]] = deque()
         self._queued = 0  # requests in the buffer (a stream batch is many); capacity bounds it
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
+        self._closing = threading.Event()  # ends a wait between two sends of a batch
         self.dropped = 0
         self.failed = 0
         self.sent = 0
+        self.retried = 0
         self._thread = threading.Thread(target=self._drain, name="joiner-feed", daemon=True)
         self._thread.start()
 
@@ -184,25 +198,41 @@ class JoinerFeed:
                 return
 
     def _send(self, records: list[dict[str, Any]]) -> None:
+        """One batch, sent again while the joiner cannot take it, for up to `retry_seconds`."""
+        body = orjson.dumps({"predictions": records})
+        give_up = time.monotonic() + self.settings.retry_seconds
+        first, longest = self._backoff
+        wait = first
+        while True:
+            status, why = self._post_once(body)
+            if status == 200:
+                self.sent += len(records)
+                self._count("sent", len(records))
+                return
+            if status not in RETRYABLE or self._closing.is_set() or time.monotonic() + wait > give_up:
+                break
+            if wait == first:  # once per outage of this batch, not per attempt
+                log.warning("joiner feed: %d records not taken (%s); sending them again", len(records), why)
+            # Closing ends the wait: one more try, not an outage's worth (close() is bounded in time).
+            self._closing.wait(wait)
+            wait = min(2 * wait, longest)
+            self.retried += len(records)
+            self._count("retried", len(records))
+        self.failed += len(records)
+        self._count("failed", len(records))
+        log.warning("joiner feed: %d records dropped (%s)", len(records), why)
+
+    def _post_once(self, body: bytes) -> tuple[int, str]:
         try:
-            status = self._post(orjson.dumps({"predictions": records}))
-        except Exception as exc:  # the joiner is down or slow: the batch is lost, serving goes on
-            status = 0
-            log.warning("joiner feed: %d records not sent: %s", len(records), exc)
-        if status == 200:
-            self.sent += len(records)
-            self._count("sent", len(records))
-        else:
-            self.failed += len(records)
-            self._count("failed", len(records))
-            if status:
-                log.warning(
-                    "joiner feed: the joiner answered HTTP %d; %d records dropped", status, len(records)
-                )
+            status = self._post(body)
+        except Exception as exc:  # the joiner is down or slow: serving goes on
+            return 0, f"{type(exc).__name__}: {exc}"[:200]
+        return status, f"HTTP {status}"
 
     def close(self, timeout: float = 10.0) -> None:
         """Send what is buffered (bounded in time)."""
         self._stop = True
+        self._closing.set()
         self._wake.set()
         self._thread.join(timeout)
 
