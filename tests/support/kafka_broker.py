@@ -119,8 +119,14 @@ def kafka_libs() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+def cluster_id() -> str:
+    """A KRaft cluster id, as Kafka's Uuid.randomUuid makes them: never starting with "-", which
+    kafka-storage's argument parser takes for an option ("argument --cluster-id/-t: expected one
+    argument": one start in 64, every Kafka test of a CI run in error, 2026-12-03)."""
+    while True:
+        found = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not found.startswith("-"):
+            return found
 
 
 def _properties(folder: Path, port: int, controller_port: int, host: str = "127.0.0.1") -> str:
@@ -198,7 +204,7 @@ def kafka_broker(folder: Path, timeout: float = 90.0, host: str = "127.0.0.1") -
     start = time.monotonic()
     fmt = subprocess.run(
         _java(
-            libs, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props), heap="-Xmx256m"
+            libs, "kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(props), heap="-Xmx256m"
         ),
         capture_output=True,
         text=True,
