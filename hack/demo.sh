@@ -9,7 +9,8 @@
 #   7. live traffic through the router while v2 is rolled out as a canary and promoted step by step,
 #      then the bad v3, rolled back automatically by the analysis (prediction-score shift), with why;
 #   8. an A/B of v2 and v3 on half the users each, judged by the labels that arrive later (the label
-#      joiner of spec.effectiveness): the verdict per arm with its confidence interval.
+#      joiner of spec.effectiveness): the verdict per arm with its confidence interval;
+#   9. every pod, and the node it runs on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -142,8 +143,6 @@ say "progressive rollouts under live traffic: v2 (good) then v3 (bad)"
 python hack/demo_rollout.py --url "$url" --namespace "$namespace" --name churn --model-base "$model_base" \
   --bundles "$out"
 kubectl get -n "$namespace" modeldeployment churn
-say "every pod, and the node it runs on"
-kubectl get pods -A -o wide
 kubectl-modeldeploy -n "$namespace" history churn
 
 say "an A/B with delayed labels: v2 (control) and v3 (treatment) on half the users each"
@@ -173,6 +172,9 @@ kubectl wait -n "$namespace" --for=condition=Ready modeldeployment/churn-ab --ti
 forward churn-ab
 python hack/demo_ab.py --url "http://127.0.0.1:$port" --namespace "$namespace" --name churn-ab \
   --golden "$out/data/golden.csv"
+
+say "every pod, and the node it runs on"
+kubectl get pods -A -o wide
 
 say "done"
 cat <<TXT
