@@ -99,8 +99,19 @@ def container_pids(container_id: str) -> list[int]:
     kind, _, ident = container_id.partition("://")
     if kind == "process":
         return [int(ident)]
-    for procs in sorted(Path("/sys/fs/cgroup").glob(f"*/kubepods/**/{ident}/cgroup.procs")):
-        pids = [int(pid) for pid in procs.read_text().split()]
-        if pids:
-            return pids
+    # Other tests' pods come and go meanwhile: a cgroup folder removed during the walk is skipped
+    # (a CI run, 2026-12-03, failed with FileNotFoundError on another pod's folder), and the walk is
+    # tried again a few times.
+    for _ in range(5):
+        try:
+            found = sorted(Path("/sys/fs/cgroup").glob(f"*/kubepods/**/{ident}/cgroup.procs"))
+        except FileNotFoundError:
+            continue
+        for procs in found:
+            try:
+                pids = [int(pid) for pid in procs.read_text().split()]
+            except FileNotFoundError:
+                continue
+            if pids:
+                return pids
     raise AssertionError(f"no processes found for container {container_id}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import time
 from typing import Any
 
 import pytest
@@ -251,8 +252,13 @@ def test_a_missing_permission_fails_visibly_and_recovers_when_granted(
         role = rbac.read_cluster_role("modeldeploy")
         role.rules = original
         rbac.replace_cluster_role("modeldeploy", role)
+    # Recovery waits for the operator's retry of the failed handler and of its Services watch, both
+    # backing off while forbidden: within 60 s in earlier runs, not in a CI run of 2026-12-03 (the
+    # next tests' ModelDeployments waited too, about 3 minutes). Issue 11: recovery time not yet bounded.
+    restored = time.monotonic()
     wait_for(
         "recovery once the permission is back",
         lambda: len(services(kube_api, namespace, "churn")) == 2,
-        timeout=60,
+        timeout=300,
     )
+    print(f"recovered {time.monotonic() - restored:.0f} s after the permission was back")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -197,3 +198,51 @@ def test_a_request_the_backend_read_before_closing_is_not_sent_again(loop: str) 
         (uvloop.run if loop == "uvloop" else asyncio.run)(scenario())
     finally:
         server.stop()
+
+
+class AnswersThenResets(OneAnswerPerConnection):
+    """Answers one request per connection, then resets it (SO_LINGER 0): the connection ends with a
+    reset and no FIN, as a killed process's does when a request arrives after its death."""
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            data = b""
+            while not data.endswith(b"\r\n\r\n{}"):  # the whole request: nothing unread remains
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            conn.sendall(ANSWER)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+            self.closed.release()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_request_written_into_a_reset_connection_goes_elsewhere(
+    loop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reset arrives before the loop reads anything: no FIN, no eof_received, the write fails and
+    the connection is lost with an error; TCP_INFO still shows the request unacknowledged."""
+    backend = AnswersThenResets()
+
+    async def scenario() -> None:
+        pool = UpstreamPool()
+        head = request_head("POST", b"/v2/models/m/infer", [], 2)
+        kwargs = {"connect_timeout": 5.0, "timeout": 10.0}
+        assert (await pool.send(backend.address, "POST", head, b"{}", **kwargs)).status == 200  # type: ignore[arg-type]
+        assert backend.closed.acquire(timeout=30)
+        monkeypatch.setattr(_Connection, "peer_gone", lambda self: False)
+        with pytest.raises(NotSentError):
+            await pool.send(backend.address, "POST", head, b"{}", **kwargs)  # type: ignore[arg-type]
+        pool.close()
+
+    try:
+        (uvloop.run if loop == "uvloop" else asyncio.run)(scenario())
+    finally:
+        backend.stop()
