@@ -26,6 +26,17 @@ from modeldeploy_serving.router.upstream import (
 ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}"
 
 
+def read_request(conn: socket.socket, end: bytes) -> bytes:
+    """What a test backend read of one request: up to `end`, or until the client closed."""
+    data = b""
+    while end not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 class OneAnswerPerConnection:
     """A backend on 127.0.0.1 that answers one request per connection and then closes it, telling
     the test when it has (so the test, not a timer, decides when to go on)."""
@@ -45,16 +56,13 @@ class OneAnswerPerConnection:
             except OSError:
                 return
             self.accepted += 1
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                if data:
-                    conn.sendall(ANSWER)
+            self.handle(conn)
             self.closed.release()
+
+    def handle(self, conn: socket.socket) -> None:
+        with conn:
+            if read_request(conn, b"\r\n\r\n"):
+                conn.sendall(ANSWER)
 
     def stop(self) -> None:
         self.listener.close()
@@ -127,32 +135,13 @@ def test_a_quiet_pooled_connection_is_reused() -> None:
     assert asyncio.run(scenario()) == 1
 
 
-class ReadsThenCloses:
+class ReadsThenCloses(OneAnswerPerConnection):
     """A backend on 127.0.0.1 that reads each request whole and closes the connection without an
     answer: a server that died while predicting."""
 
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            with conn:
-                data = b""
-                while not data.endswith(b"\r\n\r\n{}"):
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-
-    def stop(self) -> None:
-        self.listener.close()
+    def handle(self, conn: socket.socket) -> None:
+        with conn:
+            read_request(conn, b"\r\n\r\n{}")
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
@@ -204,23 +193,11 @@ class AnswersThenResets(OneAnswerPerConnection):
     """Answers one request per connection, then resets it (SO_LINGER 0): the connection ends with a
     reset and no FIN, as a killed process's does when a request arrives after its death."""
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            data = b""
-            while not data.endswith(b"\r\n\r\n{}"):  # the whole request: nothing unread remains
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            conn.sendall(ANSWER)
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            conn.close()
-            self.closed.release()
+    def handle(self, conn: socket.socket) -> None:
+        read_request(conn, b"\r\n\r\n{}")  # the whole request: nothing unread remains
+        conn.sendall(ANSWER)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
