@@ -118,6 +118,24 @@ def test_promql_checks_with_a_real_prometheus(churn: Churn, tmp_path: Path) -> N
         drift = via_prometheus["inputdrift"]
         assert drift.value == pytest.approx(via_scrape["inputdrift"].value)  # the same gauges
         assert drift.samples == WINDOW_ROWS
+        # Every feature's rows per bin came too, for an early Fail: the profile's from the same gauges
+        # as the scrape's (so the same features and bin layouts), the canary's about the scrape's
+        # increases (increase() extrapolates).
+        scraped_bins = via_scrape["inputdrift"].histograms
+        assert drift.histograms is not None, drift
+        assert scraped_bins is not None
+        assert [profile for profile, _ in drift.histograms] == [profile for profile, _ in scraped_bins]
+        for (_, from_prometheus), (_, from_scrape) in zip(drift.histograms, scraped_bins, strict=True):
+            assert sum(from_prometheus) == pytest.approx(sum(from_scrape), rel=0.2)
+        # inputDriftKS reads the same rows: one binned distance per feature, over its present rows.
+        ks_check = Check(name="ks", type="inputDriftKS", threshold=Threshold(max=1))
+        ks = reader.read_one(ks_check, t, window.total_seconds())
+        assert ks.ks is not None, ks
+        assert len(ks.ks) == len(drift.histograms)
+        for comparison, (_, canary_rows) in zip(ks.ks, drift.histograms, strict=True):
+            assert 0 <= comparison.distance <= 1
+            assert comparison.reference is None  # the profile, taken as exact
+            assert comparison.current == pytest.approx(sum(canary_rows[:-1]), rel=0.2, abs=1)
 
         shift = via_prometheus["predictionshift"]
         assert shift.value is not None

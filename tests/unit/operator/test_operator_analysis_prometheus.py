@@ -198,6 +198,9 @@ def test_promql_templates() -> None:
     drift = promql.input_drift(TARGET, 120, LABELS)
     fresh = f"and on (instance) (time() - modeldeploy_drift_window_end_timestamp_seconds{{{sel}}} < 120)"
     assert drift.value == f"max(modeldeploy_feature_drift_psi{{{sel}}} {fresh})"
+    assert promql.reference_bins(TARGET, LABELS) == (
+        f"max by (feature, layout, bin) (modeldeploy_feature_reference_rows{{{sel}}})"
+    )
     assert drift.samples == f"min(modeldeploy_drift_window_rows{{{sel}}} {fresh})"
     assert promql.quote('a"b\\c') == '"a\\"b\\\\c"'
 
@@ -348,3 +351,137 @@ def test_a_failed_bucket_query_keeps_the_reading() -> None:
 
     reading = prometheus(answer).read_one(check("latencyP99"), TARGET, 60)
     assert (reading.value, reading.buckets) == (0.95, None)
+
+
+PROFILE_ROWS = {"0": "30", "1": "40", "2": "30"}
+"""The profile's rows of feature x (modeldeploy_feature_reference_rows), docs/analysis.md's example."""
+
+
+def _drift_answers(
+    canary_bins: Callable[[], httpx.Response], profile_bins: Callable[[], httpx.Response], value: str = "9.0"
+) -> Callable[[str], httpx.Response]:
+    """Prometheus answering inputDrift(KS) against the profile: the servers' largest PSI or KS
+    distance over a window of 100 rows, the canary's rows per bin over the interval, and the profile's."""
+
+    def answer(q: str) -> httpx.Response:
+        if q.startswith(("max(modeldeploy_feature_drift_psi", "max(modeldeploy_feature_drift_ks")):
+            return httpx.Response(200, json=vector(({}, value)))
+        if q.startswith("min(modeldeploy_drift_window_rows"):
+            return httpx.Response(200, json=vector(({}, "100")))
+        if q.startswith("sum by (feature, layout, bin) (increase(modeldeploy_feature_bin_rows_total{"):
+            return canary_bins()
+        assert q.startswith("max by (feature, layout, bin) (modeldeploy_feature_reference_rows{"), q
+        return profile_bins()
+
+    return answer
+
+
+def _bins(rows: dict[str, str], feature: str = "x", layout: str = "ab12") -> Callable[[], httpx.Response]:
+    series = [({"feature": feature, "layout": layout, "bin": b}, n) for b, n in rows.items()]
+    return lambda: httpx.Response(200, json=vector(*series))
+
+
+def test_input_drift_against_the_profile_from_prometheus_fails_early_when_clearly_drifted() -> None:
+    """The early Fail of a clearly drifted canary (issue 12), from Prometheus as from the scrape: the
+    interval's 100 canary rows `5 25 70` against the profile's `30 40 30`, with 200 samples needed."""
+    seen: list[str] = []
+    answer = _drift_answers(_bins({"0": "5", "1": "25", "2": "70"}), _bins(PROFILE_ROWS))
+    drift = Check(name="drift", type="inputDrift", threshold=Threshold(max=0.25))
+    reading = prometheus(answer, seen).read_one(drift, TARGET, 60)
+    values = promql.input_drift(TARGET, TARGET.drift_lookback_seconds(60), LABELS)
+    canary = promql.feature_bins(TARGET, TARGET.canary_revision, 60, LABELS)
+    assert seen == [values.samples, values.value, canary, promql.reference_bins(TARGET, LABELS)]
+    assert (reading.value, reading.samples) == (9.0, 100)
+    assert reading.histograms == (((30.0, 40.0, 30.0, 0.0), (5.0, 25.0, 70.0, 0.0)),)  # missing last
+    measured = evaluate(drift, reading, Analysis(interval="30s", min_samples=200, checks=(drift,)), T0)
+    assert measured.result == "Fail", measured
+    assert "histograms differ" in (measured.message or "")
+
+
+def test_input_drift_against_the_profile_from_prometheus_is_not_failed_early_on_a_fine_canary() -> None:
+    answer = _drift_answers(_bins({"0": "28", "1": "42", "2": "30"}), _bins(PROFILE_ROWS))
+    drift = Check(name="drift", type="inputDrift", threshold=Threshold(max=0.25))
+    reading = prometheus(answer).read_one(drift, TARGET, 60)
+    assert reading.histograms is not None
+    analysis = Analysis(interval="30s", min_samples=200, checks=(drift,))
+    assert evaluate(drift, reading, analysis, T0).result == "Inconclusive"
+
+
+def test_input_drift_ks_against_the_profile_from_prometheus_fails_early_when_clearly_drifted() -> None:
+    """inputDriftKS from Prometheus as from the scrape: the DKW bound of each feature's binned KS
+    distance against the profile (taken as exact) over the canary's present rows of the interval.
+    150 rows `140 5 5` against the profile's `300 400 300`: D = 0.933 - 0.3 = 0.633, and
+    eps(150, 0.001) = sqrt(ln(2000) / 300) = 0.159, so the true distance is at least 0.47 > 0.2."""
+    canary = _bins({"0": "140", "1": "5", "2": "5", "missing": "7"})
+    answer = _drift_answers(canary, _bins({"0": "300", "1": "400", "2": "300"}), value="0.6")
+    drift = Check(name="drift", type="inputDriftKS", threshold=Threshold(max=0.2))
+    reading = prometheus(answer).read_one(drift, TARGET, 60)
+    assert (reading.value, reading.samples, reading.histograms) == (0.6, 100, None)
+    assert reading.ks is not None
+    assert [(round(c.distance, 3), c.current, c.reference) for c in reading.ks] == [(0.633, 150, None)]
+    measured = evaluate(drift, reading, Analysis(interval="30s", min_samples=200, checks=(drift,)), T0)
+    assert measured.result == "Fail", measured
+    # A mild shift over as many rows is no proof: D = 0.367 - 0.3 = 0.067, bound below 0.
+    mild = _drift_answers(
+        _bins({"0": "55", "1": "55", "2": "40"}), _bins({"0": "300", "1": "400", "2": "300"})
+    )
+    reading = prometheus(mild).read_one(drift, TARGET, 60)
+    assert reading.ks is not None
+    analysis = Analysis(interval="30s", min_samples=200, checks=(drift,))
+    assert evaluate(drift, reading, analysis, T0).result == "Inconclusive"
+
+
+def _failed() -> httpx.Response:
+    return httpx.Response(400, json={"status": "error", "errorType": "bad_data", "error": "oops"})
+
+
+@pytest.mark.parametrize(
+    ("canary", "profile", "why"),
+    [
+        (_failed, _bins(PROFILE_ROWS), "query failed: bad_data: oops"),
+        (_bins({"0": "5", "2": "70"}), _failed, "query failed: bad_data: oops"),
+        (lambda: httpx.Response(502, text="<html/>"), _bins(PROFILE_ROWS), "query failed: HTTP 502"),
+        (_bins({"0": "5", "2": "70"}), _bins({}), "export no modeldeploy_feature_reference_rows"),
+        (_bins({}), _bins(PROFILE_ROWS), "no canary rows"),  # no window closed in the interval
+        (_bins({"0": "0", "2": "0"}), _bins(PROFILE_ROWS), "no canary rows"),
+        (_bins({"0": "5"}, layout="other"), _bins(PROFILE_ROWS), "no canary rows"),  # re-profiled
+        (_bins({"0": "5"}, feature="y"), _bins(PROFILE_ROWS), "no canary rows"),
+        (_bins({"0": "NaN", "1": "-3", "2": "+Inf"}), _bins(PROFILE_ROWS), "no canary rows"),
+        (_bins({"0": "5"}), _bins({"0": "NaN", "1": "-1"}), "export no modeldeploy_feature_reference_rows"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["inputDrift", "inputDriftKS"])
+def test_input_drift_against_the_profile_without_usable_bins_keeps_its_reading_and_says_why(
+    canary: Callable[[], httpx.Response], profile: Callable[[], httpx.Response], why: str, kind: str
+) -> None:
+    drift = Check(name="drift", type=kind, threshold=Threshold(max=0.25))  # type: ignore[arg-type]
+    reading = prometheus(_drift_answers(canary, profile)).read_one(drift, TARGET, 60)
+    assert (reading.value, reading.samples, reading.histograms, reading.ks) == (9.0, 100, None, None)
+    assert "; no early decision (no rows per bin: " in reading.detail
+    assert why in reading.detail
+    measured = evaluate(drift, reading, Analysis(interval="30s", min_samples=200, checks=(drift,)), T0)
+    assert measured.result == "Inconclusive"
+    assert "no early decision" in (measured.message or "")
+
+
+def test_input_drift_bins_that_are_no_bin_index_are_left_out() -> None:
+    """Labels from an answer become bin indices in one place (builtin._bin_indices): "²" passes
+    isdigit() but not int(), and an index of 10**9 would make a billion-bin histogram."""
+    canary = _bins({"0": "5", "1": "25", "2": "70", "²": "9", "1000000000": "9", "x": "9", "missing": "1"})
+    reading = prometheus(_drift_answers(canary, _bins(PROFILE_ROWS))).read_one(
+        check("inputDrift"), TARGET, 60
+    )
+    assert reading.histograms == (((30.0, 40.0, 30.0, 0.0), (5.0, 25.0, 70.0, 1.0)),)
+
+
+def test_a_failed_drift_value_asks_for_no_bins() -> None:
+    seen: list[str] = []
+
+    def answer(q: str) -> httpx.Response:
+        if q.startswith("min(modeldeploy_drift_window_rows"):
+            return httpx.Response(200, json=vector(({}, "100")))
+        return httpx.Response(200, json=vector())
+
+    reading = prometheus(answer, seen).read_one(check("inputDrift"), TARGET, 60)
+    assert reading.value is None
+    assert len(seen) == 2

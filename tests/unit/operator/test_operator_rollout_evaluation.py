@@ -88,3 +88,16 @@ def test_prometheus_checks_are_not_held_to_the_analysis_wide_minimum() -> None:
     )
     reading = CheckReading(check="p", value=1.0, samples=1, measured_at=dt.datetime.now(dt.UTC))
     assert evaluate(check, reading, analysis, reading.measured_at).result == "Pass"
+
+
+def test_a_prometheus_check_below_its_own_minimum_says_it_cannot_fail_early() -> None:
+    """An arbitrary query's value has no known sampling distribution, and its reading counts 1 sample:
+    far above the maximum or not, it waits (docs/analysis.md), and the message says why."""
+    check = Check.model_validate(
+        {"name": "p", "type": "prometheus", "query": "x", "threshold": {"max": 0.1}, "minSamples": 10}
+    )
+    analysis = Analysis(checks=(check,))
+    measured = evaluate(check, CheckReading("p", 50.0, 1, NOW, "x = 50"), analysis, NOW)
+    assert measured.result == "Inconclusive"
+    assert "an arbitrary query has no test for an early Fail" in (measured.message or "")
+    assert "fewer than the 10 needed" in (measured.message or "")

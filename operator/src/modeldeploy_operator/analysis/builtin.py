@@ -170,8 +170,13 @@ def profile_pairs(previous: Snapshot | None, current: Snapshot) -> tuple[Histogr
         return None
     canary = feature_bins(group_increase(previous.canary, current.canary))
     reference = reference_bins(current.canary)
-    shared = sorted(k for k in canary.keys() & reference.keys() if sum(canary[k].values()) > 0)
-    return tuple(psi_counts(reference[k], canary[k]) for k in shared) or None
+    return tuple(psi_counts(reference[k], canary[k]) for k in with_profile(reference, canary)) or None
+
+
+def with_profile(reference: FeatureBins, canary: FeatureBins) -> list[tuple[str, str]]:
+    """The (feature, layout) the canary has rows of and the profile has too (the same bin layout),
+    from the scrape or from Prometheus alike."""
+    return sorted(k for k in canary.keys() & reference.keys() if sum(canary[k].values()) > 0)
 
 
 def input_drift(
@@ -224,7 +229,7 @@ def feature_bins(increase: GroupIncrease) -> FeatureBins:
 def bins_distance(kind: str, stable: dict[str, float], canary: dict[str, float]) -> float:
     """PSI over every bin (missing included, as the servers' PSI), or the binned two-sample KS
     distance over the present values' bins (missing excluded, as the servers' KS)."""
-    inner = sorted({int(b) for b in (*stable, *canary) if b.isdigit()})
+    inner = _bin_indices(stable, canary)
     span = range(inner[-1] + 1) if inner else range(0)
     if kind == "inputDriftKS":
         p = [stable.get(str(i), 0.0) for i in span]
@@ -236,10 +241,23 @@ def bins_distance(kind: str, stable: dict[str, float], canary: dict[str, float])
     return psi(*psi_counts(stable, canary))
 
 
+MAX_BIN_INDEX = 1023
+"""The largest bin index taken: `modeldeploy pack`'s layouts end at 21 (underflow 0, at most 20 inner
+bins, overflow), and a larger one is left out, far above: an index of 10**9 in a malformed answer
+would otherwise make a histogram of a billion bins."""
+
+
+def _bin_indices(*sides: dict[str, float]) -> list[int]:
+    """The inner bin indices either side has, ascending (`missing` and names that are not a bin index
+    left out; isdigit() alone takes "²", which int() refuses)."""
+    names = {b for side in sides for b in side}
+    return sorted(int(b) for b in names if b.isascii() and b.isdigit() and int(b) <= MAX_BIN_INDEX)
+
+
 def psi_counts(stable: dict[str, float], canary: dict[str, float]) -> HistogramPair:
     """The (stable, canary) rows per bin the PSI of a feature is computed over: every bin index up to
     the largest either side has, and the missing bin."""
-    inner = sorted({int(b) for b in (*stable, *canary) if b.isdigit()})
+    inner = _bin_indices(stable, canary)
     keys = [str(i) for i in range(inner[-1] + 1 if inner else 0)] + ["missing"]
     return tuple(stable.get(k, 0.0) for k in keys), tuple(canary.get(k, 0.0) for k in keys)
 

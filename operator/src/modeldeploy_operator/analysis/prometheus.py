@@ -13,7 +13,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,7 +23,7 @@ from modeldeploy_operator.domain.readings import CheckReading, KsComparison
 from modeldeploy_operator.domain.spec import Check
 
 from . import names, promql
-from .builtin import bins_distance, no_data, present_rows, psi_counts
+from .builtin import FeatureBins, bins_distance, no_data, present_rows, psi_counts, with_profile
 from .fetch import FetchError, FetchLimits, fetch, new_client, sanitize
 from .promql import SeriesLabels
 from .scrape import is_number
@@ -163,11 +163,17 @@ class PrometheusReader:
         if check.type in ("inputDrift", "inputDriftKS") and check.reference == "stable":
             return self._drift_against_stable(check, target, window_seconds, at, query)
         lookback = target.drift_lookback_seconds(window_seconds)
+        if check.type in ("inputDrift", "inputDriftKS"):  # against the profile: the servers' gauges
+            metric = names.FEATURE_KS if check.type == "inputDriftKS" else names.FEATURE_PSI
+            reading = self._builtin(
+                check, promql.input_drift(target, lookback, self.labels, metric), at, query
+            )
+            if reading.value is None:
+                return reading
+            return self._with_profile_bins(check, reading, target, window_seconds, query)
         queries = {
             "errorRate": lambda: promql.error_rate(target, window_seconds, self.labels),
             "latencyP99": lambda: promql.latency_p99(target, window_seconds, self.labels),
-            "inputDrift": lambda: promql.input_drift(target, lookback, self.labels),
-            "inputDriftKS": lambda: promql.input_drift(target, lookback, self.labels, names.FEATURE_KS),
             "shadowAgreement": lambda: promql.shadow_agreement(target, window_seconds, self.labels),
             "shadowScoreDifference": lambda: promql.shadow_score_difference(
                 target, window_seconds, self.labels
@@ -216,21 +222,54 @@ class PrometheusReader:
             return None
         return buckets if buckets and math.isinf(buckets[-1][0]) else None
 
+    def _with_profile_bins(
+        self,
+        check: Check,
+        reading: CheckReading,
+        target: AnalysisTarget,
+        window_seconds: float,
+        query: _Query,
+    ) -> CheckReading:
+        """inputDrift / inputDriftKS against the profile: the reading (the servers' largest PSI or KS
+        distance, which has no counts) with what the evaluation's early decision needs, from every
+        feature's profile rows and the canary's rows per bin over the window: their pairs of histograms
+        (as from the scrape), or their binned KS distances with the canary's present rows (the profile
+        taken as exact, as the servers' gauges and the scrape take it). Without them the reading
+        stands, and its detail says why it cannot fail early."""
+        answers = (
+            query(promql.feature_bins(target, target.canary_revision, window_seconds, self.labels)),
+            query(promql.reference_bins(target, self.labels)),
+        )
+        failed = answers[0].error or answers[1].error
+        canary, profile = (_feature_bins(answer) for answer in answers)
+        shared = with_profile(profile, canary) if failed is None else []
+        if shared and check.type == "inputDriftKS":
+            ks = (
+                KsComparison(bins_distance(check.type, profile[k], canary[k]), present_rows(canary[k]))
+                for k in shared
+            )
+            return replace(reading, ks=tuple(ks))
+        if shared:
+            return replace(reading, histograms=tuple(psi_counts(profile[k], canary[k]) for k in shared))
+        if failed is not None:
+            why = f"query failed: {failed[:_MAX_ERROR_CHARS]}"
+        elif not profile:
+            why = f"the canary's servers export no {names.FEATURE_REFERENCE_ROWS}"
+        else:
+            why = "no canary rows in the interval of a feature the profile has, in its bin layout"
+        return replace(reading, detail=f"{reading.detail}; no early decision (no rows per bin: {why})")
+
     def _drift_against_stable(
         self, check: Check, target: AnalysisTarget, window_seconds: float, at: datetime, query: _Query
     ) -> CheckReading:
         if target.stable_revision is None:
             return no_data(check, at, "no stable revision to compare the canary's inputs with")
-        sides: list[dict[tuple[str, str], dict[str, float]]] = []
+        sides: list[FeatureBins] = []
         for revision in (target.stable_revision, target.canary_revision):
             result = query(promql.feature_bins(target, revision, window_seconds, self.labels))
             if result.error is not None:
                 return no_data(check, at, f"query failed: {result.error[:_MAX_ERROR_CHARS]}")
-            bins: dict[tuple[str, str], dict[str, float]] = {}
-            for series, value in result.samples:
-                key = (series.get("feature", ""), series.get("layout", ""))
-                bins.setdefault(key, {})[series.get("bin", "")] = value
-            sides.append(bins)
+            sides.append(_feature_bins(result))
         stable, canary = sides
         shared = [
             k
@@ -288,3 +327,15 @@ class PrometheusReader:
             else None
         )
         return CheckReading(check.name, value, samples, at, detail, counts_per_bin, ks=ks)
+
+
+def _feature_bins(result: QueryResult) -> FeatureBins:
+    """Rows per (feature, layout) and bin of an answer labelled by feature, layout and bin; a value
+    that is not a number or is negative is left out (bin names that are not a bin are left out where
+    they become indices: builtin._bin_indices)."""
+    bins: FeatureBins = {}
+    for series, value in result.samples:
+        if is_number(value) and value >= 0:
+            key = (series.get("feature", ""), series.get("layout", ""))
+            bins.setdefault(key, {})[series.get("bin", "")] = value
+    return bins

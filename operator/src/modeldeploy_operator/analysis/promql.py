@@ -142,3 +142,11 @@ def feature_bins(target: AnalysisTarget, revision: str, window_seconds: float, l
     drift statistic against the stable is computed by the operator (as for predictionShift)."""
     selector = server_selector(target, revision, labels) + range_of(window_seconds)
     return f"sum by (feature, layout, bin) (increase({names.FEATURE_BIN_ROWS}{selector}))"
+
+
+def reference_bins(target: AnalysisTarget, labels: SeriesLabels) -> str:
+    """The bundle profile's rows per (feature, bin layout, bin), as the canary's servers export them
+    (a gauge; every pod of a revision serves the same bundle: the largest, should one pod lag). With
+    the canary's feature_bins over the window, an inputDrift check against the profile can fail early."""
+    selector = server_selector(target, target.canary_revision, labels)
+    return f"max by (feature, layout, bin) ({names.FEATURE_REFERENCE_ROWS}{selector})"

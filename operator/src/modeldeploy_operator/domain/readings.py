@@ -41,14 +41,15 @@ class CheckReading:
     histograms: tuple[HistogramPair, ...] | None = None
     """For a check whose value is the largest PSI of pairs of histograms: every (reference, current)
     pair of counts per bin it was computed from (one for predictionShift: the stable's and the
-    canary's scores; one per feature for inputDrift against the stable's inputs), so the evaluation
-    can tell overwhelming evidence from noise before minSamples (domain/rollout/evidence.py). None
-    for other checks."""
+    canary's scores; one per feature for inputDrift against the stable's inputs or the profile), so
+    the evaluation can tell overwhelming evidence from noise before minSamples
+    (domain/rollout/evidence.py). None for other checks."""
     buckets: tuple[tuple[float, float], ...] | None = None
-    """For a check read from one histogram (latencyP99 and shadowScoreDifference, scraped): the
+    """For a check read from one histogram (latencyP99 and shadowScoreDifference): the
     cumulative (upper bound, count) buckets the value was computed from, so the evaluation can count
     observations certainly above a bound."""
     ks: tuple[KsComparison, ...] | None = None
     """For a KS check (inputDriftKS, predictionShiftKS): every distance the value is the largest of
-    (one per feature and pod, or the one score comparison) with its sample sizes, so the evaluation
-    can bound the true distance before minSamples (DKW). None for other checks."""
+    (one per feature and pod, one per feature from Prometheus, or the one score comparison) with its
+    sample sizes, so the evaluation can bound the true distance before minSamples (DKW). None for
+    other checks."""

@@ -37,6 +37,12 @@ from modeldeploy_operator.domain.spec import Analysis, Check
 from modeldeploy_operator.domain.status_model import MAX_MEASUREMENTS, CheckResult, CheckStatus, Measurement
 
 P99 = 0.99
+NO_TEST = (
+    " (a PromQL answer counts as 1 sample, whatever stands behind it, and an arbitrary query has no"
+    " test for an early Fail: put the low-traffic guard into the query instead of minSamples)"
+)
+"""Why a prometheus check below its minSamples waits for ever: its reading's samples are always 1, and
+its value could be a ratio, a quantile or a score of anything, whose sampling error is unknown."""
 
 
 def _finite(value: float | None) -> float | None:
@@ -141,7 +147,8 @@ def evaluate(check: Check, reading: CheckReading | None, analysis: Analysis, now
         if early is not None:
             result, why = "Fail", f"{early}, with {reading.samples} of the {min_samples} samples"
         else:
-            result, why = "Inconclusive", f"{reading.samples} samples, fewer than the {min_samples} needed"
+            fewer = f"{reading.samples} samples, fewer than the {min_samples} needed"
+            result, why = "Inconclusive", fewer + (NO_TEST if check.type == "prometheus" else "")
     elif check.threshold.max is not None and value > check.threshold.max:
         result, why = "Fail", f"{_format(value)} is above the maximum {_format(check.threshold.max)}"
     elif check.threshold.min is not None and value < check.threshold.min:

@@ -58,10 +58,12 @@ has clearly failed (never an early Pass: passing on little evidence is what minS
   depends on the threshold and the bucket layout, never on the data). Distribution-free: no
   assumption on the scores' range or shape, so it needs a clear excess (e.g. 40 of 40 rows above 0.5
   against a maximum of 0.05: P = 0.1^40). Rows are the trials, as for shadowAgreement.
-- prometheus checks: no early decision (an arbitrary query needs its own test); they wait for
-  minSamples. So does inputDrift against the profile from Prometheus (its answer is the largest PSI
-  alone). latencyP99 and shadowScoreDifference from Prometheus ask for the histogram's counts per
-  `le` too (analysis/prometheus.py), and are judged as from the scrape; increase() extrapolates those
+- prometheus checks: no early decision, and none is possible: an arbitrary query's value has no
+  known sampling distribution, and its reading counts 1 sample; they wait for minSamples.
+  latencyP99 and shadowScoreDifference from Prometheus ask for the histogram's counts per `le` too,
+  and inputDrift / inputDriftKS against the profile for the canary's and the profile's rows per
+  feature and bin (analysis/prometheus.py): they are judged as from the scrape (inputDriftKS on the
+  binned distance of the interval's rows, the profile taken as exact); increase() extrapolates those
   counts to the window's edges, as it does errorRate's.
 """
 
