@@ -16,10 +16,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CLUSTER := $(VENV)/bin/modeldeploy-cluster
 PYTEST_ARGS ?=
-# pytest-xdist workers for `make test`: the tests of the one local cluster run in two streams on two of
-# them, the rest spread over the others, in the order tests/conftest.py gives the groups (hence
-# --no-loadscope-reorder). 1 runs everything in order.
-TEST_WORKERS ?= 4
+# pytest-xdist workers for `make test`: the tests of the one local cluster run in three streams on three
+# of them (MODELDEPLOY_CLUSTER_STREAMS), the rest spread over the others, in the order tests/conftest.py
+# gives the groups (hence --no-loadscope-reorder). 1 runs everything in order.
+TEST_WORKERS ?= 5
 XDIST = $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder,-p no:xdist)
 
 .PHONY: help

@@ -201,12 +201,30 @@ def test_a_canary_with_analysis_is_promoted_with_policies_on(
         with Traffic(kube_api, namespace, "churn", rows(churn_bundles)) as traffic:
             wait_for("traffic through the router", lambda: len(traffic.results) > 40, timeout=60)
             set_model(kube_api, namespace, model(model_store, churn_bundles, "2"))
-            deadline = time.monotonic() + 540
+            started = time.monotonic()
+            deadline, last = started + 540, ""
             while time.monotonic() < deadline and not ready_on(kube_api, namespace, "2"):
-                seen |= {
-                    (c["name"], c["result"])
-                    for c in status(kube_api, namespace).get("analysis", {}).get("checks", [])
-                }
+                current = status(kube_api, namespace)
+                checks = current.get("analysis", {}).get("checks", [])
+                seen |= {(c["name"], c["result"]) for c in checks}
+                # How the rollout went, on change only: where the time goes when it is slow (447 s
+                # in a CI run of 2026-12-03, against about 100 s alone).
+                now = json.dumps(
+                    [current.get(k) for k in ("phase", "currentStepIndex", "canaryWeight", "pause")]
+                    + [
+                        (
+                            c["name"],
+                            c.get("result"),
+                            c.get("inconclusive"),
+                            (c.get("measurements") or [{}])[-1],
+                        )
+                        for c in checks
+                    ],
+                    default=str,
+                )
+                if now != last:
+                    print(f"{time.monotonic() - started:6.1f}s {now[:600]}")
+                    last = now
                 time.sleep(0.5)
             final = wait_for("v2 promoted", lambda: ready_on(kube_api, namespace, "2"), timeout=5)
     except BaseException:

@@ -39,6 +39,22 @@ def _operator_ready(api: client.ApiClient) -> bool:
     return (deployment.status.ready_replicas or 0) >= 1
 
 
+def print_operator_logs(api: client.ApiClient, grep: str = "", lines: int = 400) -> None:
+    """The operator pods' recent log lines (those containing `grep`), for a test's failure output:
+    what the operator did is otherwise lost with the cluster at the end of a CI run."""
+    core = client.CoreV1Api(api)
+    for pod in core.list_namespaced_pod(RELEASE_NAMESPACE, label_selector=OPERATOR_PODS).items:
+        try:
+            text = core.read_namespaced_pod_log(pod.metadata.name, RELEASE_NAMESPACE, tail_lines=lines)
+        except client.ApiException as error:
+            print("operator", pod.metadata.name, "log unreadable:", error.status)
+            continue
+        kept = [line for line in text.splitlines() if grep in line]
+        print(f"operator {pod.metadata.name}: {len(kept)} of its last {lines} log lines have {grep!r}")
+        for line in kept[-80:]:
+            print("  ", line[:400])
+
+
 def _image_values(layout: Layout) -> dict[str, object]:
     """With the real node as the default (MODELDEPLOY_REAL_NODE_DEFAULT=1) the pods run from this
     checkout's images: built and pushed to the local registry (a no-op when unchanged), named by

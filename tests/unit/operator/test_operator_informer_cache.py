@@ -221,6 +221,34 @@ def test_a_refused_list_is_remembered_and_raised_on_reads() -> None:
     assert raised.value.status == 404
 
 
+def test_a_list_refused_until_a_permission_is_granted_heals_after_a_growing_backoff() -> None:
+    """403 (a permission missing when the operator started): asked again after 1, 2, ... s (at most
+    `refused_retry_seconds`, not a fixed five minutes), and reads work once a list is allowed."""
+    forbidden = RejectedError(403, "services is forbidden")
+    informer, source, recorder, backoffs = run([forbidden, forbidden, ([obj("a", 1)], "10")], [])
+    assert [c[0] for c in source.calls] == ["list", "list", "list", "watch"]
+    assert backoffs == [1, 2]
+    assert informer.refused is None
+    assert names(informer) == ["a"]
+    assert recorder.seen == [("ADDED", "a")]
+
+
+def test_a_refusal_is_asked_again_within_the_cap() -> None:
+    stop = threading.Event()
+    source = FakeSource([RejectedError(404, "no such resource")], [], stop)
+    waits: list[float | None] = []
+
+    class Recording(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waits.append(timeout)
+            self.set()
+            return True
+
+    informer = Informer(source, DEPLOYMENTS, None, None, backoff=lambda n: 3600.0, refused_retry_seconds=60.0)
+    informer.run(Recording())
+    assert waits == [60.0]
+
+
 def test_our_writes_are_kept_unless_the_watch_brought_a_later_version() -> None:
     informer, *_ = run([([obj("a", 5)], "10")], [])
     informer.remember(obj("a", 7, spec={"replicas": 2}))

@@ -14,8 +14,9 @@ One `Informer` per (kind, scope), each on its own thread, in the client-go way:
   and tell the listener what changed meanwhile (an object missing from the new list was DELETED, one
   with another resourceVersion MODIFIED), so nothing is missed across the gap;
 - any other failure (connection lost, 5xx, 429): retry after a growing, jittered backoff;
-- a list refused (403/404: HTTPRoutes without the Gateway API) is remembered and retried every
-  `REFUSED_RETRY_SECONDS`; reads of that kind raise the refusal, as the LIST did;
+- a list refused (403: a permission missing; 404: HTTPRoutes without the Gateway API) is remembered,
+  and reads of that kind raise the refusal, as the LIST did; it is asked again after the same growing
+  backoff, up to `REFUSED_RETRY_SECONDS`, so a permission granted later heals within a minute;
 - the echo of our own write (an event whose resourceVersion one of our writes returned: `OwnWrites`)
   updates the store but is not told to the listener: the pass that wrote it knew, and queues its
   own follow-up (controller.py). Every other event is told, so nobody else's change is ever dropped.
@@ -53,8 +54,12 @@ OWN_WRITE_ECHOES = Counter(
 WATCH_TIMEOUT_SECONDS = 300
 """The server ends each watch after this; it is then restarted from the last resourceVersion (one
 request per kind and scope every five minutes: the whole idle cost of the cache)."""
-REFUSED_RETRY_SECONDS = 300.0
-"""A kind whose list was refused (403/404) is asked again after this."""
+REFUSED_RETRY_SECONDS = 60.0
+"""A kind whose list was refused (403/404) is asked again after a backoff growing up to this. It was a
+fixed 300 s: an operator restarted while a permission was missing read every ModelDeployment's Services
+as forbidden for five minutes after the permission came back (reproduced on the local cluster,
+2026-12-03: the missing-permission test, right after the operator-restart test). One LIST a minute of a
+kind that stays refused (no Gateway API installed) costs the API server next to nothing."""
 INDEX_LABEL = lbl.DEPLOYMENT_LABEL
 EMPTY_WATCH_SECONDS = 1.0
 """A watch that ends sooner than this with no event counts as a failure (backoff, not a tight loop)."""
@@ -347,9 +352,13 @@ class Informer:
             for item in items:
                 self._put(item)
             self._resource_version = resource_version
-            self.refused = None
+            was_refused, self.refused = self.refused, None
             self.own.forget_up_to(resource_version)
         self.synced.set()
+        if was_refused is not None:
+            log.info(
+                "%s list in %s allowed again (%d objects)", self.kind.kind, self.namespace or "*", len(items)
+            )
         self._tell(changes)
 
     def watch_once(self) -> int:
@@ -409,6 +418,21 @@ class Informer:
             return
         self._tell([(event_type, obj)])
 
+    def _refused(self, error: RejectedError, failures: int) -> float:
+        """Remember a refused list (reads raise it); the pause before asking again."""
+        with self._lock:
+            first = self.refused is None
+            self.refused = error
+        self.synced.set()
+        if first:  # (said once: a kind that stays refused is asked again every minute)
+            log.warning(
+                "%s list in %s refused, its reads fail until it is allowed: %s",
+                self.kind.kind,
+                self.namespace or "*",
+                error,
+            )
+        return min(self.refused_retry_seconds, self.backoff(failures))
+
     def run(self, stop: threading.Event) -> None:
         """List, then watch until `stop`; relist on 410, back off on failures."""
         failures = 0
@@ -439,10 +463,8 @@ class Informer:
                         continue
                     delay = self.backoff(failures)
                 elif must_list and error.status in (403, 404):
-                    with self._lock:
-                        self.refused = error
-                    self.synced.set()
-                    delay = self.refused_retry_seconds
+                    failures += 1
+                    delay = self._refused(error, failures)
                 else:
                     failures += 1
                     delay = self.backoff(failures)
