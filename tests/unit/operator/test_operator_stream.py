@@ -464,6 +464,68 @@ def test_prediction_log_on_the_output_stream_pods_and_the_router_not_on_a_shadow
     assert "secretKeyRef" not in json.dumps(router)
 
 
+def _reads_key(pod: dict[str, Any]) -> bool:
+    """Whether the pod's container user can read the HMAC key file, as the kubelet mounts a Secret:
+    files owned by root, group the pod's fsGroup (when it has one), mode defaultMode; the process
+    runs as runAsUser with runAsGroup, fsGroup and supplementalGroups."""
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "prediction-log-key"]
+    mode = volume["secret"]["defaultMode"]
+    security = pod["securityContext"]
+    container = {**security, **pod["containers"][0].get("securityContext", {})}
+    if container.get("runAsUser") == 0:
+        return bool(mode & 0o400)
+    group = security.get("fsGroup", 0)  # root's group without one
+    groups = {container.get("runAsGroup"), security.get("fsGroup"), *security.get("supplementalGroups", [])}
+    return bool(mode & 0o004) or (group in groups and bool(mode & 0o040))
+
+
+def test_every_pod_that_logs_predictions_can_read_the_hmac_key(owner: ModelDeploymentRef) -> None:
+    """The key is mounted 0440 (owner root, group the pod's fsGroup) and the pods run as a non-root
+    user: a pod without an fsGroup cannot open it. The router's pods had none and crashed at start
+    (PermissionError, CrashLoopBackOff) on the local cluster's real node, found by
+    tests/e2e/test_prediction_log_pii_e2e.py; the processes of the integration tests ran as root."""
+    from modeldeploy_operator.domain.manifests import build_serving_deployment
+
+    spec = make_spec(stream=STREAM, predictionLog=PLOG, traffic={"provider": "router"})
+    stream = spec.stream
+    assert stream is not None
+    variant = resolve_variants("churn", spec)[0]
+    rest = build_serving_deployment(
+        owner, variant, image=IMAGE, replicas=1, prediction_log=spec.prediction_log
+    )
+    output = build_stream_deployment(
+        owner,
+        variant,
+        stream,
+        StreamRevision("default", variant.revision, "output", 1),
+        image=IMAGE,
+        prediction_log=spec.prediction_log,
+    )
+    manifests = desired_state(
+        owner, spec, _plan(spec, (variant.revision, "stable", 1, True)), options=OPTIONS
+    ).manifests
+    router = next(
+        m for m in manifests if m["kind"] == "Deployment" and m["metadata"]["name"] == "churn-router"
+    )
+    for name, deployment in {"model server": rest, "output stream pod": output, "router": router}.items():
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert _reads_key(pod), name
+    # Without the log the router's pods are as before: an operator upgrade restarts no router.
+    plain = make_spec(traffic={"provider": "router"})
+    plain_router = next(
+        m
+        for m in desired_state(
+            owner,
+            plain,
+            _plan(plain, (resolve_variants("churn", plain)[0].revision, "stable", 1, True)),
+            options=OPTIONS,
+        ).manifests
+        if m["kind"] == "Deployment" and m["metadata"]["name"] == "churn-router"
+    )
+    assert "fsGroup" not in plain_router["spec"]["template"]["spec"]["securityContext"]
+
+
 def test_output_stream_pods_feed_the_joiner_a_shadow_does_not(owner: ModelDeploymentRef) -> None:
     spec = make_spec(stream=STREAM, effectiveness={"retention": "168h"})
     rev = _rev(spec)

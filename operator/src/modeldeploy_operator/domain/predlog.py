@@ -70,3 +70,10 @@ def add_prediction_log(
     ]
     container["volumeMounts"] = [*container.get("volumeMounts", []), hmac_mount()]
     pod_spec["volumes"] = [*pod_spec.get("volumes", []), hmac_volume(plog)]
+    # The key is mounted 0440: owner root, group the pod's fsGroup, and the pods run as a non-root
+    # user. The router's pods had no fsGroup (they mounted nothing before), could not open the key
+    # and crashed at start (PermissionError: CrashLoopBackOff on the local cluster's real node).
+    # Set here, not on every router: a router without the log keeps its pod template (an operator
+    # upgrade restarts no router).
+    security = pod_spec["securityContext"]
+    security.setdefault("fsGroup", security["runAsGroup"])
