@@ -243,6 +243,29 @@ def request_summary(sent: Sequence[Sent], cycles: Sequence[Cycle], margin: float
     return out
 
 
+def per_minute(sent: Sequence[Sent], started: float) -> list[dict[str, Any]]:
+    """Minute by minute from `started` (by due time): requests due, failed, not sent, and the p99
+    latency of the answered ones, to tell when a tail or a shortfall happened."""
+    minutes: dict[int, list[Sent]] = {}
+    for request in sent:
+        minutes.setdefault(max(0, int((request.due - started) // 60)), []).append(request)
+    out = []
+    for minute in sorted(minutes):
+        these = minutes[minute]
+        not_sent = sum(1 for r in these if r.status == 0 and r.code == "not_sent")
+        answered = [r.latency for r in these if ok(r)]
+        out.append(
+            {
+                "minute": minute,
+                "due": len(these),
+                "failed": sum(1 for r in these if not ok(r)) - not_sent,
+                "not_sent": not_sent,
+                "p99_ms": _ms(_percentile(answered, 0.99)),
+            }
+        )
+    return out
+
+
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(1000 * seconds, 1)
 
@@ -876,6 +899,7 @@ def results(
     }
     if final:
         out["requests"] = request_summary(sent, cycles, args.step_margin)
+        out["per_minute"] = per_minute(sent, started)
         out["rss_samples"] = [
             {"t": round(s.at - started, 1), "component": s.component, "pod": s.pod, "mib": _mib(s.rss_bytes)}
             for s in samples

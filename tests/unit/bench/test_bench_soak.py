@@ -103,6 +103,21 @@ def test_request_summary_counts_failures_by_path_phase_and_status() -> None:
     assert summary["stable_latency_ms"]["steady"]["p50"] == 10.0
 
 
+def test_per_minute_tells_when_failures_and_shortfalls_happened() -> None:
+    requests = [
+        sent(100.0),
+        sent(130.0, status=503, code="over_budget"),
+        sent(170.0, status=0, revision="", code="not_sent"),
+        sent(175.0),
+        sent(95.0),  # due before the start (capacity phase leftovers are not in the soak's list)
+    ]
+    minutes = soak.per_minute(requests, started=100.0)
+    assert [m["minute"] for m in minutes] == [0, 1]
+    assert minutes[0] == {"minute": 0, "due": 3, "failed": 1, "not_sent": 0, "p99_ms": 10.0}
+    assert minutes[1] == {"minute": 1, "due": 2, "failed": 0, "not_sent": 1, "p99_ms": 10.0}
+    assert soak.per_minute([], started=0.0) == []
+
+
 def test_rss_summary_gives_component_totals_and_each_pods_life() -> None:
     samples = [
         soak.Sample(0.0, "router", "r", 60 * MIB),
