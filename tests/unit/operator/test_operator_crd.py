@@ -19,13 +19,14 @@ from modeldeploy_operator.domain.rollout import plan
 from modeldeploy_operator.domain.spec import ModelDeploymentSpec
 from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
 
+from example_manifests import MANIFESTS
 from modeldeploy_builders import CRD_PATH, NOW, REPO, make_spec, observed_for
 from modeldeploy_crd_cases import INVALID_CASES, valid_manifest
 
 CRD = yaml.safe_load(CRD_PATH.read_text())
 VERSION = CRD["spec"]["versions"][0]
 SCHEMA = VERSION["schema"]["openAPIV3Schema"]
-EXAMPLES = sorted((REPO / "examples" / "churn").glob("modeldeployment*.yaml"))
+EXAMPLES = [REPO / m for m in MANIFESTS]
 
 
 def _strict(node: Any) -> Any:
