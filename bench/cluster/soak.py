@@ -64,8 +64,6 @@ import math
 import os
 import queue
 import random
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -410,38 +408,6 @@ def churn_bundles() -> Path:
     from built_cache import cached_build, churn_script
 
     return cached_build("churn-demo", [], churn_script([]))
-
-
-@contextlib.contextmanager
-def model_store(layout: Layout, bundles: Path) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind((layout.host_ip, 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "http.server",
-            str(port),
-            "--bind",
-            layout.host_ip,
-            "--directory",
-            str(bundles),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex((layout.host_ip, port)) == 0:
-                    break
-            time.sleep(0.1)
-        yield f"http://{layout.host_ip}:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 @contextlib.contextmanager
@@ -935,7 +901,9 @@ def soak(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     ensure_operator(layout, args.install)
     bundles = churn_bundles()
     bodies = request_bodies(bundles)
-    with model_store(layout, bundles) as store, soak_namespace(api, args.keep) as namespace:
+    from operator_fixtures import serve_folder
+
+    with serve_folder(layout, bundles) as store, soak_namespace(api, args.keep) as namespace:
         from cluster_helpers import create_mdep
 
         log(f"namespace {namespace}: creating the ModelDeployment (v1, 2 replicas, router)")

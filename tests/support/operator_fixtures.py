@@ -4,6 +4,7 @@ ServiceAccount and RBAC (never admin credentials); the churn bundles and an HTTP
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -207,11 +208,12 @@ def churn_bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def model_store(local_cluster: Layout, churn_bundles: Path) -> Iterator[str]:
-    """An HTTP server on the pod network's host address serving the bundles; yields its base URL."""
+@contextlib.contextmanager
+def serve_folder(layout: Layout, folder: Path) -> Iterator[str]:
+    """An HTTP server on the pod network's host address serving `folder`; yields its base URL (the
+    tests' model store, and bench/cluster/soak.py's)."""
     with socket.socket() as s:
-        s.bind((local_cluster.host_ip, 0))
+        s.bind((layout.host_ip, 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
         [
@@ -220,20 +222,28 @@ def model_store(local_cluster: Layout, churn_bundles: Path) -> Iterator[str]:
             "http.server",
             str(port),
             "--bind",
-            local_cluster.host_ip,
+            layout.host_ip,
             "--directory",
-            str(churn_bundles),
+            str(folder),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://{local_cluster.host_ip}:{port}"
 
     def answers() -> bool:
         with socket.socket() as probe:
-            return probe.connect_ex((local_cluster.host_ip, port)) == 0
+            return probe.connect_ex((layout.host_ip, port)) == 0
 
-    wait_for("the model store", answers, timeout=10)
-    yield url
-    server.terminate()
-    server.wait()
+    try:
+        wait_for("the model store", answers, timeout=10)
+        yield f"http://{layout.host_ip}:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def model_store(local_cluster: Layout, churn_bundles: Path) -> Iterator[str]:
+    """An HTTP server on the pod network's host address serving the bundles; yields its base URL."""
+    with serve_folder(local_cluster, churn_bundles) as url:
+        yield url
