@@ -39,7 +39,7 @@ from modeldeploy_testcluster.layout import Layout
 from modeldeploy_testcluster.nodes import KWOK_TOLERATION
 
 from cluster_helpers import SERVING, container_pids, create_mdep, get_mdep, patch_mdep, wait_for
-from operator_fixtures import OPERATOR_PODS, PROMETHEUS_PORT
+from operator_fixtures import HOSTILE_PROMETHEUS_PORT, OPERATOR_PODS, PrivateOperator
 from rollout_helpers import model, rows
 from traffic import ready_endpoints
 
@@ -280,7 +280,8 @@ CHUNK = 64 * 1024
 
 
 class FakePrometheus:
-    """On the one address the installed operator may query (host_ip:PROMETHEUS_PORT); the first path
+    """On an address the installed operator may query (host_ip:HOSTILE_PROMETHEUS_PORT, its own: the
+    Prometheus e2e tests run beside it on the other one); the first path
     segment picks the behaviour: /hang never answers, /huge answers 2 GiB (declared), /redirect
     answers 302 to another server, which counts the connections it gets (there should be none)."""
 
@@ -290,7 +291,7 @@ class FakePrometheus:
         self.requests: dict[str, int] = {}
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((host, PROMETHEUS_PORT))
+        self.listener.bind((host, HOSTILE_PROMETHEUS_PORT))
         self.listener.listen(64)
         self.listener.settimeout(0.2)
         self.elsewhere = socket.socket()
@@ -379,14 +380,14 @@ def blackhole(host: str) -> Iterator[None]:
     """The same address, listening but never accepting, its backlog full: SYNs are dropped."""
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host, PROMETHEUS_PORT))
+    listener.bind((host, HOSTILE_PROMETHEUS_PORT))
     listener.listen(0)
     fillers = []
     for _ in range(2):
         filler = socket.socket()
         filler.setblocking(False)
         with contextlib.suppress(BlockingIOError):
-            filler.connect((host, PROMETHEUS_PORT))
+            filler.connect((host, HOSTILE_PROMETHEUS_PORT))
         fillers.append(filler)
     try:
         yield
@@ -474,8 +475,8 @@ def remote_readings(api: client.ApiClient, namespace: str, name: str) -> list[di
     ]
 
 
-# Binds the one Prometheus address the operator may query; counts operator restarts.
-@pytest.mark.cluster_exclusive
+# Beside the other tests: its Prometheus address is its own (HOSTILE_PROMETHEUS_PORT), and the tests
+# that restart the shared operator (which would count here) run alone or on an operator of their own.
 def test_a_hostile_prometheus_neither_stalls_the_operator_nor_other_rollouts(
     kube_api: client.ApiClient,
     namespace: str,
@@ -490,7 +491,7 @@ def test_a_hostile_prometheus_neither_stalls_the_operator_nor_other_rollouts(
     fake = FakePrometheus(host)
     try:
         for mode in modes:
-            address = f"http://{host}:{PROMETHEUS_PORT}/{mode}"
+            address = f"http://{host}:{HOSTILE_PROMETHEUS_PORT}/{mode}"
             create_mdep(kube_api, namespace, hostile_md(model_store, churn_bundles, mode, address))
         create_mdep(kube_api, namespace, timed_md(model_store, churn_bundles, "steady"))
         for name in (*modes, "steady"):
@@ -549,9 +550,14 @@ def test_a_hostile_prometheus_neither_stalls_the_operator_nor_other_rollouts(
 # -- 5. deletion with the operator scaled to zero ----------------------------------------------------------
 
 
-@pytest.mark.cluster_exclusive  # scales the shared operator to zero
+# On an operator of its own (PrivateOperator, scaled to zero and left so: the fixture uninstalls it);
+# scaling the shared one down would need the cluster to itself.
 def test_deletion_completes_with_the_operator_scaled_to_zero(
-    kube_api: client.ApiClient, namespace: str, model_store: str, churn_bundles: Path, operator_release: str
+    kube_api: client.ApiClient,
+    namespace: str,
+    model_store: str,
+    churn_bundles: Path,
+    private_operator: PrivateOperator,
 ) -> None:
     core, apps = client.CoreV1Api(kube_api), client.AppsV1Api(kube_api)
     other = f"{namespace}-b"
@@ -564,7 +570,7 @@ def test_deletion_completes_with_the_operator_scaled_to_zero(
         (other, md(model_store, churn_bundles, kwok=True)),
         (namespace, old),
     ):
-        create_mdep(kube_api, ns, body)
+        create_mdep(kube_api, ns, private_operator.mark(body))
     for ns, name in ((namespace, "churn"), (other, "churn"), (namespace, "old")):
         wait_for(f"{ns}/{name} Ready", functools.partial(phase_ready, kube_api, ns, name), timeout=120)
     wait_for(
@@ -575,61 +581,42 @@ def test_deletion_completes_with_the_operator_scaled_to_zero(
         ),
         timeout=60,
     )
-    release = apps.read_namespaced_deployment("modeldeploy", operator_release)
-    replicas = release.spec.replicas
-    apps.patch_namespaced_deployment_scale("modeldeploy", operator_release, {"spec": {"replicas": 0}})
-    try:
-        wait_for(
-            "no operator pod",
-            lambda: not core.list_namespaced_pod(operator_release, label_selector=OPERATOR_PODS).items,
-            timeout=120,
-        )
-        started = time.monotonic()
-        client.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
-            "modeldeploy.io", "v1alpha1", namespace, "modeldeployments", "churn"
-        )
-        core.delete_namespace(other)
+    apps.patch_namespaced_deployment_scale(private_operator.release, namespace, {"spec": {"replicas": 0}})
+    wait_for("no operator pod", lambda: not private_operator.pods(kube_api), timeout=120)
+    started = time.monotonic()
+    client.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
+        "modeldeploy.io", "v1alpha1", namespace, "modeldeployments", "churn"
+    )
+    core.delete_namespace(other)
 
-        def gone() -> bool:
-            try:
-                get_mdep(kube_api, namespace, "churn")
-                return False
-            except client.ApiException as error:
-                if error.status != 404:
-                    raise
-            try:
-                core.read_namespace(other)
-                return False
-            except client.ApiException as error:
-                return bool(error.status == 404)
+    def gone() -> bool:
+        try:
+            get_mdep(kube_api, namespace, "churn")
+            return False
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+        try:
+            core.read_namespace(other)
+            return False
+        except client.ApiException as error:
+            return bool(error.status == 404)
 
-        wait_for("the ModelDeployment and the namespace gone", gone, timeout=180)
-        figure(
-            "deletion with the operator at zero: ModelDeployment and namespace gone in "
-            f"{time.monotonic() - started:.1f}s"
-        )
-        # What it owned goes with it (garbage collection by owner references, no operator needed).
-        wait_for(
-            "its Deployments garbage-collected",
-            lambda: (
-                not apps.list_namespaced_deployment(
-                    namespace, label_selector="modeldeploy.io/deployment=churn"
-                ).items
-            ),
-            timeout=120,
-        )
-    finally:
-        apps.patch_namespaced_deployment_scale(
-            "modeldeploy", operator_release, {"spec": {"replicas": replicas}}
-        )
-        wait_for(
-            "the operator back",
-            lambda: (
-                (apps.read_namespaced_deployment("modeldeploy", operator_release).status.ready_replicas or 0)
-                >= 1
-            ),
-            timeout=180,
-        )
+    wait_for("the ModelDeployment and the namespace gone", gone, timeout=180)
+    figure(
+        "deletion with the operator at zero: ModelDeployment and namespace gone in "
+        f"{time.monotonic() - started:.1f}s"
+    )
+    # What it owned goes with it (garbage collection by owner references, no operator needed).
+    wait_for(
+        "its Deployments garbage-collected",
+        lambda: (
+            not apps.list_namespaced_deployment(
+                namespace, label_selector="modeldeploy.io/deployment=churn"
+            ).items
+        ),
+        timeout=120,
+    )
 
 
 LATE_LOSS_SECONDS = 0.1

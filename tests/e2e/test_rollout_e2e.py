@@ -23,7 +23,7 @@ import pytest
 from kubernetes import client
 
 from cluster_helpers import condition, create_mdep, patch_mdep, wait_for
-from operator_fixtures import OPERATOR_PODS
+from operator_fixtures import OPERATOR_PODS, PrivateOperator
 from rollout_helpers import canary_md, live_arms, model, ready_on, rows, set_model, status
 from traffic import Traffic, ready_endpoints
 
@@ -32,11 +32,15 @@ COMMAND = "modeldeploy.io/command"
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("operator_release")]
 
 
-@pytest.mark.cluster_exclusive  # restarts the shared operator
+# On an operator of its own (PrivateOperator): restarting the shared one would need the cluster to itself.
 def test_a_good_canary_is_promoted_step_by_step_even_across_an_operator_restart(
-    kube_api: client.ApiClient, namespace: str, model_store: str, churn_bundles: Path, operator_release: str
+    kube_api: client.ApiClient,
+    namespace: str,
+    model_store: str,
+    churn_bundles: Path,
+    private_operator: PrivateOperator,
 ) -> None:
-    create_mdep(kube_api, namespace, canary_md(model_store, churn_bundles))
+    create_mdep(kube_api, namespace, private_operator.mark(canary_md(model_store, churn_bundles)))
     v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=120)["stableRevision"]
     with Traffic(kube_api, namespace, "churn", rows(churn_bundles)) as traffic:
         wait_for("traffic through the router", lambda: len(traffic.results) > 40, timeout=60)
@@ -53,7 +57,7 @@ def test_a_good_canary_is_promoted_step_by_step_even_across_an_operator_restart(
             if weight == 25 and not restarted:
                 # Kill every operator replica mid-rollout: the rollout must resume where it was.
                 client.CoreV1Api(kube_api).delete_collection_namespaced_pod(
-                    operator_release,
+                    namespace,
                     label_selector=OPERATOR_PODS,
                     grace_period_seconds=0,
                 )

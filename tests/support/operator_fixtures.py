@@ -5,6 +5,8 @@ ServiceAccount and RBAC (never admin credentials); the churn bundles and an HTTP
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import fcntl
 import os
 import shutil
@@ -15,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -32,7 +35,10 @@ RELEASE_NAMESPACE = "modeldeploy-system"
 OPERATOR_PODS = "app.kubernetes.io/name=modeldeploy,app.kubernetes.io/component=operator"
 """The operator's pods (not the release's `helm test` pod, which has the same name label)."""
 PROMETHEUS_PORT = 19090
-"""Port of the e2e tests' Prometheus on the host: the one address the installed operator may query."""
+"""Port of the e2e tests' Prometheus on the host: an address the installed operator may query."""
+HOSTILE_PROMETHEUS_PORT = 19091
+"""The other one, for the hostile-Prometheus fault test: it runs beside the Prometheus e2e tests."""
+INSTANCE_LABEL = "modeldeploy.io/controller-instance"
 
 
 def _operator_ready(api: client.ApiClient) -> bool:
@@ -40,13 +46,16 @@ def _operator_ready(api: client.ApiClient) -> bool:
     return (deployment.status.ready_replicas or 0) >= 1
 
 
-def print_operator_logs(api: client.ApiClient, grep: str = "", lines: int = 400) -> None:
+def print_operator_logs(
+    api: client.ApiClient, grep: str = "", lines: int = 400, namespace: str = RELEASE_NAMESPACE
+) -> None:
     """The operator pods' recent log lines (those containing `grep`), for a test's failure output:
-    what the operator did is otherwise lost with the cluster at the end of a CI run."""
+    what the operator did is otherwise lost with the cluster at the end of a CI run. `namespace`: a
+    PrivateOperator's."""
     core = client.CoreV1Api(api)
-    for pod in core.list_namespaced_pod(RELEASE_NAMESPACE, label_selector=OPERATOR_PODS).items:
+    for pod in core.list_namespaced_pod(namespace, label_selector=OPERATOR_PODS).items:
         try:
-            text = core.read_namespaced_pod_log(pod.metadata.name, RELEASE_NAMESPACE, tail_lines=lines)
+            text = core.read_namespaced_pod_log(pod.metadata.name, namespace, tail_lines=lines)
         except client.ApiException as error:
             print("operator", pod.metadata.name, "log unreadable:", error.status)
             continue
@@ -83,7 +92,13 @@ def operator_values(layout: Layout) -> dict[str, object]:
     return {
         "operator": {"resyncSeconds": 10},
         "gatewayAPI": {"enabled": True},  # the test cluster has the Gateway API CRDs
-        "analysis": {"prometheus": {"allowedAddresses": [f"http://{layout.host_ip}:{PROMETHEUS_PORT}"]}},
+        "analysis": {
+            "prometheus": {
+                "allowedAddresses": [
+                    f"http://{layout.host_ip}:{port}" for port in (PROMETHEUS_PORT, HOSTILE_PROMETHEUS_PORT)
+                ]
+            }
+        },
         "podAnnotations": {"modeldeploy.io/test-session": _RUN},
         **_image_values(layout),
     }
@@ -195,6 +210,85 @@ def operator_release(
         "--ignore-not-found",
         kubeconfig=kubeconfig,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class PrivateOperator:
+    """An operator of one test's own: the chart installed again as release `release` in the test's
+    namespace, with `operator.instanceId` = `instance`, so it manages only the ModelDeployments that
+    `mark` labels, and the shared operator none of them (docs/operator.md, "Several operators on one
+    cluster"). A test may restart, scale down or re-permission it beside the other tests; doing that to
+    the shared operator needs the cluster to itself (cluster_exclusive)."""
+
+    release: str
+    """Helm release, Deployment, Lease and ClusterRole(Binding) name (the chart's fullname)."""
+    namespace: str
+    instance: str
+
+    def mark(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`body` (a ModelDeployment) labelled for this operator."""
+        marked = copy.deepcopy(body)
+        marked.setdefault("metadata", {}).setdefault("labels", {})[INSTANCE_LABEL] = self.instance
+        return marked
+
+    def pods(self, api: client.ApiClient) -> list[client.V1Pod]:
+        """Its operator pods, running or not (not a finished `helm test` pod)."""
+        selector = f"{OPERATOR_PODS},app.kubernetes.io/instance={self.release}"
+        return list(client.CoreV1Api(api).list_namespaced_pod(self.namespace, label_selector=selector).items)
+
+    def ready(self, api: client.ApiClient) -> bool:
+        deployment = client.AppsV1Api(api).read_namespaced_deployment(self.release, self.namespace)
+        return (deployment.status.ready_replicas or 0) >= 1
+
+
+@contextlib.contextmanager
+def private_operator_installed(
+    layout: Layout, kubeconfig: Path, namespace: str, replicas: int = 1
+) -> Iterator[PrivateOperator]:
+    """Installs a PrivateOperator into `namespace` (the shared operator's values, its own instance id
+    and replica count), waits for it to be ready, and uninstalls it afterwards (its ClusterRoles are
+    cluster-wide: the namespace's deletion would leave them)."""
+    operator = PrivateOperator(release=f"modeldeploy-{namespace}", namespace=namespace, instance=namespace)
+    values = {**operator_values(layout), "replicaCount": replicas}
+    values["operator"] = {**values["operator"], "instanceId": operator.instance}  # type: ignore[dict-item]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "values.yaml"
+        path.write_text(yaml.safe_dump(values))
+        try:
+            helm(
+                "install",
+                operator.release,
+                str(REPO / "charts" / "modeldeploy"),
+                "--namespace",
+                namespace,
+                "--skip-crds",  # the session's (apply_crd): this checkout's, already there
+                "--wait",
+                "--timeout",
+                "300s",
+                "--values",
+                str(path),
+                kubeconfig=kubeconfig,
+            )
+            yield operator
+        finally:
+            helm(
+                "uninstall",
+                operator.release,
+                "--namespace",
+                namespace,
+                "--ignore-not-found",
+                kubeconfig=kubeconfig,
+            )
+
+
+@pytest.fixture
+def private_operator(
+    local_cluster: Layout, kubeconfig: Path, namespace: str, operator_release: str
+) -> Iterator[PrivateOperator]:
+    """A PrivateOperator of this test (one replica), in its namespace. Needs the session's install
+    first: the CRD, and the images on the real node."""
+    with private_operator_installed(local_cluster, kubeconfig, namespace) as operator:
+        yield operator
 
 
 @pytest.fixture(scope="session")

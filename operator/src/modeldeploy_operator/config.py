@@ -7,12 +7,13 @@ identifies itself to the API server, what it watches, and how hard it retries.
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from modeldeploy_operator.analysis.allowlist import AddressPolicy
+from modeldeploy_operator.domain.labels import INSTANCE_LABEL
 from modeldeploy_operator.domain.network_policy import NetworkPolicyOptions
 from modeldeploy_operator.domain.pods import owned_name_errors
 from modeldeploy_operator.domain.spec import PodDisruptionBudgetSpec, PodSettings
@@ -69,6 +70,14 @@ class OperatorSettings(BaseSettings):
 
     namespaces: Annotated[tuple[str, ...], NoDecode] = ()
     """Namespaces to watch, comma-separated; empty means every namespace (cluster-wide install)."""
+
+    instance_id: str = Field(
+        default="", max_length=63, pattern=r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
+    )
+    """Which ModelDeployments this operator manages: those labelled `modeldeploy.io/controller-instance`
+    with this value; empty (the default): those without the label. Two operators on one cluster (a
+    new version tried beside the old one, a team's own) then never both act on one object
+    (`managed_by`). A label value: at most 63 characters."""
 
     leader_election: bool = True
     """Run reconciles only in the replica holding the Lease, so that two replicas never fight.
@@ -234,3 +243,11 @@ class OperatorSettings(BaseSettings):
     def cluster_wide(self) -> bool:
         """True when the operator watches every namespace."""
         return not self.namespaces
+
+
+def managed_by(settings: OperatorSettings, body: dict[str, Any]) -> bool:
+    """Whether the operator with these settings manages this ModelDeployment: the one place that says
+    so (the controller asks it for every watch event; an object relabelled to another instance is
+    forgotten like a deleted one)."""
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(INSTANCE_LABEL, "") == settings.instance_id)

@@ -28,6 +28,10 @@
 - Each pass ends by setting its object's one timer to the plan's next due time (`Plan.next_due`: a
   pause ending, the next analysis interval, a step's duration or deadline, a scale-down), or to a
   backoff after a transient API error (never sooner than the server's Retry-After).
+- Only the ModelDeployments of this operator's instance are kept (`config.managed_by`: the
+  `modeldeploy.io/controller-instance` label equals `instanceId`, or both are absent); every other
+  one is forgotten as if deleted, so two operators on one cluster never act on one object, and an
+  object relabelled from one to the other changes hands at its next event.
 - A slow safety resync (`resyncSeconds`, 10 min) queues every object, repairing anything a watch
   could not tell (it costs no API request: the reads are cached, and an unchanged object is not
   written).
@@ -44,7 +48,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from modeldeploy_operator.config import OperatorSettings
+from modeldeploy_operator.config import OperatorSettings, managed_by
 from modeldeploy_operator.k8s.api import NamespaceTerminatingError, RejectedError, TransientApiError
 from modeldeploy_operator.k8s.cache import INDEX_LABEL, OWN_WRITE_ECHOES, CachedKind, OwnWrites, newer
 from modeldeploy_operator.metrics import QUEUE_DEPTH, ROLLOUT_STATE
@@ -118,7 +122,8 @@ class Controller:
     def on_modeldeployment(self, event_type: str | None, body: dict[str, Any]) -> None:
         """A watch event of a ModelDeployment (kopf's watch; `None`: listed at start-up)."""
         key = _key(body)
-        if event_type == "DELETED":
+        if event_type == "DELETED" or not managed_by(self.settings, body):
+            # Gone, or another operator instance's (relabelled to it, or never ours): forgotten alike.
             with self._lock:
                 self._bodies.pop(key, None)
                 self._retries.pop(key, None)

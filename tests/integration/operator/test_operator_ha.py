@@ -1,7 +1,9 @@
 """Two operator replicas: one leads (holds the Lease and reconciles), the other waits; when the leader
 goes, another replica takes over. Each replica exposes health and Prometheus metrics.
 
-- on the shared cluster, the chart's two replicas: the leader deleted (SIGTERM releases the Lease);
+- on the shared cluster, the chart installed with two replicas as an operator of the test's own
+  (PrivateOperator, beside the shared one and its tests): the leader deleted (SIGTERM releases the
+  Lease);
 - on a private control plane with an audit log (tests/support/private_operator.py), two replicas as
   local processes, each with a token bound to a pod of its own (the audit log names the pod): the
   leader SIGSTOPped for longer than the lease, the standby takes over within a lease and a renew
@@ -16,13 +18,16 @@ import signal
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
+from modeldeploy_testcluster.layout import Layout
+
 from cluster_helpers import GROUP, PLURAL, VERSION, create_mdep, get_mdep, wait_for
-from operator_fixtures import OPERATOR_PODS
+from operator_fixtures import PrivateOperator, private_operator_installed
 from private_operator import (
     KWOK,
     OPERATOR,
@@ -49,18 +54,23 @@ def _leader_metric(text: str) -> float:
 
 
 @pytest.mark.usefixtures("operator_release")
-@pytest.mark.cluster_exclusive  # deletes the shared operator's leader
 def test_one_replica_leads_and_a_standby_takes_over(
-    kube_api: client.ApiClient, namespace: str, operator_release: str
+    kube_api: client.ApiClient, namespace: str, local_cluster: Layout, kubeconfig: Path
+) -> None:
+    with private_operator_installed(local_cluster, kubeconfig, namespace, replicas=2) as operator:
+        _one_leads_and_a_standby_takes_over(kube_api, namespace, operator)
+
+
+def _one_leads_and_a_standby_takes_over(
+    kube_api: client.ApiClient, namespace: str, operator: PrivateOperator
 ) -> None:
     core = client.CoreV1Api(kube_api)
     leases = client.CoordinationV1Api(kube_api)
 
     def running_pods() -> list[client.V1Pod]:
-        pods = core.list_namespaced_pod(operator_release, label_selector=OPERATOR_PODS).items
         return [
             p
-            for p in pods
+            for p in operator.pods(kube_api)
             if p.status.phase == "Running"
             and not p.metadata.deletion_timestamp
             and all(c.ready for c in p.status.container_statuses or [])
@@ -74,7 +84,7 @@ def test_one_replica_leads_and_a_standby_takes_over(
     holder = wait_for(
         "a lease holder among them",
         lambda: (
-            (h := leases.read_namespaced_lease("modeldeploy", operator_release).spec.holder_identity)
+            (h := leases.read_namespaced_lease(operator.release, namespace).spec.holder_identity)
             in {p.metadata.name for p in pods}
             and h
         ),
@@ -89,15 +99,17 @@ def test_one_replica_leads_and_a_standby_takes_over(
     create_mdep(
         kube_api,
         namespace,
-        {
-            "apiVersion": "modeldeploy.io/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": "ha"},
-            "spec": {
-                "model": {"uri": "http://10.244.0.1:1/x", "format": "onnx", "version": "1"},
-                "replicas": 1,
-            },
-        },
+        operator.mark(
+            {
+                "apiVersion": "modeldeploy.io/v1alpha1",
+                "kind": "ModelDeployment",
+                "metadata": {"name": "ha"},
+                "spec": {
+                    "model": {"uri": "http://10.244.0.1:1/x", "format": "onnx", "version": "1"},
+                    "replicas": 1,
+                },
+            }
+        ),
     )
     wait_for("the leader to reconcile", lambda: get_mdep(kube_api, namespace, "ha").get("status"))
     leader = next(p for p in pods if p.metadata.name == holder)
@@ -105,10 +117,10 @@ def test_one_replica_leads_and_a_standby_takes_over(
 
     # The old leader releases the Lease on SIGTERM; another replica (the standby, or the pod that
     # replaces the deleted one, whichever asks first) takes it.
-    core.delete_namespaced_pod(holder, operator_release)
+    core.delete_namespaced_pod(holder, namespace)
 
     def new_holder() -> str | None:
-        current = leases.read_namespaced_lease("modeldeploy", operator_release).spec.holder_identity
+        current = leases.read_namespaced_lease(operator.release, namespace).spec.holder_identity
         alive = {p.metadata.name for p in running_pods()}
         return current if current and current != holder and current in alive else None
 

@@ -1,12 +1,15 @@
 """The operator also runs out of cluster, from a kubeconfig: here one holding a token of the chart's
-ServiceAccount, so the chart's RBAC is what it gets (the in-cluster replicas are scaled to 0 meanwhile)."""
+ServiceAccount, so the chart's RBAC is what it gets. It runs as an operator instance of its own
+(`MODELDEPLOY_OPERATOR_INSTANCE_ID`, docs/operator.md), beside the in-cluster one, which leaves its
+ModelDeployment alone: the test needs neither the cluster to itself nor the shared operator stopped.
+It runs without leader election: the chart's RBAC grants the one Lease the in-cluster replicas hold
+(and they prove it works)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,44 +20,11 @@ from modeldeploy_testcluster.layout import Layout
 
 from cluster_helpers import SERVING, create_mdep, get_mdep, wait_for
 from local_processes import free_port
-from operator_fixtures import OPERATOR_PODS
+from operator_fixtures import INSTANCE_LABEL
 
 pytestmark = [pytest.mark.cluster]
 
 
-@pytest.fixture
-def in_cluster_operator_stopped(kube_api: client.ApiClient, operator_release: str) -> Iterator[None]:
-    apps = client.AppsV1Api(kube_api)
-    # Restored even when stopping fails: every later test needs the in-cluster operator.
-    try:
-        apps.patch_namespaced_deployment_scale("modeldeploy", operator_release, {"spec": {"replicas": 0}})
-        core = client.CoreV1Api(kube_api)
-        wait_for(
-            "the in-cluster operator to stop",
-            lambda: (
-                not [
-                    # Running operator pods only: a finished `helm test` pod carries the chart's labels too.
-                    p
-                    for p in core.list_namespaced_pod(operator_release, label_selector=OPERATOR_PODS).items
-                    if p.status.phase not in ("Succeeded", "Failed")
-                ]
-            ),
-            timeout=60,
-        )
-        yield
-    finally:
-        apps.patch_namespaced_deployment_scale("modeldeploy", operator_release, {"spec": {"replicas": 2}})
-    wait_for(
-        "the in-cluster operator back",
-        lambda: (
-            (apps.read_namespaced_deployment("modeldeploy", operator_release).status.ready_replicas or 0) >= 1
-        ),
-        timeout=90,
-    )
-
-
-@pytest.mark.usefixtures("in_cluster_operator_stopped")
-@pytest.mark.cluster_exclusive  # scales the shared operator to zero and runs one on the host
 def test_operator_out_of_cluster_with_the_charts_service_account(
     kube_api: client.ApiClient, namespace: str, operator_release: str, local_cluster: Layout, tmp_path: Path
 ) -> None:
@@ -75,8 +45,8 @@ def test_operator_out_of_cluster_with_the_charts_service_account(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "MODELDEPLOY_"))}
     env |= {
         "KUBECONFIG": str(kubeconfig),
-        "MODELDEPLOY_OPERATOR_LEASE_NAMESPACE": operator_release,
-        "MODELDEPLOY_OPERATOR_LEASE_NAME": "modeldeploy",  # the one Lease the chart's RBAC grants
+        "MODELDEPLOY_OPERATOR_INSTANCE_ID": namespace,
+        "MODELDEPLOY_OPERATOR_LEADER_ELECTION": "false",
         "MODELDEPLOY_OPERATOR_HEALTH_PORT": str(free_port()),
         "MODELDEPLOY_OPERATOR_METRICS_PORT": str(free_port()),
     }
@@ -94,7 +64,7 @@ def test_operator_out_of_cluster_with_the_charts_service_account(
             {
                 "apiVersion": "modeldeploy.io/v1alpha1",
                 "kind": "ModelDeployment",
-                "metadata": {"name": "outside"},
+                "metadata": {"name": "outside", "labels": {INSTANCE_LABEL: namespace}},
                 "spec": {
                     "model": {"uri": "http://10.244.0.1:1/x", "format": "onnx", "version": "1"},
                     "replicas": 1,

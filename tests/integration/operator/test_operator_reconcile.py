@@ -15,7 +15,7 @@ from modeldeploy_testcluster.layout import default_layout
 
 from cluster_helpers import SERVING, condition, create_mdep, get_mdep, mdep_status, router_arms, wait_for
 from modeldeploy_crd_cases import INVALID_CASES, InvalidCase
-from operator_fixtures import OPERATOR_PODS, print_operator_logs
+from operator_fixtures import OPERATOR_PODS, PrivateOperator, print_operator_logs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator_release")]
 
@@ -205,17 +205,16 @@ def test_a_spec_the_schema_accepts_but_the_operator_cannot_use_gets_a_condition_
     assert len(warnings()) == 1
 
 
-@pytest.mark.cluster_exclusive  # restarts the shared operator
+# Both on an operator of their own (PrivateOperator): restarting or re-permissioning the shared one
+# would need the cluster to itself.
 def test_operator_restarted_mid_reconcile_converges_without_duplicates(
-    kube_api: client.ApiClient, namespace: str, operator_release: str
+    kube_api: client.ApiClient, namespace: str, private_operator: PrivateOperator
 ) -> None:
     core = client.CoreV1Api(kube_api)
     for i in range(3):
-        create_mdep(kube_api, namespace, manifest(name=f"m{i}"))
+        create_mdep(kube_api, namespace, private_operator.mark(manifest(name=f"m{i}")))
     # Kill every operator replica while the three are being reconciled.
-    core.delete_collection_namespaced_pod(
-        operator_release, label_selector=OPERATOR_PODS, grace_period_seconds=0
-    )
+    core.delete_collection_namespaced_pod(namespace, label_selector=OPERATOR_PODS, grace_period_seconds=0)
     for i in range(3):
         wait_for(
             f"m{i} to be reconciled",
@@ -227,18 +226,18 @@ def test_operator_restarted_mid_reconcile_converges_without_duplicates(
         assert len(services(kube_api, namespace, f"m{i}")) == 2
 
 
-@pytest.mark.cluster_exclusive  # edits the operator's ClusterRole
 def test_a_missing_permission_fails_visibly_and_recovers_when_granted(
-    kube_api: client.ApiClient, namespace: str
+    kube_api: client.ApiClient, namespace: str, private_operator: PrivateOperator
 ) -> None:
     rbac = client.RbacAuthorizationV1Api(kube_api)
-    role = rbac.read_cluster_role("modeldeploy")
+    name = private_operator.release  # its ClusterRole
+    role = rbac.read_cluster_role(name)
     original = copy.deepcopy(role.rules)
     role.rules = [r for r in role.rules if "services" not in (r.resources or [])]
     assert len(role.rules) < len(original)
-    rbac.replace_cluster_role("modeldeploy", role)
+    rbac.replace_cluster_role(name, role)
     try:
-        create_mdep(kube_api, namespace, manifest())
+        create_mdep(kube_api, namespace, private_operator.mark(manifest()))
         errored = wait_for(
             "lastError saying forbidden",
             lambda: (
@@ -248,10 +247,27 @@ def test_a_missing_permission_fails_visibly_and_recovers_when_granted(
             timeout=60,
         )
         assert errored
+        # And restarted while it is missing: its first list of Services is refused. That list was asked
+        # again only after a fixed 300 s, and every ModelDeployment's reads raised the refusal meanwhile
+        # (found when this test ran after the restart test, 2026-12-03); now it is retried with backoff.
+        before = {p.metadata.uid for p in private_operator.pods(kube_api)}
+        client.CoreV1Api(kube_api).delete_collection_namespaced_pod(
+            namespace, label_selector=OPERATOR_PODS, grace_period_seconds=0
+        )
+
+        def a_new_ready_pod() -> bool:
+            return any(
+                p.metadata.uid not in before
+                and bool(statuses := p.status.container_statuses or [])
+                and all(c.ready for c in statuses)
+                for p in private_operator.pods(kube_api)
+            )
+
+        wait_for("the private operator restarted", a_new_ready_pod, timeout=120)
     finally:
-        role = rbac.read_cluster_role("modeldeploy")
+        role = rbac.read_cluster_role(name)
         role.rules = original
-        rbac.replace_cluster_role("modeldeploy", role)
+        rbac.replace_cluster_role(name, role)
     # Recovery waits for the operator's retry of the refused pass (10 s here: the resync) and, when the
     # operator (re)started while the permission was missing, for its Services cache to list again:
     # after a backoff of 1, 2, 4, ... 60 s (k8s/cache.py). It was a fixed 300 s: this test right after
@@ -266,6 +282,6 @@ def test_a_missing_permission_fails_visibly_and_recovers_when_granted(
     except AssertionError:
         print("services:", [s.metadata.name for s in services(kube_api, namespace, "churn")])
         print("status:", json.dumps(get_mdep(kube_api, namespace, "churn").get("status"), default=str)[:1500])
-        print_operator_logs(kube_api)
+        print_operator_logs(kube_api, namespace=namespace)
         raise
     print(f"recovered {time.monotonic() - restored:.0f} s after the permission was back")

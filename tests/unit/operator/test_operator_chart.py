@@ -249,6 +249,16 @@ def _operator_env(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return env
 
 
+def test_the_instance_id_reaches_the_operator(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modeldeploy_operator.config import OperatorSettings
+
+    for sets, expected in (((), ""), (("operator.instanceId=team-a",), "team-a")):
+        env = {e["name"]: e["value"] for e in _operator_env(_render(*sets)) if "value" in e}
+        assert env["MODELDEPLOY_OPERATOR_INSTANCE_ID"] == expected
+        monkeypatch.setenv("MODELDEPLOY_OPERATOR_INSTANCE_ID", env["MODELDEPLOY_OPERATOR_INSTANCE_ID"])
+        assert OperatorSettings().instance_id == expected
+
+
 def test_env_names_match_operator_settings() -> None:
     from modeldeploy_operator.config import ENV_PREFIX, OperatorSettings
 
@@ -271,6 +281,8 @@ def test_env_names_match_operator_settings() -> None:
         # kopf's handler timeout: unused since the reconcile queue replaced kopf's per-object daemon
         # (issue 16), so removed; a values file that still sets it fails here rather than be ignored.
         "operator.handlerTimeoutSeconds=300",
+        "operator.instanceId=-team",  # not a label value
+        "operator.instanceId=" + "x" * 64,
     ],
 )
 def test_schema_rejects_unknown_or_invalid_values(bad: str) -> None:

@@ -841,3 +841,51 @@ def test_one_change_one_pass_per_write_and_none_for_our_own_echoes() -> None:
     run.cluster.user_patch("churn", {"metadata": {"annotations": {"example.com/note": "x"}}})
     assert run.settle()[0] == 1
     print(f"passes, requests: created {created}, model changed {changed}")
+
+
+# -- operator instances (instanceId) -----------------------------------------------------------------
+INSTANCE = "modeldeploy.io/controller-instance"
+
+
+@pytest.mark.parametrize(
+    ("instance_id", "labels", "managed"),
+    [
+        ("", {}, True),  # the default instance: objects without the label
+        ("", {INSTANCE: "team-a"}, False),
+        ("", {INSTANCE: ""}, True),  # an empty value is no instance: the default one's
+        ("team-a", {}, False),
+        ("team-a", {INSTANCE: "team-a"}, True),
+        ("team-a", {INSTANCE: "team-b"}, False),
+        ("team-a", {INSTANCE: "Team-A"}, False),  # label values are case-sensitive
+    ],
+)
+def test_an_operator_queues_only_its_own_instances_modeldeployments(
+    instance_id: str, labels: dict[str, str], managed: bool
+) -> None:
+    made, reconciler, _ = controller(instance_id=instance_id)
+    made.on_modeldeployment("ADDED", md(labels=labels))
+    assert run_ready(made) == ([("ml", "churn")] if managed else [])
+    # Nothing of another instance's object is kept: its owned objects' events queue nothing either.
+    kind = CachedKind("apps/v1", "Deployment")
+    made.on_owned(kind, "MODIFIED", {"metadata": {"namespace": "ml", "labels": {INDEX_LABEL: "churn"}}})
+    made.resync()
+    assert len(run_ready(made)) == (1 if managed else 0)
+    assert len(reconciler.passes) == (2 if managed else 0)
+
+
+def test_a_modeldeployment_relabelled_away_is_forgotten_and_one_relabelled_back_is_taken_up() -> None:
+    made, reconciler, _ = controller()
+    made.on_modeldeployment("ADDED", md(rv=1))
+    assert run_ready(made) == [("ml", "churn")]
+    made.on_modeldeployment("MODIFIED", md(rv=2, labels={INSTANCE: "canary-operator"}))
+    made.resync()
+    assert run_ready(made) == []  # handed over: this operator acts on it no more
+    made.on_modeldeployment("MODIFIED", md(rv=3, labels={}))
+    assert run_ready(made) == [("ml", "churn")]
+    assert [p["metadata"]["resourceVersion"] for p in reconciler.passes] == ["1", "3"]
+
+
+@pytest.mark.parametrize("bad", ["-a", "a-", "a b", "a/b", "x" * 64, "é"])
+def test_an_instance_id_that_is_no_label_value_is_refused_at_start(bad: str) -> None:
+    with pytest.raises(ValueError, match="instance_id"):
+        OperatorSettings(instance_id=bad)

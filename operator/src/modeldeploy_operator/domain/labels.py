@@ -12,6 +12,9 @@ from modeldeploy_contract.resource import GROUP
 DEPLOYMENT_LABEL = f"{GROUP}/deployment"
 VARIANT_LABEL = f"{GROUP}/variant"
 REVISION_LABEL = f"{GROUP}/revision"
+INSTANCE_LABEL = f"{GROUP}/controller-instance"
+"""On a ModelDeployment: the operator instance (`instanceId`) that manages it; absent: the instance
+without an id (Argo Rollouts' `--instance-id` label, the same rule)."""
 VERSION_LABEL = "app.kubernetes.io/version"
 REVISION_ANNOTATION = f"{GROUP}/revision"
 MODEL_URI_ANNOTATION = f"{GROUP}/model-uri"
