@@ -117,7 +117,8 @@ def test_a_rollback_inside_the_window_moves_traffic_to_the_warm_pod_without_a_co
         "rollbackWindow": {"seconds": 1800, "replicas": 1},
     }
     create_mdep(kube_api, namespace, md)
-    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=120)["stableRevision"]
+    # 300 s: a CI run on a machine loaded twice over (2026-12-03, 52 min) missed 120 s.
+    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=300)["stableRevision"]
     set_model(kube_api, namespace, model(model_store, churn_bundles, "2"))
     v2 = wait_for("v2 serving", lambda: ready_on(kube_api, namespace, "2"), timeout=180)["stableRevision"]
     assert v2 != v1
