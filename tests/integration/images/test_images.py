@@ -68,13 +68,79 @@ class Image:
     name: str
     ref: str
     config: dict[str, Any]  # the OCI image config (User, Env, Labels, ...)
-    rootfs: Path
-    runtime_config: dict[str, Any]  # the runc config.json umoci derived from the image
+    rootfs: Path  # the image's root filesystem: a buildah working container's mount
+    runtime_config: dict[str, Any]  # runc's default config.json with the image's user, env and command
+
+
+STORAGE = CACHE / "images"
+CONTAINER_PREFIX = "modeldeploy-images-test-"
+
+
+def _buildah(*args: str) -> str:
+    """buildah on hack/images.sh's storage (the same --root, --runroot and driver)."""
+    result = subprocess.run(
+        [
+            "buildah",
+            "--root",
+            str(STORAGE / "storage"),
+            "--runroot",
+            str(STORAGE / "run"),
+            "--storage-driver",
+            "overlay",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, f"buildah {' '.join(args)}: {result.stderr}"
+    return result.stdout.strip()
+
+
+def _remove_stale_containers() -> None:
+    """This fixture's working containers left by a session that was killed before its teardown (named
+    by the session's process id), so that their mounts do not outlive it; another live session's stay."""
+    stale = []
+    for name in _buildah("containers", "--noheading", "--format", "{{.ContainerName}}").splitlines():
+        pid = name.removeprefix(CONTAINER_PREFIX).split("-")[0]
+        if name.startswith(CONTAINER_PREFIX) and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            stale.append(name)
+    if stale:
+        _buildah("rm", *stale)
+
+
+def _image_runtime_config(config: dict[str, Any], spec_dir: Path) -> dict[str, Any]:
+    """What `umoci unpack` derived from an image: the runtime's default config (`runc spec`) with the
+    image's user, environment, working directory and command (Entrypoint + Cmd)."""
+    spec_dir.mkdir()
+    subprocess.run(["runc", "spec", "--bundle", str(spec_dir)], check=True, timeout=60)
+    spec: dict[str, Any] = json.loads((spec_dir / "config.json").read_text())
+    image = config["config"]
+    # Numeric (the labels test asserts it): the runtime takes it as is, with no /etc/passwd to read.
+    user = re.fullmatch(r"(\d+):(\d+)", image["User"])
+    assert user, f"the image's user is not a numeric uid:gid: {image['User']!r}"
+    process = spec["process"]
+    process["user"] = {"uid": int(user[1]), "gid": int(user[2])}
+    # The image's variables over the default ones (PATH replaced, TERM kept), as umoci merged them.
+    env = dict(item.split("=", 1) for item in [*process["env"], *(image.get("Env") or [])])
+    process["env"] = [f"{key}={value}" for key, value in env.items()]
+    process["cwd"] = image.get("WorkingDir") or "/"
+    process["args"] = [*(image.get("Entrypoint") or []), *(image.get("Cmd") or [])]
+    return spec
 
 
 @pytest.fixture(scope="session")
-def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Image]:
-    """Build both images with the script `make images` runs (no push), then unpack each for runc."""
+def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Image]]:
+    """Build both images with the script `make images` runs (no push), then mount each for runc.
+
+    Each image's root filesystem is a buildah working container's mount (an overlay of the image's
+    layers in buildah's storage), not a copy: `skopeo copy` to an OCI layout (gzip of every layer)
+    and `umoci unpack` made this fixture's setup 130 s of a warm CI run, for the same files; with
+    the images unchanged, 342 s before and 6 s after on a loaded machine (docs/benchmarks.md). runc
+    still runs it read-only (`root.readonly`); what runc creates for its mount points lands in the
+    container's own layer, which the teardown removes with the container (the image is untouched).
+    """
     result = subprocess.run(
         [str(REPO / "hack/images.sh")],
         # No archive: the images are read from buildah's storage below (exporting the serving image's
@@ -92,37 +158,39 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Image]:
         built[name], ids[name] = ref, image_id
     assert set(built) == {"serving", "operator"}
     root = tmp_path_factory.mktemp("images")
-    out = {}
-    storage = CACHE / "images"
-    source = f"containers-storage:[overlay@{storage / 'storage'}+{storage / 'run'}]"
-    for name, ref in built.items():
-        layout = root / f"{name}-oci"
-        subprocess.run(
-            ["skopeo", "copy", "--quiet", f"{source}{ids[name]}", f"oci:{layout}:image"],
-            check=True,
-            timeout=600,
-        )
-        config = json.loads(
-            subprocess.run(
-                ["skopeo", "inspect", "--config", f"oci:{layout}:image"],
-                check=True,
-                capture_output=True,
-                timeout=120,
-            ).stdout
-        )
-        bundle = root / f"{name}-bundle"
-        subprocess.run(
-            ["umoci", "unpack", "--image", f"{layout}:image", str(bundle)], check=True, timeout=600
-        )
-        shutil.rmtree(layout)
-        out[name] = Image(
-            name=name,
-            ref=ref,
-            config=config,
-            rootfs=bundle / "rootfs",
-            runtime_config=json.loads((bundle / "config.json").read_text()),
-        )
-    return out
+    source = f"containers-storage:[overlay@{STORAGE / 'storage'}+{STORAGE / 'run'}]"
+    _remove_stale_containers()
+    containers: list[str] = []
+    try:
+        out = {}
+        for name, ref in built.items():
+            # By id, so it is the image just built even if a tag moved since; the container holds the
+            # image (buildah rmi refuses an image in use) until the teardown removes it.
+            container = f"{CONTAINER_PREFIX}{os.getpid()}-{name}"
+            containers.append(container)
+            _buildah("from", "--pull-never", "--quiet", "--name", container, ids[name])
+            rootfs = Path(_buildah("mount", container))
+            config = json.loads(
+                subprocess.run(
+                    ["skopeo", "inspect", "--config", f"{source}{ids[name]}"],
+                    check=True,
+                    capture_output=True,
+                    timeout=120,
+                ).stdout
+            )
+            out[name] = Image(
+                name=name,
+                ref=ref,
+                config=config,
+                rootfs=rootfs,
+                runtime_config=_image_runtime_config(config, root / f"{name}-spec"),
+            )
+        yield out
+    finally:
+        # Unmounts and removes them, even when a test failed; the images stay in the storage.
+        existing = set(_buildah("containers", "--noheading", "--format", "{{.ContainerName}}").split())
+        if to_remove := [c for c in containers if c in existing]:
+            _buildah("rm", *to_remove)
 
 
 @dataclass
@@ -168,7 +236,7 @@ def _runtime_config(
     empty_dirs: dict[str, Path],
     binds: dict[str, Path],
 ) -> dict[str, Any]:
-    """The pods' restrictions on umoci's config: read-only root, no capabilities, host network."""
+    """The pods' restrictions on the image's runtime config: read-only root, no capabilities, host network."""
     config = copy.deepcopy(image.runtime_config)
     config["root"] = {"path": str(image.rootfs), "readonly": True}
     process = config["process"]
