@@ -38,7 +38,15 @@ from modeldeploy_testcluster import controlplane
 from modeldeploy_testcluster.layout import Layout
 from modeldeploy_testcluster.nodes import KWOK_TOLERATION
 
-from cluster_helpers import SERVING, container_pids, create_mdep, get_mdep, patch_mdep, wait_for
+from cluster_helpers import (
+    FIRST_READY_SECONDS,
+    SERVING,
+    container_pids,
+    create_mdep,
+    get_mdep,
+    patch_mdep,
+    wait_for,
+)
 from operator_fixtures import HOSTILE_PROMETHEUS_PORT, OPERATOR_PODS, PrivateOperator
 from rollout_helpers import model, rows
 from traffic import ready_endpoints
@@ -495,7 +503,11 @@ def test_a_hostile_prometheus_neither_stalls_the_operator_nor_other_rollouts(
             create_mdep(kube_api, namespace, hostile_md(model_store, churn_bundles, mode, address))
         create_mdep(kube_api, namespace, timed_md(model_store, churn_bundles, "steady"))
         for name in (*modes, "steady"):
-            wait_for(f"{name} Ready", functools.partial(phase_ready, kube_api, namespace, name), timeout=120)
+            wait_for(
+                f"{name} Ready",
+                functools.partial(phase_ready, kube_api, namespace, name),
+                timeout=FIRST_READY_SECONDS,
+            )
         for mode in modes:
             patch_mdep(kube_api, namespace, mode, {"spec": {"model": model(model_store, churn_bundles, "2")}})
 
@@ -572,7 +584,11 @@ def test_deletion_completes_with_the_operator_scaled_to_zero(
     ):
         create_mdep(kube_api, ns, private_operator.mark(body))
     for ns, name in ((namespace, "churn"), (other, "churn"), (namespace, "old")):
-        wait_for(f"{ns}/{name} Ready", functools.partial(phase_ready, kube_api, ns, name), timeout=120)
+        wait_for(
+            f"{ns}/{name} Ready",
+            functools.partial(phase_ready, kube_api, ns, name),
+            timeout=FIRST_READY_SECONDS,
+        )
     wait_for(
         "no finalizer on any of them",
         lambda: all(
@@ -645,7 +661,7 @@ def test_etcd_restarted_mid_rollout_the_rollout_resumes_at_the_same_step(
         "scaleDownDelaySeconds": 0,
     }
     create_mdep(kube_api, namespace, body)
-    wait_for("Ready", lambda: phase_ready(kube_api, namespace), timeout=120)
+    wait_for("Ready", lambda: phase_ready(kube_api, namespace), timeout=FIRST_READY_SECONDS)
     events_before = transitions(kube_api, namespace)
     patch_mdep(kube_api, namespace, "churn", {"spec": {"model": model(model_store, churn_bundles, "2")}})
 

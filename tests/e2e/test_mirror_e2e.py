@@ -21,7 +21,7 @@ import httpx
 import pytest
 from kubernetes import client
 
-from cluster_helpers import create_mdep, router_arms, wait_for
+from cluster_helpers import FIRST_READY_SECONDS, create_mdep, router_arms, wait_for
 from rollout_helpers import canary_md, live_arms, model, ready_on, rows, set_model, status
 from traffic import Traffic, ready_endpoints
 
@@ -74,7 +74,9 @@ def test_a_blue_green_preview_is_promoted_on_mirrored_traffic(
         "scaleDownDelaySeconds": 5,
     }
     create_mdep(kube_api, namespace, md)
-    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=120)["stableRevision"]
+    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=FIRST_READY_SECONDS)[
+        "stableRevision"
+    ]
     with Traffic(kube_api, namespace, "churn", rows(churn_bundles)) as traffic:
         wait_for("traffic through the router", lambda: len(traffic.results) > 40, timeout=60)
         set_model(kube_api, namespace, model(model_store, churn_bundles, "2"))
@@ -134,7 +136,9 @@ def test_a_shadow_step_gates_a_canary_that_answers_no_caller_until_it_passes(
         "scaleDownDelaySeconds": 5,
     }
     create_mdep(kube_api, namespace, md)
-    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=120)["stableRevision"]
+    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=FIRST_READY_SECONDS)[
+        "stableRevision"
+    ]
     with Traffic(kube_api, namespace, "churn", rows(churn_bundles)) as traffic:
         wait_for("traffic through the router", lambda: len(traffic.results) > 40, timeout=60)
         set_model(kube_api, namespace, model(model_store, churn_bundles, "2"))
@@ -191,7 +195,9 @@ def test_a_clearly_different_shadow_canary_fails_before_its_minimum_sample_count
         "scaleDownDelaySeconds": 5,
     }
     create_mdep(kube_api, namespace, md)
-    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=120)["stableRevision"]
+    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=FIRST_READY_SECONDS)[
+        "stableRevision"
+    ]
     with Traffic(kube_api, namespace, "churn", rows(churn_bundles), rate=40) as traffic:
         wait_for("traffic through the router", lambda: len(traffic.results) > 40, timeout=60)
         started = time.monotonic()

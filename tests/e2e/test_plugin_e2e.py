@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from cluster_helpers import condition, create_mdep, get_mdep, patch_mdep, wait_for
+from cluster_helpers import FIRST_READY_SECONDS, condition, create_mdep, get_mdep, patch_mdep, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("operator_release")]
 PLUGIN = str(Path(sys.executable).parent / "kubectl-modeldeploy")
@@ -63,7 +63,9 @@ def test_every_plugin_command_against_the_operator(
         },
     }
     create_mdep(kube_api, namespace, md)
-    wait_for("v1 Ready", lambda: status(kube_api, namespace).get("phase") == "Ready", timeout=120)
+    wait_for(
+        "v1 Ready", lambda: status(kube_api, namespace).get("phase") == "Ready", timeout=FIRST_READY_SECONDS
+    )
     assert (
         "ignored" in plugin(kubeconfig, namespace, "abort", "churn").lower()
     )  # no rollout: a no-op, said so

@@ -24,7 +24,7 @@ from kubernetes import client
 
 from modeldeploy_testcluster.layout import Layout
 
-from cluster_helpers import REPO, create_mdep, get_mdep, wait_for
+from cluster_helpers import FIRST_READY_SECONDS, REPO, create_mdep, get_mdep, wait_for
 from operator_fixtures import PROMETHEUS_PORT, RELEASE_NAMESPACE
 from rollout_helpers import canary_md, model, ready_on, rows, set_model
 from traffic import Traffic
@@ -157,7 +157,9 @@ def test_analysis_on_prometheus_rolls_back_a_canary_whose_scores_shift(
         },
     ]
     create_mdep(kube_api, namespace, md)
-    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=120)["stableRevision"]
+    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=FIRST_READY_SECONDS)[
+        "stableRevision"
+    ]
     with Traffic(kube_api, namespace, "churn", rows(churn_bundles)) as traffic:
         wait_for("traffic", lambda: len(traffic.results) > 40, timeout=60)
         set_model(kube_api, namespace, model(model_store, churn_bundles, "3"))

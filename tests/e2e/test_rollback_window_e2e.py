@@ -31,7 +31,7 @@ from modeldeploy_contract.commands import command_patch
 from modeldeploy_contract.resource import GROUP, PLURAL, VERSION
 from modeldeploy_operator.domain.names import revision_name
 
-from cluster_helpers import REPO, create_mdep, wait_for
+from cluster_helpers import FIRST_READY_SECONDS, REPO, create_mdep, wait_for
 from rollout_helpers import canary_md, live_arms, model, ready_on, rows, set_model, status
 from traffic import Traffic, ready_endpoints
 
@@ -117,8 +117,9 @@ def test_a_rollback_inside_the_window_moves_traffic_to_the_warm_pod_without_a_co
         "rollbackWindow": {"seconds": 1800, "replicas": 1},
     }
     create_mdep(kube_api, namespace, md)
-    # 300 s: a CI run on a machine loaded twice over (2026-12-03, 52 min) missed 120 s.
-    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=300)["stableRevision"]
+    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=FIRST_READY_SECONDS)[
+        "stableRevision"
+    ]
     set_model(kube_api, namespace, model(model_store, churn_bundles, "2"))
     v2 = wait_for("v2 serving", lambda: ready_on(kube_api, namespace, "2"), timeout=180)["stableRevision"]
     assert v2 != v1

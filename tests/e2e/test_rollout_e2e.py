@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from cluster_helpers import condition, create_mdep, patch_mdep, wait_for
+from cluster_helpers import FIRST_READY_SECONDS, condition, create_mdep, patch_mdep, wait_for
 from operator_fixtures import OPERATOR_PODS, PrivateOperator
 from rollout_helpers import canary_md, live_arms, model, ready_on, rows, set_model, status
 from traffic import Traffic, ready_endpoints
@@ -41,7 +41,9 @@ def test_a_good_canary_is_promoted_step_by_step_even_across_an_operator_restart(
     private_operator: PrivateOperator,
 ) -> None:
     create_mdep(kube_api, namespace, private_operator.mark(canary_md(model_store, churn_bundles)))
-    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=120)["stableRevision"]
+    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=FIRST_READY_SECONDS)[
+        "stableRevision"
+    ]
     with Traffic(kube_api, namespace, "churn", rows(churn_bundles)) as traffic:
         wait_for("traffic through the router", lambda: len(traffic.results) > 40, timeout=60)
         set_model(kube_api, namespace, model(model_store, churn_bundles, "2"))
@@ -83,7 +85,9 @@ def test_a_canary_whose_scores_shift_is_rolled_back_without_failing_the_stable_p
     kube_api: client.ApiClient, namespace: str, model_store: str, churn_bundles: Path
 ) -> None:
     create_mdep(kube_api, namespace, canary_md(model_store, churn_bundles))
-    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=120)["stableRevision"]
+    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=FIRST_READY_SECONDS)[
+        "stableRevision"
+    ]
     with Traffic(kube_api, namespace, "churn", rows(churn_bundles)) as traffic:
         wait_for("traffic through the router", lambda: len(traffic.results) > 40, timeout=60)
         set_model(kube_api, namespace, model(model_store, churn_bundles, "3"))
@@ -114,7 +118,9 @@ def test_a_clearly_bad_canary_at_low_traffic_fails_before_its_minimum_sample_cou
     score-shift check never reaches its minSamples of 150 in one interval, yet v3's shift (PSI ~5) is
     overwhelming evidence, so it fails early (docs/analysis.md, "Failing before minSamples")."""
     create_mdep(kube_api, namespace, canary_md(model_store, churn_bundles, deadline=600))
-    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=120)["stableRevision"]
+    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=FIRST_READY_SECONDS)[
+        "stableRevision"
+    ]
     with Traffic(kube_api, namespace, "churn", rows(churn_bundles), rate=10) as traffic:
         wait_for("traffic through the router", lambda: len(traffic.results) > 20, timeout=60)
         set_model(kube_api, namespace, model(model_store, churn_bundles, "3"))
@@ -138,7 +144,9 @@ def test_a_canary_that_never_gets_ready_is_aborted_at_its_deadline(
     kube_api: client.ApiClient, namespace: str, model_store: str, churn_bundles: Path
 ) -> None:
     create_mdep(kube_api, namespace, canary_md(model_store, churn_bundles, deadline=30))
-    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=120)["stableRevision"]
+    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=FIRST_READY_SECONDS)[
+        "stableRevision"
+    ]
     set_model(kube_api, namespace, {"uri": f"{model_store}/missing", "format": "onnx", "version": "9"})
     aborted = wait_for(
         "the deadline to abort", lambda: (s := status(kube_api, namespace)).get("aborted") and s, timeout=120
@@ -152,7 +160,9 @@ def test_a_canary_that_errors_is_rolled_back_without_failing_the_stable_path(
     kube_api: client.ApiClient, namespace: str, model_store: str, churn_bundles: Path
 ) -> None:
     create_mdep(kube_api, namespace, canary_md(model_store, churn_bundles))
-    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=120)["stableRevision"]
+    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=FIRST_READY_SECONDS)[
+        "stableRevision"
+    ]
     # Callers send bodies of about 2.3 KB; the new revision's server accepts at most 1 KiB: every request
     # that reaches it fails with 413, a misconfiguration only real traffic shows.
     with Traffic(kube_api, namespace, "churn", rows(churn_bundles), padding=2048) as traffic:
@@ -191,7 +201,9 @@ def test_a_blue_green_preview_takes_no_traffic_until_promoted_then_takes_it_all(
         "scaleDownDelaySeconds": 5,
     }
     create_mdep(kube_api, namespace, md)
-    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=120)["stableRevision"]
+    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=FIRST_READY_SECONDS)[
+        "stableRevision"
+    ]
     with Traffic(kube_api, namespace, "churn", rows(churn_bundles)) as traffic:
         wait_for("traffic through the router", lambda: len(traffic.results) > 40, timeout=60)
         set_model(kube_api, namespace, model(model_store, churn_bundles, "2"))

@@ -15,6 +15,10 @@ from modeldeploy_testcluster.layout import binaries_dir
 T = TypeVar("T")
 GROUP, VERSION, PLURAL = "modeldeploy.io", "v1alpha1", "modeldeployments"
 REPO = Path(__file__).resolve().parents[2]
+FIRST_READY_SECONDS = 300
+"""How long a new ModelDeployment may take to be Ready in a cluster test: its pods start from the
+images on the real node's 2 cores, beside the other streams' tests. 120 s was missed twice in a CI run
+on a machine loaded twice over by other work (2026-12-03, 52 min; both Ready later in a rerun)."""
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60, interval: float = 0.25) -> T:
