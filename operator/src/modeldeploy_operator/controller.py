@@ -130,8 +130,9 @@ class Controller:
                 self._terminating.pop(key, None)
             self._own.forget(key)
             self.queue.forget(key)
-            # The object is gone: its rollout series go with it.
+            # The object is gone: its rollout series go with it, and what analysis kept for it.
             ROLLOUT_STATE.forget(*key)
+            self.reconciler.forget(*key, _uid(body))
             return
         with self._lock:
             self._keep(body)

@@ -46,7 +46,7 @@ from modeldeploy_operator.domain.resource import API_VERSION, KIND, ModelDeploym
 from modeldeploy_operator.domain.revision import SERVER_PORT
 from modeldeploy_operator.domain.rollout.commands import parse_command
 from modeldeploy_operator.domain.rollout.model import Plan
-from modeldeploy_operator.domain.rollout.planner import analysis_request, plan
+from modeldeploy_operator.domain.rollout.planner import analysis_request, analysis_subject, plan
 from modeldeploy_operator.domain.rollout.preflight import PreflightRequest, preflight_requests
 from modeldeploy_operator.domain.spec import ModelDeploymentSpec
 from modeldeploy_operator.domain.status import (
@@ -381,6 +381,7 @@ class Reconciler:
             update={"url": call_url(owner, spec.traffic, self.settings.cluster_domain)}
         )
         written = self._write_status(body, status)
+        self._keep_baseline_of(owner, status)
         return Outcome(
             status.phase,
             written,
@@ -391,6 +392,19 @@ class Reconciler:
             scaled=scaled,
             changed=changed,
         )
+
+    def _keep_baseline_of(self, owner: ModelDeploymentRef, status: ModelDeploymentStatus) -> None:
+        """Drop the scrape baselines of every analysis target of this object but the rollout's under
+        way in the status just written (none once it ended): each rollout's canary is a new target,
+        and its baseline (a parsed scrape of its pods, over 1 MiB) outlived the rollout before."""
+        subject = analysis_subject(status)
+        keep = AnalysisTarget(owner.namespace, owner.name, *subject) if subject is not None else None
+        self.analysis.retain(owner.namespace, owner.name, keep)
+
+    def forget(self, namespace: str, name: str, uid: str) -> None:
+        """The ModelDeployment is gone: what was kept for it goes (scrape baselines, server reports)."""
+        self.analysis.retain(namespace, name, None)
+        self.servers.forget(f"{namespace}/{uid}")
 
     def _remember(self, written: dict[str, Any] | None) -> None:
         if self.cache is not None and isinstance(written, dict):

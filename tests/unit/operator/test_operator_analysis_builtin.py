@@ -252,7 +252,12 @@ def test_scrape_source_keeps_the_previous_scrape_per_target() -> None:
     other = AnalysisTarget("ml", "churn", "default", "beef00", "1b9e04", canary_endpoints=("10.0.0.1:8080",))
     assert source.read(checks, other, timedelta(minutes=1))[0].value is None
 
-    source.forget(target)
+    # Only the rollout under way keeps its baseline: the other target's goes, then (rollout over) all.
+    assert source.retain("ml", "churn", target.key) == 1
+    assert source.baselines() == 1
+    assert source.retain("ml", "other", None) == 0
+    assert source.retain("ml", "churn", None) == 1
+    assert source.baselines() == 0
     clock.now = LATER + timedelta(seconds=60)
     assert source.read(checks, target, timedelta(minutes=1))[0].value is None
 

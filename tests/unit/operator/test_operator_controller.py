@@ -56,6 +56,10 @@ class ScriptedReconciler:
         self.answers = list(answers)
         self.passes: list[dict[str, Any]] = []
         self.status_written: Any = None
+        self.forgotten: list[tuple[str, str, str]] = []
+
+    def forget(self, namespace: str, name: str, uid: str) -> None:
+        self.forgotten.append((namespace, name, uid))
 
     def reconcile(self, body: dict[str, Any]) -> Outcome:
         self.passes.append(body)
@@ -110,6 +114,7 @@ def test_a_deleted_modeldeployment_is_forgotten() -> None:
     made.on_modeldeployment("ADDED", md())
     made.queue.schedule(("ml", "churn"), clock.now + 5)
     made.on_modeldeployment("DELETED", md())
+    assert reconciler.forgotten == [("ml", "churn", md()["metadata"]["uid"])]  # what analysis kept goes
     clock.now += 10
     assert run_ready(made) == []
     made.on_modeldeployment("MODIFIED", md(rv=3, deletionTimestamp="2026-01-01T00:00:00Z"))

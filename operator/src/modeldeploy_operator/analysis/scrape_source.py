@@ -22,7 +22,9 @@ from .fetch import FetchLimits, new_client
 from .scrape import SCRAPE_LIMITS, Snapshot, take_snapshot
 from .target import AnalysisTarget
 
-# A target not read for this long has finished its rollout (or been deleted): drop its baseline.
+# A target not read for this long has finished its rollout (or been deleted): drop its baseline. Only
+# a backstop: the reconciler drops a target's baseline as soon as its rollout is no longer under way
+# (`retain`), and a deleted ModelDeployment's at once.
 FORGET_AFTER = timedelta(hours=6)
 
 
@@ -60,10 +62,25 @@ class BuiltinScrapeSource:
             self._forget_older_than(current.taken_at - FORGET_AFTER)
         return builtin.readings(list(checks), target, previous, current, window.total_seconds())
 
-    def forget(self, target: AnalysisTarget) -> None:
-        """Drop the target's baseline (its rollout ended); the next read starts afresh."""
+    def retain(self, namespace: str, deployment: str, keep: tuple[str, ...] | None) -> int:
+        """Drop every baseline of the ModelDeployment but the one of target key `keep` (None: all of
+        them); how many were dropped. The reconciler calls it after each pass with the rollout still
+        under way: a target's key names its canary revision, so every rollout makes a new one, and
+        nothing else ever dropped it before FORGET_AFTER. Each baseline is a whole scrape of the
+        target's pods, parsed: 1.2-1.6 MiB for 2 canary, 2 stable and 1 router pod of the churn
+        model (tracemalloc; a server's /metrics has about 400 samples, ~800 bytes each once parsed);
+        kept for 6 hours, that was the operator leader's RSS rising by 1-2 MiB per rollout in the
+        30-minute soak (docs/reliability.md, "Soak")."""
         with self._lock:
-            self._previous.pop(target.key, None)
+            stale = [key for key in self._previous if key[:2] == (namespace, deployment) and key != keep]
+            for key in stale:
+                del self._previous[key]
+            return len(stale)
+
+    def baselines(self) -> int:
+        """Baselines kept (one per target read in the last FORGET_AFTER and not dropped)."""
+        with self._lock:
+            return len(self._previous)
 
     def _forget_older_than(self, limit: datetime) -> None:
         for key in [k for k, s in self._previous.items() if s.taken_at < limit]:

@@ -113,6 +113,11 @@ class ServerReports:
             self._retry_at.pop(owner, None)
         return sorted(final.values(), key=lambda r: (r.revision, r.sha256 or "")), pending
 
+    def forget(self, owner: str) -> None:
+        """The ModelDeployment is gone: its servers' reports go."""
+        self._final.pop(owner, None)
+        self._retry_at.pop(owner, None)
+
 
 def _timed_out(seconds: float) -> str:
     return f"no answer within {seconds:g}s"

@@ -64,7 +64,7 @@ class AnalysisSources:
         max_answer_bytes: int = MAX_ANSWER_BYTES,
         joiner: JoinerReader | None = None,
     ) -> None:
-        self.scrape = scrape or BuiltinScrapeSource()
+        self.scrape = scrape if scrape is not None else BuiltinScrapeSource()
         self.joiner = joiner or JoinerReader(AddressPolicy(what="joiner", hint=JOINER_HINT))
         self.labels = labels or SeriesLabels()
         self.policy = policy or AddressPolicy()
@@ -135,9 +135,10 @@ class AnalysisSources:
         joiner = analysis.joiner.address if analysis.joiner else ""
         return (target.key, tuple(c.name for c in checks), source, joiner, analysis.interval)
 
-    def forget(self, target: AnalysisTarget) -> None:
-        """The target's rollout ended: drop its scrape baseline."""
-        self.scrape.forget(target)
+    def retain(self, namespace: str, deployment: str, keep: AnalysisTarget | None) -> int:
+        """Keep only the scrape baseline of `keep` (the ModelDeployment's rollout under way), or none
+        (no rollout, or the ModelDeployment is gone); how many were dropped."""
+        return self.scrape.retain(namespace, deployment, keep.key if keep is not None else None)
 
     def _prometheus_for(self, spec: PrometheusSource) -> PrometheusReader:
         key = (spec.address, spec.timeout_seconds)

@@ -39,7 +39,7 @@ from modeldeploy_operator.domain.rollout.model import (
 from modeldeploy_operator.domain.rollout.preflight import gate, note_results, status_entries
 from modeldeploy_operator.domain.rollout.state import Draft
 from modeldeploy_operator.domain.rollout.steps import advance, mirror_percent, ready, wanted_canary_replicas
-from modeldeploy_operator.domain.rollout.timers import analysis_due, next_due, seconds_until
+from modeldeploy_operator.domain.rollout.timers import analysis_due, next_due, rollout_active, seconds_until
 from modeldeploy_operator.domain.rollout.view import VariantOutcome, build_status
 from modeldeploy_operator.domain.spec import ModelDeploymentSpec
 from modeldeploy_operator.domain.status_model import (
@@ -396,14 +396,25 @@ def analysis_request(
     ignored, so calling this is an optimisation, not a correctness matter."""
     status = previous_status or ModelDeploymentStatus()
     analysis = spec.rollout.analysis
-    if analysis is None or status.rollout_variant is None or status.canary_revision is None:
+    subject = analysis_subject(status)
+    if analysis is None or subject is None or not analysis_due(spec, status, now):
         return None
-    if not analysis_due(spec, status, now):
-        return None
-    stable = next((v.revision for v in status.variants if v.name == status.rollout_variant), None)
+    variant, canary, stable = subject
     return AnalysisRequest(
-        variant=status.rollout_variant,
-        canary_revision=status.canary_revision,
+        variant=variant,
+        canary_revision=canary,
         stable_revision=stable,
         checks=tuple(c.name for c in analysis.checks),
     )
+
+
+def analysis_subject(status: ModelDeploymentStatus) -> tuple[str, str, str | None] | None:
+    """(variant, canary revision, the variant's stable revision) of the rollout under way, or None
+    when none is (none started, or it ended: promoted, aborted). What an analysis measures, whether
+    due now or not: so also the only one whose scrape baseline the operator keeps (reconciler.py)."""
+    if not rollout_active(status):
+        return None
+    assert status.rollout_variant is not None  # (rollout_active)
+    assert status.canary_revision is not None
+    stable = next((v.revision for v in status.variants if v.name == status.rollout_variant), None)
+    return status.rollout_variant, status.canary_revision, stable
