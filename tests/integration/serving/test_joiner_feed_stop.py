@@ -125,7 +125,9 @@ def gate(joiner: tuple[str, Path]) -> Iterator[Gate]:
     g.close()
 
 
-def feeding_server(serve: ServerFactory, bundles: Bundles, gate: Gate, shutdown_seconds: float) -> Server:
+def feeding_server(
+    serve: ServerFactory, bundles: Bundles, gate: Gate, shutdown_seconds: float, workers: int = 1
+) -> Server:
     """A server whose records go to the gate, with N answered live requests whose records the feed
     holds (the gate answered 503 at least once)."""
     env = {
@@ -135,7 +137,7 @@ def feeding_server(serve: ServerFactory, bundles: Bundles, gate: Gate, shutdown_
         "MODELDEPLOY_FEED_REVISION": "r1",
         "MODELDEPLOY_FEED_SHUTDOWN_SECONDS": str(shutdown_seconds),
     }
-    server = serve(str(bundles.v1), env=env)
+    server = serve(str(bundles.v1), env=env, args=["--workers", str(workers)])
     server.wait_ready()
     with server.client() as c:
         for i in range(N):
@@ -172,10 +174,12 @@ def stored_ids(database: Path) -> collections.Counter[str]:
     return collections.Counter(row[0] for row in rows)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_records_held_when_the_server_is_stopped_reach_the_joiner_exactly_once(
-    serve: ServerFactory, bundles: Bundles, gate: Gate, joiner: tuple[str, Path]
+    workers: int, serve: ServerFactory, bundles: Bundles, gate: Gate, joiner: tuple[str, Path]
 ) -> None:
-    server = feeding_server(serve, bundles, gate, shutdown_seconds=15)
+    """With two workers, uvicorn's supervisor passes SIGTERM on to each; each one's feed drains."""
+    server = feeding_server(serve, bundles, gate, shutdown_seconds=15, workers=workers)
     signalled = stop_holding(server)
     gate.mode = "forward"  # the joiner is back
     took = exited_within_grace(server, signalled)
@@ -183,9 +187,11 @@ def test_records_held_when_the_server_is_stopped_reach_the_joiner_exactly_once(
     expected = {f"stop-{i}" for i in range(N)}
     assert collections.Counter(gate.taken) == collections.Counter(expected)  # each sent once
     assert stored_ids(joiner[1]) == collections.Counter(expected)
-    assert f"joiner feed: stopped with nothing unsent (sent {N}, failed 0)" in log, log[-3000:]
+    stopped = re.findall(r"joiner feed: stopped with nothing unsent \(sent (\d+), failed 0\)", log)
+    assert len(stopped) == workers, log[-3000:]
+    assert sum(map(int, stopped)) == N
     assert "lost at shutdown" not in log
-    print(f"SIGTERM to exit: {took:.1f} s")
+    print(f"{workers} worker(s): SIGTERM to exit {took:.1f} s")
 
 
 @pytest.mark.parametrize("mode", ["garbage", "400", "hang"])
