@@ -120,6 +120,12 @@ class JoinerFeedSettings(BaseSettings):
     `failed`; 0: never sent again. Records the joiner had stored already come back as duplicates,
     which it counts and ignores. New records meanwhile wait in the buffer (up to `capacity`)."""
 
+    shutdown_seconds: float = Field(default=15.0, ge=0, le=300)
+    """When the server stops, how long it goes on sending what it holds (trying a joiner that cannot
+    take it every second); what is unsent then is counted `lost_at_shutdown` and logged. With the
+    server's drain_seconds (5) it must fit in the pod's terminationGracePeriodSeconds (30, set by the
+    operator): 5 + 15 leaves 10 s for the rest of the stop."""
+
     @property
     def enabled(self) -> bool:
         return bool(self.url)

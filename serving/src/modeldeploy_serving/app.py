@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -420,9 +420,21 @@ async def _send_error(
     await send({"type": "http.response.body", "body": body})
 
 
-def build_api(settings: ServerSettings, dataplane: DataPlane, *, owns_dataplane: bool = True) -> FastAPI:
+def build_api(
+    settings: ServerSettings,
+    dataplane: DataPlane,
+    *,
+    owns_dataplane: bool = True,
+    on_stop: Sequence[Callable[[], object]] = (),
+) -> FastAPI:
     """Health, metadata and /metrics. With owns_dataplane the app starts and stops the data plane
-    (REST); `modeldeploy stream` starts and stops it itself and serves this app beside the stream."""
+    (REST); `modeldeploy stream` starts and stops it itself and serves this app beside the stream.
+
+    `on_stop`: blocking calls run side by side (each in a thread) when the app stops, after uvicorn
+    has drained the requests in flight: the joiner feed and the prediction log send what they hold,
+    each bounded in time. Here and not in atexit: on SIGTERM uvicorn re-raises the signal once its
+    own shutdown is done, and the default action ends the process without running atexit (seen:
+    exit status 143, an atexit handler never ran; uvicorn 0.54)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -432,6 +444,7 @@ def build_api(settings: ServerSettings, dataplane: DataPlane, *, owns_dataplane:
         await dataplane.start()
         yield
         await dataplane.stop()
+        await asyncio.gather(*(asyncio.to_thread(stop) for stop in on_stop))
         metrics.worker_exited()
 
     api = FastAPI(title="modeldeploy model server", version=server_version(), lifespan=lifespan)
@@ -550,10 +563,13 @@ def create_app(settings: ServerSettings | None = None) -> InferenceApp:
     dataplane = DataPlane(settings)
     log_settings = PredictionLogSettings()
     prediction_log = open_prediction_log(log_settings, metrics.prediction_log_count)
-    if prediction_log is not None:
-        atexit.register(prediction_log.close)  # write what is buffered when the worker exits
     feed = open_feed(JoinerFeedSettings(), metrics.joiner_feed_count)
-    if feed is not None:
-        atexit.register(feed.close)
-    api = build_api(settings, dataplane)
+    # Both send what they hold when the app stops (build_api's on_stop), bounded in time; atexit too,
+    # for an exit that skips the lifespan's shutdown (a second Ctrl-C). A second close is a no-op wait.
+    on_stop: list[Callable[[], object]] = []
+    for closing in (prediction_log, feed):
+        if closing is not None:
+            on_stop.append(closing.close)
+            atexit.register(closing.close)
+    api = build_api(settings, dataplane, on_stop=on_stop)
     return InferenceApp(settings, dataplane, api, prediction_log, log_settings, feed)

@@ -195,7 +195,8 @@ JOINER_FEED_RECORDS = Counter(
     "modeldeploy_joiner_feed_records",
     "Prediction records for the label joiner by outcome: sent, dropped (buffer full: the joiner is "
     "slower than the traffic or down), retried (sent again after the joiner could not take them) or "
-    "failed (refused, or not taken within the feed's retry_seconds).",
+    "failed (refused, or not taken within the feed's retry_seconds), lost_at_shutdown (still unsent "
+    "when the server stopped and its shutdown_seconds ran out).",
     ["outcome"],
 )
 

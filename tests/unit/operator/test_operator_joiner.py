@@ -11,6 +11,7 @@ import pytest
 
 from modeldeploy_contract.joiner_settings import JoinerFeedSettings, JoinerSettings, joiner_service_name
 from modeldeploy_contract.router_config import RouterConfig
+from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_operator.analysis import AddressPolicy, AnalysisTarget
 from modeldeploy_operator.analysis.effectiveness import JoinerReader
 from modeldeploy_operator.domain.desired_state import BuildOptions, desired_state
@@ -200,6 +201,26 @@ def test_feed_variables_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = JoinerFeedSettings()
     assert settings.enabled
     assert settings.deployment == "churn"
+
+
+STOP_HEADROOM_SECONDS = 5
+"""Room left in the grace period for the rest of a stop: the data plane's and the interpreter's."""
+
+
+def test_a_stopping_server_drains_and_sends_its_feed_within_the_grace_period(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 15: on SIGTERM a server first drains its requests (drain_seconds), then the feed sends
+    what it holds (shutdown_seconds); both must end before the kubelet's SIGKILL, or the records the
+    feed would have counted lost_at_shutdown vanish uncounted."""
+    pod = serving(manifests(spec_of(effectiveness={})))["spec"]["template"]["spec"]
+    for key, value in env_of(pod["containers"][0]).items():
+        monkeypatch.setenv(key, value)
+    drain = ServerSettings().drain_seconds
+    feed = JoinerFeedSettings().shutdown_seconds
+    assert feed > 0
+    assert drain + feed + STOP_HEADROOM_SECONDS <= pod["terminationGracePeriodSeconds"]
+    assert "lifecycle" not in pod["containers"][0]  # no preStop hook takes a share of the grace period
 
 
 def test_the_router_table_names_the_joiner_for_feedback() -> None:

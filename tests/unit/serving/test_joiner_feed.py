@@ -3,16 +3,27 @@ joiner does (slow, down, refusing) ever blocks or fails a prediction."""
 
 from __future__ import annotations
 
+import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable
 
+import httpx
 import numpy as np
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from modeldeploy_contract.joiner_settings import JoinerFeedSettings
-from modeldeploy_serving.joiner.feed import JoinerFeed, records_of, records_of_many
+from modeldeploy_serving.joiner.feed import (
+    STOPPING_BACKOFF_SECONDS,
+    JoinerFeed,
+    Step,
+    after_attempt,
+    records_of,
+    records_of_many,
+)
 from modeldeploy_serving.model import to_prediction
 
 SETTINGS = JoinerFeedSettings(
@@ -68,7 +79,7 @@ class FakeJoiner:
         self.gate = threading.Event()
         self.gate.set()
 
-    def __call__(self, body: bytes) -> int:
+    def __call__(self, body: bytes, timeout: float) -> int:
         self.gate.wait(30)
         if self.fail:
             raise ConnectionError("connection refused")
@@ -124,7 +135,7 @@ class OutageJoiner:
         self.stored: list[str] = []
         self.tried = threading.Semaphore(0)
 
-    def __call__(self, body: bytes) -> int:
+    def __call__(self, body: bytes, timeout: float) -> int:
         self.attempts += 1
         self.tried.release()
         if not self.back.is_set():
@@ -175,15 +186,19 @@ def test_a_batch_not_taken_within_retry_seconds_is_dropped_and_the_feed_goes_on(
     assert joiner.stored == ["r3"]
 
 
-def test_closing_during_an_outage_does_not_wait_it_out() -> None:
+def test_closing_ends_a_long_wait_between_two_sends() -> None:
+    """The server stops while a batch waits an hour for its next try: close() ends the wait, so the
+    joiner, back by then, gets the batch at once instead of the stop running out its deadline."""
     joiner = OutageJoiner(0)
-    feed = JoinerFeed(SETTINGS.model_copy(update={"retry_seconds": 3600}), joiner, backoff=(3600, 3600))
+    feed = JoinerFeed(SETTINGS.model_copy(update={"retry_seconds": 3600}), joiner, backoff=(1800, 1800))
     for i in range(3):
         feed.add(f"r{i}", "v2", binary(0.5))
-    assert joiner.tried.acquire(timeout=30)  # the first attempt failed; the next is an hour away
-    feed.close(timeout=30)
+    assert joiner.tried.acquire(timeout=30)  # the first attempt fails; the next is half an hour away
+    joiner.back.set()
+    assert feed.close(deadline=60) == 0
     assert not feed._thread.is_alive()
-    assert feed.failed == 3
+    assert joiner.stored == ["r0", "r1", "r2"]
+    assert (feed.sent, feed.failed, feed.lost) == (3, 0, 0)
 
 
 def test_a_full_buffer_drops_instead_of_waiting() -> None:
@@ -239,3 +254,220 @@ def test_a_bad_stream_batch_is_logged_and_the_feed_goes_on() -> None:
     feed.add("good", "v2", binary(0.7))
     feed.close()
     assert [r["request_id"] for b in joiner.bodies for r in b["predictions"]] == ["good"]  # type: ignore[attr-defined]
+
+
+# --- stopping: what is held is sent within a deadline, and what is not is counted (issue 15) ---
+def decide(
+    status: int, now: float = 100.0, wait: float = 2.0, give_up: float = 220.0, stop_by: float | None = None
+) -> Step:
+    return after_attempt(status, now=now, wait=wait, give_up=give_up, stop_by=stop_by)
+
+
+def test_the_decision_after_one_post() -> None:
+    """The pure rule of _send, on a fake clock: `now` and the deadlines are plain numbers."""
+    assert decide(200) == Step("sent")
+    for refused in (400, 404, 413, 422, 500):
+        assert decide(refused) == Step("failed")
+    for busy in (0, 429, 502, 503, 504):
+        assert decide(busy) == Step("retry", 2.0)
+    assert decide(503, now=219.0) == Step("failed")  # retry_seconds are over
+    assert decide(503, give_up=100.0) == Step("failed")  # retry_seconds 0
+    # Stopping: the wait shrinks to a second, and the deadline ends the retries as lost_at_shutdown.
+    assert decide(503, wait=10.0, stop_by=115.0) == Step("retry", STOPPING_BACKOFF_SECONDS)
+    assert decide(503, now=114.0, wait=10.0, stop_by=115.0) == Step("lost_at_shutdown")
+    assert decide(503, now=116.0, wait=10.0, stop_by=115.0) == Step("lost_at_shutdown")
+    assert decide(200, now=116.0, stop_by=115.0) == Step("sent")  # an answer is an answer
+    assert decide(400, stop_by=115.0) == Step("failed")
+    # A batch whose own retry window ends before the deadline fails as it would have while serving.
+    assert decide(503, give_up=100.5, stop_by=115.0) == Step("failed")
+
+
+class FakeClock:
+    """Monotonic seconds that move only when the feed waits or a fake POST takes its time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def pause(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class ScriptedJoiner:
+    """Answers attempt k with answer(k): a status, or an exception to raise (no answer, garbage).
+    Its first POST waits at `gate` (the joiner slow to answer when the server is told to stop); each
+    POST takes `post_seconds` of the fake clock. Records (fake time, timeout, ids) of every attempt."""
+
+    def __init__(
+        self, clock: FakeClock, answer: Callable[[int], int | Exception], post_seconds: float = 0.05
+    ):
+        self.clock = clock
+        self.answer = answer
+        self.post_seconds = post_seconds
+        self.gate = threading.Event()
+        self.entered = threading.Semaphore(0)
+        self.attempts: list[tuple[float, float, list[str]]] = []
+        self.stored: list[str] = []
+
+    def __call__(self, body: bytes, timeout: float) -> int:
+        ids = [r["request_id"] for r in orjson.loads(body)["predictions"]]
+        self.entered.release()
+        self.gate.wait(30)
+        self.attempts.append((self.clock.now, timeout, ids))
+        self.clock.now += self.post_seconds
+        answer = self.answer(len(self.attempts) - 1)
+        if isinstance(answer, Exception):
+            raise answer
+        if answer == 200:
+            self.stored += ids
+        return answer
+
+
+STOPPING = SETTINGS.model_copy(update={"capacity": 10, "retry_seconds": 3600})
+HELD = ["r0", "r1", "r2", "r3", "r4", "s0", "s1:0", "s1:1"]  # 7 requests, 8 records
+
+
+def stopping_feed(joiner: ScriptedJoiner, counts: dict[str, int]) -> JoinerFeed:
+    feed = JoinerFeed(
+        STOPPING,
+        joiner,
+        lambda k, n: counts.__setitem__(k, counts.get(k, 0) + n),
+        monotonic=joiner.clock,
+        pause=joiner.clock.pause,
+    )
+    for i in range(5):
+        assert feed.add(f"r{i}", "v2", binary(0.5))
+    assert feed.add_many(["s0", "s1"], [1, 2], "v2", binary(0.5, 0.6, 0.7))  # a stream batch
+    return feed
+
+
+def stop(feed: JoinerFeed, joiner: ScriptedJoiner, deadline: float = 15.0) -> int:
+    """close() while the drain thread's first POST waits for its answer: every answer after it is
+    decided under the stop's rules. Returns what close() returned."""
+    assert joiner.entered.acquire(timeout=30)
+    result: list[int] = []
+    closer = threading.Thread(target=lambda: result.append(feed.close(deadline)))
+    closer.start()
+    assert _until(lambda: feed._stop_by is not None)
+    joiner.gate.set()
+    closer.join(60)
+    assert not closer.is_alive()
+    assert not feed._thread.is_alive()
+    return result[0]
+
+
+def test_a_stopping_server_sends_what_it_holds_once_the_joiner_takes_it() -> None:
+    """The joiner answers 503 for the first six tries (restarting in the same rolling update), then
+    takes everything: nothing is lost, and while stopping the tries are a second apart at most."""
+    clock = FakeClock()
+    joiner = ScriptedJoiner(clock, lambda k: 503 if k < 6 else 200)
+    counts: dict[str, int] = {}
+    feed = stopping_feed(joiner, counts)
+    started = clock.now
+    assert stop(feed, joiner) == 0
+    assert joiner.stored == HELD  # every record once, in order
+    assert counts["sent"] == 8
+    assert "failed" not in counts
+    assert "lost_at_shutdown" not in counts
+    times = [at for at, _, _ in joiner.attempts]
+    assert all(b - a <= STOPPING_BACKOFF_SECONDS + joiner.post_seconds for a, b in itertools.pairwise(times))
+    assert clock.now - started < 15
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [503, 429, ConnectionError("connection refused"), httpx.RemoteProtocolError("illegal status line")],
+    ids=["unavailable", "busy", "down", "garbage"],
+)
+def test_what_is_unsent_at_the_deadline_is_counted_and_logged_once(
+    answer: int | Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    joiner = ScriptedJoiner(clock, lambda _k: answer)
+    counts: dict[str, int] = {}
+    feed = stopping_feed(joiner, counts)
+    with caplog.at_level(logging.INFO, logger="modeldeploy_serving.joiner.feed"):
+        assert stop(feed, joiner, deadline=15.0) == 8
+        assert feed.close() == 8  # a second close (atexit's) changes nothing and logs nothing
+    assert counts.get("lost_at_shutdown") == 8
+    assert feed.lost == 8
+    assert "sent" not in counts
+    assert "failed" not in counts
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [
+        "joiner feed: 8 prediction records lost at shutdown (not sent within the 15 s stop deadline)"
+    ]
+    # Tried until the deadline, never past it: each POST's timeout ends by the deadline.
+    stop_by = feed._stop_by
+    assert stop_by is not None
+    stopping = [(at, timeout) for at, timeout, _ in joiner.attempts[1:]]
+    assert len(stopping) >= 10
+    assert all(at < stop_by and at + timeout <= stop_by + 1e-9 for at, timeout in stopping)
+
+
+def test_a_joiner_refusing_during_the_stop_fails_the_records_at_once() -> None:
+    """A 4xx is not worth sending again: each batch is tried once and counted failed, and the stop
+    does not wait for its deadline."""
+    clock = FakeClock()
+    joiner = ScriptedJoiner(clock, lambda _k: 400)
+    counts: dict[str, int] = {}
+    feed = stopping_feed(joiner, counts)
+    started = clock.now
+    assert stop(feed, joiner) == 0
+    assert counts == {"failed": 8}
+    assert len(joiner.attempts) == 3  # 3 + 3 + the stream batch's 2 records
+    assert clock.now - started < 1
+
+
+def test_close_does_not_wait_for_a_joiner_that_never_answers() -> None:
+    """A POST stuck past its timeout (a joiner trickling its answer): close() returns once its
+    deadline and JOIN_GRACE_SECONDS are over and counts what the stuck thread holds; if the answer
+    comes after all, it is not counted a second time."""
+    joiner = FakeJoiner()
+    joiner.gate.clear()  # never answers until the test says so (after close() returned)
+    counts: dict[str, int] = {}
+    feed = JoinerFeed(SETTINGS, joiner, lambda k, n: counts.__setitem__(k, counts.get(k, 0) + n))
+    for i in range(5):
+        assert feed.add(f"r{i}", "v2", binary(0.5))
+    feed._wake.set()
+    assert _until(lambda: feed._in_hand > 0)  # the first batch is in the stuck POST
+    assert feed.close(deadline=0.1) == 5
+    assert feed._thread.is_alive()  # still waiting for its answer: close() did not wait for it
+    joiner.gate.set()  # the answer comes after all: 200
+    feed._thread.join(30)
+    assert not feed._thread.is_alive()
+    assert counts == {"lost_at_shutdown": 5}  # not also "sent"
+
+
+def test_records_answered_after_the_feed_stopped_are_counted_lost() -> None:
+    counts: dict[str, int] = {}
+    feed = JoinerFeed(SETTINGS, FakeJoiner(), lambda k, n: counts.__setitem__(k, counts.get(k, 0) + n))
+    assert feed.close() == 0
+    assert not feed.add("late", "v2", binary(0.5, 0.6))
+    assert counts == {"lost_at_shutdown": 2}
+    assert feed.lost == 2
+
+
+def test_a_zero_deadline_sends_nothing_and_counts_everything() -> None:
+    joiner = FakeJoiner()
+    joiner.gate.clear()
+    counts: dict[str, int] = {}
+    feed = JoinerFeed(
+        SETTINGS.model_copy(update={"shutdown_seconds": 0}),
+        joiner,
+        lambda k, n: counts.__setitem__(k, counts.get(k, 0) + n),
+    )
+    for i in range(2):
+        feed.add(f"r{i}", "v2", binary(0.5))
+    assert feed.close() == 2
+    joiner.gate.set()
+    assert counts == {"lost_at_shutdown": 2}
+
+
+@pytest.mark.parametrize("value", ["-1", "301", "soon", ""])
+def test_a_bad_shutdown_deadline_is_refused(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELDEPLOY_FEED_SHUTDOWN_SECONDS", value)
+    with pytest.raises(ValidationError, match="shutdown_seconds"):
+        JoinerFeedSettings()

@@ -339,7 +339,9 @@ STREAM_COMMAND = ("modeldeploy", "stream")
 KAFKA_SECRET_VOLUME = "kafka-credentials"  # noqa: S105 - a volume name, not a secret
 STREAM_GRACE_SECONDS = 60
 """A stopping stream pod drains for at most 30 s (runner._drain) and then commits and closes: 60 s
-leaves it room, so that a handover starts from offsets the old writer committed itself."""
+leaves it room, so that a handover starts from offsets the old writer committed itself. The joiner
+feed's stop (MODELDEPLOY_FEED_SHUTDOWN_SECONDS, 15 s) comes after the drain and the health server's
+stop (at most 10 s, stream/main.py): 30 + 10 + 15 = 55 s fits too."""
 
 
 def kafka_secret_volume(conn: KafkaConnection) -> tuple[dict[str, Any], dict[str, Any]] | None:

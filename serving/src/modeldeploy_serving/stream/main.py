@@ -74,10 +74,10 @@ async def serve_stream(server: ServerSettings, stream: StreamSettings) -> int:
         http.should_exit = True
         await asyncio.wait([http_task], timeout=10)
         await dataplane.stop()
-        if prediction_log is not None:
-            prediction_log.close()  # write what is buffered (bounded in time)
-        if feed is not None:
-            feed.close()  # send what is buffered (bounded in time)
+        # Both send what they hold, bounded in time (the feed: shutdown_seconds, then what is unsent
+        # is counted lost_at_shutdown), side by side so that the stop fits STREAM_GRACE_SECONDS.
+        closing = [c.close for c in (prediction_log, feed) if c is not None]
+        await asyncio.gather(*(asyncio.to_thread(close) for close in closing))
         metrics.worker_exited()
     return code
 
