@@ -42,12 +42,11 @@ import threading
 import time
 import tracemalloc
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 from kubernetes import client, config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,7 +56,9 @@ from modeldeploy_testcluster import nodes  # noqa: E402
 from modeldeploy_testcluster.private import private_control_plane  # noqa: E402
 
 from built_cache import cached_build, churn_script  # noqa: E402
+from cluster_helpers import wait_for  # noqa: E402
 from local_processes import free_port, running, wait_http  # noqa: E402
+from operator_fixtures import apply_crd  # noqa: E402
 
 GROUP, VERSION, PLURAL, NAME = "modeldeploy.io", "v1alpha1", "modeldeployments", "churn"
 KWOK = {"nodeSelector": {"type": "kwok"}, "tolerations": [nodes.KWOK_TOLERATION]}
@@ -71,16 +72,6 @@ CHECKS = [
 
 def log(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
-
-
-def wait_until(what: str, probe: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(every)
-    raise TimeoutError(f"{what}: not within {timeout:.0f}s")
 
 
 def rows(bundles: Path) -> list[list[float | None]]:
@@ -198,20 +189,18 @@ class Run:
                 return str(last["outcome"])
             return None
 
-        outcome = wait_until(f"cycle {number} decided", decided, timeout)
+        outcome = wait_for(f"cycle {number} decided", decided, timeout)
         settle_on = (version, max_body) if outcome == "Promoted" else stable
         if outcome != "Promoted":
             self.patch(*stable)
-        wait_until(
-            f"cycle {number} settled on v{settle_on[0]}", lambda: self.settled_on(settle_on[0]), timeout
-        )
+        wait_for(f"cycle {number} settled on v{settle_on[0]}", lambda: self.settled_on(settle_on[0]), timeout)
         return settle_on, outcome
 
 
 def probe(pid: int, out: Path, number: int, timeout: float = 120.0) -> dict[str, Any]:
     os.kill(pid, signal.SIGUSR1)
     path = out / f"probe-{number}.json"
-    wait_until(f"probe {number}", path.exists, timeout, every=0.2)
+    wait_for(f"probe {number}", path.exists, timeout, interval=0.2)
     data: dict[str, Any] = json.loads(path.read_text())
     return data
 
@@ -234,19 +223,6 @@ def growth(first: Path, last: Path, top: int) -> list[dict[str, Any]]:
             }
         )
     return found
-
-
-def install_crd(api: client.ApiClient) -> None:
-    extensions = client.ApiextensionsV1Api(api)
-    extensions.create_custom_resource_definition(
-        yaml.safe_load((REPO / "crds" / "modeldeploy.io_modeldeployments.yaml").read_text())
-    )
-
-    def established() -> bool:
-        crd = extensions.read_custom_resource_definition(f"{PLURAL}.{GROUP}")
-        return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
-
-    wait_until("the CRD established", established, 120)
 
 
 def operator_env(
@@ -274,7 +250,7 @@ def run_cycles(args: argparse.Namespace, run: Run, pid: int, probes: Path, resul
         GROUP, VERSION, run.namespace, PLURAL, md_body(DEFAULT_MAX_BODY, "1")
     )
     # (the operator under tracemalloc, on a loaded 2-core machine, took minutes to start)
-    wait_until("Ready on v1", lambda: run.settled_on("1"), 5 * args.timeout)
+    wait_for("Ready on v1", lambda: run.settled_on("1"), 5 * args.timeout)
     result["start"] = probe(pid, probes, 1)
     log(f"ready: {json.dumps(result['start'])}")
     stable = ("1", DEFAULT_MAX_BODY)
@@ -350,7 +326,7 @@ def main() -> int:
         )
         feeder.start()
         api = config.new_client_from_config(config_file=str(layout.admin_kubeconfig))
-        install_crd(api)
+        apply_crd(api)
         namespace = f"memory-{uuid.uuid4().hex[:5]}"
         client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
         canary_file = work / "canary-address"

@@ -41,8 +41,8 @@ HOSTILE_PROMETHEUS_PORT = 19091
 INSTANCE_LABEL = "modeldeploy.io/controller-instance"
 
 
-def _operator_ready(api: client.ApiClient) -> bool:
-    deployment = client.AppsV1Api(api).read_namespaced_deployment(RELEASE, RELEASE_NAMESPACE)
+def _operator_ready(api: client.ApiClient, name: str = RELEASE, namespace: str = RELEASE_NAMESPACE) -> bool:
+    deployment = client.AppsV1Api(api).read_namespaced_deployment(name, namespace)
     return (deployment.status.ready_replicas or 0) >= 1
 
 
@@ -237,8 +237,7 @@ class PrivateOperator:
         return list(client.CoreV1Api(api).list_namespaced_pod(self.namespace, label_selector=selector).items)
 
     def ready(self, api: client.ApiClient) -> bool:
-        deployment = client.AppsV1Api(api).read_namespaced_deployment(self.release, self.namespace)
-        return (deployment.status.ready_replicas or 0) >= 1
+        return _operator_ready(api, self.release, self.namespace)
 
 
 @contextlib.contextmanager
