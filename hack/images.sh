@@ -198,10 +198,13 @@ for name in "${IMAGES[@]}"; do
       [[ $attempt == 2 ]] && exit 1
       log "$name: build failed; trying once more"
     done
-    # Older stamps of this image are superseded: untag them so their layers can be pruned.
-    bh images --noheading --format '{{.Name}}:{{.Tag}}' "localhost/modeldeploy/$name" 2>/dev/null |
-      grep ":stamp-" | grep -v ":stamp-$stamp\$" | xargs -r -n1 buildah --root "$STORAGE" \
-      --runroot "$RUNROOT" --storage-driver overlay rmi >/dev/null 2>&1 || true
+    # Older stamps of this image are superseded: remove them so their layers can be freed. A name as
+    # the argument of `buildah images` must match a tag exactly ("image not known" for a bare name:
+    # nothing was ever removed before 2026-12-04, ~20 stale stamps piled up), so filter by reference.
+    bh images --noheading --format '{{.Name}}:{{.Tag}}' --filter "reference=localhost/modeldeploy/$name" |
+      { grep ":stamp-" || true; } | { grep -v ":stamp-$stamp\$" || true; } | while read -r old; do
+        bh rmi "$old" >/dev/null || log "$name: could not remove the superseded $old"
+      done
     log "$name: built in $(since "$t")s"
   fi
   bh tag "$stamped" "$ref"

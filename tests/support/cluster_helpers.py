@@ -3,34 +3,21 @@
 from __future__ import annotations
 
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from kubernetes import client
 
 from modeldeploy_testcluster.layout import binaries_dir
 
-T = TypeVar("T")
+from local_processes import wait_for as wait_for  # noqa: PLC0414  (re-exported: cluster tests import it from here)
+
 GROUP, VERSION, PLURAL = "modeldeploy.io", "v1alpha1", "modeldeployments"
 REPO = Path(__file__).resolve().parents[2]
 FIRST_READY_SECONDS = 300
 """How long a new ModelDeployment may take to be Ready in a cluster test: its pods start from the
 images on the real node's 2 cores, beside the other streams' tests. 120 s was missed twice in a CI run
 on a machine loaded twice over by other work (2026-12-03, 52 min; both Ready later in a rerun)."""
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60, interval: float = 0.25) -> T:
-    """Poll `probe` until it returns something truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def helm(*args: str, kubeconfig: Path) -> str:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import pytest
 
 from modeldeploy_contract.joiner_settings import FEED_PATH
 
-from local_processes import free_port, running, wait_http
+from local_processes import free_port, running, wait_for, wait_http
 from serving_harness import Bundles, Server, ServerFactory, v2_body
 
 pytestmark = pytest.mark.slow
@@ -36,17 +36,6 @@ N = 60
 GRACE_SECONDS = 30
 """The serving pods' terminationGracePeriodSeconds (operator/domain/manifests.py): a stop that takes
 longer is ended by SIGKILL."""
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    """Until condition() is truthy (a bound for a broken setup, not a time window)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Gate:
@@ -144,7 +133,7 @@ def feeding_server(
             body = v2_body(bundles.normal[i : i + 1])
             r = c.post("/v2/models/churn/infer", json=body, headers={"x-request-id": f"stop-{i}"})
             assert r.status_code == 200, r.text
-    wait_for(lambda: gate.attempts > 0, "the feed trying the joiner")
+    wait_for("the feed trying the joiner", lambda: gate.attempts > 0, interval=0.05)
     return server
 
 
@@ -153,7 +142,9 @@ def stop_holding(server: Server) -> float:
     signal (monotonic)."""
     signalled = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
-    wait_for(lambda: "joiner feed: stopping with" in server.log.read_text(), "the feed stopping")
+    wait_for(
+        "the feed stopping", lambda: "joiner feed: stopping with" in server.log.read_text(), interval=0.05
+    )
     return signalled
 
 

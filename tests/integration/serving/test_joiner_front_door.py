@@ -7,7 +7,6 @@ route, and the joiner's summary shows them joined per arm."""
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,23 +18,12 @@ import pytest
 from modeldeploy_contract.preflight import REPLAY_HEADER
 from modeldeploy_contract.router_config import RouterConfig
 
-from local_processes import free_port, running, wait_http
+from local_processes import free_port, running, wait_for, wait_http
 from serving_harness import Bundles, ServerFactory, v2_body
 
 pytestmark = pytest.mark.slow
 
 REVISION = "r1"
-
-
-def wait_for(condition: Any, what: str, timeout: float = 60.0) -> Any:
-    """Until condition() returns something truthy (a bound for a broken setup, not a time window)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -115,7 +103,7 @@ def test_labels_through_the_front_door_join_the_predictions_the_callers_got(
             arm = arm_of(httpx.get(f"{joiner_url}/v1/effectiveness", params={"fresh": 1}).json())
             return arm is not None and arm["predictions"] == 33
 
-        wait_for(recorded, "33 prediction records in the joiner")
+        wait_for("33 prediction records in the joiner", recorded, interval=0.05)
 
         # Labels "later": the truth is the predicted class for the first 20, the other for the rest.
         ids = list(predicted)
@@ -190,7 +178,7 @@ def test_a_golden_set_replay_is_never_recorded_for_the_joiner(
         arm = arm_of(httpx.get(f"{joiner_url}/v1/effectiveness", params={"fresh": 1}).json())
         return arm is not None and arm["predictions"] >= 4
 
-    wait_for(recorded, "the live records in the joiner")
+    wait_for("the live records in the joiner", recorded, interval=0.05)
     labels = [{"request_id": f"{kind}-{i}", "label": 1} for kind in ("replay", "live") for i in range(4)]
     answer = httpx.post(f"{joiner_url}/v1/feedback", json={"labels": labels}, timeout=30).json()
     assert [r["status"] for r in answer["results"]] == ["unknown_request"] * 4 + ["joined"] * 4

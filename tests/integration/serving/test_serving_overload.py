@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 
 import httpx
 import numpy as np
 
+from local_processes import wait_for
 from serving_harness import Bundles, Server, ServerFactory, metric_values
 
 V2 = "/v2/models/churn/infer"
@@ -23,15 +23,6 @@ GOOD = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 14], "data
 def address(server: Server) -> tuple[str, int]:
     host, port = server.url.removeprefix("http://").split(":")
     return host, int(port)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def rss_bytes(server: Server) -> int:
@@ -119,7 +110,7 @@ def test_beyond_max_concurrent_requests_is_a_fast_503_with_retry_after(
                 return True
             return False
 
-        wait_for(refused_now, 10, "a 503 while four requests are stalled")
+        wait_for("a 503 while four requests are stalled", refused_now, 10, interval=0.02)
         response = refused[0]
         assert response.headers["retry-after"] == "1"
         assert "overloaded" in response.json()["error"]
@@ -134,7 +125,7 @@ def test_beyond_max_concurrent_requests_is_a_fast_503_with_retry_after(
         def served() -> bool:
             return c.post(V2, json=GOOD).status_code == 200
 
-        wait_for(served, 10, "a 200 once the stalled requests are gone")
+        wait_for("a 200 once the stalled requests are gone", served, 10, interval=0.02)
 
 
 def test_slow_clients_do_not_starve_probes_and_are_closed(bundles: Bundles, serve: ServerFactory) -> None:
@@ -184,6 +175,11 @@ def test_slow_clients_do_not_starve_probes_and_are_closed(bundles: Bundles, serv
         # recv blocks until the head deadline closes each connection (10 s socket timeout each).
         assert all(closed(s) for s in idle[:20])
         assert all(closed(s) for s in trickling[:20])
-        wait_for(lambda: closed(idle[-1]) and closed(trickling[-1]), 15, "the last connections closed")
+        wait_for(
+            "the last connections closed",
+            lambda: closed(idle[-1]) and closed(trickling[-1]),
+            15,
+            interval=0.02,
+        )
     with server.client() as c:
         assert c.get("/v2/health/ready").status_code == 200
