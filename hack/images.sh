@@ -198,11 +198,14 @@ for name in "${IMAGES[@]}"; do
       [[ $attempt == 2 ]] && exit 1
       log "$name: build failed; trying once more"
     done
-    # Older stamps of this image are superseded: remove them so their layers can be freed. A name as
-    # the argument of `buildah images` must match a tag exactly ("image not known" for a bare name:
-    # nothing was ever removed before 2026-12-04, ~20 stale stamps piled up), so filter by reference.
-    bh images --noheading --format '{{.Name}}:{{.Tag}}' --filter "reference=localhost/modeldeploy/$name" |
-      { grep ":stamp-" || true; } | { grep -v ":stamp-$stamp\$" || true; } | while read -r old; do
+    # Older stamps of this image are superseded: remove all but the newest two, so that switching between
+    # two checkouts (worktrees) reuses their builds while old stamps no longer pile up. A name as the
+    # argument of `buildah images` must match a tag exactly ("image not known" for a bare name, and
+    # the error was ignored: until 2026-12-04 nothing was removed, ~20 stale stamps and their layers
+    # filled the disk), so filter by reference.
+    bh images --noheading --format '{{.CreatedAtRaw}}|{{.Name}}:{{.Tag}}' --filter "reference=localhost/modeldeploy/$name" |
+      { grep "|localhost/modeldeploy/$name:stamp-" || true; } | sort -r | cut -d'|' -f2 |
+      { grep -v ":stamp-$stamp\$" || true; } | tail -n +3 | while read -r old; do
         bh rmi "$old" >/dev/null || log "$name: could not remove the superseded $old"
       done
     log "$name: built in $(since "$t")s"
