@@ -442,7 +442,7 @@ class Informer:
                 self.namespace or "*",
                 error,
             )
-        return self.backoff(failures, self.refused_retry_seconds)
+        return min(self.refused_retry_seconds, self.backoff(failures, self.refused_retry_seconds))
 
     def _transient(self, error: TransientApiError, streak: _Streak) -> float:
         """The pause after a transient failure: while no API server answers, counted apart and capped
