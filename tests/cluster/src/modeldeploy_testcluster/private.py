@@ -74,12 +74,13 @@ class Process:
             )
         self.started_at = time.time()
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 30.0) -> None:
+        """SIGTERM, and SIGKILL if it has not exited after `grace` seconds."""
         if self.proc is None:
             return
         self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(timeout=30)
+            self.proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -302,14 +303,16 @@ def private_control_plane(
 
 
 @contextlib.contextmanager
-def component_stopped(layout: PrivateLayout, name: str) -> Iterator[float]:
-    """Stop one component of a private control plane (SIGTERM, SIGKILL after 30 s), yield the monotonic
-    time it was gone, and start it again with the same command line on exit, even if the body failed
-    (its log goes on in the same file). The API server stopped so refuses connections, as
-    `controlplane.component_stopped` does it on the shared cluster; this one touches only the private
-    control plane's processes. The caller waits for it to be ready again (`layout.admin_get("/readyz")`)."""
+def component_stopped(layout: PrivateLayout, name: str, grace: float = 10.0) -> Iterator[float]:
+    """Stop one component of a private control plane (SIGTERM, SIGKILL after `grace` seconds), yield the
+    monotonic time it was gone, and start it again with the same command line on exit, even if the body
+    failed (its log goes on in the same file). The API server stopped so refuses connections, as
+    `controlplane.component_stopped` does it on the shared cluster (the same 10 s grace); this one
+    touches only the private control plane's processes. The caller waits for it to be ready again
+    (`layout.admin_get("/readyz")`). A kube-apiserver stops listening at once on SIGTERM but was seen
+    (2026-12-04) not to exit within 30 s: the outage begins at the SIGTERM, not at the time yielded."""
     process = layout.processes[name]
-    process.stop()
+    process.stop(grace)
     try:
         yield time.monotonic()
     finally:
