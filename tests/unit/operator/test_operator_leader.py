@@ -9,6 +9,7 @@ test_operator_apiserver_outage_private.py."""
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 from typing import Any, ClassVar
 
@@ -17,7 +18,7 @@ from pydantic import ValidationError
 
 from modeldeploy_operator.config import OperatorSettings
 from modeldeploy_operator.k8s import api as api_module
-from modeldeploy_operator.k8s.api import FencedError, KubeApi, TransientApiError
+from modeldeploy_operator.k8s.api import FencedError, KubeApi, RejectedError, TransientApiError
 from modeldeploy_operator.k8s.kinds import kind_of
 from modeldeploy_operator.k8s.leader import RETRY_SECONDS, LeaderElector
 
@@ -257,6 +258,23 @@ def test_a_stepped_down_leader_waits_while_another_holds_the_lease() -> None:
         assert b.try_acquire_or_renew()
     assert not a.holds()
     assert a.term == 1
+
+
+def test_a_refused_lease_is_said_once_not_at_every_second(caplog: pytest.LogCaptureFixture) -> None:
+    clock, leases = Clock(), Leases()
+    a = elector(leases, "a", clock)
+
+    def forbidden(*_: Any) -> None:
+        raise RejectedError(403, "leases is forbidden")
+
+    leases.get = forbidden  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING):
+        for _ in range(5):
+            assert not a.try_acquire_or_renew()
+            clock.now += RETRY_SECONDS
+    assert [r.getMessage() for r in caplog.records].count(
+        "cannot take the lease sys/op: leases is forbidden"
+    ) == 1
 
 
 class _Sender:

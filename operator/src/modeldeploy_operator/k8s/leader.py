@@ -88,6 +88,8 @@ class LeaderElector:
         self._valid_until = float("-inf")
         """Monotonic time up to which this replica may write in `_term`: its last renewal's start +
         deadline (-inf once the term is over)."""
+        self._refusal: str | None = None
+        """The last refusal said (a RejectedError's message), so that it is said once."""
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
         """The Lease record as last seen, and the local monotonic time it was first seen so."""
@@ -151,6 +153,7 @@ class LeaderElector:
                     }
                 )
                 self._won(started)
+                self._refusal = None
                 return True
             spec = lease.get("spec", {})
             holder = spec.get("holderIdentity")
@@ -161,14 +164,18 @@ class LeaderElector:
             lease["spec"] = self._spec(acquired or _fmt(_now()), transitions)
             self.api.replace(lease)
             self._won(started)
+            self._refusal = None
             return True
         except TransientApiError as error:
             # A conflict means another replica wrote first: it won this round.
             log.debug("lease attempt failed: %s", error)
             return False
         except RejectedError as error:
-            # Forbidden or invalid: no replica can win like this; say so instead of waiting in silence.
-            log.warning("cannot take the lease %s/%s: %s", self.namespace, self.name, error)
+            # Forbidden or invalid: no replica can win like this; say so instead of waiting in silence,
+            # once per refusal (it is asked again every second).
+            if str(error) != self._refusal:
+                self._refusal = str(error)
+                log.warning("cannot take the lease %s/%s: %s", self.namespace, self.name, error)
             return False
 
     def wait_for_leadership(self, stop: threading.Event) -> int | None:
