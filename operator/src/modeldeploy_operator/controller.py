@@ -27,7 +27,8 @@
   removes and reacting to each of their pods going.
 - Each pass ends by setting its object's one timer to the plan's next due time (`Plan.next_due`: a
   pause ending, the next analysis interval, a step's duration or deadline, a scale-down), or to a
-  backoff after a transient API error (never sooner than the server's Retry-After).
+  backoff after a transient API error (never sooner than the server's Retry-After; at most a few
+  seconds while no API server answers: k8s/api.py UNREACHABLE_RETRY_MAX_SECONDS).
 - Only the ModelDeployments of this operator's instance are kept (`config.managed_by`: the
   `modeldeploy.io/controller-instance` label equals `instanceId`, or both are absent); every other
   one is forgotten as if deleted, so two operators on one cluster never act on one object, and an
@@ -49,7 +50,13 @@ from collections.abc import Callable
 from typing import Any
 
 from modeldeploy_operator.config import OperatorSettings, managed_by
-from modeldeploy_operator.k8s.api import NamespaceTerminatingError, RejectedError, TransientApiError
+from modeldeploy_operator.k8s.api import (
+    NamespaceTerminatingError,
+    RejectedError,
+    TransientApiError,
+    backoff,
+    retry_cap,
+)
 from modeldeploy_operator.k8s.cache import INDEX_LABEL, OWN_WRITE_ECHOES, CachedKind, OwnWrites, newer
 from modeldeploy_operator.metrics import QUEUE_DEPTH, ROLLOUT_STATE
 from modeldeploy_operator.reconciler import Outcome, Reconciler
@@ -171,10 +178,10 @@ class Controller:
             self.queue.add(key)
 
     # -- one pass --------------------------------------------------------------------------------
-    def _backoff(self, retry: int) -> float:
-        return float(
-            min(self.settings.retry_backoff_seconds * 2**retry, self.settings.retry_backoff_max_seconds)
-        )
+    def _backoff(self, retry: int, cap: float | None = None) -> float:
+        """retry_backoff_seconds, doubled on each retry up to `cap` (retry_backoff_max_seconds)."""
+        limit = self.settings.retry_backoff_max_seconds if cap is None else cap
+        return backoff(retry + 1, limit, first=self.settings.retry_backoff_seconds)
 
     def _at(self, due: dt.datetime | None) -> float | None:
         """A wall-clock due time as the queue's (monotonic) clock reads it."""
@@ -216,7 +223,9 @@ class Controller:
                 self._retries[key] = retry + 1
             if retry < self.settings.retry_limit:
                 # Throttled (429) or unavailable with a Retry-After: never sooner than the server asked.
-                delay = max(self._backoff(retry), error.retry_after or 0.0)
+                # No API server answering: every few seconds, so that it is acted on soon after it is back.
+                cap = retry_cap(error, self.settings.retry_backoff_max_seconds)
+                delay = max(self._backoff(retry, cap), error.retry_after or 0.0)
                 self.queue.schedule(key, self.queue.now() + delay)
             else:  # given up: the next event or the resync tries again
                 self.queue.schedule(key, None)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -28,7 +27,13 @@ from modeldeploy_operator.controller import Controller
 from modeldeploy_operator.domain.resource import GROUP, PLURAL, VERSION
 from modeldeploy_operator.domain.rollout.commands import is_pending, parse_command
 from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
-from modeldeploy_operator.k8s.api import USER_AGENT, KubeApi, new_api_client
+from modeldeploy_operator.k8s.api import (
+    UNREACHABLE_RETRY_MAX_SECONDS,
+    USER_AGENT,
+    KubeApi,
+    backoff,
+    new_api_client,
+)
 from modeldeploy_operator.k8s.cache import ClusterCache
 from modeldeploy_operator.reconciler import Reconciler
 
@@ -38,11 +43,24 @@ log = logging.getLogger("modeldeploy.handlers")
 CACHE_SYNC_SECONDS = 120.0
 """Workers start once every cache has listed, or after this (reads then fall back to the API)."""
 WATCH_RECONNECT_SECONDS = 2.0
-WATCH_ERROR_BACKOFFS = [
-    round(min(60.0, 2.0**n) * random.uniform(0.8, 1.2), 2)  # noqa: S311 - jitter, not cryptography
-    for n in range(10)
-]
-"""1, 2, 4, ... 60 s (+-20 %): about five minutes of retries before kopf gives a request up."""
+KOPF_RETRY_SECONDS = 300.0
+"""How long kopf retries one request before it gives it up (a list or watch given up is started again
+after WATCH_RECONNECT_SECONDS; another request fails)."""
+
+
+def kopf_backoffs(total: float = KOPF_RETRY_SECONDS) -> list[float]:
+    """kopf's pauses between the attempts of one request: 1, 2, 4, 4, ... s (+-20 %) for `total`
+    seconds. kopf has one list for every error (a refused connection, 5xx, 403, 429), and its watch of
+    ModelDeployments is how a spec change reaches us: capped at UNREACHABLE_RETRY_MAX_SECONDS, not 60 s,
+    so that it sees an API server back within seconds (with 60 s it was 81-95 s after an outage of
+    30-120 s). A 429's Retry-After still wins (enforce_retry_after is False: the longer of the two)."""
+    delays: list[float] = []
+    while sum(delays) < total:
+        delays.append(round(backoff(len(delays) + 1, UNREACHABLE_RETRY_MAX_SECONDS, jitter=0.2), 2))
+    return delays
+
+
+WATCH_ERROR_BACKOFFS = kopf_backoffs()
 
 _controller: Controller | None = None
 _stop = threading.Event()
@@ -94,8 +112,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 def configure_networking(settings: kopf.OperatorSettings) -> None:
     """kopf's own API calls: Retry-After of a 429 is always the least pause (kopf waits the longer of it
-    and the backoff); retries back off exponentially with jitter over about five minutes, so a
-    throttled or restarting API server is not hammered; a watch that ends is restarted after a pause,
+    and the backoff); retries back off with jitter up to 4 s (kopf_backoffs) over about five minutes;
+    a watch that ends is restarted after a pause,
     not at once (kopf's default is 0.1 s, and it restarts a watch whose 429 outlived the retries)."""
     settings.networking.error_backoffs = WATCH_ERROR_BACKOFFS
     settings.networking.enforce_retry_after = False  # the longer of Retry-After and the backoff
@@ -125,9 +143,12 @@ def build_controller(api: KubeApi, settings: OperatorSettings) -> tuple[Controll
 
 @kopf.on.startup()
 def start(**_: Any) -> None:
-    """Start the caches, wait until they have listed, then the workers."""
-    global _controller  # noqa: PLW0603 - one controller per process, started with kopf
-    _stop.clear()
+    """Start the caches, wait until they have listed, then the workers. kopf runs once per leadership
+    term (main.py): each term builds its own controller, whose KubeApi writes for that term only."""
+    global _controller, _stop  # noqa: PLW0603 - one controller per kopf run, started with it
+    # A stop flag of this term's own: an earlier term's informer still inside a watch (it ends within
+    # WATCH_TIMEOUT_SECONDS) finds its flag set when it comes out, instead of a flag cleared again.
+    _stop = threading.Event()
     controller, cache = build_controller(KubeApi(new_api_client(), SETTINGS.field_manager), SETTINGS)
     cache.start(_stop)
     if not cache.wait_synced(CACHE_SYNC_SECONDS):

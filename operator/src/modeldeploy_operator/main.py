@@ -1,4 +1,7 @@
-"""`modeldeploy-operator`: start metrics and health endpoints, win the leader Lease, then run kopf."""
+"""`modeldeploy-operator`: start metrics and health endpoints, win the leader Lease, then run kopf.
+
+kopf runs once per leadership term: a leader that loses the Lease stops kopf (its reconciles) and
+waits for the Lease again in the same process; winning it starts kopf anew (k8s/leader.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from prometheus_client import start_http_server
 
 from modeldeploy_contract.redact import scrub_logs
 from modeldeploy_operator import handlers
-from modeldeploy_operator.config import __version__
+from modeldeploy_operator.config import OperatorSettings, __version__
 from modeldeploy_operator.health import serve_health
 from modeldeploy_operator.k8s.api import KubeApi, fence_writes, new_api_client
 from modeldeploy_operator.k8s.leader import LeaderElector
@@ -76,23 +79,41 @@ def main(argv: list[str] | None = None) -> int:
     running = threading.Event()
     serve_health(settings.health_port, running.is_set)
 
-    lost = threading.Event()  # set when leadership is lost; it also stops kopf
-    elector: LeaderElector | None = None
-    if settings.leader_election:
-        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-        elector = LeaderElector(
-            KubeApi(new_api_client(), settings.field_manager, fenced=False),
-            settings.lease_namespace or _own_namespace(),
-            settings.lease_name,
-            identity,
-            settings.lease_duration_seconds,
-            settings.lease_renew_seconds,
-            settings.lease_renew_deadline_seconds,
-        )
-        if not elector.wait_for_leadership(lost):
+    if not settings.leader_election:
+        _lead(settings, threading.Event(), running)
+        return 0
+    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    elector = LeaderElector(
+        KubeApi(new_api_client(), settings.field_manager, fenced=False),
+        settings.lease_namespace or _own_namespace(),
+        settings.lease_name,
+        identity,
+        settings.lease_duration_seconds,
+        settings.lease_renew_seconds,
+        settings.lease_renew_deadline_seconds,
+    )
+    fence_writes(elector)
+    never = threading.Event()  # a waiting replica holds nothing: SIGTERM ends it (the default action)
+    while True:
+        term = elector.wait_for_leadership(never)
+        if term is None:  # (only a set `never` ends the wait without a term)
             return 0
-        fence_writes(elector.holds)
-        threading.Thread(target=elector.keep_renewing, args=(lost,), name="lease", daemon=True).start()
+        lost = threading.Event()  # set when this term ends; it also stops kopf
+        threading.Thread(target=elector.keep_renewing, args=(term, lost), name="lease", daemon=True).start()
+        _lead(settings, lost, running)
+        if not lost.is_set():  # SIGTERM/SIGINT: a clean exit, the Lease given up for a standby
+            lost.set()  # ends the renewal thread
+            elector.release()
+            return 0
+        # Step down and campaign again in this process: its fence is closed for this term's writes
+        # for good (KubeApi.term), so nothing of the term goes on writing, and a process that stays
+        # up is back within a second of the API server answering (it used to exit and come back
+        # as a standby after a container restart: docs/reliability.md, "the API server down").
+        log.warning("stepped down after losing leadership (term %d); waiting for the lease again", term)
+
+
+def _lead(settings: OperatorSettings, lost: threading.Event, running: threading.Event) -> None:
+    """Run kopf (the reconciles) for one term, until SIGTERM/SIGINT or until `lost` is set."""
     IS_LEADER.set(1)
     running.set()
     try:
@@ -100,14 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         IS_LEADER.set(0)
         running.clear()
-    if lost.is_set():
-        # Not a clean exit: the kubelet restarts us and we queue up as a standby.
-        log.error("stopped after losing leadership")
-        return 1
-    if elector is not None:
-        lost.set()  # ends the renewal thread
-        elector.release()
-    return 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ goes, another replica takes over. Each replica exposes health and Prometheus met
 - on a private control plane with an audit log (tests/support/private_operator.py), two replicas as
   local processes, each with a token bound to a pod of its own (the audit log names the pod): the
   leader SIGSTOPped for longer than the lease, the standby takes over within a lease and a renew
-  period, and after SIGCONT the old leader writes nothing (fencing, k8s/leader.py) and stops.
+  period, and after SIGCONT the old leader writes nothing (fencing, k8s/leader.py) and steps down to
+  wait as a standby in the same process (no exit).
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ def test_a_paused_leader_is_replaced_and_writes_nothing_after_it_lost_the_lease(
     pods = {name: core.create_namespaced_pod(SYSTEM, _replica_pod(name)) for name in (one_name, two_name)}
     namespace = plane.namespace("ha")
     try:
-        events, log, stopped_at, took_over, paused, exit_code = _pause_the_leader(
+        events, log, stopped_at, took_over, paused, alive = _pause_the_leader(
             plane, docs, pods, namespace, one_name, two_name
         )
     finally:
@@ -197,15 +198,16 @@ def test_a_paused_leader_is_replaced_and_writes_nothing_after_it_lost_the_lease(
         f"\nFIGURE leader paused {paused:.1f}s (lease {duration:.0f}s, renew {renew:.0f}s): standby took "
         f"over {took_over:.1f}s after SIGSTOP; new leader's first write {_what(first)}; old leader's writes "
         f"{len(one_writes)} before, {len(late)} after it ({len(after_stop)} after SIGSTOP); old leader's "
-        f"writes refused by its fence: {fenced}; it exited {exit_code}",
+        f"writes refused by its fence: {fenced}; it stepped down and is still running: {alive}",
         flush=True,
     )
     assert late == [], [_what(e) for e in late]
     assert after_stop == [], [_what(e) for e in after_stop]
     assert first["objectRef"]["resource"] == "leases"  # it took the Lease before anything else
     assert took_over <= duration + 2 * renew + 5, took_over
-    assert exit_code == 1
+    assert alive  # stepped down, waiting for the Lease again: no exit, no container restart
     assert "lost leadership" in log
+    assert "stepped down after losing leadership" in log
 
 
 def _pause_the_leader(
@@ -215,10 +217,11 @@ def _pause_the_leader(
     namespace: str,
     one_name: str,
     two_name: str,
-) -> tuple[list[dict[str, Any]], str, float, float, float, int]:
+) -> tuple[list[dict[str, Any]], str, float, float, float, bool]:
     """Replica one leads and reconciles a ModelDeployment; replica two waits; one is SIGSTOPped until
     two has taken over and acted on a spec change, then SIGCONTed. Returns the audit events, one's
-    log, when it was stopped, how long until two held the Lease, how long it was paused, its exit code."""
+    log, when it was stopped, how long until two held the Lease, how long it was paused, and whether
+    one was still running after it stepped down (a few seconds of waiting as a standby later)."""
     custom = client.CustomObjectsApi(plane.api)
     leases = client.CoordinationV1Api(plane.api)
 
@@ -294,13 +297,30 @@ def _pause_the_leader(
             finally:
                 os.kill(one.proc.pid, signal.SIGCONT)
 
-            def exited() -> tuple[int] | None:
-                proc = one.proc
-                assert proc is not None  # started by operator_running
-                return (proc.returncode,) if proc.poll() is not None else None
+            log_path = plane.work / f"operator-{one_name}.log"
 
-            exit_code = wait_for("the old leader to stop after SIGCONT", exited, 60)[0]
-            # It would have written: a spec change (and a status to match) was waiting for it.
+            def stepped_down() -> bool:
+                return "stepped down after losing leadership" in log_path.read_text(errors="replace")
+
+            wait_for("the old leader to step down after SIGCONT", stepped_down, 60)
+            # As a standby now, asking every second: it must not take the Lease back from two, nor
+            # write anything (a spec change, and a status to match, were waiting for it).
+            seen_at = time.time()
+
+            def asked_again() -> bool:
+                gets = [
+                    e
+                    for e in plane.audit_events()
+                    if e.get("verb") == "get"
+                    and (e.get("objectRef") or {}).get("resource") == "leases"
+                    and (e["user"].get("extra") or {}).get(POD_NAME) == [one_name]
+                    and _when(e["requestReceivedTimestamp"]) > seen_at
+                ]
+                return len(gets) >= 3
+
+            wait_for("the old leader to ask for the Lease again (three times)", asked_again, 60)
+            alive = one.alive()
+            assert holder() == two_name
             events = plane.audit_events()
-            log = (plane.work / f"operator-{one_name}.log").read_text(errors="replace")
-    return events, log, stopped_at, took_over, paused, exit_code
+            log = log_path.read_text(errors="replace")
+    return events, log, stopped_at, took_over, paused, alive

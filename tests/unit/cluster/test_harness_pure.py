@@ -72,6 +72,36 @@ def test_the_enforcers_table_is_part_of_what_down_looks_for() -> None:
     assert ("inet", "kube-network-policies") in realnode.NETWORK_POLICY_NFT_TABLES
 
 
+def test_a_private_control_planes_component_stops_and_starts_again_as_it_was(tmp_path: Path) -> None:
+    """private.component_stopped: the process is gone inside the block (even if the block fails), then
+    runs again with the same command line, its log appended to."""
+    from modeldeploy_testcluster.private import PrivateLayout, Process, component_stopped
+
+    layout = PrivateLayout(tmp_path, "https://127.0.0.1:1")
+    process = Process(["sleep", "302"], {}, tmp_path / "kube-apiserver.log")
+    process.start()
+    layout.processes["kube-apiserver"] = process
+    first = process.proc
+    assert first is not None
+    seen: list[int | None] = []
+
+    def fail_inside() -> None:
+        with component_stopped(layout, "kube-apiserver"):
+            seen.append(first.poll())
+            raise RuntimeError("the body failed")
+
+    try:
+        with pytest.raises(RuntimeError):
+            fail_inside()
+        assert seen != [None]  # gone inside the block
+        assert process.alive()
+        assert process.proc is not None
+        assert process.proc.pid != first.pid
+        assert process.proc.args == ["sleep", "302"]
+    finally:
+        process.stop()
+
+
 def test_a_stopped_component_starts_again_as_it_was(tmp_path: Path) -> None:
     """component_stopped: the process is gone inside the block, then runs again with the same command
     line and environment, and processes.json names the new process (so `down` stops it)."""

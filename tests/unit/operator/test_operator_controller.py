@@ -13,7 +13,12 @@ import pytest
 from modeldeploy_operator.config import OperatorSettings
 from modeldeploy_operator.controller import Controller
 from modeldeploy_operator.domain.quantity import canonical_quantity
-from modeldeploy_operator.k8s.api import NamespaceTerminatingError, RejectedError, TransientApiError
+from modeldeploy_operator.k8s.api import (
+    UNREACHABLE_RETRY_MAX_SECONDS,
+    NamespaceTerminatingError,
+    RejectedError,
+    TransientApiError,
+)
 from modeldeploy_operator.k8s.cache import INDEX_LABEL, CachedKind
 from modeldeploy_operator.k8s.diff import (
     APPLIED_HASH,
@@ -178,6 +183,24 @@ def test_retries_back_off_and_give_up_after_the_limit() -> None:
         if timer is not None:
             clock.now = timer
     assert delays == [2.0, 4.0, 5.0, None]  # growing, capped, then left to the next event or the resync
+
+
+def test_while_no_api_server_answers_retries_come_every_few_seconds() -> None:
+    """Connection refused (the API server down): the pause stops growing at 4 s, not at the 60 s of a
+    server that answers with errors, so a pass is retried within seconds of the server's return."""
+    refused = [TransientApiError("PATCH x: connection refused", unreachable=True) for _ in range(6)]
+    made, _, clock = controller(
+        *refused, retry_limit=8, retry_backoff_seconds=2.0, retry_backoff_max_seconds=60.0
+    )
+    made.on_modeldeployment("ADDED", md())
+    delays = []
+    for _ in range(6):
+        run_ready(made)
+        timer = made.queue.timer_of(("ml", "churn"))
+        assert timer is not None
+        delays.append(round(timer - clock.now, 3))
+        clock.now = timer
+    assert delays == [2.0, UNREACHABLE_RETRY_MAX_SECONDS, *[UNREACHABLE_RETRY_MAX_SECONDS] * 4]
 
 
 def test_a_refusal_is_retried_only_after_the_longest_backoff() -> None:

@@ -10,8 +10,16 @@ from typing import Any
 
 import pytest
 
-from modeldeploy_operator.k8s.api import RejectedError, TransientApiError
-from modeldeploy_operator.k8s.cache import INDEX_LABEL, CachedKind, ClusterCache, Informer, newer
+from modeldeploy_operator.k8s.api import UNREACHABLE_RETRY_MAX_SECONDS, RejectedError, TransientApiError
+from modeldeploy_operator.k8s.cache import (
+    INDEX_LABEL,
+    WATCH_RETRY_MAX_SECONDS,
+    CachedKind,
+    ClusterCache,
+    Informer,
+    newer,
+    watch_backoff,
+)
 
 DEPLOYMENTS = CachedKind("apps/v1", "Deployment")
 
@@ -70,15 +78,21 @@ class Recorder:
         self.seen.append((event_type, o["metadata"]["name"]))
 
 
-def run(lists: list[Any], watches: list[Any]) -> tuple[Informer, FakeSource, Recorder, list[int]]:
+def run(
+    lists: list[Any], watches: list[Any], caps: list[float] | None = None
+) -> tuple[Informer, FakeSource, Recorder, list[int]]:
+    """The informer run over the scripts; the failure counts its backoff was asked for (and, into
+    `caps`, the cap of each)."""
     stop = threading.Event()
     source = FakeSource(lists, watches, stop)
     recorder = Recorder()
     backoffs: list[int] = []
 
-    def backoff(failures: int) -> float:
+    def backoff(failures: int, cap: float) -> float:
         if not stop.is_set():  # the scripts' end (an empty watch) is not part of the story
             backoffs.append(failures)
+            if caps is not None:
+                caps.append(cap)
         return 0.0
 
     informer = Informer(source, DEPLOYMENTS, None, recorder, backoff=backoff, refused_retry_seconds=0.0)
@@ -244,9 +258,41 @@ def test_a_refusal_is_asked_again_within_the_cap() -> None:
             self.set()
             return True
 
-    informer = Informer(source, DEPLOYMENTS, None, None, backoff=lambda n: 3600.0, refused_retry_seconds=60.0)
+    informer = Informer(
+        source, DEPLOYMENTS, None, None, backoff=lambda n, cap: min(cap, 3600.0), refused_retry_seconds=60.0
+    )
     informer.run(Recording())
     assert waits == [60.0]
+
+
+# -- an API server that cannot be reached: retried every few seconds --------------------------------
+
+
+def unreachable() -> TransientApiError:
+    return TransientApiError("WATCH x: connection refused", unreachable=True)
+
+
+def test_while_no_api_server_answers_the_backoff_is_capped_short_and_counted_apart() -> None:
+    """Connection refused (the API server down): 1, 2, 4, 4, ... s, not up to 60 s, so the cache is
+    watching again within seconds of the server's return; the server's first answers after it (a 503
+    while it starts) begin a count of their own, capped at 60 s as before."""
+    caps: list[float] = []
+    down = [unreachable() for _ in range(6)]
+    starting = [TransientApiError("WATCH x: 503 starting"), TransientApiError("WATCH x: 503 starting")]
+    _, source, recorder, backoffs = run(
+        [([obj("a", 1)], "10")], [*down, *starting, [event("ADDED", obj("b", 11))]], caps
+    )
+    assert backoffs == [1, 2, 3, 4, 5, 6, 1, 2]
+    assert caps == [UNREACHABLE_RETRY_MAX_SECONDS] * 6 + [WATCH_RETRY_MAX_SECONDS] * 2
+    assert source.calls[:-1] == [("list", "")] + [("watch", "10")] * 9  # from where it was, no relist
+    assert recorder.seen[-1] == ("ADDED", "b")
+
+
+@pytest.mark.parametrize("cap", [UNREACHABLE_RETRY_MAX_SECONDS, WATCH_RETRY_MAX_SECONDS])
+def test_the_watch_backoff_doubles_up_to_its_cap_with_jitter(cap: float) -> None:
+    for failures in range(1, 30):
+        nominal = min(cap, 2.0 ** (failures - 1))
+        assert 0.8 * nominal <= watch_backoff(failures, cap) <= 1.2 * nominal
 
 
 def test_our_writes_are_kept_unless_the_watch_brought_a_later_version() -> None:

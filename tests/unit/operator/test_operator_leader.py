@@ -1,22 +1,26 @@
 """Leader election that cannot produce two writers (k8s/leader.py): expiry on the local clock, a renew
-deadline shorter than the lease, and a fence on every write once it has passed. The API server side is
-an in-memory Lease with resourceVersions; the clock is a counter the tests move (a SIGSTOP is a jump).
-On a real API server with an audit log: tests/integration/operator/test_operator_ha.py."""
+deadline shorter than the lease, and a fence on every write once it has passed; a leader that lost the
+lease steps down and campaigns again in the same process, and its writes are fenced per term (one of
+an earlier term never passes). The API server side is an in-memory Lease with resourceVersions; the
+clock is a counter the tests move (a SIGSTOP is a jump), and waits move it instead of sleeping.
+On a real API server with an audit log: tests/integration/operator/test_operator_ha.py and
+test_operator_apiserver_outage_private.py."""
 
 from __future__ import annotations
 
 import copy
+import logging
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from pydantic import ValidationError
 
 from modeldeploy_operator.config import OperatorSettings
 from modeldeploy_operator.k8s import api as api_module
-from modeldeploy_operator.k8s.api import FencedError, KubeApi, TransientApiError
+from modeldeploy_operator.k8s.api import FencedError, KubeApi, RejectedError, TransientApiError
 from modeldeploy_operator.k8s.kinds import kind_of
-from modeldeploy_operator.k8s.leader import LeaderElector
+from modeldeploy_operator.k8s.leader import RETRY_SECONDS, LeaderElector
 
 DURATION, RENEW, DEADLINE = 15.0, 5.0, 10.0
 
@@ -57,6 +61,22 @@ class Leases:
         self.lease["metadata"]["resourceVersion"] = str(self.version)
         self.writes.append(manifest["spec"]["holderIdentity"])
         return copy.deepcopy(self.lease)
+
+
+class Ticking(threading.Event):
+    """An Event whose wait moves the fake clock by its timeout instead of sleeping."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not self.is_set():
+            assert timeout is not None
+            self.waits.append(timeout)
+            self.clock.now += timeout
+        return self.is_set()
 
 
 def elector(leases: Leases, identity: str, clock: Clock) -> LeaderElector:
@@ -118,13 +138,10 @@ def test_a_leader_paused_past_its_deadline_stops_and_does_not_renew_when_it_wake
     assert b.try_acquire_or_renew()
     assert not a.holds()  # on waking, before anything else: the fence is shut
 
-    lost = threading.Event()
+    lost = Ticking(clock)
     writes = len(leases.writes)
-    thread = threading.Thread(target=a.keep_renewing, args=(lost,))
-    a.renew = 0.01  # wake at once
-    thread.start()
-    assert lost.wait(5)
-    thread.join(5)
+    a.keep_renewing(1, lost)
+    assert lost.is_set()
     assert leases.writes[writes:] == []  # not even a renewal attempt
     assert leases.lease is not None
     assert leases.lease["spec"]["holderIdentity"] == "b"
@@ -164,6 +181,102 @@ def test_a_renewal_that_began_before_a_pause_counts_from_its_start() -> None:
     assert not a.holds()
 
 
+# -- steps down and campaigns again in the same process; terms ----------------------------------------
+
+
+def test_a_standby_asks_every_second_and_takes_over_within_one_of_the_lease_running_out() -> None:
+    clock, leases = Clock(), Leases()
+    a, b = elector(leases, "a", clock), elector(leases, "b", clock)
+    assert a.try_acquire_or_renew()  # ...and then a renews no more
+    first_seen = clock.now
+    waiting = Ticking(clock)
+    assert b.wait_for_leadership(waiting) == 1
+    assert set(waiting.waits) == {RETRY_SECONDS}  # not the lease's 15 s, nor the renew period
+    assert first_seen + DURATION < clock.now <= first_seen + DURATION + RETRY_SECONDS
+
+
+def test_a_leader_that_cannot_renew_steps_down_at_its_deadline_and_leads_again_in_a_new_term() -> None:
+    """The API server away for a minute: the leader's fence closes at its deadline and it steps down
+    (no exit); it asks every second while the server is away and holds a new term within a second of
+    the server answering again (nobody else took the Lease meanwhile)."""
+    clock, leases = Clock(), Leases()
+    a = elector(leases, "a", clock)
+    assert a.wait_for_leadership(Ticking(clock)) == 1
+    renewed_at = clock.now
+    get, back_at = leases.get, clock.now + 60.0
+
+    def away(*args: Any) -> dict[str, Any] | None:
+        if clock.now < back_at:
+            raise TransientApiError("GET lease: connection refused", unreachable=True)
+        return get(*args)
+
+    leases.get = away  # type: ignore[method-assign]
+    lost = Ticking(clock)
+    a.keep_renewing(1, lost)
+    assert lost.is_set()
+    assert not a.holds(1)
+    assert not a.holds()
+    assert renewed_at + DEADLINE <= clock.now <= renewed_at + DEADLINE + 1.0  # failed renewals: every 1 s
+    waiting = Ticking(clock)
+    assert a.wait_for_leadership(waiting) == 2
+    assert back_at <= clock.now <= back_at + RETRY_SECONDS
+    assert set(waiting.waits) == {RETRY_SECONDS}
+    assert a.holds(2)
+    assert not a.holds(1)  # the old term stays closed
+    assert leases.lease is not None
+    assert leases.lease["spec"]["holderIdentity"] == "a"
+
+
+def test_a_renewal_that_lands_after_the_deadline_begins_a_new_term_and_never_reopens_the_old() -> None:
+    clock, leases = Clock(), Leases()
+    a = elector(leases, "a", clock)
+    assert a.try_acquire_or_renew()
+    assert (a.term, a.holds(1)) == (1, True)
+    assert a.try_acquire_or_renew()  # on time: the same term, extended
+    assert (a.term, a.holds(1)) == (1, True)
+    clock.now += DEADLINE + 1  # paused, nobody took over meanwhile: the Lease still names a
+    assert not a.holds(1)
+    assert a.try_acquire_or_renew()
+    assert a.term == 2
+    assert a.holds(2)
+    assert not a.holds(1)
+
+
+def test_a_stepped_down_leader_waits_while_another_holds_the_lease() -> None:
+    clock, leases = Clock(), Leases()
+    a, b = elector(leases, "a", clock), elector(leases, "b", clock)
+    assert a.try_acquire_or_renew()
+    clock.now += DURATION + 5  # a paused; b takes over
+    assert not b.try_acquire_or_renew()  # (first seen now)
+    clock.now += DURATION + 0.1
+    assert b.try_acquire_or_renew()
+    a.step_down()
+    for _ in range(30):  # b renews every 5 s; a asks every second and never gets it
+        for _ in range(5):
+            clock.now += RETRY_SECONDS
+            assert not a.try_acquire_or_renew()
+        assert b.try_acquire_or_renew()
+    assert not a.holds()
+    assert a.term == 1
+
+
+def test_a_refused_lease_is_said_once_not_at_every_second(caplog: pytest.LogCaptureFixture) -> None:
+    clock, leases = Clock(), Leases()
+    a = elector(leases, "a", clock)
+
+    def forbidden(*_: Any) -> None:
+        raise RejectedError(403, "leases is forbidden")
+
+    leases.get = forbidden  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING):
+        for _ in range(5):
+            assert not a.try_acquire_or_renew()
+            clock.now += RETRY_SECONDS
+    assert [r.getMessage() for r in caplog.records].count(
+        "cannot take the lease sys/op: leases is forbidden"
+    ) == 1
+
+
 class _Sender:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str]] = []
@@ -183,15 +296,24 @@ class _Sender:
         return Response()
 
 
+class FakeFence:
+    def __init__(self) -> None:
+        self.term = 1
+        self.now = True
+
+    def holds(self, term: int) -> bool:
+        return self.now and term == self.term
+
+
 @pytest.fixture
 def fence() -> Any:
-    holds = {"now": True}
-    api_module.fence_writes(lambda: holds["now"])
-    yield holds
+    fake = FakeFence()
+    api_module.fence_writes(fake)
+    yield fake
     api_module.fence_writes(None)
 
 
-def test_every_write_is_fenced_reads_and_the_leases_own_client_are_not(fence: dict[str, bool]) -> None:
+def test_every_write_is_fenced_reads_and_the_leases_own_client_are_not(fence: FakeFence) -> None:
     sender = _Sender()
     api = KubeApi(sender, "fm")
     lease_api = KubeApi(sender, "fm", fenced=False)
@@ -202,7 +324,7 @@ def test_every_write_is_fenced_reads_and_the_leases_own_client_are_not(fence: di
     }
     involved = {**cm, "metadata": {**cm["metadata"], "uid": "u"}}
     api.apply(cm)
-    fence["now"] = False
+    fence.now = False
     writes: list[Any] = [
         lambda: api.apply(cm),
         lambda: api.create(cm),
@@ -232,3 +354,102 @@ def test_lease_timings_out_of_order_are_refused(renew: float, deadline: float, d
         )
     with pytest.raises(ValueError, match="renew_deadline"):
         LeaderElector(Leases(), "s", "n", "i", duration, renew, deadline)  # type: ignore[arg-type]
+
+
+def test_a_write_of_an_earlier_term_never_passes_not_even_while_a_later_term_holds() -> None:
+    """Each term builds its own client (handlers.start): a reconcile of term 1 still running when the
+    process leads again in term 2 writes nothing; term 2's client writes."""
+    clock, leases = Clock(), Leases()
+    a = elector(leases, "a", clock)
+    sender = _Sender()
+    cm: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "x", "namespace": "ml"},
+    }
+    before_any_fence = KubeApi(sender, "fm")
+    api_module.fence_writes(a)
+    try:
+        with pytest.raises(FencedError):
+            before_any_fence.apply(cm)  # made before the fence: of no term
+        assert a.wait_for_leadership(Ticking(clock)) == 1
+        first = KubeApi(sender, "fm")
+        assert first.term == 1
+        first.apply(cm)
+        a.step_down()
+        between = KubeApi(sender, "fm")  # made while no term holds: the last one's, closed
+        for api in (first, between):
+            with pytest.raises(FencedError, match="term 1"):
+                api.apply(cm)
+        assert a.wait_for_leadership(Ticking(clock)) == 2
+        second = KubeApi(sender, "fm")
+        second.apply(cm)
+        for api in (first, between):
+            with pytest.raises(FencedError):
+                api.apply(cm)
+        clock.now += DEADLINE  # term 2's deadline passes too: no write after it
+        with pytest.raises(FencedError):
+            second.apply(cm)
+    finally:
+        api_module.fence_writes(None)
+    assert [m for m, _ in sender.sent] == ["PATCH", "PATCH"]
+
+
+class _ScriptedElector:
+    """Stands in for LeaderElector in main: wins terms 1 and 2; term 1 is lost at once."""
+
+    made: ClassVar[list[_ScriptedElector]] = []
+
+    def __init__(self, *_: Any, **__: Any) -> None:
+        self.to_win = [1, 2]
+        self.renewing: list[int] = []
+        self.released = 0
+        self.term = 0
+        _ScriptedElector.made.append(self)
+
+    def holds(self, term: int) -> bool:
+        return term == self.term
+
+    def wait_for_leadership(self, stop: threading.Event) -> int:
+        self.term = self.to_win.pop(0)
+        return self.term
+
+    def keep_renewing(self, term: int, lost: threading.Event) -> None:
+        self.renewing.append(term)
+        if term == 1:
+            lost.set()  # the deadline passed: step down
+
+    def release(self) -> None:
+        self.released += 1
+
+
+def test_main_steps_down_and_leads_again_in_the_same_process_and_exits_cleanly_on_sigterm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Term 1 lost: its kopf run ends and the process campaigns again (no exit); term 2 ends by
+    SIGTERM (kopf returns, nothing lost): the Lease is released and main returns 0."""
+    from modeldeploy_operator import main as main_module
+
+    led: list[tuple[int, bool]] = []
+
+    def lead(settings: OperatorSettings, lost: threading.Event, running: threading.Event) -> None:
+        term = _ScriptedElector.made[-1].term
+        if term == 1:
+            assert lost.wait(30)  # kopf runs until the lease thread says the term is over
+        led.append((term, lost.is_set()))
+
+    monkeypatch.setattr(main_module, "LeaderElector", _ScriptedElector)
+    monkeypatch.setattr(main_module, "_lead", lead)
+    monkeypatch.setattr(main_module, "start_http_server", lambda *_: None)
+    monkeypatch.setattr(main_module, "serve_health", lambda *_: None)
+    monkeypatch.setattr(main_module, "new_api_client", object)
+    try:
+        assert main_module.main([]) == 0
+        (made,) = _ScriptedElector.made
+        assert api_module._write_fence is made  # installed once, for every term
+    finally:
+        api_module.fence_writes(None)
+        _ScriptedElector.made.clear()
+    assert led == [(1, True), (2, False)]
+    assert made.renewing == [1, 2]
+    assert made.released == 1

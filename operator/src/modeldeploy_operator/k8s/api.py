@@ -12,9 +12,10 @@ import contextlib
 import datetime as dt
 import json
 import math
-from collections.abc import Callable, Iterator
+import random
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, Protocol
 
 import urllib3
 from kubernetes import client, config
@@ -63,12 +64,38 @@ MAX_RETRY_AFTER_SECONDS = 300.0
 """A server asking for a longer pause is believed up to this (a bogus header cannot park us for a day)."""
 
 
-class TransientApiError(RuntimeError):
-    """The call may succeed if retried later; `retry_after`: the server's own Retry-After, if any."""
+UNREACHABLE_RETRY_MAX_SECONDS = 4.0
+"""Longest pause between attempts while no API server answers at all (connection refused or reset, a
+timeout). Such an attempt costs the API server nothing, and the pause is how late we notice it is back:
+with the 60 s cap of answered errors, the operator acted on a spec change 81-95 s after an API server
+down for 30-120 s came back (docs/reliability.md, "the API server down")."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+
+def backoff(failures: int, cap: float, first: float = 1.0, jitter: float = 0.0) -> float:
+    """The pause after `failures` failures in a row: first, 2 first, 4 first, ... up to `cap`, times a
+    random factor in [1 - jitter, 1 + jitter] (callers that retry together do not stay in step). The one
+    backoff of the operator: informer watches and lists, reconcile retries, kopf's requests; each
+    passes its cap (UNREACHABLE_RETRY_MAX_SECONDS while no API server answers)."""
+    delay = min(cap, first * 2.0 ** max(0, failures - 1))
+    if jitter:
+        delay *= random.uniform(1.0 - jitter, 1.0 + jitter)  # noqa: S311 - jitter, not cryptography
+    return float(delay)
+
+
+class TransientApiError(RuntimeError):
+    """The call may succeed if retried later; `retry_after`: the server's own Retry-After, if any;
+    `unreachable`: no API server answered (connection refused or broken, a timeout), so retrying soon
+    costs it nothing (UNREACHABLE_RETRY_MAX_SECONDS)."""
+
+    def __init__(self, message: str, retry_after: float | None = None, *, unreachable: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.unreachable = unreachable
+
+
+def retry_cap(error: TransientApiError, cap: float) -> float:
+    """The longest pause before retrying after `error`: `cap`, or less while no API server answers."""
+    return min(cap, UNREACHABLE_RETRY_MAX_SECONDS) if error.unreachable else cap
 
 
 def retry_after_of(headers: Any, data: bytes | str | None) -> float | None:
@@ -90,18 +117,32 @@ def retry_after_of(headers: Any, data: bytes | str | None) -> float | None:
 
 
 class FencedError(TransientApiError):
-    """A write not sent: this replica's leadership has lapsed (k8s/leader.py). Transient, so a
-    reconcile gives up quietly; the lease thread stops the process at its next check."""
+    """A write not sent: the leadership term it was made for is over (k8s/leader.py). Transient, so a
+    reconcile gives up quietly; the lease thread stops that term's reconciles at its next check."""
 
 
-_write_fence: Callable[[], bool] | None = None
-"""While set (by main, to the leader elector's `holds`), every write of a fenced KubeApi asks it first."""
+class WriteFence(Protocol):
+    """What the writes check (k8s/leader.py's LeaderElector): leadership comes in numbered terms."""
+
+    @property
+    def term(self) -> int:
+        """The current term, or the last one if it is over (0 before the first)."""
+        ...
+
+    def holds(self, term: int) -> bool:
+        """True while `term` is the current term and its deadline has not passed."""
+        ...
 
 
-def fence_writes(holds: Callable[[], bool] | None) -> None:
-    """Make every write of a fenced KubeApi conditional on `holds()` (None: no fence, no election)."""
+_write_fence: WriteFence | None = None
+"""While set (by main, to the leader elector), every write of a fenced KubeApi asks it first."""
+
+
+def fence_writes(fence: WriteFence | None) -> None:
+    """Make every write of a fenced KubeApi conditional on `fence.holds(<the term the KubeApi was made
+    in>)` (None: no fence, no election)."""
     global _write_fence  # noqa: PLW0603 - one leadership per process, installed once at start
-    _write_fence = holds
+    _write_fence = fence
 
 
 class RejectedError(RuntimeError):
@@ -169,6 +210,17 @@ class KubeApi:
         self.fenced = fenced
         """Writes are refused once leadership has lapsed (`fence_writes`); False only for the Lease's
         own client (a lapsed leader may still release it)."""
+        self.term = _write_fence.term if fenced and _write_fence is not None else None
+        """The leadership term this client writes for (the one current when it was made: each term
+        builds its controller anew, handlers.start). Its writes are refused once that term is over,
+        even while a later term holds: a reconcile of an earlier term that is still running when the
+        process leads again must not write with the new term's right. None: made before any fence
+        was installed, refused once one is."""
+
+    def _may_write(self) -> bool:
+        if not self.fenced or _write_fence is None:
+            return True
+        return self.term is not None and _write_fence.holds(self.term)
 
     def _call(
         self,
@@ -189,8 +241,10 @@ class KubeApi:
         )
         # Checked last before sending, so that a paused leader that wakes up finds it closed (its clock
         # ran on) before any of its queued writes leaves.
-        if method != "GET" and self.fenced and _write_fence is not None and not _write_fence():
-            raise FencedError(f"{method} {path}: not sent, this replica no longer holds the leader lease")
+        if method != "GET" and not self._may_write():
+            raise FencedError(
+                f"{method} {path}: not sent, this replica no longer holds the leader lease (term {self.term})"
+            )
         _count(method, path)
         try:
             response = self.api_client.call_api(
@@ -202,7 +256,7 @@ class KubeApi:
             retry_after = retry_after_of(error.headers, error.body)
             refusal = error.body
         except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise TransientApiError(scrub(f"{method} {path}: {error}")) from error
+            raise TransientApiError(scrub(f"{method} {path}: {error}"), unreachable=True) from error
         else:
             if 200 <= response.status < 300:
                 return json.loads(data) if data else None
@@ -331,7 +385,7 @@ class KubeApi:
                 raise TransientApiError(scrub(f"WATCH {path}: {status} {message}")) from error
             raise RejectedError(status, scrub(f"WATCH {path}: {message}")) from error
         except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise TransientApiError(scrub(f"WATCH {path}: {error}")) from error
+            raise TransientApiError(scrub(f"WATCH {path}: {error}"), unreachable=True) from error
         raw = response.response
         try:
             if not 200 <= response.status < 300:
@@ -353,7 +407,9 @@ class KubeApi:
                                 obj.setdefault("apiVersion", api_version)
                                 obj.setdefault("kind", kind)
                             yield event
-            except (urllib3.exceptions.HTTPError, OSError, ValueError) as error:
+            except (urllib3.exceptions.HTTPError, OSError) as error:  # the server went away mid-stream
+                raise TransientApiError(scrub(f"WATCH {path}: {error}"), unreachable=True) from error
+            except ValueError as error:
                 raise TransientApiError(scrub(f"WATCH {path}: {error}")) from error
         finally:
             raw.release_conn()

@@ -13,7 +13,10 @@ One `Informer` per (kind, scope), each on its own thread, in the client-go way:
 - 410 Gone (the resourceVersion was compacted away), as an HTTP status or an ERROR event: list again,
   and tell the listener what changed meanwhile (an object missing from the new list was DELETED, one
   with another resourceVersion MODIFIED), so nothing is missed across the gap;
-- any other failure (connection lost, 5xx, 429): retry after a growing, jittered backoff;
+- any other failure: retry after a growing, jittered backoff, up to 60 s for an answer (5xx, 429, a
+  watch error) but only UNREACHABLE_RETRY_MAX_SECONDS (4 s) while no API server answers (connection
+  refused or lost), counted apart: an API server back after an outage is watched again within
+  seconds, and its first answers (a 503 or 403 while it starts) do not inherit the outage's count;
 - a list refused (403: a permission missing; 404: HTTPRoutes without the Gateway API) is remembered,
   and reads of that kind raise the refusal, as the LIST did; it is asked again after the same growing
   backoff, up to `REFUSED_RETRY_SECONDS`, so a permission granted later heals within a minute;
@@ -29,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import threading
 import time
 from collections import defaultdict
@@ -40,7 +42,12 @@ from typing import Any, Protocol
 from prometheus_client import Counter
 
 from modeldeploy_operator.domain import labels as lbl
-from modeldeploy_operator.k8s.api import RejectedError, TransientApiError
+from modeldeploy_operator.k8s.api import (
+    RejectedError,
+    TransientApiError,
+    backoff,
+    retry_cap,
+)
 
 log = logging.getLogger("modeldeploy.cache")
 
@@ -54,6 +61,8 @@ OWN_WRITE_ECHOES = Counter(
 WATCH_TIMEOUT_SECONDS = 300
 """The server ends each watch after this; it is then restarted from the last resourceVersion (one
 request per kind and scope every five minutes: the whole idle cost of the cache)."""
+WATCH_RETRY_MAX_SECONDS = 60.0
+"""The longest pause after failures the API server answered (5xx, 429, a watch's ERROR event)."""
 REFUSED_RETRY_SECONDS = 60.0
 """A kind whose list was refused (403/404) is asked again after a backoff growing up to this. It was a
 fixed 300 s: an operator restarted while a permission was missing read every ModelDeployment's Services
@@ -102,9 +111,9 @@ class CachedKind:
     """What is cached: by default every object carrying the index label (any value); "" for all."""
 
 
-def watch_backoff(failures: int) -> float:
-    """1, 2, 4, ... 60 s (+-20 %) after 1, 2, 3, ... failures in a row."""
-    return float(min(60.0, 2.0 ** max(0, failures - 1)) * random.uniform(0.8, 1.2))  # noqa: S311
+def watch_backoff(failures: int, cap: float) -> float:
+    """1, 2, 4, ... `cap` s (+-20 %) after 1, 2, 3, ... failures in a row."""
+    return backoff(failures, cap, jitter=0.2)
 
 
 class _GoneError(Exception):
@@ -226,9 +235,10 @@ class Informer:
         namespace: str | None,
         listener: Listener | None = None,
         *,
-        backoff: Callable[[int], float] = watch_backoff,
+        backoff: Callable[[int, float], float] = watch_backoff,
         watch_timeout_seconds: int = WATCH_TIMEOUT_SECONDS,
         refused_retry_seconds: float = REFUSED_RETRY_SECONDS,
+        retry_max_seconds: float = WATCH_RETRY_MAX_SECONDS,
     ) -> None:
         self.source = source
         self.kind = kind
@@ -237,6 +247,7 @@ class Informer:
         self.backoff = backoff
         self.watch_timeout_seconds = watch_timeout_seconds
         self.refused_retry_seconds = refused_retry_seconds
+        self.retry_max_seconds = retry_max_seconds
         self._lock = threading.Lock()
         self._objects: dict[Key, dict[str, Any]] = {}
         self._index: defaultdict[Key, set[str]] = defaultdict(set)
@@ -431,53 +442,70 @@ class Informer:
                 self.namespace or "*",
                 error,
             )
-        return min(self.refused_retry_seconds, self.backoff(failures))
+        return min(self.refused_retry_seconds, self.backoff(failures, self.refused_retry_seconds))
+
+    def _transient(self, error: TransientApiError, streak: _Streak) -> float:
+        """The pause after a transient failure: while no API server answers, counted apart and capped
+        short (an outage's count is not inherited by the first answers of the server back)."""
+        if error.unreachable:
+            streak.unreachable += 1
+            return self.backoff(streak.unreachable, retry_cap(error, self.retry_max_seconds))
+        streak.unreachable, streak.answered = 0, streak.answered + 1
+        return self.backoff(streak.answered, self.retry_max_seconds)
 
     def run(self, stop: threading.Event) -> None:
         """List, then watch until `stop`; relist on 410, back off on failures."""
-        failures = 0
+        streak = _Streak()
+        cap = self.retry_max_seconds
         must_list = True
         while not stop.is_set():
             try:
                 if must_list:
                     self.relist()
-                    must_list = False
+                    must_list, streak.unreachable = False, 0
                 started = time.monotonic()
                 if self.watch_once() or time.monotonic() - started >= EMPTY_WATCH_SECONDS:
-                    failures = 0  # the server ended the watch (its timeout): watch again at once
+                    streak.answered = streak.unreachable = 0  # the server ended it: watch again at once
                     continue
                 # Ended at once with nothing in it (a proxy closing watches?): never a tight loop.
-                failures += 1
-                delay = self.backoff(failures)
+                streak.answered += 1
+                delay = self.backoff(streak.answered, cap)
             except _GoneError as gone:
                 log.info("%s watch in %s: %s; listing again", self.kind.kind, self.namespace or "*", gone)
                 must_list = True
-                failures += 1
-                if failures == 1:
+                streak.answered += 1
+                if streak.answered == 1:
                     continue  # the first 410 relists at once; a loop of them backs off
-                delay = self.backoff(failures)
+                delay = self.backoff(streak.answered, cap)
             except RejectedError as error:
+                streak.answered, streak.unreachable = streak.answered + 1, 0
                 if error.status == 410:
-                    must_list, failures = True, failures + 1
-                    if failures == 1:
+                    must_list = True
+                    if streak.answered == 1:
                         continue
-                    delay = self.backoff(failures)
+                    delay = self.backoff(streak.answered, cap)
                 elif must_list and error.status in (403, 404):
-                    failures += 1
-                    delay = self._refused(error, failures)
+                    delay = self._refused(error, streak.answered)
                 else:
-                    failures += 1
-                    delay = self.backoff(failures)
+                    delay = self.backoff(streak.answered, cap)
                     log.warning("%s watch in %s: %s", self.kind.kind, self.namespace or "*", error)
             except TransientApiError as error:
-                failures += 1
-                delay = self.backoff(failures)
+                delay = self._transient(error, streak)
                 log.info("%s watch in %s: %s (retry in %.1fs)", self.kind.kind, self.namespace, error, delay)
             except Exception:  # never let the thread die: the cache would silently go stale
-                failures += 1
-                delay = self.backoff(failures)
+                streak.answered += 1
+                delay = self.backoff(streak.answered, cap)
                 log.exception("%s watch in %s failed", self.kind.kind, self.namespace or "*")
             stop.wait(delay)
+
+
+@dataclass
+class _Streak:
+    """Failures in a row of one informer: those the API server answered (or a watch that ended at
+    once), and attempts that reached no API server, counted apart."""
+
+    answered: int = 0
+    unreachable: int = 0
 
 
 class ClusterCache:
@@ -491,7 +519,7 @@ class ClusterCache:
         listener: Listener | None = None,
         *,
         fallback: Lister | None = None,
-        backoff: Callable[[int], float] = watch_backoff,
+        backoff: Callable[[int, float], float] = watch_backoff,
     ) -> None:
         self.kinds = tuple(kinds)
         self.fallback = fallback

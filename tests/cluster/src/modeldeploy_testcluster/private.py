@@ -25,7 +25,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +74,13 @@ class Process:
             )
         self.started_at = time.time()
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 30.0) -> None:
+        """SIGTERM, and SIGKILL if it has not exited after `grace` seconds."""
         if self.proc is None:
             return
         self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(timeout=30)
+            self.proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -110,6 +111,8 @@ class PrivateLayout:
     apiserver_url: str
     kwok_pod_cidr: str = KWOK_POD_CIDR
     kwok_node_count: int = 0
+    processes: dict[str, Process] = field(default_factory=dict, compare=False, repr=False)
+    """The running components by name ("etcd", "kube-apiserver", ...): `component_stopped` stops one."""
 
     @property
     def pki_dir(self) -> Path:
@@ -210,6 +213,7 @@ def private_control_plane(
     def start(name: str, argv: list[str]) -> None:
         processes.append(Process(argv, {}, state / f"{name}.log"))
         processes[-1].start()
+        layout.processes[name] = processes[-1]
 
     try:
         start(
@@ -296,3 +300,20 @@ def private_control_plane(
     finally:
         for process in reversed(processes):
             process.stop()
+
+
+@contextlib.contextmanager
+def component_stopped(layout: PrivateLayout, name: str, grace: float = 10.0) -> Iterator[float]:
+    """Stop one component of a private control plane (SIGTERM, SIGKILL after `grace` seconds), yield the
+    monotonic time it was gone, and start it again with the same command line on exit, even if the body
+    failed (its log goes on in the same file). The API server stopped so refuses connections, as
+    `controlplane.component_stopped` does it on the shared cluster (the same 10 s grace); this one
+    touches only the private control plane's processes. The caller waits for it to be ready again
+    (`layout.admin_get("/readyz")`). A kube-apiserver stops listening at once on SIGTERM but was seen
+    (2026-12-04) not to exit within 30 s: the outage begins at the SIGTERM, not at the time yielded."""
+    process = layout.processes[name]
+    process.stop(grace)
+    try:
+        yield time.monotonic()
+    finally:
+        process.start()
