@@ -653,7 +653,7 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
     InvalidCase(
         "volume-named-like-the-model-cache",
         _set("spec.pods.serving.volumes", [{"name": "model-cache", "emptyDir": {}}]),
-        "volumes may not be named model-cache or tmp",
+        "volumes may not be named model-cache, model-store or tmp",
         "cel",
     ),
     InvalidCase(
