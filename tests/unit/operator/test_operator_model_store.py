@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import yaml
 from hypothesis import example, given, settings
-from hypothesis import strategies as st
 
 from modeldeploy_contract.model_store import (
     MAX_URI_LENGTH,
@@ -24,10 +23,12 @@ from modeldeploy_contract.model_store import (
 from modeldeploy_operator.domain.manifests import build_serving_deployment
 from modeldeploy_operator.domain.resource import ModelDeploymentRef
 from modeldeploy_operator.domain.revision import resolve_variants
-from modeldeploy_operator.domain.spec import ModelRef
+from modeldeploy_operator.domain.spec import ModelDeploymentSpec, ModelRef
 from modeldeploy_operator.domain.validation import InvalidSpecError, parse_spec
 
 from modeldeploy_builders import CRD_PATH
+from modeldeploy_crd_cases import INVALID_CASES
+from store_uris import pvc_uris, python_accepts
 
 OWNER = ModelDeploymentRef(name="churn", namespace="ml", uid="u-1")
 SCHEMA = yaml.safe_load(CRD_PATH.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
@@ -144,14 +145,6 @@ def _crd_accepts(schema: dict[str, Any], uri: str) -> bool:
     return True
 
 
-def _python_accepts(uri: str) -> bool:
-    try:
-        parse_pvc_uri(uri)
-    except StoreURIError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("where", MODEL_SCHEMAS)
 def test_the_crd_rule_is_the_contracts_pattern(where: str) -> None:
     schema = MODEL_SCHEMAS[where]
@@ -166,47 +159,29 @@ def test_the_crd_rule_is_the_contracts_pattern(where: str) -> None:
     }
 
 
-_CLAIM_CHARS = "abz09-."
-_PATH_CHARS = "aZ09_-./"
-_NASTY = "\n\r\t /\\:@?#%.\x00é"
-_claims = st.one_of(
-    st.text(_CLAIM_CHARS, min_size=0, max_size=12),
-    st.from_regex(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", fullmatch=True),
-    st.integers(250, 256).map(lambda n: "a" * n),
-)
-_paths = st.one_of(
-    st.just(""),
-    st.text(_PATH_CHARS, max_size=20).map(lambda p: "/" + p),
-    st.lists(st.from_regex(r"[A-Za-z0-9_][-A-Za-z0-9_.]{0,8}", fullmatch=True), max_size=4).map(
-        lambda parts: "".join("/" + p for p in parts)
-    ),
-)
-_uris = st.one_of(
-    st.builds(
-        lambda c, p, tail: f"pvc://{c}{p}{tail}", _claims, _paths, st.sampled_from(["", "\n", "/", " "])
-    ),
-    st.builds(lambda c, p, nasty: f"pvc://{c}{p}{nasty}", _claims, _paths, st.text(_NASTY, max_size=3)),
-    st.text(_CLAIM_CHARS + _PATH_CHARS + _NASTY, max_size=30).map(lambda t: "pvc://" + t),
-)
-
-
 @pytest.mark.parametrize("where", MODEL_SCHEMAS)
 @settings(max_examples=400, deadline=None)
-@given(uri=_uris)
+@given(uri=pvc_uris)
 @example(uri="pvc://models/churn\n")
 @example(uri="pvc://models/churn/")
 @example(uri="pvc://models/../x")
 @example(uri="pvc://" + "a" * 253)
 @example(uri="pvc://" + "a" * 254)
 def test_the_parser_and_the_crd_accept_the_same_pvc_uris(where: str, uri: str) -> None:
-    assert _python_accepts(uri) is _crd_accepts(MODEL_SCHEMAS[where], uri), uri
+    assert python_accepts(uri) is _crd_accepts(MODEL_SCHEMAS[where], uri), uri
+
+
+@pytest.mark.parametrize("case", [c for c in INVALID_CASES if c.id.startswith("pvc-")], ids=lambda c: c.id)
+def test_the_api_servers_bad_pvc_cases_are_refused_by_the_operator_too(case: Any) -> None:
+    with pytest.raises(ValueError, match="pvc://"):
+        ModelDeploymentSpec.model_validate(case.manifest()["spec"])
 
 
 def test_the_property_test_would_see_the_trailing_newline() -> None:
     """Python's re.match with the contract's pattern accepts a trailing newline: the reason the parser
     uses fullmatch, and the CRD check above reads `$` as RE2 does."""
     assert re.match(PVC_URI_PATTERN, "pvc://models/churn\n") is not None
-    assert not _python_accepts("pvc://models/churn\n")
+    assert not python_accepts("pvc://models/churn\n")
     assert not _crd_accepts(MODEL_SCHEMAS["spec.model"], "pvc://models/churn\n")
 
 
