@@ -3,9 +3,9 @@
 A PersistentVolumeClaim is a model store: `pvc://<claimName>` or `pvc://<claimName>/<path/in/claim>`.
 The operator mounts the claim read-only at `PVC_MOUNT_ROOT/<claimName>` in every serving pod and the
 server reads the bundle from that local folder, so both sides read a URI with `parse_pvc_uri`, the
-one parser. The CRD says the same thing to the API server (a pattern and a CEL rule on model.uri):
-tests/unit/contract/test_model_store.py checks that the CRD's rule is PVC_URI_PATTERN and that the two
-accept the same strings.
+one parser. The CRD says the same thing to the API server (a pattern and CEL rules on model.uri):
+tests/unit/operator/test_operator_model_store.py checks that the CRD's rule is PVC_URI_PATTERN and
+that the two accept the same strings, and test_operator_reconcile.py asks kube-apiserver itself.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Literal
 
 ModelFormat = Literal["auto", "xgboost", "onnx"]
 """spec.model.format: `auto` serves whatever the bundle's manifest says; xgboost or onnx is also a
-promise about the bundle, and a server refuses a bundle of the other format (ModelFormatMismatch)."""
+promise about the bundle, and a server refuses a bundle it cannot serve as that format
+(ModelFormatMismatch): an ONNX bundle as xgboost, an XGBoost bundle without an ONNX export as onnx."""
 BundleFormat = Literal["xgboost", "onnx"]
 """What a bundle's manifest can say (never `auto`)."""
 

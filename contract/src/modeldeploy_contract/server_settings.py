@@ -35,8 +35,8 @@ class ServerSettings(BaseSettings):
 
     model_format: ModelFormat = "auto"
     """The format the deployment names for this model (the operator sets spec.model.format): with
-    xgboost or onnx, loading fails closed when the bundle's manifest says the other (not ready, reason
-    ModelFormatMismatch on /v2/health/ready); auto serves either."""
+    xgboost or onnx, loading fails closed when the bundle cannot be served as that format (not ready,
+    reason ModelFormatMismatch on /v2/health/ready); auto serves either."""
 
     host: str = "0.0.0.0"
     """Address to bind; in a pod this is the pod's IP or 0.0.0.0."""
