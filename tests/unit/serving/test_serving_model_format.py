@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from modeldeploy_contract.model_store import ModelFormat
 from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving.bundle import MANIFEST_NAME, sha256_bytes
 from modeldeploy_serving.errors import BundleError, FormatMismatchError
@@ -54,7 +55,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ],
 )
 def test_a_bundle_that_can_be_served_as_the_format_is_loaded(
-    bundles: dict[str, Path], bundle: str, told: str
+    bundles: dict[str, Path], bundle: str, told: ModelFormat
 ) -> None:
     model = load_model(ServerSettings(model_uri=str(bundles[bundle]), model_format=told, drift_enabled=False))
     assert model.version == "1"
@@ -73,7 +74,7 @@ def test_a_bundle_that_can_be_served_as_the_format_is_loaded(
     ],
 )
 def test_a_bundle_of_another_format_is_refused_before_loading(
-    bundles: dict[str, Path], bundle: str, told: str, says: str
+    bundles: dict[str, Path], bundle: str, told: ModelFormat, says: str
 ) -> None:
     digest = sha256_bytes((bundles[bundle] / MANIFEST_NAME).read_bytes())
     with pytest.raises(FormatMismatchError) as refused:
@@ -109,7 +110,7 @@ def test_health_says_which_format_was_refused(bundles: dict[str, Path]) -> None:
 
 
 @pytest.mark.parametrize("bad", ["pickle", "AUTO", "", "onnx\n"])
-def test_the_format_setting_is_one_of_three(bad: str) -> None:
+def test_the_format_setting_is_one_of_three(bad: Any) -> None:
     with pytest.raises(ValueError, match="model_format"):
         ServerSettings(model_format=bad)
 
