@@ -624,7 +624,7 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         # only the API server is asked).
         "pvc-trailing-newline",
         _set("spec.model.uri", "pvc://models/churn\n"),
-        "spec.model.uri",
+        "spec.model.uri in body should match '^((s3|gs|https?|file|pvc)://.+|/.+)$'",
         "cel",
     ),
     InvalidCase(
@@ -707,13 +707,25 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
     InvalidCase(
         "mount-over-tmp",
         _set("spec.pods.serving.volumeMounts", [{"name": "extra", "mountPath": "/tmp/x"}]),
-        "volumeMounts may not use /tmp or /var/cache/modeldeploy",
+        "volumeMounts may not use /tmp, /var/cache/modeldeploy or /mnt/models",
         "cel",
     ),
     InvalidCase(
         "mount-over-model-cache",
         _set("spec.pods.serving.volumeMounts", [{"name": "extra", "mountPath": "/var/cache/modeldeploy"}]),
-        "volumeMounts may not use /tmp or /var/cache/modeldeploy",
+        "volumeMounts may not use /tmp, /var/cache/modeldeploy or /mnt/models",
+        "cel",
+    ),
+    InvalidCase(
+        "mount-over-the-model-store",
+        _set("spec.pods.serving.volumeMounts", [{"name": "extra", "mountPath": "/mnt/models/models"}]),
+        "volumeMounts may not use /tmp, /var/cache/modeldeploy or /mnt/models",
+        "cel",
+    ),
+    InvalidCase(
+        "volume-named-like-the-model-store",
+        _set("spec.pods.serving.volumes", [{"name": "model-store", "emptyDir": {}}]),
+        "volumes may not be named model-cache, model-store or tmp",
         "cel",
     ),
     InvalidCase(

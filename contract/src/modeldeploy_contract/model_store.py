@@ -31,7 +31,8 @@ MAX_URI_LENGTH = 2048
 MAX_CLAIM_LENGTH = 253
 """A PersistentVolumeClaim name is a DNS-1123 subdomain: at most 253 characters."""
 
-_CLAIM = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+# `[.]`, not an escaped dot: the pattern is written into a CEL string literal, where `\.` is no escape.
+_CLAIM = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
 # A path segment starts with a letter, digit or underscore: never `.` or `..` (no way out of the
 # claim's folder), never empty (no `//`, no trailing `/`), no other characters than these.
 _SEGMENT = r"[A-Za-z0-9_][-A-Za-z0-9_.]*"
