@@ -26,6 +26,8 @@ from typing import Any
 import kubernetes.client as k8s
 import yaml
 
+from modeldeploy_contract.model_store import PVC_MOUNT_ROOT, PVC_VOLUME
+
 REPO = Path(__file__).resolve().parent.parent
 CRD_PATHS = (
     REPO / "crds" / "modeldeploy.io_modeldeployments.yaml",
@@ -75,8 +77,9 @@ OWNED_LABELS = (
     "app.kubernetes.io/managed-by",
     "app.kubernetes.io/version",
 )
-OWNED_VOLUMES = ("model-cache", "tmp")
-OWNED_MOUNT_PREFIXES = ("/var/cache/modeldeploy", "/tmp")  # noqa: S108 - names, not files we write
+# The operator's own volumes and mounts (domain/manifests.py; a pvc:// model store's: the contract's).
+OWNED_VOLUMES = ("model-cache", PVC_VOLUME, "tmp")
+OWNED_MOUNT_PREFIXES = ("/var/cache/modeldeploy", PVC_MOUNT_ROOT, "/tmp")  # noqa: S108 - names, not files we write
 DNS_SUBDOMAIN = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
@@ -240,7 +243,10 @@ def pod_settings_schema(component: str) -> dict[str, Any]:
     mount["x-kubernetes-validations"] = [
         {
             "rule": owned_mounts,
-            "message": "volumeMounts may not use /tmp or /var/cache/modeldeploy (the operator's own mounts)",
+            "message": (
+                "volumeMounts may not use /tmp, /var/cache/modeldeploy or /mnt/models"
+                " (the operator's own mounts)"
+            ),
         },
         {"rule": "self.mountPath.startsWith('/')", "message": "mountPath must be absolute"},
     ]
@@ -343,7 +349,10 @@ def pod_settings_schema(component: str) -> dict[str, Any]:
             "x-kubernetes-validations": [
                 {
                     "rule": f"self.all(v, !(v.name in [{owned_volumes}]))",
-                    "message": "volumes may not be named model-cache or tmp (the operator's own volumes)",
+                    "message": (
+                        "volumes may not be named model-cache, model-store or tmp"
+                        " (the operator's own volumes)"
+                    ),
                 }
             ],
             "items": volume,
@@ -424,7 +433,7 @@ def values_defaults_schema() -> dict[str, Any]:
         props["env"]["items"]["properties"]["name"]["not"] = {"pattern": "^MODELDEPLOY_"}
         props["volumes"]["items"]["properties"]["name"]["not"] = {"enum": list(OWNED_VOLUMES)}
         props["volumeMounts"]["items"]["properties"]["mountPath"]["not"] = {
-            "pattern": "^(/tmp|/var/cache/modeldeploy)(/|$)"
+            "pattern": "^(/tmp|/var/cache/modeldeploy|/mnt/models)(/|$)"
         }
         schema["description"] = f"Defaults of the {component} pods (the shape of spec.pods.{component})."
         return schema

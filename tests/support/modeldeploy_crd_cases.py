@@ -592,6 +592,41 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "model.storage.s3EndpointURL only applies to s3:// URIs",
         "cel",
     ),
+    # --- pvc:// model stores (issue 13): modeldeploy_contract.model_store's grammar, as a CEL rule ---
+    *(
+        InvalidCase(
+            f"pvc-{name}",
+            _set(where, {"uri": uri, "version": "1"}),
+            f'{where.replace(".0.", "[0].")}.uri: Invalid value: "object": a pvc:// URI is pvc://<claimName>',
+            "cel",
+        )
+        for name, where, uri in [
+            ("claim-upper-case", "spec.model", "pvc://Models/churn"),
+            ("claim-with-port", "spec.model", "pvc://models:80/churn"),
+            ("dot-dot", "spec.model", "pvc://models/../etc"),
+            ("dot-dot-at-the-end", "spec.model", "pvc://models/churn/.."),
+            ("empty-segment", "spec.model", "pvc://models//churn"),
+            ("trailing-slash", "spec.model", "pvc://models/churn/"),
+            ("space", "spec.model", "pvc://models/chu rn"),
+            ("query", "spec.model", "pvc://models/churn?v=1"),
+            ("variant-dot-dot", "spec.variants.0.model", "pvc://models/../x"),
+        ]
+    ),
+    InvalidCase(
+        "pvc-claim-too-long",
+        _set("spec.model.uri", "pvc://" + "a" * 254 + "/churn"),
+        "the claim name of a pvc:// URI has at most 253 characters",
+        "cel",
+    ),
+    InvalidCase(
+        # RE2's `$` (the API server's) does not match before a trailing newline, Python's does: the
+        # schema's pattern refuses it there, where jsonschema offline would let it through ("cel":
+        # only the API server is asked).
+        "pvc-trailing-newline",
+        _set("spec.model.uri", "pvc://models/churn\n"),
+        "spec.model.uri in body should match '^((s3|gs|https?|file|pvc)://.+|/.+)$'",
+        "cel",
+    ),
     InvalidCase(
         "name-not-dns-1035",
         _set("metadata.name", "9churn"),
@@ -653,7 +688,7 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
     InvalidCase(
         "volume-named-like-the-model-cache",
         _set("spec.pods.serving.volumes", [{"name": "model-cache", "emptyDir": {}}]),
-        "volumes may not be named model-cache or tmp",
+        "volumes may not be named model-cache, model-store or tmp",
         "cel",
     ),
     InvalidCase(
@@ -672,13 +707,25 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
     InvalidCase(
         "mount-over-tmp",
         _set("spec.pods.serving.volumeMounts", [{"name": "extra", "mountPath": "/tmp/x"}]),
-        "volumeMounts may not use /tmp or /var/cache/modeldeploy",
+        "volumeMounts may not use /tmp, /var/cache/modeldeploy or /mnt/models",
         "cel",
     ),
     InvalidCase(
         "mount-over-model-cache",
         _set("spec.pods.serving.volumeMounts", [{"name": "extra", "mountPath": "/var/cache/modeldeploy"}]),
-        "volumeMounts may not use /tmp or /var/cache/modeldeploy",
+        "volumeMounts may not use /tmp, /var/cache/modeldeploy or /mnt/models",
+        "cel",
+    ),
+    InvalidCase(
+        "mount-over-the-model-store",
+        _set("spec.pods.serving.volumeMounts", [{"name": "extra", "mountPath": "/mnt/models/models"}]),
+        "volumeMounts may not use /tmp, /var/cache/modeldeploy or /mnt/models",
+        "cel",
+    ),
+    InvalidCase(
+        "volume-named-like-the-model-store",
+        _set("spec.pods.serving.volumes", [{"name": "model-store", "emptyDir": {}}]),
+        "volumes may not be named model-cache, model-store or tmp",
         "cel",
     ),
     InvalidCase(
@@ -791,6 +838,10 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
     InvalidCase("bad-sha256", _set("spec.model.sha256", "ABC123"), "spec.model.sha256", "schema"),
     InvalidCase("bad-format", _set("spec.model.format", "pickle"), "spec.model.format", "schema"),
     InvalidCase("bad-uri-scheme", _set("spec.model.uri", "ftp://x/m"), "spec.model.uri", "schema"),
+    InvalidCase(
+        "format-auto-spelled-otherwise", _set("spec.model.format", "Auto"), "spec.model.format", "schema"
+    ),
+    InvalidCase("pvc-without-claim", _set("spec.model.uri", "pvc://"), "spec.model.uri", "schema"),
     InvalidCase("version-not-label-safe", _set("spec.model.version", "v 1"), "spec.model.version", "schema"),
     InvalidCase(
         "shadow-percent-over-100",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from modeldeploy_contract.model_store import ModelFormat
+
 ENV_PREFIX = "MODELDEPLOY_SERVER_"
 
 
@@ -16,7 +18,8 @@ class ServerSettings(BaseSettings):
     )
 
     model_uri: str = ""
-    """Where the model bundle lives: a local path, file://, http(s)://, s3:// or gs:// URI."""
+    """Where the model bundle lives: a local path, file://, http(s)://, s3:// or gs:// URI, or
+    pvc://<claim>/<path>: the claim mounted (read-only) at /mnt/models/<claim>, as the operator does."""
 
     model_name: str | None = None
     """Name the model is served under; defaults to the name in the bundle's manifest."""
@@ -29,6 +32,11 @@ class ServerSettings(BaseSettings):
     fails closed when the bundle's manifest names another (not ready, reason ModelVersionMismatch on
     /v2/health/ready), so a spec and the bundle it points at cannot silently disagree. One leading v
     is not a difference: 2 and v2 are one version."""
+
+    model_format: ModelFormat = "auto"
+    """The format the deployment names for this model (the operator sets spec.model.format): with
+    xgboost or onnx, loading fails closed when the bundle cannot be served as that format (not ready,
+    reason ModelFormatMismatch on /v2/health/ready); auto serves either."""
 
     host: str = "0.0.0.0"
     """Address to bind; in a pod this is the pod's IP or 0.0.0.0."""

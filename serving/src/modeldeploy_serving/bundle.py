@@ -13,11 +13,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from modeldeploy_contract.model_store import BundleFormat
 from modeldeploy_serving.errors import BundleError, validation_summary
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION: Literal[1] = 1
-ModelFormat = Literal["xgboost", "onnx"]
+ModelFormat = BundleFormat
 Datatype = Literal["FP32", "FP64", "INT32", "INT64"]
 
 

@@ -26,8 +26,8 @@ from modeldeploy_serving.errors import (
     BundleError,
     NotFoundError,
     OverloadedError,
+    RefusedBundleError,
     UnavailableError,
-    VersionMismatchError,
 )
 from modeldeploy_serving.model import LoadedModel, Prediction, load_model
 from modeldeploy_serving.rows import Rows, as_array, row_count
@@ -48,9 +48,11 @@ class DataPlane:
         self.state: Literal["loading", "ready", "failed"] = "loading"
         self.error: str | None = None
         self.reason: str | None = None
-        """Why loading failed, machine-readable: ModelVersionMismatch or ModelLoadFailed."""
+        """Why loading failed, machine-readable: ModelVersionMismatch, ModelFormatMismatch or
+        ModelLoadFailed."""
         self.refused: dict[str, str] | None = None
-        """The bundle refused for its version: {"version", "sha256", "expectedVersion"}."""
+        """The bundle refused for its version, {"version", "sha256", "expectedVersion"}, or for its
+        format, {"format", "version", "sha256", "expectedFormat"}."""
         self.unknown_metrics = metrics.ModelMetrics(metrics.UNKNOWN, metrics.UNKNOWN)
         self.metrics = self.unknown_metrics
         self._batcher: MicroBatcher | None = None
@@ -97,8 +99,8 @@ class DataPlane:
             # Shown on /v2/health/ready and logged: never a credential of the model URI.
             self.state, self.error = "failed", scrub(f"{type(exc).__name__}: {exc}")[:1000]
             self.reason = exc.reason if isinstance(exc, BundleError) else "ModelLoadFailed"
-            if isinstance(exc, VersionMismatchError):
-                self.refused = {"version": exc.found, "sha256": exc.digest, "expectedVersion": exc.expected}
+            if isinstance(exc, RefusedBundleError):
+                self.refused = exc.refused()
             metrics.LOAD_FAILURES.inc()
             log.error("model load failed: %s", self.error)
             workers.mark("failed")
@@ -140,7 +142,8 @@ class DataPlane:
     def health(self) -> dict[str, object]:
         """The /v2/health/ready body: readiness, and what was loaded or why not. The operator reads
         it once per pod: `model` (the manifest's name and version, and its sha256, the bundle's
-        digest) goes into the revision's history; `reason` ModelVersionMismatch becomes a condition."""
+        digest) goes into the revision's history; `reason` ModelVersionMismatch or
+        ModelFormatMismatch becomes a condition."""
         body: dict[str, object] = {"ready": self.ready, "state": self.state}
         if self.error:
             body["error"] = self.error

@@ -54,7 +54,15 @@ class BundleError(Exception):
     """The machine-readable cause on /v2/health/ready (KServe's FailureInfo reasons)."""
 
 
-class VersionMismatchError(BundleError):
+class RefusedBundleError(BundleError):
+    """A sound bundle that is not the one the spec names: the server refuses it, and says what it
+    found and what it was told on /v2/health/ready (`refused`), for the operator's condition."""
+
+    def refused(self) -> dict[str, str]:
+        raise NotImplementedError
+
+
+class VersionMismatchError(RefusedBundleError):
     """The bundle's manifest names another version than the one this server was told to serve."""
 
     reason = "ModelVersionMismatch"
@@ -66,6 +74,31 @@ class VersionMismatchError(BundleError):
             f"serve it (manifest sha256 {digest})"
         )
         self.expected, self.found, self.digest = expected, found, digest
+
+    def refused(self) -> dict[str, str]:
+        return {"version": self.found, "sha256": self.digest, "expectedVersion": self.expected}
+
+
+class FormatMismatchError(RefusedBundleError):
+    """The bundle's manifest is of another format than the one this server was told (not auto)."""
+
+    reason = "ModelFormatMismatch"
+
+    def __init__(self, expected: str, found: str, version: str, digest: str) -> None:
+        export = " (an xgboost bundle serves as onnx only with an ONNX export)" if found == "xgboost" else ""
+        super().__init__(
+            f"bundle is {found}, spec.model.format says {expected}{export} "
+            f"(MODELDEPLOY_SERVER_MODEL_FORMAT): refusing to serve it (manifest sha256 {digest})"
+        )
+        self.expected, self.found, self.version, self.digest = expected, found, version, digest
+
+    def refused(self) -> dict[str, str]:
+        return {
+            "format": self.found,
+            "version": self.version,
+            "sha256": self.digest,
+            "expectedFormat": self.expected,
+        }
 
 
 def validation_summary(exc: object, limit: int = 5) -> str:

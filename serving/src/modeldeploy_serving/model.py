@@ -12,7 +12,12 @@ from pydantic import ValidationError
 from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving.bundle import Manifest, VerifiedBundle, verify_bundle
 from modeldeploy_serving.drift.profile import ReferenceProfile
-from modeldeploy_serving.errors import BundleError, VersionMismatchError, validation_summary
+from modeldeploy_serving.errors import (
+    BundleError,
+    FormatMismatchError,
+    VersionMismatchError,
+    validation_summary,
+)
 from modeldeploy_serving.runtimes import Runtime
 from modeldeploy_serving.storage import fetch_bundle
 
@@ -193,10 +198,27 @@ def check_version(bundle: VerifiedBundle, expected: str | None) -> None:
         raise VersionMismatchError(expected, bundle.manifest.version, bundle.digest)
 
 
+def served_as(manifest: Manifest) -> tuple[str, ...]:
+    """The formats a bundle can be served as: its own, and onnx too for an XGBoost bundle with a
+    checked ONNX export (pack's default, served through onnxruntime: the churn example's bundles,
+    which every spec before `auto` called onnx)."""
+    if manifest.format == "xgboost" and manifest.files.onnx is not None:
+        return ("xgboost", "onnx")
+    return (manifest.format,)
+
+
+def check_format(bundle: VerifiedBundle, expected: str) -> None:
+    """Fail closed when the spec names a format (not auto) the bundle cannot be served as: a spec
+    that says xgboost is a promise about the bundle, never a way to read an ONNX model as XGBoost."""
+    if expected != "auto" and expected not in served_as(bundle.manifest):
+        raise FormatMismatchError(expected, bundle.manifest.format, bundle.manifest.version, bundle.digest)
+
+
 def load_model(settings: ServerSettings) -> LoadedModel:
     """Fetch, verify (sha256 of every file), load and warm up; raise BundleError on any failure."""
     folder = fetch_bundle(settings.model_uri, settings)
     bundle = verify_bundle(folder, settings.model_sha256, settings.max_artifact_bytes)
+    check_format(bundle, settings.model_format)
     check_version(bundle, settings.model_version)
     try:
         profile = ReferenceProfile.model_validate_json(bundle.blob(bundle.manifest.files.reference_profile))

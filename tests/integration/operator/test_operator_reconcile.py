@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
 from kubernetes import client
 
 from modeldeploy_testcluster.layout import default_layout
@@ -16,6 +17,7 @@ from modeldeploy_testcluster.layout import default_layout
 from cluster_helpers import SERVING, condition, create_mdep, get_mdep, mdep_status, router_arms, wait_for
 from modeldeploy_crd_cases import INVALID_CASES, InvalidCase
 from operator_fixtures import OPERATOR_PODS, PrivateOperator, print_operator_logs
+from store_uris import pvc_uris, python_accepts
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator_release")]
 
@@ -154,6 +156,38 @@ def test_the_api_server_rejects_invalid_modeldeployments_with_clear_messages(
         create_mdep(kube_api, namespace, case.manifest())
     assert rejected.value.status == 422
     assert case.message in json.loads(rejected.value.body)["message"]
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(uri=pvc_uris)
+@example(uri="pvc://models/churn\n")  # RE2's `$` is not Python's (a test of the parser's fullmatch)
+@example(uri="pvc://" + "a" * 253 + "/x")
+@example(uri="pvc://" + "a" * 254 + "/x")
+def test_the_api_server_and_the_parser_accept_the_same_pvc_uris(
+    kube_api: client.ApiClient, namespace: str, uri: str
+) -> None:
+    """The CRD's pattern and CEL rules on model.uri, as kube-apiserver evaluates them (RE2), accept
+    exactly the pvc:// URIs modeldeploy_contract.model_store does (dry-run creates: nothing is stored)."""
+    from modeldeploy_crd_cases import valid_manifest
+
+    body = valid_manifest()
+    body["spec"]["model"] = {"uri": uri, "version": "1"}
+    custom = client.CustomObjectsApi(kube_api)
+    if python_accepts(uri):
+        custom.create_namespaced_custom_object(
+            "modeldeploy.io", "v1alpha1", namespace, "modeldeployments", body, dry_run="All"
+        )
+    else:
+        with pytest.raises(client.ApiException) as refused:
+            custom.create_namespaced_custom_object(
+                "modeldeploy.io", "v1alpha1", namespace, "modeldeployments", body, dry_run="All"
+            )
+        assert refused.value.status == 422, refused.value.body
 
 
 def test_an_input_drift_check_may_leave_its_threshold_to_spec_drift_psi_threshold(

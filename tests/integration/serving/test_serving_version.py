@@ -85,3 +85,46 @@ def test_the_probe_of_a_server_that_is_gone_is_a_short_reason() -> None:
         report = probe(client, ServerPod(("pod", 0), "rev1", f"127.0.0.1:{free_port()}"))
     assert isinstance(report, str)
     assert "refused" in report or "unreachable" in report
+
+
+def test_a_server_told_another_format_refuses_the_bundle(serve: ServerFactory, bundles: Bundles) -> None:
+    """spec.model.format (issue 13): an ONNX bundle under a spec that says xgboost is refused, and the
+    operator's probe reads the reason and both formats."""
+    server = serve(
+        str(bundles.onnx_only),
+        {"MODELDEPLOY_SERVER_MODEL_FORMAT": "xgboost", "MODELDEPLOY_SERVER_MODEL_NAME": "churn"},
+    )
+    status, body = settled_health(server)
+    assert status == 503
+    assert (body["ready"], body["state"], body["reason"]) == (False, "failed", "ModelFormatMismatch")
+    assert "bundle is onnx, spec.model.format says xgboost" in body["error"]
+    assert (body["refused"]["format"], body["refused"]["expectedFormat"]) == ("onnx", "xgboost")
+    with server.client() as c:
+        answer = c.post("/v2/models/churn/infer", json=v2_body(bundles.normal[:1]))
+        assert answer.status_code == 503  # never serves the bundle it refused
+    address = server.url.removeprefix("http://")
+    with new_client() as client:
+        report = probe(client, ServerPod(("pod", 0), "rev1", address))
+    assert report == ServerReport(
+        "rev1",
+        "failed",
+        version="v1",
+        sha256=body["refused"]["sha256"],
+        reason="ModelFormatMismatch",
+        format="onnx",
+        expected_format="xgboost",
+    )
+
+
+def test_a_server_told_onnx_serves_an_xgboost_bundle_through_its_onnx_export(
+    serve: ServerFactory, bundles: Bundles
+) -> None:
+    """What every spec said before `auto`: format onnx for the churn example's XGBoost bundles."""
+    server = serve(
+        str(bundles.v1), {"MODELDEPLOY_SERVER_MODEL_FORMAT": "onnx", "MODELDEPLOY_SERVER_MODEL_NAME": "churn"}
+    )
+    status, body = settled_health(server)
+    assert status == 200, body
+    with server.client() as c:
+        answer = c.post("/v2/models/churn/infer", json=v2_body(bundles.normal[:2]))
+        assert answer.status_code == 200, answer.text

@@ -21,6 +21,7 @@ from modeldeploy_operator.analysis.servers import (
 from modeldeploy_operator.domain.history import MAX_LOADED_DIGESTS, record_revision, with_loaded_digests
 from modeldeploy_operator.domain.manifests import build_serving_deployment
 from modeldeploy_operator.domain.observed import (
+    BundleRefusal,
     ServerReport,
     mismatch_message,
     parse_server_report,
@@ -105,6 +106,8 @@ def test_anything_else_is_no_report(status: int, body: object) -> None:
         {"version": 2, "sha256": D1},
         {"version": "2", "sha256": "A" * 64},  # upper-case: not what the server writes
         {"version": "2", "sha256": "1" * 63},
+        {"version": "2", "sha256": "1" * 64 + "\n"},  # Python's `$` matches before a trailing newline
+        {"version": "2\n", "sha256": D1},
         {"version": "2", "sha256": ["1" * 64]},
     ],
 )
@@ -136,20 +139,20 @@ def test_reports_become_facts_of_the_deployments() -> None:
     ]
     [seen] = with_server_reports([deployment], reports)
     assert seen.loaded_digests == {D1}
-    assert seen.version_mismatch == mismatch_message(reports[2])
-    assert "'3'" in seen.version_mismatch
-    assert "'1'" in seen.version_mismatch
-    assert rev in seen.version_mismatch
+    assert seen.bundle_refused == BundleRefusal("ModelVersionMismatch", mismatch_message(reports[2]))
+    assert "'3'" in seen.bundle_refused.message
+    assert "'1'" in seen.bundle_refused.message
+    assert rev in seen.bundle_refused.message
     [quiet] = with_server_reports([deployment], [])
-    assert (quiet.loaded_digests, quiet.version_mismatch) == (frozenset(), None)
+    assert (quiet.loaded_digests, quiet.bundle_refused) == (frozenset(), None)
 
 
 def test_the_mismatch_message_is_the_same_whatever_order_the_pods_answered_in() -> None:
     deployment = observed_for(make_spec(), ready=0)
     a = ServerReport(deployment.revision, "failed", "3", D3, "ModelVersionMismatch", "1")
     b = ServerReport(deployment.revision, "failed", "4", D2, "ModelVersionMismatch", "1")
-    first = with_server_reports([deployment], [a, b])[0].version_mismatch
-    assert first == with_server_reports([deployment], [b, a])[0].version_mismatch
+    first = with_server_reports([deployment], [a, b])[0].bundle_refused
+    assert first == with_server_reports([deployment], [b, a])[0].bundle_refused
 
 
 # --- history: the digests the servers loaded ---------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from modeldeploy_contract.model_store import PVC_VOLUME, PvcLocation, is_pvc_uri, parse_pvc_uri
 from modeldeploy_contract.redact import redact_uri
 
 from . import labels as lbl
@@ -98,7 +99,18 @@ def _server_container(variant: ResolvedVariant, image: str, pull_policy: str) ->
     if variant.model.storage and variant.model.storage.secret_name:
         # Store credentials (e.g. AWS_ACCESS_KEY_ID) come from the user's Secret, never from the spec.
         container["envFrom"] = [{"secretRef": {"name": variant.model.storage.secret_name}}]
+    store = model_store_claim(variant)
+    if store is not None:
+        mount = {"name": PVC_VOLUME, "mountPath": store.mount_path, "readOnly": True}
+        container["volumeMounts"].append(mount)
     return container
+
+
+def model_store_claim(variant: ResolvedVariant) -> PvcLocation | None:
+    """The PersistentVolumeClaim holding the bundle (a pvc:// URI), mounted read-only where the
+    server looks for it (modeldeploy_contract.model_store): the server never writes to a model store."""
+    uri = variant.model.uri
+    return parse_pvc_uri(uri) if is_pvc_uri(uri) else None
 
 
 CACHE_HEADROOM_MIB = 64
@@ -155,9 +167,17 @@ def _own_pod_template(
             "volumes": [
                 {"name": CACHE_VOLUME, "emptyDir": {"sizeLimit": cache_size_limit(variant)}},
                 {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}},
+                *_store_volume(variant),
             ],
         },
     }
+
+
+def _store_volume(variant: ResolvedVariant) -> list[dict[str, Any]]:
+    store = model_store_claim(variant)
+    if store is None:
+        return []
+    return [{"name": PVC_VOLUME, "persistentVolumeClaim": {"claimName": store.claim, "readOnly": True}}]
 
 
 def build_serving_deployment(

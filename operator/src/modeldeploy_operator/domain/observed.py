@@ -11,6 +11,14 @@ from .labels import REVISION_LABEL, VARIANT_LABEL, VERSION_LABEL
 
 
 @dataclass(frozen=True)
+class BundleRefusal:
+    """Why the servers of a revision refuse their bundle: a reason (a condition's) and a message."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
 class ObservedDeployment:
     """One serving Deployment as last read from the API server."""
 
@@ -34,10 +42,11 @@ class ObservedDeployment:
     autoscaler's choice, which the planner follows (the reconciler fills it, like crash_looping)."""
     loaded_digests: frozenset[str] = frozenset()
     """The bundle digests (manifest sha256) its ready servers reported loading (`with_server_reports`)."""
-    version_mismatch: str | None = None
+    bundle_refused: BundleRefusal | None = None
     """Set when a server of it refused its bundle because the manifest names another version than the
-    spec (reason ModelVersionMismatch): what to tell the user. The reconciler fills it from the servers'
-    /v2/health/ready answers; the planner aborts a rollout of it and reports Degraded."""
+    spec (ModelVersionMismatch), or another format than the spec's xgboost/onnx (ModelFormatMismatch):
+    the reason and what to tell the user. The reconciler fills it from the servers' /v2/health/ready
+    answers; the planner aborts a rollout of it and reports Degraded with that reason."""
 
     @property
     def rolled_out(self) -> bool:
@@ -121,8 +130,12 @@ def externally_scaled(
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_FORMAT = re.compile(r"^(xgboost|onnx)$")
 ServerState = Literal["loading", "ready", "failed"]
 VERSION_MISMATCH = "ModelVersionMismatch"
+FORMAT_MISMATCH = "ModelFormatMismatch"
+REFUSALS = (VERSION_MISMATCH, FORMAT_MISMATCH)
+"""The reasons of a server that refused a sound bundle for not being the one the spec names."""
 
 
 @dataclass(frozen=True)
@@ -137,9 +150,14 @@ class ServerReport:
     sha256: str | None = None
     """The manifest's sha256 (the bundle's digest), loaded or refused."""
     reason: str | None = None
-    """Why loading failed: ModelVersionMismatch, ModelLoadFailed (KServe's FailureInfo reasons)."""
+    """Why loading failed: ModelVersionMismatch, ModelFormatMismatch, ModelLoadFailed (KServe's
+    FailureInfo reasons)."""
     expected_version: str | None = None
     """The version the server was told (the spec's), with ModelVersionMismatch."""
+    format: str | None = None
+    """The manifest's format (xgboost or onnx) of the bundle refused for its format."""
+    expected_format: str | None = None
+    """The format the server was told (the spec's), with ModelFormatMismatch."""
 
     @property
     def final(self) -> bool:
@@ -148,7 +166,8 @@ class ServerReport:
 
 
 def _text(value: object, pattern: re.Pattern[str]) -> str | None:
-    return value if isinstance(value, str) and pattern.match(value) else None
+    # fullmatch: `$` in a pattern also matches before a trailing newline.
+    return value if isinstance(value, str) and pattern.fullmatch(value) else None
 
 
 def parse_server_report(revision: str, status: int, body: object) -> ServerReport | None:
@@ -178,7 +197,7 @@ def parse_server_report(revision: str, status: int, body: object) -> ServerRepor
         state = "loading"
     else:
         return None
-    reason = body.get("reason") if body.get("reason") in (VERSION_MISMATCH, "ModelLoadFailed") else None
+    reason = body.get("reason") if body.get("reason") in (*REFUSALS, "ModelLoadFailed") else None
     source = body.get("model") if state != "failed" else body.get("refused")
     facts = source if isinstance(source, dict) else {}
     return ServerReport(
@@ -188,12 +207,23 @@ def parse_server_report(revision: str, status: int, body: object) -> ServerRepor
         sha256=_text(facts.get("sha256"), _DIGEST),
         reason=str(reason) if reason is not None and state == "failed" else None,
         expected_version=_text(facts.get("expectedVersion"), _VERSION),
+        format=_text(facts.get("format"), _FORMAT),
+        expected_format=_text(facts.get("expectedFormat"), _FORMAT),
     )
 
 
 def mismatch_message(report: ServerReport) -> str:
-    """What to tell the user of a server that refused its bundle for its version."""
+    """What to tell the user of a server that refused its bundle for its version or its format."""
     digest = f" (manifest sha256 {report.sha256[:12]})" if report.sha256 else ""
+    if report.reason == FORMAT_MISMATCH:
+        found = report.format or "of another format"
+        wanted = report.expected_format or "another format"
+        export = " (an xgboost bundle serves as onnx only with an ONNX export)" if found == "xgboost" else ""
+        return (
+            f"the servers of revision {report.revision} refuse their bundle: bundle is {found}, "
+            f"spec.model.format says {wanted}{export}{digest}; set model.format to auto or to the "
+            f"bundle's format, or point model.uri at a bundle that is {wanted}"
+        )
     found = repr(report.version) if report.version else "another version"
     wanted = repr(report.expected_version) if report.expected_version else "the spec's"
     return (
@@ -207,20 +237,24 @@ def with_server_reports(
     deployments: Sequence[ObservedDeployment], reports: Sequence[ServerReport]
 ) -> list[ObservedDeployment]:
     """Each Deployment with what its servers reported: the digests the ready ones loaded, and the
-    first version mismatch (by digest, so that the message is the same on every reconcile)."""
+    first refusal of a bundle (by reason, then digest, so that the message is the same on every
+    reconcile)."""
     out = []
     for deployment in deployments:
         mine = [r for r in reports if r.revision == deployment.revision]
         digests = frozenset(r.sha256 for r in mine if r.state == "ready" and r.sha256)
         refused = sorted(
-            (r for r in mine if r.state == "failed" and r.reason == VERSION_MISMATCH),
-            key=lambda r: (r.sha256 or "", r.version or ""),
+            (r for r in mine if r.state == "failed" and r.reason in REFUSALS),
+            key=lambda r: (r.reason or "", r.sha256 or "", r.version or "", r.format or ""),
         )
+        first = refused[0] if refused else None
         out.append(
             replace(
                 deployment,
                 loaded_digests=digests,
-                version_mismatch=mismatch_message(refused[0]) if refused else None,
+                bundle_refused=(
+                    BundleRefusal(str(first.reason), mismatch_message(first)) if first is not None else None
+                ),
             )
         )
     return out

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from modeldeploy_contract.model_store import PVC_MOUNT_ROOT, PVC_VOLUME
 from modeldeploy_contract.resource import GROUP
 
 from .spec import (
@@ -43,8 +44,9 @@ OWNED_LABELS = frozenset(
     }
 )
 OWNED_ANNOTATION_PREFIXES = (f"{GROUP}/", "prometheus.io/")
-OWNED_VOLUMES = frozenset({"model-cache", "tmp"})
-OWNED_MOUNT_PREFIXES = ("/var/cache/modeldeploy", "/tmp")  # noqa: S108 - mount paths, not files
+# The operator's own volumes and mounts (manifests.py; a pvc:// model store's: the contract's).
+OWNED_VOLUMES = frozenset({"model-cache", PVC_VOLUME, "tmp"})
+OWNED_MOUNT_PREFIXES = ("/var/cache/modeldeploy", PVC_MOUNT_ROOT, "/tmp")  # noqa: S108 - mount paths, not files
 
 T = TypeVar("T")
 

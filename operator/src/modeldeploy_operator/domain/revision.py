@@ -49,8 +49,10 @@ def server_settings_for(deployment_name: str, model: ModelRef, spec: ModelDeploy
         "model_uri": model.uri,
         "model_name": deployment_name,
         "model_sha256": model.sha256,
-        # The server refuses a bundle whose manifest names another version (ModelVersionMismatch).
+        # The server refuses a bundle whose manifest names another version (ModelVersionMismatch),
+        # or another format than xgboost/onnx when the spec names one (ModelFormatMismatch).
         "model_version": model.version,
+        "model_format": model.format,
         "port": SERVER_PORT,
         "workers": server.workers,
         "max_body_bytes": server.max_body_bytes,
@@ -85,6 +87,9 @@ def revision_hash(model: ModelRef, settings: ServerSettings) -> str:
     # The version is in the identity already; its variable (added later) must not change every
     # existing hash, which would start a rollout of every model when the operator is upgraded.
     env.pop(ENV_PREFIX + "MODEL_VERSION", None)
+    # Likewise the format (in the identity since the first hash; its variable came with `auto`).
+    # A spec written before `auto` existed always named xgboost or onnx, and hashes as it did then.
+    env.pop(ENV_PREFIX + "MODEL_FORMAT", None)
     identity = {
         "format": model.format,
         "version": model.version,

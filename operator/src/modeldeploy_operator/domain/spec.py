@@ -13,7 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-ModelFormat = Literal["xgboost", "onnx"]
+from modeldeploy_contract.model_store import ModelFormat, StoreURIError, is_pvc_uri, parse_pvc_uri
+
 Protocol = Literal["v2", "v1"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 TrafficProvider = Literal["router", "gatewayAPI"]
@@ -69,10 +70,20 @@ class ModelRef(SpecModel):
     """One model bundle: where it is, what it is, and the digest it must have."""
 
     uri: str = Field(min_length=1, max_length=2048)
-    format: ModelFormat
+    format: ModelFormat = "auto"
     version: str = Field(min_length=1, max_length=63, pattern=VERSION_PATTERN)
     sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
     storage: ModelStorage | None = None
+
+    @model_validator(mode="after")
+    def _store_uri(self) -> ModelRef:
+        # The CRD's CEL rule says the same to the API server; this is for specs built by hand.
+        if is_pvc_uri(self.uri):
+            try:
+                parse_pvc_uri(self.uri)
+            except StoreURIError as exc:
+                raise ValueError(f"model.uri: {exc}") from exc
+        return self
 
 
 class Resources(SpecModel):

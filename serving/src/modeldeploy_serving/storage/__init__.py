@@ -1,10 +1,12 @@
 """Fetch a bundle from a model URI into a local folder (verification happens in bundle.verify_bundle).
 
-Local paths and file:// URIs are used in place. Remote bundles (http(s)://, s3://, gs://) are a
-"folder" URI: manifest.json is fetched first, then each file it names, each capped at the size the
-manifest declares and the whole at max_artifact_bytes. Downloads go to a private temporary folder
-that is renamed into the cache only when complete and verified, so concurrent workers and crashed
-downloads never leave a half-written bundle that looks usable.
+Local paths and file:// URIs are used in place, and so are pvc://<claim>/<path> URIs: the operator
+mounts the claim read-only at /mnt/models/<claim> (modeldeploy_contract.model_store, the one parser).
+Remote bundles (http(s)://, s3://, gs://) are a "folder" URI: manifest.json is fetched first, then
+each file it names, each capped at the size the manifest declares and the whole at
+max_artifact_bytes. Downloads go to a private temporary folder that is renamed into the cache only
+when complete and verified, so concurrent workers and crashed downloads never leave a half-written
+bundle that looks usable.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from modeldeploy_contract.model_store import StoreURIError, is_pvc_uri, parse_pvc_uri
 from modeldeploy_contract.redact import redact_uri
 from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving.bundle import MANIFEST_NAME, parse_manifest, sha256_bytes, verify_bundle
@@ -25,7 +28,13 @@ MANIFEST_LIMIT = 1 << 20
 
 
 def local_folder(uri: str) -> Path | None:
-    """The folder of a local or file:// URI, or None for a remote URI."""
+    """The folder of a local, file:// or pvc:// URI, or None for a remote URI."""
+    if is_pvc_uri(uri):
+        try:
+            path = Path(parse_pvc_uri(uri).local_path)
+        except StoreURIError as exc:
+            raise BundleError(f"invalid model URI {redact_uri(uri)}: {exc}") from exc
+        return path.parent if path.name == MANIFEST_NAME else path
     parts = urlsplit(uri)
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
@@ -62,7 +71,8 @@ def fetch_bundle(uri: str, settings: ServerSettings) -> Path:
     folder = local_folder(uri)
     if folder is not None:
         if not folder.is_dir():
-            raise BundleError(f"model folder {folder} does not exist")
+            mounted = " (the operator mounts the claim in its serving pods)" if is_pvc_uri(uri) else ""
+            raise BundleError(f"model folder {folder} does not exist{mounted}")
         return folder
     source = source_for(
         uri.rstrip("/") if not uri.endswith(MANIFEST_NAME) else uri[: -len(MANIFEST_NAME)], settings

@@ -22,7 +22,7 @@ from datetime import datetime
 
 from modeldeploy_operator.domain.conditions import find_condition
 from modeldeploy_operator.domain.history import record_revision, with_loaded_digests
-from modeldeploy_operator.domain.observed import VERSION_MISMATCH, ObservedDeployment
+from modeldeploy_operator.domain.observed import ObservedDeployment
 from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.revision import ResolvedVariant, resolve_variants
 from modeldeploy_operator.domain.rollout.commands import Command, InvalidCommand
@@ -301,11 +301,12 @@ def _release_stale_pin(draft: Draft, variants: Sequence[ResolvedVariant]) -> Non
 
 def _note_servers(draft: Draft, outcomes: Sequence[VariantOutcome]) -> None:
     """What the servers of the planned revisions reported (ObservedDeployment.loaded_digests and
-    version_mismatch, observed by the reconciler): the digests they loaded go into history, and a
-    revision whose servers refuse their bundle's version makes the ModelDeployment Degraded with
-    reason ModelVersionMismatch (a rollout of it was already stopped by the step machine; this covers
-    a first deploy, the Immediate strategy, and new pods of a serving revision whose URI now holds
-    another version). One Warning Event when the condition starts, not one per pass."""
+    bundle_refused, observed by the reconciler): the digests they loaded go into history, and a
+    revision whose servers refuse their bundle makes the ModelDeployment Degraded with reason
+    ModelVersionMismatch or ModelFormatMismatch (a rollout of it was already stopped by the step
+    machine; this covers a first deploy, the Immediate strategy, and new pods of a serving revision
+    whose URI now holds another bundle). One Warning Event when the condition starts, not one per
+    pass."""
     for outcome in outcomes:
         if outcome.plan is None:
             continue
@@ -317,12 +318,13 @@ def _note_servers(draft: Draft, outcomes: Sequence[VariantOutcome]) -> None:
             draft.history = with_loaded_digests(
                 draft.history, name, desired.revision, observed.loaded_digests
             )
-            if observed.version_mismatch is None or desired.replicas == 0 or draft.degraded is not None:
+            refused = observed.bundle_refused
+            if refused is None or desired.replicas == 0 or draft.degraded is not None:
                 continue
-            draft.degraded = (VERSION_MISMATCH, observed.version_mismatch)
+            draft.degraded = (refused.reason, refused.message)
             previous = find_condition(draft.previous.conditions, DEGRADED)
-            if previous is None or previous.status != "True" or previous.reason != VERSION_MISMATCH:
-                draft.event(VERSION_MISMATCH, observed.version_mismatch, warning=True)
+            if previous is None or previous.status != "True" or previous.reason != refused.reason:
+                draft.event(refused.reason, refused.message, warning=True)
 
 
 def plan(

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from modeldeploy_operator.domain.durations import parse_duration
-from modeldeploy_operator.domain.observed import VERSION_MISMATCH, ObservedDeployment
+from modeldeploy_operator.domain.observed import ObservedDeployment
 from modeldeploy_operator.domain.readings import CheckReading
 from modeldeploy_operator.domain.revision import ResolvedVariant
 from modeldeploy_operator.domain.rollout.cursor import stamp
@@ -249,14 +249,14 @@ def _sync_spec_pause(draft: Draft) -> None:
 
 
 def _stopped(draft: Draft, canary: ObservedDeployment | None, preflight: Gate, why: str) -> bool:
-    """The rollout ends now (True): servers refusing their bundle's version, crash-looping pods, a stuck
-    Deployment, or a failed preflight,
-    which aborts whatever autoRollback says (no caller ever saw the revision: nothing to roll back)."""
+    """The rollout ends now (True): servers refusing their bundle (its version or format),
+    crash-looping pods, a stuck Deployment, or a failed preflight, which aborts whatever autoRollback
+    says (no caller ever saw the revision: nothing to roll back)."""
     revision = draft.canary_revision
     if preflight == "failed":
         abort(draft, "PreflightFailed", f"preflight failed: {why}")
-    elif canary is not None and canary.version_mismatch is not None:
-        fail(draft, VERSION_MISMATCH, canary.version_mismatch)
+    elif canary is not None and canary.bundle_refused is not None:
+        fail(draft, canary.bundle_refused.reason, canary.bundle_refused.message)
     elif canary is not None and canary.crash_looping:
         fail(draft, "CanaryCrashLooping", f"pods of revision {revision} are crash-looping")
     elif canary is not None and canary.progress_deadline_exceeded:
