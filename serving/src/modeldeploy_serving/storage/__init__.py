@@ -1,6 +1,7 @@
 """Fetch a bundle from a model URI into a local folder (verification happens in bundle.verify_bundle).
 
-Local paths and file:// URIs are used in place. Remote bundles (http(s)://, s3://, gs://) are a
+Local paths and file:// URIs are used in place. Remote bundles (http(s)://, s3://, gs://, Azure Blob
+https://<account>.blob.core.windows.net/...) are a
 "folder" URI: manifest.json is fetched first, then each file it names, each capped at the size the
 manifest declares and the whole at max_artifact_bytes. Downloads go to a private temporary folder
 that is renamed into the cache only when complete and verified, so concurrent workers and crashed
@@ -15,6 +16,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from modeldeploy_contract.model_uri import is_azure_blob
 from modeldeploy_contract.redact import redact_uri
 from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving.bundle import MANIFEST_NAME, parse_manifest, sha256_bytes, verify_bundle
@@ -40,6 +42,12 @@ def local_folder(uri: str) -> Path | None:
 
 def source_for(uri: str, settings: ServerSettings) -> Source:
     scheme = urlsplit(uri).scheme
+    if is_azure_blob(uri):
+        # Before plain http(s): an Azure Blob URL is read with the pod's Azure credentials, and a
+        # malformed one (http, a port, a SAS query, a bad account name) is refused, not fetched.
+        from modeldeploy_serving.storage.azure_blob import AzureBlobSource
+
+        return AzureBlobSource(uri, settings.azure_blob_endpoint_url, settings.download_timeout_seconds)
     if scheme in ("http", "https"):
         from modeldeploy_serving.storage.http import HttpSource
 
