@@ -2,7 +2,7 @@
 # Installs Azurite (Microsoft's Azure Storage emulator, an npm package) into
 # $MODELDEPLOY_CACHE/azurite/<version> with the machine's npm; idempotent (a finished install leaves a
 # .complete marker and is not repeated). Prints the path of its blob server's entry point, which the
-# Azure Blob tests run with node on 127.0.0.1 (tests/integration/serving/test_storage_cloud_identity.py).
+# Azure Blob tests run with node on 127.0.0.1 (tests/integration/serving/test_storage_azure_identity.py).
 #   AZURITE_VERSION=3.37.0 tests/azure/fetch-azurite.sh
 set -euo pipefail
 version=${AZURITE_VERSION:-3.37.0}

@@ -8,10 +8,10 @@ The token, in this order:
 3. none: the objects must then be publicly readable.
 
 google-auth, not the google-cloud-storage SDK: the download stays this module's capped, streamed
-httpx GET, and the SDK would add 6.3 MB more to the image and 0.3 s more to a cold load for nothing
-this needs (docs/benchmarks.md, "Cloud storage clients"). Off Google Cloud, the metadata probe of step
-2 costs up to 3 x 3 s before an anonymous read (google-auth's own retries); NO_GCE_CHECK=true in the
-pod's env skips it.
+httpx GET, and the SDK would add 5.1 MiB more installed and 0.03-0.05 s more CPU to the first import
+for nothing this needs (docs/benchmarks.md, "Cloud storage clients"). Off Google Cloud, the
+metadata probe of step 2 costs up to 3 x 3 s before an anonymous read (google-auth's own retries);
+NO_GCE_CHECK=true in the pod's env skips it.
 """
 
 from __future__ import annotations
