@@ -281,3 +281,15 @@ def test_a_refused_key_is_a_clear_error_without_the_key(gcs: tuple[Gcs, Stub], t
     assert "invalid_grant" in error
     assert "PRIVATE KEY" not in error
     assert not gcs_server.seen
+
+
+def test_a_named_credentials_file_that_is_missing_is_an_error_not_anonymity(
+    gcs: tuple[Gcs, Stub], tmp_path: Path
+) -> None:
+    api, gcs_server = gcs
+    api.token = None  # even a public bucket: the pod was meant to have an identity
+    env = gs_env(tmp_path, gcs_server, GOOGLE_APPLICATION_CREDENTIALS=str(tmp_path / "missing.json"))
+    error = fetch("gs://models/churn/v1", env).error
+    assert "getting a Google access token failed (DefaultCredentialsError)" in error
+    assert "missing.json" in error
+    assert not gcs_server.seen

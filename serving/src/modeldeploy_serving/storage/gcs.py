@@ -5,7 +5,7 @@ The token, in this order:
 2. Application Default Credentials (`google.auth.default`): GOOGLE_APPLICATION_CREDENTIALS (a
    service-account key, or an external_account file: workload identity federation), gcloud's
    well-known file, then the metadata server (GKE Workload Identity; GCE_METADATA_HOST moves it);
-3. none: the objects must then be publicly readable.
+3. none (and no file named in GOOGLE_APPLICATION_CREDENTIALS): the objects must be publicly readable.
 
 google-auth, not the google-cloud-storage SDK: the download stays this module's capped, streamed
 httpx GET, and the SDK would add 5.1 MiB more installed and 0.03-0.05 s more CPU to the first import
@@ -65,6 +65,8 @@ class GoogleToken:
                     found, _ = google.auth.default(request=self._request)
                     self._credentials = with_scopes_if_required(found, [READ_ONLY_SCOPE])  # type: ignore[no-untyped-call]
                 except exceptions.DefaultCredentialsError:
+                    if os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
+                        raise  # a file was named but is missing or unreadable: an error, not anonymity
                     self._credentials = None  # nothing configured: anonymous reads of public objects
                 self._resolved = True
             if self._credentials is None:
