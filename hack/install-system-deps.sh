@@ -13,6 +13,7 @@
 # - java and maven: the Kafka broker of the stream tests, fetched from Maven Central.
 # - postgresql, util-linux: the label joiner's PostgreSQL tests run a private server (initdb, pg_ctl)
 #   as an unprivileged user (setpriv).
+# - nodejs, npm: Azurite (the Azure Storage emulator, an npm package) for the Azure Blob tests.
 set -euo pipefail
 need=()
 command -v ip >/dev/null || need+=(iproute2)
@@ -33,6 +34,8 @@ command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v setpriv >/dev/null || need+=(util-linux)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 if [[ ${#need[@]} -gt 0 ]]; then
   if [[ $(id -u) -ne 0 ]]; then
     echo "missing packages: ${need[*]} (install them, or run as root)" >&2
@@ -45,3 +48,5 @@ if [[ ${#need[@]} -gt 0 ]]; then
 fi
 # The Kafka broker (jars from Maven Central, cached under $MODELDEPLOY_CACHE/kafka).
 "$(dirname "$0")/../tests/kafka/fetch-kafka.sh" >/dev/null
+# Azurite, the Azure Storage emulator of the Azure Blob tests (npm, cached under $MODELDEPLOY_CACHE/azurite).
+"$(dirname "$0")/../tests/azure/fetch-azurite.sh" >/dev/null

@@ -842,6 +842,28 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "format-auto-spelled-otherwise", _set("spec.model.format", "Auto"), "spec.model.format", "schema"
     ),
     InvalidCase("pvc-without-claim", _set("spec.model.uri", "pvc://"), "spec.model.uri", "schema"),
+    # Azure Blob URLs: https, a valid account and container, no SAS in the URI (model_uri.AZURE_BLOB_RULE)
+    InvalidCase(
+        "azure-blob-uri-over-http",
+        _set("spec.model.uri", "http://acct01.blob.core.windows.net/models/churn"),
+        "an Azure Blob model.uri must be https://<account>.blob.core.windows.net/<container>[/<path>]",
+        "cel",
+    ),
+    InvalidCase(
+        "azure-blob-uri-with-sas",
+        _set("spec.model.uri", "https://acct01.blob.core.windows.net/models/churn?sv=2021-08-06&sig=abc"),
+        "a SAS token goes in the storage Secret as AZURE_STORAGE_SAS_TOKEN",
+        "cel",
+    ),
+    InvalidCase(
+        "azure-blob-uri-bad-container-on-a-variant",
+        _set(
+            "spec.variants.1.model",
+            {"uri": "https://acct01.blob.core.windows.net/Models/churn", "format": "onnx", "version": "2"},
+        ),
+        "an Azure Blob model.uri must be",
+        "cel",
+    ),
     InvalidCase("version-not-label-safe", _set("spec.model.version", "v 1"), "spec.model.version", "schema"),
     InvalidCase(
         "shadow-percent-over-100",

@@ -18,8 +18,9 @@ class ServerSettings(BaseSettings):
     )
 
     model_uri: str = ""
-    """Where the model bundle lives: a local path, file://, http(s)://, s3:// or gs:// URI, or
-    pvc://<claim>/<path>: the claim mounted (read-only) at /mnt/models/<claim>, as the operator does."""
+    """Where the model bundle lives: a local path, file://, http(s)://, s3:// or gs:// URI, an Azure
+    Blob URL (https://<account>.blob.core.windows.net/<container>/<path>), or pvc://<claim>/<path>: the
+    claim mounted (read-only) at /mnt/models/<claim>, as the operator does."""
 
     model_name: str | None = None
     """Name the model is served under; defaults to the name in the bundle's manifest."""
@@ -128,11 +129,15 @@ class ServerSettings(BaseSettings):
     """Endpoint of an S3-compatible store (MinIO, moto, ...) for s3:// URIs."""
 
     gcs_endpoint_url: str = "https://storage.googleapis.com"
-    """Endpoint for gs:// URIs (objects are read through the GCS JSON API; a bearer token is
-    taken from GOOGLE_OAUTH_ACCESS_TOKEN when set, otherwise the objects must be public)."""
+    """Endpoint for gs:// URIs (objects are read through the GCS JSON API with a token from
+    GOOGLE_OAUTH_ACCESS_TOKEN, else Application Default Credentials, else anonymously)."""
+
+    azure_blob_endpoint_url: str | None = None
+    """Replaces https://<account>.blob.core.windows.net of Azure Blob URIs (an emulator, e.g.
+    http://127.0.0.1:10000/devstoreaccount1); unset, the URI's own host is used."""
 
     download_timeout_seconds: float = Field(default=300.0, gt=0)
-    """Timeout of one artifact download (http(s), s3, gs)."""
+    """Timeout of one artifact download (http(s), s3, gs, Azure Blob)."""
 
     prefer_onnx: bool = True
     """Serve an XGBoost bundle through its ONNX export (same predictions, far cheaper per call)

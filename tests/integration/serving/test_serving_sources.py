@@ -151,7 +151,12 @@ def test_http_uri_with_expected_digest(
 def test_gs_uri_through_the_json_api(
     bundles: Bundles, serve: ServerFactory, http_root: BundleHTTPServer
 ) -> None:
-    server = serve("gs://v1", env={"MODELDEPLOY_SERVER_GCS_ENDPOINT_URL": http_root.url})
+    # NO_GCE_CHECK: no credential is configured, and google-auth would otherwise look for a metadata
+    # server at 169.254.169.254 before reading anonymously (tests/integration/serving/
+    # test_storage_gcs_identity.py covers the credential chain against local stubs).
+    server = serve(
+        "gs://v1", env={"MODELDEPLOY_SERVER_GCS_ENDPOINT_URL": http_root.url, "NO_GCE_CHECK": "true"}
+    )
     server.wait_ready()
     with server.client() as c:
         assert_predicts_like_xgboost(c, bundles.v1, bundles.normal[:20])

@@ -179,3 +179,25 @@ def test_computed_status_fits_the_status_schema() -> None:
 def test_chart_ships_the_same_crd() -> None:
     chart_copy = REPO / "charts" / "modeldeploy" / "crds" / CRD_PATH.name
     assert chart_copy.read_bytes() == CRD_PATH.read_bytes(), "run: cp crds/*.yaml charts/modeldeploy/crds/"
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in INVALID_CASES if c.id.startswith("azure-blob-")], ids=lambda c: c.id
+)
+def test_the_operator_refuses_what_the_azure_blob_rule_refuses(case: Any) -> None:
+    """The operator repeats the CEL rule (a cluster may run an older CRD). The API server's side is
+    the cluster test of INVALID_CASES; the rule's agreement with the parser is checked in
+    tests/unit/serving/test_model_uri.py."""
+    from modeldeploy_operator.domain.validation import InvalidSpecError, parse_spec
+
+    with pytest.raises(InvalidSpecError, match=r"an Azure Blob model\.uri must be"):
+        parse_spec(case.manifest()["spec"])
+
+
+def test_an_azure_blob_uri_passes_the_schema_and_the_operator() -> None:
+    from modeldeploy_operator.domain.validation import parse_spec
+
+    body = valid_manifest()
+    body["spec"]["model"]["uri"] = "https://acct01.blob.core.windows.net/models/churn/v1"
+    VALIDATOR.validate(body)
+    assert parse_spec(body["spec"]).model is not None

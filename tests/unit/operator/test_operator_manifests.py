@@ -191,3 +191,22 @@ def test_hpa_targets_the_revision_deployment(owner: ModelDeploymentRef) -> None:
         "averageUtilization": 60,
     }
     assert build_hpa(owner, _variant()) is None
+
+
+def test_cloud_identity_takes_a_service_account_and_no_static_key(owner: ModelDeploymentRef) -> None:
+    """Without a storage Secret the pod has no credential variable at all (an empty AWS_ACCESS_KEY_ID
+    would stop boto3's chain before the web identity token), and the ServiceAccount and pod label
+    that EKS, GKE and AKS key their identity on reach the pod template."""
+    from modeldeploy_operator.domain.spec import PodSettings
+
+    variant = _variant()
+    pod = PodSettings(service_account_name="model-reader", labels={"azure.workload.identity/use": "true"})
+    template = build_serving_deployment(owner, variant, image=IMAGE, replicas=1, pod=pod)["spec"]["template"]
+    container = _container({"spec": {"template": template}})
+    assert "envFrom" not in container
+    assert not [e for e in container["env"] if e["name"].startswith(("AWS_", "GOOGLE_", "AZURE_", "GCE_"))]
+    assert template["spec"]["serviceAccountName"] == "model-reader"
+    assert template["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    # The identity webhooks (EKS, AKS) add projected token volumes of their own; only the Kubernetes
+    # API token stays out of the pod.
+    assert template["spec"]["automountServiceAccountToken"] is False

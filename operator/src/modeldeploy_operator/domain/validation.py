@@ -17,6 +17,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from modeldeploy_contract.model_uri import is_azure_blob, parse_azure_blob
+
 from .durations import parse_duration
 from .pods import PodDefaults, owned_name_errors, with_pod_defaults
 from .quantity import parse_quantity
@@ -91,6 +93,12 @@ def _check_variants(spec: ModelDeploymentSpec) -> Iterator[str]:
         model = variant.model or spec.model
         if model and model.storage and model.storage.s3_endpoint_url and not model.uri.startswith("s3://"):
             yield f"spec.variants[{variant.name}].model.storage.s3EndpointURL: only applies to s3:// URIs"
+        if model and is_azure_blob(model.uri):
+            # Repeats the CRD's CEL rule (model_uri.AZURE_BLOB_RULE): a cluster may run an older CRD.
+            try:
+                parse_azure_blob(model.uri)
+            except ValueError as exc:
+                yield f"spec.variants[{variant.name}].model.uri: {exc}"
 
 
 def _check_pods(spec: ModelDeploymentSpec) -> Iterator[str]:

@@ -2,11 +2,11 @@
 
 Local paths and file:// URIs are used in place, and so are pvc://<claim>/<path> URIs: the operator
 mounts the claim read-only at /mnt/models/<claim> (modeldeploy_contract.model_store, the one parser).
-Remote bundles (http(s)://, s3://, gs://) are a "folder" URI: manifest.json is fetched first, then
-each file it names, each capped at the size the manifest declares and the whole at
-max_artifact_bytes. Downloads go to a private temporary folder that is renamed into the cache only
-when complete and verified, so concurrent workers and crashed downloads never leave a half-written
-bundle that looks usable.
+Remote bundles (http(s)://, s3://, gs://, Azure Blob https://<account>.blob.core.windows.net/...) are
+a "folder" URI: manifest.json is fetched first, then each file it names, each capped at the size the
+manifest declares and the whole at max_artifact_bytes. Downloads go to a private temporary folder
+that is renamed into the cache only when complete and verified, so concurrent workers and crashed
+downloads never leave a half-written bundle that looks usable.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from modeldeploy_contract.model_store import StoreURIError, is_pvc_uri, parse_pvc_uri
+from modeldeploy_contract.model_uri import is_azure_blob
 from modeldeploy_contract.redact import redact_uri
 from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving.bundle import MANIFEST_NAME, parse_manifest, sha256_bytes, verify_bundle
@@ -49,6 +50,12 @@ def local_folder(uri: str) -> Path | None:
 
 def source_for(uri: str, settings: ServerSettings) -> Source:
     scheme = urlsplit(uri).scheme
+    if is_azure_blob(uri):
+        # Before plain http(s): an Azure Blob URL is read with the pod's Azure credentials, and a
+        # malformed one (http, a port, a SAS query, a bad account name) is refused, not fetched.
+        from modeldeploy_serving.storage.azure_blob import AzureBlobSource
+
+        return AzureBlobSource(uri, settings.azure_blob_endpoint_url, settings.download_timeout_seconds)
     if scheme in ("http", "https"):
         from modeldeploy_serving.storage.http import HttpSource
 

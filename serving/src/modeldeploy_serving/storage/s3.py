@@ -1,7 +1,9 @@
 """s3:// bundles through boto3; the endpoint is configurable for S3-compatible stores (MinIO, moto).
 
 Credentials come from boto3's usual chain (AWS_ACCESS_KEY_ID/..., a web identity token, instance
-metadata), so a pod uses whatever its service account or Secret provides.
+metadata), so a pod uses whatever its service account or Secret provides: IRSA (AWS_ROLE_ARN +
+AWS_WEB_IDENTITY_TOKEN_FILE) and EKS Pod Identity (AWS_CONTAINER_CREDENTIALS_FULL_URI) need no static
+key (tests/integration/serving/test_storage_s3_identity.py).
 """
 
 from __future__ import annotations
