@@ -19,8 +19,9 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-URI_PATTERN = r"^((s3|gs|https?|file)://.+|/.+)$"
-"""The CRD's pattern of model.uri: the schemes the model server reads, or an absolute path in the pod."""
+URI_PATTERN = r"^((s3|gs|https?|file|pvc)://.+|/.+)$"
+"""The CRD's pattern of model.uri: the schemes the model server reads, or an absolute path in the pod.
+A pvc:// URI's own grammar is `model_store.PVC_URI_PATTERN`."""
 
 AZURE_BLOB_SUFFIXES = ("blob.core.windows.net", "blob.core.chinacloudapi.cn", "blob.core.usgovcloudapi.net")
 # [.] rather than \. : the same expression in Python, RE2 and the CRD's CEL string, without escapes.
