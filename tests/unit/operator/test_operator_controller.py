@@ -714,8 +714,11 @@ class EchoingCluster:
         return copy.deepcopy(obj)
 
     # reads (the caches list once; the fallback is never needed once they have)
-    def list_all(self, api_version: str, kind: str, namespace: str | None, selector: str) -> Any:
-        return self.list(api_version, kind, namespace, selector), str(self.rv)
+    def list_all(
+        self, api_version: str, kind: str, namespace: str | None, selector: str, project: Any = None
+    ) -> Any:
+        items = self.list(api_version, kind, namespace, selector)
+        return [project(i) if project else i for i in items], str(self.rv)
 
     def list(self, api_version: str, kind: str, namespace: str | None, selector: str) -> list[dict[str, Any]]:
         self.requests.append(f"list {kind}")

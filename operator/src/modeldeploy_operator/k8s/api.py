@@ -272,9 +272,16 @@ class KubeApi:
         return items
 
     def list_all(
-        self, api_version: str, kind: str, namespace: str | None, label_selector: str
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        label_selector: str,
+        project: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> tuple[builtins.list[dict[str, Any]], str]:
-        """Every matching object, page by page, and the list's resourceVersion (a watch starts there)."""
+        """Every matching object, page by page, and the list's resourceVersion (a watch starts there).
+        With `project`, each page's objects are kept as it makes them before the next page is asked:
+        the whole list never exists at once (at N = 1,000, 1,500 pods of 33 kB each in Python)."""
         path = kind_of(api_version, kind).collection_path(namespace)
         items: builtins.list[dict[str, Any]] = []
         token = ""
@@ -286,8 +293,9 @@ class KubeApi:
             for item in result.get("items", []):
                 item.setdefault("apiVersion", api_version)
                 item.setdefault("kind", kind)
-                items.append(item)
+                items.append(project(item) if project is not None else item)
             meta = result.get("metadata") or {}
+            del result  # (the page as parsed: let it go before the next one comes)
             token = meta.get("continue") or ""
             if not token:
                 return items, str(meta.get("resourceVersion") or "")
