@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import random
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -125,17 +126,40 @@ def build_controller(api: KubeApi, settings: OperatorSettings) -> tuple[Controll
 
 @kopf.on.startup()
 def start(**_: Any) -> None:
-    """Start the caches, wait until they have listed, then the workers."""
+    """Start the caches, and the workers once the caches have listed.
+
+    Returns at once: kopf starts watching ModelDeployments only after its startup handlers, and its list
+    of them (each queued) now goes on while the caches list, instead of after. Nothing is reconciled
+    before the caches have listed (or CACHE_SYNC_SECONDS passed): the queue holds the keys till then."""
     global _controller  # noqa: PLW0603 - one controller per process, started with kopf
     _stop.clear()
     controller, cache = build_controller(KubeApi(new_api_client(), SETTINGS.field_manager), SETTINGS)
     cache.start(_stop)
-    if not cache.wait_synced(CACHE_SYNC_SECONDS):
-        log.warning(
-            "caches not listed after %.0fs; starting anyway (reads fall back to the API)", CACHE_SYNC_SECONDS
-        )
-    controller.start(_stop)
     _controller = controller
+    threading.Thread(
+        target=start_workers, args=(controller, cache, _stop), name="start-workers", daemon=True
+    ).start()
+
+
+def start_workers(
+    controller: Controller, cache: ClusterCache, stop: threading.Event, timeout: float = CACHE_SYNC_SECONDS
+) -> None:
+    """The reconcile workers, once every cache has listed (or after `timeout`: reads then fall back to
+    the API)."""
+    started = time.monotonic()
+    synced = cache.wait_synced(timeout)
+    if stop.is_set():
+        return
+    if synced:
+        log.info(
+            "caches listed in %.1fs (%d objects); %d ModelDeployments queued",
+            time.monotonic() - started,
+            sum(len(i) for i in cache.informers.values()),
+            len(controller.queue),
+        )
+    else:
+        log.warning("caches not listed after %.0fs; starting anyway (reads fall back to the API)", timeout)
+    controller.start(stop)
 
 
 @kopf.on.cleanup()
