@@ -883,6 +883,8 @@ class Options:
     restart: bool = True
     rollouts: bool = True
     workers: int = 4
+    dump_objects: Path | None = None
+    """Write the namespace's objects of every kind the operator caches here, once all are created."""
 
 
 def summary(values: list[float]) -> dict[str, Any]:
@@ -918,6 +920,9 @@ def run_side(side: Side, opts: Options, counts: ApiServerCounts, who: str) -> di
     phase_create(side, opts, result)
     wait_quiet(side, opts.count)
     mark("create_until_quiet")
+    result["rss_mib_after_create"] = round(side.process.rss_mib(), 1)
+    if opts.dump_objects is not None:
+        dump_objects(side, opts.dump_objects / f"objects-{side.name}-{opts.count}.json")
     phase_idle(side, opts, counts, who, result)
     mark("idle_window")
     chosen = phase_reaction(side, opts, result)
@@ -949,6 +954,55 @@ def phase_create(side: Side, opts: Options, result: dict[str, Any]) -> None:
     result["bulk_create_all_ready_s"] = round(time.time() - started, 1)
     result["bulk_apply_to_created"] = summary([(side.created_at(i) or 0.0) - created[i] for i in range(n)])
     log(f"{side.name}: all ready in {result['bulk_create_all_ready_s']} s")
+
+
+CACHED_KINDS = (
+    # (path under the API server, kind): what the operator's informers cache (reconciler.cached_kinds),
+    # and its ModelDeployments (the controller keeps their bodies).
+    ("/api/v1", "pods", "Pod"),
+    ("/apis/apps/v1", "replicasets", "ReplicaSet"),
+    ("/apis/apps/v1", "deployments", "Deployment"),
+    ("/api/v1", "services", "Service"),
+    ("/api/v1", "configmaps", "ConfigMap"),
+    ("/api/v1", "serviceaccounts", "ServiceAccount"),
+    ("/apis/policy/v1", "poddisruptionbudgets", "PodDisruptionBudget"),
+    ("/apis/rbac.authorization.k8s.io/v1", "roles", "Role"),
+    ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding"),
+    ("/apis/networking.k8s.io/v1", "networkpolicies", "NetworkPolicy"),
+    ("/apis/autoscaling/v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
+    ("/apis/modeldeploy.io/v1alpha1", "modeldeployments", "ModelDeployment"),
+)
+
+
+def dump_objects(side: Side, path: Path) -> None:
+    """The bench namespace's objects of every cached kind, as the API server lists them (the input of
+    bench/operator/cache_memory.py). Labelled ones only, as the operator's informers select them
+    (ModelDeployments and HPAs: all)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for root, plural, kind in CACHED_KINDS:
+        query = (
+            []
+            if kind in ("ModelDeployment", "HorizontalPodAutoscaler")
+            else [("labelSelector", "modeldeploy.io/deployment")]
+        )
+        response = side.api.call_api(
+            *side.api.param_serialize(
+                "GET",
+                f"{root}/namespaces/{side.namespace}/{plural}",
+                query_params=query,
+                auth_settings=["BearerToken"],
+            )
+        )
+        items = json.loads(response.read())["items"]
+        for item in items:
+            item.setdefault("apiVersion", root.removeprefix("/apis/").removeprefix("/api/"))
+            item.setdefault("kind", kind)
+        found[kind] = items
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps({"namespace": side.namespace, "count": len(found["ModelDeployment"]), "kinds": found})
+    )
+    log(f"{side.name}: {sum(len(v) for v in found.values())} objects written to {path}")
 
 
 def wait_quiet(side: Side, n: int) -> None:
@@ -1343,6 +1397,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-rollouts", action="store_true", help="skip one-alone and many-at-once")
     parser.add_argument("--no-restart", action="store_true")
     parser.add_argument("--json", type=Path, help="write the results here too")
+    parser.add_argument(
+        "--dump-objects",
+        type=Path,
+        help="write the namespace's cached kinds here once all are created (bench/operator/cache_memory.py)",
+    )
     parser.add_argument("--keep-cluster", action="store_true", help="leave a cluster this run started")
     parser.add_argument(
         "--private-control-plane",
@@ -1361,6 +1420,7 @@ def main(argv: list[str] | None = None) -> int:
         at_once=args.at_once,
         restart=not args.no_restart,
         rollouts=not args.no_rollouts,
+        dump_objects=args.dump_objects,
     )
     sides = ([] if args.no_modeldeploy else ["modeldeploy"]) + (["argo"] if args.argo else [])
     if not sides:

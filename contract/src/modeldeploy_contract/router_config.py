@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .slots import SLOT_COUNT, decode_indices, initial_layout
+from .slots import SLOT_COUNT, decode_indices, decode_runs, initial_layout
 from .weights import BASIS_POINTS_TOTAL
 
 ENV_PREFIX = "MODELDEPLOY_ROUTER_"
@@ -249,8 +249,8 @@ class RouterConfig(_Frozen):
             raise ValueError(f"arm weights sum to {total} bp, not {BASIS_POINTS_TOTAL}")
         if self.slots is not None:
             held = [0] * len(self.arms)
-            for index in decode_indices(self.slots, len(self.arms), SLOT_COUNT):
-                held[index] += 1
+            for index, count in decode_runs(self.slots, len(self.arms), SLOT_COUNT):
+                held[index] += count
             wrong = [
                 f"{a.arm_id} owns {n} slots, weight {a.weight_bp}"
                 for a, n in zip(self.arms, held, strict=True)

@@ -58,6 +58,7 @@ from modeldeploy_operator.k8s.api import (
     retry_cap,
 )
 from modeldeploy_operator.k8s.cache import INDEX_LABEL, OWN_WRITE_ECHOES, CachedKind, OwnWrites, newer
+from modeldeploy_operator.k8s.projection import project_modeldeployment
 from modeldeploy_operator.metrics import QUEUE_DEPTH, ROLLOUT_STATE
 from modeldeploy_operator.reconciler import Outcome, Reconciler
 from modeldeploy_operator.scheduler import WorkQueue
@@ -123,7 +124,7 @@ class Controller:
         current = self._bodies.get(key)
         if current is not None and _uid(current) == _uid(body) and not newer(_rv(body), _rv(current)):
             return False
-        self._bodies[key] = body
+        self._bodies[key] = project_modeldeployment(body)  # (what a pass reads: k8s/projection.py)
         return True
 
     def on_modeldeployment(self, event_type: str | None, body: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -143,20 +144,43 @@ def build_controller(api: KubeApi, settings: OperatorSettings) -> tuple[Controll
 
 @kopf.on.startup()
 def start(**_: Any) -> None:
-    """Start the caches, wait until they have listed, then the workers. kopf runs once per leadership
-    term (main.py): each term builds its own controller, whose KubeApi writes for that term only."""
+    """Start the caches, and the workers once the caches have listed. kopf runs once per leadership
+    term (main.py): each term builds its own controller, whose KubeApi writes for that term only.
+
+    Returns at once: kopf starts watching ModelDeployments only after its startup handlers, and its list
+    of them (each queued) now goes on while the caches list, instead of after. Nothing is reconciled
+    before the caches have listed (or CACHE_SYNC_SECONDS passed): the queue holds the keys till then."""
     global _controller, _stop  # noqa: PLW0603 - one controller per kopf run, started with it
     # A stop flag of this term's own: an earlier term's informer still inside a watch (it ends within
     # WATCH_TIMEOUT_SECONDS) finds its flag set when it comes out, instead of a flag cleared again.
     _stop = threading.Event()
     controller, cache = build_controller(KubeApi(new_api_client(), SETTINGS.field_manager), SETTINGS)
     cache.start(_stop)
-    if not cache.wait_synced(CACHE_SYNC_SECONDS):
-        log.warning(
-            "caches not listed after %.0fs; starting anyway (reads fall back to the API)", CACHE_SYNC_SECONDS
-        )
-    controller.start(_stop)
     _controller = controller
+    threading.Thread(
+        target=start_workers, args=(controller, cache, _stop), name="start-workers", daemon=True
+    ).start()
+
+
+def start_workers(
+    controller: Controller, cache: ClusterCache, stop: threading.Event, timeout: float = CACHE_SYNC_SECONDS
+) -> None:
+    """The reconcile workers, once every cache has listed (or after `timeout`: reads then fall back to
+    the API)."""
+    started = time.monotonic()
+    synced = cache.wait_synced(timeout)
+    if stop.is_set():
+        return
+    if synced:
+        log.info(
+            "caches listed in %.1fs (%d objects); %d ModelDeployments queued",
+            time.monotonic() - started,
+            sum(len(i) for i in cache.informers.values()),
+            len(controller.queue),
+        )
+    else:
+        log.warning("caches not listed after %.0fs; starting anyway (reads fall back to the API)", timeout)
+    controller.start(stop)
 
 
 @kopf.on.cleanup()

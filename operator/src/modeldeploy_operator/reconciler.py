@@ -88,6 +88,14 @@ which the replay enforces itself)."""
 PREFLIGHT_RETRY_MAX_SECONDS = 30.0
 SERVER_PROBE_DEADLINE_SECONDS = 5.0
 """A server's health answer not back after this is given up (asked again RETRY_SECONDS later)."""
+SERVER_PROBE_WORKERS = 8
+SERVER_PROBE_JOBS = 256
+"""Probes started at once (the rest wait in the pool's queue), and how many may be waiting or running.
+A probe the pool cannot take leaves its ModelDeployment polled every SERVER_POLL_SECONDS until it
+can, and an answer is collected only by the object's next pass: with 2 workers and 8 jobs, 1,000
+ModelDeployments created at once kept the operator busy with 16,677 passes a minute that wrote
+nothing (0.84 cores), long after the creation, and every reaction waited behind them
+(docs/benchmarks.md, N = 1,000, 2026-12-04). A probe is one GET of a few hundred bytes."""
 SERVER_POLL_SECONDS = 2.0
 """How soon an object with a server still loading (or a health probe running) is looked at again."""
 """A replay that could not complete is retried after 2^attempts seconds, at most this."""
@@ -204,7 +212,10 @@ class Reconciler:
         self.preflight_pool: MeasurementPool[PreflightStatus] = MeasurementPool(2, PREFLIGHT_DEADLINE_SECONDS)
         self.replayer = Replayer(new_client())
         # What each server loaded (issue 12): one health GET per server process, off the reconcile path.
-        self.servers = ServerReports(new_client(), MeasurementPool(2, SERVER_PROBE_DEADLINE_SECONDS))
+        self.servers = ServerReports(
+            new_client(),
+            MeasurementPool(SERVER_PROBE_WORKERS, SERVER_PROBE_DEADLINE_SECONDS, max_jobs=SERVER_PROBE_JOBS),
+        )
         self.options = BuildOptions(
             serving_image=settings.serving_image,
             router_image=settings.router_image,

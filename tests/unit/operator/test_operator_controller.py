@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import logging
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -737,8 +739,11 @@ class EchoingCluster:
         return copy.deepcopy(obj)
 
     # reads (the caches list once; the fallback is never needed once they have)
-    def list_all(self, api_version: str, kind: str, namespace: str | None, selector: str) -> Any:
-        return self.list(api_version, kind, namespace, selector), str(self.rv)
+    def list_all(
+        self, api_version: str, kind: str, namespace: str | None, selector: str, project: Any = None
+    ) -> Any:
+        items = self.list(api_version, kind, namespace, selector)
+        return [project(i) if project else i for i in items], str(self.rv)
 
     def list(self, api_version: str, kind: str, namespace: str | None, selector: str) -> list[dict[str, Any]]:
         self.requests.append(f"list {kind}")
@@ -917,3 +922,48 @@ def test_a_modeldeployment_relabelled_away_is_forgotten_and_one_relabelled_back_
 def test_an_instance_id_that_is_no_label_value_is_refused_at_start(bad: str) -> None:
     with pytest.raises(ValueError, match="instance_id"):
         OperatorSettings(instance_id=bad)
+
+
+# -- start-up: kopf is not held up by the caches' lists; no pass before they have listed ----------------
+
+
+class ListingCache:
+    """A ClusterCache whose lists end when the test says so."""
+
+    def __init__(self) -> None:
+        self.listed = threading.Event()
+        self.informers: dict[Any, Any] = {}
+
+    def wait_synced(self, timeout: float) -> bool:
+        return self.listed.wait(timeout)
+
+
+def test_workers_start_once_the_caches_have_listed_and_events_queue_meanwhile() -> None:
+    from modeldeploy_operator.handlers import start_workers
+
+    made, reconciler, _ = controller()
+    cache, stop = ListingCache(), threading.Event()
+    starting = threading.Thread(target=start_workers, args=(made, cache, stop, 30.0))
+    starting.start()
+    made.on_modeldeployment(None, md())  # kopf's list of ModelDeployments, while the caches list
+    assert not made._threads
+    assert len(made.queue) == 1
+    cache.listed.set()
+    starting.join(10)
+    assert made._threads  # the workers run, and take what was queued
+    deadline = time.monotonic() + 30
+    while not reconciler.passes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    made.stop()
+    assert [p["metadata"]["name"] for p in reconciler.passes] == ["churn"]
+
+
+def test_no_worker_starts_when_the_operator_stops_before_the_caches_listed() -> None:
+    from modeldeploy_operator.handlers import start_workers
+
+    made, _, _ = controller()
+    cache, stop = ListingCache(), threading.Event()
+    stop.set()
+    cache.listed.set()
+    start_workers(made, cache, stop, 1.0)  # type: ignore[arg-type]
+    assert not made._threads

@@ -50,12 +50,15 @@ class FakeSource:
         self.stop = stop
         self.calls: list[tuple[str, str]] = []
 
-    def list_all(self, api_version: str, kind: str, namespace: str | None, selector: str) -> Any:
+    def list_all(
+        self, api_version: str, kind: str, namespace: str | None, selector: str, project: Any = None
+    ) -> Any:
         self.calls.append(("list", ""))
         answer = self.lists.pop(0)
         if isinstance(answer, Exception):
             raise answer
-        return answer
+        items, rv = answer
+        return [project(i) if project else i for i in items], rv
 
     def watch(
         self, api_version: str, kind: str, namespace: str | None, selector: str, rv: str, timeout: int

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic_settings import InitSettingsSource
+
 from modeldeploy_contract.server_settings import ENV_PREFIX, ServerSettings
 
 from .spec import Autoscaling, ModelDeploymentSpec, ModelRef, Resources, Variant
@@ -67,7 +69,13 @@ def server_settings_for(deployment_name: str, model: ModelRef, spec: ModelDeploy
         "s3_endpoint_url": model.storage.s3_endpoint_url if model.storage else None,
         "log_level": server.log_level,
     }
-    return ServerSettings(**(_settings_defaults() | values))
+    given = _settings_defaults() | values
+    # Only the values given as source: BaseSettings otherwise runs its sources (the environment, a
+    # dotenv file) over every field, though every field is given here and given values always win.
+    # 1.07 ms each with them, 0.22 ms without, the same object; two a pass: a reconcile of the scale
+    # bench's ModelDeployment took 5.7 ms of CPU, now 4.5 ms (measured 2026-12-04, an unloaded core).
+    only_given = ((InitSettingsSource(ServerSettings, init_kwargs=given),), given)
+    return ServerSettings(_build_sources=only_given, **given)  # type: ignore[call-arg]  # (BaseSettings')
 
 
 def _settings_defaults() -> dict[str, Any]:

@@ -62,7 +62,7 @@ def previous_slots(previous_table: str | None) -> SlotTable | None:
     except ValueError:  # pydantic's ValidationError is a ValueError
         return None
     ids = [arm.arm_id for arm in table.arms]
-    return SlotTable(tuple(ids[i] for i in table.slot_arms()))
+    return SlotTable(tuple(map(ids.__getitem__, table.slot_arms())))
 
 
 def _mirror(arms: Sequence[Arm], shadow: ShadowConfig | None) -> ShadowConfig | None:

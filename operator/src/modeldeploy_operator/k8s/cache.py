@@ -25,7 +25,8 @@ One `Informer` per (kind, scope), each on its own thread, in the client-go way:
   own follow-up (controller.py). Every other event is told, so nobody else's change is ever dropped.
 
 Objects in the store are replaced, never changed in place: readers get them without a copy and must
-not modify them.
+not modify them. The store keeps of each object only what readers read (k8s/projection.py,
+applied to every object that enters it: each page of a list, each watch event, each write's answer).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from modeldeploy_operator.k8s.api import (
     backoff,
     retry_cap,
 )
+from modeldeploy_operator.k8s.projection import projection
 
 log = logging.getLogger("modeldeploy.cache")
 
@@ -83,8 +85,16 @@ class WatchSource(Protocol):
     """What an informer needs of the API (KubeApi has it; the tests fake it)."""
 
     def list_all(
-        self, api_version: str, kind: str, namespace: str | None, label_selector: str
-    ) -> tuple[list[dict[str, Any]], str]: ...
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        label_selector: str,
+        project: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Every matching object (each passed through `project` as its page comes, so that a list of
+        thousands never holds them whole at once) and the list's resourceVersion."""
+        ...
 
     def watch(
         self,
@@ -132,29 +142,6 @@ def _rv(obj: dict[str, Any]) -> str:
 def _index_value(obj: dict[str, Any]) -> str | None:
     value = ((obj.get("metadata") or {}).get("labels") or {}).get(INDEX_LABEL)
     return value if isinstance(value, str) else None
-
-
-def slim(obj: dict[str, Any]) -> dict[str, Any]:
-    """The object as the store keeps it: metadata.managedFields cut down to what a reader needs, which
-    server-side Apply manager owns spec.replicas (the replicas handover, domain/manifests.py
-    `build_replicas_handover`, asks that of Deployments). managedFields are about 45% of each object's
-    JSON (N = 1,000 on the bench's control plane: a Pod 7.8 kB with them, 4.3 kB without; a ReplicaSet
-    7.5 and 3.8 kB; in Python 33 and 16 kB per Pod), and the store holds about ten objects per
-    ModelDeployment: at N = 1,000 the operator's RSS passed the 300 MB goal with them."""
-    meta = obj.get("metadata")
-    if not isinstance(meta, dict) or "managedFields" not in meta:
-        return obj
-    kept: list[dict[str, Any]] = [
-        {"manager": entry.get("manager"), "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
-        for entry in meta.get("managedFields") or ()
-        if isinstance(entry, dict)
-        and entry.get("operation") == "Apply"
-        and "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {})
-    ]
-    trimmed = {k: v for k, v in meta.items() if k != "managedFields"}
-    if kept:
-        trimmed["managedFields"] = kept
-    return {**obj, "metadata": trimmed}
 
 
 class OwnWrites:
@@ -248,6 +235,8 @@ class Informer:
         self.watch_timeout_seconds = watch_timeout_seconds
         self.refused_retry_seconds = refused_retry_seconds
         self.retry_max_seconds = retry_max_seconds
+        self.project = projection(kind.kind)
+        """What the store keeps of each object (k8s/projection.py)."""
         self._lock = threading.Lock()
         self._objects: dict[Key, dict[str, Any]] = {}
         self._index: defaultdict[Key, set[str]] = defaultdict(set)
@@ -287,8 +276,7 @@ class Informer:
         """An object as our own write returned it: kept unless the watch already brought a later one,
         so a pass that follows at once plans from what was written (no conflict, no second apply);
         and its version noted, so the watch event of this write is not told as a change."""
-        obj.setdefault("apiVersion", self.kind.api_version)
-        obj.setdefault("kind", self.kind.kind)
+        obj = self.project({"apiVersion": self.kind.api_version, "kind": self.kind.kind, **obj})
         with self._lock:
             current = self._objects.get(_key(obj))
             if current is not None and not newer(_rv(obj), _rv(current)):
@@ -297,7 +285,7 @@ class Informer:
             self._put(obj)
 
     def _put(self, obj: dict[str, Any]) -> None:
-        obj = slim(obj)
+        """Keep `obj`, projected already (`project`)."""
         key = _key(obj)
         old = self._objects.get(key)
         if old is not None:
@@ -342,7 +330,7 @@ class Informer:
     def relist(self) -> None:
         """List everything and replace the store; tell the listener what changed since the last state."""
         items, resource_version = self.source.list_all(
-            self.kind.api_version, self.kind.kind, self.namespace, self.kind.label_selector
+            self.kind.api_version, self.kind.kind, self.namespace, self.kind.label_selector, self.project
         )
         self.lists += 1
         changes: list[tuple[str, dict[str, Any]]] = []
@@ -407,6 +395,7 @@ class Informer:
             return
         if event_type not in ("ADDED", "MODIFIED", "DELETED"):
             return
+        obj = self.project(obj)
         key, version = _key(obj), _rv(obj)
         with self._lock:
             current = self._objects.get(key)
