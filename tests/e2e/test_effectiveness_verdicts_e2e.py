@@ -82,11 +82,16 @@ def wait_ready(api: client.ApiClient, namespace: str, name: str) -> None:
 def wait_recorded(joiner: str, name: str, count: int) -> None:
     """Until the joiner holds `count` prediction records of `name` (the model servers' feed sends
     them in the background)."""
-    wait_for(
-        f"{count} prediction records of {name} in the joiner",
-        lambda: recorded(joiner, name) == count,
-        timeout=120,
-    )
+    held: list[int] = []
+
+    def enough() -> bool:
+        held.append(recorded(joiner, name))
+        return held[-1] == count
+
+    try:
+        wait_for(f"{count} prediction records of {name} in the joiner", enough, timeout=120)
+    except AssertionError as error:
+        raise AssertionError(f"{error}: it holds {held[-1]}") from None
 
 
 def first_endpoint(api: client.ApiClient, namespace: str, service: str) -> str:
@@ -182,16 +187,22 @@ def test_week_old_predictions_join_their_labels_across_a_joiner_restart(
 
     with httpx.Client(timeout=15) as http:
         today = predict(http, router, rows[:200], "today")
-        served = next(iter(today.values()))
         for i, answer in enumerate(today.values()):
             assert answer.score == pytest.approx(packed["outputs"][i][1], abs=1e-6)  # the packed model
+        # The arm as the model server's feed records it (its model version is the bundle's, "v2",
+        # where the router's header says the spec's, "2"): the history below is that arm's.
+        wait_recorded(joiner, "churn", 200)
+        summary = deployment_summary(joiner)
+        assert summary is not None
+        [served] = window_of(summary, MONTH)["arms"]
+        assert {(a.variant, a.revision) for a in today.values()} == {(served["variant"], served["revision"])}
 
         def as_of(i: int) -> Answer:
             probabilities = packed["outputs"][i]
             return Answer(
-                variant=served.variant,
-                revision=served.revision,
-                model_version=served.model_version,
+                variant=served["variant"],
+                revision=served["revision"],
+                model_version=served["model_version"],
                 predicted=max(range(len(probabilities)), key=probabilities.__getitem__),
                 score=probabilities[1],
                 truth=rows[i][1],
@@ -217,9 +228,8 @@ def test_week_old_predictions_join_their_labels_across_a_joiner_restart(
         intake = http.post(f"{joiner}/v1/predictions", json={"predictions": records})
         assert intake.status_code == 200, intake.text
         assert intake.json()["stored"] == len(records), intake.json()["counts"]
-        # Today's records come from the model server's feed, in the background. (The one past the
-        # retention is in no window.)
-        wait_recorded(joiner, "churn", 500)
+        # (The one past the retention is in no window.)
+        assert recorded(joiner) == 500
 
         # -- the joiner's pod deleted: its replacement opens the same SQLite file ----------------------
         client.CoreV1Api(kube_api).delete_namespaced_pod(first.metadata.name, namespace)
@@ -231,14 +241,14 @@ def test_week_old_predictions_join_their_labels_across_a_joiner_restart(
         joiner = f"http://{second.status.pod_ip}:{JOINER_PORT}"
         assert recorded(joiner) == 500  # the same store
 
-        def feedback_reaches_the_new_joiner() -> bool:
+        def feedback_route_answers() -> bool:
             probe = {"request_id": "probe", "label": 0}
             answer = http.post(f"{router}/v2/models/churn/feedback", json=probe)
             return answer.status_code == 200 and statuses(answer.json()) == {"probe": "unknown_request"}
 
         wait_for(
             f"the router's feedback route reaching {joiner_name('churn')} again",
-            feedback_reaches_the_new_joiner,
+            feedback_route_answers,
             timeout=120,
         )
         # -- days later: the labels, through the router ------------------------------------------------
@@ -252,7 +262,9 @@ def test_week_old_predictions_join_their_labels_across_a_joiner_restart(
     assert deployment is not None
     for seconds, expected in ((DAY, today), (WEEK, today), (MONTH, {**today, **week_old})):
         [arm] = window_of(deployment, seconds)["arms"]
-        assert (arm["variant"], arm["revision"]) == (served.variant, served.revision)
+        assert {k: arm[k] for k in ("variant", "revision", "model_version")} == {
+            k: served[k] for k in ("variant", "revision", "model_version")
+        }
         got = arm["quality"]
         assert got["predictions"] == got["labelled"] == len(expected), (seconds, got)
         accuracy, auc = quality(expected.values())
