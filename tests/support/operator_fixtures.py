@@ -86,6 +86,13 @@ def _image_values(layout: Layout) -> dict[str, object]:
 _RUN = os.environ.get(RUN_ENV) or str(time.time_ns())
 
 
+_SMALL_REQUESTS = {
+    "serving": {"requests": {"cpu": "10m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
+    "router": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+}
+"""The chart's default pod resources for model servers and routers, with 10m of CPU requested."""
+
+
 def operator_values(layout: Layout) -> dict[str, object]:
     """The chart values the tests' operator runs with (images built first when the real node is the
     default)."""
@@ -100,6 +107,16 @@ def operator_values(layout: Layout) -> dict[str, object]:
             }
         },
         "podAnnotations": {"modeldeploy.io/test-session": _RUN},
+        # CPU requests of 10m instead of the chart's 50m: the real node has 2 CPUs of allocatable
+        # and the suite's three cluster streams, the examples (applied all at once) and the private
+        # operators together asked for more than that, so pods stayed Pending for minutes (a warm CI
+        # run, 2026-12-04: three tests waited out their bounds while the examples' namespace lived).
+        # Requests only reserve; what the pods use is unchanged.
+        "resources": {"requests": {"cpu": "10m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+        "defaults": {
+            "serving": {"pod": {"resources": _SMALL_REQUESTS["serving"]}},
+            "router": {"pod": {"resources": _SMALL_REQUESTS["router"]}},
+        },
         **_image_values(layout),
     }
 
