@@ -37,7 +37,7 @@ from modeldeploy_operator.domain.joiner import joiner_name, joiner_selector
 from modeldeploy_operator.domain.manifests import RUN_AS_USER
 from modeldeploy_testcluster.layout import Layout
 
-from cluster_helpers import FIRST_READY_SECONDS, create_mdep, mdep_status, wait_for
+from cluster_helpers import FIRST_READY_SECONDS, create_mdep, hostpath_claim, mdep_status, wait_for
 from effectiveness_helpers import (
     Answer,
     auc_difference_interval,
@@ -111,49 +111,8 @@ def joiner_claim(
     folder = tmp_path / "joiner-store"
     folder.mkdir()
     os.chown(folder, RUN_AS_USER, RUN_AS_USER)
-    core = client.CoreV1Api(kube_api)
-    volume = f"{namespace}-{CLAIM}"  # PersistentVolumes are cluster-wide: one per test namespace
-    on_the_real_node = {
-        "matchExpressions": [
-            {"key": "kubernetes.io/hostname", "operator": "In", "values": [local_cluster.real_node_name]}
-        ]
-    }
-    core.create_persistent_volume(
-        {
-            "metadata": {"name": volume, "labels": {"modeldeploy.io/test": "true"}},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": str(folder), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": CLAIM},
-                "nodeAffinity": {"required": {"nodeSelectorTerms": [on_the_real_node]}},
-            },
-        }
-    )
-    try:
-        core.create_namespaced_persistent_volume_claim(
-            namespace,
-            {
-                "metadata": {"name": CLAIM},
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "storageClassName": "",
-                    "volumeName": volume,
-                    "resources": {"requests": {"storage": "1Gi"}},
-                },
-            },
-        )
-        wait_for(
-            "the claim bound",
-            lambda: core.read_namespaced_persistent_volume_claim(CLAIM, namespace).status.phase == "Bound",
-            timeout=60,
-        )
-        yield CLAIM
-    finally:
-        # Released once the namespace (and the claim in it) is deleted, after this teardown.
-        core.delete_persistent_volume(volume)
+    with hostpath_claim(kube_api, namespace, local_cluster, CLAIM, folder, "ReadWriteOnce") as claim:
+        yield claim
 
 
 def joiner_pod(api: client.ApiClient, namespace: str, name: str, not_uid: str | None = None) -> Any:

@@ -21,7 +21,7 @@ from kubernetes import client
 
 from modeldeploy_testcluster.layout import Layout
 
-from cluster_helpers import FIRST_READY_SECONDS, condition, create_mdep, get_mdep, wait_for
+from cluster_helpers import FIRST_READY_SECONDS, condition, create_mdep, get_mdep, hostpath_claim, wait_for
 from rollout_helpers import rows
 from traffic import ready_endpoints
 
@@ -79,61 +79,10 @@ def pvc_store(
     # The server runs as uid 10001 and a hostPath volume keeps the host's owners and modes.
     for path in [folder, *folder.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
-    core = client.CoreV1Api(kube_api)
-    volume = f"{namespace}-{CLAIM}"
-    core.create_persistent_volume(
-        {
-            "metadata": {"name": volume, "labels": {"modeldeploy.io/test": "true"}},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadOnlyMany"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": str(folder), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": CLAIM},
-                "nodeAffinity": {
-                    "required": {
-                        "nodeSelectorTerms": [
-                            {
-                                "matchExpressions": [
-                                    {
-                                        "key": "kubernetes.io/hostname",
-                                        "operator": "In",
-                                        "values": [local_cluster.real_node_name],
-                                    }
-                                ]
-                            }
-                        ]
-                    }
-                },
-            },
-        }
-    )
     try:
-        core.create_namespaced_persistent_volume_claim(
-            namespace,
-            {
-                "metadata": {"name": CLAIM},
-                "spec": {
-                    "accessModes": ["ReadOnlyMany"],
-                    "storageClassName": "",
-                    "volumeName": volume,
-                    "resources": {"requests": {"storage": "1Gi"}},
-                },
-            },
-        )
-        wait_for(
-            "the claim to be bound",
-            lambda: core.read_namespaced_persistent_volume_claim(CLAIM, namespace).status.phase == "Bound",
-            timeout=60,
-        )
-        yield Store(CLAIM, folder)
+        with hostpath_claim(kube_api, namespace, local_cluster, CLAIM, folder, "ReadOnlyMany") as claim:
+            yield Store(claim, folder)
     finally:
-        try:
-            core.delete_persistent_volume(volume)
-        except client.ApiException as error:
-            if error.status != 404:
-                raise
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client
 
-from modeldeploy_testcluster.layout import binaries_dir
+from modeldeploy_testcluster.layout import Layout, binaries_dir
 
 from local_processes import wait_for as wait_for  # noqa: PLC0414  (re-exported: cluster tests import it from here)
 
@@ -106,3 +108,58 @@ def container_pids(container_id: str) -> list[int]:
             if pids:
                 return pids
     raise AssertionError(f"no processes found for container {container_id}")
+
+
+@contextlib.contextmanager
+def hostpath_claim(
+    api: client.ApiClient, namespace: str, layout: Layout, claim: str, folder: Path, access_mode: str
+) -> Iterator[str]:
+    """A PersistentVolumeClaim `claim` in `namespace`, bound to a hostPath PersistentVolume of `folder`
+    (a folder of this machine) on the real node; the volume is deleted on the way out (it is released
+    when the namespace, and the claim with it, goes)."""
+    core = client.CoreV1Api(api)
+    volume = f"{namespace}-{claim}"  # PersistentVolumes are cluster-wide: one per test namespace
+    on_the_real_node = {
+        "matchExpressions": [
+            {"key": "kubernetes.io/hostname", "operator": "In", "values": [layout.real_node_name]}
+        ]
+    }
+    core.create_persistent_volume(
+        {
+            "metadata": {"name": volume, "labels": {"modeldeploy.io/test": "true"}},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": [access_mode],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": str(folder), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": claim},
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [on_the_real_node]}},
+            },
+        }
+    )
+    try:
+        core.create_namespaced_persistent_volume_claim(
+            namespace,
+            {
+                "metadata": {"name": claim},
+                "spec": {
+                    "accessModes": [access_mode],
+                    "storageClassName": "",
+                    "volumeName": volume,
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+        )
+        wait_for(
+            f"the claim {claim} bound",
+            lambda: core.read_namespaced_persistent_volume_claim(claim, namespace).status.phase == "Bound",
+            timeout=60,
+        )
+        yield claim
+    finally:
+        try:
+            core.delete_persistent_volume(volume)
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
