@@ -47,20 +47,24 @@ def _operator_ready(api: client.ApiClient, name: str = RELEASE, namespace: str =
 
 
 def print_operator_logs(
-    api: client.ApiClient, grep: str = "", lines: int = 400, namespace: str = RELEASE_NAMESPACE
+    api: client.ApiClient,
+    grep: str = "",
+    lines: int = 400,
+    namespace: str = RELEASE_NAMESPACE,
+    selector: str = OPERATOR_PODS,
 ) -> None:
     """The operator pods' recent log lines (those containing `grep`), for a test's failure output:
     what the operator did is otherwise lost with the cluster at the end of a CI run. `namespace`: a
-    PrivateOperator's."""
+    PrivateOperator's; `selector`: other pods' (a deployment's routers)."""
     core = client.CoreV1Api(api)
-    for pod in core.list_namespaced_pod(namespace, label_selector=OPERATOR_PODS).items:
+    for pod in core.list_namespaced_pod(namespace, label_selector=selector).items:
         try:
             text = core.read_namespaced_pod_log(pod.metadata.name, namespace, tail_lines=lines)
         except client.ApiException as error:
-            print("operator", pod.metadata.name, "log unreadable:", error.status)
+            print("pod", pod.metadata.name, "log unreadable:", error.status)
             continue
         kept = [line for line in text.splitlines() if grep in line]
-        print(f"operator {pod.metadata.name}: {len(kept)} of its last {lines} log lines have {grep!r}")
+        print(f"pod {pod.metadata.name}: {len(kept)} of its last {lines} log lines have {grep!r}")
         for line in kept[-80:]:
             print("  ", line[:400])
 

@@ -223,3 +223,36 @@ def test_a_request_written_into_a_reset_connection_goes_elsewhere(
         (uvloop.run if loop == "uvloop" else asyncio.run)(scenario())
     finally:
         backend.stop()
+
+
+class ClosesWithTheRequestUnread(OneAnswerPerConnection):
+    """Takes the connection and lets the whole request arrive in its kernel buffer, unread (peeked),
+    then closes: the kernel resets it, as it does for a killed server's connections holding a request
+    it had not read, and for those still in its listener's accept queue (the CI's pod-kill test,
+    2026-12-04: all bytes acknowledged, then a reset, 4-12 ms after the connection opened)."""
+
+    def handle(self, conn: socket.socket) -> None:
+        with conn:
+            while b"\r\n\r\n{}" not in conn.recv(65536, socket.MSG_PEEK):
+                select.select([conn], [], [], 1.0)  # more of it to come: wait for it, unread
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_request_the_backend_never_read_goes_elsewhere_though_its_kernel_acknowledged_it(
+    loop: str,
+) -> None:
+    """Acknowledged by the backend's kernel but reset unread: no process read it, so NotSentError (the
+    proxy sends it to another backend), where TCP_INFO alone said 'may have reached it'."""
+    server = ClosesWithTheRequestUnread()
+
+    async def scenario() -> None:
+        pool = UpstreamPool()
+        head = request_head("POST", b"/v2/models/m/infer", [], 2)
+        with pytest.raises(NotSentError, match="request unread"):
+            await pool.send(server.address, "POST", head, b"{}", connect_timeout=5.0, timeout=10.0)
+        pool.close()
+
+    try:
+        (uvloop.run if loop == "uvloop" else asyncio.run)(scenario())
+    finally:
+        server.stop()

@@ -425,10 +425,11 @@ class RouterApp:
                     max_response_bytes=self.max_response_bytes,
                     admitted=True,  # the answer of a request taken: it may wait for room
                 )
-            except StaleConnectionError:
+            except StaleConnectionError as exc:
                 # Closed after the request was written, before any answer: the backend may have
                 # died processing it. Never sent again (docs/router.md, delivery guarantee).
                 self.metrics.errors.labels(*labels, "closed").inc()
+                log.warning("502 backend_closed: %s, attempt %d: %s", backend, attempt, exc)
                 await _error(
                     send,
                     502,

@@ -103,6 +103,14 @@ the SYN's one included (measured here: 1,235 after a 1,234-byte write)."""
 
 _CLOSED_UNRECEIVED = "the backend had closed the connection: no byte of the request reached it"
 
+_RESET_UNREAD = "the backend reset the connection with the request unread: its process never read all of it"
+"""A reset without a FIN before it: the kernel resets a connection closed with bytes its process had
+not read (Linux tcp_close; RFC 2525 2.17), which is also what happens to connections still in a
+listener's accept queue when the listener closes. The CI's pod-kill test (2026-12-04): 3 of 3 lost
+requests were on connections opened 4-12 ms before, all bytes acknowledged, then reset as the killed
+server's listener closed: never read by any process, yet answered 502 backend_closed. A process that
+read the whole request and then died sends a FIN (nothing unread), which stays backend_closed."""
+
 _NO_BODY = frozenset({204, 304})
 """Statuses whose response has no body whatever its headers say (RFC 9110 6.4.1); 1xx never reach
 on_headers_complete as a final answer."""
@@ -141,6 +149,9 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._sent = 0
         """Bytes written on this connection, all exchanges."""
+        self._opened = self._written_at = 0.0
+        self._exchanges = 0
+        self._acked_at_eof: int | None = None
         self._sent_before = 0
         """Bytes written before the current exchange's request."""
         self._unreceived: bool | None = None
@@ -150,6 +161,7 @@ class _Connection(asyncio.Protocol):
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._opened = time.monotonic()
 
     def data_received(self, data: bytes) -> None:
         self._got_bytes = True
@@ -160,6 +172,7 @@ class _Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         if self._waiter is not None and not self._got_bytes:
+            self._acked_at_eof = self._acked()
             self._unreceived = self._request_unreceived()  # the socket is still open here
         return None  # the transport closes; connection_lost follows
 
@@ -170,9 +183,34 @@ class _Connection(asyncio.Protocol):
                 error: UpstreamError = BadResponseError("backend closed the connection mid-response")
             elif self._unreceived if self._unreceived is not None else self._request_unreceived():
                 error = NotSentError(_CLOSED_UNRECEIVED)
+            elif self._unreceived is None and isinstance(exc, ConnectionResetError | BrokenPipeError):
+                error = NotSentError(_RESET_UNREAD)
             else:
-                error = StaleConnectionError("backend closed the connection")
+                error = StaleConnectionError(f"backend closed the connection ({self._facts(exc)})")
             self._finish(error=error)
+
+    def _facts(self, exc: Exception | None) -> str:
+        """What the router log says about a connection closed unanswered: enough to tell a backend
+        that died processing the request from one closed while the request was on its way."""
+        now = time.monotonic()
+        acked = self._acked_at_eof if self._acked_at_eof is not None else self._acked()
+        idle = f", idle {self._written_at - self.idle_since:.3f} s before it" if self._exchanges > 1 else ""
+        return (
+            f"{'reset' if exc is not None else 'FIN'}, exchange {self._exchanges} on a connection opened "
+            f"{now - self._opened:.3f} s ago{idle}, written {now - self._written_at:.3f} s ago, "
+            f"acked {acked} of {self._sent_before}+{self._sent - self._sent_before} bytes"
+        )
+
+    def _acked(self) -> int | None:
+        transport = self._transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256) if sock is not None else b""
+        except (OSError, AttributeError, ValueError):
+            return None
+        if len(info) < _TCP_INFO_BYTES_ACKED.stop:
+            return None
+        return int.from_bytes(info[_TCP_INFO_BYTES_ACKED], sys.byteorder)
 
     def _request_unreceived(self) -> bool:
         """The backend's kernel acknowledged no byte of the current request, so no process there can
@@ -185,17 +223,9 @@ class _Connection(asyncio.Protocol):
         FIN, which peer_gone cannot see. The CI's pod-kill test (2026-12-03) lost a request sent 32
         ms after the killed server's processes were gone, on a loaded 2-core machine. Any doubt (no
         TCP_INFO, a closed socket) answers False: not retried, the at-most-once side."""
-        transport = self._transport
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        if sock is None:
+        acked = self._acked()
+        if acked is None:
             return False
-        try:
-            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
-        except (OSError, AttributeError, ValueError):  # not Linux, or the descriptor is gone
-            return False
-        if len(info) < _TCP_INFO_BYTES_ACKED.stop:
-            return False
-        acked = int.from_bytes(info[_TCP_INFO_BYTES_ACKED], sys.byteorder)
         return 0 < acked <= self._sent_before + 1  # + 1: the SYN
 
     # httptools callbacks
@@ -307,6 +337,8 @@ class _Connection(asyncio.Protocol):
         self._timer = self._loop.call_later(timeout, self._on_timeout)
         self._sent_before = self._sent
         self._sent += len(head) + len(body)
+        self._exchanges += 1
+        self._written_at = time.monotonic()
         self._transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
             self._transport.write(body)
