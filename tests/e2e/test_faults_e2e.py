@@ -770,8 +770,23 @@ def test_the_api_server_down_serving_carries_on_and_the_operator_recovers_withou
         api_back = time.monotonic() - restarted_at
         # The operator leads and reconciles again: a spec change reaches the Deployment.
         patch_mdep(kube_api, namespace, "churn", {"spec": {"replicas": 3}})
+        patched = time.monotonic() - restarted_at
+        # The operator's own part: its write of the serving Deployment (the rest is the controller
+        # manager, the scheduler, the kubelet and the model load before the third pod is ready).
         wait_for(
-            "the operator to act on a change after the outage",
+            "the operator to scale the serving Deployment",
+            lambda: any(
+                (d.spec.replicas or 0) == 3
+                for d in client.AppsV1Api(kube_api)
+                .list_namespaced_deployment(namespace, label_selector=serving)
+                .items
+            ),
+            timeout=300,
+            interval=0.1,
+        )
+        operator_acted = time.monotonic() - restarted_at
+        wait_for(
+            "the third pod ready and the ModelDeployment Ready after the outage",
             lambda: len(ready_pods(kube_api, namespace, serving)) == 3 and phase_ready(kube_api, namespace),
             timeout=300,
         )
@@ -783,7 +798,8 @@ def test_the_api_server_down_serving_carries_on_and_the_operator_recovers_withou
     restarts = operator_restarts(kube_api, operator_release) - restarts_before
     figure(
         f"API server down {outage:.0f}s: {load.count()} requests ({served_during} during the outage), "
-        f"{len(failed)} failed; API ready {api_back:.1f}s after restart; operator acted on a change "
+        f"{len(failed)} failed; API ready {api_back:.1f}s after restart; spec patched at {patched:.1f}s, "
+        f"the operator scaled the Deployment at {operator_acted:.1f}s, 3 pods ready and Ready at "
         f"{recovered:.1f}s after restart; operator container restarts {restarts}"
     )
     assert failed == [], failed[:5]

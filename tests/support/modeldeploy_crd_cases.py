@@ -842,7 +842,7 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "format-auto-spelled-otherwise", _set("spec.model.format", "Auto"), "spec.model.format", "schema"
     ),
     InvalidCase("pvc-without-claim", _set("spec.model.uri", "pvc://"), "spec.model.uri", "schema"),
-    # Azure Blob URLs: https, a valid account and container, no SAS in the URI (model_uri.AZURE_BLOB_RULE)
+    # Azure Blob URLs: https, a valid account and container, no SAS in the URI (model_store.AZURE_BLOB_RULE)
     InvalidCase(
         "azure-blob-uri-over-http",
         _set("spec.model.uri", "http://acct01.blob.core.windows.net/models/churn"),

@@ -1,4 +1,4 @@
-"""Model URIs (modeldeploy_contract.model_uri): the Azure Blob parser, hostile input, and agreement
+"""Model URIs (modeldeploy_contract.model_store): the Azure Blob parser, hostile input, and agreement
 with the CRD, whose pattern and CEL rule must accept exactly the URIs the parser accepts."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from modeldeploy_contract.model_uri import (
+from modeldeploy_contract.model_store import (
     AZURE_BLOB_MESSAGE,
     AZURE_BLOB_RULE,
     URI_PATTERN,

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modeldeploy_contract.model_uri import is_azure_blob, parse_azure_blob
+from modeldeploy_contract.model_store import is_azure_blob, parse_azure_blob
 
 from .durations import parse_duration
 from .pods import PodDefaults, owned_name_errors, with_pod_defaults
@@ -94,7 +94,7 @@ def _check_variants(spec: ModelDeploymentSpec) -> Iterator[str]:
         if model and model.storage and model.storage.s3_endpoint_url and not model.uri.startswith("s3://"):
             yield f"spec.variants[{variant.name}].model.storage.s3EndpointURL: only applies to s3:// URIs"
         if model and is_azure_blob(model.uri):
-            # Repeats the CRD's CEL rule (model_uri.AZURE_BLOB_RULE): a cluster may run an older CRD.
+            # Repeats the CRD's CEL rule (model_store.AZURE_BLOB_RULE): a cluster may run an older CRD.
             try:
                 parse_azure_blob(model.uri)
             except ValueError as exc:

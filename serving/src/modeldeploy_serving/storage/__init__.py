@@ -17,8 +17,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from modeldeploy_contract.model_store import StoreURIError, is_pvc_uri, parse_pvc_uri
-from modeldeploy_contract.model_uri import is_azure_blob
+from modeldeploy_contract.model_store import StoreURIError, is_azure_blob, is_pvc_uri, parse_pvc_uri
 from modeldeploy_contract.redact import redact_uri
 from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving.bundle import MANIFEST_NAME, parse_manifest, sha256_bytes, verify_bundle

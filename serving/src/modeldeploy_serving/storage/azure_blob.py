@@ -1,5 +1,5 @@
 """Azure Blob bundles (https://<account>.blob.core.windows.net/<container>/<path>, see
-modeldeploy_contract.model_uri) through the Blob REST API over plain httpx.
+modeldeploy_contract.model_store) through the Blob REST API over plain httpx.
 
 Credentials, in this order (the first that is set wins):
 1. AZURE_STORAGE_SAS_TOKEN: a SAS token (from the storage Secret), added to each request's query;
@@ -32,7 +32,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from modeldeploy_contract.model_uri import parse_azure_blob
+from modeldeploy_contract.model_store import parse_azure_blob
 from modeldeploy_contract.redact import redact_uri, scrub
 from modeldeploy_serving.errors import BundleError
 from modeldeploy_serving.storage.base import write_capped
