@@ -148,13 +148,16 @@ def test_week_old_predictions_join_their_labels_across_a_joiner_restart(
         today = predict(http, router, rows[:200], "today")
         for i, answer in enumerate(today.values()):
             assert answer.score == pytest.approx(packed["outputs"][i][1], abs=1e-6)  # the packed model
-        # The arm as the model server's feed records it (its model version is the bundle's, "v2",
-        # where the router's header says the spec's, "2"): the history below is that arm's.
+        # The arm as the model server's feed records it: the history below is that arm's. Its version
+        # is spelled as the router's header spells it, the spec's "2" (the bundle was packed as "v2").
         wait_recorded(joiner, "churn", 200)
         summary = deployment_summary(joiner)
         assert summary is not None
         [served] = window_of(summary, MONTH)["arms"]
-        assert {(a.variant, a.revision) for a in today.values()} == {(served["variant"], served["revision"])}
+        assert {(a.variant, a.revision, a.model_version) for a in today.values()} == {
+            (served["variant"], served["revision"], served["model_version"])
+        }
+        assert served["model_version"] == "2"
 
         def as_of(i: int) -> Answer:
             probabilities = packed["outputs"][i]

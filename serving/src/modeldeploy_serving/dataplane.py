@@ -29,7 +29,7 @@ from modeldeploy_serving.errors import (
     RefusedBundleError,
     UnavailableError,
 )
-from modeldeploy_serving.model import LoadedModel, Prediction, load_model
+from modeldeploy_serving.model import LoadedModel, Prediction, load_model, same_version
 from modeldeploy_serving.rows import Rows, as_array, row_count
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ class DataPlane:
             raise UnavailableError("the model is still loading")
         if name != model.name:
             raise NotFoundError(f"unknown model {name!r}; this server serves {model.name!r}")
-        if version is not None and version != model.version:
+        if version is not None and not same_version(version, model.version):  # "v2" names "2" too
             raise NotFoundError(
                 f"model {name!r} has no version {version!r}; this server serves version {model.version!r}"
             )

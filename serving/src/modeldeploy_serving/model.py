@@ -80,13 +80,18 @@ class Prediction:
 
 
 class LoadedModel:
-    def __init__(self, bundle: VerifiedBundle, runtime: Runtime, profile: ReferenceProfile) -> None:
+    def __init__(
+        self, bundle: VerifiedBundle, runtime: Runtime, profile: ReferenceProfile, version: str | None = None
+    ) -> None:
+        """`version`: the one the server was told and the manifest matched (check_version), spelled as
+        told, so that the server, the router's header and the joiner name an arm's version alike (a
+        spec's "2" for a bundle packed as "v2"); the manifest's when the server was told none."""
         self.manifest: Manifest = bundle.manifest
         self.digest = bundle.digest
         self.runtime = runtime
         self.profile = profile
         self.name = bundle.manifest.name
-        self.version = bundle.manifest.version
+        self.version = version if version is not None else bundle.manifest.version
         self.n_features = len(bundle.manifest.inputs)
         self.feature_names = bundle.manifest.feature_names
         self.feature_index = {n: i for i, n in enumerate(self.feature_names)}
@@ -227,7 +232,7 @@ def load_model(settings: ServerSettings) -> LoadedModel:
     if [f.name for f in profile.features] != bundle.manifest.feature_names:
         raise BundleError("reference profile features differ from the manifest's inputs")
     runtime = build_runtime(bundle, settings)
-    model = LoadedModel(bundle, runtime, profile)
+    model = LoadedModel(bundle, runtime, profile, version=settings.model_version)
     warm_up(model)
     log.info(
         "model %s version %s loaded (%s via %s, sha256 %s)",

@@ -347,7 +347,10 @@ def test_a_bundle_of_another_version_than_the_server_was_told_is_refused(bundle:
     assert "'2.0'" in str(refused.value)
     # One leading "v" is the only difference forgiven (the churn example packs "v1" and its specs say
     # "1"); whitespace and other spellings of a version are not.
-    assert load_model(ServerSettings(model_uri=str(bundle), model_version="v1.0")).version == "1.0"
+    # The server then names the version as it was told (the spec's spelling), as the router's
+    # header and the joiner's arms do: one spelling of one arm's version everywhere.
+    assert load_model(ServerSettings(model_uri=str(bundle), model_version="v1.0")).version == "v1.0"
+    assert load_model(ServerSettings(model_uri=str(bundle))).version == "1.0"  # told none: the manifest's
     for other in ("1.0 ", "1.0.0", "1", "version1.0"):
         with pytest.raises(VersionMismatchError):
             load_model(ServerSettings(model_uri=str(bundle), model_version=other))
