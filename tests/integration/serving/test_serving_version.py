@@ -30,6 +30,18 @@ def settled_health(server: Server) -> tuple[int, dict[str, Any]]:
     raise AssertionError(f"server still loading after {STARTUP_TIMEOUT}s; log:\n{server.log.read_text()}")
 
 
+def assert_refused(server: Server, bundles: Bundles, expected: ServerReport) -> None:
+    """A server that refused its bundle never serves it, and the operator's probe reads the refusal."""
+    with server.client() as c:
+        answer = c.post("/v2/models/churn/infer", json=v2_body(bundles.normal[:1]))
+        assert answer.status_code == 503  # never serves the bundle it refused
+        assert c.get("/v2/models/churn/ready").status_code == 503
+    address = server.url.removeprefix("http://")
+    with new_client() as client:
+        report = probe(client, ServerPod(("pod", 0), "rev1", address))
+    assert report == expected
+
+
 def test_a_server_told_another_version_refuses_the_bundle(serve: ServerFactory, bundles: Bundles) -> None:
     server = serve(
         str(bundles.v1), {"MODELDEPLOY_SERVER_MODEL_VERSION": "v2", "MODELDEPLOY_SERVER_MODEL_NAME": "churn"}
@@ -40,14 +52,7 @@ def test_a_server_told_another_version_refuses_the_bundle(serve: ServerFactory, 
     assert body["refused"]["version"] == "v1"
     assert body["refused"]["expectedVersion"] == "v2"
     assert "'v1'" in body["error"]
-    with server.client() as c:
-        answer = c.post("/v2/models/churn/infer", json=v2_body(bundles.normal[:1]))
-        assert answer.status_code == 503  # never serves the bundle it refused
-        assert c.get("/v2/models/churn/ready").status_code == 503
-    address = server.url.removeprefix("http://")
-    with new_client() as client:
-        report = probe(client, ServerPod(("pod", 0), "rev1", address))
-    assert report == ServerReport(
+    expected = ServerReport(
         "rev1",
         "failed",
         version="v1",
@@ -55,6 +60,7 @@ def test_a_server_told_another_version_refuses_the_bundle(serve: ServerFactory, 
         reason="ModelVersionMismatch",
         expected_version="v2",
     )
+    assert_refused(server, bundles, expected)
 
 
 def test_a_server_told_its_bundles_version_reports_the_digest_it_loaded(
@@ -99,13 +105,7 @@ def test_a_server_told_another_format_refuses_the_bundle(serve: ServerFactory, b
     assert (body["ready"], body["state"], body["reason"]) == (False, "failed", "ModelFormatMismatch")
     assert "bundle is onnx, spec.model.format says xgboost" in body["error"]
     assert (body["refused"]["format"], body["refused"]["expectedFormat"]) == ("onnx", "xgboost")
-    with server.client() as c:
-        answer = c.post("/v2/models/churn/infer", json=v2_body(bundles.normal[:1]))
-        assert answer.status_code == 503  # never serves the bundle it refused
-    address = server.url.removeprefix("http://")
-    with new_client() as client:
-        report = probe(client, ServerPod(("pod", 0), "rev1", address))
-    assert report == ServerReport(
+    expected = ServerReport(
         "rev1",
         "failed",
         version="v1",
@@ -114,6 +114,7 @@ def test_a_server_told_another_format_refuses_the_bundle(serve: ServerFactory, b
         format="onnx",
         expected_format="xgboost",
     )
+    assert_refused(server, bundles, expected)
 
 
 def test_a_server_told_onnx_serves_an_xgboost_bundle_through_its_onnx_export(
