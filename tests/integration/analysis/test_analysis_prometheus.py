@@ -6,7 +6,6 @@ operator may use either for the same check.
 
 from __future__ import annotations
 
-import itertools
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -101,9 +100,11 @@ def test_promql_checks_with_a_real_prometheus(churn: Churn, tmp_path: Path) -> N
 
         p99 = via_prometheus["latencyp99"]
         assert p99.value is not None
-        # Both are interpolated inside the same histogram bucket; where inside depends on increase()'s
-        # extrapolated counts against the scrape's exact ones, so agreement is to the bucket.
-        assert _one_bucket(p99.value, via_scrape["latencyp99"].value), (
+        # Both are interpolated inside a histogram bucket; where depends on increase()'s extrapolated
+        # counts against the scrape's exact ones. The p99 of 50 requests is their slowest: when it is
+        # alone in its bucket, the extrapolated rank can fall just below that bucket (the CI's red run,
+        # 2026-12-04, on a loaded machine: one bucket apart). Agreement is to a bucket's neighbour.
+        assert _adjacent_buckets(p99.value, via_scrape["latencyp99"].value), (
             p99,
             via_scrape["latencyp99"],
         )
@@ -175,9 +176,10 @@ def test_an_unreachable_prometheus_gives_readings_without_values() -> None:
     assert all("connection refused or unreachable" in r.detail for r in readings), readings
 
 
-def _one_bucket(a: float | None, b: float | None) -> bool:
-    """Both values lie within one bucket of the server's latency histogram (its edges included)."""
+def _adjacent_buckets(a: float | None, b: float | None) -> bool:
+    """Both values lie within two neighbouring buckets of the server's latency histogram (edges
+    included)."""
     assert a is not None
     assert b is not None
     edges = (0.0, *LATENCY_BUCKETS)
-    return any(low <= min(a, b) and max(a, b) <= high for low, high in itertools.pairwise(edges))
+    return any(low <= min(a, b) and max(a, b) <= high for low, high in zip(edges, edges[2:], strict=False))
