@@ -48,6 +48,15 @@ WAIT = 240.0
 # --- the chart -------------------------------------------------------------------------------------
 
 
+def lease_holder(api: client.ApiClient) -> str | None:
+    """Who holds the operator's Lease (None: no Lease yet, no holder, or the API server not answering)."""
+    try:
+        lease = client.CoordinationV1Api(api).read_namespaced_lease(OPERATOR, SYSTEM)
+    except client.ApiException:
+        return None
+    return str(lease.spec.holder_identity or "") or None
+
+
 def helm_template(*sets: str) -> list[dict[str, Any]]:
     helm = shutil.which("helm") or str(binaries_dir() / "helm")
     result = subprocess.run(

@@ -34,16 +34,15 @@ from kubernetes import client
 from modeldeploy_testcluster.layout import binaries_dir
 from modeldeploy_testcluster.private import component_stopped
 
-from cluster_helpers import GROUP, PLURAL, SERVING, VERSION, wait_for
+from cluster_helpers import GROUP, PLURAL, SERVING, VERSION, mdep_status, wait_for
 from private_operator import (
     AUDIT_POLICY,
     KWOK,
-    OPERATOR,
-    SYSTEM,
     WAIT,
     Plane,
     helm_template,
     install,
+    lease_holder,
     operator_plane,
     operator_running,
 )
@@ -85,17 +84,12 @@ def test_after_the_api_server_was_down_the_operator_acts_within_seconds_and_neve
     namespace = plane.namespace("outage")
     custom = client.CustomObjectsApi(plane.api)
     apps = client.AppsV1Api(plane.api)
-    leases = client.CoordinationV1Api(plane.api)
 
     def holder() -> str | None:
-        try:
-            return str(leases.read_namespaced_lease(OPERATOR, SYSTEM).spec.holder_identity or "") or None
-        except client.ApiException:
-            return None
+        return lease_holder(plane.api)
 
     def status() -> dict[str, Any]:
-        obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "outage")
-        return dict(obj.get("status") or {})
+        return mdep_status(plane.api, namespace, "outage") or {}
 
     def serving_replicas() -> set[int]:
         items = apps.list_namespaced_deployment(namespace, label_selector=SERVING.format("outage")).items

@@ -27,7 +27,7 @@ from kubernetes import client
 
 from modeldeploy_testcluster.layout import Layout
 
-from cluster_helpers import GROUP, PLURAL, VERSION, create_mdep, get_mdep, wait_for
+from cluster_helpers import GROUP, PLURAL, VERSION, create_mdep, get_mdep, mdep_status, wait_for
 from operator_fixtures import PrivateOperator, private_operator_installed
 from private_operator import (
     KWOK,
@@ -37,6 +37,7 @@ from private_operator import (
     Plane,
     helm_template,
     install,
+    lease_holder,
     operator_env,
     operator_running,
 )
@@ -223,17 +224,12 @@ def _pause_the_leader(
     log, when it was stopped, how long until two held the Lease, how long it was paused, and whether
     one was still running after it stepped down (a few seconds of waiting as a standby later)."""
     custom = client.CustomObjectsApi(plane.api)
-    leases = client.CoordinationV1Api(plane.api)
 
     def holder() -> str | None:
-        try:
-            return str(leases.read_namespaced_lease(OPERATOR, SYSTEM).spec.holder_identity or "") or None
-        except client.ApiException:
-            return None
+        return lease_holder(plane.api)
 
     def status() -> dict[str, Any]:
-        obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "ha")
-        return dict(obj.get("status") or {})
+        return mdep_status(plane.api, namespace, "ha") or {}
 
     with operator_running(plane, docs, one_name, pods[one_name]) as one:
         wait_for("replica one to lead", lambda: holder() == one_name, WAIT)
