@@ -14,6 +14,7 @@
 # - postgresql, util-linux: the label joiner's PostgreSQL tests run a private server (initdb, pg_ctl)
 #   as an unprivileged user (setpriv).
 # - nodejs, npm: Azurite (the Azure Storage emulator, an npm package) for the Azure Blob tests.
+# - wrk: the HTTP load generator of the serving and router benchmarks (bench/; not the tests).
 set -euo pipefail
 need=()
 command -v ip >/dev/null || need+=(iproute2)
@@ -36,6 +37,7 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
+command -v wrk >/dev/null || need+=(wrk)
 if [[ ${#need[@]} -gt 0 ]]; then
   if [[ $(id -u) -ne 0 ]]; then
     echo "missing packages: ${need[*]} (install them, or run as root)" >&2
