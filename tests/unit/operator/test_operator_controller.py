@@ -260,6 +260,7 @@ class FakeCluster:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.writes: list[str] = []
         self.rv = 100
+        self.lock = threading.Lock()  # a wave's applies come from several threads at once
 
     def list(self, api_version: str, kind: str, namespace: str | None, selector: str) -> list[dict[str, Any]]:
         label, _, value = selector.partition("=")
@@ -270,10 +271,12 @@ class FakeCluster:
         ]
 
     def apply(self, manifest: dict[str, Any], field_manager: str | None = None) -> dict[str, Any]:
-        self.writes.append(f"apply {manifest['kind']}/{manifest['metadata']['name']}")
-        self.rv += 1
+        with self.lock:
+            self.writes.append(f"apply {manifest['kind']}/{manifest['metadata']['name']}")
+            self.rv += 1
+            rv = self.rv
         live = copy.deepcopy(manifest)
-        live["metadata"]["resourceVersion"] = str(self.rv)
+        live["metadata"]["resourceVersion"] = str(rv)
         live["metadata"]["uid"] = f"uid-{manifest['metadata']['name']}"
         self.objects[(manifest["kind"], manifest["metadata"]["name"])] = live
         return live
