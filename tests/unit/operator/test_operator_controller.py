@@ -389,6 +389,25 @@ def test_the_operators_requests_carry_its_user_agent(monkeypatch: pytest.MonkeyP
     assert info.server == "https://10.0.0.1:6443"
 
 
+def test_the_api_client_keeps_a_connection_per_sending_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Informer watches, reconcile workers and the apply pool share one client: a connection handed
+    back to a full pool is closed, and the next request pays a new TLS handshake."""
+    from kubernetes import config as kube_config
+
+    from modeldeploy_operator.config import OperatorSettings
+    from modeldeploy_operator.domain.desired_state import NETWORK_POLICY_KINDS, OWNED_KINDS, ROUTER_RBAC_KINDS
+    from modeldeploy_operator.k8s import api as k8s_api
+    from modeldeploy_operator.reconciler import APPLY_THREADS, cached_kinds
+
+    monkeypatch.setattr(kube_config, "load_incluster_config", lambda: None)
+    pool = k8s_api.new_api_client().rest_client.pool_manager.connection_pool_kw
+    watches = len(cached_kinds(OWNED_KINDS + NETWORK_POLICY_KINDS + ROUTER_RBAC_KINDS))
+    workers = OperatorSettings().reconcile_workers
+    assert pool["maxsize"] == k8s_api.CONNECTION_POOL_SIZE >= watches + workers + APPLY_THREADS
+
+
 def test_workers_never_reconcile_one_object_twice_at_once() -> None:
     """Four real worker threads, events for ten objects arriving while passes run: a pass of an
     object never overlaps another of the same object, and every object's last event is acted on."""

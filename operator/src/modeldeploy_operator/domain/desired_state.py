@@ -276,9 +276,9 @@ def apply_waves(manifests: Sequence[dict[str, Any]]) -> tuple[tuple[dict[str, An
     left out.
 
     Why waves and not one object after another: a new ModelDeployment's first pass writes about ten
-    objects, and its router Deployment came ninth, 0.2-0.5 s after the ModelDeployment's event on the
-    loaded 2-core bench machine (docs/benchmarks.md, "apply -> created"); in waves it is the second
-    write of the pass."""
+    objects, and its router Deployment came ninth: the eight writes up to it were 194 ms (median; up
+    to 328) of a 229 ms reaction on the shared 2-core bench machine (docs/benchmarks.md, "Apply ->
+    created at N = 300"); in waves it goes out in the second."""
     before_pods = tuple(m for m in manifests if m["kind"] in BEFORE_PODS_KINDS)
     workloads = tuple(m for m in manifests if m["kind"] in WORKLOAD_KINDS)
     rest = tuple(m for m in manifests if m["kind"] not in BEFORE_PODS_KINDS | WORKLOAD_KINDS)
