@@ -26,6 +26,9 @@ For each N and each side (modeldeploy, then Argo Rollouts' controller when --arg
    and, from those rollouts, canary step due -> router table updated (the router ConfigMap's weights;
    Argo: the canary Ingress's canary-weight annotation), where "due" is the pause's start as written
    in status (whole seconds, what the controller itself times from) plus its duration;
+   each apply sample's times are in the JSON too (`apply_to_created_samples`: its create request, and
+   when each workload object was seen, from the request's start; `apply_at` to match a controller log);
+   --only-reaction stops the side here (no idle window, rollouts or restart: N = 300 in minutes);
 5. one canary rollout alone, then min(N, 100) at once: each from the patch to promoted;
 6. restart: the controller is stopped, every object's spec.revisionHistoryLimit is changed (a new
    generation, no new pods), the controller is started: seconds until every object's
@@ -523,6 +526,10 @@ class Side:
     def bump_generation(self, i: int, value: int) -> None: ...
     def start_watches(self) -> None: ...
     def created_at(self, i: int) -> float | None: ...
+    def created_parts(self, i: int) -> dict[str, float]:
+        """When the bench's watch saw each workload object of a new object (what created_at waits on)."""
+        return {}
+
     def revision_at(self, i: int, version: int) -> float | None: ...
     def ready(self, i: int, version: int) -> bool: ...
     def converged(self, i: int) -> bool: ...
@@ -647,6 +654,14 @@ class ModelDeploySide(Side):
             self.recorder.seen.get((name, "server", "1")),
         )
         return max(router, server) if router and server else None
+
+    def created_parts(self, i: int) -> dict[str, float]:
+        name = self.obj(i)
+        found = {
+            "server_seen_s": self.recorder.seen.get((name, "server", "1")),
+            "router_seen_s": self.recorder.seen.get((name, "router")),
+        }
+        return {k: v for k, v in found.items() if v is not None}
 
     def revision_at(self, i: int, version: int) -> float | None:
         return self.recorder.seen.get((self.obj(i), "server", str(version)))
@@ -883,6 +898,8 @@ class Options:
     restart: bool = True
     rollouts: bool = True
     workers: int = 4
+    only_reaction: bool = False
+    """Only the creation and the reaction samples: no idle window, rollouts or restart."""
     dump_objects: Path | None = None
     """Write the namespace's objects of every kind the operator caches here, once all are created."""
 
@@ -923,10 +940,13 @@ def run_side(side: Side, opts: Options, counts: ApiServerCounts, who: str) -> di
     result["rss_mib_after_create"] = round(side.process.rss_mib(), 1)
     if opts.dump_objects is not None:
         dump_objects(side, opts.dump_objects / f"objects-{side.name}-{opts.count}.json")
-    phase_idle(side, opts, counts, who, result)
-    mark("idle_window")
+    if not opts.only_reaction:
+        phase_idle(side, opts, counts, who, result)
+        mark("idle_window")
     chosen = phase_reaction(side, opts, result)
     mark("reaction_samples")
+    if opts.only_reaction:
+        return result
     if opts.rollouts:
         phase_rollouts(side, opts, result)
         mark("rollouts")
@@ -1043,14 +1063,22 @@ def phase_reaction(side: Side, opts: Options, result: dict[str, Any]) -> list[in
     the step reactions of those rollouts. Returns the objects rolled out."""
     rec, n = side.recorder, opts.count
     samples = min(opts.samples, n)
-    applied = []
+    applied, timelines = [], []
     for k in range(samples):
         i = n + k
         t = time.time()
         side.create(i)
+        returned = time.time()
         rec.wait(f"{side.name}: {side.obj(i)} created", lambda i=i: side.created_at(i), 120)
         applied.append((side.created_at(i) or 0.0) - t)
+        timelines.append(
+            {"object": side.obj(i), "apply_at": round(t, 4), "apply_returned_s": round(returned - t, 4)}
+            | {what: round(at - t, 4) for what, at in side.created_parts(i).items()}
+        )
     result["apply_to_created"] = summary(applied)
+    # Each sample's times from the start of its create request: the request itself, then each workload
+    # object seen by the bench's watch (apply_at on this machine's clock, to match with a controller log).
+    result["apply_to_created_samples"] = timelines
     chosen = list(range(0, n, max(1, n // samples)))[:samples]
     changed, steps, since = [], [], {}
     for i in chosen:
@@ -1396,6 +1424,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-modeldeploy", action="store_true", help="Argo Rollouts only")
     parser.add_argument("--no-rollouts", action="store_true", help="skip one-alone and many-at-once")
     parser.add_argument("--no-restart", action="store_true")
+    parser.add_argument(
+        "--only-reaction",
+        action="store_true",
+        help="only create the N objects and take the reaction samples (no idle window, rollouts or restart)",
+    )
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument(
         "--dump-objects",
@@ -1420,6 +1453,7 @@ def main(argv: list[str] | None = None) -> int:
         at_once=args.at_once,
         restart=not args.no_restart,
         rollouts=not args.no_rollouts,
+        only_reaction=args.only_reaction,
         dump_objects=args.dump_objects,
     )
     sides = ([] if args.no_modeldeploy else ["modeldeploy"]) + (["argo"] if args.argo else [])

@@ -13,6 +13,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -29,6 +30,7 @@ from modeldeploy_operator.domain.desired_state import (
     ROUTER_RBAC_KINDS,
     BuildOptions,
     DesiredState,
+    apply_waves,
     desired_state,
     stale_objects,
 )
@@ -96,6 +98,10 @@ can, and an answer is collected only by the object's next pass: with 2 workers a
 ModelDeployments created at once kept the operator busy with 16,677 passes a minute that wrote
 nothing (0.84 cores), long after the creation, and every reaction waited behind them
 (docs/benchmarks.md, N = 1,000, 2026-12-04). A probe is one GET of a few hundred bytes."""
+APPLY_THREADS = 8
+"""Writes of a wave (`apply_waves`) sent besides the one each reconcile worker sends itself, for all
+workers together: a new ModelDeployment's first wave is five objects (the router's ServiceAccount,
+Role, two RoleBindings and ConfigMap); a worker whose writes find the pool busy waits its turn."""
 SERVER_POLL_SECONDS = 2.0
 """How soon an object with a server still loading (or a health probe running) is looked at again."""
 """A replay that could not complete is retried after 2^attempts seconds, at most this."""
@@ -197,6 +203,7 @@ class Reconciler:
         self.cache = cache
         # Reads come from the informer caches when there are some (the operator), else from the API.
         self.reads: Lister = cache if cache is not None else api
+        self._apply_pool = ThreadPoolExecutor(APPLY_THREADS, thread_name_prefix="apply")
         self.status_written: Callable[[dict[str, Any]], object] = lambda _obj: None
         """Told of the object a status write returned (the controller keeps it as the latest copy)."""
         # One per process: it keeps the previous scrape per target, and measures on a bounded pool.
@@ -365,23 +372,10 @@ class Reconciler:
             (obj.get("kind"), obj["metadata"]["name"]): obj for objs in seen.owned.values() for obj in objs
         }
         applied = changed = 0
-        for desired in state.manifests:
-            manifest = with_applied_hash(desired)
-            live = live_objects.get((manifest["kind"], manifest["metadata"]["name"]))
-            handover = None
-            if manifest["kind"] == "Deployment":
-                handover = build_replicas_handover(manifest, live, self.settings.field_manager)
-                if handover is not None:  # (kept too: its watch event is ours, not a change)
-                    self._remember(self.api.apply(handover[1], field_manager=handover[0]))
-            if handover is None and unchanged(manifest, live):
-                APPLY_SKIPPED.labels(manifest["kind"]).inc()
-                continue
-            result = self.api.apply(manifest)
-            self._remember(result)
-            applied += 1
-            if handover is not None or live is None or _rv(result) != _rv(live):
-                changed += 1
-            APPLIED_OBJECTS.labels(manifest["kind"]).inc()
+        for wave in apply_waves(state.manifests):
+            for sent, acted_on in self._apply_wave(wave, live_objects):
+                applied += sent
+                changed += acted_on
         scaled = sum(self._scale(owner, name, replicas, seen) for name, replicas in state.replica_patches)
         # 7. prune what nothing needs any more (only objects we control)
         pruned = self._prune(owner, state, seen)
@@ -403,6 +397,56 @@ class Reconciler:
             scaled=scaled,
             changed=changed,
         )
+
+    def _apply_wave(
+        self, wave: Sequence[dict[str, Any]], live_objects: dict[tuple[Any, str], dict[str, Any]]
+    ) -> list[tuple[bool, bool]]:
+        """Apply one wave (`apply_waves`), only what differs from the live object: (sent, acted on) per
+        manifest. Its writes go out together, one on this thread and the rest on the apply pool; when
+        one fails, the others of the wave still finish (no write outlives its pass) and the first
+        failure in the wave's order is raised, so no later wave is written."""
+        jobs: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+        for desired in wave:
+            manifest = with_applied_hash(desired)
+            live = live_objects.get((manifest["kind"], manifest["metadata"]["name"]))
+            if unchanged(manifest, live) and self._handover(manifest, live) is None:
+                APPLY_SKIPPED.labels(manifest["kind"]).inc()
+                continue
+            jobs.append((manifest, live))
+        if not jobs:
+            return []
+        others = [self._apply_pool.submit(self._apply_one, m, live) for m, live in jobs[1:]]
+        results: list[tuple[bool, bool]] = []
+        failure: BaseException | None = None
+        try:
+            results.append(self._apply_one(*jobs[0]))
+        except Exception as error:
+            failure = error
+        for future in others:
+            try:
+                results.append(future.result())
+            except Exception as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure
+        return results
+
+    def _handover(
+        self, manifest: dict[str, Any], live: dict[str, Any] | None
+    ) -> tuple[str, dict[str, Any]] | None:
+        if manifest["kind"] != "Deployment":
+            return None
+        return build_replicas_handover(manifest, live, self.settings.field_manager)
+
+    def _apply_one(self, manifest: dict[str, Any], live: dict[str, Any] | None) -> tuple[bool, bool]:
+        """One changed manifest: (sent, acted on: a new resourceVersion, or a replicas handover)."""
+        handover = self._handover(manifest, live)
+        if handover is not None:  # (kept too: its watch event is ours, not a change)
+            self._remember(self.api.apply(handover[1], field_manager=handover[0]))
+        result = self.api.apply(manifest)
+        self._remember(result)
+        APPLIED_OBJECTS.labels(manifest["kind"]).inc()
+        return True, handover is not None or live is None or _rv(result) != _rv(live)
 
     def _keep_baseline_of(self, owner: ModelDeploymentRef, status: ModelDeploymentStatus) -> None:
         """Drop the scrape baselines of every analysis target of this object but the rollout's under

@@ -260,6 +260,7 @@ class FakeCluster:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.writes: list[str] = []
         self.rv = 100
+        self.lock = threading.Lock()  # a wave's applies come from several threads at once
 
     def list(self, api_version: str, kind: str, namespace: str | None, selector: str) -> list[dict[str, Any]]:
         label, _, value = selector.partition("=")
@@ -270,10 +271,12 @@ class FakeCluster:
         ]
 
     def apply(self, manifest: dict[str, Any], field_manager: str | None = None) -> dict[str, Any]:
-        self.writes.append(f"apply {manifest['kind']}/{manifest['metadata']['name']}")
-        self.rv += 1
+        with self.lock:
+            self.writes.append(f"apply {manifest['kind']}/{manifest['metadata']['name']}")
+            self.rv += 1
+            rv = self.rv
         live = copy.deepcopy(manifest)
-        live["metadata"]["resourceVersion"] = str(self.rv)
+        live["metadata"]["resourceVersion"] = str(rv)
         live["metadata"]["uid"] = f"uid-{manifest['metadata']['name']}"
         self.objects[(manifest["kind"], manifest["metadata"]["name"])] = live
         return live
@@ -384,6 +387,25 @@ def test_the_operators_requests_carry_its_user_agent(monkeypatch: pytest.MonkeyP
     assert headers["User-Agent"] == k8s_api.USER_AGENT
     assert headers["Authorization"] == "Bearer secret"
     assert info.server == "https://10.0.0.1:6443"
+
+
+def test_the_api_client_keeps_a_connection_per_sending_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Informer watches, reconcile workers and the apply pool share one client: a connection handed
+    back to a full pool is closed, and the next request pays a new TLS handshake."""
+    from kubernetes import config as kube_config
+
+    from modeldeploy_operator.config import OperatorSettings
+    from modeldeploy_operator.domain.desired_state import NETWORK_POLICY_KINDS, OWNED_KINDS, ROUTER_RBAC_KINDS
+    from modeldeploy_operator.k8s import api as k8s_api
+    from modeldeploy_operator.reconciler import APPLY_THREADS, cached_kinds
+
+    monkeypatch.setattr(kube_config, "load_incluster_config", lambda: None)
+    pool = k8s_api.new_api_client().rest_client.pool_manager.connection_pool_kw
+    watches = len(cached_kinds(OWNED_KINDS + NETWORK_POLICY_KINDS + ROUTER_RBAC_KINDS))
+    workers = OperatorSettings().reconcile_workers
+    assert pool["maxsize"] == k8s_api.CONNECTION_POOL_SIZE >= watches + workers + APPLY_THREADS
 
 
 def test_workers_never_reconcile_one_object_twice_at_once() -> None:
@@ -684,7 +706,15 @@ def test_a_namespace_being_deleted_gets_no_status_and_no_event() -> None:
     reconciler = Reconciler(cluster, OperatorSettings())  # type: ignore[arg-type]
     with pytest.raises(NamespaceTerminatingError):
         reconciler.reconcile(body())
-    assert len([w for w in cluster.writes if w.startswith("apply")]) == 1  # stopped at the first refusal
+    # Stopped at the first refused wave: what pods need, written at once; no Deployment, no status.
+    applied = sorted(w for w in cluster.writes if w.startswith("apply"))
+    assert applied == [
+        "apply ConfigMap/churn-router",
+        "apply Role/churn-router",
+        "apply RoleBinding/churn-router",
+        "apply RoleBinding/churn-router-config",
+        "apply ServiceAccount/churn-router",
+    ]
     assert "status" not in cluster.writes
     assert cluster.events == []
 

@@ -80,7 +80,7 @@ class BuildOptions:
 @dataclass(frozen=True)
 class DesiredState:
     manifests: tuple[dict[str, Any], ...]
-    """Objects to server-side apply, in order."""
+    """Objects to server-side apply, in order (`apply_waves`: which of them may be written at once)."""
     replica_patches: tuple[tuple[str, int], ...]
     """(Deployment name, replicas) for revisions the spec no longer describes: patch replicas only."""
     keep: frozenset[tuple[str, str]]
@@ -257,6 +257,32 @@ def desired_state(
         arms=tuple(arms),
         stream_handover_pending=stream_plan.handover_pending,
     )
+
+
+BEFORE_PODS_KINDS = frozenset(
+    {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret", "NetworkPolicy"}
+)
+"""What a pod needs, or must be held to, from its start: its ServiceAccount (a pod naming a missing one
+is refused, and its ReplicaSet retries with backoff), the router's RBAC and table, a stream's
+credentials, and the NetworkPolicies that confine it."""
+WORKLOAD_KINDS = frozenset({"Deployment"})
+
+
+def apply_waves(manifests: Sequence[dict[str, Any]]) -> tuple[tuple[dict[str, Any], ...], ...]:
+    """`manifests` in the order to apply them, as waves: every object of a wave may be written at once
+    (nothing in a wave needs another of it), and a wave only after the one before. First what pods need
+    (BEFORE_PODS_KINDS), then the Deployments, then what refers to them or their pods (Services, PDBs,
+    HPAs, HTTPRoutes, and any other kind). Each wave keeps the manifests' own order; empty waves are
+    left out.
+
+    Why waves and not one object after another: a new ModelDeployment's first pass writes about ten
+    objects, and its router Deployment came ninth: the eight writes up to it were 194 ms (median; up
+    to 328) of a 229 ms reaction on the shared 2-core bench machine (docs/benchmarks.md, "Apply ->
+    created at N = 300"); in waves it goes out in the second."""
+    before_pods = tuple(m for m in manifests if m["kind"] in BEFORE_PODS_KINDS)
+    workloads = tuple(m for m in manifests if m["kind"] in WORKLOAD_KINDS)
+    rest = tuple(m for m in manifests if m["kind"] not in BEFORE_PODS_KINDS | WORKLOAD_KINDS)
+    return tuple(wave for wave in (before_pods, workloads, rest) if wave)
 
 
 def stale_objects(state: DesiredState, owned: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,0 +1,137 @@
+"""A pass's writes in waves (issue 16, apply -> created): what pods need, then the Deployments, then the
+rest; the writes of a wave go out together, and no wave starts before the one before has returned."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from test_operator_controller import FakeCluster, body
+
+from modeldeploy_operator.config import OperatorSettings
+from modeldeploy_operator.domain.desired_state import BEFORE_PODS_KINDS, WORKLOAD_KINDS, apply_waves
+from modeldeploy_operator.k8s.api import RejectedError
+from modeldeploy_operator.reconciler import Reconciler
+
+KINDS = sorted(
+    BEFORE_PODS_KINDS
+    | WORKLOAD_KINDS
+    | {"Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "HTTPRoute", "Unknown"}
+)
+
+
+def manifest(kind: str, name: str) -> dict[str, Any]:
+    return {"kind": kind, "metadata": {"name": name}}
+
+
+def test_what_pods_need_comes_first_then_the_deployments_then_the_rest() -> None:
+    manifests = [
+        manifest("Deployment", "server"),
+        manifest("Service", "server"),
+        manifest("PodDisruptionBudget", "server"),
+        manifest("ServiceAccount", "router"),
+        manifest("Role", "router"),
+        manifest("RoleBinding", "router"),
+        manifest("ConfigMap", "router"),
+        manifest("Deployment", "router"),
+        manifest("Service", "stable"),
+        manifest("NetworkPolicy", "server"),
+    ]
+    waves = [[(m["kind"], m["metadata"]["name"]) for m in wave] for wave in apply_waves(manifests)]
+    assert waves == [
+        [
+            ("ServiceAccount", "router"),
+            ("Role", "router"),
+            ("RoleBinding", "router"),
+            ("ConfigMap", "router"),
+            ("NetworkPolicy", "server"),
+        ],
+        [("Deployment", "server"), ("Deployment", "router")],
+        [("Service", "server"), ("PodDisruptionBudget", "server"), ("Service", "stable")],
+    ]
+
+
+def test_no_empty_wave() -> None:
+    assert apply_waves([]) == ()
+    assert apply_waves([manifest("Service", "s")]) == ((manifest("Service", "s"),),)
+
+
+@given(st.lists(st.sampled_from(KINDS), max_size=30))
+def test_waves_keep_every_manifest_once_in_its_order(kinds: list[str]) -> None:
+    manifests = [manifest(kind, f"o{i}") for i, kind in enumerate(kinds)]
+    waves = apply_waves(manifests)
+    flat = [m for wave in waves for m in wave]
+    assert sorted(m["metadata"]["name"] for m in flat) == sorted(m["metadata"]["name"] for m in manifests)
+    for wave in waves:
+        assert wave  # no empty wave
+        assert list(wave) == [m for m in manifests if m in wave]  # the manifests' own order
+    rank = [
+        0 if k in BEFORE_PODS_KINDS else 1 if k in WORKLOAD_KINDS else 2 for k in (m["kind"] for m in flat)
+    ]
+    assert rank == sorted(rank)
+
+
+class GatedCluster(FakeCluster):
+    """Holds each apply until as many applies as `together` are in flight at once (a barrier), then
+    records when each started and ended relative to the others."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple[str, str]] = []
+        self.gates: dict[str, threading.Barrier] = {}
+
+    def apply(self, manifest: dict[str, Any], field_manager: str | None = None) -> dict[str, Any]:
+        name = f"{manifest['kind']}/{manifest['metadata']['name']}"
+        with self.lock:
+            self.events.append(("start", name))
+        gate = self.gates.get(manifest["kind"])
+        if gate is not None:
+            gate.wait(timeout=30)  # raises BrokenBarrierError if the others never come
+        result = super().apply(manifest, field_manager)
+        with self.lock:
+            self.events.append(("end", name))
+        return result
+
+
+def test_a_new_modeldeployment_writes_what_pods_need_at_once_and_the_deployments_after() -> None:
+    cluster = GatedCluster()
+    # The router's ServiceAccount, Role, two RoleBindings and ConfigMap: only all five in flight together
+    # get through, so the pass completing proves they were sent at once; both Deployments likewise.
+    first_wave = threading.Barrier(5)
+    for kind in ("ServiceAccount", "Role", "RoleBinding", "ConfigMap"):
+        cluster.gates[kind] = first_wave
+    cluster.gates["Deployment"] = threading.Barrier(2)
+    outcome = Reconciler(cluster, OperatorSettings()).reconcile(body())  # type: ignore[arg-type]
+    assert outcome.status_written
+    order = cluster.events
+    ended = {name: i for i, (what, name) in enumerate(order) if what == "end"}
+    started = {name: i for i, (what, name) in enumerate(order) if what == "start"}
+    before_pods = [n for n in ended if n.split("/")[0] in BEFORE_PODS_KINDS]
+    deployments = [n for n in started if n.startswith("Deployment/")]
+    rest = [n for n in started if n.split("/")[0] not in BEFORE_PODS_KINDS | WORKLOAD_KINDS]
+    assert len(before_pods) == 5
+    assert len(deployments) == 2
+    assert rest
+    # No Deployment is sent before everything its pods need has been written...
+    assert min(started[d] for d in deployments) > max(ended[n] for n in before_pods)
+    # ...and the Services and PDB only once both Deployments are written.
+    assert min(started[n] for n in rest) > max(ended[d] for d in deployments)
+    assert cluster.writes[-1] == "status"  # the one status write, last
+
+
+def test_a_refused_write_stops_the_pass_after_its_wave_with_the_first_refusal_in_order() -> None:
+    class Refusing(FakeCluster):
+        def apply(self, manifest: dict[str, Any], field_manager: str | None = None) -> dict[str, Any]:
+            if manifest["kind"] in ("Role", "ConfigMap"):
+                super().apply(manifest, field_manager)  # (counted as sent)
+                raise RejectedError(403, f"forbidden: {manifest['kind']}")
+            return super().apply(manifest, field_manager)
+
+    cluster = Refusing()
+    with pytest.raises(RejectedError, match="forbidden: Role"):  # the Role comes before the ConfigMap
+        Reconciler(cluster, OperatorSettings()).reconcile(body())  # type: ignore[arg-type]
+    written = {w.split()[1].split("/")[0] for w in cluster.writes if w.startswith("apply")}
+    assert written == {"ServiceAccount", "Role", "RoleBinding", "ConfigMap"}  # the whole first wave
