@@ -88,6 +88,7 @@ PREFLIGHT_DEADLINE_SECONDS = 660.0
 """The pool gives up on a replay after this (above the largest rollout.preflight.timeoutSeconds, 600,
 which the replay enforces itself)."""
 PREFLIGHT_RETRY_MAX_SECONDS = 30.0
+"""A replay that could not complete is retried after 2^attempts seconds, at most this."""
 SERVER_PROBE_DEADLINE_SECONDS = 5.0
 """A server's health answer not back after this is given up (asked again RETRY_SECONDS later)."""
 SERVER_PROBE_WORKERS = 8
@@ -104,7 +105,6 @@ workers together: a new ModelDeployment's first wave is five objects (the router
 Role, two RoleBindings and ConfigMap); a worker whose writes find the pool busy waits its turn."""
 SERVER_POLL_SECONDS = 2.0
 """How soon an object with a server still loading (or a health probe running) is looked at again."""
-"""A replay that could not complete is retried after 2^attempts seconds, at most this."""
 
 
 @dataclass(frozen=True)
