@@ -2,9 +2,11 @@
 
 Runs this checkout's operator (`modeldeploy_operator.main.main`) unchanged, with two additions:
 
-- SIGUSR1 writes `<MEMPROBE_DIR>/probe-<n>.json` (VmRSS, and the entry counts of the operator's
-  long-lived per-object structures, after a gc) and, with MEMPROBE_TRACEMALLOC=<frames>, a tracemalloc
-  snapshot `probe-<n>.tracemalloc` (tracemalloc started before the operator is imported);
+- SIGUSR1 writes `<MEMPROBE_DIR>/probe-<n>.json` (VmRSS, the entry counts of the operator's
+  long-lived per-object structures, after a gc, and where the RSS is: Python's small-object
+  allocator's arenas and their used and free bytes, glibc's heaps in use and free, the threads)
+  and, with MEMPROBE_TRACEMALLOC=<frames>, a tracemalloc snapshot `probe-<n>.tracemalloc`
+  (tracemalloc started before the operator is imported);
 - the built-in analysis scrape goes to local model servers instead of the pods' addresses: the pods
   of the bench run on kwok nodes (no process behind their addresses), so without this every scrape
   would fail and keep nothing. Canary addresses are replaced by the one in the file MEMPROBE_CANARY
@@ -15,11 +17,15 @@ Runs this checkout's operator (`modeldeploy_operator.main.main`) unchanged, with
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import os
+import re
 import signal
 import sys
+import tempfile
+import threading
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -90,6 +96,77 @@ def counts() -> dict[str, Any]:
     return found
 
 
+def pymalloc() -> dict[str, float]:
+    """Python's small-object allocator (objects up to 512 bytes): its arenas (1 MiB each, handed back
+    to the system only when wholly empty) and the bytes in them in use and free, from
+    sys._debugmallocstats (which writes to the C stderr: read through a temporary file)."""
+    with tempfile.TemporaryFile() as capture:
+        saved = os.dup(2)
+        try:
+            sys.stderr.flush()
+            os.dup2(capture.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        text = capture.read().decode(errors="replace")
+
+    def number(pattern: str) -> float:
+        found = re.search(pattern + r"\s*=\s*([\d,]+)", text)
+        return int(found.group(1).replace(",", "")) / 2**20 if found else -1.0
+
+    arenas = re.search(r"# arenas allocated current\s*=\s*([\d,]+)", text)
+    return {
+        "arenas": int(arenas.group(1).replace(",", "")) if arenas else -1,
+        "used_mib": round(number(r"# bytes in allocated blocks"), 2),
+        "free_in_pools_mib": round(number(r"# bytes in available blocks"), 2),
+        "unused_pools_mib": round(
+            int(m.group(1)) * int(m.group(2)) / 2**20
+            if (m := re.search(r"(\d+) unused pools \* (\d+) bytes", text))
+            else -1.0,
+            2,
+        ),
+    }
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def glibc() -> dict[str, float]:
+    """glibc malloc (all its arenas: what Python's allocator does not take, and C libraries' own):
+    heap bytes obtained by brk/per-thread heaps, in use, free inside them, and mmapped blocks."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _Mallinfo2
+        info = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return {}
+    mib = 2**20
+    return {
+        "heap_mib": round(info.arena / mib, 2),
+        "in_use_mib": round(info.uordblks / mib, 2),
+        "free_mib": round(info.fordblks / mib, 2),
+        "mmapped_mib": round(info.hblkhd / mib, 2),
+        "mmapped_blocks": info.hblks,
+    }
+
+
 def _probe(_signum: int, _frame: object) -> None:
     global _probes  # noqa: PLW0603 - one counter per process
     _probes += 1
@@ -99,6 +176,10 @@ def _probe(_signum: int, _frame: object) -> None:
         "rss_mib": round(_rss_mib(), 2),
         "counts": counts(),
         "gc_objects": len(gc.get_objects()),
+        "pymalloc": pymalloc(),
+        "glibc": glibc(),
+        "threads": threading.active_count(),
+        "os_threads": len(os.listdir("/proc/self/task")),
     }
     if FRAMES:
         tracemalloc.take_snapshot().dump(str(OUT / f"probe-{_probes}.tracemalloc"))

@@ -20,9 +20,14 @@ What it does:
 4. cycles as the soak's (bench/cluster/soak.py): odd ones a good canary (promoted), even ones the bad
    one (the analysis aborts it, then the spec is set back to the stable); each a new revision (the
    spec's server.maxBodyBytes changes by 1 KiB);
-5. after each cycle, the operator's probe: VmRSS and the entry count of each long-lived structure
-   (informer caches, queue, scrape baselines, server reports, pools), and with --tracemalloc a
-   snapshot; at the end the tracemalloc growth from after --warmup cycles to the end, top lines.
+5. after each cycle, the operator's probe: VmRSS, the entry count of each long-lived structure
+   (informer caches, queue, scrape baselines, server reports, pools), where the RSS is (Python's
+   small-object arenas, used and free; glibc's heaps, in use and free; threads), and with
+   --tracemalloc a snapshot; at the end the tracemalloc growth from after --warmup cycles to the
+   end, top lines.
+
+Another checkout's operator (an earlier commit's, as a "before") runs under this one's bench with
+PYTHONPATH set to an export of its operator/src (`operator_package` in the JSON says which ran).
 
 Writes one JSON document (--out) and prints a line per cycle.
 """
@@ -205,6 +210,16 @@ def probe(pid: int, out: Path, number: int, timeout: float = 120.0) -> dict[str,
     return data
 
 
+def allocators(sample: dict[str, Any]) -> str:
+    """Where the RSS is, in one line: Python's small-object arenas (in use), glibc's heaps (in use)."""
+    py, c = sample.get("pymalloc") or {}, sample.get("glibc") or {}
+    return (
+        f"pymalloc {py.get('arenas')} arenas ({py.get('used_mib')} MiB used), "
+        f"glibc {c.get('heap_mib')} MiB heaps ({c.get('in_use_mib')} used) + {c.get('mmapped_mib')} mmapped, "
+        f"{sample.get('os_threads')} threads"
+    )
+
+
 def growth(first: Path, last: Path, top: int) -> list[dict[str, Any]]:
     """The lines whose allocations grew most from `first` to `last` (tracemalloc snapshots)."""
     old, new = tracemalloc.Snapshot.load(str(first)), tracemalloc.Snapshot.load(str(last))
@@ -262,7 +277,7 @@ def run_cycles(args: argparse.Namespace, run: Run, pid: int, probes: Path, resul
         result["cycles"].append(sample)
         log(
             f"cycle {number}: {outcome} in {sample['seconds']} s, RSS {sample['rss_mib']} MiB, "
-            f"{json.dumps(sample['counts'])}"
+            f"{allocators(sample)}, {json.dumps(sample['counts'])}"
         )
         if args.out:
             args.out.write_text(json.dumps(result, indent=1))
