@@ -266,6 +266,11 @@ def main() -> int:
         modeldeploy_spec(
             "modeldeploy-no-batching", bundle, env, w, {"MODELDEPLOY_SERVER_BATCHING_ENABLED": "false"}
         ),
+        # The same bundle through the xgboost runtime alone (its ONNX export unused): what a bundle
+        # without pack's ONNX export gets (issue 13, "Fast by default").
+        modeldeploy_spec(
+            "modeldeploy-xgboost-runtime", bundle, env, w, {"MODELDEPLOY_SERVER_PREFER_ONNX": "false"}
+        ),
     ]
     ml = mlserver_spec(args.mlserver_venv, bundle, out, env) if w == 1 else None
     if ml is not None:
