@@ -327,7 +327,7 @@ def test_the_documented_install_walk(
                 # The router answered (its headers) with revision 1's model server.
                 stable = _status(kube_api, namespace)["stableRevision"]
                 assert answer.headers.get("x-modeldeploy-revision") == stable, answer.headers
-                assert answer.json()["model_version"] == "1", answer.json()
+                assert answer.json()["model_version"] == "v1", answer.json()  # the bundle's own
 
                 # 5 and 6. The first canary, watched, with Prometheus scraping and the dashboard read.
                 address = f"{local_cluster.host_ip}:{free_port(local_cluster.host_ip)}"
@@ -425,7 +425,13 @@ def _canary(
 
 
 def _is_end(frame: str) -> bool:
-    return "Phase:       Ready" in frame and "Canary:" not in frame and "version 2" in frame
+    # "Phase:       ✔ Ready - ...": the phase's symbol stays without colour.
+    ready = re.search(r"^Phase:\s+\S*\s*Ready\b", frame, re.MULTILINE) is not None
+    return (
+        ready
+        and "Canary:" not in frame
+        and re.search(r"^Stable:.*version 2$", frame, re.MULTILINE) is not None
+    )
 
 
 def _check_frames(frames: list[str]) -> None:
@@ -437,7 +443,7 @@ def _check_frames(frames: list[str]) -> None:
     assert {1, 3, 4} <= set(steps), steps
     shadow = next(f for f in frames if _step_shown(f) == 1)
     assert "▶ 1. shadow 100% mirrored 20s (all checks)" in shadow, shadow
-    assert "(weight 0%)" in shadow, shadow
+    assert "(weight 0%)" in shadow, shadow  # the new revision: mirrored copies only, no live weight yet
     paused = next(f for f in frames if _step_shown(f) == 4)
     assert "▶ 4. pause (until resumed)" in paused, paused
     assert "✓ 1. shadow" in paused, paused
