@@ -6,6 +6,7 @@
 # Environment:
 #   REGISTRY           where to push (default 10.244.0.1:5000, the local cluster's registry; plain HTTP)
 #   PUSH               1 (default) pushes to $REGISTRY; 0 builds and exports only
+#   REGISTRY_AUTH_FILE the login buildah pushes with (buildah's own; default: where `buildah login` saves it)
 #   EXPORT             1 (default) writes the OCI archives; 0 skips them (the test sessions and the demo
 #                      push or read buildah's storage instead: the serving archive took 27-62 s per source edit)
 #   MODELDEPLOY_CACHE  cache root (default ~/.cache/modeldeploy); everything lives in $MODELDEPLOY_CACHE/images

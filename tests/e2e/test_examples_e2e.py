@@ -18,11 +18,8 @@ glob, so a new example is applied here without anyone adding it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import shutil
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,10 +34,11 @@ import pytest
 from kubernetes import client
 
 from modeldeploy_testcluster import nodes
-from modeldeploy_testcluster.layout import Layout, binaries_dir
+from modeldeploy_testcluster.layout import Layout
 
-from cluster_helpers import REPO, condition, get_mdep, wait_for
-from example_manifests import BUCKET, MANIFESTS, STORE_SECRET, documents, substitute
+from cluster_helpers import REPO, condition, get_mdep, kubectl, wait_for
+from example_manifests import MANIFESTS, STORE_SECRET, documents, substitute
+from example_stores import STORE_KEYS, copy_churn_bundles, example_stores
 from sklearn_lightgbm_example import load_example
 from traffic import ready_endpoints
 
@@ -52,8 +50,6 @@ pytestmark = [
     # example's start (every example's pods start together on the real node).
     pytest.mark.timeout(900),
 ]
-
-STORE_KEYS = {"AWS_ACCESS_KEY_ID": "modeldeploy-examples", "AWS_SECRET_ACCESS_KEY": "not-a-real-secret"}
 
 READY_SECONDS = 420
 """Every example's pods start together on the 2-core machine, beside another cluster stream's tests."""
@@ -71,85 +67,24 @@ class Applied:
     started: float
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _answers(host: str, port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex((host, port)) == 0
-
-
-def _bundles(root: Path) -> Iterator[Path]:
-    """The bundle folders under `root` (a manifest.json beside the model), not the data."""
-    for manifest in sorted(root.rglob("manifest.json")):
-        yield manifest.parent
-
-
-def _upload(endpoint: str, root: Path) -> None:
-    """`aws s3 cp --recursive` of every bundle folder to s3://models/<its path under root>."""
-    import boto3
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=STORE_KEYS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=STORE_KEYS["AWS_SECRET_ACCESS_KEY"],
-    )
-    s3.create_bucket(Bucket=BUCKET)
-    for bundle in _bundles(root):
-        for file in sorted(bundle.iterdir()):
-            s3.upload_file(str(file), BUCKET, str(file.relative_to(root)))
-
-
-def _kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        [str(binaries_dir() / "kubectl"), "--kubeconfig", str(kubeconfig), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, f"kubectl {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
 def applied(
     local_cluster: Layout, kubeconfig: Path, churn_bundles: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Applied]:
-    from moto.server import ThreadedMotoServer
-
     host = local_cluster.host_ip
     began = time.monotonic()
     # 1. the bundles, laid out as the examples' URIs name them: churn/v1..v3, sklearn-lightgbm/<model>
     root = tmp_path_factory.mktemp("store")
-    for bundle in _bundles(churn_bundles):
-        shutil.copytree(bundle, root / "churn" / bundle.name)
+    copy_churn_bundles(churn_bundles, root)
     sklearn_lightgbm = load_example().build(root / "sklearn-lightgbm")
 
-    # 2. the stores the pods read, on the pod network's host address
-    moto_port = _free_port(host)
-    moto = ThreadedMotoServer(ip_address=host, port=moto_port, verbose=False)
-    moto.start()
-    http_port = _free_port(host)
-    http_store = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(http_port), "--bind", host, "--directory", str(root)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     api = nodes.admin_api(local_cluster)
     core = client.CoreV1Api(api)
     namespace = f"ex-{uuid.uuid4().hex[:8]}"
+    # 2. the stores the pods read, on the pod network's host address
+    stores = contextlib.ExitStack()
     try:
-        s3_endpoint = f"http://{host}:{moto_port}"
-        _upload(s3_endpoint, root)
-        wait_for("the HTTP store", lambda: _answers(host, http_port), timeout=10)
+        store = stores.enter_context(example_stores(host, root))
 
         # 3. the namespace and the store's Secret
         core.create_namespace({"metadata": {"name": namespace, "labels": {"modeldeploy.io/test": "true"}}})
@@ -162,10 +97,10 @@ def applied(
         objects: dict[Path, list[tuple[str, str]]] = {}
         refused: dict[Path, str] = {}
         for manifest in MANIFESTS:
-            text = substitute((REPO / manifest).read_text(), s3_endpoint, f"http://{host}:{http_port}")
+            text = substitute((REPO / manifest).read_text(), store.s3_endpoint, store.http_store)
             objects[manifest] = [(d["kind"], d["metadata"]["name"]) for d in documents(manifest, text)]
             try:
-                _kubectl(kubeconfig, "apply", "-n", namespace, "-f", "-", stdin=text)
+                kubectl(kubeconfig, "apply", "-n", namespace, "-f", "-", stdin=text)
             except AssertionError as failed:  # that example's test fails with it, the others go on
                 refused[manifest] = str(failed)
         # Where the setup's time goes, in a failure's captured output (and with -s).
@@ -178,9 +113,7 @@ def applied(
         except client.ApiException as error:
             if error.status != 404:
                 raise
-        http_store.terminate()
-        http_store.wait()
-        moto.stop()
+        stores.close()
         api.close()
 
 

@@ -2,72 +2,26 @@
 canary whose scores shift is rolled back on PromQL readings, and a user-defined PromQL check is
 measured too.
 
-Debian builds Prometheus without Kubernetes service discovery, so a small thread stands in for it: it
-lists the annotated pods from the API server and writes them, labelled as the usual `kubernetes-pods`
-relabelling would (namespace, pod, every pod label with `.`/`/` as `_`), to a file_sd target file."""
+Prometheus and the dashboard's queries: tests/support/prometheus_scrape.py."""
 
 from __future__ import annotations
 
-import json
-import re
-import shutil
-import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import yaml
 from kubernetes import client
 
 from modeldeploy_testcluster.layout import Layout
 
-from cluster_helpers import FIRST_READY_SECONDS, REPO, create_mdep, get_mdep, wait_for
-from operator_fixtures import PROMETHEUS_PORT, RELEASE_NAMESPACE
+from cluster_helpers import FIRST_READY_SECONDS, create_mdep, get_mdep, wait_for
+from operator_fixtures import PROMETHEUS_PORT
+from prometheus_scrape import PROMETHEUS, instant, running_prometheus, wait_for_dashboard_data
 from rollout_helpers import canary_md, model, ready_on, rows, set_model
 from traffic import Traffic
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("operator_release")]
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-
-
-def _label_name(key: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9_]", "_", key)
-
-
-def discover(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
-    """What kubernetes_sd + the documented relabelling would yield for the namespace's annotated pods."""
-    targets = []
-    for pod in client.CoreV1Api(api).list_namespaced_pod(namespace).items:
-        notes = pod.metadata.annotations or {}
-        if notes.get("prometheus.io/scrape") != "true" or not pod.status.pod_ip:
-            continue
-        pod_labels = pod.metadata.labels or {}
-        labels = {_label_name(k): v for k, v in pod_labels.items()}
-        labels |= {"namespace": namespace, "pod": pod.metadata.name}
-        # The chart's PodMonitor relabelling (and docs/observability.md's for plain Prometheus).
-        labels |= {
-            "modeldeployment": pod_labels.get("modeldeploy.io/deployment", ""),
-            "component": pod_labels.get("app.kubernetes.io/component", ""),
-        }
-        targets.append(
-            {"targets": [f"{pod.status.pod_ip}:{notes.get('prometheus.io/port', '8080')}"], "labels": labels}
-        )
-    return targets
-
-
-def discover_operator(api: client.ApiClient) -> list[dict[str, Any]]:
-    """The operator pods of the session's release, at their metrics port."""
-    pods = client.CoreV1Api(api).list_namespaced_pod(
-        RELEASE_NAMESPACE, label_selector="app.kubernetes.io/component=operator"
-    )
-    return [
-        {"targets": [f"{pod.status.pod_ip}:9090"], "labels": {"pod": pod.metadata.name}}
-        for pod in pods.items
-        if pod.status.pod_ip
-    ]
 
 
 @pytest.fixture
@@ -76,67 +30,10 @@ def prometheus(
 ) -> Iterator[str]:
     if not Path(PROMETHEUS).exists():
         pytest.skip("prometheus is not installed (hack/install-system-deps.sh installs it)")
-    targets = tmp_path / "targets.json"
-    targets.write_text("[]")
-    operator_targets = tmp_path / "operator-targets.json"
-    operator_targets.write_text("[]")
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [
-            {
-                "job_name": "kubernetes-pods",
-                "file_sd_configs": [{"files": [str(targets)], "refresh_interval": "1s"}],
-            },
-            {
-                # The chart's ServiceMonitor: the rollout series keep their own `namespace`.
-                "job_name": "modeldeploy-operator",
-                "honor_labels": True,
-                "file_sd_configs": [{"files": [str(operator_targets)], "refresh_interval": "1s"}],
-            },
-        ],
-    }
-    stop = threading.Event()
-
-    def keep_discovering() -> None:
-        while not stop.wait(1):
-            try:
-                found = {
-                    targets: discover(kube_api, namespace),
-                    operator_targets: discover_operator(kube_api),
-                }
-            except client.ApiException:
-                continue
-            for path, listed in found.items():
-                scratch = path.with_suffix(".tmp")
-                scratch.write_text(json.dumps(listed))
-                scratch.replace(path)
-
-    threading.Thread(target=keep_discovering, daemon=True).start()
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     # On the pod network, at the one address the installed operator's allow-list names.
     address = f"{local_cluster.host_ip}:{PROMETHEUS_PORT}"
-    server = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address={address}",
-        ],
-        stdout=(tmp_path / "prometheus.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"http://{address}/-/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for("Prometheus", ready, timeout=30)
-    yield f"http://{address}"
-    stop.set()
-    server.terminate()
-    server.wait(timeout=30)
+    with running_prometheus(kube_api, namespace, tmp_path, address) as url:
+        yield url
 
 
 def test_analysis_on_prometheus_rolls_back_a_canary_whose_scores_shift(
@@ -174,18 +71,6 @@ def test_analysis_on_prometheus_rolls_back_a_canary_whose_scores_shift(
     user = [m for m in results["has-traffic"]["measurements"] if m.get("value") is not None]
     assert user, results["has-traffic"]
     assert traffic.failures() == []
-
-
-def _dashboard_queries() -> list[tuple[str, str]]:
-    board = json.loads((REPO / "charts" / "modeldeploy" / "dashboards" / "modeldeploy.json").read_text())
-    return [(p["title"], t["expr"]) for p in board["panels"] for t in p.get("targets", [])]
-
-
-def _instant(prometheus: str, expr: str) -> list[dict[str, Any]]:
-    answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10)
-    answer.raise_for_status()  # a query Prometheus cannot parse is a 400: the dashboard is broken
-    result: list[dict[str, Any]] = answer.json()["data"]["result"]
-    return result
 
 
 def test_every_dashboard_query_returns_data(
@@ -255,30 +140,12 @@ def test_every_dashboard_query_returns_data(
             return current if current.get("currentStepIndex") == 1 and measured else None
 
         wait_for("the canary's analysis step, measured", analysing, timeout=240)
-        variables = {"$namespace": namespace, "$modeldeployment": "churn|ab", "$__rate_interval": "30s"}
-
-        def concrete(expr: str) -> str:
-            for name, value in variables.items():
-                expr = expr.replace(name, value)
-            return expr
-
-        queries = _dashboard_queries()
-        assert len(queries) >= 15
-        empty = list(queries)
-
-        def all_answer() -> bool:
-            empty[:] = [(title, expr) for title, expr in empty if not _instant(prometheus, concrete(expr))]
-            return not empty
-
-        try:
-            wait_for("every dashboard query to return data", all_answer, timeout=180, interval=2)
-        except AssertionError as error:
-            raise AssertionError(f"dashboard queries without data: {empty}") from error
+        wait_for_dashboard_data(prometheus, namespace, "churn|ab")
         # Spot checks on what the data says, not only that it exists.
         selector = f'namespace="{namespace}", modeldeployment="churn"'
         weights = {
             r["metric"]["role"]: float(r["value"][1])
-            for r in _instant(prometheus, f"modeldeploy_rollout_revision_weight_ratio{{{selector}}}")
+            for r in instant(prometheus, f"modeldeploy_rollout_revision_weight_ratio{{{selector}}}")
             if float(r["value"][1]) > 0
         }
         assert weights == {"stable": 0.5, "canary": 0.5}

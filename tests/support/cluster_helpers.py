@@ -34,6 +34,20 @@ def helm(*args: str, kubeconfig: Path) -> str:
     return result.stdout
 
 
+def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None, timeout: float = 120) -> str:
+    """`kubectl ARGS` (the cluster's binary) as a user would run it; fails with its output."""
+    result = subprocess.run(
+        [str(binaries_dir() / "kubectl"), "--kubeconfig", str(kubeconfig), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, f"kubectl {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
 def custom(api: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api)
 

@@ -261,16 +261,32 @@ class PrivateOperator:
         return _operator_ready(api, self.release, self.namespace)
 
 
+def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra` over `base`, maps merged key by key (as Helm merges values files), anything else replaced."""
+    out = dict(base)
+    for key, value in extra.items():
+        current = out.get(key)
+        if isinstance(current, dict) and isinstance(value, dict):
+            out[key] = merged(current, value)
+        else:
+            out[key] = value
+    return out
+
+
 @contextlib.contextmanager
 def private_operator_installed(
-    layout: Layout, kubeconfig: Path, namespace: str, replicas: int = 1
+    layout: Layout,
+    kubeconfig: Path,
+    namespace: str,
+    replicas: int = 1,
+    values: dict[str, Any] | None = None,
 ) -> Iterator[PrivateOperator]:
-    """Installs a PrivateOperator into `namespace` (the shared operator's values, its own instance id
-    and replica count), waits for it to be ready, and uninstalls it afterwards (its ClusterRoles are
-    cluster-wide: the namespace's deletion would leave them)."""
+    """Installs a PrivateOperator into `namespace` (the shared operator's values with `values` over
+    them, its own instance id and replica count), waits for it to be ready, and uninstalls it
+    afterwards (its ClusterRoles are cluster-wide: the namespace's deletion would leave them)."""
     operator = PrivateOperator(release=f"modeldeploy-{namespace}", namespace=namespace, instance=namespace)
-    values = {**operator_values(layout), "replicaCount": replicas}
-    values["operator"] = {**values["operator"], "instanceId": operator.instance}  # type: ignore[dict-item]
+    own = {"replicaCount": replicas, "operator": {"instanceId": operator.instance}}
+    values = merged(merged(operator_values(layout), values or {}), own)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "values.yaml"
         path.write_text(yaml.safe_dump(values))

@@ -130,3 +130,33 @@ def test_a_stopped_component_starts_again_as_it_was(tmp_path: Path) -> None:
     finally:
         for record in daemons.load(layout.processes_file):
             daemons.stop(record, grace=1)
+
+
+def test_the_authenticated_registry_is_configured_with_htpasswd_and_a_bcrypt_hash(tmp_path: Path) -> None:
+    """distribution's htpasswd access controller reads bcrypt entries only (golang.org/x/crypto/bcrypt
+    accepts the `$2b$` prefix libxcrypt writes); the local registry itself stays anonymous."""
+    import yaml
+
+    from modeldeploy_testcluster import registry
+    from modeldeploy_testcluster.layout import Layout
+
+    layout = Layout(state_dir=tmp_path)
+    hashed = registry.bcrypt_hash("secret")
+    assert hashed.startswith("$2b$04$")
+    assert len(hashed) == 60
+    assert registry.bcrypt_hash("secret") != hashed  # salted
+    config = yaml.safe_load(registry.config_yaml(layout, "10.244.0.1:5001", tmp_path / "htpasswd"))
+    assert config["http"]["addr"] == "10.244.0.1:5001"
+    assert config["auth"] == {"htpasswd": {"realm": "modeldeploy-tests", "path": str(tmp_path / "htpasswd")}}
+    assert "auth" not in yaml.safe_load(registry.config_yaml(layout))
+
+
+def test_the_node_trusts_another_plain_http_registry_only_while_asked(tmp_path: Path) -> None:
+    from modeldeploy_testcluster import realnode
+    from modeldeploy_testcluster.layout import Layout
+
+    layout = Layout(state_dir=tmp_path)
+    hosts = tmp_path / "real-node" / "certs.d" / "10.244.0.1:5001" / "hosts.toml"
+    with realnode.trusted_registry(layout, "10.244.0.1:5001"):
+        assert hosts.read_text().startswith('server = "http://10.244.0.1:5001"')
+    assert not hosts.parent.exists()

@@ -157,13 +157,32 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 """
 
 
-def registry_hosts_toml(layout: Layout) -> str:
-    """Pull from the local registry over plain HTTP."""
-    return f"""server = "http://{layout.registry}"
+def registry_hosts_toml(layout: Layout, address: str | None = None) -> str:
+    """Pull from the local registry (or another one on the bridge, `address`) over plain HTTP."""
+    address = address or layout.registry
+    return f"""server = "http://{address}"
 
-[host."http://{layout.registry}"]
+[host."http://{address}"]
   capabilities = ["pull", "resolve"]
 """
+
+
+def _hosts_dir(layout: Layout, address: str) -> Path:
+    return base(layout) / "certs.d" / address
+
+
+@contextlib.contextmanager
+def trusted_registry(layout: Layout, address: str) -> Iterator[None]:
+    """The node's containerd pulls from the registry at `address` (on the bridge) over plain HTTP while
+    this lasts. containerd reads its hosts folder (`config_path`) at each pull: no restart. Without it
+    the `_default` host sends every pull to a closed port."""
+    folder = _hosts_dir(layout, address)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "hosts.toml").write_text(registry_hosts_toml(layout, address))
+    try:
+        yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # Every other registry (containerd's `_default` host folder) resolves to a closed local port: an image

@@ -16,13 +16,17 @@ nothing extra to copy, and vfs mounts nothing, so no mount can outlive a build.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +39,19 @@ class RegistryError(RuntimeError):
     pass
 
 
-def config_yaml(layout: Layout) -> str:
+def config_yaml(layout: Layout, address: str | None = None, htpasswd: Path | None = None) -> str:
+    """The registry's configuration: the local registry's, or (`address`, `htpasswd`) another instance
+    on the same storage that asks for a login (authenticated_registry)."""
     storage = registry_storage_dir()
+    auth = (
+        f"""auth:
+  htpasswd:
+    realm: modeldeploy-tests
+    path: {htpasswd}
+"""
+        if htpasswd
+        else ""
+    )
     return f"""version: 0.1
 log:
   level: warn
@@ -48,8 +63,8 @@ storage:
   delete:
     enabled: true
 http:
-  addr: {layout.registry}
-"""
+  addr: {address or layout.registry}
+{auth}"""
 
 
 def argv(layout: Layout) -> list[str]:
@@ -61,8 +76,6 @@ def argv(layout: Layout) -> list[str]:
 
 def environment() -> dict[str, str]:
     """The registry's OpenTelemetry tracing would try to export to an OTLP endpoint: off."""
-    import os
-
     return {**os.environ, "OTEL_TRACES_EXPORTER": "none", "OTEL_SDK_DISABLED": "true"}
 
 
@@ -205,3 +218,86 @@ def ensure_image(layout: Layout, image: ScratchImage) -> str:
         finally:
             _buildah("rm", container)
     return reference
+
+
+# -- a second instance that asks for a login --------------------------------------------------------
+@dataclass(frozen=True)
+class AuthenticatedRegistry:
+    """A registry at `address` that answers only with `username`/`password` (HTTP basic, plain HTTP
+    on the bridge), for the tests of private-registry pulls."""
+
+    address: str
+    username: str
+    password: str
+
+
+def bcrypt_hash(password: str) -> str:
+    """An htpasswd entry's hash: distribution accepts bcrypt only. The `bcrypt` package is not a
+    dependency; the standard library's crypt (libxcrypt, `$2b$`; deprecated, but here until Python
+    3.13) makes it. Cost 4, the minimum: the registry checks the hash on every request, and a pull is
+    several requests."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+
+        hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
+    if not hashed or not hashed.startswith("$2"):
+        raise RegistryError("this libc's crypt() makes no bcrypt hashes")
+    return hashed
+
+
+def answers_unauthorized(address: str) -> bool:
+    """`/v2/` asks for credentials (401 with a Basic challenge): the registry is up and guarded."""
+    try:
+        with urllib.request.urlopen(f"http://{address}/v2/", timeout=2):
+            return False
+    except urllib.error.HTTPError as error:
+        return error.code == 401 and "Basic" in (error.headers.get("WWW-Authenticate") or "")
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+@contextlib.contextmanager
+def authenticated_registry(
+    layout: Layout, folder: Path, username: str, password: str
+) -> Iterator[AuthenticatedRegistry]:
+    """Another instance of the local registry's binary, on the bridge's host address at a free port,
+    with htpasswd authentication; the real node's containerd pulls from it over plain HTTP
+    (realnode.trusted_registry). It serves the local registry's storage: the images already pushed
+    there need no second upload (`hack/images.sh` against it pushes manifests, after a HEAD of each
+    blob), and both instances of distribution on one filesystem storage is the way it scales out.
+    Stopped, and the node's hosts.toml for it removed, on the way out."""
+    from modeldeploy_testcluster import realnode
+
+    with socket.socket() as s:
+        s.bind((layout.host_ip, 0))
+        address = f"{layout.host_ip}:{s.getsockname()[1]}"
+    htpasswd = folder / "htpasswd"
+    htpasswd.write_text(f"{username}:{bcrypt_hash(password)}\n")
+    config = folder / "registry.yml"
+    config.write_text(config_yaml(layout, address, htpasswd))
+    with (folder / "registry.log").open("wb") as log:
+        server = subprocess.Popen(
+            [str(binaries_dir() / "registry"), "serve", str(config)],
+            env=environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not answers_unauthorized(address):
+            if server.poll() is not None or time.monotonic() > deadline:
+                log_text = (folder / "registry.log").read_text()[-2000:]
+                raise RegistryError(f"the registry at {address} did not start: {log_text}")
+            time.sleep(0.1)
+        with realnode.trusted_registry(layout, address):
+            yield AuthenticatedRegistry(address, username, password)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
