@@ -16,18 +16,24 @@ batches in flight exercise as well.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from kubernetes import client
 
-from cluster_helpers import create_mdep, patch_mdep, wait_for
+from churn_example import load_churn
+from cluster_helpers import container_pids, create_mdep, patch_mdep, process_gone, wait_for
 from kafka_broker import Broker, create_topic, kafka_broker
 from rollout_helpers import dump, model, ready_on, set_model, status
 from stream_harness import Record, feature_records, produce, read_topic
@@ -56,15 +62,26 @@ def kafka_on_bridge(local_cluster: Any, tmp_path_factory: pytest.TempPathFactory
         yield broker
 
 
-def _probabilities(bundle: Path, x: np.ndarray) -> np.ndarray:
+def _load(bundle: Path) -> Any:
     from modeldeploy_contract.server_settings import ServerSettings
     from modeldeploy_serving.model import load_model
 
-    loaded = load_model(ServerSettings(model_uri=str(bundle), xgboost_batch_rows=0))
+    return load_model(ServerSettings(model_uri=str(bundle), xgboost_batch_rows=0))
+
+
+def _probabilities(bundle: Path | Any, x: np.ndarray) -> np.ndarray:
+    """The model's own probabilities for rows x (a bundle's folder, or a model _load made)."""
+    loaded = _load(bundle) if isinstance(bundle, Path) else bundle
     return np.asarray(loaded.predict(x.astype(np.float32)).outputs["probabilities"], dtype=np.float64)
 
 
-def _stream_md(store: str, bundles: Path, bootstrap: str) -> dict[str, Any]:
+def _stream_md(
+    store: str,
+    bundles: Path,
+    bootstrap: str,
+    topics: tuple[str, str] = (INPUT, OUTPUT),
+    batch_max_records: int = 500,
+) -> dict[str, Any]:
     return {
         "apiVersion": "modeldeploy.io/v1alpha1",
         "kind": "ModelDeployment",
@@ -81,11 +98,11 @@ def _stream_md(store: str, bundles: Path, bootstrap: str) -> dict[str, Any]:
             },
             "stream": {
                 "bootstrapServers": bootstrap,
-                "inputTopic": INPUT,
-                "outputTopic": OUTPUT,
+                "inputTopic": topics[0],
+                "outputTopic": topics[1],
                 "replicas": 2,
                 "partitions": PARTITIONS,
-                "batchMaxRecords": 500,
+                "batchMaxRecords": batch_max_records,
             },
         },
     }
@@ -256,3 +273,331 @@ def _check_outputs(outputs: list[Record], x: np.ndarray, keys: list[bytes], bund
         boundary = order.index(new) if new in order else len(order)
         assert set(order[:boundary]) <= {old}, partition
         assert set(order[boundary:]) <= {new}, partition
+
+
+# -- a stream pod killed midway through N records -------------------------------------------------
+
+RECORDS_ENV = "MODELDEPLOY_STREAM_RECORDS"
+KILL_RECORDS = int(os.environ.get(RECORDS_ENV, "50000"))
+"""Records of the pod-kill test: 50,000 by default (a few minutes on the loaded 2-core machine, in
+CI's budget); the issue's 1,000,000 with MODELDEPLOY_STREAM_RECORDS=1000000 (docs/serving.md)."""
+KILL_INPUT, KILL_OUTPUT = "events", "events-scores"
+KILL_DEAD_LETTER = f"{KILL_INPUT}.dlq"
+KILL_BATCH, KILL_IN_FLIGHT = 2000, 4  # the stream's defaults (batchMaxRecords, maxInFlightBatches)
+CHUNK = 25_000  # records generated, predicted and produced at a time: the test's memory is per chunk
+TOLERANCE = 1e-6
+
+
+def figure(text: str) -> None:
+    """A measured figure: printed (run with -s to see it) for docs/serving.md."""
+    print(f"\nFIGURE {text}", flush=True)
+
+
+def _bad_records(features: list[str]) -> list[tuple[bytes, bytes]]:
+    """Records the stream cannot score, with the dead-letter reason each must get."""
+    row = dict.fromkeys(features, 1.0)
+    return [
+        (b"{not json", b"malformed_json"),
+        (b"", b"empty"),
+        (b"[1, 2, 3]", b"invalid_record"),
+        (json.dumps({features[0]: 1.0}).encode(), b"invalid_record"),  # features missing
+        (json.dumps(row | {features[1]: "many"}).encode(), b"invalid_record"),
+    ]
+
+
+class Producing(threading.Thread):
+    """Generates, predicts (the model's own probabilities, into `expected`) and produces the records a
+    chunk at a time, so that no more than a chunk of JSON is held; a bad record after some chunks.
+    Record i has the key b"i"; a bad record j the key and request id b"bad-j"."""
+
+    def __init__(
+        self, bootstrap: str, model: Any, expected: np.ndarray, bad: list[tuple[bytes, bytes]]
+    ) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.model, self.expected, self.bad = bootstrap, model, expected, bad
+        self.sent = 0
+        self.error: BaseException | None = None
+        self.started_at = self.ended_at = 0.0
+
+    def run(self) -> None:
+        n = len(self.expected)
+        chunks = -(-n // CHUNK)
+        after = {j: min(chunks - 1, j * chunks // len(self.bad)) for j in range(len(self.bad))}
+        self.started_at = time.monotonic()
+        try:
+            for c, start in enumerate(range(0, n, CHUNK)):
+                end = min(start + CHUNK, n)
+                x, values = feature_records(end - start, seed=1000 + c)
+                self.expected[start:end] = _probabilities(self.model, x)
+                produce(self.bootstrap, KILL_INPUT, values, [b"%d" % i for i in range(start, end)])
+                del x, values
+                self.sent = end
+                for j in (j for j, chunk in after.items() if chunk == c):
+                    rid = b"bad-%d" % j
+                    produce(self.bootstrap, KILL_INPUT, [self.bad[j][0]], [rid], [[("request-id", rid)]])
+        except BaseException as error:  # reported by the test's thread
+            self.error = error
+        self.ended_at = time.monotonic()
+
+
+class OutputTally:
+    """Reads the output topic from its start in a thread and keeps, per input record (its key is its
+    index), compact arrays: outputs seen, the first output's request id (input partition and offset)
+    and the largest difference from the model's own probabilities; never the records themselves
+    (1,000,000 outputs as Records would be about 1 GB)."""
+
+    def __init__(self, bootstrap: str, topic: str, expected: np.ndarray) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        n = len(expected)
+        self.expected = expected
+        self.counts = np.zeros(n, np.int32)
+        self.id_partition = np.full(n, -1, np.int16)
+        self.id_offset = np.full(n, -1, np.int64)
+        self.total = self.mismatched = self.other_ids = 0
+        self.unexpected: list[str] = []  # outputs that are not of an input record, or malformed
+        self.max_error = 0.0
+        self.worst: tuple[float, int] = (0.0, -1)
+        self.revisions: set[str] = set()
+        self.first_ms, self.last_ms = 2**62, 0
+        self.positions: dict[int, int] = {}
+        self.error: BaseException | None = None
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"tally-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+            }
+        )
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> OutputTally:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(60)
+        self.consumer.close()
+
+    def scored(self) -> int:
+        """Input records with at least one output."""
+        if self.error is not None:
+            raise AssertionError("the output reader failed") from self.error
+        return int(np.count_nonzero(self.counts))
+
+    def read_up_to(self, ends: dict[int, int]) -> bool:
+        return all(self.positions.get(p, 0) >= end for p, end in ends.items())
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                messages = self.consumer.consume(5000, 0.2)
+                if messages:
+                    self._tally(messages)
+        except BaseException as error:  # reported by the test's thread (scored())
+            self.error = error
+
+    def _tally(self, messages: list[Any]) -> None:
+        size = len(messages)
+        index = np.empty(size, np.int64)
+        probabilities = np.empty((size, 2), np.float64)
+        partitions = np.empty(size, np.int16)
+        offsets = np.empty(size, np.int64)
+        k = 0
+        for m in messages:
+            if m.error():
+                continue
+            self.positions[m.partition()] = m.offset() + 1
+            self.total += 1
+            key = m.key() or b""
+            request_id = dict(m.headers() or []).get("request-id", b"").decode()
+            body = orjson.loads(m.value())
+            if not key.isdigit() or int(key) >= len(self.counts) or body["request_id"] != request_id:
+                self.unexpected.append(f"{key!r} {request_id} {m.value()[:200]!r}")
+                continue
+            _, partition, offset = request_id.rsplit("-", 2)  # <topic>-<partition>-<offset>
+            index[k], partitions[k], offsets[k] = int(key), int(partition), int(offset)
+            probabilities[k] = body["outputs"]["probabilities"]
+            self.revisions.add(body["revision"])
+            stamp = m.timestamp()[1]
+            self.first_ms, self.last_ms = min(self.first_ms, stamp), max(self.last_ms, stamp)
+            k += 1
+        index, probabilities, partitions, offsets = index[:k], probabilities[:k], partitions[:k], offsets[:k]
+        error = np.abs(probabilities - self.expected[index]).max(axis=1) if k else np.zeros(0)
+        if k and error.max() > self.max_error:
+            self.max_error = float(error.max())
+            self.worst = (self.max_error, int(index[error.argmax()]))
+        self.mismatched += int(np.count_nonzero(error > TOLERANCE))
+        first = self.counts[index] == 0
+        np.add.at(self.counts, index, 1)
+        self.id_partition[index[first]] = partitions[first]
+        self.id_offset[index[first]] = offsets[first]
+        # A duplicate carries its first output's request id: the same input record scored again.
+        same = (self.id_partition[index] == partitions) & (self.id_offset[index] == offsets)
+        self.other_ids += int(np.count_nonzero(~same))
+
+
+def _ends(consumer: Any, topic: str) -> dict[int, int]:
+    """Each partition's end offset (high watermark), asked of the broker."""
+    from confluent_kafka import TopicPartition
+
+    return {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+        for p in range(PARTITIONS)
+    }
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offsets (-1001: none yet)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        found = c.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
+        return {tp.partition: tp.offset for tp in found}
+    finally:
+        c.close()
+
+
+def _restarted(api: client.ApiClient, namespace: str, name: str, restarts: int) -> Any:
+    pod = client.CoreV1Api(api).read_namespaced_pod(name, namespace)
+    statuses = pod.status.container_statuses or []
+    return pod if statuses and statuses[0].restart_count > restarts else None
+
+
+def _ready(pod: Any) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+
+
+@pytest.mark.timeout(2400 + KILL_RECORDS // 200)
+def test_a_stream_pod_killed_midway_loses_no_record(
+    kube_api: client.ApiClient,
+    namespace: str,
+    model_store: str,
+    churn_bundles: Path,
+    kafka_on_bridge: Broker,
+) -> None:
+    """Issue 14's "Done when", with the test above (a stream canary promoted and another aborted on the
+    shadow comparison) and tests/e2e/test_prediction_log_pii_e2e.py (the personal-data search):
+    MODELDEPLOY_STREAM_RECORDS records (and 5 bad ones) through two stream pods on 3 partitions, one
+    pod's container SIGKILLed when about half the outputs are in, the kubelet restarting it. Then every
+    input record has an output carrying its key and request id, each output's probabilities equal the
+    model's own within 1e-6, duplicates (the killed pod's records after its last commit) carry their
+    first output's request id and are counted, the bad records are in the dead-letter topic with their
+    reason, and the stream's group has committed every input record."""
+    try:
+        _kill_scenario(kube_api, namespace, model_store, churn_bundles, kafka_on_bridge)
+    except BaseException:
+        dump(kube_api, namespace)
+        raise
+
+
+def _kill_scenario(
+    kube_api: client.ApiClient,
+    namespace: str,
+    model_store: str,
+    churn_bundles: Path,
+    kafka_on_bridge: Broker,
+) -> None:
+    bootstrap, n = kafka_on_bridge.bootstrap, KILL_RECORDS
+    for topic in (KILL_INPUT, KILL_OUTPUT, KILL_DEAD_LETTER):
+        create_topic(bootstrap, topic, PARTITIONS)
+    bad = _bad_records(load_churn().FEATURES)
+    md = _stream_md(model_store, churn_bundles, bootstrap, (KILL_INPUT, KILL_OUTPUT), KILL_BATCH)
+    create_mdep(kube_api, namespace, md)
+    v1 = wait_for("v1 Ready", lambda: ready_on(kube_api, namespace, "1"), timeout=180)["stableRevision"]
+    wait_for("v1's stream pods ready", lambda: _ready_writer(kube_api, namespace, v1), timeout=180)
+    victim = _stream_pods(kube_api, namespace, "output")[0]
+    restarts = victim.status.container_statuses[0].restart_count
+    pids = container_pids(victim.status.container_statuses[0].container_id)
+
+    from confluent_kafka import Consumer
+
+    watermarks = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ends-{uuid.uuid4().hex[:8]}"})
+    expected = np.full((n, 2), np.nan)
+    producing = Producing(bootstrap, _load(churn_bundles / "v1"), expected, bad)
+    started = time.monotonic()
+    with OutputTally(bootstrap, KILL_OUTPUT, expected) as tally:
+        producing.start()
+
+        def half_out() -> bool:
+            assert producing.error is None, producing.error
+            return sum(_ends(watermarks, KILL_OUTPUT).values()) >= n // 2
+
+        wait_for("half the outputs", half_out, timeout=300 + n // 500, interval=0.05)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        outputs_at_kill = sum(_ends(watermarks, KILL_OUTPUT).values())
+        wait_for("the stream pod's processes gone", lambda: all(map(process_gone, pids)), timeout=30)
+        wait_for(
+            "the killed container restarted",
+            lambda: _restarted(kube_api, namespace, victim.metadata.name, restarts),
+            timeout=180,
+            interval=0.2,
+        )
+        restarted_at = time.monotonic()
+        wait_for(
+            "the restarted pod ready",
+            lambda: _ready(client.CoreV1Api(kube_api).read_namespaced_pod(victim.metadata.name, namespace)),
+            timeout=300,
+            interval=0.2,
+        )
+        ready_at = time.monotonic()
+        producing.join(600 + n // 200)
+        assert producing.error is None, producing.error
+        assert producing.sent == n
+        wait_for("every record scored", lambda: tally.scored() == n, timeout=300 + n // 500, interval=0.5)
+        scored_at = time.monotonic()
+        # Everything committed (so no more outputs can come), then the output topic read to its end.
+        inputs = _ends(watermarks, KILL_INPUT)
+        assert sum(inputs.values()) == n + len(bad)
+        group = f"modeldeploy-{namespace}-churn"
+        wait_for(
+            "the stream's group committed every record",
+            lambda: _committed(bootstrap, group, KILL_INPUT) == inputs,
+            timeout=180,
+            interval=0.5,
+        )
+        outputs = _ends(watermarks, KILL_OUTPUT)
+        wait_for("the outputs read to the end", lambda: tally.read_up_to(outputs), timeout=300, interval=0.2)
+    watermarks.close()
+
+    dead = read_topic(
+        bootstrap,
+        KILL_DEAD_LETTER,
+        lambda rs: {r.headers.get("request-id") for r in rs} >= {b"bad-%d" % j for j in range(len(bad))},
+        timeout=120,
+    )
+    duplicates = int(tally.counts.sum()) - n
+    seconds = (tally.last_ms - tally.first_ms) / 1000
+    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    figure(
+        f"stream pod kill: {n:,} records ({len(bad)} bad) through 2 pods on {PARTITIONS} partitions, "
+        f"first to last output {seconds:.1f} s ({n / seconds:,.0f} records/s), "
+        f"{time.monotonic() - started:.1f} s from the first produce to all read; "
+        f"killed at {outputs_at_kill:,} outputs; kill to restart {restarted_at - killed_at:.1f} s, "
+        f"to ready {ready_at - killed_at:.1f} s, to every record scored {scored_at - killed_at:.1f} s; "
+        f"{tally.total:,} outputs, {duplicates:,} duplicates, {len(dead) - len(bad)} duplicate dead "
+        f"letters; produced in {producing.ended_at - producing.started_at:.1f} s; "
+        f"largest difference from the model {tally.max_error:.2e}; load average {load}"
+    )
+    assert outputs_at_kill < n, "killed midway, not after the last output"
+    assert tally.unexpected == [], tally.unexpected[:5]
+    assert tally.revisions == {v1}
+    assert tally.mismatched == 0, f"{tally.mismatched} outputs off by more than {TOLERANCE}: {tally.worst}"
+    assert int(np.count_nonzero(tally.counts)) == n, "every input record has its prediction"
+    assert tally.other_ids == 0, "a duplicate carries its record's request id"
+    # At least once: what the killed pod had produced but not committed is scored again, at most the
+    # batches in flight (produced, unacknowledged) and those acknowledged but not yet committed (the
+    # runner commits at each poll, and polls only below maxInFlightBatches): 2 x 4 x 2,000. The other
+    # pod commits what it acknowledged before giving partitions away (the runner's on_revoke).
+    assert duplicates <= 2 * KILL_IN_FLIGHT * KILL_BATCH, duplicates
+    assert {(r.key, r.headers["request-id"], r.headers["modeldeploy-error-kind"]) for r in dead} == {
+        (b"bad-%d" % j, b"bad-%d" % j, reason) for j, (_, reason) in enumerate(bad)
+    }
+    assert all(r.headers.get("modeldeploy-error") for r in dead), "the reason's detail in a header"
