@@ -45,6 +45,7 @@ from cluster_helpers import (
     create_mdep,
     get_mdep,
     patch_mdep,
+    process_gone,
     wait_for,
 )
 from operator_fixtures import HOSTILE_PROMETHEUS_PORT, OPERATOR_PODS, PrivateOperator, print_operator_logs
@@ -171,14 +172,6 @@ def router_counter(router: str, name: str) -> float:
     return total
 
 
-def _dead(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rindex(")") + 2] == "Z"
-
-
 # -- what the operator made, and the transitions it recorded ----------------------------------------
 
 LISTS: dict[str, Callable[[client.ApiClient, str], list[Any]]] = {
@@ -244,7 +237,7 @@ def test_a_serving_pod_killed_under_load_loses_only_requests_in_flight_on_it(
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         wait_for(
-            "the server's processes gone", lambda: all(_dead(p) for p in pids), timeout=30, interval=0.01
+            "the server's processes gone", lambda: all(map(process_gone, pids)), timeout=30, interval=0.01
         )
         dead_at = time.monotonic()
         # The kubelet restarts the container; the pod is ready again once its model is loaded.

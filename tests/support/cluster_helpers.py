@@ -124,6 +124,15 @@ def container_pids(container_id: str) -> list[int]:
     raise AssertionError(f"no processes found for container {container_id}")
 
 
+def process_gone(pid: int) -> bool:
+    """Whether a process signalled by the test is gone: no such pid, or a zombie not yet reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] == "Z"
+
+
 @contextlib.contextmanager
 def hostpath_claim(
     api: client.ApiClient, namespace: str, layout: Layout, claim: str, folder: Path, access_mode: str
