@@ -174,12 +174,18 @@ def test_a_request_written_into_a_connection_already_closed_goes_elsewhere(
 def test_a_request_the_backend_read_before_closing_is_not_sent_again(loop: str) -> None:
     """Closed after the backend's process read the request: it may have predicted, so the pool
     reports StaleConnectionError (502 backend_closed, at most once)."""
-    server = ReadsThenCloses()
+    one_request_fails(ReadsThenCloses(), loop, StaleConnectionError)
+
+
+def one_request_fails(
+    server: OneAnswerPerConnection, loop: str, error: type[Exception], match: str | None = None
+) -> None:
+    """One request on a new connection to `server` raises `error` (on `loop`); the server is stopped."""
 
     async def scenario() -> None:
         pool = UpstreamPool()
         head = request_head("POST", b"/v2/models/m/infer", [], 2)
-        with pytest.raises(StaleConnectionError):
+        with pytest.raises(error, match=match):
             await pool.send(server.address, "POST", head, b"{}", connect_timeout=5.0, timeout=10.0)
         pool.close()
 
@@ -243,16 +249,4 @@ def test_a_request_the_backend_never_read_goes_elsewhere_though_its_kernel_ackno
 ) -> None:
     """Acknowledged by the backend's kernel but reset unread: no process read it, so NotSentError (the
     proxy sends it to another backend), where TCP_INFO alone said 'may have reached it'."""
-    server = ClosesWithTheRequestUnread()
-
-    async def scenario() -> None:
-        pool = UpstreamPool()
-        head = request_head("POST", b"/v2/models/m/infer", [], 2)
-        with pytest.raises(NotSentError, match="request unread"):
-            await pool.send(server.address, "POST", head, b"{}", connect_timeout=5.0, timeout=10.0)
-        pool.close()
-
-    try:
-        (uvloop.run if loop == "uvloop" else asyncio.run)(scenario())
-    finally:
-        server.stop()
+    one_request_fails(ClosesWithTheRequestUnread(), loop, NotSentError, match="request unread")
