@@ -36,7 +36,7 @@ from kubernetes import client
 from modeldeploy_testcluster import nodes
 from modeldeploy_testcluster.layout import Layout
 
-from cluster_helpers import REPO, condition, get_mdep, kubectl, wait_for
+from cluster_helpers import REPO, get_mdep, kubectl, ready_now, wait_for
 from example_manifests import MANIFESTS, STORE_SECRET, documents, substitute
 from example_stores import STORE_KEYS, copy_churn_bundles, example_stores
 from sklearn_lightgbm_example import load_example
@@ -117,21 +117,6 @@ def applied(
         api.close()
 
 
-def _ready(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
-    """The ModelDeployment once its status says Ready for its current generation (as `kubectl wait
-    --for=condition=Ready` and the demo judge it, plus the phase)."""
-    found = get_mdep(api, namespace, name)
-    status = found.get("status") or {}
-    ready = condition(found, "Ready")
-    current = (
-        ready is not None
-        and ready["status"] == "True"
-        and status.get("observedGeneration") == found["metadata"]["generation"]
-        and status.get("phase") == "Ready"
-    )
-    return found if current else None
-
-
 def _explain(api: client.ApiClient, namespace: str, name: str) -> str:
     """What a CI log needs when an example is not Ready: its status and its pods' states and events."""
     core = client.CoreV1Api(api)
@@ -159,7 +144,7 @@ def test_the_example_reaches_ready(applied: Applied, kube_api: client.ApiClient,
     for _, name in applied.objects[manifest]:
         left = READY_SECONDS - (time.monotonic() - applied.started)
         try:
-            probe = functools.partial(_ready, kube_api, applied.namespace, name)
+            probe = functools.partial(ready_now, kube_api, applied.namespace, name)
             wait_for(f"{name} Ready", probe, timeout=max(left, 5))
             print(f"{name} Ready {time.monotonic() - applied.started:.1f} s after the first apply")
         except AssertionError as failed:
@@ -170,7 +155,9 @@ def test_the_gateway_example_writes_its_httproute(applied: Applied, kube_api: cl
     """The Gateway API example has no router: its traffic goes through the HTTPRoute the operator
     writes for the platform's Gateway (the local cluster has the Gateway API CRDs; no Gateway controller
     runs, so the route is accepted by the API server and nothing more)."""
-    wait_for("churn-gw Ready", lambda: _ready(kube_api, applied.namespace, "churn-gw"), timeout=READY_SECONDS)
+    wait_for(
+        "churn-gw Ready", lambda: ready_now(kube_api, applied.namespace, "churn-gw"), timeout=READY_SECONDS
+    )
     route = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
         "gateway.networking.k8s.io", "v1", applied.namespace, "httproutes", "churn-gw"
     )
@@ -191,7 +178,7 @@ def test_the_zipmap_exports_serve_what_the_library_predicts(
     graph = onnx.load(str(bundle / "model.onnx")).graph
     assert "ZipMap" in {node.op_type for node in graph.node}, "the example must serve the default export"
     ready = wait_for(
-        f"{name} Ready", lambda: _ready(kube_api, applied.namespace, name), timeout=READY_SECONDS
+        f"{name} Ready", lambda: ready_now(kube_api, applied.namespace, name), timeout=READY_SECONDS
     )
     # Where status.url says to call, on a router pod (the test cannot resolve the Service's DNS name).
     path = urlsplit(ready["status"]["url"]).path

@@ -42,7 +42,7 @@ from modeldeploy_testcluster.layout import REAL_NODE_TOLERATION, Layout, binarie
 from modeldeploy_testcluster.realnode import NODE_KIND_LABEL
 from modeldeploy_testcluster.registry import answers_unauthorized, authenticated_registry
 
-from cluster_helpers import REPO, SERVING, condition, get_mdep, kubectl, wait_for
+from cluster_helpers import REPO, SERVING, get_mdep, kubectl, ready_now, wait_for
 from example_manifests import STORE_SECRET, documents, substitute
 from example_stores import STORE_KEYS, copy_churn_bundles, example_stores
 from local_processes import free_port
@@ -150,19 +150,6 @@ def _pulled_images(api: client.ApiClient, namespace: str) -> dict[str, set[str]]
         if event.reason == "Pulled" and found:
             pulled.setdefault(event.involved_object.name, set()).add(found.group(1))
     return pulled
-
-
-def _ready(api: client.ApiClient, namespace: str) -> dict[str, Any] | None:
-    found = get_mdep(api, namespace, NAME)
-    status = found.get("status") or {}
-    ready = condition(found, "Ready")
-    current = (
-        ready is not None
-        and ready["status"] == "True"
-        and status.get("observedGeneration") == found["metadata"]["generation"]
-        and status.get("phase") == "Ready"
-    )
-    return status if current else None
 
 
 @contextmanager
@@ -305,7 +292,9 @@ def test_the_documented_install_walk(
                         timeout=READY_SECONDS + 30,
                     )  # fmt: skip
                     wait_for(
-                        "churn Ready for its generation", lambda: _ready(kube_api, namespace), timeout=60
+                        "churn Ready for its generation",
+                        lambda: ready_now(kube_api, namespace, NAME),
+                        timeout=60,
                     )
                 except AssertionError:
                     dump(kube_api, namespace)

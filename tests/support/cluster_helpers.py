@@ -82,6 +82,21 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return None
 
 
+def ready_now(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    """The ModelDeployment once its status says Ready for its current generation (as `kubectl wait
+    --for=condition=Ready` and the demo judge it, plus the phase); None before (a wait_for probe)."""
+    found = get_mdep(api, namespace, name)
+    status = found.get("status") or {}
+    ready = condition(found, "Ready")
+    current = (
+        ready is not None
+        and ready["status"] == "True"
+        and status.get("observedGeneration") == found["metadata"]["generation"]
+        and status.get("phase") == "Ready"
+    )
+    return found if current else None
+
+
 SERVING = "modeldeploy.io/deployment={},app.kubernetes.io/component=model-server"
 
 
