@@ -256,8 +256,10 @@ def test_operator_restarted_mid_reconcile_converges_without_duplicates(
             timeout=90,
         )
     for i in range(3):
-        assert len(deployments(kube_api, namespace, f"m{i}")) == 1
-        assert len(services(kube_api, namespace, f"m{i}")) == 2
+        found = (len(deployments(kube_api, namespace, f"m{i}")), len(services(kube_api, namespace, f"m{i}")))
+        if found != (1, 2):
+            print_operator_logs(kube_api, namespace=private_operator.namespace)
+        assert found == (1, 2), (f"m{i}", (mdep_status(kube_api, namespace, f"m{i}") or {}).get("lastError"))
 
 
 def test_a_missing_permission_fails_visibly_and_recovers_when_granted(

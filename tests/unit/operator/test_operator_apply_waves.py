@@ -45,10 +45,10 @@ def test_what_pods_need_comes_first_then_the_deployments_then_the_rest() -> None
         [
             ("ServiceAccount", "router"),
             ("Role", "router"),
-            ("RoleBinding", "router"),
             ("ConfigMap", "router"),
             ("NetworkPolicy", "server"),
         ],
+        [("RoleBinding", "router")],  # after the Role, each alone (apply_waves: the API server judges it)
         [("Deployment", "server"), ("Deployment", "router")],
         [("Service", "server"), ("PodDisruptionBudget", "server"), ("Service", "stable")],
     ]
@@ -98,10 +98,11 @@ class GatedCluster(FakeCluster):
 
 def test_a_new_modeldeployment_writes_what_pods_need_at_once_and_the_deployments_after() -> None:
     cluster = GatedCluster()
-    # The router's ServiceAccount, Role, two RoleBindings and ConfigMap: only all five in flight together
-    # get through, so the pass completing proves they were sent at once; both Deployments likewise.
-    first_wave = threading.Barrier(5)
-    for kind in ("ServiceAccount", "Role", "RoleBinding", "ConfigMap"):
+    # The router's ServiceAccount, Role and ConfigMap: only all three in flight together get through, so
+    # the pass completing proves they were sent at once (its two RoleBindings follow, one at a time);
+    # both Deployments likewise.
+    first_wave = threading.Barrier(3)
+    for kind in ("ServiceAccount", "Role", "ConfigMap"):
         cluster.gates[kind] = first_wave
     cluster.gates["Deployment"] = threading.Barrier(2)
     outcome = Reconciler(cluster, OperatorSettings()).reconcile(body())  # type: ignore[arg-type]
@@ -113,6 +114,12 @@ def test_a_new_modeldeployment_writes_what_pods_need_at_once_and_the_deployments
     deployments = [n for n in started if n.startswith("Deployment/")]
     rest = [n for n in started if n.split("/")[0] not in BEFORE_PODS_KINDS | WORKLOAD_KINDS]
     assert len(before_pods) == 5
+    bindings = [n for n in started if n.startswith("RoleBinding/")]
+    assert len(bindings) == 2
+    # Each RoleBinding after the Role has returned, and after the binding before it.
+    role = next(n for n in ended if n.startswith("Role/"))
+    assert min(started[b] for b in bindings) > ended[role]
+    assert started[bindings[1]] > ended[bindings[0]]
     assert len(deployments) == 2
     assert rest
     # No Deployment is sent before everything its pods need has been written...
@@ -134,4 +141,4 @@ def test_a_refused_write_stops_the_pass_after_its_wave_with_the_first_refusal_in
     with pytest.raises(RejectedError, match="forbidden: Role"):  # the Role comes before the ConfigMap
         Reconciler(cluster, OperatorSettings()).reconcile(body())  # type: ignore[arg-type]
     written = {w.split()[1].split("/")[0] for w in cluster.writes if w.startswith("apply")}
-    assert written == {"ServiceAccount", "Role", "RoleBinding", "ConfigMap"}  # the whole first wave
+    assert written == {"ServiceAccount", "Role", "ConfigMap"}  # the whole first wave, and nothing after

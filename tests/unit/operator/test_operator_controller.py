@@ -711,8 +711,6 @@ def test_a_namespace_being_deleted_gets_no_status_and_no_event() -> None:
     assert applied == [
         "apply ConfigMap/churn-router",
         "apply Role/churn-router",
-        "apply RoleBinding/churn-router",
-        "apply RoleBinding/churn-router-config",
         "apply ServiceAccount/churn-router",
     ]
     assert "status" not in cluster.writes

@@ -271,18 +271,27 @@ WORKLOAD_KINDS = frozenset({"Deployment"})
 def apply_waves(manifests: Sequence[dict[str, Any]]) -> tuple[tuple[dict[str, Any], ...], ...]:
     """`manifests` in the order to apply them, as waves: every object of a wave may be written at once
     (nothing in a wave needs another of it), and a wave only after the one before. First what pods need
-    (BEFORE_PODS_KINDS), then the Deployments, then what refers to them or their pods (Services, PDBs,
-    HPAs, HTTPRoutes, and any other kind). Each wave keeps the manifests' own order; empty waves are
-    left out.
+    (BEFORE_PODS_KINDS) but the RoleBindings; then each RoleBinding alone, in the manifests' order;
+    then the Deployments; then what refers to them or their pods (Services, PDBs, HPAs, HTTPRoutes,
+    and any other kind). Each wave keeps the manifests' own order; empty waves are left out.
+
+    >>> kinds = ["Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "RoleBinding", "ConfigMap"]
+    >>> [[m["kind"] for m in wave] for wave in apply_waves([{"kind": k} for k in kinds])]
+    [['ServiceAccount', 'Role', 'ConfigMap'], ['RoleBinding'], ['RoleBinding'], ['Deployment'], ['Service']]
 
     Why waves and not one object after another: a new ModelDeployment's first pass writes about ten
-    objects, and its router Deployment came ninth: the eight writes up to it were 194 ms (median; up
-    to 328) of a 229 ms reaction on the shared 2-core bench machine (docs/benchmarks.md, "Apply ->
-    created at N = 300"); in waves it goes out in the second."""
-    before_pods = tuple(m for m in manifests if m["kind"] in BEFORE_PODS_KINDS)
+    objects, and its router Deployment came ninth, 0.2-0.5 s after the ModelDeployment's event on the
+    loaded 2-core bench machine (docs/benchmarks.md, "apply -> created").
+    Why the RoleBindings one at a time, after the Role: the API server judges a binding by what the
+    operator may grant, which it reads from the objects already there; sent with the Role and each
+    other, the router's bindings were refused (`rolebindings "m0-router" not found`) when the operator
+    was restarted mid-pass (the CI run of 2026-12-04, test_operator_reconcile.py), where sent in order
+    they never were."""
+    bindings = tuple((m,) for m in manifests if m["kind"] == "RoleBinding")
+    before_pods = tuple(m for m in manifests if m["kind"] in BEFORE_PODS_KINDS and m["kind"] != "RoleBinding")
     workloads = tuple(m for m in manifests if m["kind"] in WORKLOAD_KINDS)
     rest = tuple(m for m in manifests if m["kind"] not in BEFORE_PODS_KINDS | WORKLOAD_KINDS)
-    return tuple(wave for wave in (before_pods, workloads, rest) if wave)
+    return tuple(wave for wave in (before_pods, *bindings, workloads, rest) if wave)
 
 
 def stale_objects(state: DesiredState, owned: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
