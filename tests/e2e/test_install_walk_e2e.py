@@ -24,6 +24,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -196,10 +197,14 @@ class Watch:
     no colour); its output read as it comes, until it is interrupted as Ctrl-C would."""
 
     def __init__(self, kubeconfig: Path, namespace: str) -> None:
+        # stderr to a file, not a pipe nobody reads until the end: a pipe's 64 KiB filled by minutes of
+        # warnings would block the watch mid-write (it then neither draws nor ends on Ctrl-C: killed
+        # after 90 s, twice on 2026-12-04, where runs with a shorter canary had passed).
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed by stop()
         self.process = subprocess.Popen(
             [PLUGIN, "--kubeconfig", str(kubeconfig), "-n", namespace, "get", NAME, "--watch"],
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self._stderr,
             text=True,
             env={k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TERM")},
         )
@@ -225,7 +230,10 @@ class Watch:
             self.process.kill()
             code = self.process.wait()
         self._reader.join(timeout=10)
-        return code, self.process.stderr.read() if self.process.stderr else ""
+        self._stderr.seek(0)
+        errors = self._stderr.read()
+        self._stderr.close()
+        return code, f"{len(errors)} characters on stderr, the last: {errors[-2000:]}"
 
 
 def _step_shown(frame: str) -> int | None:
