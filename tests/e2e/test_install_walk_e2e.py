@@ -71,6 +71,10 @@ pytestmark = [
 ]
 
 PLUGIN = str(Path(sys.executable).parent / "kubectl-modeldeploy")
+SIGINT_DEFAULT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
 USER, PASSWORD = "walker", "not-a-real-password"
 PULL_SECRET = "regcred"
 EXAMPLE = Path("examples/churn/modeldeployment.yaml")
@@ -197,12 +201,26 @@ class Watch:
     no colour); its output read as it comes, until it is interrupted as Ctrl-C would."""
 
     def __init__(self, kubeconfig: Path, namespace: str) -> None:
-        # stderr to a file, not a pipe nobody reads until the end: a pipe's 64 KiB filled by minutes of
-        # warnings would block the watch mid-write (it then neither draws nor ends on Ctrl-C: killed
-        # after 90 s, twice on 2026-12-04, where runs with a shorter canary had passed).
+        # stderr to a file, not a pipe nobody reads until the end (64 KiB of warnings would block it).
         self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed by stop()
+        # Ctrl-C as a terminal sends it, to a watch that takes it: a test session started in the
+        # background (nohup, CI) inherits SIGINT ignored, and a Python started so leaves it ignored (no
+        # KeyboardInterrupt: the watch never ended, killed after 90 s, 2026-12-04). The wrapper puts
+        # the default back before exec'ing the plugin.
         self.process = subprocess.Popen(
-            [PLUGIN, "--kubeconfig", str(kubeconfig), "-n", namespace, "get", NAME, "--watch"],
+            [
+                sys.executable,
+                "-c",
+                SIGINT_DEFAULT,
+                PLUGIN,
+                "--kubeconfig",
+                str(kubeconfig),
+                "-n",
+                namespace,
+                "get",
+                NAME,
+                "--watch",
+            ],
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             text=True,
