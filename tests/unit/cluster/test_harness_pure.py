@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,12 @@ def test_a_stopped_component_starts_again_as_it_was(tmp_path: Path) -> None:
         "etcd", ["sleep", "301"], layout.logs_dir / "etcd.log", env={"PATH": "/usr/bin:/bin", "MARK": "x y"}
     )
     daemons.save(layout.processes_file, [other, first])
+    # Until the child has exec'd, its /proc cmdline is empty or the parent's, which component_stopped
+    # reads as "died on its own" (a loaded CI run, 2026-12-04): wait for its own command line.
+    cmdline = Path(f"/proc/{first.pid}/cmdline")
+    deadline = time.monotonic() + 30
+    while b"301" not in cmdline.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)
     try:
         with controlplane.component_stopped(layout, "etcd"):
             assert not daemons.is_alive(first)
