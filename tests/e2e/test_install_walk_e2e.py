@@ -29,8 +29,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +37,11 @@ import pytest
 import yaml
 from kubernetes import client
 
-from modeldeploy_testcluster.layout import REAL_NODE_TOLERATION, Layout, binaries_dir
+from modeldeploy_testcluster.layout import REAL_NODE_TOLERATION, Layout
 from modeldeploy_testcluster.realnode import NODE_KIND_LABEL
 from modeldeploy_testcluster.registry import answers_unauthorized, authenticated_registry
 
-from cluster_helpers import REPO, SERVING, get_mdep, kubectl, ready_now, wait_for
+from cluster_helpers import REPO, SERVING, get_mdep, kubectl, port_forward, ready_now, wait_for
 from example_manifests import STORE_SECRET, documents, substitute
 from example_stores import STORE_KEYS, copy_churn_bundles, example_stores
 from local_processes import free_port
@@ -163,37 +161,6 @@ def _pulled_images(api: client.ApiClient, namespace: str) -> dict[str, set[str]]
         if event.reason == "Pulled" and found:
             pulled.setdefault(event.involved_object.name, set()).add(found.group(1))
     return pulled
-
-
-@contextmanager
-def _port_forward(kubeconfig: Path, namespace: str, target: str, port: int) -> Iterator[int]:
-    """`kubectl port-forward TARGET :PORT` on 127.0.0.1; yields the local port kubectl chose."""
-    process = subprocess.Popen(
-        [
-            str(binaries_dir() / "kubectl"),
-            "--kubeconfig",
-            str(kubeconfig),
-            "-n",
-            namespace,
-            "port-forward",
-            target,
-            f":{port}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        first = process.stdout.readline()  # "Forwarding from 127.0.0.1:41235 -> 8080"
-        found = re.search(r"127\.0\.0\.1:(\d+)", first)
-        assert found, (
-            f"kubectl port-forward said {first!r}; stderr: {process.stderr.read() if process.stderr else ''}"
-        )
-        yield int(found.group(1))
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 class Watch:
@@ -337,7 +304,7 @@ def test_the_documented_install_walk(
                 _check_pods(kube_api, namespace, local_cluster, registry.address)
 
                 # 4. The first prediction, through `kubectl port-forward` to the router's Service.
-                with _port_forward(kubeconfig, namespace, f"svc/{NAME}", 8080) as port:
+                with port_forward(kubeconfig, namespace, f"svc/{NAME}", 8080) as port:
                     body_v2 = {
                         "inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 14], "data": FIRST_ROW}]
                     }

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import select
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -201,3 +203,44 @@ def hostpath_claim(
         except client.ApiException as error:
             if error.status != 404:
                 raise
+
+
+@contextlib.contextmanager
+def port_forward(
+    kubeconfig: Path, namespace: str, target: str, port: int, timeout: float = 30
+) -> Iterator[int]:
+    """`kubectl port-forward` on 127.0.0.1 to a free local port, which it yields once forwarding."""
+    proc = subprocess.Popen(
+        [
+            str(binaries_dir() / "kubectl"),
+            f"--kubeconfig={kubeconfig}",
+            "-n",
+            namespace,
+            "port-forward",
+            "--address=127.0.0.1",
+            target,
+            f":{port}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        local_port = None
+        while local_port is None and time.monotonic() < deadline:
+            readable, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            line = proc.stdout.readline() if readable else ""
+            if not line:
+                break
+            if line.startswith("Forwarding from 127.0.0.1:"):  # "... 127.0.0.1:41234 -> 8080"
+                local_port = int(line.split(":", 1)[1].split()[0])
+        if local_port is None:
+            proc.terminate()
+            raise AssertionError(f"kubectl port-forward did not start: {proc.communicate(timeout=10)[1]}")
+        yield local_port
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)

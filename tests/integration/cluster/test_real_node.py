@@ -3,16 +3,14 @@ local registry. Each pod here tolerates the real node's harness taint and select
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
-import select
 import signal
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -154,50 +152,11 @@ def test_kubectl_logs_exec_and_port_forward(
     failed = kubectl(local_cluster, "-n", namespace, "exec", "web", "--", "sh", "-c", "exit 7", check=False)
     assert failed.returncode == 7
 
-    with port_forward(local_cluster, namespace, "pod/web", 8080) as local_port:
+    with cluster_helpers.port_forward(
+        local_cluster.admin_kubeconfig, namespace, "pod/web", 8080
+    ) as local_port:
         response = urllib.request.urlopen(f"http://127.0.0.1:{local_port}/", timeout=10)
         assert response.read().decode().strip() == "pong-from-web"
-
-
-@contextlib.contextmanager
-def port_forward(
-    layout: Layout, namespace: str, target: str, port: int, timeout: float = 30
-) -> Iterator[int]:
-    """`kubectl port-forward` on 127.0.0.1 to a free local port, which it yields once forwarding."""
-    proc = subprocess.Popen(
-        [
-            str(binaries_dir() / "kubectl"),
-            f"--kubeconfig={layout.admin_kubeconfig}",
-            "-n",
-            namespace,
-            "port-forward",
-            "--address=127.0.0.1",
-            target,
-            f":{port}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        local_port = None
-        while local_port is None and time.monotonic() < deadline:
-            readable, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            line = proc.stdout.readline() if readable else ""
-            if not line:
-                break
-            if line.startswith("Forwarding from 127.0.0.1:"):  # "... 127.0.0.1:41234 -> 8080"
-                local_port = int(line.split(":", 1)[1].split()[0])
-        if local_port is None:
-            proc.terminate()
-            raise AssertionError(f"kubectl port-forward did not start: {proc.communicate(timeout=10)[1]}")
-        yield local_port
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=10)
 
 
 def test_service_cluster_ip_and_dns_name_work_from_pods_and_the_host(
