@@ -62,20 +62,34 @@ def running(
         proc.wait(timeout=15)
 
 
-def wrk(url: str, connections: int, seconds: int) -> dict[str, float]:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(LUA), url]
-    text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+def wrk(
+    url: str,
+    connections: int,
+    seconds: int,
+    *,
+    script: Path = LUA,
+    threads: int = 1,
+    env: dict[str, str] | None = None,
+) -> dict[str, float]:
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    text = subprocess.run(
+        cmd, capture_output=True, text=True, check=True, env={**os.environ, **(env or {})}
+    ).stdout
     p50 = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
     p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    requests = re.search(r"^\s*(\d+) requests in ", text, re.M)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    if not (p50 and p99 and rps):
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if not (p50 and p99 and rps and requests):
         raise RuntimeError(f"unexpected wrk output:\n{text}")
     return {
         "rps": float(rps.group(1)),
         "p50_ms": float(p50.group(1)) * _UNITS[p50.group(2)],
         "p99_ms": float(p99.group(1)) * _UNITS[p99.group(2)],
         "non_2xx": float(errors.group(1)) if errors else 0.0,
+        "requests": float(requests.group(1)),
+        "socket_errors": float(sum(int(n) for n in socket_errors.groups())) if socket_errors else 0.0,
     }
 
 
