@@ -19,6 +19,7 @@ import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -73,6 +74,7 @@ class RecordParser:
         self.output_names = output_names
         self.max_bytes = max_bytes
         self.max_rows = max_rows
+        self._feature_set = frozenset(feature_names)
         self._getter: Callable[[dict[str, Any]], tuple[Any, ...]] = _getter(feature_names)
 
     def parse(self, value: bytes | None) -> Parsed:
@@ -83,7 +85,84 @@ class RecordParser:
         return result
 
     def parse_many(self, values: list[bytes | None]) -> list[Parsed | RecordError]:
-        """Each record parsed, or the RecordError naming what is wrong with it.
+        """Each record parsed, or the RecordError naming what is wrong with it."""
+        return self.parse_batch(values)[0]
+
+    def parse_batch(
+        self, values: list[bytes | None]
+    ) -> tuple[list[Parsed | RecordError], npt.NDArray[np.float32] | None]:
+        """Each record parsed (or its RecordError), and the float32 matrix of the parsed records' rows
+        in order (what assemble() would make of them) when every parsed record went the batch path
+        below, else None.
+
+        The batch path does per record only orjson.loads (in one comprehension), the itemgetter and
+        list(); everything else is one C-level pass over the batch: the value lengths, the object
+        type, no "inputs" key, every feature present (KeyError), the value types (one set of the
+        types of all values), the float32 range (numpy on the batch's matrix, which assemble() then
+        reuses). A record that any of these checks refuses goes the per-record path below
+        (_parse_each), the whole of which is the reference: each record's result depends on that
+        record alone, and a record the batch path accepts is one the per-record path accepts with
+        the same row (tests/unit/serving/test_stream_batch_decode.py checks both on hostile bytes).
+        bench/stream/cpu_bench.py measures it (docs/benchmarks.md#stream-inference)."""
+        n = len(values)
+        loads = orjson.loads
+        try:
+            # TypeError: a record without a value (None); orjson refuses an empty one
+            if max(map(len, values), default=0) > self.max_bytes:  # type: ignore[arg-type]
+                raise ValueError
+            objs: list[Any] = [loads(v) for v in values]  # type: ignore[arg-type]
+        except (TypeError, ValueError):  # orjson.JSONDecodeError is a ValueError
+            objs = [self._load_plain(v) for v in values]
+        if set(map(type, objs)) == {dict} and not any(map(_HAS_INPUTS, objs)):
+            index: list[int] | range = range(n)
+        else:  # V2 records, non-objects, records orjson refused: the per-record path
+            index = [i for i, o in enumerate(objs) if type(o) is dict and "inputs" not in o]
+            objs = [objs[i] for i in index]
+        getter = self._getter
+        try:
+            rows = list(map(getter, objs))
+        except KeyError:  # a missing feature: the per-record path explains it
+            features = self._feature_set
+            keep = [j for j, o in enumerate(objs) if o.keys() >= features]
+            index = [index[j] for j in keep]
+            rows = [getter(objs[j]) for j in keep]
+        if not set(map(type, chain.from_iterable(rows))) <= PLAIN:  # a bool, string, list, object
+            keep = [j for j, row in enumerate(rows) if set(map(type, row)) <= PLAIN]
+            index = [index[j] for j in keep]
+            rows = [rows[j] for j in keep]
+        out: list[Parsed | RecordError | None] = [None] * n
+        for i, row in zip(index, rows, strict=True):
+            out[i] = Parsed(list(row), None)
+        with np.errstate(over="ignore"):
+            x = np.array(rows, dtype=np.float32).reshape(len(rows), len(self.feature_names))
+        # infinities: beyond float32's range; exactly its maximum: maybe rounded down from beyond
+        edge = np.flatnonzero((np.isinf(x) | (np.abs(x) == np.float32(FLOAT32_MAX))).any(axis=1)).tolist()
+        if edge:
+            for j in edge:
+                out[index[j]] = self._parse_each([values[index[j]]])[0]
+            refused = [j for j in edge if isinstance(out[index[j]], RecordError)]
+            x = np.delete(x, refused, axis=0)
+        if len(index) < n:
+            slow = [i for i, r in enumerate(out) if r is None]
+            slow_results = self._parse_each([values[i] for i in slow])
+            for i, result in zip(slow, slow_results, strict=True):
+                out[i] = result
+            if not all(isinstance(r, RecordError) for r in slow_results):
+                return out, None  # type: ignore[return-value]
+        return out, x  # type: ignore[return-value]
+
+    def _load_plain(self, value: bytes | None) -> Any:
+        """orjson's object for a value the batch path may take, else _ABSENT (per-record path)."""
+        if not value or len(value) > self.max_bytes:
+            return _ABSENT
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return _ABSENT
+
+    def _parse_each(self, values: list[bytes | None]) -> list[Parsed | RecordError]:
+        """Each record parsed, or the RecordError naming what is wrong with it, one record at a time:
+        the reference for parse_batch and its path for the records it refuses.
 
         Feature records take a fast path (per record: one orjson call, one itemgetter, one type set);
         their float32 range is checked for all of them at once afterwards (a value beyond it becomes
@@ -173,6 +252,7 @@ class RecordParser:
 
 
 _ABSENT: Any = object()
+_HAS_INPUTS = operator.methodcaller("__contains__", "inputs")
 
 
 class _Checked(dict):  # type: ignore[type-arg]

@@ -30,6 +30,9 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from modeldeploy_contract.stream_settings import StreamSettings
 from modeldeploy_serving import metrics
 from modeldeploy_serving.dataplane import DataPlane
@@ -387,8 +390,9 @@ class StreamRunner:
 
     def _parse(
         self, batch: Batch, parser: RecordParser
-    ) -> tuple[list[Any], list[Parsed], list[str], list[Bad]]:
-        """Split a batch into records to score (with their request ids) and dead letters."""
+    ) -> tuple[list[Any], list[Parsed], list[str], list[Bad], npt.NDArray[np.float32] | None]:
+        """Split a batch into records to score (with their request ids) and dead letters; the last
+        item is the rows to score as one matrix when the parser made it (else assemble(parsed))."""
         header_name = self.settings.request_id_header
         good: list[Any] = []
         parsed: list[Parsed] = []
@@ -398,7 +402,7 @@ class StreamRunner:
         scored = self._scored_up_to
         messages = batch.messages
         offsets = batch.offsets
-        results = parser.parse_many([m.value() for m in messages])
+        results, matrix = parser.parse_batch([m.value() for m in messages])
         for m, p in zip(messages, results, strict=True):
             partition, offset = m.partition(), m.offset()
             key = (m.topic(), partition)
@@ -422,7 +426,7 @@ class StreamRunner:
             metrics.STREAM_REPLAYED.labels(self.dataplane.metrics.model, self.dataplane.metrics.version).inc(
                 replayed
             )
-        return good, parsed, ids, bad
+        return good, parsed, ids, bad, matrix
 
     async def _score_and_produce(
         self,
@@ -433,13 +437,13 @@ class StreamRunner:
         encoder: OutputEncoder,
     ) -> None:
         s = self.settings
-        good, parsed, ids, bad = self._parse(batch, parser)
+        good, parsed, ids, bad, matrix = self._parse(batch, parser)
         values: list[bytes] = []
         outputs: dict[str, Any] = {}
         prediction: Any = None
         if parsed:
             try:
-                prediction = await self.dataplane.infer(assemble(parsed))
+                prediction = await self.dataplane.infer(matrix if matrix is not None else assemble(parsed))
                 outputs = prediction.outputs
                 values = encoder.encode(parsed, ids, outputs)
             except Exception as exc:  # the model refused the batch: its records become dead letters
