@@ -67,13 +67,18 @@ def current() -> tuple[ModuleType, ModuleType]:
 
 
 class Version:
-    def __init__(self, name: str, records: ModuleType, runner: ModuleType, features: list[str]) -> None:
+    def __init__(
+        self, name: str, records: ModuleType, runner: ModuleType, features: list[str], young_gc: int = 0
+    ) -> None:
         from confluent_kafka import Producer
 
         from modeldeploy_contract.stream_settings import StreamSettings
 
         self.name = name
         self.records = records
+        self.runner_module = runner
+        # the young generation's threshold as StreamRunner.run sets it (Python's default before)
+        self.young_gc = young_gc or getattr(runner, "YOUNG_GC_THRESHOLD", gc.get_threshold()[0])
         settings = StreamSettings(
             bootstrap_servers="127.0.0.1:9", input_topic="in", output_topic="out", group_id="g"
         )
@@ -93,6 +98,7 @@ class Version:
 
     def batch(self, messages: list[Any], outputs: dict[str, np.ndarray]) -> dict[str, float]:
         """One batch through the loop's stages; CPU seconds per stage."""
+        gc.set_threshold(self.young_gc, *gc.get_threshold()[1:])
         r = self.runner
         b = self.records_batch(messages)
         clock = time.thread_time  # the event loop's thread: librdkafka's own threads are not counted
@@ -118,11 +124,8 @@ class Version:
         }
 
     def records_batch(self, messages: list[Any]) -> Any:
-        import bench_baseline.runner as old
-
-        cls = old.Batch if self.name == "baseline" else sys.modules["modeldeploy_serving.stream.runner"].Batch
         assert self.runner._loop is not None
-        return cls(messages, self.runner._loop)
+        return self.runner_module.Batch(messages, self.runner._loop)
 
     def produce(self, batch: Any, good: list[Any], values: list[bytes], ids: list[str]) -> None:
         r = self.runner
@@ -158,9 +161,10 @@ def main() -> int:
         versions = [
             Version("baseline", *baseline(args.baseline, Path(tmp)), features),
             Version("this", *current(), features),
+            Version("this, Python's gc threshold", *current(), features, young_gc=gc.get_threshold()[0]),
         ]
         # same outputs from both, once, before timing
-        a, b = (
+        a, b, _ = (
             v.encoder.encode(*v.runner._parse(v.records_batch(messages), v.parser)[1:3], outputs)
             for v in versions
         )
@@ -172,7 +176,7 @@ def main() -> int:
         gc.collect()
         gc.freeze()  # as DataPlane does after loading the model
         for round_ in range(args.rounds):
-            for v in versions[:: 1 if round_ % 2 else -1]:  # alternate which goes first
+            for v in versions[:: 1 if round_ % 2 else -1]:  # alternate the order
                 sums: dict[str, float] = {}
                 for _ in range(args.batches):
                     for k, s in v.batch(messages, outputs).items():
