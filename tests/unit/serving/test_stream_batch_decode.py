@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,14 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modeldeploy_serving.stream.records import INVALID, Parsed, RecordError, RecordParser, assemble
+from modeldeploy_serving.stream.records import (
+    INVALID,
+    FeatureRows,
+    Parsed,
+    RecordError,
+    RecordParser,
+    assemble,
+)
 
 FEATURES = ["a", "b", "c"]
 F32_MAX = float(np.finfo(np.float32).max)
@@ -39,7 +47,7 @@ def outcome(result: Parsed | RecordError) -> Any:
     )
 
 
-def check(values: list[bytes | None]) -> tuple[list[Parsed | RecordError], np.ndarray | None]:
+def check(values: list[bytes | None]) -> tuple[Sequence[Parsed | RecordError], np.ndarray | None]:
     p = parser()
     results, x = p.parse_batch(values)
     reference = p._parse_each(values)
@@ -142,6 +150,10 @@ def test_valid_batches_take_the_batch_path_with_exact_values(rows: list[tuple[An
     results, x = check(values)
     assert x is not None
     assert x.shape == (len(rows), 3)
+    if not (np.abs(x) == np.float32(F32_MAX)).any():  # float32's maximum: checked record by record
+        assert isinstance(results, FeatureRows)  # no Parsed made until read
+    assert [outcome(results[i]) for i in range(len(rows))] == [outcome(r) for r in results]
+    assert [outcome(r) for r in results[1:]] == [outcome(r) for r in list(results)[1:]]
     assert [r.row for r in results] == [[a, b, c] for a, b, c, _ in rows]  # type: ignore[union-attr]
 
 

@@ -28,6 +28,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -44,6 +45,7 @@ from modeldeploy_serving.predlog import PiiPolicy, PredictionLog, dumps, sampled
 from modeldeploy_serving.rows import ListRows
 from modeldeploy_serving.stream.records import (
     PREDICTION_FAILED,
+    FeatureRows,
     OutputEncoder,
     Parsed,
     RecordError,
@@ -372,7 +374,7 @@ class StreamRunner:
         plog: PredictionLog,
         batch: Batch,
         model: LoadedModel,
-        parsed: list[Parsed],
+        parsed: Sequence[Parsed],
         ids: list[str],
         outputs: dict[str, Any],
         bad: list[Bad],
@@ -419,7 +421,7 @@ class StreamRunner:
 
     def _parse(
         self, batch: Batch, parser: RecordParser
-    ) -> tuple[list[Any], list[Parsed], list[str], list[Bad], npt.NDArray[np.float32] | None]:
+    ) -> tuple[list[Any], Sequence[Parsed], list[str], list[Bad], npt.NDArray[np.float32] | None]:
         """Split a batch into records to score (with their request ids) and dead letters; the last
         item is the rows to score as one matrix when the parser made it (else assemble(parsed)).
 
@@ -438,7 +440,7 @@ class StreamRunner:
         # the default request id: "<topic>-<partition>-<offset>" (a V2 record's own id, a header's first)
         default_ids = [f"{t}-{p}-{o}" for t, p, o in zip(topics, partitions, positions, strict=True)]
         if matrix is not None and len(matrix) == len(messages) and not any(map(m_type.headers, messages)):
-            return list(messages), results, default_ids, [], matrix  # type: ignore[return-value]
+            return list(messages), results, default_ids, [], matrix  # type: ignore[return-value]  # FeatureRows
         header_name = self.settings.request_id_header
         good: list[Any] = []
         parsed: list[Parsed] = []
@@ -517,7 +519,8 @@ class StreamRunner:
             self._log(self.plog, batch, model, parsed if values else [], ids, outputs, bad)
         if self.feed is not None and values:
             # never blocks: a full buffer drops and counts (modeldeploy_joiner_feed_records_total)
-            self.feed.add_many(ids, [p.rows for p in parsed], model.version, prediction)
+            rows = [1] * len(parsed) if isinstance(parsed, FeatureRows) else [p.rows for p in parsed]
+            self.feed.add_many(ids, rows, model.version, prediction)
         if good:
             metrics.STREAM_RECORDS.labels(*labels, "scored").inc(len(good))
         if bad:
