@@ -3,7 +3,7 @@ event loop's share of a batch (StreamRunner._parse, assemble, OutputEncoder.enco
 loop) for churn feature records of about 340 bytes, this checkout against a baseline git revision,
 interleaved in the same run.
 
-    .venv/bin/python bench/stream/cpu_bench.py [--baseline main] [--batch 2000] [--rounds 7]
+    .venv/bin/python bench/stream/cpu_bench.py [--baseline main] [--batch 2000] [--rounds 7] [--decoders]
 
 The baseline's records.py and runner.py are read with `git show REV:...` into a throwaway package,
 so both versions run on the same interpreter, the same messages and the same producer. Messages are
@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -67,9 +68,7 @@ def current() -> tuple[ModuleType, ModuleType]:
 
 
 class Version:
-    def __init__(
-        self, name: str, records: ModuleType, runner: ModuleType, features: list[str], young_gc: int = 0
-    ) -> None:
+    def __init__(self, name: str, records: ModuleType, runner: ModuleType, features: list[str]) -> None:
         from confluent_kafka import Producer
 
         from modeldeploy_contract.stream_settings import StreamSettings
@@ -77,8 +76,6 @@ class Version:
         self.name = name
         self.records = records
         self.runner_module = runner
-        # the young generation's threshold as StreamRunner.run sets it (Python's default before)
-        self.young_gc = young_gc or getattr(runner, "YOUNG_GC_THRESHOLD", gc.get_threshold()[0])
         settings = StreamSettings(
             bootstrap_servers="127.0.0.1:9", input_topic="in", output_topic="out", group_id="g"
         )
@@ -98,7 +95,6 @@ class Version:
 
     def batch(self, messages: list[Any], outputs: dict[str, np.ndarray]) -> dict[str, float]:
         """One batch through the loop's stages; CPU seconds per stage."""
-        gc.set_threshold(self.young_gc, *gc.get_threshold()[1:])
         r = self.runner
         b = self.records_batch(messages)
         clock = time.thread_time  # the event loop's thread: librdkafka's own threads are not counted
@@ -138,12 +134,53 @@ class Version:
             r._produce("out", value, m.key(), [("request-id", rid.encode())], report)
 
 
+def decoders(features: list[str], values: list[bytes], rounds: int) -> None:
+    """Values -> float32 matrix, CPU µs per record (median of rounds), for the decoders weighed for
+    the stream: this checkout's RecordParser (per-record path + assemble(), batch path), pyarrow's
+    JSON reader with an explicit float64 schema (null and NaN literal both read; a missing key and
+    null both become null, which it cannot tell apart), and orjson.loads alone (the floor of any
+    orjson-based path)."""
+    import orjson
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    from modeldeploy_serving.stream.records import RecordParser, assemble
+
+    parser = RecordParser(features, ["label"], 1 << 20, 1000)
+    schema = pa.schema([(n, pa.float64()) for n in features])
+    parse_options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+    read_options = pj.ReadOptions(use_threads=False, block_size=1 << 26)
+
+    def arrow() -> Any:
+        table = pj.read_json(pa.py_buffer(b"\n".join(values)), read_options, parse_options)
+        return np.column_stack([c.to_numpy() for c in table.columns]).astype(np.float32)
+
+    loads = orjson.loads
+    cases: dict[str, Callable[[], Any]] = {
+        "per-record path + assemble()": lambda: assemble(parser._parse_each(values)),  # type: ignore[arg-type]
+        "parse_batch (batch path)": lambda: parser.parse_batch(values),  # type: ignore[arg-type]
+        "pyarrow.json.read_json, 1 thread": arrow,
+        "orjson.loads alone": lambda: [loads(v) for v in values],
+    }
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            t0 = time.thread_time()
+            for _ in range(5):
+                fn()
+            times[name].append((time.thread_time() - t0) / (5 * len(values)) * 1e6)
+    print("| decoder | CPU µs per record |\n| --- | ---: |")
+    for name, ts in times.items():
+        print(f"| {name} | {statistics.median(ts):.2f} |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--baseline", default="main", help="git revision to compare with")
     ap.add_argument("--batch", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--batches", type=int, default=10, help="batches per round and version")
+    ap.add_argument("--decoders", action="store_true", help="also time the batch decoders that were weighed")
     args = ap.parse_args()
 
     from confluent_kafka import Message
@@ -161,10 +198,9 @@ def main() -> int:
         versions = [
             Version("baseline", *baseline(args.baseline, Path(tmp)), features),
             Version("this", *current(), features),
-            Version("this, Python's gc threshold", *current(), features, young_gc=gc.get_threshold()[0]),
         ]
         # same outputs from both, once, before timing
-        a, b, _ = (
+        a, b = (
             v.encoder.encode(*v.runner._parse(v.records_batch(messages), v.parser)[1:3], outputs)
             for v in versions
         )
@@ -183,6 +219,8 @@ def main() -> int:
                         sums[k] = sums.get(k, 0.0) + s
                 for k, s in sums.items():
                     per[v.name].setdefault(k, []).append(s / (args.batches * args.batch) * 1e6)
+    if args.decoders:
+        decoders(features, values, args.rounds)
     stages = list(per["this"])
     print(f"CPU µs per record (median of {args.rounds} rounds of {args.batches} batches of {args.batch}):")
     print("| version | " + " | ".join(stages) + " |")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import socket
 import threading
@@ -56,19 +55,6 @@ from modeldeploy_serving.stream.records import (
 log = logging.getLogger(__name__)
 
 TopicPartitionKey = tuple[str, int]
-
-# Container allocations between young-generation collections (Python's default: 700). A batch of
-# 2,000 feature records allocates and keeps about 6,000 (rows, Parsed) while it is in flight, so the
-# default collects several times per batch, each time also ageing the batch's objects towards full
-# collections. At 20,000: 0.3 µs less CPU per record in the event loop's thread, about as much as
-# with collection off (bench/stream/cpu_bench.py, docs/benchmarks.md#stream-inference). The
-# process is the stream's alone; the model's objects are frozen after loading (DataPlane).
-YOUNG_GC_THRESHOLD = 20_000
-
-# confluent-kafka's Producer.produce() positional parameters (its C keyword list), as
-# _produce_outputs passes them: partition -1 is "unassigned" (the partitioner picks, the default),
-# timestamp 0 is "now" (the default); `callback` is on_delivery's other name.
-PRODUCE_ARGS = ("topic", "value", "key", "partition", "callback", "on_delivery", "timestamp", "headers")
 Bad = tuple[Any, RecordError, str]  # message, why, request id
 
 
@@ -169,7 +155,6 @@ class StreamRunner:
         model = await self._wait_for_model(stop)
         if model is None:
             return
-        gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
         s = self.settings
         parser = RecordParser(model.feature_names, model.output_names, s.max_record_bytes, s.max_record_rows)
         encoder = OutputEncoder(model.name, model.version, s.revision)
@@ -354,8 +339,10 @@ class StreamRunner:
         for m, value, rid in zip(good, values, ids, strict=True):
             key, headers = m.key(), [("request-id", rid.encode())]
             try:
-                # positional: keyword parsing is about 0.25 µs of the call (bench/stream/cpu_bench.py);
-                # PRODUCE_ARGS says what each one is, test_stream_produce_args checks it.
+                # positional (keyword parsing is about 0.25 µs of the call: bench/stream/cpu_bench.py),
+                # in confluent-kafka's C order: topic, value, key, partition (-1: the partitioner's,
+                # the default), callback (on_delivery's other name), on_delivery, timestamp (0: now,
+                # the default), headers. test_stream_produce_args checks it against the keyword call.
                 produce(topic, value, key, -1, report, None, 0, headers)
             except BufferError:
                 self._produce(topic, value, key, headers, report)
