@@ -453,6 +453,7 @@ class StreamRunner:
         scored = self._scored_up_to
         offsets = batch.offsets
         offsets.update(zip(keys, [o + 1 for o in positions], strict=True))  # in order per partition: the last
+        # consumed in order per partition: its first record has its lowest offset
         first = dict(zip(reversed(keys), reversed(positions), strict=True))
         if any(o < scored.get(k, -1) for k, o in first.items()):
             replayed = sum(o < scored.get(k, -1) for k, o in zip(keys, positions, strict=True))
