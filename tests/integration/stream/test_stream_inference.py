@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +38,12 @@ def test_100k_records_scored_like_the_model(kafka: Broker, churn_bundle: Path, t
     keys = [b"account-%d" % i for i in range(n)]
     headers = [[("request-id", b"req-%d" % i)] for i in range(n)]
     produce(kafka.bootstrap, topics.input, values, keys, headers)
+    started_ms = time.time() * 1000
     with stream_process(kafka.bootstrap, churn_bundle, topics, tmp_path / "stream.log") as stream:
         stream.wait_ready()
         outputs = read_topic(kafka.bootstrap, topics.output, lambda rs: len(rs) >= n, timeout=240)
+        # output timestamps: the producer's create time when produced (produce()'s default)
+        assert all(started_ms - 1000 <= r.timestamp <= time.time() * 1000 + 1000 for r in outputs)
         # every offset committed: the lag metric drops to 0 on both partitions
         stream.wait_for(
             lambda: (
