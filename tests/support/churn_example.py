@@ -3,22 +3,13 @@ process: tests train, export and pack small models with the same code the demo u
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
+
+from script_module import script_module
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def load_churn() -> ModuleType:
-    name = "churn_make_models"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / "churn" / "make_models.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return script_module("churn_make_models", REPO / "examples" / "churn" / "make_models.py")

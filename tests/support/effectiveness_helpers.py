@@ -6,7 +6,6 @@ scikit-learn and numpy, not with the product's statistics (modeldeploy_contract.
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -20,6 +19,8 @@ import httpx
 import numpy as np
 from sklearn.metrics import accuracy_score, roc_auc_score
 
+from script_module import script_module
+
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN = str(Path(sys.executable).parent / "kubectl-modeldeploy")
 Rows = list[tuple[list[float | None], int]]
@@ -27,16 +28,7 @@ Rows = list[tuple[list[float | None], int]]
 
 def demo_ab() -> ModuleType:
     """hack/demo_ab.py, the A/B part of `make demo` (a script, not a package): imported once."""
-    name = "modeldeploy_demo_ab"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "hack" / "demo_ab.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return script_module("modeldeploy_demo_ab", REPO / "hack" / "demo_ab.py")
 
 
 def golden(bundles: Path) -> Rows:

@@ -12,7 +12,6 @@ version bump, run this file as a script in a virtualenv that has the full wheel:
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import sys
 import tempfile
@@ -22,6 +21,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from script_module import script_module
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -35,14 +36,7 @@ GOLDEN_FULL_WHEEL = {
 
 
 def _churn() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "churn_make_models_cpu", REPO / "examples/churn/make_models.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module("churn_make_models_cpu", REPO / "examples/churn/make_models.py")
 
 
 def churn_predictions(folder: Path) -> dict[str, Any]:

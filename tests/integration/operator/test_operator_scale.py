@@ -12,9 +12,7 @@ The figures themselves, at 100, 300 and 1,000, and beside Argo Rollouts, are the
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import pytest
 
 from cluster_helpers import REPO
+from script_module import script_module
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -37,14 +36,7 @@ change 0.42 s, step due 0.09 s at N=100; before them, 120 s was needed: apply p9
 
 
 def _bench() -> ModuleType:
-    path = REPO / "bench" / "operator" / "scale.py"
-    spec = importlib.util.spec_from_file_location("modeldeploy_scale_bench", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return script_module("modeldeploy_scale_bench", REPO / "bench" / "operator" / "scale.py")
 
 
 @pytest.fixture(scope="module")

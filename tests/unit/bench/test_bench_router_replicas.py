@@ -5,8 +5,6 @@ The benchmark itself runs wrk against local processes; its figures are in docs/b
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -14,20 +12,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from script_module import script_module
+
 REPO = Path(__file__).resolve().parents[3]
 
 
 def _bench() -> ModuleType:
-    name = "modeldeploy_router_replicas_bench"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / "router" / "replicas.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return script_module("modeldeploy_router_replicas_bench", REPO / "bench" / "router" / "replicas.py")
 
 
 bench = _bench()

@@ -4,8 +4,6 @@ cluster's pod network. The soak itself runs on the local cluster; its figures ar
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -14,21 +12,14 @@ import pytest
 
 from modeldeploy_testcluster.layout import default_layout
 
+from script_module import script_module
+
 REPO = Path(__file__).resolve().parents[3]
 MIB = 1024 * 1024
 
 
 def _bench() -> ModuleType:
-    name = "modeldeploy_soak_bench"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / "cluster" / "soak.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return script_module("modeldeploy_soak_bench", REPO / "bench" / "cluster" / "soak.py")
 
 
 soak = _bench()
