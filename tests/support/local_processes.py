@@ -4,7 +4,6 @@ stopped (SIGTERM, then SIGKILL after 10 s) when the test is done."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +12,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+
+from modeldeploy_testcluster import controlplane
 
 STARTUP_TIMEOUT = 120.0
 """How long a server process may take to answer: a model server loads onnxruntime, xgboost and a
@@ -36,9 +37,8 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60, inte
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port for a test server: below the ephemeral range (modeldeploy_testcluster's free_port)."""
+    return controlplane.free_port(host)
 
 
 @contextmanager

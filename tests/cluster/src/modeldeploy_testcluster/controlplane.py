@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import socket
 import ssl
@@ -54,10 +55,27 @@ class ClusterError(RuntimeError):
     pass
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+LISTEN_PORTS = range(20000, 30000)
+"""Where test servers get their ports: below Linux's ephemeral range (32768-60999 here), whose ports
+every outgoing connection takes as its source port. A port the kernel handed out by binding to 0 is
+in that range, and a client connection took one between this check and the server's bind (a private
+operator's health port, "Address already in use", CI run of 2026-12-04). Below 30000: clear of
+Kubernetes' NodePort range too."""
+_PICK = random.SystemRandom()  # not `random`: pytest-randomly seeds it alike in every xdist worker
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port in LISTEN_PORTS that nothing listens on now (chosen at random, so parallel workers rarely
+    try the same one)."""
+    for _ in range(1000):
+        port = _PICK.choice(LISTEN_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {LISTEN_PORTS} on {host}")
 
 
 def controller_manager_args(binary: str, kubeconfig: Path, pki: ClusterPKI, *extra: str) -> list[str]:
