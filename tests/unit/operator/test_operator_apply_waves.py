@@ -12,7 +12,12 @@ from hypothesis import strategies as st
 from test_operator_controller import FakeCluster, body
 
 from modeldeploy_operator.config import OperatorSettings
-from modeldeploy_operator.domain.desired_state import BEFORE_PODS_KINDS, WORKLOAD_KINDS, apply_waves
+from modeldeploy_operator.domain.desired_state import (
+    BEFORE_PODS_KINDS,
+    ROUTE_KINDS,
+    WORKLOAD_KINDS,
+    apply_waves,
+)
 from modeldeploy_operator.k8s.api import RejectedError
 from modeldeploy_operator.reconciler import Reconciler
 
@@ -37,6 +42,7 @@ def test_what_pods_need_comes_first_then_the_deployments_then_the_rest() -> None
         manifest("RoleBinding", "router"),
         manifest("ConfigMap", "router"),
         manifest("Deployment", "router"),
+        manifest("HTTPRoute", "stable"),
         manifest("Service", "stable"),
         manifest("NetworkPolicy", "server"),
     ]
@@ -51,6 +57,7 @@ def test_what_pods_need_comes_first_then_the_deployments_then_the_rest() -> None
         [("RoleBinding", "router")],  # after the Role, each alone (apply_waves: the API server judges it)
         [("Deployment", "server"), ("Deployment", "router")],
         [("Service", "server"), ("PodDisruptionBudget", "server"), ("Service", "stable")],
+        [("HTTPRoute", "stable")],  # last: it names the Services
     ]
 
 
@@ -69,7 +76,8 @@ def test_waves_keep_every_manifest_once_in_its_order(kinds: list[str]) -> None:
         assert wave  # no empty wave
         assert list(wave) == [m for m in manifests if m in wave]  # the manifests' own order
     rank = [
-        0 if k in BEFORE_PODS_KINDS else 1 if k in WORKLOAD_KINDS else 2 for k in (m["kind"] for m in flat)
+        0 if k in BEFORE_PODS_KINDS else 1 if k in WORKLOAD_KINDS else 3 if k in ROUTE_KINDS else 2
+        for k in (m["kind"] for m in flat)
     ]
     assert rank == sorted(rank)
 

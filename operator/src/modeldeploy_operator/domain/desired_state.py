@@ -266,18 +266,30 @@ BEFORE_PODS_KINDS = frozenset(
 is refused, and its ReplicaSet retries with backoff), the router's RBAC and table, a stream's
 credentials, and the NetworkPolicies that confine it."""
 WORKLOAD_KINDS = frozenset({"Deployment"})
+ROUTE_KINDS = frozenset({"HTTPRoute"})
+"""Written after everything else of a pass: an HTTPRoute names the Services of its backends, and sent
+with them in one wave it could exist (and be read) before a Service it names (a CI run of 2026-12-04:
+the gateway test listed the Services right after the route appeared and missed the treatment's)."""
 
 
 def apply_waves(manifests: Sequence[dict[str, Any]]) -> tuple[tuple[dict[str, Any], ...], ...]:
     """`manifests` in the order to apply them, as waves: every object of a wave may be written at once
     (nothing in a wave needs another of it), and a wave only after the one before. First what pods need
     (BEFORE_PODS_KINDS) but the RoleBindings; then each RoleBinding alone, in the manifests' order;
-    then the Deployments; then what refers to them or their pods (Services, PDBs, HPAs, HTTPRoutes,
-    and any other kind). Each wave keeps the manifests' own order; empty waves are left out.
+    then the Deployments; then what refers to them or their pods (Services, PDBs, HPAs, and any other
+    kind); last the HTTPRoutes (ROUTE_KINDS), which name those Services. Each wave keeps the manifests'
+    own order; empty waves are left out.
 
-    >>> kinds = ["Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "RoleBinding", "ConfigMap"]
-    >>> [[m["kind"] for m in wave] for wave in apply_waves([{"kind": k} for k in kinds])]
-    [['ServiceAccount', 'Role', 'ConfigMap'], ['RoleBinding'], ['RoleBinding'], ['Deployment'], ['Service']]
+    >>> kinds = ["HTTPRoute", "Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "RoleBinding",
+    ...          "ConfigMap"]
+    >>> for wave in apply_waves([{"kind": k} for k in kinds]):
+    ...     print([m["kind"] for m in wave])
+    ['ServiceAccount', 'Role', 'ConfigMap']
+    ['RoleBinding']
+    ['RoleBinding']
+    ['Deployment']
+    ['Service']
+    ['HTTPRoute']
 
     Why waves and not one object after another: a new ModelDeployment's first pass writes about ten
     objects, and its router Deployment came ninth, 0.2-0.5 s after the ModelDeployment's event on the
@@ -290,8 +302,10 @@ def apply_waves(manifests: Sequence[dict[str, Any]]) -> tuple[tuple[dict[str, An
     bindings = tuple((m,) for m in manifests if m["kind"] == "RoleBinding")
     before_pods = tuple(m for m in manifests if m["kind"] in BEFORE_PODS_KINDS and m["kind"] != "RoleBinding")
     workloads = tuple(m for m in manifests if m["kind"] in WORKLOAD_KINDS)
-    rest = tuple(m for m in manifests if m["kind"] not in BEFORE_PODS_KINDS | WORKLOAD_KINDS)
-    return tuple(wave for wave in (before_pods, *bindings, workloads, rest) if wave)
+    placed = BEFORE_PODS_KINDS | WORKLOAD_KINDS | ROUTE_KINDS
+    rest = tuple(m for m in manifests if m["kind"] not in placed)
+    routes = tuple(m for m in manifests if m["kind"] in ROUTE_KINDS)
+    return tuple(wave for wave in (before_pods, *bindings, workloads, rest, routes) if wave)
 
 
 def stale_objects(state: DesiredState, owned: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
