@@ -187,7 +187,12 @@ def test_a_canary_that_errors_is_rolled_back_without_failing_the_stable_path(
     assert errors["result"] == "Fail"
     assert aborted["stableRevision"] == v1
     assert live_arms(kube_api, namespace) == [("default", v1, 10_000)]
-    assert {r.status for r in traffic.results if r.revision == canary} == {413}
+    # What callers got from the canary is its 413, or nothing: a server that refuses a body by its length
+    # answers and closes with the body unread, Linux then resets the connection, and the reset can drop
+    # the 413 before the router reads it; the router then sends the unread request to another backend
+    # (docs/router.md, Delivery guarantee), the stable one (a CI run of 2026-12-04 saw only that).
+    # The canary's 413s are in its own metrics either way: the errors check failed on them above.
+    assert {r.status for r in traffic.results if r.revision == canary} <= {413}
     assert [r for r in traffic.failures() if r.revision != canary] == [], (
         "the stable path answered every request"
     )
