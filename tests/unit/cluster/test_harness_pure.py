@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,8 @@ import pytest
 from modeldeploy_testcluster.images import repository_of
 from modeldeploy_testcluster.processnode.agent import PodIPs
 from modeldeploy_testcluster.processnode.envvars import expand
+
+from local_processes import wait_for
 
 
 @pytest.mark.parametrize(
@@ -119,9 +120,7 @@ def test_a_stopped_component_starts_again_as_it_was(tmp_path: Path) -> None:
     # Until the child has exec'd, its /proc cmdline is empty or the parent's, which component_stopped
     # reads as "died on its own" (a loaded CI run, 2026-12-04): wait for its own command line.
     cmdline = Path(f"/proc/{first.pid}/cmdline")
-    deadline = time.monotonic() + 30
-    while b"301" not in cmdline.read_bytes() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for("the child's own command line", lambda: b"301" in cmdline.read_bytes(), 30, interval=0.01)
     try:
         with controlplane.component_stopped(layout, "etcd"):
             assert not daemons.is_alive(first)

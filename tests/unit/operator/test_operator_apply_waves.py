@@ -3,6 +3,7 @@ rest; the writes of a wave go out together, and no wave starts before the one be
 
 from __future__ import annotations
 
+import doctest
 import threading
 from typing import Any
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from test_operator_controller import FakeCluster, body
 
 from modeldeploy_operator.config import OperatorSettings
+from modeldeploy_operator.domain import desired_state
 from modeldeploy_operator.domain.desired_state import (
     BEFORE_PODS_KINDS,
     ROUTE_KINDS,
@@ -59,6 +61,13 @@ def test_what_pods_need_comes_first_then_the_deployments_then_the_rest() -> None
         [("Service", "server"), ("PodDisruptionBudget", "server"), ("Service", "stable")],
         [("HTTPRoute", "stable")],  # last: it names the Services
     ]
+
+
+def test_the_worked_example_in_apply_waves_holds() -> None:
+    # The docstring's example is the reading of the wave order; run it so that it cannot go stale.
+    failures, tried = doctest.testmod(desired_state, verbose=False)
+    assert tried > 0
+    assert failures == 0
 
 
 def test_no_empty_wave() -> None:
