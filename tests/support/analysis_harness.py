@@ -125,14 +125,20 @@ class Prometheus:
 
     def wait_scraped(self, minimum_total: float, revision: str, timeout: float = 30.0) -> None:
         """Until Prometheus has seen at least `minimum_total` requests of the revision."""
-        expression = f'sum(modeldeploy_requests_total{{modeldeploy_io_revision="{revision}"}})'
+        self.wait_value(
+            f'sum(modeldeploy_requests_total{{modeldeploy_io_revision="{revision}"}})', minimum_total, timeout
+        )
+
+    def wait_value(self, expression: str, minimum: float, timeout: float = 30.0) -> None:
+        """Until the instant query's one value is at least `minimum` (each target is scraped on its
+        own schedule: one target's last scrape says nothing of another's)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             result = self.query(expression)
-            if result and float(result[0]["value"][1]) >= minimum_total:
+            if result and float(result[0]["value"][1]) >= minimum:
                 return
             time.sleep(0.25)
-        raise TimeoutError(f"prometheus did not see {minimum_total} requests of {revision}")
+        raise TimeoutError(f"prometheus did not see {expression} reach {minimum}")
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from modeldeploy_contract.metric_names import PREDICTION_SCORE
 from modeldeploy_operator.analysis import (
     AddressPolicy,
     AnalysisSources,
@@ -81,6 +82,12 @@ def test_promql_checks_with_a_real_prometheus(churn: Churn, tmp_path: Path) -> N
         for _ in range(10):
             canary.bad_request()
         prom.wait_scraped(52, "canary1")
+        # Every series the checks read, of both revisions, scraped at its final count: the stable is
+        # scraped on its own schedule, and under load its last scrape came after the query (the CI run
+        # of 2026-12-04: predictionShift over 319 of the stable's 400 rows).
+        for revision in ("canary1", "stable1"):
+            scores = f'sum({PREDICTION_SCORE}_count{{modeldeploy_io_revision="{revision}"}})'
+            prom.wait_value(scores, WINDOW_ROWS + 400)  # the warm-up's window and the measured rows
         time.sleep(3)  # a few more samples after the last increment
 
         # The window must hold all of the measured traffic: on a stalled machine (2026-12-02, a

@@ -250,7 +250,9 @@ def test_a_refused_connection_is_retried_on_another_backend(rig: Cluster) -> Non
     before = rig.router.metric(retries)
     with httpx.Client(base_url=rig.router.url) as client:
         assert all(client.post(INFER, content=V2_BODY).status_code == 200 for _ in range(20))
-    assert rig.router.metric(retries) - before == 10  # round robin: every other request hit the dead one
+    # The first request that drew the dead backend was retried on the live one; the dead one was then
+    # passed over by the others (UpstreamPool.suspects, for SUSPECT_SECONDS), not retried each time.
+    assert rig.router.metric(retries) - before == 1
 
 
 def test_a_backend_dying_mid_request_is_never_retried(rig: Cluster) -> None:

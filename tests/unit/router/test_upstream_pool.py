@@ -15,7 +15,9 @@ from collections.abc import Iterator
 import pytest
 import uvloop
 
+from modeldeploy_serving.router import assignment
 from modeldeploy_serving.router.upstream import (
+    ConnectFailedError,
     NotSentError,
     StaleConnectionError,
     UpstreamPool,
@@ -250,3 +252,48 @@ def test_a_request_the_backend_never_read_goes_elsewhere_though_its_kernel_ackno
     """Acknowledged by the backend's kernel but reset unread: no process read it, so NotSentError (the
     proxy sends it to another backend), where TCP_INFO alone said 'may have reached it'."""
     one_request_fails(ClosesWithTheRequestUnread(), loop, NotSentError, match="request unread")
+
+
+HEAD_GET = request_head("GET", b"/", [], 0)
+
+
+def _refused_address() -> str:
+    """An address on 127.0.0.1 nothing listens on: bound, then closed."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        return f"127.0.0.1:{listener.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_backend_that_refused_a_connection_is_a_suspect_until_it_connects_or_its_time_passes(
+    loop: str, backend: OneAnswerPerConnection
+) -> None:
+    dead = _refused_address()
+
+    async def scenario() -> None:
+        pool = UpstreamPool()
+        assert not pool.suspects()
+        with pytest.raises(ConnectFailedError):
+            await pool.send(dead, "GET", HEAD_GET, b"", connect_timeout=5, timeout=5)
+        assert set(pool.suspects()) == {dead}
+        await pool.send(backend.address, "GET", HEAD_GET, b"", connect_timeout=5, timeout=5)
+        assert set(pool.suspects()) == {dead}  # another backend's success says nothing of the dead one
+        expiring = UpstreamPool(suspect_seconds=0)
+        with pytest.raises(ConnectFailedError):
+            await expiring.send(dead, "GET", HEAD_GET, b"", connect_timeout=5, timeout=5)
+        assert not expiring.suspects()  # its time passed: tried again like any other
+        # A backend back on its address is no suspect from its first connection on.
+        back = UpstreamPool()
+        back._suspect_until[backend.address] = time.monotonic() + 60
+        await back.send(backend.address, "GET", HEAD_GET, b"", connect_timeout=5, timeout=5)
+        assert not back.suspects()
+
+    (uvloop.run if loop == "uvloop" else asyncio.run)(scenario())
+
+
+def test_round_robin_passes_over_suspects_while_another_backend_can_take_the_request() -> None:
+    failures, _ = __import__("doctest").testmod(assignment)
+    assert failures == 0
+    rr = assignment.RoundRobin(["a:1", "b:1"])
+    assert [rr.next(avoid=("a:1", "b:1")) for _ in range(2)] == ["a:1", "b:1"]  # all suspect: as usual
+    assert assignment.RoundRobin(["a:1"]).other_than("a:1", avoid=()) is None
+    assert rr.other_than("z:1") is None  # not one of this arm's backends

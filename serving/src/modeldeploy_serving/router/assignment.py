@@ -114,20 +114,43 @@ class Assignment:
 
 
 class RoundRobin:
-    """Cycles through one arm's ready backends; a new instance per backend set."""
+    """Cycles through one arm's ready backends; a new instance per backend set.
+
+    `avoid`: backends that just refused a connection (UpstreamPool.suspects). They are skipped while
+    another backend is there to take the request, and tried as usual when every backend is in it
+    (a suspect mark is a guess: the pod may be back). nginx's upstream does the same by default
+    (max_fails=1 with fail_timeout), Envoy with outlier detection.
+
+    >>> rr = RoundRobin(["a:1", "b:1", "c:1"])
+    >>> [rr.next(avoid={"b:1"}) for _ in range(3)]  # b's turn goes to the next one
+    ['a:1', 'c:1', 'c:1']
+    >>> rr.other_than("a:1", avoid={"b:1"}), rr.other_than("a:1", avoid={"b:1", "c:1"})
+    ('c:1', 'b:1')
+    """
 
     def __init__(self, backends: Sequence[str]) -> None:
         self.backends = tuple(backends)
         self._counter = itertools.count()
 
-    def next(self) -> str | None:
+    def next(self, avoid: Collection[str] = ()) -> str | None:
         if not self.backends:
             return None
-        return self.backends[next(self._counter) % len(self.backends)]
+        n = len(self.backends)
+        turn = next(self._counter) % n
+        if avoid:
+            for k in range(n):
+                backend = self.backends[(turn + k) % n]
+                if backend not in avoid:
+                    return backend
+        return self.backends[turn]
 
-    def other_than(self, backend: str) -> str | None:
-        """The backend after `backend` in the ring, for the one retry (None if it is the only one).
-        Does not advance the shared counter, so the retry does not skew the rotation."""
-        if len(self.backends) < 2 or backend not in self.backends:
+    def other_than(self, backend: str, avoid: Collection[str] = ()) -> str | None:
+        """A backend after `backend` in the ring, for the one retry, skipping `avoid` where it can
+        (None if `backend` is the only one). Does not advance the shared counter, so the retry does
+        not skew the rotation."""
+        n = len(self.backends)
+        if n < 2 or backend not in self.backends:
             return None
-        return self.backends[(self.backends.index(backend) + 1) % len(self.backends)]
+        start = self.backends.index(backend) + 1
+        ring = [self.backends[(start + k) % n] for k in range(n - 1)]
+        return next((b for b in ring if b not in avoid), ring[0])

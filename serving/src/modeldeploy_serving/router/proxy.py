@@ -411,7 +411,7 @@ class RouterApp:
         status it was given."""
         timeouts = snapshot.config.timeouts
         labels = (arm.config.variant, arm.config.revision)
-        backend = arm.backends.next()
+        backend = arm.backends.next(self.pool.suspects())
         assert backend is not None  # route() only returns arms with ready backends
         for attempt in (1, 2):
             try:
@@ -442,7 +442,8 @@ class RouterApp:
                 # Refused, unreachable, a pooled connection found closed before writing, or closed
                 # with no byte of the request acknowledged by the backend's kernel: the request
                 # provably never reached a model, so another ready backend may take it.
-                other = arm.backends.other_than(backend) if snapshot.config.retry.on_connect_error else None
+                retry = snapshot.config.retry.on_connect_error
+                other = arm.backends.other_than(backend, self.pool.suspects()) if retry else None
                 if attempt == 2 or other is None:
                     self.metrics.errors.labels(*labels, "connect").inc()
                     await _error(send, 502, "backend_unreachable", str(exc), arm.response_headers)

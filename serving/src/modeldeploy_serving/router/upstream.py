@@ -13,6 +13,7 @@ import select
 import socket
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import cast
 
@@ -114,6 +115,12 @@ read the whole request and then died sends a FIN (nothing unread), which stays b
 _NO_BODY = frozenset({204, 304})
 """Statuses whose response has no body whatever its headers say (RFC 9110 6.4.1); 1xx never reach
 on_headers_complete as a final answer."""
+SUSPECT_SECONDS = 5.0
+"""How long a backend that refused a connection (or did not answer the SYN within the connect timeout)
+is passed over while another ready backend can take the request: about the time the API server takes
+to drop a killed pod from its EndpointSlice (readiness probe period + the router's watch), so that
+the requests of that moment do not each pay a failed connect, and a retry does not land on it (the CI
+run of 2026-12-04: a request lost as 502 backend_unreachable, its retry sent to the killed pod)."""
 
 
 class _Connection(asyncio.Protocol):
@@ -402,10 +409,27 @@ class UpstreamPool:
     budget: ByteBudget | None = None
     """Set by the router app: response bytes count against its byte budget while they arrive."""
 
-    def __init__(self, max_idle_per_backend: int = 128, idle_seconds: float = 4.0) -> None:
+    def __init__(
+        self,
+        max_idle_per_backend: int = 128,
+        idle_seconds: float = 4.0,
+        suspect_seconds: float = SUSPECT_SECONDS,
+    ) -> None:
         self._idle: dict[str, list[_Connection]] = {}
         self._max_idle = max_idle_per_backend
         self._idle_seconds = idle_seconds
+        self._suspect_seconds = suspect_seconds
+        self._suspect_until: dict[str, float] = {}
+
+    def suspects(self) -> Collection[str]:
+        """Backends whose last connection attempt failed within `suspect_seconds`: new requests go
+        elsewhere while they can (RoundRobin's `avoid`). An empty dict costs one truth test a request."""
+        if not self._suspect_until:
+            return ()
+        now = time.monotonic()
+        for address in [a for a, until in self._suspect_until.items() if until <= now]:
+            del self._suspect_until[address]
+        return self._suspect_until.keys()
 
     async def send(
         self,
@@ -471,7 +495,9 @@ class UpstreamPool:
                     lambda: _Connection(loop, self.budget), host, int(port)
                 )
         except (OSError, TimeoutError) as exc:
+            self._suspect_until[address] = time.monotonic() + self._suspect_seconds
             raise ConnectFailedError(f"cannot connect to {address}: {exc or type(exc).__name__}") from None
+        self._suspect_until.pop(address, None)
         return protocol
 
     def forget(self, keep: set[str]) -> None:
