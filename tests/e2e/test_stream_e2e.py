@@ -228,7 +228,27 @@ def _stream_scenario(
     #    shadow nor the abort touches the output Deployment)
     writers = {p.metadata.uid for p in _stream_pods(kube_api, namespace, "output")}
     set_model(kube_api, namespace, model(model_store, churn_bundles, "3"))
-    wait_for("v3's shadow pods", lambda: _stream_pods(kube_api, namespace, "shadow") or None, timeout=180)
+    # v3's own shadow pods: v2's may still be going after its promotion (the CI run of 2026-12-05 took
+    # them for v3's, sent the abort before v3's rollout began, had it ignored, and saw v3 promoted).
+    v3 = wait_for(
+        "the v3 canary",
+        lambda: (
+            (revision := status(kube_api, namespace).get("canaryRevision")) not in (None, canary) and revision
+        ),
+        timeout=120,
+    )
+    wait_for(
+        "v3's shadow pods",
+        lambda: (
+            [
+                p
+                for p in _stream_pods(kube_api, namespace, "shadow")
+                if p.metadata.labels.get("modeldeploy.io/stream-revision") == v3
+            ]
+            or None
+        ),
+        timeout=180,
+    )
     command = {"id": str(uuid.uuid4()), "action": "abort"}
     patch_mdep(
         kube_api,
@@ -236,6 +256,12 @@ def _stream_scenario(
         "churn",
         {"metadata": {"annotations": {"modeldeploy.io/command": json.dumps(command)}}},
     )
+    wait_for(
+        "the abort taken",
+        lambda: (status(kube_api, namespace).get("lastCommand") or {}).get("id") == command["id"] or None,
+        timeout=120,
+    )
+    assert status(kube_api, namespace)["lastCommand"]["result"] != "Ignored", status(kube_api, namespace)
     wait_for(
         "v3's stream pods deleted",
         lambda: (

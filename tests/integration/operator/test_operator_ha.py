@@ -203,7 +203,11 @@ def test_a_paused_leader_is_replaced_and_writes_nothing_after_it_lost_the_lease(
         flush=True,
     )
     assert late == [], [_what(e) for e in late]
-    assert after_stop == [], [_what(e) for e in after_stop]
+    # A SIGSTOPped process writes nothing; a request it had sent just before can still be received
+    # after the stop on a loaded machine (the CI run of 2026-12-05: its Lease renewal, received after
+    # SIGSTOP and 16 s before the new leader's first write). At most that one renewal, then.
+    assert len(after_stop) <= 1, [_what(e) for e in after_stop]
+    assert all(_what(e).startswith("update leases/") for e in after_stop), [_what(e) for e in after_stop]
     assert first["objectRef"]["resource"] == "leases"  # it took the Lease before anything else
     assert took_over <= duration + 2 * renew + 5, took_over
     assert alive  # stepped down, waiting for the Lease again: no exit, no container restart
