@@ -97,19 +97,25 @@ def json_response(status: int, payload: Any) -> Response:
     return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes, bytes | None, bool]:
-    """The whole request body, the raw Inference-Header-Content-Length value if any, and whether the
-    request is a replay (REPLAY_HEADER set to anything but "0")."""
+def body_headers(headers: Any) -> tuple[bytes | None, bytes | None, bool]:
+    """The raw Content-Length, the raw Inference-Header-Content-Length value if any, and whether the
+    request is a replay (REPLAY_HEADER set to anything but "0"): read before anything can refuse the
+    request, so that a refused replay stays out of the live accounting too."""
     declared = None
     header_length = None
     replay = False
-    for key, value in scope["headers"]:
+    for key, value in headers:
         if key == b"content-length":
             declared = value
         elif key == b"inference-header-content-length":
             header_length = value
         elif key == REPLAY_HEADER_BYTES:
             replay = value != b"0"
+    return declared, header_length, replay
+
+
+async def read_body(declared: bytes | None, receive: Receive, limit: int) -> bytes:
+    """The whole request body; refused by its declared length before a byte is read."""
     if declared is not None and declared.isdigit() and (len(declared) > 19 or int(declared) > limit):
         raise PayloadTooLargeError(
             f"request body of {declared[:40].decode()} bytes is over the {limit}-byte limit"
@@ -119,8 +125,8 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes, 
         body: bytes = message.get("body", b"")
         if len(body) > limit:
             raise PayloadTooLargeError(f"request body is over the {limit}-byte limit")
-        return body, header_length, replay
-    return await _read_chunks(message, receive, limit), header_length, replay
+        return body
+    return await _read_chunks(message, receive, limit)
 
 
 async def _read_chunks(message: Message, receive: Receive, limit: int) -> bytes:
@@ -209,11 +215,11 @@ class InferenceApp:
         dataplane.in_flight += 1
         model: LoadedModel | None = None
         status = 200
-        replay = False
+        declared, raw_header_length, replay = body_headers(scope["headers"])
         logged: Logged | None = None
         try:
             model = self._resolve(scope["path"], protocol)
-            body, raw_header_length, replay = await read_body(scope, receive, settings.max_body_bytes)
+            body = await read_body(declared, receive, settings.max_body_bytes)
             if len(body) < settings.offload_body_bytes:
                 payload, header_length, logged = await self._predict(
                     model, protocol, body, raw_header_length, offload=False, replay=replay

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import raw_http
 
 from modeldeploy_contract.preflight import REPLAY_HEADER, v2_request
 from modeldeploy_serving.cli import main as cli_main
@@ -102,6 +103,21 @@ def test_replays_count_in_no_live_metric_or_drift_window(
             "modeldeploy_model_compute_duration_seconds_count",
         ):
             assert metric_values(after, name, **V1) == metric_values(before, name, **V1), name
+        # A replay refused by its declared length (413, before a byte of it is read) is no live request
+        # either: the replay header is read before anything can refuse the request.
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        refused = raw_http.post(
+            (host, int(port)),
+            "/v2/models/churn/infer",
+            declared=10**12,
+            body=0,
+            close=True,
+            extra_head=f"{REPLAY_HEADER}: 1\r\n".encode(),
+        )
+        assert refused.answer()[0] == 413, refused
+        assert metric_values(c.get("/metrics").text, "modeldeploy_requests_total", **V1) == metric_values(
+            before, "modeldeploy_requests_total", **V1
+        )
         # The same rows without the header are live traffic: counted, and they close drift windows.
         r = c.post("/v2/models/churn/infer", json=v2_body(bundles.normal[:100]), headers={REPLAY_HEADER: "0"})
         assert r.status_code == 200
