@@ -35,6 +35,18 @@ def fake_backend(name: str, prob: float, workdir: Path, sleep: float = 0.0) -> I
         yield f"127.0.0.1:{port}"
 
 
+def one_arm_table(service: str = "r1", **extra: Any) -> dict[str, Any]:
+    """A routing table of one arm (variant default, revision r1, all the weight) on `service`."""
+    arm = {
+        "variant": "default",
+        "revision": "r1",
+        "weight_bp": 10_000,
+        "service": service,
+        "model_name": "churn",
+    }
+    return {"deployment": {"namespace": "test", "name": "churn"}, "arms": [arm], **extra}
+
+
 class Router:
     """The router process with a config file and an endpoints file it re-reads."""
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from router_harness import Cluster, Router, fake_backend
+from router_harness import Cluster, Router, fake_backend, one_arm_table
 
 
 @pytest.fixture(scope="module")
@@ -22,19 +22,6 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         shadow = stack.enter_context(fake_backend("shadow", 0.4, workdir, sleep=1.0))
         router = Router(workdir)
         router.write_endpoints({})
-        router.write_config(
-            {
-                "deployment": {"namespace": "test", "name": "churn"},
-                "arms": [
-                    {
-                        "variant": "default",
-                        "revision": "r1",
-                        "weight_bp": 10_000,
-                        "service": "r1",
-                        "model_name": "churn",
-                    }
-                ],
-            }
-        )
+        router.write_config(one_arm_table())
         stack.enter_context(router.running())
         yield Cluster(router, stable, stable2, canary, shadow)

@@ -18,7 +18,7 @@ from raw_http import CHUNK, Exchange, post, read_answer
 
 from modeldeploy_serving.slowclients import LINGER_BYTES
 
-from router_harness import Router
+from router_harness import Router, one_arm_table
 
 BODY = 1024 * 1024
 SLACK = 16 * 1024 * 1024
@@ -30,20 +30,7 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Router]:
     workdir: Path = tmp_path_factory.mktemp("router-linger")
     router = Router(workdir)
     router.write_endpoints({})
-    router.write_config(
-        {
-            "deployment": {"namespace": "test", "name": "churn"},
-            "arms": [
-                {
-                    "variant": "default",
-                    "revision": "r1",
-                    "weight_bp": 10_000,
-                    "service": "r1",
-                    "model_name": "churn",
-                }
-            ],
-        }
-    )
+    router.write_config(one_arm_table())
     env = {"MODELDEPLOY_ROUTER_MAX_BODY_BYTES": "1024", "MODELDEPLOY_ROUTER_BODY_READ_TIMEOUT_SECONDS": "600"}
     with router.running(env):
         yield router

@@ -18,7 +18,7 @@ import pytest
 from serving_harness import Bundles, ServerFactory
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "router"))
-from router_harness import Router
+from router_harness import Router, one_arm_table
 
 pytestmark = pytest.mark.slow
 
@@ -68,21 +68,7 @@ def test_no_marker_of_a_policy_covered_field_reaches_any_output(
     address = server.url.removeprefix("http://")
     router = Router(tmp_path)
     router.write_endpoints({"svc-r1": [{"address": address}]})
-    router.write_config(
-        {
-            "deployment": {"namespace": "test", "name": "churn"},
-            "arms": [
-                {
-                    "variant": "default",
-                    "revision": "r1",
-                    "weight_bp": 10_000,
-                    "service": "svc-r1",
-                    "model_name": "churn",
-                }
-            ],
-            "sticky": {"header": "X-User-Id", "salt": "churn"},
-        }
-    )
+    router.write_config(one_arm_table("svc-r1", sticky={"header": "X-User-Id", "salt": "churn"}))
     error_bodies: list[str] = []
     metrics: list[str] = []
     with router.running(env=plog), httpx.Client(base_url=router.url, timeout=30) as c:

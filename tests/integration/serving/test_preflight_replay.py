@@ -105,9 +105,8 @@ def test_replays_count_in_no_live_metric_or_drift_window(
             assert metric_values(after, name, **V1) == metric_values(before, name, **V1), name
         # A replay refused by its declared length (413, before a byte of it is read) is no live request
         # either: the replay header is read before anything can refuse the request.
-        host, port = server.url.removeprefix("http://").rsplit(":", 1)
         refused = raw_http.post(
-            (host, int(port)),
+            server.address,
             "/v2/models/churn/infer",
             declared=10**12,
             body=0,

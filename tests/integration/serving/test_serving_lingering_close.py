@@ -44,18 +44,6 @@ def server(bundles: Bundles, module_serve: ServerFactory) -> Server:
     return server
 
 
-def address(server: Server) -> tuple[str, int]:
-    host, port = server.url.removeprefix("http://").split(":")
-    return host, int(port)
-
-
-def rss_bytes(server: Server) -> int:
-    for line in open(f"/proc/{server.process.pid}/status"):  # noqa: SIM115
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 def assert_whole_413(exchange: Exchange) -> None:
     status, body = exchange.answer()
     assert status == 413, exchange
@@ -66,7 +54,7 @@ def test_a_caller_that_asks_to_close_gets_the_413_whole_every_time(server: Serve
     """Before: the server answered and closed with the body unread; the kernel reset the connection, and
     the caller, still writing its body, got a broken pipe or a reset instead of the answer."""
     for _ in range(50):
-        exchange = post(address(server), V2, declared=BODY, body=BODY, close=True)
+        exchange = post(server.address, V2, declared=BODY, body=BODY, close=True)
         assert exchange.send_error is None, exchange.send_error
         assert exchange.read_error is None, exchange.read_error
         assert exchange.eof  # a clean end of stream after the answer
@@ -77,7 +65,7 @@ def test_the_413_is_whole_for_a_body_without_content_length(server: Server) -> N
     """Chunked: refused while reading, as the limit is passed; the rest is discarded the same way."""
     chunk = b"%x\r\n%s\r\n" % (len(CHUNK), CHUNK)
     for _ in range(20):
-        with socket.create_connection(address(server), timeout=30) as sock:
+        with socket.create_connection(server.address, timeout=30) as sock:
             sock.sendall(
                 b"POST %s HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
                 % V2.encode()
@@ -94,7 +82,7 @@ def test_the_413_is_whole_for_a_body_without_content_length(server: Server) -> N
 
 def test_a_keep_alive_connection_serves_the_next_request_after_a_refused_body(server: Server) -> None:
     """Without `connection: close` the refused body is read to its end and the connection stays usable."""
-    with socket.create_connection(address(server), timeout=30) as sock:
+    with socket.create_connection(server.address, timeout=30) as sock:
         for _ in range(10):
             sock.sendall(b"POST %s HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n\r\n" % (V2.encode(), BODY))
             for _ in range(BODY // len(CHUNK)):
@@ -112,7 +100,7 @@ def test_a_keep_alive_connection_serves_the_next_request_after_a_refused_body(se
 
 
 def assert_serves(server: Server) -> None:
-    with socket.create_connection(address(server), timeout=30) as sock:
+    with socket.create_connection(server.address, timeout=30) as sock:
         sock.sendall(
             b"POST %s HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n\r\n%s" % (V2.encode(), len(GOOD), GOOD)
         )
@@ -125,9 +113,9 @@ def endless_body(server: Server, *, close: bool) -> tuple[Exchange, int]:
     """A body declared as 1 TiB, written as fast as the server takes it until the server ends the
     connection, while the answer is read beside it. Returns what was read and sent, and the server's
     resident memory growth meanwhile."""
-    before = rss_bytes(server)
+    before = server.rss_bytes()
     exchange = Exchange()
-    with socket.create_connection(address(server), timeout=60) as sock:
+    with socket.create_connection(server.address, timeout=60) as sock:
         head = b"POST %s HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n" % (V2.encode(), 1 << 40)
         sock.sendall(head + (b"connection: close\r\n\r\n" if close else b"\r\n"))
         reader = threading.Thread(target=read_answer, args=(sock, exchange), kwargs={"until_eof": True})
@@ -140,7 +128,7 @@ def endless_body(server: Server, *, close: bool) -> tuple[Exchange, int]:
         except OSError as exc:
             exchange.send_error = exc
         reader.join(60)
-    return exchange, rss_bytes(server) - before
+    return exchange, server.rss_bytes() - before
 
 
 @pytest.mark.parametrize("close", [True, False], ids=["connection-close", "keep-alive"])
@@ -159,7 +147,7 @@ def test_a_body_that_never_ends_is_discarded_up_to_a_bound_then_the_connection_c
 def test_a_body_that_stops_coming_is_waited_for_a_bounded_time(server: Server, close: bool) -> None:
     """A refused body whose caller stops sending and never closes: the server lets the connection go
     after the linger time, not after the body deadline (600 s here)."""
-    with socket.create_connection(address(server), timeout=60) as sock:
+    with socket.create_connection(server.address, timeout=60) as sock:
         head = b"POST %s HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n" % (V2.encode(), 1 << 40)
         sock.sendall(head + (b"connection: close\r\n\r\n" if close else b"\r\n") + CHUNK)
         exchange = Exchange()
@@ -181,7 +169,7 @@ def test_a_body_that_stops_coming_is_waited_for_a_bounded_time(server: Server, c
 def test_a_head_over_the_limit_gets_its_431_whole(server: Server) -> None:
     """The protocol's own refusal of a head over 64 KiB, written while the head still arrives."""
     for _ in range(20):
-        with socket.create_connection(address(server), timeout=30) as sock:
+        with socket.create_connection(server.address, timeout=30) as sock:
             exchange = Exchange()
             try:
                 sock.sendall(b"POST %s HTTP/1.1\r\nhost: t\r\nx-big: " % V2.encode())

@@ -20,18 +20,6 @@ V2 = "/v2/models/churn/infer"
 GOOD = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 14], "data": [1.0] * 14}]}
 
 
-def address(server: Server) -> tuple[str, int]:
-    host, port = server.url.removeprefix("http://").split(":")
-    return host, int(port)
-
-
-def rss_bytes(server: Server) -> int:
-    for line in open(f"/proc/{server.process.pid}/status"):  # noqa: SIM115
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 def padded_binary_request(row: np.ndarray, padding: int) -> tuple[bytes, dict[str, str]]:
     """One row as binary FP32 behind a JSON header padded with `padding` spaces."""
     header = json.dumps(
@@ -71,10 +59,10 @@ def test_drift_window_does_not_keep_request_bodies_alive(bundles: Bundles, serve
     with server.client() as c:
         for _ in range(5):  # warm-up: allocator arenas, caches
             assert c.post(V2, content=body, headers=headers).status_code == 200
-        before = rss_bytes(server)
+        before = server.rss_bytes()
         for _ in range(120):
             assert c.post(V2, content=body, headers=headers).status_code == 200
-        after = rss_bytes(server)
+        after = server.rss_bytes()
     growth = after - before
     print(f"RSS growth after 120 padded one-row binary requests: {growth / 2**20:.1f} MiB")
     assert growth < 40 * 2**20, f"{growth / 2**20:.1f} MiB kept (before the fix: ~120 MiB)"
@@ -86,7 +74,7 @@ def stalled_requests(server: Server, count: int) -> Iterator[list[socket.socket]
     socks = []
     try:
         for _ in range(count):
-            s = socket.create_connection(address(server), timeout=10)
+            s = socket.create_connection(server.address, timeout=10)
             s.sendall(b"POST " + V2.encode() + b" HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{")
             socks.append(s)
         yield socks
@@ -139,7 +127,7 @@ def test_slow_clients_do_not_starve_probes_and_are_closed(bundles: Bundles, serv
         },
     )
     server.wait_ready()
-    host, port = address(server)
+    host, port = server.address
     with ExitStack() as stack:
         idle = []
         for _ in range(2000):
