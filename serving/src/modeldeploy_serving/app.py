@@ -47,7 +47,7 @@ from modeldeploy_serving.predlog import (
     dumps_lines,
     line_template,
     open_prediction_log,
-    row_output_texts,
+    row_output_columns,
     sampled,
     split_array,
 )
@@ -418,36 +418,51 @@ class RestRecords(RecordEncoder):
             return None
         model, headers, body_ids, rows, predictions, starts, statuses, elapseds, ats = columns
         n = len(items)
-        inputs = policy.one_row_inputs(list(map(_values, rows)), model.feature_index)
-        # each micro-batch's rows' output texts, made once per batch (a dict by batch: no Python per record)
+        inputs = policy.one_row_columns(list(map(_values, rows)), model.feature_index)
+        # each micro-batch's rows' outputs, made once per batch (found by batch: no Python per record)
         batches = list(map(id, map(_batch_cache, predictions)))
-        texts: dict[int, Any] = {
-            batch: row_output_texts(p) for batch, p in dict(zip(batches, predictions, strict=True)).items()
+        by_batch: dict[int, Any] = {
+            batch: row_output_columns(p) for batch, p in dict(zip(batches, predictions, strict=True)).items()
         }
+        outputs_templates = {c[0] if c is not None else None for c in by_batch.values()}
+        outputs_template: bytes | None = outputs_templates.pop() if len(outputs_templates) == 1 else None
         times = split_array(orjson.dumps(ats))
         latencies = split_array(orjson.dumps(list(map(operator.mul, elapseds, itertools.repeat(1000.0)))))
-        if inputs is None or None in texts.values() or len(times) != n or len(latencies) != n:
+        if inputs is None or outputs_template is None or len(times) != n or len(latencies) != n:
             return None
         request_ids = self._request_ids(headers, body_ids)  # last: made ids are used up
         if request_ids is None:
             return None
+        ids = split_array(orjson.dumps(request_ids))
+        if len(ids) != n:  # an id holds a comma
+            ids = list(map(orjson.dumps, request_ids))
+        columns_of = list(map(_second, map(by_batch.__getitem__, batches)))  # each record's batch's
+        outputs = [
+            list(map(operator.getitem, map(operator.itemgetter(k), columns_of), starts))
+            for k in range(len(columns_of[0]))
+        ]
+        status_texts = {s: orjson.dumps(str(s)) for s in set(statuses)}
         ls = self._app.log_settings
-        template = line_template(ls.deployment or model.name, ls.variant, ls.revision, model.version)
+        template = line_template(
+            ls.deployment or model.name,
+            ls.variant,
+            ls.revision,
+            model.version,
+            inputs[0],
+            outputs_template,
+        )
         records = zip(
-            map(orjson.dumps, request_ids),
-            times,
-            inputs,
-            map(operator.getitem, map(texts.__getitem__, batches), starts),
-            latencies,
-            map(orjson.dumps, map(str, statuses)),
-            strict=True,
+            ids, times, *inputs[1], *outputs, latencies, map(status_texts.__getitem__, statuses), strict=True
         )
         return b"".join(map(template.__mod__, records))
 
     def _request_ids(self, headers: Sequence[Any], body_ids: list[Any]) -> list[str] | None:
         """Each request's id as _request_id_of makes it, in order, when all have a header or none has
         one and none has a body id (else None: record by record)."""
-        request_ids: list[Any] = list(map(_request_id, headers))
+        if set(map(_first, itertools.chain.from_iterable(headers))).isdisjoint(REQUEST_ID_HEADERS):
+            request_ids: list[Any] = [None] * len(headers)  # no id header in the run: no scan a request
+        else:
+            request_ids = list(map(_request_id, headers))
         missing = request_ids.count(None)
         if not missing:
             return request_ids

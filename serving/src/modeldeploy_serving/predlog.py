@@ -168,27 +168,25 @@ class PiiPolicy:
             out[name] = self._tokens(column) if pseudonymise else column
         return out
 
-    def one_row_inputs(self, rows: list[list[Any]], index: Mapping[str, int]) -> list[bytes] | None:
-        """The JSON text of `apply_rows(ListRows(values, 1, n), index)` for each one-row request's
-        `values` (its JSON numbers), byte for byte `dumps` of it, made by column: the logged columns
-        picked from every row at once (itemgetter), pseudonymised through the token LRU by `map`, each
-        column written by one orjson call and split at its commas, and each record's text formatted
-        from a template, all iterated in C. None when a column does not split into one value a row
-        (a value holding a comma, a string: then the caller builds dicts)."""
+    def one_row_columns(self, rows: list[list[Any]], index: Mapping[str, int]) -> Columns | None:
+        """`apply_rows(ListRows(values, 1, n), index)` of each one-row request's `values` (its JSON
+        numbers) as JSON text by column: the inputs object's template (a %b slot a logged field) and
+        each field's texts, one a row. The logged columns are picked from every row at once
+        (itemgetter), pseudonymised through the token LRU by `map`, and each written by one orjson
+        call split at its commas: no Python per record. None when a column does not split into one
+        text a row (a value holding a comma: the caller then builds dicts)."""
         plan = self.plan(index)
-        if not plan or not rows:
-            return [b"{}"] * len(rows)
+        if not plan:
+            return b"{}", []
         picked = [column for _, column, _ in plan]
         getter = operator.itemgetter(*picked) if len(picked) > 1 else _one_of(picked[0])
-        columns = zip(*map(getter, rows), strict=True)  # one tuple of every row's value per logged field
         texts = []
-        for (_, _, pseudonymise), values in zip(plan, columns, strict=True):
+        for (_, _, pseudonymise), values in zip(plan, zip(*map(getter, rows), strict=True), strict=True):
             parts = split_array(orjson.dumps(list(map(self._cached, values)) if pseudonymise else values))
             if len(parts) != len(rows):
                 return None
             texts.append(parts)
-        template = b"{%b}" % b",".join(_json_key(name) + b":[%b]" for name, _, _ in plan)
-        return list(map(template.__mod__, zip(*texts, strict=True)))
+        return b"{%b}" % b",".join(_json_key(name) + b":[%b]" for name, _, _ in plan), texts
 
     def _tokens(self, column: list[Any]) -> list[str]:
         cached = self._cached
@@ -237,44 +235,49 @@ def _json_key(name: str) -> bytes:
     return orjson.dumps(name).replace(b"%", b"%%")
 
 
-def line_template(deployment: str, variant: str, revision: str, model_version: str) -> bytes:
-    """A record's JSON line with %b slots for its request id, time, inputs, outputs, latency and
-    status (JSON texts): the key order and text of `dumps` of the record's dict."""
-    fixed = [_json_key(v) for v in (deployment, variant, revision, model_version)]
+def line_template(
+    deployment: str, variant: str, revision: str, model_version: str, inputs: bytes, outputs: bytes
+) -> bytes:
+    """A record's JSON line as a %-template, `dumps` of its dict byte for byte: %b slots for the
+    request id, the time, the inputs' and the outputs' templates' slots (Columns), the latency and the
+    status, in that order; the other fields written here."""
+    fixed = (*(_json_key(v) for v in (deployment, variant, revision, model_version)), inputs, outputs)
     return (
         b'{"request_id":%%b,"time":%%b,"deployment":%b,"variant":%b,"revision":%b,"model_version":%b,'
-        b'"inputs":%%b,"outputs":%%b,"latency_ms":%%b,"status":%%b}\n' % tuple(fixed)
+        b'"inputs":%b,"outputs":%b,"latency_ms":%%b,"status":%%b}\n' % fixed
     )
 
 
-def row_output_texts(prediction: Any) -> list[bytes] | None:
-    """For each row of a model call (a Prediction: batch_outputs, batch_cache), the JSON text of its
-    outputs as a one-row request logs them (`dumps({name: v[row:row + 1].tolist()})`), made once per
-    call: each output written by one orjson call of its lists and split into rows. None when an output
-    is not a 1-D or 2-D array of numbers or booleans (then the caller builds dicts)."""
+Columns = tuple[bytes, list[list[bytes]]]
+"""A JSON object's %-template, with a %b slot per field, and each field's texts, one a record."""
+
+
+def row_output_columns(prediction: Any) -> Columns | None:
+    """The outputs of each row of a model call (a Prediction: batch_outputs, batch_cache) as a one-row
+    request logs them (`{name: v[row:row + 1].tolist()}`), as JSON text by column: the object's
+    template and each output's row texts, made once per call (cached): each output written by one
+    orjson call of its lists and split into rows. None when an output is not a 1-D or 2-D array of
+    numbers or booleans (then the caller builds dicts)."""
     cache = prediction.batch_cache
     if "predlog.rows" in cache:
-        texts: list[bytes] | None = cache["predlog.rows"]
-        return texts
-    outputs = prediction.batch_outputs
+        cached: Columns | None = cache["predlog.rows"]
+        return cached
     parts: list[list[bytes]] = []
     slots: list[bytes] = []
-    texts = None
-    for name, v in outputs.items():
+    columns: Columns | None = None
+    for name, v in prediction.batch_outputs.items():
         if v.ndim not in (1, 2) or v.dtype.kind not in "biuf" or 0 in v.shape:
             break
-        text = orjson.dumps(v.tolist())  # Python floats: the text a record of .tolist() slices has
+        text = orjson.dumps(v.tolist())  # Python floats: the text of a record's .tolist() slices
         rows = split_array(text) if v.ndim == 1 else text[2:-2].split(b"],[")
         if len(rows) != v.shape[0]:
             break
         parts.append(rows)
         slots.append(_json_key(name) + (b":[%b]" if v.ndim == 1 else b":[[%b]]"))
     else:
-        if parts:
-            template = b"{%b}" % b",".join(slots)
-            texts = list(map(template.__mod__, zip(*parts, strict=True)))
-    cache["predlog.rows"] = texts
-    return texts
+        columns = b"{%b}" % b",".join(slots), parts
+    cache["predlog.rows"] = columns
+    return columns
 
 
 def _one_of(i: int) -> Callable[[list[Any]], tuple[Any]]:
