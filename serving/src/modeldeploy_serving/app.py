@@ -40,11 +40,10 @@ from modeldeploy_serving.joiner.feed import JoinerFeed, open_feed
 from modeldeploy_serving.model import LoadedModel
 from modeldeploy_serving.openapi import describe_inference_routes, name_the_served_model
 from modeldeploy_serving.predlog import (
-    LINES_CHUNK,
     PiiPolicy,
     PredictionLog,
     RecordEncoder,
-    dumps_lines,
+    dumps,
     line_template,
     open_prediction_log,
     row_output_columns,
@@ -389,8 +388,7 @@ class RestRecords(RecordEncoder):
 
     def lines(self, items: list[tuple[Any, ...]], policy: PiiPolicy) -> bytes:
         """The records of `body`, as JSON lines: by column when every item is the usual request
-        (_one_row_lines), else LINES_CHUNK dicts at a time (they then stay under the collector's
-        young-generation threshold)."""
+        (_one_row_lines), else one dict a record."""
         try:
             text = self._one_row_lines(items, policy)
         except Exception:  # not expected; the reference path below is the one that counts
@@ -398,12 +396,7 @@ class RestRecords(RecordEncoder):
             text = None
         if text is not None:
             return text
-        return b"".join(
-            [
-                dumps_lines([self.body(item, policy) for item in items[i : i + LINES_CHUNK]])
-                for i in range(0, len(items), LINES_CHUNK)
-            ]
-        )
+        return b"".join([dumps(self.body(item, policy)) + b"\n" for item in items])
 
     def _one_row_lines(self, items: list[tuple[Any, ...]], policy: PiiPolicy) -> bytes | None:
         """`body`'s records as JSON lines, by column, when every item is the usual live REST request:
