@@ -403,7 +403,7 @@ class RestRecords(RecordEncoder):
         one JSON row (rows.ListRows) predicted by one model in a micro-batch, no id in its body, all
         with a request id header or none with one; else None. Each step maps a C function over every
         record (itemgetter, the token LRU, orjson, bytes formatting), no dict and no Python bytecode
-        per record: the drain's 5.4 -> 1.x us a record (thread CPU, 2026-12-05,
+        per record: 5.1-5.4 -> 2.1-2.6 us a record to encode (thread CPU, 2026-12-05,
         docs/benchmarks.md#prediction-log). Byte for byte `body`'s `dumps`, request ids included:
         test_predlog_batch.py checks it over hostile values."""
         columns = _usual_requests(items)

@@ -467,8 +467,8 @@ Item = tuple[Any, ...]
 WAKE_EVERY = 64
 """Records queued before the drain thread is woken (else it looks every 0.1 s). Each queued request
 keeps about 8 containers alive (its tuple, headers, rows, prediction view) until drained: 500 of them
-crossed the collector's young-generation threshold (700) every ~90 requests, 1.1-1.6 us of garbage
-collection a request in process; woken every 64, 0.2-0.3 us (2026-12-05, docs/benchmarks.md)."""
+crossed the collector's young-generation threshold (700) every ~90 requests, 1.1-1.75 us of garbage
+collection a request in process; woken every 64, 0.04-0.33 us (2026-12-05, docs/benchmarks.md)."""
 
 
 class PredictionLog:
