@@ -165,6 +165,18 @@ def read_topic(
     return records
 
 
+def log_records(messages: list[Record]) -> list[dict[str, Any]]:
+    """The prediction-log records of a log topic's messages: each message holds JSON lines
+    (`content-type: application/jsonl`, `modeldeploy-records` of them: predlog.KafkaSink)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        assert m.headers.get("content-type") == b"application/jsonl", m.headers
+        lines = m.value.splitlines()
+        assert len(lines) == int(m.headers["modeldeploy-records"])
+        out += [json.loads(line) for line in lines]
+    return out
+
+
 def parse_metrics(text: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for line in text.splitlines():

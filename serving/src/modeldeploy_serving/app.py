@@ -12,6 +12,7 @@ import asyncio
 import atexit
 import itertools
 import logging
+import operator
 import os
 import socket
 import time
@@ -38,10 +39,20 @@ from modeldeploy_serving.errors import NotFoundError, OverloadedError, PayloadTo
 from modeldeploy_serving.joiner.feed import JoinerFeed, open_feed
 from modeldeploy_serving.model import LoadedModel
 from modeldeploy_serving.openapi import describe_inference_routes, name_the_served_model
-from modeldeploy_serving.predlog import PiiPolicy, PredictionLog, open_prediction_log, sampled
-from modeldeploy_serving.predlog import dumps as predlog_dumps
+from modeldeploy_serving.predlog import (
+    PiiPolicy,
+    PredictionLog,
+    RecordEncoder,
+    dumps,
+    line_template,
+    open_prediction_log,
+    row_output_columns,
+    sampled,
+    split_array,
+)
 from modeldeploy_serving.protocol import v1, v2
 from modeldeploy_serving.protocol.tensors import parse_length
+from modeldeploy_serving.rows import ListRows
 
 log = logging.getLogger(__name__)
 Logged = tuple[Any, Any, Any]
@@ -177,6 +188,7 @@ class InferenceApp:
         self._keep = prediction_log is not None or feed is not None
         self._ids = itertools.count()
         self._id_prefix = f"{socket.gethostname()}-{os.getpid()}"
+        self._records = RestRecords(self)
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """Route to the inference path or FastAPI. A plain method returning the handler's coroutine
@@ -279,7 +291,7 @@ class InferenceApp:
     ) -> None:
         """Queue one prediction-log record; never raises, never blocks. The request path keeps only
         references (the headers, rows and prediction), the record is built in the drain thread
-        (_encode): 0.2-0.35 us a request against 0.8-1.5 us building a LogRecord here (measured,
+        (RestRecords): 0.2-0.35 us a request against 0.8-1.5 us building a LogRecord here (measured,
         docs/benchmarks.md#prediction-log)."""
         try:
             plog = self.plog
@@ -290,7 +302,7 @@ class InferenceApp:
                 if not sampled(request_id, plog.sample_rate):
                     return
             plog.defer(
-                self._encode, (request_id, scope["headers"], model, logged, status, elapsed, time.time())
+                (self._records, request_id, scope["headers"], model, logged, status, elapsed, time.time())
             )
         except Exception:  # the log must never fail a prediction
             log.exception("prediction log record failed")
@@ -300,35 +312,6 @@ class InferenceApp:
         if request_id is None:
             return f"{self._id_prefix}-{next(self._ids)}"
         return str(request_id)
-
-    def _encode(self, capture: tuple[Any, ...], policy: PiiPolicy) -> bytes:
-        """The record of a captured request, in the drain thread: LogRecord.encode's shape (the same
-        as stream mode's and the router's; the keys are checked by the integration tests, the
-        inputs by test_rows_fast_path_matches_the_record_shape) built in one pass.
-        A failed request logs no inputs: its body may be anything, personal data included."""
-        request_id, headers, model, logged, status, elapsed, at = capture
-        if request_id is None:
-            request_id = self._request_id_of(headers, logged)
-        inputs: dict[str, Any] = {}
-        outputs = None
-        if logged is not None and model is not None:
-            inputs = policy.apply_rows(logged[0], model.feature_index)
-            outputs = logged[1].output_lists()
-        ls = self.log_settings
-        return predlog_dumps(
-            {
-                "request_id": request_id,
-                "time": at,
-                "deployment": ls.deployment or (model.name if model else ""),
-                "variant": ls.variant,
-                "revision": ls.revision,
-                "model_version": model.version if model else "",
-                "inputs": inputs,
-                "outputs": outputs,
-                "latency_ms": elapsed * 1000.0,
-                "status": str(status),
-            }
-        )
 
     @property
     def _retry_after(self) -> list[tuple[bytes, bytes]]:
@@ -372,6 +355,145 @@ class InferenceApp:
             x = v1.decode_request(body, model.feature_index, max_rows)
         prediction = await infer(x)
         return v1.encode_response(prediction), None, (x, prediction, None) if self._keep else None
+
+
+class RestRecords(RecordEncoder):
+    """The model server's prediction-log records, built in the drain thread from what InferenceApp._log
+    queued: (this, request id or None, headers, model, (rows, prediction, body id) or None, status,
+    seconds, time). LogRecord.encode's shape (the same as stream mode's and the router's; the keys are
+    checked by the integration tests). A failed request logs no inputs: its body may be anything,
+    personal data included."""
+
+    def __init__(self, app: InferenceApp) -> None:
+        self._app = app
+
+    def body(self, item: tuple[Any, ...], policy: PiiPolicy) -> dict[str, Any]:
+        """One record: the reference `lines` is checked against (test_predlog_batch.py)."""
+        _, request_id, headers, model, logged, status, elapsed, at = item
+        app = self._app
+        if request_id is None:
+            request_id = app._request_id_of(headers, logged)
+        inputs: dict[str, Any] = {}
+        outputs = None
+        if logged is not None and model is not None:
+            inputs = policy.apply_rows(logged[0], model.feature_index)
+            outputs = logged[1].output_lists()
+        ls = app.log_settings
+        return {
+            "request_id": request_id,
+            "time": at,
+            "deployment": ls.deployment or (model.name if model else ""),
+            "variant": ls.variant,
+            "revision": ls.revision,
+            "model_version": model.version if model else "",
+            "inputs": inputs,
+            "outputs": outputs,
+            "latency_ms": elapsed * 1000.0,
+            "status": str(status),
+        }
+
+    def lines(self, items: list[tuple[Any, ...]], policy: PiiPolicy) -> bytes:
+        """The records of `body`, as JSON lines: by column when every item is the usual request
+        (_one_row_lines), else one dict a record."""
+        try:
+            text = self._one_row_lines(items, policy)
+        except Exception:  # not expected; the reference path below is the one that counts
+            log.debug("prediction log: columnar encoding failed, record by record", exc_info=True)
+            text = None
+        if text is not None:
+            return text
+        return b"".join([dumps(self.body(item, policy)) + b"\n" for item in items])
+
+    def _one_row_lines(self, items: list[tuple[Any, ...]], policy: PiiPolicy) -> bytes | None:
+        """`body`'s records as JSON lines, by column, when every item is the usual live REST request:
+        one JSON row (rows.ListRows) predicted by one model in a micro-batch, no id in its body, all
+        with a request id header or none with one; else None. Each step maps a C function over every
+        record (itemgetter, the token LRU, orjson, bytes formatting), no dict and no Python bytecode
+        per record: 5.1-5.4 -> 2.1-2.6 us a record to encode (thread CPU, 2026-12-05,
+        docs/benchmarks.md#prediction-log). Byte for byte `body`'s `dumps`, request ids included:
+        test_predlog_batch.py checks it over hostile values."""
+        columns = _usual_requests(items)
+        if columns is None:
+            return None
+        model, headers, body_ids, rows, predictions, starts, statuses, elapseds, ats = columns
+        n = len(items)
+        inputs = policy.one_row_columns(list(map(_values, rows)), model.feature_index)
+        # each micro-batch's rows' outputs, made once per batch (found by batch: no Python per record)
+        batches = list(map(id, map(_batch_cache, predictions)))
+        by_batch: dict[int, Any] = {
+            batch: row_output_columns(p) for batch, p in dict(zip(batches, predictions, strict=True)).items()
+        }
+        outputs_templates = {c[0] if c is not None else None for c in by_batch.values()}
+        outputs_template: bytes | None = outputs_templates.pop() if len(outputs_templates) == 1 else None
+        times = split_array(orjson.dumps(ats))
+        latencies = split_array(orjson.dumps(list(map(operator.mul, elapseds, itertools.repeat(1000.0)))))
+        if inputs is None or outputs_template is None or len(times) != n or len(latencies) != n:
+            return None
+        request_ids = self._request_ids(headers, body_ids)  # last: made ids are used up
+        if request_ids is None:
+            return None
+        ids = split_array(orjson.dumps(request_ids))
+        if len(ids) != n:  # an id holds a comma
+            ids = list(map(orjson.dumps, request_ids))
+        columns_of = list(map(_second, map(by_batch.__getitem__, batches)))  # each record's batch's
+        outputs = [
+            list(map(operator.getitem, map(operator.itemgetter(k), columns_of), starts))
+            for k in range(len(columns_of[0]))
+        ]
+        status_texts = {s: orjson.dumps(str(s)) for s in set(statuses)}
+        ls = self._app.log_settings
+        template = line_template(
+            ls.deployment or model.name,
+            ls.variant,
+            ls.revision,
+            model.version,
+            inputs[0],
+            outputs_template,
+        )
+        records = zip(
+            ids, times, *inputs[1], *outputs, latencies, map(status_texts.__getitem__, statuses), strict=True
+        )
+        return b"".join(map(template.__mod__, records))
+
+    def _request_ids(self, headers: Sequence[Any], body_ids: list[Any]) -> list[str] | None:
+        """Each request's id as _request_id_of makes it, in order, when all have a header or none has
+        one and none has a body id (else None: record by record)."""
+        if set(map(_first, itertools.chain.from_iterable(headers))).isdisjoint(REQUEST_ID_HEADERS):
+            request_ids: list[Any] = [None] * len(headers)  # no id header in the run: no scan a request
+        else:
+            request_ids = list(map(_request_id, headers))
+        missing = request_ids.count(None)
+        if not missing:
+            return request_ids
+        if missing != len(headers) or body_ids.count(None) != len(body_ids):
+            return None
+        app = self._app
+        return list(map((app._id_prefix + "-").__add__, map(str, itertools.islice(app._ids, missing))))
+
+
+def _usual_requests(items: list[tuple[Any, ...]]) -> tuple[Any, ...] | None:
+    """RestRecords' items by column (model, headers, body ids, rows, predictions, their rows' starts,
+    statuses, seconds, times) when each is one JSON row (rows.ListRows) predicted by the same model, with no
+    request id found yet; else None."""
+    _, rids, headers, models, loggeds, statuses, elapseds, ats = zip(*items, strict=True)
+    n = len(items)
+    model = models[0]
+    if model is None or models.count(model) != n or rids.count(None) != n or None in loggeds:
+        return None
+    rows = list(map(_first, loggeds))
+    if set(map(type, rows)) != {ListRows} or list(map(_row_count, rows)).count(1) != n:
+        return None
+    predictions = list(map(_second, loggeds))
+    starts = list(map(_start, predictions))
+    if list(map(operator.sub, map(_stop, predictions), starts)).count(1) != n:
+        return None
+    return model, headers, list(map(_third, loggeds)), rows, predictions, starts, statuses, elapseds, ats
+
+
+_first, _second, _third = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)
+_row_count, _values = operator.attrgetter("rows"), operator.attrgetter("values")
+_start, _stop = operator.attrgetter("start"), operator.attrgetter("stop")
+_batch_cache = operator.attrgetter("batch_cache")
 
 
 def _answer_headers(size: int, header_length: int | None) -> list[tuple[bytes, bytes]]:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import itertools
 import logging
+import operator
 import sys
 import threading
 import zlib
@@ -166,6 +168,26 @@ class PiiPolicy:
             out[name] = self._tokens(column) if pseudonymise else column
         return out
 
+    def one_row_columns(self, rows: list[list[Any]], index: Mapping[str, int]) -> Columns | None:
+        """`apply_rows(ListRows(values, 1, n), index)` of each one-row request's `values` (its JSON
+        numbers) as JSON text by column: the inputs object's template (a %b slot a logged field) and
+        each field's texts, one a row. The logged columns are picked from every row at once
+        (itemgetter), pseudonymised through the token LRU by `map`, and each written by one orjson
+        call split at its commas: no Python per record. None when a column does not split into one
+        text a row (a value holding a comma: the caller then builds dicts)."""
+        plan = self.plan(index)
+        if not plan:
+            return b"{}", []
+        picked = [column for _, column, _ in plan]
+        getter = operator.itemgetter(*picked) if len(picked) > 1 else _one_of(picked[0])
+        texts = []
+        for (_, _, pseudonymise), values in zip(plan, zip(*map(getter, rows), strict=True), strict=True):
+            parts = split_array(orjson.dumps(list(map(self._cached, values)) if pseudonymise else values))
+            if len(parts) != len(rows):
+                return None
+            texts.append(parts)
+        return b"{%b}" % b",".join(_json_key(name) + b":[%b]" for name, _, _ in plan), texts
+
     def _tokens(self, column: list[Any]) -> list[str]:
         cached = self._cached
         try:
@@ -202,6 +224,67 @@ class PiiPolicy:
         return out
 
 
+def split_array(text: bytes) -> list[bytes]:
+    """The elements' texts of a JSON array (orjson's, compact) whose elements hold no comma: numbers,
+    null, booleans, pseudonyms. A caller checks the count (one more element means a comma inside one)."""
+    return text[1:-1].split(b",")
+
+
+def _json_key(name: str) -> bytes:
+    """A key's JSON text, for a %-template."""
+    return orjson.dumps(name).replace(b"%", b"%%")
+
+
+def line_template(
+    deployment: str, variant: str, revision: str, model_version: str, inputs: bytes, outputs: bytes
+) -> bytes:
+    """A record's JSON line as a %-template, `dumps` of its dict byte for byte: %b slots for the
+    request id, the time, the inputs' and the outputs' templates' slots (Columns), the latency and the
+    status, in that order; the other fields written here."""
+    fixed = (*(_json_key(v) for v in (deployment, variant, revision, model_version)), inputs, outputs)
+    return (
+        b'{"request_id":%%b,"time":%%b,"deployment":%b,"variant":%b,"revision":%b,"model_version":%b,'
+        b'"inputs":%b,"outputs":%b,"latency_ms":%%b,"status":%%b}\n' % fixed
+    )
+
+
+Columns = tuple[bytes, list[list[bytes]]]
+"""A JSON object's %-template, with a %b slot per field, and each field's texts, one a record."""
+
+
+def row_output_columns(prediction: Any) -> Columns | None:
+    """The outputs of each row of a model call (a Prediction: batch_outputs, batch_cache) as a one-row
+    request logs them (`{name: v[row:row + 1].tolist()}`), as JSON text by column: the object's
+    template and each output's row texts, made once per call (cached): each output written by one
+    orjson call of its lists and split into rows. None when an output is not a 1-D or 2-D array of
+    numbers or booleans (then the caller builds dicts)."""
+    cache = prediction.batch_cache
+    if "predlog.rows" in cache:
+        cached: Columns | None = cache["predlog.rows"]
+        return cached
+    parts: list[list[bytes]] = []
+    slots: list[bytes] = []
+    columns: Columns | None = None
+    for name, v in prediction.batch_outputs.items():
+        if v.ndim not in (1, 2) or v.dtype.kind not in "biuf" or 0 in v.shape:
+            break
+        text = orjson.dumps(v.tolist())  # Python floats: the text of a record's .tolist() slices
+        rows = split_array(text) if v.ndim == 1 else text[2:-2].split(b"],[")
+        if len(rows) != v.shape[0]:
+            break
+        parts.append(rows)
+        slots.append(_json_key(name) + (b":[%b]" if v.ndim == 1 else b":[[%b]]"))
+    else:
+        columns = b"{%b}" % b",".join(slots), parts
+    cache["predlog.rows"] = columns
+    return columns
+
+
+def _one_of(i: int) -> Callable[[list[Any]], tuple[Any]]:
+    """itemgetter(i), but a tuple of one, as itemgetter(i, j, ...) gives a tuple."""
+    return lambda values: (values[i],)
+
+
 def sampled(request_id: str, rate: float) -> bool:
     """Whether a request is logged: a pure function of its id, so the router and the server (and a
     retry) decide alike."""
@@ -228,6 +311,10 @@ class LogRecord:
 
     def encode(self, policy: PiiPolicy) -> bytes:
         """One JSON document, the policy applied (inputs and sticky key); outputs are kept."""
+        return dumps(self.body(policy))
+
+    def body(self, policy: PiiPolicy) -> dict[str, Any]:
+        """The record's document before encoding (encode's), the policy applied."""
         body: dict[str, Any] = {
             "request_id": self.request_id,
             "time": self.time,
@@ -242,7 +329,7 @@ class LogRecord:
         }
         if self.sticky_key is not None:
             body["sticky_key"] = policy.cached_token(self.sticky_key)
-        return dumps(body)
+        return body
 
 
 def dumps(body: dict[str, Any]) -> bytes:
@@ -250,6 +337,37 @@ def dumps(body: dict[str, Any]) -> bytes:
     converted once per model call); a numpy array is written by orjson directly, a non-contiguous
     one through .tolist()."""
     return orjson.dumps(body, default=_to_list, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+class RecordEncoder:
+    """Turns queued items (PredictionLog.defer) into records. `body(item, policy)` is one record's
+    document and `one` its JSON; the drain calls `lines(items, policy)` once per run of items of the
+    same encoder, for their JSON lines. A subclass may override `lines` to make them with less work
+    a record (the REST server's does, by column); `one` is the reference it must equal, and the
+    drain's fallback when a run fails, so that a record that cannot be encoded costs only itself.
+    (One orjson call over a run's dicts, newline fragments between them, measured slower than a call
+    a record: 1.3 against 0.8 us a record, 2026-12-05.)"""
+
+    def body(self, item: tuple[Any, ...], policy: PiiPolicy) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def one(self, item: tuple[Any, ...], policy: PiiPolicy) -> bytes:
+        return dumps(self.body(item, policy))
+
+    def lines(self, items: list[tuple[Any, ...]], policy: PiiPolicy) -> bytes:
+        body = self.body
+        return b"".join([dumps(body(item, policy)) + b"\n" for item in items])
+
+
+class _LogRecords(RecordEncoder):
+    """Items of PredictionLog.log: (this, LogRecord)."""
+
+    def body(self, item: tuple[Any, ...], policy: PiiPolicy) -> dict[str, Any]:
+        record: LogRecord = item[1]
+        return record.body(policy)
+
+
+_LOG_RECORDS = _LogRecords()
 
 
 def _to_list(value: Any) -> Any:
@@ -260,7 +378,8 @@ def _to_list(value: Any) -> Any:
 
 
 class Sink(Protocol):
-    def write(self, records: list[bytes]) -> None: ...
+    def write(self, lines: bytes, count: int) -> None:
+        """`count` records, each a JSON document followed by a newline."""
 
     def close(self) -> None: ...
 
@@ -271,17 +390,28 @@ class JsonLinesSink:
     def __init__(self, stream: io.TextIOBase | Any = None) -> None:
         self._stream = stream if stream is not None else sys.stdout
 
-    def write(self, records: list[bytes]) -> None:
-        self._stream.write("".join(r.decode() + "\n" for r in records))
+    def write(self, lines: bytes, count: int) -> None:
+        self._stream.write(lines.decode())
         self._stream.flush()
 
     def close(self) -> None:
         self._stream.flush()
 
 
+MESSAGE_BYTES = 256 * 1024
+"""The most bytes of records in one Kafka message (a record longer than that goes alone): well under
+the broker's and librdkafka's 1 MB default message limit."""
+KAFKA_HEADERS = [("content-type", b"application/jsonl")]
+
+
 class KafkaSink:
-    """Records to a Kafka topic through a confluent-kafka Producer (or anything with its methods).
-    A full producer queue drops the record (counted) instead of waiting."""
+    """Records to a Kafka topic through a confluent-kafka Producer (or anything with its methods):
+    each message holds a batch of records as JSON lines (each a JSON document followed by a newline,
+    header `content-type: application/jsonl`, `modeldeploy-records`: how many), at most
+    MESSAGE_BYTES unless one record is longer. One produce() per batch instead of one per record
+    (each with its delivery report and librdkafka's per-message work): see
+    docs/benchmarks.md#prediction-log. A consumer splits a message's value at newlines. A full
+    producer queue drops the message's records (counted) instead of waiting."""
 
     def __init__(self, producer: Any, topic: str) -> None:
         self._producer = producer
@@ -290,22 +420,55 @@ class KafkaSink:
         self.failed = 0
         self.delivered = 0
 
-    def _report(self, err: Any, _msg: Any) -> None:
-        if err is None:
-            self.delivered += 1
-        else:
-            self.failed += 1
-
-    def write(self, records: list[bytes]) -> None:
-        for r in records:
+    def write(self, lines: bytes, count: int) -> None:
+        for value, n in _messages(lines, count):
             try:
-                self._producer.produce(self._topic, r, on_delivery=self._report)
+                self._producer.produce(
+                    self._topic,
+                    value,
+                    headers=[*KAFKA_HEADERS, ("modeldeploy-records", b"%d" % n)],
+                    on_delivery=functools.partial(self._report, n),
+                )
             except BufferError:
-                self.dropped += 1
+                self.dropped += n
         self._producer.poll(0)
+
+    def _report(self, n: int, err: Any, _msg: Any) -> None:
+        if err is None:
+            self.delivered += n
+        else:
+            self.failed += n
 
     def close(self) -> None:
         self._producer.flush(10)
+
+
+def _messages(lines: bytes, count: int) -> list[tuple[bytes, int]]:
+    """JSON lines cut into messages of at most MESSAGE_BYTES (whole records), with their counts."""
+    if len(lines) <= MESSAGE_BYTES:
+        return [(lines, count)]
+    out: list[tuple[bytes, int]] = []
+    start = n = 0
+    end = -1
+    while True:
+        nxt = lines.find(b"\n", end + 1)
+        if nxt < 0 or (nxt + 1 - start > MESSAGE_BYTES and n):
+            if n:
+                out.append((lines[start : end + 1], n))
+            if nxt < 0:
+                return out
+            start, n = end + 1, 0
+        end = nxt
+        n += 1
+
+
+Item = tuple[Any, ...]
+"""A queued record: (its RecordEncoder, what the encoder needs...)."""
+WAKE_EVERY = 64
+"""Records queued before the drain thread is woken (else it looks every 0.1 s). Each queued request
+keeps about 8 containers alive (its tuple, headers, rows, prediction view) until drained: 500 of them
+crossed the collector's young-generation threshold (700) every ~90 requests, 1.1-1.75 us of garbage
+collection a request in process; woken every 64, 0.04-0.33 us (2026-12-05, docs/benchmarks.md)."""
 
 
 class PredictionLog:
@@ -319,21 +482,23 @@ class PredictionLog:
         capacity: int = 10_000,
         batch: int = 500,
         count: Callable[[str, int], None] | None = None,
+        wake: int = WAKE_EVERY,
     ) -> None:
         """`count(outcome, n)`: told of records `written`, `dropped` (buffer full) and `failed` (the
-        sink refused them), e.g. to export them as metrics; called from the drain thread except for
-        drops."""
+        sink refused them, or they could not be encoded), e.g. to export them as metrics; called from
+        the drain thread except for drops. `batch`: the most records handed to the sink at once."""
         self.sink = sink
         self.policy = policy
         self.sample_rate = sample_rate
         self.capacity = capacity
         self._batch = batch
-        self._buffer: deque[LogRecord | tuple[Callable[[Any, PiiPolicy], bytes], Any]] = deque()
+        self._wake_at = min(wake, batch)
+        self._buffer: deque[Item] = deque()
         self._wake = threading.Event()
         self._stop = False
         self.logged = 0
         self.dropped = 0  # buffer full: the sink is slower than the traffic
-        self.failed = 0  # records of batches the sink refused
+        self.failed = 0  # records of batches the sink refused, or records that could not be encoded
         self.written = 0
         self._count = count or (lambda _outcome, _n: None)
         self._thread = threading.Thread(target=self._drain, name="prediction-log", daemon=True)
@@ -343,47 +508,66 @@ class PredictionLog:
         """Queue a record if it is sampled and there is room; never blocks, never raises."""
         if not sampled(record.request_id, self.sample_rate):
             return False
-        return self._put(record)
+        return self.defer((_LOG_RECORDS, record))
 
-    def defer(self, encode: Callable[[Any, PiiPolicy], bytes], capture: Any) -> bool:
-        """Queue a record encoded later, in the drain thread, as `encode(capture, policy)` (the shape of
-        LogRecord.encode): the request path pays one tuple of references, no conversion (REST: rows,
-        prediction, headers). The caller has decided sampling (it knows the request id, or the
-        rate is 1)."""
-        return self._put((encode, capture))
-
-    def _put(self, item: LogRecord | tuple[Callable[[Any, PiiPolicy], bytes], Any]) -> bool:
-        if len(self._buffer) >= self.capacity:
+    def defer(self, item: Item) -> bool:
+        """Queue a record encoded later, in the drain thread, by `item[0]` (a RecordEncoder) from the
+        rest of the item: the request path pays one tuple of references, no conversion (REST: rows,
+        prediction, headers). The caller has decided sampling (it knows the request id, or the rate
+        is 1). Never blocks, never raises: with the buffer full the record is dropped and counted."""
+        buffer = self._buffer
+        if len(buffer) >= self.capacity:
             self.dropped += 1
             self._count("dropped", 1)
             return False
-        self._buffer.append(item)
+        buffer.append(item)
         self.logged += 1
-        if len(self._buffer) == self._batch:  # once per batch, not a lock per record past it
+        if len(buffer) == self._wake_at:  # once per batch, not a lock per record past it
             self._wake.set()
         return True
 
     def _drain(self) -> None:
-        policy = self.policy
         while True:
             self._wake.wait(0.1)
             self._wake.clear()
             while self._buffer:
-                taken: list[LogRecord | tuple[Callable[[Any, PiiPolicy], bytes], Any]] = []
+                taken: list[Item] = []
                 while self._buffer and len(taken) < self._batch:
                     taken.append(self._buffer.popleft())
-                try:
-                    self.sink.write(
-                        [r.encode(policy) if isinstance(r, LogRecord) else r[0](r[1], policy) for r in taken]
-                    )
-                    self.written += len(taken)
-                    self._count("written", len(taken))
-                except Exception:  # the log must never take serving down
-                    self.failed += len(taken)
-                    self._count("failed", len(taken))
-                    log.exception("prediction log sink failed; %d records dropped", len(taken))
+                self._write(taken)
             if self._stop:
                 return
+
+    def _write(self, taken: list[Item]) -> None:
+        policy = self.policy
+        chunks: list[bytes] = []
+        bad = 0
+        for encoder, run in itertools.groupby(taken, operator.itemgetter(0)):
+            items = list(run)
+            try:
+                chunks.append(encoder.lines(items, policy))
+            except Exception:  # one record that cannot be encoded must not cost its whole run
+                for item in items:
+                    try:
+                        chunks.append(encoder.one(item, policy) + b"\n")
+                    except Exception:
+                        bad += 1
+                        if bad == 1:
+                            log.exception("prediction log record could not be encoded; dropped")
+        if bad:
+            self.failed += bad
+            self._count("failed", bad)
+        n = len(taken) - bad
+        if not n:
+            return
+        try:
+            self.sink.write(b"".join(chunks), n)
+            self.written += n
+            self._count("written", n)
+        except Exception:  # the log must never take serving down
+            self.failed += n
+            self._count("failed", n)
+            log.exception("prediction log sink failed; %d records dropped", n)
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is buffered (bounded in time), then close the sink."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kafka_broker import Broker
-from stream_harness import Topics, feature_records, produce, read_topic, stream_process
+from stream_harness import Topics, feature_records, log_records, produce, read_topic, stream_process
 
 pytestmark = pytest.mark.slow
 
@@ -59,9 +59,9 @@ def test_stream_prediction_log_to_kafka_holds_no_marker(
             what="every record logged",
         )
         metrics_text = json.dumps(stream.metrics())
-    logged = read_topic(kafka.bootstrap, log_topic, lambda rs: len(rs) >= N + 1, timeout=60)
-    by_id = {json.loads(r.value)["request_id"]: json.loads(r.value) for r in logged}
-    assert len(logged) == len(by_id) == N + 1
+    logged = read_topic(kafka.bootstrap, log_topic, lambda ms: len(log_records(ms)) >= N + 1, timeout=60)
+    by_id = {r["request_id"]: r for r in log_records(logged)}
+    assert len(log_records(logged)) == len(by_id) == N + 1
     for i in range(N):
         record = by_id[f"req-{i}"]
         assert (record["deployment"], record["variant"], record["revision"], record["status"]) == (

@@ -98,9 +98,10 @@ class SlowSink:
         self.release = threading.Event()
         self.records: list[bytes] = []
 
-    def write(self, records: list[bytes]) -> None:
+    def write(self, lines: bytes, count: int) -> None:
         self.release.wait(10)
-        self.records += records
+        assert lines.count(b"\n") == count
+        self.records += lines.splitlines()
 
     def close(self) -> None:
         pass
@@ -121,7 +122,7 @@ def test_a_slow_sink_never_blocks_logging_records_are_dropped_and_counted() -> N
 
 
 class BrokenSink:
-    def write(self, records: list[bytes]) -> None:
+    def write(self, lines: bytes, count: int) -> None:
         raise OSError("disk full")
 
     def close(self) -> None:
@@ -141,12 +142,14 @@ class FakeProducer:
     def __init__(self, room: int) -> None:
         self.room = room
         self.sent: list[tuple[str, bytes]] = []
+        self.headers: list[dict[str, bytes]] = []
         self.callbacks: list[Any] = []
 
-    def produce(self, topic: str, value: bytes, on_delivery: Any = None) -> None:
+    def produce(self, topic: str, value: bytes, headers: Any = None, on_delivery: Any = None) -> None:
         if len(self.sent) >= self.room:
             raise BufferError("queue full")
         self.sent.append((topic, value))
+        self.headers.append(dict(headers or []))
         self.callbacks.append(on_delivery)
 
     def poll(self, _timeout: float) -> int:
@@ -159,15 +162,37 @@ class FakeProducer:
         return self.poll(0)
 
 
-def test_kafka_sink_drops_when_the_producer_queue_is_full() -> None:
-    producer = FakeProducer(room=30)
+def test_kafka_sink_writes_batches_of_json_lines_and_drops_when_the_producer_queue_is_full() -> None:
+    producer = FakeProducer(room=3)
     sink = KafkaSink(producer, "predictions")
-    sink.write([b"x"] * 50)
+    for batch in range(5):
+        sink.write(b"".join(b'{"r":%d}\n' % (batch * 10 + i) for i in range(10)), 10)
     sink.close()
-    assert len(producer.sent) == 30
-    assert sink.dropped == 20
+    assert len(producer.sent) == 3  # one message a batch; the queue held 3
+    assert sink.dropped == 20  # the records of the 2 messages refused
     assert sink.delivered == 30
     assert {t for t, _ in producer.sent} == {"predictions"}
+    records = [json.loads(line) for _, value in producer.sent for line in value.splitlines()]
+    assert [r["r"] for r in records] == list(range(30))
+    assert producer.headers[0] == {"content-type": b"application/jsonl", "modeldeploy-records": b"10"}
+
+
+def test_kafka_messages_hold_whole_records_within_the_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modeldeploy_serving import predlog
+
+    monkeypatch.setattr(predlog, "MESSAGE_BYTES", 64)
+    producer = FakeProducer(room=1_000)
+    sink = KafkaSink(producer, "predictions")
+    lines = [b'{"r":%d,"pad":"%s"}\n' % (i, b"x" * (i % 7) * 9) for i in range(40)] + [
+        b'{"big":"%s"}\n' % (b"y" * 200)
+    ]
+    sink.write(b"".join(lines), len(lines))
+    sink.close()
+    values = [value for _, value in producer.sent]
+    assert b"".join(values) == b"".join(lines)
+    assert all(v.endswith(b"\n") and (len(v) <= 64 or v.count(b"\n") == 1) for v in values)
+    assert [int(h["modeldeploy-records"]) for h in producer.headers] == [v.count(b"\n") for v in values]
+    assert sink.delivered == len(lines)
 
 
 def test_cached_tokens_equal_computed_ones_and_keep_json_types_apart() -> None:

@@ -36,7 +36,7 @@ from modeldeploy_serving.dataplane import DataPlane
 from modeldeploy_serving.joiner.feed import JoinerFeed
 from modeldeploy_serving.kafka_lag import consumer_lag
 from modeldeploy_serving.model import LoadedModel
-from modeldeploy_serving.predlog import PiiPolicy, PredictionLog, dumps, sampled
+from modeldeploy_serving.predlog import PiiPolicy, PredictionLog, RecordEncoder, sampled
 from modeldeploy_serving.rows import ListRows
 from modeldeploy_serving.stream.records import (
     PREDICTION_FAILED,
@@ -360,11 +360,11 @@ class StreamRunner:
                         if p.request is not None
                         else ListRows(p.row or [], 1, len(model.feature_names))
                     )
-                    plog.defer(encode, (rid, rows, start, stop, "200"))
+                    plog.defer((encode, rid, rows, start, stop, "200"))
                 start = stop
             for _m, error, rid in bad:
                 if sampled(rid, rate):
-                    plog.defer(encode, (rid, None, 0, 0, "500" if error.kind == PREDICTION_FAILED else "400"))
+                    plog.defer((encode, rid, None, 0, 0, "500" if error.kind == PREDICTION_FAILED else "400"))
         except Exception:  # the log must never stop the stream
             log.exception("prediction log records failed")
 
@@ -477,7 +477,7 @@ class StreamRunner:
             metrics.STREAM_RECORDS.labels(*labels, "dead_letter").inc(len(bad))
 
 
-class _LogEncoder:
+class _LogEncoder(RecordEncoder):
     """Prediction-log records of one batch, encoded in the log's drain thread (PredictionLog.defer):
     the consumer's loop only queues references."""
 
@@ -492,26 +492,24 @@ class _LogEncoder:
         self.at = time.time()
         self.latency_ms = (time.perf_counter() - started) * 1000.0
 
-    def __call__(self, capture: tuple[str, Any, int, int, str], policy: PiiPolicy) -> bytes:
-        request_id, rows, start, stop, status = capture
+    def body(self, item: tuple[Any, ...], policy: PiiPolicy) -> dict[str, Any]:
+        _, request_id, rows, start, stop, status = item
         model = self.model
         lists = self.lists
         if lists is None:
             lists = self.lists = {k: v.tolist() for k, v in self.outputs.items()}
-        return dumps(
-            {
-                "request_id": request_id,
-                "time": self.at,
-                "deployment": self.deployment or model.name,
-                "variant": self.variant,
-                "revision": self.revision,
-                "model_version": model.version,
-                "inputs": {} if rows is None else policy.apply_rows(rows, model.feature_index),
-                "outputs": None if rows is None else {k: v[start:stop] for k, v in lists.items()},
-                "latency_ms": self.latency_ms,
-                "status": status,
-            }
-        )
+        return {
+            "request_id": request_id,
+            "time": self.at,
+            "deployment": self.deployment or model.name,
+            "variant": self.variant,
+            "revision": self.revision,
+            "model_version": model.version,
+            "inputs": {} if rows is None else policy.apply_rows(rows, model.feature_index),
+            "outputs": None if rows is None else {k: v[start:stop] for k, v in lists.items()},
+            "latency_ms": self.latency_ms,
+            "status": status,
+        }
 
 
 def _header(headers: list[tuple[str, bytes | None]] | None, name: str) -> str | None:
