@@ -67,8 +67,11 @@ def test_the_end_is_read_only_once_every_record_read_is_counted() -> None:
     tally._tally(messages)
     assert seen == [(False, 0)]  # mid-chunk: not read to the end
     assert tally.read_up_to(ends)
-    assert tally.scored() == n and tally.missing() == []
-    assert tally.mismatched == 0 and tally.other_ids == 0 and tally.unexpected == []
+    assert tally.scored() == n
+    assert tally.missing() == []
+    assert tally.mismatched == 0
+    assert tally.other_ids == 0
+    assert tally.unexpected == []
 
 
 def test_missing_names_the_records_without_an_output() -> None:
@@ -76,4 +79,5 @@ def test_missing_names_the_records_without_an_output() -> None:
     tally = OutputTally("", "events-scores", expected, partitions=1, tolerance=1e-6, consumer=NoConsumer())
     tally._tally([FakeMessage(0, 0, 0), FakeMessage(2, 0, 1)])
     assert tally.missing() == [1, 3]
-    assert tally.read_up_to({0: 2}) and not tally.read_up_to({0: 3})
+    assert tally.read_up_to({0: 2})
+    assert not tally.read_up_to({0: 3})
