@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import pytest
 from kubernetes import client
 
@@ -45,6 +44,7 @@ from cluster_helpers import container_pids, create_mdep, patch_mdep, process_gon
 from kafka_broker import Broker, create_topic, kafka_broker
 from rollout_helpers import dump, model, ready_on, set_model, status
 from stream_harness import Record, feature_records, produce, read_topic
+from stream_tally import OutputTally
 
 # The session's first test also waits for the cluster lock and builds the images: pytest-timeout counts
 # that setup, so the default 600 s is not enough here.
@@ -389,106 +389,6 @@ class Producing(threading.Thread):
         self.seconds = time.monotonic() - started
 
 
-class OutputTally:
-    """Reads the output topic from its start in a thread and keeps, per input record (its key is its
-    index), compact arrays: outputs seen, the first output's request id (input partition and offset)
-    and the largest difference from the model's own probabilities; never the records themselves
-    (1,000,000 outputs as Records would be about 1 GB)."""
-
-    def __init__(self, bootstrap: str, topic: str, expected: np.ndarray) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-        n = len(expected)
-        self.expected = expected
-        self.counts = np.zeros(n, np.int32)
-        self.id_partition = np.full(n, -1, np.int16)
-        self.id_offset = np.full(n, -1, np.int64)
-        self.total = self.mismatched = self.other_ids = 0
-        self.unexpected: list[str] = []  # outputs that are not of an input record, or malformed
-        self.max_error = 0.0
-        self.worst: tuple[float, int] = (0.0, -1)
-        self.revisions: set[str] = set()
-        self.first_ms, self.last_ms = 2**62, 0
-        self.positions: dict[int, int] = {}
-        self.error: BaseException | None = None
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"tally-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-            }
-        )
-        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> OutputTally:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(60)
-        self.consumer.close()
-
-    def scored(self) -> int:
-        """Input records with at least one output."""
-        if self.error is not None:
-            raise AssertionError("the output reader failed") from self.error
-        return int(np.count_nonzero(self.counts))
-
-    def read_up_to(self, ends: dict[int, int]) -> bool:
-        return all(self.positions.get(p, 0) >= end for p, end in ends.items())
-
-    def _run(self) -> None:
-        try:
-            while not self.stop.is_set():
-                messages = self.consumer.consume(5000, 0.2)
-                if messages:
-                    self._tally(messages)
-        except BaseException as error:  # reported by the test's thread (scored())
-            self.error = error
-
-    def _tally(self, messages: list[Any]) -> None:
-        size = len(messages)
-        index = np.empty(size, np.int64)
-        probabilities = np.empty((size, 2), np.float64)
-        partitions = np.empty(size, np.int16)
-        offsets = np.empty(size, np.int64)
-        k = 0
-        for m in messages:
-            if m.error():
-                continue
-            self.positions[m.partition()] = m.offset() + 1
-            self.total += 1
-            key = m.key() or b""
-            request_id = dict(m.headers() or []).get("request-id", b"").decode()
-            body = orjson.loads(m.value())
-            if not key.isdigit() or int(key) >= len(self.counts) or body["request_id"] != request_id:
-                self.unexpected.append(f"{key!r} {request_id} {m.value()[:200]!r}")
-                continue
-            _, partition, offset = request_id.rsplit("-", 2)  # <topic>-<partition>-<offset>
-            index[k], partitions[k], offsets[k] = int(key), int(partition), int(offset)
-            probabilities[k] = body["outputs"]["probabilities"]
-            self.revisions.add(body["revision"])
-            stamp = m.timestamp()[1]
-            self.first_ms, self.last_ms = min(self.first_ms, stamp), max(self.last_ms, stamp)
-            k += 1
-        index, probabilities, partitions, offsets = index[:k], probabilities[:k], partitions[:k], offsets[:k]
-        error = np.abs(probabilities - self.expected[index]).max(axis=1) if k else np.zeros(0)
-        if k and error.max() > self.max_error:
-            self.max_error = float(error.max())
-            self.worst = (self.max_error, int(index[error.argmax()]))
-        self.mismatched += int(np.count_nonzero(error > TOLERANCE))
-        first = self.counts[index] == 0
-        np.add.at(self.counts, index, 1)
-        self.id_partition[index[first]] = partitions[first]
-        self.id_offset[index[first]] = offsets[first]
-        # A duplicate carries its first output's request id: the same input record scored again.
-        same = (self.id_partition[index] == partitions) & (self.id_offset[index] == offsets)
-        self.other_ids += int(np.count_nonzero(~same))
-
-
 def _ends(consumer: Any, topic: str) -> dict[int, int]:
     """Each partition's end offset (high watermark), asked of the broker."""
     from confluent_kafka import TopicPartition
@@ -644,9 +544,9 @@ def _kill_scenario(
     outputs = _ends(watermarks, KILL_OUTPUT)
     # The outputs are read once the input is in (a reader beside the producer took the GIL from it:
     # 3,900 records/s produced, 2026-12-04), to the end of the topic.
-    with OutputTally(bootstrap, KILL_OUTPUT, expected) as tally:
+    with OutputTally(bootstrap, KILL_OUTPUT, expected, PARTITIONS, TOLERANCE) as tally:
         wait_for("the outputs read to the end", lambda: tally.read_up_to(outputs), timeout=group_timeout)
-        assert tally.scored() == n, "every input record has its prediction"
+        missing = tally.missing()
     watermarks.close()
 
     dead = read_topic(
@@ -654,6 +554,18 @@ def _kill_scenario(
         KILL_DEAD_LETTER,
         lambda rs: {r.headers.get("request-id") for r in rs} >= {b"bad-%d" % j for j in range(len(bad))},
         timeout=120,
+    )
+    # A record without an output says where it went: a dead letter (its kind: prediction_failed is a
+    # batch the model refused) or nowhere (committed without being produced).
+    dead_kinds: dict[bytes, int] = {}
+    for r in dead:
+        dead_kinds[r.headers["modeldeploy-error-kind"]] = (
+            dead_kinds.get(r.headers["modeldeploy-error-kind"], 0) + 1
+        )
+    dead_missing = {r.key for r in dead} & {b"%d" % i for i in missing}
+    assert not missing, (
+        f"{len(missing)} input records without a prediction (keys {missing[:3]}..{missing[-3:]}), "
+        f"{len(dead_missing)} of them in the dead-letter topic; dead letters by kind {dead_kinds}"
     )
     duplicates = int(tally.counts.sum()) - n
     seconds = (tally.last_ms - tally.first_ms) / 1000

@@ -27,8 +27,12 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from modeldeploy_contract.stream_settings import StreamSettings
 from modeldeploy_serving import metrics
@@ -40,6 +44,7 @@ from modeldeploy_serving.predlog import PiiPolicy, PredictionLog, RecordEncoder,
 from modeldeploy_serving.rows import ListRows
 from modeldeploy_serving.stream.records import (
     PREDICTION_FAILED,
+    FeatureRows,
     OutputEncoder,
     Parsed,
     RecordError,
@@ -326,6 +331,22 @@ class StreamRunner:
             assert self._wakeup is not None
             self._wakeup.set()
 
+    def _produce_outputs(self, good: list[Any], values: list[bytes], ids: list[str], report: Any) -> None:
+        """Each output record, keyed as its input, with its request id header; the producer's own
+        method called in the loop (the retry on a full queue only when it is full)."""
+        topic = self.settings.output_topic
+        produce = self.producer.produce
+        for m, value, rid in zip(good, values, ids, strict=True):
+            key, headers = m.key(), [("request-id", rid.encode())]
+            try:
+                # positional (keyword parsing is about 0.25 µs of the call: bench/stream/cpu_bench.py),
+                # in confluent-kafka's C order: topic, value, key, partition (-1: the partitioner's,
+                # the default), callback (on_delivery's other name), on_delivery, timestamp (0: now,
+                # the default), headers. test_stream_produce_args checks it against the keyword call.
+                produce(topic, value, key, -1, report, None, 0, headers)
+            except BufferError:
+                self._produce(topic, value, key, headers, report)
+
     def _produce(self, topic: str, value: bytes, key: bytes | None, headers: Any, report: Any) -> None:
         while True:
             try:
@@ -340,7 +361,7 @@ class StreamRunner:
         plog: PredictionLog,
         batch: Batch,
         model: LoadedModel,
-        parsed: list[Parsed],
+        parsed: Sequence[Parsed],
         ids: list[str],
         outputs: dict[str, Any],
         bad: list[Bad],
@@ -387,42 +408,60 @@ class StreamRunner:
 
     def _parse(
         self, batch: Batch, parser: RecordParser
-    ) -> tuple[list[Any], list[Parsed], list[str], list[Bad]]:
-        """Split a batch into records to score (with their request ids) and dead letters."""
+    ) -> tuple[list[Any], Sequence[Parsed], list[str], list[Bad], npt.NDArray[np.float32] | None]:
+        """Split a batch into records to score (with their request ids) and dead letters; the last
+        item is the rows to score as one matrix when the parser made it (else assemble(parsed)).
+
+        The message accessors are mapped over the batch (Message.offset etc. are C methods: no
+        Python frame per record); a batch of feature records only, none with headers (the common
+        case) needs no per-record Python beyond that: bench/stream/cpu_bench.py."""
+        messages = batch.messages
+        if not messages:
+            return [], [], [], [], None
+        m_type = type(messages[0])
+        results, matrix = parser.parse_batch(list(map(m_type.value, messages)))
+        topics = list(map(m_type.topic, messages))
+        partitions = list(map(m_type.partition, messages))
+        positions = list(map(m_type.offset, messages))
+        self._count_offsets(batch, list(zip(topics, partitions, strict=True)), positions)
+        # the default request id: "<topic>-<partition>-<offset>" (a V2 record's own id, a header's first)
+        default_ids = [f"{t}-{p}-{o}" for t, p, o in zip(topics, partitions, positions, strict=True)]
+        if matrix is not None and len(matrix) == len(messages) and not any(map(m_type.headers, messages)):
+            return list(messages), results, default_ids, [], matrix  # type: ignore[return-value]  # FeatureRows
         header_name = self.settings.request_id_header
         good: list[Any] = []
         parsed: list[Parsed] = []
         ids: list[str] = []
         bad: list[Bad] = []
-        replayed = 0
-        scored = self._scored_up_to
-        messages = batch.messages
-        offsets = batch.offsets
-        results = parser.parse_many([m.value() for m in messages])
-        for m, p in zip(messages, results, strict=True):
-            partition, offset = m.partition(), m.offset()
-            key = (m.topic(), partition)
-            if offset < scored.get(key, -1):
-                replayed += 1
-            offsets[key] = offset + 1  # consumed in order per partition
+        for m, p, default_id in zip(messages, results, default_ids, strict=True):
             headers = m.headers()
             request_id = _header(headers, header_name) if headers else None
             if isinstance(p, RecordError):
-                bad.append((m, p, request_id or f"{key[0]}-{partition}-{offset}"))
+                bad.append((m, p, request_id or default_id))
                 continue
             if request_id is None:
                 v2_id = p.v2_id
-                request_id = str(v2_id) if v2_id is not None else f"{key[0]}-{partition}-{offset}"
+                request_id = str(v2_id) if v2_id is not None else default_id
             good.append(m)
             parsed.append(p)
             ids.append(request_id)
-        for tp, next_offset in batch.offsets.items():
-            scored[tp] = max(next_offset, scored.get(tp, -1))
-        if replayed:
+        return good, parsed, ids, bad, matrix
+
+    def _count_offsets(self, batch: Batch, keys: list[TopicPartitionKey], positions: list[int]) -> None:
+        """The batch's next offset per partition, and the records consumed again (below an offset
+        this process already scored: a rebalance or a failed commit), counted."""
+        scored = self._scored_up_to
+        offsets = batch.offsets
+        offsets.update(zip(keys, [o + 1 for o in positions], strict=True))  # in order per partition: the last
+        # consumed in order per partition: its first record has its lowest offset
+        first = dict(zip(reversed(keys), reversed(positions), strict=True))
+        if any(o < scored.get(k, -1) for k, o in first.items()):
+            replayed = sum(o < scored.get(k, -1) for k, o in zip(keys, positions, strict=True))
             metrics.STREAM_REPLAYED.labels(self.dataplane.metrics.model, self.dataplane.metrics.version).inc(
                 replayed
             )
-        return good, parsed, ids, bad
+        for tp, next_offset in offsets.items():
+            scored[tp] = max(next_offset, scored.get(tp, -1))
 
     async def _score_and_produce(
         self,
@@ -433,13 +472,13 @@ class StreamRunner:
         encoder: OutputEncoder,
     ) -> None:
         s = self.settings
-        good, parsed, ids, bad = self._parse(batch, parser)
+        good, parsed, ids, bad, matrix = self._parse(batch, parser)
         values: list[bytes] = []
         outputs: dict[str, Any] = {}
         prediction: Any = None
         if parsed:
             try:
-                prediction = await self.dataplane.infer(assemble(parsed))
+                prediction = await self.dataplane.infer(matrix if matrix is not None else assemble(parsed))
                 outputs = prediction.outputs
                 values = encoder.encode(parsed, ids, outputs)
             except Exception as exc:  # the model refused the batch: its records become dead letters
@@ -451,9 +490,7 @@ class StreamRunner:
             await previous  # produce in consumption order
         batch.remaining = len(values) + len(bad)
         report = self._delivered(batch)
-        produce = self._produce
-        for m, value, rid in zip(good, values, ids, strict=True):
-            produce(s.output_topic, value, m.key(), [("request-id", rid.encode())], report)
+        self._produce_outputs(good, values, ids, report)
         labels = (self.dataplane.metrics.model, self.dataplane.metrics.version)
         for m, error, rid in bad:
             headers = list(m.headers() or [])
@@ -463,14 +500,15 @@ class StreamRunner:
                 ("modeldeploy-input", f"{m.topic()}/{m.partition()}/{m.offset()}".encode()),
                 ("request-id", rid.encode()),
             ]
-            produce(s.dead_letter, m.value() or b"", m.key(), headers, report)
+            self._produce(s.dead_letter, m.value() or b"", m.key(), headers, report)
             metrics.STREAM_DEAD_LETTERS.labels(*labels, error.kind).inc()
         batch.produced.set_result(None)
         if self.plog is not None:
             self._log(self.plog, batch, model, parsed if values else [], ids, outputs, bad)
         if self.feed is not None and values:
             # never blocks: a full buffer drops and counts (modeldeploy_joiner_feed_records_total)
-            self.feed.add_many(ids, [p.rows for p in parsed], model.version, prediction)
+            rows = [1] * len(parsed) if isinstance(parsed, FeatureRows) else [p.rows for p in parsed]
+            self.feed.add_many(ids, rows, model.version, prediction)
         if good:
             metrics.STREAM_RECORDS.labels(*labels, "scored").inc(len(good))
         if bad:
