@@ -699,7 +699,9 @@ def updates_with_workloads(
     revision's Deployment: the table went first, a whole write ahead of the Deployment (stage trace,
     docs/benchmarks.md "Model change -> revision, stage by stage": from the table sent to the
     Deployment sent, median 41 ms of the 139 ms from the model change to the Deployment seen at
-    N = 1,000; 25 of 122 ms at N = 300). A table that does not exist yet (a new
+    N = 1,000; 25 of 122 ms at N = 300). After: sent 8 ms after the build, but its write, beside the
+    table's, took 66 ms against 24-29 ms alone in the one run: no end-to-end gain shown yet (same
+    section). A table that does not exist yet (a new
     ModelDeployment, or one someone deleted) stays in the first wave: a router pod needs it to start."""
     at = next((i for i, wave in enumerate(waves) if any(m["kind"] in WORKLOAD_KINDS for m in wave)), None)
     if at is None:
