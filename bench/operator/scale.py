@@ -902,6 +902,9 @@ class Options:
     """Only the creation and the reaction samples: no idle window, rollouts or restart."""
     dump_objects: Path | None = None
     """Write the namespace's objects of every kind the operator caches here, once all are created."""
+    delete_namespace: bool = True
+    """Delete the side's namespace at its end, with the controller running (the `namespace_deletion`
+    phase); False leaves it to the control plane's end (a private one goes with everything in it)."""
 
 
 def summary(values: list[float]) -> dict[str, Any]:
@@ -1080,13 +1083,25 @@ def phase_reaction(side: Side, opts: Options, result: dict[str, Any]) -> list[in
     # object seen by the bench's watch (apply_at on this machine's clock, to match with a controller log).
     result["apply_to_created_samples"] = timelines
     chosen = list(range(0, n, max(1, n // samples)))[:samples]
-    changed, steps, since = [], [], {}
+    changed, steps, since, changes = [], [], {}, []
     for i in chosen:
         t = since[i] = time.time()
         side.change_model(i, 2)
+        returned = time.time()
         rec.wait(f"{side.name}: {side.obj(i)} v2 revision", lambda i=i: side.revision_at(i, 2), 120)
         changed.append((side.revision_at(i, 2) or 0.0) - t)
+        changes.append(
+            {
+                "object": side.obj(i),
+                "change_at": round(t, 4),
+                "change_returned_s": round(returned - t, 4),
+                "revision_seen_s": round(changed[-1], 4),
+            }
+        )
     result["model_change_to_revision"] = summary(changed)
+    # Each sample's patch request and when the new revision was seen, from the patch's start (change_at
+    # on this machine's clock, to match with a controller log, as apply_at above).
+    result["model_change_samples"] = changes
     rec.wait(
         f"{side.name}: the sampled rollouts promoted",
         lambda: all(side.ready(i, 2) for i in chosen),
@@ -1357,32 +1372,43 @@ def run(
                     )
                     raise
                 finally:
-                    # Deleted while the controller runs: it removes its own finalizers.
-                    log(f"{side.name}: deleting {namespace}")
-                    if not side.process.alive():
-                        side.process.start()
-                    own, server, started = side.own_counts(), counts.read(who), time.time()
                     try:
-                        delete_namespace(core, namespace, 600 + 2 * n)
-                        # What the controller did while its namespace went: re-creating what the
-                        # deletion removes is refused (403, the namespace is terminating).
-                        deletion = {
-                            "seconds": round(time.time() - started, 1),
-                            "controller": {
-                                k: round(v, 1) for k, v in delta(own, side.own_counts()).items() if v
-                            },
-                            "api_server": {
-                                k: round(v, 1) for k, v in delta(server, counts.read(who)).items() if v
-                            },
-                        }
-                        if results and results[-1]["side"] == side.name and results[-1]["count"] == n:
-                            results[-1].setdefault("phases", {})["namespace_deletion"] = deletion
-                            on_result(results)
-                        log(f"{side.name}: namespace deleted {deletion}")
+                        if opts.delete_namespace:
+                            deletion_phase(side, core, counts, who, namespace, n, results, on_result)
                     finally:
                         side.process.stop()
                         side.recorder.stop.set()
     return results
+
+
+def deletion_phase(
+    side: Side,
+    core: client.CoreV1Api,
+    counts: ApiServerCounts,
+    who: str,
+    namespace: str,
+    n: int,
+    results: list[dict[str, Any]],
+    on_result: Callable[[list[dict[str, Any]]], None],
+) -> None:
+    """The side's namespace deleted while the controller runs (it removes its own finalizers), and
+    what the controller did meanwhile."""
+    log(f"{side.name}: deleting {namespace}")
+    if not side.process.alive():
+        side.process.start()
+    own, server, started = side.own_counts(), counts.read(who), time.time()
+    delete_namespace(core, namespace, 600 + 2 * n)
+    # What the controller did while its namespace went: re-creating what the
+    # deletion removes is refused (403, the namespace is terminating).
+    deletion = {
+        "seconds": round(time.time() - started, 1),
+        "controller": {k: round(v, 1) for k, v in delta(own, side.own_counts()).items() if v},
+        "api_server": {k: round(v, 1) for k, v in delta(server, counts.read(who)).items() if v},
+    }
+    if results and results[-1]["side"] == side.name and results[-1]["count"] == n:
+        results[-1].setdefault("phases", {})["namespace_deletion"] = deletion
+        on_result(results)
+    log(f"{side.name}: namespace deleted {deletion}")
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -1429,6 +1455,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only create the N objects and take the reaction samples (no idle window, rollouts or restart)",
     )
+    parser.add_argument(
+        "--no-namespace-deletion",
+        action="store_true",
+        help="do not delete each side's namespace at its end (at N = 1,000 the deletion takes about 4 min; "
+        "a private control plane goes with everything in it)",
+    )
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument(
         "--dump-objects",
@@ -1455,6 +1487,7 @@ def main(argv: list[str] | None = None) -> int:
         rollouts=not args.no_rollouts,
         only_reaction=args.only_reaction,
         dump_objects=args.dump_objects,
+        delete_namespace=not args.no_namespace_deletion,
     )
     sides = ([] if args.no_modeldeploy else ["modeldeploy"]) + (["argo"] if args.argo else [])
     if not sides:

@@ -21,7 +21,7 @@ from modeldeploy_operator.domain.desired_state import (
     apply_waves,
 )
 from modeldeploy_operator.k8s.api import RejectedError
-from modeldeploy_operator.reconciler import Reconciler
+from modeldeploy_operator.reconciler import Reconciler, updates_with_workloads
 
 KINDS = sorted(
     BEFORE_PODS_KINDS
@@ -159,3 +159,66 @@ def test_a_refused_write_stops_the_pass_after_its_wave_with_the_first_refusal_in
         Reconciler(cluster, OperatorSettings()).reconcile(body())  # type: ignore[arg-type]
     written = {w.split()[1].split("/")[0] for w in cluster.writes if w.startswith("apply")}
     assert written == {"ServiceAccount", "Role", "ConfigMap"}  # the whole first wave, and nothing after
+
+
+def test_a_model_change_sends_the_changed_router_table_with_the_new_deployment() -> None:
+    """The router reads its table live: a change to the existing ConfigMap goes out with the new
+    revision's Deployment, not a write ahead of it (a new ModelDeployment's table still goes first,
+    above)."""
+    cluster = GatedCluster()
+    reconciler = Reconciler(cluster, OperatorSettings())  # type: ignore[arg-type]
+    reconciler.reconcile(body())
+    status = cluster.last_status
+    for _ in range(3):  # the status settles (the objects now exist)
+        reconciler.reconcile(body(status=status))
+        status = cluster.last_status
+    cluster.events.clear()
+    cluster.writes.clear()
+    # Only the table and the Deployment in flight together get through: the pass completing proves
+    # they were sent at once.
+    together = threading.Barrier(2)
+    cluster.gates["ConfigMap"] = cluster.gates["Deployment"] = together
+    outcome = reconciler.reconcile(body("2", status=status))
+    assert outcome.status_written
+    applied = [w.split()[1].split("/")[0] for w in cluster.writes if w.startswith("apply")]
+    assert applied.count("ConfigMap") == 1
+    assert applied.count("Deployment") == 1
+    started = {name: i for i, (what, name) in enumerate(cluster.events) if what == "start"}
+    ended = {name: i for i, (what, name) in enumerate(cluster.events) if what == "end"}
+    deployment = next(n for n in started if n.startswith("Deployment/"))
+    rest = [n for n in started if n.split("/")[0] not in ("ConfigMap", "Deployment")]
+    assert rest  # the new revision's Service and PDB: still after the Deployment
+    assert min(started[n] for n in rest) > ended[deployment]
+
+
+@pytest.mark.parametrize(
+    ("live", "expected"),
+    [
+        # Nothing exists: the waves as apply_waves made them.
+        (set(), [["ServiceAccount", "ConfigMap"], ["RoleBinding"], ["Deployment"], ["Service"]]),
+        # The table exists: its change goes with the Deployments; the rest stays.
+        (
+            {("ConfigMap", "t")},
+            [["ServiceAccount"], ["RoleBinding"], ["Deployment", "ConfigMap"], ["Service"]],
+        ),
+        # Only kinds read live move (a ServiceAccount is read at a pod's start).
+        (
+            {("ConfigMap", "t"), ("ServiceAccount", "t")},
+            [["ServiceAccount"], ["RoleBinding"], ["Deployment", "ConfigMap"], ["Service"]],
+        ),
+    ],
+)
+def test_updates_with_workloads_moves_only_changes_to_existing_live_read_objects(
+    live: set[tuple[str, str]], expected: list[list[str]]
+) -> None:
+    manifests = [
+        manifest(k, "t") for k in ("ServiceAccount", "ConfigMap", "RoleBinding", "Deployment", "Service")
+    ]
+    waves = updates_with_workloads(apply_waves(manifests), {key: {} for key in live})
+    assert [[m["kind"] for m in wave] for wave in waves] == expected
+
+
+def test_updates_with_workloads_without_a_deployment_keeps_the_waves() -> None:
+    manifests = [manifest("ConfigMap", "t"), manifest("Service", "t")]
+    waves = apply_waves(manifests)
+    assert updates_with_workloads(waves, {("ConfigMap", "t"): {}}) == waves
