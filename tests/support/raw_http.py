@@ -92,3 +92,25 @@ def post(
             exchange.send_error = exc
         read_answer(sock, exchange, until_eof=close)
     return exchange
+
+
+def send_until_closed(
+    address: tuple[str, int], head: bytes, *, bound: int, timeout: float = 60.0
+) -> Exchange:
+    """Send `head` (a request declaring a body it never finishes), then body bytes as fast as the peer
+    takes them until it ends the connection, reading the answer beside it. Fails once `bound` bytes
+    went out: the peer kept reading past its own bound."""
+    exchange = Exchange()
+    with socket.create_connection(address, timeout=timeout) as sock:
+        sock.sendall(head)
+        reader = threading.Thread(target=read_answer, args=(sock, exchange), kwargs={"until_eof": True})
+        reader.start()
+        try:
+            while True:  # ends with the peer's reset
+                sock.sendall(CHUNK)
+                exchange.sent += len(CHUNK)
+                assert exchange.sent < bound, "the peer kept reading"
+        except OSError as exc:
+            exchange.send_error = exc
+        reader.join(timeout)
+    return exchange

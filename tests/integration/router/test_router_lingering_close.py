@@ -8,13 +8,11 @@ No backend is needed: the refusal comes before routing.
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from raw_http import CHUNK, Exchange, post, read_answer
+from raw_http import Exchange, post, send_until_closed
 
 from modeldeploy_serving.slowclients import LINGER_BYTES
 
@@ -57,21 +55,8 @@ def test_the_routers_413_arrives_whole_every_time(router: Router, close: bool) -
 
 
 def test_a_body_that_never_ends_is_dropped_up_to_a_bound_then_the_router_closes(router: Router) -> None:
-    exchange = Exchange()
-    with socket.create_connection(address(router), timeout=60) as sock:
-        sock.sendall(
-            b"POST /v2/models/churn/infer HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n\r\n" % (1 << 40)
-        )
-        reader = threading.Thread(target=read_answer, args=(sock, exchange), kwargs={"until_eof": True})
-        reader.start()
-        try:
-            while True:  # ends with the router's reset
-                sock.sendall(CHUNK)
-                exchange.sent += len(CHUNK)
-                assert exchange.sent < LINGER_BYTES + 4 * SLACK, "the router kept reading"
-        except OSError as exc:
-            exchange.send_error = exc
-        reader.join(60)
+    head = b"POST /v2/models/churn/infer HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n\r\n" % (1 << 40)
+    exchange = send_until_closed(address(router), head, bound=LINGER_BYTES + 4 * SLACK)
     assert_whole_413(exchange)
     assert isinstance(exchange.send_error, ConnectionResetError | BrokenPipeError), exchange.send_error
     assert LINGER_BYTES <= exchange.sent <= LINGER_BYTES + SLACK

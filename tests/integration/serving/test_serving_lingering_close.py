@@ -9,10 +9,9 @@ Every wait is on a condition bounded in time (the sockets' timeouts); every loop
 from __future__ import annotations
 
 import socket
-import threading
 
 import pytest
-from raw_http import CHUNK, Exchange, post, read_answer
+from raw_http import CHUNK, Exchange, post, read_answer, send_until_closed
 
 from modeldeploy_serving.slowclients import LINGER_BYTES
 
@@ -114,20 +113,10 @@ def endless_body(server: Server, *, close: bool) -> tuple[Exchange, int]:
     connection, while the answer is read beside it. Returns what was read and sent, and the server's
     resident memory growth meanwhile."""
     before = server.rss_bytes()
-    exchange = Exchange()
-    with socket.create_connection(server.address, timeout=60) as sock:
-        head = b"POST %s HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n" % (V2.encode(), 1 << 40)
-        sock.sendall(head + (b"connection: close\r\n\r\n" if close else b"\r\n"))
-        reader = threading.Thread(target=read_answer, args=(sock, exchange), kwargs={"until_eof": True})
-        reader.start()
-        try:
-            while True:  # ends with the server's reset (bounded: the server reads at most LINGER_BYTES)
-                sock.sendall(CHUNK)
-                exchange.sent += len(CHUNK)
-                assert exchange.sent < LINGER_BYTES + 4 * SLACK, "the server kept reading"
-        except OSError as exc:
-            exchange.send_error = exc
-        reader.join(60)
+    head = b"POST %s HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n" % (V2.encode(), 1 << 40)
+    head += b"connection: close\r\n\r\n" if close else b"\r\n"
+    # The server reads at most LINGER_BYTES of it.
+    exchange = send_until_closed(server.address, head, bound=LINGER_BYTES + 4 * SLACK)
     return exchange, server.rss_bytes() - before
 
 
