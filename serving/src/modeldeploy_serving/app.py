@@ -43,7 +43,6 @@ from modeldeploy_serving.predlog import (
     PiiPolicy,
     PredictionLog,
     RecordEncoder,
-    dumps,
     line_template,
     open_prediction_log,
     row_output_columns,
@@ -278,7 +277,7 @@ class InferenceApp:
         prediction log then uses the same id."""
         request_id = _request_id(scope["headers"]) or (str(logged[2]) if logged[2] is not None else None)
         if request_id is None:
-            request_id = f"{self._id_prefix}-{next(self._ids)}"
+            request_id = self._made_id()
         if request_id.isascii() and request_id.isprintable():  # else the body's id echoes it already
             headers.append((b"x-request-id", request_id.encode("ascii")))
         if traffic_of(scope["headers"]) == LIVE_TRAFFIC:  # a mirrored copy answered no caller
@@ -310,8 +309,17 @@ class InferenceApp:
     def _request_id_of(self, headers: list[tuple[bytes, bytes]], logged: Logged | None) -> str:
         request_id = _request_id(headers) or (logged[2] if logged is not None else None)
         if request_id is None:
-            return f"{self._id_prefix}-{next(self._ids)}"
+            return self._made_id()
         return str(request_id)
+
+    def _made_id(self) -> str:
+        """A request id made here, for a request that brought none: this process's prefix and a counter."""
+        return f"{self._id_prefix}-{next(self._ids)}"
+
+    def _made_ids(self, n: int) -> list[str]:
+        """`n` of _made_id's ids at once, mapped, no bytecode an id (the prediction log's columnar path,
+        RestRecords); one at a time the f-string is cheaper (0.16 against 0.78 us, timeit)."""
+        return list(map((self._id_prefix + "-").__add__, map(str, itertools.islice(self._ids, n))))
 
     @property
     def _retry_after(self) -> list[tuple[bytes, bytes]]:
@@ -402,7 +410,7 @@ class RestRecords(RecordEncoder):
             text = None
         if text is not None:
             return text
-        return b"".join([dumps(self.body(item, policy)) + b"\n" for item in items])
+        return super().lines(items, policy)
 
     def _one_row_lines(self, items: list[tuple[Any, ...]], policy: PiiPolicy) -> bytes | None:
         """`body`'s records as JSON lines, by column, when every item is the usual live REST request:
@@ -467,8 +475,7 @@ class RestRecords(RecordEncoder):
             return request_ids
         if missing != len(headers) or body_ids.count(None) != len(body_ids):
             return None
-        app = self._app
-        return list(map((app._id_prefix + "-").__add__, map(str, itertools.islice(app._ids, missing))))
+        return self._app._made_ids(missing)
 
 
 def _usual_requests(items: list[tuple[Any, ...]]) -> tuple[Any, ...] | None:
