@@ -12,7 +12,7 @@ import pytest
 # The harness plugin's own predicates, so "a cluster test" means the same in both places; imported
 # here, before pytest loads it as a plugin, so it must be registered for assertion rewriting first.
 pytest.register_assert_rewrite("modeldeploy_testcluster.pytest_plugin")
-from modeldeploy_testcluster.pytest_plugin import is_cluster_test, restart_level  # noqa: E402
+from modeldeploy_testcluster.pytest_plugin import is_cluster_test, restart_level, restarts  # noqa: E402
 
 pytest_plugins = ["modeldeploy_testcluster.pytest_plugin", "operator_fixtures", "private_operator"]
 
@@ -42,58 +42,57 @@ Two were still the critical path of a warm CI run (2026-12-03, 4 workers): both 
 the other two workers at 1,475 s, with the machine's 2 cores on average half idle (user + sys 35 min of
 CPU in 33 min): the cluster's tests mostly wait (rollout steps, analysis intervals, pods starting)."""
 
-# Seconds per test file on the cluster, from a CI run's --durations (setup included, the first test's
-# wait for the cluster and the operator left out; CI run of 2026-12-03 on a896838, 4 workers, two
-# streams), for splitting the files into streams of about equal length. The stream's first test also pays
-# for the cluster and the operator (minutes), whichever file that is. A file not listed counts 60 s.
-# Busy in that run: 1,503 s and 1,380 s (hack/timeline.py); with the table before, 1,618 s and 1,232 s.
+# Seconds per test file on the cluster, from a CI run's timeline (hack/timeline.py; setup and teardown
+# included, the tests that restart the cluster left out: they run in a group of their own, below), for
+# splitting the files into streams of about equal length. The stream's first test also pays for the
+# cluster and the operator (a minute warm), whichever file that is. A file not listed counts 60 s.
+# Warm CI run of 2026-12-06 on 55c14d1 (3 streams, 5 workers, 16.7 min): the streams were busy 812,
+# 738 and 594 s with the table before (2026-12-03's), and the one holding the restart tests waited
+# 257 s for the others before them.
 CLUSTER_FILE_SECONDS = {
-    "tests/e2e/test_rollout_e2e.py": 320,  # +30 s: its operator-restart test installs an operator of its own
-    "tests/e2e/test_demo_e2e.py": 260,
-    "tests/e2e/test_network_policy_e2e.py": 250,  # 531 in that run: its canary took 447 s (below 120 before)
-    "tests/e2e/test_plugin_e2e.py": 217,
-    "tests/e2e/test_faults_e2e.py": 236,  # +30 s: an operator of its own; the opt-in API server test: 120
-    "tests/e2e/test_mirror_e2e.py": 204,
-    "tests/integration/operator/test_operator_reconcile.py": 184,  # +30 s: two operators of their own
-    "tests/e2e/test_prometheus_analysis_e2e.py": 142,
-    # +130 s: the pod-kill test at 50,000 records, alone (2026-12-04): its pods' start, 9 s generating
-    # the records, and the killed member's 45-s session timeout before its partitions move
-    "tests/e2e/test_stream_e2e.py": 267,
-    "tests/e2e/test_router_e2e.py": 118,
-    "tests/e2e/test_rollback_window_e2e.py": 109,
-    "tests/e2e/test_effectiveness_e2e.py": 107,
-    # Not from a CI run: this file alone on a quiet cluster (2026-12-04): 61 s and 38 s, setup and
-    # teardown included; test_effectiveness_e2e.py took 36 s in the same session, 107 s in CI.
-    "tests/e2e/test_effectiveness_verdicts_e2e.py": 110,
-    "tests/e2e/test_prediction_log_pii_e2e.py": 85,  # one run alone (setup 49 s, test 33 s)
-    # Not from a CI run: this file alone (2026-12-03, other sessions on the machine): setup 38 s, the
-    # seven ModelDeployments Ready 44 s after the first apply, 76 s in all.
-    "tests/e2e/test_examples_e2e.py": 90,
-    # Not from a CI run: this file alone, four runs (2026-12-04, other sessions on the machine): 281 s,
-    # 382 s, 503 s, 393 s, setup and teardown included; most of it the canary reaching its pause
-    # (308-344 s in the two slower runs).
-    "tests/e2e/test_install_walk_e2e.py": 400,
-    "tests/e2e/test_preflight_e2e.py": 74,
-    "tests/integration/cluster/test_harness.py": 72,
-    "tests/integration/operator/test_operator_out_of_cluster.py": 45,  # the shared operator no longer stopped
-    "tests/e2e/test_model_version_e2e.py": 61,
-    # Not from a CI run: alone on 2026-12-04 (beside a soak and two other sessions), 12.7 + 11.9 s of
-    # calls, 11.3 s of setups (its claim and PersistentVolume, an ONNX bundle packed), 8 s of teardown.
-    "tests/e2e/test_model_store_pvc_e2e.py": 45,
-    "tests/integration/operator/test_operator_pod_settings_cluster.py": 36,
-    "tests/integration/operator/test_operator_serving.py": 34,
-    "tests/integration/operator/test_operator_monitoring.py": 34,
-    "tests/integration/cluster/test_real_node.py": 34,
-    "tests/integration/operator/test_operator_ha.py": 42,  # +30 s: two replicas of its own
-    "tests/integration/operator/test_operator_gateway.py": 8,
-    "tests/integration/operator/test_operator_idle_cost.py": 5,  # skipped unless asked for
+    "tests/e2e/test_rollout_e2e.py": 264,
+    "tests/e2e/test_stream_e2e.py": 220,
+    "tests/e2e/test_demo_e2e.py": 211,
+    "tests/integration/operator/test_operator_reconcile.py": 174,
+    "tests/e2e/test_mirror_e2e.py": 131,
+    "tests/e2e/test_faults_e2e.py": 116,  # and its etcd restart, 46 s, in the restart group
+    "tests/e2e/test_effectiveness_verdicts_e2e.py": 95,
+    "tests/e2e/test_network_policy_e2e.py": 94,
+    "tests/e2e/test_prometheus_analysis_e2e.py": 89,
+    "tests/e2e/test_preflight_e2e.py": 82,
+    "tests/e2e/test_effectiveness_e2e.py": 82,
+    "tests/e2e/test_router_e2e.py": 78,
+    "tests/e2e/test_examples_e2e.py": 64,
+    "tests/e2e/test_rollback_window_e2e.py": 63,
+    "tests/e2e/test_plugin_e2e.py": 59,
+    "tests/e2e/test_prediction_log_pii_e2e.py": 38,
+    "tests/e2e/test_model_version_e2e.py": 37,
+    "tests/integration/operator/test_operator_pod_settings_cluster.py": 30,
+    "tests/integration/cluster/test_harness.py": 28,  # and its teardown test, 21 s, in the restart group
+    "tests/e2e/test_model_store_pvc_e2e.py": 26,
+    "tests/integration/operator/test_operator_ha.py": 21,
+    "tests/integration/operator/test_operator_out_of_cluster.py": 17,
+    "tests/integration/cluster/test_real_node.py": 13,  # and its teardown test, 16 s, in the restart group
+    "tests/integration/operator/test_operator_serving.py": 13,
+    "tests/integration/operator/test_operator_monitoring.py": 11,
+    "tests/integration/operator/test_operator_gateway.py": 5,
+    # Skipped unless asked for (and then 0 s: counted at 400, it left its stream 400 s short in every
+    # run, as in the one above). The install walk alone (2026-12-04, four runs): 281-503 s.
+    "tests/e2e/test_install_walk_e2e.py": 400 if os.environ.get("MODELDEPLOY_WALK_TEST") == "1" else 0,
+    "tests/integration/operator/test_operator_idle_cost.py": 5,
 }
+
+RESTART_GROUP = "cluster-restarts"
+"""The tests that restart or tear down the shared cluster: they wait until every other cluster test is
+done (modeldeploy_testcluster.pytest_plugin), so they are one group handed out last, to whichever
+worker is free by then. In a stream of their own file, they kept that stream's worker waiting (257 s
+of the 16.7-min run above) while the other workers still had tests it could have run."""
 
 
 def _cluster_streams(items: list[pytest.Item]) -> dict[str, str]:
     """Test file -> xdist group. Whole files, so module fixtures (a Prometheus on the one address the
     operator may query, a Kafka broker) live in one stream; longest first onto the shortest stream."""
-    files = sorted({str(i.path.relative_to(REPO)) for i in items if is_cluster_test(i)})
+    files = sorted({str(i.path.relative_to(REPO)) for i in items if is_cluster_test(i) and not restarts(i)})
     streams = [f"cluster-{n}" if n else "cluster" for n in range(max(1, CLUSTER_STREAMS))]
     load = dict.fromkeys(streams, 0)
     assigned = {}
@@ -108,7 +107,7 @@ def _xdist_group(item: pytest.Item, streams: dict[str, str]) -> str | None:
     # One cluster per machine (the harness holds a lock for the session): its tests run in a few
     # streams, the ones that restart it last of all (modeldeploy_testcluster.pytest_plugin).
     if is_cluster_test(item):
-        return streams[str(item.path.relative_to(REPO))]
+        return RESTART_GROUP if restarts(item) else streams[str(item.path.relative_to(REPO))]
     # Cluster tests on a control plane of their own (RBAC, scale): beside the shared cluster's, one at
     # a time (each starts an etcd and a kube-apiserver on 2 cores).
     if item.get_closest_marker("cluster") is not None:
@@ -147,6 +146,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             return 0, stream_order.index(group), restart_level(item)
         if group in GROUP_ORDER:
             return 1 + GROUP_ORDER.index(group), 0, 0
+        if group == RESTART_GROUP:  # after everything: by then the streams are (nearly) done
+            return 3 + len(GROUP_ORDER), 0, restart_level(item)
         # Modules, then single tests: the small pieces last, to even out the workers' ends.
         return 1 + len(GROUP_ORDER) + (group is None), 0, 0
 
