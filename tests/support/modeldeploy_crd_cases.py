@@ -543,6 +543,24 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "cel",
     ),
     InvalidCase(
+        "prometheus-check-with-min-samples",
+        _both(
+            _set("spec.rollout.analysis.prometheus", {"address": "http://prometheus.monitoring:9090"}),
+            _set(
+                "spec.rollout.analysis.checks.0",
+                {
+                    "name": "errors",
+                    "type": "prometheus",
+                    "query": "vector(0)",
+                    "threshold": {"max": 1},
+                    "minSamples": 10,
+                },
+            ),
+        ),
+        "minSamples above 1 cannot be met by a prometheus check",
+        "cel",
+    ),
+    InvalidCase(
         "threshold-missing-on-error-rate",
         _delete("spec.rollout.analysis.checks.0.threshold"),
         "threshold is required (only an inputDrift check may leave it out",

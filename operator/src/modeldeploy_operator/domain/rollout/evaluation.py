@@ -42,7 +42,9 @@ NO_TEST = (
     " test for an early Fail: put the low-traffic guard into the query instead of minSamples)"
 )
 """Why a prometheus check below its minSamples waits for ever: its reading's samples are always 1, and
-its value could be a ratio, a quantile or a score of anything, whose sampling error is unknown."""
+its value could be a ratio, a quantile or a score of anything, whose sampling error is unknown. The
+CRD refuses such a minSamples (above 1) on a prometheus check; this message is for an object admitted
+before that rule."""
 
 
 def _finite(value: float | None) -> float | None:
