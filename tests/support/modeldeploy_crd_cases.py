@@ -192,6 +192,12 @@ STREAM_CASES: tuple[InvalidCase, ...] = (
     ),
     InvalidCase("stream-zero-replicas", _stream(replicas=0), "spec.stream.replicas", "schema"),
     InvalidCase(
+        "stream-session-timeout-below-broker-minimum",
+        _stream(sessionTimeoutSeconds=5),
+        "spec.stream.sessionTimeoutSeconds",
+        "schema",
+    ),
+    InvalidCase(
         "stream-bad-protocol", _stream(securityProtocol="TLS"), "spec.stream.securityProtocol", "schema"
     ),
     InvalidCase(

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from modeldeploy_operator.domain.rollout import plan
 from modeldeploy_operator.domain.spec import ModelDeploymentSpec
 from modeldeploy_operator.domain.status_model import ModelDeploymentStatus
+from modeldeploy_operator.domain.validation import InvalidSpecError, parse_spec
 
 from example_manifests import MANIFESTS
 from modeldeploy_builders import CRD_PATH, NOW, REPO, make_spec, observed_for
@@ -129,6 +130,18 @@ def test_valid_case_base_is_valid() -> None:
 def test_schema_rejects_invalid_case(case: Any) -> None:
     errors = list(VALIDATOR.iter_errors(case.manifest()))
     assert errors, f"{case.id} was accepted"
+
+
+def test_a_prometheus_check_takes_no_min_samples_above_one() -> None:
+    """The CEL rule's twin in the operator: such a check could never be decided (a query's value counts
+    as 1 sample), so it is refused with the same reason rather than held Inconclusive for ever."""
+    (case,) = [c for c in INVALID_CASES if c.id == "prometheus-check-with-min-samples"]
+    with pytest.raises(InvalidSpecError, match=r"checks\[0\]\.minSamples: minSamples above 1 cannot be met"):
+        parse_spec(case.manifest()["spec"])
+    for allowed in (0, 1):
+        body = case.manifest()
+        body["spec"]["rollout"]["analysis"]["checks"][0]["minSamples"] = allowed
+        parse_spec(body["spec"])
 
 
 def test_there_are_many_invalid_cases() -> None:

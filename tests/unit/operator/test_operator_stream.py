@@ -194,6 +194,20 @@ def test_output_and_shadow_settings() -> None:
     assert output.revision == "r1"
 
 
+def test_session_timeout_reaches_the_consumer() -> None:
+    """spec.stream.sessionTimeoutSeconds is Kafka's session.timeout.ms of every stream pod, output and
+    shadow alike; 45 s (Kafka's own default) when left out."""
+    for spec, expected in ((_spec(), 45_000), (_spec(sessionTimeoutSeconds=10), 10_000)):
+        assert spec.stream is not None
+        for role in ("output", "shadow"):
+            revision = StreamRevision("default", "r", role, 1)  # type: ignore[arg-type]
+            assert stream_settings_for(spec.stream, "ml", "churn", revision).session_timeout_ms == expected
+    raw = {**_spec().model_dump(by_alias=True), "stream": {**STREAM, "sessionTimeoutSeconds": 5}}
+    below_minimum = r"spec\.stream\.sessionTimeoutSeconds: .* greater than or equal to 6"
+    with pytest.raises(InvalidSpecError, match=below_minimum):
+        parse_spec(raw)
+
+
 def test_default_group_names_the_namespace_and_deployment() -> None:
     spec = _spec()
     assert spec.stream is not None

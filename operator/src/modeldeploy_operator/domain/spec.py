@@ -446,6 +446,8 @@ class Stream(KafkaConnection):
     partitions: int | None = Field(default=None, ge=1, le=10_000)
     batch_max_records: int = Field(default=2000, ge=1, le=100_000)
     max_in_flight_batches: int = Field(default=4, ge=1, le=64)
+    session_timeout_seconds: int = Field(default=45, ge=6, le=1800)
+    """Kafka's session.timeout.ms, in seconds: a killed pod's partitions wait this long before they move."""
 
     @property
     def dead_letter(self) -> str:

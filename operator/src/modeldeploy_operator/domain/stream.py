@@ -122,6 +122,7 @@ def stream_settings_for(
         "revision": revision.revision,
         "batch_max_records": stream.batch_max_records,
         "max_in_flight_batches": stream.max_in_flight_batches,
+        "session_timeout_ms": stream.session_timeout_seconds * 1000,
         **connection_values(stream),
     }
     # Every field explicitly: BaseSettings would fill the rest from the operator's own environment.

@@ -184,6 +184,12 @@ def _check_rollout(spec: ModelDeploymentSpec) -> Iterator[str]:
                 f"spec.rollout.analysis.checks[{index}].reference: stable is for the inputDrift and "
                 "inputDriftKS checks"
             )
+        if check.type == "prometheus" and (check.min_samples or 0) > 1:
+            yield (
+                f"spec.rollout.analysis.checks[{index}].minSamples: minSamples above 1 cannot be met by a "
+                "prometheus check (a query's value counts as 1 sample: the check would stay Inconclusive "
+                "for ever); put the low-traffic guard into the query"
+            )
     interval = parse_duration(rollout.analysis.interval)
     deadline = rollout.progress_deadline_seconds
     if interval >= deadline:

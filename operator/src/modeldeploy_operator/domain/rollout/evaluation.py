@@ -43,8 +43,8 @@ NO_TEST = (
 )
 """Why a prometheus check below its minSamples waits for ever: its reading's samples are always 1, and
 its value could be a ratio, a quantile or a score of anything, whose sampling error is unknown. The
-CRD refuses such a minSamples (above 1) on a prometheus check; this message is for an object admitted
-before that rule."""
+CRD and the operator's spec check (domain/validation.py) refuse such a minSamples (above 1) on a
+prometheus check since 2026-12-06; this is for a Check made otherwise."""
 
 
 def _finite(value: float | None) -> float | None:
