@@ -200,7 +200,7 @@ def test_session_timeout_reaches_the_consumer() -> None:
     for spec, expected in ((_spec(), 45_000), (_spec(sessionTimeoutSeconds=10), 10_000)):
         assert spec.stream is not None
         for role in ("output", "shadow"):
-            revision = StreamRevision("default", "r", role, 1)  # type: ignore[arg-type]
+            revision = StreamRevision("default", "r", role, 1)
             assert stream_settings_for(spec.stream, "ml", "churn", revision).session_timeout_ms == expected
     raw = {**_spec().model_dump(by_alias=True), "stream": {**STREAM, "sessionTimeoutSeconds": 5}}
     below_minimum = r"spec\.stream\.sessionTimeoutSeconds: .* greater than or equal to 6"
