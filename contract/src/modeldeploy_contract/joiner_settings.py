@@ -64,6 +64,17 @@ class JoinerSettings(BaseSettings):
     max_batch_items: int = Field(default=10_000, ge=1)
     """Most labels or prediction records in one request; more get HTTP 413."""
 
+    header_read_timeout_seconds: float = Field(default=10.0, gt=0)
+    """A connection that has not sent a complete request head (line and headers) this long after
+    it opened, or after its previous response, is closed (slow-header clients), as the model server's."""
+
+    body_read_timeout_seconds: float = Field(default=30.0, gt=0)
+    """A request whose body has not fully arrived this long after its head is answered 408 and its
+    connection closed (slow-body clients), as the model server's."""
+
+    keep_alive_seconds: float = Field(default=5.0, gt=0)
+    """Idle keep-alive connections are closed after this long (uvicorn's timeout_keep_alive)."""
+
     readiness_check_seconds: float = Field(default=5.0, ge=0, le=3600)
     """/readyz asks the database (SELECT 1, or a new connection when it was lost and one is due) only
     when nothing did for this long; probes in between get the last answer, so they never load it."""

@@ -419,6 +419,8 @@ def main(settings: JoinerSettings | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from modeldeploy_serving.slowclients import configure
+
     uvicorn.run(
         create_app(settings, labels=label_topic_settings()),
         host=settings.host,
@@ -426,5 +428,10 @@ def main(settings: JoinerSettings | None = None) -> int:
         log_level=settings.log_level.lower(),
         access_log=False,
         server_header=False,
+        # The model server's and the router's HTTP protocol: head and body read deadlines, and a refused
+        # body (413 by its Content-Length) read and dropped before the close, so that its answer is not
+        # destroyed by a reset (slowclients.py). Plain uvicorn had neither here.
+        http=configure(settings.header_read_timeout_seconds, settings.body_read_timeout_seconds),
+        timeout_keep_alive=settings.keep_alive_seconds,  # type: ignore[arg-type]  # a float works
     )
     return 0
