@@ -7,7 +7,18 @@ Modes: `off`; `kafka` (sink: a topic of a real Kafka 4.x broker on 127.0.0.1, st
 tests/kafka); `stdout` (JSON lines on the server's stdout, here a file). The policy keeps 2 fields,
 pseudonymises 2 (HMAC per value) and drops the rest, as a realistic one would. Each round starts a
 fresh server per mode, warms it up 2 s, then measures; the modes alternate so that load from other
-processes on a shared machine hits them alike. Writes results.json and prints requests/s, p50/p99.
+processes on a shared machine hits them alike, and each round starts one slot later in the list
+than the one before (no mode always follows the same neighbour). Writes results.json and prints
+requests/s, p50/p99.
+
+The figure for the goal is the median over rounds of each round's paired ratio, a mode's requests/s
+against the `off` slot of the same round: the load of other processes drifts over minutes, so a
+ratio of two slots seconds apart is steadier than a ratio of medians taken over the whole run. A
+digit after a mode's name runs the same mode in another slot (`off2`: a second `off` a round, whose
+paired ratio against `off` is the noise floor of the run: what a difference of zero looks like).
+
+    .venv/bin/python bench/serving/predlog_bench.py --out /tmp/predlog-bench --rounds 9 --seconds 6 \
+        --modes off kafka off2 stdout
 """
 
 from __future__ import annotations
@@ -51,6 +62,7 @@ def measure(
     """One server of a mode: `off`, `kafka` or `stdout`, optionally `@name` to run the serving
     package of another checkout (--src name=DIR: e.g. the commit before a change, same run)."""
     mode, _, tag = spec.partition("@")
+    mode = mode.rstrip("0123456789")  # off2: a second slot of `off`
     port = free_port()
     env = {
         k: v
@@ -113,10 +125,36 @@ def measure(
             for line in metrics.splitlines()
             if line.startswith("modeldeploy_prediction_log_records_total{")
         }
-        return {**result, "log": counts, "loadavg_before": os.getloadavg()[0]}
+        return {
+            **result,
+            "log": counts,
+            "loadavg_before": os.getloadavg()[0],
+            "utc": time.strftime("%H:%M:%S", time.gmtime()),
+        }
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def _paired(rs: list[dict], off: list[dict]) -> dict:
+    """Each round's ratio against the same round's `off` slot: their median, range, and the same
+    for CPU per request."""
+    rps = [r["rps"] / o["rps"] - 1 for r, o in zip(rs, off, strict=True)]
+    cpu = [r["cpu_us_per_request"] / o["cpu_us_per_request"] - 1 for r, o in zip(rs, off, strict=True)]
+    return {
+        "paired_vs_off_by_round": rps,
+        "paired_vs_off": _median(rps),
+        "paired_vs_off_min": min(rps),
+        "paired_vs_off_max": max(rps),
+        "paired_cpu_vs_off_by_round": cpu,
+        "paired_cpu_vs_off": _median(cpu),
+    }
 
 
 def main() -> int:
@@ -149,7 +187,8 @@ def main() -> int:
     with kafka_broker(Path(tempfile.mkdtemp(prefix="kafka-", dir=args.out))) as broker:  # a fresh log dir
         create_topic(broker.bootstrap, "predictions", 1)
         for i in range(args.rounds):
-            for mode in args.modes:
+            k = i % len(args.modes)
+            for mode in args.modes[k:] + args.modes[:k]:
                 r = measure(mode, bundle, body, args.seconds, args.out, broker.bootstrap, i, srcs)
                 results[mode].append(r)
                 print(
@@ -172,9 +211,17 @@ def main() -> int:
         if base:
             s["vs_off"] = s["median_rps"] / base - 1
             s["cpu_vs_off"] = s["median_cpu_us_per_request"] / summary["off"]["median_cpu_us_per_request"] - 1
+            s.update(_paired(results[mode], results["off"]))
         print(
             f"{mode:14s} median {s['median_rps']:8.0f} req/s"
-            + (f"  {s['vs_off']:+.1%} req/s, {s['cpu_vs_off']:+.1%} cpu/req vs off" if base else "")
+            + (
+                f"  {s['vs_off']:+.1%} req/s, {s['cpu_vs_off']:+.1%} cpu/req vs off (medians);"
+                f" paired by round {s['paired_vs_off']:+.1%} req/s"
+                f" [{s['paired_vs_off_min']:+.1%}, {s['paired_vs_off_max']:+.1%}],"
+                f" {s['paired_cpu_vs_off']:+.1%} cpu/req"
+                if base
+                else ""
+            )
         )
     (args.out / "results.json").write_text(json.dumps({"results": results, "summary": summary}, indent=2))
     return 0
