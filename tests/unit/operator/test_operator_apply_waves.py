@@ -162,10 +162,10 @@ def test_a_refused_write_stops_the_pass_after_its_wave_with_the_first_refusal_in
     assert written == {"ServiceAccount", "Role", "ConfigMap"}  # the whole first wave, and nothing after
 
 
-def test_a_model_change_sends_the_new_deployment_first_and_the_changed_router_table_after_it() -> None:
-    """The router reads its table live: a change to the existing ConfigMap goes out after the new
-    revision's Deployment, the write the reaction waits for (a new ModelDeployment's table still goes
-    first, above)."""
+def test_a_model_change_sends_the_changed_router_table_with_the_new_deployment() -> None:
+    """The router reads its table live: a change to the existing ConfigMap goes out with the new
+    revision's Deployment, not a write ahead of it (a new ModelDeployment's table still goes first,
+    above)."""
     cluster = GatedCluster()
     reconciler = Reconciler(cluster, OperatorSettings())  # type: ignore[arg-type]
     reconciler.reconcile(body())
@@ -175,20 +175,21 @@ def test_a_model_change_sends_the_new_deployment_first_and_the_changed_router_ta
         status = cluster.last_status
     cluster.events.clear()
     cluster.writes.clear()
+    # Only the table and the Deployment in flight together get through: the pass completing proves
+    # they were sent at once.
+    together = threading.Barrier(2)
+    cluster.gates["ConfigMap"] = cluster.gates["Deployment"] = together
     outcome = reconciler.reconcile(body("2", status=status))
     assert outcome.status_written
-    applied = [w.split()[1] for w in cluster.writes if w.startswith("apply")]
-    assert applied[0].startswith("Deployment/")  # the pass's first write
-    assert [a.split("/")[0] for a in applied].count("ConfigMap") == 1
-    assert [a.split("/")[0] for a in applied].count("Deployment") == 1
+    applied = [w.split()[1].split("/")[0] for w in cluster.writes if w.startswith("apply")]
+    assert applied.count("ConfigMap") == 1
+    assert applied.count("Deployment") == 1
     started = {name: i for i, (what, name) in enumerate(cluster.events) if what == "start"}
     ended = {name: i for i, (what, name) in enumerate(cluster.events) if what == "end"}
     deployment = next(n for n in started if n.startswith("Deployment/"))
-    table = next(n for n in started if n.startswith("ConfigMap/"))
     rest = [n for n in started if n.split("/")[0] not in ("ConfigMap", "Deployment")]
-    assert started[table] > ended[deployment]
-    assert rest  # the new revision's Service and PDB: after the Deployment and the table
-    assert min(started[n] for n in rest) > ended[table]
+    assert rest  # the new revision's Service and PDB: still after the Deployment
+    assert min(started[n] for n in rest) > ended[deployment]
 
 
 def kinds_of(waves: tuple[tuple[dict[str, Any], ...], ...]) -> list[list[str]]:
@@ -200,15 +201,15 @@ def kinds_of(waves: tuple[tuple[dict[str, Any], ...], ...]) -> list[list[str]]:
     [
         # Nothing exists (a new ModelDeployment): what pods need first, the table with it.
         (set(), [["ServiceAccount", "ConfigMap"], ["RoleBinding"], ["Deployment"], ["Service"]]),
-        # Everything exists but the Deployment (a model change): the Deployment, then the table alone.
+        # Everything exists but the Deployment (a model change): the table's change with the Deployment.
         (
             {("ServiceAccount", "t"), ("ConfigMap", "t"), ("RoleBinding", "t"), ("Service", "t")},
-            [["ServiceAccount"], ["RoleBinding"], ["Deployment"], ["ConfigMap"], ["Service"]],
+            [["ServiceAccount"], ["RoleBinding"], ["Deployment", "ConfigMap"], ["Service"]],
         ),
         # The table exists, the ServiceAccount does not (deleted by someone): it still goes first.
         (
             {("ConfigMap", "t")},
-            [["ServiceAccount"], ["RoleBinding"], ["Deployment"], ["ConfigMap"], ["Service"]],
+            [["ServiceAccount"], ["RoleBinding"], ["Deployment", "ConfigMap"], ["Service"]],
         ),
         # The table is missing, the rest exists: the table before the pods that read it.
         (
@@ -222,7 +223,7 @@ def kinds_of(waves: tuple[tuple[dict[str, Any], ...], ...]) -> list[list[str]]:
         ),
     ],
 )
-def test_a_change_to_an_existing_live_read_object_goes_after_the_deployments(
+def test_a_change_to_an_existing_live_read_object_goes_with_the_deployments(
     existing: set[tuple[str, str]], expected: list[list[str]]
 ) -> None:
     manifests = [
@@ -249,14 +250,15 @@ def test_with_live_objects_every_missing_need_of_pods_still_comes_before_the_dep
     assert sorted(m["metadata"]["name"] for m in flat) == sorted(m["metadata"]["name"] for m in manifests)
     for wave in waves:
         assert wave
-        assert list(wave) == [m for m in manifests if m in wave]
+        own = [m for m in wave if m["kind"] not in READ_LIVE_KINDS]  # (a moved table: after them)
+        assert own == [m for m in manifests if m in own]
     at = {m["metadata"]["name"]: i for i, wave in enumerate(waves) for m in wave}
     deployments = [at[m["metadata"]["name"]] for m in flat if m["kind"] in WORKLOAD_KINDS]
     for m in flat:
         key = (m["kind"], m["metadata"]["name"])
         if not deployments or m["kind"] not in BEFORE_PODS_KINDS:
             continue
-        if m["kind"] in READ_LIVE_KINDS and key in existing:  # a change to what is read live: after them
-            assert at[key[1]] > max(deployments)
+        if m["kind"] in READ_LIVE_KINDS and key in existing:  # a change to what is read live: with them
+            assert at[key[1]] == min(deployments)
         else:  # what pods need from their start: before them
             assert at[key[1]] < min(deployments)
