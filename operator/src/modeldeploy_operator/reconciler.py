@@ -28,7 +28,6 @@ from modeldeploy_operator.domain.desired_state import (
     NETWORK_POLICY_KINDS,
     OWNED_KINDS,
     ROUTER_RBAC_KINDS,
-    WORKLOAD_KINDS,
     BuildOptions,
     DesiredState,
     apply_waves,
@@ -106,12 +105,6 @@ workers together: a new ModelDeployment's first wave is five objects (the router
 Role, two RoleBindings and ConfigMap); a worker whose writes find the pool busy waits its turn."""
 SERVER_POLL_SECONDS = 2.0
 """How soon an object with a server still loading (or a health probe running) is looked at again."""
-
-READ_LIVE_KINDS = frozenset({"ConfigMap"})
-"""Kinds whose pods read the object live, not at their start: the router lists and watches its table
-(the only ConfigMap a pass writes) and serves whatever it holds. Such an object must exist before the
-pods that read it (`apply_waves`' first wave), but a change to one that exists need not come before
-the Deployments: `updates_with_workloads` sends it with them."""
 
 
 @dataclass(frozen=True)
@@ -379,7 +372,7 @@ class Reconciler:
             (obj.get("kind"), obj["metadata"]["name"]): obj for objs in seen.owned.values() for obj in objs
         }
         applied = changed = 0
-        for wave in updates_with_workloads(apply_waves(state.manifests), live_objects):
+        for wave in apply_waves(state.manifests, live_objects.keys()):
             for sent, acted_on in self._apply_wave(wave, live_objects):
                 applied += sent
                 changed += acted_on
@@ -688,34 +681,6 @@ class Reconciler:
         # Exported only once written: the metrics never tell a state the object does not hold.
         ROLLOUT_STATE.observe(meta["namespace"], meta["name"], status)
         return True
-
-
-def updates_with_workloads(
-    waves: Sequence[Sequence[dict[str, Any]]], live: dict[tuple[Any, str], dict[str, Any]]
-) -> tuple[tuple[dict[str, Any], ...], ...]:
-    """`apply_waves`' waves with each change to an existing READ_LIVE_KINDS object moved from a wave
-    before the Deployments into theirs (sent at once with them); the rest as they were, empty waves left
-    out. A model change's pass changes the router table (the new revision's arm) and creates the new
-    revision's Deployment: the table went first, a whole write ahead of the Deployment (stage trace,
-    docs/benchmarks.md "Model change -> revision, stage by stage": from the table sent to the
-    Deployment sent, median 41 ms of the 139 ms from the model change to the Deployment seen at
-    N = 1,000; 25 of 122 ms at N = 300). After: sent 8 ms after the build, but its write, beside the
-    table's, took 66 ms against 24-29 ms alone in the one run: no end-to-end gain shown yet (same
-    section). A table that does not exist yet (a new
-    ModelDeployment, or one someone deleted) stays in the first wave: a router pod needs it to start."""
-    at = next((i for i, wave in enumerate(waves) if any(m["kind"] in WORKLOAD_KINDS for m in wave)), None)
-    if at is None:
-        return tuple(tuple(wave) for wave in waves)
-    moved = [
-        m
-        for wave in waves[:at]
-        for m in wave
-        if m["kind"] in READ_LIVE_KINDS and (m["kind"], m["metadata"]["name"]) in live
-    ]
-    taken = {id(m) for m in moved}
-    before = [tuple(m for m in wave if id(m) not in taken) for wave in waves[:at]]
-    after = [tuple(wave) for wave in waves[at + 1 :]]
-    return tuple(wave for wave in (*before, (*waves[at], *moved), *after) if wave)
 
 
 def _rv(obj: dict[str, Any] | None) -> str:

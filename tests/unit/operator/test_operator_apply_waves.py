@@ -16,12 +16,13 @@ from modeldeploy_operator.config import OperatorSettings
 from modeldeploy_operator.domain import desired_state
 from modeldeploy_operator.domain.desired_state import (
     BEFORE_PODS_KINDS,
+    READ_LIVE_KINDS,
     ROUTE_KINDS,
     WORKLOAD_KINDS,
     apply_waves,
 )
 from modeldeploy_operator.k8s.api import RejectedError
-from modeldeploy_operator.reconciler import Reconciler, updates_with_workloads
+from modeldeploy_operator.reconciler import Reconciler
 
 KINDS = sorted(
     BEFORE_PODS_KINDS
@@ -191,34 +192,73 @@ def test_a_model_change_sends_the_changed_router_table_with_the_new_deployment()
     assert min(started[n] for n in rest) > ended[deployment]
 
 
+def kinds_of(waves: tuple[tuple[dict[str, Any], ...], ...]) -> list[list[str]]:
+    return [[m["kind"] for m in wave] for wave in waves]
+
+
 @pytest.mark.parametrize(
-    ("live", "expected"),
+    ("existing", "expected"),
     [
-        # Nothing exists: the waves as apply_waves made them.
+        # Nothing exists (a new ModelDeployment): what pods need first, the table with it.
         (set(), [["ServiceAccount", "ConfigMap"], ["RoleBinding"], ["Deployment"], ["Service"]]),
-        # The table exists: its change goes with the Deployments; the rest stays.
+        # Everything exists but the Deployment (a model change): the table's change with the Deployment.
+        (
+            {("ServiceAccount", "t"), ("ConfigMap", "t"), ("RoleBinding", "t"), ("Service", "t")},
+            [["ServiceAccount"], ["RoleBinding"], ["Deployment", "ConfigMap"], ["Service"]],
+        ),
+        # The table exists, the ServiceAccount does not (deleted by someone): it still goes first.
         (
             {("ConfigMap", "t")},
             [["ServiceAccount"], ["RoleBinding"], ["Deployment", "ConfigMap"], ["Service"]],
         ),
-        # Only kinds read live move (a ServiceAccount is read at a pod's start).
+        # The table is missing, the rest exists: the table before the pods that read it.
         (
-            {("ConfigMap", "t"), ("ServiceAccount", "t")},
-            [["ServiceAccount"], ["RoleBinding"], ["Deployment", "ConfigMap"], ["Service"]],
+            {("ServiceAccount", "t"), ("RoleBinding", "t"), ("Deployment", "t")},
+            [["ServiceAccount", "ConfigMap"], ["RoleBinding"], ["Deployment"], ["Service"]],
+        ),
+        # Only kinds read live move (a ServiceAccount is read at a pod's start): (same as above).
+        (
+            {("ServiceAccount", "t")},
+            [["ServiceAccount", "ConfigMap"], ["RoleBinding"], ["Deployment"], ["Service"]],
         ),
     ],
 )
-def test_updates_with_workloads_moves_only_changes_to_existing_live_read_objects(
-    live: set[tuple[str, str]], expected: list[list[str]]
+def test_a_change_to_an_existing_live_read_object_goes_with_the_deployments(
+    existing: set[tuple[str, str]], expected: list[list[str]]
 ) -> None:
     manifests = [
         manifest(k, "t") for k in ("ServiceAccount", "ConfigMap", "RoleBinding", "Deployment", "Service")
     ]
-    waves = updates_with_workloads(apply_waves(manifests), {key: {} for key in live})
-    assert [[m["kind"] for m in wave] for wave in waves] == expected
+    assert kinds_of(apply_waves(manifests, existing)) == expected
 
 
-def test_updates_with_workloads_without_a_deployment_keeps_the_waves() -> None:
+def test_without_a_deployment_an_existing_table_keeps_its_place() -> None:
     manifests = [manifest("ConfigMap", "t"), manifest("Service", "t")]
-    waves = apply_waves(manifests)
-    assert updates_with_workloads(waves, {("ConfigMap", "t"): {}}) == waves
+    assert apply_waves(manifests, {("ConfigMap", "t")}) == apply_waves(manifests)
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(KINDS), st.booleans()), max_size=30),
+)
+def test_with_live_objects_every_missing_need_of_pods_still_comes_before_the_deployments(
+    objects: list[tuple[str, bool]],
+) -> None:
+    manifests = [manifest(kind, f"o{i}") for i, (kind, _) in enumerate(objects)]
+    existing = {(kind, f"o{i}") for i, (kind, live) in enumerate(objects) if live}
+    waves = apply_waves(manifests, existing)
+    flat = [m for wave in waves for m in wave]
+    assert sorted(m["metadata"]["name"] for m in flat) == sorted(m["metadata"]["name"] for m in manifests)
+    for wave in waves:
+        assert wave
+        own = [m for m in wave if m["kind"] not in READ_LIVE_KINDS]  # (a moved table: after them)
+        assert own == [m for m in manifests if m in own]
+    at = {m["metadata"]["name"]: i for i, wave in enumerate(waves) for m in wave}
+    deployments = [at[m["metadata"]["name"]] for m in flat if m["kind"] in WORKLOAD_KINDS]
+    for m in flat:
+        key = (m["kind"], m["metadata"]["name"])
+        if not deployments or m["kind"] not in BEFORE_PODS_KINDS:
+            continue
+        if m["kind"] in READ_LIVE_KINDS and key in existing:  # a change to what is read live: with them
+            assert at[key[1]] == min(deployments)
+        else:  # what pods need from their start: before them
+            assert at[key[1]] < min(deployments)
