@@ -105,7 +105,8 @@ def _cluster_streams(items: list[pytest.Item]) -> dict[str, str]:
 
 def _xdist_group(item: pytest.Item, streams: dict[str, str]) -> str | None:
     # One cluster per machine (the harness holds a lock for the session): its tests run in a few
-    # streams, the ones that restart it last of all (modeldeploy_testcluster.pytest_plugin).
+    # streams; the ones that restart it in RESTART_GROUP, after all of them
+    # (modeldeploy_testcluster.pytest_plugin).
     if is_cluster_test(item):
         return RESTART_GROUP if restarts(item) else streams[str(item.path.relative_to(REPO))]
     # Cluster tests on a control plane of their own (RBAC, scale): beside the shared cluster's, one at
@@ -128,8 +129,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests sharing a session server get one xdist group. Groups come first, the cluster's streams
     before the others (`make test` passes --no-loadscope-reorder: xdist hands out groups in this
     order, and a worker gets another only when its current one is nearly done, so each stream starts
-    at once on a worker of its own). Tests that tear the local cluster down and up again run last
-    in their stream: session fixtures (the installed operator, for one) would not survive them."""
+    at once on a worker of its own). Tests that restart or tear down the local cluster are
+    RESTART_GROUP, last of all, by restart level: session fixtures (the installed operator, for one)
+    would not survive a teardown."""
     streams = _cluster_streams(items)
     groups = {}
     for item in items:
@@ -143,7 +145,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> tuple[int, int, int]:
         group = groups[item.nodeid]
         if group in stream_order:
-            return 0, stream_order.index(group), restart_level(item)
+            return 0, stream_order.index(group), 0
         if group in GROUP_ORDER:
             return 1 + GROUP_ORDER.index(group), 0, 0
         if group == RESTART_GROUP:  # after everything: by then the streams are (nearly) done

@@ -336,18 +336,17 @@ def apply_waves(
     2026-12-06). The Deployments come first in their wave: its first write is sent from the
     worker's own thread (the reconciler's `_apply_wave`)."""
     has_workloads = any(m["kind"] in WORKLOAD_KINDS for m in manifests)
-    with_workloads = tuple(
-        m
-        for m in manifests
-        if has_workloads and m["kind"] in READ_LIVE_KINDS and (m["kind"], m["metadata"]["name"]) in existing
-    )
+
+    def goes_with_workloads(m: dict[str, Any]) -> bool:
+        key = (m["kind"], m["metadata"]["name"])
+        return has_workloads and m["kind"] in READ_LIVE_KINDS and key in existing
+
+    with_workloads = tuple(m for m in manifests if goes_with_workloads(m))
     bindings = tuple((m,) for m in manifests if m["kind"] == "RoleBinding")
     before_pods = tuple(
         m
         for m in manifests
-        if m["kind"] in BEFORE_PODS_KINDS
-        and m["kind"] != "RoleBinding"
-        and not any(m is x for x in with_workloads)
+        if m["kind"] in BEFORE_PODS_KINDS and m["kind"] != "RoleBinding" and not goes_with_workloads(m)
     )
     workloads = tuple(m for m in manifests if m["kind"] in WORKLOAD_KINDS)
     placed = BEFORE_PODS_KINDS | WORKLOAD_KINDS | ROUTE_KINDS
