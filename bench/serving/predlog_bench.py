@@ -56,6 +56,32 @@ def _cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """The server's CPU seconds by thread: `main` (the event loop: the thread whose id is the
+    process's), `python` (other threads named as the interpreter: the log's drain thread, the
+    micro-batcher's), `rdk` (librdkafka's own threads, named rdk:*), `other`; from /proc."""
+    out = {"main": 0.0, "python": 0.0, "rdk": 0.0, "other": 0.0}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").glob("[0-9]*"):
+        try:
+            head, _, rest = (task / "stat").read_text().rpartition(")")
+            fields = rest.split()
+        except OSError:
+            continue
+        comm = head.partition("(")[2]
+        kind = (
+            "main"
+            if task.name == str(pid)
+            else "rdk"
+            if comm.startswith("rdk:")
+            else "python"
+            if comm.startswith("python")
+            else "other"
+        )
+        out[kind] += (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def measure(
     spec: str, bundle: Path, body: Path, seconds: int, out: Path, bootstrap: str, i: int, srcs: dict[str, str]
 ) -> dict:
@@ -114,8 +140,15 @@ def measure(
         url = f"http://127.0.0.1:{port}/v2/models/churn/infer"
         wrk(url, body, 2)
         cpu_before = _cpu_seconds(proc.pid)
+        threads_before = _thread_cpu(proc.pid)
         result = wrk(url, body, seconds)
         cpu = _cpu_seconds(proc.pid) - cpu_before
+        threads_after = _thread_cpu(proc.pid)
+        requests = result["rps"] * seconds
+        # where the server's CPU goes: the event loop's thread against the others (the drain's)
+        result["cpu_us_per_request_by_thread"] = {
+            k: (threads_after[k] - threads_before[k]) / requests * 1e6 for k in threads_after
+        }
         # CPU per request (server process: event loop, drain thread, librdkafka's threads): what the
         # log costs, robust to other load on a shared machine, unlike requests/s.
         result["cpu_us_per_request"] = cpu / (result["rps"] * seconds) * 1e6
@@ -194,7 +227,8 @@ def main() -> int:
                 print(
                     f"round {i} {mode:14s} {r['rps']:8.0f} req/s  {r['cpu_us_per_request']:.1f} cpu-us/req  "
                     f"p50 {r['p50_ms']:.2f} ms  "
-                    f"p99 {r['p99_ms']:.2f} ms  log {r['log']}",
+                    f"p99 {r['p99_ms']:.2f} ms  log {r['log']}  by thread "
+                    + " ".join(f"{k} {v:.1f}" for k, v in r["cpu_us_per_request_by_thread"].items() if v),
                     flush=True,
                 )
     summary = {}
