@@ -256,30 +256,22 @@ Columns = tuple[bytes, list[list[bytes]]]
 
 
 def row_output_columns(prediction: Any, texts: list[list[bytes]] | None) -> Columns | None:
-    """The outputs of each row of a model call (a Prediction: batch_outputs, batch_cache) as a one-row
-    request logs them (`{name: v[row:row + 1]}`, written by orjson from the array), as JSON text by
-    column: the object's template and `texts`, each output's row texts as the answer wrote them
-    (protocol.v2.row_texts, made once per call for the answers and cached in the batch: so a
-    record's outputs are the text its caller received). None when there are no texts or an output is
-    not numbers or booleans (then the caller builds dicts). Making the texts again here, from
-    `.tolist()`, cost 3.9 us a micro-batch of one row (timeit, 2026-12-06)."""
-    cache = prediction.batch_cache
-    if "predlog.rows" in cache:
-        cached: Columns | None = cache["predlog.rows"]
-        return cached
-    columns: Columns | None = None
-    if texts is not None:
-        outputs = prediction.batch_outputs
-        arrays = list(outputs.values())
-        if set(map(_dtype_kind, arrays)) <= _LOGGED_KINDS:
-            columns = _output_template(tuple(outputs), tuple(map(_ndim, arrays))), texts
-    cache["predlog.rows"] = columns
-    return columns
+    """The outputs of each row of a model call (a Prediction: batch_outputs) as a one-row request
+    logs them (`{name: v[row:row + 1]}`, written by orjson from the array: output_arrays), as JSON
+    text by column: the object's template and `texts`, each output's row texts as the answer wrote
+    them (protocol.v2.row_texts, made once per call for the answers and cached in the batch: so a
+    record's outputs are the text its caller received). None when there are no texts (then the
+    caller builds dicts). No check of the arrays' types: texts exist only for arrays orjson writes
+    (numbers, booleans, dates), whose elements hold no comma or bracket, and output_arrays writes
+    the same arrays by the same call. Making the texts again here from `.tolist()` cost 3.9 us a
+    micro-batch of one row (timeit, 2026-12-06)."""
+    if texts is None:
+        return None
+    outputs = prediction.batch_outputs
+    return _output_template(tuple(outputs), tuple(map(_ndim, outputs.values()))), texts
 
 
 _ndim = operator.attrgetter("ndim")
-_dtype_kind = operator.attrgetter("dtype.kind")
-_LOGGED_KINDS = frozenset("biuf")
 
 
 @functools.lru_cache(maxsize=64)
