@@ -45,6 +45,7 @@ from modeldeploy_serving.predlog import (
     RecordEncoder,
     line_template,
     open_prediction_log,
+    output_arrays,
     row_output_columns,
     sampled,
     split_array,
@@ -385,7 +386,7 @@ class RestRecords(RecordEncoder):
         outputs = None
         if logged is not None and model is not None:
             inputs = policy.apply_rows(logged[0], model.feature_index)
-            outputs = logged[1].output_lists()
+            outputs = output_arrays(logged[1])
         ls = app.log_settings
         return {
             "request_id": request_id,
@@ -429,7 +430,8 @@ class RestRecords(RecordEncoder):
         # each micro-batch's rows' outputs, made once per batch (found by batch: no Python per record)
         batches = list(map(id, map(_batch_cache, predictions)))
         by_batch: dict[int, Any] = {
-            batch: row_output_columns(p) for batch, p in dict(zip(batches, predictions, strict=True)).items()
+            batch: row_output_columns(p, v2.row_texts(p))
+            for batch, p in dict(zip(batches, predictions, strict=True)).items()
         }
         outputs_templates = {c[0] if c is not None else None for c in by_batch.values()}
         outputs_template: bytes | None = outputs_templates.pop() if len(outputs_templates) == 1 else None

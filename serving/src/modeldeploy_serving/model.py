@@ -51,18 +51,6 @@ class Prediction:
             return self._outputs
         return {k: v[self.start : self.stop] for k, v in self._outputs.items()}
 
-    def output_lists(self) -> dict[str, list[Any]]:
-        """`{name: v.tolist()}` of these rows' outputs; the conversion is done once per model call
-        (batch_cache) and each request of it takes list slices (for the prediction log's drain
-        thread: in its profile, `outputs`' dict of numpy views per record was a top item)."""
-        lists: dict[str, list[Any]] | None = self.batch_cache.get("output_lists")
-        if lists is None:
-            lists = self.batch_cache["output_lists"] = {k: v.tolist() for k, v in self._outputs.items()}
-        if self.whole:
-            return lists
-        start, stop = self.start, self.stop
-        return {k: v[start:stop] for k, v in lists.items()}
-
     @property
     def scores(self) -> npt.NDArray[np.floating]:
         return self._scores if self.whole else self._scores[self.start : self.stop]

@@ -12,12 +12,14 @@ import pytest
 
 from modeldeploy_serving.predlog import (
     TOKEN_PREFIX,
+    WAKE_EVERY,
     JsonLinesSink,
     KafkaSink,
     LogRecord,
     PiiPolicy,
     PolicyError,
     PredictionLog,
+    RecordEncoder,
     sampled,
 )
 
@@ -115,6 +117,9 @@ def test_a_slow_sink_never_blocks_logging_records_are_dropped_and_counted() -> N
     elapsed = time.perf_counter() - start
     assert elapsed < 1.0  # 5,000 calls while the sink is stuck
     assert plog.dropped > 4_000
+    # held: the buffer and the batches encoded by the caller count against the capacity; one batch
+    # more is in the stuck sink's hands
+    assert plog.logged <= 100 + 10
     assert plog.logged + plog.dropped == 5_000 == len(results)
     sink.release.set()
     plog.close()
@@ -235,3 +240,65 @@ def test_numpy_outputs_are_written_as_their_values() -> None:
     assert doc == {"outputs": {"probabilities": [[0.81, 0.19]], "label": [0]}, "column": [1.0, 4.0]}
     with pytest.raises(TypeError):
         dumps({"x": object()})
+
+
+class ThreadNoting(RecordEncoder):
+    """Items (this, n): notes which thread encoded each run of records."""
+
+    def __init__(self) -> None:
+        self.threads: list[tuple[int, int]] = []  # (thread id, records)
+
+    def body(self, item: tuple[Any, ...], policy: PiiPolicy) -> dict[str, Any]:
+        return {"n": item[1]}
+
+    def lines(self, items: list[tuple[Any, ...]], policy: PiiPolicy) -> bytes:
+        self.threads.append((threading.get_ident(), len(items)))
+        return super().lines(items, policy)
+
+
+def wait_until(what: str, probe: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("in_caller", [True, False])
+def test_full_batches_are_encoded_by_the_caller_and_the_rest_by_the_drain_thread(in_caller: bool) -> None:
+    """With encode_in_caller (the default) a full batch is encoded where its records were made (the
+    event loop), and the drain thread only writes; records of a batch not yet full are encoded by the
+    drain thread when it wakes (every 0.1 s). Off: the drain thread encodes everything."""
+    out = io.StringIO()
+    encoder = ThreadNoting()
+    plog = PredictionLog(JsonLinesSink(out), policy(), encode_in_caller=in_caller)
+    me = threading.get_ident()
+    n = 2 * WAKE_EVERY + 5
+    for i in range(n):
+        assert plog.defer((encoder, i))
+    wait_until("every record written", lambda: plog.written == n)
+    by_caller = sum(count for thread, count in encoder.threads if thread == me)
+    assert by_caller == (2 * WAKE_EVERY if in_caller else 0)
+    assert sum(count for _, count in encoder.threads) == n
+    plog.close()
+    assert [json.loads(line)["n"] for line in out.getvalue().splitlines()] == list(range(n))
+
+
+class Refusing(ThreadNoting):
+    def body(self, item: tuple[Any, ...], policy: PiiPolicy) -> dict[str, Any]:
+        if item[1] == 3:
+            raise ValueError("cannot encode this one")
+        return super().body(item, policy)
+
+
+def test_a_record_the_caller_cannot_encode_costs_only_itself() -> None:
+    out = io.StringIO()
+    plog = PredictionLog(JsonLinesSink(out), policy())
+    encoder = Refusing()
+    for i in range(WAKE_EVERY):  # one full batch: encoded by this thread
+        assert plog.defer((encoder, i))
+    plog.close()
+    assert plog.failed == 1
+    assert plog.written == WAKE_EVERY - 1
+    assert [json.loads(line)["n"] for line in out.getvalue().splitlines()] == [
+        i for i in range(WAKE_EVERY) if i != 3
+    ]

@@ -309,10 +309,10 @@ def _encode_all_json(model_name: str, version: str, request_id: Any, prediction:
     """Every output as JSON (what most callers ask for), or None for outputs that are not 1-D or 2-D.
 
     The outputs part of a one-row answer is made for every row of the micro-batch at once, from one
-    orjson call per output (_row_texts): a request only adds the head and its id. That halves the
+    orjson call per output (row_texts): a request only adds the head and its id. That halves the
     per-request encoding cost of the single-row requests that dominate online traffic.
     """
-    texts = _row_texts(prediction)
+    texts = row_texts(prediction)
     if texts is None:
         return None
     if prediction.stop - prediction.start == 1:
@@ -325,8 +325,9 @@ def _encode_all_json(model_name: str, version: str, request_id: Any, prediction:
     return b'%s%s],"id":%s}' % (head, outputs, orjson.dumps(request_id))
 
 
-def _row_texts(prediction: Prediction) -> list[list[bytes]] | None:
-    """Per output, the JSON text of each row of the batch (cached in the batch). orjson writes a
+def row_texts(prediction: Prediction) -> list[list[bytes]] | None:
+    """Per output, the JSON text of each row of the batch (cached in the batch; the prediction log's
+    records reuse them, so a record's outputs are the answer's text). orjson writes a
     [N] array as [a,b,...] and an [N, K] one as [[a,b],[c,d],...]; numbers and null hold no
     brackets or commas, so splitting at the separators gives exactly the rows."""
     cache = prediction.batch_cache

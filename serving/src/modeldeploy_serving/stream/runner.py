@@ -519,23 +519,23 @@ class _LogEncoder(RecordEncoder):
     """Prediction-log records of one batch, encoded in the log's drain thread (PredictionLog.defer):
     the consumer's loop only queues references."""
 
-    __slots__ = ("at", "deployment", "latency_ms", "lists", "model", "outputs", "revision", "variant")
+    __slots__ = ("arrays", "at", "deployment", "latency_ms", "model", "outputs", "revision", "variant")
 
     def __init__(self, runner: StreamRunner, model: LoadedModel, outputs: dict[str, Any], started: float):
         self.deployment, self.variant = runner.log_labels
         self.revision = runner.settings.revision
         self.model = model
         self.outputs = outputs
-        self.lists: dict[str, list[Any]] | None = None  # the outputs as lists: once per batch, in the drain
+        self.arrays: dict[str, Any] | None = None  # the outputs, C-contiguous: once per batch
         self.at = time.time()
         self.latency_ms = (time.perf_counter() - started) * 1000.0
 
     def body(self, item: tuple[Any, ...], policy: PiiPolicy) -> dict[str, Any]:
         _, request_id, rows, start, stop, status = item
         model = self.model
-        lists = self.lists
-        if lists is None:
-            lists = self.lists = {k: v.tolist() for k, v in self.outputs.items()}
+        arrays = self.arrays
+        if arrays is None:  # written by orjson as the output records write them (float32 shortest)
+            arrays = self.arrays = {k: np.ascontiguousarray(v) for k, v in self.outputs.items()}
         return {
             "request_id": request_id,
             "time": self.at,
@@ -544,7 +544,7 @@ class _LogEncoder(RecordEncoder):
             "revision": self.revision,
             "model_version": model.version,
             "inputs": {} if rows is None else policy.apply_rows(rows, model.feature_index),
-            "outputs": None if rows is None else {k: v[start:stop] for k, v in lists.items()},
+            "outputs": None if rows is None else {k: v[start:stop] for k, v in arrays.items()},
             "latency_ms": self.latency_ms,
             "status": status,
         }
