@@ -557,10 +557,11 @@ class PredictionLog:
 
     def _encode_here(self) -> None:
         """Encode the buffered records in the caller's thread (the event loop), where their objects
-        were made and are still in this core's cache, and queue the bytes for the drain thread: it
-        then only writes. Over HTTP the drain thread spent 12 us of CPU a record encoding objects made
-        on the other core (against 2.1-2.6 us encoding them on one thread), and the event loop's own
-        CPU rose by 10-14 us a request beside it (docs/benchmarks.md#prediction-log)."""
+        were made, and queue the bytes for the drain thread: it then only writes. Encoded in the
+        drain thread, the work still held the GIL the event loop needs (never in parallel with it),
+        cost more there (7-10 us of CPU a record over HTTP, 5-8 on one thread) and added GIL
+        hand-overs: the same run gave -16.8% requests/s to Kafka with the drain thread encoding and
+        -12.3% encoding here (docs/benchmarks.md#prediction-log, 2026-12-06)."""
         taken = self._take()
         if taken:
             lines, n = self._encode(taken)
