@@ -478,6 +478,32 @@ class Recorder:
 # --- the two sides -------------------------------------------------------------------------------------
 
 
+_HISTOGRAMS = (
+    "modeldeploy_operator_queue_wait_seconds",
+    "modeldeploy_operator_reconcile_duration_seconds",
+    "modeldeploy_operator_gc_pause_seconds",
+    "modeldeploy_operator_reconcile_cpu_seconds",
+    "modeldeploy_operator_api_request_duration_seconds",
+)
+_BOUNDS = ("0.01", "0.05", "0.1", "0.25", "0.5", "1.0")
+"""The histograms' bounds kept per phase (count at or under each: the count above is _count minus it)."""
+
+
+def _histogram_sample(name: str, labels: dict[str, str], value: float, found: dict[str, float]) -> None:
+    """Per phase (the marks' deltas): how many passes waited in the queue, took, were paused by a
+    garbage collection, or requests took, at or under each bound (the operator's histograms)."""
+    short = name.removeprefix("modeldeploy_operator_")
+    if "verb" in labels:
+        short = short.replace("api_request", f"api_{labels['verb']}")
+    if "generation" in labels:
+        short = short.replace("gc_pause", f"gc{labels['generation']}_pause")
+    if name.endswith("_bucket"):
+        if labels.get("le") in _BOUNDS:
+            found[f"{short.removesuffix('_bucket')}_le_{labels['le']}"] = value
+    elif name.endswith(("_count", "_sum")):
+        found[short] = value
+
+
 @dataclass
 class Side:
     """What differs between modeldeploy and Argo Rollouts; the scenario is shared."""
@@ -509,6 +535,8 @@ class Side:
             for sample in family.samples:
                 if sample.name == "modeldeploy_operator_reconciles_total":
                     found["passes"] = found.get("passes", 0.0) + sample.value
+                elif sample.name.startswith(_HISTOGRAMS):
+                    _histogram_sample(sample.name, sample.labels, sample.value, found)
                 elif sample.name == "modeldeploy_operator_own_write_echoes_total":
                     found["own_echoes"] = found.get("own_echoes", 0.0) + sample.value
                 elif (

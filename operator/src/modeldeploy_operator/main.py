@@ -24,7 +24,7 @@ from modeldeploy_operator.config import OperatorSettings, __version__
 from modeldeploy_operator.health import serve_health
 from modeldeploy_operator.k8s.api import KubeApi, fence_writes, new_api_client
 from modeldeploy_operator.k8s.leader import LeaderElector
-from modeldeploy_operator.metrics import IS_LEADER
+from modeldeploy_operator.metrics import GC_PAUSES, IS_LEADER
 
 log = logging.getLogger("modeldeploy.operator")
 
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     scrub_logs()  # a model URI's credentials (in specs, API errors) never reach a log line
     start_http_server(settings.metrics_port)
+    GC_PAUSES.install()
     running = threading.Event()
     serve_health(settings.health_port, running.is_set)
 
