@@ -29,6 +29,10 @@ For each N and each side (modeldeploy, then Argo Rollouts' controller when --arg
    each apply sample's times are in the JSON too (`apply_to_created_samples`: its create request, and
    when each workload object was seen, from the request's start; `apply_at` to match a controller log);
    --only-reaction stops the side here (no idle window, rollouts or restart: N = 300 in minutes);
+   each phase's `phases` entry has what it cost and where the time went: the controller's passes and
+   requests, and (modeldeploy) the buckets of its queue-wait, pass wall and CPU, garbage-collection
+   and request histograms; the API server's count of its requests by class, and its own time for
+   them (priority-and-fairness wait, execution) and for every client's by verb;
 5. one canary rollout alone, then min(N, 100) at once: each from the patch to promoted;
 6. restart: the controller is stopped, every object's spec.revisionHistoryLimit is changed (a new
    generation, no new pods), the controller is started: seconds until every object's
@@ -367,6 +371,8 @@ class ApiServerCounts:
         counts = {kind: 0.0 for kind, _ in REQUEST_CLASSES}
         prefix = f"scale-bench-{who}-"
         for family in text_string_to_metric_families(text):
+            if family.name in _SERVER_TIMES:
+                _server_time(family, prefix, counts)
             if family.name != "apiserver_flowcontrol_dispatched_requests":
                 continue
             for sample in family.samples:
@@ -374,6 +380,34 @@ class ApiServerCounts:
                 if sample.name.endswith("_total") and schema.startswith(prefix):
                     counts[schema[len(prefix) :]] += sample.value
         return counts
+
+
+_SERVER_TIMES = {
+    "apiserver_flowcontrol_request_wait_duration_seconds": "apf_wait",
+    "apiserver_flowcontrol_request_execution_seconds": "apf_execution",
+    "apiserver_request_duration_seconds": "all_clients",
+}
+"""The API server's own time for the controller's requests: waiting in its priority-and-fairness queue,
+and executing (per request class, i.e. its flow schema); and every client's requests by verb. Seconds
+and counts, so that a phase's delta gives the mean (they are not request counts: not in the totals)."""
+
+
+def _server_time(family: Any, prefix: str, counts: dict[str, float]) -> None:
+    short = _SERVER_TIMES[family.name]
+    for sample in family.samples:
+        if not sample.name.endswith(("_sum", "_count")):
+            continue
+        if short == "all_clients":
+            what = sample.labels.get("verb", "")
+            if what not in ("APPLY", "POST", "PUT", "PATCH", "GET", "LIST"):
+                continue
+        else:
+            schema = sample.labels.get("flow_schema", "")
+            if not schema.startswith(prefix):
+                continue
+            what = schema[len(prefix) :]
+        key = f"{short}_{what}_{'s' if sample.name.endswith('_sum') else 'n'}"
+        counts[key] = counts.get(key, 0.0) + sample.value
 
 
 def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
@@ -478,6 +512,32 @@ class Recorder:
 # --- the two sides -------------------------------------------------------------------------------------
 
 
+_HISTOGRAMS = (
+    "modeldeploy_operator_queue_wait_seconds",
+    "modeldeploy_operator_reconcile_duration_seconds",
+    "modeldeploy_operator_gc_pause_seconds",
+    "modeldeploy_operator_reconcile_cpu_seconds",
+    "modeldeploy_operator_api_request_duration_seconds",
+)
+_BOUNDS = ("0.01", "0.05", "0.1", "0.25", "0.5", "1.0")
+"""The histograms' bounds kept per phase (count at or under each: the count above is _count minus it)."""
+
+
+def _histogram_sample(name: str, labels: dict[str, str], value: float, found: dict[str, float]) -> None:
+    """Per phase (the marks' deltas): how many passes waited in the queue, took, were paused by a
+    garbage collection, or requests took, at or under each bound (the operator's histograms)."""
+    short = name.removeprefix("modeldeploy_operator_")
+    if "verb" in labels:
+        short = short.replace("api_request", f"api_{labels['verb']}")
+    if "generation" in labels:
+        short = short.replace("gc_pause", f"gc{labels['generation']}_pause")
+    if name.endswith("_bucket"):
+        if labels.get("le") in _BOUNDS:
+            found[f"{short.removesuffix('_bucket')}_le_{labels['le']}"] = value
+    elif name.endswith(("_count", "_sum")):
+        found[short] = value
+
+
 @dataclass
 class Side:
     """What differs between modeldeploy and Argo Rollouts; the scenario is shared."""
@@ -509,6 +569,8 @@ class Side:
             for sample in family.samples:
                 if sample.name == "modeldeploy_operator_reconciles_total":
                     found["passes"] = found.get("passes", 0.0) + sample.value
+                elif sample.name.startswith(_HISTOGRAMS):
+                    _histogram_sample(sample.name, sample.labels, sample.value, found)
                 elif sample.name == "modeldeploy_operator_own_write_echoes_total":
                     found["own_echoes"] = found.get("own_echoes", 0.0) + sample.value
                 elif (
@@ -1047,7 +1109,8 @@ def phase_idle(side: Side, opts: Options, counts: ApiServerCounts, who: str, res
     time.sleep(opts.idle_seconds)
     after, cpu_after, t1 = counts.read(who), side.process.cpu_seconds(), time.time()
     minutes = (t1 - t0) / 60
-    by_class = delta(before, after)
+    classes = {kind for kind, _ in REQUEST_CLASSES}  # (request counts; the times aside)
+    by_class = {k: v for k, v in delta(before, after).items() if k in classes}
     total = sum(by_class.values()) / minutes
     result["idle"] = {
         "seconds": round(t1 - t0, 1),

@@ -59,7 +59,7 @@ from modeldeploy_operator.k8s.api import (
 )
 from modeldeploy_operator.k8s.cache import INDEX_LABEL, OWN_WRITE_ECHOES, CachedKind, OwnWrites, newer
 from modeldeploy_operator.k8s.projection import project_modeldeployment
-from modeldeploy_operator.metrics import QUEUE_DEPTH, ROLLOUT_STATE
+from modeldeploy_operator.metrics import QUEUE_DEPTH, QUEUE_WAIT_SECONDS, ROLLOUT_STATE
 from modeldeploy_operator.reconciler import Outcome, Reconciler
 from modeldeploy_operator.scheduler import WorkQueue
 
@@ -93,7 +93,7 @@ class Controller:
     ) -> None:
         self.reconciler = reconciler
         self.settings = settings
-        self.queue = queue if queue is not None else WorkQueue()
+        self.queue = queue if queue is not None else WorkQueue(on_wait=QUEUE_WAIT_SECONDS.observe)
         self._wall = wall
         self._lock = threading.Lock()
         self._bodies: dict[Key, dict[str, Any]] = {}

@@ -14,6 +14,11 @@ Fairness and coalescing, as client-go's workqueue does it:
 - ready keys are served first come, first served, so a busy object (a rollout whose pods change every
   second) gets one pass per round and cannot starve the others; `workers` bounds the concurrency.
 
+How long a key waited (client-go's workqueue_queue_duration_seconds): from the moment it was asked
+for (the add, or its timer's due time; an add while it was being processed counts from that add) to
+the moment a worker takes it, handed to `on_wait` (the operator's
+modeldeploy_operator_queue_wait_seconds): the part of a reaction spent behind other objects' passes.
+
 Plain threads and a clock that tests can fake (no kopf, no Kubernetes client).
 """
 
@@ -32,8 +37,16 @@ that is already due."""
 
 
 class WorkQueue:
-    def __init__(self, clock: Callable[[], float] = time.monotonic, min_gap: float = MIN_GAP_SECONDS) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        min_gap: float = MIN_GAP_SECONDS,
+        on_wait: Callable[[float], None] | None = None,
+    ) -> None:
         self._clock = clock
+        self._on_wait = on_wait
+        self._asked: dict[Hashable, float] = {}
+        """When each ready (or dirty) key was first asked for: its wait is measured from there."""
         self._min_gap = min_gap
         self._cond = threading.Condition()
         self._ready: OrderedDict[Hashable, None] = OrderedDict()
@@ -52,6 +65,7 @@ class WorkQueue:
         with self._cond:
             if self._shut:
                 return
+            self._asked.setdefault(key, self._clock())
             if key in self._processing:
                 self._dirty.add(key)
                 return
@@ -80,6 +94,7 @@ class WorkQueue:
             self._ready.pop(key, None)
             self._dirty.discard(key)
             self._last_done.pop(key, None)
+            self._asked.pop(key, None)
 
     def shut_down(self) -> None:
         with self._cond:
@@ -98,6 +113,7 @@ class WorkQueue:
                 return at - now
             heapq.heappop(self._heap)
             del self._timers[key]
+            self._asked.setdefault(key, at)
             if key in self._processing:
                 self._dirty.add(key)
             elif key not in self._ready:
@@ -115,6 +131,9 @@ class WorkQueue:
                 if self._ready:
                     key, _ = self._ready.popitem(last=False)
                     self._processing.add(key)
+                    asked = self._asked.pop(key, now)
+                    if self._on_wait is not None:
+                        self._on_wait(max(0.0, now - asked))
                     return key
                 if deadline is not None:
                     left = deadline - now

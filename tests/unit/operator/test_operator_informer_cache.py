@@ -473,6 +473,27 @@ def test_kube_api_lists_page_by_page_and_streams_a_watch() -> None:
         server.close()
 
 
+def test_each_request_of_the_client_is_timed_by_verb() -> None:
+    from modeldeploy_operator.k8s.api import API_REQUEST_SECONDS
+
+    def timed() -> float:
+        return next(
+            s.value
+            for m in API_REQUEST_SECONDS.collect()
+            for s in m.samples
+            if s.name.endswith("_count") and s.labels == {"verb": "list"}
+        )
+
+    API_REQUEST_SECONDS.labels("list")
+    before = timed()
+    server = _Server()
+    try:
+        server.api().list_all("apps/v1", "Deployment", "ml", INDEX_LABEL)  # two pages: two requests
+    finally:
+        server.close()
+    assert timed() == before + 2
+
+
 def test_kube_api_raises_gone_on_a_410_watch() -> None:
     server = _Server(watch_status=410)
     try:

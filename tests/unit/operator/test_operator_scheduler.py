@@ -144,3 +144,56 @@ def test_shut_down_releases_waiting_workers() -> None:
     queue.shut_down()
     worker.join(timeout=60)
     assert got == [None]
+
+
+def waits_of(clock: FakeClock) -> tuple[WorkQueue, list[float]]:
+    waits: list[float] = []
+    return WorkQueue(clock, on_wait=waits.append), waits
+
+
+def test_queue_wait_is_from_the_first_add_to_a_worker_taking_it() -> None:
+    clock = FakeClock()
+    queue, waits = waits_of(clock)
+    queue.add("a")
+    clock.now += 0.25
+    queue.add("a")  # coalesced: the wait still counts from the first add
+    queue.add("b")
+    clock.now += 0.5
+    assert queue.get(timeout=0) == "a"
+    assert queue.get(timeout=0) == "b"
+    assert waits == [0.75, 0.5]
+
+
+def test_queue_wait_of_a_timer_is_from_its_due_time() -> None:
+    clock = FakeClock()
+    queue, waits = waits_of(clock)
+    queue.schedule("a", clock.now + 1)
+    clock.now += 3  # due at +1, taken at +3
+    assert queue.get(timeout=0) == "a"
+    assert waits == [2.0]
+
+
+def test_queue_wait_of_an_add_during_its_pass_includes_the_rest_of_that_pass() -> None:
+    clock = FakeClock()
+    queue, waits = waits_of(clock)
+    queue.add("a")
+    assert queue.get(timeout=0) == "a"
+    clock.now += 0.1
+    queue.add("a")  # an event while its pass runs: a pass after this one
+    clock.now += 0.3
+    queue.done("a")
+    clock.now += 0.2
+    assert queue.get(timeout=0) == "a"
+    assert waits == [0.0, 0.5]
+
+
+def test_queue_wait_of_a_forgotten_key_starts_afresh() -> None:
+    clock = FakeClock()
+    queue, waits = waits_of(clock)
+    queue.add("a")
+    queue.forget("a")
+    clock.now += 5
+    queue.add("a")
+    clock.now += 0.5
+    assert queue.get(timeout=0) == "a"
+    assert waits == [0.5]

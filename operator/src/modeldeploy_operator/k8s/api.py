@@ -13,13 +13,14 @@ import datetime as dt
 import json
 import math
 import random
+import time
 from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Protocol
 
 import urllib3
 from kubernetes import client, config
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from modeldeploy_contract.redact import scrub
 from modeldeploy_operator.k8s.kinds import KINDS, Kind, kind_of
@@ -29,17 +30,25 @@ API_REQUESTS = Counter(
     "Requests this operator's client sent to the API server (kopf's own watch of ModelDeployments aside).",
     ["verb", "resource"],
 )
+API_REQUEST_SECONDS = Histogram(
+    "modeldeploy_operator_api_request_duration_seconds",
+    "Wall time of one request of this operator's client, from sending it to its body read and the GIL "
+    "held again (client-go's rest_client_request_duration_seconds), by verb.",
+    ["verb"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 _PLURALS = {k.plural for k in KINDS.values()} | {"events"}
 
 
-def _count(method: str, path: str, watch: bool = False) -> None:
-    """One request in API_REQUESTS: verb as the API server names it, resource by its plural."""
+def _count(method: str, path: str, watch: bool = False) -> str:
+    """One request in API_REQUESTS: verb as the API server names it (returned), resource by its plural."""
     parts = [p for p in path.split("/") if p]
     resource = next((p for p in reversed(parts) if p in _PLURALS), "other")
     verb = {"PATCH": "patch", "POST": "create", "PUT": "update", "DELETE": "delete"}.get(method)
     if verb is None:
         verb = "watch" if watch else ("list" if parts and parts[-1] == resource else "get")
     API_REQUESTS.labels(verb, resource).inc()
+    return verb
 
 
 def _version() -> str:
@@ -259,12 +268,14 @@ class KubeApi:
             raise FencedError(
                 f"{method} {path}: not sent, this replica no longer holds the leader lease (term {self.term})"
             )
-        _count(method, path)
+        verb = _count(method, path)
+        sent = time.perf_counter()
         try:
             response = self.api_client.call_api(
                 method_, url, header_params=headers, body=payload, post_params=post, _request_timeout=30
             )
             data = response.read()
+            API_REQUEST_SECONDS.labels(verb).observe(time.perf_counter() - sent)
         except client.ApiException as error:
             status, message = error.status or 0, _message(error)
             retry_after = retry_after_of(error.headers, error.body)
