@@ -290,9 +290,9 @@ class InferenceApp:
         self, scope: Scope, model: LoadedModel | None, logged: Logged | None, status: int, elapsed: float
     ) -> None:
         """Queue one prediction-log record; never raises, never blocks. The request path keeps only
-        references (the headers, rows and prediction), the record is built in the drain thread
-        (RestRecords): 0.2-0.35 us a request against 0.8-1.5 us building a LogRecord here (measured,
-        docs/benchmarks.md#prediction-log)."""
+        references (the headers, rows and prediction), the record is built later, a batch at a
+        time (RestRecords, PredictionLog.defer): 0.2-0.35 us a request against 0.8-1.5 us building
+        a LogRecord here (measured, docs/benchmarks.md#prediction-log)."""
         try:
             plog = self.plog
             assert plog is not None
@@ -367,11 +367,11 @@ class InferenceApp:
 
 
 class RestRecords(RecordEncoder):
-    """The model server's prediction-log records, built in the drain thread from what InferenceApp._log
-    queued: (this, request id or None, headers, model, (rows, prediction, body id) or None, status,
-    seconds, time). LogRecord.encode's shape (the same as stream mode's and the router's; the keys are
-    checked by the integration tests). A failed request logs no inputs: its body may be anything,
-    personal data included."""
+    """The model server's prediction-log records, built a batch at a time (PredictionLog.defer)
+    from what InferenceApp._log queued: (this, request id or None, headers, model, (rows,
+    prediction, body id) or None, status, seconds, time). LogRecord.encode's shape (the same as
+    stream mode's and the router's; the keys are checked by the integration tests). A failed
+    request logs no inputs: its body may be anything, personal data included."""
 
     def __init__(self, app: InferenceApp) -> None:
         self._app = app

@@ -476,8 +476,9 @@ def _messages(lines: bytes, count: int) -> list[tuple[bytes, int]]:
 Item = tuple[Any, ...]
 """A queued record: (its RecordEncoder, what the encoder needs...)."""
 WAKE_EVERY = 64
-"""Records queued before the drain thread is woken (else it looks every 0.1 s). Each queued request
-keeps about 8 containers alive (its tuple, headers, rows, prediction view) until drained: 500 of them
+"""Records queued before they are encoded (by the caller that queues the last of them) and the drain
+thread is woken to write them (else it looks every 0.1 s). Each queued request keeps about 8
+containers alive (its tuple, headers, rows, prediction view) until encoded: 500 of them
 crossed the collector's young-generation threshold (700) every ~90 requests, 1.1-1.75 us of garbage
 collection a request in process; woken every 64, 0.04-0.33 us (2026-12-05, docs/benchmarks.md)."""
 
@@ -590,8 +591,7 @@ class PredictionLog:
             while self._buffer:  # a batch not yet full after 0.1 s (or every record, encode_in_caller off)
                 taken = self._take()
                 if taken:
-                    lines, n = self._encode(taken)
-                    self._write_lines(lines, n)
+                    self._write(taken)
                 self._write_encoded()
             if self._stop:
                 self._write_encoded()

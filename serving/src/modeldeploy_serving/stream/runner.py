@@ -516,8 +516,8 @@ class StreamRunner:
 
 
 class _LogEncoder(RecordEncoder):
-    """Prediction-log records of one batch, encoded in the log's drain thread (PredictionLog.defer):
-    the consumer's loop only queues references."""
+    """Prediction-log records of one batch, encoded a log batch at a time (PredictionLog.defer): the
+    consumer's loop queues references, and the call that fills a log batch encodes it."""
 
     __slots__ = ("arrays", "at", "deployment", "latency_ms", "model", "outputs", "revision", "variant")
 
