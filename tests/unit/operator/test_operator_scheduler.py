@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 
-from modeldeploy_operator.scheduler import WorkQueue
+from modeldeploy_operator.scheduler import URGENT_IN_A_ROW, WorkQueue
 
 
 class FakeClock:
@@ -197,3 +197,128 @@ def test_queue_wait_of_a_forgotten_key_starts_afresh() -> None:
     clock.now += 0.5
     assert queue.get(timeout=0) == "a"
     assert waits == [0.5]
+
+
+# -- the urgent lane: a person's change or a due step before owned objects' status events ----------
+
+
+def test_an_urgent_key_is_taken_before_ordinary_ones_queued_earlier() -> None:
+    queue = WorkQueue(FakeClock())
+    for name in ("s1", "s2", "s3"):  # owned objects' status events
+        queue.add(name)
+    queue.add("changed", urgent=True)  # its spec changed
+    queue.add("also", urgent=True)
+    assert drain(queue) == ["changed", "also", "s1", "s2", "s3"]
+
+
+def test_a_due_urgent_timer_goes_to_the_urgent_lane_and_an_ordinary_one_does_not() -> None:
+    clock = FakeClock()
+    queue = WorkQueue(clock)
+    queue.schedule("retry", clock.now + 1)  # a retry's backoff
+    queue.schedule("step", clock.now + 1, urgent=True)  # a pause ending
+    queue.add("status")
+    clock.now += 2
+    assert drain(queue) == ["step", "status", "retry"]
+
+
+def test_a_replaced_timer_keeps_only_the_latest_lane() -> None:
+    clock = FakeClock()
+    queue = WorkQueue(clock)
+    queue.add("status")
+    queue.schedule("a", clock.now + 1, urgent=True)
+    queue.schedule("a", clock.now + 1)  # the later pass: an ordinary timer now
+    clock.now += 2
+    assert drain(queue) == ["status", "a"]
+
+
+def test_an_urgent_add_moves_a_waiting_key_to_the_urgent_lane_and_it_is_taken_once() -> None:
+    queue = WorkQueue(FakeClock())
+    queue.add("a")
+    queue.add("b")
+    queue.add("b", urgent=True)  # its own change while its status event waits
+    queue.add("b")  # and an ordinary event after it: still urgent, still once
+    assert len(queue) == 2
+    assert drain(queue) == ["b", "a"]
+
+
+def test_an_urgent_add_during_its_pass_requeues_it_urgently_after_that_pass_only() -> None:
+    queue = WorkQueue(FakeClock())
+    queue.add("a")
+    assert queue.get(timeout=0) == "a"
+    queue.add("s1")
+    queue.add("a", urgent=True)  # the user's change arrives while a status pass of `a` runs
+    queue.add("a")
+    assert queue.get(timeout=0) == "s1"  # never two workers on `a`
+    queue.done("s1")
+    assert queue.get(timeout=0) is None
+    queue.add("s2")
+    queue.done("a")
+    assert drain(queue) == ["a", "s2"]
+
+
+def test_an_ordinary_add_during_its_pass_stays_ordinary() -> None:
+    queue = WorkQueue(FakeClock())
+    queue.add("a")
+    assert queue.get(timeout=0) == "a"
+    queue.add("a")
+    queue.add("s1")
+    queue.done("a")
+    assert drain(queue) == ["s1", "a"]
+
+
+def test_urgent_keys_cannot_starve_the_ordinary_lane() -> None:
+    """Every urgent key taken is replaced by a new one (a stream of changes): the ordinary key still
+    gets a take after URGENT_IN_A_ROW of them, and then the count starts again."""
+    queue = WorkQueue(FakeClock())
+    queue.add("status")
+    queue.add("status2")
+    fresh = iter(range(1000))
+    queue.add(f"u{next(fresh)}", urgent=True)
+    order = []
+    for _ in range(2 * (URGENT_IN_A_ROW + 1)):
+        key = queue.get(timeout=0)
+        assert key is not None
+        order.append(key)
+        queue.done(key)
+        queue.add(f"u{next(fresh)}", urgent=True)
+    assert order[URGENT_IN_A_ROW] == "status"
+    assert order[2 * URGENT_IN_A_ROW + 1] == "status2"
+    assert sum(1 for k in order if str(k).startswith("u")) == 2 * URGENT_IN_A_ROW
+
+
+def test_urgent_keys_alone_are_not_counted_against_a_later_ordinary_key() -> None:
+    """The limit is on urgent keys taken while an ordinary one waits: a run of them with nothing
+    else queued does not make the next urgent key yield to an ordinary one that came after."""
+    queue = WorkQueue(FakeClock())
+    for n in range(2 * URGENT_IN_A_ROW):
+        queue.add(f"u{n}", urgent=True)
+        assert queue.get(timeout=0) == f"u{n}"
+        queue.done(f"u{n}")
+    queue.add("status")
+    queue.add("late", urgent=True)
+    assert drain(queue) == ["late", "status"]
+
+
+def test_forget_drops_an_urgent_key_and_its_urgent_timer() -> None:
+    clock = FakeClock()
+    queue = WorkQueue(clock)
+    queue.add("gone", urgent=True)
+    queue.schedule("gone", clock.now + 1, urgent=True)
+    queue.forget("gone")
+    clock.now += 2
+    assert drain(queue) == []
+    queue.schedule("gone", clock.now + 1)  # a new object of that name: an ordinary timer
+    queue.add("status")
+    clock.now += 2
+    assert drain(queue) == ["status", "gone"]
+
+
+def test_queue_wait_of_an_urgent_key_is_from_its_first_add() -> None:
+    clock = FakeClock()
+    queue, waits = waits_of(clock)
+    queue.add("a")
+    clock.now += 0.25
+    queue.add("a", urgent=True)  # moved to the urgent lane: the wait still counts from the first add
+    clock.now += 0.5
+    assert queue.get(timeout=0) == "a"
+    assert waits == [0.75]
