@@ -36,11 +36,6 @@
 - A slow safety resync (`resyncSeconds`, 10 min) queues every object, repairing anything a watch
   could not tell (it costs no API request: the reads are cached, and an unchanged object is not
   written).
-- Which passes go first (the queue's urgent lane, scheduler.py): a ModelDeployment's own event (created,
-  its spec changed, a command: someone is waiting for the reaction) and a plan's due timer (a step,
-  a pause, an analysis interval: the clock is). Owned objects' events (their status, mostly: ~10
-  passes for each reaction at N = 1,000, docs/benchmarks.md "The reaction tail at N = 1,000"), the
-  follow-up pass after a pass's own writes, retries and the resync take the ordinary lane.
 Passes of one object never overlap (the queue hands a key to one worker at a time), so the per-object
 lock of the kopf handlers is gone; `reconcileWorkers` passes run at once in all.
 """
@@ -159,7 +154,7 @@ class Controller:
             self.queue.schedule(key, None)  # being deleted: the garbage collector takes what it owns
             return
         if not left_alone:
-            self.queue.add(key, urgent=True)  # the object itself changed: someone waits on it
+            self.queue.add(key)
 
     def on_owned(self, kind: CachedKind, event_type: str, obj: dict[str, Any]) -> None:
         """A cached object changed: queue the ModelDeployment it belongs to."""
@@ -255,7 +250,7 @@ class Controller:
             return None
         with self._lock:
             self._retries.pop(key, None)
-        self.queue.schedule(key, self._at(outcome.next_due), urgent=True)  # a step, a pause: due now
+        self.queue.schedule(key, self._at(outcome.next_due))
         if outcome.objects_written:
             # Its plan was made from what existed before these writes: one more pass, from the cache
             # that now holds them (the writes' own watch events queue nothing).

@@ -14,13 +14,6 @@ Fairness and coalescing, as client-go's workqueue does it:
 - ready keys are served first come, first served, so a busy object (a rollout whose pods change every
   second) gets one pass per round and cannot starve the others; `workers` bounds the concurrency.
 
-Two lanes of ready keys, each first come first served: `urgent` ones (what the caller says a person or
-the clock is waiting for: the controller's choice, controller.py) are taken before the others, but
-never more than URGENT_IN_A_ROW of them in a row while an ordinary key waits, so that no stream of
-urgent keys starves the rest. A key is in one lane at most: an urgent add of a key waiting in the
-ordinary lane moves it to the back of the urgent one (an ordinary add of an urgent key leaves it
-there), and an urgent add during its pass requeues it in the urgent lane when the pass ends.
-
 How long a key waited (client-go's workqueue_queue_duration_seconds): from the moment it was asked
 for (the add, or its timer's due time; an add while it was being processed counts from that add) to
 the moment a worker takes it, handed to `on_wait` (the operator's
@@ -43,11 +36,6 @@ MIN_GAP_SECONDS = 0.5
 that is already due."""
 
 
-URGENT_IN_A_ROW = 8
-"""Urgent keys taken in a row, at most, while an ordinary key waits: the ordinary lane still gets one
-take in nine however many urgent keys come."""
-
-
 class WorkQueue:
     def __init__(
         self,
@@ -62,57 +50,35 @@ class WorkQueue:
         self._min_gap = min_gap
         self._cond = threading.Condition()
         self._ready: OrderedDict[Hashable, None] = OrderedDict()
-        """The ordinary lane."""
-        self._urgent: OrderedDict[Hashable, None] = OrderedDict()
-        """The urgent lane: taken first (URGENT_IN_A_ROW)."""
-        self._urgent_run = 0
-        """Urgent keys taken in a row while an ordinary one waited."""
         self._processing: set[Hashable] = set()
-        self._dirty: dict[Hashable, bool] = {}
-        """Added while being processed (-> whether urgently): queued again when its pass ends."""
+        self._dirty: set[Hashable] = set()
+        """Added while being processed: queued again when its pass ends."""
         self._timers: dict[Hashable, float] = {}
-        self._urgent_timers: set[Hashable] = set()
-        """Keys whose timer goes to the urgent lane when due."""
         self._heap: list[tuple[float, int, Hashable]] = []
         self._seq = itertools.count()
         self._last_done: dict[Hashable, float] = {}
         self._shut = False
 
     # -- producers -------------------------------------------------------------------------------
-    def add(self, key: Hashable, *, urgent: bool = False) -> None:
-        """Ready now (coalesced with a pending add of the same key); `urgent`: in the urgent lane."""
+    def add(self, key: Hashable) -> None:
+        """Ready now (coalesced with a pending add of the same key)."""
         with self._cond:
             if self._shut:
                 return
             self._asked.setdefault(key, self._clock())
-            self._make_ready(key, urgent)
+            if key in self._processing:
+                self._dirty.add(key)
+                return
+            if key not in self._ready:
+                self._ready[key] = None
+                self._cond.notify()
 
-    def _make_ready(self, key: Hashable, urgent: bool) -> None:
-        """Into its lane, or marked dirty while its pass runs; a key is in one lane at most (urgent wins)."""
-        if key in self._processing:
-            self._dirty[key] = self._dirty.get(key, False) or urgent
-        elif key in self._urgent:
-            pass
-        elif urgent:
-            self._ready.pop(key, None)
-            self._urgent[key] = None
-            self._cond.notify()
-        elif key not in self._ready:
-            self._ready[key] = None
-            self._cond.notify()
-
-    def schedule(self, key: Hashable, at: float | None, *, urgent: bool = False) -> None:
-        """The key's one timer is now `at` (clock seconds; None: no timer); `urgent`: in the urgent lane
-        once due."""
+    def schedule(self, key: Hashable, at: float | None) -> None:
+        """The key's one timer is now `at` (clock seconds; None: no timer)."""
         with self._cond:
             if at is None:
                 self._timers.pop(key, None)
-                self._urgent_timers.discard(key)
                 return
-            if urgent:
-                self._urgent_timers.add(key)
-            else:
-                self._urgent_timers.discard(key)
             if key in self._processing:  # set by the pass that is ending
                 at = max(at, self._clock() + self._min_gap)
             elif (last := self._last_done.get(key)) is not None:
@@ -125,10 +91,8 @@ class WorkQueue:
         """The object is gone: no timer, no pending pass."""
         with self._cond:
             self._timers.pop(key, None)
-            self._urgent_timers.discard(key)
             self._ready.pop(key, None)
-            self._urgent.pop(key, None)
-            self._dirty.pop(key, None)
+            self._dirty.discard(key)
             self._last_done.pop(key, None)
             self._asked.pop(key, None)
 
@@ -149,21 +113,11 @@ class WorkQueue:
                 return at - now
             heapq.heappop(self._heap)
             del self._timers[key]
-            urgent = key in self._urgent_timers
-            self._urgent_timers.discard(key)
             self._asked.setdefault(key, at)
-            self._make_ready(key, urgent)
-        return None
-
-    def _take(self) -> Hashable | None:
-        """The next ready key: the urgent lane first, but not more than URGENT_IN_A_ROW in a row while
-        an ordinary key waits."""
-        if self._urgent and (not self._ready or self._urgent_run < URGENT_IN_A_ROW):
-            self._urgent_run = self._urgent_run + 1 if self._ready else 0
-            return self._urgent.popitem(last=False)[0]
-        if self._ready:
-            self._urgent_run = 0
-            return self._ready.popitem(last=False)[0]
+            if key in self._processing:
+                self._dirty.add(key)
+            elif key not in self._ready:
+                self._ready[key] = None
         return None
 
     def get(self, timeout: float | None = None) -> Hashable | None:
@@ -174,7 +128,8 @@ class WorkQueue:
             while not self._shut:
                 now = self._clock()
                 wait = self._fire_due(now)
-                if (key := self._take()) is not None:
+                if self._ready:
+                    key, _ = self._ready.popitem(last=False)
                     self._processing.add(key)
                     asked = self._asked.pop(key, now)
                     if self._on_wait is not None:
@@ -193,7 +148,10 @@ class WorkQueue:
             self._processing.discard(key)
             self._last_done[key] = self._clock()
             if key in self._dirty:
-                self._make_ready(key, self._dirty.pop(key))
+                self._dirty.discard(key)
+                if key not in self._ready:
+                    self._ready[key] = None
+                    self._cond.notify()
 
     def now(self) -> float:
         """The queue's clock (timers are in its seconds)."""
@@ -207,4 +165,4 @@ class WorkQueue:
     def __len__(self) -> int:
         """Keys waiting to be processed now."""
         with self._cond:
-            return len(self._ready) + len(self._urgent)
+            return len(self._ready)

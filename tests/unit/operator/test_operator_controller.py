@@ -161,29 +161,6 @@ def test_a_pass_leaves_the_timer_of_its_plan() -> None:
     assert made.queue.timer_of(("ml", "churn")) is None  # the second pass planned nothing timed
 
 
-def test_a_users_change_and_a_due_step_go_before_owned_objects_status_events() -> None:
-    """The queue's urgent lane (scheduler.py): a ModelDeployment's own event and its plan's timer are
-    taken before passes that owned objects' events queued earlier; those, the follow-up after a pass's
-    writes and the resync stay first come first served among themselves."""
-    made, reconciler, clock = controller()
-    for name in ("a", "b", "changed", "stepping"):
-        made.on_modeldeployment("ADDED", md(name))
-    due = dt.datetime.fromtimestamp(1_700_000_000.0 + 5, dt.UTC)  # a pause ending in 5 s
-    reconciler.answers = [Outcome("Healthy", False, 0, 0)] * 3 + [
-        Outcome("Progressing", True, 0, 0, next_due=due)
-    ]
-    run_ready(made)
-    pods = CachedKind("v1", "Pod")
-    for name in ("a", "b"):  # their pods' status changing
-        made.on_owned(pods, "MODIFIED", {"metadata": {"namespace": "ml", "labels": {INDEX_LABEL: name}}})
-    made.on_modeldeployment("MODIFIED", md("changed", rv=2))  # someone changed the model
-    clock.now += 6  # and the pause has ended
-    assert run_ready(made) == [("ml", "changed"), ("ml", "stepping"), ("ml", "a"), ("ml", "b")]
-    made.on_owned(pods, "MODIFIED", {"metadata": {"namespace": "ml", "labels": {INDEX_LABEL: "b"}}})
-    made.resync()
-    assert run_ready(made) == [("ml", "b"), ("ml", "a"), ("ml", "changed"), ("ml", "stepping")]
-
-
 @pytest.mark.parametrize(("retry_after", "expected"), [(45.0, 45.0), (None, 2.0), (1.0, 2.0)])
 def test_a_transient_error_is_retried_never_sooner_than_retry_after(
     retry_after: float | None, expected: float
