@@ -61,7 +61,9 @@ import datetime as dt
 import json
 import math
 import os
+import re
 import ssl
+import subprocess
 import sys
 import tempfile
 import threading
@@ -1264,6 +1266,11 @@ def apply_crds(api: client.ApiClient, paths: list[Path]) -> None:
     wait_until("the CRDs to be established", established, 60)
 
 
+OPERATOR_SETTINGS: dict[str, str] = {}
+"""--operator-setting NAME=VALUE: the operator's MODELDEPLOY_OPERATOR_<NAME> for an A/B run (the
+environment's own MODELDEPLOY_* are not passed on to it: modeldeploy_testcluster.private.Process)."""
+
+
 def modeldeploy_side(api: client.ApiClient, layout: Layout, namespace: str, work: Path, who: str) -> Side:
     apply_crds(api, [REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"])
     server = ApiServerCounts(layout)
@@ -1280,6 +1287,7 @@ def modeldeploy_side(api: client.ApiClient, layout: Layout, namespace: str, work
         "MODELDEPLOY_OPERATOR_LEASE_NAME": who,
         "MODELDEPLOY_OPERATOR_HEALTH_PORT": str(_free_port()),
         "MODELDEPLOY_OPERATOR_METRICS_PORT": str(_free_port()),
+        **{f"MODELDEPLOY_OPERATOR_{name.upper()}": value for name, value in OPERATOR_SETTINGS.items()},
     }
     binary = Path(sys.executable).parent / "modeldeploy-operator"
     process = Process([str(binary)], env, work / f"{who}.log")
@@ -1499,6 +1507,19 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def _git_head() -> str:
+    """The checkout's commit, and whether it has changes (which code a JSON measured)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(REPO), *args], check=False, capture_output=True, text=True
+        ).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + (
+        " (changed)" if git("status", "--porcelain", "--", "operator") else ""
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1532,6 +1553,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep-cluster", action="store_true", help="leave a cluster this run started")
     parser.add_argument(
+        "--operator-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an operator setting for this run (repeatable; config.py's name, e.g. reconcile_workers=8)",
+    )
+    parser.add_argument(
         "--private-control-plane",
         action="store_true",
         help="run on a control plane of the bench's own on 127.0.0.1 (etcd, kube-apiserver, "
@@ -1541,6 +1569,11 @@ def main(argv: list[str] | None = None) -> int:
     wanted = args.count or [100]
     if any(c < 1 for c in wanted) or args.samples < 1 or args.idle_seconds <= 0:
         parser.error("--count and --samples must be >= 1, --idle-seconds > 0")
+    for setting in args.operator_setting:
+        name, eq, value = setting.partition("=")
+        if not eq or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            parser.error(f"--operator-setting {setting!r}: NAME=VALUE, NAME a setting of config.py")
+        OPERATOR_SETTINGS[name] = value
     opts = Options(
         count=0,
         samples=args.samples,
@@ -1568,6 +1601,8 @@ def main(argv: list[str] | None = None) -> int:
             "load_average_now": [round(x, 1) for x in os.getloadavg()],
             "wall_seconds": round(time.time() - started),
             "pause_seconds": PAUSE_SECONDS,
+            "operator_settings": dict(OPERATOR_SETTINGS),
+            "git_head": _git_head(),
             "results": results,
         }
 
