@@ -46,7 +46,7 @@ from modeldeploy_serving.predlog import (
     line_template,
     open_prediction_log,
     output_arrays,
-    row_output_columns,
+    outputs_template,
     sampled,
     split_array,
 )
@@ -427,17 +427,19 @@ class RestRecords(RecordEncoder):
         model, headers, body_ids, rows, predictions, starts, statuses, elapseds, ats = columns
         n = len(items)
         inputs = policy.one_row_columns(list(map(_values, rows)), model.feature_index)
-        # each micro-batch's rows' outputs, made once per batch (found by batch: no Python per record)
+        # each micro-batch's rows' outputs, as the answers wrote them (found by batch: no Python per
+        # record, nor per batch)
         batches = list(map(id, map(_batch_cache, predictions)))
-        by_batch: dict[int, Any] = {
-            batch: row_output_columns(p, v2.row_texts(p))
-            for batch, p in dict(zip(batches, predictions, strict=True)).items()
-        }
-        outputs_templates = {c[0] if c is not None else None for c in by_batch.values()}
-        outputs_template: bytes | None = outputs_templates.pop() if len(outputs_templates) == 1 else None
+        unique = dict(zip(batches, predictions, strict=True))
+        one_each = list(unique.values())
+        template_of_outputs = outputs_template(list(map(_batch_outputs, one_each)))
+        texts = list(map(v2.row_texts, one_each))
+        if None in texts:
+            return None
+        by_batch: dict[int, Any] = dict(zip(unique, texts, strict=True))
         times = split_array(orjson.dumps(ats))
         latencies = split_array(orjson.dumps(list(map(operator.mul, elapseds, itertools.repeat(1000.0)))))
-        if inputs is None or outputs_template is None or len(times) != n or len(latencies) != n:
+        if inputs is None or template_of_outputs is None or len(times) != n or len(latencies) != n:
             return None
         request_ids = self._request_ids(headers, body_ids)  # last: made ids are used up
         if request_ids is None:
@@ -445,7 +447,7 @@ class RestRecords(RecordEncoder):
         ids = split_array(orjson.dumps(request_ids))
         if len(ids) != n:  # an id holds a comma
             ids = list(map(orjson.dumps, request_ids))
-        columns_of = list(map(_second, map(by_batch.__getitem__, batches)))  # each record's batch's
+        columns_of = list(map(by_batch.__getitem__, batches))  # each record's batch's texts
         outputs = [
             list(map(operator.getitem, map(operator.itemgetter(k), columns_of), starts))
             for k in range(len(columns_of[0]))
@@ -458,7 +460,7 @@ class RestRecords(RecordEncoder):
             ls.revision,
             model.version,
             inputs[0],
-            outputs_template,
+            template_of_outputs,
         )
         records = zip(
             ids, times, *inputs[1], *outputs, latencies, map(status_texts.__getitem__, statuses), strict=True
@@ -503,6 +505,7 @@ _first, _second, _third = operator.itemgetter(0), operator.itemgetter(1), operat
 _row_count, _values = operator.attrgetter("rows"), operator.attrgetter("values")
 _start, _stop = operator.attrgetter("start"), operator.attrgetter("stop")
 _batch_cache = operator.attrgetter("batch_cache")
+_batch_outputs = operator.attrgetter("batch_outputs")
 
 
 def _answer_headers(size: int, header_length: int | None) -> list[tuple[bytes, bytes]]:

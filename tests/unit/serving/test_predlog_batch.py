@@ -27,6 +27,7 @@ from modeldeploy_serving.predlog import (
     PiiPolicy,
     PredictionLog,
     RecordEncoder,
+    outputs_template,
 )
 from modeldeploy_serving.rows import ListRows
 
@@ -105,7 +106,15 @@ def requests(draw: Any, usual: bool) -> list[tuple[Any, ...]]:
             labels = np.array(
                 draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=size, max_size=size)), dtype=np.int64
             )
-            batches.append((Prediction({"probabilities": probs, "label": labels}, probs[:, 0]), 0))
+            outputs: dict[str, Any] = {"probabilities": probs, "label": labels}
+            odd = draw(st.integers(0, 7))  # now and then a model call whose outputs differ in shape
+            if odd == 0:
+                outputs = {"label": labels, "probabilities": probs}  # the other order
+            elif odd == 1:
+                outputs = {"probabilities": probs, "label": labels.reshape(size, 1)}  # 2-D
+            elif odd == 2:
+                outputs = {"probabilities": probs}
+            batches.append((Prediction(outputs, probs[:, 0]), 0))
         whole, used = batches[-1]
         size = len(whole.scores)
         row = used % size
@@ -213,6 +222,25 @@ def test_the_usual_run_takes_the_column_path() -> None:
     assert first["request_id"] == "host-7-0"
     assert first["inputs"] == {"account_id": [policy.token(0)], "plan": [2]}
     assert first["outputs"] == {"probabilities": [[0.25, 0.75]], "label": [1]}
+
+
+def test_outputs_template_only_for_calls_of_one_shape() -> None:
+    """One template for a run only when every model call has the same outputs by name, order and
+    number of dimensions; anything else is written by dicts."""
+    p1, p2 = np.zeros((1, 2), np.float32), np.zeros((3, 2), np.float32)
+    label1, label3 = np.zeros(1, np.int64), np.zeros(3, np.int64)
+    same = [{"p": p1, "label": label1}, {"p": p2, "label": label3}]
+    assert outputs_template(same) == b'{"p":[[%b]],"label":[%b]}'
+    assert outputs_template([{"p": p1}]) == b'{"p":[[%b]]}'
+    mixed_runs: list[list[dict[str, Any]]] = [
+        [{"p": p1, "label": label1}, {"label": label3, "p": p2}],  # order
+        [{"p": p1, "label": label1}, {"p": p2, "label": label3.reshape(3, 1)}],  # dimensions
+        [{"p": p1, "label": label1}, {"p": p2}],  # names
+        [{"p": p1, "label": label1}, {"p": p2, "lbl": label3}],
+    ]
+    for mixed in mixed_runs:
+        assert outputs_template(mixed) is None, mixed
+    assert outputs_template([{'a"%b': label1}]) == b'{"a\\"%%b":[%b]}'  # a %-template: % doubled
 
 
 class Exploding(RecordEncoder):
