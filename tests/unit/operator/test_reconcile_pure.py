@@ -161,6 +161,35 @@ def test_a_new_immediate_revision_gets_traffic_only_once_ready_and_the_old_stays
     assert stale_objects(state, owned) == []
 
 
+def test_the_old_revision_keeps_its_disruption_budget_while_it_has_pods() -> None:
+    """A model change: the old stable revision is no longer built from the spec, but while it still
+    runs pods (it carries the traffic until the new one is ready) its PodDisruptionBudget stays; once
+    the planner scales it to zero, the budget goes."""
+    (old,) = resolve_variants("churn", spec("1"))
+    (new,) = resolve_variants("churn", spec("2"))
+    first, _ = build(spec("1"), [observed(old.revision, 2)])
+    old_name, new_name = f"churn-default-{old.revision}", f"churn-default-{new.revision}"
+    owned = [
+        {"kind": kind, "metadata": {"name": name}}
+        for name in (old_name, new_name)
+        for kind in ("Deployment", "Service")
+    ] + [{"kind": "PodDisruptionBudget", "metadata": {"name": old_name}}]
+    decided, state = build(spec("2"), [observed(old.revision, 2), observed(new.revision, 0)], first.status)
+    assert dict(state.replica_patches)[old_name] > 0
+    assert stale_objects(state, owned) == []
+    assert ("PodDisruptionBudget", old_name) not in [
+        (m["kind"], m["metadata"]["name"]) for m in state.manifests
+    ]  # kept as it is, not written again
+    seen = [observed(old.revision, 2), observed(new.revision, 2)]
+    promoted, state = build(spec("2"), seen, decided.status)  # promoted; the old one scales down later
+    assert dict(state.replica_patches)[old_name] > 0
+    assert stale_objects(state, owned) == []
+    scaled_down = plan("churn", spec("2"), seen, (), NOW + dt.timedelta(hours=1), promoted.status)
+    state = desired_state(OWNER, spec("2"), scaled_down, options=OPTIONS)
+    assert dict(state.replica_patches)[old_name] == 0
+    assert stale_objects(state, owned) == [{"kind": "PodDisruptionBudget", "metadata": {"name": old_name}}]
+
+
 def test_pruning_tells_kinds_apart_when_names_are_shared() -> None:
     # The stable Service and the HTTPRoute are both named after the ModelDeployment.
     (variant,) = resolve_variants("churn", spec())

@@ -56,6 +56,19 @@ NETWORK_POLICY_KINDS: tuple[tuple[str, str], ...] = ((NETWORK_POLICY_API_VERSION
 """Always listed and pruned, whether or not the operator makes NetworkPolicies (network_policies): turning
 them off removes the ones it made, and the router's goes with the router."""
 _REVISION_KINDS = ("Deployment", "Service")
+
+
+def _kept_kinds(revision: DesiredRevision) -> tuple[str, ...]:
+    """The kinds of a revision's objects kept as they exist when the pass does not write them. A
+    revision the spec no longer describes also keeps its disruption budget while it has pods: the
+    stable one of a canary still carries most of the traffic, and pruning its budget at the model
+    change (as before 2026-12-06; seen as one PDB delete a model change in the N = 1,000 bench's
+    writes) let a node drain take all its pods at once. The spec's own revisions write theirs."""
+    if revision.from_spec or revision.replicas == 0:
+        return _REVISION_KINDS
+    return (*_REVISION_KINDS, "PodDisruptionBudget")
+
+
 # Arm order within a variant: who takes freed slots of the router's table first, and the layout of a
 # first table (stickiness itself does not depend on it: the slot table is edited minimally).
 _ARM_ORDER = {"canary": 0, "preview": 1, "pinned": 2, "stable": 3, "previous": 4}
@@ -176,7 +189,7 @@ def desired_state(
         variant = resolved[variant_plan.name]
         for revision in variant_plan.revisions:
             name = revision_name(owner.name, variant.name, revision.revision)
-            keep |= {(kind, name) for kind in _REVISION_KINDS}
+            keep |= {(kind, name) for kind in _kept_kinds(revision)}
             if revision.model_version:
                 versions[(variant.name, revision.revision)] = revision.model_version
             foreign = name in externally_scaled
