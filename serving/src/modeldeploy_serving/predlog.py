@@ -283,7 +283,7 @@ _ndim = operator.attrgetter("ndim")
 
 @functools.lru_cache(maxsize=64)
 def _output_template(names: tuple[str, ...], ndims: tuple[int, ...]) -> bytes:
-    """The outputs object's %-template of row_output_columns: a `[%b]` slot a 1-D output, `[[%b]]` a
+    """The outputs object's %-template of outputs_template: a `[%b]` slot a 1-D output, `[[%b]]` a
     2-D one (row_texts' rows hold no outer brackets)."""
     return b"{%b}" % b",".join(
         _json_key(name) + (b":[%b]" if ndim == 1 else b":[[%b]]")
@@ -294,7 +294,7 @@ def _output_template(names: tuple[str, ...], ndims: tuple[int, ...]) -> bytes:
 def output_arrays(prediction: Any) -> dict[str, Any]:
     """A record's outputs for `dumps`: its rows of each output as a C-contiguous array, so orjson
     writes each number as the answers do (a float32 by its shortest text, not .tolist()'s float64
-    digits): the reference of row_output_columns."""
+    digits): the reference of outputs_template and the texts it slots in."""
     return {k: numpy.ascontiguousarray(v) for k, v in prediction.outputs.items()}
 
 
