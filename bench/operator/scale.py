@@ -390,7 +390,8 @@ _SERVER_TIMES = {
     "apiserver_request_duration_seconds": "all_clients",
 }
 """The API server's own time for the controller's requests: waiting in its priority-and-fairness queue,
-and executing (per request class, i.e. its flow schema); and every client's requests by verb. Seconds
+and executing (per request class, i.e. its flow schema); and every client's requests by verb, and by
+verb and resource. Seconds
 and counts, so that a phase's delta gives the mean (they are not request counts: not in the totals)."""
 
 
@@ -403,6 +404,13 @@ def _server_time(family: Any, prefix: str, counts: dict[str, float]) -> None:
             what = sample.labels.get("verb", "")
             if what not in ("APPLY", "POST", "PUT", "PATCH", "GET", "LIST"):
                 continue
+            # And by resource (with its subresource): which objects' requests a phase's time went to,
+            # the controller-manager's and kwok's included (they have no flow schema of their own here).
+            resource = sample.labels.get("resource", "") + (
+                f"/{sample.labels['subresource']}" if sample.labels.get("subresource") else ""
+            )
+            key = f"by_resource_{what}_{resource}_{'s' if sample.name.endswith('_sum') else 'n'}"
+            counts[key] = counts.get(key, 0.0) + sample.value
         else:
             schema = sample.labels.get("flow_schema", "")
             if not schema.startswith(prefix):

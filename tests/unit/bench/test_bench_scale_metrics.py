@@ -60,6 +60,8 @@ apiserver_request_duration_seconds_count{verb="APPLY",resource="deployments"} 2
 apiserver_request_duration_seconds_sum{verb="APPLY",resource="deployments"} 0.1
 apiserver_request_duration_seconds_count{verb="APPLY",resource="services"} 1
 apiserver_request_duration_seconds_sum{verb="APPLY",resource="services"} 0.05
+apiserver_request_duration_seconds_count{verb="PUT",resource="deployments",subresource="status"} 4
+apiserver_request_duration_seconds_sum{verb="PUT",resource="deployments",subresource="status"} 0.08
 apiserver_request_duration_seconds_count{verb="WATCH",resource="pods"} 5
 """
 
@@ -75,5 +77,13 @@ def test_the_api_servers_time_is_kept_for_the_controllers_classes_and_by_verb(be
             "apf_execution_write_s": 0.2,  # the other controller's class aside
             "all_clients_APPLY_n": 3,
             "all_clients_APPLY_s": 0.15,  # (watches aside: they last as long as they are open)
+            "all_clients_PUT_n": 4,
+            "all_clients_PUT_s": 0.08,
+            "by_resource_APPLY_deployments_n": 2,  # and by resource, with its subresource
+            "by_resource_APPLY_deployments_s": 0.1,
+            "by_resource_APPLY_services_n": 1,
+            "by_resource_APPLY_services_s": 0.05,
+            "by_resource_PUT_deployments/status_n": 4,
+            "by_resource_PUT_deployments/status_s": 0.08,
         }
     )
