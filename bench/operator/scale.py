@@ -353,6 +353,8 @@ class ApiServerCounts:
         self._context = ssl.create_default_context(cafile=str(pki.ca_cert))
         self._context.load_cert_chain(str(pki.cert("admin")), str(pki.key("admin")))
         self._url = f"{layout.apiserver_url}/metrics"
+        self.processes: dict[str, Process] = getattr(layout, "processes", {})
+        """The private control plane's processes by name (etcd, kube-apiserver, ...), for their CPU."""
 
     def get(self, path: str) -> str:
         url = self._url.removesuffix("/metrics") + path
@@ -988,6 +990,17 @@ def summary(values: list[float]) -> dict[str, Any]:
     }
 
 
+def cpu_by_process(side: Side, counts: ApiServerCounts) -> dict[str, float]:
+    """CPU seconds so far (utime + stime) of the private control plane's processes (none on the shared
+    cluster), the side's controller and this script (its watches parse every event they get)."""
+    found = {name: p.cpu_seconds() for name, p in counts.processes.items() if p.alive()}
+    if side.process.alive():
+        found["controller"] = side.process.cpu_seconds()
+    own = os.times()
+    found["bench"] = own.user + own.system
+    return found
+
+
 def run_side(side: Side, opts: Options, counts: ApiServerCounts, who: str) -> dict[str, Any]:
     """Every phase on one side; phases after a failed one are not run (the error propagates)."""
     result: dict[str, Any] = {"side": side.name, "count": opts.count}
@@ -996,17 +1009,20 @@ def run_side(side: Side, opts: Options, counts: ApiServerCounts, who: str) -> di
     time.sleep(1)
     if not side.process.alive():
         raise RuntimeError(f"{side.name} exited at start: see {side.process.log_path}")
-    marks = [("start", side.own_counts(), counts.read(who))]
+    marks = [("start", side.own_counts(), counts.read(who), cpu_by_process(side, counts), time.time())]
 
     def mark(phase: str) -> None:
-        """What the phase cost: the controller's passes and requests (its own counters) and the API
-        server's count of its requests by class, from the previous mark to this one."""
-        own, server = side.own_counts(), counts.read(who)
-        _, own_before, server_before = marks[-1]
-        marks.append((phase, own, server))
+        """What the phase cost: the controller's passes and requests (its own counters), the API
+        server's count of its requests by class, and the CPU seconds of each process of the machine's
+        control plane, the controller's and this script's, from the previous mark to this one."""
+        own, server, cpu, now = side.own_counts(), counts.read(who), cpu_by_process(side, counts), time.time()
+        _, own_before, server_before, cpu_before, then = marks[-1]
+        marks.append((phase, own, server, cpu, now))
         result.setdefault("phases", {})[phase] = {
+            "seconds": round(now - then, 1),
             "controller": {k: round(v, 1) for k, v in delta(own_before, own).items() if v},
             "api_server": {k: round(v, 1) for k, v in delta(server_before, server).items() if v},
+            "cpu_seconds": {k: round(v, 1) for k, v in delta(cpu_before, cpu).items()},
         }
 
     phase_create(side, opts, result)
