@@ -976,6 +976,11 @@ class Options:
     """Only the creation and the reaction samples: no idle window, rollouts or restart."""
     dump_objects: Path | None = None
     """Write the namespace's objects of every kind the operator caches here, once all are created."""
+    sample_gap: float = 0.0
+    """Seconds between one reaction sample's end and the next one's start (apply and model change).
+    0: back to back, so 20-40 rollouts start within 3-6 s and the later samples meet the earlier ones'
+    follow-up work (their Services, budgets, ReplicaSets and pods): a burst. A gap measures one change's
+    reaction with the cluster otherwise at its steady pace (docs/benchmarks.md, 2026-12-06)."""
     delete_namespace: bool = True
     """Delete the side's namespace at its end, with the controller running (the `namespace_deletion`
     phase); False leaves it to the control plane's end (a private one goes with everything in it)."""
@@ -1163,6 +1168,7 @@ def phase_reaction(side: Side, opts: Options, result: dict[str, Any]) -> list[in
         returned = time.time()
         rec.wait(f"{side.name}: {side.obj(i)} created", lambda i=i: side.created_at(i), 120)
         applied.append((side.created_at(i) or 0.0) - t)
+        time.sleep(opts.sample_gap)
         timelines.append(
             {"object": side.obj(i), "apply_at": round(t, 4), "apply_returned_s": round(returned - t, 4)}
             | {what: round(at - t, 4) for what, at in side.created_parts(i).items()}
@@ -1179,6 +1185,7 @@ def phase_reaction(side: Side, opts: Options, result: dict[str, Any]) -> list[in
         returned = time.time()
         rec.wait(f"{side.name}: {side.obj(i)} v2 revision", lambda i=i: side.revision_at(i, 2), 120)
         changed.append((side.revision_at(i, 2) or 0.0) - t)
+        time.sleep(opts.sample_gap)
         changes.append(
             {
                 "object": side.obj(i),
@@ -1569,6 +1576,12 @@ def main(argv: list[str] | None = None) -> int:
         help="do not delete each side's namespace at its end (at N = 1,000 the deletion takes about 4 min; "
         "a private control plane goes with everything in it)",
     )
+    parser.add_argument(
+        "--sample-gap",
+        type=float,
+        default=0.0,
+        help="seconds between reaction samples (default 0: back to back, a burst of rollouts)",
+    )
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument(
         "--dump-objects",
@@ -1591,8 +1604,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     wanted = args.count or [100]
-    if any(c < 1 for c in wanted) or args.samples < 1 or args.idle_seconds <= 0:
-        parser.error("--count and --samples must be >= 1, --idle-seconds > 0")
+    if any(c < 1 for c in wanted) or args.samples < 1 or args.idle_seconds <= 0 or args.sample_gap < 0:
+        parser.error("--count and --samples must be >= 1, --idle-seconds > 0, --sample-gap >= 0")
     for setting in args.operator_setting:
         name, eq, value = setting.partition("=")
         if not eq or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
@@ -1608,6 +1621,7 @@ def main(argv: list[str] | None = None) -> int:
         only_reaction=args.only_reaction,
         dump_objects=args.dump_objects,
         delete_namespace=not args.no_namespace_deletion,
+        sample_gap=args.sample_gap,
     )
     sides = ([] if args.no_modeldeploy else ["modeldeploy"]) + (["argo"] if args.argo else [])
     if not sides:
@@ -1625,6 +1639,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_average_now": [round(x, 1) for x in os.getloadavg()],
             "wall_seconds": round(time.time() - started),
             "pause_seconds": PAUSE_SECONDS,
+            "sample_gap_seconds": opts.sample_gap,
             "operator_settings": dict(OPERATOR_SETTINGS),
             "git_head": _git_head(),
             "results": results,
