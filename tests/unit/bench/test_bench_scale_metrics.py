@@ -87,3 +87,30 @@ def test_the_api_servers_time_is_kept_for_the_controllers_classes_and_by_verb(be
             "by_resource_PUT_deployments/status_s": 0.08,
         }
     )
+
+
+class _FakeProcess:
+    def __init__(self, cpu: float, alive: bool = True) -> None:
+        self.cpu, self.running = cpu, alive
+
+    def alive(self) -> bool:
+        return self.running
+
+    def cpu_seconds(self) -> float:
+        return self.cpu
+
+
+def test_each_phase_has_the_cpu_of_every_running_process(bench: ModuleType) -> None:
+    from types import SimpleNamespace
+
+    counts = SimpleNamespace(
+        processes={"kube-apiserver": _FakeProcess(12.5), "kwok": _FakeProcess(3.0, alive=False)}
+    )
+    side = SimpleNamespace(process=_FakeProcess(4.25))
+    found = bench.cpu_by_process(side, counts)
+    assert found["kube-apiserver"] == 12.5
+    assert found["controller"] == 4.25
+    assert "kwok" not in found  # a stopped process has no CPU to read (its /proc entry is gone)
+    assert found["bench"] >= 0.0  # this process's own, from os.times()
+    # A phase's figure is the difference of two readings, as for the request counts.
+    assert bench.delta(found, {**found, "controller": 6.0})["controller"] == pytest.approx(1.75)
