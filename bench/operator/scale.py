@@ -1629,6 +1629,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="scale-bench-"))
     started = time.time()
     load = os.getloadavg()
+    head = _git_head()  # at the start: the checkout the controller runs (an edit meanwhile is not in it)
 
     def document(results: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -1641,7 +1642,7 @@ def main(argv: list[str] | None = None) -> int:
             "pause_seconds": PAUSE_SECONDS,
             "sample_gap_seconds": opts.sample_gap,
             "operator_settings": dict(OPERATOR_SETTINGS),
-            "git_head": _git_head(),
+            "git_head": head,
             "results": results,
         }
 
