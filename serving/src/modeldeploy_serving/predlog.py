@@ -11,8 +11,8 @@ them to one `PredictionLog`; the Kafka sink takes any object with confluent-kafk
 - Logging never blocks or fails a prediction: `log()` appends to a bounded buffer or, when it is
   full (the sink is slower than the traffic), drops the record and counts it. Each full batch of
   records (WAKE_EVERY) is encoded by the caller that completed it, where the records' objects were
-  made; one background thread writes the encoded batches to the sink (and encodes what a quiet
-  spell leaves behind); a sink error drops that batch and counts it.
+  made; one background thread writes the encoded batches to the sink every 0.1 s (and encodes what
+  a quiet spell leaves behind); a sink error drops that batch and counts it.
 """
 
 from __future__ import annotations
@@ -483,11 +483,12 @@ def _messages(lines: bytes, count: int) -> list[tuple[bytes, int]]:
 Item = tuple[Any, ...]
 """A queued record: (its RecordEncoder, what the encoder needs...)."""
 WAKE_EVERY = 64
-"""Records queued before they are encoded (by the caller that queues the last of them) and the drain
-thread is woken to write them (else it looks every 0.1 s). Each queued request keeps about 8
-containers alive (its tuple, headers, rows, prediction view) until encoded: 500 of them
-crossed the collector's young-generation threshold (700) every ~90 requests, 1.1-1.75 us of garbage
-collection a request in process; woken every 64, 0.04-0.33 us (2026-12-05, docs/benchmarks.md)."""
+"""Records queued before they are encoded (by the caller that queues the last of them); the drain
+thread writes encoded batches when its 0.1 s wait ends (PredictionLog.defer). Each queued request
+keeps about 8 containers alive (its tuple, headers, rows, prediction view) until encoded: 500 of
+them crossed the collector's young-generation threshold (700) every ~90 requests, 1.1-1.75 us of
+garbage collection a request in process; encoded every 64, 0.04-0.33 us (2026-12-05,
+docs/benchmarks.md)."""
 
 
 class PredictionLog:
@@ -555,12 +556,24 @@ class PredictionLog:
         buffer.append(item)
         self.logged += 1
         if len(buffer) == self._wake_at:  # once per batch, not a lock per record past it
-            if self._encode_in_caller:
-                try:
-                    self._encode_here()
-                except Exception:  # never raises: what is left is encoded by the drain thread
-                    log.exception("prediction log: encoding in the caller failed")
-            self._wake.set()
+            if not self._encode_in_caller:
+                self._wake.set()
+                return True
+            try:
+                self._encode_here()
+            except Exception:  # never raises: what is left is encoded by the drain thread
+                log.exception("prediction log: encoding in the caller failed")
+            # The drain thread is not woken for each encoded batch: it writes what is encoded when its
+            # 0.1 s wait ends. Woken every 64 requests, it took the GIL from the event loop (a
+            # hand-over both ways) each time. Measured 2026-12-06: in process
+            # (bench/serving/predlog_overhead.py --fresh-scope, 3 interleaved rounds) the log's cost
+            # over `off` 7.0-8.3 -> 6.5-7.8 us a request (median 7.9 -> 6.6); over HTTP to Kafka
+            # (predlog_bench.py, 7 rounds, same run) -11.8% -> -9.6% requests/s paired against `off`,
+            # the drain thread's CPU 1.8-3.3 -> 0.7-1.1 us a request. Woken early when encoded
+            # records fill half the buffer (a small `capacity` at a high rate), so records are not
+            # dropped for want of a write.
+            if self._encoded_records * 2 >= self.capacity:
+                self._wake.set()
         return True
 
     def _encode_here(self) -> None:

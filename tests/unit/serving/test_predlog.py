@@ -283,6 +283,39 @@ def test_full_batches_are_encoded_by_the_caller_and_the_rest_by_the_drain_thread
     assert [json.loads(line)["n"] for line in out.getvalue().splitlines()] == list(range(n))
 
 
+class NotingEvent(threading.Event):
+    """An Event that counts its set() calls (the drain thread's wake-ups asked for)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sets = 0
+
+    def set(self) -> None:
+        self.sets += 1
+        super().set()
+
+
+@pytest.mark.parametrize(("capacity", "woken"), [(10_000, False), (2 * WAKE_EVERY, True)])
+def test_an_encoded_batch_wakes_the_drain_thread_only_when_it_fills_half_the_buffer(
+    capacity: int, woken: bool
+) -> None:
+    """The caller that encodes a full batch does not wake the drain thread (each wake-up took the GIL
+    from the event loop): the thread writes it when its 0.1 s wait ends. With encoded records at half
+    the capacity it is woken, so that a small buffer does not drop records waiting for a write."""
+    out = io.StringIO()
+    encoder = ThreadNoting()
+    plog = PredictionLog(JsonLinesSink(out), policy(), capacity=capacity)
+    wake = NotingEvent()
+    plog._wake = wake  # the drain thread waits on it from its next wait on (only defer and close set it)
+    for i in range(WAKE_EVERY):
+        assert plog.defer((encoder, i))
+    assert (wake.sets > 0) is woken
+    wait_until("the batch written", lambda: plog.written == WAKE_EVERY)
+    assert encoder.threads == [(threading.get_ident(), WAKE_EVERY)]
+    plog.close()
+    assert [json.loads(line)["n"] for line in out.getvalue().splitlines()] == list(range(WAKE_EVERY))
+
+
 class Refusing(ThreadNoting):
     def body(self, item: tuple[Any, ...], policy: PiiPolicy) -> dict[str, Any]:
         if item[1] == 3:
