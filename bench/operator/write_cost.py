@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from scale import (
     ARGO_ROLLOUTS_VERSION,
-    KWOK_PLACEMENT,
+    ArgoSide,
     ModelDeploySide,
     apply_crds,
     cache_dir,
@@ -61,10 +61,8 @@ def serving_deployment(name: str, version: int) -> dict[str, Any]:
     """The operator's serving Deployment for the scale bench's spec (replicas 0: no pods)."""
     body = ModelDeploySide("modeldeploy", NAMESPACE, None, None, None).body(0, version)
     spec = ModelDeploymentSpec.model_validate(body["spec"])
-    variant = resolve_variants("scale-0", spec)[0]
-    owner = ModelDeploymentRef(
-        namespace=NAMESPACE, name="scale-0", uid="00000000-0000-0000-0000-000000000000"
-    )
+    variant = resolve_variants("m0000", spec)[0]
+    owner = ModelDeploymentRef(namespace=NAMESPACE, name="m0000", uid="00000000-0000-0000-0000-000000000000")
     deployment = build_serving_deployment(owner, variant, image=IMAGE, replicas=0)
     deployment["metadata"]["name"] = name
     deployment["metadata"].pop("ownerReferences", None)  # the owner does not exist here
@@ -72,9 +70,11 @@ def serving_deployment(name: str, version: int) -> dict[str, Any]:
 
 
 def argo_replica_set(name: str, version: int) -> dict[str, Any]:
-    """A ReplicaSet as Argo's controller writes it for a new revision (labels, annotations, owner
-    fields left out; the template of scale.py's Rollout)."""
-    labels = {"app": "scale-0", "model-version": str(version), "rollouts-pod-template-hash": name[-10:]}
+    """A ReplicaSet as Argo's controller writes it for a new revision of scale.py's Rollout (its pod
+    template, the controller's hash label and annotations; owner fields left out)."""
+    template = ArgoSide("argo", NAMESPACE, None, None, None).template(0, version)
+    labels = {**template["metadata"]["labels"], "rollouts-pod-template-hash": name[-10:]}
+    template["metadata"]["labels"] = labels
     return {
         "apiVersion": "apps/v1",
         "kind": "ReplicaSet",
@@ -86,24 +86,7 @@ def argo_replica_set(name: str, version: int) -> dict[str, Any]:
                 "rollout.argoproj.io/desired-replicas": "1",
             },
         },
-        "spec": {
-            "replicas": 0,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    **KWOK_PLACEMENT,
-                    "containers": [
-                        {
-                            "name": "server",
-                            "image": "registry.k8s.io/pause:3.10",
-                            "env": [{"name": "MODEL_VERSION", "value": str(version)}],
-                            "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}},
-                        }
-                    ],
-                },
-            },
-        },
+        "spec": {"replicas": 0, "selector": {"matchLabels": labels}, "template": template},
     }
 
 
@@ -111,16 +94,16 @@ def rollout(version: int) -> dict[str, Any]:
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Rollout",
-        "metadata": {"name": "scale-0"},
+        "metadata": {"name": "m0000"},
         "spec": {
             "replicas": 1,
             "revisionHistoryLimit": 10,
-            "selector": {"matchLabels": {"app": "scale-0"}},
-            "template": argo_replica_set("x" * 10, version)["spec"]["template"],
+            "selector": {"matchLabels": {"app": "m0000"}},
+            "template": ArgoSide("argo", NAMESPACE, None, None, None).template(0, version),
             "strategy": {
                 "canary": {
-                    "canaryService": "scale-0-canary",
-                    "stableService": "scale-0",
+                    "canaryService": "m0000-canary",
+                    "stableService": "m0000",
                     "scaleDownDelaySeconds": 0,
                     "steps": [{"setWeight": 20}, {"pause": {"duration": "10s"}}, {"setWeight": 50}],
                 }
@@ -181,7 +164,7 @@ def main() -> int:
                 *md, "m0000", {"spec": {"model": side.model(0, next(counter))}}
             ),
             "rollout-patch": lambda: custom.patch_namespaced_custom_object(
-                *ro, "scale-0", {"spec": {"template": rollout(next(counter))["spec"]["template"]}}
+                *ro, "m0000", {"spec": {"template": rollout(next(counter))["spec"]["template"]}}
             ),
             "md-status": lambda: custom.patch_namespaced_custom_object_status(
                 *md, "m0000", {"status": {"observedGeneration": next(counter)}}
