@@ -61,15 +61,54 @@ def running(
             proc.wait()
 
 
-def wait_http(url: str, timeout: float = STARTUP_TIMEOUT, status: int | None = 200) -> None:
-    """Until `url` answers `status` (any status when None)."""
+def wait_http(
+    url: str,
+    timeout: float = STARTUP_TIMEOUT,
+    status: int | None = 200,
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Until `url` answers `status` (any status when None). With `process`: only once that process
+    listens on the URL's port itself, and fail at once if it exits. Why: free_port's port can be taken
+    by another test's server between the pick and the bind; the process then exits ("address already
+    in use") while the other server answers, and the test talks to the wrong one (a CI run of
+    2026-12-06: the restarted joiner of test_stream_joiner.py exited so, and a reset came back)."""
+    port = httpx.URL(url).port
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server for {url} exited with {process.returncode} before answering")
         try:
             response = httpx.get(url, timeout=1.0)
-            if status is None or response.status_code == status:
+            answered = status is None or response.status_code == status
+            if answered and (process is None or port is None or listens(process.pid, port)):
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.05)
     raise TimeoutError(f"{url} did not answer {status or 'at all'} within {timeout:.0f}s")
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a TCP socket listening on `port` (Linux: /proc/net/tcp{,6} for the
+    listening sockets' inodes, /proc/<pid>/fd for the process's own)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(fd) in inodes:
+                return True
+        except OSError:
+            continue
+    return False

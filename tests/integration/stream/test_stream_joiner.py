@@ -54,9 +54,9 @@ def joiner_process(
     args = [sys.executable, "-m", "modeldeploy_serving.cli", "joiner", "--host", "127.0.0.1"]
     args += ["--port", str(port), "--database", database or f"sqlite:///{tmp_path / 'joiner.db'}"]
     log = tmp_path / f"{name}.log"
-    with running(args, log, env):
+    with running(args, log, env) as process:
         url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/readyz")
+        wait_http(f"{url}/readyz", process=process)
         yield JoinerProcess(url, log)
 
 

@@ -166,3 +166,21 @@ def test_the_node_trusts_another_plain_http_registry_only_while_asked(tmp_path: 
     with realnode.trusted_registry(layout, "10.244.0.1:5001"):
         assert hosts.read_text().startswith('server = "http://10.244.0.1:5001"')
     assert not hosts.parent.exists()
+
+
+def test_listens_tells_whose_socket_a_port_is() -> None:
+    """wait_http(process=...) trusts an answer only from the process it started: a port taken by another
+    test's server between free_port's pick and the bind must not pass for it."""
+    import os
+    import socket
+
+    from local_processes import free_port, listens
+
+    port = free_port()
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", port))
+        assert not listens(os.getpid(), port)  # bound, not listening yet
+        server.listen()
+        assert listens(os.getpid(), port)
+        assert not listens(os.getppid(), port)  # another process: not its socket
+    assert not listens(os.getpid(), port)  # closed
