@@ -180,7 +180,11 @@ class Controller:
 
     def _resync_keys(self) -> list[Key]:
         with self._lock:
-            return [k for k in self._bodies if k not in self._terminating]
+            return [k for k in self._bodies if self._resyncable(k)]
+
+    def _resyncable(self, key: Key) -> bool:
+        """Known and not in a namespace being deleted (the caller holds `_lock`)."""
+        return key in self._bodies and key not in self._terminating
 
     # -- one pass --------------------------------------------------------------------------------
     def _backoff(self, retry: int, cap: float | None = None) -> float:
@@ -290,7 +294,7 @@ class Controller:
                 if stop.wait(gap):
                     return
                 with self._lock:
-                    known = key in self._bodies and key not in self._terminating
+                    known = self._resyncable(key)
                 if known:
                     self.queue.add(key)
 
