@@ -94,8 +94,8 @@ def model_server(
     }
     args = [str(VENV_BIN / "modeldeploy"), "serve", "--model-uri", str(bundle)]
     args += ["--host", "127.0.0.1", "--port", str(port)]
-    with running(args, workdir / f"server-{port}.log", env):
-        wait_http(f"http://127.0.0.1:{port}/v2/health/ready")
+    with running(args, workdir / f"server-{port}.log", env) as process:
+        wait_http(f"http://127.0.0.1:{port}/v2/health/ready", process=process)
         yield Server(f"127.0.0.1:{port}")
 
 
@@ -108,8 +108,8 @@ def router(arms: list[dict[str, Any]], workdir: Path) -> Iterator[str]:
     config.write_text(json.dumps(table))
     args = [str(VENV_BIN / "modeldeploy-router"), "--config-file", str(config)]
     args += ["--host", "127.0.0.1", "--port", str(port)]
-    with running(args, workdir / f"router-{port}.log"):
-        wait_http(f"http://127.0.0.1:{port}/healthz")
+    with running(args, workdir / f"router-{port}.log") as process:
+        wait_http(f"http://127.0.0.1:{port}/healthz", process=process)
         yield f"127.0.0.1:{port}"
 
 
@@ -177,6 +177,6 @@ def prometheus(targets: dict[str, str], workdir: Path) -> Iterator[Prometheus]:
         "--storage.tsdb.retention.time=1h",
         "--log.level=warn",
     ]
-    with running(args, workdir / "prometheus.log"):
-        wait_http(f"http://127.0.0.1:{port}/-/ready")
+    with running(args, workdir / "prometheus.log") as process:
+        wait_http(f"http://127.0.0.1:{port}/-/ready", process=process)
         yield Prometheus(f"http://127.0.0.1:{port}")

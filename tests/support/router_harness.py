@@ -30,8 +30,8 @@ def fake_backend(name: str, prob: float, workdir: Path, sleep: float = 0.0) -> I
     args = [sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), "fake_backend:app"]
     args += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
     env = {"FAKE_NAME": name, "FAKE_PROB": str(prob), "FAKE_SLEEP": str(sleep)}
-    with running(args, workdir / f"backend-{name}.log", env):
-        wait_http(f"http://127.0.0.1:{port}/", status=None)
+    with running(args, workdir / f"backend-{name}.log", env) as process:
+        wait_http(f"http://127.0.0.1:{port}/", status=None, process=process)
         yield f"127.0.0.1:{port}"
 
 
@@ -100,7 +100,7 @@ class Router:
         }
         with running(args, self.workdir / "router.log", env) as process:
             self.pid = process.pid
-            wait_http(f"{self.url}/healthz")
+            wait_http(f"{self.url}/healthz", process=process)
             yield self
 
 

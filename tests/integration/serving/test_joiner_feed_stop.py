@@ -102,8 +102,8 @@ def joiner(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     database = tmp_path / "joiner.db"
     args = [sys.executable, "-m", "modeldeploy_serving.cli", "joiner", "--host", "127.0.0.1"]
     args += ["--port", str(port), "--database", f"sqlite:///{database}"]
-    with running(args, tmp_path / "joiner.log"):
-        wait_http(f"{url}/readyz")
+    with running(args, tmp_path / "joiner.log") as process:
+        wait_http(f"{url}/readyz", process=process)
         yield url, database
 
 

@@ -33,8 +33,8 @@ def front_door(bundles: Bundles, serve: ServerFactory, tmp_path: Path) -> Iterat
     joiner_url = f"http://127.0.0.1:{joiner_port}"
     joiner = [sys.executable, "-m", "modeldeploy_serving.cli", "joiner", "--host", "127.0.0.1"]
     joiner += ["--port", str(joiner_port), "--database", f"sqlite:///{tmp_path / 'joiner.db'}"]
-    with running(joiner, tmp_path / "joiner.log"):
-        wait_http(f"{joiner_url}/readyz")
+    with running(joiner, tmp_path / "joiner.log") as joiner_process:
+        wait_http(f"{joiner_url}/readyz", process=joiner_process)
         feed = {
             "MODELDEPLOY_FEED_URL": joiner_url,
             "MODELDEPLOY_FEED_DEPLOYMENT": "churn",
@@ -60,9 +60,9 @@ def front_door(bundles: Bundles, serve: ServerFactory, tmp_path: Path) -> Iterat
         router += ["--config-file", str(tmp_path / "router.json")]
         router += ["--endpoints-file", str(tmp_path / "endpoints.json")]
         router += ["--host", "127.0.0.1", "--port", str(router_port), "--log-level", "warning"]
-        with running(router, tmp_path / "router.log"):
+        with running(router, tmp_path / "router.log") as router_process:
             router_url = f"http://127.0.0.1:{router_port}"
-            wait_http(f"{router_url}/readyz")
+            wait_http(f"{router_url}/readyz", process=router_process)
             yield router_url, joiner_url, server.url
 
 

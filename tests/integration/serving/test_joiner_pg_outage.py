@@ -71,9 +71,9 @@ def joiner_process(tmp_path: Path, dsn: str) -> Iterator[Joiner]:
         "MODELDEPLOY_JOINER_READINESS_CHECK_SECONDS": "0",
     }
     log = tmp_path / "joiner.log"
-    with running(args, log, env):
+    with running(args, log, env) as process:
         url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/readyz")
+        wait_http(f"{url}/readyz", process=process)
         yield Joiner(url, log)
 
 

@@ -41,8 +41,8 @@ def joiner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
         "MODELDEPLOY_JOINER_BODY_READ_TIMEOUT_SECONDS": str(BODY_SECONDS),
     }
     args = [sys.executable, "-m", "modeldeploy_serving.cli", "joiner"]
-    with running(args, Path(folder) / "joiner.log", env):
-        wait_http(f"http://127.0.0.1:{port}/readyz")
+    with running(args, Path(folder) / "joiner.log", env) as process:
+        wait_http(f"http://127.0.0.1:{port}/readyz", process=process)
         yield ("127.0.0.1", port)
 
 
