@@ -68,6 +68,17 @@ def test_pseudonyms_join_but_depend_on_the_key() -> None:
     assert other.token("a@b.c") != p.token("a@b.c")  # a dictionary hashed without the key finds nothing
 
 
+def test_minus_zero_and_zero_get_one_token_whichever_the_cache_saw_first() -> None:
+    """-0.0 == 0.0, so the token LRU (by value and type) would answer for both with the first one
+    seen: the token must not depend on that order (a join across processes)."""
+    first, second = policy(), policy()
+    a = [first.cached_token(-0.0), first.cached_token(0.0)]
+    b = [second.cached_token(0.0), second.cached_token(-0.0)]
+    assert a == b == [first.token(0.0)] * 2
+    assert first.token(-0.0) == first.token(0.0)
+    assert first.token(0) != first.token(0.0)  # 0 and 0.0 stay apart (their JSON types differ)
+
+
 def test_policy_refuses_contradictions_and_short_keys() -> None:
     with pytest.raises(PolicyError, match="two actions"):
         PiiPolicy.from_lists(KEY, drop=["email"], keep=["email"])
@@ -314,6 +325,64 @@ def test_an_encoded_batch_wakes_the_drain_thread_only_when_it_fills_half_the_buf
     assert encoder.threads == [(threading.get_ident(), WAKE_EVERY)]
     plog.close()
     assert [json.loads(line)["n"] for line in out.getvalue().splitlines()] == list(range(WAKE_EVERY))
+
+
+class GateEvent(threading.Event):
+    """An Event whose waits block until `opened` is set (the test decides when the drain thread next
+    looks); `waiting` says a wait has begun."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = threading.Event()
+        self.opened = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waiting.set()
+        self.opened.wait()
+        return super().wait(timeout)
+
+
+class NotingSink:
+    """A sink noting the record count of each write."""
+
+    def __init__(self) -> None:
+        self.out = io.StringIO()
+        self.writes: list[int] = []
+
+    def write(self, lines: bytes, count: int) -> None:
+        self.writes.append(count)
+        self.out.write(lines.decode())
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("message_bytes", "writes"), [(256 * 1024, [5 * WAKE_EVERY]), (1, [WAKE_EVERY] * 5)])
+def test_batches_encoded_in_one_wait_are_written_together_up_to_the_message_size(
+    monkeypatch: pytest.MonkeyPatch, message_bytes: int, writes: list[int]
+) -> None:
+    """The batches the callers encode while the drain thread waits go to the sink in as few writes
+    as MESSAGE_BYTES allows (one Kafka produce and delivery report per ~256 KB, not per 64 records);
+    a batch over the limit alone still goes whole, in order."""
+    from modeldeploy_serving import predlog
+
+    monkeypatch.setattr(predlog, "MESSAGE_BYTES", message_bytes)
+    sink = NotingSink()
+    plog = PredictionLog(sink, policy())
+    gate = GateEvent()
+    plog._wake = gate
+    assert gate.waiting.wait(10), "the drain thread reaches its next wait"
+    encoder = ThreadNoting()
+    for i in range(5 * WAKE_EVERY):
+        assert plog.defer((encoder, i))
+    assert encoder.threads == [(threading.get_ident(), WAKE_EVERY)] * 5  # all encoded here, none written
+    assert sink.writes == []
+    gate.opened.set()
+    wait_until("the batches written", lambda: plog.written == 5 * WAKE_EVERY)
+    plog.close()
+    assert sink.writes == writes
+    assert [json.loads(line)["n"] for line in sink.out.getvalue().splitlines()] == list(range(5 * WAKE_EVERY))
+    assert plog._encoded_records == 0
 
 
 class Refusing(ThreadNoting):
