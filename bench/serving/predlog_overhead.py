@@ -13,6 +13,15 @@ the other 10). Needs the churn v1 bundle at $BUNDLE (default /tmp/ab/models/v1).
 headers wrk sends), as uvicorn makes them; without it every request shares one scope, so the log
 holding a request's headers holds nothing new and costs nothing here (unlike over HTTP). The same
 constant cost is added to every mode; compare modes and trees with the same flag.
+
+`--instructions N`: instructions a request instead of CPU time, counted by valgrind's callgrind
+(deterministic: immune to the other load and to the machine's drifting speed, which moves CPU times
+by up to 20% between runs here), over N requests after 1,024 of warm-up; about 5 minutes for N =
+8,192. Under valgrind the app runs ~50 times slower, so the drain thread's 0.1 s wait is stretched
+100 times, to keep batches as large as at 10,000 requests/s:
+
+    BUNDLE=<churn v1> .venv/bin/python bench/serving/predlog_overhead.py main stdout --fresh-scope \
+        --instructions 8192
 """
 
 import argparse
@@ -22,6 +31,7 @@ import os
 import sys
 import tempfile
 import time
+from typing import Any
 
 import uvloop
 
@@ -29,8 +39,27 @@ parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("label", help="printed with the result (e.g. the tree's name)")
 parser.add_argument("mode", choices=["off", "stdout"], help="the log off, or on (JSON lines to /dev/null)")
 parser.add_argument("--fresh-scope", action="store_true", help="a new scope and headers list a request")
+parser.add_argument("--instructions", type=int, metavar="N", help="instructions over N requests (valgrind)")
+parser.add_argument("--counted", action="store_true", help=argparse.SUPPRESS)  # the run under valgrind
 args = parser.parse_args()
 label, mode = args.label, args.mode
+WARM_UP = 1024
+if args.instructions and not args.counted:
+    import subprocess
+
+    out = os.path.join(tempfile.mkdtemp(prefix="callgrind-"), "callgrind.out")
+    valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    subprocess.run(
+        [*valgrind, sys.executable, *sys.argv, "--counted"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    with open(f"{out}.2") as dump:  # part 2: from the end of the warm-up to the end of the N requests
+        total = next(int(line.split()[1]) for line in dump if line.startswith("summary:"))
+    n = args.instructions
+    print(f"{label} {mode}: {total / n:,.0f} instructions per request ({n} requests)")
+    sys.exit(0)
 if mode != "off":
     key = os.path.join(tempfile.mkdtemp(), "hmac.key")
     with open(key, "w") as fh:
@@ -94,6 +123,9 @@ async def main() -> None:
                 await app(scope, receive, send)
 
     plog = app.plog
+    if args.counted:
+        await counted(plog, client, args.instructions)
+        os._exit(0)
     n, best = 20_000, []
     for _ in range(5):
         written = plog.written if plog else 0
@@ -104,6 +136,26 @@ async def main() -> None:
         best.append((time.process_time() - t) / n * 1e6)
     print(f"{label} {mode}: {min(best):.1f} us CPU per request (best of 5 x {n})", file=sys.__stdout__)
     os._exit(0)
+
+
+async def counted(plog: Any, client: Any, n: int) -> None:
+    """Under callgrind: warm up, dump the counters (part 1), run n requests until every record is
+    written, dump again (part 2: what the parent reads)."""
+    import subprocess
+    import threading
+
+    if plog is not None:
+
+        class Slow(threading.Event):
+            def wait(self, timeout: float | None = None) -> bool:
+                return super().wait(None if timeout is None else timeout * 100)
+
+        plog._wake = Slow()  # the drain thread waits on it from its next wait on
+    for done, count in ((WARM_UP, WARM_UP), (WARM_UP + n, n)):
+        await asyncio.gather(*(client(count // 16) for _ in range(16)))
+        while plog is not None and plog.written < done:
+            await asyncio.sleep(0.002)
+        subprocess.run(["callgrind_control", "-d", str(os.getpid())], check=True, capture_output=True)
 
 
 uvloop.run(main())
