@@ -58,6 +58,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import json
 import math
 import os
@@ -73,7 +74,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from kubernetes import client, watch
@@ -84,6 +85,7 @@ sys.path.insert(0, str(REPO / "tests" / "support"))
 
 from modeldeploy_contract.router_config import CONFIG_KEY, RouterConfig  # noqa: E402
 from modeldeploy_testcluster import controlplane, nodes  # noqa: E402
+from modeldeploy_testcluster.controlplane import free_port as _free_port  # noqa: E402
 from modeldeploy_testcluster.kubeconfig import write_kubeconfig  # noqa: E402
 from modeldeploy_testcluster.layout import Layout, binaries_dir, cache_dir, default_layout  # noqa: E402
 from modeldeploy_testcluster.pki import ClusterPKI  # noqa: E402
@@ -93,7 +95,6 @@ from modeldeploy_testcluster.private import (  # noqa: E402
     private_control_plane,
     wait_until,
 )
-from modeldeploy_testcluster.private import free_port as _free_port  # noqa: E402
 
 SYSTEM_NAMESPACE = "scale-bench-system"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=modeldeploy"
@@ -263,7 +264,7 @@ def _gone(core: client.CoreV1Api, name: str) -> bool:
     try:
         core.read_namespace(name)
     except client.ApiException as error:
-        return error.status == 404
+        return bool(error.status == 404)
     return False
 
 
@@ -599,15 +600,24 @@ class Side:
     def change_model(self, i: int, version: int) -> None: ...
     def bump_generation(self, i: int, value: int) -> None: ...
     def start_watches(self) -> None: ...
-    def created_at(self, i: int) -> float | None: ...
+    def created_at(self, i: int) -> float | None:
+        raise NotImplementedError
+
     def created_parts(self, i: int) -> dict[str, float]:
         """When the bench's watch saw each workload object of a new object (what created_at waits on)."""
         return {}
 
-    def revision_at(self, i: int, version: int) -> float | None: ...
-    def ready(self, i: int, version: int) -> bool: ...
-    def converged(self, i: int) -> bool: ...
-    def step_reactions(self, i: int, since: float) -> list[float]: ...
+    def revision_at(self, i: int, version: int) -> float | None:
+        raise NotImplementedError
+
+    def ready(self, i: int, version: int) -> bool:
+        raise NotImplementedError
+
+    def converged(self, i: int) -> bool:
+        raise NotImplementedError
+
+    def step_reactions(self, i: int, since: float) -> list[float]:
+        raise NotImplementedError
 
 
 class ModelDeploySide(Side):
@@ -1166,7 +1176,7 @@ def phase_reaction(side: Side, opts: Options, result: dict[str, Any]) -> list[in
         t = time.time()
         side.create(i)
         returned = time.time()
-        rec.wait(f"{side.name}: {side.obj(i)} created", lambda i=i: side.created_at(i), 120)
+        rec.wait(f"{side.name}: {side.obj(i)} created", functools.partial(side.created_at, i), 120)
         applied.append((side.created_at(i) or 0.0) - t)
         time.sleep(opts.sample_gap)
         timelines.append(
@@ -1183,7 +1193,7 @@ def phase_reaction(side: Side, opts: Options, result: dict[str, Any]) -> list[in
         t = since[i] = time.time()
         side.change_model(i, 2)
         returned = time.time()
-        rec.wait(f"{side.name}: {side.obj(i)} v2 revision", lambda i=i: side.revision_at(i, 2), 120)
+        rec.wait(f"{side.name}: {side.obj(i)} v2 revision", functools.partial(side.revision_at, i, 2), 120)
         changed.append((side.revision_at(i, 2) or 0.0) - t)
         time.sleep(opts.sample_gap)
         changes.append(
@@ -1655,7 +1665,8 @@ def main(argv: list[str] | None = None) -> int:
         private_control_plane(work) if args.private_control_plane else cluster_session(args.keep_cluster)
     )
     with session as layout:
-        results = run(layout, wanted, opts, sides, work, on_result=save)
+        # a PrivateLayout has every attribute run() reads of a Layout (duck-typed, private.py)
+        results = run(cast(Layout, layout), wanted, opts, sides, work, on_result=save)
     save(results)
     print(table(results))
     print(json.dumps(document(results)))
