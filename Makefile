@@ -58,7 +58,7 @@ images: system-deps  ## build the serving and operator images with buildah, expo
 lint: $(VENV)/.installed  ## ruff, mypy and import-linter
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy contract/src operator/src serving/src plugin/src tests
+	$(VENV)/bin/mypy contract/src operator/src serving/src plugin/src tests bench
 	$(VENV)/bin/lint-imports
 
 .PHONY: chart-docs

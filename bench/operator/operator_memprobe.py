@@ -36,10 +36,10 @@ if FRAMES:
 
 from modeldeploy_operator import handlers  # noqa: E402
 from modeldeploy_operator.analysis import scrape_source  # noqa: E402
+from modeldeploy_operator.analysis.scrape import take_snapshot as _original_take_snapshot  # noqa: E402
 from modeldeploy_operator.main import main  # noqa: E402
 
 OUT = Path(os.environ["MEMPROBE_DIR"])
-_original_take_snapshot = scrape_source.take_snapshot
 _probes = 0
 
 
@@ -54,7 +54,9 @@ def _redirected(
     return _original_take_snapshot(client, now, new_canary, new_stable, [], limits)
 
 
-scrape_source.take_snapshot = _redirected  # type: ignore[assignment]
+# scrape_source calls take_snapshot by the name it imported from .scrape: that name is the one to
+# replace, though the module does not export it
+scrape_source.take_snapshot = _redirected  # type: ignore[attr-defined]
 
 
 def _rss_mib() -> float:

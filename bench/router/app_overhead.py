@@ -9,24 +9,25 @@ needs this script as of its own commit, e.g. from before weights became `weight_
 
 import sys
 import time
+from typing import cast
 
 import uvloop
 
 from modeldeploy_contract.router_config import RouterConfig
 from modeldeploy_serving.router.metrics import RouterMetrics
-from modeldeploy_serving.router.proxy import RouterApp
+from modeldeploy_serving.router.proxy import Message, RouterApp
 from modeldeploy_serving.router.state import RouterState
-from modeldeploy_serving.router.upstream import Response
+from modeldeploy_serving.router.upstream import Response, UpstreamPool
 
 
 class Pool:
-    async def send(self, *a, **k):
+    async def send(self, *a: object, **k: object) -> Response:
         return Response(200, [(b"content-type", b"application/json")], b'{"outputs":[]}')
 
-    def forget(self, keep):
+    def forget(self, keep: set[str]) -> None:
         pass
 
-    def close(self):
+    def close(self) -> None:
         pass
 
 
@@ -49,7 +50,8 @@ state.set_config(
         }
     )
 )
-app = RouterApp(state, metrics, Pool())
+# Pool stands in for UpstreamPool by duck typing (no sockets); the cast only tells mypy so
+app = RouterApp(state, metrics, cast(UpstreamPool, Pool()))
 body = b'{"inputs":[{"name":"input","datatype":"FP32","shape":[1,3],"data":[1,2,3]}]}'
 headers = [
     (b"host", b"x"),
@@ -68,15 +70,15 @@ scope = {
 msg = {"type": "http.request", "body": body, "more_body": False}
 
 
-async def receive():
+async def receive() -> Message:
     return msg
 
 
-async def send(m):
+async def send(m: Message) -> None:
     pass
 
 
-async def main():
+async def main() -> None:
     n = 30000
     best = 1e9
     for _ in range(5):

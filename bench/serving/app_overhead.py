@@ -15,13 +15,13 @@ import time
 import uvloop
 
 from modeldeploy_contract.server_settings import ServerSettings
-from modeldeploy_serving.app import create_app
+from modeldeploy_serving.app import Message, create_app
 
 ROW = [2, 35, 1, 4, 6, 20, 8, 17, 5, 107, 9, 6.5, 2, 1]
 body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 14], "data": ROW}]}).encode()
 
 
-async def main():
+async def main() -> None:
     bundle = os.environ.get("BUNDLE", "/tmp/ab/models/v1")  # noqa: S108
     app = create_app(ServerSettings(model_uri=bundle, log_level="warning"))
     await app.dataplane.start()
@@ -35,12 +35,12 @@ async def main():
     }
     msg = {"type": "http.request", "body": body, "more_body": False}
 
-    async def receive():
+    async def receive() -> Message:
         return msg
 
-    out = []
+    out: list[Message] = []
 
-    async def send(m):
+    async def send(m: Message) -> None:
         out.append(m)
 
     n = 20000

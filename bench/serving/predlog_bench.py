@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -84,7 +85,7 @@ def _thread_cpu(pid: int) -> dict[str, float]:
 
 def measure(
     spec: str, bundle: Path, body: Path, seconds: int, out: Path, bootstrap: str, i: int, srcs: dict[str, str]
-) -> dict:
+) -> dict[str, Any]:
     """One server of a mode: `off`, `kafka` or `stdout`, optionally `@name` to run the serving
     package of another checkout (--src name=DIR: e.g. the commit before a change, same run)."""
     mode, _, tag = spec.partition("@")
@@ -175,7 +176,7 @@ def _median(xs: list[float]) -> float:
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
-def _paired(rs: list[dict], off: list[dict]) -> dict:
+def _paired(rs: list[dict[str, Any]], off: list[dict[str, Any]]) -> dict[str, Any]:
     """Each round's ratio against the same round's `off` slot: their median, range, and the same
     for CPU per request."""
     rps = [r["rps"] / o["rps"] - 1 for r, o in zip(rs, off, strict=True)]
@@ -216,7 +217,7 @@ def main() -> int:
         ).encode()
     )
     srcs = dict(s.split("=", 1) for s in args.src)
-    results: dict[str, list[dict]] = {m: [] for m in args.modes}
+    results: dict[str, list[dict[str, Any]]] = {m: [] for m in args.modes}
     with kafka_broker(Path(tempfile.mkdtemp(prefix="kafka-", dir=args.out))) as broker:  # a fresh log dir
         create_topic(broker.bootstrap, "predictions", 1)
         for i in range(args.rounds):

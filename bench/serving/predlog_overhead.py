@@ -78,7 +78,7 @@ if mode != "off":
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (the sink, for the whole run)
 
 from modeldeploy_contract.server_settings import ServerSettings  # noqa: E402
-from modeldeploy_serving.app import create_app  # noqa: E402
+from modeldeploy_serving.app import Message, create_app  # noqa: E402
 
 ROW = [2, 35, 1, 4, 6, 20, 8, 17, 5, 107, 9, 6.5, 2, 1]
 BODY = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 14], "data": ROW}]}).encode()
@@ -98,10 +98,10 @@ async def main() -> None:
     }
     message = {"type": "http.request", "body": BODY, "more_body": False}
 
-    async def receive():
+    async def receive() -> Message:
         return message
 
-    async def send(_m):
+    async def send(_m: Message) -> None:
         pass
 
     wire = [
@@ -110,7 +110,7 @@ async def main() -> None:
         (b"Content-Length", b"%d" % len(BODY)),
     ]
 
-    def fresh() -> dict:
+    def fresh() -> dict[str, object]:
         # uvicorn's httptools protocol: a new dict and list a request, each header (name.lower(), value)
         return {**scope, "headers": [(k.lower(), bytes(bytearray(v))) for k, v in wire]}
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Message, Producer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "support"))
 from kafka_broker import create_topic, kafka_broker
@@ -41,7 +41,7 @@ REC = orjson.dumps(
 print(len(REC), "bytes a record")
 
 
-def tasks_cpu():
+def tasks_cpu() -> float:
     tot = 0
     for t in Path("/proc/self/task").iterdir():
         f = (t / "stat").read_text().rsplit(")", 1)[1].split()
@@ -49,14 +49,18 @@ def tasks_cpu():
     return tot / os.sysconf("SC_CLK_TCK")
 
 
-def run(bootstrap, variant, n=90_000, rate=15_000, chunk=500):
-    conf = {"bootstrap.servers": bootstrap, "linger.ms": "20", "queue.buffering.max.messages": "100000"}
+def run(bootstrap: str, variant: str, n: int = 90_000, rate: int = 15_000, chunk: int = 500) -> None:
+    conf: dict[str, str | bool] = {
+        "bootstrap.servers": bootstrap,
+        "linger.ms": "20",
+        "queue.buffering.max.messages": "100000",
+    }
     if variant == "noreport":
         conf["delivery.report.only.error"] = True
     p = Producer(conf)
     delivered = [0]
 
-    def report(err, msg):
+    def report(err: KafkaError | None, msg: Message) -> None:
         if err is None:
             delivered[0] += 1
 

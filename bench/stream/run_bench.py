@@ -106,7 +106,9 @@ def ceiling(bootstrap: str, topics: Topics, n: int, batch: int = 2000) -> None:
     seen = 0
     pending: list[dict[tuple[str, int], int]] = []
     while seen < n:
-        msgs = c.consume(batch, 0.02)
+        # Any: the stub types every Message's topic, partition and offset Optional; a consumed one
+        # without error() has all three (as tests/support/stream_tally.py reads them)
+        msgs: list[Any] = c.consume(batch, 0.02)
         offsets: dict[tuple[str, int], int] = {}
         for m in msgs:
             if m.error():
