@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,12 @@ pytestmark = [
 ]
 
 KWOK = {"nodeSelector": {"type": "kwok"}, "tolerations": [KWOK_TOLERATION]}
+
+
+def utc_mark(what: str) -> None:
+    """A UTC timestamp for a fault test's step, to line it up with the cluster's and the operator's
+    logs (the figures are monotonic offsets, which no log carries)."""
+    print(f"UTC {datetime.now(UTC).isoformat(timespec='milliseconds')} {what}", flush=True)
 
 
 def figure(text: str) -> None:
@@ -757,6 +763,7 @@ def test_the_api_server_down_serving_carries_on_and_the_operator_recovers_withou
         # restarts it here), and nothing acted on the spec change.
         with controlplane.component_stopped(local_cluster, "kube-controller-manager"):
             with controlplane.component_stopped(local_cluster, "kube-apiserver") as stopped_at:
+                utc_mark("kube-apiserver stopped")
                 with httpx.Client(verify=False) as probe, pytest.raises(httpx.ConnectError):
                     probe.get(f"{local_cluster.apiserver_url}/readyz", timeout=2)
                 during = load.count()
@@ -764,11 +771,14 @@ def test_the_api_server_down_serving_carries_on_and_the_operator_recovers_withou
                 time.sleep(max(0.0, outage - (time.monotonic() - stopped_at)))
                 served_during = load.count() - during
             restarted_at = time.monotonic()
+            utc_mark("kube-apiserver started again")
             controlplane.wait_ready(local_cluster)
+            utc_mark("kube-apiserver /readyz")
         api_back = time.monotonic() - restarted_at
         # The operator leads and reconciles again: a spec change reaches the Deployment.
         patch_mdep(kube_api, namespace, "churn", {"spec": {"replicas": 3}})
         patched = time.monotonic() - restarted_at
+        utc_mark("spec patched (replicas 3)")
         # The operator's own part: its write of the serving Deployment (the rest is the controller
         # manager, the scheduler, the kubelet and the model load before the third pod is ready).
         wait_for(
@@ -783,6 +793,7 @@ def test_the_api_server_down_serving_carries_on_and_the_operator_recovers_withou
             interval=0.1,
         )
         operator_acted = time.monotonic() - restarted_at
+        utc_mark("serving Deployment seen at replicas 3")
         wait_for(
             "the third pod ready and the ModelDeployment Ready after the outage",
             lambda: len(ready_pods(kube_api, namespace, serving)) == 3 and phase_ready(kube_api, namespace),
