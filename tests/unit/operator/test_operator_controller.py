@@ -461,6 +461,42 @@ def test_the_api_client_keeps_a_connection_per_sending_thread(
     assert pool["maxsize"] == k8s_api.CONNECTION_POOL_SIZE >= watches + workers + APPLY_THREADS
 
 
+def test_a_connect_that_hangs_fails_in_seconds_and_is_not_retried_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A call to an address that never answers the handshake (a Service without endpoints whose
+    rejects are rate-limited) gives up after CONNECT_TIMEOUT_SECONDS, once, as an unreachable
+    TransientApiError: the caller's short backoff decides when to ask again, not a 30 s connect
+    repeated by urllib3's retries."""
+    import urllib3
+    from kubernetes import config as kube_config
+
+    from modeldeploy_operator.k8s import api as k8s_api
+
+    monkeypatch.setattr(kube_config, "load_incluster_config", lambda: None)
+    api_client = k8s_api.new_api_client()
+    retries = api_client.configuration.retries
+    assert isinstance(retries, urllib3.Retry)
+    assert (retries.connect, retries.total) == (0, 3)
+    assert api_client.rest_client.pool_manager.connection_pool_kw["retries"] is retries
+    assert k8s_api.CONNECT_TIMEOUT_SECONDS <= 5
+    seen: list[Any] = []
+
+    def call_api(*_args: Any, _request_timeout: Any = None, **_kwargs: Any) -> Any:
+        seen.append(_request_timeout)
+        raise urllib3.exceptions.ConnectTimeoutError("connect timed out")
+
+    monkeypatch.setattr(api_client, "call_api", call_api)
+    kube = k8s_api.KubeApi(api_client, "modeldeploy", fenced=False)
+    with pytest.raises(k8s_api.TransientApiError) as failed:
+        kube.get("v1", "Service", "ml", "churn")
+    assert failed.value.unreachable
+    with pytest.raises(k8s_api.TransientApiError):
+        next(iter(kube.watch("v1", "Service", None, "", "1", 60)))
+    assert [t[0] for t in seen] == [k8s_api.CONNECT_TIMEOUT_SECONDS] * 2
+    assert seen[1][1] > 60  # a watch's read timeout outlasts the server's own end of it
+
+
 def test_workers_never_reconcile_one_object_twice_at_once() -> None:
     """Four real worker threads, events for ten objects arriving while passes run: a pass of an
     object never overlaps another of the same object, and every object's last event is acted on."""

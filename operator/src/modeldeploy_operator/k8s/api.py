@@ -211,6 +211,18 @@ handed back to a full pool was closed (urllib3's "Connection pool is full, disca
 19 times in a bench run of 10 new ModelDeployments) and the next write paid a new TLS handshake."""
 
 
+CONNECT_TIMEOUT_SECONDS = 5.0
+"""How long a call may wait to connect to the API server before it counts as unreachable (and the
+caller's backoff, UNREACHABLE_RETRY_MAX_SECONDS, takes over). Why not 30 s: in a cluster the operator
+connects through the `kubernetes` Service, and while it has no endpoint (the API server empties it
+when it shuts down, and kube-proxy re-points it only after its own watch backs off) kube-proxy rejects
+connections with an ICMP reply that the kernel rate-limits: of 20 connects at once 4 were refused and
+16 hung until their timeout (2026-12-06, from a pod's network namespace, the API-server-down e2e
+test). With 30 s, times urllib3's 3 immediate retries of a failed connect, a call could sit 2 minutes
+after the Service worked again; an answer from a live API server, even a loaded one, takes a TCP
+handshake, milliseconds."""
+
+
 def new_api_client() -> client.ApiClient:
     """An API client from the in-cluster config (else the kubeconfig), identified by USER_AGENT."""
     try:
@@ -219,6 +231,9 @@ def new_api_client() -> client.ApiClient:
         config.load_kube_config()
     configuration = client.Configuration.get_default_copy()
     configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
+    # A failed connect is not retried at once by urllib3 (its default: 3 times, no pause): the caller
+    # backs off and asks again (CONNECT_TIMEOUT_SECONDS). Other failures are retried as before.
+    configuration.retries = urllib3.Retry(total=3, connect=0)
     api_client = client.ApiClient(configuration)
     api_client.user_agent = USER_AGENT
     return api_client
@@ -272,7 +287,12 @@ class KubeApi:
         sent = time.perf_counter()
         try:
             response = self.api_client.call_api(
-                method_, url, header_params=headers, body=payload, post_params=post, _request_timeout=30
+                method_,
+                url,
+                header_params=headers,
+                body=payload,
+                post_params=post,
+                _request_timeout=(CONNECT_TIMEOUT_SECONDS, 30),
             )
             data = response.read()
             API_REQUEST_SECONDS.labels(verb).observe(time.perf_counter() - sent)
@@ -408,9 +428,12 @@ class KubeApi:
         )
         _count("GET", path, watch=True)
         try:
-            # Connect within 30 s; the read timeout outlasts the server's own end of the watch.
+            # The read timeout outlasts the server's own end of the watch.
             response = self.api_client.call_api(
-                method_, url, header_params=headers, _request_timeout=(30, timeout_seconds + 30)
+                method_,
+                url,
+                header_params=headers,
+                _request_timeout=(CONNECT_TIMEOUT_SECONDS, timeout_seconds + 30),
             )
         except client.ApiException as error:
             status, message = error.status or 0, _message(error)
