@@ -72,6 +72,13 @@ def test_promql_checks_with_a_real_prometheus(churn: Churn, tmp_path: Path) -> N
         canary.bad_request()
         stable.send(churn.normal[:WINDOW_ROWS], per_request=WINDOW_ROWS)
         prom.wait_scraped(2, "canary1")
+        # ...and the stable's warm-up too, score series included: Prometheus scrapes each target on its
+        # own schedule, and a stable whose first scrape came after its measured rows began had them
+        # counted from there (CI runs of 2026-12-04 and 2026-12-06: predictionShift over 319 and 320
+        # of the stable's 400 rows, with the final count already waited for below).
+        for revision in ("canary1", "stable1"):
+            scores = f'sum({PREDICTION_SCORE}_count{{modeldeploy_io_revision="{revision}"}})'
+            prom.wait_value(scores, WINDOW_ROWS)
         time.sleep(3)
         scrape = BuiltinScrapeSource()
         scrape.read(BUILTIN, t, WINDOW)
