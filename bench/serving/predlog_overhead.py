@@ -18,7 +18,8 @@ constant cost is added to every mode; compare modes and trees with the same flag
 (deterministic: immune to the other load and to the machine's drifting speed, which moves CPU times
 by up to 20% between runs here), over N requests after 1,024 of warm-up; about 5 minutes for N =
 8,192. Under valgrind the app runs ~50 times slower, so the drain thread's 0.1 s wait is stretched
-100 times, to keep batches as large as at 10,000 requests/s:
+100 times, to keep batches as large as at 10,000 requests/s. Use thousands: a small N spreads fixed
+costs over few requests (log on: 240,847 instructions a request at N = 1,000, 189,056 at 8,192):
 
     BUNDLE=<churn v1> .venv/bin/python bench/serving/predlog_overhead.py main stdout --fresh-scope \
         --instructions 8192
@@ -123,22 +124,28 @@ async def main() -> None:
                 await app(scope, receive, send)
 
     plog = app.plog
+
+    async def requests(n: int) -> None:
+        """n requests from 16 concurrent clients, then until the log has written each one's record
+        (so the drain thread's CPU is counted too)."""
+        written = plog.written if plog else 0
+        await asyncio.gather(*(client(n // 16 + (i < n % 16)) for i in range(16)))
+        while plog is not None and plog.written < written + n:
+            await asyncio.sleep(0.002)
+
     if args.counted:
-        await counted(plog, client, args.instructions)
+        await counted(plog, requests, args.instructions)
         os._exit(0)
     n, best = 20_000, []
     for _ in range(5):
-        written = plog.written if plog else 0
         t = time.process_time()
-        await asyncio.gather(*(client(n // 16) for _ in range(16)))
-        while plog is not None and plog.written < written + n:  # every record written, drain CPU included
-            await asyncio.sleep(0.002)
+        await requests(n)
         best.append((time.process_time() - t) / n * 1e6)
     print(f"{label} {mode}: {min(best):.1f} us CPU per request (best of 5 x {n})", file=sys.__stdout__)
     os._exit(0)
 
 
-async def counted(plog: Any, client: Any, n: int) -> None:
+async def counted(plog: Any, requests: Any, n: int) -> None:
     """Under callgrind: warm up, dump the counters (part 1), run n requests until every record is
     written, dump again (part 2: what the parent reads)."""
     import subprocess
@@ -151,10 +158,8 @@ async def counted(plog: Any, client: Any, n: int) -> None:
                 return super().wait(None if timeout is None else timeout * 100)
 
         plog._wake = Slow()  # the drain thread waits on it from its next wait on
-    for done, count in ((WARM_UP, WARM_UP), (WARM_UP + n, n)):
-        await asyncio.gather(*(client(count // 16) for _ in range(16)))
-        while plog is not None and plog.written < done:
-            await asyncio.sleep(0.002)
+    for count in (WARM_UP, n):
+        await requests(count)
         subprocess.run(["callgrind_control", "-d", str(os.getpid())], check=True, capture_output=True)
 
 
