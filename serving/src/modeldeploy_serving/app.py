@@ -34,6 +34,7 @@ from modeldeploy_contract.preflight import GOLDEN_PATH, REPLAY_HEADER
 from modeldeploy_contract.redact import scrub_logs
 from modeldeploy_contract.server_settings import ServerSettings
 from modeldeploy_serving import metrics, slowclients
+from modeldeploy_serving._predlog_lines import one_row_lines
 from modeldeploy_serving.dataplane import DataPlane
 from modeldeploy_serving.errors import NotFoundError, OverloadedError, PayloadTooLargeError, ServingError
 from modeldeploy_serving.joiner.feed import JoinerFeed, open_feed
@@ -43,12 +44,10 @@ from modeldeploy_serving.predlog import (
     PiiPolicy,
     PredictionLog,
     RecordEncoder,
-    line_template,
+    line_pieces,
     open_prediction_log,
     output_arrays,
-    outputs_template,
     sampled,
-    split_array,
 )
 from modeldeploy_serving.protocol import v1, v2
 from modeldeploy_serving.protocol.tensors import parse_length
@@ -317,11 +316,6 @@ class InferenceApp:
         """A request id made here, for a request that brought none: this process's prefix and a counter."""
         return f"{self._id_prefix}-{next(self._ids)}"
 
-    def _made_ids(self, n: int) -> list[str]:
-        """`n` of _made_id's ids at once, mapped, no bytecode an id (the prediction log's columnar path,
-        RestRecords); one at a time the f-string is cheaper (0.16 against 0.78 us, timeit)."""
-        return list(map((self._id_prefix + "-").__add__, map(str, itertools.islice(self._ids, n))))
-
     @property
     def _retry_after(self) -> list[tuple[bytes, bytes]]:
         return [(b"retry-after", b"%d" % self.settings.retry_after_seconds)]
@@ -402,110 +396,58 @@ class RestRecords(RecordEncoder):
         }
 
     def lines(self, items: list[tuple[Any, ...]], policy: PiiPolicy) -> bytes:
-        """The records of `body`, as JSON lines: by column when every item is the usual request
-        (_one_row_lines), else one dict a record."""
+        """The records of `body`, as JSON lines: in one C call (_predlog_lines.one_row_lines) when
+        every item is a one-row JSON request of one model, else one dict a record."""
         try:
             text = self._one_row_lines(items, policy)
         except Exception:  # not expected; the reference path below is the one that counts
-            log.debug("prediction log: columnar encoding failed, record by record", exc_info=True)
+            log.debug("prediction log: the C encoder failed, record by record", exc_info=True)
             text = None
         if text is not None:
             return text
         return super().lines(items, policy)
 
     def _one_row_lines(self, items: list[tuple[Any, ...]], policy: PiiPolicy) -> bytes | None:
-        """`body`'s records as JSON lines, by column, when every item is the usual live REST request:
-        one JSON row (rows.ListRows) predicted by one model in a micro-batch, no id in its body, all
-        with a request id header or none with one; else None. Each step maps a C function over every
-        record (itemgetter, the token LRU, orjson, bytes formatting), no dict and no Python bytecode
-        per record: 5.1-5.4 -> 2.1-2.6 us a record to encode (thread CPU, 2026-12-05,
-        docs/benchmarks.md#prediction-log). Byte for byte `body`'s `dumps`, request ids included:
-        test_predlog_batch.py checks it over hostile values."""
-        columns = _usual_requests(items)
-        if columns is None:
+        """`body`'s records as JSON lines, byte for byte `dumps` of each (test_predlog_batch.py checks
+        it over hostile values), written by _predlog_lines.one_row_lines when every item is the usual
+        live REST request: one JSON row (rows.ListRows) predicted by one model, every model call with
+        the outputs of the first item's (names, order, dimensions); else None, before any request id
+        is made. Python here is per run, not per record: 22,900 instructions a record by mapping C
+        functions over columns from Python, against N in C (callgrind, docs/benchmarks.md#prediction-log)."""
+        first = items[0]
+        model, logged = first[3], first[4]
+        if model is None or logged is None:
             return None
-        model, headers, body_ids, rows, predictions, starts, statuses, elapseds, ats = columns
-        n = len(items)
-        inputs = policy.one_row_columns(list(map(_values, rows)), model.feature_index)
-        # each micro-batch's rows' outputs, as the answers wrote them (found by batch: no Python per
-        # record, nor per batch)
-        batches = list(map(id, map(_batch_cache, predictions)))
-        unique = dict(zip(batches, predictions, strict=True))
-        one_each = list(unique.values())
-        template_of_outputs = outputs_template(list(map(_batch_outputs, one_each)))
-        texts = list(map(v2.row_texts, one_each))
-        if None in texts:
+        outputs = getattr(logged[1], "batch_outputs", None)
+        if type(outputs) is not dict:
             return None
-        by_batch: dict[int, Any] = dict(zip(unique, texts, strict=True))
-        times = split_array(orjson.dumps(ats))
-        latencies = split_array(orjson.dumps(list(map(operator.mul, elapseds, itertools.repeat(1000.0)))))
-        if inputs is None or template_of_outputs is None or len(times) != n or len(latencies) != n:
-            return None
-        request_ids = self._request_ids(headers, body_ids)  # last: made ids are used up
-        if request_ids is None:
-            return None
-        ids = split_array(orjson.dumps(request_ids))
-        if len(ids) != n:  # an id holds a comma
-            ids = list(map(orjson.dumps, request_ids))
-        columns_of = list(map(by_batch.__getitem__, batches))  # each record's batch's texts
-        outputs = [
-            list(map(operator.getitem, map(operator.itemgetter(k), columns_of), starts))
-            for k in range(len(columns_of[0]))
-        ]
-        status_texts = {s: orjson.dumps(str(s)) for s in set(statuses)}
-        ls = self._app.log_settings
-        template = line_template(
+        shape = tuple((name, getattr(array, "ndim", 0)) for name, array in outputs.items())
+        plan = policy.plan(model.feature_index)
+        app, ls = self._app, self._app.log_settings
+        pieces = line_pieces(
             ls.deployment or model.name,
             ls.variant,
             ls.revision,
             model.version,
-            inputs[0],
-            template_of_outputs,
+            tuple(name for name, _, _ in plan),
+            shape,
         )
-        records = zip(
-            ids, times, *inputs[1], *outputs, latencies, map(status_texts.__getitem__, statuses), strict=True
+        spec = (
+            model,
+            ListRows,
+            tuple(column for _, column, _ in plan),
+            tuple(pseudonymise for _, _, pseudonymise in plan),
+            policy.lru_token,
+            tuple(name for name, _ in shape),
+            tuple(ndim for _, ndim in shape),
+            v2.row_texts,
+            REQUEST_ID_HEADERS,
+            app._id_prefix + "-",
+            app._ids,
+            orjson.dumps,
+            pieces,
         )
-        return b"".join(map(template.__mod__, records))
-
-    def _request_ids(self, headers: Sequence[Any], body_ids: list[Any]) -> list[str] | None:
-        """Each request's id as _request_id_of makes it, in order, when all have a header or none has
-        one and none has a body id (else None: record by record)."""
-        if set(map(_first, itertools.chain.from_iterable(headers))).isdisjoint(REQUEST_ID_HEADERS):
-            request_ids: list[Any] = [None] * len(headers)  # no id header in the run: no scan a request
-        else:
-            request_ids = list(map(_request_id, headers))
-        missing = request_ids.count(None)
-        if not missing:
-            return request_ids
-        if missing != len(headers) or body_ids.count(None) != len(body_ids):
-            return None
-        return self._app._made_ids(missing)
-
-
-def _usual_requests(items: list[tuple[Any, ...]]) -> tuple[Any, ...] | None:
-    """RestRecords' items by column (model, headers, body ids, rows, predictions, their rows' starts,
-    statuses, seconds, times) when each is one JSON row (rows.ListRows) predicted by the same model, with no
-    request id found yet; else None."""
-    _, rids, headers, models, loggeds, statuses, elapseds, ats = zip(*items, strict=True)
-    n = len(items)
-    model = models[0]
-    if model is None or models.count(model) != n or rids.count(None) != n or None in loggeds:
-        return None
-    rows = list(map(_first, loggeds))
-    if set(map(type, rows)) != {ListRows} or list(map(_row_count, rows)).count(1) != n:
-        return None
-    predictions = list(map(_second, loggeds))
-    starts = list(map(_start, predictions))
-    if list(map(operator.sub, map(_stop, predictions), starts)).count(1) != n:
-        return None
-    return model, headers, list(map(_third, loggeds)), rows, predictions, starts, statuses, elapseds, ats
-
-
-_first, _second, _third = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)
-_row_count, _values = operator.attrgetter("rows"), operator.attrgetter("values")
-_start, _stop = operator.attrgetter("start"), operator.attrgetter("stop")
-_batch_cache = operator.attrgetter("batch_cache")
-_batch_outputs = operator.attrgetter("batch_outputs")
+        return one_row_lines(items, spec)
 
 
 def _answer_headers(size: int, header_length: int | None) -> list[tuple[bytes, bytes]]:

@@ -136,6 +136,12 @@ class PiiPolicy:
         except TypeError:  # a list or an object: not hashable, computed every time
             return self.token(value)
 
+    @property
+    def lru_token(self) -> Callable[[Any], str]:
+        """`token` through the LRU, for hashable values only (TypeError otherwise): what a C caller
+        (_predlog_lines) calls per value, no Python frame on a hit."""
+        return self._cached
+
     def reads(self, names: Collection[str]) -> list[str]:
         """Which of a record's input fields the policy logs (so only those are ever built or read)."""
         if self.default == "drop":
@@ -176,26 +182,6 @@ class PiiPolicy:
             out[name] = self._tokens(column) if pseudonymise else column
         return out
 
-    def one_row_columns(self, rows: list[list[Any]], index: Mapping[str, int]) -> Columns | None:
-        """`apply_rows(ListRows(values, 1, n), index)` of each one-row request's `values` (its JSON
-        numbers) as JSON text by column: the inputs object's template (a %b slot a logged field) and
-        each field's texts, one a row. The logged columns are picked from every row at once
-        (itemgetter), pseudonymised through the token LRU by `map`, and each written by one orjson
-        call split at its commas: no Python per record. None when a column does not split into one
-        text a row (a value holding a comma: the caller then builds dicts)."""
-        plan = self.plan(index)
-        if not plan:
-            return b"{}", []
-        picked = [column for _, column, _ in plan]
-        getter = operator.itemgetter(*picked) if len(picked) > 1 else _one_of(picked[0])
-        texts = []
-        for (_, _, pseudonymise), values in zip(plan, zip(*map(getter, rows), strict=True), strict=True):
-            parts = split_array(orjson.dumps(list(map(self._cached, values)) if pseudonymise else values))
-            if len(parts) != len(rows):
-                return None
-            texts.append(parts)
-        return b"{%b}" % b",".join(_json_key(name) + b":[%b]" for name, _, _ in plan), texts
-
     def _tokens(self, column: list[Any]) -> list[str]:
         cached = self._cached
         try:
@@ -232,68 +218,45 @@ class PiiPolicy:
         return out
 
 
-def split_array(text: bytes) -> list[bytes]:
-    """The elements' texts of a JSON array (orjson's, compact) whose elements hold no comma: numbers,
-    null, booleans, pseudonyms. A caller checks the count (one more element means a comma inside one)."""
-    return text[1:-1].split(b",")
-
-
 def _json_key(name: str) -> bytes:
-    """A key's JSON text, for a %-template."""
-    return orjson.dumps(name).replace(b"%", b"%%")
-
-
-def line_template(
-    deployment: str, variant: str, revision: str, model_version: str, inputs: bytes, outputs: bytes
-) -> bytes:
-    """A record's JSON line as a %-template, `dumps` of its dict byte for byte: %b slots for the
-    request id, the time, the inputs' and the outputs' templates' slots (Columns), the latency and the
-    status, in that order; the other fields written here."""
-    fixed = (*(_json_key(v) for v in (deployment, variant, revision, model_version)), inputs, outputs)
-    return (
-        b'{"request_id":%%b,"time":%%b,"deployment":%b,"variant":%b,"revision":%b,"model_version":%b,'
-        b'"inputs":%b,"outputs":%b,"latency_ms":%%b,"status":%%b}\n' % fixed
-    )
-
-
-Columns = tuple[bytes, list[list[bytes]]]
-"""A JSON object's %-template, with a %b slot per field, and each field's texts, one a record."""
-
-
-def outputs_template(batch_outputs: Sequence[dict[str, Any]]) -> bytes | None:
-    """The %-template of a one-row record's outputs (`{name: v[row:row + 1]}`, as output_arrays
-    and `dumps` write it), with a slot per output for its row's text as the answer wrote it
-    (protocol.v2.row_texts: so a record's outputs are the text its caller received), when every
-    model call of `batch_outputs` (each a Prediction's batch_outputs) has the same outputs by name,
-    order and number of dimensions; else None (then the caller builds dicts). Checked by mapping C
-    functions over the calls, no bytecode a call: with one-row micro-batches (each request its own
-    model call, the usual case under light load) a call a record; made per call (a tuple of names
-    and one of dimensions, an LRU lookup), a record took 4.2-4.5 us to encode, here 3.7-3.9 us
-    (RestRecords.lines, 64 one-row records, thread CPU, 3 interleaved pairs, 2026-12-06). No check
-    of the arrays' types: row_texts exist only for arrays orjson writes (numbers, booleans, dates),
-    whose elements hold no comma or bracket."""
-    names = set(map(tuple, batch_outputs))
-    if len(names) != 1:
-        return None
-    first = names.pop()
-    ndims = list(map(_ndim, itertools.chain.from_iterable(map(dict.values, batch_outputs))))
-    shape = ndims[: len(first)]
-    if ndims != shape * len(batch_outputs):
-        return None
-    return _output_template(first, tuple(shape))
-
-
-_ndim = operator.attrgetter("ndim")
+    """A key's JSON text."""
+    return orjson.dumps(name)
 
 
 @functools.lru_cache(maxsize=64)
-def _output_template(names: tuple[str, ...], ndims: tuple[int, ...]) -> bytes:
-    """The outputs object's %-template of outputs_template: a `[%b]` slot a 1-D output, `[[%b]]` a
-    2-D one (row_texts' rows hold no outer brackets)."""
-    return b"{%b}" % b",".join(
-        _json_key(name) + (b":[%b]" if ndim == 1 else b":[[%b]]")
-        for name, ndim in zip(names, ndims, strict=True)
+def line_pieces(
+    deployment: str,
+    variant: str,
+    revision: str,
+    model_version: str,
+    inputs: tuple[str, ...],
+    outputs: tuple[tuple[str, int], ...],
+) -> tuple[bytes, ...]:
+    """A one-row REST record's JSON line (`dumps` of RestRecords.body) as its fixed bytes around
+    the slots _predlog_lines.one_row_lines fills, in order: the request id, the time, each logged
+    input (`"name":[v]`, the policy's plan order), each output (`"name":[v]` for a 1-D one, `[[..]]`
+    for a 2-D one, as output_arrays and the answer write a row), the latency and the status; the
+    other fields are written here. len(pieces) = slots + 1."""
+    parts: list[bytes | None] = [b'{"request_id":', None, b',"time":', None]
+    fixed = (deployment, variant, revision, model_version)
+    parts.append(
+        b',"deployment":%b,"variant":%b,"revision":%b,"model_version":%b,"inputs":{'
+        % tuple(map(_json_key, fixed))
     )
+    for j, name in enumerate(inputs):
+        parts += [(b"," if j else b"") + _json_key(name) + b":[", None, b"]"]
+    parts.append(b'},"outputs":{')
+    for j, (name, ndim) in enumerate(outputs):
+        brackets = (b"[", b"]") if ndim == 1 else (b"[[", b"]]")
+        parts += [(b"," if j else b"") + _json_key(name) + b":" + brackets[0], None, brackets[1]]
+    parts += [b'},"latency_ms":', None, b',"status":', None, b"}\n"]
+    pieces = [b""]
+    for part in parts:
+        if part is None:
+            pieces.append(b"")
+        else:
+            pieces[-1] += part
+    return tuple(pieces)
 
 
 def output_arrays(prediction: Any) -> dict[str, Any]:
@@ -301,11 +264,6 @@ def output_arrays(prediction: Any) -> dict[str, Any]:
     writes each number as the answers do (a float32 by its shortest text, not .tolist()'s float64
     digits): the reference of outputs_template and the texts it slots in."""
     return {k: numpy.ascontiguousarray(v) for k, v in prediction.outputs.items()}
-
-
-def _one_of(i: int) -> Callable[[list[Any]], tuple[Any]]:
-    """itemgetter(i), but a tuple of one, as itemgetter(i, j, ...) gives a tuple."""
-    return lambda values: (values[i],)
 
 
 def sampled(request_id: str, rate: float) -> bool:

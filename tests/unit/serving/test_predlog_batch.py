@@ -1,7 +1,7 @@
 """The prediction log's batch encoding equals its record-by-record reference byte for byte.
 
 The drain encodes a run of records at once; the REST server's column path
-(`RestRecords._one_row_lines`: no dict, no Python per record) must write exactly what `dumps` of
+(`RestRecords._one_row_lines`: the C encoder, _predlog_lines) must write exactly what `dumps` of
 each record's dict (`RecordEncoder.one`, what the log wrote before) writes, request ids included,
 for hostile values: NaN, infinities, -0.0, the largest int64s, unicode and newlines in ids, commas
 in ids, missing fields (failed requests, no model), numpy rows, several micro-batches in one run.
@@ -27,7 +27,7 @@ from modeldeploy_serving.predlog import (
     PiiPolicy,
     PredictionLog,
     RecordEncoder,
-    outputs_template,
+    line_pieces,
 )
 from modeldeploy_serving.rows import ListRows
 
@@ -86,12 +86,14 @@ row_value = st.one_of(
     st.sampled_from([0.0, -0.0, 6.5, 1e16, 3.4e38]),
 )
 header_id = st.binary(min_size=1, max_size=6) | st.sampled_from([b"req,1", b'q"x', b"\xe9\xff", b"a\nb"])
+plain_id = st.binary(min_size=1, max_size=300).map(lambda b: bytes(0x20 + c % 95 for c in b).replace(b'"', b"'").replace(b"\\", b"/"))
 
 
 @st.composite
-def requests(draw: Any, usual: bool) -> list[tuple[Any, ...]]:
-    """A run of RestRecords items: `usual` mostly one-row JSON requests of one model (the column
-    path), else anything the server may queue."""
+def requests(draw: Any, usual: bool, plain: bool = False) -> list[tuple[Any, ...]]:
+    """A run of RestRecords items: `usual` mostly one-row JSON requests of one model (the C path),
+    else anything the server may queue; `plain`: only what the C path writes itself (ids of printable
+    ASCII, every model call's outputs alike), so it must not give up."""
     n = draw(st.integers(1, 40))
     with_headers = draw(st.sampled_from(["none", "all", "mixed"]))
     items = []
@@ -107,7 +109,7 @@ def requests(draw: Any, usual: bool) -> list[tuple[Any, ...]]:
                 draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=size, max_size=size)), dtype=np.int64
             )
             outputs: dict[str, Any] = {"probabilities": probs, "label": labels}
-            odd = draw(st.integers(0, 7))  # now and then a model call whose outputs differ in shape
+            odd = 7 if plain else draw(st.integers(0, 7))  # now and then a model call whose outputs differ in shape
             if odd == 0:
                 outputs = {"label": labels, "probabilities": probs}  # the other order
             elif odd == 1:
@@ -149,7 +151,7 @@ def requests(draw: Any, usual: bool) -> list[tuple[Any, ...]]:
         headers = [(b"host", b"x"), (b"content-length", b"10")]
         if with_headers == "all" or (with_headers == "mixed" and i % 2):
             name = draw(st.sampled_from([b"x-request-id", b"request-id"]))
-            headers.append((name, draw(header_id)))
+            headers.append((name, draw(plain_id if plain else header_id)))
         elapsed = draw(st.floats(0, 10, allow_nan=False))
         at = draw(st.floats(1e9, 2e9, allow_nan=False))
         items.append((None, None, headers, model, logged, status, elapsed, at))
@@ -190,6 +192,17 @@ def test_rest_column_path_equals_the_record_reference(
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests(usual=True, plain=True), policies)
+def test_the_c_path_writes_every_usual_run_itself(items: list[tuple[Any, ...]], policy: PiiPolicy) -> None:
+    """Ids of printable ASCII (up to 300 bytes: the log keeps 256), mixed with made ones, any numbers:
+    the C encoder writes the run (no fallback) and equals the reference."""
+    app = app_for()
+    encoder = RestRecords(app)
+    assert encoder._one_row_lines([(encoder, *item[1:]) for item in items], policy) is not None
+    compare(items, policy)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(requests(usual=False), policies)
 def test_rest_batch_path_equals_the_record_reference_for_any_request(
     items: list[tuple[Any, ...]], policy: PiiPolicy
@@ -197,8 +210,8 @@ def test_rest_batch_path_equals_the_record_reference_for_any_request(
     compare(items, policy)
 
 
-def test_the_usual_run_takes_the_column_path() -> None:
-    """The bench's requests (one JSON row, no id) are encoded without dicts (else the speed-up is gone)."""
+def test_the_usual_run_takes_the_c_path() -> None:
+    """The bench's requests (one JSON row, no id) are encoded in C (else the speed-up is gone)."""
     policy = PiiPolicy.from_lists(KEY, pseudonymise=["account_id"], keep=["plan"])
     probs = np.array([[0.25, 0.75], [0.5, 0.5]], dtype=np.float32)
     whole = Prediction({"probabilities": probs, "label": np.array([1, 0])}, probs[:, 0])
@@ -224,23 +237,28 @@ def test_the_usual_run_takes_the_column_path() -> None:
     assert first["outputs"] == {"probabilities": [[0.25, 0.75]], "label": [1]}
 
 
-def test_outputs_template_only_for_calls_of_one_shape() -> None:
-    """One template for a run only when every model call has the same outputs by name, order and
-    number of dimensions; anything else is written by dicts."""
-    p1, p2 = np.zeros((1, 2), np.float32), np.zeros((3, 2), np.float32)
-    label1, label3 = np.zeros(1, np.int64), np.zeros(3, np.int64)
-    same = [{"p": p1, "label": label1}, {"p": p2, "label": label3}]
-    assert outputs_template(same) == b'{"p":[[%b]],"label":[%b]}'
-    assert outputs_template([{"p": p1}]) == b'{"p":[[%b]]}'
-    mixed_runs: list[list[dict[str, Any]]] = [
-        [{"p": p1, "label": label1}, {"label": label3, "p": p2}],  # order
-        [{"p": p1, "label": label1}, {"p": p2, "label": label3.reshape(3, 1)}],  # dimensions
-        [{"p": p1, "label": label1}, {"p": p2}],  # names
-        [{"p": p1, "label": label1}, {"p": p2, "lbl": label3}],
-    ]
-    for mixed in mixed_runs:
-        assert outputs_template(mixed) is None, mixed
-    assert outputs_template([{'a"%b': label1}]) == b'{"a\\"%%b":[%b]}'  # a %-template: % doubled
+def test_line_pieces_are_the_record_around_its_slots() -> None:
+    """The fixed bytes of a line, escaped by orjson, with a slot per varying field: filled with
+    the slots' texts they are `dumps` of the record."""
+    pieces = line_pieces('d"%b', "v", "", "1", ("a", "b\n"), (("p", 2), ("label", 1)))
+    slots = [b'"id"', b"1.5", b"3", b'"hmac:x"', b"0.25,0.75", b"1", b"0.1", b'"200"']
+    assert len(pieces) == len(slots) + 1
+    line = b"".join(p + s for p, s in zip(pieces, [*slots, b""], strict=True))
+    assert orjson.loads(line) == {
+        "request_id": "id",
+        "time": 1.5,
+        "deployment": 'd"%b',
+        "variant": "v",
+        "revision": "",
+        "model_version": "1",
+        "inputs": {"a": [3], "b\n": ["hmac:x"]},
+        "outputs": {"p": [[0.25, 0.75]], "label": [1]},
+        "latency_ms": 0.1,
+        "status": "200",
+    }
+    assert line.endswith(b"}\n") and line.count(b"\n") == 1
+    empty = line_pieces("d", "v", "r", "1", (), ())
+    assert b'"inputs":{},"outputs":{},"latency_ms":' in empty[2]
 
 
 class Exploding(RecordEncoder):
