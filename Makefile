@@ -29,8 +29,14 @@ help:  ## list the targets
 $(UV):
 	python3 -m pip install --quiet --user "uv==$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 
-$(VENV)/.installed: uv.lock pyproject.toml */pyproject.toml tests/cluster/pyproject.toml | $(UV)
-	$(UV) sync --all-packages --frozen
+# serving's C extension modules are compiled in place by its build hook (serving/hatch_build.py) when
+# uv builds its editable install. uv reuses a built one while serving's cache keys (pyproject.toml, the
+# hook, the .c files: their mtimes) are unchanged, and then runs no hook: after `git clean -fdx` the
+# module was missing (checked 2026-12-06). --reinstall-package rebuilds it on every run of this target
+# (0.9 s); the hook and the .c files are prerequisites, so an edit runs it.
+$(VENV)/.installed: uv.lock pyproject.toml */pyproject.toml tests/cluster/pyproject.toml \
+		serving/hatch_build.py $(wildcard serving/src/modeldeploy_serving/*.c) | $(UV)
+	$(UV) sync --all-packages --frozen --reinstall-package modeldeploy-serving
 	touch $@
 
 .PHONY: install

@@ -20,10 +20,11 @@
 # serving/Dockerfile and operator/Dockerfile unchanged, with their base images given as build arguments:
 # here no public registry is reachable, so the bases are made from Debian packages (mmdebstrap minbase
 # with python3, made an OCI image by umoci, copied into buildah's storage by skopeo). The build base is
-# that base plus python3-pip (the final stage has no pip). Bases are cached by their recipe; images by a stamp hashing
-# the Dockerfile, every file it copies, the base image ids and the build arguments: a warm run with
-# unchanged inputs builds nothing. The revision label is not part of the stamp (it would rebuild every
-# commit): it names the commit the image was first built from, whose inputs are the current ones.
+# that base plus python3-pip and a C compiler with Python's headers (the final stage has neither). Bases
+# are cached by their recipe; images by a stamp hashing the Dockerfile, every file it copies, the base
+# image ids and the build arguments: a warm run with unchanged inputs builds nothing. The revision label
+# is not part of the stamp (it would rebuild every commit): it names the commit the image was first built
+# from, whose inputs are the current ones.
 #
 # Output: $REGISTRY/modeldeploy/<name>:<chart appVersion> in buildah's storage and in the registry, and
 # $MODELDEPLOY_CACHE/images/archives/<name>-<version>.oci.tar. The last lines (stdout) are
@@ -52,7 +53,9 @@ VERSION=$(sed -n 's/^appVersion:[[:space:]]*"\{0,1\}\([^"]*\)"\{0,1\}[[:space:]]
 REVISION=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
 SUITE=bookworm
 RUNTIME_PACKAGES=python3,ca-certificates
-BUILD_EXTRA_PACKAGES=python3-pip
+# gcc, libc6-dev and Python's headers compile serving's C extension modules (serving/hatch_build.py) in
+# the build stage only; the runtime base and the final stages get no compiler.
+BUILD_EXTRA_PACKAGES=python3-pip,gcc,libc6-dev,libpython3.11-dev
 # Docs, manuals and translations out of the bases (licenses stay), as Debian's own slim images do.
 DPKG_OPTS=(
   "path-exclude=/usr/share/doc/*" "path-include=/usr/share/doc/*/copyright"
@@ -146,7 +149,9 @@ copied_files() {
       path=${path%/}
       [[ -e $ROOT/$path ]] || die "$dockerfile copies $path, which does not exist"
       if [[ -d $ROOT/$path ]]; then
-        (cd "$ROOT" && find "$path" -type f ! -path '*/__pycache__/*' ! -name '*.pyc')
+        # What .dockerignore leaves out of the build context: bytecode, and C extension modules an
+        # editable install compiled in place (the image compiles its own).
+        (cd "$ROOT" && find "$path" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -name '*.so')
       else
         echo "$path"
       fi

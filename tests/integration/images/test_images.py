@@ -455,6 +455,9 @@ def test_serving_image_serves_the_churn_bundle_read_only(
 
         whoami = container.exec("python3", "-c", "import os; print(os.getuid(), os.getgid())")
         assert whoami.stdout.split() == [str(RUN_AS), str(RUN_AS)], whoami.stderr
+        # The C extension module, compiled in the build stage (serving/hatch_build.py), loads here.
+        extension = container.exec("python3", "-c", "import modeldeploy_serving._predlog_lines")
+        assert extension.returncode == 0, extension.stderr
         write = container.exec("python3", "-c", "open('/opt/venv/probe', 'w')")
         assert write.returncode != 0
         assert "Read-only file system" in write.stderr
