@@ -202,7 +202,7 @@ static PyObject *one_row_lines(PyObject *self, PyObject *args) {
         goto fail;
     }
     nums = PyList_New(0);
-    keep = PyList_New(0); /* what the texts point into and nothing else holds: tokens, latencies */
+    keep = PyList_New(0); /* held to the end: pseudonyms, rows' values, model calls' texts */
     if (nums == NULL || keep == NULL) goto fail;
     Py_ssize_t n_made = 0;
 

@@ -86,7 +86,9 @@ row_value = st.one_of(
     st.sampled_from([0.0, -0.0, 6.5, 1e16, 3.4e38]),
 )
 header_id = st.binary(min_size=1, max_size=6) | st.sampled_from([b"req,1", b'q"x', b"\xe9\xff", b"a\nb"])
-plain_id = st.binary(min_size=1, max_size=300).map(lambda b: bytes(0x20 + c % 95 for c in b).replace(b'"', b"'").replace(b"\\", b"/"))
+plain_id = st.binary(min_size=1, max_size=300).map(
+    lambda b: bytes(0x20 + c % 95 for c in b).replace(b'"', b"'").replace(b"\\", b"/")
+)  # printable ASCII, no quote or backslash: what the C encoder copies as it is
 
 
 @st.composite
@@ -109,7 +111,8 @@ def requests(draw: Any, usual: bool, plain: bool = False) -> list[tuple[Any, ...
                 draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=size, max_size=size)), dtype=np.int64
             )
             outputs: dict[str, Any] = {"probabilities": probs, "label": labels}
-            odd = 7 if plain else draw(st.integers(0, 7))  # now and then a model call whose outputs differ in shape
+            # now and then a model call whose outputs differ in shape
+            odd = 7 if plain else draw(st.integers(0, 7))
             if odd == 0:
                 outputs = {"label": labels, "probabilities": probs}  # the other order
             elif odd == 1:
@@ -256,7 +259,8 @@ def test_line_pieces_are_the_record_around_its_slots() -> None:
         "latency_ms": 0.1,
         "status": "200",
     }
-    assert line.endswith(b"}\n") and line.count(b"\n") == 1
+    assert line.endswith(b"}\n")
+    assert line.count(b"\n") == 1
     empty = line_pieces("d", "v", "r", "1", (), ())
     assert b'"inputs":{},"outputs":{},"latency_ms":' in empty[2]
 
