@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from built_cache import cached_build, churn_script
-from local_processes import free_port, running, wait_http
+from local_processes import free_port, running
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -94,8 +94,7 @@ def model_server(
     }
     args = [str(VENV_BIN / "modeldeploy"), "serve", "--model-uri", str(bundle)]
     args += ["--host", "127.0.0.1", "--port", str(port)]
-    with running(args, workdir / f"server-{port}.log", env) as process:
-        wait_http(f"http://127.0.0.1:{port}/v2/health/ready", process=process)
+    with running(args, workdir / f"server-{port}.log", env, ready=f"http://127.0.0.1:{port}/v2/health/ready"):
         yield Server(f"127.0.0.1:{port}")
 
 
@@ -108,8 +107,7 @@ def router(arms: list[dict[str, Any]], workdir: Path) -> Iterator[str]:
     config.write_text(json.dumps(table))
     args = [str(VENV_BIN / "modeldeploy-router"), "--config-file", str(config)]
     args += ["--host", "127.0.0.1", "--port", str(port)]
-    with running(args, workdir / f"router-{port}.log") as process:
-        wait_http(f"http://127.0.0.1:{port}/healthz", process=process)
+    with running(args, workdir / f"router-{port}.log", ready=f"http://127.0.0.1:{port}/healthz"):
         yield f"127.0.0.1:{port}"
 
 
@@ -177,6 +175,5 @@ def prometheus(targets: dict[str, str], workdir: Path) -> Iterator[Prometheus]:
         "--storage.tsdb.retention.time=1h",
         "--log.level=warn",
     ]
-    with running(args, workdir / "prometheus.log") as process:
-        wait_http(f"http://127.0.0.1:{port}/-/ready", process=process)
+    with running(args, workdir / "prometheus.log", ready=f"http://127.0.0.1:{port}/-/ready"):
         yield Prometheus(f"http://127.0.0.1:{port}")

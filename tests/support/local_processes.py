@@ -43,14 +43,23 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @contextmanager
 def running(
-    args: list[str], log: Path, env: dict[str, str] | None = None
+    args: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    *,
+    ready: str | None = None,
+    ready_status: int | None = 200,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run `args` with output to `log`. The environment is the test's, plus `env`, minus KUBERNETES_*:
-    the process is not in a cluster, whatever runs the tests (a router must not look for a token)."""
+    the process is not in a cluster, whatever runs the tests (a router must not look for a token).
+    With `ready`: yields only once this process itself answers `ready_status` there (any when None),
+    and fails at once if it exits first (wait_http with `process`, which says why)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
     with log.open("wb") as out:
         proc = subprocess.Popen(args, env={**base, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
     try:
+        if ready is not None:
+            wait_http(ready, status=ready_status, process=proc)
         yield proc
     finally:
         proc.terminate()

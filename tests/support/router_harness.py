@@ -18,7 +18,7 @@ import orjson
 
 from modeldeploy_contract.router_config import RouterConfig
 
-from local_processes import free_port, running, wait_http
+from local_processes import free_port, running
 
 HERE = Path(__file__).parent
 
@@ -30,8 +30,9 @@ def fake_backend(name: str, prob: float, workdir: Path, sleep: float = 0.0) -> I
     args = [sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), "fake_backend:app"]
     args += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
     env = {"FAKE_NAME": name, "FAKE_PROB": str(prob), "FAKE_SLEEP": str(sleep)}
-    with running(args, workdir / f"backend-{name}.log", env) as process:
-        wait_http(f"http://127.0.0.1:{port}/", status=None, process=process)
+    with running(
+        args, workdir / f"backend-{name}.log", env, ready=f"http://127.0.0.1:{port}/", ready_status=None
+    ):
         yield f"127.0.0.1:{port}"
 
 
@@ -98,9 +99,8 @@ class Router:
             "MODELDEPLOY_ROUTER_MAX_RESPONSE_BYTES": str(RESPONSE_LIMIT),
             **(env or {}),
         }
-        with running(args, self.workdir / "router.log", env) as process:
+        with running(args, self.workdir / "router.log", env, ready=f"{self.url}/healthz") as process:
             self.pid = process.pid
-            wait_http(f"{self.url}/healthz", process=process)
             yield self
 
 

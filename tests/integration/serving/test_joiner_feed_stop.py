@@ -27,7 +27,7 @@ import pytest
 
 from modeldeploy_contract.joiner_settings import FEED_PATH
 
-from local_processes import free_port, running, wait_for, wait_http
+from local_processes import free_port, running, wait_for
 from serving_harness import Bundles, Server, ServerFactory, v2_body
 
 pytestmark = pytest.mark.slow
@@ -102,8 +102,7 @@ def joiner(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     database = tmp_path / "joiner.db"
     args = [sys.executable, "-m", "modeldeploy_serving.cli", "joiner", "--host", "127.0.0.1"]
     args += ["--port", str(port), "--database", f"sqlite:///{database}"]
-    with running(args, tmp_path / "joiner.log") as process:
-        wait_http(f"{url}/readyz", process=process)
+    with running(args, tmp_path / "joiner.log", ready=f"{url}/readyz"):
         yield url, database
 
 

@@ -18,7 +18,7 @@ import pytest
 from modeldeploy_contract.preflight import REPLAY_HEADER
 from modeldeploy_contract.router_config import RouterConfig
 
-from local_processes import free_port, running, wait_for, wait_http
+from local_processes import free_port, running, wait_for
 from serving_harness import Bundles, ServerFactory, v2_body
 
 pytestmark = pytest.mark.slow
@@ -33,8 +33,7 @@ def front_door(bundles: Bundles, serve: ServerFactory, tmp_path: Path) -> Iterat
     joiner_url = f"http://127.0.0.1:{joiner_port}"
     joiner = [sys.executable, "-m", "modeldeploy_serving.cli", "joiner", "--host", "127.0.0.1"]
     joiner += ["--port", str(joiner_port), "--database", f"sqlite:///{tmp_path / 'joiner.db'}"]
-    with running(joiner, tmp_path / "joiner.log") as joiner_process:
-        wait_http(f"{joiner_url}/readyz", process=joiner_process)
+    with running(joiner, tmp_path / "joiner.log", ready=f"{joiner_url}/readyz"):
         feed = {
             "MODELDEPLOY_FEED_URL": joiner_url,
             "MODELDEPLOY_FEED_DEPLOYMENT": "churn",
@@ -60,9 +59,8 @@ def front_door(bundles: Bundles, serve: ServerFactory, tmp_path: Path) -> Iterat
         router += ["--config-file", str(tmp_path / "router.json")]
         router += ["--endpoints-file", str(tmp_path / "endpoints.json")]
         router += ["--host", "127.0.0.1", "--port", str(router_port), "--log-level", "warning"]
-        with running(router, tmp_path / "router.log") as router_process:
-            router_url = f"http://127.0.0.1:{router_port}"
-            wait_http(f"{router_url}/readyz", process=router_process)
+        router_url = f"http://127.0.0.1:{router_port}"
+        with running(router, tmp_path / "router.log", ready=f"{router_url}/readyz"):
             yield router_url, joiner_url, server.url
 
 

@@ -24,7 +24,7 @@ from local_postgres import LocalPostgres, local_postgres, postgres_url  # noqa: 
 from modeldeploy_serving.joiner.parse import Feedback
 from modeldeploy_serving.joiner.store import PostgresDialect, SqlStore, StoreUnavailableError, open_store
 
-from local_processes import free_port, running, wait_http
+from local_processes import free_port, running
 
 pytestmark = pytest.mark.slow
 
@@ -71,9 +71,8 @@ def joiner_process(tmp_path: Path, dsn: str) -> Iterator[Joiner]:
         "MODELDEPLOY_JOINER_READINESS_CHECK_SECONDS": "0",
     }
     log = tmp_path / "joiner.log"
-    with running(args, log, env) as process:
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/readyz", process=process)
+    url = f"http://127.0.0.1:{port}"
+    with running(args, log, env, ready=f"{url}/readyz"):
         yield Joiner(url, log)
 
 

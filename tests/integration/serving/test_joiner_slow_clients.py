@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from raw_http import Exchange, post, read_answer
 
-from local_processes import free_port, running, wait_for, wait_http
+from local_processes import free_port, running, wait_for
 
 FEEDBACK = "/v1/feedback"
 LIMIT = 1024
@@ -41,8 +41,7 @@ def joiner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
         "MODELDEPLOY_JOINER_BODY_READ_TIMEOUT_SECONDS": str(BODY_SECONDS),
     }
     args = [sys.executable, "-m", "modeldeploy_serving.cli", "joiner"]
-    with running(args, Path(folder) / "joiner.log", env) as process:
-        wait_http(f"http://127.0.0.1:{port}/readyz", process=process)
+    with running(args, Path(folder) / "joiner.log", env, ready=f"http://127.0.0.1:{port}/readyz"):
         yield ("127.0.0.1", port)
 
 

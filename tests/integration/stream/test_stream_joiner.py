@@ -18,7 +18,7 @@ import pytest
 from local_postgres import LocalPostgres, local_postgres, postgres_url  # noqa: F401 (fixtures)
 
 from kafka_broker import Broker
-from local_processes import free_port, running, wait_http
+from local_processes import free_port, running
 from stream_harness import Topics, feature_records, parse_metrics, produce, read_topic, stream_process
 
 pytestmark = pytest.mark.slow
@@ -54,9 +54,8 @@ def joiner_process(
     args = [sys.executable, "-m", "modeldeploy_serving.cli", "joiner", "--host", "127.0.0.1"]
     args += ["--port", str(port), "--database", database or f"sqlite:///{tmp_path / 'joiner.db'}"]
     log = tmp_path / f"{name}.log"
-    with running(args, log, env) as process:
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/readyz", process=process)
+    url = f"http://127.0.0.1:{port}"
+    with running(args, log, env, ready=f"{url}/readyz"):
         yield JoinerProcess(url, log)
 
 

@@ -184,3 +184,25 @@ def test_listens_tells_whose_socket_a_port_is() -> None:
         assert listens(os.getpid(), port)
         assert not listens(os.getppid(), port)  # another process: not its socket
     assert not listens(os.getpid(), port)  # closed
+
+
+def test_running_with_ready_fails_at_once_when_the_process_exits(tmp_path: Path) -> None:
+    """running(..., ready=url) waits for the process it started, not the port: one that exits before
+    answering (a taken port: "address already in use") fails the start at once, with its exit code,
+    even while another server holds the port (the timeout would raise TimeoutError, not this)."""
+    import socket
+    import sys
+
+    from local_processes import free_port, running
+
+    port = free_port()
+    with socket.socket() as other:  # another test's server on the port, answering nothing useful
+        other.bind(("127.0.0.1", port))
+        other.listen()
+        with pytest.raises(RuntimeError, match="exited with 3"):  # noqa: SIM117
+            with running(
+                [sys.executable, "-c", "raise SystemExit(3)"],
+                tmp_path / "x.log",
+                ready=f"http://127.0.0.1:{port}/",
+            ):
+                pytest.fail("yielded without the process answering")
