@@ -222,6 +222,35 @@ class Plane:
         return bool(review.status.allowed)
 
 
+def install_crd(api: client.ApiClient, layout: PrivateLayout) -> None:
+    """Create the ModelDeployment CRD on a private control plane and return once clients can use it:
+    Established, and the kind in the group's discovery document."""
+    extensions = client.ApiextensionsV1Api(api)
+    extensions.create_custom_resource_definition(
+        yaml.safe_load((REPO / "crds" / "modeldeploy.io_modeldeployments.yaml").read_text())
+    )
+
+    def established() -> bool:
+        crd = extensions.read_custom_resource_definition(f"{PLURAL}.{GROUP}")
+        conditions = crd.status.conditions or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    wait_for("the CRD to be established", established, WAIT)
+
+    def discovered() -> bool:
+        # Established comes before the group's discovery document: under load /apis/<group>/<version>
+        # still answered 404 right after Established (the cold CI run of 2026-12-04; CI run 57 of
+        # 2026-12-06, in test_operator_namespace_deletion.py's own copy of this wait, since removed).
+        try:
+            return PLURAL in layout.admin_get(f"/apis/{GROUP}/{VERSION}")
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return False
+            raise
+
+    wait_for("modeldeployments in discovery", discovered, WAIT)
+
+
 @contextlib.contextmanager
 def operator_plane(
     work: Path, audit_policy: dict[str, Any], admission_plugins: Sequence[str] = ("NodeRestriction",)
@@ -232,29 +261,7 @@ def operator_plane(
         work, admission_plugins=admission_plugins, audit_policy=audit_policy, kwok_nodes=1
     ) as layout:
         api = config.new_client_from_config(config_file=str(layout.admin_kubeconfig))
-        extensions = client.ApiextensionsV1Api(api)
-        extensions.create_custom_resource_definition(
-            yaml.safe_load((REPO / "crds" / "modeldeploy.io_modeldeployments.yaml").read_text())
-        )
-
-        def established() -> bool:
-            crd = extensions.read_custom_resource_definition(f"{PLURAL}.{GROUP}")
-            conditions = crd.status.conditions or []
-            return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-        wait_for("the CRD to be established", established, WAIT)
-
-        def discovered() -> bool:
-            # Established comes before the group's discovery document: under load (the cold CI run of
-            # 2026-12-04) /apis/<group>/<version> still answered 404 right after Established.
-            try:
-                return PLURAL in layout.admin_get(f"/apis/{GROUP}/{VERSION}")
-            except urllib.error.HTTPError as error:
-                if error.code == 404:
-                    return False
-                raise
-
-        wait_for("modeldeployments in discovery", discovered, WAIT)
+        install_crd(api, layout)
         core = client.CoreV1Api(api)
         core.create_namespace({"metadata": {"name": SYSTEM}})
         core.create_namespaced_service_account(SYSTEM, {"metadata": {"name": OPERATOR}})

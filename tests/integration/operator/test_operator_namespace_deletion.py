@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client, config
 
 from modeldeploy_operator.config import OperatorSettings
@@ -41,7 +40,8 @@ from modeldeploy_operator.scheduler import WorkQueue
 from modeldeploy_testcluster.layout import binaries_dir
 from modeldeploy_testcluster.private import private_control_plane
 
-from cluster_helpers import GROUP, PLURAL, REPO, VERSION, wait_for
+from cluster_helpers import GROUP, PLURAL, VERSION, wait_for
+from private_operator import install_crd
 
 pytestmark = [pytest.mark.cluster, pytest.mark.private_control_plane, pytest.mark.slow]
 if not all((binaries_dir() / b).exists() for b in ("etcd", "kube-apiserver", "kube-controller-manager")):
@@ -57,21 +57,7 @@ def admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[client.ApiClient
     work = Path(tmp_path_factory.mktemp("nsdel-private"))
     with private_control_plane(work) as layout:
         api = config.new_client_from_config(config_file=str(layout.admin_kubeconfig))
-        extensions = client.ApiextensionsV1Api(api)
-        extensions.create_custom_resource_definition(
-            yaml.safe_load((REPO / "crds" / "modeldeploy.io_modeldeployments.yaml").read_text())
-        )
-
-        def established() -> bool:
-            crd = extensions.read_custom_resource_definition(f"{PLURAL}.{GROUP}")
-            return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
-
-        wait_for("the CRD to be established", established, WAIT)
-        wait_for(
-            "modeldeployments in discovery",
-            lambda: PLURAL in layout.admin_get(f"/apis/{GROUP}/{VERSION}"),
-            WAIT,
-        )
+        install_crd(api, layout)
         yield api
         api.close()
 
