@@ -153,7 +153,7 @@ static int same_outputs(PyObject *prediction, PyObject *names, PyObject *ndims) 
     return ok;
 }
 
-#define GIVE_UP(...)   \
+#define GIVE_UP()      \
     do {               \
         result = NULL; \
         goto none;     \

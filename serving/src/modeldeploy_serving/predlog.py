@@ -262,7 +262,8 @@ def line_pieces(
 def output_arrays(prediction: Any) -> dict[str, Any]:
     """A record's outputs for `dumps`: its rows of each output as a C-contiguous array, so orjson
     writes each number as the answers do (a float32 by its shortest text, not .tolist()'s float64
-    digits): the reference of outputs_template and the texts it slots in."""
+    digits): the reference the C encoder's outputs (the answers' row texts, _predlog_lines) are
+    checked against."""
     return {k: numpy.ascontiguousarray(v) for k, v in prediction.outputs.items()}
 
 

@@ -1,7 +1,7 @@
 """The prediction log's batch encoding equals its record-by-record reference byte for byte.
 
-The drain encodes a run of records at once; the REST server's column path
-(`RestRecords._one_row_lines`: the C encoder, _predlog_lines) must write exactly what `dumps` of
+The drain encodes a run of records at once; the REST server's C path
+(`RestRecords._one_row_lines`: _predlog_lines.one_row_lines) must write exactly what `dumps` of
 each record's dict (`RecordEncoder.one`, what the log wrote before) writes, request ids included,
 for hostile values: NaN, infinities, -0.0, the largest int64s, unicode and newlines in ids, commas
 in ids, missing fields (failed requests, no model), numpy rows, several micro-batches in one run.
@@ -188,7 +188,7 @@ policies = st.sampled_from(
     policies,
     st.sampled_from([{}, {"deployment": 'd"%b\n', "variant": "é,", "revision": ""}]),
 )
-def test_rest_column_path_equals_the_record_reference(
+def test_rest_c_path_equals_the_record_reference(
     items: list[tuple[Any, ...]], policy: PiiPolicy, labels: dict[str, str]
 ) -> None:
     compare(items, policy, **labels)
